@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package tmem needs to build, test and benchmark.
+# Idempotent: when everything is present it checks with dpkg and returns in well under a second.
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  bazel-bootstrap g++ pkg-config
+  # libraries (wrapped in third_party/BUILD.bazel)
+  libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev
+  librocksdb-dev prometheus-cpp-dev libgtest-dev libgmock-dev
+  libnbd-dev liburing-dev libabsl-dev
+  # sanitizer runtimes for the asan/tsan configs
+  libclang-rt-14-dev
+  # test peers and benchmark peers
+  libnbd-bin nbdkit fio python3
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "setup: installing ${#missing[@]} Debian packages: ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "setup: done"
