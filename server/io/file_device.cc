@@ -1,0 +1,219 @@
+#include "server/io/file_device.h"
+
+#include <fcntl.h>
+#include <liburing.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/mutex.h"
+#include "common/status_macros.h"
+
+namespace tmem::io {
+
+absl::StatusOr<IoEngine> ParseIoEngine(const std::string& name) {
+  if (name == "pread") return IoEngine::kPread;
+  if (name == "uring" || name == "io_uring") return IoEngine::kUring;
+  return absl::InvalidArgumentError(absl::StrCat("unknown I/O engine '", name, "' (want pread or uring)"));
+}
+
+const char* IoEngineName(IoEngine engine) { return engine == IoEngine::kUring ? "uring" : "pread"; }
+
+// A pool of small io_uring instances: each synchronous call borrows one, so that concurrent
+// callers never share a submission queue and never wait on each other's completions.
+class FileDevice::RingPool {
+ public:
+  ~RingPool() {
+    MutexLock lock(&mu_);
+    for (io_uring* r : free_) {
+      io_uring_queue_exit(r);
+      delete r;
+    }
+  }
+
+  absl::StatusOr<io_uring*> Acquire() {
+    {
+      MutexLock lock(&mu_);
+      if (!free_.empty()) {
+        io_uring* r = free_.back();
+        free_.pop_back();
+        return r;
+      }
+    }
+    auto* r = new io_uring;
+    int rc = io_uring_queue_init(4, r, 0);
+    if (rc < 0) {
+      delete r;
+      return ErrnoStatus(-rc, "io_uring_queue_init");
+    }
+    return r;
+  }
+
+  void Release(io_uring* r) {
+    MutexLock lock(&mu_);
+    free_.push_back(r);
+  }
+
+ private:
+  Mutex mu_;
+  std::vector<io_uring*> free_ ABSL_GUARDED_BY(mu_);
+};
+
+FileDevice::FileDevice(int fd, uint64_t size, const FileDeviceOptions& options)
+    : fd_(fd),
+      size_(size),
+      alignment_(options.alignment),
+      engine_(options.engine),
+      path_(options.path),
+      rings_(options.engine == IoEngine::kUring ? std::make_unique<RingPool>() : nullptr) {}
+
+FileDevice::~FileDevice() {
+  rings_.reset();
+  ::close(fd_);
+}
+
+absl::StatusOr<std::unique_ptr<FileDevice>> FileDevice::Open(const FileDeviceOptions& options) {
+  if (options.alignment == 0 || (options.alignment & (options.alignment - 1)) != 0 ||
+      options.alignment < 512) {
+    return absl::InvalidArgumentError(absl::StrCat("alignment must be a power of two >= 512, got ",
+                                                   options.alignment));
+  }
+  if (options.path.empty()) return absl::InvalidArgumentError("device path is empty");
+  int flags = O_RDWR | O_CLOEXEC;
+  if (options.create_size_bytes > 0) flags |= O_CREAT;
+  int fd = ::open(options.path.c_str(), flags | O_DIRECT, 0644);
+  if (fd < 0 && errno == EINVAL) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot open ", options.path, " with O_DIRECT: the filesystem does not support direct I/O "
+        "(tmpfs does not); put the device file on ext4, xfs or btrfs, or use a block device"));
+  }
+  if (fd < 0) return ErrnoStatus(errno, absl::StrCat("open ", options.path));
+
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    return ErrnoStatus(err, absl::StrCat("stat ", options.path));
+  }
+  uint64_t size = 0;
+  if (S_ISBLK(st.st_mode)) {
+    if (::ioctl(fd, BLKGETSIZE64, &size) != 0) {
+      int err = errno;
+      ::close(fd);
+      return ErrnoStatus(err, absl::StrCat("BLKGETSIZE64 ", options.path));
+    }
+  } else if (S_ISREG(st.st_mode)) {
+    size = static_cast<uint64_t>(st.st_size);
+    if (size == 0 && options.create_size_bytes > 0) {
+      size = AlignDown(options.create_size_bytes, options.alignment);
+      int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
+      if (rc == EOPNOTSUPP || rc == EINVAL) rc = ::ftruncate(fd, static_cast<off_t>(size)) == 0 ? 0 : errno;
+      if (rc != 0) {
+        ::close(fd);
+        return ErrnoStatus(rc, absl::StrCat("allocate ", size, " bytes for ", options.path));
+      }
+    }
+    if (size == 0) {
+      ::close(fd);
+      return absl::InvalidArgumentError(absl::StrCat(options.path, " is empty; give a size to create it"));
+    }
+  } else {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(options.path, " is neither a regular file nor a block device"));
+  }
+  size = AlignDown(size, options.alignment);
+  return std::unique_ptr<FileDevice>(new FileDevice(fd, size, options));
+}
+
+absl::Status FileDevice::PreadAll(uint64_t offset, void* buf, size_t len) {
+  auto* p = static_cast<uint8_t*>(buf);
+  while (len > 0) {
+    ssize_t n = ::pread(fd_, p, len, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, absl::StrCat("pread ", path_, " at ", offset));
+    }
+    if (n == 0) return absl::OutOfRangeError(absl::StrCat("short read of ", path_, " at ", offset));
+    p += n;
+    offset += static_cast<uint64_t>(n);
+    len -= static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FileDevice::PwriteAll(uint64_t offset, const void* buf, size_t len) {
+  const auto* p = static_cast<const uint8_t*>(buf);
+  while (len > 0) {
+    ssize_t n = ::pwrite(fd_, p, len, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, absl::StrCat("pwrite ", path_, " at ", offset));
+    }
+    if (n == 0) return absl::InternalError(absl::StrCat("pwrite ", path_, " at ", offset, " wrote nothing"));
+    p += n;
+    offset += static_cast<uint64_t>(n);
+    len -= static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FileDevice::UringIo(bool write, uint64_t offset, void* buf, size_t len) {
+  TMEM_ASSIGN_OR_RETURN(io_uring * ring, rings_->Acquire());
+  absl::Status status;
+  auto* p = static_cast<uint8_t*>(buf);
+  while (len > 0 && status.ok()) {
+    io_uring_sqe* sqe = io_uring_get_sqe(ring);
+    if (write) {
+      io_uring_prep_write(sqe, fd_, p, static_cast<unsigned>(len), offset);
+    } else {
+      io_uring_prep_read(sqe, fd_, p, static_cast<unsigned>(len), offset);
+    }
+    int rc = io_uring_submit_and_wait(ring, 1);
+    io_uring_cqe* cqe = nullptr;
+    if (rc >= 0) rc = io_uring_wait_cqe(ring, &cqe);
+    if (rc < 0) {
+      status = ErrnoStatus(-rc, "io_uring submit");
+      break;
+    }
+    int res = cqe->res;
+    io_uring_cqe_seen(ring, cqe);
+    if (res == -EINTR || res == -EAGAIN) continue;
+    if (res < 0) {
+      status = ErrnoStatus(-res, absl::StrCat(write ? "io_uring write " : "io_uring read ", path_, " at ", offset));
+    } else if (res == 0) {
+      status = absl::OutOfRangeError(absl::StrCat("short I/O on ", path_, " at ", offset));
+    } else {
+      p += res;
+      offset += static_cast<uint64_t>(res);
+      len -= static_cast<size_t>(res);
+    }
+  }
+  rings_->Release(ring);
+  return status;
+}
+
+absl::Status FileDevice::Read(uint64_t offset, void* buf, size_t len) {
+  TMEM_RETURN_IF_ERROR(CheckIo(*this, offset, buf, len));
+  if (engine_ == IoEngine::kUring) return UringIo(false, offset, buf, len);
+  return PreadAll(offset, buf, len);
+}
+
+absl::Status FileDevice::Write(uint64_t offset, const void* buf, size_t len) {
+  TMEM_RETURN_IF_ERROR(CheckIo(*this, offset, buf, len));
+  if (engine_ == IoEngine::kUring) return UringIo(true, offset, const_cast<void*>(buf), len);
+  return PwriteAll(offset, buf, len);
+}
+
+absl::Status FileDevice::Sync() {
+  if (::fdatasync(fd_) != 0) return ErrnoStatus(errno, absl::StrCat("fdatasync ", path_));
+  return absl::OkStatus();
+}
+
+std::string FileDevice::Describe() const { return absl::StrCat("file:", path_); }
+
+}  // namespace tmem::io

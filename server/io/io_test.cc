@@ -1,0 +1,168 @@
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "server/io/block_device.h"
+#include "server/io/fault_injection_device.h"
+#include "server/io/file_device.h"
+#include "server/io/memory_device.h"
+
+namespace tmem::io {
+namespace {
+
+std::string TestPath(const std::string& name) {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  return std::string(dir ? dir : "/var/tmp") + "/" + name;
+}
+
+void Fill(AlignedBuffer& b, uint8_t v) { std::memset(b.data(), v, b.size()); }
+
+class FileDeviceTest : public ::testing::TestWithParam<IoEngine> {};
+
+TEST_P(FileDeviceTest, WriteThenReadReturnsSameBytesAndSurvivesReopen) {
+  std::string path = TestPath(std::string("dev_rw_") + IoEngineName(GetParam()));
+  ::unlink(path.c_str());
+  {
+    auto dev = FileDevice::Open({.path = path, .create_size_bytes = 1 << 20, .engine = GetParam()});
+    ASSERT_TRUE(dev.ok()) << dev.status();
+    EXPECT_EQ((*dev)->size_bytes(), 1u << 20);
+    AlignedBuffer w(8192), r(8192);
+    for (size_t i = 0; i < w.size(); ++i) w.data()[i] = static_cast<uint8_t>(i * 7 + 1);
+    ASSERT_TRUE((*dev)->Write(4096, w.data(), w.size()).ok());
+    ASSERT_TRUE((*dev)->Sync().ok());
+    ASSERT_TRUE((*dev)->Read(4096, r.data(), r.size()).ok());
+    EXPECT_EQ(std::memcmp(w.data(), r.data(), w.size()), 0);
+  }
+  auto dev = FileDevice::Open({.path = path, .engine = GetParam()});
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  AlignedBuffer r(4096);
+  ASSERT_TRUE((*dev)->Read(8192, r.data(), r.size()).ok());
+  EXPECT_EQ(r.data()[5], static_cast<uint8_t>((4096 + 5) * 7 + 1));
+}
+
+TEST_P(FileDeviceTest, RefusesUnalignedAndOutOfRangeIo) {
+  std::string path = TestPath(std::string("dev_bad_") + IoEngineName(GetParam()));
+  ::unlink(path.c_str());
+  auto dev = FileDevice::Open({.path = path, .create_size_bytes = 64 << 10, .engine = GetParam()});
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  AlignedBuffer b(8192);
+  EXPECT_EQ((*dev)->Read(100, b.data(), 4096).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*dev)->Write(0, b.data(), 100).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*dev)->Write(0, b.data() + 1, 4096).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*dev)->Read(64 << 10, b.data(), 4096).code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ((*dev)->Write(60 << 10, b.data(), 8192).code(), absl::StatusCode::kOutOfRange);
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, FileDeviceTest, ::testing::Values(IoEngine::kPread, IoEngine::kUring),
+                         [](const auto& info) { return std::string(IoEngineName(info.param)); });
+
+TEST(FileDeviceOpenTest, MissingFileWithoutSizeIsNotFound) {
+  auto dev = FileDevice::Open({.path = TestPath("no_such_device")});
+  EXPECT_EQ(dev.status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(FileDeviceOpenTest, DirectoryIsRefusedWithReason) {
+  const char* dir = std::getenv("TEST_TMPDIR");
+  auto dev = FileDevice::Open({.path = dir ? dir : "/var/tmp"});
+  ASSERT_FALSE(dev.ok());
+  EXPECT_NE(dev.status().message().find(dir ? dir : "/var/tmp"), std::string::npos) << dev.status();
+}
+
+TEST(FileDeviceOpenTest, EmptyFileWithoutSizeIsRefused) {
+  std::string path = TestPath("empty_device");
+  FILE* f = std::fopen(path.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fclose(f);
+  auto dev = FileDevice::Open({.path = path});
+  EXPECT_EQ(dev.status().code(), absl::StatusCode::kInvalidArgument) << dev.status();
+}
+
+TEST(FileDeviceOpenTest, ParseIoEngineRejectsUnknownNames) {
+  EXPECT_EQ(*ParseIoEngine("uring"), IoEngine::kUring);
+  EXPECT_EQ(*ParseIoEngine("pread"), IoEngine::kPread);
+  EXPECT_EQ(ParseIoEngine("aio").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(MemoryDeviceTest, EnforcesAlignmentLikeDirectIo) {
+  MemoryDevice dev(1 << 20, 4096);
+  AlignedBuffer b(4096);
+  Fill(b, 0xAB);
+  ASSERT_TRUE(dev.Write(4096, b.data(), 4096).ok());
+  AlignedBuffer r(4096);
+  ASSERT_TRUE(dev.Read(4096, r.data(), 4096).ok());
+  EXPECT_EQ(r.data()[100], 0xAB);
+  EXPECT_EQ(dev.Write(512, b.data(), 4096).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(FaultInjectionDeviceTest, PowerCutDropsEveryUnsyncedWriteAndKeepsSyncedOnes) {
+  MemoryDevice base(1 << 20, 512);
+  FaultInjectionDevice dev(&base);
+  AlignedBuffer a(4096, 512), b(4096, 512), r(4096, 512);
+  Fill(a, 0xAA);
+  Fill(b, 0xBB);
+  ASSERT_TRUE(dev.Write(0, a.data(), 4096).ok());
+  ASSERT_TRUE(dev.Sync().ok());
+  ASSERT_TRUE(dev.Write(0, b.data(), 4096).ok());
+  ASSERT_TRUE(dev.Write(8192, b.data(), 4096).ok());
+  EXPECT_EQ(dev.unsynced_write_count(), 2u);
+  ASSERT_TRUE(dev.SimulatePowerCut(FaultInjectionDevice::PowerCutMode::kDropUnsynced, 1).ok());
+  // Powered off: everything fails until restart.
+  EXPECT_FALSE(dev.Read(0, r.data(), 4096).ok());
+  dev.Restart();
+  ASSERT_TRUE(dev.Read(0, r.data(), 4096).ok());
+  EXPECT_EQ(r.data()[0], 0xAA);
+  EXPECT_EQ(r.data()[4095], 0xAA);
+  ASSERT_TRUE(dev.Read(8192, r.data(), 4096).ok());
+  EXPECT_EQ(r.data()[0], 0x00);
+}
+
+TEST(FaultInjectionDeviceTest, PowerCutTearsUnsyncedWritesAtSectorGranularity) {
+  MemoryDevice base(1 << 20, 512);
+  FaultInjectionDevice dev(&base);
+  AlignedBuffer a(65536, 512), r(65536, 512);
+  Fill(a, 0xCC);
+  ASSERT_TRUE(dev.Write(0, a.data(), a.size()).ok());
+  ASSERT_TRUE(dev.SimulatePowerCut(FaultInjectionDevice::PowerCutMode::kTearUnsynced, 42).ok());
+  dev.Restart();
+  ASSERT_TRUE(dev.Read(0, r.data(), r.size()).ok());
+  int new_sectors = 0, old_sectors = 0;
+  for (size_t s = 0; s < r.size(); s += 512) {
+    bool all_new = true, all_old = true;
+    for (size_t i = 0; i < 512; ++i) {
+      all_new &= r.data()[s + i] == 0xCC;
+      all_old &= r.data()[s + i] == 0x00;
+    }
+    ASSERT_TRUE(all_new || all_old) << "a sector is itself torn at " << s;
+    new_sectors += all_new;
+    old_sectors += all_old;
+  }
+  // 128 sectors, each kept with probability 1/2: both kinds appear.
+  EXPECT_GT(new_sectors, 0);
+  EXPECT_GT(old_sectors, 0);
+}
+
+TEST(FaultInjectionDeviceTest, FailNextAndPredicateReturnEio) {
+  MemoryDevice base(1 << 20, 512);
+  FaultInjectionDevice dev(&base);
+  AlignedBuffer a(4096, 512);
+  dev.FailNext(FaultInjectionDevice::Op::kWrite, 1);
+  absl::Status s = dev.Write(0, a.data(), 4096);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+  EXPECT_NE(s.message().find("Input/output error"), std::string::npos) << s;
+  EXPECT_TRUE(dev.Write(0, a.data(), 4096).ok());
+  dev.SetFailurePredicate([](FaultInjectionDevice::Op op, uint64_t off, size_t) {
+    return op == FaultInjectionDevice::Op::kRead && off >= 8192;
+  });
+  EXPECT_TRUE(dev.Read(0, a.data(), 4096).ok());
+  EXPECT_FALSE(dev.Read(8192, a.data(), 4096).ok());
+  dev.FailNext(FaultInjectionDevice::Op::kSync, 1);
+  EXPECT_FALSE(dev.Sync().ok());
+  EXPECT_EQ(dev.unsynced_write_count(), 1u) << "a failed sync must not forget unsynced writes";
+}
+
+}  // namespace
+}  // namespace tmem::io
