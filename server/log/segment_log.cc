@@ -1,0 +1,605 @@
+#include "server/log/segment_log.h"
+
+#include <sys/random.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/crc32c.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+
+namespace tmem::log {
+namespace {
+
+uint32_t PageAlignment(uint32_t len) { return std::min<uint32_t>(len, kBlockBytes); }
+
+std::string UuidString(const uint8_t (&u)[16]) {
+  return absl::StrFormat("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0],
+                         u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
+                         u[14], u[15]);
+}
+
+bool AllZero(const uint8_t* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    if (p[i] != 0) return false;
+  }
+  return true;
+}
+
+absl::Status ReadBlock(io::BlockDevice* device, uint64_t offset, io::AlignedBuffer* block) {
+  *block = io::AlignedBuffer(kBlockBytes, kBlockBytes);
+  return device->Read(offset, block->data(), kBlockBytes);
+}
+
+// Returns the checkpoint in `block` if it is whole and belongs to `uuid`.
+bool ParseCheckpoint(const io::AlignedBuffer& block, const uint8_t (&uuid)[16], CheckpointDisk* out) {
+  std::memcpy(out, block.data(), sizeof(*out));
+  return out->magic == kCheckpointMagic && std::memcmp(out->device_uuid, uuid, 16) == 0 &&
+         out->crc == crc32c::Value(out, offsetof(CheckpointDisk, crc));
+}
+
+}  // namespace
+
+absl::StatusOr<LogGeometry> SegmentLog::ReadGeometry(io::BlockDevice* device) {
+  if (kBlockBytes % device->alignment() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(device->Describe(), " needs ", device->alignment(),
+                                                   "-byte I/O; the log format uses ", kBlockBytes));
+  }
+  if (device->size_bytes() < kBlockBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(device->Describe(), " is too small (", device->size_bytes(), " bytes)"));
+  }
+  io::AlignedBuffer block;
+  TMEM_RETURN_IF_ERROR(ReadBlock(device, kSuperblockOffset, &block));
+  SuperblockDisk sb;
+  std::memcpy(&sb, block.data(), sizeof(sb));
+  if (AllZero(block.data(), kBlockBytes)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        device->Describe(), " is not formatted (its first block is zero); format it first with `tmem-admin format`"));
+  }
+  if (sb.magic != kSuperblockMagic) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s holds foreign data, not a tmem log (first 8 bytes 0x%016x); refusing to use it. "
+        "Format it explicitly if its contents may be destroyed",
+        device->Describe(), sb.magic));
+  }
+  if (sb.crc != crc32c::Value(&sb, offsetof(SuperblockDisk, crc))) {
+    return absl::DataLossError(absl::StrCat("the superblock of ", device->Describe(),
+                                            " is corrupt (CRC mismatch); refusing to use it"));
+  }
+  if (sb.format_version != kFormatVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(device->Describe(), " has tmem log format version ",
+                                                      sb.format_version, "; this build reads version ",
+                                                      kFormatVersion));
+  }
+  if (sb.block_bytes != kBlockBytes || sb.data_offset != kDataOffset || sb.segment_bytes < kMinSegmentBytes ||
+      sb.segment_bytes > kMaxSegmentBytes || sb.segment_bytes % kBlockBytes != 0 ||
+      sb.segment_count < kMinSegmentCount) {
+    return absl::DataLossError(absl::StrCat("the superblock of ", device->Describe(),
+                                            " has an impossible geometry (segment bytes ", sb.segment_bytes,
+                                            ", count ", sb.segment_count, ")"));
+  }
+  if (sb.data_offset + sb.segment_count * sb.segment_bytes > device->size_bytes()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        device->Describe(), " has ", device->size_bytes(), " bytes but its superblock describes ",
+        sb.data_offset + sb.segment_count * sb.segment_bytes, " (was the device truncated?)"));
+  }
+  LogGeometry g;
+  std::memcpy(g.device_uuid, sb.device_uuid, 16);
+  g.segment_bytes = sb.segment_bytes;
+  g.segment_count = sb.segment_count;
+  g.device_bytes = sb.device_bytes;
+  g.format_version = sb.format_version;
+  return g;
+}
+
+absl::Status SegmentLog::Format(io::BlockDevice* device, const FormatOptions& options) {
+  if (kBlockBytes % device->alignment() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(device->Describe(), " needs ", device->alignment(),
+                                                   "-byte I/O; the log format uses ", kBlockBytes));
+  }
+  if (options.segment_bytes < kMinSegmentBytes || options.segment_bytes > kMaxSegmentBytes ||
+      options.segment_bytes % kBlockBytes != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("segment size ", options.segment_bytes,
+                                                   " must be a multiple of 4096 between ", kMinSegmentBytes,
+                                                   " and ", kMaxSegmentBytes));
+  }
+  const uint64_t needed = kDataOffset + uint64_t{kMinSegmentCount} * options.segment_bytes;
+  if (device->size_bytes() < needed) {
+    return absl::InvalidArgumentError(absl::StrCat(device->Describe(), " has ", device->size_bytes(),
+                                                   " bytes; a log of ", options.segment_bytes,
+                                                   "-byte segments needs at least ", needed));
+  }
+  io::AlignedBuffer block;
+  TMEM_RETURN_IF_ERROR(ReadBlock(device, kSuperblockOffset, &block));
+  if (!options.force) {
+    uint64_t magic;
+    std::memcpy(&magic, block.data(), 8);
+    if (magic == kSuperblockMagic) {
+      return absl::AlreadyExistsError(absl::StrCat(device->Describe(),
+                                                   " already holds a tmem log; pass --force to format it again "
+                                                   "(every cached page on it is lost)"));
+    }
+    if (!AllZero(block.data(), kBlockBytes)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          device->Describe(), " holds other data (its first block is not zero); pass --force to overwrite it"));
+    }
+  }
+
+  SuperblockDisk sb{};
+  sb.magic = kSuperblockMagic;
+  sb.format_version = kFormatVersion;
+  sb.block_bytes = kBlockBytes;
+  if (getrandom(sb.device_uuid, sizeof(sb.device_uuid), 0) != sizeof(sb.device_uuid)) {
+    return io::ErrnoStatus(errno, "getrandom");
+  }
+  sb.segment_bytes = options.segment_bytes;
+  sb.segment_count = (device->size_bytes() - kDataOffset) / options.segment_bytes;
+  sb.data_offset = kDataOffset;
+  sb.device_bytes = device->size_bytes();
+  sb.format_time_unix = static_cast<uint64_t>(std::time(nullptr));
+  sb.crc = crc32c::Value(&sb, offsetof(SuperblockDisk, crc));
+
+  CheckpointDisk cp{};
+  cp.magic = kCheckpointMagic;
+  std::memcpy(cp.device_uuid, sb.device_uuid, 16);
+  cp.generation = 1;
+  cp.clean = 1;
+  cp.crc = crc32c::Value(&cp, offsetof(CheckpointDisk, crc));
+
+  // Checkpoints first, superblock last: a format cut short leaves no valid superblock.
+  io::AlignedBuffer out(kBlockBytes, kBlockBytes);
+  std::memcpy(out.data(), &cp, sizeof(cp));
+  // Generation g lives in slot g % 2.
+  TMEM_RETURN_IF_ERROR(device->Write(kCheckpointOffset[1], out.data(), kBlockBytes));
+  std::memset(out.data(), 0, kBlockBytes);
+  TMEM_RETURN_IF_ERROR(device->Write(kCheckpointOffset[0], out.data(), kBlockBytes));
+  TMEM_RETURN_IF_ERROR(device->Sync());
+  std::memcpy(out.data(), &sb, sizeof(sb));
+  TMEM_RETURN_IF_ERROR(device->Write(kSuperblockOffset, out.data(), kBlockBytes));
+  TMEM_RETURN_IF_ERROR(device->Sync());
+  TMEM_LOG(Info) << "formatted " << device->Describe() << ": " << sb.segment_count << " segments of "
+                 << sb.segment_bytes << " bytes, uuid " << UuidString(sb.device_uuid);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<SegmentLog>> SegmentLog::Open(io::BlockDevice* device, const LogOptions& options) {
+  TMEM_ASSIGN_OR_RETURN(LogGeometry geometry, ReadGeometry(device));
+  if (options.write_buffer_count < 2 || options.flusher_threads < 1 ||
+      options.flusher_threads >= options.write_buffer_count || options.seq_lease_segments < 2) {
+    return absl::InvalidArgumentError(absl::StrCat("bad log options: ", options.write_buffer_count,
+                                                   " write buffers (need >= 2), ", options.flusher_threads,
+                                                   " flushers (need 1 .. buffers-1)"));
+  }
+  if (geometry.segment_count < uint64_t{options.write_buffer_count} + options.free_segments_ahead + 2) {
+    return absl::InvalidArgumentError(absl::StrCat(device->Describe(), " has ", geometry.segment_count,
+                                                   " segments; ", options.write_buffer_count, " write buffers and ",
+                                                   options.free_segments_ahead, " free segments need at least ",
+                                                   options.write_buffer_count + options.free_segments_ahead + 2));
+  }
+  CheckpointDisk best{};
+  int best_slot = -1;
+  for (int slot = 0; slot < 2; ++slot) {
+    io::AlignedBuffer block;
+    TMEM_RETURN_IF_ERROR(ReadBlock(device, kCheckpointOffset[slot], &block));
+    CheckpointDisk cp;
+    if (ParseCheckpoint(block, geometry.device_uuid, &cp) && (best_slot < 0 || cp.generation > best.generation)) {
+      best = cp;
+      best_slot = slot;
+    }
+  }
+  if (best_slot < 0) {
+    return absl::DataLossError(absl::StrCat("both checkpoint blocks of ", device->Describe(),
+                                            " are corrupt; the log cannot tell which sequence numbers were used. "
+                                            "Format it again (cached pages are lost)"));
+  }
+  std::unique_ptr<SegmentLog> log(new SegmentLog(device, geometry, options));
+  TMEM_RETURN_IF_ERROR(log->Start(best, best_slot));
+  return log;
+}
+
+SegmentLog::SegmentLog(io::BlockDevice* device, const LogGeometry& geometry, const LogOptions& options)
+    : device_(device), geometry_(geometry), options_(options) {}
+
+absl::Status SegmentLog::Start(const CheckpointDisk& previous, int previous_slot) {
+  previous_clean_ = previous.clean == 1;
+  instance_ = previous.instance + 1;
+  uint64_t head, reclaimed;
+  if (previous_clean_) {
+    head = previous.head_seq;
+    reclaimed = previous.reclaimed_seq;
+  } else {
+    // The crashed run may have used any number up to its lease; start above all of them and
+    // treat every older segment as gone.
+    head = previous.seq_lease;
+    reclaimed = previous.seq_lease;
+  }
+  head_seq_.store(head, std::memory_order_release);
+  sealed_seq_.store(head, std::memory_order_release);
+  flushed_seq_.store(head, std::memory_order_release);
+  reclaimed_seq_.store(reclaimed, std::memory_order_release);
+  {
+    MutexLock lock(&mu_);
+    seq_lease_ = head;
+    for (uint32_t i = 0; i < options_.write_buffer_count; ++i) {
+      auto b = std::make_unique<WriteBuffer>();
+      b->bytes = io::AlignedBuffer(geometry_.segment_bytes, kBlockBytes);
+      buffers_.push_back(std::move(b));
+    }
+  }
+  {
+    MutexLock lock(&checkpoint_mu_);
+    checkpoint_generation_ = previous.generation;
+    (void)previous_slot;
+    // Mark the log live (clean = 0) with a fresh lease before any append.
+    TMEM_RETURN_IF_ERROR(WriteCheckpoint(false));
+  }
+  TMEM_LOG(Info) << "opened log on " << device_->Describe() << ": instance " << instance_ << ", previous stop "
+                 << (previous_clean_ ? "clean" : "UNCLEAN") << ", head seq " << head << ", "
+                 << geometry_.segment_count << " segments of " << geometry_.segment_bytes << " bytes";
+  for (uint32_t i = 0; i < options_.flusher_threads; ++i) flushers_.emplace_back([this] { FlusherLoop(); });
+  return absl::OkStatus();
+}
+
+SegmentLog::~SegmentLog() {
+  {
+    MutexLock lock(&mu_);
+    stopping_ = true;
+    closed_ = true;
+    flusher_cv_.SignalAll();
+    progress_cv_.SignalAll();
+  }
+  for (auto& t : flushers_) t.join();
+}
+
+absl::Status SegmentLog::WriteCheckpoint(bool clean) {
+  CheckpointDisk cp{};
+  cp.magic = kCheckpointMagic;
+  std::memcpy(cp.device_uuid, geometry_.device_uuid, 16);
+  cp.generation = checkpoint_generation_ + 1;
+  cp.instance = instance_;
+  cp.clean = clean ? 1 : 0;
+  {
+    MutexLock lock(&mu_);
+    cp.head_seq = head_seq_.load(std::memory_order_acquire);
+    cp.reclaimed_seq = reclaimed_seq_.load(std::memory_order_acquire);
+    cp.seq_lease = clean ? std::max(cp.head_seq, seq_lease_) : std::max(seq_lease_, cp.head_seq + options_.seq_lease_segments);
+  }
+  cp.crc = crc32c::Value(&cp, offsetof(CheckpointDisk, crc));
+  io::AlignedBuffer block(kBlockBytes, kBlockBytes);
+  std::memcpy(block.data(), &cp, sizeof(cp));
+  TMEM_RETURN_IF_ERROR(device_->Write(kCheckpointOffset[cp.generation % 2], block.data(), kBlockBytes));
+  TMEM_RETURN_IF_ERROR(device_->Sync());
+  checkpoint_generation_ = cp.generation;
+  MutexLock lock(&mu_);
+  seq_lease_ = std::max(seq_lease_, cp.seq_lease);
+  progress_cv_.SignalAll();
+  return absl::OkStatus();
+}
+
+uint32_t SegmentLog::UsedBytes(uint32_t data_end, size_t entries) {
+  return static_cast<uint32_t>(io::AlignUp(data_end + entries * sizeof(SlotEntryDisk), kBlockBytes));
+}
+
+uint32_t SegmentLog::max_page_bytes() const {
+  uint32_t room = geometry_.segment_bytes - kSegmentHeaderBytes - sizeof(SlotEntryDisk);
+  return room / kPageAlignBytes * kPageAlignBytes;
+}
+
+uint64_t SegmentLog::free_segments() const {
+  uint64_t used = head_seq() - std::min(head_seq(), reclaimed_seq());
+  return geometry_.segment_count > used ? geometry_.segment_count - used : 0;
+}
+
+uint64_t SegmentLog::SegmentOffset(uint64_t seq) const {
+  return kDataOffset + ((seq - 1) % geometry_.segment_count) * geometry_.segment_bytes;
+}
+
+SegmentLog::WriteBuffer* SegmentLog::OpenBufferLocked() {
+  for (auto& b : buffers_) {
+    if (b->state != BufferState::kFree) continue;
+    const uint64_t seq = head_seq_.load(std::memory_order_relaxed) + 1;
+    // Reclaim: the segment this seq lands on, and free_segments_ahead after it, must hold
+    // nothing anyone can still read. One watermark bump; stale index entries die lazily.
+    const uint64_t n = geometry_.segment_count;
+    const uint64_t target = seq + options_.free_segments_ahead > n ? seq + options_.free_segments_ahead - n : 0;
+    const uint64_t reclaimed = reclaimed_seq_.load(std::memory_order_relaxed);
+    if (target > reclaimed) {
+      reclaimed_seq_.store(target, std::memory_order_release);
+      counters_.segments_reclaimed.fetch_add(target - reclaimed, std::memory_order_relaxed);
+    }
+    b->state = BufferState::kOpen;
+    b->seq = seq;
+    b->data_end = kSegmentHeaderBytes;
+    b->entries.clear();
+    b->first_append_ns = options_.clock->NowNanos();
+    head_seq_.store(seq, std::memory_order_release);
+    open_ = b.get();
+    return open_;
+  }
+  return nullptr;
+}
+
+void SegmentLog::SealLocked(WriteBuffer* buffer) {
+  TMEM_DCHECK(buffer == open_ && buffer->state == BufferState::kOpen);
+  buffer->state = BufferState::kSealed;
+  sealed_.push_back(buffer);
+  open_ = nullptr;
+  sealed_seq_.store(buffer->seq, std::memory_order_release);
+  flusher_cv_.Signal();
+}
+
+absl::StatusOr<Location> SegmentLog::Append(const uint8_t (&key)[kSlotKeyBytes], const void* data, uint32_t len,
+                                            uint32_t crc) {
+  if (len == 0 || len % kPageAlignBytes != 0 || len > max_page_bytes()) {
+    return absl::InvalidArgumentError(absl::StrCat("page length ", len, " must be a positive multiple of ",
+                                                   kPageAlignBytes, " up to ", max_page_bytes()));
+  }
+  MutexLock lock(&mu_);
+  bool waited = false;
+  while (true) {
+    if (closed_) return absl::FailedPreconditionError("the segment log is closed");
+    if (open_ != nullptr) {
+      WriteBuffer* b = open_;
+      const uint32_t offset = static_cast<uint32_t>(io::AlignUp(b->data_end, PageAlignment(len)));
+      if (UsedBytes(offset + len, b->entries.size() + 1) <= geometry_.segment_bytes) {
+        if (offset > b->data_end) std::memset(b->bytes.data() + b->data_end, 0, offset - b->data_end);
+        std::memcpy(b->bytes.data() + offset, data, len);
+        SlotEntryDisk e{};
+        std::memcpy(e.key, key, kSlotKeyBytes);
+        e.offset = offset;
+        e.length = len;
+        e.crc = crc;
+        b->entries.push_back(e);
+        b->data_end = offset + len;
+        counters_.appends.fetch_add(1, std::memory_order_relaxed);
+        counters_.appended_bytes.fetch_add(len, std::memory_order_relaxed);
+        return Location{b->seq, offset};
+      }
+      SealLocked(b);
+    }
+    if (head_seq_.load(std::memory_order_relaxed) + 1 > seq_lease_) {
+      flusher_cv_.Signal();  // a flusher renews the lease
+      progress_cv_.Wait(&mu_);
+      continue;
+    }
+    if (OpenBufferLocked() == nullptr) {
+      if (!waited) counters_.append_waits.fetch_add(1, std::memory_order_relaxed);
+      waited = true;
+      progress_cv_.Wait(&mu_);
+    }
+  }
+}
+
+absl::StatusOr<SegmentLog::ReadOutcome> SegmentLog::Read(Location loc, uint32_t len, uint32_t expected_crc,
+                                                         void* out) {
+  if (len == 0 || loc.offset < kSegmentHeaderBytes || uint64_t{loc.offset} + len > geometry_.segment_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("bad page location: offset ", loc.offset, " length ", len));
+  }
+  if (!IsLive(loc.seq)) return ReadOutcome::kGone;
+  bool from_buffer = false;
+  if (loc.seq > flushed_seq_.load(std::memory_order_acquire) || failed_count_.load(std::memory_order_acquire) > 0) {
+    MutexLock lock(&mu_);
+    if (failed_seqs_.count(loc.seq) != 0) return ReadOutcome::kGone;
+    for (auto& b : buffers_) {
+      if (b->state != BufferState::kFree && b->seq == loc.seq) {
+        std::memcpy(out, b->bytes.data() + loc.offset, len);
+        from_buffer = true;
+        break;
+      }
+    }
+  }
+  if (from_buffer) {
+    counters_.buffer_reads.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    // A buffer leaves RAM only after its segment write completed, so a page that is in no
+    // buffer is on the device.
+    const uint32_t a = device_->alignment();
+    const uint64_t abs = SegmentOffset(loc.seq) + loc.offset;
+    const uint64_t start = io::AlignDown(abs, a);
+    const uint64_t end = io::AlignUp(abs + len, a);
+    thread_local io::AlignedBuffer scratch;
+    if (scratch.size() < end - start) scratch = io::AlignedBuffer(end - start, kBlockBytes);
+    absl::Status st = device_->Read(start, scratch.data(), end - start);
+    if (!st.ok()) {
+      counters_.read_errors.fetch_add(1, std::memory_order_relaxed);
+      return st;
+    }
+    // The segment may have been reclaimed and rewritten while we read; reclaim moves the
+    // watermark before any rewrite starts, so checking after the read is enough.
+    if (!IsLive(loc.seq)) return ReadOutcome::kGone;
+    std::memcpy(out, scratch.data() + (abs - start), len);
+    counters_.device_reads.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (crc32c::Value(out, len) != expected_crc) {
+    counters_.crc_failures.fetch_add(1, std::memory_order_relaxed);
+    return ReadOutcome::kCorrupt;
+  }
+  return ReadOutcome::kOk;
+}
+
+void SegmentLog::FinishWriteLocked(WriteBuffer* buffer, bool ok) {
+  const uint64_t seq = buffer->seq;
+  if (!ok) {
+    failed_seqs_.insert(seq);
+    failed_count_.store(failed_seqs_.size(), std::memory_order_release);
+    write_failed_since_flush_all_ = true;
+  }
+  completed_.insert(seq);
+  uint64_t flushed = flushed_seq_.load(std::memory_order_relaxed);
+  while (!completed_.empty() && *completed_.begin() == flushed + 1) {
+    completed_.erase(completed_.begin());
+    ++flushed;
+  }
+  flushed_seq_.store(flushed, std::memory_order_release);
+  // Failed seqs at or below the reclaim watermark can no longer be read; forget them.
+  const uint64_t reclaimed = reclaimed_seq_.load(std::memory_order_relaxed);
+  while (!failed_seqs_.empty() && *failed_seqs_.begin() <= reclaimed) failed_seqs_.erase(failed_seqs_.begin());
+  failed_count_.store(failed_seqs_.size(), std::memory_order_release);
+  buffer->state = BufferState::kFree;
+  buffer->entries.clear();
+  progress_cv_.SignalAll();
+}
+
+void SegmentLog::FlusherLoop() {
+  MutexLock lock(&mu_);
+  while (!stopping_) {
+    const uint64_t head = head_seq_.load(std::memory_order_relaxed);
+    if (!lease_renewing_ && head + options_.seq_lease_segments / 2 >= seq_lease_) {
+      lease_renewing_ = true;
+      mu_.Unlock();
+      absl::Status st;
+      {
+        MutexLock cp_lock(&checkpoint_mu_);
+        st = WriteCheckpoint(false);
+      }
+      mu_.Lock();
+      lease_renewing_ = false;
+      if (!st.ok()) {
+        TMEM_LOG(Error) << "renewing the sequence lease failed: " << st;
+        // Appends stay blocked at the lease until a later renewal works; retry after a pause.
+        flusher_cv_.WaitFor(&mu_, std::chrono::milliseconds(100));
+      }
+      continue;
+    }
+    if (!sealed_.empty()) {
+      WriteBuffer* b = sealed_.front();
+      sealed_.pop_front();
+      b->state = BufferState::kWriting;
+      const uint64_t seq = b->seq;
+      mu_.Unlock();
+      // The buffer is ours alone now: appends go to other buffers and readers only copy
+      // page bytes, which we do not touch.
+      const uint32_t table_offset = b->data_end;
+      const uint32_t used = UsedBytes(table_offset, b->entries.size());
+      const size_t table_bytes = b->entries.size() * sizeof(SlotEntryDisk);
+      std::memcpy(b->bytes.data() + table_offset, b->entries.data(), table_bytes);
+      std::memset(b->bytes.data() + table_offset + table_bytes, 0, used - table_offset - table_bytes);
+      SegmentHeaderDisk h{};
+      h.magic = kSegmentMagic;
+      std::memcpy(h.device_uuid, geometry_.device_uuid, 16);
+      h.seq = seq;
+      h.entry_count = static_cast<uint32_t>(b->entries.size());
+      h.table_offset = table_offset;
+      h.used_bytes = used;
+      h.table_crc = crc32c::Value(b->bytes.data() + table_offset, table_bytes);
+      h.header_crc = crc32c::Value(&h, offsetof(SegmentHeaderDisk, header_crc));
+      std::memset(b->bytes.data(), 0, kSegmentHeaderBytes);
+      std::memcpy(b->bytes.data(), &h, sizeof(h));
+      absl::Status st = device_->Write(SegmentOffset(seq), b->bytes.data(), used);
+      if (st.ok()) {
+        counters_.segments_written.fetch_add(1, std::memory_order_relaxed);
+        counters_.bytes_written.fetch_add(used, std::memory_order_relaxed);
+      } else {
+        counters_.write_errors.fetch_add(1, std::memory_order_relaxed);
+        TMEM_LOG(Error) << "writing segment seq " << seq << " failed; its pages become misses: " << st;
+      }
+      mu_.Lock();
+      FinishWriteLocked(b, st.ok());
+      continue;
+    }
+    if (open_ != nullptr) {
+      const int64_t due = open_->first_append_ns + options_.flush_deadline_ns;
+      const int64_t now = options_.clock->NowNanos();
+      if (now >= due) {
+        counters_.deadline_flushes.fetch_add(1, std::memory_order_relaxed);
+        SealLocked(open_);
+        continue;
+      }
+      flusher_cv_.WaitFor(&mu_, std::chrono::nanoseconds(due - now));
+      continue;
+    }
+    flusher_cv_.Wait(&mu_);
+  }
+}
+
+absl::Status SegmentLog::FlushUpTo(uint64_t seq) {
+  MutexLock lock(&mu_);
+  if (open_ != nullptr && open_->seq <= seq) SealLocked(open_);
+  while (flushed_seq_.load(std::memory_order_acquire) < seq && !stopping_) progress_cv_.Wait(&mu_);
+  if (flushed_seq_.load(std::memory_order_acquire) < seq) {
+    return absl::FailedPreconditionError("the segment log stopped before the flush completed");
+  }
+  auto it = failed_seqs_.lower_bound(seq > 0 ? 1 : 0);
+  if (it != failed_seqs_.end() && *it <= seq) {
+    return absl::InternalError(absl::StrCat("writing segment seq ", *it, " failed"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SegmentLog::FlushAll() {
+  bool failed;
+  {
+    MutexLock lock(&mu_);
+    const uint64_t target = head_seq_.load(std::memory_order_relaxed);
+    if (open_ != nullptr) SealLocked(open_);
+    while (flushed_seq_.load(std::memory_order_acquire) < target && !stopping_) progress_cv_.Wait(&mu_);
+    if (flushed_seq_.load(std::memory_order_acquire) < target) {
+      return absl::FailedPreconditionError("the segment log stopped before the flush completed");
+    }
+    failed = write_failed_since_flush_all_;
+    write_failed_since_flush_all_ = false;
+  }
+  TMEM_RETURN_IF_ERROR(device_->Sync());
+  if (failed) return absl::InternalError("a segment write failed since the last full flush");
+  return absl::OkStatus();
+}
+
+void SegmentLog::Kick() {
+  MutexLock lock(&mu_);
+  flusher_cv_.SignalAll();
+}
+
+absl::Status SegmentLog::CloseClean() {
+  {
+    MutexLock lock(&mu_);
+    if (stopping_) return absl::FailedPreconditionError("the segment log is already closed");
+    closed_ = true;
+  }
+  absl::Status flushed = FlushAll();
+  {
+    MutexLock lock(&mu_);
+    stopping_ = true;
+    flusher_cv_.SignalAll();
+    progress_cv_.SignalAll();
+  }
+  for (auto& t : flushers_) t.join();
+  flushers_.clear();
+  // A log whose last writes failed must not claim a clean stop: its pages cannot be trusted.
+  if (!flushed.ok()) return flushed;
+  MutexLock cp_lock(&checkpoint_mu_);
+  return WriteCheckpoint(true);
+}
+
+void SegmentLog::VisitStats(StatsVisitor& v) const {
+  const StatLabels none;
+  auto c = [&](std::string_view name, std::string_view help, const std::atomic<uint64_t>& value) {
+    v.Counter(name, help, value.load(std::memory_order_relaxed), none);
+  };
+  c("log_appends", "Pages appended to write buffers.", counters_.appends);
+  c("log_appended_bytes", "Page bytes appended to write buffers.", counters_.appended_bytes);
+  c("log_segments_written", "Segments written to the device.", counters_.segments_written);
+  c("log_bytes_written", "Bytes written to the device by segment writes (pages, headers, padding).",
+    counters_.bytes_written);
+  c("log_segments_reclaimed", "Segments reclaimed for reuse (FIFO).", counters_.segments_reclaimed);
+  c("log_deadline_flushes", "Partly filled write buffers written because their deadline passed.",
+    counters_.deadline_flushes);
+  c("log_write_errors", "Segment writes that failed.", counters_.write_errors);
+  c("log_read_errors", "Device reads that failed.", counters_.read_errors);
+  c("log_buffer_reads", "Pages read from RAM write buffers.", counters_.buffer_reads);
+  c("log_device_reads", "Pages read from the device.", counters_.device_reads);
+  c("log_crc_failures", "Pages whose CRC32C did not match on read.", counters_.crc_failures);
+  c("log_append_waits", "Appends that waited for a free write buffer.", counters_.append_waits);
+  v.Gauge("log_free_segments", "Segments that hold no live data.", static_cast<double>(free_segments()), none);
+  v.Gauge("log_segments", "Segments on the device.", static_cast<double>(geometry_.segment_count), none);
+  v.Gauge("log_segment_bytes", "Bytes per segment.", static_cast<double>(geometry_.segment_bytes), none);
+  v.Gauge("log_head_seq", "Last sequence number handed to a write buffer.", static_cast<double>(head_seq()), none);
+  v.Gauge("log_flushed_seq", "Every segment up to this sequence number is written.",
+          static_cast<double>(flushed_seq()), none);
+}
+
+}  // namespace tmem::log

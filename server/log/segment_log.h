@@ -1,0 +1,217 @@
+// SegmentLog: pages appended to RAM write buffers, written to the device a whole segment per
+// I/O by flusher threads, and read back by location. Segments are reused in FIFO order; a
+// segment's sequence number names both its position ((seq - 1) % segment_count) and its
+// generation, so reclaiming the oldest segment is one watermark bump (reclaimed_seq) and every
+// location that names an older sequence is known to be gone without touching any index.
+//
+// Watermarks (monotonic; anyone may wait on them):
+//   head_seq      last sequence number handed to a write buffer
+//   sealed_seq    last sequence number whose buffer is closed to appends
+//   flushed_seq   every segment with seq <= this has been written to the device (or failed)
+//   reclaimed_seq every segment with seq <= this is free: its old contents are gone
+//
+// Thread-safety: every public method is thread-safe.
+// Lock order: checkpoint_mu_ -> mu_. No device I/O happens under mu_.
+#ifndef TMEM_SERVER_LOG_SEGMENT_LOG_H_
+#define TMEM_SERVER_LOG_SEGMENT_LOG_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/clock.h"
+#include "common/mutex.h"
+#include "common/stats.h"
+#include "server/io/block_device.h"
+#include "server/log/log_format.h"
+
+namespace tmem::log {
+
+struct FormatOptions {
+  uint32_t segment_bytes = 1 << 20;
+  // Format over a device that already holds a tmem log or any other non-zero data.
+  bool force = false;
+};
+
+struct LogOptions {
+  // RAM write buffers of one segment each: one open for appends, the rest in flight.
+  uint32_t write_buffer_count = 4;
+  // Threads writing sealed buffers; each keeps one segment write in flight.
+  uint32_t flusher_threads = 2;
+  // A partly filled buffer is written once its first page is this old.
+  int64_t flush_deadline_ns = 5'000'000;
+  // Segments kept reclaimed beyond the open one, so that opening a buffer never waits.
+  uint32_t free_segments_ahead = 2;
+  // Sequence numbers persisted ahead in the checkpoint, so that a run after a crash starts
+  // above every number the crashed run used.
+  uint64_t seq_lease_segments = 4096;
+  Clock* clock = Clock::Real();
+};
+
+// Where an appended page lives: its segment's sequence number and its byte offset in it.
+struct Location {
+  uint64_t seq = 0;
+  uint32_t offset = 0;
+};
+
+// Geometry and identity read from the superblock.
+struct LogGeometry {
+  uint8_t device_uuid[16] = {};
+  uint32_t segment_bytes = 0;
+  uint64_t segment_count = 0;
+  uint64_t device_bytes = 0;
+  uint32_t format_version = 0;
+};
+
+class SegmentLog {
+ public:
+  enum class ReadOutcome {
+    kOk,        // `out` holds the page, CRC verified
+    kGone,      // the segment was reclaimed (or its write failed): a miss
+    kCorrupt,   // CRC mismatch: a miss; counted in crc_failures
+  };
+
+  // Writes a fresh superblock and checkpoints. Refuses (AlreadyExists / FailedPrecondition) a
+  // device that holds a tmem log or other non-zero data unless options.force; InvalidArgument
+  // for a bad segment size or a device too small for kMinSegmentCount segments.
+  static absl::Status Format(io::BlockDevice* device, const FormatOptions& options);
+
+  // Reads the superblock only (for inspection tools). Same errors as Open.
+  static absl::StatusOr<LogGeometry> ReadGeometry(io::BlockDevice* device);
+
+  // Opens a formatted device. `device` is borrowed and must outlive the log. Refuses an
+  // unformatted device or foreign data (FailedPrecondition), a corrupt superblock (DataLoss),
+  // another format version (FailedPrecondition) — never writes to such a device.
+  static absl::StatusOr<std::unique_ptr<SegmentLog>> Open(io::BlockDevice* device, const LogOptions& options);
+
+  // Stops the flushers without a clean checkpoint: the next Open sees an unclean stop.
+  ~SegmentLog();
+  SegmentLog(const SegmentLog&) = delete;
+  SegmentLog& operator=(const SegmentLog&) = delete;
+
+  // Copies `len` bytes (a multiple of 512, at most max_page_bytes()) whose CRC32C is `crc` into
+  // the open write buffer and returns where they will live. Blocks only while every write buffer is in flight.
+  // Errors: InvalidArgument (bad length), FailedPrecondition (log closed).
+  absl::StatusOr<Location> Append(const uint8_t (&key)[kSlotKeyBytes], const void* data, uint32_t len,
+                                  uint32_t crc);
+
+  // Reads the page at `loc` into `out` (`len` bytes) from a RAM buffer or the device, and
+  // checks it against `expected_crc`. A device error is returned as a Status.
+  absl::StatusOr<ReadOutcome> Read(Location loc, uint32_t len, uint32_t expected_crc, void* out);
+
+  // True while the segment `seq` still holds what was appended to it.
+  bool IsLive(uint64_t seq) const {
+    return seq > reclaimed_seq_.load(std::memory_order_acquire) && seq <= head_seq_.load(std::memory_order_acquire);
+  }
+
+  // Seals the open buffer if its seq <= `seq` and waits until flushed_seq >= seq.
+  // Returns Internal if a segment write in that range failed.
+  absl::Status FlushUpTo(uint64_t seq);
+  // Writes every buffered page and syncs the device.
+  absl::Status FlushAll();
+  // Wakes the flushers to re-check buffer deadlines (after a ManualClock moved).
+  void Kick();
+
+  // FlushAll, stop the flushers, write a clean checkpoint. Later appends fail.
+  absl::Status CloseClean();
+
+  uint64_t head_seq() const { return head_seq_.load(std::memory_order_acquire); }
+  uint64_t sealed_seq() const { return sealed_seq_.load(std::memory_order_acquire); }
+  uint64_t flushed_seq() const { return flushed_seq_.load(std::memory_order_acquire); }
+  uint64_t reclaimed_seq() const { return reclaimed_seq_.load(std::memory_order_acquire); }
+
+  // This run's instance id (previous run's + 1) and whether the previous run stopped cleanly.
+  uint64_t instance() const { return instance_; }
+  uint64_t previous_instance() const { return instance_ - 1; }
+  bool previous_stop_clean() const { return previous_clean_; }
+  const LogGeometry& geometry() const { return geometry_; }
+  uint32_t max_page_bytes() const;
+  uint64_t free_segments() const;
+
+  void VisitStats(StatsVisitor& visitor) const;
+
+  struct Counters {
+    std::atomic<uint64_t> appends{0};
+    std::atomic<uint64_t> appended_bytes{0};
+    std::atomic<uint64_t> segments_written{0};
+    std::atomic<uint64_t> bytes_written{0};
+    std::atomic<uint64_t> segments_reclaimed{0};
+    std::atomic<uint64_t> deadline_flushes{0};
+    std::atomic<uint64_t> write_errors{0};
+    std::atomic<uint64_t> read_errors{0};
+    std::atomic<uint64_t> buffer_reads{0};
+    std::atomic<uint64_t> device_reads{0};
+    std::atomic<uint64_t> crc_failures{0};
+    std::atomic<uint64_t> append_waits{0};
+  };
+  // Relaxed counters, for tests and the stats visitor.
+  const Counters& counters() const { return counters_; }
+
+ private:
+  enum class BufferState { kFree, kOpen, kSealed, kWriting };
+  struct WriteBuffer {
+    io::AlignedBuffer bytes;
+    BufferState state = BufferState::kFree;
+    uint64_t seq = 0;
+    uint32_t data_end = kSegmentHeaderBytes;
+    int64_t first_append_ns = 0;
+    std::vector<SlotEntryDisk> entries;
+  };
+
+  SegmentLog(io::BlockDevice* device, const LogGeometry& geometry, const LogOptions& options);
+
+  absl::Status Start(const CheckpointDisk& previous, int previous_slot);
+  absl::Status WriteCheckpoint(bool clean) ABSL_EXCLUSIVE_LOCKS_REQUIRED(checkpoint_mu_);
+  void FlusherLoop();
+  void SealLocked(WriteBuffer* buffer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  WriteBuffer* OpenBufferLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FinishWriteLocked(WriteBuffer* buffer, bool ok) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t SegmentOffset(uint64_t seq) const;
+  static uint32_t UsedBytes(uint32_t data_end, size_t entries);
+
+  io::BlockDevice* const device_;
+  const LogGeometry geometry_;
+  const LogOptions options_;
+  uint64_t instance_ = 0;       // set in Start, then const
+  bool previous_clean_ = false;  // set in Start, then const
+
+  // Watermarks: written under mu_ (release), read anywhere (acquire).
+  std::atomic<uint64_t> head_seq_{0};
+  std::atomic<uint64_t> sealed_seq_{0};
+  std::atomic<uint64_t> flushed_seq_{0};
+  std::atomic<uint64_t> reclaimed_seq_{0};
+  // Number of seqs in failed_seqs_; lets Read skip the lock when no write ever failed.
+  std::atomic<uint64_t> failed_count_{0};
+
+  Mutex checkpoint_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  uint64_t checkpoint_generation_ ABSL_GUARDED_BY(checkpoint_mu_) = 0;
+
+  mutable Mutex mu_;
+  CondVar flusher_cv_;     // work for the flushers: a sealed buffer, a deadline, stop
+  CondVar progress_cv_;    // a buffer became free, flushed_seq moved, the lease moved
+  std::vector<std::unique_ptr<WriteBuffer>> buffers_ ABSL_GUARDED_BY(mu_);
+  WriteBuffer* open_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::deque<WriteBuffer*> sealed_ ABSL_GUARDED_BY(mu_);
+  std::set<uint64_t> completed_ ABSL_GUARDED_BY(mu_);    // written seqs above flushed_seq_
+  std::set<uint64_t> failed_seqs_ ABSL_GUARDED_BY(mu_);  // writes that failed (reads miss)
+  uint64_t seq_lease_ ABSL_GUARDED_BY(mu_) = 0;
+  bool lease_renewing_ ABSL_GUARDED_BY(mu_) = false;
+  bool write_failed_since_flush_all_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+
+  std::vector<std::thread> flushers_;  // started in Start, joined in the destructor/CloseClean
+
+  Counters counters_;
+};
+
+}  // namespace tmem::log
+
+#endif  // TMEM_SERVER_LOG_SEGMENT_LOG_H_

@@ -1,0 +1,375 @@
+#include "server/log/segment_log.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <thread>
+
+#include "common/crc32c.h"
+#include "server/io/fault_injection_device.h"
+#include "server/io/memory_device.h"
+
+namespace tmem::log {
+namespace {
+
+constexpr uint32_t kSeg = 128 << 10;
+constexpr uint32_t kPage = 4096;
+
+uint8_t kKey[kSlotKeyBytes] = {1, 2, 3};
+
+std::string Page(uint64_t tag, uint32_t len = kPage) {
+  std::string p(len, '\0');
+  for (uint32_t i = 0; i < len; i += 8) std::memcpy(&p[i], &tag, 8), tag = tag * 6364136223846793005ull + 1;
+  return p;
+}
+
+struct Appended {
+  Location loc;
+  uint32_t crc;
+  std::string data;
+};
+
+Appended Append(SegmentLog& log, uint64_t tag, uint32_t len = kPage) {
+  Appended a;
+  a.data = Page(tag, len);
+  a.crc = crc32c::Value(a.data.data(), len);
+  auto loc = log.Append(kKey, a.data.data(), len, a.crc);
+  EXPECT_TRUE(loc.ok()) << loc.status();
+  a.loc = *loc;
+  return a;
+}
+
+SegmentLog::ReadOutcome ReadBack(SegmentLog& log, const Appended& a) {
+  std::string out(a.data.size(), '\0');
+  auto r = log.Read(a.loc, a.data.size(), a.crc, out.data());
+  EXPECT_TRUE(r.ok()) << r.status();
+  if (*r == SegmentLog::ReadOutcome::kOk) EXPECT_EQ(out, a.data);
+  return *r;
+}
+
+class SegmentLogTest : public ::testing::Test {
+ protected:
+  SegmentLogTest() : mem_(kDataOffset + 16 * kSeg, 512), dev_(&mem_) {
+    EXPECT_TRUE(SegmentLog::Format(&dev_, {.segment_bytes = kSeg}).ok());
+  }
+  std::unique_ptr<SegmentLog> Open(LogOptions o = {}) {
+    auto log = SegmentLog::Open(&dev_, o);
+    EXPECT_TRUE(log.ok()) << log.status();
+    return log.ok() ? std::move(*log) : nullptr;
+  }
+  io::MemoryDevice mem_;
+  io::FaultInjectionDevice dev_;
+};
+
+TEST_F(SegmentLogTest, FormatWritesGeometryThatOpenReadsBack) {
+  auto g = SegmentLog::ReadGeometry(&dev_);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ(g->segment_bytes, kSeg);
+  EXPECT_EQ(g->segment_count, 16u);
+  EXPECT_EQ(g->format_version, kFormatVersion);
+  auto log = Open();
+  EXPECT_EQ(log->instance(), 1u);
+  EXPECT_EQ(log->free_segments(), 16u);
+}
+
+TEST_F(SegmentLogTest, OpenRefusesUnformattedDeviceWithoutWriting) {
+  io::MemoryDevice blank(kDataOffset + 16 * kSeg, 512);
+  io::FaultInjectionDevice dev(&blank);
+  auto log = SegmentLog::Open(&dev, {});
+  ASSERT_FALSE(log.ok());
+  EXPECT_EQ(log.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(log.status().message().find("not formatted"), std::string::npos) << log.status();
+  EXPECT_EQ(dev.write_count(), 0u);
+}
+
+TEST_F(SegmentLogTest, OpenRefusesForeignDataWithoutWriting) {
+  io::MemoryDevice foreign(kDataOffset + 16 * kSeg, 512);
+  io::AlignedBuffer b(4096, 512);
+  std::memcpy(b.data(), "\x7f" "ELF-not-a-log", 14);
+  ASSERT_TRUE(foreign.Write(0, b.data(), 4096).ok());
+  io::FaultInjectionDevice dev(&foreign);
+  auto log = SegmentLog::Open(&dev, {});
+  ASSERT_FALSE(log.ok());
+  EXPECT_EQ(log.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(log.status().message().find("foreign"), std::string::npos) << log.status();
+  EXPECT_EQ(dev.write_count(), 0u);
+  // Format refuses it too unless forced.
+  EXPECT_EQ(SegmentLog::Format(&dev, {.segment_bytes = kSeg}).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(dev.write_count(), 0u);
+  EXPECT_TRUE(SegmentLog::Format(&dev, {.segment_bytes = kSeg, .force = true}).ok());
+  EXPECT_TRUE(SegmentLog::Open(&dev, {}).ok());
+}
+
+TEST_F(SegmentLogTest, OpenRefusesCorruptSuperblock) {
+  io::AlignedBuffer b(4096, 512);
+  ASSERT_TRUE(mem_.Read(0, b.data(), 4096).ok());
+  b.data()[40] ^= 0x01;  // segment_count
+  ASSERT_TRUE(mem_.Write(0, b.data(), 4096).ok());
+  uint64_t writes = dev_.write_count();
+  auto log = SegmentLog::Open(&dev_, {});
+  ASSERT_FALSE(log.ok());
+  EXPECT_EQ(log.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(log.status().message().find("corrupt"), std::string::npos) << log.status();
+  EXPECT_EQ(dev_.write_count(), writes);
+}
+
+TEST_F(SegmentLogTest, OpenRefusesOtherFormatVersion) {
+  io::AlignedBuffer b(4096, 512);
+  ASSERT_TRUE(mem_.Read(0, b.data(), 4096).ok());
+  SuperblockDisk sb;
+  std::memcpy(&sb, b.data(), sizeof(sb));
+  sb.format_version = kFormatVersion + 1;
+  sb.crc = crc32c::Value(&sb, offsetof(SuperblockDisk, crc));
+  std::memcpy(b.data(), &sb, sizeof(sb));
+  ASSERT_TRUE(mem_.Write(0, b.data(), 4096).ok());
+  auto log = SegmentLog::Open(&dev_, {});
+  ASSERT_FALSE(log.ok());
+  EXPECT_EQ(log.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(log.status().message().find("version 2"), std::string::npos) << log.status();
+}
+
+TEST_F(SegmentLogTest, FormatRefusesExistingLogUnlessForced) {
+  absl::Status s = SegmentLog::Format(&dev_, {.segment_bytes = kSeg});
+  EXPECT_EQ(s.code(), absl::StatusCode::kAlreadyExists) << s;
+  auto before = SegmentLog::ReadGeometry(&dev_);
+  ASSERT_TRUE(SegmentLog::Format(&dev_, {.segment_bytes = kSeg, .force = true}).ok());
+  auto after = SegmentLog::ReadGeometry(&dev_);
+  EXPECT_NE(std::memcmp(before->device_uuid, after->device_uuid, 16), 0) << "a new format gets a new uuid";
+}
+
+TEST_F(SegmentLogTest, FormatRefusesTooSmallDeviceAndBadSegmentSize) {
+  io::MemoryDevice small(kDataOffset + 4 * kSeg, 512);
+  absl::Status s = SegmentLog::Format(&small, {.segment_bytes = kSeg});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("needs at least"), std::string::npos) << s;
+  io::MemoryDevice dev(64 << 20, 512);
+  EXPECT_EQ(SegmentLog::Format(&dev, {.segment_bytes = 100000}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SegmentLog::Format(&dev, {.segment_bytes = 64 << 10}).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(SegmentLogTest, AppendRejectsBadLengths) {
+  auto log = Open();
+  std::string big(log->max_page_bytes() + 512, 'x');
+  EXPECT_EQ(log->Append(kKey, big.data(), big.size(), 0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(log->Append(kKey, big.data(), 1000, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(log->Append(kKey, big.data(), 0, 0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_GE(log->max_page_bytes(), 64u << 10) << "every pool page size fits in the smallest segment";
+}
+
+TEST_F(SegmentLogTest, PagesReadFromRamBufferBeforeFlushAndFromDeviceAfter) {
+  auto log = Open();
+  Appended a = Append(*log, 1);
+  Appended small = Append(*log, 2, 512);
+  Appended big = Append(*log, 3, 65536);
+  EXPECT_GT(a.loc.seq, log->flushed_seq());
+  EXPECT_EQ(ReadBack(*log, a), SegmentLog::ReadOutcome::kOk);
+  EXPECT_EQ(ReadBack(*log, small), SegmentLog::ReadOutcome::kOk);
+  EXPECT_EQ(log->counters().buffer_reads.load(), 2u);
+  ASSERT_TRUE(log->FlushAll().ok());
+  EXPECT_EQ(log->flushed_seq(), a.loc.seq);
+  EXPECT_EQ(ReadBack(*log, a), SegmentLog::ReadOutcome::kOk);
+  EXPECT_EQ(ReadBack(*log, small), SegmentLog::ReadOutcome::kOk);
+  EXPECT_EQ(ReadBack(*log, big), SegmentLog::ReadOutcome::kOk);
+  EXPECT_EQ(log->counters().device_reads.load(), 3u);
+}
+
+TEST_F(SegmentLogTest, FullSegmentIsWrittenInOneIo) {
+  auto log = Open();
+  ASSERT_TRUE(log->FlushAll().ok());
+  const uint64_t writes_before = dev_.write_count();
+  // Fill segment 1 and spill one page into segment 2, which seals segment 1.
+  Appended first = Append(*log, 0);
+  Appended last;
+  uint64_t tag = 1;
+  do {
+    last = Append(*log, tag++);
+  } while (last.loc.seq == first.loc.seq);
+  ASSERT_TRUE(log->FlushUpTo(first.loc.seq).ok());
+  EXPECT_EQ(dev_.write_count(), writes_before + 1);
+  EXPECT_EQ(log->counters().segments_written.load(), 1u);
+  // 1 header block + 30 pages + the slot table fill the 128 KiB segment.
+  EXPECT_EQ(tag - 1, 30u);
+  EXPECT_EQ(log->counters().bytes_written.load(), kSeg);
+}
+
+TEST_F(SegmentLogTest, PartlyFilledBufferIsWrittenAfterItsDeadline) {
+  ManualClock clock;
+  auto log = Open({.flush_deadline_ns = 10'000'000, .clock = &clock});
+  Appended a = Append(*log, 7);
+  log->Kick();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_LT(log->flushed_seq(), a.loc.seq) << "written before its deadline";
+  clock.AdvanceMillis(11);
+  log->Kick();
+  for (int i = 0; i < 5000 && log->flushed_seq() < a.loc.seq; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(log->flushed_seq(), a.loc.seq);
+  EXPECT_EQ(log->counters().deadline_flushes.load(), 1u);
+  EXPECT_EQ(ReadBack(*log, a), SegmentLog::ReadOutcome::kOk);
+}
+
+TEST_F(SegmentLogTest, FifoReclaimKeepsFreeSegmentsAheadAndOldPagesGoAway) {
+  auto log = Open({.free_segments_ahead = 2});
+  std::vector<Appended> all;
+  for (uint64_t i = 0; i < 30 * 16 * 3; ++i) {
+    all.push_back(Append(*log, i));
+    ASSERT_GE(log->free_segments(), 2u);
+  }
+  ASSERT_TRUE(log->FlushAll().ok());
+  const uint64_t reclaimed = log->reclaimed_seq();
+  EXPECT_GT(reclaimed, 0u);
+  EXPECT_EQ(log->counters().segments_reclaimed.load(), reclaimed);
+  size_t gone = 0, ok = 0;
+  for (const Appended& a : all) {
+    auto outcome = ReadBack(*log, a);
+    if (a.loc.seq <= reclaimed) {
+      EXPECT_EQ(outcome, SegmentLog::ReadOutcome::kGone) << a.loc.seq;
+      ++gone;
+    } else {
+      EXPECT_EQ(outcome, SegmentLog::ReadOutcome::kOk) << a.loc.seq;
+      ++ok;
+    }
+  }
+  EXPECT_GT(gone, all.size() / 2);
+  EXPECT_GT(ok, 30u * 10);
+  EXPECT_EQ(log->counters().append_waits.load() >= 0u, true);
+}
+
+TEST_F(SegmentLogTest, CorruptByteOnDeviceIsReportedNotReturned) {
+  auto log = Open();
+  Appended a = Append(*log, 9);
+  ASSERT_TRUE(log->FlushAll().ok());
+  io::AlignedBuffer b(512, 512);
+  const uint64_t at = kDataOffset + (a.loc.seq - 1) * kSeg + a.loc.offset + 1024;
+  ASSERT_TRUE(mem_.Read(at, b.data(), 512).ok());
+  b.data()[17] ^= 0x40;
+  ASSERT_TRUE(mem_.Write(at, b.data(), 512).ok());
+  std::string out(kPage, '\0');
+  auto r = log->Read(a.loc, kPage, a.crc, out.data());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, SegmentLog::ReadOutcome::kCorrupt);
+  EXPECT_EQ(log->counters().crc_failures.load(), 1u);
+}
+
+TEST_F(SegmentLogTest, CleanCloseKeepsPagesAndUncleanStopDropsThem) {
+  Appended a;
+  uint64_t head;
+  {
+    auto log = Open();
+    a = Append(*log, 11);
+    ASSERT_TRUE(log->CloseClean().ok());
+    head = log->head_seq();
+    EXPECT_EQ(log->Append(kKey, a.data.data(), kPage, a.crc).status().code(),
+              absl::StatusCode::kFailedPrecondition);
+  }
+  {
+    auto log = Open();
+    EXPECT_TRUE(log->previous_stop_clean());
+    EXPECT_EQ(log->instance(), 2u);
+    EXPECT_EQ(log->head_seq(), head);
+    EXPECT_EQ(ReadBack(*log, a), SegmentLog::ReadOutcome::kOk);
+    Appended b = Append(*log, 12);
+    EXPECT_GT(b.loc.seq, a.loc.seq);
+    ASSERT_TRUE(log->FlushAll().ok());
+    // Destroyed without CloseClean: an unclean stop.
+  }
+  auto log = Open();
+  EXPECT_FALSE(log->previous_stop_clean());
+  EXPECT_EQ(log->instance(), 3u);
+  EXPECT_FALSE(log->IsLive(a.loc.seq));
+  EXPECT_EQ(ReadBack(*log, a), SegmentLog::ReadOutcome::kGone);
+  Appended c = Append(*log, 13);
+  EXPECT_GT(c.loc.seq, a.loc.seq + 1) << "after a crash new sequence numbers start above the lease";
+}
+
+TEST_F(SegmentLogTest, PowerCutLosesUnsyncedWritesAndNextOpenIsUnclean) {
+  std::vector<Appended> pages;
+  uint64_t max_seq = 0;
+  {
+    auto log = Open({.seq_lease_segments = 4});
+    for (int i = 0; i < 200; ++i) pages.push_back(Append(*log, 100 + i));
+    ASSERT_TRUE(log->FlushUpTo(pages[100].loc.seq).ok());
+    max_seq = log->head_seq();
+    ASSERT_TRUE(dev_.SimulatePowerCut(io::FaultInjectionDevice::PowerCutMode::kTearUnsynced, 5).ok());
+  }
+  dev_.Restart();
+  auto log = Open();
+  EXPECT_FALSE(log->previous_stop_clean());
+  for (const Appended& a : pages) EXPECT_EQ(ReadBack(*log, a), SegmentLog::ReadOutcome::kGone);
+  Appended fresh = Append(*log, 999);
+  EXPECT_GT(fresh.loc.seq, max_seq) << "a sequence number used before the cut is never reused";
+}
+
+TEST_F(SegmentLogTest, TornCheckpointFallsBackToThePreviousOne) {
+  {
+    auto log = Open();
+    Append(*log, 1);
+    ASSERT_TRUE(log->CloseClean().ok());  // generation 3 (format 1, open 2, close 3) in slot 1
+  }
+  // Tear the newest checkpoint (slot 1): the older slot (an unclean "live" mark) wins.
+  io::AlignedBuffer b(512, 512);
+  ASSERT_TRUE(mem_.Read(kCheckpointOffset[1], b.data(), 512).ok());
+  b.data()[50] ^= 0xFF;
+  ASSERT_TRUE(mem_.Write(kCheckpointOffset[1], b.data(), 512).ok());
+  auto log = Open();
+  EXPECT_FALSE(log->previous_stop_clean()) << "a torn clean mark must not be trusted";
+  EXPECT_EQ(log->instance(), 2u);
+}
+
+TEST_F(SegmentLogTest, FailedSegmentWriteTurnsItsPagesIntoMisses) {
+  auto log = Open();
+  dev_.FailNext(io::FaultInjectionDevice::Op::kWrite, 1);
+  Appended a = Append(*log, 21);
+  absl::Status s = log->FlushAll();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
+  EXPECT_EQ(log->counters().write_errors.load(), 1u);
+  EXPECT_EQ(ReadBack(*log, a), SegmentLog::ReadOutcome::kGone);
+  Appended b = Append(*log, 22);
+  EXPECT_TRUE(log->FlushAll().ok());
+  EXPECT_EQ(ReadBack(*log, b), SegmentLog::ReadOutcome::kOk);
+}
+
+TEST_F(SegmentLogTest, DeviceReadErrorIsReturned) {
+  auto log = Open();
+  Appended a = Append(*log, 31);
+  ASSERT_TRUE(log->FlushAll().ok());
+  dev_.FailNext(io::FaultInjectionDevice::Op::kRead, 1);
+  std::string out(kPage, '\0');
+  auto r = log->Read(a.loc, kPage, a.crc, out.data());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(log->counters().read_errors.load(), 1u);
+}
+
+TEST_F(SegmentLogTest, ConcurrentAppendersAndReadersSeeTheirOwnPages) {
+  auto log = Open({.write_buffer_count = 3, .flusher_threads = 2});
+  constexpr int kThreads = 4, kPerThread = 800;
+  std::atomic<int> bad{0}, ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<Appended> mine;
+      for (int i = 0; i < kPerThread; ++i) {
+        mine.push_back(Append(*log, t * 100000 + i));
+        const Appended& probe = mine[i / 2];
+        std::string out(kPage, '\0');
+        auto r = log->Read(probe.loc, kPage, probe.crc, out.data());
+        if (!r.ok() || *r == SegmentLog::ReadOutcome::kCorrupt) {
+          ++bad;
+        } else if (*r == SegmentLog::ReadOutcome::kOk) {
+          if (out != probe.data) ++bad;
+          ++ok;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_GT(ok.load(), 0);
+  EXPECT_EQ(log->counters().crc_failures.load(), 0u);
+}
+
+}  // namespace
+}  // namespace tmem::log
