@@ -1,0 +1,227 @@
+#include "server/pool/page_index.h"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/compaction_filter.h>
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/options.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace tmem::pool {
+namespace {
+
+constexpr char kPagesCf[] = "pages";
+
+absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  std::string msg = absl::StrCat("rocksdb ", std::string(what), ": ", s.ToString());
+  if (s.IsNotFound()) return absl::NotFoundError(msg);
+  if (s.IsCorruption()) return absl::DataLossError(msg);
+  if (s.IsInvalidArgument()) return absl::InvalidArgumentError(msg);
+  if (s.IsBusy() || s.IsTryAgain() || s.IsTimedOut()) return absl::UnavailableError(msg);
+  if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
+    return absl::FailedPreconditionError(absl::StrCat(msg, " (is another tmemd using this metadata directory?)"));
+  }
+  if (s.IsNoSpace()) return absl::ResourceExhaustedError(msg);
+  return absl::InternalError(msg);
+}
+
+rocksdb::Slice S(std::string_view v) { return rocksdb::Slice(v.data(), v.size()); }
+
+class StaleFilter final : public rocksdb::CompactionFilter {
+ public:
+  explicit StaleFilter(const std::function<bool(std::string_view, std::string_view)>* is_stale)
+      : is_stale_(is_stale) {}
+  bool Filter(int, const rocksdb::Slice& key, const rocksdb::Slice& value, std::string*, bool*) const override {
+    return (*is_stale_)(std::string_view(key.data(), key.size()), std::string_view(value.data(), value.size()));
+  }
+  const char* Name() const override { return "tmem.StaleFilter"; }
+
+ private:
+  const std::function<bool(std::string_view, std::string_view)>* is_stale_;
+};
+
+class StaleFilterFactory final : public rocksdb::CompactionFilterFactory {
+ public:
+  explicit StaleFilterFactory(const std::function<bool(std::string_view, std::string_view)>* is_stale)
+      : is_stale_(is_stale) {}
+  std::unique_ptr<rocksdb::CompactionFilter> CreateCompactionFilter(
+      const rocksdb::CompactionFilter::Context&) override {
+    return std::make_unique<StaleFilter>(is_stale_);
+  }
+  const char* Name() const override { return "tmem.StaleFilterFactory"; }
+
+ private:
+  const std::function<bool(std::string_view, std::string_view)>* is_stale_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<PageIndex>> PageIndex::Open(const PageIndexOptions& options) {
+  if (options.dir.empty()) return absl::InvalidArgumentError("metadata directory is empty");
+  std::unique_ptr<PageIndex> index(new PageIndex());
+  index->options_ = options;
+  if (!index->options_.is_stale) index->options_.is_stale = [](std::string_view, std::string_view) { return false; };
+  index->cache_ = rocksdb::NewLRUCache(options.block_cache_bytes);
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  db_options.max_background_jobs = 2;
+  db_options.keep_log_file_num = 4;
+  db_options.max_log_file_size = 8 << 20;
+  // The memory of every memtable together is bounded by the write buffer budget.
+  db_options.db_write_buffer_size = options.write_buffer_bytes * 3;
+
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = index->cache_;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  // Index and filter blocks live in the block cache, so that the index's RAM stays bounded by
+  // the cache size however many pages are cached.
+  table.cache_index_and_filter_blocks = true;
+  table.pin_l0_filter_and_index_blocks_in_cache = true;
+  table.index_type = rocksdb::BlockBasedTableOptions::kTwoLevelIndexSearch;
+  table.partition_filters = true;
+  table.metadata_block_size = 4096;
+  table.block_size = 4096;
+
+  rocksdb::ColumnFamilyOptions pages;
+  pages.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  pages.write_buffer_size = options.write_buffer_bytes;
+  pages.max_write_buffer_number = 3;
+  pages.compression = rocksdb::kNoCompression;
+  pages.compaction_filter_factory = std::make_shared<StaleFilterFactory>(&index->options_.is_stale);
+  pages.level_compaction_dynamic_level_bytes = true;
+
+  rocksdb::ColumnFamilyOptions meta;
+  meta.write_buffer_size = 1 << 20;
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
+      {rocksdb::kDefaultColumnFamilyName, meta},
+      {kPagesCf, pages},
+  };
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  TMEM_RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(db_options, options.dir, cfs, &handles, &db),
+                                 absl::StrCat("open ", options.dir)));
+  index->db_.reset(db);
+  index->meta_cf_ = handles[0];
+  index->pages_cf_ = handles[1];
+  return index;
+}
+
+PageIndex::~PageIndex() {
+  if (db_ == nullptr) return;
+  // Handles before the DB, as RocksDB requires.
+  db_->DestroyColumnFamilyHandle(pages_cf_);
+  db_->DestroyColumnFamilyHandle(meta_cf_);
+  db_->Close();
+  db_.reset();
+}
+
+namespace {
+rocksdb::WriteOptions NoWal() {
+  rocksdb::WriteOptions w;
+  w.disableWAL = true;
+  return w;
+}
+}  // namespace
+
+absl::Status PageIndex::PutPage(std::string_view key, std::string_view value) {
+  return FromRocks(db_->Put(NoWal(), pages_cf_, S(key), S(value)), "put page");
+}
+
+absl::StatusOr<std::optional<std::string>> PageIndex::GetPage(std::string_view key) {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), pages_cf_, S(key), &value);
+  if (s.IsNotFound()) return std::optional<std::string>();
+  TMEM_RETURN_IF_ERROR(FromRocks(s, "get page"));
+  return std::optional<std::string>(std::move(value));
+}
+
+absl::Status PageIndex::DeletePage(std::string_view key) {
+  return FromRocks(db_->Delete(NoWal(), pages_cf_, S(key)), "delete page");
+}
+
+absl::Status PageIndex::DeletePageRange(std::string_view begin, std::string_view end) {
+  return FromRocks(db_->DeleteRange(NoWal(), pages_cf_, S(begin), S(end)), "delete range");
+}
+
+absl::Status PageIndex::DropAllPages() {
+  // Page keys start with a 4-byte pool id; this range covers every possible key.
+  const std::string begin;
+  const std::string end(64, '\xFF');
+  TMEM_RETURN_IF_ERROR(DeletePageRange(begin, end));
+  return FlushPages();
+}
+
+absl::Status PageIndex::FlushPages() {
+  rocksdb::FlushOptions f;
+  f.wait = true;
+  return FromRocks(db_->Flush(f, pages_cf_), "flush");
+}
+
+absl::Status PageIndex::CompactPages() {
+  rocksdb::CompactRangeOptions c;
+  c.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  TMEM_RETURN_IF_ERROR(FlushPages());
+  return FromRocks(db_->CompactRange(c, pages_cf_, nullptr, nullptr), "compact");
+}
+
+absl::StatusOr<uint64_t> PageIndex::CountPages() {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), pages_cf_));
+  uint64_t n = 0;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) ++n;
+  TMEM_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
+  return n;
+}
+
+absl::StatusOr<std::optional<std::string>> PageIndex::GetMeta(std::string_view key) {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), meta_cf_, S(key), &value);
+  if (s.IsNotFound()) return std::optional<std::string>();
+  TMEM_RETURN_IF_ERROR(FromRocks(s, "get metadata"));
+  return std::optional<std::string>(std::move(value));
+}
+
+absl::Status PageIndex::WriteMeta(const std::vector<std::pair<std::string, std::string>>& puts,
+                                  const std::vector<std::string>& deletes) {
+  rocksdb::WriteBatch batch;
+  for (const auto& [k, v] : puts) TMEM_RETURN_IF_ERROR(FromRocks(batch.Put(meta_cf_, k, v), "batch"));
+  for (const auto& k : deletes) TMEM_RETURN_IF_ERROR(FromRocks(batch.Delete(meta_cf_, k), "batch"));
+  rocksdb::WriteOptions w;
+  w.sync = true;
+  return FromRocks(db_->Write(w, &batch), "write metadata");
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> PageIndex::ScanMeta(std::string_view prefix) {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), meta_cf_));
+  for (it->Seek(S(prefix)); it->Valid() && it->key().starts_with(S(prefix)); it->Next()) {
+    out.emplace_back(it->key().ToString(), it->value().ToString());
+  }
+  TMEM_RETURN_IF_ERROR(FromRocks(it->status(), "scan metadata"));
+  return out;
+}
+
+void PageIndex::VisitStats(StatsVisitor& v) const {
+  const StatLabels none;
+  auto prop = [&](const char* p) -> double {
+    uint64_t value = 0;
+    db_->GetIntProperty(pages_cf_, p, &value);
+    return static_cast<double>(value);
+  };
+  v.Gauge("index_estimated_entries", "Estimated page index entries in RocksDB.", prop("rocksdb.estimate-num-keys"),
+          none);
+  v.Gauge("index_memtable_bytes", "Bytes held by the page index memtables.", prop("rocksdb.size-all-mem-tables"),
+          none);
+  v.Gauge("index_sst_bytes", "Bytes of page index SST files.", prop("rocksdb.total-sst-files-size"), none);
+  v.Gauge("index_block_cache_bytes", "Bytes in the page index block cache.",
+          static_cast<double>(cache_->GetUsage()), none);
+}
+
+}  // namespace tmem::pool

@@ -1,0 +1,90 @@
+// PageIndex: the RocksDB store under the page pool engine.
+//
+// Column families:
+//   "default" — engine metadata (state record, pool records, shared-pool UUID map), written
+//               with the WAL and fsync: pool definitions survive any crash.
+//   "pages"   — the page index (index_codec.h), written without the WAL: after an unclean stop
+//               every page is dropped anyway, and a clean stop flushes the memtables first.
+// A compaction filter on "pages" drops the entries the owner calls stale (reclaimed segments,
+// destroyed pools), so the index shrinks back towards the live pages without a scan.
+//
+// Thread-safety: all methods are thread-safe (RocksDB's own guarantees).
+#ifndef TMEM_SERVER_POOL_PAGE_INDEX_H_
+#define TMEM_SERVER_POOL_PAGE_INDEX_H_
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/stats.h"
+
+namespace rocksdb {
+class Cache;
+class ColumnFamilyHandle;
+class DB;
+class Statistics;
+}  // namespace rocksdb
+
+namespace tmem::pool {
+
+struct PageIndexOptions {
+  std::string dir;
+  size_t block_cache_bytes = 16 << 20;
+  size_t write_buffer_bytes = 8 << 20;
+  // Called from RocksDB compaction threads with a page key and its raw value; true drops the
+  // entry. Must stay callable until the PageIndex is destroyed.
+  std::function<bool(std::string_view key, std::string_view value)> is_stale;
+};
+
+class PageIndex {
+ public:
+  // Creates the store if `dir` holds none. Errors: the RocksDB status, converted (Internal for
+  // I/O errors, DataLoss for corruption, FailedPrecondition when another process holds it).
+  static absl::StatusOr<std::unique_ptr<PageIndex>> Open(const PageIndexOptions& options);
+  ~PageIndex();
+  PageIndex(const PageIndex&) = delete;
+  PageIndex& operator=(const PageIndex&) = delete;
+
+  // Pages ("pages" column family, no WAL).
+  absl::Status PutPage(std::string_view key, std::string_view value);
+  // nullopt when absent.
+  absl::StatusOr<std::optional<std::string>> GetPage(std::string_view key);
+  absl::Status DeletePage(std::string_view key);
+  absl::Status DeletePageRange(std::string_view begin, std::string_view end);
+  absl::Status DropAllPages();
+  // Memtables of "pages" to SST files (before a clean stop).
+  absl::Status FlushPages();
+  // Full compaction of "pages" (tests, maintenance).
+  absl::Status CompactPages();
+  // Exact count by iteration (tests, tools; O(entries)).
+  absl::StatusOr<uint64_t> CountPages();
+
+  // Metadata ("default" column family, WAL + fsync).
+  absl::StatusOr<std::optional<std::string>> GetMeta(std::string_view key);
+  // Applies every put, then every delete, atomically and durably.
+  absl::Status WriteMeta(const std::vector<std::pair<std::string, std::string>>& puts,
+                         const std::vector<std::string>& deletes);
+  // Every (key, value) whose key starts with `prefix`, in key order.
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ScanMeta(std::string_view prefix);
+
+  void VisitStats(StatsVisitor& visitor) const;
+
+ private:
+  PageIndex() = default;
+
+  PageIndexOptions options_;
+  std::shared_ptr<rocksdb::Cache> cache_;
+  std::unique_ptr<rocksdb::DB> db_;
+  rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;   // owned by db_
+  rocksdb::ColumnFamilyHandle* pages_cf_ = nullptr;  // owned by db_
+};
+
+}  // namespace tmem::pool
+
+#endif  // TMEM_SERVER_POOL_PAGE_INDEX_H_

@@ -1,0 +1,466 @@
+#include "server/pool/pool_engine.h"
+
+#include <cstring>
+#include <functional>
+
+#include "absl/strings/str_cat.h"
+#include "common/crc32c.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "server/pool/index_codec.h"
+
+namespace tmem::pool {
+namespace {
+
+constexpr char kStateKey[] = "state";
+constexpr char kNextPoolIdKey[] = "next_pool_id";
+constexpr char kPoolPrefix[] = "pool/";
+constexpr uint8_t kPoolRecordVersion = 1;
+
+std::string PoolMetaKey(PoolId id) {
+  std::string k = kPoolPrefix;
+  for (int i = 3; i >= 0; --i) k.push_back(static_cast<char>((id >> (8 * i)) & 0xFF));
+  return k;
+}
+
+std::string EncodePoolRecord(const PoolInfo& p) {
+  std::string s;
+  s.push_back(static_cast<char>(kPoolRecordVersion));
+  s.push_back(static_cast<char>(p.kind));
+  s.append(reinterpret_cast<const char*>(&p.id), 4);
+  s.append(reinterpret_cast<const char*>(&p.page_bytes), 4);
+  s.append(reinterpret_cast<const char*>(p.uuid.data()), 16);
+  s.push_back(static_cast<char>(p.tenant.size()));
+  s.append(p.tenant);
+  return s;
+}
+
+std::optional<PoolInfo> DecodePoolRecord(std::string_view s) {
+  if (s.size() < 27 || static_cast<uint8_t>(s[0]) != kPoolRecordVersion) return std::nullopt;
+  PoolInfo p;
+  p.kind = static_cast<PoolKind>(s[1]);
+  std::memcpy(&p.id, s.data() + 2, 4);
+  std::memcpy(&p.page_bytes, s.data() + 6, 4);
+  std::memcpy(p.uuid.data(), s.data() + 10, 16);
+  size_t tenant_len = static_cast<uint8_t>(s[26]);
+  if (s.size() != 27 + tenant_len) return std::nullopt;
+  p.tenant = std::string(s.substr(27));
+  if (p.kind != PoolKind::kPrivate && p.kind != PoolKind::kShared) return std::nullopt;
+  return p;
+}
+
+std::string SharedKey(std::string_view tenant, const Uuid& uuid) {
+  std::string k(tenant);
+  k.push_back('\0');
+  k.append(reinterpret_cast<const char*>(uuid.data()), uuid.size());
+  return k;
+}
+
+struct EngineState {
+  uint8_t device_uuid[16];
+  uint64_t clean_instance;  // the log instance that stopped cleanly; 0 while running
+};
+
+std::string EncodeState(const EngineState& st) {
+  return std::string(reinterpret_cast<const char*>(&st), sizeof(st));
+}
+
+bool ValidPageBytes(uint32_t n) { return n >= kMinPageBytes && n <= kMaxPageBytes && (n & (n - 1)) == 0; }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<PoolEngine>> PoolEngine::Open(const EngineOptions& options) {
+  if (options.device == nullptr) return absl::InvalidArgumentError("no device");
+  if (options.lock_stripes == 0) return absl::InvalidArgumentError("lock_stripes must be positive");
+  std::unique_ptr<PoolEngine> engine(new PoolEngine());
+  TMEM_RETURN_IF_ERROR(engine->Start(options));
+  return engine;
+}
+
+absl::Status PoolEngine::Start(const EngineOptions& options) {
+  options_ = options;
+  stripes_ = std::make_unique<Mutex[]>(options.lock_stripes);
+  TMEM_ASSIGN_OR_RETURN(log_, log::SegmentLog::Open(options.device, options.log));
+
+  PageIndexOptions io;
+  io.dir = options.metadata_dir;
+  io.block_cache_bytes = options.index_block_cache_bytes;
+  io.write_buffer_bytes = options.index_write_buffer_bytes;
+  io.is_stale = [this](std::string_view k, std::string_view v) { return IsStale(k, v); };
+  TMEM_ASSIGN_OR_RETURN(index_, PageIndex::Open(io));
+
+  const auto& uuid = log_->geometry().device_uuid;
+  TMEM_ASSIGN_OR_RETURN(std::optional<std::string> state_bytes, index_->GetMeta(kStateKey));
+  EngineState state{};
+  bool have_state = false;
+  if (state_bytes.has_value()) {
+    if (state_bytes->size() != sizeof(EngineState)) {
+      return absl::DataLossError(absl::StrCat("the engine state in ", options.metadata_dir, " is malformed"));
+    }
+    std::memcpy(&state, state_bytes->data(), sizeof(state));
+    have_state = true;
+    if (std::memcmp(state.device_uuid, uuid, 16) != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "metadata directory ", options.metadata_dir, " belongs to another device than ",
+          options.device->Describe(), " (the device was formatted again, or the paths are mixed up); "
+          "remove the directory to start with empty pools"));
+    }
+  }
+  kept_pages_ = have_state && log_->previous_stop_clean() && state.clean_instance == log_->previous_instance();
+  if (!kept_pages_) {
+    TMEM_RETURN_IF_ERROR(index_->DropAllPages());
+    if (have_state) {
+      TMEM_LOG(Warning) << "previous run did not stop cleanly; every pool's pages were dropped";
+    }
+  }
+  // Mark the engine running: a crash from here on is an unclean stop.
+  std::memcpy(state.device_uuid, uuid, 16);
+  state.clean_instance = 0;
+  TMEM_RETURN_IF_ERROR(index_->WriteMeta({{kStateKey, EncodeState(state)}}, {}));
+  TMEM_RETURN_IF_ERROR(LoadPools());
+  registry_loaded_.store(true, std::memory_order_release);
+  TMEM_LOG(Info) << "page pools ready: instance " << instance_id() << ", " << ListPools().size() << " pools, "
+                 << (kept_pages_ ? "pages kept from the previous run" : "starting with no pages");
+  return absl::OkStatus();
+}
+
+absl::Status PoolEngine::LoadPools() {
+  TMEM_ASSIGN_OR_RETURN(auto records, index_->ScanMeta(kPoolPrefix));
+  TMEM_ASSIGN_OR_RETURN(std::optional<std::string> next, index_->GetMeta(kNextPoolIdKey));
+  MutexLock admin(&admin_mu_);
+  if (next.has_value() && next->size() == 4) std::memcpy(&next_pool_id_, next->data(), 4);
+  WriterLock lock(&registry_mu_);
+  for (const auto& [key, value] : records) {
+    std::optional<PoolInfo> info = DecodePoolRecord(value);
+    if (!info.has_value()) {
+      return absl::DataLossError(absl::StrCat("malformed pool record under key of ", key.size(), " bytes"));
+    }
+    auto pool = std::make_shared<Pool>();
+    pool->info = *info;
+    if (info->kind == PoolKind::kShared) shared_ids_[SharedKey(info->tenant, info->uuid)] = info->id;
+    pools_[info->id] = std::move(pool);
+    if (info->id >= next_pool_id_) next_pool_id_ = info->id + 1;
+  }
+  return absl::OkStatus();
+}
+
+PoolEngine::~PoolEngine() {
+  // Unclean unless Close() ran: the index closes (its memtables may be written, which is
+  // harmless), then the log stops without a clean checkpoint.
+  index_.reset();
+  log_.reset();
+}
+
+absl::Status PoolEngine::Close() {
+  WriterLock lock(&ops_mu_);
+  if (closed_) return absl::FailedPreconditionError("the engine is already closed");
+  closed_ = true;
+  TMEM_RETURN_IF_ERROR(log_->FlushAll());
+  TMEM_RETURN_IF_ERROR(index_->FlushPages());
+  EngineState state{};
+  std::memcpy(state.device_uuid, log_->geometry().device_uuid, 16);
+  state.clean_instance = log_->instance();
+  TMEM_RETURN_IF_ERROR(index_->WriteMeta({{kStateKey, EncodeState(state)}}, {}));
+  TMEM_RETURN_IF_ERROR(log_->CloseClean());
+  // Release the metadata directory (its lock) so that another engine may open it.
+  index_.reset();
+  TMEM_LOG(Info) << "page pools closed cleanly (instance " << log_->instance() << ")";
+  return absl::OkStatus();
+}
+
+#define TMEM_ENGINE_OPEN_OR_RETURN()                                                            \
+  ReaderLock ops_lock(&ops_mu_);                                                                \
+  if (closed_) return absl::FailedPreconditionError("the page pool engine is closed")
+
+absl::StatusOr<PoolId> PoolEngine::CreatePool(uint32_t page_bytes) {
+  TMEM_ENGINE_OPEN_OR_RETURN();
+  MutexLock admin(&admin_mu_);
+  return CreatePoolLocked(PoolKind::kPrivate, Uuid{}, page_bytes, "");
+}
+
+absl::StatusOr<PoolId> PoolEngine::CreateSharedPool(const Uuid& uuid, uint32_t page_bytes, std::string_view tenant) {
+  TMEM_ENGINE_OPEN_OR_RETURN();
+  if (tenant.size() > kMaxTenantBytes || tenant.find('\0') != std::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("tenant name must be at most ", kMaxTenantBytes,
+                                                   " bytes without NUL"));
+  }
+  MutexLock admin(&admin_mu_);
+  {
+    ReaderLock lock(&registry_mu_);
+    auto it = shared_ids_.find(SharedKey(tenant, uuid));
+    if (it != shared_ids_.end()) {
+      const PoolInfo& info = pools_.at(it->second)->info;
+      if (info.page_bytes != page_bytes) {
+        return absl::InvalidArgumentError(absl::StrCat("shared pool ", info.id, " has page size ", info.page_bytes,
+                                                       ", not ", page_bytes));
+      }
+      return info.id;
+    }
+  }
+  return CreatePoolLocked(PoolKind::kShared, uuid, page_bytes, tenant);
+}
+
+absl::StatusOr<PoolId> PoolEngine::CreatePoolLocked(PoolKind kind, const Uuid& uuid, uint32_t page_bytes,
+                                                    std::string_view tenant) {
+  if (!ValidPageBytes(page_bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat("page size ", page_bytes,
+                                                   " must be a power of two from 512 to 65536 bytes"));
+  }
+  if (page_bytes > log_->max_page_bytes()) {
+    return absl::InvalidArgumentError(absl::StrCat("page size ", page_bytes, " exceeds what a segment holds (",
+                                                   log_->max_page_bytes(), ")"));
+  }
+  {
+    ReaderLock lock(&registry_mu_);
+    if (pools_.size() >= options_.max_pools) {
+      return absl::ResourceExhaustedError(absl::StrCat("too many pools (limit ", options_.max_pools, ")"));
+    }
+  }
+  if (next_pool_id_ == 0 || next_pool_id_ == UINT32_MAX) {
+    return absl::ResourceExhaustedError("pool ids exhausted");
+  }
+  auto pool = std::make_shared<Pool>();
+  pool->info.id = next_pool_id_;
+  pool->info.kind = kind;
+  pool->info.page_bytes = page_bytes;
+  pool->info.uuid = uuid;
+  pool->info.tenant = std::string(tenant);
+  const PoolId next = next_pool_id_ + 1;
+  // Durable before the id is handed out: ids are never reused, so no stale page of an older
+  // pool can ever be found under a new pool's id.
+  TMEM_RETURN_IF_ERROR(index_->WriteMeta({{PoolMetaKey(pool->info.id), EncodePoolRecord(pool->info)},
+                                          {kNextPoolIdKey, std::string(reinterpret_cast<const char*>(&next), 4)}},
+                                         {}));
+  next_pool_id_ = next;
+  WriterLock lock(&registry_mu_);
+  if (kind == PoolKind::kShared) shared_ids_[SharedKey(tenant, uuid)] = pool->info.id;
+  pools_[pool->info.id] = pool;
+  return pool->info.id;
+}
+
+absl::Status PoolEngine::DestroyPool(PoolId id) {
+  TMEM_ENGINE_OPEN_OR_RETURN();
+  MutexLock admin(&admin_mu_);
+  TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, FindPool(id));
+  TMEM_RETURN_IF_ERROR(index_->WriteMeta({}, {PoolMetaKey(id)}));
+  pool->destroyed.store(true, std::memory_order_release);
+  {
+    WriterLock lock(&registry_mu_);
+    if (pool->info.kind == PoolKind::kShared) shared_ids_.erase(SharedKey(pool->info.tenant, pool->info.uuid));
+    pools_.erase(id);
+  }
+  // Entries a racing put adds after this range delete belong to no pool; the compaction
+  // filter drops them.
+  TMEM_RETURN_IF_ERROR(index_->DeletePageRange(PoolRangeBegin(id), PoolRangeEnd(id)));
+  counters_.pools_destroyed.fetch_add(1, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+std::vector<PoolInfo> PoolEngine::ListPools() const {
+  ReaderLock lock(&registry_mu_);
+  std::vector<PoolInfo> out;
+  for (const auto& [id, pool] : pools_) out.push_back(pool->info);
+  return out;
+}
+
+absl::StatusOr<PoolInfo> PoolEngine::GetPoolInfo(PoolId id) const {
+  TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, FindPool(id));
+  return pool->info;
+}
+
+const PoolEngine::PoolCounters* PoolEngine::pool_counters(PoolId id) const {
+  ReaderLock lock(&registry_mu_);
+  auto it = pools_.find(id);
+  return it == pools_.end() ? nullptr : &it->second->counters;
+}
+
+absl::StatusOr<std::shared_ptr<PoolEngine::Pool>> PoolEngine::FindPool(PoolId id) const {
+  ReaderLock lock(&registry_mu_);
+  auto it = pools_.find(id);
+  if (it == pools_.end()) return absl::NotFoundError(absl::StrCat("pool ", id, " does not exist"));
+  return it->second;
+}
+
+absl::StatusOr<std::shared_ptr<PoolEngine::Pool>> PoolEngine::CheckHandle(PoolId id, std::string_view object) const {
+  if (object.empty() || object.size() > kMaxObjectKeyBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("object key of ", object.size(), " bytes; want 1 to ",
+                                                   kMaxObjectKeyBytes));
+  }
+  return FindPool(id);
+}
+
+Mutex& PoolEngine::StripeFor(std::string_view key) {
+  return stripes_[crc32c::Value(key.data(), key.size()) % options_.lock_stripes];
+}
+
+absl::Status PoolEngine::Put(PoolId id, std::string_view object, uint64_t index, std::span<const uint8_t> page) {
+  TMEM_ENGINE_OPEN_OR_RETURN();
+  TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, CheckHandle(id, object));
+  if (page.size() != pool->info.page_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("page of ", page.size(), " bytes for pool ", id, " of ",
+                                                   pool->info.page_bytes, "-byte pages"));
+  }
+  const uint32_t crc = crc32c::Value(page.data(), page.size());
+  const std::string key = EncodePageKey(id, object, index);
+  uint8_t slot_key[log::kSlotKeyBytes];
+  EncodeSlotKey(id, object, index, slot_key);
+  absl::Status st;
+  {
+    MutexLock stripe(&StripeFor(key));
+    absl::StatusOr<log::Location> loc = log_->Append(slot_key, page.data(), static_cast<uint32_t>(page.size()), crc);
+    if (loc.ok()) {
+      st = index_->PutPage(key, EncodeIndexValue({*loc, crc}));
+    } else {
+      st = loc.status();
+    }
+    if (!st.ok()) {
+      // The old version must not survive a failed put of a newer one (put-put-get coherency).
+      absl::Status del = index_->DeletePage(key);
+      if (!del.ok()) return del;
+    }
+  }
+  if (!st.ok()) {
+    pool->counters.puts_dropped.fetch_add(1, std::memory_order_relaxed);
+    TMEM_LOG(Warning) << "put to pool " << id << " dropped: " << st;
+    return absl::OkStatus();
+  }
+  pool->counters.puts.fetch_add(1, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<GetOutcome> PoolEngine::Get(PoolId id, std::string_view object, uint64_t index,
+                                           std::span<uint8_t> out) {
+  TMEM_ENGINE_OPEN_OR_RETURN();
+  TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, CheckHandle(id, object));
+  if (out.size() != pool->info.page_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("buffer of ", out.size(), " bytes for pool ", id, " of ",
+                                                   pool->info.page_bytes, "-byte pages"));
+  }
+  const std::string key = EncodePageKey(id, object, index);
+  const bool exclusive = pool->info.kind == PoolKind::kPrivate;
+  std::optional<std::string> raw;
+  if (exclusive) {
+    // Find and remove under the stripe lock: of two racing gets only one can hit.
+    MutexLock stripe(&StripeFor(key));
+    TMEM_ASSIGN_OR_RETURN(raw, index_->GetPage(key));
+    if (raw.has_value()) TMEM_RETURN_IF_ERROR(index_->DeletePage(key));
+  } else {
+    TMEM_ASSIGN_OR_RETURN(raw, index_->GetPage(key));
+  }
+  auto miss = [&]() -> GetOutcome {
+    pool->counters.gets_miss.fetch_add(1, std::memory_order_relaxed);
+    return GetOutcome::kMiss;
+  };
+  if (!raw.has_value()) return miss();
+  std::optional<IndexValue> value = DecodeIndexValue(*raw);
+  if (!value.has_value()) {
+    if (!exclusive) DeleteIfUnchanged(key, *raw);
+    return miss();
+  }
+  absl::StatusOr<log::SegmentLog::ReadOutcome> r =
+      log_->Read(value->loc, pool->info.page_bytes, value->crc, out.data());
+  if (r.ok() && *r == log::SegmentLog::ReadOutcome::kOk) {
+    pool->counters.gets_hit.fetch_add(1, std::memory_order_relaxed);
+    return GetOutcome::kHit;
+  }
+  if (!r.ok()) {
+    counters_.read_errors.fetch_add(1, std::memory_order_relaxed);
+    TMEM_LOG(Warning) << "get from pool " << id << " missed on a device error: " << r.status();
+  } else if (*r == log::SegmentLog::ReadOutcome::kGone) {
+    counters_.pages_evicted.fetch_add(1, std::memory_order_relaxed);
+  }
+  // Whatever made this read fail, later gets must miss too (get-get coherency): drop the entry.
+  if (!exclusive) DeleteIfUnchanged(key, *raw);
+  // Never leave a corrupt or partial page in the caller's buffer.
+  std::memset(out.data(), 0, out.size());
+  return miss();
+}
+
+void PoolEngine::DeleteIfUnchanged(const std::string& key, const std::string& value) {
+  MutexLock stripe(&StripeFor(key));
+  absl::StatusOr<std::optional<std::string>> now = index_->GetPage(key);
+  if (now.ok() && now->has_value() && **now == value) {
+    absl::Status st = index_->DeletePage(key);
+    if (!st.ok()) TMEM_LOG(Warning) << "could not delete a stale index entry: " << st;
+  }
+}
+
+absl::Status PoolEngine::FlushPage(PoolId id, std::string_view object, uint64_t index) {
+  TMEM_ENGINE_OPEN_OR_RETURN();
+  TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, CheckHandle(id, object));
+  const std::string key = EncodePageKey(id, object, index);
+  {
+    MutexLock stripe(&StripeFor(key));
+    TMEM_RETURN_IF_ERROR(index_->DeletePage(key));
+  }
+  pool->counters.flush_page.fetch_add(1, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::Status PoolEngine::FlushObject(PoolId id, std::string_view object) {
+  TMEM_ENGINE_OPEN_OR_RETURN();
+  TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, CheckHandle(id, object));
+  TMEM_RETURN_IF_ERROR(index_->DeletePageRange(ObjectRangeBegin(id, object), ObjectRangeEnd(id, object)));
+  pool->counters.flush_object.fetch_add(1, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::Status PoolEngine::FlushPool(PoolId id) {
+  TMEM_ENGINE_OPEN_OR_RETURN();
+  TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, FindPool(id));
+  TMEM_RETURN_IF_ERROR(index_->DeletePageRange(PoolRangeBegin(id), PoolRangeEnd(id)));
+  pool->counters.flush_pool.fetch_add(1, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+bool PoolEngine::IsStale(std::string_view key, std::string_view value) const {
+  std::optional<IndexValue> v = DecodeIndexValue(value);
+  bool stale = !v.has_value() || v->loc.seq <= log_->reclaimed_seq();
+  if (!stale && registry_loaded_.load(std::memory_order_acquire)) {
+    std::optional<PoolId> pool = PoolOfPageKey(key);
+    ReaderLock lock(&registry_mu_);
+    stale = !pool.has_value() || pools_.find(*pool) == pools_.end();
+  }
+  if (stale) counters_.pages_evicted_compaction.fetch_add(1, std::memory_order_relaxed);
+  return stale;
+}
+
+void PoolEngine::VisitStats(StatsVisitor& v) const {
+  const StatLabels none;
+  ReaderLock ops_lock(&ops_mu_);
+  log_->VisitStats(v);
+  if (!closed_) index_->VisitStats(v);
+  v.Counter("pages_evicted", "Index entries found stale (segment reclaimed) by a get.",
+            counters_.pages_evicted.load(std::memory_order_relaxed), none);
+  v.Counter("pages_evicted_compaction", "Stale index entries dropped by RocksDB compaction.",
+            counters_.pages_evicted_compaction.load(std::memory_order_relaxed), none);
+  v.Counter("page_read_errors", "Gets that missed because the device returned an error.",
+            counters_.read_errors.load(std::memory_order_relaxed), none);
+  v.Counter("pools_destroyed", "Pools destroyed.", counters_.pools_destroyed.load(std::memory_order_relaxed), none);
+  v.Gauge("instance_id", "Instance id of this run (increases at every start).",
+          static_cast<double>(instance_id()), none);
+  std::vector<std::pair<std::string, std::shared_ptr<Pool>>> pools;
+  {
+    ReaderLock lock(&registry_mu_);
+    for (const auto& [id, p] : pools_) pools.emplace_back(std::to_string(id), p);
+  }
+  v.Gauge("pools", "Pools that exist.", static_cast<double>(pools.size()), none);
+  for (const auto& [name, p] : pools) {
+    const PoolCounters& c = p->counters;
+    const char* kind = p->info.kind == PoolKind::kShared ? "shared" : "private";
+    auto load = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+    v.Counter("pool_puts", "Pages put.", load(c.puts), {{"pool", name}, {"kind", kind}});
+    v.Counter("pool_puts_dropped", "Puts dropped because the page could not be stored.", load(c.puts_dropped),
+              {{"pool", name}, {"kind", kind}});
+    v.Counter("pool_gets", "Gets by result.", load(c.gets_hit), {{"pool", name}, {"kind", kind}, {"result", "hit"}});
+    v.Counter("pool_gets", "Gets by result.", load(c.gets_miss), {{"pool", name}, {"kind", kind}, {"result", "miss"}});
+    v.Counter("pool_flushes", "Invalidations by kind.", load(c.flush_page),
+              {{"pool", name}, {"kind", kind}, {"flush", "page"}});
+    v.Counter("pool_flushes", "Invalidations by kind.", load(c.flush_object),
+              {{"pool", name}, {"kind", kind}, {"flush", "object"}});
+    v.Counter("pool_flushes", "Invalidations by kind.", load(c.flush_pool),
+              {{"pool", name}, {"kind", kind}, {"flush", "pool"}});
+  }
+}
+
+}  // namespace tmem::pool

@@ -1,0 +1,164 @@
+// PoolEngine: cleancache page pools on the segment log, indexed in RocksDB.
+//
+// Semantics (DESIGN.md "Contract: page pools", from the cleancache specification):
+//  - pages are ephemeral: a put may be dropped and a get may miss at any time, but a get never
+//    returns a page other than the last one put to that handle;
+//  - a hit on a private pool removes the page (exclusive cache), a hit on a shared pool keeps it;
+//  - put-put-get and get-get coherency hold per handle; puts, gets and flushes of one handle are
+//    linearizable (a striped lock orders them);
+//  - once FlushPage/FlushObject/FlushPool/DestroyPool returns, no get returns the flushed data,
+//    also after a restart;
+//  - every page read from the device is checked against its CRC32C; a mismatch is a miss;
+//  - after an unclean stop every pool's pages are dropped (pool definitions stay); after a clean
+//    stop (Close) they are kept.
+//
+// Thread-safety: every method is thread-safe.
+// Lock order: ops_mu_ (shared) -> admin_mu_ -> registry_mu_ -> a stripe of stripes_ -> the log's
+// own locks. RocksDB and device I/O never happen under registry_mu_.
+#ifndef TMEM_SERVER_POOL_POOL_ENGINE_H_
+#define TMEM_SERVER_POOL_POOL_ENGINE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/mutex.h"
+#include "common/stats.h"
+#include "server/io/block_device.h"
+#include "server/log/segment_log.h"
+#include "server/pool/page_index.h"
+#include "server/pool/pool_types.h"
+
+namespace tmem::pool {
+
+struct EngineOptions {
+  io::BlockDevice* device = nullptr;  // borrowed; formatted with SegmentLog::Format; outlives the engine
+  std::string metadata_dir;           // RocksDB directory, created if missing
+  log::LogOptions log;
+  size_t index_block_cache_bytes = 16 << 20;
+  size_t index_write_buffer_bytes = 8 << 20;
+  uint32_t max_pools = 1 << 16;
+  uint32_t lock_stripes = 1024;
+};
+
+class PoolEngine {
+ public:
+  // Opens the log and the index. Refuses a metadata directory that belongs to another device
+  // (FailedPrecondition) and every error of SegmentLog::Open and PageIndex::Open.
+  static absl::StatusOr<std::unique_ptr<PoolEngine>> Open(const EngineOptions& options);
+  // Without a prior Close() this is an unclean stop: the next Open drops every page.
+  ~PoolEngine();
+  PoolEngine(const PoolEngine&) = delete;
+  PoolEngine& operator=(const PoolEngine&) = delete;
+
+  // Writes every buffered page and index entry, then marks the stop clean so that the next
+  // Open keeps the pages. Every later call fails with FailedPrecondition.
+  absl::Status Close();
+
+  // Pools. Page size: a power of two from 512 to 65536 bytes, else InvalidArgument.
+  // ResourceExhausted past max_pools.
+  absl::StatusOr<PoolId> CreatePool(uint32_t page_bytes);
+  // The same id for the same (tenant, uuid); InvalidArgument if it exists with another page size.
+  absl::StatusOr<PoolId> CreateSharedPool(const Uuid& uuid, uint32_t page_bytes, std::string_view tenant = "");
+  // Frees every page of the pool and forgets it. NotFound for an unknown pool.
+  absl::Status DestroyPool(PoolId pool);
+  std::vector<PoolInfo> ListPools() const;
+  absl::StatusOr<PoolInfo> GetPoolInfo(PoolId pool) const;
+
+  // Handle operations. Errors: NotFound (unknown or destroyed pool), InvalidArgument (page not
+  // of the pool's size, object key empty or longer than 24 bytes), FailedPrecondition (closed).
+  // A put that cannot be stored is dropped (still OK: pages are ephemeral) and counted.
+  absl::Status Put(PoolId pool, std::string_view object, uint64_t index, std::span<const uint8_t> page);
+  // On kHit `out` (exactly the pool's page size) holds the page.
+  absl::StatusOr<GetOutcome> Get(PoolId pool, std::string_view object, uint64_t index, std::span<uint8_t> out);
+  absl::Status FlushPage(PoolId pool, std::string_view object, uint64_t index);
+  absl::Status FlushObject(PoolId pool, std::string_view object);
+  absl::Status FlushPool(PoolId pool);
+
+  // Identity of this run: increases by one per open; clients use it to detect a restart.
+  uint64_t instance_id() const { return log_->instance(); }
+  // True when this open kept the pages of the previous run (it stopped cleanly).
+  bool kept_pages_from_previous_run() const { return kept_pages_; }
+
+  void VisitStats(StatsVisitor& visitor) const;
+
+  // For tests, tools and benchmarks.
+  log::SegmentLog& segment_log() { return *log_; }
+  PageIndex& page_index() { return *index_; }
+
+  struct PoolCounters {
+    std::atomic<uint64_t> puts{0};
+    std::atomic<uint64_t> puts_dropped{0};
+    std::atomic<uint64_t> gets_hit{0};
+    std::atomic<uint64_t> gets_miss{0};
+    std::atomic<uint64_t> flush_page{0};
+    std::atomic<uint64_t> flush_object{0};
+    std::atomic<uint64_t> flush_pool{0};
+  };
+  struct EngineCounters {
+    std::atomic<uint64_t> pages_evicted{0};            // stale entries met by gets
+    std::atomic<uint64_t> pages_evicted_compaction{0}; // stale entries dropped by compaction
+    std::atomic<uint64_t> read_errors{0};
+    std::atomic<uint64_t> pools_destroyed{0};
+  };
+  const EngineCounters& counters() const { return counters_; }
+  // Per-pool counters; nullptr for an unknown pool. For tests.
+  const PoolCounters* pool_counters(PoolId pool) const;
+
+ private:
+  struct Pool {
+    PoolInfo info;
+    PoolCounters counters;
+    std::atomic<bool> destroyed{false};  // set under admin_mu_; read by every op (acquire)
+  };
+
+  PoolEngine() = default;
+  absl::Status Start(const EngineOptions& options);
+  absl::Status LoadPools();
+  absl::StatusOr<std::shared_ptr<Pool>> FindPool(PoolId id) const;
+  absl::StatusOr<std::shared_ptr<Pool>> CheckHandle(PoolId id, std::string_view object) const;
+  Mutex& StripeFor(std::string_view key);
+  absl::StatusOr<PoolId> CreatePoolLocked(PoolKind kind, const Uuid& uuid, uint32_t page_bytes,
+                                          std::string_view tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(admin_mu_);
+  // Deletes `key` if it still maps to `value` (a stale or corrupt entry met by a get).
+  void DeleteIfUnchanged(const std::string& key, const std::string& value);
+  bool IsStale(std::string_view key, std::string_view value) const;
+
+  EngineOptions options_;
+  bool kept_pages_ = false;  // set in Start, then const
+
+  // Declaration order = destruction in reverse: the index (whose compaction filter calls
+  // IsStale, which reads log_ and the registry) goes before the log.
+  std::unique_ptr<log::SegmentLog> log_;
+  std::unique_ptr<PageIndex> index_;
+  // Read by the compaction filter: until the pool records are loaded it must not judge pools.
+  std::atomic<bool> registry_loaded_{false};
+
+  // Every public operation holds this shared; Close holds it exclusively.
+  mutable SharedMutex ops_mu_;
+  bool closed_ ABSL_GUARDED_BY(ops_mu_) = false;
+
+  // Serialises pool creation and destruction, including their durable metadata writes.
+  Mutex admin_mu_ ABSL_ACQUIRED_BEFORE(registry_mu_);
+  PoolId next_pool_id_ ABSL_GUARDED_BY(admin_mu_) = 1;
+
+  mutable SharedMutex registry_mu_;
+  std::map<PoolId, std::shared_ptr<Pool>> pools_ ABSL_GUARDED_BY(registry_mu_);
+  std::map<std::string, PoolId> shared_ids_ ABSL_GUARDED_BY(registry_mu_);  // tenant \0 uuid -> id
+
+  std::unique_ptr<Mutex[]> stripes_;  // per-handle ordering; sized in Start, then const
+
+  // Mutable: IsStale() (const, called by RocksDB) counts what it drops.
+  mutable EngineCounters counters_;
+};
+
+}  // namespace tmem::pool
+
+#endif  // TMEM_SERVER_POOL_POOL_ENGINE_H_

@@ -1,0 +1,586 @@
+#include "server/pool/pool_engine.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <thread>
+
+#include "server/pool/index_codec.h"
+#include "server/pool/pool_test_util.h"
+
+namespace tmem::pool {
+namespace {
+
+using testing::EngineHarness;
+using testing::MakePage;
+using testing::VersionOf;
+
+constexpr std::string_view kObj = "inode-1";
+
+GetOutcome Get(PoolEngine& e, PoolId p, std::string_view obj, uint64_t idx, std::vector<uint8_t>* out,
+               uint32_t page_bytes = 4096) {
+  out->assign(page_bytes, 0xEE);
+  auto r = e.Get(p, obj, idx, *out);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *r : GetOutcome::kMiss;
+}
+
+void Put(PoolEngine& e, PoolId p, std::string_view obj, uint64_t idx, uint64_t version, uint32_t page_bytes = 4096) {
+  auto page = MakePage(page_bytes, p, obj, idx, version);
+  absl::Status s = e.Put(p, obj, idx, page);
+  ASSERT_TRUE(s.ok()) << s;
+}
+
+Uuid U(uint8_t b) {
+  Uuid u{};
+  u.fill(b);
+  return u;
+}
+
+// --- Pools ---------------------------------------------------------------------------------
+
+TEST(PoolEngineTest, CreatePoolReturnsANewPrivatePoolEachTime) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  auto a = e.CreatePool(4096), b = e.CreatePool(4096);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_NE(*a, *b);
+  EXPECT_EQ(e.GetPoolInfo(*a)->kind, PoolKind::kPrivate);
+}
+
+TEST(PoolEngineTest, SharedPoolIdIsTheSameForTheSameUuidWithinATenant) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId a = *e.CreateSharedPool(U(1), 4096, "t1");
+  EXPECT_EQ(*e.CreateSharedPool(U(1), 4096, "t1"), a);
+  EXPECT_NE(*e.CreateSharedPool(U(1), 4096, "t2"), a) << "another tenant gets its own pool";
+  EXPECT_NE(*e.CreateSharedPool(U(2), 4096, "t1"), a);
+  auto wrong = e.CreateSharedPool(U(1), 8192, "t1");
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument) << wrong.status();
+  // The mapping is durable across clean and unclean restarts.
+  PoolEngine& e2 = h.ReopenClean();
+  EXPECT_EQ(*e2.CreateSharedPool(U(1), 4096, "t1"), a);
+  PoolEngine& e3 = h.ReopenAfterPowerCut(false, 1);
+  EXPECT_EQ(*e3.CreateSharedPool(U(1), 4096, "t1"), a);
+}
+
+TEST(PoolEngineTest, DestroyPoolFreesItsPagesAndItsId) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(3), 4096);
+  PoolId other = *e.CreatePool(4096);
+  Put(e, p, kObj, 0, 1);
+  Put(e, other, kObj, 0, 1);
+  ASSERT_TRUE(e.DestroyPool(p).ok());
+  std::vector<uint8_t> out(4096);
+  EXPECT_EQ(e.Get(p, kObj, 0, out).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(e.Put(p, kObj, 0, out).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(e.DestroyPool(p).code(), absl::StatusCode::kNotFound);
+  PoolId again = *e.CreateSharedPool(U(3), 4096);
+  EXPECT_NE(again, p) << "pool ids are never reused";
+  EXPECT_EQ(Get(e, again, kObj, 0, &out), GetOutcome::kMiss);
+  EXPECT_EQ(Get(e, other, kObj, 0, &out), GetOutcome::kHit) << "other pools are untouched";
+  // Still gone after a restart.
+  PoolEngine& e2 = h.ReopenClean();
+  EXPECT_EQ(e2.GetPoolInfo(p).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(PoolEngineTest, EveryPowerOfTwoPageSizeRoundTripsBitExact) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  for (uint32_t size = 512; size <= 65536; size *= 2) {
+    PoolId p = *e.CreateSharedPool(U(static_cast<uint8_t>(size >> 9)), size);
+    for (uint64_t i = 0; i < 3; ++i) Put(e, p, kObj, i, 10 + i, size);
+    std::vector<uint8_t> out;
+    for (uint64_t i = 0; i < 3; ++i) {
+      ASSERT_EQ(Get(e, p, kObj, i, &out, size), GetOutcome::kHit) << size;
+      EXPECT_EQ(VersionOf(out, p, kObj, i), static_cast<int64_t>(10 + i)) << size;
+    }
+  }
+  ASSERT_TRUE(e.segment_log().FlushAll().ok());
+  for (const PoolInfo& info : e.ListPools()) {
+    std::vector<uint8_t> out;
+    ASSERT_EQ(Get(e, info.id, kObj, 1, &out, info.page_bytes), GetOutcome::kHit);
+    EXPECT_EQ(VersionOf(out, info.id, kObj, 1), 11);
+  }
+}
+
+// --- Gets ----------------------------------------------------------------------------------
+
+TEST(PoolEngineTest, HitOnPrivatePoolRemovesThePage) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreatePool(4096);
+  Put(e, p, kObj, 5, 1);
+  std::vector<uint8_t> out;
+  EXPECT_EQ(Get(e, p, kObj, 5, &out), GetOutcome::kHit);
+  EXPECT_EQ(VersionOf(out, p, kObj, 5), 1);
+  EXPECT_EQ(Get(e, p, kObj, 5, &out), GetOutcome::kMiss) << "private pools are exclusive";
+}
+
+TEST(PoolEngineTest, HitOnSharedPoolKeepsThePage) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(9), 4096);
+  Put(e, p, kObj, 5, 1);
+  std::vector<uint8_t> out;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(Get(e, p, kObj, 5, &out), GetOutcome::kHit);
+    EXPECT_EQ(VersionOf(out, p, kObj, 5), 1);
+  }
+}
+
+TEST(PoolEngineTest, PutPutGetNeverReturnsTheFirstVersion) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(4), 4096);
+  std::vector<uint8_t> out;
+  // In one write buffer, across a flush to the device, and across segments.
+  for (uint64_t v = 1; v <= 200; ++v) {
+    Put(e, p, kObj, 0, v);
+    if (v % 50 == 0) ASSERT_TRUE(e.segment_log().FlushAll().ok());
+    ASSERT_EQ(Get(e, p, kObj, 0, &out), GetOutcome::kHit);
+    ASSERT_EQ(VersionOf(out, p, kObj, 0), static_cast<int64_t>(v));
+  }
+}
+
+TEST(PoolEngineTest, AfterAMissGetsMissUntilTheNextPut) {
+  EngineHarness h(16);
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(5), 4096);
+  std::vector<uint8_t> out;
+  EXPECT_EQ(Get(e, p, kObj, 0, &out), GetOutcome::kMiss);
+  EXPECT_EQ(Get(e, p, kObj, 0, &out), GetOutcome::kMiss);
+  // A miss caused by eviction stays a miss: fill the log until handle 0's segment is reclaimed.
+  Put(e, p, kObj, 0, 1);
+  uint64_t i = 1;
+  const uint64_t first_seq = e.segment_log().head_seq();
+  while (e.segment_log().reclaimed_seq() < first_seq) Put(e, p, "filler", i++, 1);
+  EXPECT_EQ(Get(e, p, kObj, 0, &out), GetOutcome::kMiss);
+  EXPECT_EQ(Get(e, p, kObj, 0, &out), GetOutcome::kMiss);
+  Put(e, p, kObj, 0, 2);
+  EXPECT_EQ(Get(e, p, kObj, 0, &out), GetOutcome::kHit);
+  EXPECT_EQ(VersionOf(out, p, kObj, 0), 2);
+}
+
+TEST(PoolEngineTest, CorruptPageOnDeviceIsAMissAndACountNeverTheBadBytes) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(6), 4096);
+  Put(e, p, kObj, 7, 1);
+  ASSERT_TRUE(e.segment_log().FlushAll().ok());
+  // Find the page through the index and flip one byte of it on the device.
+  auto raw = e.page_index().GetPage(EncodePageKey(p, kObj, 7));
+  ASSERT_TRUE(raw.ok() && raw->has_value());
+  IndexValue v = *DecodeIndexValue(**raw);
+  const uint64_t seg = (v.loc.seq - 1) % e.segment_log().geometry().segment_count;
+  const uint64_t at = log::kDataOffset + seg * e.segment_log().geometry().segment_bytes + v.loc.offset + 2048;
+  io::AlignedBuffer b(512, 512);
+  ASSERT_TRUE(h.memory().Read(at, b.data(), 512).ok());
+  b.data()[3] ^= 0x01;
+  ASSERT_TRUE(h.memory().Write(at, b.data(), 512).ok());
+  std::vector<uint8_t> out;
+  EXPECT_EQ(Get(e, p, kObj, 7, &out), GetOutcome::kMiss);
+  EXPECT_EQ(std::count(out.begin(), out.end(), 0), 4096) << "no byte of the corrupt page reaches the caller";
+  EXPECT_EQ(e.segment_log().counters().crc_failures.load(), 1u);
+  EXPECT_EQ(Get(e, p, kObj, 7, &out), GetOutcome::kMiss) << "get-get coherency after a corrupt read";
+  EXPECT_EQ(e.segment_log().counters().crc_failures.load(), 1u) << "the bad entry was dropped";
+}
+
+TEST(PoolEngineTest, DeviceReadErrorIsAMissThatStaysAMiss) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(7), 4096);
+  Put(e, p, kObj, 1, 1);
+  ASSERT_TRUE(e.segment_log().FlushAll().ok());
+  h.device().FailNext(io::FaultInjectionDevice::Op::kRead, 1);
+  std::vector<uint8_t> out;
+  EXPECT_EQ(Get(e, p, kObj, 1, &out), GetOutcome::kMiss);
+  EXPECT_EQ(Get(e, p, kObj, 1, &out), GetOutcome::kMiss);
+  EXPECT_EQ(e.counters().read_errors.load(), 1u);
+}
+
+// --- Flushes -------------------------------------------------------------------------------
+
+TEST(PoolEngineTest, FlushPageObjectAndPoolRemovePagesStillInRamBuffers) {
+  EngineHarness h;
+  EngineOptions o = h.Options();
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(8), 4096);
+  PoolId q = *e.CreateSharedPool(U(9), 4096);
+  for (uint64_t i = 0; i < 4; ++i) {
+    Put(e, p, "a", i, 1);
+    Put(e, p, "b", i, 1);
+    Put(e, q, "a", i, 1);
+  }
+  ASSERT_GT(e.segment_log().head_seq(), e.segment_log().flushed_seq()) << "pages are still in RAM";
+  std::vector<uint8_t> out;
+  ASSERT_TRUE(e.FlushPage(p, "a", 0).ok());
+  EXPECT_EQ(Get(e, p, "a", 0, &out), GetOutcome::kMiss);
+  EXPECT_EQ(Get(e, p, "a", 1, &out), GetOutcome::kHit);
+  ASSERT_TRUE(e.FlushObject(p, "a").ok());
+  for (uint64_t i = 0; i < 4; ++i) EXPECT_EQ(Get(e, p, "a", i, &out), GetOutcome::kMiss) << i;
+  EXPECT_EQ(Get(e, p, "b", 2, &out), GetOutcome::kHit) << "another object is untouched";
+  ASSERT_TRUE(e.FlushPool(p).ok());
+  for (uint64_t i = 0; i < 4; ++i) EXPECT_EQ(Get(e, p, "b", i, &out), GetOutcome::kMiss) << i;
+  for (uint64_t i = 0; i < 4; ++i) EXPECT_EQ(Get(e, q, "a", i, &out), GetOutcome::kHit) << "another pool is untouched";
+  EXPECT_GT(e.segment_log().head_seq(), e.segment_log().flushed_seq()) << "the flushes did not need the device";
+  (void)o;
+}
+
+TEST(PoolEngineTest, FlushObjectDoesNotTouchObjectsWhoseKeyExtendsIt) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(10), 4096);
+  Put(e, p, "ab", 0, 1);
+  Put(e, p, "abc", 0, 1);
+  Put(e, p, std::string("ab\xff", 3), 0, 1);
+  Put(e, p, "ab", UINT64_MAX, 1);
+  ASSERT_TRUE(e.FlushObject(p, "ab").ok());
+  std::vector<uint8_t> out;
+  EXPECT_EQ(Get(e, p, "ab", 0, &out), GetOutcome::kMiss);
+  EXPECT_EQ(Get(e, p, "ab", UINT64_MAX, &out), GetOutcome::kMiss);
+  EXPECT_EQ(Get(e, p, "abc", 0, &out), GetOutcome::kHit);
+  EXPECT_EQ(Get(e, p, std::string("ab\xff", 3), 0, &out), GetOutcome::kHit);
+}
+
+TEST(PoolEngineTest, FlushesAreNotLostAcrossACleanRestart) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(11), 4096);
+  for (uint64_t i = 0; i < 8; ++i) Put(e, p, "x", i, 1);
+  Put(e, p, "y", 0, 1);
+  ASSERT_TRUE(e.segment_log().FlushAll().ok());
+  ASSERT_TRUE(e.FlushPage(p, "x", 0).ok());
+  ASSERT_TRUE(e.FlushObject(p, "y").ok());
+  PoolEngine& e2 = h.ReopenClean();
+  EXPECT_TRUE(e2.kept_pages_from_previous_run());
+  std::vector<uint8_t> out;
+  EXPECT_EQ(Get(e2, p, "x", 0, &out), GetOutcome::kMiss);
+  EXPECT_EQ(Get(e2, p, "y", 0, &out), GetOutcome::kMiss);
+  EXPECT_EQ(Get(e2, p, "x", 1, &out), GetOutcome::kHit);
+  EXPECT_EQ(VersionOf(out, p, "x", 1), 1);
+}
+
+// --- Restarts ------------------------------------------------------------------------------
+
+TEST(PoolEngineTest, CleanRestartKeepsPagesAndBumpsTheInstance) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  const uint64_t first = e.instance_id();
+  PoolId p = *e.CreateSharedPool(U(12), 4096);
+  PoolId priv = *e.CreatePool(1024);
+  for (uint64_t i = 0; i < 100; ++i) Put(e, p, "f", i, i);
+  Put(e, priv, "g", 0, 3, 1024);  // still in a RAM buffer at Close
+  PoolEngine& e2 = h.ReopenClean();
+  EXPECT_EQ(e2.instance_id(), first + 1);
+  EXPECT_TRUE(e2.kept_pages_from_previous_run());
+  std::vector<uint8_t> out;
+  for (uint64_t i = 0; i < 100; ++i) {
+    ASSERT_EQ(Get(e2, p, "f", i, &out), GetOutcome::kHit) << i;
+    EXPECT_EQ(VersionOf(out, p, "f", i), static_cast<int64_t>(i));
+  }
+  ASSERT_EQ(Get(e2, priv, "g", 0, &out, 1024), GetOutcome::kHit);
+  EXPECT_EQ(VersionOf(out, priv, "g", 0), 3);
+}
+
+TEST(PoolEngineTest, PowerCutDropsEveryPageButKeepsPools) {
+  for (bool tear : {false, true}) {
+    EngineHarness h;
+    PoolEngine& e = h.Open();
+    PoolId p = *e.CreateSharedPool(U(13), 4096);
+    for (uint64_t i = 0; i < 300; ++i) Put(e, p, "f", i, 1);
+    ASSERT_TRUE(e.segment_log().FlushAll().ok());  // synced pages, still dropped
+    for (uint64_t i = 0; i < 300; ++i) Put(e, p, "f", i, 2);
+    const uint64_t first = e.instance_id();
+    PoolEngine& e2 = h.ReopenAfterPowerCut(tear, 77);
+    EXPECT_FALSE(e2.kept_pages_from_previous_run());
+    EXPECT_EQ(e2.instance_id(), first + 1);
+    ASSERT_TRUE(e2.GetPoolInfo(p).ok()) << "pool definitions survive";
+    std::vector<uint8_t> out;
+    for (uint64_t i = 0; i < 300; ++i) ASSERT_EQ(Get(e2, p, "f", i, &out), GetOutcome::kMiss) << i;
+    // And the pool works afterwards.
+    Put(e2, p, "f", 0, 3);
+    ASSERT_EQ(Get(e2, p, "f", 0, &out), GetOutcome::kHit);
+    EXPECT_EQ(VersionOf(out, p, "f", 0), 3);
+  }
+}
+
+TEST(PoolEngineTest, KillWithoutCloseIsUncleanEvenWhenEverythingWasWritten) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(14), 4096);
+  Put(e, p, "f", 0, 1);
+  ASSERT_TRUE(e.segment_log().FlushAll().ok());
+  ASSERT_TRUE(e.page_index().FlushPages().ok());
+  // Flush after the page reached the device; an unclean stop must not resurrect the page.
+  ASSERT_TRUE(e.FlushPage(p, "f", 0).ok());
+  h.ReopenAfterPowerCut(false, 3);
+  std::vector<uint8_t> out;
+  EXPECT_EQ(Get(h.engine(), p, "f", 0, &out), GetOutcome::kMiss);
+}
+
+TEST(PoolEngineTest, MetadataOfAnotherDeviceIsRefused) {
+  EngineHarness h;
+  h.Open();
+  ASSERT_TRUE(h.engine().Close().ok());
+  // Format the device again: the metadata directory now belongs to a device that is gone.
+  ASSERT_TRUE(log::SegmentLog::Format(&h.device(), {.segment_bytes = 128 << 10, .force = true}).ok());
+  auto e = PoolEngine::Open(h.Options());
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(e.status().message().find("another device"), std::string::npos) << e.status();
+}
+
+// --- Reclaim -------------------------------------------------------------------------------
+
+TEST(PoolEngineTest, WritingSeveralCapacitiesKeepsSpaceAndIndexBoundedAndNeverReturnsStale) {
+  constexpr uint32_t kSegments = 16;
+  EngineHarness h(kSegments);
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(15), 4096);
+  const uint64_t pages_per_segment = 30;
+  const uint64_t capacity = kSegments * pages_per_segment;
+  const uint64_t total = capacity * 4;
+  std::vector<uint8_t> out;
+  // Handles are rewritten with rising versions; a hit must return the newest version.
+  std::vector<int64_t> latest(capacity * 2, -1);
+  for (uint64_t n = 0; n < total; ++n) {
+    uint64_t idx = (n * 7919) % latest.size();
+    Put(e, p, "obj", idx, n);
+    latest[idx] = static_cast<int64_t>(n);
+    ASSERT_GE(e.segment_log().free_segments(), 2u);
+  }
+  ASSERT_TRUE(e.segment_log().FlushAll().ok());
+  uint64_t hits = 0;
+  for (uint64_t idx = 0; idx < latest.size(); ++idx) {
+    if (Get(e, p, "obj", idx, &out) == GetOutcome::kHit) {
+      ++hits;
+      ASSERT_EQ(VersionOf(out, p, "obj", idx), latest[idx]) << "stale page for handle " << idx;
+    }
+  }
+  EXPECT_GT(hits, capacity / 2);
+  EXPECT_LE(hits, capacity);
+  EXPECT_GT(e.segment_log().counters().segments_reclaimed.load(), 3u * kSegments);
+  ASSERT_TRUE(e.page_index().CompactPages().ok());
+  auto keys = e.page_index().CountPages();
+  ASSERT_TRUE(keys.ok());
+  EXPECT_LE(*keys, capacity) << "compaction dropped the stale entries";
+  EXPECT_GT(e.counters().pages_evicted_compaction.load() + e.counters().pages_evicted.load(), 0u);
+}
+
+TEST(PoolEngineTest, CompactionDropsEntriesOfDestroyedPools) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(16), 4096);
+  PoolId keep = *e.CreateSharedPool(U(17), 4096);
+  for (uint64_t i = 0; i < 50; ++i) Put(e, p, "o", i, 1);
+  for (uint64_t i = 0; i < 20; ++i) Put(e, keep, "o", i, 1);
+  // Simulate a put that raced DestroyPool: an index entry written after the range delete.
+  ASSERT_TRUE(e.DestroyPool(p).ok());
+  ASSERT_TRUE(e.page_index().PutPage(EncodePageKey(p, "o", 999), EncodeIndexValue({{e.segment_log().head_seq(), 4096}, 0})).ok());
+  ASSERT_TRUE(e.page_index().CompactPages().ok());
+  EXPECT_EQ(*e.page_index().CountPages(), 20u);
+}
+
+// --- Bad input -----------------------------------------------------------------------------
+
+TEST(PoolEngineTest, BadInputGetsAClearStatusAndNoSideEffect) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(18), 4096);
+  Put(e, p, kObj, 0, 1);
+  std::vector<uint8_t> page(4096), small(1024);
+  EXPECT_EQ(e.Put(999, kObj, 0, page).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(e.Get(999, kObj, 0, page).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(e.FlushPool(999).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(e.FlushObject(999, kObj).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(e.FlushPage(999, kObj, 0).code(), absl::StatusCode::kNotFound);
+  absl::Status s = e.Put(p, kObj, 0, small);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("1024"), std::string::npos) << s;
+  EXPECT_EQ(e.Get(p, kObj, 0, small).status().code(), absl::StatusCode::kInvalidArgument);
+  std::string long_key(25, 'k');
+  EXPECT_EQ(e.Put(p, long_key, 0, page).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(e.Get(p, long_key, 0, page).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(e.FlushObject(p, long_key).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(e.Put(p, "", 0, page).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(e.Put(p, std::string(24, 'k'), 0, page).ok()) << "24 bytes is the limit, inclusive";
+  for (uint32_t bad : {0u, 256u, 1000u, 3000u, 131072u}) {
+    EXPECT_EQ(e.CreatePool(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_EQ(e.CreateSharedPool(U(19), 4096, std::string(65, 't')).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // None of it disturbed the good page.
+  std::vector<uint8_t> out;
+  ASSERT_EQ(Get(e, p, kObj, 0, &out), GetOutcome::kHit);
+  EXPECT_EQ(VersionOf(out, p, kObj, 0), 1);
+}
+
+TEST(PoolEngineTest, PoolLimitIsResourceExhausted) {
+  EngineHarness h;
+  EngineOptions o = h.Options();
+  o.max_pools = 3;
+  auto e = PoolEngine::Open(o);
+  ASSERT_TRUE(e.ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*e)->CreatePool(4096).ok());
+  EXPECT_EQ((*e)->CreatePool(4096).status().code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST(PoolEngineTest, ClosedEngineRefusesOperations) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreatePool(4096);
+  ASSERT_TRUE(e.Close().ok());
+  std::vector<uint8_t> page(4096);
+  EXPECT_EQ(e.Put(p, kObj, 0, page).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(e.Get(p, kObj, 0, page).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(e.CreatePool(4096).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(e.Close().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(PoolEngineTest, UnformattedDeviceIsRefused) {
+  io::MemoryDevice blank(64 << 20, 512);
+  EngineOptions o;
+  o.device = &blank;
+  o.metadata_dir = testing::FreshDir("unformatted");
+  auto e = PoolEngine::Open(o);
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kFailedPrecondition) << e.status();
+}
+
+// --- Concurrency ---------------------------------------------------------------------------
+
+// Threads race puts of rising versions to one handle while readers get it. With logical
+// timestamps taken before and after each call: a get may not return version v if some put w
+// completed before the get began and put(v) completed before put(w) began.
+TEST(PoolEngineTest, RacingPutsNeverLetAGetReturnAVersionOlderThanACompletedPut) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(20), 4096);
+  std::atomic<uint64_t> clock{1}, next_version{1};
+  struct PutRec { uint64_t start, end, version; };
+  struct GetRec { uint64_t start, end; int64_t version; };
+  constexpr int kWriters = 3, kReaders = 3, kOps = 1500;
+  std::vector<std::vector<PutRec>> puts(kWriters);
+  std::vector<std::vector<GetRec>> gets(kReaders);
+  std::vector<std::thread> threads;
+  for (int w = 0; w < kWriters; ++w) {
+    threads.emplace_back([&, w] {
+      for (int i = 0; i < kOps; ++i) {
+        uint64_t v = next_version.fetch_add(1);
+        auto page = MakePage(4096, p, kObj, 0, v);
+        uint64_t start = clock.fetch_add(1);
+        EXPECT_TRUE(e.Put(p, kObj, 0, page).ok());
+        puts[w].push_back({start, clock.fetch_add(1), v});
+      }
+    });
+  }
+  for (int r = 0; r < kReaders; ++r) {
+    threads.emplace_back([&, r] {
+      std::vector<uint8_t> out(4096);
+      for (int i = 0; i < kOps; ++i) {
+        uint64_t start = clock.fetch_add(1);
+        auto res = e.Get(p, kObj, 0, out);
+        uint64_t end = clock.fetch_add(1);
+        EXPECT_TRUE(res.ok());
+        gets[r].push_back({start, end, res.ok() && *res == GetOutcome::kHit ? VersionOf(out, p, kObj, 0) : -2});
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::vector<PutRec> all;
+  std::map<uint64_t, PutRec> by_version;
+  for (auto& v : puts) for (auto& r : v) all.push_back(r), by_version[r.version] = r;
+  std::sort(all.begin(), all.end(), [](auto& a, auto& b) { return a.end < b.end; });
+  std::vector<uint64_t> max_start(all.size());
+  for (size_t i = 0; i < all.size(); ++i) max_start[i] = std::max(i ? max_start[i - 1] : 0, all[i].start);
+  int hits = 0;
+  for (auto& v : gets) {
+    for (const GetRec& g : v) {
+      if (g.version == -2) continue;
+      ASSERT_GE(g.version, 1) << "a hit returned bytes that are no intact version";
+      ++hits;
+      const PutRec& mine = by_version.at(static_cast<uint64_t>(g.version));
+      ASSERT_LT(mine.start, g.end) << "returned a version whose put had not started";
+      auto it = std::lower_bound(all.begin(), all.end(), g.start, [](const PutRec& r, uint64_t t) { return r.end < t; });
+      if (it == all.begin()) continue;
+      uint64_t latest_start = max_start[(it - all.begin()) - 1];
+      EXPECT_FALSE(mine.end < latest_start) << "get returned version " << g.version << " though a newer put completed first";
+    }
+  }
+  EXPECT_GT(hits, 0);
+}
+
+TEST(PoolEngineTest, ConcurrentGetsOnAPrivatePoolHitAtMostOnce) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreatePool(4096);
+  for (int round = 0; round < 200; ++round) {
+    Put(e, p, kObj, round, 1);
+    std::atomic<int> hits{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&] {
+        std::vector<uint8_t> out(4096);
+        auto r = e.Get(p, kObj, round, out);
+        if (r.ok() && *r == GetOutcome::kHit) ++hits;
+      });
+    }
+    for (auto& t : threads) t.join();
+    ASSERT_EQ(hits.load(), 1) << "round " << round;
+  }
+}
+
+// --- Stats ---------------------------------------------------------------------------------
+
+class MapVisitor : public StatsVisitor {
+ public:
+  void Counter(std::string_view name, std::string_view, uint64_t value, const StatLabels& labels) override {
+    values[Key(name, labels)] = static_cast<double>(value);
+  }
+  void Gauge(std::string_view name, std::string_view, double value, const StatLabels& labels) override {
+    values[Key(name, labels)] = value;
+  }
+  static std::string Key(std::string_view name, const StatLabels& labels) {
+    std::string k(name);
+    for (const auto& [a, b] : labels) k += "," + a + "=" + b;
+    return k;
+  }
+  std::map<std::string, double> values;
+};
+
+TEST(PoolEngineTest, StatsVisitorReportsEveryCounter) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(21), 4096);
+  Put(e, p, kObj, 0, 1);
+  Put(e, p, kObj, 1, 1);
+  std::vector<uint8_t> out;
+  Get(e, p, kObj, 0, &out);
+  Get(e, p, kObj, 9, &out);
+  Get(e, p, kObj, 8, &out);
+  ASSERT_TRUE(e.FlushPage(p, kObj, 1).ok());
+  ASSERT_TRUE(e.FlushObject(p, kObj).ok());
+  ASSERT_TRUE(e.FlushPool(p).ok());
+  ASSERT_TRUE(e.segment_log().FlushAll().ok());
+  MapVisitor v;
+  e.VisitStats(v);
+  const std::string pool = ",pool=" + std::to_string(p) + ",kind=shared";
+  EXPECT_EQ(v.values["pool_puts" + pool], 2);
+  EXPECT_EQ(v.values["pool_gets" + pool + ",result=hit"], 1);
+  EXPECT_EQ(v.values["pool_gets" + pool + ",result=miss"], 2);
+  EXPECT_EQ(v.values["pool_flushes" + pool + ",flush=page"], 1);
+  EXPECT_EQ(v.values["pool_flushes" + pool + ",flush=object"], 1);
+  EXPECT_EQ(v.values["pool_flushes" + pool + ",flush=pool"], 1);
+  EXPECT_GE(v.values["log_bytes_written"], 8192);
+  EXPECT_EQ(v.values["log_crc_failures"], 0);
+  EXPECT_EQ(v.values["log_segments_reclaimed"], 0);
+  EXPECT_EQ(v.values["pages_evicted"], 0);
+  EXPECT_EQ(v.values["log_free_segments"], 31);
+  EXPECT_EQ(v.values["pools"], 1);
+  EXPECT_EQ(v.values["instance_id"], static_cast<double>(e.instance_id()));
+}
+
+}  // namespace
+}  // namespace tmem::pool
