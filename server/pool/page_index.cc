@@ -76,6 +76,10 @@ absl::StatusOr<std::unique_ptr<PageIndex>> PageIndex::Open(const PageIndexOption
   db_options.max_log_file_size = 8 << 20;
   // The memory of every memtable together is bounded by the write buffer budget.
   db_options.db_write_buffer_size = options.write_buffer_bytes * 3;
+  // Writers do not wait for each other's memtable inserts. This gives up snapshot immutability,
+  // which the index never uses; each handle's writes are ordered by the engine's stripe locks,
+  // and a write is visible once Put returns.
+  db_options.unordered_write = true;
 
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = index->cache_;

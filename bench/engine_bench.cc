@@ -1,0 +1,241 @@
+// Page pool engine benchmark, in-process on a real O_DIRECT device file.
+// Prints one "key value" per line; bench/run_engine_bench.sh runs it beside fio and prints the
+// ratios. Phases:
+//   fill     2 writer threads put --fill_pages 4 KiB pages into a shared pool on a fresh device;
+//            RSS is sampled at --rss_at_pages (default 1M) and at the end
+//   get      --readers threads get random pages of the filled set for --seconds
+//   steady   a second, smaller device (--steady_gib) is written for --seconds by 2 writers, several
+//            times its capacity, so puts run with reclaim
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/crc32c.h"
+#include "server/io/file_device.h"
+#include "server/log/segment_log.h"
+#include "server/pool/pool_engine.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Flags {
+  std::string dir = "/var/tmp/tmem-bench";
+  uint64_t device_gib = 17;
+  uint64_t fill_pages = 4 << 20;
+  uint64_t rss_at_pages = 1 << 20;
+  int readers = 32;
+  int writers = 2;
+  double seconds = 15;
+  uint64_t steady_gib = 4;
+  std::string engine = "pread";
+};
+
+uint64_t ReadStatusKb(const char* field) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind(field, 0) == 0) return std::stoull(line.substr(std::strlen(field) + 1));
+  }
+  return 0;
+}
+
+void Die(const absl::Status& s, const char* what) {
+  if (!s.ok()) {
+    std::fprintf(stderr, "%s: %s\n", what, s.ToString().c_str());
+    std::exit(1);
+  }
+}
+
+std::unique_ptr<tmem::io::FileDevice> MakeDevice(const Flags& f, const std::string& name, uint64_t gib) {
+  const std::string path = f.dir + "/" + name;
+  std::filesystem::remove(path);
+  auto engine = tmem::io::ParseIoEngine(f.engine);
+  Die(engine.status(), "engine");
+  auto dev = tmem::io::FileDevice::Open({.path = path, .create_size_bytes = gib << 30, .engine = *engine});
+  Die(dev.status(), "open device");
+  Die(tmem::log::SegmentLog::Format(dev->get(), {}), "format");
+  return std::move(*dev);
+}
+
+std::unique_ptr<tmem::pool::PoolEngine> OpenEngine(tmem::io::BlockDevice* dev, const std::string& meta) {
+  std::filesystem::remove_all(meta);
+  tmem::pool::EngineOptions o;
+  o.device = dev;
+  o.metadata_dir = meta;
+  auto e = tmem::pool::PoolEngine::Open(o);
+  Die(e.status(), "open engine");
+  return std::move(*e);
+}
+
+// Puts pages [begin, end) of object "w<thread>" split across `writers` threads.
+double PutRange(tmem::pool::PoolEngine& e, tmem::pool::PoolId pool, uint64_t begin, uint64_t end, int writers) {
+  auto t0 = Clock::now();
+  std::vector<std::thread> threads;
+  for (int w = 0; w < writers; ++w) {
+    threads.emplace_back([&, w] {
+      std::vector<uint8_t> page(4096);
+      std::mt19937_64 rng(w);
+      for (auto& b : page) b = static_cast<uint8_t>(rng());
+      const std::string obj = "w" + std::to_string(w);
+      for (uint64_t i = begin + w; i < end; i += writers) {
+        std::memcpy(page.data(), &i, 8);
+        absl::Status s = e.Put(pool, obj, i, page);
+        if (!s.ok()) Die(s, "put");
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  Die(e.segment_log().FlushAll(), "flush");
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags f;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto val = [&](const char* name) -> const char* {
+      std::string p = std::string("--") + name + "=";
+      return a.rfind(p, 0) == 0 ? argv[i] + p.size() : nullptr;
+    };
+    if (auto v = val("dir")) f.dir = v;
+    else if (auto v = val("device_gib")) f.device_gib = std::stoull(v);
+    else if (auto v = val("fill_pages")) f.fill_pages = std::stoull(v);
+    else if (auto v = val("rss_at_pages")) f.rss_at_pages = std::stoull(v);
+    else if (auto v = val("readers")) f.readers = std::stoi(v);
+    else if (auto v = val("writers")) f.writers = std::stoi(v);
+    else if (auto v = val("seconds")) f.seconds = std::stod(v);
+    else if (auto v = val("steady_gib")) f.steady_gib = std::stoull(v);
+    else if (auto v = val("io_engine")) f.engine = v;
+    else {
+      std::fprintf(stderr, "unknown flag %s\n", argv[i]);
+      return 2;
+    }
+  }
+  std::filesystem::create_directories(f.dir);
+  std::printf("crc32c_hardware %d\n", tmem::crc32c::HardwareAccelerated() ? 1 : 0);
+  std::printf("io_engine %s\n", f.engine.c_str());
+
+  // --- fill + RSS ---
+  uint64_t rss_first = 0, rss_first_anon = 0, rss_end = 0, rss_end_anon = 0;
+  {
+    auto dev = MakeDevice(f, "engine.dev", f.device_gib);
+    auto engine = OpenEngine(dev.get(), f.dir + "/engine.meta");
+    tmem::pool::Uuid uuid{};
+    uuid[0] = 1;
+    auto pool = engine->CreateSharedPool(uuid, 4096);
+    Die(pool.status(), "pool");
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    const uint64_t rss0 = ReadStatusKb("VmRSS:"), anon0 = ReadStatusKb("RssAnon:");
+    const uint64_t first = std::min(f.rss_at_pages, f.fill_pages);
+    double t1 = PutRange(*engine, *pool, 0, first, f.writers);
+    std::this_thread::sleep_for(std::chrono::seconds(2));  // let RocksDB finish its flushes
+    rss_first = ReadStatusKb("VmRSS:") - rss0;
+    rss_first_anon = ReadStatusKb("RssAnon:") - anon0;
+    double t2 = PutRange(*engine, *pool, first, f.fill_pages, f.writers);
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    rss_end = ReadStatusKb("VmRSS:") - rss0;
+    rss_end_anon = ReadStatusKb("RssAnon:") - anon0;
+    const auto& lc = engine->segment_log().counters();
+    std::printf("fill_pages %lu\n", f.fill_pages);
+    std::printf("fill_put_mb_per_s %.1f\n", f.fill_pages * 4096.0 / (t1 + t2) / 1e6);
+    std::printf("fill_put_pages_per_s %.0f\n", f.fill_pages / (t1 + t2));
+    std::printf("rss_bytes_per_page_at_%lu %.1f\n", first, rss_first * 1024.0 / first);
+    std::printf("rss_anon_bytes_per_page_at_%lu %.1f\n", first, rss_first_anon * 1024.0 / first);
+    std::printf("rss_bytes_per_page_at_%lu %.1f\n", f.fill_pages, rss_end * 1024.0 / f.fill_pages);
+    std::printf("rss_anon_bytes_per_page_at_%lu %.1f\n", f.fill_pages, rss_end_anon * 1024.0 / f.fill_pages);
+    std::printf("write_amplification %.4f\n", double(lc.bytes_written.load()) / double(lc.appended_bytes.load()));
+    std::printf("segments_reclaimed_during_fill %lu\n", lc.segments_reclaimed.load());
+
+    // --- get ---
+    std::atomic<bool> stop{false};
+    std::atomic<uint64_t> hits{0}, misses{0};
+    std::vector<std::thread> readers;
+    for (int r = 0; r < f.readers; ++r) {
+      readers.emplace_back([&, r] {
+        std::vector<uint8_t> out(4096);
+        std::mt19937_64 rng(1000 + r);
+        uint64_t h = 0, m = 0;
+        while (!stop.load(std::memory_order_relaxed)) {
+          uint64_t i = rng() % f.fill_pages;
+          const std::string obj = "w" + std::to_string(i % f.writers);
+          auto res = engine->Get(*pool, obj, i, out);
+          if (!res.ok()) Die(res.status(), "get");
+          if (*res == tmem::pool::GetOutcome::kHit) {
+            uint64_t tag;
+            std::memcpy(&tag, out.data(), 8);
+            if (tag != i) Die(absl::DataLossError("wrong page"), "get");
+            ++h;
+          } else {
+            ++m;
+          }
+        }
+        hits += h;
+        misses += m;
+      });
+    }
+    auto g0 = Clock::now();
+    std::this_thread::sleep_for(std::chrono::duration<double>(f.seconds));
+    stop = true;
+    for (auto& t : readers) t.join();
+    double gs = std::chrono::duration<double>(Clock::now() - g0).count();
+    std::printf("get_readers %d\n", f.readers);
+    std::printf("get_hits_per_s %.0f\n", hits / gs);
+    std::printf("get_hit_ratio %.4f\n", double(hits) / double(hits + misses));
+    Die(engine->Close(), "close");
+  }
+  std::filesystem::remove(f.dir + "/engine.dev");
+  std::filesystem::remove_all(f.dir + "/engine.meta");
+
+  // --- steady state with reclaim ---
+  {
+    auto dev = MakeDevice(f, "steady.dev", f.steady_gib);
+    auto engine = OpenEngine(dev.get(), f.dir + "/steady.meta");
+    auto pool = engine->CreatePool(4096);
+    Die(pool.status(), "pool");
+    std::atomic<bool> stop{false};
+    std::atomic<uint64_t> puts{0};
+    std::vector<std::thread> writers;
+    for (int w = 0; w < f.writers; ++w) {
+      writers.emplace_back([&, w] {
+        std::vector<uint8_t> page(4096, static_cast<uint8_t>(w));
+        const std::string obj = "s" + std::to_string(w);
+        uint64_t n = 0;
+        while (!stop.load(std::memory_order_relaxed)) {
+          std::memcpy(page.data(), &n, 8);
+          Die(engine->Put(*pool, obj, n++, page), "put");
+        }
+        puts += n;
+      });
+    }
+    auto s0 = Clock::now();
+    std::this_thread::sleep_for(std::chrono::duration<double>(f.seconds));
+    stop = true;
+    for (auto& t : writers) t.join();
+    Die(engine->segment_log().FlushAll(), "flush");
+    double ss = std::chrono::duration<double>(Clock::now() - s0).count();
+    const auto& lc = engine->segment_log().counters();
+    const double capacity = double(engine->segment_log().geometry().segment_count) *
+                            engine->segment_log().geometry().segment_bytes;
+    std::printf("steady_put_mb_per_s %.1f\n", puts * 4096.0 / ss / 1e6);
+    std::printf("steady_device_capacities_written %.2f\n", lc.bytes_written.load() / capacity);
+    std::printf("steady_segments_reclaimed %lu\n", lc.segments_reclaimed.load());
+    std::printf("steady_append_waits %lu\n", lc.append_waits.load());
+    std::printf("steady_write_amplification %.4f\n", double(lc.bytes_written.load()) / double(lc.appended_bytes.load()));
+    Die(engine->Close(), "close");
+  }
+  std::filesystem::remove(f.dir + "/steady.dev");
+  std::filesystem::remove_all(f.dir + "/steady.meta");
+  return 0;
+}
