@@ -181,31 +181,49 @@ absl::StatusOr<std::unique_ptr<SegmentLog>> SegmentLog::Open(io::BlockDevice* de
                                                    options.free_segments_ahead, " free segments need at least ",
                                                    options.write_buffer_count + options.free_segments_ahead + 2));
   }
+  TMEM_ASSIGN_OR_RETURN(CheckpointDisk best, ReadBestCheckpoint(device, geometry));
+  std::unique_ptr<SegmentLog> log(new SegmentLog(device, geometry, options));
+  TMEM_RETURN_IF_ERROR(log->Start(best));
+  return log;
+}
+
+absl::StatusOr<CheckpointDisk> SegmentLog::ReadBestCheckpoint(io::BlockDevice* device, const LogGeometry& geometry) {
   CheckpointDisk best{};
-  int best_slot = -1;
+  bool found = false;
   for (int slot = 0; slot < 2; ++slot) {
     io::AlignedBuffer block;
     TMEM_RETURN_IF_ERROR(ReadBlock(device, kCheckpointOffset[slot], &block));
     CheckpointDisk cp;
-    if (ParseCheckpoint(block, geometry.device_uuid, &cp) && (best_slot < 0 || cp.generation > best.generation)) {
+    if (ParseCheckpoint(block, geometry.device_uuid, &cp) && (!found || cp.generation > best.generation)) {
       best = cp;
-      best_slot = slot;
+      found = true;
     }
   }
-  if (best_slot < 0) {
+  if (!found) {
     return absl::DataLossError(absl::StrCat("both checkpoint blocks of ", device->Describe(),
                                             " are corrupt; the log cannot tell which sequence numbers were used. "
                                             "Format it again (cached pages are lost)"));
   }
-  std::unique_ptr<SegmentLog> log(new SegmentLog(device, geometry, options));
-  TMEM_RETURN_IF_ERROR(log->Start(best, best_slot));
-  return log;
+  return best;
+}
+
+absl::StatusOr<LogCheckpoint> SegmentLog::ReadCheckpoint(io::BlockDevice* device) {
+  TMEM_ASSIGN_OR_RETURN(LogGeometry geometry, ReadGeometry(device));
+  TMEM_ASSIGN_OR_RETURN(CheckpointDisk cp, ReadBestCheckpoint(device, geometry));
+  LogCheckpoint out;
+  out.generation = cp.generation;
+  out.instance = cp.instance;
+  out.clean = cp.clean == 1;
+  out.head_seq = cp.head_seq;
+  out.reclaimed_seq = cp.reclaimed_seq;
+  out.seq_lease = cp.seq_lease;
+  return out;
 }
 
 SegmentLog::SegmentLog(io::BlockDevice* device, const LogGeometry& geometry, const LogOptions& options)
     : device_(device), geometry_(geometry), options_(options) {}
 
-absl::Status SegmentLog::Start(const CheckpointDisk& previous, int previous_slot) {
+absl::Status SegmentLog::Start(const CheckpointDisk& previous) {
   previous_clean_ = previous.clean == 1;
   instance_ = previous.instance + 1;
   uint64_t head, reclaimed;
@@ -234,7 +252,6 @@ absl::Status SegmentLog::Start(const CheckpointDisk& previous, int previous_slot
   {
     MutexLock lock(&checkpoint_mu_);
     checkpoint_generation_ = previous.generation;
-    (void)previous_slot;
     // Mark the log live (clean = 0) with a fresh lease before any append.
     TMEM_RETURN_IF_ERROR(WriteCheckpoint(false));
   }

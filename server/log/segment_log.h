@@ -70,6 +70,16 @@ struct LogGeometry {
   uint32_t format_version = 0;
 };
 
+// The newest valid checkpoint (for inspection tools).
+struct LogCheckpoint {
+  uint64_t generation = 0;
+  uint64_t instance = 0;   // instance of the run that wrote it
+  bool clean = false;      // written by a clean stop
+  uint64_t head_seq = 0;
+  uint64_t reclaimed_seq = 0;
+  uint64_t seq_lease = 0;
+};
+
 class SegmentLog {
  public:
   enum class ReadOutcome {
@@ -85,6 +95,8 @@ class SegmentLog {
 
   // Reads the superblock only (for inspection tools). Same errors as Open.
   static absl::StatusOr<LogGeometry> ReadGeometry(io::BlockDevice* device);
+  // Reads the superblock and the newest valid checkpoint without changing anything.
+  static absl::StatusOr<LogCheckpoint> ReadCheckpoint(io::BlockDevice* device);
 
   // Opens a formatted device. `device` is borrowed and must outlive the log. Refuses an
   // unformatted device or foreign data (FailedPrecondition), a corrupt superblock (DataLoss),
@@ -167,7 +179,8 @@ class SegmentLog {
 
   SegmentLog(io::BlockDevice* device, const LogGeometry& geometry, const LogOptions& options);
 
-  absl::Status Start(const CheckpointDisk& previous, int previous_slot);
+  static absl::StatusOr<CheckpointDisk> ReadBestCheckpoint(io::BlockDevice* device, const LogGeometry& geometry);
+  absl::Status Start(const CheckpointDisk& previous);
   absl::Status WriteCheckpoint(bool clean) ABSL_EXCLUSIVE_LOCKS_REQUIRED(checkpoint_mu_);
   void FlusherLoop();
   void SealLocked(WriteBuffer* buffer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
