@@ -32,6 +32,12 @@ absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
 
 rocksdb::Slice S(std::string_view v) { return rocksdb::Slice(v.data(), v.size()); }
 
+rocksdb::WriteOptions NoWal() {
+  rocksdb::WriteOptions w;
+  w.disableWAL = true;
+  return w;
+}
+
 class StaleFilter final : public rocksdb::CompactionFilter {
  public:
   explicit StaleFilter(const std::function<bool(std::string_view, std::string_view)>* is_stale)
@@ -127,13 +133,6 @@ PageIndex::~PageIndex() {
   db_.reset();
 }
 
-namespace {
-rocksdb::WriteOptions NoWal() {
-  rocksdb::WriteOptions w;
-  w.disableWAL = true;
-  return w;
-}
-}  // namespace
 
 absl::Status PageIndex::PutPage(std::string_view key, std::string_view value) {
   return FromRocks(db_->Put(NoWal(), pages_cf_, S(key), S(value)), "put page");
@@ -153,6 +152,28 @@ absl::Status PageIndex::DeletePage(std::string_view key) {
 
 absl::Status PageIndex::DeletePageRange(std::string_view begin, std::string_view end) {
   return FromRocks(db_->DeleteRange(NoWal(), pages_cf_, S(begin), S(end)), "delete range");
+}
+
+absl::StatusOr<uint64_t> PageIndex::DeletePagesIn(std::string_view begin, std::string_view end,
+                                                  uint32_t max_point_deletes) {
+  rocksdb::ReadOptions ro;
+  rocksdb::Slice upper = S(end);
+  ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, pages_cf_));
+  rocksdb::WriteBatch batch;
+  uint64_t seen = 0;
+  for (it->Seek(S(begin)); it->Valid(); it->Next()) {
+    if (++seen > max_point_deletes) break;
+    TMEM_RETURN_IF_ERROR(FromRocks(batch.Delete(pages_cf_, it->key()), "batch"));
+  }
+  TMEM_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
+  if (seen == 0) return seen;
+  if (seen > max_point_deletes) {
+    TMEM_RETURN_IF_ERROR(DeletePageRange(begin, end));
+    return seen;
+  }
+  TMEM_RETURN_IF_ERROR(FromRocks(db_->Write(NoWal(), &batch), "delete pages"));
+  return seen;
 }
 
 absl::Status PageIndex::DropAllPages() {

@@ -57,6 +57,12 @@ class PageIndex {
   absl::StatusOr<std::optional<std::string>> GetPage(std::string_view key);
   absl::Status DeletePage(std::string_view key);
   absl::Status DeletePageRange(std::string_view begin, std::string_view end);
+  // Deletes every page key in [begin, end). Looks first: an empty range writes nothing, up to
+  // `max_point_deletes` keys become point deletes, more become one range delete. Range
+  // tombstones slow every later read until compaction removes them, and most invalidations
+  // (the kernel's flush_inode for each evicted inode) name objects with no cached pages.
+  // Returns the number of keys seen (capped at max_point_deletes + 1).
+  absl::StatusOr<uint64_t> DeletePagesIn(std::string_view begin, std::string_view end, uint32_t max_point_deletes);
   absl::Status DropAllPages();
   // Memtables of "pages" to SST files (before a clean stop).
   absl::Status FlushPages();

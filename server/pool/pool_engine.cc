@@ -16,6 +16,8 @@ constexpr char kStateKey[] = "state";
 constexpr char kNextPoolIdKey[] = "next_pool_id";
 constexpr char kPoolPrefix[] = "pool/";
 constexpr uint8_t kPoolRecordVersion = 1;
+// FlushObject turns into point deletes up to this many pages, a range delete beyond.
+constexpr uint32_t kMaxPointDeletes = 64;
 
 std::string PoolMetaKey(PoolId id) {
   std::string k = kPoolPrefix;
@@ -400,7 +402,8 @@ absl::Status PoolEngine::FlushPage(PoolId id, std::string_view object, uint64_t 
 absl::Status PoolEngine::FlushObject(PoolId id, std::string_view object) {
   TMEM_ENGINE_OPEN_OR_RETURN();
   TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, CheckHandle(id, object));
-  TMEM_RETURN_IF_ERROR(index_->DeletePageRange(ObjectRangeBegin(id, object), ObjectRangeEnd(id, object)));
+  TMEM_RETURN_IF_ERROR(
+      index_->DeletePagesIn(ObjectRangeBegin(id, object), ObjectRangeEnd(id, object), kMaxPointDeletes).status());
   pool->counters.flush_object.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
 }

@@ -245,6 +245,26 @@ TEST(PoolEngineTest, FlushObjectDoesNotTouchObjectsWhoseKeyExtendsIt) {
   EXPECT_EQ(Get(e, p, std::string("ab\xff", 3), 0, &out), GetOutcome::kHit);
 }
 
+TEST(PoolEngineTest, FlushObjectRemovesLargeObjectsAndWritesNothingForEmptyOnes) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(22), 512);
+  for (uint64_t i = 0; i < 300; ++i) Put(e, p, "big", i, 1, 512);  // beyond the point-delete limit
+  Put(e, p, "bigger", 0, 1, 512);
+  Put(e, p, "bif", 7, 1, 512);
+  ASSERT_TRUE(e.FlushObject(p, "big").ok());
+  std::vector<uint8_t> out;
+  for (uint64_t i = 0; i < 300; ++i) ASSERT_EQ(Get(e, p, "big", i, &out, 512), GetOutcome::kMiss) << i;
+  EXPECT_EQ(Get(e, p, "bigger", 0, &out, 512), GetOutcome::kHit);
+  EXPECT_EQ(Get(e, p, "bif", 7, &out, 512), GetOutcome::kHit);
+  // An object with no pages: the flush succeeds and leaves the index as it was.
+  ASSERT_TRUE(e.page_index().FlushPages().ok());
+  const uint64_t before = *e.page_index().CountPages();
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(e.FlushObject(p, "never-put-" + std::to_string(i)).ok());
+  EXPECT_EQ(*e.page_index().CountPages(), before);
+  EXPECT_EQ(e.pool_counters(p)->flush_object.load(), 101u);
+}
+
 TEST(PoolEngineTest, FlushesAreNotLostAcrossACleanRestart) {
   EngineHarness h;
   PoolEngine& e = h.Open();
