@@ -6,6 +6,7 @@
 //   get      --readers threads get random pages of the filled set for --seconds
 //   steady   a second, smaller device (--steady_gib) is written for --seconds by 2 writers, several
 //            times its capacity, so puts run with reclaim
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -47,6 +48,13 @@ uint64_t ReadStatusKb(const char* field) {
     if (line.rfind(field, 0) == 0) return std::stoull(line.substr(std::strlen(field) + 1));
   }
   return 0;
+}
+
+// CPU seconds (user + system) of the whole process, every thread included.
+double CpuSeconds() {
+  rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 }
 
 void Die(const absl::Status& s, const char* what) {
@@ -139,11 +147,13 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     const uint64_t rss0 = ReadStatusKb("VmRSS:"), anon0 = ReadStatusKb("RssAnon:");
     const uint64_t first = std::min(f.rss_at_pages, f.fill_pages);
+    const double cpu0 = CpuSeconds();
     double t1 = PutRange(*engine, *pool, 0, first, f.writers);
     std::this_thread::sleep_for(std::chrono::seconds(2));  // let RocksDB finish its flushes
     rss_first = ReadStatusKb("VmRSS:") - rss0;
     rss_first_anon = ReadStatusKb("RssAnon:") - anon0;
     double t2 = PutRange(*engine, *pool, first, f.fill_pages, f.writers);
+    const double fill_cpu = CpuSeconds() - cpu0;  // includes RocksDB work during the 2 s pause
     std::this_thread::sleep_for(std::chrono::seconds(2));
     rss_end = ReadStatusKb("VmRSS:") - rss0;
     rss_end_anon = ReadStatusKb("RssAnon:") - anon0;
@@ -151,6 +161,7 @@ int main(int argc, char** argv) {
     std::printf("fill_pages %lu\n", f.fill_pages);
     std::printf("fill_put_mb_per_s %.1f\n", f.fill_pages * 4096.0 / (t1 + t2) / 1e6);
     std::printf("fill_put_pages_per_s %.0f\n", f.fill_pages / (t1 + t2));
+    std::printf("fill_cpu_us_per_put %.2f\n", fill_cpu * 1e6 / double(f.fill_pages));
     std::printf("rss_bytes_per_page_at_%lu %.1f\n", first, rss_first * 1024.0 / first);
     std::printf("rss_anon_bytes_per_page_at_%lu %.1f\n", first, rss_first_anon * 1024.0 / first);
     std::printf("rss_bytes_per_page_at_%lu %.1f\n", f.fill_pages, rss_end * 1024.0 / f.fill_pages);
@@ -220,11 +231,13 @@ int main(int argc, char** argv) {
       });
     }
     auto s0 = Clock::now();
+    const double cpu0 = CpuSeconds();
     std::this_thread::sleep_for(std::chrono::duration<double>(f.seconds));
     stop = true;
     for (auto& t : writers) t.join();
     Die(engine->segment_log().FlushAll(), "flush");
     double ss = std::chrono::duration<double>(Clock::now() - s0).count();
+    std::printf("steady_cpu_us_per_put %.2f\n", (CpuSeconds() - cpu0) * 1e6 / double(puts.load()));
     const auto& lc = engine->segment_log().counters();
     const double capacity = double(engine->segment_log().geometry().segment_count) *
                             engine->segment_log().geometry().segment_bytes;
