@@ -6,6 +6,13 @@
 #include <map>
 #include <thread>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "server/io/file_device.h"
+
 #include "server/pool/index_codec.h"
 #include "server/pool/pool_test_util.h"
 
@@ -37,6 +44,22 @@ Uuid U(uint8_t b) {
   u.fill(b);
   return u;
 }
+
+class MapVisitor : public StatsVisitor {
+ public:
+  void Counter(std::string_view name, std::string_view, uint64_t value, const StatLabels& labels) override {
+    values[Key(name, labels)] = static_cast<double>(value);
+  }
+  void Gauge(std::string_view name, std::string_view, double value, const StatLabels& labels) override {
+    values[Key(name, labels)] = value;
+  }
+  static std::string Key(std::string_view name, const StatLabels& labels) {
+    std::string k(name);
+    for (const auto& [a, b] : labels) k += "," + a + "=" + b;
+    return k;
+  }
+  std::map<std::string, double> values;
+};
 
 // --- Pools ---------------------------------------------------------------------------------
 
@@ -186,6 +209,44 @@ TEST(PoolEngineTest, CorruptPageOnDeviceIsAMissAndACountNeverTheBadBytes) {
   EXPECT_EQ(e.segment_log().counters().crc_failures.load(), 1u);
   EXPECT_EQ(Get(e, p, kObj, 7, &out), GetOutcome::kMiss) << "get-get coherency after a corrupt read";
   EXPECT_EQ(e.segment_log().counters().crc_failures.load(), 1u) << "the bad entry was dropped";
+}
+
+TEST(PoolEngineTest, CorruptByteInTheDeviceFileIsAMissAndACount) {
+  const std::string dir = testing::FreshDir("corrupt_file");
+  std::filesystem::create_directories(dir);
+  const std::string path = dir + "/cache.img";
+  auto dev = io::FileDevice::Open({.path = path, .create_size_bytes = 32 << 20});
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  ASSERT_TRUE(log::SegmentLog::Format(dev->get(), {}).ok());
+  auto engine = PoolEngine::Open({.device = dev->get(), .metadata_dir = dir + "/meta"});
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  PoolEngine& e = **engine;
+  PoolId p = *e.CreateSharedPool(U(23), 4096);
+  Put(e, p, kObj, 1, 5);
+  Put(e, p, kObj, 2, 5);
+  ASSERT_TRUE(e.segment_log().FlushAll().ok());
+  IndexValue v = *DecodeIndexValue(**e.page_index().GetPage(EncodePageKey(p, kObj, 1)));
+  const uint64_t seg = (v.loc.seq - 1) % e.segment_log().geometry().segment_count;
+  const off_t at = static_cast<off_t>(log::kDataOffset + seg * e.segment_log().geometry().segment_bytes +
+                                      v.loc.offset + 100);
+  // Flip one byte with an ordinary (buffered) write, as bit rot or a stray writer would.
+  int fd = ::open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  uint8_t byte;
+  ASSERT_EQ(::pread(fd, &byte, 1, at), 1);
+  byte ^= 0x80;
+  ASSERT_EQ(::pwrite(fd, &byte, 1, at), 1);
+  ASSERT_EQ(::fsync(fd), 0);
+  ::close(fd);
+  std::vector<uint8_t> out;
+  EXPECT_EQ(Get(e, p, kObj, 1, &out), GetOutcome::kMiss);
+  EXPECT_EQ(std::count(out.begin(), out.end(), 0), 4096);
+  EXPECT_EQ(e.segment_log().counters().crc_failures.load(), 1u);
+  ASSERT_EQ(Get(e, p, kObj, 2, &out), GetOutcome::kHit) << "the neighbouring page is intact";
+  EXPECT_EQ(VersionOf(out, p, kObj, 2), 5);
+  MapVisitor stats;
+  e.VisitStats(stats);
+  EXPECT_EQ(stats.values["log_crc_failures"], 1);
 }
 
 TEST(PoolEngineTest, DeviceReadErrorIsAMissThatStaysAMiss) {
@@ -553,22 +614,6 @@ TEST(PoolEngineTest, ConcurrentGetsOnAPrivatePoolHitAtMostOnce) {
 }
 
 // --- Stats ---------------------------------------------------------------------------------
-
-class MapVisitor : public StatsVisitor {
- public:
-  void Counter(std::string_view name, std::string_view, uint64_t value, const StatLabels& labels) override {
-    values[Key(name, labels)] = static_cast<double>(value);
-  }
-  void Gauge(std::string_view name, std::string_view, double value, const StatLabels& labels) override {
-    values[Key(name, labels)] = value;
-  }
-  static std::string Key(std::string_view name, const StatLabels& labels) {
-    std::string k(name);
-    for (const auto& [a, b] : labels) k += "," + a + "=" + b;
-    return k;
-  }
-  std::map<std::string, double> values;
-};
 
 TEST(PoolEngineTest, StatsVisitorReportsEveryCounter) {
   EngineHarness h;
