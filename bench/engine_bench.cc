@@ -39,7 +39,15 @@ struct Flags {
   double seconds = 15;
   uint64_t steady_gib = 4;
   std::string engine = "pread";
+  // sequential: each writer puts consecutive page indexes of its own object (a file evicted in
+  // order); random: indexes scattered over the object (no locality for the index).
+  bool random_order = false;
 };
+
+// The page index the i-th put of a writer uses.
+uint64_t IndexFor(bool random_order, uint64_t i) {
+  return random_order ? (i * 0x9E3779B97F4A7C15ull) >> 20 : i;
+}
 
 uint64_t ReadStatusKb(const char* field) {
   std::ifstream f("/proc/self/status");
@@ -86,6 +94,8 @@ std::unique_ptr<tmem::pool::PoolEngine> OpenEngine(tmem::io::BlockDevice* dev, c
 }
 
 // Puts pages [begin, end) of object "w<thread>" split across `writers` threads.
+bool g_random_order = false;
+
 double PutRange(tmem::pool::PoolEngine& e, tmem::pool::PoolId pool, uint64_t begin, uint64_t end, int writers) {
   auto t0 = Clock::now();
   std::vector<std::thread> threads;
@@ -97,7 +107,7 @@ double PutRange(tmem::pool::PoolEngine& e, tmem::pool::PoolId pool, uint64_t beg
       const std::string obj = "w" + std::to_string(w);
       for (uint64_t i = begin + w; i < end; i += writers) {
         std::memcpy(page.data(), &i, 8);
-        absl::Status s = e.Put(pool, obj, i, page);
+        absl::Status s = e.Put(pool, obj, IndexFor(g_random_order, i), page);
         if (!s.ok()) Die(s, "put");
       }
     });
@@ -126,12 +136,15 @@ int main(int argc, char** argv) {
     else if (auto v = val("seconds")) f.seconds = std::stod(v);
     else if (auto v = val("steady_gib")) f.steady_gib = std::stoull(v);
     else if (auto v = val("io_engine")) f.engine = v;
+    else if (auto v = val("put_order")) f.random_order = std::string(v) == "random";
     else {
       std::fprintf(stderr, "unknown flag %s\n", argv[i]);
       return 2;
     }
   }
   std::filesystem::create_directories(f.dir);
+  g_random_order = f.random_order;
+  std::printf("put_order %s\n", f.random_order ? "random" : "sequential");
   std::printf("crc32c_hardware %d\n", tmem::crc32c::HardwareAccelerated() ? 1 : 0);
   std::printf("io_engine %s\n", f.engine.c_str());
 
@@ -181,7 +194,7 @@ int main(int argc, char** argv) {
         while (!stop.load(std::memory_order_relaxed)) {
           uint64_t i = rng() % f.fill_pages;
           const std::string obj = "w" + std::to_string(i % f.writers);
-          auto res = engine->Get(*pool, obj, i, out);
+          auto res = engine->Get(*pool, obj, IndexFor(f.random_order, i), out);
           if (!res.ok()) Die(res.status(), "get");
           if (*res == tmem::pool::GetOutcome::kHit) {
             uint64_t tag;
@@ -225,7 +238,8 @@ int main(int argc, char** argv) {
         uint64_t n = 0;
         while (!stop.load(std::memory_order_relaxed)) {
           std::memcpy(page.data(), &n, 8);
-          Die(engine->Put(*pool, obj, n++, page), "put");
+          Die(engine->Put(*pool, obj, IndexFor(f.random_order, n), page), "put");
+          ++n;
         }
         puts += n;
       });
