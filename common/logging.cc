@@ -42,6 +42,17 @@ const char* LevelName(LogLevel level) {
 
 }  // namespace
 
+bool LogRateLimiter::Allow(uint64_t* suppressed) {
+  const int64_t now = clock_->NowNanos();
+  int64_t next = next_ns_.load(std::memory_order_relaxed);
+  if (now < next || !next_ns_.compare_exchange_strong(next, now + interval_ns_, std::memory_order_relaxed)) {
+    suppressed_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  *suppressed = suppressed_.exchange(0, std::memory_order_relaxed);
+  return true;
+}
+
 void SetMinLogLevel(LogLevel level) { MinLevel().store(level, std::memory_order_relaxed); }
 LogLevel MinLogLevel() { return MinLevel().load(std::memory_order_relaxed); }
 

@@ -513,7 +513,7 @@ void SegmentLog::FlusherLoop() {
         counters_.bytes_written.fetch_add(used, std::memory_order_relaxed);
       } else {
         counters_.write_errors.fetch_add(1, std::memory_order_relaxed);
-        TMEM_LOG(Error) << "writing segment seq " << seq << " failed; its pages become misses: " << st;
+        TMEM_LOG_RATE_LIMITED(Error) << "writing segment seq " << seq << " failed; its pages become misses: " << st;
       }
       mu_.Lock();
       FinishWriteLocked(b, st.ok());
@@ -541,7 +541,8 @@ absl::Status SegmentLog::FlushUpTo(uint64_t seq) {
   if (flushed_seq_.load(std::memory_order_acquire) < seq) {
     return absl::FailedPreconditionError("the segment log stopped before the flush completed");
   }
-  auto it = failed_seqs_.lower_bound(seq > 0 ? 1 : 0);
+  // failed_seqs_ holds the failed writes not yet reclaimed; any of them at or below seq counts.
+  auto it = failed_seqs_.begin();
   if (it != failed_seqs_.end() && *it <= seq) {
     return absl::InternalError(absl::StrCat("writing segment seq ", *it, " failed"));
   }

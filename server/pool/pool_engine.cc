@@ -323,7 +323,7 @@ absl::Status PoolEngine::Put(PoolId id, std::string_view object, uint64_t index,
   }
   if (!st.ok()) {
     pool->counters.puts_dropped.fetch_add(1, std::memory_order_relaxed);
-    TMEM_LOG(Warning) << "put to pool " << id << " dropped: " << st;
+    TMEM_LOG_RATE_LIMITED(Warning) << "put to pool " << id << " dropped: " << st;
     return absl::OkStatus();
   }
   pool->counters.puts.fetch_add(1, std::memory_order_relaxed);
@@ -367,7 +367,7 @@ absl::StatusOr<GetOutcome> PoolEngine::Get(PoolId id, std::string_view object, u
   }
   if (!r.ok()) {
     counters_.read_errors.fetch_add(1, std::memory_order_relaxed);
-    TMEM_LOG(Warning) << "get from pool " << id << " missed on a device error: " << r.status();
+    TMEM_LOG_RATE_LIMITED(Warning) << "get from pool " << id << " missed on a device error: " << r.status();
   } else if (*r == log::SegmentLog::ReadOutcome::kGone) {
     counters_.pages_evicted.fetch_add(1, std::memory_order_relaxed);
   }
@@ -383,7 +383,9 @@ void PoolEngine::DeleteIfUnchanged(const std::string& key, const std::string& va
   absl::StatusOr<std::optional<std::string>> now = index_->GetPage(key);
   if (now.ok() && now->has_value() && **now == value) {
     absl::Status st = index_->DeletePage(key);
-    if (!st.ok()) TMEM_LOG(Warning) << "could not delete a stale index entry: " << st;
+    if (!st.ok()) {
+      TMEM_LOG_RATE_LIMITED(Warning) << "could not delete a stale index entry: " << st;
+    }
   }
 }
 
