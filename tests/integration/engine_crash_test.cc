@@ -88,6 +88,24 @@ Scan ScanAll(pool::PoolEngine& e, pool::PoolId pool, uint64_t last_clean_i) {
   return s;
 }
 
+// Opens the engine on the files the helper used and scans every handle.
+Scan Reopen(const Paths& p, bool* kept_pages) {
+  auto dev = io::FileDevice::Open({.path = p.device});
+  EXPECT_TRUE(dev.ok()) << dev.status();
+  if (!dev.ok()) return {};
+  auto e = pool::PoolEngine::Open({.device = dev->get(), .metadata_dir = p.meta});
+  EXPECT_TRUE(e.ok()) << e.status();
+  if (!e.ok()) return {};
+  *kept_pages = (*e)->kept_pages_from_previous_run();
+  pool::Uuid u{};
+  u[0] = 42;
+  auto pool = (*e)->CreateSharedPool(u, 4096);
+  EXPECT_TRUE(pool.ok());
+  Scan s = pool.ok() ? ScanAll(**e, *pool, 3000) : Scan{};
+  EXPECT_TRUE((*e)->Close().ok());
+  return s;
+}
+
 TEST(EngineCrashTest, KillDuringPutsDropsEveryPageAndCleanStopKeepsNewestVersions) {
   Paths p = Fresh("crash");
   std::mt19937 rng(7);
@@ -95,38 +113,18 @@ TEST(EngineCrashTest, KillDuringPutsDropsEveryPageAndCleanStopKeepsNewestVersion
     // A clean run: 3000 puts over 1000 handles, handles 0..99 flushed, clean close.
     int status = RunHelper(p, "clean", 0);
     ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "clean helper status " << status;
-    {
-      auto dev = io::FileDevice::Open({.path = p.device});
-      ASSERT_TRUE(dev.ok());
-      auto e = pool::PoolEngine::Open({.device = dev->get(), .metadata_dir = p.meta});
-      ASSERT_TRUE(e.ok()) << e.status();
-      EXPECT_TRUE((*e)->kept_pages_from_previous_run());
-      pool::Uuid u{};
-      u[0] = 42;
-      auto pool = (*e)->CreateSharedPool(u, 4096);
-      ASSERT_TRUE(pool.ok());
-      Scan s = ScanAll(**e, *pool, 3000);
-      EXPECT_EQ(s.wrong, 0) << "round " << round;
-      EXPECT_EQ(s.hits, 900) << "every unflushed handle survives a clean stop";
-      ASSERT_TRUE((*e)->Close().ok());
-    }
+    bool kept = false;
+    Scan s = Reopen(p, &kept);
+    EXPECT_TRUE(kept);
+    EXPECT_EQ(s.wrong, 0) << "round " << round;
+    EXPECT_EQ(s.hits, 900) << "every unflushed handle survives a clean stop";
+
     // A run killed with SIGKILL at a random moment.
     status = RunHelper(p, "run", static_cast<int>(rng() % 300));
     ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "status " << status;
-    {
-      auto dev = io::FileDevice::Open({.path = p.device});
-      ASSERT_TRUE(dev.ok());
-      auto e = pool::PoolEngine::Open({.device = dev->get(), .metadata_dir = p.meta});
-      ASSERT_TRUE(e.ok()) << e.status();
-      EXPECT_FALSE((*e)->kept_pages_from_previous_run());
-      pool::Uuid u{};
-      u[0] = 42;
-      auto pool = (*e)->CreateSharedPool(u, 4096);
-      ASSERT_TRUE(pool.ok());
-      Scan s = ScanAll(**e, *pool, 3000);
-      EXPECT_EQ(s.hits, 0) << "round " << round << ": a page survived an unclean stop";
-      ASSERT_TRUE((*e)->Close().ok());
-    }
+    s = Reopen(p, &kept);
+    EXPECT_FALSE(kept);
+    EXPECT_EQ(s.hits, 0) << "round " << round << ": a page survived an unclean stop";
   }
 }
 
