@@ -35,6 +35,15 @@ absl::Status FaultInjectionDevice::Read(uint64_t offset, void* buf, size_t len) 
 
 absl::Status FaultInjectionDevice::Write(uint64_t offset, const void* buf, size_t len) {
   TMEM_RETURN_IF_ERROR(CheckIo(*this, offset, buf, len));
+  {
+    MutexLock stall(&stall_mu_);
+    if (stall_pred_ && stall_pred_(offset, len)) {
+      ++stalled_;
+      stall_cv_.SignalAll();
+      while (stall_pred_) stall_cv_.Wait(&stall_mu_);
+      --stalled_;
+    }
+  }
   MutexLock lock(&mu_);
   if (ShouldFailLocked(Op::kWrite, offset, len)) {
     return ErrnoStatus(EIO, absl::StrCat("injected write fault at ", offset));
@@ -103,6 +112,22 @@ void FaultInjectionDevice::FailNext(Op op, int count) {
 void FaultInjectionDevice::SetFailurePredicate(FailurePredicate pred) {
   MutexLock lock(&mu_);
   predicate_ = std::move(pred);
+}
+
+void FaultInjectionDevice::StallWrites(std::function<bool(uint64_t, size_t)> pred) {
+  MutexLock lock(&stall_mu_);
+  stall_pred_ = std::move(pred);
+}
+
+void FaultInjectionDevice::ReleaseStalledWrites() {
+  MutexLock lock(&stall_mu_);
+  stall_pred_ = nullptr;
+  stall_cv_.SignalAll();
+}
+
+int FaultInjectionDevice::stalled_write_count() const {
+  MutexLock lock(&stall_mu_);
+  return stalled_;
 }
 
 uint64_t FaultInjectionDevice::unsynced_write_count() const {

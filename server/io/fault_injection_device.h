@@ -46,6 +46,14 @@ class FaultInjectionDevice final : public BlockDevice {
   // Every operation for which `pred` returns true fails with EIO (nullptr clears it).
   void SetFailurePredicate(FailurePredicate pred);
 
+  // Writes for which `pred` returns true block (before touching the device, without holding any
+  // lock of this device) until ReleaseStalledWrites(); other I/O goes on. For tests of slow or
+  // stuck writes. Returns at once for writes that do not match.
+  void StallWrites(std::function<bool(uint64_t offset, size_t len)> pred);
+  void ReleaseStalledWrites();
+  // Writes currently blocked by StallWrites.
+  int stalled_write_count() const;
+
   uint64_t unsynced_write_count() const;
   uint64_t write_count() const;
   uint64_t sync_count() const;
@@ -68,6 +76,12 @@ class FaultInjectionDevice final : public BlockDevice {
   FailurePredicate predicate_ ABSL_GUARDED_BY(mu_);
   uint64_t writes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t syncs_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // Taken without mu_ (never both at once).
+  mutable Mutex stall_mu_;
+  CondVar stall_cv_;
+  std::function<bool(uint64_t, size_t)> stall_pred_ ABSL_GUARDED_BY(stall_mu_);
+  int stalled_ ABSL_GUARDED_BY(stall_mu_) = 0;
 };
 
 }  // namespace tmem::io

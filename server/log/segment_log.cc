@@ -379,6 +379,17 @@ absl::StatusOr<Location> SegmentLog::Append(const uint8_t (&key)[kSlotKeyBytes],
       }
       SealLocked(b);
     }
+    // A position may be reused only once the write of its previous occupant (next - count)
+    // completed: buffers free up as their own writes finish, so one stalled flusher would
+    // otherwise let the head lap it, and its late write would land on the newer segment.
+    const uint64_t next = head_seq_.load(std::memory_order_relaxed) + 1;
+    if (next > geometry_.segment_count &&
+        next - geometry_.segment_count > flushed_seq_.load(std::memory_order_relaxed)) {
+      if (!waited) counters_.append_waits.fetch_add(1, std::memory_order_relaxed);
+      waited = true;
+      progress_cv_.Wait(&mu_);
+      continue;
+    }
     if (head_seq_.load(std::memory_order_relaxed) + 1 > seq_lease_) {
       flusher_cv_.Signal();  // a flusher renews the lease
       progress_cv_.Wait(&mu_);
