@@ -270,6 +270,22 @@ absl::StatusOr<PoolInfo> PoolEngine::GetPoolInfo(PoolId id) const {
   return pool->info;
 }
 
+absl::StatusOr<PoolEngine::PoolStats> PoolEngine::GetPoolStats(PoolId id) const {
+  TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, FindPool(id));
+  const PoolCounters& c = pool->counters;
+  auto load = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+  PoolStats s;
+  s.info = pool->info;
+  s.puts = load(c.puts);
+  s.puts_dropped = load(c.puts_dropped);
+  s.gets_hit = load(c.gets_hit);
+  s.gets_miss = load(c.gets_miss);
+  s.flush_page = load(c.flush_page);
+  s.flush_object = load(c.flush_object);
+  s.flush_pool = load(c.flush_pool);
+  return s;
+}
+
 const PoolEngine::PoolCounters* PoolEngine::pool_counters(PoolId id) const {
   ReaderLock lock(&registry_mu_);
   auto it = pools_.find(id);

@@ -72,6 +72,14 @@ class PoolEngine {
   std::vector<PoolInfo> ListPools() const;
   absl::StatusOr<PoolInfo> GetPoolInfo(PoolId pool) const;
 
+  // A copy of one pool's counters (safe against a concurrent DestroyPool). NotFound if unknown.
+  struct PoolStats {
+    PoolInfo info;
+    uint64_t puts = 0, puts_dropped = 0, gets_hit = 0, gets_miss = 0;
+    uint64_t flush_page = 0, flush_object = 0, flush_pool = 0;
+  };
+  absl::StatusOr<PoolStats> GetPoolStats(PoolId pool) const;
+
   // Handle operations. Errors: NotFound (unknown or destroyed pool), InvalidArgument (page not
   // of the pool's size, object key empty or longer than 24 bytes), FailedPrecondition (closed).
   // A put that cannot be stored is dropped (still OK: pages are ephemeral) and counted.
@@ -109,7 +117,8 @@ class PoolEngine {
     std::atomic<uint64_t> pools_destroyed{0};
   };
   const EngineCounters& counters() const { return counters_; }
-  // Per-pool counters; nullptr for an unknown pool. For tests.
+  // Per-pool counters; nullptr for an unknown pool. For single-threaded tests only: the pointer
+  // dangles once the pool is destroyed. Everything else uses GetPoolStats.
   const PoolCounters* pool_counters(PoolId pool) const;
 
  private:

@@ -1,0 +1,32 @@
+// tmem.v1.Admin: server identity, capacity and per-pool statistics, read from the engine.
+// Thread-safety: stateless; the engine is thread-safe.
+#ifndef TMEM_SERVER_GRPC_ADMIN_SERVICE_H_
+#define TMEM_SERVER_GRPC_ADMIN_SERVICE_H_
+
+#include "proto/tmem.grpc.pb.h"
+#include "server/pool/pool_engine.h"
+
+namespace tmem::grpc_service {
+
+// The version tmemd reports.
+inline constexpr char kVersion[] = "0.1.0";
+
+class AdminService final : public tmem::v1::Admin::Service {
+ public:
+  // Borrows `engine`, which must outlive the service.
+  explicit AdminService(pool::PoolEngine* engine) : engine_(engine) {}
+
+  ::grpc::Status ServerInfo(::grpc::ServerContext*, const tmem::v1::ServerInfoRequest*,
+                            tmem::v1::ServerInfoResponse*) override;
+  ::grpc::Status ListPools(::grpc::ServerContext*, const tmem::v1::ListPoolsRequest*,
+                           tmem::v1::ListPoolsResponse*) override;
+  ::grpc::Status PoolStats(::grpc::ServerContext*, const tmem::v1::PoolStatsRequest*,
+                           tmem::v1::PoolStatsResponse*) override;
+
+ private:
+  pool::PoolEngine* const engine_;
+};
+
+}  // namespace tmem::grpc_service
+
+#endif  // TMEM_SERVER_GRPC_ADMIN_SERVICE_H_

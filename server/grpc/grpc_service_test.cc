@@ -1,0 +1,300 @@
+// PagePool and Admin over a real gRPC server on 127.0.0.1 with a real client stub.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+
+#include "server/grpc/admin_service.h"
+#include "server/grpc/page_pool_service.h"
+#include "server/pool/pool_test_util.h"
+
+namespace tmem::grpc_service {
+namespace {
+
+using pool::testing::EngineHarness;
+
+class GrpcServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    engine_ = &harness_.Open();
+    pages_ = std::make_unique<PagePoolService>(engine_);
+    admin_ = std::make_unique<AdminService>(engine_);
+    ::grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", ::grpc::InsecureServerCredentials(), &port);
+    builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+    builder.RegisterService(pages_.get());
+    builder.RegisterService(admin_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    ASSERT_GT(port, 0);
+    ::grpc::ChannelArguments args;
+    args.SetMaxSendMessageSize(-1);
+    args.SetMaxReceiveMessageSize(-1);
+    auto channel = ::grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port),
+                                               ::grpc::InsecureChannelCredentials(), args);
+    pool_stub_ = tmem::v1::PagePool::NewStub(channel);
+    admin_stub_ = tmem::v1::Admin::NewStub(channel);
+  }
+  void TearDown() override { server_->Shutdown(); }
+
+  uint32_t Shared(uint8_t id, uint32_t page_bytes = 4096) {
+    ::grpc::ClientContext ctx;
+    tmem::v1::CreateSharedPoolRequest req;
+    req.set_uuid(std::string(16, static_cast<char>(id)));
+    req.set_page_bytes(page_bytes);
+    tmem::v1::CreatePoolResponse resp;
+    ::grpc::Status s = pool_stub_->CreateSharedPool(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp.pool_id();
+  }
+  ::grpc::Status Put(uint32_t pool, const std::string& object, uint64_t index, const std::string& data) {
+    ::grpc::ClientContext ctx;
+    tmem::v1::PutPagesRequest req;
+    req.set_pool_id(pool);
+    auto* p = req.add_pages();
+    p->mutable_handle()->set_object(object);
+    p->mutable_handle()->set_index(index);
+    p->set_data(data);
+    tmem::v1::PutPagesResponse resp;
+    return pool_stub_->PutPages(&ctx, req, &resp);
+  }
+  // Returns the page, "" on a miss, or "error: ..." on a failed call.
+  std::string Get(uint32_t pool, const std::string& object, uint64_t index) {
+    ::grpc::ClientContext ctx;
+    tmem::v1::GetPagesRequest req;
+    req.set_pool_id(pool);
+    auto* h = req.add_handles();
+    h->set_object(object);
+    h->set_index(index);
+    tmem::v1::GetPagesResponse resp;
+    ::grpc::Status s = pool_stub_->GetPages(&ctx, req, &resp);
+    if (!s.ok()) return "error: " + s.error_message();
+    EXPECT_EQ(resp.results_size(), 1);
+    EXPECT_EQ(resp.instance_id(), engine_->instance_id());
+    return resp.results(0).hit() ? resp.results(0).data() : "";
+  }
+
+  EngineHarness harness_;
+  pool::PoolEngine* engine_ = nullptr;
+  std::unique_ptr<PagePoolService> pages_;
+  std::unique_ptr<AdminService> admin_;
+  std::unique_ptr<::grpc::Server> server_;
+  std::unique_ptr<tmem::v1::PagePool::Stub> pool_stub_;
+  std::unique_ptr<tmem::v1::Admin::Stub> admin_stub_;
+};
+
+std::string PageOf(char c, size_t n = 4096) { return std::string(n, c); }
+
+TEST_F(GrpcServiceTest, PagesRoundTripBitExactWithPoolSemantics) {
+  uint32_t shared = Shared(1);
+  EXPECT_EQ(Shared(1), shared) << "same UUID, same pool";
+  ::grpc::ClientContext ctx;
+  tmem::v1::CreatePoolRequest req;  // page_bytes 0 = 4096
+  tmem::v1::CreatePoolResponse resp;
+  ASSERT_TRUE(pool_stub_->CreatePool(&ctx, req, &resp).ok());
+  const uint32_t priv = resp.pool_id();
+  EXPECT_EQ(resp.instance_id(), engine_->instance_id());
+
+  std::string page = PageOf('x');
+  page[17] = '\0';
+  page[4095] = '\xff';
+  ASSERT_TRUE(Put(shared, "ino-1", 3, page).ok());
+  ASSERT_TRUE(Put(priv, "ino-1", 3, page).ok());
+  EXPECT_EQ(Get(shared, "ino-1", 3), page);
+  EXPECT_EQ(Get(shared, "ino-1", 3), page) << "shared pages stay";
+  EXPECT_EQ(Get(priv, "ino-1", 3), page);
+  EXPECT_EQ(Get(priv, "ino-1", 3), "") << "a private hit removes the page";
+  ASSERT_TRUE(Put(shared, "ino-1", 3, PageOf('y')).ok());
+  EXPECT_EQ(Get(shared, "ino-1", 3), PageOf('y')) << "put-put-get";
+}
+
+TEST_F(GrpcServiceTest, FlushesReachThePages) {
+  uint32_t p = Shared(2);
+  for (uint64_t i = 0; i < 4; ++i) {
+    ASSERT_TRUE(Put(p, "a", i, PageOf('a')).ok());
+    ASSERT_TRUE(Put(p, "b", i, PageOf('b')).ok());
+  }
+  {
+    ::grpc::ClientContext ctx;
+    tmem::v1::FlushPagesRequest req;
+    req.set_pool_id(p);
+    auto* h = req.add_handles();
+    h->set_object("a");
+    h->set_index(0);
+    tmem::v1::FlushPagesResponse resp;
+    ASSERT_TRUE(pool_stub_->FlushPages(&ctx, req, &resp).ok());
+  }
+  EXPECT_EQ(Get(p, "a", 0), "");
+  EXPECT_EQ(Get(p, "a", 1), PageOf('a'));
+  {
+    ::grpc::ClientContext ctx;
+    tmem::v1::FlushObjectRequest req;
+    req.set_pool_id(p);
+    req.set_object("a");
+    tmem::v1::FlushObjectResponse resp;
+    ASSERT_TRUE(pool_stub_->FlushObject(&ctx, req, &resp).ok());
+  }
+  EXPECT_EQ(Get(p, "a", 1), "");
+  EXPECT_EQ(Get(p, "b", 1), PageOf('b'));
+  {
+    ::grpc::ClientContext ctx;
+    tmem::v1::FlushPoolRequest req;
+    req.set_pool_id(p);
+    tmem::v1::FlushPoolResponse resp;
+    ASSERT_TRUE(pool_stub_->FlushPool(&ctx, req, &resp).ok());
+  }
+  EXPECT_EQ(Get(p, "b", 1), "");
+}
+
+TEST_F(GrpcServiceTest, BadRequestsGetClearStatusesAndChangeNothing) {
+  uint32_t p = Shared(3);
+  ASSERT_TRUE(Put(p, "keep", 0, PageOf('k')).ok());
+  auto code = [](const ::grpc::Status& s) { return s.error_code(); };
+
+  // Unknown and destroyed pools.
+  EXPECT_EQ(code(Put(999, "o", 0, PageOf('z'))), ::grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(Get(999, "o", 0).find("pool 999 does not exist"), std::string::npos);
+  uint32_t doomed = Shared(4);
+  {
+    ::grpc::ClientContext ctx;
+    tmem::v1::DestroyPoolRequest req;
+    req.set_pool_id(doomed);
+    tmem::v1::DestroyPoolResponse resp;
+    ASSERT_TRUE(pool_stub_->DestroyPool(&ctx, req, &resp).ok());
+  }
+  EXPECT_EQ(code(Put(doomed, "o", 0, PageOf('z'))), ::grpc::StatusCode::NOT_FOUND);
+
+  // Malformed UUID and page size.
+  {
+    ::grpc::ClientContext ctx;
+    tmem::v1::CreateSharedPoolRequest req;
+    req.set_uuid("short");
+    tmem::v1::CreatePoolResponse resp;
+    ::grpc::Status s = pool_stub_->CreateSharedPool(&ctx, req, &resp);
+    EXPECT_EQ(code(s), ::grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(s.error_message().find("uuid: 5 bytes"), std::string::npos) << s.error_message();
+  }
+  {
+    ::grpc::ClientContext ctx;
+    tmem::v1::CreatePoolRequest req;
+    req.set_page_bytes(3000);
+    tmem::v1::CreatePoolResponse resp;
+    ::grpc::Status s = pool_stub_->CreatePool(&ctx, req, &resp);
+    EXPECT_EQ(code(s), ::grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(s.error_message().find("3000"), std::string::npos) << s.error_message();
+  }
+
+  // Empty and oversize batches.
+  {
+    ::grpc::ClientContext ctx;
+    tmem::v1::PutPagesRequest req;
+    req.set_pool_id(p);
+    tmem::v1::PutPagesResponse resp;
+    ::grpc::Status s = pool_stub_->PutPages(&ctx, req, &resp);
+    EXPECT_EQ(code(s), ::grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(s.error_message().find("pages is empty"), std::string::npos) << s.error_message();
+  }
+  {
+    ::grpc::ClientContext ctx;
+    tmem::v1::GetPagesRequest req;
+    req.set_pool_id(p);
+    for (int i = 0; i <= kMaxBatch; ++i) {
+      auto* h = req.add_handles();
+      h->set_object("o");
+      h->set_index(i);
+    }
+    tmem::v1::GetPagesResponse resp;
+    ::grpc::Status s = pool_stub_->GetPages(&ctx, req, &resp);
+    EXPECT_EQ(code(s), ::grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(s.error_message().find("257 entries"), std::string::npos) << s.error_message();
+  }
+
+  // A batch with one bad page stores none of its pages.
+  {
+    ::grpc::ClientContext ctx;
+    tmem::v1::PutPagesRequest req;
+    req.set_pool_id(p);
+    auto* good = req.add_pages();
+    good->mutable_handle()->set_object("batch");
+    good->mutable_handle()->set_index(1);
+    good->set_data(PageOf('g'));
+    auto* bad = req.add_pages();
+    bad->mutable_handle()->set_object("batch");
+    bad->mutable_handle()->set_index(2);
+    bad->set_data(PageOf('b', 100));
+    tmem::v1::PutPagesResponse resp;
+    ::grpc::Status s = pool_stub_->PutPages(&ctx, req, &resp);
+    EXPECT_EQ(code(s), ::grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(s.error_message().find("pages[1].data: 100 bytes"), std::string::npos) << s.error_message();
+    EXPECT_EQ(Get(p, "batch", 1), "") << "the good page of a rejected batch was stored";
+  }
+
+  // Object keys: empty and oversize.
+  EXPECT_EQ(code(Put(p, "", 0, PageOf('z'))), ::grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(code(Put(p, std::string(25, 'k'), 0, PageOf('z'))), ::grpc::StatusCode::INVALID_ARGUMENT);
+
+  // A message larger than the server accepts.
+  {
+    ::grpc::ClientContext ctx;
+    tmem::v1::PutPagesRequest req;
+    req.set_pool_id(p);
+    auto* big = req.add_pages();
+    big->mutable_handle()->set_object("o");
+    big->set_data(std::string(kMaxMessageBytes + 1, 'B'));
+    tmem::v1::PutPagesResponse resp;
+    EXPECT_EQ(code(pool_stub_->PutPages(&ctx, req, &resp)), ::grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+
+  // The server still serves, and the good page is intact.
+  EXPECT_EQ(Get(p, "keep", 0), PageOf('k'));
+}
+
+TEST_F(GrpcServiceTest, AdminReportsServerAndPools) {
+  uint32_t p = Shared(5, 8192);
+  ASSERT_TRUE(Put(p, "o", 0, PageOf('a', 8192)).ok());
+  EXPECT_EQ(Get(p, "o", 0), PageOf('a', 8192));
+  EXPECT_EQ(Get(p, "o", 1), "");
+  {
+    ::grpc::ClientContext ctx;
+    tmem::v1::ServerInfoResponse info;
+    ASSERT_TRUE(admin_stub_->ServerInfo(&ctx, tmem::v1::ServerInfoRequest(), &info).ok());
+    EXPECT_EQ(info.instance_id(), engine_->instance_id());
+    EXPECT_EQ(info.version(), kVersion);
+    EXPECT_EQ(info.segment_count(), 32u);
+    EXPECT_EQ(info.capacity_bytes(), 32u * (128 << 10));
+    EXPECT_EQ(info.used_bytes(), (32u - info.free_segments()) * (128 << 10));
+    EXPECT_GT(info.used_bytes(), 0u);
+  }
+  {
+    ::grpc::ClientContext ctx;
+    tmem::v1::ListPoolsResponse list;
+    ASSERT_TRUE(admin_stub_->ListPools(&ctx, tmem::v1::ListPoolsRequest(), &list).ok());
+    ASSERT_EQ(list.pools_size(), 1);
+    EXPECT_EQ(list.pools(0).pool_id(), p);
+    EXPECT_TRUE(list.pools(0).shared());
+    EXPECT_EQ(list.pools(0).page_bytes(), 8192u);
+    EXPECT_EQ(list.pools(0).uuid(), std::string(16, '\x05'));
+  }
+  {
+    ::grpc::ClientContext ctx;
+    tmem::v1::PoolStatsRequest req;
+    req.set_pool_id(p);
+    tmem::v1::PoolStatsResponse st;
+    ASSERT_TRUE(admin_stub_->PoolStats(&ctx, req, &st).ok());
+    EXPECT_EQ(st.puts(), 1u);
+    EXPECT_EQ(st.gets_hit(), 1u);
+    EXPECT_EQ(st.gets_miss(), 1u);
+  }
+  {
+    ::grpc::ClientContext ctx;
+    tmem::v1::PoolStatsRequest req;
+    req.set_pool_id(4242);
+    tmem::v1::PoolStatsResponse st;
+    EXPECT_EQ(admin_stub_->PoolStats(&ctx, req, &st).error_code(), ::grpc::StatusCode::NOT_FOUND);
+  }
+}
+
+}  // namespace
+}  // namespace tmem::grpc_service

@@ -1,0 +1,141 @@
+#include "server/grpc/page_pool_service.h"
+
+#include <span>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "server/grpc/status_convert.h"
+
+namespace tmem::grpc_service {
+namespace {
+
+using ::grpc::ServerContext;
+using ::grpc::Status;
+
+Status Invalid(const std::string& message) { return Status(::grpc::StatusCode::INVALID_ARGUMENT, message); }
+
+Status CheckBatch(const char* field, int size) {
+  if (size == 0) return Invalid(absl::StrCat(field, " is empty; send 1 to ", kMaxBatch));
+  if (size > kMaxBatch) return Invalid(absl::StrCat(field, " has ", size, " entries; at most ", kMaxBatch));
+  return Status::OK;
+}
+
+Status CheckObject(const std::string& where, const std::string& object) {
+  if (object.empty() || object.size() > pool::kMaxObjectKeyBytes) {
+    return Invalid(absl::StrCat(where, ": ", object.size(), " bytes; an object key has 1 to ",
+                                pool::kMaxObjectKeyBytes));
+  }
+  return Status::OK;
+}
+
+uint32_t PageBytes(uint32_t requested) { return requested == 0 ? pool::kDefaultPageBytes : requested; }
+
+}  // namespace
+
+Status PagePoolService::CreatePool(ServerContext*, const tmem::v1::CreatePoolRequest* req,
+                                   tmem::v1::CreatePoolResponse* resp) {
+  absl::StatusOr<pool::PoolId> id = engine_->CreatePool(PageBytes(req->page_bytes()));
+  if (!id.ok()) return ToGrpc(id.status());
+  resp->set_pool_id(*id);
+  resp->set_instance_id(engine_->instance_id());
+  return Status::OK;
+}
+
+Status PagePoolService::CreateSharedPool(ServerContext*, const tmem::v1::CreateSharedPoolRequest* req,
+                                         tmem::v1::CreatePoolResponse* resp) {
+  if (req->uuid().size() != 16) {
+    return Invalid(absl::StrCat("uuid: ", req->uuid().size(), " bytes; a UUID has exactly 16"));
+  }
+  pool::Uuid uuid;
+  std::copy(req->uuid().begin(), req->uuid().end(), uuid.begin());
+  absl::StatusOr<pool::PoolId> id = engine_->CreateSharedPool(uuid, PageBytes(req->page_bytes()), req->tenant());
+  if (!id.ok()) return ToGrpc(id.status());
+  resp->set_pool_id(*id);
+  resp->set_instance_id(engine_->instance_id());
+  return Status::OK;
+}
+
+Status PagePoolService::DestroyPool(ServerContext*, const tmem::v1::DestroyPoolRequest* req,
+                                    tmem::v1::DestroyPoolResponse* resp) {
+  Status s = ToGrpc(engine_->DestroyPool(req->pool_id()));
+  resp->set_instance_id(engine_->instance_id());
+  return s;
+}
+
+Status PagePoolService::PutPages(ServerContext*, const tmem::v1::PutPagesRequest* req,
+                                 tmem::v1::PutPagesResponse* resp) {
+  if (Status s = CheckBatch("pages", req->pages_size()); !s.ok()) return s;
+  absl::StatusOr<pool::PoolInfo> info = engine_->GetPoolInfo(req->pool_id());
+  if (!info.ok()) return ToGrpc(info.status());
+  // Check every page before storing any, so that a bad request has no effect.
+  for (int i = 0; i < req->pages_size(); ++i) {
+    const tmem::v1::PagePut& p = req->pages(i);
+    if (Status s = CheckObject(absl::StrCat("pages[", i, "].handle.object"), p.handle().object()); !s.ok()) return s;
+    if (p.data().size() != info->page_bytes) {
+      return Invalid(absl::StrCat("pages[", i, "].data: ", p.data().size(), " bytes; pool ", info->id, " has ",
+                                  info->page_bytes, "-byte pages"));
+    }
+  }
+  for (const tmem::v1::PagePut& p : req->pages()) {
+    const auto* bytes = reinterpret_cast<const uint8_t*>(p.data().data());
+    absl::Status s = engine_->Put(req->pool_id(), p.handle().object(), p.handle().index(),
+                                  std::span<const uint8_t>(bytes, p.data().size()));
+    if (!s.ok()) return ToGrpc(s);
+  }
+  resp->set_instance_id(engine_->instance_id());
+  return Status::OK;
+}
+
+Status PagePoolService::GetPages(ServerContext*, const tmem::v1::GetPagesRequest* req,
+                                 tmem::v1::GetPagesResponse* resp) {
+  if (Status s = CheckBatch("handles", req->handles_size()); !s.ok()) return s;
+  absl::StatusOr<pool::PoolInfo> info = engine_->GetPoolInfo(req->pool_id());
+  if (!info.ok()) return ToGrpc(info.status());
+  for (int i = 0; i < req->handles_size(); ++i) {
+    if (Status s = CheckObject(absl::StrCat("handles[", i, "].object"), req->handles(i).object()); !s.ok()) return s;
+  }
+  for (const tmem::v1::Handle& h : req->handles()) {
+    tmem::v1::PageResult* r = resp->add_results();
+    std::string* data = r->mutable_data();
+    data->resize(info->page_bytes);
+    absl::StatusOr<pool::GetOutcome> got = engine_->Get(
+        req->pool_id(), h.object(), h.index(),
+        std::span<uint8_t>(reinterpret_cast<uint8_t*>(data->data()), data->size()));
+    if (!got.ok()) return ToGrpc(got.status());
+    r->set_hit(*got == pool::GetOutcome::kHit);
+    if (!r->hit()) data->clear();
+  }
+  resp->set_instance_id(engine_->instance_id());
+  return Status::OK;
+}
+
+Status PagePoolService::FlushPages(ServerContext*, const tmem::v1::FlushPagesRequest* req,
+                                   tmem::v1::FlushPagesResponse* resp) {
+  if (Status s = CheckBatch("handles", req->handles_size()); !s.ok()) return s;
+  for (int i = 0; i < req->handles_size(); ++i) {
+    if (Status s = CheckObject(absl::StrCat("handles[", i, "].object"), req->handles(i).object()); !s.ok()) return s;
+  }
+  for (const tmem::v1::Handle& h : req->handles()) {
+    absl::Status s = engine_->FlushPage(req->pool_id(), h.object(), h.index());
+    if (!s.ok()) return ToGrpc(s);
+  }
+  resp->set_instance_id(engine_->instance_id());
+  return Status::OK;
+}
+
+Status PagePoolService::FlushObject(ServerContext*, const tmem::v1::FlushObjectRequest* req,
+                                    tmem::v1::FlushObjectResponse* resp) {
+  if (Status s = CheckObject("object", req->object()); !s.ok()) return s;
+  Status s = ToGrpc(engine_->FlushObject(req->pool_id(), req->object()));
+  resp->set_instance_id(engine_->instance_id());
+  return s;
+}
+
+Status PagePoolService::FlushPool(ServerContext*, const tmem::v1::FlushPoolRequest* req,
+                                  tmem::v1::FlushPoolResponse* resp) {
+  Status s = ToGrpc(engine_->FlushPool(req->pool_id()));
+  resp->set_instance_id(engine_->instance_id());
+  return s;
+}
+
+}  // namespace tmem::grpc_service
