@@ -540,6 +540,7 @@ TEST(PoolEngineTest, RacingPutsNeverLetAGetReturnAVersionOlderThanACompletedPut)
   PoolEngine& e = h.Open();
   PoolId p = *e.CreateSharedPool(U(20), 4096);
   std::atomic<uint64_t> clock{1}, next_version{1};
+  std::atomic<int> puts_done{0};
   struct PutRec { uint64_t start, end, version; };
   struct GetRec { uint64_t start, end; int64_t version; };
   constexpr int kWriters = 3, kReaders = 3, kOps = 1500;
@@ -554,13 +555,17 @@ TEST(PoolEngineTest, RacingPutsNeverLetAGetReturnAVersionOlderThanACompletedPut)
         uint64_t start = clock.fetch_add(1);
         EXPECT_TRUE(e.Put(p, kObj, 0, page).ok());
         puts[w].push_back({start, clock.fetch_add(1), v});
+        puts_done.fetch_add(1);
       }
     });
   }
   for (int r = 0; r < kReaders; ++r) {
     threads.emplace_back([&, r] {
       std::vector<uint8_t> out(4096);
-      for (int i = 0; i < kOps; ++i) {
+      // Read from the first completed put until the last one, so that reads and writes overlap
+      // however the threads are scheduled.
+      while (puts_done.load() == 0) std::this_thread::yield();
+      while (puts_done.load() < kWriters * kOps) {
         uint64_t start = clock.fetch_add(1);
         auto res = e.Get(p, kObj, 0, out);
         uint64_t end = clock.fetch_add(1);
