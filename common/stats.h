@@ -25,6 +25,14 @@ class StatsVisitor {
                      const StatLabels& labels) = 0;
 };
 
+// Receives request latencies (for histograms). `method` is a short fixed name such as "PutPages".
+// Implementations are thread-safe.
+class LatencyObserver {
+ public:
+  virtual ~LatencyObserver() = default;
+  virtual void ObserveLatency(std::string_view method, double seconds) = 0;
+};
+
 }  // namespace tmem
 
 #endif  // TMEM_COMMON_STATS_H_

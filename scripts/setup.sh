@@ -14,6 +14,8 @@ PACKAGES=(
   libclang-rt-14-dev
   # test peers and benchmark peers
   libnbd-bin nbdkit fio python3
+  # metrics: promtool and a real Prometheus server for the metrics tests
+  prometheus
 )
 
 missing=()

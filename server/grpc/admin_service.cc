@@ -22,7 +22,7 @@ void Fill(const pool::PoolInfo& info, tmem::v1::PoolInfo* out) {
   const log::SegmentLog& log = engine_->segment_log();
   const log::LogGeometry& g = log.geometry();
   resp->set_instance_id(engine_->instance_id());
-  resp->set_version(kVersion);
+  resp->set_version(tmem::kVersion);
   resp->set_segment_bytes(g.segment_bytes);
   resp->set_segment_count(g.segment_count);
   resp->set_capacity_bytes(g.segment_count * g.segment_bytes);

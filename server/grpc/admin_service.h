@@ -3,13 +3,11 @@
 #ifndef TMEM_SERVER_GRPC_ADMIN_SERVICE_H_
 #define TMEM_SERVER_GRPC_ADMIN_SERVICE_H_
 
+#include "common/version.h"
 #include "proto/tmem.grpc.pb.h"
 #include "server/pool/pool_engine.h"
 
 namespace tmem::grpc_service {
-
-// The version tmemd reports.
-inline constexpr char kVersion[] = "0.1.0";
 
 class AdminService final : public tmem::v1::Admin::Service {
  public:

@@ -7,6 +7,7 @@
 
 #include "server/grpc/admin_service.h"
 #include "server/grpc/page_pool_service.h"
+#include "server/metrics/metrics.h"
 #include "server/pool/pool_test_util.h"
 
 namespace tmem::grpc_service {
@@ -18,7 +19,10 @@ class GrpcServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
     engine_ = &harness_.Open();
-    pages_ = std::make_unique<PagePoolService>(engine_);
+    auto m = metrics::Metrics::Start("127.0.0.1:0", [this](StatsVisitor& v) { engine_->VisitStats(v); });
+    ASSERT_TRUE(m.ok()) << m.status();
+    metrics_ = std::move(*m);
+    pages_ = std::make_unique<PagePoolService>(engine_, metrics_->latency());
     admin_ = std::make_unique<AdminService>(engine_);
     ::grpc::ServerBuilder builder;
     int port = 0;
@@ -78,6 +82,7 @@ class GrpcServiceTest : public ::testing::Test {
 
   EngineHarness harness_;
   pool::PoolEngine* engine_ = nullptr;
+  std::unique_ptr<metrics::Metrics> metrics_;
   std::unique_ptr<PagePoolService> pages_;
   std::unique_ptr<AdminService> admin_;
   std::unique_ptr<::grpc::Server> server_;
@@ -108,6 +113,12 @@ TEST_F(GrpcServiceTest, PagesRoundTripBitExactWithPoolSemantics) {
   EXPECT_EQ(Get(priv, "ino-1", 3), "") << "a private hit removes the page";
   ASSERT_TRUE(Put(shared, "ino-1", 3, PageOf('y')).ok());
   EXPECT_EQ(Get(shared, "ino-1", 3), PageOf('y')) << "put-put-get";
+
+  // Every call was timed into the latency histograms.
+  const std::string text = metrics_->Render();
+  EXPECT_NE(text.find("tmem_request_duration_seconds_count{method=\"PutPages\"} 3"), std::string::npos) << text;
+  EXPECT_NE(text.find("tmem_request_duration_seconds_count{method=\"GetPages\"} 5"), std::string::npos) << text;
+  EXPECT_NE(text.find("tmem_request_duration_seconds_count{method=\"CreatePool\"} 1"), std::string::npos);
 }
 
 TEST_F(GrpcServiceTest, FlushesReachThePages) {
@@ -261,7 +272,7 @@ TEST_F(GrpcServiceTest, AdminReportsServerAndPools) {
     tmem::v1::ServerInfoResponse info;
     ASSERT_TRUE(admin_stub_->ServerInfo(&ctx, tmem::v1::ServerInfoRequest(), &info).ok());
     EXPECT_EQ(info.instance_id(), engine_->instance_id());
-    EXPECT_EQ(info.version(), kVersion);
+    EXPECT_EQ(info.version(), tmem::kVersion);
     EXPECT_EQ(info.segment_count(), 32u);
     EXPECT_EQ(info.capacity_bytes(), 32u * (128 << 10));
     EXPECT_EQ(info.used_bytes(), (32u - info.free_segments()) * (128 << 10));

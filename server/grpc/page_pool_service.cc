@@ -1,5 +1,6 @@
 #include "server/grpc/page_pool_service.h"
 
+#include <chrono>
 #include <span>
 #include <string>
 
@@ -28,12 +29,32 @@ Status CheckObject(const std::string& where, const std::string& object) {
   return Status::OK;
 }
 
+// Reports the time from construction to destruction to `observer` (if any) as `method`.
+class ScopedLatency {
+ public:
+  ScopedLatency(LatencyObserver* observer, const char* method)
+      : observer_(observer), method_(method), start_(std::chrono::steady_clock::now()) {}
+  ~ScopedLatency() {
+    if (observer_ != nullptr) {
+      observer_->ObserveLatency(method_, std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+    }
+  }
+  ScopedLatency(const ScopedLatency&) = delete;
+  ScopedLatency& operator=(const ScopedLatency&) = delete;
+
+ private:
+  LatencyObserver* const observer_;
+  const char* const method_;
+  const std::chrono::steady_clock::time_point start_;
+};
+
 uint32_t PageBytes(uint32_t requested) { return requested == 0 ? pool::kDefaultPageBytes : requested; }
 
 }  // namespace
 
 Status PagePoolService::CreatePool(ServerContext*, const tmem::v1::CreatePoolRequest* req,
                                    tmem::v1::CreatePoolResponse* resp) {
+  ScopedLatency timer(latency_, "CreatePool");
   absl::StatusOr<pool::PoolId> id = engine_->CreatePool(PageBytes(req->page_bytes()));
   if (!id.ok()) return ToGrpc(id.status());
   resp->set_pool_id(*id);
@@ -43,6 +64,7 @@ Status PagePoolService::CreatePool(ServerContext*, const tmem::v1::CreatePoolReq
 
 Status PagePoolService::CreateSharedPool(ServerContext*, const tmem::v1::CreateSharedPoolRequest* req,
                                          tmem::v1::CreatePoolResponse* resp) {
+  ScopedLatency timer(latency_, "CreateSharedPool");
   if (req->uuid().size() != 16) {
     return Invalid(absl::StrCat("uuid: ", req->uuid().size(), " bytes; a UUID has exactly 16"));
   }
@@ -57,6 +79,7 @@ Status PagePoolService::CreateSharedPool(ServerContext*, const tmem::v1::CreateS
 
 Status PagePoolService::DestroyPool(ServerContext*, const tmem::v1::DestroyPoolRequest* req,
                                     tmem::v1::DestroyPoolResponse* resp) {
+  ScopedLatency timer(latency_, "DestroyPool");
   Status s = ToGrpc(engine_->DestroyPool(req->pool_id()));
   resp->set_instance_id(engine_->instance_id());
   return s;
@@ -64,6 +87,7 @@ Status PagePoolService::DestroyPool(ServerContext*, const tmem::v1::DestroyPoolR
 
 Status PagePoolService::PutPages(ServerContext*, const tmem::v1::PutPagesRequest* req,
                                  tmem::v1::PutPagesResponse* resp) {
+  ScopedLatency timer(latency_, "PutPages");
   if (Status s = CheckBatch("pages", req->pages_size()); !s.ok()) return s;
   absl::StatusOr<pool::PoolInfo> info = engine_->GetPoolInfo(req->pool_id());
   if (!info.ok()) return ToGrpc(info.status());
@@ -88,6 +112,7 @@ Status PagePoolService::PutPages(ServerContext*, const tmem::v1::PutPagesRequest
 
 Status PagePoolService::GetPages(ServerContext*, const tmem::v1::GetPagesRequest* req,
                                  tmem::v1::GetPagesResponse* resp) {
+  ScopedLatency timer(latency_, "GetPages");
   if (Status s = CheckBatch("handles", req->handles_size()); !s.ok()) return s;
   absl::StatusOr<pool::PoolInfo> info = engine_->GetPoolInfo(req->pool_id());
   if (!info.ok()) return ToGrpc(info.status());
@@ -111,6 +136,7 @@ Status PagePoolService::GetPages(ServerContext*, const tmem::v1::GetPagesRequest
 
 Status PagePoolService::FlushPages(ServerContext*, const tmem::v1::FlushPagesRequest* req,
                                    tmem::v1::FlushPagesResponse* resp) {
+  ScopedLatency timer(latency_, "FlushPages");
   if (Status s = CheckBatch("handles", req->handles_size()); !s.ok()) return s;
   for (int i = 0; i < req->handles_size(); ++i) {
     if (Status s = CheckObject(absl::StrCat("handles[", i, "].object"), req->handles(i).object()); !s.ok()) return s;
@@ -125,6 +151,7 @@ Status PagePoolService::FlushPages(ServerContext*, const tmem::v1::FlushPagesReq
 
 Status PagePoolService::FlushObject(ServerContext*, const tmem::v1::FlushObjectRequest* req,
                                     tmem::v1::FlushObjectResponse* resp) {
+  ScopedLatency timer(latency_, "FlushObject");
   if (Status s = CheckObject("object", req->object()); !s.ok()) return s;
   Status s = ToGrpc(engine_->FlushObject(req->pool_id(), req->object()));
   resp->set_instance_id(engine_->instance_id());
@@ -133,6 +160,7 @@ Status PagePoolService::FlushObject(ServerContext*, const tmem::v1::FlushObjectR
 
 Status PagePoolService::FlushPool(ServerContext*, const tmem::v1::FlushPoolRequest* req,
                                   tmem::v1::FlushPoolResponse* resp) {
+  ScopedLatency timer(latency_, "FlushPool");
   Status s = ToGrpc(engine_->FlushPool(req->pool_id()));
   resp->set_instance_id(engine_->instance_id());
   return s;

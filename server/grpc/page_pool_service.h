@@ -6,6 +6,7 @@
 #ifndef TMEM_SERVER_GRPC_PAGE_POOL_SERVICE_H_
 #define TMEM_SERVER_GRPC_PAGE_POOL_SERVICE_H_
 
+#include "common/stats.h"
 #include "proto/tmem.grpc.pb.h"
 #include "server/pool/pool_engine.h"
 
@@ -18,8 +19,10 @@ inline constexpr int kMaxMessageBytes = kMaxBatch * (64 << 10) + (1 << 20);
 
 class PagePoolService final : public tmem::v1::PagePool::Service {
  public:
-  // Borrows `engine`, which must outlive the service.
-  explicit PagePoolService(pool::PoolEngine* engine) : engine_(engine) {}
+  // Borrows `engine` and `latency` (may be null), which must outlive the service. Each call's
+  // duration is reported to `latency` under the method's name.
+  explicit PagePoolService(pool::PoolEngine* engine, LatencyObserver* latency = nullptr)
+      : engine_(engine), latency_(latency) {}
 
   ::grpc::Status CreatePool(::grpc::ServerContext*, const tmem::v1::CreatePoolRequest*,
                             tmem::v1::CreatePoolResponse*) override;
@@ -40,6 +43,7 @@ class PagePoolService final : public tmem::v1::PagePool::Service {
 
  private:
   pool::PoolEngine* const engine_;
+  LatencyObserver* const latency_;
 };
 
 }  // namespace tmem::grpc_service

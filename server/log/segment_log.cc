@@ -612,7 +612,7 @@ void SegmentLog::VisitStats(StatsVisitor& v) const {
   c("log_appends", "Pages appended to write buffers.", counters_.appends);
   c("log_appended_bytes", "Page bytes appended to write buffers.", counters_.appended_bytes);
   c("log_segments_written", "Segments written to the device.", counters_.segments_written);
-  c("log_bytes_written", "Bytes written to the device by segment writes (pages, headers, padding).",
+  c("log_written_bytes", "Bytes written to the device by segment writes (pages, headers, padding).",
     counters_.bytes_written);
   c("log_segments_reclaimed", "Segments reclaimed for reuse (FIFO).", counters_.segments_reclaimed);
   c("log_deadline_flushes", "Partly filled write buffers written because their deadline passed.",

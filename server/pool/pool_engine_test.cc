@@ -643,7 +643,7 @@ TEST(PoolEngineTest, StatsVisitorReportsEveryCounter) {
   EXPECT_EQ(v.values["pool_flushes" + pool + ",flush=page"], 1);
   EXPECT_EQ(v.values["pool_flushes" + pool + ",flush=object"], 1);
   EXPECT_EQ(v.values["pool_flushes" + pool + ",flush=pool"], 1);
-  EXPECT_GE(v.values["log_bytes_written"], 8192);
+  EXPECT_GE(v.values["log_written_bytes"], 8192);
   EXPECT_EQ(v.values["log_crc_failures"], 0);
   EXPECT_EQ(v.values["log_segments_reclaimed"], 0);
   EXPECT_EQ(v.values["pages_evicted"], 0);

@@ -1,0 +1,150 @@
+#include "server/metrics/metrics.h"
+
+#include <prometheus/collectable.h>
+#include <prometheus/exposer.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <exception>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/mutex.h"
+#include "common/version.h"
+
+namespace tmem::metrics {
+namespace {
+
+// Turns one visit of the stats source into metric families, grouped by name.
+class FamilyBuilder final : public StatsVisitor {
+ public:
+  void Counter(std::string_view name, std::string_view help, uint64_t value, const StatLabels& labels) override {
+    Add("tmem_" + std::string(name) + "_total", help, prometheus::MetricType::Counter, static_cast<double>(value),
+        labels);
+  }
+  void Gauge(std::string_view name, std::string_view help, double value, const StatLabels& labels) override {
+    Add("tmem_" + std::string(name), help, prometheus::MetricType::Gauge, value, labels);
+  }
+  std::vector<prometheus::MetricFamily> Take() {
+    std::vector<prometheus::MetricFamily> out;
+    for (auto& [name, family] : families_) out.push_back(std::move(family));
+    return out;
+  }
+
+ private:
+  void Add(const std::string& name, std::string_view help, prometheus::MetricType type, double value,
+           const StatLabels& labels) {
+    prometheus::MetricFamily& f = families_[name];
+    if (f.name.empty()) {
+      f.name = name;
+      f.help = std::string(help);
+      f.type = type;
+    }
+    prometheus::ClientMetric m;
+    for (const auto& [k, v] : labels) m.label.push_back({k, v});
+    if (type == prometheus::MetricType::Counter) {
+      m.counter.value = value;
+    } else {
+      m.gauge.value = value;
+    }
+    f.metric.push_back(std::move(m));
+  }
+  std::map<std::string, prometheus::MetricFamily> families_;
+};
+
+class VisitorCollectable final : public prometheus::Collectable {
+ public:
+  explicit VisitorCollectable(Metrics::Source source) : source_(std::move(source)) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    FamilyBuilder b;
+    source_(b);
+    return b.Take();
+  }
+
+ private:
+  const Metrics::Source source_;
+};
+
+const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
+  static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
+      10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 0.1, 0.25, 0.5, 1.0};
+  return *buckets;
+}
+
+}  // namespace
+
+struct Metrics::State final : public LatencyObserver {
+  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  std::shared_ptr<VisitorCollectable> stats;
+  std::unique_ptr<prometheus::Exposer> exposer;
+  prometheus::Family<prometheus::Histogram>* latency_family = nullptr;
+  Mutex mu;
+  std::map<std::string, prometheus::Histogram*, std::less<>> histograms ABSL_GUARDED_BY(mu);
+
+  void ObserveLatency(std::string_view method, double seconds) override {
+    prometheus::Histogram* h;
+    {
+      MutexLock lock(&mu);
+      auto it = histograms.find(method);
+      if (it == histograms.end()) {
+        h = &latency_family->Add({{"method", std::string(method)}}, LatencyBuckets());
+        histograms.emplace(std::string(method), h);
+      } else {
+        h = it->second;
+      }
+    }
+    h->Observe(seconds);  // prometheus-cpp histograms are thread-safe
+  }
+};
+
+Metrics::Metrics(std::unique_ptr<State> state) : state_(std::move(state)) {}
+
+Metrics::~Metrics() {
+  // Stop serving before the collectables go away.
+  state_->exposer.reset();
+}
+
+absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& listen_address, Source source) {
+  auto state = std::make_unique<State>();
+  state->stats = std::make_shared<VisitorCollectable>(std::move(source));
+  state->latency_family = &prometheus::BuildHistogram()
+                               .Name("tmem_request_duration_seconds")
+                               .Help("Time to serve a request, by method.")
+                               .Register(*state->registry);
+  prometheus::BuildGauge()
+      .Name("tmem_build_info")
+      .Help("Build information; the value is always 1.")
+      .Register(*state->registry)
+      .Add({{"version", kVersion}})
+      .Set(1);
+  try {
+    state->exposer = std::make_unique<prometheus::Exposer>(listen_address, 2);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", listen_address, ": ", e.what(),
+                                               " (is the port in use?)"));
+  }
+  state->exposer->RegisterCollectable(state->registry);
+  state->exposer->RegisterCollectable(state->stats);
+  return std::unique_ptr<Metrics>(new Metrics(std::move(state)));
+}
+
+int Metrics::port() const {
+  std::vector<int> ports = state_->exposer->GetListeningPorts();
+  return ports.empty() ? 0 : ports[0];
+}
+
+LatencyObserver* Metrics::latency() { return state_.get(); }
+
+std::string Metrics::Render() const {
+  std::vector<prometheus::MetricFamily> all = state_->registry->Collect();
+  std::vector<prometheus::MetricFamily> stats = state_->stats->Collect();
+  all.insert(all.end(), std::make_move_iterator(stats.begin()), std::make_move_iterator(stats.end()));
+  return prometheus::TextSerializer().Serialize(all);
+}
+
+}  // namespace tmem::metrics
