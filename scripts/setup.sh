@@ -9,7 +9,7 @@ PACKAGES=(
   # libraries (wrapped in third_party/BUILD.bazel)
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev
   librocksdb-dev prometheus-cpp-dev libgtest-dev libgmock-dev
-  libnbd-dev liburing-dev libabsl-dev
+  libnbd-dev liburing-dev libabsl-dev libyaml-cpp-dev
   # sanitizer runtimes for the asan/tsan configs
   libclang-rt-14-dev
   # test peers and benchmark peers

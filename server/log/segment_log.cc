@@ -63,8 +63,7 @@ absl::StatusOr<LogGeometry> SegmentLog::ReadGeometry(io::BlockDevice* device) {
   }
   if (sb.magic != kSuperblockMagic) {
     return absl::FailedPreconditionError(absl::StrFormat(
-        "%s holds foreign data, not a tmem log (first 8 bytes 0x%016x); refusing to use it. "
-        "Format it explicitly if its contents may be destroyed",
+        "%s holds foreign data, not a tmem log (first 8 bytes 0x%016x); refusing to use it",
         device->Describe(), sb.magic));
   }
   if (sb.crc != crc32c::Value(&sb, offsetof(SuperblockDisk, crc))) {

@@ -1,0 +1,141 @@
+#include "server/main/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "absl/strings/str_split.h"
+#include "common/status_macros.h"
+
+namespace tmem::daemon {
+namespace {
+
+absl::Status Bad(const std::string& key, const std::string& why) {
+  return absl::InvalidArgumentError(absl::StrCat("config ", key, ": ", why));
+}
+
+absl::StatusOr<uint64_t> SizeOf(const std::string& key, const YAML::Node& n) {
+  if (!n.IsScalar()) return Bad(key, "want a size such as 10G");
+  absl::StatusOr<uint64_t> v = ParseSize(n.as<std::string>());
+  if (!v.ok()) return Bad(key, std::string(v.status().message()));
+  return v;
+}
+
+absl::Status CheckLevel(const std::string& level) {
+  static const std::set<std::string> kLevels = {"debug", "info", "warning", "error"};
+  if (!kLevels.count(level)) {
+    return absl::InvalidArgumentError(absl::StrCat("log level '", level, "' is not one of debug, info, warning, error"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Check(const Config& c) {
+  if (c.device_path.empty()) return absl::InvalidArgumentError("no device: give --device or device.path");
+  if (c.listen.empty()) return absl::InvalidArgumentError("no listen address");
+  for (const std::string& a : c.listen) {
+    if (a.find(':') == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("listen address '", a, "' has no port (want host:port)"));
+    }
+  }
+  if (c.shutdown_timeout_ms <= 0) return absl::InvalidArgumentError("shutdown timeout must be positive");
+  return CheckLevel(c.log_level);
+}
+
+}  // namespace
+
+const std::set<std::string>& ValueFlags() {
+  static const auto* f = new std::set<std::string>{"config", "device", "device-size", "segment-size", "metadata-dir",
+                                                   "listen", "metrics-listen", "log-level", "shutdown-timeout-ms"};
+  return *f;
+}
+
+const std::set<std::string>& BoolFlags() {
+  static const auto* f = new std::set<std::string>{"format"};
+  return *f;
+}
+
+absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    return absl::NotFoundError(absl::StrCat("cannot read config file ", path));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("config file ", path, ": ", e.what()));
+  }
+  if (root.IsNull()) return c;
+  if (!root.IsMap()) return Bad("(top level)", "want a mapping of keys");
+  try {
+    for (const auto& kv : root) {
+      const std::string key = kv.first.as<std::string>();
+      const YAML::Node& v = kv.second;
+      if (key == "device") {
+        if (!v.IsMap()) return Bad("device", "want path, size, segment_size");
+        for (const auto& d : v) {
+          const std::string k = d.first.as<std::string>();
+          if (k == "path") {
+            c.device_path = d.second.as<std::string>();
+          } else if (k == "size") {
+            TMEM_ASSIGN_OR_RETURN(c.device_size_bytes, SizeOf("device.size", d.second));
+          } else if (k == "segment_size") {
+            TMEM_ASSIGN_OR_RETURN(uint64_t s, SizeOf("device.segment_size", d.second));
+            if (s > UINT32_MAX) return Bad("device.segment_size", "too large");
+            c.segment_bytes = static_cast<uint32_t>(s);
+            c.segment_bytes_set = true;
+          } else {
+            return Bad("device." + k, "unknown key");
+          }
+        }
+      } else if (key == "metadata_dir") {
+        c.metadata_dir = v.as<std::string>();
+      } else if (key == "listen") {
+        c.listen.clear();
+        if (v.IsSequence()) {
+          for (const auto& a : v) c.listen.push_back(a.as<std::string>());
+        } else {
+          c.listen.push_back(v.as<std::string>());
+        }
+      } else if (key == "metrics_listen") {
+        c.metrics_listen = v.IsNull() ? "" : v.as<std::string>();
+      } else if (key == "log_level") {
+        c.log_level = v.as<std::string>();
+      } else if (key == "shutdown_timeout_ms") {
+        c.shutdown_timeout_ms = v.as<int64_t>();
+      } else {
+        return Bad(key, "unknown key");
+      }
+    }
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("config file ", path, ": ", e.what()));
+  }
+  return c;
+}
+
+absl::StatusOr<Config> ApplyFlags(const Flags& flags, Config c) {
+  if (flags.Has("device")) c.device_path = flags.Get("device");
+  if (flags.Has("device-size")) {
+    TMEM_ASSIGN_OR_RETURN(c.device_size_bytes, flags.GetSize("device-size", 0));
+  }
+  if (flags.Has("segment-size")) {
+    TMEM_ASSIGN_OR_RETURN(uint64_t s, flags.GetSize("segment-size", 0));
+    if (s > UINT32_MAX) return absl::InvalidArgumentError("--segment-size is too large");
+    c.segment_bytes = static_cast<uint32_t>(s);
+    c.segment_bytes_set = true;
+  }
+  if (flags.Has("metadata-dir")) c.metadata_dir = flags.Get("metadata-dir");
+  if (flags.Has("listen")) c.listen = absl::StrSplit(flags.Get("listen"), ',', absl::SkipEmpty());
+  if (flags.Has("metrics-listen")) c.metrics_listen = flags.Get("metrics-listen");
+  if (flags.Has("log-level")) c.log_level = flags.Get("log-level");
+  if (flags.Has("shutdown-timeout-ms")) {
+    TMEM_ASSIGN_OR_RETURN(uint64_t t, flags.GetUint("shutdown-timeout-ms", 0));
+    c.shutdown_timeout_ms = static_cast<int64_t>(t);
+  }
+  c.format = flags.Has("format");
+  if (c.metadata_dir.empty() && !c.device_path.empty()) c.metadata_dir = c.device_path + ".index";
+  TMEM_RETURN_IF_ERROR(Check(c));
+  return c;
+}
+
+}  // namespace tmem::daemon

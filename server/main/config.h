@@ -1,0 +1,39 @@
+// tmemd's configuration: a YAML file, then command-line flags that override it.
+#ifndef TMEM_SERVER_MAIN_CONFIG_H_
+#define TMEM_SERVER_MAIN_CONFIG_H_
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/flags.h"
+
+namespace tmem::daemon {
+
+struct Config {
+  std::string device_path;           // device.path / --device (required)
+  uint64_t device_size_bytes = 0;    // device.size / --device-size: create a file this large if absent
+  uint32_t segment_bytes = 1 << 20;  // device.segment_size / --segment-size
+  bool segment_bytes_set = false;    // given explicitly: an existing device must match
+  std::string metadata_dir;          // metadata_dir / --metadata-dir (default: <device>.index)
+  std::vector<std::string> listen = {"127.0.0.1:7070"};  // listen / --listen (comma-separated)
+  std::string metrics_listen = "127.0.0.1:9464";         // metrics_listen / --metrics-listen ("" = off)
+  std::string log_level = "info";                        // log_level / --log-level
+  int64_t shutdown_timeout_ms = 10000;                   // shutdown_timeout_ms / --shutdown-timeout-ms
+  bool format = false;  // --format only: format a device that is foreign, corrupt or of another geometry
+};
+
+// The flags tmemd accepts (value flags, then boolean flags).
+const std::set<std::string>& ValueFlags();
+const std::set<std::string>& BoolFlags();
+
+// Reads `path` (YAML). Unknown keys and malformed values are InvalidArgument naming the key.
+absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config base = {});
+// Applies the flags over `base`, then checks the result.
+absl::StatusOr<Config> ApplyFlags(const Flags& flags, Config base);
+
+}  // namespace tmem::daemon
+
+#endif  // TMEM_SERVER_MAIN_CONFIG_H_

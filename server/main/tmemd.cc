@@ -1,0 +1,236 @@
+// tmemd: the tmem daemon. Opens (creating and formatting when absent) the cache device, serves
+// tmem.v1.PagePool, tmem.v1.Admin and grpc.health.v1 over gRPC and /metrics over HTTP, and on
+// SIGTERM or SIGINT stops cleanly: in-flight calls get --shutdown-timeout-ms to finish, then every
+// buffered page and index entry is written and the stop is marked clean (exit 0).
+//
+// Exit status: 0 clean stop, 1 failed to start or to stop cleanly, 2 bad command line or config.
+#include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <netdb.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/flags.h"
+#include "common/logging.h"
+#include "common/version.h"
+#include "server/grpc/admin_service.h"
+#include "server/grpc/page_pool_service.h"
+#include "server/io/file_device.h"
+#include "server/log/segment_log.h"
+#include "server/main/config.h"
+#include "server/metrics/metrics.h"
+#include "server/pool/pool_engine.h"
+
+namespace tmem::daemon {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: tmemd --device=PATH [--device-size=SIZE] [--segment-size=1M] [--metadata-dir=DIR]\n"
+    "             [--listen=HOST:PORT[,HOST:PORT...]] [--metrics-listen=HOST:PORT] [--log-level=info]\n"
+    "             [--shutdown-timeout-ms=10000] [--config=FILE] [--format]\n"
+    "  A device that does not exist is created with --device-size and formatted. A device that\n"
+    "  holds other data, is corrupt, or has another segment size is refused unless --format\n"
+    "  (which destroys its contents). Flags override the config file.\n";
+
+// Checks that `address` (host:port) can be bound now, so that a taken port is reported with its
+// cause before any state is touched. gRPC itself binds it right after.
+absl::Status CheckBindable(const std::string& address) {
+  const auto colon = address.rfind(':');
+  std::string host = address.substr(0, colon), port = address.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res);
+  if (rc != 0) return absl::InvalidArgumentError(absl::StrCat("cannot resolve ", address, ": ", gai_strerror(rc)));
+  absl::Status status;
+  int fd = ::socket(res->ai_family, res->ai_socktype, res->ai_protocol);
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (fd < 0 || ::bind(fd, res->ai_addr, res->ai_addrlen) != 0) {
+    status = absl::UnavailableError(absl::StrCat("cannot listen on ", address, ": ", std::strerror(errno)));
+  }
+  if (fd >= 0) ::close(fd);
+  ::freeaddrinfo(res);
+  return status;
+}
+
+// Opens the device, creating and formatting it when absent; refuses what it must not overwrite.
+absl::StatusOr<std::unique_ptr<io::FileDevice>> OpenDevice(const Config& c) {
+  std::error_code ec;
+  const bool exists = std::filesystem::exists(c.device_path, ec);
+  if (!exists) {
+    if (c.device_size_bytes == 0) {
+      return absl::NotFoundError(absl::StrCat("device ", c.device_path,
+                                              " does not exist; give --device-size to create it"));
+    }
+    auto dev = io::FileDevice::Open({.path = c.device_path, .create_size_bytes = c.device_size_bytes});
+    if (!dev.ok()) return dev.status();
+    absl::Status s = log::SegmentLog::Format(dev->get(), {.segment_bytes = c.segment_bytes});
+    if (!s.ok()) {
+      std::filesystem::remove(c.device_path, ec);  // we created it; leave nothing half-made
+      return s;
+    }
+    std::filesystem::remove_all(c.metadata_dir, ec);
+    return dev;
+  }
+  auto dev = io::FileDevice::Open({.path = c.device_path});
+  if (!dev.ok()) return dev.status();
+  absl::StatusOr<log::LogGeometry> g = log::SegmentLog::ReadGeometry(dev->get());
+  std::string problem;
+  if (!g.ok()) {
+    problem = std::string(g.status().message());
+  } else if (c.segment_bytes_set && g->segment_bytes != c.segment_bytes) {
+    problem = absl::StrCat(c.device_path, " has ", g->segment_bytes, "-byte segments but ", c.segment_bytes,
+                           " were asked for");
+  }
+  if (problem.empty() && !c.format) return dev;
+  if (!c.format) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(problem, "; start with --format to format it (destroys its contents)"));
+  }
+  TMEM_LOG(Warning) << "formatting " << c.device_path << " as asked by --format"
+                    << (problem.empty() ? "" : ": ") << problem;
+  absl::Status s = log::SegmentLog::Format(dev->get(), {.segment_bytes = c.segment_bytes, .force = true});
+  if (!s.ok()) return s;
+  std::filesystem::remove_all(c.metadata_dir, ec);
+  return dev;
+}
+
+int Run(const Config& c) {
+  if (c.log_level == "debug") SetMinLogLevel(LogLevel::kDebug);
+  if (c.log_level == "warning") SetMinLogLevel(LogLevel::kWarning);
+  if (c.log_level == "error") SetMinLogLevel(LogLevel::kError);
+
+  // Signals are taken by sigwait below; block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  for (const std::string& a : c.listen) {
+    if (absl::Status s = CheckBindable(a); !s.ok()) {
+      TMEM_LOG(Error) << s.message();
+      return 1;
+    }
+  }
+  auto device = OpenDevice(c);
+  if (!device.ok()) {
+    TMEM_LOG(Error) << device.status().message();
+    return 1;
+  }
+  pool::EngineOptions eo;
+  eo.device = device->get();
+  eo.metadata_dir = c.metadata_dir;
+  auto engine = pool::PoolEngine::Open(eo);
+  if (!engine.ok()) {
+    TMEM_LOG(Error) << engine.status().message();
+    return 1;
+  }
+  pool::PoolEngine* e = engine->get();
+
+  std::unique_ptr<metrics::Metrics> metrics;
+  if (!c.metrics_listen.empty()) {
+    auto m = metrics::Metrics::Start(c.metrics_listen, [e](StatsVisitor& v) { e->VisitStats(v); });
+    if (!m.ok()) {
+      TMEM_LOG(Error) << m.status().message();
+      return 1;
+    }
+    metrics = std::move(*m);
+  }
+  grpc_service::PagePoolService pages(e, metrics ? metrics->latency() : nullptr);
+  grpc_service::AdminService admin(e);
+  ::grpc::EnableDefaultHealthCheckService(true);
+  ::grpc::ServerBuilder builder;
+  std::vector<int> ports(c.listen.size(), 0);
+  for (size_t i = 0; i < c.listen.size(); ++i) {
+    builder.AddListeningPort(c.listen[i], ::grpc::InsecureServerCredentials(), &ports[i]);
+  }
+  builder.SetMaxReceiveMessageSize(grpc_service::kMaxMessageBytes);
+  builder.RegisterService(&pages);
+  builder.RegisterService(&admin);
+  std::unique_ptr<::grpc::Server> server = builder.BuildAndStart();
+  for (size_t i = 0; i < ports.size(); ++i) {
+    if (server == nullptr || ports[i] == 0) {
+      TMEM_LOG(Error) << "cannot listen on " << c.listen[i];
+      return 1;
+    }
+  }
+  TMEM_LOG(Info) << "tmemd " << kVersion << " serving: instance " << e->instance_id() << ", device "
+                 << c.device_path << ", gRPC on " << absl::StrJoin(c.listen, ",") << ", metrics on "
+                 << (metrics ? absl::StrCat(c.metrics_listen.substr(0, c.metrics_listen.rfind(':')), ":",
+                                            metrics->port(), "/metrics")
+                             : std::string("(off)"));
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  TMEM_LOG(Info) << "received " << strsignal(sig) << "; stopping (up to " << c.shutdown_timeout_ms
+                 << " ms for calls in flight)";
+  server->GetHealthCheckService()->SetServingStatus(false);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(c.shutdown_timeout_ms));
+  server->Wait();
+  metrics.reset();
+  absl::Status closed = e->Close();
+  if (!closed.ok()) {
+    TMEM_LOG(Error) << "clean stop failed, the next start drops every page: " << closed.message();
+    return 1;
+  }
+  TMEM_LOG(Info) << "stopped cleanly";
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
+    std::printf("%s", kUsage);
+    return 0;
+  }
+  auto flags = Flags::Parse(argc, argv, 1, ValueFlags(), BoolFlags());
+  if (!flags.ok()) {
+    std::fprintf(stderr, "tmemd: %s\n%s", std::string(flags.status().message()).c_str(), kUsage);
+    return 2;
+  }
+  if (!flags->positional().empty()) {
+    std::fprintf(stderr, "tmemd: unexpected argument '%s'\n%s", flags->positional()[0].c_str(), kUsage);
+    return 2;
+  }
+  Config base;
+  if (flags->Has("config")) {
+    auto loaded = LoadConfigFile(flags->Get("config"));
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "tmemd: %s\n", std::string(loaded.status().message()).c_str());
+      return 2;
+    }
+    base = *loaded;
+  }
+  auto config = ApplyFlags(*flags, base);
+  if (!config.ok()) {
+    std::fprintf(stderr, "tmemd: %s\n%s", std::string(config.status().message()).c_str(), kUsage);
+    return 2;
+  }
+  return Run(*config);
+}
+
+}  // namespace
+}  // namespace tmem::daemon
+
+int main(int argc, char** argv) {
+  int rc = tmem::daemon::Main(argc, argv);
+  // Everything tmemd owns is closed by now (a clean stop has persisted the pages and the index).
+  // Skip the process-wide static teardown of gRPC and the HTTP server, which took ~1.7 s.
+  std::fflush(nullptr);
+  _exit(rc);
+}
