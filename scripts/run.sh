@@ -1,19 +1,43 @@
 #!/usr/bin/env bash
-# The run command (README): installs what is missing, builds, formats a default file-backed cache
-# device if there is none, and demonstrates the page pool engine on it.
-#   TMEM_DATA_DIR   where the device file and the page index live (default /var/tmp/tmem)
-#   TMEM_DEVICE_SIZE size of the device file when it is created (default 1G)
+# The run command (README): installs what is missing, builds, starts tmemd on a default
+# file-backed cache device (created and formatted on first use), demonstrates page pools through
+# tmemctl and the metrics endpoint, then stops tmemd cleanly with SIGTERM (its pages are kept for
+# the next start).
+#   TMEM_DATA_DIR     device file and page index (default /var/tmp/tmem)
+#   TMEM_DEVICE_SIZE  size of the device file when it is created (default 1G)
+#   TMEM_PORT / TMEM_METRICS_PORT  (default 7070 / 9464, on 127.0.0.1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${TMEM_DATA_DIR:-/var/tmp/tmem}
 SIZE=${TMEM_DEVICE_SIZE:-1G}
+PORT=${TMEM_PORT:-7070}
+MPORT=${TMEM_METRICS_PORT:-9464}
 scripts/setup.sh
-bazel build //server/tools:tmem-admin 2>&1 | grep -E 'ERROR|error:' && exit 1
-ADMIN=bazel-bin/server/tools/tmem-admin
+if bazel build //server/main:tmemd //client:tmemctl 2>&1 | grep -E 'ERROR|error:'; then exit 1; fi
 mkdir -p "$DATA"
-if [ ! -s "$DATA/cache.img" ]; then
-  "$ADMIN" format --device="$DATA/cache.img" --size="$SIZE" --metadata-dir="$DATA/index"
-fi
-"$ADMIN" inspect --device="$DATA/cache.img"
-echo
-"$ADMIN" demo --device="$DATA/cache.img" --metadata-dir="$DATA/index"
+CTL="bazel-bin/client/tmemctl --server=127.0.0.1:$PORT"
+
+bazel-bin/server/main/tmemd --device="$DATA/cache.img" --device-size="$SIZE" --metadata-dir="$DATA/index" \
+  --listen="127.0.0.1:$PORT" --metrics-listen="127.0.0.1:$MPORT" 2> "$DATA/tmemd.log" &
+TMEMD=$!
+trap 'kill -TERM $TMEMD 2>/dev/null || true' EXIT
+for _ in $(seq 100); do $CTL info >/dev/null 2>&1 && break; sleep 0.1; done
+if ! $CTL info; then cat "$DATA/tmemd.log"; exit 1; fi
+
+echo; echo "== a shared pool (the same id on every start for this UUID)"
+POOL=$($CTL create-pool --shared-uuid=0123456789abcdef0123456789abcdef --page-size=4096)
+echo "pool $POOL"
+echo; echo "== put 64 KiB (16 pages) of a file, get them back"
+seq 1 20000 > "$DATA/demo.all" && head -c 65536 "$DATA/demo.all" > "$DATA/demo.in"
+$CTL put --pool="$POOL" --object=demo-file --file="$DATA/demo.in"
+$CTL get --pool="$POOL" --object=demo-file --count=16 --file="$DATA/demo.out"
+cmp "$DATA/demo.in" "$DATA/demo.out" && echo "the pages came back bit-exact"
+echo; echo "== flush page 3, then get pages 2..4"
+$CTL flush --pool="$POOL" --object=demo-file --index=3
+$CTL get --pool="$POOL" --object=demo-file --index=2 --count=3 > /dev/null
+echo; $CTL stats --pool="$POOL"
+echo; echo "== metrics: http://127.0.0.1:$MPORT/metrics"
+curl -s "http://127.0.0.1:$MPORT/metrics" | grep -E '^tmem_pool_(puts|gets)_total|^tmem_log_free_segments' || true
+echo; echo "== stopping tmemd (SIGTERM: clean stop, pages kept)"
+kill -TERM $TMEMD; wait $TMEMD; trap - EXIT
+tail -n 2 "$DATA/tmemd.log"

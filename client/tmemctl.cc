@@ -1,0 +1,333 @@
+// tmemctl: the command-line client of tmemd (gRPC).
+// Exit status: 0 success, 1 the call failed or tmemd is unreachable, 2 bad command line.
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/flags.h"
+#include "proto/tmem.grpc.pb.h"
+
+namespace tmem::ctl {
+namespace {
+
+struct Command {
+  const char* usage;
+  std::set<std::string> value_flags;
+  std::set<std::string> bool_flags;
+};
+
+const std::map<std::string, Command>& Commands() {
+  static const auto* c = new std::map<std::string, Command>{
+      {"info", {"tmemctl info: the server's instance id, version and capacity", {}, {}}},
+      {"pools", {"tmemctl pools: every pool with its kind and page size", {}, {}}},
+      {"create-pool",
+       {"tmemctl create-pool [--page-size=4096] [--shared-uuid=32 hex digits] [--tenant=NAME]: prints the pool id",
+        {"page-size", "shared-uuid", "tenant"},
+        {}}},
+      {"destroy-pool", {"tmemctl destroy-pool --pool=N: frees the pool and all its pages", {"pool"}, {}}},
+      {"stats", {"tmemctl stats --pool=N: the pool's counters", {"pool"}, {}}},
+      {"put",
+       {"tmemctl put --pool=N --object=KEY [--index=FIRST] [--file=PATH]: stores the file (default stdin) as "
+        "consecutive pages from index FIRST; the last page is padded with zeros",
+        {"pool", "object", "index", "file"},
+        {}}},
+      {"get",
+       {"tmemctl get --pool=N --object=KEY [--index=FIRST] [--count=1] [--file=PATH]: writes the pages that hit "
+        "(default stdout) and reports hits and misses on stderr; a miss is written as zeros",
+        {"pool", "object", "index", "count", "file"},
+        {}}},
+      {"flush",
+       {"tmemctl flush --pool=N [--object=KEY [--index=I]]: invalidates one page, one object or the whole pool",
+        {"pool", "object", "index"},
+        {}}},
+  };
+  return *c;
+}
+
+int Usage(const std::string& why) {
+  std::fprintf(stderr, "tmemctl: %s\nusage: tmemctl [--server=HOST:PORT] [--timeout-ms=5000] COMMAND [flags]\n",
+               why.c_str());
+  for (const auto& [name, cmd] : Commands()) std::fprintf(stderr, "  %s\n", cmd.usage);
+  return 2;
+}
+
+int Failed(const std::string& what, const ::grpc::Status& s, const std::string& server) {
+  if (s.error_code() == ::grpc::StatusCode::UNAVAILABLE || s.error_code() == ::grpc::StatusCode::DEADLINE_EXCEEDED) {
+    std::fprintf(stderr, "tmemctl: cannot reach tmemd at %s: %s\n", server.c_str(), s.error_message().c_str());
+  } else {
+    std::fprintf(stderr, "tmemctl: %s failed: %s\n", what.c_str(), s.error_message().c_str());
+  }
+  return 1;
+}
+
+bool HexToBytes(const std::string& hex, std::string* out) {
+  std::string h;
+  for (char c : hex) {
+    if (c != '-') h.push_back(c);
+  }
+  if (h.size() != 32) return false;
+  out->clear();
+  for (size_t i = 0; i < 32; i += 2) {
+    char* end = nullptr;
+    std::string byte = h.substr(i, 2);
+    long v = std::strtol(byte.c_str(), &end, 16);
+    if (*end != '\0') return false;
+    out->push_back(static_cast<char>(v));
+  }
+  return true;
+}
+
+class Client {
+ public:
+  Client(const std::string& server, int64_t timeout_ms) : server_(server), timeout_ms_(timeout_ms) {
+    ::grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(-1);
+    auto channel = ::grpc::CreateCustomChannel(server, ::grpc::InsecureChannelCredentials(), args);
+    pool_ = tmem::v1::PagePool::NewStub(channel);
+    admin_ = tmem::v1::Admin::NewStub(channel);
+  }
+  void Prepare(::grpc::ClientContext* ctx) const {
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms_));
+  }
+  tmem::v1::PagePool::Stub& pool() { return *pool_; }
+  tmem::v1::Admin::Stub& admin() { return *admin_; }
+  const std::string& server() const { return server_; }
+
+ private:
+  const std::string server_;
+  const int64_t timeout_ms_;
+  std::unique_ptr<tmem::v1::PagePool::Stub> pool_;
+  std::unique_ptr<tmem::v1::Admin::Stub> admin_;
+};
+
+absl::StatusOr<uint32_t> PoolFlag(const Flags& f) {
+  auto v = f.GetUint("pool", 0);
+  if (!v.ok()) return v.status();
+  if (!f.Has("pool") || *v == 0 || *v > UINT32_MAX) return absl::InvalidArgumentError("--pool=N is required");
+  return static_cast<uint32_t>(*v);
+}
+
+int Run(Client& c, const std::string& cmd, const Flags& f) {
+  ::grpc::ClientContext ctx;
+  c.Prepare(&ctx);
+  if (cmd == "info") {
+    tmem::v1::ServerInfoResponse r;
+    ::grpc::Status s = c.admin().ServerInfo(&ctx, {}, &r);
+    if (!s.ok()) return Failed("info", s, c.server());
+    std::printf("server      %s\nversion     %s\ninstance    %lu\ncapacity    %lu bytes (%lu segments of %u)\n"
+                "used        %lu bytes\nfree        %lu segments\nwarm start  %s\n",
+                c.server().c_str(), r.version().c_str(), r.instance_id(), r.capacity_bytes(), r.segment_count(),
+                r.segment_bytes(), r.used_bytes(), r.free_segments(), r.kept_pages_from_previous_run() ? "yes" : "no");
+    return 0;
+  }
+  if (cmd == "pools") {
+    tmem::v1::ListPoolsResponse r;
+    ::grpc::Status s = c.admin().ListPools(&ctx, {}, &r);
+    if (!s.ok()) return Failed("pools", s, c.server());
+    std::printf("%-8s %-8s %-10s %s\n", "pool", "kind", "page size", "tenant");
+    for (const auto& p : r.pools()) {
+      std::printf("%-8u %-8s %-10u %s\n", p.pool_id(), p.shared() ? "shared" : "private", p.page_bytes(),
+                  p.tenant().c_str());
+    }
+    return 0;
+  }
+  if (cmd == "create-pool") {
+    auto page = f.GetSize("page-size", 4096);
+    if (!page.ok()) return Usage(std::string(page.status().message()));
+    tmem::v1::CreatePoolResponse r;
+    ::grpc::Status s;
+    if (f.Has("shared-uuid")) {
+      tmem::v1::CreateSharedPoolRequest req;
+      std::string uuid;
+      if (!HexToBytes(f.Get("shared-uuid"), &uuid)) return Usage("--shared-uuid wants 32 hex digits");
+      req.set_uuid(uuid);
+      req.set_page_bytes(static_cast<uint32_t>(*page));
+      req.set_tenant(f.Get("tenant"));
+      s = c.pool().CreateSharedPool(&ctx, req, &r);
+    } else {
+      tmem::v1::CreatePoolRequest req;
+      req.set_page_bytes(static_cast<uint32_t>(*page));
+      s = c.pool().CreatePool(&ctx, req, &r);
+    }
+    if (!s.ok()) return Failed("create-pool", s, c.server());
+    std::printf("%u\n", r.pool_id());
+    return 0;
+  }
+  auto pool = PoolFlag(f);
+  if (!pool.ok()) return Usage(std::string(pool.status().message()));
+  if (cmd == "destroy-pool") {
+    tmem::v1::DestroyPoolRequest req;
+    req.set_pool_id(*pool);
+    tmem::v1::DestroyPoolResponse r;
+    ::grpc::Status s = c.pool().DestroyPool(&ctx, req, &r);
+    return s.ok() ? 0 : Failed("destroy-pool", s, c.server());
+  }
+  if (cmd == "stats") {
+    tmem::v1::PoolStatsRequest req;
+    req.set_pool_id(*pool);
+    tmem::v1::PoolStatsResponse r;
+    ::grpc::Status s = c.admin().PoolStats(&ctx, req, &r);
+    if (!s.ok()) return Failed("stats", s, c.server());
+    std::printf("pool %u (%s, %u-byte pages)\nputs          %lu\nputs dropped  %lu\ngets hit      %lu\n"
+                "gets missed   %lu\nflush page    %lu\nflush object  %lu\nflush pool    %lu\n",
+                r.pool().pool_id(), r.pool().shared() ? "shared" : "private", r.pool().page_bytes(), r.puts(),
+                r.puts_dropped(), r.gets_hit(), r.gets_miss(), r.flush_page(), r.flush_object(), r.flush_pool());
+    return 0;
+  }
+  auto index = f.GetUint("index", 0);
+  if (!index.ok()) return Usage(std::string(index.status().message()));
+  if (cmd == "flush") {
+    ::grpc::Status s;
+    if (!f.Has("object")) {
+      tmem::v1::FlushPoolRequest req;
+      req.set_pool_id(*pool);
+      tmem::v1::FlushPoolResponse r;
+      s = c.pool().FlushPool(&ctx, req, &r);
+    } else if (!f.Has("index")) {
+      tmem::v1::FlushObjectRequest req;
+      req.set_pool_id(*pool);
+      req.set_object(f.Get("object"));
+      tmem::v1::FlushObjectResponse r;
+      s = c.pool().FlushObject(&ctx, req, &r);
+    } else {
+      tmem::v1::FlushPagesRequest req;
+      req.set_pool_id(*pool);
+      auto* h = req.add_handles();
+      h->set_object(f.Get("object"));
+      h->set_index(*index);
+      tmem::v1::FlushPagesResponse r;
+      s = c.pool().FlushPages(&ctx, req, &r);
+    }
+    return s.ok() ? 0 : Failed("flush", s, c.server());
+  }
+  if (!f.Has("object")) return Usage("--object=KEY is required");
+  // put and get need the pool's page size.
+  tmem::v1::PoolStatsRequest sreq;
+  sreq.set_pool_id(*pool);
+  tmem::v1::PoolStatsResponse sresp;
+  ::grpc::Status s = c.admin().PoolStats(&ctx, sreq, &sresp);
+  if (!s.ok()) return Failed(cmd, s, c.server());
+  const uint32_t page = sresp.pool().page_bytes();
+  if (cmd == "put") {
+    FILE* in = f.Has("file") ? std::fopen(f.Get("file").c_str(), "rb") : stdin;
+    if (in == nullptr) {
+      std::fprintf(stderr, "tmemctl: cannot open %s: %s\n", f.Get("file").c_str(), std::strerror(errno));
+      return 1;
+    }
+    uint64_t i = *index, pages = 0;
+    bool eof = false;
+    while (!eof) {
+      tmem::v1::PutPagesRequest req;
+      req.set_pool_id(*pool);
+      while (req.pages_size() < 256) {
+        std::string buf(page, '\0');
+        size_t n = std::fread(buf.data(), 1, page, in);
+        if (n == 0) {
+          eof = true;
+          break;
+        }
+        auto* p = req.add_pages();
+        p->mutable_handle()->set_object(f.Get("object"));
+        p->mutable_handle()->set_index(i++);
+        p->set_data(std::move(buf));
+        if (n < page) {
+          eof = true;
+          break;
+        }
+      }
+      if (req.pages_size() == 0) break;
+      ::grpc::ClientContext put_ctx;
+      c.Prepare(&put_ctx);
+      tmem::v1::PutPagesResponse r;
+      ::grpc::Status ps = c.pool().PutPages(&put_ctx, req, &r);
+      if (!ps.ok()) return Failed("put", ps, c.server());
+      pages += req.pages_size();
+    }
+    if (in != stdin) std::fclose(in);
+    std::fprintf(stderr, "put %lu pages of %u bytes\n", pages, page);
+    return 0;
+  }
+  if (cmd == "get") {
+    auto count = f.GetUint("count", 1);
+    if (!count.ok()) return Usage(std::string(count.status().message()));
+    FILE* out = f.Has("file") ? std::fopen(f.Get("file").c_str(), "wb") : stdout;
+    if (out == nullptr) {
+      std::fprintf(stderr, "tmemctl: cannot create %s: %s\n", f.Get("file").c_str(), std::strerror(errno));
+      return 1;
+    }
+    uint64_t hits = 0, misses = 0;
+    for (uint64_t first = *index; first < *index + *count;) {
+      tmem::v1::GetPagesRequest req;
+      req.set_pool_id(*pool);
+      for (; first < *index + *count && req.handles_size() < 256; ++first) {
+        auto* h = req.add_handles();
+        h->set_object(f.Get("object"));
+        h->set_index(first);
+      }
+      ::grpc::ClientContext get_ctx;
+      c.Prepare(&get_ctx);
+      tmem::v1::GetPagesResponse r;
+      ::grpc::Status gs = c.pool().GetPages(&get_ctx, req, &r);
+      if (!gs.ok()) return Failed("get", gs, c.server());
+      for (const auto& res : r.results()) {
+        const std::string zeros(page, '\0');
+        const std::string& data = res.hit() ? res.data() : zeros;
+        std::fwrite(data.data(), 1, data.size(), out);
+        (res.hit() ? hits : misses)++;
+      }
+    }
+    if (out != stdout) std::fclose(out);
+    std::fprintf(stderr, "%lu hits, %lu misses\n", hits, misses);
+    return 0;
+  }
+  return Usage("unknown command '" + cmd + "'");
+}
+
+int Main(int argc, char** argv) {
+  // Global flags come before the command.
+  std::string server = "127.0.0.1:7070";
+  int64_t timeout_ms = 5000;
+  int i = 1;
+  for (; i < argc && std::strncmp(argv[i], "--", 2) == 0; ++i) {
+    std::string a = argv[i];
+    if (a == "--help") {
+      std::printf("usage: tmemctl [--server=HOST:PORT] [--timeout-ms=5000] COMMAND [flags]\n");
+      for (const auto& [name, c] : Commands()) std::printf("  %s\n", c.usage);
+      return 0;
+    }
+    if (a.rfind("--server=", 0) == 0) {
+      server = a.substr(9);
+    } else if (a.rfind("--timeout-ms=", 0) == 0) {
+      auto v = ParseSize(a.substr(13));
+      if (!v.ok() || *v == 0) return Usage("--timeout-ms wants a positive number");
+      timeout_ms = static_cast<int64_t>(*v);
+    } else {
+      return Usage("unknown global flag " + a);
+    }
+  }
+  if (i >= argc) return Usage("no command");
+  const std::string cmd = argv[i];
+  auto it = Commands().find(cmd);
+  if (it == Commands().end()) return Usage("unknown command '" + cmd + "'");
+  if (i + 1 < argc && std::strcmp(argv[i + 1], "--help") == 0) {
+    std::printf("%s\n", it->second.usage);
+    return 0;
+  }
+  auto flags = Flags::Parse(argc, argv, i + 1, it->second.value_flags, it->second.bool_flags);
+  if (!flags.ok()) return Usage(cmd + ": " + std::string(flags.status().message()));
+  if (!flags->positional().empty()) return Usage(cmd + ": unexpected argument '" + flags->positional()[0] + "'");
+  Client client(server, timeout_ms);
+  return Run(client, cmd, *flags);
+}
+
+}  // namespace
+}  // namespace tmem::ctl
+
+int main(int argc, char** argv) { return tmem::ctl::Main(argc, argv); }

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# tmemctl against a real tmemd on loopback: file round trip, flushes, stats, pools, exit codes.
+set -uo pipefail
+R="$TEST_SRCDIR/tmem"
+TMEMD="$R/server/main/tmemd"
+CTL_BIN="$R/client/tmemctl"
+T="$TEST_TMPDIR"
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+P=$(port)
+CTL="$CTL_BIN --server=127.0.0.1:$P --timeout-ms=3000"
+fails=0
+ok() { echo "ok   $1"; }
+bad() { echo "FAIL $1"; fails=$((fails + 1)); }
+
+"$TMEMD" --device="$T/c.img" --device-size=64M --listen="127.0.0.1:$P" --metrics-listen= 2> "$T/tmemd.log" &
+D=$!
+trap 'kill -KILL $D 2>/dev/null' EXIT
+for _ in $(seq 100); do $CTL info >/dev/null 2>&1 && break; sleep 0.05; done
+
+$CTL info | grep -q "instance    1" && ok "info" || bad "info"
+POOL=$($CTL create-pool --shared-uuid=00112233-4455-6677-8899-aabbccddeeff --page-size=1024)
+[ "$POOL" = "1" ] && ok "create-pool prints the id" || bad "create-pool: '$POOL'"
+[ "$($CTL create-pool --shared-uuid=00112233445566778899aabbccddeeff --page-size=1024)" = "$POOL" ] \
+  && ok "same UUID, same pool" || bad "same UUID, same pool"
+head -c 10000 /dev/urandom > "$T/in"
+$CTL put --pool="$POOL" --object=f --file="$T/in" 2> "$T/put.err" && grep -q "put 10 pages of 1024 bytes" "$T/put.err" \
+  && ok "put splits into pages" || bad "put: $(cat "$T/put.err")"
+$CTL get --pool="$POOL" --object=f --count=10 --file="$T/out" 2> "$T/get.err"
+grep -q "10 hits, 0 misses" "$T/get.err" && ok "get hits" || bad "get: $(cat "$T/get.err")"
+cmp -n 10000 "$T/in" "$T/out" && ok "round trip is bit-exact" || bad "round trip differs"
+$CTL flush --pool="$POOL" --object=f --index=4 && $CTL get --pool="$POOL" --object=f --index=4 2>&1 >/dev/null \
+  | grep -q "0 hits, 1 misses" && ok "flush page" || bad "flush page"
+$CTL flush --pool="$POOL" --object=f && $CTL get --pool="$POOL" --object=f --count=10 2>&1 >/dev/null \
+  | grep -q "0 hits, 10 misses" && ok "flush object" || bad "flush object"
+$CTL stats --pool="$POOL" | grep -qE "^puts +10$" && ok "stats" || bad "stats: $($CTL stats --pool="$POOL")"
+$CTL pools | grep -qE "^$POOL +shared +1024" && ok "pools" || bad "pools: $($CTL pools)"
+
+# Exit codes and messages.
+$CTL stats --pool=99 2> "$T/e1"; rc=$?
+[ $rc -eq 1 ] && grep -q "pool 99 does not exist" "$T/e1" && ok "unknown pool: exit 1" || bad "unknown pool rc=$rc $(cat "$T/e1")"
+$CTL put --pool=1 2> "$T/e2"; rc=$?
+[ $rc -eq 2 ] && grep -q -- "--object=KEY is required" "$T/e2" && ok "missing flag: exit 2" || bad "missing flag rc=$rc"
+$CTL frob 2> /dev/null; [ $? -eq 2 ] && ok "unknown command: exit 2" || bad "unknown command"
+$CTL create-pool --shared-uuid=xyz 2> /dev/null; [ $? -eq 2 ] && ok "bad uuid: exit 2" || bad "bad uuid"
+$CTL create-pool --page-size=3000 2> "$T/e3"; rc=$?
+[ $rc -eq 1 ] && grep -q "3000" "$T/e3" && ok "bad page size from server: exit 1" || bad "bad page size rc=$rc"
+$CTL_BIN get --help | grep -q "tmemctl get" && ok "per-command --help" || bad "--help"
+
+kill -TERM $D; wait $D; rc=$?
+[ $rc -eq 0 ] && ok "tmemd stopped cleanly" || bad "tmemd exit $rc"
+$CTL info 2> "$T/e4"; rc=$?
+[ $rc -eq 1 ] && grep -q "cannot reach tmemd at 127.0.0.1:$P" "$T/e4" && ok "server down: exit 1" \
+  || bad "server down rc=$rc $(cat "$T/e4")"
+
+[ $fails -eq 0 ] || { echo "$fails checks failed"; cat "$T/tmemd.log"; exit 1; }
