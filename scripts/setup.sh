@@ -13,7 +13,7 @@ PACKAGES=(
   # sanitizer runtimes for the asan/tsan configs
   libclang-rt-14-dev
   # test peers and benchmark peers
-  libnbd-bin nbdkit fio python3
+  libnbd-bin nbdkit fio python3 curl
   # metrics: promtool and a real Prometheus server for the metrics tests
   prometheus
 )
