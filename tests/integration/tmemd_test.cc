@@ -18,94 +18,26 @@
 #include <vector>
 
 #include "proto/tmem.grpc.pb.h"
+#include "tests/testing/process_util.h"
 
 namespace tmem {
 namespace {
 
-std::string Tmemd() { return std::string(std::getenv("TEST_SRCDIR")) + "/tmem/server/main/tmemd"; }
-std::string Tmp(const std::string& name) { return std::string(std::getenv("TEST_TMPDIR")) + "/" + name; }
-
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
-std::string HttpGet(int port, const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-    ::close(fd);
-    return "";
-  }
-  std::string req = "GET " + path + " HTTP/1.0\r\n\r\n";
-  (void)!::write(fd, req.data(), req.size());
-  std::string resp;
-  char buf[65536];
-  for (ssize_t n; (n = ::read(fd, buf, sizeof(buf))) > 0;) resp.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  return resp;
-}
-
-bool PortOpen(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
-  ::close(fd);
-  return ok;
-}
-
-struct Daemon {
-  pid_t pid = -1;
-  std::string log;
-};
+using testing::FreePort;
+using testing::HttpGet;
+using testing::PortOpen;
+using testing::ReadLog;
+using testing::WaitExit;
+using Daemon = testing::Process;
 
 Daemon Start(const std::vector<std::string>& args, const std::string& log_name) {
-  Daemon d;
-  d.log = Tmp(log_name);
-  d.pid = fork();
-  if (d.pid == 0) {
-    FILE* f = std::freopen(d.log.c_str(), "w", stderr);
-    (void)f;
-    std::vector<char*> argv;
-    std::string bin = Tmemd();
-    argv.push_back(bin.data());
-    std::vector<std::string> copy = args;
-    for (auto& a : copy) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(bin.c_str(), argv.data());
-    _exit(127);
-  }
-  return d;
-}
-
-int WaitExit(const Daemon& d) {
-  int status = 0;
-  waitpid(d.pid, &status, 0);
-  return status;
-}
-
-std::string ReadLog(const Daemon& d) {
-  std::ifstream in(d.log);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return testing::Spawn(testing::Runfile("server/main/tmemd"), args, log_name);
 }
 
 class TmemdTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = Tmp("tmemd_" + std::to_string(::getpid()) + "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = testing::TmpPath("tmemd_" + std::to_string(::getpid()) + "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
     port_ = FreePort();

@@ -1,0 +1,100 @@
+// libtmemclient: page pools spread over many tmemd servers.
+//
+// A pool exists on every server; each page lives on the server chosen by rendezvous hashing of
+// (pool, object), so FlushObject reaches one server and FlushPool all of them. Pages are
+// ephemeral, so failures turn into misses and dropped puts, never errors: a call to a server that
+// is down or slow costs at most `call_timeout_ms`.
+//
+// Flushes are never lost: a flush that cannot be delivered is kept and replayed before any other
+// call reaches that server (a server may come back with its pages, after a clean restart or a
+// network partition); until the replay succeeds, gets from that server miss. A server restart is
+// noticed through its instance id; a server that lost its pools (a new device) gets them created
+// again on the next call.
+//
+// Thread-safety: all methods are thread-safe.
+#ifndef TMEM_CLIENT_TMEM_CLIENT_H_
+#define TMEM_CLIENT_TMEM_CLIENT_H_
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/mutex.h"
+
+namespace tmem::client {
+
+struct ClientOptions {
+  std::vector<std::string> servers;  // host:port of every tmemd
+  int64_t call_timeout_ms = 1000;
+};
+
+using PoolRef = uint32_t;  // the client's name for a pool (the same on every server or not)
+
+class TmemClient {
+ public:
+  // InvalidArgument for an empty or duplicate server list. Connects lazily.
+  static absl::StatusOr<std::unique_ptr<TmemClient>> Create(const ClientOptions& options);
+  ~TmemClient();
+  TmemClient(const TmemClient&) = delete;
+  TmemClient& operator=(const TmemClient&) = delete;
+
+  // A shared pool (uuid of 16 bytes) or a private one, on every server that answers; servers
+  // that do not get it on first use. InvalidArgument for a bad page size or UUID.
+  absl::StatusOr<PoolRef> CreateSharedPool(const std::array<uint8_t, 16>& uuid, uint32_t page_bytes,
+                                           const std::string& tenant = "");
+  absl::StatusOr<PoolRef> CreatePool(uint32_t page_bytes);
+
+  // Ephemeral operations: never fail because a server is unreachable.
+  // Put: InvalidArgument for a page of the wrong size; otherwise OK (stored or dropped).
+  absl::Status Put(PoolRef pool, std::string_view object, uint64_t index, std::span<const uint8_t> page);
+  // Get: true with the page in `out` on a hit, false on a miss (including an unreachable server).
+  absl::StatusOr<bool> Get(PoolRef pool, std::string_view object, uint64_t index, std::span<uint8_t> out);
+  // Flushes: OK once delivered or recorded for replay.
+  absl::Status FlushPage(PoolRef pool, std::string_view object, uint64_t index);
+  absl::Status FlushObject(PoolRef pool, std::string_view object);
+  absl::Status FlushPool(PoolRef pool);
+
+  // Which server (index into options.servers) holds `object` of `pool`.
+  size_t ServerFor(PoolRef pool, std::string_view object) const;
+
+  struct Counters {
+    std::atomic<uint64_t> puts_dropped{0};     // server unreachable or refused
+    std::atomic<uint64_t> gets_unreachable{0};  // misses because a server did not answer
+    std::atomic<uint64_t> flushes_deferred{0};  // flushes recorded for replay
+    std::atomic<uint64_t> flushes_replayed{0};
+    std::atomic<uint64_t> restarts_seen{0};     // instance id changes
+  };
+  const Counters& counters() const { return counters_; }
+
+ public:
+  struct Server;  // per-server connection state (tmem_client.cc)
+
+ private:
+  struct Pool;
+  explicit TmemClient(const ClientOptions& options);
+
+  Pool* FindPool(PoolRef ref);
+  // Makes `server` ready for calls on `pool`: replays deferred flushes, creates the pool there if
+  // needed. Returns the server's pool id, or an error if it cannot be reached.
+  absl::StatusOr<uint32_t> Prepare(Server& server, Pool& pool);
+
+  const ClientOptions options_;
+  std::vector<std::unique_ptr<Server>> servers_;  // fixed after Create
+
+  mutable Mutex mu_;
+  std::map<PoolRef, std::unique_ptr<Pool>> pools_ ABSL_GUARDED_BY(mu_);
+  PoolRef next_ref_ ABSL_GUARDED_BY(mu_) = 1;
+
+  Counters counters_;
+};
+
+}  // namespace tmem::client
+
+#endif  // TMEM_CLIENT_TMEM_CLIENT_H_

@@ -1,0 +1,176 @@
+// One pool spread over three tmemd processes by libtmemclient: kill one and calls still succeed
+// (its pages miss within the timeout); restart it and the client notices the new instance and
+// never gets a stale page — also when the server kept its pages over a clean restart while a
+// flush could not reach it.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "client/tmem_client.h"
+#include "tests/testing/process_util.h"
+
+namespace tmem {
+namespace {
+
+using namespace tmem::testing;
+
+std::vector<uint8_t> PageFor(const std::string& object, uint64_t index, int version) {
+  std::vector<uint8_t> p(4096);
+  for (size_t i = 0; i < p.size(); ++i) p[i] = static_cast<uint8_t>(object.size() * 31 + index * 7 + version + i);
+  return p;
+}
+
+class ShardingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (int i = 0; i < 3; ++i) {
+      ports_.push_back(FreePort());
+      dirs_.push_back(TmpPath("shard" + std::to_string(i)));
+      std::filesystem::remove_all(dirs_[i]);
+      std::filesystem::create_directories(dirs_[i]);
+      procs_.push_back(StartServer(i));
+    }
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(WaitOpen(i)) << ReadLog(procs_[i]);
+    client::ClientOptions o;
+    for (int p : ports_) o.servers.push_back("127.0.0.1:" + std::to_string(p));
+    o.call_timeout_ms = 500;
+    auto c = client::TmemClient::Create(o);
+    ASSERT_TRUE(c.ok()) << c.status();
+    client_ = std::move(*c);
+  }
+  void TearDown() override {
+    for (auto& p : procs_) {
+      if (p.pid > 0) {
+        kill(p.pid, SIGKILL);
+        WaitExit(p);
+      }
+    }
+  }
+  Process StartServer(int i) {
+    return Spawn(Runfile("server/main/tmemd"),
+                 {"--device=" + dirs_[i] + "/c.img", "--device-size=64M", "--metrics-listen=",
+                  "--listen=127.0.0.1:" + std::to_string(ports_[i]), "--shutdown-timeout-ms=2000"},
+                 "shard" + std::to_string(i) + "_" + std::to_string(++starts_) + ".log");
+  }
+  bool WaitOpen(int i) {
+    for (int k = 0; k < 200; ++k) {
+      if (PortOpen(ports_[i])) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    return false;
+  }
+  // Puts and gets a probe page on server `i` until it hits (the channel may still be in its
+  // reconnect backoff, during which calls fail fast); false after 5 s.
+  bool Reachable(client::PoolRef pool, size_t i) {
+    std::string probe;
+    for (int k = 0; probe.empty(); ++k) {
+      if (client_->ServerFor(pool, "probe-" + std::to_string(k)) == i) probe = "probe-" + std::to_string(k);
+    }
+    std::vector<uint8_t> out(4096);
+    for (int k = 0; k < 100; ++k) {
+      EXPECT_TRUE(client_->Put(pool, probe, 0, PageFor(probe, 0, 1)).ok());
+      auto r = client_->Get(pool, probe, 0, out);
+      if (r.ok() && *r) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+  int Hit(client::PoolRef pool, const std::string& object, uint64_t index, int version) {
+    std::vector<uint8_t> out(4096);
+    auto r = client_->Get(pool, object, index, out);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok() || !*r) return 0;
+    EXPECT_EQ(out, PageFor(object, index, version)) << object << "/" << index << " is not version " << version;
+    return 1;
+  }
+
+  std::vector<int> ports_;
+  std::vector<std::string> dirs_;
+  std::vector<Process> procs_;
+  int starts_ = 0;
+  std::unique_ptr<client::TmemClient> client_;
+};
+
+TEST_F(ShardingTest, ADeadServerCostsMissesAndARestartedOneNeverServesStalePages) {
+  std::array<uint8_t, 16> uuid{};
+  uuid[0] = 7;
+  auto pool = client_->CreateSharedPool(uuid, 4096);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  std::vector<std::string> objects;
+  std::vector<int> per_server(3, 0);
+  for (int o = 0; o < 60; ++o) {
+    objects.push_back("inode-" + std::to_string(o));
+    per_server[client_->ServerFor(*pool, objects.back())]++;
+    for (uint64_t i = 0; i < 3; ++i) ASSERT_TRUE(client_->Put(*pool, objects.back(), i, PageFor(objects.back(), i, 1)).ok());
+  }
+  for (int s = 0; s < 3; ++s) EXPECT_GT(per_server[s], 5) << "rendezvous hashing left server " << s << " idle";
+  int hits = 0;
+  for (const auto& o : objects) hits += Hit(*pool, o, 0, 1);
+  EXPECT_EQ(hits, 60);
+
+  // Server 1 dies: its pages miss quickly, the others still hit, puts still "succeed".
+  kill(procs_[1].pid, SIGKILL);
+  WaitExit(procs_[1]);
+  procs_[1].pid = -1;
+  int on_dead = 0, alive_hits = 0, alive = 0;
+  for (const auto& o : objects) {
+    const auto t0 = std::chrono::steady_clock::now();
+    int h = Hit(*pool, o, 0, 1);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (client_->ServerFor(*pool, o) == 1) {
+      EXPECT_EQ(h, 0);
+      EXPECT_LT(ms, 2000) << "a dead server must cost a bounded miss";
+      ++on_dead;
+      EXPECT_TRUE(client_->Put(*pool, o, 9, PageFor(o, 9, 1)).ok());
+    } else {
+      alive_hits += h;
+      ++alive;
+    }
+  }
+  EXPECT_EQ(alive_hits, alive);
+  EXPECT_GT(on_dead, 0);
+  EXPECT_GT(client_->counters().puts_dropped.load(), 0u);
+
+  // It comes back after an unclean stop: its old pages are gone, never returned stale.
+  procs_[1] = StartServer(1);
+  ASSERT_TRUE(WaitOpen(1)) << ReadLog(procs_[1]);
+  ASSERT_TRUE(Reachable(*pool, 1)) << "the client did not reconnect to the restarted server: " << ReadLog(procs_[1]) << " puts dropped " << client_->counters().puts_dropped.load() << " unreachable gets " << client_->counters().gets_unreachable.load();
+  for (const auto& o : objects) {
+    if (client_->ServerFor(*pool, o) != 1) continue;
+    EXPECT_EQ(Hit(*pool, o, 0, 1), 0) << o;
+    ASSERT_TRUE(client_->Put(*pool, o, 0, PageFor(o, 0, 2)).ok());
+    EXPECT_EQ(Hit(*pool, o, 0, 2), 1) << "the restarted server serves new puts";
+  }
+  EXPECT_GE(client_->counters().restarts_seen.load(), 1u);
+
+  // Server 2 stops cleanly (it keeps its pages) while a flush for one of its objects cannot reach
+  // it: the flush is replayed before anything else, so that page never comes back.
+  std::string flushed, kept;
+  for (const auto& o : objects) {
+    if (client_->ServerFor(*pool, o) != 2) continue;
+    (flushed.empty() ? flushed : kept) = o;
+    if (!kept.empty()) break;
+  }
+  ASSERT_FALSE(kept.empty());
+  kill(procs_[2].pid, SIGTERM);
+  ASSERT_EQ(WaitExit(procs_[2]), 0) << ReadLog(procs_[2]);
+  procs_[2].pid = -1;
+  ASSERT_TRUE(client_->FlushObject(*pool, flushed).ok());
+  EXPECT_GE(client_->counters().flushes_deferred.load(), 1u);
+  procs_[2] = StartServer(2);
+  ASSERT_TRUE(WaitOpen(2)) << ReadLog(procs_[2]);
+  ASSERT_TRUE(Reachable(*pool, 2)) << "the client did not reconnect to the restarted server";
+  EXPECT_EQ(Hit(*pool, kept, 1, 1), 1) << "a clean restart keeps the pages";
+  for (uint64_t i = 0; i < 3; ++i) EXPECT_EQ(Hit(*pool, flushed, i, 1), 0) << "stale page after a deferred flush";
+  EXPECT_GE(client_->counters().flushes_replayed.load(), 1u);
+}
+
+}  // namespace
+}  // namespace tmem
