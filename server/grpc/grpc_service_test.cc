@@ -2,7 +2,9 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <map>
 #include <memory>
+#include <vector>
 #include <string>
 
 #include "server/grpc/admin_service.h"
@@ -260,6 +262,80 @@ TEST_F(GrpcServiceTest, BadRequestsGetClearStatusesAndChangeNothing) {
 
   // The server still serves, and the good page is intact.
   EXPECT_EQ(Get(p, "keep", 0), PageOf('k'));
+}
+
+TEST_F(GrpcServiceTest, SessionStreamAnswersEveryOpAndSurvivesBadOnes) {
+  uint32_t p = Shared(6);
+  ::grpc::ClientContext ctx;
+  auto stream = pool_stub_->Session(&ctx);
+  auto put = [&](uint64_t op, uint32_t pool, size_t bytes) {
+    tmem::v1::SessionRequest r;
+    r.set_op_id(op);
+    r.mutable_put_pages()->set_pool_id(pool);
+    auto* pg = r.mutable_put_pages()->add_pages();
+    pg->mutable_handle()->set_object("s");
+    pg->mutable_handle()->set_index(0);
+    pg->set_data(PageOf('s', bytes));
+    return stream->Write(r);
+  };
+  auto get = [&](uint64_t op) {
+    tmem::v1::SessionRequest r;
+    r.set_op_id(op);
+    r.mutable_get_pages()->set_pool_id(p);
+    auto* h = r.mutable_get_pages()->add_handles();
+    h->set_object("s");
+    h->set_index(0);
+    return stream->Write(r);
+  };
+  ASSERT_TRUE(put(1, p, 4096));
+  ASSERT_TRUE(get(2));
+  {
+    tmem::v1::SessionRequest r;
+    r.set_op_id(3);
+    r.mutable_flush_pages()->set_pool_id(p);
+    auto* h = r.mutable_flush_pages()->add_handles();
+    h->set_object("s");
+    h->set_index(0);
+    ASSERT_TRUE(stream->Write(r));
+  }
+  ASSERT_TRUE(get(4));
+  ASSERT_TRUE(get(4));    // duplicate op id
+  {
+    tmem::v1::SessionRequest r;  // no operation
+    r.set_op_id(5);
+    ASSERT_TRUE(stream->Write(r));
+  }
+  ASSERT_TRUE(put(6, p, 100));   // wrong page size
+  ASSERT_TRUE(put(7, 999, 4096));  // unknown pool
+  ASSERT_TRUE(put(8, p, 4096));
+  ASSERT_TRUE(get(9));           // the stream still works
+  ASSERT_TRUE(stream->WritesDone());
+  std::vector<tmem::v1::SessionResponse> replies;
+  tmem::v1::SessionResponse resp;
+  while (stream->Read(&resp)) replies.push_back(resp);
+  ASSERT_TRUE(stream->Finish().ok());
+  ASSERT_EQ(replies.size(), 10u);
+  std::map<uint64_t, std::vector<tmem::v1::SessionResponse>> by_op;
+  for (const auto& r : replies) {
+    by_op[r.op_id()].push_back(r);
+    EXPECT_EQ(r.instance_id(), engine_->instance_id());
+  }
+  EXPECT_EQ(by_op[1][0].code(), 0);
+  ASSERT_EQ(by_op[2][0].get_pages().results_size(), 1);
+  EXPECT_TRUE(by_op[2][0].get_pages().results(0).hit());
+  EXPECT_EQ(by_op[2][0].get_pages().results(0).data(), PageOf('s'));
+  EXPECT_EQ(by_op[3][0].code(), 0);
+  ASSERT_EQ(by_op[4].size(), 2u);
+  EXPECT_FALSE(by_op[4][0].get_pages().results(0).hit()) << "flushed";
+  EXPECT_EQ(by_op[4][1].code(), static_cast<int>(::grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_NE(by_op[4][1].message().find("not above the previous op_id 4"), std::string::npos) << by_op[4][1].message();
+  EXPECT_EQ(by_op[5][0].code(), static_cast<int>(::grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_EQ(by_op[6][0].code(), static_cast<int>(::grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_NE(by_op[6][0].message().find("100 bytes"), std::string::npos);
+  EXPECT_EQ(by_op[7][0].code(), static_cast<int>(::grpc::StatusCode::NOT_FOUND));
+  EXPECT_EQ(by_op[8][0].code(), 0);
+  ASSERT_EQ(by_op[9][0].get_pages().results_size(), 1);
+  EXPECT_TRUE(by_op[9][0].get_pages().results(0).hit());
 }
 
 TEST_F(GrpcServiceTest, AdminReportsServerAndPools) {

@@ -166,4 +166,58 @@ Status PagePoolService::FlushPool(ServerContext*, const tmem::v1::FlushPoolReque
   return s;
 }
 
+Status PagePoolService::Session(
+    ServerContext* ctx, ::grpc::ServerReaderWriter<tmem::v1::SessionResponse, tmem::v1::SessionRequest>* stream) {
+  tmem::v1::SessionRequest req;
+  bool any = false;
+  uint64_t last_op = 0;
+  while (stream->Read(&req)) {
+    ScopedLatency timer(latency_, "Session.op");
+    tmem::v1::SessionResponse resp;
+    resp.set_op_id(req.op_id());
+    Status st;
+    if (any && req.op_id() <= last_op) {
+      st = Invalid(absl::StrCat("op_id ", req.op_id(), " is not above the previous op_id ", last_op,
+                                " on this stream (duplicate or reordered)"));
+    } else {
+      any = true;
+      last_op = req.op_id();
+      switch (req.op_case()) {
+        case tmem::v1::SessionRequest::kPutPages: {
+          tmem::v1::PutPagesResponse r;
+          st = PutPages(ctx, &req.put_pages(), &r);
+          break;
+        }
+        case tmem::v1::SessionRequest::kGetPages:
+          st = GetPages(ctx, &req.get_pages(), resp.mutable_get_pages());
+          break;
+        case tmem::v1::SessionRequest::kFlushPages: {
+          tmem::v1::FlushPagesResponse r;
+          st = FlushPages(ctx, &req.flush_pages(), &r);
+          break;
+        }
+        case tmem::v1::SessionRequest::kFlushObject: {
+          tmem::v1::FlushObjectResponse r;
+          st = FlushObject(ctx, &req.flush_object(), &r);
+          break;
+        }
+        case tmem::v1::SessionRequest::kFlushPool: {
+          tmem::v1::FlushPoolResponse r;
+          st = FlushPool(ctx, &req.flush_pool(), &r);
+          break;
+        }
+        case tmem::v1::SessionRequest::OP_NOT_SET:
+          st = Invalid(absl::StrCat("op ", req.op_id(), " carries no operation"));
+          break;
+      }
+    }
+    resp.set_code(st.error_code());
+    resp.set_message(st.error_message());
+    if (!st.ok()) resp.clear_get_pages();
+    resp.set_instance_id(engine_->instance_id());
+    if (!stream->Write(resp)) break;
+  }
+  return Status::OK;
+}
+
 }  // namespace tmem::grpc_service

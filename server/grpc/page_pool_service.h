@@ -40,6 +40,10 @@ class PagePoolService final : public tmem::v1::PagePool::Service {
                              tmem::v1::FlushObjectResponse*) override;
   ::grpc::Status FlushPool(::grpc::ServerContext*, const tmem::v1::FlushPoolRequest*,
                            tmem::v1::FlushPoolResponse*) override;
+  // Reads ops until the client half-closes; answers each (in order). A bad op gets its status in
+  // its reply; the stream ends only on a transport error or cancellation.
+  ::grpc::Status Session(::grpc::ServerContext*,
+                         ::grpc::ServerReaderWriter<tmem::v1::SessionResponse, tmem::v1::SessionRequest>*) override;
 
  private:
   pool::PoolEngine* const engine_;
