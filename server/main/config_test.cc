@@ -48,6 +48,16 @@ shutdown_timeout_ms: 2500
   EXPECT_TRUE(merged->format);
 }
 
+TEST(ConfigTest, TheShippedExampleParses) {
+  auto c = LoadConfigFile(std::string(std::getenv("TEST_SRCDIR")) + "/tmem/server/main/tmemd.example.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->device_path, "/var/lib/tmem/cache.img");
+  EXPECT_EQ(c->device_size_bytes, 100ull << 30);
+  EXPECT_EQ(c->listen, std::vector<std::string>{"0.0.0.0:7070"});
+  auto checked = Parse({}, *c);
+  EXPECT_TRUE(checked.ok()) << checked.status();
+}
+
 TEST(ConfigTest, DefaultsNeedOnlyADevice) {
   auto c = Parse({"--device=/d.img"});
   ASSERT_TRUE(c.ok()) << c.status();
