@@ -16,6 +16,8 @@ PACKAGES=(
   libnbd-bin nbdkit fio python3 curl
   # metrics: promtool and a real Prometheus server for the metrics tests
   prometheus
+  # benchmark peer for remote pages
+  memcached libmemcached-dev
 )
 
 missing=()

@@ -1,0 +1,255 @@
+// tmemd vs memcached for remote pages: the same client concurrency, 4 KiB values, batching and
+// pipelining on both sides. Prints "key value" lines; bench/run_remote_pages_bench.sh starts the
+// servers, runs fio and prints ratios.
+//   remote_pages_bench --tmemd=HOST:PORT --memcached=HOST:PORT [--threads=8] [--pages=200000]
+//                      [--batch=32] [--seconds=10]
+#include <grpcpp/grpcpp.h>
+#include <libmemcached/memcached.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "proto/tmem.grpc.pb.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Flags {
+  std::string tmemd = "127.0.0.1:7070", memcached = "127.0.0.1:11211";
+  int threads = 8, batch = 32;
+  uint64_t pages = 200000;
+  double seconds = 10;
+};
+
+std::string Key(uint64_t i) { return "page-" + std::to_string(i); }
+
+std::string Value(uint64_t i) {
+  std::string v(4096, '\0');
+  for (size_t k = 0; k < v.size(); k += 8) std::memcpy(&v[k], &i, 8);
+  return v;
+}
+
+[[noreturn]] void Die(const std::string& why) {
+  std::fprintf(stderr, "remote_pages_bench: %s\n", why.c_str());
+  std::exit(1);
+}
+
+std::unique_ptr<tmem::v1::PagePool::Stub> TmemStub(const std::string& addr, int thread) {
+  ::grpc::ChannelArguments args;
+  args.SetInt("tmem.bench.connection", thread);  // one TCP connection per thread, like memcached
+  args.SetMaxReceiveMessageSize(-1);
+  return tmem::v1::PagePool::NewStub(::grpc::CreateCustomChannel(addr, ::grpc::InsecureChannelCredentials(), args));
+}
+
+memcached_st* Memcached(const std::string& addr, bool pipelined) {
+  std::string conf = "--SERVER=" + addr + " --BINARY-PROTOCOL";
+  memcached_st* m = memcached(conf.c_str(), conf.size());
+  if (m == nullptr) Die("memcached configuration");
+  if (pipelined) {
+    memcached_behavior_set(m, MEMCACHED_BEHAVIOR_BUFFER_REQUESTS, 1);
+    memcached_behavior_set(m, MEMCACHED_BEHAVIOR_NOREPLY, 1);
+  }
+  return m;
+}
+
+// Runs fn(thread) on every thread; returns seconds.
+template <typename Fn>
+double Parallel(int threads, Fn fn) {
+  auto t0 = Clock::now();
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; ++t) ts.emplace_back([&, t] { fn(t); });
+  for (auto& t : ts) t.join();
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double P99(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(v.size() * 0.99))];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags f;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto val = [&](const char* n) -> const char* {
+      std::string p = std::string("--") + n + "=";
+      return a.rfind(p, 0) == 0 ? argv[i] + p.size() : nullptr;
+    };
+    if (auto v = val("tmemd")) f.tmemd = v;
+    else if (auto v = val("memcached")) f.memcached = v;
+    else if (auto v = val("threads")) f.threads = std::stoi(v);
+    else if (auto v = val("batch")) f.batch = std::stoi(v);
+    else if (auto v = val("pages")) f.pages = std::stoull(v);
+    else if (auto v = val("seconds")) f.seconds = std::stod(v);
+    else Die("unknown flag " + a);
+  }
+  std::printf("threads %d\nbatch %d\npages %lu\n", f.threads, f.batch, f.pages);
+
+  // A shared pool on tmemd.
+  uint32_t pool = 0;
+  {
+    auto stub = TmemStub(f.tmemd, -1);
+    ::grpc::ClientContext ctx;
+    tmem::v1::CreateSharedPoolRequest req;
+    req.set_uuid(std::string(16, 'B'));
+    tmem::v1::CreatePoolResponse resp;
+    ::grpc::Status s = stub->CreateSharedPool(&ctx, req, &resp);
+    if (!s.ok()) Die("tmemd: " + s.error_message());
+    pool = resp.pool_id();
+  }
+  const uint64_t per_thread = f.pages / f.threads;
+
+  // --- puts, batched (tmemd: PutPages of `batch` pages; memcached: buffered no-reply sets) ---
+  double tmem_put_s = Parallel(f.threads, [&](int t) {
+    auto stub = TmemStub(f.tmemd, t);
+    for (uint64_t i = t * per_thread; i < (t + 1) * per_thread;) {
+      tmem::v1::PutPagesRequest req;
+      req.set_pool_id(pool);
+      for (int b = 0; b < f.batch && i < (t + 1) * per_thread; ++b, ++i) {
+        auto* p = req.add_pages();
+        p->mutable_handle()->set_object(Key(i / 1024));
+        p->mutable_handle()->set_index(i);
+        p->set_data(Value(i));
+      }
+      ::grpc::ClientContext ctx;
+      tmem::v1::PutPagesResponse resp;
+      ::grpc::Status s = stub->PutPages(&ctx, req, &resp);
+      if (!s.ok()) Die("tmemd put: " + s.error_message());
+    }
+  });
+  double mc_put_s = Parallel(f.threads, [&](int t) {
+    memcached_st* m = Memcached(f.memcached, true);
+    int n = 0;
+    for (uint64_t i = t * per_thread; i < (t + 1) * per_thread; ++i) {
+      std::string k = Key(i), v = Value(i);
+      memcached_return_t rc = memcached_set(m, k.data(), k.size(), v.data(), v.size(), 0, 0);
+      if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_BUFFERED) Die(std::string("memcached set: ") + memcached_strerror(m, rc));
+      if (++n % f.batch == 0) memcached_flush_buffers(m);
+    }
+    memcached_flush_buffers(m);
+    memcached_free(m);
+  });
+  const uint64_t total = per_thread * f.threads;
+  std::printf("tmemd_put_pages_per_s %.0f\nmemcached_put_pages_per_s %.0f\n", total / tmem_put_s, total / mc_put_s);
+
+  // --- get hits, batched (tmemd: GetPages; memcached: mget) for a fixed time ---
+  auto timed = [&](auto body) {
+    std::atomic<bool> stop{false};
+    std::atomic<uint64_t> hits{0}, misses{0};
+    std::thread timer([&] {
+      std::this_thread::sleep_for(std::chrono::duration<double>(f.seconds));
+      stop = true;
+    });
+    double s = Parallel(f.threads, [&](int t) {
+      uint64_t h = 0, mi = 0;
+      body(t, stop, h, mi);
+      hits += h;
+      misses += mi;
+    });
+    timer.join();
+    return std::make_tuple(hits.load() / s, misses.load());
+  };
+  auto [tmem_hits, tmem_miss] = timed([&](int t, std::atomic<bool>& stop, uint64_t& h, uint64_t& mi) {
+    auto stub = TmemStub(f.tmemd, t);
+    std::mt19937_64 rng(t);
+    while (!stop) {
+      tmem::v1::GetPagesRequest req;
+      req.set_pool_id(pool);
+      std::vector<uint64_t> ids;
+      for (int b = 0; b < f.batch; ++b) {
+        uint64_t i = rng() % total;
+        ids.push_back(i);
+        auto* hd = req.add_handles();
+        hd->set_object(Key(i / 1024));
+        hd->set_index(i);
+      }
+      ::grpc::ClientContext ctx;
+      tmem::v1::GetPagesResponse resp;
+      if (!stub->GetPages(&ctx, req, &resp).ok()) Die("tmemd get");
+      for (int b = 0; b < resp.results_size(); ++b) {
+        if (!resp.results(b).hit()) {
+          ++mi;
+        } else if (resp.results(b).data() != Value(ids[b])) {
+          Die("tmemd returned a wrong page");
+        } else {
+          ++h;
+        }
+      }
+    }
+  });
+  auto [mc_hits, mc_miss] = timed([&](int t, std::atomic<bool>& stop, uint64_t& h, uint64_t& mi) {
+    memcached_st* m = Memcached(f.memcached, false);
+    std::mt19937_64 rng(t);
+    while (!stop) {
+      std::vector<std::string> keys;
+      for (int b = 0; b < f.batch; ++b) keys.push_back(Key(rng() % total));
+      std::vector<const char*> kp;
+      std::vector<size_t> kl;
+      for (auto& k : keys) kp.push_back(k.data()), kl.push_back(k.size());
+      if (memcached_mget(m, kp.data(), kl.data(), kp.size()) != MEMCACHED_SUCCESS) Die("memcached mget");
+      memcached_return_t rc;
+      uint64_t got = 0;
+      while (memcached_result_st* r = memcached_fetch_result(m, nullptr, &rc)) {
+        if (memcached_result_length(r) == 4096) ++got;
+        memcached_result_free(r);
+      }
+      h += got;
+      mi += keys.size() - got;
+    }
+    memcached_free(m);
+  });
+  std::printf("tmemd_get_hits_per_s %.0f\ntmemd_get_misses %lu\n", tmem_hits, tmem_miss);
+  std::printf("memcached_get_hits_per_s %.0f\nmemcached_get_misses %lu\n", mc_hits, mc_miss);
+
+  // --- latency of single gets ---
+  std::vector<std::vector<double>> tl(f.threads), ml(f.threads);
+  const int singles = 2000;
+  Parallel(f.threads, [&](int t) {
+    auto stub = TmemStub(f.tmemd, t);
+    std::mt19937_64 rng(100 + t);
+    for (int n = 0; n < singles; ++n) {
+      uint64_t i = rng() % total;
+      tmem::v1::GetPagesRequest req;
+      req.set_pool_id(pool);
+      auto* hd = req.add_handles();
+      hd->set_object(Key(i / 1024));
+      hd->set_index(i);
+      auto t0 = Clock::now();
+      ::grpc::ClientContext ctx;
+      tmem::v1::GetPagesResponse resp;
+      stub->GetPages(&ctx, req, &resp);
+      tl[t].push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+    }
+  });
+  Parallel(f.threads, [&](int t) {
+    memcached_st* m = Memcached(f.memcached, false);
+    std::mt19937_64 rng(100 + t);
+    for (int n = 0; n < singles; ++n) {
+      std::string k = Key(rng() % total);
+      size_t len;
+      uint32_t flags;
+      memcached_return_t rc;
+      auto t0 = Clock::now();
+      char* v = memcached_get(m, k.data(), k.size(), &len, &flags, &rc);
+      ml[t].push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+      free(v);
+    }
+    memcached_free(m);
+  });
+  std::vector<double> all_t, all_m;
+  for (auto& v : tl) all_t.insert(all_t.end(), v.begin(), v.end());
+  for (auto& v : ml) all_m.insert(all_m.end(), v.begin(), v.end());
+  std::printf("tmemd_single_get_p99_us %.0f\nmemcached_single_get_p99_us %.0f\n", P99(all_t), P99(all_m));
+  return 0;
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# tmemd vs memcached for remote 4 KiB pages, in one run on loopback, plus fio 4 KiB random reads
+# on tmemd's device at the same depth.
+#   bench/run_remote_pages_bench.sh [--quick]
+# Environment: TMEM_BENCH_DIR (default /var/tmp/tmem-bench).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DIR=${TMEM_BENCH_DIR:-/var/tmp/tmem-bench}
+THREADS=8; BATCH=32; PAGES=400000; SECS=10; DEVICE=4G
+[ "${1:-}" = "--quick" ] && { PAGES=100000; SECS=4; DEVICE=2G; }
+scripts/setup.sh
+bazel build //server/main:tmemd //bench:remote_pages_bench 2>&1 | grep -E 'ERROR|error:' && exit 1 || true
+mkdir -p "$DIR"
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+TP=$(port); MP=$(port)
+rm -rf "$DIR/remote.img" "$DIR/remote.img.index"
+memcached -u root -l 127.0.0.1 -p "$MP" -U 0 -t 2 -m $(( PAGES * 6 / 1024 + 256 )) &
+MC=$!
+bazel-bin/server/main/tmemd --device="$DIR/remote.img" --device-size=$DEVICE --listen="127.0.0.1:$TP" \
+  --metrics-listen= 2> "$DIR/remote_tmemd.log" &
+TD=$!
+trap 'kill $MC $TD 2>/dev/null || true' EXIT
+for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('127.0.0.1',$TP),1)" 2>/dev/null && break; sleep 0.1; done
+echo "== tmemd and memcached, $THREADS client threads, batches of $BATCH, $PAGES pages of 4 KiB"
+bazel-bin/bench/remote_pages_bench --tmemd="127.0.0.1:$TP" --memcached="127.0.0.1:$MP" --threads=$THREADS \
+  --batch=$BATCH --pages=$PAGES --seconds=$SECS | tee "$DIR/remote.txt"
+kill -TERM $TD; wait $TD || true; kill $MC; wait $MC 2>/dev/null || true; trap - EXIT
+echo "== fio 4 KiB random reads on tmemd's device, iodepth $THREADS"
+fio --name=rr --filename="$DIR/remote.img" --rw=randread --bs=4k --iodepth=$THREADS --direct=1 \
+  --ioengine=io_uring --runtime=$SECS --time_based --output-format=json 2>/dev/null > "$DIR/remote_fio.json"
+rm -rf "$DIR/remote.img" "$DIR/remote.img.index"
+python3 - "$DIR" <<'PY'
+import json, sys
+d = sys.argv[1]
+e = dict(l.split() for l in open(f"{d}/remote.txt") if len(l.split()) == 2)
+f = lambda k: float(e[k])
+fio = json.load(open(f"{d}/remote_fio.json"))["jobs"][0]["read"]["iops"]
+put = f("tmemd_put_pages_per_s") / f("memcached_put_pages_per_s")
+peer = min(f("memcached_get_hits_per_s"), fio)
+get = f("tmemd_get_hits_per_s") / peer
+print()
+print(f"{'measure':46} {'value':>8}  {'target':7} ok   detail")
+print(f"{'puts tmemd / memcached':46} {put:8.3f}  {'>= 1.0':7} {'yes' if put >= 1 else 'NO '}  "
+      f"{f('tmemd_put_pages_per_s'):.0f} vs {f('memcached_put_pages_per_s'):.0f} pages/s")
+print(f"{'get hits tmemd / min(memcached, fio)':46} {get:8.3f}  {'>= 0.8':7} {'yes' if get >= 0.8 else 'NO '}  "
+      f"{f('tmemd_get_hits_per_s'):.0f}/s vs memcached {f('memcached_get_hits_per_s'):.0f}/s, fio {fio:.0f} IOPS")
+print(f"{'p99 single get, microseconds':46} {'':8}  {'':7}      tmemd {f('tmemd_single_get_p99_us'):.0f}, "
+      f"memcached {f('memcached_single_get_p99_us'):.0f}")
+PY
