@@ -3,6 +3,7 @@
 #include <chrono>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "server/grpc/status_convert.h"
@@ -100,12 +101,13 @@ Status PagePoolService::PutPages(ServerContext*, const tmem::v1::PutPagesRequest
                                   info->page_bytes, "-byte pages"));
     }
   }
+  std::vector<pool::PoolEngine::PagePut> puts;
+  puts.reserve(req->pages_size());
   for (const tmem::v1::PagePut& p : req->pages()) {
     const auto* bytes = reinterpret_cast<const uint8_t*>(p.data().data());
-    absl::Status s = engine_->Put(req->pool_id(), p.handle().object(), p.handle().index(),
-                                  std::span<const uint8_t>(bytes, p.data().size()));
-    if (!s.ok()) return ToGrpc(s);
+    puts.push_back({p.handle().object(), p.handle().index(), std::span<const uint8_t>(bytes, p.data().size())});
   }
+  if (absl::Status s = engine_->PutMany(req->pool_id(), puts); !s.ok()) return ToGrpc(s);
   resp->set_instance_id(engine_->instance_id());
   return Status::OK;
 }

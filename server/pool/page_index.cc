@@ -146,6 +146,15 @@ absl::StatusOr<std::optional<std::string>> PageIndex::GetPage(std::string_view k
   return std::optional<std::string>(std::move(value));
 }
 
+absl::Status PageIndex::WritePages(const std::vector<std::pair<std::string, std::optional<std::string>>>& ops) {
+  rocksdb::WriteBatch batch;
+  for (const auto& [key, value] : ops) {
+    rocksdb::Status s = value.has_value() ? batch.Put(pages_cf_, key, *value) : batch.Delete(pages_cf_, key);
+    TMEM_RETURN_IF_ERROR(FromRocks(s, "batch"));
+  }
+  return FromRocks(db_->Write(NoWal(), &batch), "write pages");
+}
+
 absl::Status PageIndex::DeletePage(std::string_view key) {
   return FromRocks(db_->Delete(NoWal(), pages_cf_, S(key)), "delete page");
 }

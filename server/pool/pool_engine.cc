@@ -1,6 +1,7 @@
 #include "server/pool/pool_engine.h"
 
 #include <cstring>
+#include <algorithm>
 #include <functional>
 
 #include "absl/strings/str_cat.h"
@@ -343,6 +344,63 @@ absl::Status PoolEngine::Put(PoolId id, std::string_view object, uint64_t index,
     return absl::OkStatus();
   }
   pool->counters.puts.fetch_add(1, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::Status PoolEngine::PutMany(PoolId id, std::span<const PagePut> pages) {
+  TMEM_ENGINE_OPEN_OR_RETURN();
+  if (pages.empty()) return absl::OkStatus();
+  TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, FindPool(id));
+  for (size_t i = 0; i < pages.size(); ++i) {
+    TMEM_RETURN_IF_ERROR(CheckHandle(id, pages[i].object).status());
+    if (pages[i].page.size() != pool->info.page_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("page ", i, " has ", pages[i].page.size(), " bytes; pool ", id,
+                                                     " has ", pool->info.page_bytes, "-byte pages"));
+    }
+  }
+  std::vector<std::string> keys;
+  std::vector<uint32_t> stripes;
+  keys.reserve(pages.size());
+  for (const PagePut& p : pages) {
+    keys.push_back(EncodePageKey(id, p.object, p.index));
+    stripes.push_back(crc32c::Value(keys.back().data(), keys.back().size()) % options_.lock_stripes);
+  }
+  std::sort(stripes.begin(), stripes.end());
+  stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
+  // Ascending order: two batches never wait on each other in a cycle.
+  for (uint32_t s : stripes) stripes_[s].Lock();
+  std::vector<std::pair<std::string, std::optional<std::string>>> ops;
+  ops.reserve(pages.size());
+  uint64_t dropped = 0;
+  for (size_t i = 0; i < pages.size(); ++i) {
+    const PagePut& p = pages[i];
+    const uint32_t crc = crc32c::Value(p.page.data(), p.page.size());
+    uint8_t slot_key[log::kSlotKeyBytes];
+    EncodeSlotKey(id, p.object, p.index, slot_key);
+    absl::StatusOr<log::Location> loc = log_->Append(slot_key, p.page.data(), static_cast<uint32_t>(p.page.size()), crc);
+    if (loc.ok()) {
+      ops.emplace_back(keys[i], EncodeIndexValue({*loc, crc}));
+    } else {
+      ops.emplace_back(keys[i], std::nullopt);  // never leave an older version behind
+      ++dropped;
+    }
+  }
+  absl::Status st = index_->WritePages(ops);
+  if (!st.ok()) {
+    // The batch did not land: make sure no older version of these handles survives either.
+    for (auto& op : ops) op.second.reset();
+    absl::Status del = index_->WritePages(ops);
+    for (uint32_t s : stripes) stripes_[s].Unlock();
+    if (!del.ok()) return del;
+    dropped = pages.size();
+  } else {
+    for (uint32_t s : stripes) stripes_[s].Unlock();
+  }
+  pool->counters.puts.fetch_add(pages.size() - dropped, std::memory_order_relaxed);
+  if (dropped > 0) {
+    pool->counters.puts_dropped.fetch_add(dropped, std::memory_order_relaxed);
+    TMEM_LOG_RATE_LIMITED(Warning) << dropped << " puts to pool " << id << " dropped: " << st;
+  }
   return absl::OkStatus();
 }
 

@@ -13,8 +13,8 @@
 //    stop (Close) they are kept.
 //
 // Thread-safety: every method is thread-safe.
-// Lock order: ops_mu_ (shared) -> admin_mu_ -> registry_mu_ -> a stripe of stripes_ -> the log's
-// own locks. RocksDB and device I/O never happen under registry_mu_.
+// Lock order: ops_mu_ (shared) -> admin_mu_ -> registry_mu_ -> stripes of stripes_ (several only
+// in PutMany, always in ascending index order) -> the log's own locks. RocksDB and device I/O never happen under registry_mu_.
 #ifndef TMEM_SERVER_POOL_POOL_ENGINE_H_
 #define TMEM_SERVER_POOL_POOL_ENGINE_H_
 
@@ -84,6 +84,16 @@ class PoolEngine {
   // of the pool's size, object key empty or longer than 24 bytes), FailedPrecondition (closed).
   // A put that cannot be stored is dropped (still OK: pages are ephemeral) and counted.
   absl::Status Put(PoolId pool, std::string_view object, uint64_t index, std::span<const uint8_t> page);
+  // Puts many pages of one pool with one index write. Every page is checked first: a bad one
+  // rejects the whole call (InvalidArgument) and stores nothing. Of two puts to one handle in a
+  // batch, the later wins. Same outcome as Put for each page otherwise.
+  struct PagePut {
+    std::string_view object;
+    uint64_t index = 0;
+    std::span<const uint8_t> page;
+  };
+  // (Locks a run-time set of stripes in ascending order, which Clang's analysis cannot follow.)
+  absl::Status PutMany(PoolId pool, std::span<const PagePut> pages) ABSL_NO_THREAD_SAFETY_ANALYSIS;
   // On kHit `out` (exactly the pool's page size) holds the page.
   absl::StatusOr<GetOutcome> Get(PoolId pool, std::string_view object, uint64_t index, std::span<uint8_t> out);
   absl::Status FlushPage(PoolId pool, std::string_view object, uint64_t index);

@@ -129,6 +129,32 @@ TEST(PoolEngineTest, EveryPowerOfTwoPageSizeRoundTripsBitExact) {
   }
 }
 
+TEST(PoolEngineTest, PutManyStoresEveryPageAndTheLaterOfTwoPutsToAHandleWins) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(30), 4096);
+  std::vector<std::vector<uint8_t>> data;
+  std::vector<PoolEngine::PagePut> puts;
+  for (uint64_t i = 0; i < 100; ++i) data.push_back(MakePage(4096, p, "many", i % 60, i));
+  for (uint64_t i = 0; i < 100; ++i) puts.push_back({"many", i % 60, data[i]});
+  ASSERT_TRUE(e.PutMany(p, puts).ok());
+  std::vector<uint8_t> out;
+  for (uint64_t idx = 0; idx < 60; ++idx) {
+    ASSERT_EQ(Get(e, p, "many", idx, &out), GetOutcome::kHit) << idx;
+    EXPECT_EQ(VersionOf(out, p, "many", idx), static_cast<int64_t>(idx < 40 ? idx + 60 : idx)) << idx;
+  }
+  EXPECT_EQ(e.pool_counters(p)->puts.load(), 100u);
+  // One bad page rejects the batch and stores nothing.
+  std::vector<uint8_t> small(100);
+  auto good = MakePage(4096, p, "other", 0, 1);
+  std::vector<PoolEngine::PagePut> bad = {{"other", 0, good}, {"other", 1, small}};
+  EXPECT_EQ(e.PutMany(p, bad).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Get(e, p, "other", 0, &out), GetOutcome::kMiss);
+  std::vector<PoolEngine::PagePut> long_key = {{std::string(25, 'k'), 0, good}};
+  EXPECT_EQ(e.PutMany(p, long_key).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(e.PutMany(999, bad).code(), absl::StatusCode::kNotFound);
+}
+
 // --- Gets ----------------------------------------------------------------------------------
 
 TEST(PoolEngineTest, HitOnPrivatePoolRemovesThePage) {

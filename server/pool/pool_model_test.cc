@@ -130,14 +130,26 @@ void RunModel(uint64_t seed, uint64_t op_count, Tally* tally) {
     } else if (dice < 9400) {
       ASSERT_TRUE(e->segment_log().FlushAll().ok());  // move pages from RAM to the device
     } else {
-      // Bulk puts to another object push segments through reclaim.
+      // Bulk puts to another object push segments through reclaim; half of them go through
+      // PutMany (one index write; a repeated handle's later put wins).
+      std::vector<std::vector<uint8_t>> bulk;
+      std::vector<PoolEngine::PagePut> batch;
+      const bool many = rng() & 1;
       for (int k = 0; k < 4; ++k) {
         uint64_t v = next_version++;
         const uint64_t bulk_idx = rng() % 64;
-        auto page = MakePage(size, pid, "bulk", bulk_idx, v);
-        ASSERT_TRUE(e->Put(pid, "bulk", bulk_idx, page).ok());
+        bulk.push_back(MakePage(size, pid, "bulk", bulk_idx, v));
+        if (many) {
+          batch.push_back({"bulk", bulk_idx, {}});
+        } else {
+          ASSERT_TRUE(e->Put(pid, "bulk", bulk_idx, bulk.back()).ok());
+        }
         mp.pages[{"bulk", bulk_idx}] = v;
         ++tally->puts;
+      }
+      if (many) {
+        for (size_t k = 0; k < batch.size(); ++k) batch[k].page = bulk[k];
+        ASSERT_TRUE(e->PutMany(pid, batch).ok());
       }
     }
   }
