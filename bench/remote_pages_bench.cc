@@ -16,7 +16,7 @@
 #include <thread>
 #include <vector>
 
-#include "proto/tmem.grpc.pb.h"
+#include "proto/tmem_clients.h"
 
 namespace {
 
@@ -42,7 +42,7 @@ std::string Value(uint64_t i) {
   std::exit(1);
 }
 
-std::unique_ptr<tmem::v1::PagePool::Stub> TmemStub(const std::string& addr, int thread) {
+std::unique_ptr<tmem::v1::PagePoolClient> TmemClient(const std::string& addr, int thread) {
   ::grpc::ChannelArguments args;
   args.SetInt("tmem.bench.connection", thread);  // one TCP connection per thread, like memcached
   args.SetMaxReceiveMessageSize(-1);
@@ -99,12 +99,12 @@ int main(int argc, char** argv) {
   // A shared pool on tmemd.
   uint32_t pool = 0;
   {
-    auto stub = TmemStub(f.tmemd, -1);
+    auto rpc = TmemClient(f.tmemd, -1);
     ::grpc::ClientContext ctx;
     tmem::v1::CreateSharedPoolRequest req;
     req.set_uuid(std::string(16, 'B'));
     tmem::v1::CreatePoolResponse resp;
-    ::grpc::Status s = stub->CreateSharedPool(&ctx, req, &resp);
+    ::grpc::Status s = rpc->CreateSharedPool(&ctx, req, &resp);
     if (!s.ok()) Die("tmemd: " + s.error_message());
     pool = resp.pool_id();
   }
@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
 
   // --- puts, batched (tmemd: PutPages of `batch` pages; memcached: buffered no-reply sets) ---
   double tmem_put_s = Parallel(f.threads, [&](int t) {
-    auto stub = TmemStub(f.tmemd, t);
+    auto rpc = TmemClient(f.tmemd, t);
     for (uint64_t i = t * per_thread; i < (t + 1) * per_thread;) {
       tmem::v1::PutPagesRequest req;
       req.set_pool_id(pool);
@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
       }
       ::grpc::ClientContext ctx;
       tmem::v1::PutPagesResponse resp;
-      ::grpc::Status s = stub->PutPages(&ctx, req, &resp);
+      ::grpc::Status s = rpc->PutPages(&ctx, req, &resp);
       if (!s.ok()) Die("tmemd put: " + s.error_message());
     }
   });
@@ -161,7 +161,7 @@ int main(int argc, char** argv) {
     return std::make_tuple(hits.load() / s, misses.load());
   };
   auto [tmem_hits, tmem_miss] = timed([&](int t, std::atomic<bool>& stop, uint64_t& h, uint64_t& mi) {
-    auto stub = TmemStub(f.tmemd, t);
+    auto rpc = TmemClient(f.tmemd, t);
     std::mt19937_64 rng(t);
     while (!stop) {
       tmem::v1::GetPagesRequest req;
@@ -176,7 +176,7 @@ int main(int argc, char** argv) {
       }
       ::grpc::ClientContext ctx;
       tmem::v1::GetPagesResponse resp;
-      if (!stub->GetPages(&ctx, req, &resp).ok()) Die("tmemd get");
+      if (!rpc->GetPages(&ctx, req, &resp).ok()) Die("tmemd get");
       for (int b = 0; b < resp.results_size(); ++b) {
         if (!resp.results(b).hit()) {
           ++mi;
@@ -216,7 +216,7 @@ int main(int argc, char** argv) {
   std::vector<std::vector<double>> tl(f.threads), ml(f.threads);
   const int singles = 2000;
   Parallel(f.threads, [&](int t) {
-    auto stub = TmemStub(f.tmemd, t);
+    auto rpc = TmemClient(f.tmemd, t);
     std::mt19937_64 rng(100 + t);
     for (int n = 0; n < singles; ++n) {
       uint64_t i = rng() % total;
@@ -228,7 +228,7 @@ int main(int argc, char** argv) {
       auto t0 = Clock::now();
       ::grpc::ClientContext ctx;
       tmem::v1::GetPagesResponse resp;
-      stub->GetPages(&ctx, req, &resp);
+      rpc->GetPages(&ctx, req, &resp);
       tl[t].push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
     }
   });

@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
-#include "proto/tmem.grpc.pb.h"
+#include "proto/tmem_clients.h"
 
 namespace tmem::client {
 namespace {
@@ -35,7 +35,7 @@ uint64_t StableHash(std::string_view a, std::string_view b, std::string_view c) 
   return h ^ (h >> 31);
 }
 
-std::shared_ptr<tmem::v1::PagePool::Stub> NewStub(const std::string& address) {
+std::shared_ptr<tmem::v1::PagePoolClient> NewPagePoolClient(const std::string& address) {
   ::grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
   return tmem::v1::PagePool::NewStub(::grpc::CreateCustomChannel(address, ::grpc::InsecureChannelCredentials(), args));
@@ -62,11 +62,11 @@ struct TmemClient::Pool {
 struct TmemClient::Server {
   std::string address;
   // Held across the replay of deferred flushes and pool creation, so that nothing else reaches
-  // this server before them. Calls themselves run without it, on a copy of `stub`.
+  // this server before them. Calls themselves run without it, on a copy of `rpc`.
   Mutex mu;
   // Replaced (at most once a second) after a call fails with UNAVAILABLE: a fresh channel
   // connects on its first call, where a long-lived one may sit in reconnect backoff.
-  std::shared_ptr<tmem::v1::PagePool::Stub> stub ABSL_GUARDED_BY(mu);
+  std::shared_ptr<tmem::v1::PagePoolClient> rpc ABSL_GUARDED_BY(mu);
   std::chrono::steady_clock::time_point stub_created ABSL_GUARDED_BY(mu);
   uint64_t instance ABSL_GUARDED_BY(mu) = 0;
   std::map<PoolRef, uint32_t> pool_ids ABSL_GUARDED_BY(mu);
@@ -79,7 +79,7 @@ void NoteFailure(TmemClient::Server& s, const ::grpc::Status& st) ABSL_EXCLUSIVE
   if (st.error_code() != ::grpc::StatusCode::UNAVAILABLE) return;
   const auto now = std::chrono::steady_clock::now();
   if (now - s.stub_created < std::chrono::seconds(1)) return;
-  s.stub = NewStub(s.address);
+  s.rpc = NewPagePoolClient(s.address);
   s.stub_created = now;
 }
 }  // namespace
@@ -111,7 +111,7 @@ absl::StatusOr<std::unique_ptr<TmemClient>> TmemClient::Create(const ClientOptio
     auto s = std::make_unique<Server>();
     s->address = address;
     MutexLock lock(&s->mu);
-    s->stub = NewStub(address);
+    s->rpc = NewPagePoolClient(address);
     s->stub_created = std::chrono::steady_clock::now();
     c->servers_.push_back(std::move(s));
   }
@@ -210,20 +210,20 @@ absl::StatusOr<uint32_t> TmemClient::Prepare(Server& s, Pool& pool) {
         h->set_object(f.object);
         h->set_index(f.index);
         tmem::v1::FlushPagesResponse resp;
-        st = s.stub->FlushPages(&ctx, req, &resp);
+        st = s.rpc->FlushPages(&ctx, req, &resp);
         instance = resp.instance_id();
       } else if (f.kind == DeferredFlush::Kind::kObject) {
         tmem::v1::FlushObjectRequest req;
         req.set_pool_id(id->second);
         req.set_object(f.object);
         tmem::v1::FlushObjectResponse resp;
-        st = s.stub->FlushObject(&ctx, req, &resp);
+        st = s.rpc->FlushObject(&ctx, req, &resp);
         instance = resp.instance_id();
       } else {
         tmem::v1::FlushPoolRequest req;
         req.set_pool_id(id->second);
         tmem::v1::FlushPoolResponse resp;
-        st = s.stub->FlushPool(&ctx, req, &resp);
+        st = s.rpc->FlushPool(&ctx, req, &resp);
         instance = resp.instance_id();
       }
       // NOT_FOUND: the server lost the pool, and with it the pages to flush.
@@ -249,11 +249,11 @@ absl::StatusOr<uint32_t> TmemClient::Prepare(Server& s, Pool& pool) {
     req.set_uuid(std::string(pool.uuid.begin(), pool.uuid.end()));
     req.set_page_bytes(pool.page_bytes);
     req.set_tenant(pool.tenant);
-    st = s.stub->CreateSharedPool(&ctx, req, &resp);
+    st = s.rpc->CreateSharedPool(&ctx, req, &resp);
   } else {
     tmem::v1::CreatePoolRequest req;
     req.set_page_bytes(pool.page_bytes);
-    st = s.stub->CreatePool(&ctx, req, &resp);
+    st = s.rpc->CreatePool(&ctx, req, &resp);
   }
   if (!st.ok()) {
     NoteFailure(s, st);
@@ -278,10 +278,10 @@ absl::Status TmemClient::Put(PoolRef ref, std::string_view object, uint64_t inde
     TMEM_LOG_RATE_LIMITED(Warning) << "put dropped: " << s.address << " is not ready: " << id.status();
     return absl::OkStatus();
   }
-  std::shared_ptr<tmem::v1::PagePool::Stub> stub;
+  std::shared_ptr<tmem::v1::PagePoolClient> rpc;
   {
     MutexLock lock(&s.mu);
-    stub = s.stub;
+    rpc = s.rpc;
   }
   tmem::v1::PutPagesRequest req;
   req.set_pool_id(*id);
@@ -292,7 +292,7 @@ absl::Status TmemClient::Put(PoolRef ref, std::string_view object, uint64_t inde
   ::grpc::ClientContext ctx;
   SetDeadline(&ctx, options_.call_timeout_ms);
   tmem::v1::PutPagesResponse resp;
-  ::grpc::Status st = stub->PutPages(&ctx, req, &resp);
+  ::grpc::Status st = rpc->PutPages(&ctx, req, &resp);
   MutexLock lock(&s.mu);
   if (!st.ok()) {
     if (st.error_code() == ::grpc::StatusCode::NOT_FOUND) s.pool_ids.erase(ref);
@@ -319,10 +319,10 @@ absl::StatusOr<bool> TmemClient::Get(PoolRef ref, std::string_view object, uint6
     counters_.gets_unreachable.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
-  std::shared_ptr<tmem::v1::PagePool::Stub> stub;
+  std::shared_ptr<tmem::v1::PagePoolClient> rpc;
   {
     MutexLock lock(&s.mu);
-    stub = s.stub;
+    rpc = s.rpc;
   }
   tmem::v1::GetPagesRequest req;
   req.set_pool_id(*id);
@@ -332,7 +332,7 @@ absl::StatusOr<bool> TmemClient::Get(PoolRef ref, std::string_view object, uint6
   ::grpc::ClientContext ctx;
   SetDeadline(&ctx, options_.call_timeout_ms);
   tmem::v1::GetPagesResponse resp;
-  ::grpc::Status st = stub->GetPages(&ctx, req, &resp);
+  ::grpc::Status st = rpc->GetPages(&ctx, req, &resp);
   {
     MutexLock lock(&s.mu);
     if (!st.ok()) {

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "common/flags.h"
-#include "proto/tmem.grpc.pb.h"
+#include "proto/tmem_clients.h"
 
 namespace tmem::ctl {
 namespace {
@@ -96,15 +96,15 @@ class Client {
   void Prepare(::grpc::ClientContext* ctx) const {
     ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms_));
   }
-  tmem::v1::PagePool::Stub& pool() { return *pool_; }
-  tmem::v1::Admin::Stub& admin() { return *admin_; }
+  tmem::v1::PagePoolClient& pool() { return *pool_; }
+  tmem::v1::AdminClient& admin() { return *admin_; }
   const std::string& server() const { return server_; }
 
  private:
   const std::string server_;
   const int64_t timeout_ms_;
-  std::unique_ptr<tmem::v1::PagePool::Stub> pool_;
-  std::unique_ptr<tmem::v1::Admin::Stub> admin_;
+  std::unique_ptr<tmem::v1::PagePoolClient> pool_;
+  std::unique_ptr<tmem::v1::AdminClient> admin_;
 };
 
 absl::StatusOr<uint32_t> PoolFlag(const Flags& f) {

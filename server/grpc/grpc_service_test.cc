@@ -7,6 +7,7 @@
 #include <vector>
 #include <string>
 
+#include "proto/tmem_clients.h"
 #include "server/grpc/admin_service.h"
 #include "server/grpc/page_pool_service.h"
 #include "server/metrics/metrics.h"
@@ -88,8 +89,8 @@ class GrpcServiceTest : public ::testing::Test {
   std::unique_ptr<PagePoolService> pages_;
   std::unique_ptr<AdminService> admin_;
   std::unique_ptr<::grpc::Server> server_;
-  std::unique_ptr<tmem::v1::PagePool::Stub> pool_stub_;
-  std::unique_ptr<tmem::v1::Admin::Stub> admin_stub_;
+  std::unique_ptr<tmem::v1::PagePoolClient> pool_stub_;
+  std::unique_ptr<tmem::v1::AdminClient> admin_stub_;
 };
 
 std::string PageOf(char c, size_t n = 4096) { return std::string(n, c); }

@@ -17,7 +17,7 @@
 #include <thread>
 #include <vector>
 
-#include "proto/tmem.grpc.pb.h"
+#include "proto/tmem_clients.h"
 #include "tests/testing/process_util.h"
 
 namespace tmem {
@@ -115,8 +115,8 @@ class TmemdTest : public ::testing::Test {
   std::string dir_;
   int port_ = 0, metrics_port_ = 0;
   std::shared_ptr<::grpc::Channel> channel_;
-  std::unique_ptr<tmem::v1::PagePool::Stub> pool_;
-  std::unique_ptr<tmem::v1::Admin::Stub> admin_;
+  std::unique_ptr<tmem::v1::PagePoolClient> pool_;
+  std::unique_ptr<tmem::v1::AdminClient> admin_;
 };
 
 TEST_F(TmemdTest, CleanStopKeepsPagesAndKillDropsThem) {
