@@ -312,6 +312,16 @@ Mutex& PoolEngine::StripeFor(std::string_view key) {
   return stripes_[crc32c::Value(key.data(), key.size()) % options_.lock_stripes];
 }
 
+absl::StatusOr<std::string> PoolEngine::AppendPage(PoolId id, std::string_view object, uint64_t index,
+                                                   std::span<const uint8_t> page) {
+  const uint32_t crc = crc32c::Value(page.data(), page.size());
+  uint8_t slot_key[log::kSlotKeyBytes];
+  EncodeSlotKey(id, object, index, slot_key);
+  TMEM_ASSIGN_OR_RETURN(log::Location loc,
+                        log_->Append(slot_key, page.data(), static_cast<uint32_t>(page.size()), crc));
+  return EncodeIndexValue({loc, crc});
+}
+
 absl::Status PoolEngine::Put(PoolId id, std::string_view object, uint64_t index, std::span<const uint8_t> page) {
   TMEM_ENGINE_OPEN_OR_RETURN();
   TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, CheckHandle(id, object));
@@ -319,19 +329,12 @@ absl::Status PoolEngine::Put(PoolId id, std::string_view object, uint64_t index,
     return absl::InvalidArgumentError(absl::StrCat("page of ", page.size(), " bytes for pool ", id, " of ",
                                                    pool->info.page_bytes, "-byte pages"));
   }
-  const uint32_t crc = crc32c::Value(page.data(), page.size());
   const std::string key = EncodePageKey(id, object, index);
-  uint8_t slot_key[log::kSlotKeyBytes];
-  EncodeSlotKey(id, object, index, slot_key);
   absl::Status st;
   {
     MutexLock stripe(&StripeFor(key));
-    absl::StatusOr<log::Location> loc = log_->Append(slot_key, page.data(), static_cast<uint32_t>(page.size()), crc);
-    if (loc.ok()) {
-      st = index_->PutPage(key, EncodeIndexValue({*loc, crc}));
-    } else {
-      st = loc.status();
-    }
+    absl::StatusOr<std::string> value = AppendPage(id, object, index, page);
+    st = value.ok() ? index_->PutPage(key, *value) : value.status();
     if (!st.ok()) {
       // The old version must not survive a failed put of a newer one (put-put-get coherency).
       absl::Status del = index_->DeletePage(key);
@@ -373,13 +376,9 @@ absl::Status PoolEngine::PutMany(PoolId id, std::span<const PagePut> pages) {
   ops.reserve(pages.size());
   uint64_t dropped = 0;
   for (size_t i = 0; i < pages.size(); ++i) {
-    const PagePut& p = pages[i];
-    const uint32_t crc = crc32c::Value(p.page.data(), p.page.size());
-    uint8_t slot_key[log::kSlotKeyBytes];
-    EncodeSlotKey(id, p.object, p.index, slot_key);
-    absl::StatusOr<log::Location> loc = log_->Append(slot_key, p.page.data(), static_cast<uint32_t>(p.page.size()), crc);
-    if (loc.ok()) {
-      ops.emplace_back(keys[i], EncodeIndexValue({*loc, crc}));
+    absl::StatusOr<std::string> value = AppendPage(id, pages[i].object, pages[i].index, pages[i].page);
+    if (value.ok()) {
+      ops.emplace_back(keys[i], std::move(*value));
     } else {
       ops.emplace_back(keys[i], std::nullopt);  // never leave an older version behind
       ++dropped;

@@ -144,6 +144,10 @@ class PoolEngine {
   absl::StatusOr<std::shared_ptr<Pool>> FindPool(PoolId id) const;
   absl::StatusOr<std::shared_ptr<Pool>> CheckHandle(PoolId id, std::string_view object) const;
   Mutex& StripeFor(std::string_view key);
+  // Copies a checked page into the log and returns its encoded index value. The caller holds
+  // the handle's stripe and writes the value to the index.
+  absl::StatusOr<std::string> AppendPage(PoolId id, std::string_view object, uint64_t index,
+                                         std::span<const uint8_t> page);
   absl::StatusOr<PoolId> CreatePoolLocked(PoolKind kind, const Uuid& uuid, uint32_t page_bytes,
                                           std::string_view tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(admin_mu_);
   // Deletes `key` if it still maps to `value` (a stale or corrupt entry met by a get).
