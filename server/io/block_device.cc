@@ -23,6 +23,10 @@ absl::Status CheckIo(const BlockDevice& dev, uint64_t offset, const void* buf, s
   return absl::OkStatus();
 }
 
+void BlockDevice::ReadMany(std::span<ReadOp> ops) {
+  for (ReadOp& op : ops) op.status = Read(op.offset, op.buf, op.len);
+}
+
 absl::Status ErrnoStatus(int err, const std::string& what) {
   std::string msg = absl::StrCat(what, ": ", std::strerror(err));
   switch (err) {

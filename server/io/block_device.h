@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "absl/status/status.h"
@@ -31,6 +32,18 @@ class BlockDevice {
   // Reads exactly `len` bytes at `offset`. Out of range → OutOfRange; device error → Internal
   // (the message carries errno's text).
   virtual absl::Status Read(uint64_t offset, void* buf, size_t len) = 0;
+
+  // One read of a batch: the same rules as Read; `status` receives its outcome.
+  struct ReadOp {
+    uint64_t offset = 0;
+    void* buf = nullptr;
+    size_t len = 0;
+    absl::Status status;
+  };
+  // Performs every read of `ops` (independent of each other, in any order, possibly at the same
+  // time) and returns when all have finished. Each op's status says how it went; one failed op
+  // does not stop the others. The default issues them one by one through Read.
+  virtual void ReadMany(std::span<ReadOp> ops);
 
   // Writes exactly `len` bytes at `offset`. The data is durable only after a later Sync().
   virtual absl::Status Write(uint64_t offset, const void* buf, size_t len) = 0;

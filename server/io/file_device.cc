@@ -28,6 +28,8 @@ const char* IoEngineName(IoEngine engine) { return engine == IoEngine::kUring ? 
 // callers never share a submission queue and never wait on each other's completions.
 class FileDevice::RingPool {
  public:
+  explicit RingPool(unsigned depth) : depth_(depth) {}
+
   ~RingPool() {
     MutexLock lock(&mu_);
     for (io_uring* r : free_) {
@@ -46,7 +48,7 @@ class FileDevice::RingPool {
       }
     }
     auto* r = new io_uring;
-    int rc = io_uring_queue_init(4, r, 0);
+    int rc = io_uring_queue_init(depth_, r, 0);
     if (rc < 0) {
       delete r;
       return ErrnoStatus(-rc, "io_uring_queue_init");
@@ -59,7 +61,14 @@ class FileDevice::RingPool {
     free_.push_back(r);
   }
 
+  // For a ring left in an unknown state: the kernel cancels and reaps what is still in flight.
+  static void Discard(io_uring* r) {
+    io_uring_queue_exit(r);
+    delete r;
+  }
+
  private:
+  const unsigned depth_;
   Mutex mu_;
   std::vector<io_uring*> free_ ABSL_GUARDED_BY(mu_);
 };
@@ -70,10 +79,12 @@ FileDevice::FileDevice(int fd, uint64_t size, const FileDeviceOptions& options)
       alignment_(options.alignment),
       engine_(options.engine),
       path_(options.path),
-      rings_(options.engine == IoEngine::kUring ? std::make_unique<RingPool>() : nullptr) {}
+      rings_(options.engine == IoEngine::kUring ? std::make_unique<RingPool>(4) : nullptr),
+      batch_rings_(std::make_unique<RingPool>(kBatchDepth)) {}
 
 FileDevice::~FileDevice() {
   rings_.reset();
+  batch_rings_.reset();
   ::close(fd_);
 }
 
@@ -201,6 +212,86 @@ absl::Status FileDevice::Read(uint64_t offset, void* buf, size_t len) {
   TMEM_RETURN_IF_ERROR(CheckIo(*this, offset, buf, len));
   if (engine_ == IoEngine::kUring) return UringIo(false, offset, buf, len);
   return PreadAll(offset, buf, len);
+}
+
+void FileDevice::ReadMany(std::span<ReadOp> ops) {
+  if (ops.size() <= 1 || !batch_uring_ok_.load(std::memory_order_relaxed)) {
+    BlockDevice::ReadMany(ops);
+    return;
+  }
+  absl::StatusOr<io_uring*> acquired = batch_rings_->Acquire();
+  if (!acquired.ok()) {
+    // ENOSYS (old kernel) or EPERM (seccomp): remember, and read one by one from now on.
+    batch_uring_ok_.store(false, std::memory_order_relaxed);
+    BlockDevice::ReadMany(ops);
+    return;
+  }
+  io_uring* ring = *acquired;
+  std::vector<uint8_t> done(ops.size(), 0);
+  for (size_t i = 0; i < ops.size(); ++i) {
+    ops[i].status = CheckIo(*this, ops[i].offset, ops[i].buf, ops[i].len);
+    if (!ops[i].status.ok()) done[i] = 1;
+  }
+  // A read the ring returned short (or with EAGAIN/EINTR) is finished with pread.
+  auto finish_sync = [&](size_t i, size_t already) {
+    ReadOp& op = ops[i];
+    op.status = PreadAll(op.offset + already, static_cast<uint8_t*>(op.buf) + already, op.len - already);
+    done[i] = 1;
+  };
+  size_t next = 0;
+  unsigned inflight = 0;
+  bool ring_ok = true;
+  while (ring_ok && (next < ops.size() || inflight > 0)) {
+    while (next < ops.size() && inflight < kBatchDepth) {
+      if (done[next]) {
+        ++next;
+        continue;
+      }
+      io_uring_sqe* sqe = io_uring_get_sqe(ring);
+      if (sqe == nullptr) break;
+      io_uring_prep_read(sqe, fd_, ops[next].buf, static_cast<unsigned>(ops[next].len), ops[next].offset);
+      io_uring_sqe_set_data64(sqe, next);
+      ++next;
+      ++inflight;
+    }
+    if (inflight == 0) break;
+    int rc = io_uring_submit_and_wait(ring, 1);
+    if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+      ring_ok = false;
+      break;
+    }
+    io_uring_cqe* cqe = nullptr;
+    unsigned head;
+    unsigned seen = 0;
+    io_uring_for_each_cqe(ring, head, cqe) {
+      const size_t i = static_cast<size_t>(io_uring_cqe_get_data64(cqe));
+      const int res = cqe->res;
+      ++seen;
+      if (res == static_cast<int>(ops[i].len)) {
+        done[i] = 1;
+      } else if (res > 0 || res == -EINTR || res == -EAGAIN) {
+        finish_sync(i, res > 0 ? static_cast<size_t>(res) : 0);
+      } else if (res == 0) {
+        ops[i].status = absl::OutOfRangeError(absl::StrCat("short read of ", path_, " at ", ops[i].offset));
+        done[i] = 1;
+      } else {
+        ops[i].status = ErrnoStatus(-res, absl::StrCat("io_uring read ", path_, " at ", ops[i].offset));
+        done[i] = 1;
+      }
+    }
+    io_uring_cq_advance(ring, seen);
+    inflight -= seen;
+  }
+  if (ring_ok) {
+    batch_rings_->Release(ring);
+    return;
+  }
+  // The ring failed with reads possibly in flight: tear it down (the kernel reaps them) and
+  // redo every unfinished read synchronously; a late completion writes the same bytes.
+  RingPool::Discard(ring);
+  for (size_t i = 0; i < ops.size(); ++i) {
+    if (!done[i]) finish_sync(i, 0);
+  }
 }
 
 absl::Status FileDevice::Write(uint64_t offset, const void* buf, size_t len) {

@@ -7,6 +7,7 @@
 #ifndef TMEM_SERVER_IO_FILE_DEVICE_H_
 #define TMEM_SERVER_IO_FILE_DEVICE_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -43,8 +44,14 @@ class FileDevice final : public BlockDevice {
   uint64_t size_bytes() const override { return size_; }
   uint32_t alignment() const override { return alignment_; }
   absl::Status Read(uint64_t offset, void* buf, size_t len) override;
+  // With either engine: the whole batch goes to one io_uring (up to kBatchDepth reads in
+  // flight, one system call per submission round); falls back to pread when the kernel or a
+  // seccomp policy refuses io_uring.
+  void ReadMany(std::span<ReadOp> ops) override;
   absl::Status Write(uint64_t offset, const void* buf, size_t len) override;
   absl::Status Sync() override;
+
+  static constexpr unsigned kBatchDepth = 64;
   std::string Describe() const override;
 
   IoEngine engine() const { return engine_; }
@@ -62,7 +69,9 @@ class FileDevice final : public BlockDevice {
   const uint32_t alignment_;
   const IoEngine engine_;
   const std::string path_;
-  std::unique_ptr<RingPool> rings_;  // only for kUring; thread-safe itself
+  std::unique_ptr<RingPool> rings_;        // only for kUring; thread-safe itself
+  std::unique_ptr<RingPool> batch_rings_;  // rings of kBatchDepth entries for ReadMany
+  std::atomic<bool> batch_uring_ok_{true};  // false once io_uring was refused
 };
 
 }  // namespace tmem::io

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "server/io/block_device.h"
 #include "server/io/fault_injection_device.h"
@@ -55,6 +56,34 @@ TEST_P(FileDeviceTest, RefusesUnalignedAndOutOfRangeIo) {
   EXPECT_EQ((*dev)->Write(0, b.data() + 1, 4096).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ((*dev)->Read(64 << 10, b.data(), 4096).code(), absl::StatusCode::kOutOfRange);
   EXPECT_EQ((*dev)->Write(60 << 10, b.data(), 8192).code(), absl::StatusCode::kOutOfRange);
+}
+
+TEST_P(FileDeviceTest, ReadManyReturnsEveryBlockAndReportsBadOpsSeparately) {
+  std::string path = TestPath(std::string("dev_many_") + IoEngineName(GetParam()));
+  ::unlink(path.c_str());
+  constexpr size_t kBlocks = 200;  // more than one ring's depth
+  auto dev = FileDevice::Open({.path = path, .create_size_bytes = kBlocks * 4096, .engine = GetParam()});
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  AlignedBuffer w(kBlocks * 4096);
+  for (size_t b = 0; b < kBlocks; ++b) std::memset(w.data() + b * 4096, static_cast<int>(b % 251) + 1, 4096);
+  ASSERT_TRUE((*dev)->Write(0, w.data(), w.size()).ok());
+  // Every block in reverse order, then one unaligned op and one past the end.
+  AlignedBuffer r(kBlocks * 4096 + 4096);
+  std::vector<BlockDevice::ReadOp> ops;
+  for (size_t b = 0; b < kBlocks; ++b) {
+    ops.push_back({.offset = (kBlocks - 1 - b) * 4096, .buf = r.data() + b * 4096, .len = 4096});
+  }
+  ops.push_back({.offset = 100, .buf = r.data() + kBlocks * 4096, .len = 4096});
+  ops.push_back({.offset = kBlocks * 4096, .buf = r.data() + kBlocks * 4096, .len = 4096});
+  (*dev)->ReadMany(ops);
+  for (size_t b = 0; b < kBlocks; ++b) {
+    ASSERT_TRUE(ops[b].status.ok()) << b << ": " << ops[b].status;
+    const uint8_t want = static_cast<uint8_t>((kBlocks - 1 - b) % 251 + 1);
+    EXPECT_EQ(r.data()[b * 4096], want) << b;
+    EXPECT_EQ(r.data()[b * 4096 + 4095], want) << b;
+  }
+  EXPECT_EQ(ops[kBlocks].status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ops[kBlocks + 1].status.code(), absl::StatusCode::kOutOfRange);
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, FileDeviceTest, ::testing::Values(IoEngine::kPread, IoEngine::kUring),

@@ -449,6 +449,104 @@ absl::StatusOr<SegmentLog::ReadOutcome> SegmentLog::Read(Location loc, uint32_t 
   return ReadOutcome::kOk;
 }
 
+void SegmentLog::ReadMany(std::span<PageRead> reads) {
+  if (reads.size() == 1) {
+    PageRead& r = reads[0];
+    r.outcome = Read(r.loc, r.len, r.expected_crc, r.out);
+    return;
+  }
+  enum : uint8_t { kDone, kPending, kFromBuffer };
+  std::vector<uint8_t> state(reads.size(), kDone);
+  bool look_in_buffers = false;
+  const bool any_failed = failed_count_.load(std::memory_order_acquire) > 0;
+  const uint64_t flushed = flushed_seq_.load(std::memory_order_acquire);
+  for (size_t i = 0; i < reads.size(); ++i) {
+    PageRead& r = reads[i];
+    if (r.len == 0 || r.loc.offset < kSegmentHeaderBytes || uint64_t{r.loc.offset} + r.len > geometry_.segment_bytes) {
+      r.outcome = absl::InvalidArgumentError(absl::StrCat("bad page location: offset ", r.loc.offset, " length ", r.len));
+      continue;
+    }
+    if (!IsLive(r.loc.seq)) {
+      r.outcome = ReadOutcome::kGone;
+      continue;
+    }
+    state[i] = kPending;
+    if (r.loc.seq > flushed || any_failed) look_in_buffers = true;
+  }
+  if (look_in_buffers) {
+    MutexLock lock(&mu_);
+    for (size_t i = 0; i < reads.size(); ++i) {
+      if (state[i] != kPending) continue;
+      PageRead& r = reads[i];
+      if (failed_seqs_.count(r.loc.seq) != 0) {
+        r.outcome = ReadOutcome::kGone;
+        state[i] = kDone;
+        continue;
+      }
+      for (auto& b : buffers_) {
+        if (b->state != BufferState::kFree && b->seq == r.loc.seq) {
+          std::memcpy(r.out, b->bytes.data() + r.loc.offset, r.len);
+          state[i] = kFromBuffer;
+          break;
+        }
+      }
+    }
+  }
+  // Everything still pending is on the device (see Read): one batch, into one scratch buffer.
+  const uint32_t a = device_->alignment();
+  std::vector<io::BlockDevice::ReadOp> ops;
+  std::vector<size_t> op_page;
+  uint64_t scratch_bytes = 0;
+  for (size_t i = 0; i < reads.size(); ++i) {
+    if (state[i] != kPending) continue;
+    const uint64_t abs = SegmentOffset(reads[i].loc.seq) + reads[i].loc.offset;
+    const uint64_t start = io::AlignDown(abs, a);
+    const uint64_t end = io::AlignUp(abs + reads[i].len, a);
+    ops.push_back({.offset = start, .buf = nullptr, .len = end - start});
+    op_page.push_back(i);
+    scratch_bytes += end - start;
+  }
+  if (!ops.empty()) {
+    thread_local io::AlignedBuffer scratch;
+    if (scratch.size() < scratch_bytes) scratch = io::AlignedBuffer(scratch_bytes, kBlockBytes);
+    uint64_t at = 0;
+    for (io::BlockDevice::ReadOp& op : ops) {
+      op.buf = scratch.data() + at;
+      at += op.len;
+    }
+    device_->ReadMany(std::span<io::BlockDevice::ReadOp>(ops));
+    for (size_t k = 0; k < ops.size(); ++k) {
+      PageRead& r = reads[op_page[k]];
+      if (!ops[k].status.ok()) {
+        counters_.read_errors.fetch_add(1, std::memory_order_relaxed);
+        r.outcome = ops[k].status;
+        state[op_page[k]] = kDone;
+        continue;
+      }
+      // Reclaimed (and maybe rewritten) while we read: see Read.
+      if (!IsLive(r.loc.seq)) {
+        r.outcome = ReadOutcome::kGone;
+        state[op_page[k]] = kDone;
+        continue;
+      }
+      const uint64_t abs = SegmentOffset(r.loc.seq) + r.loc.offset;
+      std::memcpy(r.out, static_cast<uint8_t*>(ops[k].buf) + (abs - ops[k].offset), r.len);
+      counters_.device_reads.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  for (size_t i = 0; i < reads.size(); ++i) {
+    if (state[i] == kDone) continue;
+    PageRead& r = reads[i];
+    if (state[i] == kFromBuffer) counters_.buffer_reads.fetch_add(1, std::memory_order_relaxed);
+    if (crc32c::Value(r.out, r.len) != r.expected_crc) {
+      counters_.crc_failures.fetch_add(1, std::memory_order_relaxed);
+      r.outcome = ReadOutcome::kCorrupt;
+    } else {
+      r.outcome = ReadOutcome::kOk;
+    }
+  }
+}
+
 void SegmentLog::FinishWriteLocked(WriteBuffer* buffer, bool ok) {
   const uint64_t seq = buffer->seq;
   if (!ok) {

@@ -20,6 +20,7 @@
 #include <deque>
 #include <memory>
 #include <set>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -117,6 +118,19 @@ class SegmentLog {
   // Reads the page at `loc` into `out` (`len` bytes) from a RAM buffer or the device, and
   // checks it against `expected_crc`. A device error is returned as a Status.
   absl::StatusOr<ReadOutcome> Read(Location loc, uint32_t len, uint32_t expected_crc, void* out);
+
+  // One page read of a batch; `outcome` receives what Read would return.
+  struct PageRead {
+    Location loc;
+    uint32_t len = 0;
+    uint32_t expected_crc = 0;
+    void* out = nullptr;
+    absl::StatusOr<ReadOutcome> outcome = ReadOutcome::kGone;
+  };
+  // Read for many pages at once: RAM buffers are looked at under one lock, and every device read
+  // goes to the device in one batch (BlockDevice::ReadMany), so a batch of N pages costs one
+  // wait for the device instead of N.
+  void ReadMany(std::span<PageRead> reads);
 
   // True while the segment `seq` still holds what was appended to it.
   bool IsLive(uint64_t seq) const {

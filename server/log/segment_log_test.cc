@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -388,6 +389,56 @@ TEST_F(SegmentLogTest, DeviceReadErrorIsReturned) {
   auto r = log->Read(a.loc, kPage, a.crc, out.data());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal);
   EXPECT_EQ(log->counters().read_errors.load(), 1u);
+}
+
+// One batch mixing reclaimed pages, pages on the device, pages still in RAM, a corrupt page, a
+// bad location and a device error: each entry gets exactly what a single Read gives.
+TEST_F(SegmentLogTest, ReadManyGivesEachPageWhatReadGives) {
+  auto log = Open({.free_segments_ahead = 2});
+  std::vector<Appended> pages;
+  for (uint64_t i = 0; i < 30 * 16 * 2; ++i) pages.push_back(Append(*log, 700 + i));
+  ASSERT_TRUE(log->FlushAll().ok());
+  for (uint64_t i = 0; i < 5; ++i) pages.push_back(Append(*log, 90000 + i));  // stay in RAM
+  Appended bad_crc = pages[pages.size() - 40];
+  bad_crc.crc ^= 1;
+  pages.push_back(bad_crc);
+  std::vector<SegmentLog::ReadOutcome> want;
+  for (const Appended& a : pages) {
+    std::string out(a.data.size(), '\0');
+    auto r = log->Read(a.loc, a.data.size(), a.crc, out.data());
+    ASSERT_TRUE(r.ok()) << r.status();
+    want.push_back(*r);
+  }
+  ASSERT_GT(std::count(want.begin(), want.end(), SegmentLog::ReadOutcome::kGone), 100);
+  ASSERT_GT(std::count(want.begin(), want.end(), SegmentLog::ReadOutcome::kOk), 100);
+  ASSERT_EQ(want.back(), SegmentLog::ReadOutcome::kCorrupt);
+
+  std::vector<std::string> outs(pages.size() + 1);
+  std::vector<SegmentLog::PageRead> reads;
+  for (size_t i = 0; i < pages.size(); ++i) {
+    outs[i].assign(pages[i].data.size(), '\0');
+    reads.push_back({.loc = pages[i].loc, .len = static_cast<uint32_t>(pages[i].data.size()),
+                     .expected_crc = pages[i].crc, .out = outs[i].data()});
+  }
+  outs.back().assign(kPage, '\0');
+  reads.push_back({.loc = {.seq = log->head_seq(), .offset = 1}, .len = kPage, .out = outs.back().data()});
+  const uint64_t crc_failures = log->counters().crc_failures.load();
+  dev_.FailNext(io::FaultInjectionDevice::Op::kRead, 1);
+  log->ReadMany(reads);
+  int errors = 0;
+  for (size_t i = 0; i < pages.size(); ++i) {
+    if (!reads[i].outcome.ok()) {
+      EXPECT_EQ(reads[i].outcome.status().code(), absl::StatusCode::kInternal);
+      EXPECT_EQ(want[i], SegmentLog::ReadOutcome::kOk) << "only a device read can fail";
+      ++errors;
+      continue;
+    }
+    ASSERT_EQ(*reads[i].outcome, want[i]) << i;
+    if (want[i] == SegmentLog::ReadOutcome::kOk) ASSERT_EQ(outs[i], pages[i].data) << i;
+  }
+  EXPECT_EQ(errors, 1);
+  EXPECT_EQ(reads.back().outcome.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(log->counters().crc_failures.load(), crc_failures + 1);
 }
 
 TEST_F(SegmentLogTest, ConcurrentAppendersAndReadersSeeTheirOwnPages) {
