@@ -121,16 +121,23 @@ Status PagePoolService::GetPages(ServerContext*, const tmem::v1::GetPagesRequest
   for (int i = 0; i < req->handles_size(); ++i) {
     if (Status s = CheckObject(absl::StrCat("handles[", i, "].object"), req->handles(i).object()); !s.ok()) return s;
   }
+  // One engine call for the batch: one index lookup, device reads in flight together.
+  std::vector<pool::PoolEngine::PageGet> gets;
+  gets.reserve(req->handles_size());
   for (const tmem::v1::Handle& h : req->handles()) {
-    tmem::v1::PageResult* r = resp->add_results();
-    std::string* data = r->mutable_data();
+    std::string* data = resp->add_results()->mutable_data();
     data->resize(info->page_bytes);
-    absl::StatusOr<pool::GetOutcome> got = engine_->Get(
-        req->pool_id(), h.object(), h.index(),
-        std::span<uint8_t>(reinterpret_cast<uint8_t*>(data->data()), data->size()));
-    if (!got.ok()) return ToGrpc(got.status());
-    r->set_hit(*got == pool::GetOutcome::kHit);
-    if (!r->hit()) data->clear();
+    gets.push_back({h.object(), h.index(), std::span<uint8_t>(reinterpret_cast<uint8_t*>(data->data()), data->size())});
+  }
+  absl::StatusOr<std::vector<pool::GetOutcome>> got = engine_->GetMany(req->pool_id(), gets);
+  if (!got.ok()) {
+    resp->clear_results();
+    return ToGrpc(got.status());
+  }
+  for (int i = 0; i < resp->results_size(); ++i) {
+    tmem::v1::PageResult* r = resp->mutable_results(i);
+    r->set_hit((*got)[i] == pool::GetOutcome::kHit);
+    if (!r->hit()) r->clear_data();
   }
   resp->set_instance_id(engine_->instance_id());
   return Status::OK;

@@ -146,6 +146,25 @@ absl::StatusOr<std::optional<std::string>> PageIndex::GetPage(std::string_view k
   return std::optional<std::string>(std::move(value));
 }
 
+std::vector<absl::StatusOr<std::optional<std::string>>> PageIndex::MultiGetPages(std::span<const std::string> keys) {
+  std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+  std::vector<rocksdb::PinnableSlice> values(keys.size());
+  std::vector<rocksdb::Status> statuses(keys.size());
+  db_->MultiGet(rocksdb::ReadOptions(), pages_cf_, keys.size(), slices.data(), values.data(), statuses.data());
+  std::vector<absl::StatusOr<std::optional<std::string>>> out;
+  out.reserve(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (statuses[i].IsNotFound()) {
+      out.emplace_back(std::optional<std::string>());
+    } else if (absl::Status st = FromRocks(statuses[i], "get page"); !st.ok()) {
+      out.emplace_back(st);
+    } else {
+      out.emplace_back(std::optional<std::string>(values[i].ToString()));
+    }
+  }
+  return out;
+}
+
 absl::Status PageIndex::WritePages(const std::vector<std::pair<std::string, std::optional<std::string>>>& ops) {
   rocksdb::WriteBatch batch;
   for (const auto& [key, value] : ops) {

@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -55,6 +56,8 @@ class PageIndex {
   absl::Status PutPage(std::string_view key, std::string_view value);
   // nullopt when absent.
   absl::StatusOr<std::optional<std::string>> GetPage(std::string_view key);
+  // GetPage for many keys in one RocksDB MultiGet; results[i] answers keys[i].
+  std::vector<absl::StatusOr<std::optional<std::string>>> MultiGetPages(std::span<const std::string> keys);
   absl::Status DeletePage(std::string_view key);
   // Applies puts (value set) and deletes (no value) in order, as one write.
   absl::Status WritePages(const std::vector<std::pair<std::string, std::optional<std::string>>>& ops);

@@ -1,8 +1,9 @@
 #include "server/pool/pool_engine.h"
 
-#include <cstring>
 #include <algorithm>
+#include <cstring>
 #include <functional>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "common/crc32c.h"
@@ -434,21 +435,102 @@ absl::StatusOr<GetOutcome> PoolEngine::Get(PoolId id, std::string_view object, u
   }
   absl::StatusOr<log::SegmentLog::ReadOutcome> r =
       log_->Read(value->loc, pool->info.page_bytes, value->crc, out.data());
+  return SettleRead(*pool, key, *raw, exclusive, r, out);
+}
+
+GetOutcome PoolEngine::SettleRead(Pool& pool, const std::string& key, const std::string& raw, bool exclusive,
+                                  const absl::StatusOr<log::SegmentLog::ReadOutcome>& r, std::span<uint8_t> out) {
   if (r.ok() && *r == log::SegmentLog::ReadOutcome::kOk) {
-    pool->counters.gets_hit.fetch_add(1, std::memory_order_relaxed);
+    pool.counters.gets_hit.fetch_add(1, std::memory_order_relaxed);
     return GetOutcome::kHit;
   }
   if (!r.ok()) {
     counters_.read_errors.fetch_add(1, std::memory_order_relaxed);
-    TMEM_LOG_RATE_LIMITED(Warning) << "get from pool " << id << " missed on a device error: " << r.status();
+    TMEM_LOG_RATE_LIMITED(Warning) << "get from pool " << pool.info.id << " missed on a device error: " << r.status();
   } else if (*r == log::SegmentLog::ReadOutcome::kGone) {
     counters_.pages_evicted.fetch_add(1, std::memory_order_relaxed);
   }
   // Whatever made this read fail, later gets must miss too (get-get coherency): drop the entry.
-  if (!exclusive) DeleteIfUnchanged(key, *raw);
+  if (!exclusive) DeleteIfUnchanged(key, raw);
   // Never leave a corrupt or partial page in the caller's buffer.
   std::memset(out.data(), 0, out.size());
-  return miss();
+  pool.counters.gets_miss.fetch_add(1, std::memory_order_relaxed);
+  return GetOutcome::kMiss;
+}
+
+absl::StatusOr<std::vector<GetOutcome>> PoolEngine::GetMany(PoolId id, std::span<const PageGet> gets) {
+  TMEM_ENGINE_OPEN_OR_RETURN();
+  std::vector<GetOutcome> outcomes(gets.size(), GetOutcome::kMiss);
+  if (gets.empty()) return outcomes;
+  TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, FindPool(id));
+  for (size_t i = 0; i < gets.size(); ++i) {
+    TMEM_RETURN_IF_ERROR(CheckHandle(id, gets[i].object).status());
+    if (gets[i].out.size() != pool->info.page_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("get ", i, ": buffer of ", gets[i].out.size(), " bytes for pool ",
+                                                     id, " of ", pool->info.page_bytes, "-byte pages"));
+    }
+  }
+  std::vector<std::string> keys;
+  keys.reserve(gets.size());
+  for (const PageGet& g : gets) keys.push_back(EncodePageKey(id, g.object, g.index));
+  const bool exclusive = pool->info.kind == PoolKind::kPrivate;
+  std::vector<absl::StatusOr<std::optional<std::string>>> raws;
+  if (exclusive) {
+    // As Get: find and remove under the stripe locks (ascending, as PutMany takes them), so
+    // that of two racing gets of one handle only one hits. Within the batch, a handle named
+    // twice hits at most once, as two Gets in a row would.
+    std::vector<uint32_t> stripes;
+    for (const std::string& k : keys) stripes.push_back(crc32c::Value(k.data(), k.size()) % options_.lock_stripes);
+    std::sort(stripes.begin(), stripes.end());
+    stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
+    for (uint32_t s : stripes) stripes_[s].Lock();
+    raws = index_->MultiGetPages(keys);
+    absl::Status st;
+    std::vector<std::pair<std::string, std::optional<std::string>>> deletes;
+    std::set<std::string_view> taken;
+    for (size_t i = 0; i < raws.size() && st.ok(); ++i) {
+      if (!raws[i].ok()) {
+        st = raws[i].status();
+      } else if (raws[i]->has_value()) {
+        if (taken.insert(keys[i]).second) {
+          deletes.emplace_back(keys[i], std::nullopt);
+        } else {
+          raws[i] = std::optional<std::string>();
+        }
+      }
+    }
+    if (st.ok() && !deletes.empty()) st = index_->WritePages(deletes);
+    for (uint32_t s : stripes) stripes_[s].Unlock();
+    TMEM_RETURN_IF_ERROR(st);
+  } else {
+    raws = index_->MultiGetPages(keys);
+    for (const auto& r : raws) TMEM_RETURN_IF_ERROR(r.status());
+  }
+  // Every entry that decodes becomes one read of the batch.
+  std::vector<log::SegmentLog::PageRead> reads;
+  std::vector<size_t> read_get;
+  reads.reserve(gets.size());
+  for (size_t i = 0; i < gets.size(); ++i) {
+    if (!raws[i]->has_value()) {
+      pool->counters.gets_miss.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    std::optional<IndexValue> value = DecodeIndexValue(**raws[i]);
+    if (!value.has_value()) {
+      if (!exclusive) DeleteIfUnchanged(keys[i], **raws[i]);
+      pool->counters.gets_miss.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    reads.push_back({.loc = value->loc, .len = pool->info.page_bytes, .expected_crc = value->crc,
+                     .out = gets[i].out.data()});
+    read_get.push_back(i);
+  }
+  log_->ReadMany(std::span<log::SegmentLog::PageRead>(reads));
+  for (size_t k = 0; k < reads.size(); ++k) {
+    const size_t i = read_get[k];
+    outcomes[i] = SettleRead(*pool, keys[i], **raws[i], exclusive, reads[k].outcome, gets[i].out);
+  }
+  return outcomes;
 }
 
 void PoolEngine::DeleteIfUnchanged(const std::string& key, const std::string& value) {

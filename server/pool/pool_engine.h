@@ -96,6 +96,18 @@ class PoolEngine {
   absl::Status PutMany(PoolId pool, std::span<const PagePut> pages) ABSL_NO_THREAD_SAFETY_ANALYSIS;
   // On kHit `out` (exactly the pool's page size) holds the page.
   absl::StatusOr<GetOutcome> Get(PoolId pool, std::string_view object, uint64_t index, std::span<uint8_t> out);
+  // Get for many handles of one pool: one index lookup (RocksDB MultiGet) and one batch of
+  // device reads (SegmentLog::ReadMany) for the lot. outcomes[i] answers gets[i], as if the
+  // gets ran one after another; a handle named twice in a private pool hits at most once.
+  // A bad handle or buffer rejects the whole call (InvalidArgument) before anything is read.
+  struct PageGet {
+    std::string_view object;
+    uint64_t index = 0;
+    std::span<uint8_t> out;
+  };
+  // (Locks a run-time set of stripes in ascending order on private pools; see PutMany.)
+  absl::StatusOr<std::vector<GetOutcome>> GetMany(PoolId pool, std::span<const PageGet> gets)
+      ABSL_NO_THREAD_SAFETY_ANALYSIS;
   absl::Status FlushPage(PoolId pool, std::string_view object, uint64_t index);
   absl::Status FlushObject(PoolId pool, std::string_view object);
   absl::Status FlushPool(PoolId pool);
@@ -150,6 +162,10 @@ class PoolEngine {
                                          std::span<const uint8_t> page);
   absl::StatusOr<PoolId> CreatePoolLocked(PoolKind kind, const Uuid& uuid, uint32_t page_bytes,
                                           std::string_view tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(admin_mu_);
+  // The end of a get once the page was read: counts the hit, or turns a failed read into a
+  // miss (dropping the entry of a shared pool and zeroing `out`).
+  GetOutcome SettleRead(Pool& pool, const std::string& key, const std::string& raw, bool exclusive,
+                        const absl::StatusOr<log::SegmentLog::ReadOutcome>& r, std::span<uint8_t> out);
   // Deletes `key` if it still maps to `value` (a stale or corrupt entry met by a get).
   void DeleteIfUnchanged(const std::string& key, const std::string& value);
   bool IsStale(std::string_view key, std::string_view value) const;

@@ -157,6 +157,73 @@ TEST(PoolEngineTest, PutManyStoresEveryPageAndTheLaterOfTwoPutsToAHandleWins) {
 
 // --- Gets ----------------------------------------------------------------------------------
 
+// GetMany on a private pool: pages from the device and from RAM come back in one call, a
+// handle named twice hits once, a device read error is a miss for that page only, and a bad
+// handle or buffer rejects the call before anything is taken.
+TEST(PoolEngineTest, GetManyAnswersEachHandleAsGetsInARowWould) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreatePool(4096);
+  for (uint64_t i = 0; i < 40; ++i) Put(e, p, kObj, i, 100 + i);
+  ASSERT_TRUE(e.segment_log().FlushAll().ok());
+  for (uint64_t i = 40; i < 44; ++i) Put(e, p, kObj, i, 100 + i);  // still in RAM
+  std::vector<uint64_t> idx = {3, 41, 3, 99, 20, 43, 0};
+  std::vector<std::vector<uint8_t>> outs(idx.size(), std::vector<uint8_t>(4096, 0xEE));
+  std::vector<PoolEngine::PageGet> gets;
+  for (size_t k = 0; k < idx.size(); ++k) gets.push_back({kObj, idx[k], outs[k]});
+
+  std::vector<uint8_t> small(512);
+  auto bad = gets;
+  bad.push_back({kObj, 5, small});
+  EXPECT_EQ(e.GetMany(p, bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad.back() = {"", 5, outs[0]};
+  EXPECT_EQ(e.GetMany(p, bad).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(e.GetMany(p + 100, gets).status().code(), absl::StatusCode::kNotFound);
+
+  // The first device read of the batch fails: index 3 (first named) is on the device.
+  h.device().FailNext(io::FaultInjectionDevice::Op::kRead, 1);
+  auto r = e.GetMany(p, gets);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const std::vector<GetOutcome> want = {GetOutcome::kMiss, GetOutcome::kHit, GetOutcome::kMiss, GetOutcome::kMiss,
+                                        GetOutcome::kHit,  GetOutcome::kHit, GetOutcome::kHit};
+  EXPECT_EQ(*r, want);
+  for (size_t k = 0; k < idx.size(); ++k) {
+    if ((*r)[k] == GetOutcome::kHit) {
+      EXPECT_EQ(testing::VersionOf(outs[k], p, kObj, idx[k]), static_cast<int64_t>(100 + idx[k])) << k;
+    } else {
+      EXPECT_EQ(outs[k], std::vector<uint8_t>(4096, k == 0 ? 0 : 0xEE)) << "a miss leaves no page bytes behind";
+    }
+  }
+  EXPECT_EQ(e.counters().read_errors.load(), 1u);
+  // Exclusive: every hit was taken; the failed read's page is gone as well.
+  r = e.GetMany(p, gets);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(std::count(r->begin(), r->end(), GetOutcome::kHit), 0);
+  std::vector<uint8_t> out;
+  EXPECT_EQ(Get(e, p, kObj, 1, &out), GetOutcome::kHit) << "pages not named stay";
+}
+
+TEST(PoolEngineTest, GetManyOnASharedPoolKeepsThePages) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(7), 4096);
+  for (uint64_t i = 0; i < 8; ++i) Put(e, p, kObj, i, 500 + i);
+  std::vector<std::vector<uint8_t>> outs(16, std::vector<uint8_t>(4096));
+  std::vector<PoolEngine::PageGet> gets;
+  for (uint64_t k = 0; k < 16; ++k) gets.push_back({kObj, k % 10, outs[k]});
+  for (int round = 0; round < 2; ++round) {
+    auto r = e.GetMany(p, gets);
+    ASSERT_TRUE(r.ok()) << r.status();
+    for (uint64_t k = 0; k < 16; ++k) {
+      EXPECT_EQ((*r)[k], k % 10 < 8 ? GetOutcome::kHit : GetOutcome::kMiss) << k;
+      if ((*r)[k] == GetOutcome::kHit) EXPECT_EQ(testing::VersionOf(outs[k], p, kObj, k % 10), int64_t(500 + k % 10));
+    }
+    ASSERT_TRUE(e.segment_log().FlushAll().ok());
+  }
+  EXPECT_EQ(e.GetPoolStats(p)->gets_hit, 2u * 14);
+  EXPECT_EQ(e.GetPoolStats(p)->gets_miss, 2u * 2);
+}
+
 TEST(PoolEngineTest, HitOnPrivatePoolRemovesThePage) {
   EngineHarness h;
   PoolEngine& e = h.Open();

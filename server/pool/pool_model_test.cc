@@ -79,19 +79,39 @@ void RunModel(uint64_t seed, uint64_t op_count, Tally* tally) {
       mp.pages[handle] = v;
       ++tally->puts;
     } else if (dice < 7600) {
-      std::vector<uint8_t> out(size);
-      auto r = e->Get(pid, obj, idx, out);
-      ASSERT_TRUE(r.ok()) << r.status();
-      ++tally->gets;
-      auto it = mp.pages.find(handle);
-      if (*r == GetOutcome::kHit) {
-        ++tally->hits;
-        ASSERT_NE(it, mp.pages.end()) << "op " << op << ": hit for a handle that must miss (pool " << pid << ")";
-        ASSERT_EQ(VersionOf(out, pid, obj, idx), static_cast<int64_t>(it->second))
-            << "op " << op << ": wrong or stale page";
-        if (mp.info.kind == PoolKind::kPrivate) mp.pages.erase(it);
-      } else if (it != mp.pages.end()) {
-        mp.pages.erase(it);  // get-get coherency: it must miss from now on
+      // Half of the gets go through GetMany: a batch of 1 to 6 handles (repeats allowed) whose
+      // outcomes must be those of the same gets one after another.
+      std::vector<std::pair<std::string, uint64_t>> handles{handle};
+      const bool many = rng() & 1;
+      if (many) {
+        for (uint64_t k = rng() % 6; k > 0; --k) handles.emplace_back(objects[rng() % 5], rng() % 12);
+      }
+      std::vector<std::vector<uint8_t>> outs(handles.size(), std::vector<uint8_t>(size));
+      std::vector<GetOutcome> outcomes;
+      if (many) {
+        std::vector<PoolEngine::PageGet> batch;
+        for (size_t k = 0; k < handles.size(); ++k) batch.push_back({handles[k].first, handles[k].second, outs[k]});
+        auto r = e->GetMany(pid, batch);
+        ASSERT_TRUE(r.ok()) << r.status();
+        ASSERT_EQ(r->size(), handles.size());
+        outcomes = *r;
+      } else {
+        auto r = e->Get(pid, obj, idx, outs[0]);
+        ASSERT_TRUE(r.ok()) << r.status();
+        outcomes.push_back(*r);
+      }
+      for (size_t k = 0; k < handles.size(); ++k) {
+        ++tally->gets;
+        auto it = mp.pages.find(handles[k]);
+        if (outcomes[k] == GetOutcome::kHit) {
+          ++tally->hits;
+          ASSERT_NE(it, mp.pages.end()) << "op " << op << ": hit for a handle that must miss (pool " << pid << ")";
+          ASSERT_EQ(VersionOf(outs[k], pid, handles[k].first, handles[k].second), static_cast<int64_t>(it->second))
+              << "op " << op << ": wrong or stale page";
+          if (mp.info.kind == PoolKind::kPrivate) mp.pages.erase(it);
+        } else if (it != mp.pages.end()) {
+          mp.pages.erase(it);  // get-get coherency: it must miss from now on
+        }
       }
     } else if (dice < 8500) {
       ASSERT_TRUE(e->FlushPage(pid, obj, idx).ok());
