@@ -1,5 +1,7 @@
 #include "server/main/config.h"
 
+#include <algorithm>
+
 #include <yaml-cpp/yaml.h>
 
 #include <set>
@@ -40,6 +42,9 @@ absl::Status Check(const Config& c) {
     }
   }
   if (c.shutdown_timeout_ms <= 0) return absl::InvalidArgumentError("shutdown timeout must be positive");
+  if (c.rpc_threads < 1 || c.rpc_threads > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat("rpc threads: ", c.rpc_threads, "; want 1 to 1024"));
+  }
   return CheckLevel(c.log_level);
 }
 
@@ -47,7 +52,8 @@ absl::Status Check(const Config& c) {
 
 const std::set<std::string>& ValueFlags() {
   static const auto* f = new std::set<std::string>{"config", "device", "device-size", "segment-size", "metadata-dir",
-                                                   "listen", "metrics-listen", "log-level", "shutdown-timeout-ms"};
+                                                   "listen", "metrics-listen", "log-level", "shutdown-timeout-ms",
+                                                   "rpc-threads"};
   return *f;
 }
 
@@ -103,6 +109,8 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
         c.log_level = v.as<std::string>();
       } else if (key == "shutdown_timeout_ms") {
         c.shutdown_timeout_ms = v.as<int64_t>();
+      } else if (key == "rpc_threads") {
+        c.rpc_threads = v.as<int>();
       } else {
         return Bad(key, "unknown key");
       }
@@ -131,6 +139,10 @@ absl::StatusOr<Config> ApplyFlags(const Flags& flags, Config c) {
   if (flags.Has("shutdown-timeout-ms")) {
     TMEM_ASSIGN_OR_RETURN(uint64_t t, flags.GetUint("shutdown-timeout-ms", 0));
     c.shutdown_timeout_ms = static_cast<int64_t>(t);
+  }
+  if (flags.Has("rpc-threads")) {
+    TMEM_ASSIGN_OR_RETURN(uint64_t t, flags.GetUint("rpc-threads", 0));
+    c.rpc_threads = static_cast<int>(std::min<uint64_t>(t, 1u << 20));
   }
   c.format = flags.Has("format");
   if (c.metadata_dir.empty() && !c.device_path.empty()) c.metadata_dir = c.device_path + ".index";

@@ -22,6 +22,7 @@ struct Config {
   std::string metrics_listen = "127.0.0.1:9464";         // metrics_listen / --metrics-listen ("" = off)
   std::string log_level = "info";                        // log_level / --log-level
   int64_t shutdown_timeout_ms = 10000;                   // shutdown_timeout_ms / --shutdown-timeout-ms
+  int rpc_threads = 16;  // rpc_threads / --rpc-threads: gRPC handler threads kept alive (1..1024)
   bool format = false;  // --format only: format a device that is foreign, corrupt or of another geometry
 };
 

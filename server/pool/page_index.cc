@@ -106,6 +106,10 @@ absl::StatusOr<std::unique_ptr<PageIndex>> PageIndex::Open(const PageIndexOption
   pages.compression = rocksdb::kNoCompression;
   pages.compaction_filter_factory = std::make_shared<StaleFilterFactory>(&index->options_.is_stale);
   pages.level_compaction_dynamic_level_bytes = true;
+  // A Bloom filter per memtable: a lookup skips every memtable that lacks the key instead of
+  // searching its skip list (a get checks the active and up to two immutable memtables).
+  pages.memtable_whole_key_filtering = true;
+  pages.memtable_prefix_bloom_size_ratio = 0.05;
 
   rocksdb::ColumnFamilyOptions meta;
   meta.write_buffer_size = 1 << 20;
