@@ -2,9 +2,13 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
+#include <functional>
 #include <set>
 
+#include "client/session_stream.h"
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
@@ -71,6 +75,10 @@ struct TmemClient::Server {
   uint64_t instance ABSL_GUARDED_BY(mu) = 0;
   std::map<PoolRef, uint32_t> pool_ids ABSL_GUARDED_BY(mu);
   std::vector<DeferredFlush> deferred ABSL_GUARDED_BY(mu);
+  std::vector<std::shared_ptr<SessionStream>> streams ABSL_GUARDED_BY(mu);  // streams_per_server
+  // No stream is opened before this; the wait doubles while the server stays unreachable.
+  std::chrono::steady_clock::time_point next_connect ABSL_GUARDED_BY(mu);
+  int64_t backoff_ms ABSL_GUARDED_BY(mu) = 0;
 };
 
 namespace {
@@ -106,6 +114,13 @@ absl::StatusOr<std::unique_ptr<TmemClient>> TmemClient::Create(const ClientOptio
     return absl::InvalidArgumentError("a server is listed twice");
   }
   if (options.call_timeout_ms <= 0) return absl::InvalidArgumentError("call timeout must be positive");
+  if (options.streams_per_server < 1 || options.streams_per_server > 64) {
+    return absl::InvalidArgumentError(absl::StrCat("streams per server: ", options.streams_per_server, "; want 1 to 64"));
+  }
+  if (options.reconnect_min_ms <= 0 || options.reconnect_max_ms < options.reconnect_min_ms) {
+    return absl::InvalidArgumentError("reconnect backoff: want 0 < min <= max");
+  }
+  if (options.max_batch_pages < 1) return absl::InvalidArgumentError("max batch pages must be positive");
   std::unique_ptr<TmemClient> c(new TmemClient(options));
   for (const std::string& address : options.servers) {
     auto s = std::make_unique<Server>();
@@ -113,6 +128,8 @@ absl::StatusOr<std::unique_ptr<TmemClient>> TmemClient::Create(const ClientOptio
     MutexLock lock(&s->mu);
     s->rpc = NewPagePoolClient(address);
     s->stub_created = std::chrono::steady_clock::now();
+    s->streams.resize(options.streams_per_server);
+    s->backoff_ms = options.reconnect_min_ms;
     c->servers_.push_back(std::move(s));
   }
   return c;
@@ -125,10 +142,14 @@ size_t TmemClient::ServerFor(PoolRef ref, std::string_view object) const {
     auto it = pools_.find(ref);
     key = it == pools_.end() ? absl::StrCat("p", ref) : it->second->hash_key;
   }
+  return ServerForKey(key, object);
+}
+
+size_t TmemClient::ServerForKey(std::string_view hash_key, std::string_view object) const {
   size_t best = 0;
   uint64_t best_score = 0;
   for (size_t i = 0; i < servers_.size(); ++i) {
-    uint64_t score = StableHash(key, object, servers_[i]->address);
+    uint64_t score = StableHash(hash_key, object, servers_[i]->address);
     if (i == 0 || score > best_score) {
       best = i;
       best_score = score;
@@ -264,91 +285,201 @@ absl::StatusOr<uint32_t> TmemClient::Prepare(Server& s, Pool& pool) {
   return resp.pool_id();
 }
 
-absl::Status TmemClient::Put(PoolRef ref, std::string_view object, uint64_t index, std::span<const uint8_t> page) {
-  Pool* pool = FindPool(ref);
-  if (pool == nullptr) return absl::NotFoundError(absl::StrCat("pool ", ref, " was not created by this client"));
-  if (page.size() != pool->page_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("page of ", page.size(), " bytes for a pool of ", pool->page_bytes,
-                                                   "-byte pages"));
-  }
-  Server& s = *servers_[ServerFor(ref, object)];
-  absl::StatusOr<uint32_t> id = Prepare(s, *pool);
-  if (!id.ok()) {
-    counters_.puts_dropped.fetch_add(1, std::memory_order_relaxed);
-    TMEM_LOG_RATE_LIMITED(Warning) << "put dropped: " << s.address << " is not ready: " << id.status();
-    return absl::OkStatus();
-  }
-  std::shared_ptr<tmem::v1::PagePoolClient> rpc;
-  {
-    MutexLock lock(&s.mu);
-    rpc = s.rpc;
-  }
-  tmem::v1::PutPagesRequest req;
-  req.set_pool_id(*id);
-  auto* p = req.add_pages();
-  p->mutable_handle()->set_object(std::string(object));
-  p->mutable_handle()->set_index(index);
-  p->set_data(std::string(reinterpret_cast<const char*>(page.data()), page.size()));
-  ::grpc::ClientContext ctx;
-  SetDeadline(&ctx, options_.call_timeout_ms);
-  tmem::v1::PutPagesResponse resp;
-  ::grpc::Status st = rpc->PutPages(&ctx, req, &resp);
+std::shared_ptr<SessionStream> TmemClient::StreamFor(Server& s, size_t k) {
   MutexLock lock(&s.mu);
-  if (!st.ok()) {
-    if (st.error_code() == ::grpc::StatusCode::NOT_FOUND) s.pool_ids.erase(ref);
-    NoteFailure(s, st);
-    counters_.puts_dropped.fetch_add(1, std::memory_order_relaxed);
-    TMEM_LOG_RATE_LIMITED(Warning) << "put to " << s.address << " dropped: " << st.error_message();
-    return absl::OkStatus();
+  std::shared_ptr<SessionStream>& stream = s.streams[k];
+  if (stream != nullptr && !stream->broken()) return stream;
+  const auto now = std::chrono::steady_clock::now();
+  if (stream != nullptr) {
+    // A stream broke: wait before the next attempt, longer each time it happens again.
+    if (now < s.next_connect) return nullptr;
+    s.next_connect = now + std::chrono::milliseconds(s.backoff_ms);
+    s.backoff_ms = std::min(s.backoff_ms * 2, options_.reconnect_max_ms);
+    NoteFailure(s, ::grpc::Status(::grpc::StatusCode::UNAVAILABLE, "stream broke"));
   }
-  if (s.instance != 0 && resp.instance_id() != s.instance) counters_.restarts_seen.fetch_add(1);
-  s.instance = resp.instance_id();
-  return absl::OkStatus();
+  stream = std::make_shared<SessionStream>(s.rpc);
+  counters_.streams_opened.fetch_add(1, std::memory_order_relaxed);
+  return stream;
+}
+
+void TmemClient::NoteReply(Server& s, PoolRef pool, const absl::StatusOr<tmem::v1::SessionResponse>& reply) {
+  MutexLock lock(&s.mu);
+  if (!reply.ok()) return;  // the stream's own state says what happened
+  if (reply->instance_id() != 0) {
+    if (s.instance != 0 && reply->instance_id() != s.instance) counters_.restarts_seen.fetch_add(1);
+    s.instance = reply->instance_id();
+  }
+  // The server answers: its other broken streams may reconnect at once.
+  s.backoff_ms = options_.reconnect_min_ms;
+  s.next_connect = std::chrono::steady_clock::time_point();
+  // The server lost the pool (a new device): create it again on the next call.
+  if (reply->code() == static_cast<int>(::grpc::StatusCode::NOT_FOUND)) s.pool_ids.erase(pool);
+}
+
+namespace {
+
+// Which of a server's streams carries a handle: always the same one, so that the server sees
+// one handle's operations in the order they were sent.
+size_t StreamIndex(std::string_view object, uint64_t index, size_t streams) {
+  return (std::hash<std::string_view>{}(object) ^ (index * 0x9e3779b97f4a7c15ull)) % streams;
+}
+
+}  // namespace
+
+absl::Status TmemClient::Put(PoolRef ref, std::string_view object, uint64_t index, std::span<const uint8_t> page) {
+  const PagePut one{object, index, page};
+  return PutPages(ref, std::span<const PagePut>(&one, 1));
 }
 
 absl::StatusOr<bool> TmemClient::Get(PoolRef ref, std::string_view object, uint64_t index, std::span<uint8_t> out) {
+  const PageGet one{object, index, out};
+  TMEM_ASSIGN_OR_RETURN(std::vector<bool> hits, GetPages(ref, std::span<const PageGet>(&one, 1)));
+  return hits[0];
+}
+
+// The parts of one batch: the pages bound for one stream of one server.
+struct TmemClient::Part {
+  size_t server = 0;
+  size_t stream = 0;
+  std::vector<size_t> items;  // indexes into the caller's batch
+};
+
+std::vector<TmemClient::Part> TmemClient::Split(const Pool& pool, size_t count,
+                                                const std::function<std::string_view(size_t)>& object,
+                                                const std::function<uint64_t(size_t)>& index) const {
+  const size_t streams = static_cast<size_t>(options_.streams_per_server);
+  std::map<std::pair<size_t, size_t>, size_t> where;
+  std::vector<Part> parts;
+  for (size_t i = 0; i < count; ++i) {
+    const size_t server = servers_.size() == 1 ? 0 : ServerForKey(pool.hash_key, object(i));
+    const size_t stream = StreamIndex(object(i), index(i), streams);
+    auto [it, fresh] = where.try_emplace({server, stream}, parts.size());
+    if (fresh) parts.push_back({server, stream, {}});
+    parts[it->second].items.push_back(i);
+  }
+  return parts;
+}
+
+absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {
   Pool* pool = FindPool(ref);
   if (pool == nullptr) return absl::NotFoundError(absl::StrCat("pool ", ref, " was not created by this client"));
-  if (out.size() != pool->page_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("buffer of ", out.size(), " bytes for a pool of ",
-                                                   pool->page_bytes, "-byte pages"));
-  }
-  Server& s = *servers_[ServerFor(ref, object)];
-  absl::StatusOr<uint32_t> id = Prepare(s, *pool);
-  if (!id.ok()) {
-    counters_.gets_unreachable.fetch_add(1, std::memory_order_relaxed);
-    return false;
-  }
-  std::shared_ptr<tmem::v1::PagePoolClient> rpc;
-  {
-    MutexLock lock(&s.mu);
-    rpc = s.rpc;
-  }
-  tmem::v1::GetPagesRequest req;
-  req.set_pool_id(*id);
-  auto* h = req.add_handles();
-  h->set_object(std::string(object));
-  h->set_index(index);
-  ::grpc::ClientContext ctx;
-  SetDeadline(&ctx, options_.call_timeout_ms);
-  tmem::v1::GetPagesResponse resp;
-  ::grpc::Status st = rpc->GetPages(&ctx, req, &resp);
-  {
-    MutexLock lock(&s.mu);
-    if (!st.ok()) {
-      if (st.error_code() == ::grpc::StatusCode::NOT_FOUND) s.pool_ids.erase(ref);
-      NoteFailure(s, st);
-      counters_.gets_unreachable.fetch_add(1, std::memory_order_relaxed);
-      return false;
+  for (size_t i = 0; i < pages.size(); ++i) {
+    if (pages[i].page.size() != pool->page_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("page ", i, " has ", pages[i].page.size(),
+                                                     " bytes; the pool has ", pool->page_bytes, "-byte pages"));
     }
-    if (s.instance != 0 && resp.instance_id() != s.instance) counters_.restarts_seen.fetch_add(1);
-    s.instance = resp.instance_id();
+    if (pages[i].object.empty()) return absl::InvalidArgumentError(absl::StrCat("page ", i, ": empty object key"));
   }
-  if (resp.results_size() != 1 || !resp.results(0).hit()) return false;
-  const std::string& data = resp.results(0).data();
-  if (data.size() != out.size()) return false;
-  std::copy(data.begin(), data.end(), out.begin());
-  return true;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms);
+  std::vector<Part> parts = Split(
+      *pool, pages.size(), [&](size_t i) { return pages[i].object; }, [&](size_t i) { return pages[i].index; });
+  struct Sent {
+    size_t server;
+    size_t pages;
+    std::shared_ptr<SessionStream> stream;
+    std::shared_ptr<SessionStream::Op> op;
+  };
+  std::vector<Sent> sent;
+  uint64_t dropped = 0;
+  for (const Part& part : parts) {
+    Server& s = *servers_[part.server];
+    absl::StatusOr<uint32_t> id = Prepare(s, *pool);
+    std::shared_ptr<SessionStream> stream = id.ok() ? StreamFor(s, part.stream) : nullptr;
+    if (stream == nullptr) {
+      dropped += part.items.size();
+      continue;
+    }
+    for (size_t at = 0; at < part.items.size(); at += options_.max_batch_pages) {
+      tmem::v1::SessionRequest req;
+      tmem::v1::PutPagesRequest* put = req.mutable_put_pages();
+      put->set_pool_id(*id);
+      const size_t end = std::min(part.items.size(), at + options_.max_batch_pages);
+      for (size_t k = at; k < end; ++k) {
+        const PagePut& p = pages[part.items[k]];
+        tmem::v1::PagePut* w = put->add_pages();
+        w->mutable_handle()->set_object(p.object.data(), p.object.size());
+        w->mutable_handle()->set_index(p.index);
+        w->set_data(p.page.data(), p.page.size());
+      }
+      sent.push_back({part.server, end - at, stream, stream->Submit(std::move(req))});
+    }
+  }
+  for (Sent& x : sent) {
+    absl::StatusOr<tmem::v1::SessionResponse> reply = x.stream->Wait(*x.op, deadline);
+    NoteReply(*servers_[x.server], ref, reply);
+    if (!reply.ok() || reply->code() != 0) {
+      dropped += x.pages;
+      TMEM_LOG_RATE_LIMITED(Warning) << "puts to " << servers_[x.server]->address << " dropped: "
+                                     << (reply.ok() ? reply->message() : std::string(reply.status().message()));
+    }
+  }
+  if (dropped > 0) counters_.puts_dropped.fetch_add(dropped, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<const PageGet> gets) {
+  Pool* pool = FindPool(ref);
+  if (pool == nullptr) return absl::NotFoundError(absl::StrCat("pool ", ref, " was not created by this client"));
+  for (size_t i = 0; i < gets.size(); ++i) {
+    if (gets[i].out.size() != pool->page_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("buffer ", i, " has ", gets[i].out.size(),
+                                                     " bytes; the pool has ", pool->page_bytes, "-byte pages"));
+    }
+    if (gets[i].object.empty()) return absl::InvalidArgumentError(absl::StrCat("get ", i, ": empty object key"));
+  }
+  std::vector<bool> hits(gets.size(), false);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms);
+  std::vector<Part> parts = Split(
+      *pool, gets.size(), [&](size_t i) { return gets[i].object; }, [&](size_t i) { return gets[i].index; });
+  struct Sent {
+    size_t server;
+    std::vector<size_t> items;
+    std::shared_ptr<SessionStream> stream;
+    std::shared_ptr<SessionStream::Op> op;
+  };
+  std::vector<Sent> sent;
+  uint64_t unreachable = 0;
+  for (const Part& part : parts) {
+    Server& s = *servers_[part.server];
+    absl::StatusOr<uint32_t> id = Prepare(s, *pool);
+    std::shared_ptr<SessionStream> stream = id.ok() ? StreamFor(s, part.stream) : nullptr;
+    if (stream == nullptr) {
+      unreachable += part.items.size();
+      continue;
+    }
+    for (size_t at = 0; at < part.items.size(); at += options_.max_batch_pages) {
+      tmem::v1::SessionRequest req;
+      tmem::v1::GetPagesRequest* get = req.mutable_get_pages();
+      get->set_pool_id(*id);
+      const size_t end = std::min(part.items.size(), at + options_.max_batch_pages);
+      std::vector<size_t> items(part.items.begin() + at, part.items.begin() + end);
+      for (size_t i : items) {
+        tmem::v1::Handle* h = get->add_handles();
+        h->set_object(gets[i].object.data(), gets[i].object.size());
+        h->set_index(gets[i].index);
+      }
+      sent.push_back({part.server, std::move(items), stream, stream->Submit(std::move(req))});
+    }
+  }
+  for (Sent& x : sent) {
+    absl::StatusOr<tmem::v1::SessionResponse> reply = x.stream->Wait(*x.op, deadline);
+    NoteReply(*servers_[x.server], ref, reply);
+    if (!reply.ok() || reply->code() != 0) {
+      unreachable += x.items.size();
+      continue;
+    }
+    const tmem::v1::GetPagesResponse& r = reply->get_pages();
+    if (r.results_size() != static_cast<int>(x.items.size())) continue;  // malformed: all miss
+    for (size_t k = 0; k < x.items.size(); ++k) {
+      const tmem::v1::PageResult& res = r.results(static_cast<int>(k));
+      const PageGet& g = gets[x.items[k]];
+      if (!res.hit() || res.data().size() != g.out.size()) continue;
+      std::memcpy(g.out.data(), res.data().data(), g.out.size());
+      hits[x.items[k]] = true;
+    }
+  }
+  if (unreachable > 0) counters_.gets_unreachable.fetch_add(unreachable, std::memory_order_relaxed);
+  return hits;
 }
 
 absl::Status TmemClient::FlushPage(PoolRef ref, std::string_view object, uint64_t index) {

@@ -11,6 +11,14 @@
 // noticed through its instance id; a server that lost its pools (a new device) gets them created
 // again on the next call.
 //
+// Puts and gets travel on tmem.v1 Session streams (`streams_per_server` per server): a batch is
+// split by server and stream, every part is sent before any reply is awaited, and calls from
+// many threads share the streams, so many operations are in flight at once. A handle always
+// travels on the same stream, and the server runs each stream's operations in order. A broken
+// stream is opened again on demand, no sooner than a backoff that doubles from
+// `reconnect_min_ms` to `reconnect_max_ms` while the server stays unreachable; until then its
+// puts are dropped and its gets miss at once.
+//
 // Thread-safety: all methods are thread-safe.
 #ifndef TMEM_CLIENT_TMEM_CLIENT_H_
 #define TMEM_CLIENT_TMEM_CLIENT_H_
@@ -18,6 +26,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -28,11 +37,21 @@
 #include "absl/status/statusor.h"
 #include "common/mutex.h"
 
+namespace tmem::v1 {
+class SessionResponse;
+}
+
 namespace tmem::client {
+
+class SessionStream;
 
 struct ClientOptions {
   std::vector<std::string> servers;  // host:port of every tmemd
   int64_t call_timeout_ms = 1000;
+  int streams_per_server = 2;        // Session streams per server (1..64)
+  int64_t reconnect_min_ms = 50;
+  int64_t reconnect_max_ms = 2000;
+  int max_batch_pages = 256;         // pages per operation on the wire (the server's limit)
 };
 
 using PoolRef = uint32_t;  // the client's name for a pool (the same on every server or not)
@@ -56,6 +75,21 @@ class TmemClient {
   absl::Status Put(PoolRef pool, std::string_view object, uint64_t index, std::span<const uint8_t> page);
   // Get: true with the page in `out` on a hit, false on a miss (including an unreachable server).
   absl::StatusOr<bool> Get(PoolRef pool, std::string_view object, uint64_t index, std::span<uint8_t> out);
+  // Batches: the same contracts per page. InvalidArgument (nothing sent) if any page or buffer
+  // is of the wrong size or an object key is empty.
+  struct PagePut {
+    std::string_view object;
+    uint64_t index = 0;
+    std::span<const uint8_t> page;
+  };
+  absl::Status PutPages(PoolRef pool, std::span<const PagePut> pages);
+  struct PageGet {
+    std::string_view object;
+    uint64_t index = 0;
+    std::span<uint8_t> out;
+  };
+  // hits[i] answers gets[i]; a hit's page is in gets[i].out.
+  absl::StatusOr<std::vector<bool>> GetPages(PoolRef pool, std::span<const PageGet> gets);
   // Flushes: OK once delivered or recorded for replay.
   absl::Status FlushPage(PoolRef pool, std::string_view object, uint64_t index);
   absl::Status FlushObject(PoolRef pool, std::string_view object);
@@ -70,6 +104,7 @@ class TmemClient {
     std::atomic<uint64_t> flushes_deferred{0};  // flushes recorded for replay
     std::atomic<uint64_t> flushes_replayed{0};
     std::atomic<uint64_t> restarts_seen{0};     // instance id changes
+    std::atomic<uint64_t> streams_opened{0};    // Session streams opened (first ones and reconnects)
   };
   const Counters& counters() const { return counters_; }
 
@@ -81,6 +116,14 @@ class TmemClient {
   explicit TmemClient(const ClientOptions& options);
 
   Pool* FindPool(PoolRef ref);
+  size_t ServerForKey(std::string_view hash_key, std::string_view object) const;
+  struct Part;
+  std::vector<Part> Split(const Pool& pool, size_t count, const std::function<std::string_view(size_t)>& object,
+                          const std::function<uint64_t(size_t)>& index) const;
+  // A healthy stream `k` of `server`, opened if needed and the backoff allows; nullptr if not.
+  std::shared_ptr<SessionStream> StreamFor(Server& server, size_t k);
+  // Records what a reply (or its absence) says about `server`.
+  void NoteReply(Server& server, PoolRef pool, const absl::StatusOr<tmem::v1::SessionResponse>& reply);
   // Makes `server` ready for calls on `pool`: replays deferred flushes, creates the pool there if
   // needed. Returns the server's pool id, or an error if it cannot be reached.
   absl::StatusOr<uint32_t> Prepare(Server& server, Pool& pool);

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <string>
@@ -170,6 +171,109 @@ TEST_F(ShardingTest, ADeadServerCostsMissesAndARestartedOneNeverServesStalePages
   EXPECT_EQ(Hit(*pool, kept, 1, 1), 1) << "a clean restart keeps the pages";
   for (uint64_t i = 0; i < 3; ++i) EXPECT_EQ(Hit(*pool, flushed, i, 1), 0) << "stale page after a deferred flush";
   EXPECT_GE(client_->counters().flushes_replayed.load(), 1u);
+}
+
+// Many threads share one client: their batches are split by server and stream, larger ones
+// also at the wire limit, and all travel pipelined on a few long-lived Session streams.
+TEST_F(ShardingTest, BatchesFromManyThreadsArePipelinedOnAFewStreams) {
+  auto pool = client_->CreatePool(4096);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  constexpr int kThreads = 8, kPages = 600;  // 600 > 256: every batch is split on the wire
+  std::vector<std::thread> threads;
+  std::atomic<int> hits{0}, wrong{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<std::vector<uint8_t>> pages;
+      std::vector<std::string> objects;
+      for (int i = 0; i < kPages; ++i) objects.push_back("t" + std::to_string(t) + "-obj" + std::to_string(i % 40));
+      std::vector<client::TmemClient::PagePut> puts;
+      for (int i = 0; i < kPages; ++i) pages.push_back(PageFor(objects[i], i, t));
+      for (int i = 0; i < kPages; ++i) puts.push_back({objects[i], static_cast<uint64_t>(i), pages[i]});
+      EXPECT_TRUE(client_->PutPages(*pool, puts).ok());
+      std::vector<std::vector<uint8_t>> outs(kPages, std::vector<uint8_t>(4096));
+      std::vector<client::TmemClient::PageGet> gets;
+      for (int i = 0; i < kPages; ++i) gets.push_back({objects[i], static_cast<uint64_t>(i), outs[i]});
+      auto got = client_->GetPages(*pool, gets);
+      ASSERT_TRUE(got.ok()) << got.status();
+      for (int i = 0; i < kPages; ++i) {
+        if (!(*got)[i]) continue;
+        ++hits;
+        if (outs[i] != pages[i]) ++wrong;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(hits.load(), kThreads * kPages) << "a private pool hits once per put";
+  EXPECT_EQ(client_->counters().streams_opened.load(), 3u * 2) << "streams are opened once and shared";
+  EXPECT_EQ(client_->counters().puts_dropped.load(), 0u);
+
+  // Bad batches are refused whole, before anything is sent.
+  std::vector<uint8_t> small(512), page(4096);
+  std::vector<client::TmemClient::PagePut> bad = {{"a", 0, page}, {"b", 1, small}};
+  EXPECT_EQ(client_->PutPages(*pool, bad).code(), absl::StatusCode::kInvalidArgument);
+  bad = {{"", 0, page}};
+  EXPECT_EQ(client_->PutPages(*pool, bad).code(), absl::StatusCode::kInvalidArgument);
+  std::vector<client::TmemClient::PageGet> bad_get = {{"a", 0, small}};
+  EXPECT_EQ(client_->GetPages(*pool, bad_get).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client_->PutPages(*pool + 100, {}).code(), absl::StatusCode::kNotFound);
+}
+
+// A server that stops answering without closing its connections (SIGSTOP) costs each call at
+// most the call timeout; once it resumes it is used again.
+TEST_F(ShardingTest, AHungServerCostsBoundedMissesAndIsUsedAgainWhenItResumes) {
+  auto pool = client_->CreatePool(4096);
+  ASSERT_TRUE(pool.ok());
+  std::string on0;
+  for (int k = 0; on0.empty(); ++k) {
+    if (client_->ServerFor(*pool, "h" + std::to_string(k)) == 0) on0 = "h" + std::to_string(k);
+  }
+  ASSERT_TRUE(client_->Put(*pool, on0, 1, PageFor(on0, 1, 1)).ok());
+  kill(procs_[0].pid, SIGSTOP);
+  for (int i = 0; i < 3; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(Hit(*pool, on0, 1, 1), 0);
+    EXPECT_TRUE(client_->Put(*pool, on0, 2, PageFor(on0, 2, 1)).ok());
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_LT(ms, 2 * 500 + 400) << "a get and a put to a hung server must each cost at most the timeout";
+  }
+  EXPECT_GT(client_->counters().gets_unreachable.load(), 0u);
+  kill(procs_[0].pid, SIGCONT);
+  ASSERT_TRUE(Reachable(*pool, 0)) << "the client did not come back to the resumed server";
+  ASSERT_TRUE(client_->Put(*pool, on0, 3, PageFor(on0, 3, 4)).ok());
+  EXPECT_EQ(Hit(*pool, on0, 3, 4), 1);
+}
+
+// While a server is down, calls fail fast and streams are re-opened no more often than the
+// doubling backoff allows.
+TEST_F(ShardingTest, ReconnectsToADownServerBackOff) {
+  auto pool = client_->CreatePool(4096);
+  ASSERT_TRUE(pool.ok());
+  std::vector<std::string> on0;
+  for (int k = 0; on0.size() < 20; ++k) {
+    if (client_->ServerFor(*pool, "d" + std::to_string(k)) == 0) on0.push_back("d" + std::to_string(k));
+  }
+  for (const auto& o : on0) ASSERT_TRUE(client_->Put(*pool, o, 0, PageFor(o, 0, 1)).ok());
+  kill(procs_[0].pid, SIGKILL);
+  WaitExit(procs_[0]);
+  procs_[0].pid = -1;
+  const uint64_t opened = client_->counters().streams_opened.load();
+  const auto t0 = std::chrono::steady_clock::now();
+  int calls = 0;
+  while (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(1500)) {
+    for (const auto& o : on0) {
+      EXPECT_EQ(Hit(*pool, o, 0, 1), 0);
+      ++calls;
+    }
+  }
+  const uint64_t reopened = client_->counters().streams_opened.load() - opened;
+  EXPECT_GT(calls, 200) << "calls to a down server must fail fast";
+  // Two streams, each re-opened after 50, 100, 200, 400, 800 ms at most (plus the first).
+  EXPECT_LE(reopened, 2u * 6) << "reconnects did not back off";
+  EXPECT_GE(reopened, 2u) << "the client stopped trying";
+  procs_[0] = StartServer(0);
+  ASSERT_TRUE(WaitOpen(0)) << ReadLog(procs_[0]);
+  ASSERT_TRUE(Reachable(*pool, 0));
 }
 
 }  // namespace
