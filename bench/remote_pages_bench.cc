@@ -1,12 +1,15 @@
 // tmemd vs memcached for remote pages: the same client concurrency, 4 KiB values, batching and
-// pipelining on both sides. Prints "key value" lines; bench/run_remote_pages_bench.sh starts the
+// pipelining on both sides. tmemd is driven through libtmemclient (batches pipelined on Session
+// streams, one stream per client thread), memcached through libmemcached (one connection per
+// thread, buffered no-reply sets, multi-gets). Prints "key value" lines; bench/run_remote_pages_bench.sh starts the
 // servers, runs fio and prints ratios.
 //   remote_pages_bench --tmemd=HOST:PORT --memcached=HOST:PORT [--threads=8] [--pages=200000]
 //                      [--batch=32] [--seconds=10]
-#include <grpcpp/grpcpp.h>
 #include <libmemcached/memcached.h>
 
 #include <algorithm>
+#include <array>
+#include <span>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -16,7 +19,7 @@
 #include <thread>
 #include <vector>
 
-#include "proto/tmem_clients.h"
+#include "client/tmem_client.h"
 
 namespace {
 
@@ -52,13 +55,6 @@ bool IsValue(const char* p, size_t len, uint64_t i) {
 [[noreturn]] void Die(const std::string& why) {
   std::fprintf(stderr, "remote_pages_bench: %s\n", why.c_str());
   std::exit(1);
-}
-
-std::unique_ptr<tmem::v1::PagePoolClient> TmemClient(const std::string& addr, int thread) {
-  ::grpc::ChannelArguments args;
-  args.SetInt("tmem.bench.connection", thread);  // one TCP connection per thread, like memcached
-  args.SetMaxReceiveMessageSize(-1);
-  return tmem::v1::PagePool::NewStub(::grpc::CreateCustomChannel(addr, ::grpc::InsecureChannelCredentials(), args));
 }
 
 memcached_st* Memcached(const std::string& addr, bool pipelined) {
@@ -108,36 +104,37 @@ int main(int argc, char** argv) {
   }
   std::printf("threads %d\nbatch %d\npages %lu\n", f.threads, f.batch, f.pages);
 
-  // A shared pool on tmemd.
-  uint32_t pool = 0;
-  {
-    auto rpc = TmemClient(f.tmemd, -1);
-    ::grpc::ClientContext ctx;
-    tmem::v1::CreateSharedPoolRequest req;
-    req.set_uuid(std::string(16, 'B'));
-    tmem::v1::CreatePoolResponse resp;
-    ::grpc::Status s = rpc->CreateSharedPool(&ctx, req, &resp);
-    if (!s.ok()) Die("tmemd: " + s.error_message());
-    pool = resp.pool_id();
-  }
+  // A shared pool on tmemd, reached through libtmemclient.
+  tmem::client::ClientOptions co;
+  co.servers = {f.tmemd};
+  co.streams_per_server = f.threads;
+  co.call_timeout_ms = 10000;
+  auto client = tmem::client::TmemClient::Create(co);
+  if (!client.ok()) Die(std::string(client.status().message()));
+  std::array<uint8_t, 16> uuid;
+  uuid.fill('B');
+  auto pool_or = (*client)->CreateSharedPool(uuid, 4096);
+  if (!pool_or.ok()) Die("tmemd: " + std::string(pool_or.status().message()));
+  const tmem::client::PoolRef pool = *pool_or;
   const uint64_t per_thread = f.pages / f.threads;
 
   // --- puts, batched (tmemd: PutPages of `batch` pages; memcached: buffered no-reply sets) ---
   double tmem_put_s = Parallel(f.threads, [&](int t) {
-    auto rpc = TmemClient(f.tmemd, t);
+    std::vector<std::string> keys, values;
+    std::vector<tmem::client::TmemClient::PagePut> batch;
     for (uint64_t i = t * per_thread; i < (t + 1) * per_thread;) {
-      tmem::v1::PutPagesRequest req;
-      req.set_pool_id(pool);
+      keys.clear();
+      values.clear();
+      batch.clear();
       for (int b = 0; b < f.batch && i < (t + 1) * per_thread; ++b, ++i) {
-        auto* p = req.add_pages();
-        p->mutable_handle()->set_object(Key(i / 1024));
-        p->mutable_handle()->set_index(i);
-        p->set_data(Value(i));
+        keys.push_back(Key(i / 1024));
+        values.push_back(Value(i));
       }
-      ::grpc::ClientContext ctx;
-      tmem::v1::PutPagesResponse resp;
-      ::grpc::Status s = rpc->PutPages(&ctx, req, &resp);
-      if (!s.ok()) Die("tmemd put: " + s.error_message());
+      for (size_t b = 0; b < keys.size(); ++b) {
+        const uint64_t idx = i - keys.size() + b;
+        batch.push_back({keys[b], idx, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(values[b].data()), 4096)});
+      }
+      if (!(*client)->PutPages(pool, batch).ok()) Die("tmemd put");
     }
   });
   double mc_put_s = Parallel(f.threads, [&](int t) {
@@ -173,26 +170,23 @@ int main(int argc, char** argv) {
     return std::make_tuple(hits.load() / s, misses.load());
   };
   auto [tmem_hits, tmem_miss] = timed([&](int t, std::atomic<bool>& stop, uint64_t& h, uint64_t& mi) {
-    auto rpc = TmemClient(f.tmemd, t);
     std::mt19937_64 rng(t);
+    std::vector<std::string> keys(f.batch);
+    std::vector<uint64_t> ids(f.batch);
+    std::vector<std::vector<uint8_t>> outs(f.batch, std::vector<uint8_t>(4096));
+    std::vector<tmem::client::TmemClient::PageGet> batch(f.batch);
     while (!stop) {
-      tmem::v1::GetPagesRequest req;
-      req.set_pool_id(pool);
-      std::vector<uint64_t> ids;
       for (int b = 0; b < f.batch; ++b) {
-        uint64_t i = rng() % total;
-        ids.push_back(i);
-        auto* hd = req.add_handles();
-        hd->set_object(Key(i / 1024));
-        hd->set_index(i);
+        ids[b] = rng() % total;
+        keys[b] = Key(ids[b] / 1024);
+        batch[b] = {keys[b], ids[b], outs[b]};
       }
-      ::grpc::ClientContext ctx;
-      tmem::v1::GetPagesResponse resp;
-      if (!rpc->GetPages(&ctx, req, &resp).ok()) Die("tmemd get");
-      for (int b = 0; b < resp.results_size(); ++b) {
-        if (!resp.results(b).hit()) {
+      auto got = (*client)->GetPages(pool, batch);
+      if (!got.ok()) Die("tmemd get");
+      for (int b = 0; b < f.batch; ++b) {
+        if (!(*got)[b]) {
           ++mi;
-        } else if (!IsValue(resp.results(b).data().data(), resp.results(b).data().size(), ids[b])) {
+        } else if (!IsValue(reinterpret_cast<const char*>(outs[b].data()), 4096, ids[b])) {
           Die("tmemd returned a wrong page");
         } else {
           ++h;
@@ -232,20 +226,15 @@ int main(int argc, char** argv) {
   std::vector<std::vector<double>> tl(f.threads), ml(f.threads);
   const int singles = 2000;
   Parallel(f.threads, [&](int t) {
-    auto rpc = TmemClient(f.tmemd, t);
     std::mt19937_64 rng(100 + t);
+    std::vector<uint8_t> out(4096);
     for (int n = 0; n < singles; ++n) {
       uint64_t i = rng() % total;
-      tmem::v1::GetPagesRequest req;
-      req.set_pool_id(pool);
-      auto* hd = req.add_handles();
-      hd->set_object(Key(i / 1024));
-      hd->set_index(i);
+      const std::string k = Key(i / 1024);
       auto t0 = Clock::now();
-      ::grpc::ClientContext ctx;
-      tmem::v1::GetPagesResponse resp;
-      rpc->GetPages(&ctx, req, &resp);
+      auto got = (*client)->Get(pool, k, i, out);
       tl[t].push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+      if (!got.ok()) Die("tmemd single get");
     }
   });
   Parallel(f.threads, [&](int t) {

@@ -79,6 +79,7 @@ struct TmemClient::Server {
   // No stream is opened before this; the wait doubles while the server stays unreachable.
   std::chrono::steady_clock::time_point next_connect ABSL_GUARDED_BY(mu);
   int64_t backoff_ms ABSL_GUARDED_BY(mu) = 0;
+  std::atomic<uint64_t> next_stream{0};  // streams are taken in turn by calls
 };
 
 namespace {
@@ -316,16 +317,6 @@ void TmemClient::NoteReply(Server& s, PoolRef pool, const absl::StatusOr<tmem::v
   if (reply->code() == static_cast<int>(::grpc::StatusCode::NOT_FOUND)) s.pool_ids.erase(pool);
 }
 
-namespace {
-
-// Which of a server's streams carries a handle: always the same one, so that the server sees
-// one handle's operations in the order they were sent.
-size_t StreamIndex(std::string_view object, uint64_t index, size_t streams) {
-  return (std::hash<std::string_view>{}(object) ^ (index * 0x9e3779b97f4a7c15ull)) % streams;
-}
-
-}  // namespace
-
 absl::Status TmemClient::Put(PoolRef ref, std::string_view object, uint64_t index, std::span<const uint8_t> page) {
   const PagePut one{object, index, page};
   return PutPages(ref, std::span<const PagePut>(&one, 1));
@@ -337,7 +328,9 @@ absl::StatusOr<bool> TmemClient::Get(PoolRef ref, std::string_view object, uint6
   return hits[0];
 }
 
-// The parts of one batch: the pages bound for one stream of one server.
+// The parts of one batch: the pages bound for one server. A part travels on one stream (taken
+// in turn), its chunks in order, so the server runs a batch's operations in the caller's order;
+// separate calls are ordered by their callers, who wait for each call to return.
 struct TmemClient::Part {
   size_t server = 0;
   size_t stream = 0;
@@ -345,17 +338,18 @@ struct TmemClient::Part {
 };
 
 std::vector<TmemClient::Part> TmemClient::Split(const Pool& pool, size_t count,
-                                                const std::function<std::string_view(size_t)>& object,
-                                                const std::function<uint64_t(size_t)>& index) const {
+                                                const std::function<std::string_view(size_t)>& object) const {
   const size_t streams = static_cast<size_t>(options_.streams_per_server);
-  std::map<std::pair<size_t, size_t>, size_t> where;
+  std::vector<size_t> where(servers_.size(), SIZE_MAX);
   std::vector<Part> parts;
   for (size_t i = 0; i < count; ++i) {
     const size_t server = servers_.size() == 1 ? 0 : ServerForKey(pool.hash_key, object(i));
-    const size_t stream = StreamIndex(object(i), index(i), streams);
-    auto [it, fresh] = where.try_emplace({server, stream}, parts.size());
-    if (fresh) parts.push_back({server, stream, {}});
-    parts[it->second].items.push_back(i);
+    if (where[server] == SIZE_MAX) {
+      where[server] = parts.size();
+      const size_t stream = servers_[server]->next_stream.fetch_add(1, std::memory_order_relaxed) % streams;
+      parts.push_back({server, stream, {}});
+    }
+    parts[where[server]].items.push_back(i);
   }
   return parts;
 }
@@ -372,7 +366,7 @@ absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms);
   std::vector<Part> parts = Split(
-      *pool, pages.size(), [&](size_t i) { return pages[i].object; }, [&](size_t i) { return pages[i].index; });
+      *pool, pages.size(), [&](size_t i) { return pages[i].object; });
   struct Sent {
     size_t server;
     size_t pages;
@@ -430,7 +424,7 @@ absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<co
   std::vector<bool> hits(gets.size(), false);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms);
   std::vector<Part> parts = Split(
-      *pool, gets.size(), [&](size_t i) { return gets[i].object; }, [&](size_t i) { return gets[i].index; });
+      *pool, gets.size(), [&](size_t i) { return gets[i].object; });
   struct Sent {
     size_t server;
     std::vector<size_t> items;

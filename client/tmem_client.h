@@ -12,9 +12,10 @@
 // again on the next call.
 //
 // Puts and gets travel on tmem.v1 Session streams (`streams_per_server` per server): a batch is
-// split by server and stream, every part is sent before any reply is awaited, and calls from
-// many threads share the streams, so many operations are in flight at once. A handle always
-// travels on the same stream, and the server runs each stream's operations in order. A broken
+// split by server (and at the wire limit), every part is sent before any reply is awaited, and
+// calls from many threads share the streams, taking them in turn, so many operations are in
+// flight at once. The server runs each stream's operations in order, so a batch's pages are
+// applied in the caller's order (of two puts to one handle the later wins). A broken
 // stream is opened again on demand, no sooner than a backoff that doubles from
 // `reconnect_min_ms` to `reconnect_max_ms` while the server stays unreachable; until then its
 // puts are dropped and its gets miss at once.
@@ -118,8 +119,7 @@ class TmemClient {
   Pool* FindPool(PoolRef ref);
   size_t ServerForKey(std::string_view hash_key, std::string_view object) const;
   struct Part;
-  std::vector<Part> Split(const Pool& pool, size_t count, const std::function<std::string_view(size_t)>& object,
-                          const std::function<uint64_t(size_t)>& index) const;
+  std::vector<Part> Split(const Pool& pool, size_t count, const std::function<std::string_view(size_t)>& object) const;
   // A healthy stream `k` of `server`, opened if needed and the backoff allows; nullptr if not.
   std::shared_ptr<SessionStream> StreamFor(Server& server, size_t k);
   // Records what a reply (or its absence) says about `server`.

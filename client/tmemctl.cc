@@ -11,6 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "client/tmemctl_bench.h"
 #include "common/flags.h"
 #include "proto/tmem_clients.h"
 
@@ -42,6 +45,12 @@ const std::map<std::string, Command>& Commands() {
        {"tmemctl get --pool=N --object=KEY [--index=FIRST] [--count=1] [--file=PATH]: writes the pages that hit "
         "(default stdout) and reports hits and misses on stderr; a miss is written as zeros",
         {"pool", "object", "index", "count", "file"},
+        {}}},
+      {"bench",
+       {"tmemctl bench [--threads=8] [--batch=32] [--pages=100000] [--seconds=5] [--page-size=4096] "
+        "[--singles=2000]: puts pages into a new shared pool, gets random ones back, times single gets "
+        "(--server may list several servers, comma-separated: the pool is sharded over them)",
+        {"threads", "batch", "pages", "seconds", "page-size", "singles"},
         {}}},
       {"flush",
        {"tmemctl flush --pool=N [--object=KEY [--index=I]]: invalidates one page, one object or the whole pool",
@@ -298,7 +307,7 @@ int Main(int argc, char** argv) {
   for (; i < argc && std::strncmp(argv[i], "--", 2) == 0; ++i) {
     std::string a = argv[i];
     if (a == "--help") {
-      std::printf("usage: tmemctl [--server=HOST:PORT] [--timeout-ms=5000] COMMAND [flags]\n");
+      std::printf("usage: tmemctl [--server=HOST:PORT[,HOST:PORT...]] [--timeout-ms=5000] COMMAND [flags]\n");
       for (const auto& [name, c] : Commands()) std::printf("  %s\n", c.usage);
       return 0;
     }
@@ -323,6 +332,36 @@ int Main(int argc, char** argv) {
   auto flags = Flags::Parse(argc, argv, i + 1, it->second.value_flags, it->second.bool_flags);
   if (!flags.ok()) return Usage(cmd + ": " + std::string(flags.status().message()));
   if (!flags->positional().empty()) return Usage(cmd + ": unexpected argument '" + flags->positional()[0] + "'");
+  if (cmd == "bench") {
+    BenchOptions o;
+    o.servers = absl::StrSplit(server, ',', absl::SkipEmpty());
+    o.timeout_ms = timeout_ms;
+    auto number = [&](const char* name, uint64_t def, uint64_t lo, uint64_t hi) -> absl::StatusOr<uint64_t> {
+      auto v = flags->GetSize(name, def);
+      if (!v.ok()) return v.status();
+      if (*v < lo || *v > hi) {
+        return absl::InvalidArgumentError(absl::StrCat("--", name, "=", *v, ": want ", lo, " to ", hi));
+      }
+      return *v;
+    };
+    auto threads = number("threads", 8, 1, 256);
+    auto batch = number("batch", 32, 1, 4096);
+    auto pages = number("pages", 100000, 1, uint64_t{1} << 32);
+    auto seconds = number("seconds", 5, 1, 3600);
+    auto page = number("page-size", 4096, 512, 65536);
+    auto singles = number("singles", 2000, 0, 1000000);
+    for (const auto* v : {&threads, &batch, &pages, &seconds, &page, &singles}) {
+      if (!v->ok()) return Usage("bench: " + std::string(v->status().message()));
+    }
+    o.threads = static_cast<int>(*threads);
+    o.batch = static_cast<int>(*batch);
+    o.pages = *pages;
+    o.seconds = static_cast<double>(*seconds);
+    o.page_bytes = static_cast<uint32_t>(*page);
+    o.singles = static_cast<int>(*singles);
+    if (o.pages < static_cast<uint64_t>(o.threads)) return Usage("bench: --pages must be at least --threads");
+    return RunBench(o);
+  }
   Client client(server, timeout_ms);
   return Run(client, cmd, *flags);
 }

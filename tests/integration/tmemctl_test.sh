@@ -46,10 +46,25 @@ $CTL create-pool --page-size=3000 2> "$T/e3"; rc=$?
 [ $rc -eq 1 ] && grep -q "3000" "$T/e3" && ok "bad page size from server: exit 1" || bad "bad page size rc=$rc"
 $CTL_BIN get --help | grep -q "tmemctl get" && ok "per-command --help" || bad "--help"
 
+# bench: puts, batched gets that all hit and check out, single-get latency.
+$CTL bench --threads=2 --batch=16 --pages=2000 --seconds=1 --singles=50 > "$T/bench.out" 2>&1; rc=$?
+if [ $rc -eq 0 ] && grep -qE "^put +[1-9][0-9]* pages/s .*\(0 of 2000 dropped\)" "$T/bench.out" \
+   && grep -qE "^get +[1-9][0-9]* hits/s .*\(0 misses\)" "$T/bench.out" \
+   && grep -qE "^single get +p50 [0-9]+ us +p99 [0-9]+ us" "$T/bench.out"; then
+  ok "bench"
+else
+  bad "bench rc=$rc: $(cat "$T/bench.out")"
+fi
+$CTL bench --threads=0 2> "$T/e5"; rc=$?
+[ $rc -eq 2 ] && grep -q -- "--threads=0: want 1 to 256" "$T/e5" && ok "bench bad flag: exit 2" || bad "bench bad flag rc=$rc"
+
 kill -TERM $D; wait $D; rc=$?
 [ $rc -eq 0 ] && ok "tmemd stopped cleanly" || bad "tmemd exit $rc"
 $CTL info 2> "$T/e4"; rc=$?
 [ $rc -eq 1 ] && grep -q "cannot reach tmemd at 127.0.0.1:$P" "$T/e4" && ok "server down: exit 1" \
   || bad "server down rc=$rc $(cat "$T/e4")"
+
+$CTL bench --pages=100 --seconds=1 --singles=1 > /dev/null 2> "$T/e6"; rc=$?
+[ $rc -eq 1 ] && grep -q "are the servers up" "$T/e6" && ok "bench, server down: exit 1" || bad "bench down rc=$rc $(cat "$T/e6")"
 
 [ $fails -eq 0 ] || { echo "$fails checks failed"; cat "$T/tmemd.log"; exit 1; }
