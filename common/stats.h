@@ -23,6 +23,11 @@ class StatsVisitor {
   // A value that goes up and down.
   virtual void Gauge(std::string_view name, std::string_view help, double value,
                      const StatLabels& labels) = 0;
+  // A histogram: cumulative counts for each upper bound (seconds for `_seconds` names), the
+  // total count and the sum. Visitors that keep no histograms ignore it.
+  virtual void Histogram(std::string_view name, std::string_view help, const std::vector<double>& upper_bounds,
+                         const std::vector<uint64_t>& cumulative_counts, uint64_t count, double sum,
+                         const StatLabels& labels) {}
 };
 
 // Receives request latencies (for histograms). `method` is a short fixed name such as "PutPages".

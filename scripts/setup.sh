@@ -13,7 +13,7 @@ PACKAGES=(
   # sanitizer runtimes for the asan/tsan configs
   libclang-rt-14-dev
   # test peers and benchmark peers
-  libnbd-bin nbdkit fio python3 curl
+  libnbd-bin nbdkit python3-libnbd qemu-utils fio python3 curl
   # metrics: promtool and a real Prometheus server for the metrics tests
   prometheus
   # benchmark peer for remote pages

@@ -1,5 +1,8 @@
 #include "server/grpc/admin_service.h"
 
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
 #include "server/grpc/status_convert.h"
 
 namespace tmem::grpc_service {
@@ -51,6 +54,31 @@ void Fill(const pool::PoolInfo& info, tmem::v1::PoolInfo* out) {
   resp->set_flush_page(st->flush_page);
   resp->set_flush_object(st->flush_object);
   resp->set_flush_pool(st->flush_pool);
+  return ::grpc::Status::OK;
+}
+
+::grpc::Status AdminService::ListExports(::grpc::ServerContext*, const tmem::v1::ListExportsRequest*,
+                                         tmem::v1::ListExportsResponse* resp) {
+  if (nbd_ == nullptr) return ::grpc::Status::OK;
+  const auto& listen = nbd_->options().listen;
+  for (size_t i = 0; i < listen.size() && i < nbd_->tcp_ports().size(); ++i) {
+    resp->add_nbd_addresses(absl::StrCat(listen[i].substr(0, listen[i].rfind(':')), ":", nbd_->tcp_ports()[i]));
+  }
+  resp->set_nbd_unix_socket(nbd_->options().unix_socket);
+  for (const auto& e : nbd_->exports()) {
+    tmem::v1::ExportInfo* x = resp->add_exports();
+    x->set_name(e->name);
+    x->set_backend(e->backend->Describe());
+    x->set_size_bytes(e->backend->size());
+    const uint16_t flags = e->TransmissionFlags();
+    x->set_read_only((flags & 2) != 0);
+    x->set_description(e->description);
+    x->set_transmission_flags(flags);
+    x->set_open_connections(static_cast<uint64_t>(std::max<int64_t>(0, e->connections_open.load())));
+    x->set_connections_total(e->connections_total.load());
+    x->set_bytes_read(e->bytes_read.load());
+    x->set_bytes_written(e->bytes_written.load());
+  }
   return ::grpc::Status::OK;
 }
 

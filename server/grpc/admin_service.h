@@ -5,6 +5,7 @@
 
 #include "common/version.h"
 #include "proto/tmem.grpc.pb.h"
+#include "server/nbd/nbd_server.h"
 #include "server/pool/pool_engine.h"
 
 namespace tmem::grpc_service {
@@ -12,7 +13,7 @@ namespace tmem::grpc_service {
 class AdminService final : public tmem::v1::Admin::Service {
  public:
   // Borrows `engine`, which must outlive the service.
-  explicit AdminService(pool::PoolEngine* engine) : engine_(engine) {}
+  explicit AdminService(pool::PoolEngine* engine, const nbd::NbdServer* nbd = nullptr) : engine_(engine), nbd_(nbd) {}
 
   ::grpc::Status ServerInfo(::grpc::ServerContext*, const tmem::v1::ServerInfoRequest*,
                             tmem::v1::ServerInfoResponse*) override;
@@ -20,9 +21,12 @@ class AdminService final : public tmem::v1::Admin::Service {
                            tmem::v1::ListPoolsResponse*) override;
   ::grpc::Status PoolStats(::grpc::ServerContext*, const tmem::v1::PoolStatsRequest*,
                            tmem::v1::PoolStatsResponse*) override;
+  ::grpc::Status ListExports(::grpc::ServerContext*, const tmem::v1::ListExportsRequest*,
+                             tmem::v1::ListExportsResponse*) override;
 
  private:
   pool::PoolEngine* const engine_;
+  const nbd::NbdServer* const nbd_;  // may be null (no exports)
 };
 
 }  // namespace tmem::grpc_service

@@ -42,6 +42,19 @@ absl::Status Check(const Config& c) {
     }
   }
   if (c.shutdown_timeout_ms <= 0) return absl::InvalidArgumentError("shutdown timeout must be positive");
+  std::set<std::string> names;
+  for (const auto& e : c.exports) {
+    if (e.name.empty() || e.name.size() > 4096) return absl::InvalidArgumentError("an export needs a name (1 to 4096 bytes)");
+    if (!names.insert(e.name).second) return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "' is declared twice"));
+    if (e.backend.empty()) return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "' has no backend"));
+  }
+  if (c.nbd_max_connections < 1 || c.nbd_max_requests_in_flight < 1 || c.nbd_worker_threads < 1 ||
+      c.nbd_worker_threads > 1024) {
+    return absl::InvalidArgumentError("nbd: max_connections, max_requests_in_flight and worker_threads must be positive");
+  }
+  if (c.nbd_max_bytes_in_flight < (32u << 20)) {
+    return absl::InvalidArgumentError("nbd.max_bytes_in_flight: at least 32M (one maximum request)");
+  }
   if (c.rpc_threads < 1 || c.rpc_threads > 1024) {
     return absl::InvalidArgumentError(absl::StrCat("rpc threads: ", c.rpc_threads, "; want 1 to 1024"));
   }
@@ -53,7 +66,7 @@ absl::Status Check(const Config& c) {
 const std::set<std::string>& ValueFlags() {
   static const auto* f = new std::set<std::string>{"config", "device", "device-size", "segment-size", "metadata-dir",
                                                    "listen", "metrics-listen", "log-level", "shutdown-timeout-ms",
-                                                   "rpc-threads"};
+                                                   "rpc-threads", "export", "nbd-listen", "nbd-unix-socket"};
   return *f;
 }
 
@@ -111,6 +124,58 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
         c.shutdown_timeout_ms = v.as<int64_t>();
       } else if (key == "rpc_threads") {
         c.rpc_threads = v.as<int>();
+      } else if (key == "nbd") {
+        if (!v.IsMap()) return Bad("nbd", "want listen, unix_socket, max_connections, ...");
+        for (const auto& d : v) {
+          const std::string k = d.first.as<std::string>();
+          const YAML::Node& n = d.second;
+          if (k == "listen") {
+            c.nbd_listen.clear();
+            if (n.IsSequence()) {
+              for (const auto& a : n) c.nbd_listen.push_back(a.as<std::string>());
+            } else if (!n.IsNull() && !n.as<std::string>().empty()) {
+              c.nbd_listen.push_back(n.as<std::string>());
+            }
+          } else if (k == "unix_socket") {
+            c.nbd_unix_socket = n.IsNull() ? "" : n.as<std::string>();
+          } else if (k == "max_connections") {
+            c.nbd_max_connections = n.as<int>();
+          } else if (k == "max_requests_in_flight") {
+            c.nbd_max_requests_in_flight = n.as<int>();
+          } else if (k == "max_bytes_in_flight") {
+            TMEM_ASSIGN_OR_RETURN(c.nbd_max_bytes_in_flight, SizeOf("nbd.max_bytes_in_flight", n));
+          } else if (k == "worker_threads") {
+            c.nbd_worker_threads = n.as<int>();
+          } else {
+            return Bad("nbd." + k, "unknown key");
+          }
+        }
+      } else if (key == "exports") {
+        if (!v.IsSequence()) return Bad("exports", "want a list of exports");
+        c.exports.clear();
+        for (size_t i = 0; i < v.size(); ++i) {
+          const YAML::Node& e = v[i];
+          const std::string where = absl::StrCat("exports[", i, "]");
+          if (!e.IsMap()) return Bad(where, "want name, backend, size, read_only, description");
+          Config::ExportConfig x;
+          for (const auto& d : e) {
+            const std::string k = d.first.as<std::string>();
+            if (k == "name") {
+              x.name = d.second.as<std::string>();
+            } else if (k == "backend") {
+              x.backend = d.second.as<std::string>();
+            } else if (k == "size") {
+              TMEM_ASSIGN_OR_RETURN(x.size_bytes, SizeOf(where + ".size", d.second));
+            } else if (k == "read_only") {
+              x.read_only = d.second.as<bool>();
+            } else if (k == "description") {
+              x.description = d.second.as<std::string>();
+            } else {
+              return Bad(where + "." + k, "unknown key");
+            }
+          }
+          c.exports.push_back(std::move(x));
+        }
       } else {
         return Bad(key, "unknown key");
       }
@@ -143,6 +208,32 @@ absl::StatusOr<Config> ApplyFlags(const Flags& flags, Config c) {
   if (flags.Has("rpc-threads")) {
     TMEM_ASSIGN_OR_RETURN(uint64_t t, flags.GetUint("rpc-threads", 0));
     c.rpc_threads = static_cast<int>(std::min<uint64_t>(t, 1u << 20));
+  }
+  if (flags.Has("nbd-listen")) c.nbd_listen = absl::StrSplit(flags.Get("nbd-listen"), ',', absl::SkipEmpty());
+  if (flags.Has("nbd-unix-socket")) c.nbd_unix_socket = flags.Get("nbd-unix-socket");
+  if (flags.Has("export")) {
+    // NAME=BACKEND[:SIZE]; ":ro" at the end makes it read-only.
+    std::string spec = flags.Get("export");
+    Config::ExportConfig x;
+    const auto eq = spec.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("--export=", spec, ": want NAME=BACKEND[:SIZE][:ro]"));
+    }
+    x.name = spec.substr(0, eq);
+    std::string rest = spec.substr(eq + 1);
+    if (rest.size() > 3 && rest.substr(rest.size() - 3) == ":ro") {
+      x.read_only = true;
+      rest.resize(rest.size() - 3);
+    }
+    const auto colon = rest.rfind(':');
+    if (colon != std::string::npos && rest.find("://") == std::string::npos && rest.rfind("file:", 0) != 0) {
+      absl::StatusOr<uint64_t> size = ParseSize(rest.substr(colon + 1));
+      if (!size.ok()) return absl::InvalidArgumentError(absl::StrCat("--export: size: ", size.status().message()));
+      x.size_bytes = *size;
+      rest.resize(colon);
+    }
+    x.backend = rest;
+    c.exports = {x};
   }
   c.format = flags.Has("format");
   if (c.metadata_dir.empty() && !c.device_path.empty()) c.metadata_dir = c.device_path + ".index";

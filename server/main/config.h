@@ -24,6 +24,22 @@ struct Config {
   int64_t shutdown_timeout_ms = 10000;                   // shutdown_timeout_ms / --shutdown-timeout-ms
   int rpc_threads = 16;  // rpc_threads / --rpc-threads: gRPC handler threads kept alive (1..1024)
   bool format = false;  // --format only: format a device that is foreign, corrupt or of another geometry
+
+  // NBD block exports.
+  struct ExportConfig {
+    std::string name;
+    std::string backend;        // a path, file:PATH, nbd://HOST[:PORT]/NAME, nbd+unix:///NAME?socket=PATH
+    uint64_t size_bytes = 0;    // a file backend that does not exist is created this large
+    bool read_only = false;
+    std::string description;
+  };
+  std::vector<ExportConfig> exports;                     // exports: [...] / --export=NAME=BACKEND[:SIZE]
+  std::vector<std::string> nbd_listen = {"127.0.0.1:10809"};  // nbd.listen / --nbd-listen ("" = no TCP)
+  std::string nbd_unix_socket;                           // nbd.unix_socket / --nbd-unix-socket
+  int nbd_max_connections = 64;                          // nbd.max_connections
+  uint64_t nbd_max_bytes_in_flight = 64ull << 20;        // nbd.max_bytes_in_flight (per connection)
+  int nbd_max_requests_in_flight = 128;                  // nbd.max_requests_in_flight (per connection)
+  int nbd_worker_threads = 8;                            // nbd.worker_threads
 };
 
 // The flags tmemd accepts (value flags, then boolean flags).

@@ -27,6 +27,7 @@
 #include "common/version.h"
 #include "server/grpc/admin_service.h"
 #include "server/grpc/page_pool_service.h"
+#include "server/nbd/nbd_server.h"
 #include "server/io/file_device.h"
 #include "server/log/segment_log.h"
 #include "server/main/config.h"
@@ -40,6 +41,7 @@ constexpr char kUsage[] =
     "usage: tmemd --device=PATH [--device-size=SIZE] [--segment-size=1M] [--metadata-dir=DIR]\n"
     "             [--listen=HOST:PORT[,HOST:PORT...]] [--metrics-listen=HOST:PORT] [--log-level=info]\n"
     "             [--shutdown-timeout-ms=10000] [--rpc-threads=16] [--config=FILE] [--format]\n"
+    "             [--export=NAME=BACKEND[:SIZE][:ro]] [--nbd-listen=HOST:PORT] [--nbd-unix-socket=PATH]\n"
     "  A device that does not exist is created with --device-size and formatted. A device that\n"
     "  holds other data, is corrupt, or has another segment size is refused unless --format\n"
     "  (which destroys its contents). Flags override the config file.\n";
@@ -143,9 +145,50 @@ int Run(const Config& c) {
   }
   pool::PoolEngine* e = engine->get();
 
+  // NBD exports: every backend opens (or the start fails, naming it) before anything listens.
+  std::unique_ptr<nbd::NbdServer> nbd_server;
+  if (!c.exports.empty()) {
+    std::vector<std::unique_ptr<nbd::Export>> exports;
+    for (const Config::ExportConfig& x : c.exports) {
+      auto backend = nbd::OpenBackend(x.backend, x.read_only, x.size_bytes);
+      if (!backend.ok()) {
+        TMEM_LOG(Error) << "export " << x.name << ": " << backend.status().message();
+        return 1;
+      }
+      auto ex = std::make_unique<nbd::Export>();
+      ex->name = x.name;
+      ex->description = x.description;
+      ex->read_only = x.read_only;
+      ex->backend = std::move(*backend);
+      exports.push_back(std::move(ex));
+    }
+    nbd::NbdServerOptions no;
+    no.listen = c.nbd_listen;
+    no.unix_socket = c.nbd_unix_socket;
+    no.max_connections = c.nbd_max_connections;
+    no.max_requests_in_flight = c.nbd_max_requests_in_flight;
+    no.max_bytes_in_flight = c.nbd_max_bytes_in_flight;
+    no.worker_threads = c.nbd_worker_threads;
+    no.shutdown_timeout_ms = c.shutdown_timeout_ms;
+    auto started = nbd::NbdServer::Start(no, std::move(exports));
+    if (!started.ok()) {
+      TMEM_LOG(Error) << started.status().message();
+      return 1;
+    }
+    nbd_server = std::move(*started);
+    for (const auto& x : nbd_server->exports()) {
+      TMEM_LOG(Info) << "NBD export " << x->name << ": " << x->backend->Describe() << ", " << x->backend->size()
+                     << " bytes" << (x->read_only ? ", read-only" : "");
+    }
+  }
+  nbd::NbdServer* nbd_ptr = nbd_server.get();
+
   std::unique_ptr<metrics::Metrics> metrics;
   if (!c.metrics_listen.empty()) {
-    auto m = metrics::Metrics::Start(c.metrics_listen, [e](StatsVisitor& v) { e->VisitStats(v); });
+    auto m = metrics::Metrics::Start(c.metrics_listen, [e, nbd_ptr](StatsVisitor& v) {
+      e->VisitStats(v);
+      if (nbd_ptr != nullptr) nbd_ptr->VisitStats(v);
+    });
     if (!m.ok()) {
       TMEM_LOG(Error) << m.status().message();
       return 1;
@@ -153,7 +196,7 @@ int Run(const Config& c) {
     metrics = std::move(*m);
   }
   grpc_service::PagePoolService pages(e, metrics ? metrics->latency() : nullptr);
-  grpc_service::AdminService admin(e);
+  grpc_service::AdminService admin(e, nbd_ptr);
   ::grpc::EnableDefaultHealthCheckService(true);
   ::grpc::ServerBuilder builder;
   std::vector<int> ports(c.listen.size(), 0);
@@ -179,7 +222,13 @@ int Run(const Config& c) {
                  << c.device_path << ", gRPC on " << absl::StrJoin(c.listen, ",") << ", metrics on "
                  << (metrics ? absl::StrCat(c.metrics_listen.substr(0, c.metrics_listen.rfind(':')), ":",
                                             metrics->port(), "/metrics")
-                             : std::string("(off)"));
+                             : std::string("(off)"))
+                 << (nbd_ptr != nullptr
+                         ? absl::StrCat(", NBD on ",
+                                        absl::StrJoin(nbd_ptr->tcp_ports(), ",",
+                                                      [](std::string* out, int p) { absl::StrAppend(out, "port ", p); }),
+                                        c.nbd_unix_socket.empty() ? "" : " and " + c.nbd_unix_socket)
+                         : std::string());
 
   int sig = 0;
   sigwait(&signals, &sig);
@@ -188,6 +237,7 @@ int Run(const Config& c) {
   server->GetHealthCheckService()->SetServingStatus(false);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(c.shutdown_timeout_ms));
   server->Wait();
+  if (nbd_server != nullptr) nbd_server->Stop();
   metrics.reset();
   absl::Status closed = e->Close();
   if (!closed.ok()) {

@@ -9,6 +9,7 @@
 #include <prometheus/text_serializer.h>
 
 #include <exception>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -29,6 +30,26 @@ class FamilyBuilder final : public StatsVisitor {
   }
   void Gauge(std::string_view name, std::string_view help, double value, const StatLabels& labels) override {
     Add("tmem_" + std::string(name), help, prometheus::MetricType::Gauge, value, labels);
+  }
+  void Histogram(std::string_view name, std::string_view help, const std::vector<double>& upper_bounds,
+                 const std::vector<uint64_t>& cumulative_counts, uint64_t count, double sum,
+                 const StatLabels& labels) override {
+    const std::string full = "tmem_" + std::string(name);
+    prometheus::MetricFamily& f = families_[full];
+    if (f.name.empty()) {
+      f.name = full;
+      f.help = std::string(help);
+      f.type = prometheus::MetricType::Histogram;
+    }
+    prometheus::ClientMetric m;
+    for (const auto& [k, v] : labels) m.label.push_back({k, v});
+    m.histogram.sample_count = count;
+    m.histogram.sample_sum = sum;
+    for (size_t i = 0; i < upper_bounds.size() && i < cumulative_counts.size(); ++i) {
+      m.histogram.bucket.push_back({cumulative_counts[i], upper_bounds[i]});
+    }
+    m.histogram.bucket.push_back({count, std::numeric_limits<double>::infinity()});
+    f.metric.push_back(std::move(m));
   }
   std::vector<prometheus::MetricFamily> Take() {
     std::vector<prometheus::MetricFamily> out;

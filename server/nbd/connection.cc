@@ -1,0 +1,263 @@
+// The transmission phase: one reader per connection, requests run on the server's workers,
+// replies go out in any order under the connection's write lock.
+#include <sys/socket.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/logging.h"
+#include "server/nbd/handshake.h"
+#include "server/nbd/nbd_server.h"
+#include "server/nbd/protocol.h"
+#include "server/nbd/socket_io.h"
+
+namespace tmem::nbd {
+namespace {
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(NbdServer& server, int fd, Export& exp, bool structured)
+      : server_(server), fd_(fd), exp_(exp), structured_(structured) {}
+
+  // Reads requests until DISC, EOF, a protocol violation or server shutdown; then waits for the
+  // requests in flight.
+  void Run();
+
+ private:
+  struct Pending {
+    Request req;
+    std::vector<uint8_t> payload;  // WRITE data
+  };
+  void Execute(Pending& p);
+  // Sends the reply of `req`: success (error 0) with `data` for reads, or an error.
+  void SendReply(const Request& req, uint32_t error, const uint8_t* data, uint32_t len, const std::string& message);
+  // Blocks while the connection is at its in-flight limits.
+  void Admit(uint64_t bytes);
+  void Done(uint64_t bytes);
+  static int CommandIndex(uint16_t type) { return type < Export::kCommands - 1 ? type : Export::kCommands - 1; }
+
+  NbdServer& server_;
+  const int fd_;
+  Export& exp_;
+  const bool structured_;
+
+  Mutex write_mu_;  // serialises replies on the socket
+
+  Mutex mu_;
+  CondVar cv_;
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t bytes_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;  // a reply could not be sent
+};
+
+void Connection::Admit(uint64_t bytes) {
+  MutexLock lock(&mu_);
+  const auto& o = server_.options();
+  while (in_flight_ > 0 &&
+         (in_flight_ >= o.max_requests_in_flight || bytes_in_flight_ + bytes > o.max_bytes_in_flight)) {
+    cv_.Wait(&mu_);
+  }
+  ++in_flight_;
+  bytes_in_flight_ += bytes;
+}
+
+void Connection::Done(uint64_t bytes) {
+  MutexLock lock(&mu_);
+  --in_flight_;
+  bytes_in_flight_ -= bytes;
+  cv_.SignalAll();
+}
+
+void Connection::SendReply(const Request& req, uint32_t error, const uint8_t* data, uint32_t len,
+                           const std::string& message) {
+  uint8_t h[32];
+  iovec iov[3];
+  int n = 0;
+  if (!structured_) {
+    Put32(h, kSimpleReplyMagic);
+    Put32(h + 4, error);
+    Put64(h + 8, req.cookie);
+    iov[n++] = {h, 16};
+    // A failed read sends no data (simple replies cannot carry a partial read).
+    if (error == 0 && len > 0) iov[n++] = {const_cast<uint8_t*>(data), len};
+  } else if (error != 0) {
+    const uint16_t mlen = static_cast<uint16_t>(std::min<size_t>(message.size(), 4096));
+    Put32(h, kStructuredReplyMagic);
+    Put16(h + 4, kReplyFlagDone);
+    Put16(h + 6, kReplyTypeError);
+    Put64(h + 8, req.cookie);
+    Put32(h + 16, 6u + mlen);
+    Put32(h + 20, error);
+    Put16(h + 24, mlen);
+    iov[n++] = {h, 26};
+    if (mlen > 0) iov[n++] = {const_cast<char*>(message.data()), mlen};
+  } else if (req.type == kCmdRead && len > 0) {
+    Put32(h, kStructuredReplyMagic);
+    Put16(h + 4, kReplyFlagDone);
+    Put16(h + 6, kReplyTypeOffsetData);
+    Put64(h + 8, req.cookie);
+    Put32(h + 16, 8u + len);
+    Put64(h + 20, req.offset);
+    iov[n++] = {h, 28};
+    iov[n++] = {const_cast<uint8_t*>(data), len};
+  } else {
+    Put32(h, kStructuredReplyMagic);
+    Put16(h + 4, kReplyFlagDone);
+    Put16(h + 6, kReplyTypeNone);
+    Put64(h + 8, req.cookie);
+    Put32(h + 16, 0);
+    iov[n++] = {h, 20};
+  }
+  bool ok;
+  {
+    MutexLock lock(&write_mu_);
+    ok = WriteFullV(fd_, iov, n);
+  }
+  if (!ok) {
+    MutexLock lock(&mu_);
+    broken_ = true;
+  }
+}
+
+void Connection::Execute(Pending& p) {
+  const Request& r = p.req;
+  const auto t0 = std::chrono::steady_clock::now();
+  const int c = CommandIndex(r.type);
+  BlockBackend& b = *exp_.backend;
+  const bool fua = (r.flags & kCmdFlagFua) != 0;
+  absl::Status st;
+  std::vector<uint8_t> data;
+  if (server_.stopping()) {
+    st = absl::CancelledError("server is shutting down");
+  } else {
+    switch (r.type) {
+      case kCmdRead:
+        data.resize(r.length);
+        st = b.Pread(data.data(), r.length, r.offset);
+        if (st.ok()) exp_.bytes_read.fetch_add(r.length, std::memory_order_relaxed);
+        break;
+      case kCmdWrite:
+        st = b.Pwrite(p.payload.data(), r.length, r.offset, fua);
+        if (st.ok()) exp_.bytes_written.fetch_add(r.length, std::memory_order_relaxed);
+        break;
+      case kCmdFlush:
+        st = b.Flush();
+        break;
+      case kCmdTrim:
+        st = b.Trim(r.offset, r.length, fua);
+        break;
+      case kCmdWriteZeroes:
+        st = b.Zero(r.offset, r.length, (r.flags & kCmdFlagNoHole) == 0, fua);
+        break;
+      default:
+        st = absl::InvalidArgumentError("unknown command");
+    }
+  }
+  const uint32_t error = st.ok() ? 0 : (absl::IsCancelled(st) ? kEshutdown : NbdErrorOf(st));
+  if (!st.ok()) {
+    exp_.errors[c].fetch_add(1, std::memory_order_relaxed);
+    if (error == kEio) {
+      TMEM_LOG_RATE_LIMITED(Warning) << "export " << exp_.name << ": " << CommandName(r.type) << " at " << r.offset
+                                     << " failed: " << st;
+    }
+  }
+  SendReply(r, error, data.data(), static_cast<uint32_t>(data.size()), std::string(st.message()));
+  exp_.latency[c].Record(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+}
+
+void Connection::Run() {
+  const uint64_t size = exp_.backend->size();
+  const uint16_t tflags = exp_.TransmissionFlags();
+  const bool read_only = (tflags & kFlagReadOnly) != 0;
+  while (true) {
+    {
+      MutexLock lock(&mu_);
+      if (broken_) break;
+    }
+    uint8_t h[kRequestBytes];
+    if (!ReadFull(fd_, h, sizeof(h))) break;
+    auto p = std::make_shared<Pending>();
+    Request& r = p->req;
+    if (!ParseRequest(h, &r)) {
+      TMEM_LOG_RATE_LIMITED(Warning) << "export " << exp_.name << ": bad request magic; disconnecting";
+      break;
+    }
+    const int c = CommandIndex(r.type);
+    exp_.requests[c].fetch_add(1, std::memory_order_relaxed);
+    if (r.type == kCmdDisc) break;
+    // Validate at the edge: every error below is answered without touching the backend.
+    uint32_t error = 0;
+    std::string why;
+    const bool writes = r.type == kCmdWrite || r.type == kCmdTrim || r.type == kCmdWriteZeroes;
+    uint16_t allowed = kCmdFlagFua;
+    if (r.type == kCmdWriteZeroes) allowed |= kCmdFlagNoHole;
+    if (r.type == kCmdWrite && r.length > kMaxPayload) {
+      // The payload cannot be taken in: a protocol violation, so a hard disconnect.
+      TMEM_LOG_RATE_LIMITED(Warning) << "export " << exp_.name << ": write of " << r.length
+                                     << " bytes exceeds the maximum payload; disconnecting";
+      break;
+    }
+    if (r.type != kCmdRead && r.type != kCmdWrite && r.type != kCmdFlush && r.type != kCmdTrim &&
+        r.type != kCmdWriteZeroes) {
+      error = kEinval, why = "unknown command " + std::to_string(r.type);
+    } else if ((r.flags & ~allowed) != 0) {
+      error = kEinval, why = "unsupported command flags";
+    } else if (r.type == kCmdFlush && (r.offset != 0 || r.length != 0)) {
+      error = kEinval, why = "flush with an offset or length";
+    } else if (r.type != kCmdFlush && (r.offset > size || r.length > size - r.offset)) {
+      error = writes ? kEnospc : kEinval, why = "request beyond the end of the export";
+    } else if (r.type == kCmdRead && r.length > kMaxPayload) {
+      error = kEoverflow, why = "read larger than the maximum payload";
+    } else if (writes && read_only) {
+      error = kEperm, why = "read-only export";
+    } else if ((r.type == kCmdTrim && (tflags & kFlagSendTrim) == 0) ||
+               (r.type == kCmdWriteZeroes && (tflags & kFlagSendWriteZeroes) == 0)) {
+      error = kEinval, why = "command not offered for this export";
+    }
+    const uint64_t bytes = (r.type == kCmdRead || r.type == kCmdWrite) ? r.length : 0;
+    Admit(bytes);
+    if (r.type == kCmdWrite) {
+      bool got;
+      if (error == 0) {
+        p->payload.resize(r.length);
+        got = ReadFull(fd_, p->payload.data(), r.length);
+      } else {
+        got = Discard(fd_, r.length);
+      }
+      if (!got) {
+        Done(bytes);
+        break;
+      }
+    }
+    if (error != 0) {
+      exp_.errors[c].fetch_add(1, std::memory_order_relaxed);
+      SendReply(r, error, nullptr, 0, why);
+      Done(bytes);
+      continue;
+    }
+    auto self = shared_from_this();
+    server_.Submit([self, p, bytes] {
+      self->Execute(*p);
+      self->Done(bytes);
+    });
+  }
+  // Wait for the requests in flight before the socket is closed.
+  MutexLock lock(&mu_);
+  while (in_flight_ > 0) cv_.Wait(&mu_);
+}
+
+}  // namespace
+
+void ServeConnection(NbdServer& server, int fd) {
+  Negotiated n = Handshake(server, fd);
+  if (n.exp == nullptr) return;
+  n.exp->connections_total.fetch_add(1, std::memory_order_relaxed);
+  n.exp->connections_open.fetch_add(1, std::memory_order_relaxed);
+  auto c = std::make_shared<Connection>(server, fd, *n.exp, n.structured);
+  c->Run();
+  n.exp->connections_open.fetch_sub(1, std::memory_order_relaxed);
+}
+
+}  // namespace tmem::nbd

@@ -1,0 +1,195 @@
+// A remote NBD server as an export's backend, through libnbd.
+#include <libnbd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "common/mutex.h"
+#include "server/io/block_device.h"
+#include "server/nbd/block_backend.h"
+
+namespace tmem::nbd {
+namespace {
+
+absl::Status LastError(const std::string& what) {
+  const int err = nbd_get_errno();
+  const char* msg = nbd_get_error();
+  absl::Status s = io::ErrnoStatus(err != 0 ? err : EIO, what);
+  return absl::Status(s.code(), absl::StrCat(what, ": ", msg != nullptr ? msg : "libnbd error"));
+}
+
+class NbdBackend final : public BlockBackend {
+ public:
+  explicit NbdBackend(const NbdBackendOptions& o) : options_(o) {}
+  ~NbdBackend() override {
+    for (nbd_handle* h : all_) {
+      if (h != nullptr) nbd_close(h);
+    }
+  }
+
+  absl::Status Start() {
+    for (int i = 0; i < options_.connections; ++i) {
+      absl::StatusOr<nbd_handle*> h = Connect();
+      if (!h.ok()) return h.status();
+      all_.push_back(*h);
+      free_.push_back(i);
+    }
+    nbd_handle* h = all_[0];
+    const int64_t size = nbd_get_size(h);
+    if (size < 0) return LastError("get size of " + options_.uri);
+    size_ = static_cast<uint64_t>(size);
+    caps_.flush = nbd_can_flush(h) == 1;
+    caps_.fua = nbd_can_fua(h) == 1;
+    caps_.trim = nbd_can_trim(h) == 1;
+    caps_.zero = nbd_can_zero(h) == 1;
+    // Flush goes to every connection, so it covers writes made through any of them.
+    caps_.multi_conn = true;
+    caps_.read_only = options_.read_only || nbd_is_read_only(h) == 1;
+    return absl::OkStatus();
+  }
+
+  uint64_t size() const override { return size_; }
+  BackendCaps caps() const override { return caps_; }
+
+  absl::Status Pread(void* buf, uint32_t len, uint64_t offset) override {
+    return Run("pread", [&](nbd_handle* h) { return nbd_pread(h, buf, len, offset, 0); });
+  }
+  absl::Status Pwrite(const void* buf, uint32_t len, uint64_t offset, bool fua) override {
+    const uint32_t flags = fua && caps_.fua ? LIBNBD_CMD_FLAG_FUA : 0;
+    absl::Status s = Run("pwrite", [&](nbd_handle* h) { return nbd_pwrite(h, buf, len, offset, flags); });
+    if (s.ok() && fua && !caps_.fua) return Flush();
+    return s;
+  }
+  absl::Status Flush() override {
+    if (!caps_.flush) return absl::OkStatus();
+    // Every connection: the remote server may not promise that one flush covers the others.
+    for (size_t i = 0; i < all_.size(); ++i) {
+      {
+        MutexLock lock(&mu_);
+        auto it = std::find(free_.begin(), free_.end(), i);
+        while (it == free_.end()) {
+          free_cv_.Wait(&mu_);
+          it = std::find(free_.begin(), free_.end(), i);
+        }
+        free_.erase(it);
+      }
+      absl::Status s = RunOn(i, "flush", [&](nbd_handle* h) { return nbd_flush(h, 0); });
+      MutexLock lock(&mu_);
+      free_.push_back(i);
+      free_cv_.SignalAll();
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Trim(uint64_t offset, uint64_t len, bool fua) override {
+    if (!caps_.trim) return absl::OkStatus();
+    const uint32_t flags = fua && caps_.fua ? LIBNBD_CMD_FLAG_FUA : 0;
+    return Run("trim", [&](nbd_handle* h) { return nbd_trim(h, len, offset, flags); });
+  }
+  absl::Status Zero(uint64_t offset, uint64_t len, bool may_trim, bool fua) override {
+    if (!caps_.zero) {
+      std::vector<uint8_t> zeros(std::min<uint64_t>(len, 1 << 20), 0);
+      while (len > 0) {
+        const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(len, zeros.size()));
+        if (absl::Status s = Pwrite(zeros.data(), n, offset, false); !s.ok()) return s;
+        offset += n;
+        len -= n;
+      }
+      return fua ? Flush() : absl::OkStatus();
+    }
+    uint32_t flags = (fua && caps_.fua ? LIBNBD_CMD_FLAG_FUA : 0) | (may_trim ? 0 : LIBNBD_CMD_FLAG_NO_HOLE);
+    return Run("zero", [&](nbd_handle* h) { return nbd_zero(h, len, offset, flags); });
+  }
+  std::string Describe() const override { return options_.uri; }
+
+ private:
+  absl::StatusOr<nbd_handle*> Connect() {
+    absl::Status last;
+    for (int attempt = 0; attempt <= options_.reconnect_attempts; ++attempt) {
+      if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(options_.reconnect_delay_ms));
+      nbd_handle* h = nbd_create();
+      if (h == nullptr) return LastError("nbd_create");
+      if (nbd_connect_uri(h, options_.uri.c_str()) == 0) return h;
+      last = LastError("connect to " + options_.uri);
+      nbd_close(h);
+    }
+    return last;
+  }
+
+  // Runs `op` on a free handle; a dead connection is replaced and the request tried once more.
+  template <typename Op>
+  absl::Status Run(const char* what, Op op) {
+    size_t i;
+    {
+      MutexLock lock(&mu_);
+      while (free_.empty()) free_cv_.Wait(&mu_);
+      i = free_.back();
+      free_.pop_back();
+    }
+    absl::Status s = RunOn(i, what, op);
+    MutexLock lock(&mu_);
+    free_.push_back(i);
+    free_cv_.SignalAll();
+    return s;
+  }
+
+  // The caller has borrowed handle `i`: no other thread uses or replaces it meanwhile.
+  template <typename Op>
+  absl::Status RunOn(size_t i, const char* what, Op op) {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      nbd_handle* h = all_[i];
+      if (h != nullptr && op(h) == 0) return absl::OkStatus();
+      absl::Status s = h != nullptr ? LastError(absl::StrCat(what, " on ", options_.uri))
+                                    : absl::UnavailableError("no connection");
+      if (h != nullptr && nbd_aio_is_dead(h) == 0 && nbd_aio_is_closed(h) == 0) return s;  // a plain I/O error
+      TMEM_LOG_RATE_LIMITED(Warning) << "connection " << i << " to " << options_.uri << " is gone (" << s
+                                     << "); reconnecting";
+      absl::StatusOr<nbd_handle*> fresh = Connect();
+      if (!fresh.ok()) {
+        return absl::InternalError(absl::StrCat(what, " on ", options_.uri, ": cannot reconnect: ",
+                                                fresh.status().message()));
+      }
+      if (h != nullptr) nbd_close(h);
+      all_[i] = *fresh;
+    }
+    return absl::InternalError(absl::StrCat(what, " on ", options_.uri, " failed after reconnecting"));
+  }
+
+  const NbdBackendOptions options_;
+  uint64_t size_ = 0;
+  BackendCaps caps_;
+  std::vector<nbd_handle*> all_;
+  Mutex mu_;
+  CondVar free_cv_;
+  std::vector<size_t> free_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<BlockBackend>> OpenNbdBackend(const NbdBackendOptions& options) {
+  if (options.connections < 1 || options.connections > 64) {
+    return absl::InvalidArgumentError("NBD backend connections: want 1 to 64");
+  }
+  auto b = std::make_unique<NbdBackend>(options);
+  if (absl::Status s = b->Start(); !s.ok()) return s;
+  return std::unique_ptr<BlockBackend>(std::move(b));
+}
+
+absl::StatusOr<std::unique_ptr<BlockBackend>> OpenBackend(const std::string& spec, bool read_only,
+                                                          uint64_t create_size_bytes) {
+  if (spec.rfind("nbd://", 0) == 0 || spec.rfind("nbd+unix://", 0) == 0 || spec.rfind("nbds://", 0) == 0) {
+    return OpenNbdBackend({.uri = spec, .read_only = read_only});
+  }
+  std::string path = spec.rfind("file:", 0) == 0 ? spec.substr(5) : spec;
+  if (path.find("://") != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("backend '", spec, "': want a path, file:PATH, nbd://HOST[:PORT]/NAME or nbd+unix:///NAME?socket=PATH"));
+  }
+  return OpenFileBackend({.path = path, .read_only = read_only, .create_size_bytes = create_size_bytes});
+}
+
+}  // namespace tmem::nbd

@@ -1,0 +1,326 @@
+#include "server/nbd/nbd_server.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+#include "server/nbd/protocol.h"
+
+namespace tmem::nbd {
+
+const char* CommandName(uint16_t type) {
+  switch (type) {
+    case kCmdRead: return "read";
+    case kCmdWrite: return "write";
+    case kCmdDisc: return "disc";
+    case kCmdFlush: return "flush";
+    case kCmdTrim: return "trim";
+    case 5: return "cache";
+    case kCmdWriteZeroes: return "write_zeroes";
+    case 7: return "block_status";
+    default: return "unknown";
+  }
+}
+
+uint32_t NbdErrorOf(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kOk: return 0;
+    case absl::StatusCode::kPermissionDenied: return kEperm;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange: return kEinval;
+    case absl::StatusCode::kResourceExhausted: return kEnospc;
+    case absl::StatusCode::kUnimplemented: return kEnotsup;
+    case absl::StatusCode::kCancelled: return kEshutdown;
+    default: return kEio;
+  }
+}
+
+const std::vector<double>& LatencyHistogram::Bounds() {
+  static const std::vector<double> b = {25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3,
+                                        10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5};
+  return b;
+}
+
+void LatencyHistogram::Record(double seconds) {
+  const auto& b = Bounds();
+  size_t i = 0;
+  while (i < b.size() && seconds > b[i]) ++i;
+  if (i < b.size()) buckets_[i].fetch_add(1, std::memory_order_relaxed);
+  count_.fetch_add(1, std::memory_order_relaxed);
+  sum_ns_.fetch_add(static_cast<uint64_t>(seconds * 1e9), std::memory_order_relaxed);
+}
+
+std::vector<uint64_t> LatencyHistogram::Cumulative() const {
+  std::vector<uint64_t> out;
+  uint64_t acc = 0;
+  for (size_t i = 0; i < Bounds().size(); ++i) {
+    acc += buckets_[i].load(std::memory_order_relaxed);
+    out.push_back(acc);
+  }
+  return out;
+}
+
+uint16_t Export::TransmissionFlags() const {
+  const BackendCaps c = backend->caps();
+  const bool ro = read_only || c.read_only;
+  uint16_t f = kFlagHasFlags;
+  if (ro) f |= kFlagReadOnly;
+  if (c.flush) f |= kFlagSendFlush;
+  if (c.fua) f |= kFlagSendFua;
+  if (!ro && c.trim) f |= kFlagSendTrim;
+  if (!ro) f |= kFlagSendWriteZeroes;  // zeroing can always fall back to writing zeros
+  // Advertised only when a flush on one connection covers writes completed on all of them.
+  if (c.multi_conn) f |= kFlagCanMultiConn;
+  return f;
+}
+
+absl::StatusOr<std::unique_ptr<NbdServer>> NbdServer::Start(const NbdServerOptions& options,
+                                                            std::vector<std::unique_ptr<Export>> exports) {
+  if (options.max_connections < 1 || options.max_requests_in_flight < 1 || options.worker_threads < 1 ||
+      options.max_bytes_in_flight < kMaxPayload) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("NBD limits: connections, requests in flight and workers must be positive, bytes in flight at "
+                     "least ", kMaxPayload));
+  }
+  std::set<std::string> names;
+  for (const auto& e : exports) {
+    if (e->name.empty() || e->name.size() > kMaxString) {
+      return absl::InvalidArgumentError("an export name must have 1 to 4096 bytes");
+    }
+    if (!names.insert(e->name).second) return absl::InvalidArgumentError(absl::StrCat("export '", e->name, "' twice"));
+  }
+  std::unique_ptr<NbdServer> s(new NbdServer(options));
+  s->exports_ = std::move(exports);
+  if (absl::Status st = s->Listen(); !st.ok()) return st;
+  for (int i = 0; i < options.worker_threads; ++i) s->workers_.emplace_back([p = s.get()] { p->WorkerLoop(); });
+  for (int fd : s->listen_fds_) s->acceptors_.emplace_back([p = s.get(), fd] { p->AcceptLoop(fd); });
+  return s;
+}
+
+absl::Status NbdServer::Listen() {
+  for (const std::string& address : options_.listen) {
+    const auto colon = address.rfind(':');
+    if (colon == std::string::npos) return absl::InvalidArgumentError(absl::StrCat("NBD listen address '", address, "' has no port"));
+    std::string host = address.substr(0, colon);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    const std::string port = address.substr(colon + 1);
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    addrinfo* res = nullptr;
+    if (int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res); rc != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("NBD listen address '", address, "': ", gai_strerror(rc)));
+    }
+    int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (fd < 0 || ::bind(fd, res->ai_addr, res->ai_addrlen) != 0 || ::listen(fd, 128) != 0) {
+      const int err = errno;
+      freeaddrinfo(res);
+      if (fd >= 0) ::close(fd);
+      return absl::UnavailableError(absl::StrCat("cannot listen for NBD on ", address, ": ", std::strerror(err)));
+    }
+    freeaddrinfo(res);
+    sockaddr_storage ss{};
+    socklen_t sl = sizeof(ss);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &sl);
+    ports_.push_back(ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
+                                              : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port));
+    listen_fds_.push_back(fd);
+  }
+  if (!options_.unix_socket.empty()) {
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    if (options_.unix_socket.size() >= sizeof(sa.sun_path)) {
+      return absl::InvalidArgumentError(absl::StrCat("NBD unix socket path is too long: ", options_.unix_socket));
+    }
+    std::strcpy(sa.sun_path, options_.unix_socket.c_str());
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct stat st;
+    if (::lstat(sa.sun_path, &st) == 0) {
+      if (!S_ISSOCK(st.st_mode)) {
+        ::close(fd);
+        return absl::FailedPreconditionError(absl::StrCat(options_.unix_socket, " exists and is not a socket"));
+      }
+      // A socket nobody answers on is left over from an earlier run: replace it.
+      int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      const bool live = ::connect(probe, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0;
+      ::close(probe);
+      if (live) {
+        ::close(fd);
+        return absl::UnavailableError(absl::StrCat("NBD unix socket ", options_.unix_socket, " is in use"));
+      }
+      ::unlink(sa.sun_path);
+    }
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 || ::listen(fd, 128) != 0) {
+      const int err = errno;
+      ::close(fd);
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen for NBD on ", options_.unix_socket, ": ", std::strerror(err)));
+    }
+    listen_fds_.push_back(fd);
+  }
+  return absl::OkStatus();
+}
+
+void NbdServer::AcceptLoop(int listen_fd) {
+  while (!stopping()) {
+    int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (stopping()) break;
+      if (errno == EMFILE || errno == ENFILE) {
+        TMEM_LOG_RATE_LIMITED(Warning) << "NBD accept: out of file descriptors";
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        continue;
+      }
+      break;
+    }
+    if (stopping()) {
+      ::close(fd);
+      break;
+    }
+    if (open_connections_.fetch_add(1) >= options_.max_connections) {
+      open_connections_.fetch_sub(1);
+      refused_.fetch_add(1);
+      TMEM_LOG_RATE_LIMITED(Warning) << "NBD: refusing a connection: " << options_.max_connections
+                                     << " are open (nbd max_connections)";
+      ::close(fd);
+      continue;
+    }
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  // fails harmlessly on unix sockets
+    MutexLock lock(&mu_);
+    for (auto& t : finished_) t.join();
+    finished_.clear();
+    connections_[fd] = std::thread([this, fd] { Serve(fd); });
+  }
+}
+
+void NbdServer::Serve(int fd) {
+  ServeConnection(*this, fd);
+  ::close(fd);
+  open_connections_.fetch_sub(1);
+  MutexLock lock(&mu_);
+  auto it = connections_.find(fd);
+  if (it != connections_.end()) {
+    finished_.push_back(std::move(it->second));
+    connections_.erase(it);
+  }
+}
+
+void NbdServer::Submit(std::function<void()> task) {
+  MutexLock lock(&work_mu_);
+  work_.push_back(std::move(task));
+  work_cv_.Signal();
+}
+
+void NbdServer::WorkerLoop() {
+  while (true) {
+    std::function<void()> task;
+    {
+      MutexLock lock(&work_mu_);
+      while (work_.empty() && !work_stop_) work_cv_.Wait(&work_mu_);
+      if (work_.empty()) return;
+      task = std::move(work_.front());
+      work_.pop_front();
+    }
+    task();
+  }
+}
+
+const Export* NbdServer::FindExport(const std::string& name) const {
+  for (const auto& e : exports_) {
+    if (e->name == name) return e.get();
+  }
+  return nullptr;
+}
+
+void NbdServer::Stop() {
+  {
+    MutexLock lock(&mu_);
+    if (stopped_) return;
+    stopped_ = true;
+  }
+  stopping_.store(true, std::memory_order_release);
+  for (int fd : listen_fds_) ::shutdown(fd, SHUT_RDWR);
+  for (auto& t : acceptors_) t.join();
+  for (int fd : listen_fds_) ::close(fd);
+  if (!options_.unix_socket.empty()) ::unlink(options_.unix_socket.c_str());
+  // No new requests are read; those in flight finish (later ones are answered ESHUTDOWN).
+  {
+    MutexLock lock(&mu_);
+    for (auto& [fd, t] : connections_) ::shutdown(fd, SHUT_RD);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.shutdown_timeout_ms);
+  while (true) {
+    {
+      MutexLock lock(&mu_);
+      if (connections_.empty()) break;
+      if (std::chrono::steady_clock::now() > deadline) {
+        // Stuck writing to a client that does not read: cut it off.
+        for (auto& [fd, t] : connections_) ::shutdown(fd, SHUT_RDWR);
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  {
+    MutexLock lock(&mu_);
+    for (auto& t : finished_) t.join();
+    finished_.clear();
+  }
+  {
+    MutexLock lock(&work_mu_);
+    work_stop_ = true;
+    work_cv_.SignalAll();
+  }
+  for (auto& t : workers_) t.join();
+  for (const auto& e : exports_) {
+    if (absl::Status s = e->backend->Flush(); !s.ok()) {
+      TMEM_LOG(Warning) << "export " << e->name << ": flush at shutdown failed: " << s;
+    }
+  }
+}
+
+NbdServer::~NbdServer() { Stop(); }
+
+void NbdServer::VisitStats(StatsVisitor& v) const {
+  for (const auto& e : exports_) {
+    const StatLabels ex = {{"export", e->name}};
+    for (int c = 0; c < Export::kCommands; ++c) {
+      const uint64_t n = e->requests[c].load(std::memory_order_relaxed);
+      if (n == 0 && c != kCmdRead && c != kCmdWrite && c != kCmdFlush) continue;
+      const StatLabels l = {{"export", e->name}, {"command", CommandName(static_cast<uint16_t>(c))}};
+      v.Counter("nbd_requests", "NBD requests received, by export and command", n, l);
+      v.Counter("nbd_request_errors", "NBD requests answered with an error, by export and command",
+                e->errors[c].load(std::memory_order_relaxed), l);
+      v.Histogram("nbd_request_duration_seconds", "Time from reading an NBD request to sending its reply",
+                  LatencyHistogram::Bounds(), e->latency[c].Cumulative(), e->latency[c].Count(), e->latency[c].Sum(),
+                  l);
+    }
+    v.Counter("nbd_read_bytes", "Bytes read by NBD clients", e->bytes_read.load(std::memory_order_relaxed), ex);
+    v.Counter("nbd_written_bytes", "Bytes written by NBD clients", e->bytes_written.load(std::memory_order_relaxed),
+              ex);
+    v.Counter("nbd_connections", "NBD connections that reached transmission",
+              e->connections_total.load(std::memory_order_relaxed), ex);
+    v.Gauge("nbd_open_connections", "NBD connections open now",
+            static_cast<double>(e->connections_open.load(std::memory_order_relaxed)), ex);
+    v.Gauge("nbd_export_size_bytes", "Size of the export", static_cast<double>(e->backend->size()), ex);
+  }
+  v.Counter("nbd_connections_refused", "NBD connections closed at once because max_connections were open",
+            refused_.load(), {});
+}
+
+}  // namespace tmem::nbd

@@ -1,0 +1,141 @@
+// The NBD server of tmemd: listeners (TCP and a unix socket), the fixed newstyle handshake
+// (handshake.cc) and the transmission request loop (connection.cc), over exports that each
+// serve a BlockBackend. Split as nbdkit splits it: handshake, request loop, backend.
+//
+// Concurrency: one thread per connection reads requests and hands them to a shared pool of
+// worker threads, which call the backend and send replies (out of order, under the
+// connection's write lock). A connection keeps at most `max_requests_in_flight` requests and
+// `max_bytes_in_flight` payload bytes in flight; past that it stops reading from the socket.
+// Lock order: Connection::write_mu_ and Connection::mu_ are leaves; NbdServer::mu_ is taken
+// before neither.
+#ifndef TMEM_SERVER_NBD_NBD_SERVER_H_
+#define TMEM_SERVER_NBD_NBD_SERVER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/mutex.h"
+#include "common/stats.h"
+#include "server/nbd/block_backend.h"
+
+namespace tmem::nbd {
+
+// Fixed-bucket latency histogram (seconds), lock-free to record.
+class LatencyHistogram {
+ public:
+  static const std::vector<double>& Bounds();
+  void Record(double seconds);
+  // Cumulative counts per bound (Prometheus style), then the sum.
+  std::vector<uint64_t> Cumulative() const;
+  double Sum() const { return static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) / 1e9; }
+  uint64_t Count() const { return count_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> buckets_[16] = {};
+  std::atomic<uint64_t> count_{0};
+  std::atomic<uint64_t> sum_ns_{0};
+};
+
+// One export: a name, a backend and its counters.
+struct Export {
+  std::string name;
+  std::string description;
+  bool read_only = false;
+  std::unique_ptr<BlockBackend> backend;
+
+  // Per command (index: NBD command type 0..7; 8 = unknown).
+  static constexpr int kCommands = 9;
+  std::atomic<uint64_t> requests[kCommands] = {};
+  std::atomic<uint64_t> errors[kCommands] = {};
+  LatencyHistogram latency[kCommands];
+  std::atomic<uint64_t> bytes_read{0};
+  std::atomic<uint64_t> bytes_written{0};
+  std::atomic<uint64_t> connections_total{0};
+  std::atomic<int64_t> connections_open{0};
+
+  uint16_t TransmissionFlags() const;
+};
+
+struct NbdServerOptions {
+  std::vector<std::string> listen;  // host:port (port 0 picks one); may be empty
+  std::string unix_socket;          // path; "" = none
+  int max_connections = 64;         // more are accepted and closed at once
+  int max_requests_in_flight = 128;  // per connection
+  uint64_t max_bytes_in_flight = 64ull << 20;  // per connection
+  int worker_threads = 8;
+  int64_t shutdown_timeout_ms = 10000;
+};
+
+class NbdServer {
+ public:
+  // Binds every listener (errors name the address) and starts serving.
+  static absl::StatusOr<std::unique_ptr<NbdServer>> Start(const NbdServerOptions& options,
+                                                          std::vector<std::unique_ptr<Export>> exports);
+  // Stop() if not done.
+  ~NbdServer();
+  NbdServer(const NbdServer&) = delete;
+  NbdServer& operator=(const NbdServer&) = delete;
+
+  // Stops accepting, lets requests in flight finish (up to the shutdown timeout), answers later
+  // ones with ESHUTDOWN, closes every connection, then flushes every export.
+  void Stop();
+
+  // Bound TCP ports, in the order of options.listen.
+  const std::vector<int>& tcp_ports() const { return ports_; }
+  const std::vector<std::unique_ptr<Export>>& exports() const { return exports_; }
+  const Export* FindExport(const std::string& name) const;
+  void VisitStats(StatsVisitor& visitor) const;
+
+  uint64_t connections_refused() const { return refused_.load(); }
+
+  // Runs `task` on a worker thread.
+  void Submit(std::function<void()> task);
+  const NbdServerOptions& options() const { return options_; }
+  bool stopping() const { return stopping_.load(std::memory_order_acquire); }
+
+ private:
+  explicit NbdServer(const NbdServerOptions& options) : options_(options) {}
+  absl::Status Listen();
+  void AcceptLoop(int listen_fd);
+  void Serve(int fd);
+  void WorkerLoop();
+
+  const NbdServerOptions options_;
+  std::vector<std::unique_ptr<Export>> exports_;
+  std::vector<int> listen_fds_;
+  std::vector<int> ports_;
+  std::vector<std::thread> acceptors_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> refused_{0};
+  std::atomic<int> open_connections_{0};
+
+  Mutex mu_;
+  std::map<int, std::thread> connections_ ABSL_GUARDED_BY(mu_);  // by socket fd
+  std::vector<std::thread> finished_ ABSL_GUARDED_BY(mu_);        // to join
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+
+  Mutex work_mu_;
+  CondVar work_cv_;
+  std::deque<std::function<void()>> work_ ABSL_GUARDED_BY(work_mu_);
+  bool work_stop_ ABSL_GUARDED_BY(work_mu_) = false;
+  std::vector<std::thread> workers_;
+};
+
+// Converts a backend error into the NBD error the protocol names.
+uint32_t NbdErrorOf(const absl::Status& status);
+
+// Drives one accepted connection to the end: handshake, then requests. For the listener and
+// for fuzzing (which passes a socketpair end).
+void ServeConnection(NbdServer& server, int fd);
+
+}  // namespace tmem::nbd
+
+#endif  // TMEM_SERVER_NBD_NBD_SERVER_H_
