@@ -362,39 +362,48 @@ absl::Status PoolEngine::PutMany(PoolId id, std::span<const PagePut> pages) {
                                                      " has ", pool->info.page_bytes, "-byte pages"));
     }
   }
-  std::vector<std::string> keys;
-  std::vector<uint32_t> stripes;
-  keys.reserve(pages.size());
-  for (const PagePut& p : pages) {
-    keys.push_back(EncodePageKey(id, p.object, p.index));
-    stripes.push_back(crc32c::Value(keys.back().data(), keys.back().size()) % options_.lock_stripes);
-  }
-  std::sort(stripes.begin(), stripes.end());
-  stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
-  // Ascending order: two batches never wait on each other in a cycle.
-  for (uint32_t s : stripes) stripes_[s].Lock();
-  std::vector<std::pair<std::string, std::optional<std::string>>> ops;
-  ops.reserve(pages.size());
+  // In chunks, so that a thread never holds more than kStripesHeld stripes: of two puts to one
+  // handle in different chunks, the later chunk (and so the later put) still wins.
   uint64_t dropped = 0;
-  for (size_t i = 0; i < pages.size(); ++i) {
-    absl::StatusOr<std::string> value = AppendPage(id, pages[i].object, pages[i].index, pages[i].page);
-    if (value.ok()) {
-      ops.emplace_back(keys[i], std::move(*value));
-    } else {
-      ops.emplace_back(keys[i], std::nullopt);  // never leave an older version behind
-      ++dropped;
+  absl::Status st;
+  for (size_t first = 0; first < pages.size(); first += kStripesHeld) {
+    const size_t end = std::min(pages.size(), first + kStripesHeld);
+    std::vector<std::string> keys;
+    std::vector<uint32_t> stripes;
+    keys.reserve(end - first);
+    for (size_t i = first; i < end; ++i) {
+      keys.push_back(EncodePageKey(id, pages[i].object, pages[i].index));
+      stripes.push_back(crc32c::Value(keys.back().data(), keys.back().size()) % options_.lock_stripes);
     }
-  }
-  absl::Status st = index_->WritePages(ops);
-  if (!st.ok()) {
-    // The batch did not land: make sure no older version of these handles survives either.
-    for (auto& op : ops) op.second.reset();
-    absl::Status del = index_->WritePages(ops);
-    for (uint32_t s : stripes) stripes_[s].Unlock();
-    if (!del.ok()) return del;
-    dropped = pages.size();
-  } else {
-    for (uint32_t s : stripes) stripes_[s].Unlock();
+    std::sort(stripes.begin(), stripes.end());
+    stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
+    // Ascending order: two batches never wait on each other in a cycle.
+    for (uint32_t s : stripes) stripes_[s].Lock();
+    std::vector<std::pair<std::string, std::optional<std::string>>> ops;
+    ops.reserve(end - first);
+    uint64_t chunk_dropped = 0;
+    for (size_t i = first; i < end; ++i) {
+      absl::StatusOr<std::string> value = AppendPage(id, pages[i].object, pages[i].index, pages[i].page);
+      if (value.ok()) {
+        ops.emplace_back(keys[i - first], std::move(*value));
+      } else {
+        ops.emplace_back(keys[i - first], std::nullopt);  // never leave an older version behind
+        ++chunk_dropped;
+      }
+    }
+    absl::Status wst = index_->WritePages(ops);
+    if (!wst.ok()) {
+      // The batch did not land: make sure no older version of these handles survives either.
+      for (auto& op : ops) op.second.reset();
+      absl::Status del = index_->WritePages(ops);
+      for (uint32_t s : stripes) stripes_[s].Unlock();
+      if (!del.ok()) return del;
+      chunk_dropped = end - first;
+      st = wst;
+    } else {
+      for (uint32_t s : stripes) stripes_[s].Unlock();
+    }
+    dropped += chunk_dropped;
   }
   pool->counters.puts.fetch_add(pages.size() - dropped, std::memory_order_relaxed);
   if (dropped > 0) {
@@ -476,32 +485,38 @@ absl::StatusOr<std::vector<GetOutcome>> PoolEngine::GetMany(PoolId id, std::span
   const bool exclusive = pool->info.kind == PoolKind::kPrivate;
   std::vector<absl::StatusOr<std::optional<std::string>>> raws;
   if (exclusive) {
-    // As Get: find and remove under the stripe locks (ascending, as PutMany takes them), so
-    // that of two racing gets of one handle only one hits. Within the batch, a handle named
-    // twice hits at most once, as two Gets in a row would.
-    std::vector<uint32_t> stripes;
-    for (const std::string& k : keys) stripes.push_back(crc32c::Value(k.data(), k.size()) % options_.lock_stripes);
-    std::sort(stripes.begin(), stripes.end());
-    stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
-    for (uint32_t s : stripes) stripes_[s].Lock();
-    raws = index_->MultiGetPages(keys);
-    absl::Status st;
-    std::vector<std::pair<std::string, std::optional<std::string>>> deletes;
+    // As Get: find and remove under the stripe locks (ascending, as PutMany takes them, and at
+    // most kStripesHeld at a time), so that of two racing gets of one handle only one hits.
+    // Within the batch, a handle named twice hits at most once, as two Gets in a row would.
     std::set<std::string_view> taken;
-    for (size_t i = 0; i < raws.size() && st.ok(); ++i) {
-      if (!raws[i].ok()) {
-        st = raws[i].status();
-      } else if (raws[i]->has_value()) {
-        if (taken.insert(keys[i]).second) {
-          deletes.emplace_back(keys[i], std::nullopt);
-        } else {
-          raws[i] = std::optional<std::string>();
+    for (size_t first = 0; first < keys.size(); first += kStripesHeld) {
+      const size_t end = std::min(keys.size(), first + kStripesHeld);
+      std::vector<uint32_t> stripes;
+      for (size_t i = first; i < end; ++i) {
+        stripes.push_back(crc32c::Value(keys[i].data(), keys[i].size()) % options_.lock_stripes);
+      }
+      std::sort(stripes.begin(), stripes.end());
+      stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
+      for (uint32_t s : stripes) stripes_[s].Lock();
+      auto got = index_->MultiGetPages(std::span<const std::string>(keys.data() + first, end - first));
+      absl::Status st;
+      std::vector<std::pair<std::string, std::optional<std::string>>> deletes;
+      for (size_t k = 0; k < got.size() && st.ok(); ++k) {
+        if (!got[k].ok()) {
+          st = got[k].status();
+        } else if (got[k]->has_value()) {
+          if (taken.insert(keys[first + k]).second) {
+            deletes.emplace_back(keys[first + k], std::nullopt);
+          } else {
+            got[k] = std::optional<std::string>();
+          }
         }
       }
+      if (st.ok() && !deletes.empty()) st = index_->WritePages(deletes);
+      for (uint32_t s : stripes) stripes_[s].Unlock();
+      TMEM_RETURN_IF_ERROR(st);
+      for (auto& g : got) raws.push_back(std::move(g));
     }
-    if (st.ok() && !deletes.empty()) st = index_->WritePages(deletes);
-    for (uint32_t s : stripes) stripes_[s].Unlock();
-    TMEM_RETURN_IF_ERROR(st);
   } else {
     raws = index_->MultiGetPages(keys);
     for (const auto& r : raws) TMEM_RETURN_IF_ERROR(r.status());

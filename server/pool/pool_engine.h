@@ -14,7 +14,7 @@
 //
 // Thread-safety: every method is thread-safe.
 // Lock order: ops_mu_ (shared) -> admin_mu_ -> registry_mu_ -> stripes of stripes_ (several only
-// in PutMany, always in ascending index order) -> the log's own locks. RocksDB and device I/O never happen under registry_mu_.
+// in PutMany and GetMany: at most kStripesHeld, always in ascending index order) -> the log's own locks. RocksDB and device I/O never happen under registry_mu_.
 #ifndef TMEM_SERVER_POOL_POOL_ENGINE_H_
 #define TMEM_SERVER_POOL_POOL_ENGINE_H_
 
@@ -84,7 +84,7 @@ class PoolEngine {
   // of the pool's size, object key empty or longer than 24 bytes), FailedPrecondition (closed).
   // A put that cannot be stored is dropped (still OK: pages are ephemeral) and counted.
   absl::Status Put(PoolId pool, std::string_view object, uint64_t index, std::span<const uint8_t> page);
-  // Puts many pages of one pool with one index write. Every page is checked first: a bad one
+  // Puts many pages of one pool with one index write per kStripesHeld pages. Every page is checked first: a bad one
   // rejects the whole call (InvalidArgument) and stores nothing. Of two puts to one handle in a
   // batch, the later wins. Same outcome as Put for each page otherwise.
   struct PagePut {
@@ -149,6 +149,9 @@ class PoolEngine {
     PoolCounters counters;
     std::atomic<bool> destroyed{false};  // set under admin_mu_; read by every op (acquire)
   };
+
+  // PutMany and GetMany lock the stripes of at most this many handles at a time.
+  static constexpr size_t kStripesHeld = 32;
 
   PoolEngine() = default;
   absl::Status Start(const EngineOptions& options);

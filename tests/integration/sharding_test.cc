@@ -176,6 +176,14 @@ TEST_F(ShardingTest, ADeadServerCostsMissesAndARestartedOneNeverServesStalePages
 // Many threads share one client: their batches are split by server and stream, larger ones
 // also at the wire limit, and all travel pipelined on a few long-lived Session streams.
 TEST_F(ShardingTest, BatchesFromManyThreadsArePipelinedOnAFewStreams) {
+  // Its own client, with a timeout that leaves room for slow (sanitizer) builds: this test is
+  // about batching, not about timeouts.
+  client::ClientOptions o;
+  for (int p : ports_) o.servers.push_back("127.0.0.1:" + std::to_string(p));
+  o.call_timeout_ms = 20000;
+  auto created = client::TmemClient::Create(o);
+  ASSERT_TRUE(created.ok());
+  client_ = std::move(*created);
   auto pool = client_->CreatePool(4096);
   ASSERT_TRUE(pool.ok()) << pool.status();
   constexpr int kThreads = 8, kPages = 600;  // 600 > 256: every batch is split on the wire
