@@ -30,6 +30,11 @@ const std::map<std::string, Command>& Commands() {
   static const auto* c = new std::map<std::string, Command>{
       {"info", {"tmemctl info: the server's instance id, version and capacity", {}, {}}},
       {"pools", {"tmemctl pools: every pool with its kind and page size", {}, {}}},
+      {"exports",
+       {"tmemctl exports: every NBD export with its size, mode, open connections, backend and description, and "
+        "where NBD clients connect",
+        {},
+        {}}},
       {"create-pool",
        {"tmemctl create-pool [--page-size=4096] [--shared-uuid=32 hex digits] [--tenant=NAME]: prints the pool id",
         {"page-size", "shared-uuid", "tenant"},
@@ -145,6 +150,19 @@ int Run(Client& c, const std::string& cmd, const Flags& f) {
       std::printf("%-8u %-8s %-10u %s\n", p.pool_id(), p.shared() ? "shared" : "private", p.page_bytes(),
                   p.tenant().c_str());
     }
+    return 0;
+  }
+  if (cmd == "exports") {
+    tmem::v1::ListExportsResponse r;
+    ::grpc::Status s = c.admin().ListExports(&ctx, {}, &r);
+    if (!s.ok()) return Failed("exports", s, c.server());
+    std::printf("%-16s %14s %-4s %6s  %-40s %s\n", "export", "size", "mode", "conns", "backend", "description");
+    for (const auto& e : r.exports()) {
+      std::printf("%-16s %14lu %-4s %6lu  %-40s %s\n", e.name().c_str(), e.size_bytes(), e.read_only() ? "ro" : "rw",
+                  e.open_connections(), e.backend().c_str(), e.description().c_str());
+    }
+    for (const auto& a : r.nbd_addresses()) std::printf("nbd://%s/EXPORT\n", a.c_str());
+    if (!r.nbd_unix_socket().empty()) std::printf("nbd+unix:///EXPORT?socket=%s\n", r.nbd_unix_socket().c_str());
     return 0;
   }
   if (cmd == "create-pool") {
