@@ -65,10 +65,14 @@ struct NbdBackendOptions {
   int connections = 4;   // libnbd handles, used in turn (one request in flight on each)
   int reconnect_attempts = 3;
   int64_t reconnect_delay_ms = 200;
+  int64_t connect_timeout_ms = 5000;   // a server that accepts but does not answer
+  int64_t request_timeout_ms = 30000;  // a request with no reply: the connection is dropped
 };
 
-// A remote NBD server through libnbd. A handle whose connection dies is reconnected (up to
-// `reconnect_attempts` times, `reconnect_delay_ms` apart) before the request fails with EIO.
+// A remote NBD server through libnbd. A handle whose connection dies (or whose request gets no
+// reply within `request_timeout_ms`) is reconnected, up to `reconnect_attempts` times
+// `reconnect_delay_ms` apart and each bounded by `connect_timeout_ms`, and the request is tried
+// once more; then it fails with EIO.
 absl::StatusOr<std::unique_ptr<BlockBackend>> OpenNbdBackend(const NbdBackendOptions& options);
 
 // "file:PATH", a plain path, or an nbd:// / nbd+unix:// URI.

@@ -2,8 +2,10 @@
 #include <libnbd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -14,6 +16,9 @@
 
 namespace tmem::nbd {
 namespace {
+
+// Set by Await when a request timed out; read right after, by the same thread, in RunOn.
+thread_local bool t_request_timed_out = false;
 
 absl::Status LastError(const std::string& what) {
   const int err = nbd_get_errno();
@@ -56,11 +61,15 @@ class NbdBackend final : public BlockBackend {
   BackendCaps caps() const override { return caps_; }
 
   absl::Status Pread(void* buf, uint32_t len, uint64_t offset) override {
-    return Run("pread", [&](nbd_handle* h) { return nbd_pread(h, buf, len, offset, 0); });
+    return Run("pread", [&](nbd_handle* h) {
+      return Await(h, nbd_aio_pread(h, buf, len, offset, NBD_NULL_COMPLETION, 0));
+    });
   }
   absl::Status Pwrite(const void* buf, uint32_t len, uint64_t offset, bool fua) override {
     const uint32_t flags = fua && caps_.fua ? LIBNBD_CMD_FLAG_FUA : 0;
-    absl::Status s = Run("pwrite", [&](nbd_handle* h) { return nbd_pwrite(h, buf, len, offset, flags); });
+    absl::Status s = Run("pwrite", [&](nbd_handle* h) {
+      return Await(h, nbd_aio_pwrite(h, buf, len, offset, NBD_NULL_COMPLETION, flags));
+    });
     if (s.ok() && fua && !caps_.fua) return Flush();
     return s;
   }
@@ -77,7 +86,7 @@ class NbdBackend final : public BlockBackend {
         }
         free_.erase(it);
       }
-      absl::Status s = RunOn(i, "flush", [&](nbd_handle* h) { return nbd_flush(h, 0); });
+      absl::Status s = RunOn(i, "flush", [&](nbd_handle* h) { return Await(h, nbd_aio_flush(h, NBD_NULL_COMPLETION, 0)); });
       MutexLock lock(&mu_);
       free_.push_back(i);
       free_cv_.SignalAll();
@@ -88,7 +97,7 @@ class NbdBackend final : public BlockBackend {
   absl::Status Trim(uint64_t offset, uint64_t len, bool fua) override {
     if (!caps_.trim) return absl::OkStatus();
     const uint32_t flags = fua && caps_.fua ? LIBNBD_CMD_FLAG_FUA : 0;
-    return Run("trim", [&](nbd_handle* h) { return nbd_trim(h, len, offset, flags); });
+    return Run("trim", [&](nbd_handle* h) { return Await(h, nbd_aio_trim(h, len, offset, NBD_NULL_COMPLETION, flags)); });
   }
   absl::Status Zero(uint64_t offset, uint64_t len, bool may_trim, bool fua) override {
     if (!caps_.zero) {
@@ -102,7 +111,7 @@ class NbdBackend final : public BlockBackend {
       return fua ? Flush() : absl::OkStatus();
     }
     uint32_t flags = (fua && caps_.fua ? LIBNBD_CMD_FLAG_FUA : 0) | (may_trim ? 0 : LIBNBD_CMD_FLAG_NO_HOLE);
-    return Run("zero", [&](nbd_handle* h) { return nbd_zero(h, len, offset, flags); });
+    return Run("zero", [&](nbd_handle* h) { return Await(h, nbd_aio_zero(h, len, offset, NBD_NULL_COMPLETION, flags)); });
   }
   std::string Describe() const override { return options_.uri; }
 
@@ -113,11 +122,42 @@ class NbdBackend final : public BlockBackend {
       if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(options_.reconnect_delay_ms));
       nbd_handle* h = nbd_create();
       if (h == nullptr) return LastError("nbd_create");
-      if (nbd_connect_uri(h, options_.uri.c_str()) == 0) return h;
-      last = LastError("connect to " + options_.uri);
+      // Asynchronous, so that a server that accepts but never answers costs a bounded time.
+      if (nbd_aio_connect_uri(h, options_.uri.c_str()) == 0) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.connect_timeout_ms);
+        while (nbd_aio_is_connecting(h) == 1 && std::chrono::steady_clock::now() < deadline) {
+          if (nbd_poll(h, 100) < 0) break;
+        }
+        if (nbd_aio_is_ready(h) == 1) return h;
+        last = nbd_aio_is_connecting(h) == 1
+                   ? absl::DeadlineExceededError(absl::StrCat("connect to ", options_.uri, ": no answer within ",
+                                                              options_.connect_timeout_ms, " ms"))
+                   : LastError("connect to " + options_.uri);
+      } else {
+        last = LastError("connect to " + options_.uri);
+      }
       nbd_close(h);
     }
     return last;
+  }
+
+  // Waits for command `cookie` on `h` until the request timeout: 0 when it succeeded, -1 with
+  // libnbd's error set otherwise. A timeout kills the connection (the caller reconnects).
+  int Await(nbd_handle* h, int64_t cookie) {
+    if (cookie < 0) return -1;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.request_timeout_ms);
+    while (true) {
+      const int done = nbd_aio_command_completed(h, static_cast<uint64_t>(cookie));
+      if (done == 1) return 0;
+      if (done < 0) return -1;
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) {
+        nbd_shutdown(h, LIBNBD_SHUTDOWN_ABANDON_PENDING);
+        t_request_timed_out = true;
+        return -1;
+      }
+      if (nbd_poll(h, static_cast<int>(std::min<int64_t>(left.count(), 1000))) < 0) return -1;
+    }
   }
 
   // Runs `op` on a free handle; a dead connection is replaced and the request tried once more.
@@ -143,9 +183,13 @@ class NbdBackend final : public BlockBackend {
     for (int attempt = 0; attempt < 2; ++attempt) {
       nbd_handle* h = all_[i];
       if (h != nullptr && op(h) == 0) return absl::OkStatus();
+      const int err = h != nullptr ? nbd_get_errno() : ENOTCONN;
       absl::Status s = h != nullptr ? LastError(absl::StrCat(what, " on ", options_.uri))
                                     : absl::UnavailableError("no connection");
-      if (h != nullptr && nbd_aio_is_dead(h) == 0 && nbd_aio_is_closed(h) == 0) return s;  // a plain I/O error
+      const bool connection_lost = h == nullptr || std::exchange(t_request_timed_out, false) || nbd_aio_is_dead(h) == 1 ||
+                                   nbd_aio_is_closed(h) == 1 || err == ENOTCONN || err == ESHUTDOWN ||
+                                   err == ECONNRESET || err == EPIPE;
+      if (!connection_lost) return s;  // a plain I/O error from the remote server
       TMEM_LOG_RATE_LIMITED(Warning) << "connection " << i << " to " << options_.uri << " is gone (" << s
                                      << "); reconnecting";
       absl::StatusOr<nbd_handle*> fresh = Connect();
