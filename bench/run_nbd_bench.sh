@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# tmemd's NBD server (file backend) vs nbdkit's file plugin on the same file, with the same fio
+# jobs (fio's nbd engine): 4 KiB random reads and writes at iodepth 32, 1 MiB sequential writes.
+#   bench/run_nbd_bench.sh [--quick]
+# Environment: TMEM_BENCH_DIR (default /var/tmp/tmem-bench).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DIR=${TMEM_BENCH_DIR:-/var/tmp/tmem-bench}
+SECS=15; SIZE=2G
+[ "${1:-}" = "--quick" ] && { SECS=5; SIZE=1G; }
+scripts/setup.sh
+bazel build //server/main:tmemd 2>&1 | grep -E 'ERROR|error:' && exit 1 || true
+mkdir -p "$DIR"
+port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+IMG="$DIR/nbd-bench.img"
+rm -rf "$IMG" "$DIR/nbd-cache.img" "$DIR/nbd-cache.img.index"
+# A file full of data, so that reads are real reads.
+fio --name=fill --filename="$IMG" --rw=write --bs=1M --size=$SIZE --ioengine=psync --end_fsync=1 >/dev/null
+TP=$(port); KP=$(port); GP=$(port)
+bazel-bin/server/main/tmemd --device="$DIR/nbd-cache.img" --device-size=256M --listen="127.0.0.1:$GP" \
+  --metrics-listen= --export="bench=$IMG" --nbd-listen="127.0.0.1:$TP" 2> "$DIR/nbd_tmemd.log" &
+TD=$!
+nbdkit -f --exit-with-parent -p "$KP" -i 127.0.0.1 file "$IMG" 2> "$DIR/nbd_nbdkit.log" &
+NK=$!
+trap 'kill $TD $NK 2>/dev/null || true' EXIT
+for p in $TP $KP; do
+  for _ in $(seq 100); do nbdinfo "nbd://127.0.0.1:$p/" >/dev/null 2>&1 && break; sleep 0.1; done
+done
+job() {  # name uri rw bs iodepth
+  fio --name="$1" --ioengine=nbd --uri="$2" --rw="$3" --bs="$4" --iodepth="$5" --size=$SIZE \
+    --time_based --runtime=$SECS --ramp_time=1 --output-format=json 2>/dev/null > "$DIR/nbd_$1.json"
+}
+for server in tmemd nbdkit; do
+  if [ $server = tmemd ]; then U="nbd://127.0.0.1:$TP/bench"; else U="nbd://127.0.0.1:$KP/"; fi
+  echo "== $server: randread 4k qd32, randwrite 4k qd32, write 1M qd8 ($SECS s each)"
+  job "${server}_randread" "$U" randread 4k 32
+  job "${server}_randwrite" "$U" randwrite 4k 32
+  job "${server}_seqwrite" "$U" write 1M 8
+done
+/usr/bin/python3 - "$DIR" <<'PY'
+import json, sys
+d = sys.argv[1]
+def load(name):
+    text = open(f"{d}/nbd_{name}.json").read()
+    return json.loads(text[text.index("{"):])  # fio's nbd engine prints a line before the JSON
+def get(name, rw, key):
+    return load(name)["jobs"][0][rw][key]
+print()
+print(f"{'job':28} {'tmemd':>12} {'nbdkit':>12} {'ratio':>7}  target")
+for job, rw, key, unit in [("randread", "read", "iops", "IOPS"), ("randwrite", "write", "iops", "IOPS"),
+                           ("seqwrite", "write", "bw", "KiB/s")]:
+    t, k = get("tmemd_" + job, rw, key), get("nbdkit_" + job, rw, key)
+    r = t / k if k else 0
+    print(f"{job + ' (' + unit + ')':28} {t:12.0f} {k:12.0f} {r:7.3f}  >= 1.0 {'yes' if r >= 1 else 'NO'}")
+for job, rw in [("randread", "read"), ("randwrite", "write")]:
+    for s in ("tmemd", "nbdkit"):
+        p = load(f"{s}_{job}")["jobs"][0][rw]["clat_ns"]["percentile"]["99.000000"] / 1000
+        print(f"  p99 latency {job:10} {s:7} {p:8.0f} us")
+PY
+kill -TERM $TD; wait $TD || true; kill $NK 2>/dev/null; wait $NK 2>/dev/null || true; trap - EXIT
+rm -rf "$IMG" "$DIR/nbd-cache.img" "$DIR/nbd-cache.img.index"
