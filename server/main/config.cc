@@ -48,9 +48,9 @@ absl::Status Check(const Config& c) {
     if (!names.insert(e.name).second) return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "' is declared twice"));
     if (e.backend.empty()) return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "' has no backend"));
   }
-  if (c.nbd_max_connections < 1 || c.nbd_max_requests_in_flight < 1 || c.nbd_worker_threads < 1 ||
-      c.nbd_worker_threads > 1024) {
-    return absl::InvalidArgumentError("nbd: max_connections, max_requests_in_flight and worker_threads must be positive");
+  if (c.nbd_max_connections < 1 || c.nbd_max_requests_in_flight < 1 || c.nbd_threads_per_connection < 1 ||
+      c.nbd_threads_per_connection > 1024) {
+    return absl::InvalidArgumentError("nbd: max_connections, max_requests_in_flight and threads_per_connection must be positive");
   }
   if (c.nbd_max_bytes_in_flight < (32u << 20)) {
     return absl::InvalidArgumentError("nbd.max_bytes_in_flight: at least 32M (one maximum request)");
@@ -125,7 +125,7 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
       } else if (key == "rpc_threads") {
         c.rpc_threads = v.as<int>();
       } else if (key == "nbd") {
-        if (!v.IsMap()) return Bad("nbd", "want listen, unix_socket, max_connections, ...");
+        if (!v.IsMap()) return Bad("nbd", "want listen, unix_socket, max_connections, max_requests_in_flight, max_bytes_in_flight, threads_per_connection");
         for (const auto& d : v) {
           const std::string k = d.first.as<std::string>();
           const YAML::Node& n = d.second;
@@ -144,8 +144,8 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
             c.nbd_max_requests_in_flight = n.as<int>();
           } else if (k == "max_bytes_in_flight") {
             TMEM_ASSIGN_OR_RETURN(c.nbd_max_bytes_in_flight, SizeOf("nbd.max_bytes_in_flight", n));
-          } else if (k == "worker_threads") {
-            c.nbd_worker_threads = n.as<int>();
+          } else if (k == "threads_per_connection") {
+            c.nbd_threads_per_connection = n.as<int>();
           } else {
             return Bad("nbd." + k, "unknown key");
           }

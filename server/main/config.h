@@ -39,7 +39,7 @@ struct Config {
   int nbd_max_connections = 64;                          // nbd.max_connections
   uint64_t nbd_max_bytes_in_flight = 64ull << 20;        // nbd.max_bytes_in_flight (per connection)
   int nbd_max_requests_in_flight = 128;                  // nbd.max_requests_in_flight (per connection)
-  int nbd_worker_threads = 8;                            // nbd.worker_threads
+  int nbd_threads_per_connection = 16;                   // nbd.threads_per_connection
 };
 
 // The flags tmemd accepts (value flags, then boolean flags).

@@ -1,8 +1,10 @@
-// The transmission phase: one reader per connection, requests run on the server's workers,
-// replies go out in any order under the connection's write lock.
+// The transmission phase: each connection's threads take requests off the socket in turn, run
+// them in parallel and send replies in any order under the connection's write lock.
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
+#include <thread>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,8 +30,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   struct Pending {
     Request req;
-    std::vector<uint8_t> payload;  // WRITE data
+    std::unique_ptr<uint8_t[]> payload;  // WRITE data (not zero-filled first)
   };
+  void ServeRequests();
   void Execute(Pending& p);
   // Sends the reply of `req`: success (error 0) with `data` for reads, or an error.
   void SendReply(const Request& req, uint32_t error, const uint8_t* data, uint32_t len, const std::string& message);
@@ -43,6 +46,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Export& exp_;
   const bool structured_;
 
+  Mutex read_mu_;  // one thread at a time takes a request off the socket
+  bool reading_done_ ABSL_GUARDED_BY(read_mu_) = false;
   Mutex write_mu_;  // serialises replies on the socket
 
   Mutex mu_;
@@ -128,18 +133,20 @@ void Connection::Execute(Pending& p) {
   BlockBackend& b = *exp_.backend;
   const bool fua = (r.flags & kCmdFlagFua) != 0;
   absl::Status st;
-  std::vector<uint8_t> data;
+  std::unique_ptr<uint8_t[]> data;
+  uint32_t data_len = 0;
   if (server_.stopping()) {
     st = absl::CancelledError("server is shutting down");
   } else {
     switch (r.type) {
       case kCmdRead:
-        data.resize(r.length);
-        st = b.Pread(data.data(), r.length, r.offset);
+        data.reset(new uint8_t[r.length]);
+        data_len = r.length;
+        st = b.Pread(data.get(), r.length, r.offset);
         if (st.ok()) exp_.bytes_read.fetch_add(r.length, std::memory_order_relaxed);
         break;
       case kCmdWrite:
-        st = b.Pwrite(p.payload.data(), r.length, r.offset, fua);
+        st = b.Pwrite(p.payload.get(), r.length, r.offset, fua);
         if (st.ok()) exp_.bytes_written.fetch_add(r.length, std::memory_order_relaxed);
         break;
       case kCmdFlush:
@@ -163,89 +170,113 @@ void Connection::Execute(Pending& p) {
                                      << " failed: " << st;
     }
   }
-  SendReply(r, error, data.data(), static_cast<uint32_t>(data.size()), std::string(st.message()));
+  SendReply(r, error, data.get(), st.ok() ? data_len : 0, std::string(st.message()));
   exp_.latency[c].Record(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 }
 
 void Connection::Run() {
+  const int threads = std::max(1, std::min(server_.options().threads_per_connection,
+                                           server_.options().max_requests_in_flight));
+  std::vector<std::thread> helpers;
+  for (int i = 1; i < threads; ++i) helpers.emplace_back([this] { ServeRequests(); });
+  ServeRequests();
+  for (auto& t : helpers) t.join();
+}
+
+// Each of the connection's threads takes the next request off the socket (under read_mu_),
+// runs it and sends its reply, so that requests run in parallel and replies leave in the order
+// they finish, with no handoff between threads.
+void Connection::ServeRequests() {
   const uint64_t size = exp_.backend->size();
   const uint16_t tflags = exp_.TransmissionFlags();
   const bool read_only = (tflags & kFlagReadOnly) != 0;
   while (true) {
-    {
-      MutexLock lock(&mu_);
-      if (broken_) break;
-    }
-    uint8_t h[kRequestBytes];
-    if (!ReadFull(fd_, h, sizeof(h))) break;
-    auto p = std::make_shared<Pending>();
-    Request& r = p->req;
-    if (!ParseRequest(h, &r)) {
-      TMEM_LOG_RATE_LIMITED(Warning) << "export " << exp_.name << ": bad request magic; disconnecting";
-      break;
-    }
-    const int c = CommandIndex(r.type);
-    exp_.requests[c].fetch_add(1, std::memory_order_relaxed);
-    if (r.type == kCmdDisc) break;
-    // Validate at the edge: every error below is answered without touching the backend.
+    Pending p;
+    Request& r = p.req;
     uint32_t error = 0;
     std::string why;
-    const bool writes = r.type == kCmdWrite || r.type == kCmdTrim || r.type == kCmdWriteZeroes;
-    uint16_t allowed = kCmdFlagFua;
-    if (r.type == kCmdWriteZeroes) allowed |= kCmdFlagNoHole;
-    if (r.type == kCmdWrite && r.length > kMaxPayload) {
-      // The payload cannot be taken in: a protocol violation, so a hard disconnect.
-      TMEM_LOG_RATE_LIMITED(Warning) << "export " << exp_.name << ": write of " << r.length
-                                     << " bytes exceeds the maximum payload; disconnecting";
-      break;
-    }
-    if (r.type != kCmdRead && r.type != kCmdWrite && r.type != kCmdFlush && r.type != kCmdTrim &&
-        r.type != kCmdWriteZeroes) {
-      error = kEinval, why = "unknown command " + std::to_string(r.type);
-    } else if ((r.flags & ~allowed) != 0) {
-      error = kEinval, why = "unsupported command flags";
-    } else if (r.type == kCmdFlush && (r.offset != 0 || r.length != 0)) {
-      error = kEinval, why = "flush with an offset or length";
-    } else if (r.type != kCmdFlush && (r.offset > size || r.length > size - r.offset)) {
-      error = writes ? kEnospc : kEinval, why = "request beyond the end of the export";
-    } else if (r.type == kCmdRead && r.length > kMaxPayload) {
-      error = kEoverflow, why = "read larger than the maximum payload";
-    } else if (writes && read_only) {
-      error = kEperm, why = "read-only export";
-    } else if ((r.type == kCmdTrim && (tflags & kFlagSendTrim) == 0) ||
-               (r.type == kCmdWriteZeroes && (tflags & kFlagSendWriteZeroes) == 0)) {
-      error = kEinval, why = "command not offered for this export";
-    }
-    const uint64_t bytes = (r.type == kCmdRead || r.type == kCmdWrite) ? r.length : 0;
-    Admit(bytes);
-    if (r.type == kCmdWrite) {
-      bool got;
-      if (error == 0) {
-        p->payload.resize(r.length);
-        got = ReadFull(fd_, p->payload.data(), r.length);
-      } else {
-        got = Discard(fd_, r.length);
+    uint64_t bytes = 0;
+    {
+      MutexLock rl(&read_mu_);
+      if (reading_done_) return;
+      {
+        MutexLock lock(&mu_);
+        if (broken_) {
+          reading_done_ = true;
+          return;
+        }
       }
-      if (!got) {
-        Done(bytes);
-        break;
+      uint8_t h[kRequestBytes];
+      if (!ReadFull(fd_, h, sizeof(h))) {
+        reading_done_ = true;
+        return;
+      }
+      if (!ParseRequest(h, &r)) {
+        TMEM_LOG_RATE_LIMITED(Warning) << "export " << exp_.name << ": bad request magic; disconnecting";
+        reading_done_ = true;
+        ::shutdown(fd_, SHUT_RD);
+        return;
+      }
+      const int c = CommandIndex(r.type);
+      exp_.requests[c].fetch_add(1, std::memory_order_relaxed);
+      if (r.type == kCmdDisc) {
+        reading_done_ = true;
+        return;
+      }
+      // Validate at the edge: every error below is answered without touching the backend.
+      const bool writes = r.type == kCmdWrite || r.type == kCmdTrim || r.type == kCmdWriteZeroes;
+      uint16_t allowed = kCmdFlagFua;
+      if (r.type == kCmdWriteZeroes) allowed |= kCmdFlagNoHole;
+      if (r.type == kCmdWrite && r.length > kMaxPayload) {
+        // The payload cannot be taken in: a protocol violation, so a hard disconnect.
+        TMEM_LOG_RATE_LIMITED(Warning) << "export " << exp_.name << ": write of " << r.length
+                                       << " bytes exceeds the maximum payload; disconnecting";
+        reading_done_ = true;
+        ::shutdown(fd_, SHUT_RD);
+        return;
+      }
+      if (r.type != kCmdRead && r.type != kCmdWrite && r.type != kCmdFlush && r.type != kCmdTrim &&
+          r.type != kCmdWriteZeroes) {
+        error = kEinval, why = "unknown command " + std::to_string(r.type);
+      } else if ((r.flags & ~allowed) != 0) {
+        error = kEinval, why = "unsupported command flags";
+      } else if (r.type == kCmdFlush && (r.offset != 0 || r.length != 0)) {
+        error = kEinval, why = "flush with an offset or length";
+      } else if (r.type != kCmdFlush && (r.offset > size || r.length > size - r.offset)) {
+        error = writes ? kEnospc : kEinval, why = "request beyond the end of the export";
+      } else if (r.type == kCmdRead && r.length > kMaxPayload) {
+        error = kEoverflow, why = "read larger than the maximum payload";
+      } else if (writes && read_only) {
+        error = kEperm, why = "read-only export";
+      } else if ((r.type == kCmdTrim && (tflags & kFlagSendTrim) == 0) ||
+                 (r.type == kCmdWriteZeroes && (tflags & kFlagSendWriteZeroes) == 0)) {
+        error = kEinval, why = "command not offered for this export";
+      }
+      if (error != 0) exp_.errors[c].fetch_add(1, std::memory_order_relaxed);
+      bytes = (error == 0 && (r.type == kCmdRead || r.type == kCmdWrite)) ? r.length : 0;
+      Admit(bytes);
+      if (r.type == kCmdWrite) {
+        bool got;
+        if (error == 0) {
+          p.payload.reset(new uint8_t[r.length]);
+          got = ReadFull(fd_, p.payload.get(), r.length);
+        } else {
+          got = Discard(fd_, r.length);
+        }
+        if (!got) {
+          reading_done_ = true;
+          Done(bytes);
+          return;
+        }
       }
     }
     if (error != 0) {
-      exp_.errors[c].fetch_add(1, std::memory_order_relaxed);
       SendReply(r, error, nullptr, 0, why);
-      Done(bytes);
-      continue;
+    } else {
+      Execute(p);
     }
-    auto self = shared_from_this();
-    server_.Submit([self, p, bytes] {
-      self->Execute(*p);
-      self->Done(bytes);
-    });
+    Done(bytes);
   }
-  // Wait for the requests in flight before the socket is closed.
-  MutexLock lock(&mu_);
-  while (in_flight_ > 0) cv_.Wait(&mu_);
 }
 
 }  // namespace

@@ -87,10 +87,10 @@ uint16_t Export::TransmissionFlags() const {
 
 absl::StatusOr<std::unique_ptr<NbdServer>> NbdServer::Start(const NbdServerOptions& options,
                                                             std::vector<std::unique_ptr<Export>> exports) {
-  if (options.max_connections < 1 || options.max_requests_in_flight < 1 || options.worker_threads < 1 ||
+  if (options.max_connections < 1 || options.max_requests_in_flight < 1 || options.threads_per_connection < 1 ||
       options.max_bytes_in_flight < kMaxPayload) {
     return absl::InvalidArgumentError(
-        absl::StrCat("NBD limits: connections, requests in flight and workers must be positive, bytes in flight at "
+        absl::StrCat("NBD limits: connections, requests in flight and threads must be positive, bytes in flight at "
                      "least ", kMaxPayload));
   }
   std::set<std::string> names;
@@ -103,7 +103,6 @@ absl::StatusOr<std::unique_ptr<NbdServer>> NbdServer::Start(const NbdServerOptio
   std::unique_ptr<NbdServer> s(new NbdServer(options));
   s->exports_ = std::move(exports);
   if (absl::Status st = s->Listen(); !st.ok()) return st;
-  for (int i = 0; i < options.worker_threads; ++i) s->workers_.emplace_back([p = s.get()] { p->WorkerLoop(); });
   for (int fd : s->listen_fds_) s->acceptors_.emplace_back([p = s.get(), fd] { p->AcceptLoop(fd); });
   return s;
 }
@@ -221,26 +220,6 @@ void NbdServer::Serve(int fd) {
   }
 }
 
-void NbdServer::Submit(std::function<void()> task) {
-  MutexLock lock(&work_mu_);
-  work_.push_back(std::move(task));
-  work_cv_.Signal();
-}
-
-void NbdServer::WorkerLoop() {
-  while (true) {
-    std::function<void()> task;
-    {
-      MutexLock lock(&work_mu_);
-      while (work_.empty() && !work_stop_) work_cv_.Wait(&work_mu_);
-      if (work_.empty()) return;
-      task = std::move(work_.front());
-      work_.pop_front();
-    }
-    task();
-  }
-}
-
 const Export* NbdServer::FindExport(const std::string& name) const {
   for (const auto& e : exports_) {
     if (e->name == name) return e.get();
@@ -281,12 +260,6 @@ void NbdServer::Stop() {
     for (auto& t : finished_) t.join();
     finished_.clear();
   }
-  {
-    MutexLock lock(&work_mu_);
-    work_stop_ = true;
-    work_cv_.SignalAll();
-  }
-  for (auto& t : workers_) t.join();
   for (const auto& e : exports_) {
     if (absl::Status s = e->backend->Flush(); !s.ok()) {
       TMEM_LOG(Warning) << "export " << e->name << ": flush at shutdown failed: " << s;

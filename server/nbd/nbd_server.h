@@ -2,12 +2,14 @@
 // (handshake.cc) and the transmission request loop (connection.cc), over exports that each
 // serve a BlockBackend. Split as nbdkit splits it: handshake, request loop, backend.
 //
-// Concurrency: one thread per connection reads requests and hands them to a shared pool of
-// worker threads, which call the backend and send replies (out of order, under the
-// connection's write lock). A connection keeps at most `max_requests_in_flight` requests and
-// `max_bytes_in_flight` payload bytes in flight; past that it stops reading from the socket.
-// Lock order: Connection::write_mu_ and Connection::mu_ are leaves; NbdServer::mu_ is taken
-// before neither.
+// Concurrency (nbdkit's "parallel" model): each connection has `threads_per_connection`
+// threads; one at a time takes the next request off the socket (Connection::read_mu_), then
+// runs it against the backend and sends its reply under the connection's write lock, so
+// requests run in parallel and replies leave in the order they finish. A connection keeps at
+// most `max_requests_in_flight` requests and `max_bytes_in_flight` payload bytes in flight;
+// past that it stops reading from the socket.
+// Lock order: Connection::read_mu_ -> Connection::mu_; Connection::write_mu_ is a leaf;
+// NbdServer::mu_ is never held while a connection lock is taken.
 #ifndef TMEM_SERVER_NBD_NBD_SERVER_H_
 #define TMEM_SERVER_NBD_NBD_SERVER_H_
 
@@ -70,7 +72,7 @@ struct NbdServerOptions {
   int max_connections = 64;         // more are accepted and closed at once
   int max_requests_in_flight = 128;  // per connection
   uint64_t max_bytes_in_flight = 64ull << 20;  // per connection
-  int worker_threads = 8;
+  int threads_per_connection = 16;
   int64_t shutdown_timeout_ms = 10000;
 };
 
@@ -96,8 +98,6 @@ class NbdServer {
 
   uint64_t connections_refused() const { return refused_.load(); }
 
-  // Runs `task` on a worker thread.
-  void Submit(std::function<void()> task);
   const NbdServerOptions& options() const { return options_; }
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
 
@@ -106,7 +106,6 @@ class NbdServer {
   absl::Status Listen();
   void AcceptLoop(int listen_fd);
   void Serve(int fd);
-  void WorkerLoop();
 
   const NbdServerOptions options_;
   std::vector<std::unique_ptr<Export>> exports_;
@@ -121,12 +120,6 @@ class NbdServer {
   std::map<int, std::thread> connections_ ABSL_GUARDED_BY(mu_);  // by socket fd
   std::vector<std::thread> finished_ ABSL_GUARDED_BY(mu_);        // to join
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
-
-  Mutex work_mu_;
-  CondVar work_cv_;
-  std::deque<std::function<void()>> work_ ABSL_GUARDED_BY(work_mu_);
-  bool work_stop_ ABSL_GUARDED_BY(work_mu_) = false;
-  std::vector<std::thread> workers_;
 };
 
 // Converts a backend error into the NBD error the protocol names.
