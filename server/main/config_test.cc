@@ -50,6 +50,69 @@ rpc_threads: 32
   EXPECT_TRUE(merged->format);
 }
 
+TEST(ConfigTest, NbdExportsFromFileAndFlag) {
+  auto c = LoadConfigFile(WriteFile("nbd.yaml", R"(
+device:
+  path: /d.img
+nbd:
+  listen: ["127.0.0.1:10809", "[::1]:10809"]
+  unix_socket: /run/tmem/nbd.sock
+  max_connections: 8
+  max_bytes_in_flight: 128M
+  threads_per_connection: 4
+exports:
+  - name: disk0
+    backend: /data/disk0.img
+    size: 10G
+    description: first disk
+  - name: remote
+    backend: nbd://10.0.0.2/vol
+    read_only: true
+)"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->exports.size(), 2u);
+  EXPECT_EQ(c->exports[0].name, "disk0");
+  EXPECT_EQ(c->exports[0].size_bytes, 10ull << 30);
+  EXPECT_EQ(c->exports[0].description, "first disk");
+  EXPECT_TRUE(c->exports[1].read_only);
+  EXPECT_EQ(c->exports[1].backend, "nbd://10.0.0.2/vol");
+  EXPECT_EQ(c->nbd_listen, (std::vector<std::string>{"127.0.0.1:10809", "[::1]:10809"}));
+  EXPECT_EQ(c->nbd_unix_socket, "/run/tmem/nbd.sock");
+  EXPECT_EQ(c->nbd_max_connections, 8);
+  EXPECT_EQ(c->nbd_max_bytes_in_flight, 128ull << 20);
+  EXPECT_EQ(c->nbd_threads_per_connection, 4);
+  EXPECT_TRUE(Parse({}, *c).ok());
+
+  auto flag = Parse({"--device=/d", "--export=scratch=/tmp/s.img:64M:ro", "--nbd-listen=0.0.0.0:10810"});
+  ASSERT_TRUE(flag.ok()) << flag.status();
+  ASSERT_EQ(flag->exports.size(), 1u);
+  EXPECT_EQ(flag->exports[0].name, "scratch");
+  EXPECT_EQ(flag->exports[0].backend, "/tmp/s.img");
+  EXPECT_EQ(flag->exports[0].size_bytes, 64ull << 20);
+  EXPECT_TRUE(flag->exports[0].read_only);
+  auto uri = Parse({"--device=/d", "--export=r=nbd+unix:///v?socket=/s"});
+  ASSERT_TRUE(uri.ok()) << uri.status();
+  EXPECT_EQ(uri->exports[0].backend, "nbd+unix:///v?socket=/s");
+}
+
+TEST(ConfigTest, BadNbdConfigNamesTheCulprit) {
+  auto twice = LoadConfigFile(WriteFile("twice.yaml", "device: {path: /d}\nexports:\n  - {name: a, backend: /x}\n  - {name: a, backend: /y}\n"));
+  ASSERT_TRUE(twice.ok());
+  EXPECT_NE(Parse({}, *twice).status().message().find("export 'a' is declared twice"), std::string::npos);
+  auto nobackend = LoadConfigFile(WriteFile("nob.yaml", "device: {path: /d}\nexports:\n  - {name: a}\n"));
+  ASSERT_TRUE(nobackend.ok());
+  EXPECT_NE(Parse({}, *nobackend).status().message().find("has no backend"), std::string::npos);
+  auto key = LoadConfigFile(WriteFile("key.yaml", "exports:\n  - {name: a, backend: /x, colour: red}\n"));
+  EXPECT_NE(key.status().message().find("exports[0].colour"), std::string::npos) << key.status();
+  auto nbdkey = LoadConfigFile(WriteFile("nbdkey.yaml", "nbd:\n  speed: fast\n"));
+  EXPECT_NE(nbdkey.status().message().find("nbd.speed"), std::string::npos) << nbdkey.status();
+  auto small = LoadConfigFile(WriteFile("small.yaml", "device: {path: /d}\nnbd:\n  max_bytes_in_flight: 1M\n"));
+  ASSERT_TRUE(small.ok());
+  EXPECT_NE(Parse({}, *small).status().message().find("at least 32M"), std::string::npos);
+  EXPECT_NE(Parse({"--device=/d", "--export=noequals"}).status().message().find("NAME=BACKEND"), std::string::npos);
+  EXPECT_NE(Parse({"--device=/d", "--export=a=/x:12Q"}).status().message().find("size"), std::string::npos);
+}
+
 TEST(ConfigTest, TheShippedExampleParses) {
   auto c = LoadConfigFile(std::string(std::getenv("TEST_SRCDIR")) + "/tmem/server/main/tmemd.example.yaml");
   ASSERT_TRUE(c.ok()) << c.status();
