@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${TMEM_BENCH_DIR:-/var/tmp/tmem-bench}
-SECS=15; SIZE=2G
-[ "${1:-}" = "--quick" ] && { SECS=5; SIZE=1G; }
+SECS=10; SIZE=2G; ROUNDS=3
+[ "${1:-}" = "--quick" ] && { SECS=5; SIZE=1G; ROUNDS=1; }
 scripts/setup.sh
 bazel build //server/main:tmemd 2>&1 | grep -E 'ERROR|error:' && exit 1 || true
 mkdir -p "$DIR"
@@ -30,23 +30,27 @@ job() {  # name uri rw bs iodepth
   fio --name="$1" --ioengine=nbd --uri="$2" --rw="$3" --bs="$4" --iodepth="$5" --size=$SIZE \
     --time_based --runtime=$SECS --ramp_time=1 --output-format=json 2>/dev/null > "$DIR/nbd_$1.json"
 }
-for server in tmemd nbdkit; do
-  if [ $server = tmemd ]; then U="nbd://127.0.0.1:$TP/bench"; else U="nbd://127.0.0.1:$KP/"; fi
-  echo "== $server: randread 4k qd32, randwrite 4k qd32, write 1M qd8 ($SECS s each)"
-  job "${server}_randread" "$U" randread 4k 32
-  job "${server}_randwrite" "$U" randwrite 4k 32
-  job "${server}_seqwrite" "$U" write 1M 8
+# Rounds alternate the two servers job by job, so that drift in the machine's speed hits both;
+# the ratios use each side's median over the rounds.
+for round in $(seq $ROUNDS); do
+  echo "== round $round of $ROUNDS: randread 4k qd32, randwrite 4k qd32, write 1M qd8 ($SECS s each, both servers)"
+  for spec in "randread 4k 32" "randwrite 4k 32" "seqwrite 1M 8"; do
+    set -- $spec
+    rw=$1; [ "$rw" = seqwrite ] && rw=write
+    job "tmemd_${1}_$round" "nbd://127.0.0.1:$TP/bench" "$rw" "$2" "$3"
+    job "nbdkit_${1}_$round" "nbd://127.0.0.1:$KP/" "$rw" "$2" "$3"
+  done
 done
-/usr/bin/python3 - "$DIR" <<'PY'
-import json, sys
-d = sys.argv[1]
+/usr/bin/python3 - "$DIR" "$ROUNDS" <<'PY'
+import json, statistics, sys
+d, rounds = sys.argv[1], int(sys.argv[2])
 def load(name):
     text = open(f"{d}/nbd_{name}.json").read()
     return json.loads(text[text.index("{"):])  # fio's nbd engine prints a line before the JSON
 def get(name, rw, key):
-    return load(name)["jobs"][0][rw][key]
+    return statistics.median(load(f"{name}_{r}")["jobs"][0][rw][key] for r in range(1, rounds + 1))
 print()
-print(f"{'job':28} {'tmemd':>12} {'nbdkit':>12} {'ratio':>7}  target")
+print(f"{'job (median of ' + str(rounds) + ')':28} {'tmemd':>12} {'nbdkit':>12} {'ratio':>7}  target")
 for job, rw, key, unit in [("randread", "read", "iops", "IOPS"), ("randwrite", "write", "iops", "IOPS"),
                            ("seqwrite", "write", "bw", "KiB/s")]:
     t, k = get("tmemd_" + job, rw, key), get("nbdkit_" + job, rw, key)
@@ -54,7 +58,8 @@ for job, rw, key, unit in [("randread", "read", "iops", "IOPS"), ("randwrite", "
     print(f"{job + ' (' + unit + ')':28} {t:12.0f} {k:12.0f} {r:7.3f}  >= 1.0 {'yes' if r >= 1 else 'NO'}")
 for job, rw in [("randread", "read"), ("randwrite", "write")]:
     for s in ("tmemd", "nbdkit"):
-        p = load(f"{s}_{job}")["jobs"][0][rw]["clat_ns"]["percentile"]["99.000000"] / 1000
+        p = statistics.median(load(f"{s}_{job}_{r}")["jobs"][0][rw]["clat_ns"]["percentile"]["99.000000"]
+                              for r in range(1, rounds + 1)) / 1000
         print(f"  p99 latency {job:10} {s:7} {p:8.0f} us")
 PY
 kill -TERM $TD; wait $TD || true; kill $NK 2>/dev/null; wait $NK 2>/dev/null || true; trap - EXIT

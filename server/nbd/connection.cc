@@ -21,7 +21,7 @@ namespace {
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(NbdServer& server, int fd, Export& exp, bool structured)
-      : server_(server), fd_(fd), exp_(exp), structured_(structured) {}
+      : server_(server), fd_(fd), exp_(exp), structured_(structured), in_(fd) {}
 
   // Reads requests until DISC, EOF, a protocol violation or server shutdown; then waits for the
   // requests in flight.
@@ -48,6 +48,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   Mutex read_mu_;  // one thread at a time takes a request off the socket
   bool reading_done_ ABSL_GUARDED_BY(read_mu_) = false;
+  BufferedReader in_ ABSL_GUARDED_BY(read_mu_);
   Mutex write_mu_;  // serialises replies on the socket
 
   Mutex mu_;
@@ -207,7 +208,7 @@ void Connection::ServeRequests() {
         }
       }
       uint8_t h[kRequestBytes];
-      if (!ReadFull(fd_, h, sizeof(h))) {
+      if (!in_.Read(h, sizeof(h))) {
         reading_done_ = true;
         return;
       }
@@ -259,9 +260,9 @@ void Connection::ServeRequests() {
         bool got;
         if (error == 0) {
           p.payload.reset(new uint8_t[r.length]);
-          got = ReadFull(fd_, p.payload.get(), r.length);
+          got = in_.Read(p.payload.get(), r.length);
         } else {
-          got = Discard(fd_, r.length);
+          got = in_.Skip(r.length);
         }
         if (!got) {
           reading_done_ = true;

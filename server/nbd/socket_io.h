@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <memory>
 
 namespace tmem::nbd {
 
@@ -58,6 +60,55 @@ inline bool WriteFullV(int fd, iovec* iov, int count) {
   }
   return true;
 }
+
+// Reads from a socket through a buffer, so that requests a client sends back to back (a header,
+// a small payload, the next header...) cost one recv() for many. Large payloads bypass the
+// buffer. Not thread-safe: its owner serialises readers.
+class BufferedReader {
+ public:
+  explicit BufferedReader(int fd, size_t capacity = 256 << 10) : fd_(fd), buf_(new uint8_t[capacity]), cap_(capacity) {}
+
+  // False on EOF or error.
+  bool Read(void* dst, size_t len) {
+    auto* out = static_cast<uint8_t*>(dst);
+    const size_t have = end_ - start_;
+    if (have >= len) {
+      std::memcpy(out, buf_.get() + start_, len);
+      start_ += len;
+      return true;
+    }
+    std::memcpy(out, buf_.get() + start_, have);
+    out += have;
+    len -= have;
+    start_ = end_ = 0;
+    if (len >= cap_ / 4) return ReadFull(fd_, out, len);  // large: straight into place
+    while (end_ < len) {
+      ssize_t n = ::recv(fd_, buf_.get() + end_, cap_ - end_, 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      end_ += static_cast<size_t>(n);
+    }
+    std::memcpy(out, buf_.get(), len);
+    start_ = len;
+    return true;
+  }
+
+  bool Skip(uint64_t len) {
+    uint8_t scratch[16384];
+    while (len > 0) {
+      const size_t n = len < sizeof(scratch) ? static_cast<size_t>(len) : sizeof(scratch);
+      if (!Read(scratch, n)) return false;
+      len -= n;
+    }
+    return true;
+  }
+
+ private:
+  const int fd_;
+  std::unique_ptr<uint8_t[]> buf_;
+  const size_t cap_;
+  size_t start_ = 0, end_ = 0;
+};
 
 inline bool WriteFull(int fd, const void* buf, size_t len) {
   iovec iov{const_cast<void*>(buf), len};
