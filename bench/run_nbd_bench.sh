@@ -27,18 +27,23 @@ for p in $TP $KP; do
   for _ in $(seq 100); do nbdinfo "nbd://127.0.0.1:$p/" >/dev/null 2>&1 && break; sleep 0.1; done
 done
 job() {  # name uri rw bs iodepth
+  sync  # dirty pages of the previous job must not be written back during this one
   fio --name="$1" --ioengine=nbd --uri="$2" --rw="$3" --bs="$4" --iodepth="$5" --size=$SIZE \
     --time_based --runtime=$SECS --ramp_time=1 --output-format=json 2>/dev/null > "$DIR/nbd_$1.json"
 }
-# Rounds alternate the two servers job by job, so that drift in the machine's speed hits both;
-# the ratios use each side's median over the rounds.
+# Rounds alternate the two servers job by job (and which goes first), so that drift in the
+# machine's speed and leftover writeback hit both; the ratios use each side's median.
 for round in $(seq $ROUNDS); do
   echo "== round $round of $ROUNDS: randread 4k qd32, randwrite 4k qd32, write 1M qd8 ($SECS s each, both servers)"
   for spec in "randread 4k 32" "randwrite 4k 32" "seqwrite 1M 8"; do
     set -- $spec
     rw=$1; [ "$rw" = seqwrite ] && rw=write
-    job "tmemd_${1}_$round" "nbd://127.0.0.1:$TP/bench" "$rw" "$2" "$3"
-    job "nbdkit_${1}_$round" "nbd://127.0.0.1:$KP/" "$rw" "$2" "$3"
+    # Odd rounds start with tmemd, even rounds with nbdkit.
+    if [ $((round % 2)) -eq 1 ]; then order="tmemd nbdkit"; else order="nbdkit tmemd"; fi
+    for server in $order; do
+      if [ $server = tmemd ]; then U="nbd://127.0.0.1:$TP/bench"; else U="nbd://127.0.0.1:$KP/"; fi
+      job "${server}_${1}_$round" "$U" "$rw" "$2" "$3"
+    done
   done
 done
 /usr/bin/python3 - "$DIR" "$ROUNDS" <<'PY'
