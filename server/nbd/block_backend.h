@@ -46,6 +46,10 @@ class BlockBackend {
   virtual std::string Describe() const = 0;
 };
 
+// Zero's fallback for backends that cannot zero natively: writes zeros through Pwrite, 1 MiB
+// at a time, then flushes when `fua`.
+absl::Status ZeroByWriting(BlockBackend& backend, uint64_t offset, uint64_t len, bool fua);
+
 struct FileBackendOptions {
   std::string path;
   bool read_only = false;

@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <thread>
 #include <memory>
@@ -33,6 +34,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::unique_ptr<uint8_t[]> payload;  // WRITE data (not zero-filled first)
   };
   void ServeRequests();
+  // Starts one more request thread if none is free to read the next request.
+  void MaybeAddThread() ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
   void Execute(Pending& p);
   // Sends the reply of `req`: success (error 0) with `data` for reads, or an error.
   void SendReply(const Request& req, uint32_t error, const uint8_t* data, uint32_t len, const std::string& message);
@@ -49,6 +52,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Mutex read_mu_;  // one thread at a time takes a request off the socket
   bool reading_done_ ABSL_GUARDED_BY(read_mu_) = false;
   BufferedReader in_ ABSL_GUARDED_BY(read_mu_);
+  std::vector<std::thread> helpers_ ABSL_GUARDED_BY(read_mu_);  // request threads besides the first
+  std::atomic<int> waiting_readers_{0};  // threads waiting for read_mu_, i.e. free for the next request
   Mutex write_mu_;  // serialises replies on the socket
 
   Mutex mu_;
@@ -176,12 +181,22 @@ void Connection::Execute(Pending& p) {
 }
 
 void Connection::Run() {
-  const int threads = std::max(1, std::min(server_.options().threads_per_connection,
-                                           server_.options().max_requests_in_flight));
-  std::vector<std::thread> helpers;
-  for (int i = 1; i < threads; ++i) helpers.emplace_back([this] { ServeRequests(); });
   ServeRequests();
+  // Reading is over (reading_done_), so no thread is started any more: join them all.
+  std::vector<std::thread> helpers;
+  {
+    MutexLock rl(&read_mu_);
+    helpers.swap(helpers_);
+  }
   for (auto& t : helpers) t.join();
+}
+
+void Connection::MaybeAddThread() {
+  // Another thread only when every thread is busy with a request: an idle connection costs one.
+  const int limit = std::max(1, std::min(server_.options().threads_per_connection,
+                                         server_.options().max_requests_in_flight));
+  if (waiting_readers_.load(std::memory_order_relaxed) > 0 || 1 + static_cast<int>(helpers_.size()) >= limit) return;
+  helpers_.emplace_back([this] { ServeRequests(); });
 }
 
 // Each of the connection's threads takes the next request off the socket (under read_mu_),
@@ -198,7 +213,9 @@ void Connection::ServeRequests() {
     std::string why;
     uint64_t bytes = 0;
     {
+      waiting_readers_.fetch_add(1, std::memory_order_relaxed);
       MutexLock rl(&read_mu_);
+      waiting_readers_.fetch_sub(1, std::memory_order_relaxed);
       if (reading_done_) return;
       {
         MutexLock lock(&mu_);
@@ -270,6 +287,7 @@ void Connection::ServeRequests() {
           return;
         }
       }
+      MaybeAddThread();
     }
     if (error != 0) {
       SendReply(r, error, nullptr, 0, why);

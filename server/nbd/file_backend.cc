@@ -93,15 +93,7 @@ class FileBackend final : public BlockBackend {
       uint64_t range[2] = {offset, len};
       if (::ioctl(fd_, BLKZEROOUT, range) == 0) return fua ? Flush() : absl::OkStatus();
     }
-    // Write zeros, at most 1 MiB at a time.
-    static const std::vector<uint8_t> zeros(1 << 20, 0);
-    while (len > 0) {
-      const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(len, zeros.size()));
-      if (absl::Status s = Pwrite(zeros.data(), n, offset, false); !s.ok()) return s;
-      offset += n;
-      len -= n;
-    }
-    return fua ? Flush() : absl::OkStatus();
+    return ZeroByWriting(*this, offset, len, fua);
   }
 
   std::string Describe() const override { return absl::StrCat("file:", path_); }

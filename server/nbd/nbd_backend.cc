@@ -100,16 +100,7 @@ class NbdBackend final : public BlockBackend {
     return Run("trim", [&](nbd_handle* h) { return Await(h, nbd_aio_trim(h, len, offset, NBD_NULL_COMPLETION, flags)); });
   }
   absl::Status Zero(uint64_t offset, uint64_t len, bool may_trim, bool fua) override {
-    if (!caps_.zero) {
-      std::vector<uint8_t> zeros(std::min<uint64_t>(len, 1 << 20), 0);
-      while (len > 0) {
-        const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(len, zeros.size()));
-        if (absl::Status s = Pwrite(zeros.data(), n, offset, false); !s.ok()) return s;
-        offset += n;
-        len -= n;
-      }
-      return fua ? Flush() : absl::OkStatus();
-    }
+    if (!caps_.zero) return ZeroByWriting(*this, offset, len, fua);
     uint32_t flags = (fua && caps_.fua ? LIBNBD_CMD_FLAG_FUA : 0) | (may_trim ? 0 : LIBNBD_CMD_FLAG_NO_HOLE);
     return Run("zero", [&](nbd_handle* h) { return Await(h, nbd_aio_zero(h, len, offset, NBD_NULL_COMPLETION, flags)); });
   }

@@ -2,8 +2,9 @@
 // (handshake.cc) and the transmission request loop (connection.cc), over exports that each
 // serve a BlockBackend. Split as nbdkit splits it: handshake, request loop, backend.
 //
-// Concurrency (nbdkit's "parallel" model): each connection has `threads_per_connection`
-// threads; one at a time takes the next request off the socket (Connection::read_mu_), then
+// Concurrency (nbdkit's "parallel" model): each connection has up to `threads_per_connection`
+// threads (started as requests arrive while every thread is busy); one at a time takes the
+// next request off the socket (Connection::read_mu_), then
 // runs it against the backend and sends its reply under the connection's write lock, so
 // requests run in parallel and replies leave in the order they finish. A connection keeps at
 // most `max_requests_in_flight` requests and `max_bytes_in_flight` payload bytes in flight;
