@@ -116,7 +116,7 @@ nbdsh -u "$U" -c 'h.pwrite(b"tmem" * 128, 4096); assert h.pread(512, 4096) == b"
   && ok "nbdsh" || bad "nbdsh"
 
 # qemu-img and qemu-io pattern writes and reads.
-qemu-img info "$U" 2>&1 | grep -q "virtual size: 64 MiB" && ok "qemu-img info" || bad "qemu-img info"
+qemu-img info "$U" > "$T/qinfo" 2>&1; grep -q "virtual size: 64 MiB" "$T/qinfo" && ok "qemu-img info" || bad "qemu-img info"
 qemu-io -f raw -c "write -P 0xa5 3M 1M" -c "write -P 0x3c 9M 64k" "$U" > "$T/qw" 2>&1 \
   && qemu-io -f raw -c "read -P 0xa5 3M 1M" -c "read -P 0x3c 9M 64k" "$U" > "$T/qr" 2>&1 \
   && ! grep -q "Pattern verification failed" "$T/qr" && ok "qemu-io -P pattern writes and reads" \
