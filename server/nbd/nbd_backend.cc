@@ -41,6 +41,7 @@ class NbdBackend final : public BlockBackend {
       absl::StatusOr<nbd_handle*> h = Connect();
       if (!h.ok()) return h.status();
       all_.push_back(*h);
+      MutexLock lock(&mu_);
       free_.push_back(i);
     }
     nbd_handle* h = all_[0];
