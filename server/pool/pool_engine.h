@@ -42,7 +42,8 @@ struct EngineOptions {
   io::BlockDevice* device = nullptr;  // borrowed; formatted with SegmentLog::Format; outlives the engine
   std::string metadata_dir;           // RocksDB directory, created if missing
   log::LogOptions log;
-  size_t index_block_cache_bytes = 16 << 20;
+  // Enough for the index blocks of a few million pages: a lookup that misses it reads an SST file.
+  size_t index_block_cache_bytes = 64 << 20;
   size_t index_write_buffer_bytes = 8 << 20;
   uint32_t max_pools = 1 << 16;
   uint32_t lock_stripes = 1024;
