@@ -1,0 +1,218 @@
+// The NBD request loop in-process, over a socketpair, with a backend whose calls can be held:
+// replies leave in the order requests finish, and the in-flight limits stop the reading.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "server/nbd/memory_backend.h"
+#include "server/nbd/nbd_server.h"
+#include "server/nbd/protocol.h"
+#include "server/nbd/socket_io.h"
+
+namespace tmem::nbd {
+namespace {
+
+// A memory backend whose reads and writes wait while the gate is closed, counting callers.
+class GatedBackend final : public BlockBackend {
+ public:
+  explicit GatedBackend(uint64_t size, BackendCaps caps = {}) : mem_(size), caps_(caps) {}
+  uint64_t size() const override { return mem_.size(); }
+  BackendCaps caps() const override { return caps_; }
+  absl::Status Pread(void* buf, uint32_t len, uint64_t offset) override {
+    Enter(offset);
+    return mem_.Pread(buf, len, offset);
+  }
+  absl::Status Pwrite(const void* buf, uint32_t len, uint64_t offset, bool fua) override {
+    Enter(offset);
+    return mem_.Pwrite(buf, len, offset, fua);
+  }
+  absl::Status Flush() override { return absl::OkStatus(); }
+  absl::Status Trim(uint64_t o, uint64_t l, bool f) override { return mem_.Trim(o, l, f); }
+  absl::Status Zero(uint64_t o, uint64_t l, bool t, bool f) override { return mem_.Zero(o, l, t, f); }
+  std::string Describe() const override { return "gated"; }
+
+  // Calls at `offset` wait until Open(offset) (or OpenAll).
+  void Hold(uint64_t offset) {
+    std::lock_guard<std::mutex> l(mu_);
+    held_.push_back(offset);
+  }
+  void Open(uint64_t offset) {
+    std::lock_guard<std::mutex> l(mu_);
+    std::erase(held_, offset);
+    cv_.notify_all();
+  }
+  void OpenAll() {
+    std::lock_guard<std::mutex> l(mu_);
+    held_.clear();
+    cv_.notify_all();
+  }
+  int entered() const { return entered_.load(); }
+
+ private:
+  void Enter(uint64_t offset) {
+    entered_.fetch_add(1);
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait(l, [&] { return std::find(held_.begin(), held_.end(), offset) == held_.end(); });
+  }
+  MemoryBackend mem_;
+  const BackendCaps caps_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<uint64_t> held_;
+  std::atomic<int> entered_{0};
+};
+
+class NbdServerTest : public ::testing::Test {
+ protected:
+  void Start(NbdServerOptions o, uint64_t size = 64 << 20) {
+    auto e = std::make_unique<Export>();
+    e->name = "disk0";
+    auto b = std::make_unique<GatedBackend>(size);
+    backend_ = b.get();
+    e->backend = std::move(b);
+    std::vector<std::unique_ptr<Export>> exports;
+    exports.push_back(std::move(e));
+    auto s = NbdServer::Start(o, std::move(exports));
+    ASSERT_TRUE(s.ok()) << s.status();
+    server_ = std::move(*s);
+    int sv[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    client_ = sv[0];
+    serving_ = std::thread([this, fd = sv[1]] {
+      ServeConnection(*server_, fd);
+      ::close(fd);
+    });
+    // Handshake: fixed newstyle, no zeroes, EXPORT_NAME.
+    uint8_t hello[18];
+    ASSERT_TRUE(ReadFull(client_, hello, sizeof(hello)));
+    ASSERT_EQ(Get64(hello), kNbdMagic);
+    uint8_t b4[4];
+    Put32(b4, kClientFlagFixedNewstyle | kClientFlagNoZeroes);
+    ASSERT_TRUE(WriteFull(client_, b4, 4));
+    uint8_t opt[16 + 5];
+    Put64(opt, kOptMagic);
+    Put32(opt + 8, kOptExportName);
+    Put32(opt + 12, 5);
+    std::memcpy(opt + 16, "disk0", 5);
+    ASSERT_TRUE(WriteFull(client_, opt, sizeof(opt)));
+    uint8_t reply[10];
+    ASSERT_TRUE(ReadFull(client_, reply, sizeof(reply)));
+    ASSERT_EQ(Get64(reply), size);
+  }
+  void TearDown() override {
+    if (backend_ != nullptr) backend_->OpenAll();
+    if (client_ >= 0) ::shutdown(client_, SHUT_RDWR);
+    if (serving_.joinable()) serving_.join();
+    if (client_ >= 0) ::close(client_);
+  }
+  void Send(uint16_t cmd, uint64_t cookie, uint64_t offset, uint32_t len, const std::string& payload = "") {
+    uint8_t h[kRequestBytes];
+    Put32(h, kRequestMagic);
+    Put16(h + 4, 0);
+    Put16(h + 6, cmd);
+    Put64(h + 8, cookie);
+    Put64(h + 16, offset);
+    Put32(h + 24, len);
+    ASSERT_TRUE(WriteFull(client_, h, sizeof(h)));
+    if (!payload.empty()) ASSERT_TRUE(WriteFull(client_, payload.data(), payload.size()));
+  }
+  // Reads one simple reply; returns its cookie (and the error through `error`).
+  uint64_t Reply(uint32_t* error, uint32_t read_len = 0) {
+    uint8_t r[16];
+    EXPECT_TRUE(ReadFull(client_, r, sizeof(r)));
+    EXPECT_EQ(Get32(r), kSimpleReplyMagic);
+    *error = Get32(r + 4);
+    if (*error == 0 && read_len > 0) {
+      std::string data(read_len, '\0');
+      EXPECT_TRUE(ReadFull(client_, data.data(), read_len));
+    }
+    return Get64(r + 8);
+  }
+  template <typename F>
+  static bool WaitFor(F cond) {
+    for (int i = 0; i < 500 && !cond(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return cond();
+  }
+
+  std::unique_ptr<NbdServer> server_;
+  GatedBackend* backend_ = nullptr;
+  int client_ = -1;
+  std::thread serving_;
+};
+
+TEST_F(NbdServerTest, RepliesLeaveInTheOrderRequestsFinish) {
+  Start({.threads_per_connection = 4});
+  backend_->Hold(0);
+  Send(kCmdRead, 1, 0, 4096);     // held in the backend
+  Send(kCmdRead, 2, 8192, 4096);  // free
+  uint32_t err;
+  EXPECT_EQ(Reply(&err, 4096), 2u) << "the second request's reply must not wait for the first";
+  EXPECT_EQ(err, 0u);
+  backend_->Open(0);
+  EXPECT_EQ(Reply(&err, 4096), 1u);
+  EXPECT_EQ(err, 0u);
+}
+
+TEST_F(NbdServerTest, BytesInFlightStopTheReading) {
+  // 32 MiB in flight at most: two 16 MiB writes held in the backend, a third is not taken in.
+  Start({.max_requests_in_flight = 16, .max_bytes_in_flight = 32u << 20, .threads_per_connection = 8});
+  for (uint64_t off : {0ull, 16ull << 20, 32ull << 20}) backend_->Hold(off);
+  std::thread writer([&] {
+    for (uint64_t i = 0; i < 3; ++i) Send(kCmdWrite, 10 + i, i * (16 << 20), 16 << 20, std::string(16 << 20, 'w'));
+  });
+  ASSERT_TRUE(WaitFor([&] { return backend_->entered() == 2; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(backend_->entered(), 2) << "a third 16 MiB write was read past the 32 MiB limit";
+  backend_->OpenAll();
+  writer.join();
+  std::vector<uint64_t> cookies;
+  for (int i = 0; i < 3; ++i) {
+    uint32_t err;
+    cookies.push_back(Reply(&err));
+    EXPECT_EQ(err, 0u);
+  }
+  std::sort(cookies.begin(), cookies.end());
+  EXPECT_EQ(cookies, (std::vector<uint64_t>{10, 11, 12}));
+}
+
+TEST_F(NbdServerTest, RequestsInFlightAreBounded) {
+  Start({.max_requests_in_flight = 3, .threads_per_connection = 16});
+  for (uint64_t i = 0; i < 6; ++i) backend_->Hold(i * 4096);
+  for (uint64_t i = 0; i < 6; ++i) Send(kCmdRead, 100 + i, i * 4096, 4096);
+  ASSERT_TRUE(WaitFor([&] { return backend_->entered() == 3; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(backend_->entered(), 3);
+  backend_->OpenAll();
+  for (int i = 0; i < 6; ++i) {
+    uint32_t err;
+    Reply(&err, 4096);
+    EXPECT_EQ(err, 0u);
+  }
+}
+
+TEST(ExportTest, MultiConnIsAdvertisedOnlyWhenTheBackendFlushCoversEveryConnection) {
+  Export shared;
+  shared.backend = std::make_unique<GatedBackend>(1 << 20, BackendCaps{.multi_conn = true});
+  EXPECT_NE(shared.TransmissionFlags() & kFlagCanMultiConn, 0);
+  Export single;
+  single.backend = std::make_unique<GatedBackend>(1 << 20, BackendCaps{.multi_conn = false});
+  EXPECT_EQ(single.TransmissionFlags() & kFlagCanMultiConn, 0);
+  Export ro;
+  ro.read_only = true;
+  ro.backend = std::make_unique<GatedBackend>(1 << 20, BackendCaps{.trim = true});
+  const uint16_t f = ro.TransmissionFlags();
+  EXPECT_NE(f & kFlagReadOnly, 0);
+  EXPECT_EQ(f & (kFlagSendTrim | kFlagSendWriteZeroes), 0) << "a read-only export offers no writing commands";
+}
+
+}  // namespace
+}  // namespace tmem::nbd
