@@ -514,4 +514,41 @@ absl::Status TmemClient::FlushPool(PoolRef ref) {
   return absl::OkStatus();
 }
 
+absl::Status TmemClient::DestroyPool(PoolRef ref) {
+  std::unique_ptr<Pool> gone;
+  {
+    MutexLock lock(&mu_);
+    auto it = pools_.find(ref);
+    if (it == pools_.end()) return absl::NotFoundError(absl::StrCat("pool ", ref, " was not created by this client"));
+    // Pool* handed out earlier must stay valid for calls in flight: keep the object, forget the ref.
+    retired_.push_back(std::move(it->second));
+    pools_.erase(it);
+  }
+  absl::Status first;
+  for (auto& s : servers_) {
+    std::shared_ptr<tmem::v1::PagePoolClient> rpc;
+    uint32_t id;
+    {
+      MutexLock lock(&s->mu);
+      auto it = s->pool_ids.find(ref);
+      if (it == s->pool_ids.end()) continue;  // never created there
+      id = it->second;
+      s->pool_ids.erase(it);
+      rpc = s->rpc;
+    }
+    ::grpc::ClientContext ctx;
+    SetDeadline(&ctx, options_.call_timeout_ms);
+    tmem::v1::DestroyPoolRequest req;
+    req.set_pool_id(id);
+    tmem::v1::DestroyPoolResponse resp;
+    ::grpc::Status st = rpc->DestroyPool(&ctx, req, &resp);
+    if (!st.ok() && st.error_code() != ::grpc::StatusCode::NOT_FOUND &&
+        st.error_code() != ::grpc::StatusCode::UNAVAILABLE && st.error_code() != ::grpc::StatusCode::DEADLINE_EXCEEDED &&
+        first.ok()) {
+      first = FromGrpc(st);
+    }
+  }
+  return first;
+}
+
 }  // namespace tmem::client

@@ -95,6 +95,11 @@ class TmemClient {
   absl::Status FlushPage(PoolRef pool, std::string_view object, uint64_t index);
   absl::Status FlushObject(PoolRef pool, std::string_view object);
   absl::Status FlushPool(PoolRef pool);
+  // Destroys the pool on every server that answers (a server that does not keeps it until it is
+  // destroyed there by other means; its pages are unreachable through this client anyway).
+  // Later calls with `pool` fail with NotFound. Returns the first error other than
+  // unreachability or NotFound.
+  absl::Status DestroyPool(PoolRef pool);
 
   // Which server (index into options.servers) holds `object` of `pool`.
   size_t ServerFor(PoolRef pool, std::string_view object) const;
@@ -133,6 +138,7 @@ class TmemClient {
 
   mutable Mutex mu_;
   std::map<PoolRef, std::unique_ptr<Pool>> pools_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Pool>> retired_ ABSL_GUARDED_BY(mu_);  // destroyed pools, kept alive
   PoolRef next_ref_ ABSL_GUARDED_BY(mu_) = 1;
 
   Counters counters_;

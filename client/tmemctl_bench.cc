@@ -158,6 +158,9 @@ int RunBench(const BenchOptions& o) {
   for (auto& v : lat) all.insert(all.end(), v.begin(), v.end());
   const double p50 = Quantile(all, 0.5), p99 = Quantile(all, 0.99), p999 = Quantile(all, 0.999);
   std::printf("single get  p50 %.0f us  p99 %.0f us  p99.9 %.0f us\n", p50, p99, p999);
+  if (absl::Status s = tc.DestroyPool(*pool); !s.ok()) {
+    std::fprintf(stderr, "tmemctl: bench: could not destroy its pool: %s\n", std::string(s.message()).c_str());
+  }
   if (wrong) {
     std::fprintf(stderr, "tmemctl: bench: a server returned a wrong page\n");
     return 1;

@@ -21,7 +21,7 @@ struct BenchOptions {
 
 // Puts `pages` pages into a fresh shared pool (batched, from all threads), reads random ones
 // back for `seconds` (batched), times single-page gets, checks every page it gets back, prints
-// the figures and destroys nothing (pages are ephemeral; the pool stays for inspection).
+// the figures and destroys the pool.
 // Returns the exit status: 0, or 1 when a server is unreachable or returned a wrong page.
 int RunBench(const BenchOptions& options);
 

@@ -284,5 +284,25 @@ TEST_F(ShardingTest, ReconnectsToADownServerBackOff) {
   ASSERT_TRUE(Reachable(*pool, 0));
 }
 
+TEST_F(ShardingTest, DestroyPoolRemovesItFromEveryServer) {
+  auto pool = client_->CreatePool(4096);
+  ASSERT_TRUE(pool.ok());
+  for (int o = 0; o < 30; ++o) {
+    const std::string obj = "x" + std::to_string(o);
+    ASSERT_TRUE(client_->Put(*pool, obj, 0, PageFor(obj, 0, 1)).ok());
+  }
+  ASSERT_TRUE(client_->DestroyPool(*pool).ok());
+  std::vector<uint8_t> out(4096);
+  EXPECT_EQ(client_->Get(*pool, "x1", 0, out).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(client_->Put(*pool, "x1", 0, out).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(client_->DestroyPool(*pool).code(), absl::StatusCode::kNotFound);
+  // A fresh pool starts empty everywhere.
+  auto again = client_->CreatePool(4096);
+  ASSERT_TRUE(again.ok());
+  int hits = 0;
+  for (int o = 0; o < 30; ++o) hits += Hit(*again, "x" + std::to_string(o), 0, 1);
+  EXPECT_EQ(hits, 0);
+}
+
 }  // namespace
 }  // namespace tmem

@@ -55,6 +55,8 @@ if [ $rc -eq 0 ] && grep -qE "^put +[1-9][0-9]* pages/s .*\(0 of 2000 dropped\)"
 else
   bad "bench rc=$rc: $(cat "$T/bench.out")"
 fi
+$CTL pools > "$T/pools_after_bench"
+grep -q "tmemctl-bench" "$T/pools_after_bench" && bad "bench left its pool behind" || ok "bench destroys its pool"
 $CTL bench --threads=0 2> "$T/e5"; rc=$?
 [ $rc -eq 2 ] && grep -q -- "--threads=0: want 1 to 256" "$T/e5" && ok "bench bad flag: exit 2" || bad "bench bad flag rc=$rc"
 
