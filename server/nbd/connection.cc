@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <thread>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/logging.h"
@@ -19,13 +19,13 @@
 namespace tmem::nbd {
 namespace {
 
-class Connection : public std::enable_shared_from_this<Connection> {
+class Connection {
  public:
   Connection(NbdServer& server, int fd, Export& exp, bool structured)
       : server_(server), fd_(fd), exp_(exp), structured_(structured), in_(fd) {}
 
-  // Reads requests until DISC, EOF, a protocol violation or server shutdown; then waits for the
-  // requests in flight.
+  // Serves requests until DISC, EOF, a protocol violation or server shutdown; returns when every
+  // request taken in has been answered.
   void Run();
 
  private:
@@ -305,8 +305,8 @@ void ServeConnection(NbdServer& server, int fd) {
   if (n.exp == nullptr) return;
   n.exp->connections_total.fetch_add(1, std::memory_order_relaxed);
   n.exp->connections_open.fetch_add(1, std::memory_order_relaxed);
-  auto c = std::make_shared<Connection>(server, fd, *n.exp, n.structured);
-  c->Run();
+  Connection c(server, fd, *n.exp, n.structured);
+  c.Run();
   n.exp->connections_open.fetch_sub(1, std::memory_order_relaxed);
 }
 

@@ -204,20 +204,25 @@ void NbdServer::AcceptLoop(int listen_fd) {
     MutexLock lock(&mu_);
     for (auto& t : finished_) t.join();
     finished_.clear();
-    connections_[fd] = std::thread([this, fd] { Serve(fd); });
+    const uint64_t id = next_connection_id_++;
+    // Keyed by an id, not the fd: a closed fd number is reused by the next accept at once.
+    connections_[id] = {fd, std::thread([this, id, fd] { Serve(id, fd); })};
   }
 }
 
-void NbdServer::Serve(int fd) {
+void NbdServer::Serve(uint64_t id, int fd) {
   ServeConnection(*this, fd);
+  {
+    // Forget the fd before closing it, so that Stop never shuts down a number that was reused.
+    MutexLock lock(&mu_);
+    auto it = connections_.find(id);
+    if (it != connections_.end()) {
+      finished_.push_back(std::move(it->second.thread));
+      connections_.erase(it);
+    }
+  }
   ::close(fd);
   open_connections_.fetch_sub(1);
-  MutexLock lock(&mu_);
-  auto it = connections_.find(fd);
-  if (it != connections_.end()) {
-    finished_.push_back(std::move(it->second));
-    connections_.erase(it);
-  }
 }
 
 const Export* NbdServer::FindExport(const std::string& name) const {
@@ -241,7 +246,7 @@ void NbdServer::Stop() {
   // No new requests are read; those in flight finish (later ones are answered ESHUTDOWN).
   {
     MutexLock lock(&mu_);
-    for (auto& [fd, t] : connections_) ::shutdown(fd, SHUT_RD);
+    for (auto& [id, c] : connections_) ::shutdown(c.fd, SHUT_RD);
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.shutdown_timeout_ms);
   while (true) {
@@ -250,7 +255,7 @@ void NbdServer::Stop() {
       if (connections_.empty()) break;
       if (std::chrono::steady_clock::now() > deadline) {
         // Stuck writing to a client that does not read: cut it off.
-        for (auto& [fd, t] : connections_) ::shutdown(fd, SHUT_RDWR);
+        for (auto& [id, c] : connections_) ::shutdown(c.fd, SHUT_RDWR);
       }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));

@@ -106,7 +106,7 @@ class NbdServer {
   explicit NbdServer(const NbdServerOptions& options) : options_(options) {}
   absl::Status Listen();
   void AcceptLoop(int listen_fd);
-  void Serve(int fd);
+  void Serve(uint64_t id, int fd);
 
   const NbdServerOptions options_;
   std::vector<std::unique_ptr<Export>> exports_;
@@ -118,7 +118,12 @@ class NbdServer {
   std::atomic<int> open_connections_{0};
 
   Mutex mu_;
-  std::map<int, std::thread> connections_ ABSL_GUARDED_BY(mu_);  // by socket fd
+  struct ConnectionThread {
+    int fd = -1;
+    std::thread thread;
+  };
+  std::map<uint64_t, ConnectionThread> connections_ ABSL_GUARDED_BY(mu_);  // by connection id
+  uint64_t next_connection_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::vector<std::thread> finished_ ABSL_GUARDED_BY(mu_);        // to join
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
 };
