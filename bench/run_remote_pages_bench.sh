@@ -2,11 +2,12 @@
 # tmemd vs memcached for remote 4 KiB pages, in one run on loopback, plus fio 4 KiB random reads
 # on tmemd's device at the same depth.
 #   bench/run_remote_pages_bench.sh [--quick]
-# Environment: TMEM_BENCH_DIR (default /var/tmp/tmem-bench).
+# Environment: TMEM_BENCH_DIR (default /var/tmp/tmem-bench), TMEM_BENCH_BATCH (pages per batch on
+# both sides, default 32).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${TMEM_BENCH_DIR:-/var/tmp/tmem-bench}
-THREADS=8; BATCH=32; PAGES=400000; SECS=10; DEVICE=4G
+THREADS=8; BATCH=${TMEM_BENCH_BATCH:-32}; PAGES=400000; SECS=10; DEVICE=4G
 [ "${1:-}" = "--quick" ] && { PAGES=100000; SECS=4; DEVICE=2G; }
 scripts/setup.sh
 bazel build //server/main:tmemd //bench:remote_pages_bench 2>&1 | grep -E 'ERROR|error:' && exit 1 || true
