@@ -402,11 +402,16 @@ absl::StatusOr<Location> SegmentLog::Append(const uint8_t (&key)[kSlotKeyBytes],
   }
 }
 
-absl::StatusOr<SegmentLog::ReadOutcome> SegmentLog::Read(Location loc, uint32_t len, uint32_t expected_crc,
-                                                         void* out) {
+absl::Status SegmentLog::CheckLocation(Location loc, uint32_t len) const {
   if (len == 0 || loc.offset < kSegmentHeaderBytes || uint64_t{loc.offset} + len > geometry_.segment_bytes) {
     return absl::InvalidArgumentError(absl::StrCat("bad page location: offset ", loc.offset, " length ", len));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SegmentLog::ReadOutcome> SegmentLog::Read(Location loc, uint32_t len, uint32_t expected_crc,
+                                                         void* out) {
+  TMEM_RETURN_IF_ERROR(CheckLocation(loc, len));
   if (!IsLive(loc.seq)) return ReadOutcome::kGone;
   bool from_buffer = false;
   if (loc.seq > flushed_seq_.load(std::memory_order_acquire) || failed_count_.load(std::memory_order_acquire) > 0) {
@@ -462,8 +467,8 @@ void SegmentLog::ReadMany(std::span<PageRead> reads) {
   const uint64_t flushed = flushed_seq_.load(std::memory_order_acquire);
   for (size_t i = 0; i < reads.size(); ++i) {
     PageRead& r = reads[i];
-    if (r.len == 0 || r.loc.offset < kSegmentHeaderBytes || uint64_t{r.loc.offset} + r.len > geometry_.segment_bytes) {
-      r.outcome = absl::InvalidArgumentError(absl::StrCat("bad page location: offset ", r.loc.offset, " length ", r.len));
+    if (absl::Status bad = CheckLocation(r.loc, r.len); !bad.ok()) {
+      r.outcome = bad;
       continue;
     }
     if (!IsLive(r.loc.seq)) {

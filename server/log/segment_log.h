@@ -181,6 +181,8 @@ class SegmentLog {
   const Counters& counters() const { return counters_; }
 
  private:
+  // InvalidArgument unless `len` bytes at `loc` lie within a segment's page area.
+  absl::Status CheckLocation(Location loc, uint32_t len) const;
   enum class BufferState { kFree, kOpen, kSealed, kWriting };
   struct WriteBuffer {
     io::AlignedBuffer bytes;

@@ -3,7 +3,7 @@
 //
 // Errors are absl::Status; the request loop turns them into NBD errors in one place
 // (NbdErrorOf): PermissionDenied → EPERM, InvalidArgument/OutOfRange → EINVAL,
-// ResourceExhausted → ENOSPC, Unimplemented → ENOTSUP, anything else → EIO.
+// ResourceExhausted → ENOSPC, anything else → EIO.
 //
 // Thread-safety: every method may be called from many threads at once.
 #ifndef TMEM_SERVER_NBD_BLOCK_BACKEND_H_

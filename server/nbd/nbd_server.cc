@@ -40,7 +40,6 @@ uint32_t NbdErrorOf(const absl::Status& s) {
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kOutOfRange: return kEinval;
     case absl::StatusCode::kResourceExhausted: return kEnospc;
-    case absl::StatusCode::kUnimplemented: return kEnotsup;
     case absl::StatusCode::kCancelled: return kEshutdown;
     default: return kEio;
   }
