@@ -92,6 +92,7 @@ absl::Status PoolEngine::Start(const EngineOptions& options) {
   io.write_buffer_bytes = options.index_write_buffer_bytes;
   io.is_stale = [this](std::string_view k, std::string_view v) { return IsStale(k, v); };
   TMEM_ASSIGN_OR_RETURN(index_, PageIndex::Open(io));
+  cache_ = std::make_unique<LocationCache>(options.index_cache_entries);
 
   const auto& uuid = log_->geometry().device_uuid;
   TMEM_ASSIGN_OR_RETURN(std::optional<std::string> state_bytes, index_->GetMeta(kStateKey));
@@ -255,7 +256,9 @@ absl::Status PoolEngine::DestroyPool(PoolId id) {
   }
   // Entries a racing put adds after this range delete belong to no pool; the compaction
   // filter drops them.
-  TMEM_RETURN_IF_ERROR(index_->DeletePageRange(PoolRangeBegin(id), PoolRangeEnd(id)));
+  absl::Status st = index_->DeletePageRange(PoolRangeBegin(id), PoolRangeEnd(id));
+  pool->cache_gen.fetch_add(1, std::memory_order_acq_rel);
+  TMEM_RETURN_IF_ERROR(st);
   counters_.pools_destroyed.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
 }
@@ -313,14 +316,14 @@ Mutex& PoolEngine::StripeFor(std::string_view key) {
   return stripes_[crc32c::Value(key.data(), key.size()) % options_.lock_stripes];
 }
 
-absl::StatusOr<std::string> PoolEngine::AppendPage(PoolId id, std::string_view object, uint64_t index,
+absl::StatusOr<IndexValue> PoolEngine::AppendPage(PoolId id, std::string_view object, uint64_t index,
                                                    std::span<const uint8_t> page) {
   const uint32_t crc = crc32c::Value(page.data(), page.size());
   uint8_t slot_key[log::kSlotKeyBytes];
   EncodeSlotKey(id, object, index, slot_key);
   TMEM_ASSIGN_OR_RETURN(log::Location loc,
                         log_->Append(slot_key, page.data(), static_cast<uint32_t>(page.size()), crc));
-  return EncodeIndexValue({loc, crc});
+  return IndexValue{loc, crc};
 }
 
 absl::Status PoolEngine::Put(PoolId id, std::string_view object, uint64_t index, std::span<const uint8_t> page) {
@@ -334,10 +337,14 @@ absl::Status PoolEngine::Put(PoolId id, std::string_view object, uint64_t index,
   absl::Status st;
   {
     MutexLock stripe(&StripeFor(key));
-    absl::StatusOr<std::string> value = AppendPage(id, object, index, page);
-    st = value.ok() ? index_->PutPage(key, *value) : value.status();
-    if (!st.ok()) {
+    const LocationCache::Ticket ticket = cache_->Begin(key, pool->cache_gen.load(std::memory_order_acquire));
+    absl::StatusOr<IndexValue> value = AppendPage(id, object, index, page);
+    st = value.ok() ? index_->PutPage(key, EncodeIndexValue(*value)) : value.status();
+    if (st.ok()) {
+      cache_->Set(key, *value, ticket);
+    } else {
       // The old version must not survive a failed put of a newer one (put-put-get coherency).
+      cache_->Erase(key);
       absl::Status del = index_->DeletePage(key);
       if (!del.ok()) return del;
     }
@@ -379,19 +386,35 @@ absl::Status PoolEngine::PutMany(PoolId id, std::span<const PagePut> pages) {
     stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
     // Ascending order: two batches never wait on each other in a cycle.
     for (uint32_t s : stripes) stripes_[s].Lock();
+    const uint64_t gen = pool->cache_gen.load(std::memory_order_acquire);
+    std::vector<LocationCache::Ticket> tickets;
+    tickets.reserve(end - first);
+    for (const std::string& key : keys) tickets.push_back(cache_->Begin(key, gen));
     std::vector<std::pair<std::string, std::optional<std::string>>> ops;
+    std::vector<std::optional<IndexValue>> values;
     ops.reserve(end - first);
+    values.reserve(end - first);
     uint64_t chunk_dropped = 0;
     for (size_t i = first; i < end; ++i) {
-      absl::StatusOr<std::string> value = AppendPage(id, pages[i].object, pages[i].index, pages[i].page);
+      absl::StatusOr<IndexValue> value = AppendPage(id, pages[i].object, pages[i].index, pages[i].page);
       if (value.ok()) {
-        ops.emplace_back(keys[i - first], std::move(*value));
+        ops.emplace_back(keys[i - first], EncodeIndexValue(*value));
+        values.push_back(*value);
       } else {
         ops.emplace_back(keys[i - first], std::nullopt);  // never leave an older version behind
+        values.push_back(std::nullopt);
         ++chunk_dropped;
       }
     }
     absl::Status wst = index_->WritePages(ops);
+    // In batch order, so that of two puts to one handle the later is cached.
+    for (size_t k = 0; k < ops.size(); ++k) {
+      if (wst.ok() && values[k].has_value()) {
+        cache_->Set(keys[k], *values[k], tickets[k]);
+      } else {
+        cache_->Erase(keys[k]);
+      }
+    }
     if (!wst.ok()) {
       // The batch did not land: make sure no older version of these handles survives either.
       for (auto& op : ops) op.second.reset();
@@ -423,15 +446,8 @@ absl::StatusOr<GetOutcome> PoolEngine::Get(PoolId id, std::string_view object, u
   }
   const std::string key = EncodePageKey(id, object, index);
   const bool exclusive = pool->info.kind == PoolKind::kPrivate;
-  std::optional<std::string> raw;
-  if (exclusive) {
-    // Find and remove under the stripe lock: of two racing gets only one can hit.
-    MutexLock stripe(&StripeFor(key));
-    TMEM_ASSIGN_OR_RETURN(raw, index_->GetPage(key));
-    if (raw.has_value()) TMEM_RETURN_IF_ERROR(index_->DeletePage(key));
-  } else {
-    TMEM_ASSIGN_OR_RETURN(raw, index_->GetPage(key));
-  }
+  TMEM_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> raws, LookupMany(*pool, {key}, exclusive));
+  const std::optional<std::string>& raw = raws[0];
   auto miss = [&]() -> GetOutcome {
     pool->counters.gets_miss.fetch_add(1, std::memory_order_relaxed);
     return GetOutcome::kMiss;
@@ -483,56 +499,19 @@ absl::StatusOr<std::vector<GetOutcome>> PoolEngine::GetMany(PoolId id, std::span
   keys.reserve(gets.size());
   for (const PageGet& g : gets) keys.push_back(EncodePageKey(id, g.object, g.index));
   const bool exclusive = pool->info.kind == PoolKind::kPrivate;
-  std::vector<absl::StatusOr<std::optional<std::string>>> raws;
-  if (exclusive) {
-    // As Get: find and remove under the stripe locks (ascending, as PutMany takes them, and at
-    // most kStripesHeld at a time), so that of two racing gets of one handle only one hits.
-    // Within the batch, a handle named twice hits at most once, as two Gets in a row would.
-    std::set<std::string_view> taken;
-    for (size_t first = 0; first < keys.size(); first += kStripesHeld) {
-      const size_t end = std::min(keys.size(), first + kStripesHeld);
-      std::vector<uint32_t> stripes;
-      for (size_t i = first; i < end; ++i) {
-        stripes.push_back(crc32c::Value(keys[i].data(), keys[i].size()) % options_.lock_stripes);
-      }
-      std::sort(stripes.begin(), stripes.end());
-      stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
-      for (uint32_t s : stripes) stripes_[s].Lock();
-      auto got = index_->MultiGetPages(std::span<const std::string>(keys.data() + first, end - first));
-      absl::Status st;
-      std::vector<std::pair<std::string, std::optional<std::string>>> deletes;
-      for (size_t k = 0; k < got.size() && st.ok(); ++k) {
-        if (!got[k].ok()) {
-          st = got[k].status();
-        } else if (got[k]->has_value()) {
-          if (taken.insert(keys[first + k]).second) {
-            deletes.emplace_back(keys[first + k], std::nullopt);
-          } else {
-            got[k] = std::optional<std::string>();
-          }
-        }
-      }
-      if (st.ok() && !deletes.empty()) st = index_->WritePages(deletes);
-      for (uint32_t s : stripes) stripes_[s].Unlock();
-      TMEM_RETURN_IF_ERROR(st);
-      for (auto& g : got) raws.push_back(std::move(g));
-    }
-  } else {
-    raws = index_->MultiGetPages(keys);
-    for (const auto& r : raws) TMEM_RETURN_IF_ERROR(r.status());
-  }
+  TMEM_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> raws, LookupMany(*pool, keys, exclusive));
   // Every entry that decodes becomes one read of the batch.
   std::vector<log::SegmentLog::PageRead> reads;
   std::vector<size_t> read_get;
   reads.reserve(gets.size());
   for (size_t i = 0; i < gets.size(); ++i) {
-    if (!raws[i]->has_value()) {
+    if (!raws[i].has_value()) {
       pool->counters.gets_miss.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    std::optional<IndexValue> value = DecodeIndexValue(**raws[i]);
+    std::optional<IndexValue> value = DecodeIndexValue(*raws[i]);
     if (!value.has_value()) {
-      if (!exclusive) DeleteIfUnchanged(keys[i], **raws[i]);
+      if (!exclusive) DeleteIfUnchanged(keys[i], *raws[i]);
       pool->counters.gets_miss.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
@@ -543,14 +522,103 @@ absl::StatusOr<std::vector<GetOutcome>> PoolEngine::GetMany(PoolId id, std::span
   log_->ReadMany(std::span<log::SegmentLog::PageRead>(reads));
   for (size_t k = 0; k < reads.size(); ++k) {
     const size_t i = read_get[k];
-    outcomes[i] = SettleRead(*pool, keys[i], **raws[i], exclusive, reads[k].outcome, gets[i].out);
+    outcomes[i] = SettleRead(*pool, keys[i], *raws[i], exclusive, reads[k].outcome, gets[i].out);
   }
   return outcomes;
+}
+
+absl::StatusOr<std::vector<std::optional<std::string>>> PoolEngine::LookupMany(Pool& pool,
+                                                                               const std::vector<std::string>& keys,
+                                                                               bool exclusive) {
+  const uint64_t gen = pool.cache_gen.load(std::memory_order_acquire);
+  std::vector<std::optional<std::string>> raws(keys.size());
+  // Shared pools: what the cache holds needs no lock (a get racing a put or flush may see either
+  // side; the index would answer the same).
+  std::vector<size_t> todo;
+  todo.reserve(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (!exclusive) {
+      if (std::optional<IndexValue> v = cache_->Find(keys[i], gen)) {
+        raws[i] = EncodeIndexValue(*v);
+        continue;
+      }
+    }
+    todo.push_back(i);
+  }
+  // The rest under the stripe locks (ascending, as PutMany takes them, at most kStripesHeld at
+  // a time): fills cannot race a put or an exclusive get of the same handle, and of two racing
+  // exclusive gets of one handle only one finds it. Within the batch, a handle named twice in a
+  // private pool is found once, as two Gets in a row would.
+  std::set<std::string_view> taken;
+  for (size_t first = 0; first < todo.size(); first += kStripesHeld) {
+    const size_t end = std::min(todo.size(), first + kStripesHeld);
+    std::vector<uint32_t> stripes;
+    for (size_t t = first; t < end; ++t) {
+      const std::string& k = keys[todo[t]];
+      stripes.push_back(crc32c::Value(k.data(), k.size()) % options_.lock_stripes);
+    }
+    std::sort(stripes.begin(), stripes.end());
+    stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
+    for (uint32_t s : stripes) stripes_[s].Lock();
+    // Tickets before the index is read; the cache is asked again under the stripes first.
+    std::vector<LocationCache::Ticket> tickets;
+    std::vector<std::string> lookup;  // keys[todo[first + lookup_of[j]]] for the MultiGet
+    std::vector<size_t> lookup_of;
+    for (size_t t = first; t < end; ++t) {
+      const size_t i = todo[t];
+      if (exclusive && taken.count(keys[i]) > 0) continue;  // already found earlier in this batch
+      if (exclusive) {
+        if (std::optional<IndexValue> v = cache_->Find(keys[i], gen)) {
+          raws[i] = EncodeIndexValue(*v);
+          continue;
+        }
+      }
+      tickets.push_back(cache_->Begin(keys[i], gen));
+      lookup.push_back(keys[i]);
+      lookup_of.push_back(i);
+    }
+    absl::Status st;
+    if (!lookup.empty()) {
+      auto got = index_->MultiGetPages(lookup);
+      for (size_t j = 0; j < got.size() && st.ok(); ++j) {
+        if (!got[j].ok()) {
+          st = got[j].status();
+          continue;
+        }
+        raws[lookup_of[j]] = std::move(*got[j]);
+        if (exclusive || !raws[lookup_of[j]].has_value()) continue;
+        if (std::optional<IndexValue> v = DecodeIndexValue(*raws[lookup_of[j]])) {
+          cache_->Set(lookup[j], *v, tickets[j]);
+        }
+      }
+    }
+    if (exclusive && st.ok()) {
+      // A hit on a private pool removes the page: from the index, then from the cache.
+      std::vector<std::pair<std::string, std::optional<std::string>>> deletes;
+      for (size_t t = first; t < end; ++t) {
+        const size_t i = todo[t];
+        if (!raws[i].has_value()) continue;
+        if (taken.insert(keys[i]).second) {
+          deletes.emplace_back(keys[i], std::nullopt);
+        } else {
+          raws[i].reset();  // named twice in this chunk: the first one hit
+        }
+      }
+      if (!deletes.empty()) st = index_->WritePages(deletes);
+      if (st.ok()) {
+        for (const auto& d : deletes) cache_->Erase(d.first);
+      }
+    }
+    for (uint32_t s : stripes) stripes_[s].Unlock();
+    TMEM_RETURN_IF_ERROR(st);
+  }
+  return raws;
 }
 
 void PoolEngine::DeleteIfUnchanged(const std::string& key, const std::string& value) {
   MutexLock stripe(&StripeFor(key));
   absl::StatusOr<std::optional<std::string>> now = index_->GetPage(key);
+  cache_->Erase(key);
   if (now.ok() && now->has_value() && **now == value) {
     absl::Status st = index_->DeletePage(key);
     if (!st.ok()) {
@@ -566,6 +634,7 @@ absl::Status PoolEngine::FlushPage(PoolId id, std::string_view object, uint64_t 
   {
     MutexLock stripe(&StripeFor(key));
     TMEM_RETURN_IF_ERROR(index_->DeletePage(key));
+    cache_->Erase(key);
   }
   pool->counters.flush_page.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
@@ -574,8 +643,11 @@ absl::Status PoolEngine::FlushPage(PoolId id, std::string_view object, uint64_t 
 absl::Status PoolEngine::FlushObject(PoolId id, std::string_view object) {
   TMEM_ENGINE_OPEN_OR_RETURN();
   TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, CheckHandle(id, object));
-  TMEM_RETURN_IF_ERROR(
-      index_->DeletePagesIn(ObjectRangeBegin(id, object), ObjectRangeEnd(id, object), kMaxPointDeletes).status());
+  const std::string begin = ObjectRangeBegin(id, object);
+  absl::Status st = index_->DeletePagesIn(begin, ObjectRangeEnd(id, object), kMaxPointDeletes).status();
+  // After the index (also when it failed part way): fills that read it before are refused.
+  cache_->EraseObject(begin);
+  TMEM_RETURN_IF_ERROR(st);
   pool->counters.flush_object.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
 }
@@ -583,7 +655,9 @@ absl::Status PoolEngine::FlushObject(PoolId id, std::string_view object) {
 absl::Status PoolEngine::FlushPool(PoolId id) {
   TMEM_ENGINE_OPEN_OR_RETURN();
   TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, FindPool(id));
-  TMEM_RETURN_IF_ERROR(index_->DeletePageRange(PoolRangeBegin(id), PoolRangeEnd(id)));
+  absl::Status st = index_->DeletePageRange(PoolRangeBegin(id), PoolRangeEnd(id));
+  pool->cache_gen.fetch_add(1, std::memory_order_acq_rel);  // every cached entry of the pool dies
+  TMEM_RETURN_IF_ERROR(st);
   pool->counters.flush_pool.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
 }
@@ -605,6 +679,7 @@ void PoolEngine::VisitStats(StatsVisitor& v) const {
   ReaderLock ops_lock(&ops_mu_);
   log_->VisitStats(v);
   if (!closed_) index_->VisitStats(v);
+  cache_->VisitStats(v);
   v.Counter("pages_evicted", "Index entries found stale (segment reclaimed) by a get.",
             counters_.pages_evicted.load(std::memory_order_relaxed), none);
   v.Counter("pages_evicted_compaction", "Stale index entries dropped by RocksDB compaction.",

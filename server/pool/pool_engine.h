@@ -14,7 +14,9 @@
 //
 // Thread-safety: every method is thread-safe.
 // Lock order: ops_mu_ (shared) -> admin_mu_ -> registry_mu_ -> stripes of stripes_ (several only
-// in PutMany and GetMany: at most kStripesHeld, always in ascending index order) -> the log's own locks. RocksDB and device I/O never happen under registry_mu_.
+// in PutMany and GetMany: at most kStripesHeld, always in ascending index order) -> the log's
+// own locks and the location cache's shard locks (leaves). RocksDB and device I/O never happen
+// under registry_mu_.
 #ifndef TMEM_SERVER_POOL_POOL_ENGINE_H_
 #define TMEM_SERVER_POOL_POOL_ENGINE_H_
 
@@ -33,6 +35,8 @@
 #include "common/stats.h"
 #include "server/io/block_device.h"
 #include "server/log/segment_log.h"
+#include "server/pool/index_codec.h"
+#include "server/pool/location_cache.h"
 #include "server/pool/page_index.h"
 #include "server/pool/pool_types.h"
 
@@ -45,6 +49,9 @@ struct EngineOptions {
   // Enough for the index blocks of a few million pages: a lookup that misses it reads an SST file.
   size_t index_block_cache_bytes = 64 << 20;
   size_t index_write_buffer_bytes = 8 << 20;
+  // Page index entries kept in RAM in front of RocksDB (location_cache.h); about 100 bytes
+  // each. 0 turns the cache off.
+  size_t index_cache_entries = 1 << 20;
   uint32_t max_pools = 1 << 16;
   uint32_t lock_stripes = 1024;
 };
@@ -149,6 +156,8 @@ class PoolEngine {
     PoolInfo info;
     PoolCounters counters;
     std::atomic<bool> destroyed{false};  // set under admin_mu_; read by every op (acquire)
+    // Moves after every FlushPool/DestroyPool: cached index entries made before are dead.
+    std::atomic<uint64_t> cache_gen{0};
   };
 
   // PutMany and GetMany lock the stripes of at most this many handles at a time.
@@ -160,9 +169,9 @@ class PoolEngine {
   absl::StatusOr<std::shared_ptr<Pool>> FindPool(PoolId id) const;
   absl::StatusOr<std::shared_ptr<Pool>> CheckHandle(PoolId id, std::string_view object) const;
   Mutex& StripeFor(std::string_view key);
-  // Copies a checked page into the log and returns its encoded index value. The caller holds
-  // the handle's stripe and writes the value to the index.
-  absl::StatusOr<std::string> AppendPage(PoolId id, std::string_view object, uint64_t index,
+  // Copies a checked page into the log and returns its index value. The caller holds the
+  // handle's stripe and writes the value to the index and the cache.
+  absl::StatusOr<IndexValue> AppendPage(PoolId id, std::string_view object, uint64_t index,
                                          std::span<const uint8_t> page);
   absl::StatusOr<PoolId> CreatePoolLocked(PoolKind kind, const Uuid& uuid, uint32_t page_bytes,
                                           std::string_view tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(admin_mu_);
@@ -170,6 +179,12 @@ class PoolEngine {
   // miss (dropping the entry of a shared pool and zeroing `out`).
   GetOutcome SettleRead(Pool& pool, const std::string& key, const std::string& raw, bool exclusive,
                         const absl::StatusOr<log::SegmentLog::ReadOutcome>& r, std::span<uint8_t> out);
+  // Index entries of many keys of one pool: from the cache where it has them, else from RocksDB
+  // (one MultiGet; what it finds is cached). Private pools: every entry found is removed
+  // (exclusive gets; a key named twice is found once). Holds the keys' stripes around the
+  // index reads and writes, at most kStripesHeld at a time.
+  absl::StatusOr<std::vector<std::optional<std::string>>> LookupMany(Pool& pool, const std::vector<std::string>& keys,
+                                                                     bool exclusive) ABSL_NO_THREAD_SAFETY_ANALYSIS;
   // Deletes `key` if it still maps to `value` (a stale or corrupt entry met by a get).
   void DeleteIfUnchanged(const std::string& key, const std::string& value);
   bool IsStale(std::string_view key, std::string_view value) const;
@@ -181,6 +196,7 @@ class PoolEngine {
   // IsStale, which reads log_ and the registry) goes before the log.
   std::unique_ptr<log::SegmentLog> log_;
   std::unique_ptr<PageIndex> index_;
+  std::unique_ptr<LocationCache> cache_;  // created in Start, then const
   // Read by the compaction filter: until the pool records are loaded it must not judge pools.
   std::atomic<bool> registry_loaded_{false};
 

@@ -691,6 +691,103 @@ TEST(PoolEngineTest, RacingPutsNeverLetAGetReturnAVersionOlderThanACompletedPut)
   EXPECT_GT(hits, 0);
 }
 
+// Object and pool flushes race puts and gets (single and batched) of a shared pool. With
+// logical timestamps: a get that began after a flush ended must not return a version whose put
+// ended before that flush began. Run with and without the RAM index cache.
+void FlushesRacingPutsAndGets(size_t index_cache_entries) {
+  EngineHarness h;
+  h.set_index_cache_entries(index_cache_entries);
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(21), 4096);
+  constexpr int kHandles = 8, kRounds = 400;
+  std::atomic<uint64_t> clock{1}, next_version{1};
+  std::atomic<bool> stop{false};
+  struct Span { uint64_t start, end; };
+  Mutex mu;
+  std::map<uint64_t, Span> put_of;  // version -> its put
+  std::vector<Span> flushes;
+  struct GetRec { uint64_t start, end, version; };
+  std::vector<std::vector<GetRec>> gets(2);
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] {
+    for (int i = 0; i < kRounds * kHandles; ++i) {
+      const uint64_t v = next_version.fetch_add(1);
+      auto page = MakePage(4096, p, kObj, i % kHandles, v);
+      const uint64_t start = clock.fetch_add(1);
+      if (i % 3 == 0) {
+        PoolEngine::PagePut one{kObj, static_cast<uint64_t>(i % kHandles), page};
+        EXPECT_TRUE(e.PutMany(p, std::span(&one, 1)).ok());
+      } else {
+        EXPECT_TRUE(e.Put(p, kObj, i % kHandles, page).ok());
+      }
+      const uint64_t end = clock.fetch_add(1);
+      MutexLock l(&mu);
+      put_of[v] = {start, end};
+    }
+    stop = true;
+  });
+  threads.emplace_back([&] {
+    for (int i = 0; !stop.load(); ++i) {
+      const uint64_t start = clock.fetch_add(1);
+      EXPECT_TRUE((i % 4 == 0 ? e.FlushPool(p) : e.FlushObject(p, kObj)).ok());
+      const uint64_t end = clock.fetch_add(1);
+      {
+        MutexLock l(&mu);
+        flushes.push_back({start, end});
+      }
+      std::this_thread::yield();
+    }
+  });
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      std::vector<uint8_t> out(4096);
+      for (uint64_t i = 0; !stop.load(); ++i) {
+        const uint64_t idx = i % kHandles;
+        const uint64_t start = clock.fetch_add(1);
+        GetOutcome got = GetOutcome::kMiss;
+        if (r == 0) {
+          auto res = e.Get(p, kObj, idx, out);
+          ASSERT_TRUE(res.ok());
+          got = *res;
+        } else {
+          PoolEngine::PageGet one{kObj, idx, out};
+          auto res = e.GetMany(p, std::span(&one, 1));
+          ASSERT_TRUE(res.ok());
+          got = (*res)[0];
+        }
+        const uint64_t end = clock.fetch_add(1);
+        if (got != GetOutcome::kHit) continue;
+        const int64_t v = VersionOf(out, p, kObj, idx);
+        ASSERT_GE(v, 1) << "a hit returned bytes that are no intact version";
+        gets[r].push_back({start, end, static_cast<uint64_t>(v)});
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  ASSERT_GT(flushes.size(), 10u);
+  // For the flushes that began after time t, the earliest end: suffix minimum over starts.
+  std::sort(flushes.begin(), flushes.end(), [](const Span& a, const Span& b) { return a.start < b.start; });
+  std::vector<uint64_t> min_end(flushes.size() + 1, UINT64_MAX);
+  for (size_t i = flushes.size(); i-- > 0;) min_end[i] = std::min(min_end[i + 1], flushes[i].end);
+  size_t hits = 0;
+  for (const auto& per_reader : gets) {
+    for (const GetRec& g : per_reader) {
+      ++hits;
+      const Span put = put_of.at(g.version);
+      auto first = std::upper_bound(flushes.begin(), flushes.end(), put.end,
+                                    [](uint64_t t, const Span& f) { return t < f.start; });
+      ASSERT_FALSE(min_end[first - flushes.begin()] < g.start)
+          << "version " << g.version << " was returned though a flush ran entirely between its put and the get";
+    }
+  }
+  EXPECT_GT(hits, 0u);
+}
+
+TEST(PoolEngineTest, FlushesRacingPutsAndGetsNeverLeaveAFlushedPageVisible) {
+  FlushesRacingPutsAndGets(/*index_cache_entries=*/1 << 20);
+  FlushesRacingPutsAndGets(/*index_cache_entries=*/0);
+}
+
 TEST(PoolEngineTest, ConcurrentGetsOnAPrivatePoolHitAtMostOnce) {
   EngineHarness h;
   PoolEngine& e = h.Open();

@@ -31,9 +31,10 @@ struct Tally {
   uint64_t ops = 0, puts = 0, gets = 0, hits = 0, flushes = 0, clean_restarts = 0, power_cuts = 0, destroys = 0;
 };
 
-void RunModel(uint64_t seed, uint64_t op_count, Tally* tally) {
+void RunModel(uint64_t seed, uint64_t op_count, Tally* tally, size_t index_cache_entries = 1 << 20) {
   std::mt19937_64 rng(seed);
   EngineHarness h(/*segment_count=*/24);
+  h.set_index_cache_entries(index_cache_entries);
   PoolEngine* e = &h.Open();
   std::map<PoolId, ModelPool> model;
   std::set<PoolId> destroyed;
@@ -188,6 +189,16 @@ TEST(PoolModelTest, HundredThousandRandomOperationsNeverReturnAWrongOrStalePage)
   EXPECT_GT(tally.clean_restarts, 10u);
   EXPECT_GT(tally.power_cuts, 10u);
   EXPECT_GT(tally.destroys, 10u);
+}
+
+// The RAM index cache off, and so small that it evicts all the time: the same answers.
+TEST(PoolModelTest, AnyIndexCacheSizeGivesTheSameAnswers) {
+  for (size_t entries : {size_t{0}, size_t{64}}) {
+    Tally tally;
+    RunModel(/*seed=*/7, /*op_count=*/30000, &tally, entries);
+    ASSERT_FALSE(HasFatalFailure()) << "cache of " << entries << " entries";
+    EXPECT_GT(tally.hits, tally.gets / 10);
+  }
 }
 
 TEST(PoolModelTest, OtherSeedsHoldToo) {

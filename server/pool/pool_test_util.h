@@ -77,6 +77,7 @@ class EngineHarness {
     o.index_block_cache_bytes = 4 << 20;
     o.index_write_buffer_bytes = 1 << 20;
     o.log.flush_deadline_ns = 2'000'000;
+    o.index_cache_entries = index_cache_entries_;
     return o;
   }
   PoolEngine& Open() {
@@ -101,6 +102,8 @@ class EngineHarness {
     return Open();
   }
   PoolEngine& engine() { return *engine_; }
+  // Size of the engine's RAM index cache from the next Open (0 = off).
+  void set_index_cache_entries(size_t n) { index_cache_entries_ = n; }
   io::MemoryDevice& memory() { return mem_; }
   io::FaultInjectionDevice& device() { return dev_; }
   const std::string& dir() const { return dir_; }
@@ -109,6 +112,7 @@ class EngineHarness {
   io::MemoryDevice mem_;
   io::FaultInjectionDevice dev_;
   std::string dir_;
+  size_t index_cache_entries_ = EngineOptions().index_cache_entries;
   std::unique_ptr<PoolEngine> engine_;
 };
 

@@ -1,0 +1,102 @@
+#include "server/pool/location_cache.h"
+
+#include <gtest/gtest.h>
+
+#include "server/pool/index_codec.h"
+
+namespace tmem::pool {
+namespace {
+
+IndexValue V(uint64_t seq) { return IndexValue{{seq, static_cast<uint32_t>(seq * 8)}, static_cast<uint32_t>(seq)}; }
+
+TEST(LocationCacheTest, FindReturnsWhatWasSetForThatKeyOnly) {
+  LocationCache c(1000);
+  const std::string a = EncodePageKey(1, "obj", 5), b = EncodePageKey(1, "obj", 6), d = EncodePageKey(2, "obj", 5);
+  c.Set(a, V(7), c.Begin(a, 0));
+  auto got = c.Find(a, 0);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->loc.seq, 7u);
+  EXPECT_EQ(got->loc.offset, 56u);
+  EXPECT_EQ(got->crc, 7u);
+  EXPECT_FALSE(c.Find(b, 0).has_value());
+  EXPECT_FALSE(c.Find(d, 0).has_value());
+  c.Set(a, V(9), c.Begin(a, 0));
+  EXPECT_EQ(c.Find(a, 0)->loc.seq, 9u);
+  EXPECT_EQ(c.entries(), 1u);
+  c.Erase(a);
+  EXPECT_FALSE(c.Find(a, 0).has_value());
+  EXPECT_EQ(c.entries(), 0u);
+}
+
+TEST(LocationCacheTest, EraseObjectRemovesEveryPageOfThatObjectAndNoOther) {
+  LocationCache c(1000);
+  for (uint64_t i = 0; i < 20; ++i) {
+    for (const char* obj : {"a", "ab", "b"}) {
+      const std::string k = EncodePageKey(3, obj, i);
+      c.Set(k, V(i + 1), c.Begin(k, 0));
+    }
+  }
+  EXPECT_EQ(c.entries(), 60u);
+  c.EraseObject(ObjectRangeBegin(3, "a"));
+  for (uint64_t i = 0; i < 20; ++i) {
+    EXPECT_FALSE(c.Find(EncodePageKey(3, "a", i), 0).has_value());
+    EXPECT_TRUE(c.Find(EncodePageKey(3, "ab", i), 0).has_value());
+    EXPECT_TRUE(c.Find(EncodePageKey(3, "b", i), 0).has_value());
+  }
+  EXPECT_EQ(c.entries(), 40u);
+}
+
+// The race the tickets close: a put or fill read or wrote the index before an object flush
+// deleted there, and comes to the cache after the flush erased it.
+TEST(LocationCacheTest, ATicketTakenBeforeAnObjectFlushCannotCacheAnEntry) {
+  LocationCache c(1000);
+  const std::string k = EncodePageKey(1, "inode", 3);
+  c.Set(k, V(1), c.Begin(k, 0));
+  LocationCache::Ticket late = c.Begin(k, 0);
+  c.EraseObject(ObjectRangeBegin(1, "inode"));
+  c.Set(k, V(2), late);
+  EXPECT_FALSE(c.Find(k, 0).has_value());
+  // A fresh ticket works again.
+  c.Set(k, V(3), c.Begin(k, 0));
+  EXPECT_EQ(c.Find(k, 0)->loc.seq, 3u);
+}
+
+TEST(LocationCacheTest, EntriesOfAnOlderPoolGenerationAreNeverReturned) {
+  LocationCache c(1000);
+  const std::string k = EncodePageKey(1, "inode", 3);
+  c.Set(k, V(1), c.Begin(k, /*pool_gen=*/4));
+  EXPECT_TRUE(c.Find(k, 4).has_value());
+  EXPECT_FALSE(c.Find(k, 5).has_value());  // the pool was flushed: generation 5
+  EXPECT_EQ(c.entries(), 0u);              // and the dead entry is gone
+}
+
+TEST(LocationCacheTest, StaysWithinItsCapacityDroppingTheOldestFirst) {
+  const size_t cap = 64 * LocationCache::kShards;
+  LocationCache c(cap);
+  for (uint64_t i = 0; i < 10 * cap; ++i) {
+    const std::string k = EncodePageKey(1, "o" + std::to_string(i % 997), i);
+    c.Set(k, V(i + 1), c.Begin(k, 0));
+    if (i % 1000 == 0) c.EraseObject(ObjectRangeBegin(1, "o" + std::to_string((i / 1000) % 997)));
+    ASSERT_LE(c.entries(), cap);
+  }
+  EXPECT_GT(c.entries(), cap / 2);
+  // The newest entries are there; the first ones were dropped.
+  size_t newest = 0;
+  for (uint64_t i = 10 * cap - 100; i < 10 * cap; ++i) {
+    newest += c.Find(EncodePageKey(1, "o" + std::to_string(i % 997), i), 0).has_value();
+  }
+  EXPECT_EQ(newest, 100u);
+  EXPECT_FALSE(c.Find(EncodePageKey(1, "o0", 0), 0).has_value());
+}
+
+TEST(LocationCacheTest, ZeroEntriesTurnsItOff) {
+  LocationCache c(0);
+  EXPECT_FALSE(c.enabled());
+  const std::string k = EncodePageKey(1, "inode", 3);
+  c.Set(k, V(1), c.Begin(k, 0));
+  EXPECT_FALSE(c.Find(k, 0).has_value());
+  EXPECT_EQ(c.entries(), 0u);
+}
+
+}  // namespace
+}  // namespace tmem::pool
