@@ -55,6 +55,10 @@ absl::Status Check(const Config& c) {
   if (c.nbd_max_bytes_in_flight < (32u << 20)) {
     return absl::InvalidArgumentError("nbd.max_bytes_in_flight: at least 32M (one maximum request)");
   }
+  if (c.index_cache_entries > (1ull << 32)) {
+    return absl::InvalidArgumentError(absl::StrCat("index cache entries: ", c.index_cache_entries,
+                                                   "; want at most 4294967296 (0 turns the cache off)"));
+  }
   if (c.rpc_threads < 1 || c.rpc_threads > 1024) {
     return absl::InvalidArgumentError(absl::StrCat("rpc threads: ", c.rpc_threads, "; want 1 to 1024"));
   }
@@ -66,7 +70,7 @@ absl::Status Check(const Config& c) {
 const std::set<std::string>& ValueFlags() {
   static const auto* f = new std::set<std::string>{"config", "device", "device-size", "segment-size", "metadata-dir",
                                                    "listen", "metrics-listen", "log-level", "shutdown-timeout-ms",
-                                                   "rpc-threads", "export", "nbd-listen", "nbd-unix-socket"};
+                                                   "rpc-threads", "index-cache-entries", "export", "nbd-listen", "nbd-unix-socket"};
   return *f;
 }
 
@@ -124,6 +128,8 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
         c.shutdown_timeout_ms = v.as<int64_t>();
       } else if (key == "rpc_threads") {
         c.rpc_threads = v.as<int>();
+      } else if (key == "index_cache_entries") {
+        c.index_cache_entries = v.as<uint64_t>();
       } else if (key == "nbd") {
         if (!v.IsMap()) return Bad("nbd", "want listen, unix_socket, max_connections, max_requests_in_flight, max_bytes_in_flight, threads_per_connection");
         for (const auto& d : v) {
@@ -208,6 +214,9 @@ absl::StatusOr<Config> ApplyFlags(const Flags& flags, Config c) {
   if (flags.Has("rpc-threads")) {
     TMEM_ASSIGN_OR_RETURN(uint64_t t, flags.GetUint("rpc-threads", 0));
     c.rpc_threads = static_cast<int>(std::min<uint64_t>(t, 1u << 20));
+  }
+  if (flags.Has("index-cache-entries")) {
+    TMEM_ASSIGN_OR_RETURN(c.index_cache_entries, flags.GetUint("index-cache-entries", 0));
   }
   if (flags.Has("nbd-listen")) c.nbd_listen = absl::StrSplit(flags.Get("nbd-listen"), ',', absl::SkipEmpty());
   if (flags.Has("nbd-unix-socket")) c.nbd_unix_socket = flags.Get("nbd-unix-socket");

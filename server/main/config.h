@@ -23,6 +23,9 @@ struct Config {
   std::string log_level = "info";                        // log_level / --log-level
   int64_t shutdown_timeout_ms = 10000;                   // shutdown_timeout_ms / --shutdown-timeout-ms
   int rpc_threads = 16;  // rpc_threads / --rpc-threads: gRPC handler threads kept alive (1..1024)
+  // index_cache_entries / --index-cache-entries: page index entries kept in RAM (about 100
+  // bytes each; 0 = off).
+  uint64_t index_cache_entries = 1 << 20;
   bool format = false;  // --format only: format a device that is foreign, corrupt or of another geometry
 
   // NBD block exports.

@@ -33,6 +33,7 @@ metrics_listen: 0.0.0.0:9464
 log_level: warning
 shutdown_timeout_ms: 2500
 rpc_threads: 32
+index_cache_entries: 5000
 )"));
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->device_path, "/data/cache.img");
@@ -42,6 +43,7 @@ rpc_threads: 32
   EXPECT_EQ(c->listen, (std::vector<std::string>{"0.0.0.0:7070", "[::]:7071"}));
   EXPECT_EQ(c->shutdown_timeout_ms, 2500);
   EXPECT_EQ(c->rpc_threads, 32);
+  EXPECT_EQ(c->index_cache_entries, 5000u);
   auto merged = Parse({"--listen=127.0.0.1:1", "--log-level", "debug", "--format"}, *c);
   ASSERT_TRUE(merged.ok()) << merged.status();
   EXPECT_EQ(merged->listen, std::vector<std::string>{"127.0.0.1:1"});
@@ -146,6 +148,9 @@ TEST(ConfigTest, BadInputNamesTheCulprit) {
   EXPECT_NE(Parse({"--device=/d", "--shutdown-timeout-ms=soon"}).status().message().find("shutdown-timeout-ms"),
             std::string::npos);
   EXPECT_FALSE(Parse({"--device=/d", "--colour=blue"}).ok());
+  EXPECT_EQ(Parse({"--device=/d", "--index-cache-entries=0"})->index_cache_entries, 0u);
+  EXPECT_NE(Parse({"--device=/d", "--index-cache-entries=99999999999"}).status().message().find("index cache entries"),
+            std::string::npos);
   EXPECT_NE(Parse({"--device=/d", "--rpc-threads=0"}).status().message().find("rpc threads: 0"), std::string::npos);
   EXPECT_NE(Parse({"--device=/d", "--rpc-threads=99999999999"}).status().message().find("want 1 to 1024"),
             std::string::npos);

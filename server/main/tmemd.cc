@@ -40,7 +40,8 @@ namespace {
 constexpr char kUsage[] =
     "usage: tmemd --device=PATH [--device-size=SIZE] [--segment-size=1M] [--metadata-dir=DIR]\n"
     "             [--listen=HOST:PORT[,HOST:PORT...]] [--metrics-listen=HOST:PORT] [--log-level=info]\n"
-    "             [--shutdown-timeout-ms=10000] [--rpc-threads=16] [--config=FILE] [--format]\n"
+    "             [--shutdown-timeout-ms=10000] [--rpc-threads=16] [--index-cache-entries=1048576]\n"
+    "             [--config=FILE] [--format]\n"
     "             [--export=NAME=BACKEND[:SIZE][:ro]] [--nbd-listen=HOST:PORT] [--nbd-unix-socket=PATH]\n"
     "  A device that does not exist is created with --device-size and formatted. A device that\n"
     "  holds other data, is corrupt, or has another segment size is refused unless --format\n"
@@ -138,6 +139,7 @@ int Run(const Config& c) {
   pool::EngineOptions eo;
   eo.device = device->get();
   eo.metadata_dir = c.metadata_dir;
+  eo.index_cache_entries = c.index_cache_entries;
   auto engine = pool::PoolEngine::Open(eo);
   if (!engine.ok()) {
     TMEM_LOG(Error) << engine.status().message();
