@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -42,6 +43,8 @@ struct Flags {
   // sequential: each writer puts consecutive page indexes of its own object (a file evicted in
   // order); random: indexes scattered over the object (no locality for the index).
   bool random_order = false;
+  // Pages per PutMany call (1: Put), as a network client's batches arrive.
+  int put_batch = 1;
 };
 
 // The page index the i-th put of a writer uses.
@@ -95,20 +98,32 @@ std::unique_ptr<tmem::pool::PoolEngine> OpenEngine(tmem::io::BlockDevice* dev, c
 
 // Puts pages [begin, end) of object "w<thread>" split across `writers` threads.
 bool g_random_order = false;
+int g_put_batch = 1;
 
 double PutRange(tmem::pool::PoolEngine& e, tmem::pool::PoolId pool, uint64_t begin, uint64_t end, int writers) {
   auto t0 = Clock::now();
   std::vector<std::thread> threads;
   for (int w = 0; w < writers; ++w) {
     threads.emplace_back([&, w] {
-      std::vector<uint8_t> page(4096);
+      std::vector<std::vector<uint8_t>> pages(g_put_batch, std::vector<uint8_t>(4096));
       std::mt19937_64 rng(w);
-      for (auto& b : page) b = static_cast<uint8_t>(rng());
+      for (auto& page : pages) {
+        for (auto& b : page) b = static_cast<uint8_t>(rng());
+      }
       const std::string obj = "w" + std::to_string(w);
+      std::vector<tmem::pool::PoolEngine::PagePut> batch;
       for (uint64_t i = begin + w; i < end; i += writers) {
+        std::vector<uint8_t>& page = pages[batch.size()];
         std::memcpy(page.data(), &i, 8);
-        absl::Status s = e.Put(pool, obj, IndexFor(g_random_order, i), page);
-        if (!s.ok()) Die(s, "put");
+        if (g_put_batch == 1) {
+          Die(e.Put(pool, obj, IndexFor(g_random_order, i), page), "put");
+          continue;
+        }
+        batch.push_back({obj, IndexFor(g_random_order, i), page});
+        if (batch.size() == static_cast<size_t>(g_put_batch) || i + writers >= end) {
+          Die(e.PutMany(pool, batch), "put");
+          batch.clear();
+        }
       }
     });
   }
@@ -137,6 +152,7 @@ int main(int argc, char** argv) {
     else if (auto v = val("steady_gib")) f.steady_gib = std::stoull(v);
     else if (auto v = val("io_engine")) f.engine = v;
     else if (auto v = val("put_order")) f.random_order = std::string(v) == "random";
+    else if (auto v = val("put_batch")) f.put_batch = std::max(1, std::stoi(v));
     else {
       std::fprintf(stderr, "unknown flag %s\n", argv[i]);
       return 2;
@@ -144,7 +160,9 @@ int main(int argc, char** argv) {
   }
   std::filesystem::create_directories(f.dir);
   g_random_order = f.random_order;
+  g_put_batch = f.put_batch;
   std::printf("put_order %s\n", f.random_order ? "random" : "sequential");
+  std::printf("put_batch %d\n", f.put_batch);
   std::printf("crc32c_hardware %d\n", tmem::crc32c::HardwareAccelerated() ? 1 : 0);
   std::printf("io_engine %s\n", f.engine.c_str());
 
