@@ -3,8 +3,10 @@
 // streams, one stream per client thread), memcached through libmemcached (one connection per
 // thread, buffered no-reply sets, multi-gets). Prints "key value" lines; bench/run_remote_pages_bench.sh starts the
 // servers, runs fio and prints ratios.
-//   remote_pages_bench --tmemd=HOST:PORT --memcached=HOST:PORT [--threads=8] [--pages=200000]
-//                      [--batch=32] [--seconds=10]
+//   remote_pages_bench --tmemd=HOST:PORT --memcached=HOST:PORT [--sink=HOST:PORT] [--threads=8]
+//                      [--pages=200000] [--batch=32] [--seconds=10]
+// --sink: a grpc_sink (bench/grpc_sink.cc), which takes the same puts over the same transport and
+// stores nothing; its rate is the transport's ceiling for tmemd's puts.
 #include <libmemcached/memcached.h>
 
 #include <algorithm>
@@ -27,6 +29,7 @@ using Clock = std::chrono::steady_clock;
 
 struct Flags {
   std::string tmemd = "127.0.0.1:7070", memcached = "127.0.0.1:11211";
+  std::string sink;  // grpc_sink's address: the puts are run against it too
   int threads = 8, batch = 32;
   uint64_t pages = 200000;
   double seconds = 10;
@@ -96,6 +99,7 @@ int main(int argc, char** argv) {
     };
     if (auto v = val("tmemd")) f.tmemd = v;
     else if (auto v = val("memcached")) f.memcached = v;
+    else if (auto v = val("sink")) f.sink = v;
     else if (auto v = val("threads")) f.threads = std::stoi(v);
     else if (auto v = val("batch")) f.batch = std::stoi(v);
     else if (auto v = val("pages")) f.pages = std::stoull(v);
@@ -104,18 +108,22 @@ int main(int argc, char** argv) {
   }
   std::printf("threads %d\nbatch %d\npages %lu\n", f.threads, f.batch, f.pages);
 
-  // A shared pool on tmemd, reached through libtmemclient.
-  tmem::client::ClientOptions co;
-  co.servers = {f.tmemd};
-  co.streams_per_server = f.threads;
-  co.call_timeout_ms = 10000;
-  auto client = tmem::client::TmemClient::Create(co);
-  if (!client.ok()) Die(std::string(client.status().message()));
-  std::array<uint8_t, 16> uuid;
-  uuid.fill('B');
-  auto pool_or = (*client)->CreateSharedPool(uuid, 4096);
-  if (!pool_or.ok()) Die("tmemd: " + std::string(pool_or.status().message()));
-  const tmem::client::PoolRef pool = *pool_or;
+  // A shared pool on tmemd (and on the sink), reached through libtmemclient.
+  auto connect = [&](const std::string& address) {
+    tmem::client::ClientOptions co;
+    co.servers = {address};
+    co.streams_per_server = f.threads;
+    co.call_timeout_ms = 10000;
+    auto c = tmem::client::TmemClient::Create(co);
+    if (!c.ok()) Die(std::string(c.status().message()));
+    std::array<uint8_t, 16> uuid;
+    uuid.fill('B');
+    auto p = (*c)->CreateSharedPool(uuid, 4096);
+    if (!p.ok()) Die(address + ": " + std::string(p.status().message()));
+    return std::make_pair(std::move(*c), *p);
+  };
+  auto [client_ptr, pool] = connect(f.tmemd);
+  auto* client = &client_ptr;
   const uint64_t per_thread = f.pages / f.threads;
 
   // --- puts, batched (tmemd: PutPages of `batch` pages; memcached: buffered no-reply sets) ---
@@ -123,7 +131,7 @@ int main(int argc, char** argv) {
   // slab memory for the first time, which in a VM costs a host page fault per page and made it
   // 3-4x slower than later (66k vs 270k sets/s here). The second pass overwrites every page and
   // is the steady state an operator's servers run in; the ratio is taken there.
-  auto tmem_puts = [&] {
+  auto puts_to = [&](tmem::client::TmemClient& c, tmem::client::PoolRef pool) {
     return Parallel(f.threads, [&](int t) {
       std::vector<std::string> keys, values;
       std::vector<tmem::client::TmemClient::PagePut> batch;
@@ -139,10 +147,11 @@ int main(int argc, char** argv) {
           const uint64_t idx = i - keys.size() + b;
           batch.push_back({keys[b], idx, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(values[b].data()), 4096)});
         }
-        if (!(*client)->PutPages(pool, batch).ok()) Die("tmemd put");
+        if (!c.PutPages(pool, batch).ok()) Die("put");
       }
     });
   };
+  auto tmem_puts = [&] { return puts_to(**client, pool); };
   auto mc_puts = [&] {
     return Parallel(f.threads, [&](int t) {
       memcached_st* m = Memcached(f.memcached, true);
@@ -163,6 +172,14 @@ int main(int argc, char** argv) {
   std::printf("tmemd_put_first_pass_pages_per_s %.0f\nmemcached_put_first_pass_pages_per_s %.0f\n",
               total / tmem_first_s, total / mc_first_s);
   std::printf("tmemd_put_pages_per_s %.0f\nmemcached_put_pages_per_s %.0f\n", total / tmem_put_s, total / mc_put_s);
+  if (!f.sink.empty()) {
+    auto [sink, sink_pool] = connect(f.sink);
+    puts_to(*sink, sink_pool);
+    const double sink_s = puts_to(*sink, sink_pool);
+    const uint64_t dropped = sink->counters().puts_dropped.load();
+    if (dropped > 0) Die("the sink dropped " + std::to_string(dropped) + " puts");
+    std::printf("sink_put_pages_per_s %.0f\n", total / sink_s);
+  }
 
   // --- get hits, batched (tmemd: GetPages; memcached: mget) for a fixed time ---
   auto timed = [&](auto body) {

@@ -10,22 +10,31 @@ DIR=${TMEM_BENCH_DIR:-/var/tmp/tmem-bench}
 THREADS=8; BATCH=${TMEM_BENCH_BATCH:-32}; PAGES=400000; SECS=10; DEVICE=4G
 [ "${1:-}" = "--quick" ] && { PAGES=100000; SECS=4; DEVICE=2G; }
 scripts/setup.sh
-bazel build //server/main:tmemd //bench:remote_pages_bench 2>&1 | grep -E 'ERROR|error:' && exit 1 || true
+bazel build //server/main:tmemd //bench:remote_pages_bench //bench:grpc_sink 2>&1 | grep -E 'ERROR|error:' && exit 1 || true
 mkdir -p "$DIR"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-TP=$(port); MP=$(port)
+TP=$(port); MP=$(port); SP=$(port)
 rm -rf "$DIR/remote.img" "$DIR/remote.img.index"
+# The device's ceiling for puts: every put ends in a sequential write of its segment (1 MiB,
+# two in flight, as tmemd's two flushers write them), so the device's rate for those writes
+# bounds tmemd's put rate whatever the rest costs.
+echo "== fio: the device's rate for segment writes (1 MiB sequential, iodepth 2)"
+fio --name=seg --filename="$DIR/remote_seq.img" --rw=write --bs=1M --iodepth=2 --direct=1 --ioengine=io_uring \
+  --size=$DEVICE --loops=2 --output-format=json 2>/dev/null > "$DIR/remote_fio_seq.json"
+rm -f "$DIR/remote_seq.img"
 memcached -u root -l 127.0.0.1 -p "$MP" -U 0 -t 2 -m $(( PAGES * 6 / 1024 + 256 )) &
 MC=$!
 bazel-bin/server/main/tmemd --device="$DIR/remote.img" --device-size=$DEVICE --listen="127.0.0.1:$TP" \
   --metrics-listen= 2> "$DIR/remote_tmemd.log" &
 TD=$!
-trap 'kill $MC $TD 2>/dev/null || true' EXIT
+bazel-bin/bench/grpc_sink --listen="127.0.0.1:$SP" &
+SK=$!
+trap 'kill $MC $TD $SK 2>/dev/null || true' EXIT
 for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('127.0.0.1',$TP),1)" 2>/dev/null && break; sleep 0.1; done
 echo "== tmemd and memcached, $THREADS client threads, batches of $BATCH, $PAGES pages of 4 KiB"
-bazel-bin/bench/remote_pages_bench --tmemd="127.0.0.1:$TP" --memcached="127.0.0.1:$MP" --threads=$THREADS \
+bazel-bin/bench/remote_pages_bench --tmemd="127.0.0.1:$TP" --memcached="127.0.0.1:$MP" --sink="127.0.0.1:$SP" --threads=$THREADS \
   --batch=$BATCH --pages=$PAGES --seconds=$SECS | tee "$DIR/remote.txt"
-kill -TERM $TD; wait $TD || true; kill $MC; wait $MC 2>/dev/null || true; trap - EXIT
+kill -TERM $TD; wait $TD || true; kill $MC $SK; wait $MC $SK 2>/dev/null || true; trap - EXIT
 # The peer for reads is the device itself, at the same depth as the clients (threads x batch
 # pages in flight). fio reads the whole file, so every block is first written: a hole or an
 # unwritten extent of a sparse file reads as zeros without touching the disk (541k "IOPS" on a
@@ -56,9 +65,15 @@ print()
 print(f"{'measure':46} {'value':>8}  {'target':7} ok   detail")
 print(f"{'puts tmemd / memcached (second pass)':46} {put:8.3f}  {'>= 1.0':7} {'yes' if put >= 1 else 'NO '}  "
       f"{f('tmemd_put_pages_per_s'):.0f} vs {f('memcached_put_pages_per_s'):.0f} pages/s")
+seq = json.load(open(f"{d}/remote_fio_seq.json"))["jobs"][0]["write"]["bw_bytes"] / 4096
+sink = f("sink_put_pages_per_s")
 first = f('tmemd_put_first_pass_pages_per_s') / f('memcached_put_first_pass_pages_per_s')
 print(f"{'  first pass (memcached touching new memory)':46} {first:8.3f}  {'':7}      "
       f"{f('tmemd_put_first_pass_pages_per_s'):.0f} vs {f('memcached_put_first_pass_pages_per_s'):.0f} pages/s")
+print(f"{'  ceilings: transport without storage (sink)':46} {sink / f('memcached_put_pages_per_s'):8.3f}  {'':7}      "
+      f"{sink:.0f} pages/s (of memcached's rate); tmemd reaches {f('tmemd_put_pages_per_s') / sink:.3f} of it")
+print(f"{'            device segment writes (fio)':46} {seq / f('memcached_put_pages_per_s'):8.3f}  {'':7}      "
+      f"{seq:.0f} pages/s (of memcached's rate); tmemd reaches {f('tmemd_put_pages_per_s') / seq:.3f} of it")
 print(f"{'get hits tmemd / min(memcached, fio)':46} {get:8.3f}  {'>= 0.8':7} {'yes' if get >= 0.8 else 'NO '}  "
       f"{f('tmemd_get_hits_per_s'):.0f}/s vs memcached {f('memcached_get_hits_per_s'):.0f}/s, fio {fio:.0f} IOPS")
 print(f"{'p99 single get, microseconds':46} {'':8}  {'':7}      tmemd {f('tmemd_single_get_p99_us'):.0f}, "
