@@ -6,6 +6,8 @@
 //   [0, 4096)            superblock (SuperblockDisk, rest zero)
 //   [4096, 8192)         checkpoint slot 0 (CheckpointDisk, rest zero)
 //   [8192, 12288)        checkpoint slot 1
+//   [16384, 24576)       two owner record slots for the log's user: zero for page pools, the
+//                        block cache's record for a cached export (server/blockcache/format.h)
 //   [kDataOffset, ...)   segment_count segments of segment_bytes each
 // Segment layout (one I/O writes [0, used_bytes)):
 //   [0, 64)              SegmentHeaderDisk
@@ -27,6 +29,7 @@ inline constexpr uint64_t kSegmentMagic = 0x314745534D454D54ull;      // "TMEMSE
 inline constexpr uint32_t kBlockBytes = 4096;        // unit of every metadata I/O
 inline constexpr uint64_t kSuperblockOffset = 0;
 inline constexpr uint64_t kCheckpointOffset[2] = {4096, 8192};
+inline constexpr uint64_t kOwnerRecordOffset[2] = {16384, 20480};
 inline constexpr uint64_t kDataOffset = 1 << 20;     // first segment, 1 MiB aligned
 inline constexpr uint32_t kSegmentHeaderBytes = 4096;  // data starts here
 inline constexpr uint32_t kSlotKeyBytes = 40;        // opaque to the log

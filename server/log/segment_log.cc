@@ -315,6 +315,76 @@ uint64_t SegmentLog::SegmentOffset(uint64_t seq) const {
   return kDataOffset + ((seq - 1) % geometry_.segment_count) * geometry_.segment_bytes;
 }
 
+void SegmentLog::Unpin(uint64_t seq) {
+  MutexLock lock(&mu_);
+  for (auto& b : buffers_) {
+    if ((b->state == BufferState::kOpen || b->state == BufferState::kSealed) && b->seq == seq && b->pins > 0) {
+      if (--b->pins == 0) flusher_cv_.SignalAll();
+      return;
+    }
+  }
+  TMEM_DCHECK(false);  // an Unpin without its Append
+}
+
+void SegmentLog::SetReclaimLimit(uint64_t seq) {
+  MutexLock lock(&mu_);
+  reclaim_limit_.store(seq, std::memory_order_release);
+  progress_cv_.SignalAll();
+}
+
+absl::Status SegmentLog::ScanSegments(io::BlockDevice* device, uint64_t min_seq,
+                                      const std::function<absl::Status(const ScannedSegment&)>& fn,
+                                      uint64_t* skipped) {
+  TMEM_ASSIGN_OR_RETURN(LogGeometry g, ReadGeometry(device));
+  uint64_t bad = 0;
+  // Headers first (one block each), then the chosen segments whole, in sequence order.
+  std::vector<std::pair<uint64_t, uint64_t>> found;  // (seq, position)
+  io::AlignedBuffer block;
+  for (uint64_t pos = 0; pos < g.segment_count; ++pos) {
+    TMEM_RETURN_IF_ERROR(ReadBlock(device, kDataOffset + pos * g.segment_bytes, &block));
+    SegmentHeaderDisk h;
+    std::memcpy(&h, block.data(), sizeof(h));
+    if (h.magic == 0 && AllZero(block.data(), sizeof(h))) continue;  // never written
+    const bool valid = h.magic == kSegmentMagic && std::memcmp(h.device_uuid, g.device_uuid, 16) == 0 &&
+                       h.header_crc == crc32c::Value(&h, offsetof(SegmentHeaderDisk, header_crc)) && h.seq > 0 &&
+                       (h.seq - 1) % g.segment_count == pos;
+    if (!valid) {
+      ++bad;
+      continue;
+    }
+    if (h.seq > min_seq) found.emplace_back(h.seq, pos);
+  }
+  std::sort(found.begin(), found.end());
+  io::AlignedBuffer seg(g.segment_bytes, kBlockBytes);
+  for (const auto& [seq, pos] : found) {
+    TMEM_RETURN_IF_ERROR(device->Read(kDataOffset + pos * g.segment_bytes, seg.data(), g.segment_bytes));
+    SegmentHeaderDisk h;
+    std::memcpy(&h, seg.data(), sizeof(h));
+    const uint64_t table_bytes = uint64_t{h.entry_count} * sizeof(SlotEntryDisk);
+    const bool valid = h.seq == seq && h.used_bytes <= g.segment_bytes && h.table_offset >= kSegmentHeaderBytes &&
+                       h.table_offset + table_bytes <= h.used_bytes &&
+                       h.header_crc == crc32c::Value(&h, offsetof(SegmentHeaderDisk, header_crc)) &&
+                       h.table_crc == crc32c::Value(seg.data() + h.table_offset, table_bytes);
+    if (!valid) {
+      ++bad;
+      continue;
+    }
+    std::vector<SlotEntryDisk> entries(h.entry_count);
+    std::memcpy(entries.data(), seg.data() + h.table_offset, table_bytes);
+    bool entries_ok = true;
+    for (const SlotEntryDisk& e : entries) {
+      if (e.offset < kSegmentHeaderBytes || uint64_t{e.offset} + e.length > h.table_offset) entries_ok = false;
+    }
+    if (!entries_ok) {
+      ++bad;
+      continue;
+    }
+    TMEM_RETURN_IF_ERROR(fn(ScannedSegment{seq, seg.data(), entries}));
+  }
+  if (skipped != nullptr) *skipped = bad;
+  return absl::OkStatus();
+}
+
 SegmentLog::WriteBuffer* SegmentLog::OpenBufferLocked() {
   for (auto& b : buffers_) {
     if (b->state != BufferState::kFree) continue;
@@ -324,6 +394,7 @@ SegmentLog::WriteBuffer* SegmentLog::OpenBufferLocked() {
     const uint64_t n = geometry_.segment_count;
     const uint64_t target = seq + options_.free_segments_ahead > n ? seq + options_.free_segments_ahead - n : 0;
     const uint64_t reclaimed = reclaimed_seq_.load(std::memory_order_relaxed);
+    if (target > reclaim_limit_.load(std::memory_order_acquire)) return nullptr;  // the owner keeps it
     if (target > reclaimed) {
       reclaimed_seq_.store(target, std::memory_order_release);
       counters_.segments_reclaimed.fetch_add(target - reclaimed, std::memory_order_relaxed);
@@ -350,7 +421,7 @@ void SegmentLog::SealLocked(WriteBuffer* buffer) {
 }
 
 absl::StatusOr<Location> SegmentLog::Append(const uint8_t (&key)[kSlotKeyBytes], const void* data, uint32_t len,
-                                            uint32_t crc) {
+                                            uint32_t crc, bool pin) {
   if (len == 0 || len % kPageAlignBytes != 0 || len > max_page_bytes()) {
     return absl::InvalidArgumentError(absl::StrCat("page length ", len, " must be a positive multiple of ",
                                                    kPageAlignBytes, " up to ", max_page_bytes()));
@@ -372,6 +443,7 @@ absl::StatusOr<Location> SegmentLog::Append(const uint8_t (&key)[kSlotKeyBytes],
         e.crc = crc;
         b->entries.push_back(e);
         b->data_end = offset + len;
+        if (pin) ++b->pins;
         counters_.appends.fetch_add(1, std::memory_order_relaxed);
         counters_.appended_bytes.fetch_add(len, std::memory_order_relaxed);
         return Location{b->seq, offset};
@@ -596,9 +668,15 @@ void SegmentLog::FlusherLoop() {
       }
       continue;
     }
-    if (!sealed_.empty()) {
-      WriteBuffer* b = sealed_.front();
-      sealed_.pop_front();
+    WriteBuffer* b = nullptr;
+    for (auto it = sealed_.begin(); it != sealed_.end(); ++it) {
+      if ((*it)->pins == 0) {
+        b = *it;
+        sealed_.erase(it);
+        break;
+      }
+    }
+    if (b != nullptr) {
       b->state = BufferState::kWriting;
       const uint64_t seq = b->seq;
       mu_.Unlock();

@@ -18,6 +18,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <set>
 #include <span>
@@ -112,8 +113,13 @@ class SegmentLog {
   // Copies `len` bytes (a multiple of 512, at most max_page_bytes()) whose CRC32C is `crc` into
   // the open write buffer and returns where they will live. Blocks only while every write buffer is in flight.
   // Errors: InvalidArgument (bad length), FailedPrecondition (log closed).
+  // With `pin`, the page's segment is not written to the device until Unpin(location.seq):
+  // the caller publishes the location (in its index) first, so that whoever sees the segment
+  // written also sees every location in it.
   absl::StatusOr<Location> Append(const uint8_t (&key)[kSlotKeyBytes], const void* data, uint32_t len,
-                                  uint32_t crc);
+                                  uint32_t crc, bool pin = false);
+  // Releases one pin taken by Append on segment `seq`.
+  void Unpin(uint64_t seq);
 
   // Reads the page at `loc` into `out` (`len` bytes) from a RAM buffer or the device, and
   // checks it against `expected_crc`. A device error is returned as a Status.
@@ -131,6 +137,27 @@ class SegmentLog {
   // goes to the device in one batch (BlockDevice::ReadMany), so a batch of N pages costs one
   // wait for the device instead of N.
   void ReadMany(std::span<PageRead> reads);
+
+  // One segment found on the device by ScanSegments: its header is valid, its slot table
+  // matches its CRC, and `data` holds its first used_bytes. Each page's own CRC is not checked
+  // here (a torn write can leave a valid table over old page data): check entry.crc.
+  struct ScannedSegment {
+    uint64_t seq = 0;
+    const uint8_t* data = nullptr;
+    std::span<const SlotEntryDisk> entries;
+  };
+  // Reads every segment of a formatted device whose sequence number is above `min_seq`, and
+  // calls `fn` for each in ascending sequence order. Segments with a bad header, another
+  // device's UUID, a sequence number that does not belong at their position or a bad table are
+  // skipped (counted in *skipped when given). Device errors and errors from `fn` are returned.
+  static absl::Status ScanSegments(io::BlockDevice* device, uint64_t min_seq,
+                                   const std::function<absl::Status(const ScannedSegment&)>& fn,
+                                   uint64_t* skipped = nullptr);
+
+  // Segments with a sequence number above `seq` are never reclaimed: an append that would need
+  // one waits until the limit moves (the block cache keeps segments that hold dirty data this
+  // way). Starts unlimited; the limit may move either way.
+  void SetReclaimLimit(uint64_t seq);
 
   // True while the segment `seq` still holds what was appended to it.
   bool IsLive(uint64_t seq) const {
@@ -190,6 +217,7 @@ class SegmentLog {
     uint64_t seq = 0;
     uint32_t data_end = kSegmentHeaderBytes;
     int64_t first_append_ns = 0;
+    uint32_t pins = 0;  // Appends with pin not yet Unpinned: the buffer is not written before 0
     std::vector<SlotEntryDisk> entries;
   };
 
@@ -216,6 +244,7 @@ class SegmentLog {
   std::atomic<uint64_t> sealed_seq_{0};
   std::atomic<uint64_t> flushed_seq_{0};
   std::atomic<uint64_t> reclaimed_seq_{0};
+  std::atomic<uint64_t> reclaim_limit_{UINT64_MAX};
   // Number of seqs in failed_seqs_; lets Read skip the lock when no write ever failed.
   std::atomic<uint64_t> failed_count_{0};
 

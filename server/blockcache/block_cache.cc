@@ -1,0 +1,661 @@
+#include "server/blockcache/block_cache.h"
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstring>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/crc32c.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "server/blockcache/format.h"
+#include "server/log/log_format.h"
+
+namespace tmem::blockcache {
+namespace {
+
+constexpr uint32_t kMaxBackingIo = 1 << 20;  // migration and miss reads coalesce up to this
+
+uint8_t SectorsTouched(uint32_t begin, uint32_t end) {
+  uint8_t m = 0;
+  for (uint32_t s = begin / kSectorBytes; s * kSectorBytes < end; ++s) m |= static_cast<uint8_t>(1u << s);
+  return m;
+}
+
+std::optional<CacheRecordDisk> ParseRecord(const uint8_t* block, const uint8_t (&uuid)[16]) {
+  CacheRecordDisk r;
+  std::memcpy(&r, block, sizeof(r));
+  if (r.magic != kCacheRecordMagic || r.version != kCacheRecordVersion || r.line_bytes != kLineBytes ||
+      std::memcmp(r.device_uuid, uuid, 16) != 0 || r.crc != crc32c::Value(&r, offsetof(CacheRecordDisk, crc))) {
+    return std::nullopt;
+  }
+  return r;
+}
+
+// The newest valid record, if any.
+absl::StatusOr<std::optional<CacheRecordDisk>> ReadRecord(io::BlockDevice* device, const log::LogGeometry& g) {
+  std::optional<CacheRecordDisk> best;
+  io::AlignedBuffer block(log::kBlockBytes, log::kBlockBytes);
+  for (uint64_t offset : log::kOwnerRecordOffset) {
+    TMEM_RETURN_IF_ERROR(device->Read(offset, block.data(), log::kBlockBytes));
+    auto r = ParseRecord(block.data(), g.device_uuid);
+    if (r && (!best || r->generation > best->generation)) best = r;
+  }
+  return best;
+}
+
+bool AllZero(const uint8_t* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    if (p[i] != 0) return false;
+  }
+  return true;
+}
+
+absl::Status Io(const absl::Status& s, const std::string& what) {
+  if (s.ok()) return s;
+  return absl::Status(s.code(), absl::StrCat(what, ": ", std::string(s.message())));
+}
+
+}  // namespace
+
+BlockCache::BlockCache(const BlockCacheOptions& options)
+    : options_(options),
+      device_(options.cache_device),
+      backing_(options.backing),
+      stripes_(std::make_unique<Stripe[]>(kStripes)) {
+  tunables_ = {options.barrier_deadline_us, options.migrate_batch_segments, options.migrate_idle_ms,
+               options.migrate_free_segments_low};
+  clock_ = options.log.clock != nullptr ? options.log.clock : Clock::Real();
+}
+
+absl::StatusOr<std::unique_ptr<BlockCache>> BlockCache::Open(const BlockCacheOptions& o) {
+  if (o.cache_device == nullptr || o.backing == nullptr) {
+    return absl::InvalidArgumentError("a cached export needs a cache device and a backing store");
+  }
+  const uint64_t backing_bytes = o.backing->size();
+  if (backing_bytes == 0 || backing_bytes % kLineBytes != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("the backing store ", o.backing->Describe(), " has ", backing_bytes,
+                                                   " bytes; a cached export needs a positive multiple of ", kLineBytes));
+  }
+  if (o.migrate_batch_segments == 0 || o.barrier_deadline_us < 0 || o.migrate_idle_ms < 0 || o.migrate_retry_ms <= 0) {
+    return absl::InvalidArgumentError("bad block cache options: the migration batch must be positive and times >= 0");
+  }
+  io::BlockDevice* dev = o.cache_device;
+  const std::string what = dev->Describe();
+
+  // Decide whether the device is this export's cache, fresh, or something else.
+  io::AlignedBuffer first(log::kBlockBytes, log::kBlockBytes);
+  TMEM_RETURN_IF_ERROR(Io(dev->Read(0, first.data(), log::kBlockBytes), "read " + what));
+  bool fresh = AllZero(first.data(), log::kBlockBytes);
+  std::optional<CacheRecordDisk> record;
+  if (!fresh) {
+    absl::StatusOr<log::LogGeometry> g = log::SegmentLog::ReadGeometry(dev);
+    if (!g.ok()) {
+      if (!o.format) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("cache device: ", g.status().message(), " (format it as a cache with --format)"));
+      }
+      fresh = true;
+    } else {
+      TMEM_ASSIGN_OR_RETURN(record, ReadRecord(dev, *g));
+      if (!record.has_value()) {
+        if (!o.format) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              what, " holds a tmem log but no block cache record (a page pool device?); refusing to use it as a "
+                    "cache without --format"));
+        }
+        fresh = true;
+      } else if (record->backing_bytes != backing_bytes) {
+        // Never formatted over, even with --format: it may hold dirty data of that store.
+        return absl::FailedPreconditionError(absl::StrCat(
+            what, " is the cache of a backing store of ", record->backing_bytes, " bytes; ", o.backing->Describe(),
+            " has ", backing_bytes, ". Drain it with its own backing store, or zero it to discard it"));
+      }
+    }
+  }
+  if (fresh) {
+    TMEM_RETURN_IF_ERROR(log::SegmentLog::Format(dev, {.segment_bytes = o.segment_bytes, .force = true}));
+  }
+  std::unique_ptr<BlockCache> cache(new BlockCache(o));
+  cache->size_ = backing_bytes;
+  TMEM_ASSIGN_OR_RETURN(cache->geometry_, log::SegmentLog::ReadGeometry(dev));
+  if (fresh) {
+    TMEM_RETURN_IF_ERROR(cache->WriteRecord(0));
+  } else {
+    cache->record_generation_ = record->generation;
+    TMEM_RETURN_IF_ERROR(cache->Recover(record->migrated_seq));
+  }
+  TMEM_ASSIGN_OR_RETURN(cache->log_, log::SegmentLog::Open(dev, o.log));
+  // Everything up to the log's head is in the backing store now (recovery replayed it all).
+  const uint64_t head = cache->log_->head_seq();
+  cache->log_->SetReclaimLimit(head);
+  TMEM_RETURN_IF_ERROR(cache->WriteRecord(head));
+  cache->migrated_seq_.store(head);
+  cache->synced_seq_.store(head);
+  cache->last_write_ns_.store(cache->clock_->NowNanos());
+  TMEM_LOG(Info) << "block cache on " << what << " for " << o.backing->Describe() << ": "
+                 << cache->geometry_.segment_count << " segments of " << cache->geometry_.segment_bytes << " bytes, "
+                 << (fresh ? "formatted" : absl::StrCat("recovered ", cache->counters_.recovered_segments.load(),
+                                                        " segments (", cache->counters_.recovered_lines.load(),
+                                                        " lines, ", cache->counters_.recovery_torn_pages.load(),
+                                                        " torn pages skipped)"));
+  cache->migrator_ = std::thread([c = cache.get()] { c->MigratorLoop(); });
+  return cache;
+}
+
+BlockCache::~BlockCache() {
+  {
+    MutexLock lock(&wake_mu_);
+    stopping_ = true;
+    wake_cv_.SignalAll();
+  }
+  if (migrator_.joinable()) migrator_.join();
+  // The log's destructor stops its flushers; unsynced buffers are lost like in a crash, and
+  // nothing acknowledged by a flush is among them.
+  log_.reset();
+}
+
+absl::Status BlockCache::Recover(uint64_t migrated_seq) {
+  uint64_t skipped = 0;
+  absl::Status st = log::SegmentLog::ScanSegments(
+      device_, migrated_seq,
+      [&](const log::SegmentLog::ScannedSegment& seg) -> absl::Status {
+        counters_.recovered_segments.fetch_add(1);
+        for (const log::SlotEntryDisk& e : seg.entries) {
+          LineKeyDisk key;
+          std::memcpy(&key, e.key, sizeof(key));
+          if (key.magic != kLineKeyMagic || e.length != kLineBytes || key.line >= size_ / kLineBytes) {
+            counters_.recovery_torn_pages.fetch_add(1);
+            continue;
+          }
+          const uint8_t* data = seg.data + e.offset;
+          if (crc32c::Value(data, kLineBytes) != e.crc) {
+            // Torn: this version never reached the device whole, and no flush acknowledged it.
+            counters_.recovery_torn_pages.fetch_add(1);
+            continue;
+          }
+          for (uint32_t s = 0; s < kSectorsPerLine;) {
+            if ((key.dirty >> s & 1) == 0) {
+              ++s;
+              continue;
+            }
+            uint32_t t = s;
+            while (t < kSectorsPerLine && (key.dirty >> t & 1)) ++t;
+            TMEM_RETURN_IF_ERROR(Io(backing_->Pwrite(data + s * kSectorBytes, (t - s) * kSectorBytes,
+                                                     key.line * kLineBytes + s * kSectorBytes, false),
+                                    "recovery: write back to " + backing_->Describe()));
+            s = t;
+          }
+          counters_.recovered_lines.fetch_add(1);
+        }
+        return absl::OkStatus();
+      },
+      &skipped);
+  TMEM_RETURN_IF_ERROR(st);
+  return Io(backing_->Flush(), "recovery: flush " + backing_->Describe());
+}
+
+absl::Status BlockCache::WriteRecord(uint64_t migrated_seq) {
+  CacheRecordDisk r{};
+  r.magic = kCacheRecordMagic;
+  r.version = kCacheRecordVersion;
+  r.line_bytes = kLineBytes;
+  std::memcpy(r.device_uuid, geometry_.device_uuid, 16);
+  r.generation = record_generation_ + 1;
+  r.migrated_seq = migrated_seq;
+  r.backing_bytes = size_;
+  r.crc = crc32c::Value(&r, offsetof(CacheRecordDisk, crc));
+  io::AlignedBuffer block(log::kBlockBytes, log::kBlockBytes);
+  std::memset(block.data(), 0, log::kBlockBytes);
+  std::memcpy(block.data(), &r, sizeof(r));
+  TMEM_RETURN_IF_ERROR(Io(device_->Write(log::kOwnerRecordOffset[r.generation % 2], block.data(), log::kBlockBytes),
+                          "write the cache record"));
+  TMEM_RETURN_IF_ERROR(Io(device_->Sync(), "sync the cache record"));
+  record_generation_ = r.generation;
+  return absl::OkStatus();
+}
+
+nbd::BackendCaps BlockCache::caps() const {
+  // Trim is not passed on: a trim of the backing store under dirty lines would be undone by
+  // their migration. Zero goes through the cache as written zeros.
+  return {.flush = true, .fua = true, .trim = false, .zero = true, .multi_conn = true, .read_only = false};
+}
+
+std::string BlockCache::Describe() const {
+  return absl::StrCat("cache ", device_->Describe(), " over ", backing_->Describe());
+}
+
+absl::Status BlockCache::FailedStatus() const {
+  if (!failed_.load(std::memory_order_acquire)) return absl::OkStatus();
+  MutexLock lock(&failure_mu_);
+  return absl::InternalError(absl::StrCat("the cache device failed: ", failure_));
+}
+
+void BlockCache::Fail(const std::string& why) {
+  {
+    MutexLock lock(&failure_mu_);
+    if (failed_.load()) return;
+    failure_ = why;
+  }
+  failed_.store(true, std::memory_order_release);
+  TMEM_LOG(Error) << Describe() << ": " << why << "; writes now fail with EIO, flushed data stays on the device";
+}
+
+std::optional<BlockCache::Entry> BlockCache::Lookup(uint64_t line) const {
+  const Stripe& s = stripes_[(line * 0x9E3779B97F4A7C15ull) >> 58];
+  MutexLock lock(&s.index_mu);
+  auto it = s.lines.find(line);
+  if (it == s.lines.end()) return std::nullopt;
+  return it->second;
+}
+
+absl::Status BlockCache::ReadLine(uint64_t line, std::optional<Entry> entry, uint8_t* out) {
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    if (!entry.has_value() || entry->dirty == 0) {
+      // Not cached, or clean: the backing store holds this line's newest data. (A clean entry's
+      // segment may be reused at any time, so read the store rather than risk a second try.)
+      if (entry.has_value()) {
+        auto r = log_->Read({entry->seq, entry->offset}, kLineBytes, entry->crc, out);
+        if (r.ok() && *r == log::SegmentLog::ReadOutcome::kOk) {
+          counters_.read_hits.fetch_add(1, std::memory_order_relaxed);
+          return absl::OkStatus();
+        }
+      }
+      counters_.read_misses.fetch_add(1, std::memory_order_relaxed);
+      return Io(backing_->Pread(out, kLineBytes, line * kLineBytes), "read " + backing_->Describe());
+    }
+    auto r = log_->Read({entry->seq, entry->offset}, kLineBytes, entry->crc, out);
+    if (!r.ok()) return Io(r.status(), "read the cache device");
+    if (*r == log::SegmentLog::ReadOutcome::kOk) {
+      counters_.read_hits.fetch_add(1, std::memory_order_relaxed);
+      return absl::OkStatus();
+    }
+    // Gone or corrupt: fine if a newer version or a migration replaced the entry meanwhile.
+    std::optional<Entry> now = Lookup(line);
+    if (now.has_value() && now->seq == entry->seq && now->offset == entry->offset && now->dirty != 0) {
+      return absl::DataLossError(absl::StrCat("the newest data of block ", line * kLineBytes,
+                                              " was lost by the cache device (",
+                                              *r == log::SegmentLog::ReadOutcome::kGone ? "its segment write failed"
+                                                                                         : "CRC mismatch",
+                                              ")"));
+    }
+    entry = now;
+  }
+  return absl::UnavailableError(absl::StrCat("block ", line * kLineBytes, " kept changing under a read"));
+}
+
+absl::Status BlockCache::Pread(void* buf, uint32_t len, uint64_t offset) {
+  auto* out = static_cast<uint8_t*>(buf);
+  std::array<uint8_t, kLineBytes> tmp;
+  uint64_t pos = offset;
+  const uint64_t end = offset + len;
+  while (pos < end) {
+    const uint64_t line = pos / kLineBytes;
+    const uint32_t in = static_cast<uint32_t>(pos % kLineBytes);
+    std::optional<Entry> e = Lookup(line);
+    if (e.has_value()) {
+      const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(kLineBytes - in, end - pos));
+      TMEM_RETURN_IF_ERROR(ReadLine(line, e, tmp.data()));
+      std::memcpy(out + (pos - offset), tmp.data() + in, n);
+      pos += n;
+      continue;
+    }
+    // A run of lines the cache does not hold: one read of the backing store, whole lines.
+    uint64_t last = line;
+    while ((last + 1) * kLineBytes < end && (last + 2 - line) * kLineBytes <= kMaxBackingIo &&
+           !Lookup(last + 1).has_value()) {
+      ++last;
+    }
+    const uint64_t run_begin = line * kLineBytes, run_end = (last + 1) * kLineBytes;
+    const uint64_t copy_end = std::min(end, run_end);
+    if (in == 0 && copy_end == run_end) {
+      TMEM_RETURN_IF_ERROR(Io(backing_->Pread(out + (pos - offset), static_cast<uint32_t>(run_end - run_begin), run_begin),
+                              "read " + backing_->Describe()));
+    } else {
+      std::vector<uint8_t> run(run_end - run_begin);
+      TMEM_RETURN_IF_ERROR(Io(backing_->Pread(run.data(), static_cast<uint32_t>(run.size()), run_begin),
+                              "read " + backing_->Describe()));
+      std::memcpy(out + (pos - offset), run.data() + in, copy_end - pos);
+    }
+    counters_.read_misses.fetch_add(last - line + 1, std::memory_order_relaxed);
+    pos = copy_end;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BlockCache::WriteLine(uint64_t line, const uint8_t* data, uint32_t begin, uint32_t end) {
+  Stripe& s = StripeOf(line);
+  MutexLock write_lock(&s.write_mu);
+  std::optional<Entry> old = Lookup(line);
+  std::array<uint8_t, kLineBytes> merged;
+  const uint8_t* src = data;
+  uint8_t mask = 0xFF;
+  if (begin != 0 || end != kLineBytes) {
+    TMEM_RETURN_IF_ERROR(ReadLine(line, old, merged.data()));
+    std::memcpy(merged.data() + begin, data, end - begin);
+    src = merged.data();
+    mask = static_cast<uint8_t>((old.has_value() ? old->dirty : 0) | SectorsTouched(begin, end));
+  }
+  const uint32_t crc = crc32c::Value(src, kLineBytes);
+  LineKeyDisk key{};
+  key.magic = kLineKeyMagic;
+  key.line = line;
+  key.dirty = mask;
+  uint8_t raw[log::kSlotKeyBytes];
+  std::memcpy(raw, &key, sizeof(raw));
+  // May wait for migration to free a segment; only write_mu is held, which migration never takes.
+  TMEM_ASSIGN_OR_RETURN(log::Location loc, log_->Append(raw, src, kLineBytes, crc, /*pin=*/true));
+  {
+    MutexLock index_lock(&s.index_mu);
+    auto [it, inserted] = s.lines.try_emplace(line);
+    if (inserted) counters_.cached_lines.fetch_add(1, std::memory_order_relaxed);
+    if (it->second.dirty == 0) counters_.dirty_lines.fetch_add(1, std::memory_order_relaxed);
+    it->second = Entry{loc.seq, loc.offset, crc, mask};
+    MutexLock segs_lock(&segs_mu_);
+    seg_lines_[loc.seq].push_back(line);
+  }
+  // Published: the segment may be written now, and migration will find this line in it.
+  log_->Unpin(loc.seq);
+  counters_.write_lines.fetch_add(1, std::memory_order_relaxed);
+  last_write_ns_.store(clock_->NowNanos(), std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::Status BlockCache::Pwrite(const void* buf, uint32_t len, uint64_t offset, bool fua) {
+  TMEM_RETURN_IF_ERROR(FailedStatus());
+  if (log_->counters().write_errors.load(std::memory_order_relaxed) > 0) {
+    Fail("a segment write to the cache device failed");
+    return FailedStatus();
+  }
+  const auto* in = static_cast<const uint8_t*>(buf);
+  uint64_t pos = offset;
+  const uint64_t end = offset + len;
+  while (pos < end) {
+    const uint64_t line = pos / kLineBytes;
+    const uint32_t b = static_cast<uint32_t>(pos % kLineBytes);
+    const uint32_t e = static_cast<uint32_t>(std::min<uint64_t>(kLineBytes, b + (end - pos)));
+    TMEM_RETURN_IF_ERROR(WriteLine(line, in + (pos - offset), b, e));
+    pos += e - b;
+  }
+  if (fua) return Flush();
+  return absl::OkStatus();
+}
+
+absl::Status BlockCache::Flush() {
+  counters_.flushes.fetch_add(1, std::memory_order_relaxed);
+  return SyncAll();
+}
+
+absl::Status BlockCache::SyncAll() {
+  TMEM_RETURN_IF_ERROR(FailedStatus());
+  const uint64_t target = log_->head_seq();
+  int64_t deadline_us;
+  {
+    MutexLock lock(&tunables_mu_);
+    deadline_us = tunables_.barrier_deadline_us;
+  }
+  {
+    MutexLock lock(&flush_mu_);
+    while (true) {
+      if (synced_seq_.load(std::memory_order_acquire) >= target) return FailedStatus();
+      if (!flushing_) break;
+      flush_cv_.Wait(&flush_mu_);
+    }
+    flushing_ = true;
+  }
+  // The leader: let flushes arriving within the barrier deadline share this sync.
+  if (deadline_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(deadline_us));
+  const uint64_t upto = log_->head_seq();
+  absl::Status st = log_->FlushUpTo(upto);
+  if (st.ok()) {
+    st = device_->Sync();
+    counters_.syncs.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (!st.ok()) Fail(absl::StrCat("flushing the cache device failed: ", st.message()));
+  MutexLock lock(&flush_mu_);
+  flushing_ = false;
+  if (st.ok()) {
+    uint64_t cur = synced_seq_.load(std::memory_order_acquire);
+    while (cur < upto && !synced_seq_.compare_exchange_weak(cur, upto)) {
+    }
+  }
+  flush_cv_.SignalAll();
+  if (!st.ok()) return FailedStatus();
+  return absl::OkStatus();
+}
+
+absl::Status BlockCache::Trim(uint64_t, uint64_t, bool) {
+  return absl::InvalidArgumentError("a cached export does not trim");
+}
+
+absl::Status BlockCache::Zero(uint64_t offset, uint64_t len, bool, bool fua) {
+  return nbd::ZeroByWriting(*this, offset, len, fua);
+}
+
+absl::Status BlockCache::MigrateBatch(uint32_t max_segments, bool* progress) {
+  MutexLock migrate_lock(&migrate_mu_);
+  *progress = false;
+  const uint64_t from = migrated_seq_.load() + 1;
+  const uint64_t upto = std::min(log_->flushed_seq(), from - 1 + max_segments);
+  if (upto < from) return absl::OkStatus();
+  std::vector<uint64_t> lines;
+  {
+    MutexLock lock(&segs_mu_);
+    for (auto it = seg_lines_.begin(); it != seg_lines_.end() && it->first <= upto; ++it) {
+      lines.insert(lines.end(), it->second.begin(), it->second.end());
+    }
+  }
+  std::sort(lines.begin(), lines.end());
+  lines.erase(std::unique(lines.begin(), lines.end()), lines.end());
+  struct Item {
+    uint64_t line;
+    Entry entry;
+  };
+  std::vector<Item> items;
+  for (uint64_t line : lines) {
+    std::optional<Entry> e = Lookup(line);
+    // Lines whose newest version is in a later segment wait for that segment's turn.
+    if (e.has_value() && e->dirty != 0 && e->seq <= upto) items.push_back({line, *e});
+  }
+  // Read them (in sorted order, in chunks) and write their dirty sectors back, coalescing
+  // adjacent sectors of adjacent lines into one write.
+  uint64_t bytes = 0;
+  std::vector<uint8_t> data;
+  std::vector<uint8_t> extent;
+  uint64_t extent_offset = 0;
+  auto put_extent = [&]() -> absl::Status {
+    if (extent.empty()) return absl::OkStatus();
+    absl::Status st = backing_->Pwrite(extent.data(), static_cast<uint32_t>(extent.size()), extent_offset, false);
+    bytes += extent.size();
+    extent.clear();
+    return Io(st, "migrate to " + backing_->Describe());
+  };
+  constexpr size_t kChunk = 256;
+  for (size_t at = 0; at < items.size(); at += kChunk) {
+    const size_t n = std::min(kChunk, items.size() - at);
+    data.resize(n * kLineBytes);
+    std::vector<log::SegmentLog::PageRead> reads(n);
+    for (size_t i = 0; i < n; ++i) {
+      const Entry& e = items[at + i].entry;
+      reads[i].loc = {e.seq, e.offset};
+      reads[i].len = kLineBytes;
+      reads[i].expected_crc = e.crc;
+      reads[i].out = data.data() + i * kLineBytes;
+    }
+    log_->ReadMany(reads);
+    for (size_t i = 0; i < n; ++i) {
+      const Item& item = items[at + i];
+      if (!reads[i].outcome.ok()) return Io(reads[i].outcome.status(), "migrate: read the cache device");
+      if (*reads[i].outcome != log::SegmentLog::ReadOutcome::kOk) {
+        const std::string why = absl::StrCat("migration lost block ", item.line * kLineBytes,
+                                             ": its segment on the cache device is unreadable");
+        Fail(why);
+        return absl::DataLossError(why);
+      }
+      const uint8_t* line_data = data.data() + i * kLineBytes;
+      for (uint32_t s = 0; s < kSectorsPerLine;) {
+        if ((item.entry.dirty >> s & 1) == 0) {
+          ++s;
+          continue;
+        }
+        uint32_t t = s;
+        while (t < kSectorsPerLine && (item.entry.dirty >> t & 1)) ++t;
+        const uint64_t off = item.line * kLineBytes + s * kSectorBytes;
+        const uint32_t len = (t - s) * kSectorBytes;
+        if (!extent.empty() && (extent_offset + extent.size() != off || extent.size() + len > kMaxBackingIo)) {
+          TMEM_RETURN_IF_ERROR(put_extent());
+        }
+        if (extent.empty()) extent_offset = off;
+        extent.insert(extent.end(), line_data + s * kSectorBytes, line_data + t * kSectorBytes);
+        s = t;
+      }
+    }
+  }
+  TMEM_RETURN_IF_ERROR(put_extent());
+  TMEM_RETURN_IF_ERROR(Io(backing_->Flush(), "migrate: flush " + backing_->Describe()));
+  // Lines skipped above have their newest version in a later segment: it must be on the device
+  // before the record says these segments need no replay.
+  TMEM_RETURN_IF_ERROR(SyncAll());
+  for (const Item& item : items) {
+    Stripe& s = StripeOf(item.line);
+    MutexLock lock(&s.index_mu);
+    auto it = s.lines.find(item.line);
+    if (it != s.lines.end() && it->second.seq == item.entry.seq && it->second.offset == item.entry.offset &&
+        it->second.dirty != 0) {
+      it->second.dirty = 0;
+      counters_.dirty_lines.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
+  TMEM_RETURN_IF_ERROR(WriteRecord(upto));
+  migrated_seq_.store(upto);
+  log_->SetReclaimLimit(upto);
+  {
+    MutexLock lock(&segs_mu_);
+    seg_lines_.erase(seg_lines_.begin(), seg_lines_.upper_bound(upto));
+  }
+  counters_.migrated_lines.fetch_add(items.size(), std::memory_order_relaxed);
+  counters_.migrated_bytes.fetch_add(bytes, std::memory_order_relaxed);
+  *progress = true;
+  return absl::OkStatus();
+}
+
+void BlockCache::MigratorLoop() {
+  const uint64_t count = geometry_.segment_count;
+  while (true) {
+    Tunables t = tunables();
+    const uint64_t low = t.migrate_free_segments_low > 0 ? t.migrate_free_segments_low : std::max<uint64_t>(2, count / 4);
+    {
+      MutexLock lock(&wake_mu_);
+      if (stopping_) return;
+      const bool pending = log_->flushed_seq() > migrated_seq_.load();
+      const int64_t idle_ns = clock_->NowNanos() - last_write_ns_.load(std::memory_order_relaxed);
+      const bool room_low = log_->head_seq() - migrated_seq_.load() + low >= count;
+      const bool idle = idle_ns >= t.migrate_idle_ms * 1'000'000;
+      if (!kicked_ && !(pending && (room_low || idle))) {
+        // Polls: writers waiting for room cannot wake it (they hold no lock it could share).
+        wake_cv_.WaitFor(&wake_mu_, std::chrono::milliseconds(pending ? std::clamp<int64_t>(t.migrate_idle_ms / 2, 1, 10) : 10));
+        continue;
+      }
+      kicked_ = false;
+    }
+    bool progress = false;
+    absl::Status st = MigrateBatch(t.migrate_batch_segments, &progress);
+    if (!st.ok()) {
+      counters_.migration_errors.fetch_add(1, std::memory_order_relaxed);
+      TMEM_LOG_RATE_LIMITED(Error) << Describe() << ": migration failed, will retry: " << st;
+      MutexLock lock(&wake_mu_);
+      if (!stopping_) wake_cv_.WaitFor(&wake_mu_, std::chrono::milliseconds(options_.migrate_retry_ms));
+    }
+  }
+}
+
+absl::Status BlockCache::MigrateNow() {
+  TMEM_RETURN_IF_ERROR(SyncAll());
+  const uint64_t target = log_->flushed_seq();
+  while (migrated_seq_.load() < target) {
+    bool progress = false;
+    TMEM_RETURN_IF_ERROR(MigrateBatch(tunables().migrate_batch_segments, &progress));
+    if (!progress) break;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BlockCache::Drain() {
+  // Each pass migrates what was written before it; a quiet export needs one or two.
+  for (int pass = 0; pass < 1000; ++pass) {
+    TMEM_RETURN_IF_ERROR(MigrateNow());
+    if (counters_.dirty_lines.load() == 0) return absl::OkStatus();
+  }
+  return absl::UnavailableError("writes kept the cache dirty; drain again once they stop");
+}
+
+BlockCache::Tunables BlockCache::tunables() const {
+  MutexLock lock(&tunables_mu_);
+  return tunables_;
+}
+
+absl::Status BlockCache::SetTunables(const Tunables& t) {
+  if (t.migrate_batch_segments == 0 || t.barrier_deadline_us < 0 || t.migrate_idle_ms < 0) {
+    return absl::InvalidArgumentError("migration batch must be positive and times >= 0");
+  }
+  {
+    MutexLock lock(&tunables_mu_);
+    tunables_ = t;
+  }
+  MutexLock lock(&wake_mu_);
+  kicked_ = true;
+  wake_cv_.SignalAll();
+  return absl::OkStatus();
+}
+
+BlockCacheStatus BlockCache::status() const {
+  BlockCacheStatus s;
+  s.dirty_lines = counters_.dirty_lines.load();
+  s.cached_lines = counters_.cached_lines.load();
+  s.head_seq = log_->head_seq();
+  s.synced_seq = synced_seq_.load();
+  s.migrated_seq = migrated_seq_.load();
+  s.free_segments = log_->free_segments();
+  s.segment_count = geometry_.segment_count;
+  s.read_hits = counters_.read_hits.load();
+  s.read_misses = counters_.read_misses.load();
+  s.write_lines = counters_.write_lines.load();
+  s.flushes = counters_.flushes.load();
+  s.syncs = counters_.syncs.load();
+  s.migrated_lines = counters_.migrated_lines.load();
+  s.migrated_bytes = counters_.migrated_bytes.load();
+  s.migration_errors = counters_.migration_errors.load();
+  s.recovered_segments = counters_.recovered_segments.load();
+  s.recovered_lines = counters_.recovered_lines.load();
+  s.recovery_torn_pages = counters_.recovery_torn_pages.load();
+  s.failed = failed_.load();
+  if (s.failed) {
+    MutexLock lock(&failure_mu_);
+    s.failure = failure_;
+  }
+  return s;
+}
+
+void BlockCache::VisitStats(StatsVisitor& v, const StatLabels& labels) const {
+  const BlockCacheStatus s = status();
+  v.Gauge("blockcache_dirty_bytes", "Bytes of cache lines not yet written back to the backing store.",
+          static_cast<double>(s.dirty_lines * kLineBytes), labels);
+  v.Gauge("blockcache_cached_bytes", "Bytes of cache lines the index holds.",
+          static_cast<double>(s.cached_lines * kLineBytes), labels);
+  v.Gauge("blockcache_unmigrated_segments", "Segments written since the last migrated one.",
+          static_cast<double>(s.head_seq - s.migrated_seq), labels);
+  v.Counter("blockcache_read_lines_hit", "Cache lines read from the cache device or RAM.", s.read_hits, labels);
+  v.Counter("blockcache_read_lines_missed", "Cache lines read from the backing store.", s.read_misses, labels);
+  v.Counter("blockcache_written_lines", "Cache lines written.", s.write_lines, labels);
+  v.Counter("blockcache_flushes", "Flushes (and FUA writes).", s.flushes, labels);
+  v.Counter("blockcache_device_syncs", "Cache device syncs the flushes caused.", s.syncs, labels);
+  v.Counter("blockcache_migrated_bytes", "Bytes written back to the backing store.", s.migrated_bytes, labels);
+  v.Counter("blockcache_migration_errors", "Migration batches that failed and will be retried.",
+            s.migration_errors, labels);
+  v.Gauge("blockcache_failed", "1 when the cache device failed and writes answer EIO.", s.failed ? 1 : 0, labels);
+}
+
+}  // namespace tmem::blockcache

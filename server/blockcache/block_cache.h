@@ -1,0 +1,218 @@
+// BlockCache: a log-structured writeback cache in the manner of dm-lc, as an NBD BlockBackend.
+//
+// Writes go to 4 KiB cache lines appended to a segment log on the cache device (one dirty bit
+// per 512-byte sector) and are acknowledged once in a RAM write buffer. FLUSH and FUA seal the
+// open buffer, wait for its segment write and sync the cache device; concurrent flushes share
+// one sync (group commit), optionally waiting `barrier_deadline_us` for more to join. A
+// migration thread writes dirty lines back to the backing store in batches sorted by offset,
+// syncs the backing store, then records the last migrated segment in the cache device's
+// owner record; only then may the log reuse those segments.
+//
+// Recovery (every Open): every segment newer than the recorded one whose header and slot table
+// are valid is replayed into the backing store in sequence order, each page only if its own
+// CRC holds (a torn segment write leaves old data under a valid table), the backing store is
+// synced and the record moved past them. What was acknowledged by a completed FLUSH is in a
+// synced segment, so it survives a crash or a power cut; unsynced segments add only data that
+// was really written.
+//
+// Durability contract (DESIGN.md, "Contract: block exports"): a write acknowledged before a
+// completed Flush, or written with FUA, survives kill -9 and a power cut of the cache device;
+// every read returns the latest write of every byte.
+//
+// Failure: a failed write to the cache device puts the cache in a failed state — writes and
+// flushes answer EIO with the reason, reads of lines whose newest data was lost answer EIO —
+// and nothing is ever served from an older version. A failing backing store stops migration
+// (retried with backoff, counted); the export stays readable and writable while the cache has
+// room, and writers wait (never fail) when it does not.
+//
+// Thread-safety: every public method is thread-safe.
+// Lock order: Stripe::write_mu -> Stripe::index_mu -> segs_mu_; flush_mu_ and migrate_mu_ are
+// taken with none of the others held. The log's own locks are leaves below all of these.
+// Appends (which may wait for migration to free space) happen under write_mu only; migration
+// takes index_mu only, so a writer waiting for room never blocks the migration that makes it.
+#ifndef TMEM_SERVER_BLOCKCACHE_BLOCK_CACHE_H_
+#define TMEM_SERVER_BLOCKCACHE_BLOCK_CACHE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/clock.h"
+#include "common/mutex.h"
+#include "common/stats.h"
+#include "server/io/block_device.h"
+#include "server/log/segment_log.h"
+#include "server/nbd/block_backend.h"
+
+namespace tmem::blockcache {
+
+inline constexpr uint32_t kLineBytes = 4096;
+inline constexpr uint32_t kSectorBytes = 512;
+inline constexpr uint32_t kSectorsPerLine = kLineBytes / kSectorBytes;
+
+struct BlockCacheOptions {
+  io::BlockDevice* cache_device = nullptr;  // borrowed; must outlive the cache
+  nbd::BlockBackend* backing = nullptr;     // borrowed; its size must be a multiple of 4 KiB
+  // A cache device that holds anything but this export's cache (zero-filled is fine) is
+  // refused unless `format`, which discards what it holds.
+  bool format = false;
+  uint32_t segment_bytes = 1 << 20;  // when formatting
+  log::LogOptions log;
+  // Runtime tunables (SetTunables).
+  int64_t barrier_deadline_us = 0;    // a flush waits this long for others to share its sync
+  uint32_t migrate_batch_segments = 8;
+  // Migration runs when the foreground has been idle this long, or at once when fewer than
+  // `migrate_free_segments_low` segments remain free; in between it waits.
+  int64_t migrate_idle_ms = 50;
+  uint32_t migrate_free_segments_low = 0;  // 0: a quarter of the log
+  int64_t migrate_retry_ms = 200;          // after a backing store error
+};
+
+struct BlockCacheStatus {
+  uint64_t dirty_lines = 0;
+  uint64_t cached_lines = 0;
+  uint64_t head_seq = 0;       // newest segment handed out
+  uint64_t synced_seq = 0;     // every segment up to this is on the device and synced
+  uint64_t migrated_seq = 0;   // every segment up to this is in the backing store
+  uint64_t free_segments = 0;
+  uint64_t segment_count = 0;
+  uint64_t read_hits = 0;      // lines read from the cache
+  uint64_t read_misses = 0;    // lines read from the backing store
+  uint64_t write_lines = 0;
+  uint64_t flushes = 0;        // Flush calls (and FUA writes)
+  uint64_t syncs = 0;          // cache device syncs they caused
+  uint64_t migrated_lines = 0;
+  uint64_t migrated_bytes = 0;
+  uint64_t migration_errors = 0;
+  uint64_t recovered_segments = 0;  // replayed by the last Open
+  uint64_t recovered_lines = 0;
+  uint64_t recovery_torn_pages = 0;  // pages skipped by recovery (CRC mismatch)
+  bool failed = false;
+  std::string failure;
+};
+
+class BlockCache final : public nbd::BlockBackend {
+ public:
+  // Opens (formatting a zero-filled device) and recovers. Errors: FailedPrecondition for a
+  // device that holds something else or belongs to a backing store of another size,
+  // InvalidArgument for bad options, the backing store's or device's I/O errors.
+  static absl::StatusOr<std::unique_ptr<BlockCache>> Open(const BlockCacheOptions& options);
+  // Stops migration and the log. Dirty data stays on the cache device for the next Open.
+  ~BlockCache() override;
+
+  uint64_t size() const override { return size_; }
+  nbd::BackendCaps caps() const override;
+  absl::Status Pread(void* buf, uint32_t len, uint64_t offset) override;
+  absl::Status Pwrite(const void* buf, uint32_t len, uint64_t offset, bool fua) override;
+  absl::Status Flush() override;
+  absl::Status Trim(uint64_t offset, uint64_t len, bool fua) override;
+  absl::Status Zero(uint64_t offset, uint64_t len, bool may_trim, bool fua) override;
+  std::string Describe() const override;
+
+  // Migrates every segment written so far (flushing first), and returns when done or failed.
+  absl::Status MigrateNow();
+  // Flushes and migrates until no dirty line remains; the backing store then holds exactly
+  // the export's contents (seed 002's lc-detach). Writes that race with it may leave some.
+  absl::Status Drain();
+
+  struct Tunables {
+    int64_t barrier_deadline_us;
+    uint32_t migrate_batch_segments;
+    int64_t migrate_idle_ms;
+    uint32_t migrate_free_segments_low;
+  };
+  Tunables tunables() const;
+  // InvalidArgument for a zero batch or negative times.
+  absl::Status SetTunables(const Tunables& t);
+
+  BlockCacheStatus status() const;
+  void VisitStats(StatsVisitor& visitor, const StatLabels& labels) const;
+
+ private:
+  struct Entry {
+    uint64_t seq = 0;
+    uint32_t offset = 0;
+    uint32_t crc = 0;
+    uint8_t dirty = 0;  // bit i: sector i differs from the backing store
+  };
+  struct Stripe {
+    Mutex write_mu;  // serialises writers of this stripe's lines across read-modify-append
+    mutable Mutex index_mu ABSL_ACQUIRED_AFTER(write_mu);
+    absl::flat_hash_map<uint64_t, Entry> lines ABSL_GUARDED_BY(index_mu);
+  };
+  static constexpr size_t kStripes = 64;
+
+  explicit BlockCache(const BlockCacheOptions& options);
+  absl::Status Recover(uint64_t migrated_seq);
+  Stripe& StripeOf(uint64_t line) { return stripes_[(line * 0x9E3779B97F4A7C15ull) >> 58]; }
+  // The line's current contents into `out` (4 KiB): from the log when cached, else from the
+  // backing store. `entry` is what the index held (nullopt when absent).
+  absl::Status ReadLine(uint64_t line, std::optional<Entry> entry, uint8_t* out);
+  std::optional<Entry> Lookup(uint64_t line) const;
+  absl::Status WriteLine(uint64_t line, const uint8_t* data, uint32_t begin, uint32_t end);
+  absl::Status FailedStatus() const;
+  void Fail(const std::string& why);
+  // Flush's work: every segment handed out so far on the device and synced (group commit).
+  absl::Status SyncAll();
+  absl::Status WriteRecord(uint64_t migrated_seq);
+  // One migration batch: up to `max_segments` flushed segments. Sets *progress when it moved.
+  absl::Status MigrateBatch(uint32_t max_segments, bool* progress);
+  void MigratorLoop();
+
+  const BlockCacheOptions options_;
+  io::BlockDevice* const device_;
+  nbd::BlockBackend* const backing_;
+  uint64_t size_ = 0;
+  Clock* clock_ = nullptr;
+  std::unique_ptr<log::SegmentLog> log_;
+  log::LogGeometry geometry_;
+  uint64_t record_generation_ = 0;  // guarded by migrate_mu_ after Open
+
+  std::unique_ptr<Stripe[]> stripes_;
+
+  // Lines appended to each segment not yet migrated (a line may appear more than once).
+  mutable Mutex segs_mu_ ABSL_ACQUIRED_AFTER(Stripe::index_mu);
+  std::map<uint64_t, std::vector<uint64_t>> seg_lines_ ABSL_GUARDED_BY(segs_mu_);
+
+  // Group commit of flushes.
+  mutable Mutex flush_mu_;
+  CondVar flush_cv_;
+  bool flushing_ ABSL_GUARDED_BY(flush_mu_) = false;
+  std::atomic<uint64_t> synced_seq_{0};
+
+  // Migration: one batch at a time (the thread, MigrateNow and Drain take turns).
+  Mutex migrate_mu_;
+  mutable Mutex wake_mu_;
+  CondVar wake_cv_;
+  bool stopping_ ABSL_GUARDED_BY(wake_mu_) = false;
+  bool kicked_ ABSL_GUARDED_BY(wake_mu_) = false;
+  std::atomic<uint64_t> migrated_seq_{0};
+  std::atomic<int64_t> last_write_ns_{0};
+  std::thread migrator_;
+
+  mutable Mutex tunables_mu_;
+  Tunables tunables_ ABSL_GUARDED_BY(tunables_mu_);
+
+  std::atomic<bool> failed_{false};
+  mutable Mutex failure_mu_;
+  std::string failure_ ABSL_GUARDED_BY(failure_mu_);
+
+  struct Counters {
+    std::atomic<uint64_t> dirty_lines{0}, cached_lines{0}, read_hits{0}, read_misses{0}, write_lines{0};
+    std::atomic<uint64_t> flushes{0}, syncs{0}, migrated_lines{0}, migrated_bytes{0}, migration_errors{0};
+    std::atomic<uint64_t> recovered_segments{0}, recovered_lines{0}, recovery_torn_pages{0};
+  };
+  Counters counters_;
+};
+
+}  // namespace tmem::blockcache
+
+#endif  // TMEM_SERVER_BLOCKCACHE_BLOCK_CACHE_H_

@@ -1,0 +1,446 @@
+#include "server/blockcache/block_cache.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "server/blockcache/format.h"
+#include "server/io/fault_injection_device.h"
+#include "server/io/memory_device.h"
+#include "server/log/log_format.h"
+#include "server/nbd/memory_backend.h"
+
+namespace tmem::blockcache {
+namespace {
+
+using io::FaultInjectionDevice;
+
+#define ASSERT_OK(expr)                   \
+  do {                                    \
+    const absl::Status _st = (expr);      \
+    ASSERT_TRUE(_st.ok()) << #expr << ": " << _st; \
+  } while (0)
+#define EXPECT_OK(expr)                   \
+  do {                                    \
+    const absl::Status _st = (expr);      \
+    EXPECT_TRUE(_st.ok()) << #expr << ": " << _st; \
+  } while (0)
+
+constexpr uint32_t kSeg = 128 << 10;
+constexpr uint64_t kCacheSegments = 16;
+constexpr uint64_t kCacheBytes = log::kDataOffset + kCacheSegments * kSeg;
+
+// A backing store on a BlockDevice, so that it can lose unsynced writes in a power cut too.
+class DeviceBackend final : public nbd::BlockBackend {
+ public:
+  explicit DeviceBackend(io::BlockDevice* dev) : dev_(dev) {}
+  uint64_t size() const override { return dev_->size_bytes(); }
+  nbd::BackendCaps caps() const override { return {}; }
+  // Through an aligned bounce buffer: the device wants aligned memory, callers' buffers are not.
+  absl::Status Pread(void* buf, uint32_t len, uint64_t offset) override {
+    io::AlignedBuffer b(len, 4096);
+    absl::Status st = dev_->Read(offset, b.data(), len);
+    if (st.ok()) std::memcpy(buf, b.data(), len);
+    return st;
+  }
+  absl::Status Pwrite(const void* buf, uint32_t len, uint64_t offset, bool fua) override {
+    io::AlignedBuffer b(len, 4096);
+    std::memcpy(b.data(), buf, len);
+    absl::Status st = dev_->Write(offset, b.data(), len);
+    if (st.ok() && fua) st = dev_->Sync();
+    return st;
+  }
+  absl::Status Flush() override { return dev_->Sync(); }
+  absl::Status Trim(uint64_t, uint64_t, bool) override { return absl::InvalidArgumentError("no trim"); }
+  absl::Status Zero(uint64_t offset, uint64_t len, bool, bool fua) override {
+    return nbd::ZeroByWriting(*this, offset, len, fua);
+  }
+  std::string Describe() const override { return "test backing"; }
+
+ private:
+  io::BlockDevice* dev_;
+};
+
+BlockCacheOptions Options(io::BlockDevice* cache, nbd::BlockBackend* backing) {
+  BlockCacheOptions o;
+  o.cache_device = cache;
+  o.backing = backing;
+  o.segment_bytes = kSeg;
+  o.log.flush_deadline_ns = 1'000'000;
+  o.log.seq_lease_segments = 64;
+  o.migrate_idle_ms = 0;
+  o.migrate_retry_ms = 5;
+  o.migrate_batch_segments = 4;
+  return o;
+}
+
+std::unique_ptr<BlockCache> OpenOrDie(const BlockCacheOptions& o) {
+  auto c = BlockCache::Open(o);
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? std::move(*c) : nullptr;
+}
+
+// The whole device, read through an aligned buffer.
+std::vector<uint8_t> ReadAll(io::BlockDevice& dev) {
+  io::AlignedBuffer b(dev.size_bytes(), 4096);
+  EXPECT_TRUE(dev.Read(0, b.data(), dev.size_bytes()).ok());
+  return std::vector<uint8_t>(b.data(), b.data() + dev.size_bytes());
+}
+
+std::vector<uint8_t> Random(std::mt19937_64& rng, size_t n) {
+  std::vector<uint8_t> v(n);
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
+TEST(BlockCacheTest, ReadsReturnTheLatestWriteOfEveryByteThroughMigrationAndReuse) {
+  constexpr uint64_t kSize = 2 << 20;  // 512 lines; the cache holds ~400, so segments are reused
+  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
+  DeviceBackend backing(&back_mem);
+  auto cache = OpenOrDie(Options(&cache_mem, &backing));
+  ASSERT_NE(cache, nullptr);
+  std::vector<uint8_t> model(kSize, 0);
+  std::mt19937_64 rng(7);
+  for (int op = 0; op < 6000; ++op) {
+    const uint64_t off = rng() % kSize;
+    const uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(1 + rng() % 9000, kSize - off));
+    const int what = static_cast<int>(rng() % 10);
+    if (what < 5) {
+      auto data = Random(rng, len);
+      absl::Status ws = cache->Pwrite(data.data(), len, off, rng() % 20 == 0);
+      ASSERT_TRUE(ws.ok()) << ws;
+      std::memcpy(model.data() + off, data.data(), len);
+    } else if (what < 9) {
+      std::vector<uint8_t> got(len);
+      ASSERT_OK(cache->Pread(got.data(), len, off));
+      ASSERT_EQ(0, std::memcmp(got.data(), model.data() + off, len)) << "op " << op << " offset " << off << " len "
+                                                                      << len;
+    } else if (rng() % 4 == 0) {
+      ASSERT_OK(cache->MigrateNow());
+    } else {
+      ASSERT_OK(cache->Flush());
+    }
+  }
+  const BlockCacheStatus s = cache->status();
+  EXPECT_GT(s.migrated_lines, 0u);
+  EXPECT_GT(s.read_hits, 0u);
+  EXPECT_GT(s.read_misses, 0u);
+  EXPECT_GT(s.head_seq, kCacheSegments) << "segments were not reused";
+  std::vector<uint8_t> all(kSize);
+  ASSERT_OK(cache->Pread(all.data(), kSize, 0));
+  EXPECT_EQ(all, model);
+}
+
+TEST(BlockCacheTest, DrainLeavesTheBackingStoreByteIdenticalToTheExport) {
+  constexpr uint64_t kSize = 1 << 20;
+  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
+  DeviceBackend backing(&back_mem);
+  BlockCacheOptions o = Options(&cache_mem, &backing);
+  o.migrate_idle_ms = 1'000'000;  // no background migration: Drain does it all
+  auto cache = OpenOrDie(o);
+  std::vector<uint8_t> model(kSize, 0);
+  std::mt19937_64 rng(11);
+  for (int i = 0; i < 300; ++i) {
+    const uint64_t off = rng() % kSize;
+    const uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(1 + rng() % 20000, kSize - off));
+    auto data = Random(rng, len);
+    ASSERT_OK(cache->Pwrite(data.data(), len, off, false));
+    std::memcpy(model.data() + off, data.data(), len);
+  }
+  EXPECT_GT(cache->status().dirty_lines, 0u);
+  std::vector<uint8_t> before = ReadAll(back_mem);
+  EXPECT_NE(before, model) << "the writes went straight to the backing store";
+  ASSERT_OK(cache->Drain());
+  EXPECT_EQ(cache->status().dirty_lines, 0u);
+  std::vector<uint8_t> after = ReadAll(back_mem);
+  EXPECT_EQ(after, model);
+}
+
+// Every 512-byte sector written carries (sector number, version) in each of its 32 16-byte
+// slots, so a read can tell a torn, foreign or never-written sector from a real one.
+struct SectorTag {
+  uint64_t sector;
+  uint64_t version;
+};
+
+void Stamp(uint8_t* p, uint64_t sector, uint64_t version) {
+  const SectorTag t{sector, version};
+  for (uint32_t i = 0; i < kSectorBytes; i += sizeof(t)) std::memcpy(p + i, &t, sizeof(t));
+}
+
+// The durability contract under power cuts: each round opens the cache (recovering from the
+// previous cut), writes versioned sectors with flushes at random points while migration runs,
+// then cuts power to the cache device and the backing store at a random moment (their unsynced
+// writes dropped or torn). After recovery every sector reads back a version that was really
+// written, whole, and at least as new as the last one a completed flush covered.
+TEST(BlockCacheTest, PowerCutsNeverLoseAFlushedWriteNorReturnTornOrStaleData) {
+  constexpr uint64_t kSize = 512 << 10;  // 1024 sectors
+  constexpr uint64_t kSectors = kSize / kSectorBytes;
+  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
+  FaultInjectionDevice cache_dev(&cache_mem), back_dev(&back_mem);
+  DeviceBackend backing(&back_dev);
+  std::vector<std::vector<uint64_t>> written(kSectors, std::vector<uint64_t>{0});  // versions, ascending
+  std::vector<uint64_t> flushed(kSectors, 0);  // newest version a completed flush covered
+  uint64_t version = 0;
+  std::mt19937_64 rng(2026);
+  int cuts = 0;
+  uint64_t recovered_lines = 0, torn_pages = 0;
+  for (int round = 0; round < 1000; ++round) {
+    auto cache = OpenOrDie(Options(&cache_dev, &backing));
+    ASSERT_NE(cache, nullptr) << "round " << round;
+    recovered_lines += cache->status().recovered_lines;
+    torn_pages += cache->status().recovery_torn_pages;
+    // Check everything the previous round left.
+    std::vector<uint8_t> all(kSize);
+    ASSERT_OK(cache->Pread(all.data(), kSize, 0));
+    for (uint64_t s = 0; s < kSectors; ++s) {
+      SectorTag t;
+      std::memcpy(&t, all.data() + s * kSectorBytes, sizeof(t));
+      const uint8_t* p = all.data() + s * kSectorBytes;
+      const bool zeros = std::all_of(p, p + kSectorBytes, [](uint8_t b) { return b == 0; });
+      if (zeros) t = {s, 0};  // never written
+      for (uint32_t i = 0; i < kSectorBytes && !zeros; i += sizeof(t)) {
+        ASSERT_EQ(0, std::memcmp(all.data() + s * kSectorBytes + i, &t, sizeof(t)))
+            << "round " << round << ": sector " << s << " is torn";
+      }
+      ASSERT_EQ(t.sector, s) << "round " << round << ": sector " << s << " holds another sector's data";
+      ASSERT_GE(t.version, flushed[s]) << "round " << round << ": sector " << s << " lost a flushed write";
+      ASSERT_TRUE(std::binary_search(written[s].begin(), written[s].end(), t.version))
+          << "round " << round << ": sector " << s << " holds version " << t.version << ", never written";
+      // What survived is now the sector's durable state (recovery synced it); versions written
+      // after it were lost with the cut and may never come back.
+      flushed[s] = t.version;
+      written[s].assign(1, t.version);
+    }
+    // Write and flush for a while.
+    const int ops = 1 + static_cast<int>(rng() % 40);
+    std::vector<uint64_t> latest(kSectors, 0);
+    for (uint64_t s = 0; s < kSectors; ++s) latest[s] = written[s].back();
+    for (int op = 0; op < ops; ++op) {
+      if (rng() % 6 == 0) {
+        ASSERT_OK(cache->Flush());
+        flushed = latest;
+        continue;
+      }
+      const uint64_t first = rng() % kSectors;
+      const uint64_t n = std::min<uint64_t>(1 + rng() % 24, kSectors - first);
+      std::vector<uint8_t> buf(n * kSectorBytes);
+      for (uint64_t i = 0; i < n; ++i) {
+        ++version;
+        Stamp(buf.data() + i * kSectorBytes, first + i, version);
+        written[first + i].push_back(version);
+        latest[first + i] = version;
+      }
+      const bool fua = rng() % 10 == 0;
+      ASSERT_OK(cache->Pwrite(buf.data(), buf.size(), first * kSectorBytes, fua));
+      if (fua) {
+        // FUA covers this write; a FUA implies a flush of everything before it here.
+        flushed = latest;
+      }
+    }
+    // Let the background flushers and migration run into the cut at a random moment.
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
+    if (rng() % 10 == 0) {
+      cache.reset();  // a crash of the process only: the devices keep every write
+    } else {
+      const auto mode = rng() % 2 ? FaultInjectionDevice::PowerCutMode::kTearUnsynced
+                                  : FaultInjectionDevice::PowerCutMode::kDropUnsynced;
+      ASSERT_TRUE(cache_dev.SimulatePowerCut(mode, rng()).ok());
+      ASSERT_TRUE(back_dev.SimulatePowerCut(mode, rng()).ok());
+      cache.reset();
+      cache_dev.Restart();
+      back_dev.Restart();
+      ++cuts;
+    }
+  }
+  EXPECT_GT(cuts, 800);
+  EXPECT_GT(recovered_lines, 0u) << "no round needed recovery: the test proves nothing";
+  RecordProperty("recovered_lines", static_cast<int>(recovered_lines));
+  RecordProperty("torn_pages", static_cast<int>(torn_pages));
+}
+
+TEST(BlockCacheTest, BackingStoreErrorsLoseNoDirtyDataAndMigrationRetries) {
+  constexpr uint64_t kSize = 1 << 20;
+  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
+  FaultInjectionDevice back_dev(&back_mem);
+  DeviceBackend backing(&back_dev);
+  auto cache = OpenOrDie(Options(&cache_mem, &backing));
+  std::atomic<bool> failing{true};
+  back_dev.SetFailurePredicate([&](FaultInjectionDevice::Op op, uint64_t, size_t) {
+    return failing.load() && op != FaultInjectionDevice::Op::kRead;
+  });
+  std::vector<uint8_t> model(kSize, 0);
+  std::mt19937_64 rng(5);
+  // Within the cache's room (~400 lines): with no migration possible, writes beyond it wait.
+  for (int i = 0; i < 100; ++i) {
+    const uint64_t off = rng() % kSize;
+    const uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(1 + rng() % 4000, kSize - off));
+    auto data = Random(rng, len);
+    ASSERT_OK(cache->Pwrite(data.data(), len, off, false));
+    std::memcpy(model.data() + off, data.data(), len);
+  }
+  ASSERT_OK(cache->Flush());
+  EXPECT_FALSE(cache->MigrateNow().ok());
+  // Give the background migration time to fail and retry too.
+  for (int i = 0; i < 200 && cache->status().migration_errors < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_GE(cache->status().migration_errors, 3u);
+  EXPECT_GT(cache->status().dirty_lines, 0u);
+  std::vector<uint8_t> got(kSize);
+  ASSERT_OK(cache->Pread(got.data(), kSize, 0));
+  EXPECT_EQ(got, model) << "the export stays readable with the newest data";
+  failing = false;
+  ASSERT_OK(cache->Drain());
+  std::vector<uint8_t> after = ReadAll(back_mem);
+  EXPECT_EQ(after, model);
+}
+
+TEST(BlockCacheTest, CacheDeviceWriteErrorFailsSafeAndKeepsWhatWasFlushed) {
+  constexpr uint64_t kSize = 1 << 20;
+  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
+  FaultInjectionDevice cache_dev(&cache_mem);
+  DeviceBackend backing(&back_mem);
+  BlockCacheOptions o = Options(&cache_dev, &backing);
+  o.migrate_idle_ms = 1'000'000;
+  std::vector<uint8_t> flushed_data(64 << 10, 0xAB);
+  {
+    auto cache = OpenOrDie(o);
+    ASSERT_OK(cache->Pwrite(flushed_data.data(), flushed_data.size(), 0, false));
+    ASSERT_OK(cache->Flush());
+    cache_dev.FailNext(FaultInjectionDevice::Op::kWrite, 1000);
+    std::vector<uint8_t> more(64 << 10, 0xCD);
+    ASSERT_OK(cache->Pwrite(more.data(), more.size(), 128 << 10, false));  // acknowledged in RAM
+    absl::Status st = cache->Flush();
+    EXPECT_FALSE(st.ok());
+    EXPECT_NE(st.message().find("cache device"), std::string::npos) << st;
+    absl::Status w = cache->Pwrite(more.data(), 4096, 512 << 10, false);
+    EXPECT_FALSE(w.ok()) << "writes go on after the cache device failed";
+    EXPECT_TRUE(cache->status().failed);
+    std::vector<uint8_t> got(flushed_data.size());
+    ASSERT_OK(cache->Pread(got.data(), got.size(), 0));
+    EXPECT_EQ(got, flushed_data);
+    // The block whose newest data never reached the device is not served from the backing store.
+    std::vector<uint8_t> lost(4096);
+    EXPECT_FALSE(cache->Pread(lost.data(), 4096, 128 << 10).ok());
+  }
+  cache_dev.FailNext(FaultInjectionDevice::Op::kWrite, 0);
+  auto cache = OpenOrDie(o);
+  std::vector<uint8_t> got(flushed_data.size());
+  ASSERT_OK(cache->Pread(got.data(), got.size(), 0));
+  EXPECT_EQ(got, flushed_data);
+}
+
+TEST(BlockCacheTest, WritingFarBeyondTheCacheSizeKeepsProgressingAndLosesNothing) {
+  constexpr uint64_t kSize = 8 << 20;  // 4x the cache's segments
+  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
+  FaultInjectionDevice back_dev(&back_mem);
+  DeviceBackend backing(&back_dev);
+  BlockCacheOptions o = Options(&cache_mem, &backing);
+  o.migrate_idle_ms = 1'000'000;  // migration only when the cache runs out of room
+  auto cache = OpenOrDie(o);
+  // A slow backing store: every write takes a while.
+  back_dev.SetFailurePredicate([](FaultInjectionDevice::Op op, uint64_t, size_t) {
+    if (op == FaultInjectionDevice::Op::kWrite) std::this_thread::sleep_for(std::chrono::microseconds(200));
+    return false;
+  });
+  std::vector<uint8_t> model(kSize, 0);
+  std::mt19937_64 rng(3);
+  std::vector<std::thread> writers;
+  std::atomic<uint64_t> done{0};
+  for (int w = 0; w < 4; ++w) {
+    writers.emplace_back([&, w] {
+      std::mt19937_64 r(w);
+      for (uint64_t off = w * (kSize / 4); off < (w + 1) * (kSize / 4); off += 64 << 10) {
+        std::vector<uint8_t> data(64 << 10);
+        for (auto& b : data) b = static_cast<uint8_t>(r());
+        std::memcpy(model.data() + off, data.data(), data.size());
+        EXPECT_OK(cache->Pwrite(data.data(), data.size(), off, false));
+        done.fetch_add(data.size());
+      }
+    });
+  }
+  for (auto& t : writers) t.join();
+  EXPECT_EQ(done.load(), kSize);
+  EXPECT_GT(cache->status().migrated_lines, 0u);
+  std::vector<uint8_t> got(kSize);
+  ASSERT_OK(cache->Pread(got.data(), kSize, 0));
+  EXPECT_EQ(got, model);
+  back_dev.SetFailurePredicate(nullptr);
+  ASSERT_OK(cache->Drain());
+  std::vector<uint8_t> after = ReadAll(back_mem);
+  EXPECT_EQ(after, model);
+}
+
+TEST(BlockCacheTest, RefusesAPagePoolDeviceForeignDataAndACacheOfAnotherStore) {
+  constexpr uint64_t kSize = 1 << 20;
+  io::MemoryDevice back_mem(kSize, 512), other_mem(2 * kSize, 512);
+  DeviceBackend backing(&back_mem), other(&other_mem);
+  {
+    io::MemoryDevice pool_dev(kCacheBytes, 512);
+    ASSERT_TRUE(log::SegmentLog::Format(&pool_dev, {.segment_bytes = kSeg}).ok());
+    auto c = BlockCache::Open(Options(&pool_dev, &backing));
+    ASSERT_FALSE(c.ok());
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_NE(c.status().message().find("no block cache record"), std::string::npos) << c.status();
+    BlockCacheOptions o = Options(&pool_dev, &backing);
+    o.format = true;
+    EXPECT_TRUE(BlockCache::Open(o).ok());
+  }
+  {
+    io::MemoryDevice foreign(kCacheBytes, 512);
+    io::AlignedBuffer junk(4096, 4096);
+    std::memset(junk.data(), 0x5A, 4096);
+    ASSERT_TRUE(foreign.Write(0, junk.data(), 4096).ok());
+    auto c = BlockCache::Open(Options(&foreign, &backing));
+    ASSERT_FALSE(c.ok());
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kFailedPrecondition);
+    std::vector<uint8_t> still = ReadAll(foreign);
+    EXPECT_TRUE(std::all_of(still.begin(), still.begin() + 4096, [](uint8_t b) { return b == 0x5A; }) &&
+                std::all_of(still.begin() + 4096, still.end(), [](uint8_t b) { return b == 0; }))
+        << "a refused device was written";
+  }
+  {
+    io::MemoryDevice cache_mem(kCacheBytes, 512);
+    { auto c = OpenOrDie(Options(&cache_mem, &backing)); }
+    auto c = BlockCache::Open(Options(&cache_mem, &other));
+    ASSERT_FALSE(c.ok());
+    EXPECT_NE(c.status().message().find("backing store of"), std::string::npos) << c.status();
+    BlockCacheOptions o = Options(&cache_mem, &other);
+    o.format = true;
+    EXPECT_FALSE(BlockCache::Open(o).ok()) << "--format must not discard another store's cache";
+  }
+}
+
+TEST(BlockCacheTest, ConcurrentFlushesShareSyncs) {
+  constexpr uint64_t kSize = 1 << 20;
+  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
+  DeviceBackend backing(&back_mem);
+  BlockCacheOptions o = Options(&cache_mem, &backing);
+  o.barrier_deadline_us = 2000;
+  o.migrate_idle_ms = 1'000'000;
+  auto cache = OpenOrDie(o);
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 8; ++t) {
+    ts.emplace_back([&, t] {
+      std::vector<uint8_t> d(4096, static_cast<uint8_t>(t));
+      for (int i = 0; i < 20; ++i) {
+        EXPECT_OK(cache->Pwrite(d.data(), d.size(), (t * 20 + i) * 4096ull, false));
+        EXPECT_OK(cache->Flush());
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  const BlockCacheStatus s = cache->status();
+  EXPECT_EQ(s.flushes, 160u);
+  EXPECT_LT(s.syncs, s.flushes / 2) << "flushes did not share syncs";
+}
+
+}  // namespace
+}  // namespace tmem::blockcache
