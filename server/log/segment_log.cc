@@ -150,8 +150,11 @@ absl::Status SegmentLog::Format(io::BlockDevice* device, const FormatOptions& op
   cp.clean = 1;
   cp.crc = crc32c::Value(&cp, offsetof(CheckpointDisk, crc));
 
-  // Checkpoints first, superblock last: a format cut short leaves no valid superblock.
+  // Checkpoints first, superblock last: a format cut short leaves no valid superblock. The
+  // owner record slots are cleared with them: a new log has no owner's record.
   io::AlignedBuffer out(kBlockBytes, kBlockBytes);
+  std::memset(out.data(), 0, kBlockBytes);
+  for (uint64_t offset : kOwnerRecordOffset) TMEM_RETURN_IF_ERROR(device->Write(offset, out.data(), kBlockBytes));
   std::memcpy(out.data(), &cp, sizeof(cp));
   // Generation g lives in slot g % 2.
   TMEM_RETURN_IF_ERROR(device->Write(kCheckpointOffset[1], out.data(), kBlockBytes));
@@ -164,6 +167,15 @@ absl::Status SegmentLog::Format(io::BlockDevice* device, const FormatOptions& op
   TMEM_LOG(Info) << "formatted " << device->Describe() << ": " << sb.segment_count << " segments of "
                  << sb.segment_bytes << " bytes, uuid " << UuidString(sb.device_uuid);
   return absl::OkStatus();
+}
+
+absl::StatusOr<bool> SegmentLog::HasOwnerRecord(io::BlockDevice* device) {
+  io::AlignedBuffer block;
+  for (uint64_t offset : kOwnerRecordOffset) {
+    TMEM_RETURN_IF_ERROR(ReadBlock(device, offset, &block));
+    if (!AllZero(block.data(), kBlockBytes)) return true;
+  }
+  return false;
 }
 
 absl::StatusOr<std::unique_ptr<SegmentLog>> SegmentLog::Open(io::BlockDevice* device, const LogOptions& options) {

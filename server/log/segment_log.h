@@ -95,6 +95,10 @@ class SegmentLog {
   // for a bad segment size or a device too small for kMinSegmentCount segments.
   static absl::Status Format(io::BlockDevice* device, const FormatOptions& options);
 
+  // True when the owner record slots (log_format.h) hold anything: the log belongs to a user
+  // other than page pools (a block cache). Format zeroes them.
+  static absl::StatusOr<bool> HasOwnerRecord(io::BlockDevice* device);
+
   // Reads the superblock only (for inspection tools). Same errors as Open.
   static absl::StatusOr<LogGeometry> ReadGeometry(io::BlockDevice* device);
   // Reads the superblock and the newest valid checkpoint without changing anything.

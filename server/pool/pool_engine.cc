@@ -84,6 +84,13 @@ absl::StatusOr<std::unique_ptr<PoolEngine>> PoolEngine::Open(const EngineOptions
 absl::Status PoolEngine::Start(const EngineOptions& options) {
   options_ = options;
   stripes_ = std::make_unique<Mutex[]>(options.lock_stripes);
+  // A cached export's device holds dirty data of its backing store: never take it for pools.
+  absl::StatusOr<bool> owned = log::SegmentLog::HasOwnerRecord(options.device);
+  if (owned.ok() && *owned) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        options.device->Describe(), " is the cache device of a cached block export (it holds a block cache record); "
+                                    "refusing to use it for page pools (format it to discard it)"));
+  }
   TMEM_ASSIGN_OR_RETURN(log_, log::SegmentLog::Open(options.device, options.log));
 
   PageIndexOptions io;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <thread>
 
@@ -13,6 +14,7 @@
 
 #include "server/io/file_device.h"
 
+#include "server/log/log_format.h"
 #include "server/pool/index_codec.h"
 #include "server/pool/pool_test_util.h"
 
@@ -621,6 +623,24 @@ TEST(PoolEngineTest, UnformattedDeviceIsRefused) {
   o.metadata_dir = testing::FreshDir("unformatted");
   auto e = PoolEngine::Open(o);
   EXPECT_EQ(e.status().code(), absl::StatusCode::kFailedPrecondition) << e.status();
+}
+
+TEST(PoolEngineTest, ACachedExportsDeviceIsRefusedUntilFormattedAgain) {
+  io::MemoryDevice dev(64 << 20, 512);
+  ASSERT_TRUE(log::SegmentLog::Format(&dev, {.segment_bytes = 1 << 20}).ok());
+  // What a block cache leaves in the owner record slot.
+  io::AlignedBuffer record(4096, 4096);
+  std::memset(record.data(), 0, 4096);
+  std::memcpy(record.data(), "TMEMBC01", 8);
+  ASSERT_TRUE(dev.Write(log::kOwnerRecordOffset[0], record.data(), 4096).ok());
+  EngineOptions o;
+  o.device = &dev;
+  o.metadata_dir = testing::FreshDir("owned");
+  auto e = PoolEngine::Open(o);
+  ASSERT_EQ(e.status().code(), absl::StatusCode::kFailedPrecondition) << e.status();
+  EXPECT_NE(e.status().message().find("cached block export"), std::string::npos) << e.status();
+  ASSERT_TRUE(log::SegmentLog::Format(&dev, {.segment_bytes = 1 << 20, .force = true}).ok());
+  EXPECT_TRUE(PoolEngine::Open(o).ok());
 }
 
 // --- Concurrency ---------------------------------------------------------------------------
