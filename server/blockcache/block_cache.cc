@@ -146,7 +146,22 @@ absl::StatusOr<std::unique_ptr<BlockCache>> BlockCache::Open(const BlockCacheOpt
   return cache;
 }
 
+absl::StatusOr<std::unique_ptr<BlockCache>> BlockCache::OpenOwning(std::unique_ptr<io::BlockDevice> device,
+                                                                    std::unique_ptr<nbd::BlockBackend> backing,
+                                                                    BlockCacheOptions options) {
+  options.cache_device = device.get();
+  options.backing = backing.get();
+  TMEM_ASSIGN_OR_RETURN(std::unique_ptr<BlockCache> cache, Open(options));
+  cache->owned_device_ = std::move(device);
+  cache->owned_backing_ = std::move(backing);
+  return cache;
+}
+
 BlockCache::~BlockCache() {
+  if (log_ != nullptr && !failed_.load()) {
+    absl::Status st = SyncAll();
+    if (!st.ok()) TMEM_LOG(Warning) << Describe() << ": final sync failed: " << st;
+  }
   {
     MutexLock lock(&wake_mu_);
     stopping_ = true;

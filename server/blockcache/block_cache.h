@@ -105,7 +105,13 @@ class BlockCache final : public nbd::BlockBackend {
   // device that holds something else or belongs to a backing store of another size,
   // InvalidArgument for bad options, the backing store's or device's I/O errors.
   static absl::StatusOr<std::unique_ptr<BlockCache>> Open(const BlockCacheOptions& options);
-  // Stops migration and the log. Dirty data stays on the cache device for the next Open.
+  // Open for a cache that owns its device and backing store (options' pointers are taken from
+  // these); they are closed after the cache.
+  static absl::StatusOr<std::unique_ptr<BlockCache>> OpenOwning(std::unique_ptr<io::BlockDevice> device,
+                                                                std::unique_ptr<nbd::BlockBackend> backing,
+                                                                BlockCacheOptions options);
+  // Syncs the cache device (so that every acknowledged write survives), stops migration and
+  // the log. Dirty data stays on the cache device for the next Open.
   ~BlockCache() override;
 
   uint64_t size() const override { return size_; }
@@ -166,6 +172,10 @@ class BlockCache final : public nbd::BlockBackend {
   // One migration batch: up to `max_segments` flushed segments. Sets *progress when it moved.
   absl::Status MigrateBatch(uint32_t max_segments, bool* progress);
   void MigratorLoop();
+
+  // Owned by OpenOwning's caches; destroyed after everything below (declared first).
+  std::unique_ptr<io::BlockDevice> owned_device_;
+  std::unique_ptr<nbd::BlockBackend> owned_backing_;
 
   const BlockCacheOptions options_;
   io::BlockDevice* const device_;

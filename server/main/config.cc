@@ -47,6 +47,18 @@ absl::Status Check(const Config& c) {
     if (e.name.empty() || e.name.size() > 4096) return absl::InvalidArgumentError("an export needs a name (1 to 4096 bytes)");
     if (!names.insert(e.name).second) return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "' is declared twice"));
     if (e.backend.empty()) return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "' has no backend"));
+    if (!e.cache.device.empty()) {
+      if (e.read_only) {
+        return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "': a read-only export cannot have a writeback cache"));
+      }
+      if (e.cache.barrier_deadline_us < 0 || e.cache.barrier_deadline_us > 1'000'000 || e.cache.migrate_idle_ms < 0 ||
+          e.cache.buffer_deadline_ms < 1 || e.cache.buffer_deadline_ms > 60'000 ||
+          e.cache.migrate_batch_segments == 0 || e.cache.migrate_batch_segments > 4096) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "export '", e.name, "'.cache: barrier_deadline_us 0..1000000, migrate_idle_ms >= 0, "
+            "buffer_deadline_ms 1..60000, migrate_batch_segments 1..4096"));
+      }
+    }
   }
   if (c.nbd_max_connections < 1 || c.nbd_max_requests_in_flight < 1 || c.nbd_threads_per_connection < 1 ||
       c.nbd_threads_per_connection > 1024) {
@@ -70,7 +82,7 @@ absl::Status Check(const Config& c) {
 const std::set<std::string>& ValueFlags() {
   static const auto* f = new std::set<std::string>{"config", "device", "device-size", "segment-size", "metadata-dir",
                                                    "listen", "metrics-listen", "log-level", "shutdown-timeout-ms",
-                                                   "rpc-threads", "index-cache-entries", "export", "nbd-listen", "nbd-unix-socket"};
+                                                   "rpc-threads", "index-cache-entries", "export", "export-cache", "nbd-listen", "nbd-unix-socket"};
   return *f;
 }
 
@@ -176,6 +188,27 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
               x.read_only = d.second.as<bool>();
             } else if (k == "description") {
               x.description = d.second.as<std::string>();
+            } else if (k == "cache") {
+              if (!d.second.IsMap()) return Bad(where + ".cache", "want device, size, barrier_deadline_us, migrate_batch_segments, migrate_idle_ms, buffer_deadline_ms");
+              for (const auto& cd : d.second) {
+                const std::string ck = cd.first.as<std::string>();
+                const std::string cw = where + ".cache." + ck;
+                if (ck == "device") {
+                  x.cache.device = cd.second.as<std::string>();
+                } else if (ck == "size") {
+                  TMEM_ASSIGN_OR_RETURN(x.cache.size_bytes, SizeOf(cw, cd.second));
+                } else if (ck == "barrier_deadline_us") {
+                  x.cache.barrier_deadline_us = cd.second.as<int64_t>();
+                } else if (ck == "migrate_batch_segments") {
+                  x.cache.migrate_batch_segments = cd.second.as<uint32_t>();
+                } else if (ck == "migrate_idle_ms") {
+                  x.cache.migrate_idle_ms = cd.second.as<int64_t>();
+                } else if (ck == "buffer_deadline_ms") {
+                  x.cache.buffer_deadline_ms = cd.second.as<int64_t>();
+                } else {
+                  return Bad(cw, "unknown key");
+                }
+              }
             } else {
               return Bad(where + "." + k, "unknown key");
             }
@@ -243,6 +276,21 @@ absl::StatusOr<Config> ApplyFlags(const Flags& flags, Config c) {
     }
     x.backend = rest;
     c.exports = {x};
+  }
+  if (flags.Has("export-cache")) {
+    if (c.exports.size() != 1) {
+      return absl::InvalidArgumentError("--export-cache applies to the one export of --export (or of a config with one)");
+    }
+    std::string spec = flags.Get("export-cache");
+    const auto colon = spec.rfind(':');
+    if (colon != std::string::npos) {
+      absl::StatusOr<uint64_t> size = ParseSize(spec.substr(colon + 1));
+      if (!size.ok()) return absl::InvalidArgumentError(absl::StrCat("--export-cache: size: ", size.status().message()));
+      c.exports[0].cache.size_bytes = *size;
+      spec.resize(colon);
+    }
+    if (spec.empty()) return absl::InvalidArgumentError("--export-cache=PATH[:SIZE]: the path is empty");
+    c.exports[0].cache.device = spec;
   }
   c.format = flags.Has("format");
   if (c.metadata_dir.empty() && !c.device_path.empty()) c.metadata_dir = c.device_path + ".index";

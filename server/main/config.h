@@ -35,6 +35,16 @@ struct Config {
     uint64_t size_bytes = 0;    // a file backend that does not exist is created this large
     bool read_only = false;
     std::string description;
+    // A writeback cache in front of the backend (docs/blockcache.md): exports[].cache /
+    // --export-cache=PATH[:SIZE]. Empty device = no cache.
+    struct Cache {
+      std::string device;              // file or block device; a file that does not exist is created
+      uint64_t size_bytes = 0;         // size of a cache file to create
+      int64_t barrier_deadline_us = 0;    // a flush waits this long for others to share its sync
+      uint32_t migrate_batch_segments = 8;
+      int64_t migrate_idle_ms = 50;    // write back once writes pause this long (or when room runs low)
+      int64_t buffer_deadline_ms = 5;  // a partly filled RAM segment buffer is written after this long
+    } cache;
   };
   std::vector<ExportConfig> exports;                     // exports: [...] / --export=NAME=BACKEND[:SIZE]
   std::vector<std::string> nbd_listen = {"127.0.0.1:10809"};  // nbd.listen / --nbd-listen ("" = no TCP)

@@ -97,6 +97,47 @@ exports:
   EXPECT_EQ(uri->exports[0].backend, "nbd+unix:///v?socket=/s");
 }
 
+TEST(ConfigTest, CachedExportsFromFileAndFlag) {
+  auto c = LoadConfigFile(WriteFile("cached.yaml", R"(
+device: {path: /d.img}
+exports:
+  - name: db
+    backend: /srv/slow.img
+    cache:
+      device: /var/lib/tmem/db-cache.img
+      size: 8G
+      barrier_deadline_us: 500
+      migrate_batch_segments: 16
+      migrate_idle_ms: 100
+      buffer_deadline_ms: 10
+)"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  const auto& cache = c->exports[0].cache;
+  EXPECT_EQ(cache.device, "/var/lib/tmem/db-cache.img");
+  EXPECT_EQ(cache.size_bytes, 8ull << 30);
+  EXPECT_EQ(cache.barrier_deadline_us, 500);
+  EXPECT_EQ(cache.migrate_batch_segments, 16u);
+  EXPECT_EQ(cache.migrate_idle_ms, 100);
+  EXPECT_EQ(cache.buffer_deadline_ms, 10);
+
+  auto flag = Parse({"--device=/d", "--export=x=/b.img", "--export-cache=/c.img:1G"});
+  ASSERT_TRUE(flag.ok()) << flag.status();
+  EXPECT_EQ(flag->exports[0].cache.device, "/c.img");
+  EXPECT_EQ(flag->exports[0].cache.size_bytes, 1ull << 30);
+
+  auto ro = Parse({"--device=/d", "--export=x=/b.img:ro", "--export-cache=/c.img"});
+  EXPECT_NE(ro.status().message().find("read-only export cannot have a writeback cache"), std::string::npos)
+      << ro.status();
+  auto alone = Parse({"--device=/d", "--export-cache=/c.img"});
+  EXPECT_EQ(alone.status().code(), absl::StatusCode::kInvalidArgument);
+  auto key = LoadConfigFile(WriteFile("cachekey.yaml", "exports:\n  - {name: a, backend: /x, cache: {device: /c, speed: 1}}\n"));
+  EXPECT_NE(key.status().message().find("exports[0].cache.speed"), std::string::npos) << key.status();
+  auto batch = LoadConfigFile(WriteFile("cachebatch.yaml", "device: {path: /d}\nexports:\n  - {name: a, backend: /x, cache: {device: /c, migrate_batch_segments: 0}}\n"));
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  auto checked = Parse({}, *batch);
+  EXPECT_NE(checked.status().message().find("migrate_batch_segments"), std::string::npos) << checked.status();
+}
+
 TEST(ConfigTest, BadNbdConfigNamesTheCulprit) {
   auto twice = LoadConfigFile(WriteFile("twice.yaml", "device: {path: /d}\nexports:\n  - {name: a, backend: /x}\n  - {name: a, backend: /y}\n"));
   ASSERT_TRUE(twice.ok());

@@ -25,6 +25,7 @@
 #include "common/flags.h"
 #include "common/logging.h"
 #include "common/version.h"
+#include "server/blockcache/block_cache.h"
 #include "server/grpc/admin_service.h"
 #include "server/grpc/page_pool_service.h"
 #include "server/nbd/nbd_server.h"
@@ -42,7 +43,8 @@ constexpr char kUsage[] =
     "             [--listen=HOST:PORT[,HOST:PORT...]] [--metrics-listen=HOST:PORT] [--log-level=info]\n"
     "             [--shutdown-timeout-ms=10000] [--rpc-threads=16] [--index-cache-entries=1048576]\n"
     "             [--config=FILE] [--format]\n"
-    "             [--export=NAME=BACKEND[:SIZE][:ro]] [--nbd-listen=HOST:PORT] [--nbd-unix-socket=PATH]\n"
+    "             [--export=NAME=BACKEND[:SIZE][:ro]] [--export-cache=PATH[:SIZE]]\n"
+    "             [--nbd-listen=HOST:PORT] [--nbd-unix-socket=PATH]\n"
     "  A device that does not exist is created with --device-size and formatted. A device that\n"
     "  holds other data, is corrupt, or has another segment size is refused unless --format\n"
     "  (which destroys its contents). Flags override the config file.\n";
@@ -149,6 +151,8 @@ int Run(const Config& c) {
 
   // NBD exports: every backend opens (or the start fails, naming it) before anything listens.
   std::unique_ptr<nbd::NbdServer> nbd_server;
+  // Cached exports, for their metrics (owned by their exports).
+  std::vector<std::pair<std::string, blockcache::BlockCache*>> caches;
   if (!c.exports.empty()) {
     std::vector<std::unique_ptr<nbd::Export>> exports;
     for (const Config::ExportConfig& x : c.exports) {
@@ -156,6 +160,26 @@ int Run(const Config& c) {
       if (!backend.ok()) {
         TMEM_LOG(Error) << "export " << x.name << ": " << backend.status().message();
         return 1;
+      }
+      if (!x.cache.device.empty()) {
+        auto cache_dev = io::FileDevice::Open({.path = x.cache.device, .create_size_bytes = x.cache.size_bytes});
+        if (!cache_dev.ok()) {
+          TMEM_LOG(Error) << "export " << x.name << ": cache device: " << cache_dev.status().message();
+          return 1;
+        }
+        blockcache::BlockCacheOptions bo;
+        bo.format = c.format;
+        bo.barrier_deadline_us = x.cache.barrier_deadline_us;
+        bo.migrate_batch_segments = x.cache.migrate_batch_segments;
+        bo.migrate_idle_ms = x.cache.migrate_idle_ms;
+        bo.log.flush_deadline_ns = x.cache.buffer_deadline_ms * 1'000'000;
+        auto cache = blockcache::BlockCache::OpenOwning(std::move(*cache_dev), std::move(*backend), bo);
+        if (!cache.ok()) {
+          TMEM_LOG(Error) << "export " << x.name << ": " << cache.status().message();
+          return 1;
+        }
+        caches.push_back({x.name, cache->get()});
+        backend = std::unique_ptr<nbd::BlockBackend>(std::move(*cache));
       }
       auto ex = std::make_unique<nbd::Export>();
       ex->name = x.name;
@@ -187,9 +211,10 @@ int Run(const Config& c) {
 
   std::unique_ptr<metrics::Metrics> metrics;
   if (!c.metrics_listen.empty()) {
-    auto m = metrics::Metrics::Start(c.metrics_listen, [e, nbd_ptr](StatsVisitor& v) {
+    auto m = metrics::Metrics::Start(c.metrics_listen, [e, nbd_ptr, caches](StatsVisitor& v) {
       e->VisitStats(v);
       if (nbd_ptr != nullptr) nbd_ptr->VisitStats(v);
+      for (const auto& [name, cache] : caches) cache->VisitStats(v, {{"export", name}});
     });
     if (!m.ok()) {
       TMEM_LOG(Error) << m.status().message();
