@@ -344,11 +344,11 @@ absl::Status BlockCache::Pread(void* buf, uint32_t len, uint64_t offset) {
 absl::Status BlockCache::WriteLine(uint64_t line, const uint8_t* data, uint32_t begin, uint32_t end) {
   Stripe& s = StripeOf(line);
   MutexLock write_lock(&s.write_mu);
-  std::optional<Entry> old = Lookup(line);
   std::array<uint8_t, kLineBytes> merged;
   const uint8_t* src = data;
   uint8_t mask = 0xFF;
   if (begin != 0 || end != kLineBytes) {
+    std::optional<Entry> old = Lookup(line);
     TMEM_RETURN_IF_ERROR(ReadLine(line, old, merged.data()));
     std::memcpy(merged.data() + begin, data, end - begin);
     src = merged.data();
