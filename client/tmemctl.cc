@@ -35,6 +35,14 @@ const std::map<std::string, Command>& Commands() {
         "where NBD clients connect",
         {},
         {}}},
+      {"cache",
+       {"tmemctl cache --export=NAME [--action=status|flush|migrate-now|drain|set] [--barrier-deadline-us=N] "
+        "[--migrate-batch-segments=N] [--migrate-idle-ms=N] [--migrate-free-segments-low=N]: a cached export's "
+        "writeback cache: its state (dirty bytes, segments, hits), or an action then its state; drain returns "
+        "when no dirty line remains (raise --timeout-ms for a large cache); set changes the tunables given",
+        {"export", "action", "barrier-deadline-us", "migrate-batch-segments", "migrate-idle-ms",
+         "migrate-free-segments-low"},
+        {}}},
       {"create-pool",
        {"tmemctl create-pool [--page-size=4096] [--shared-uuid=32 hex digits] [--tenant=NAME]: prints the pool id",
         {"page-size", "shared-uuid", "tenant"},
@@ -70,6 +78,23 @@ int Usage(const std::string& why) {
                why.c_str());
   for (const auto& [name, cmd] : Commands()) std::fprintf(stderr, "  %s\n", cmd.usage);
   return 2;
+}
+
+void PrintCache(const std::string& name, const tmem::v1::CacheStatus& c) {
+  std::printf("export            %s\n", name.c_str());
+  std::printf("dirty_bytes       %lu\n", c.dirty_bytes());
+  std::printf("cached_bytes      %lu\n", c.cached_bytes());
+  std::printf("segments          head %lu, synced %lu, migrated %lu; %lu of %lu free\n", c.head_segment(),
+              c.synced_segment(), c.migrated_segment(), c.free_segments(), c.segment_count());
+  std::printf("read_lines        %lu hits, %lu misses\n", c.read_hits(), c.read_misses());
+  std::printf("lines_written     %lu\n", c.lines_written());
+  std::printf("flushes           %lu (%lu device syncs)\n", c.flushes(), c.syncs());
+  std::printf("migrated_bytes    %lu (%lu failed batches)\n", c.migrated_bytes(), c.migration_errors());
+  std::printf("tunables          barrier_deadline_us %ld, migrate_batch_segments %u, migrate_idle_ms %ld, "
+              "migrate_free_segments_low %u\n",
+              c.tunables().barrier_deadline_us(), c.tunables().migrate_batch_segments(),
+              c.tunables().migrate_idle_ms(), c.tunables().migrate_free_segments_low());
+  if (c.failed()) std::printf("FAILED            %s\n", c.failure().c_str());
 }
 
 int Failed(const std::string& what, const ::grpc::Status& s, const std::string& server) {
@@ -163,6 +188,60 @@ int Run(Client& c, const std::string& cmd, const Flags& f) {
     }
     for (const auto& a : r.nbd_addresses()) std::printf("nbd://%s/EXPORT\n", a.c_str());
     if (!r.nbd_unix_socket().empty()) std::printf("nbd+unix:///EXPORT?socket=%s\n", r.nbd_unix_socket().c_str());
+    return 0;
+  }
+  if (cmd == "cache") {
+    if (!f.Has("export")) return Usage("cache needs --export=NAME");
+    const std::string action = f.Get("action", "status");
+    tmem::v1::ExportControlRequest req;
+    req.set_export_name(f.Get("export"));
+    if (action == "status") {
+      // Read the state through the export list (no action).
+      tmem::v1::ListExportsResponse r;
+      ::grpc::Status s = c.admin().ListExports(&ctx, {}, &r);
+      if (!s.ok()) return Failed("cache", s, c.server());
+      for (const auto& e : r.exports()) {
+        if (e.name() != req.export_name()) continue;
+        if (!e.has_cache()) {
+          std::fprintf(stderr, "tmemctl: export '%s' has no writeback cache\n", e.name().c_str());
+          return 1;
+        }
+        PrintCache(e.name(), e.cache());
+        return 0;
+      }
+      std::fprintf(stderr, "tmemctl: no export named '%s'\n", req.export_name().c_str());
+      return 1;
+    }
+    if (action == "flush") {
+      req.set_action(tmem::v1::ExportControlRequest::FLUSH);
+    } else if (action == "migrate-now") {
+      req.set_action(tmem::v1::ExportControlRequest::MIGRATE_NOW);
+    } else if (action == "drain") {
+      req.set_action(tmem::v1::ExportControlRequest::DRAIN);
+    } else if (action == "set") {
+      req.set_action(tmem::v1::ExportControlRequest::SET_TUNABLES);
+      tmem::v1::CacheTunables* t = req.mutable_tunables();
+      bool any = false;
+      for (const char* name : {"barrier-deadline-us", "migrate-batch-segments", "migrate-idle-ms",
+                               "migrate-free-segments-low"}) {
+        if (!f.Has(name)) continue;
+        auto v = f.GetUint(name, 0);
+        if (!v.ok()) return Usage(std::string(v.status().message()));
+        any = true;
+        const std::string n = name;
+        if (n == "barrier-deadline-us") t->set_barrier_deadline_us(static_cast<int64_t>(*v));
+        if (n == "migrate-batch-segments") t->set_migrate_batch_segments(static_cast<uint32_t>(*v));
+        if (n == "migrate-idle-ms") t->set_migrate_idle_ms(static_cast<int64_t>(*v));
+        if (n == "migrate-free-segments-low") t->set_migrate_free_segments_low(static_cast<uint32_t>(*v));
+      }
+      if (!any) return Usage("cache --action=set needs at least one tunable flag");
+    } else {
+      return Usage("cache --action wants status, flush, migrate-now, drain or set");
+    }
+    tmem::v1::ExportControlResponse r;
+    ::grpc::Status s = c.admin().ExportControl(&ctx, req, &r);
+    if (!s.ok()) return Failed("cache " + action, s, c.server());
+    PrintCache(req.export_name(), r.cache());
     return 0;
   }
   if (cmd == "create-pool") {

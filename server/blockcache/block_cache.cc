@@ -4,6 +4,7 @@
 #include <array>
 #include <chrono>
 #include <cstring>
+#include <iterator>
 #include <optional>
 #include <utility>
 
@@ -401,7 +402,14 @@ absl::Status BlockCache::Pwrite(const void* buf, uint32_t len, uint64_t offset, 
 
 absl::Status BlockCache::Flush() {
   counters_.flushes.fetch_add(1, std::memory_order_relaxed);
-  return SyncAll();
+  const int64_t t0 = clock_->NowNanos();
+  absl::Status st = SyncAll();
+  const int64_t ns = std::max<int64_t>(0, clock_->NowNanos() - t0);
+  size_t b = 0;
+  while (b < std::size(kFlushBuckets) && ns > kFlushBuckets[b] * 1e9) ++b;
+  counters_.flush_buckets[b].fetch_add(1, std::memory_order_relaxed);
+  counters_.flush_ns_sum.fetch_add(static_cast<uint64_t>(ns), std::memory_order_relaxed);
+  return st;
 }
 
 absl::Status BlockCache::SyncAll() {
@@ -671,6 +679,16 @@ void BlockCache::VisitStats(StatsVisitor& v, const StatLabels& labels) const {
   v.Counter("blockcache_migration_errors", "Migration batches that failed and will be retried.",
             s.migration_errors, labels);
   v.Gauge("blockcache_failed", "1 when the cache device failed and writes answer EIO.", s.failed ? 1 : 0, labels);
+  std::vector<double> bounds(std::begin(kFlushBuckets), std::end(kFlushBuckets));
+  std::vector<uint64_t> cumulative;
+  uint64_t total = 0;
+  for (size_t i = 0; i < bounds.size(); ++i) {
+    total += counters_.flush_buckets[i].load(std::memory_order_relaxed);
+    cumulative.push_back(total);
+  }
+  total += counters_.flush_buckets[bounds.size()].load(std::memory_order_relaxed);
+  v.Histogram("blockcache_flush_duration_seconds", "Time a FLUSH (or FUA write's flush) took.", bounds, cumulative,
+              total, counters_.flush_ns_sum.load(std::memory_order_relaxed) / 1e9, labels);
 }
 
 }  // namespace tmem::blockcache

@@ -219,7 +219,12 @@ class BlockCache final : public nbd::BlockBackend {
     std::atomic<uint64_t> dirty_lines{0}, cached_lines{0}, read_hits{0}, read_misses{0}, write_lines{0};
     std::atomic<uint64_t> flushes{0}, syncs{0}, migrated_lines{0}, migrated_bytes{0}, migration_errors{0};
     std::atomic<uint64_t> recovered_segments{0}, recovered_lines{0}, recovery_torn_pages{0};
+    // Flush latency histogram: counts per bucket of kFlushBuckets (last: above all), sum in ns.
+    std::atomic<uint64_t> flush_buckets[14] = {};
+    std::atomic<uint64_t> flush_ns_sum{0};
   };
+  static constexpr double kFlushBuckets[13] = {100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3,
+                                               25e-3,  50e-3,  100e-3, 250e-3, 1.0,   2.5};
   Counters counters_;
 };
 

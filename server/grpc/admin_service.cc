@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "server/blockcache/block_cache.h"
 #include "server/grpc/status_convert.h"
 
 namespace tmem::grpc_service {
@@ -57,6 +58,35 @@ void Fill(const pool::PoolInfo& info, tmem::v1::PoolInfo* out) {
   return ::grpc::Status::OK;
 }
 
+namespace {
+
+void FillCacheStatus(const blockcache::BlockCache& cache, tmem::v1::CacheStatus* out) {
+  const blockcache::BlockCacheStatus s = cache.status();
+  out->set_dirty_bytes(s.dirty_lines * blockcache::kLineBytes);
+  out->set_cached_bytes(s.cached_lines * blockcache::kLineBytes);
+  out->set_head_segment(s.head_seq);
+  out->set_synced_segment(s.synced_seq);
+  out->set_migrated_segment(s.migrated_seq);
+  out->set_free_segments(s.free_segments);
+  out->set_segment_count(s.segment_count);
+  out->set_read_hits(s.read_hits);
+  out->set_read_misses(s.read_misses);
+  out->set_lines_written(s.write_lines);
+  out->set_flushes(s.flushes);
+  out->set_syncs(s.syncs);
+  out->set_migrated_bytes(s.migrated_bytes);
+  out->set_migration_errors(s.migration_errors);
+  out->set_failed(s.failed);
+  out->set_failure(s.failure);
+  const blockcache::BlockCache::Tunables t = cache.tunables();
+  out->mutable_tunables()->set_barrier_deadline_us(t.barrier_deadline_us);
+  out->mutable_tunables()->set_migrate_batch_segments(t.migrate_batch_segments);
+  out->mutable_tunables()->set_migrate_idle_ms(t.migrate_idle_ms);
+  out->mutable_tunables()->set_migrate_free_segments_low(t.migrate_free_segments_low);
+}
+
+}  // namespace
+
 ::grpc::Status AdminService::ListExports(::grpc::ServerContext*, const tmem::v1::ListExportsRequest*,
                                          tmem::v1::ListExportsResponse* resp) {
   if (nbd_ == nullptr) return ::grpc::Status::OK;
@@ -78,7 +108,56 @@ void Fill(const pool::PoolInfo& info, tmem::v1::PoolInfo* out) {
     x->set_connections_total(e->connections_total.load());
     x->set_bytes_read(e->bytes_read.load());
     x->set_bytes_written(e->bytes_written.load());
+    if (const auto* cache = dynamic_cast<const blockcache::BlockCache*>(e->backend.get())) {
+      FillCacheStatus(*cache, x->mutable_cache());
+    }
   }
+  return ::grpc::Status::OK;
+}
+
+::grpc::Status AdminService::ExportControl(::grpc::ServerContext*, const tmem::v1::ExportControlRequest* req,
+                                           tmem::v1::ExportControlResponse* resp) {
+  const nbd::Export* found = nullptr;
+  if (nbd_ != nullptr) {
+    for (const auto& e : nbd_->exports()) {
+      if (e->name == req->export_name()) found = e.get();
+    }
+  }
+  if (found == nullptr) {
+    return ::grpc::Status(::grpc::StatusCode::NOT_FOUND, absl::StrCat("no export named '", req->export_name(), "'"));
+  }
+  auto* cache = dynamic_cast<blockcache::BlockCache*>(found->backend.get());
+  if (cache == nullptr) {
+    return ::grpc::Status(::grpc::StatusCode::FAILED_PRECONDITION,
+                          absl::StrCat("export '", req->export_name(), "' has no writeback cache"));
+  }
+  absl::Status st;
+  switch (req->action()) {
+    case tmem::v1::ExportControlRequest::FLUSH:
+      st = cache->Flush();
+      break;
+    case tmem::v1::ExportControlRequest::MIGRATE_NOW:
+      st = cache->MigrateNow();
+      break;
+    case tmem::v1::ExportControlRequest::DRAIN:
+      st = cache->Drain();
+      break;
+    case tmem::v1::ExportControlRequest::SET_TUNABLES: {
+      blockcache::BlockCache::Tunables t = cache->tunables();
+      const tmem::v1::CacheTunables& in = req->tunables();
+      if (in.has_barrier_deadline_us()) t.barrier_deadline_us = in.barrier_deadline_us();
+      if (in.has_migrate_batch_segments()) t.migrate_batch_segments = in.migrate_batch_segments();
+      if (in.has_migrate_idle_ms()) t.migrate_idle_ms = in.migrate_idle_ms();
+      if (in.has_migrate_free_segments_low()) t.migrate_free_segments_low = in.migrate_free_segments_low();
+      st = cache->SetTunables(t);
+      break;
+    }
+    default:
+      return ::grpc::Status(::grpc::StatusCode::INVALID_ARGUMENT,
+                            "action: want FLUSH, MIGRATE_NOW, DRAIN or SET_TUNABLES");
+  }
+  if (!st.ok()) return ToGrpc(st);
+  FillCacheStatus(*cache, resp->mutable_cache());
   return ::grpc::Status::OK;
 }
 

@@ -23,6 +23,8 @@ class AdminService final : public tmem::v1::Admin::Service {
                            tmem::v1::PoolStatsResponse*) override;
   ::grpc::Status ListExports(::grpc::ServerContext*, const tmem::v1::ListExportsRequest*,
                              tmem::v1::ListExportsResponse*) override;
+  ::grpc::Status ExportControl(::grpc::ServerContext*, const tmem::v1::ExportControlRequest*,
+                               tmem::v1::ExportControlResponse*) override;
 
  private:
   pool::PoolEngine* const engine_;
