@@ -134,5 +134,40 @@ rc=$?
 [ $rc -ne 0 ] && echo "$out" | grep -q "read-only export cannot have a writeback cache" \
   && ok "a read-only export with a cache is refused" || bad "read-only cached export: rc $rc: $out"
 
+# The backing store fails (nbdkit's error filter: every write and flush gets EIO while the
+# error file exists): migration fails and is retried, nothing dirty is lost, the export stays
+# readable; once the store heals, a drain writes everything back.
+S=$(mktemp -d /tmp/tmem-nbdc.XXXXXX)
+truncate -s 16M "$T/eio-backing.img"
+nbdkit --exit-with-parent -f -U "$S/eio.sock" --filter=error file "$T/eio-backing.img" \
+  error=EIO error-pwrite-rate=100% error-file="$T/eio-on" 2> "$T/nbdkit-eio.log" &
+NK=$!
+for _ in $(seq 100); do [ -S "$S/eio.sock" ] && break; sleep 0.05; done
+EP=$(port); EG=$(port)
+"$TMEMD" --device="$T/eio-pages.img" --device-size=32M --listen=127.0.0.1:$EG --metrics-listen= \
+  --nbd-listen=127.0.0.1:$EP --export="e=nbd+unix:///?socket=$S/eio.sock" --export-cache="$T/eio-cache.img:32M" \
+  2> "$T/tmemd-eio.log" &
+D=$!
+EU="nbd://127.0.0.1:$EP/e"
+for _ in $(seq 200); do nbdinfo "$EU" >/dev/null 2>&1 && break; sleep 0.05; done
+touch "$T/eio-on"
+head -c 4M /dev/urandom > "$T/eio-in"
+nbdcopy "$T/eio-in" "$EU" && nbdsh -u "$EU" -c 'h.flush()' || bad "writes to the cached export while its store fails"
+"$CTL" --server=127.0.0.1:$EG cache --export=e --action=migrate-now > "$T/eio-mig.out" 2>&1; rc=$?
+[ $rc -eq 1 ] && grep -q "Input/output error" "$T/eio-mig.out" && ok "migrate-now reports the store's EIO" \
+  || bad "migrate-now with a failing store: rc $rc $(cat "$T/eio-mig.out")"
+sleep 1
+"$CTL" --server=127.0.0.1:$EG cache --export=e > "$T/eio-status.out" 2>&1
+errs=$(sed -n 's/^migrated_bytes.*(\([0-9]*\) failed batches)/\1/p' "$T/eio-status.out")
+[ "${errs:-0}" -ge 2 ] && grep -q "migration failed, will retry" "$T/tmemd-eio.log" \
+  && ok "failed migrations are counted ($errs) and logged, and retried" || bad "errors: $(cat "$T/eio-status.out")"
+nbdcopy "$EU" "$T/eio-out" && cmp -s <(head -c 4M "$T/eio-out") "$T/eio-in" \
+  && ok "the export stays readable with every write while the store fails" || bad "reads during store failure"
+rm -f "$T/eio-on"
+"$CTL" --server=127.0.0.1:$EG --timeout-ms=60000 cache --export=e --action=drain > "$T/eio-drain.out" 2>&1 \
+  && cmp -s <(head -c 4M "$T/eio-backing.img") "$T/eio-in" \
+  && ok "once the store heals, a drain writes every dirty line back" || bad "drain after heal: $(cat "$T/eio-drain.out")"
+kill -TERM $D; wait $D; kill $NK; rm -rf "$S"
+
 echo "$fails failed"
 [ "$fails" -eq 0 ]
