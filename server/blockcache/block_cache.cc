@@ -308,6 +308,10 @@ absl::Status BlockCache::Pread(void* buf, uint32_t len, uint64_t offset) {
   std::array<uint8_t, kLineBytes> tmp;
   uint64_t pos = offset;
   const uint64_t end = offset + len;
+  // Whether lines this read fetches from the backing store are kept (read caching): decided
+  // for the whole request, from where it starts and how long the sequential run is.
+  const bool promote = options_.read_cache && len > 0 &&
+                       ShouldPromote(offset / kLineBytes, (end - 1) / kLineBytes - offset / kLineBytes + 1);
   while (pos < end) {
     const uint64_t line = pos / kLineBytes;
     const uint32_t in = static_cast<uint32_t>(pos % kLineBytes);
@@ -330,16 +334,63 @@ absl::Status BlockCache::Pread(void* buf, uint32_t len, uint64_t offset) {
     if (in == 0 && copy_end == run_end) {
       TMEM_RETURN_IF_ERROR(Io(backing_->Pread(out + (pos - offset), static_cast<uint32_t>(run_end - run_begin), run_begin),
                               "read " + backing_->Describe()));
+      if (promote) {
+        for (uint64_t l = line; l <= last; ++l) Promote(l, out + (pos - offset) + (l - line) * kLineBytes);
+      }
     } else {
       std::vector<uint8_t> run(run_end - run_begin);
       TMEM_RETURN_IF_ERROR(Io(backing_->Pread(run.data(), static_cast<uint32_t>(run.size()), run_begin),
                               "read " + backing_->Describe()));
       std::memcpy(out + (pos - offset), run.data() + in, copy_end - pos);
+      if (promote) {
+        for (uint64_t l = line; l <= last; ++l) Promote(l, run.data() + (l - line) * kLineBytes);
+      }
     }
     counters_.read_misses.fetch_add(last - line + 1, std::memory_order_relaxed);
     pos = copy_end;
   }
   return absl::OkStatus();
+}
+
+bool BlockCache::ShouldPromote(uint64_t first, uint64_t count) {
+  // A run continues when a read starts where the previous one ended (several streams at once
+  // look random here, and get promoted: the threshold guards against one long scan).
+  const uint64_t prev_end = read_run_end_.exchange(first + count, std::memory_order_relaxed);
+  uint64_t run = count;
+  if (prev_end == first) run += read_run_lines_.load(std::memory_order_relaxed);
+  read_run_lines_.store(run, std::memory_order_relaxed);
+  return run <= options_.read_cache_threshold_lines;
+}
+
+void BlockCache::Promote(uint64_t line, const uint8_t* data) {
+  if (failed_.load(std::memory_order_acquire)) return;
+  Stripe& s = StripeOf(line);
+  // Never wait for room to cache a clean line: skip when a writer holds the stripe.
+  if (!s.write_mu.TryLock()) return;
+  if (Lookup(line).has_value()) {
+    // Written (or promoted) since the backing store was read: that version wins.
+    s.write_mu.Unlock();
+    return;
+  }
+  const uint32_t crc = crc32c::Value(data, kLineBytes);
+  LineKeyDisk key{};
+  key.magic = kLineKeyMagic;
+  key.line = line;
+  key.dirty = 0;
+  uint8_t raw[log::kSlotKeyBytes];
+  std::memcpy(raw, &key, sizeof(raw));
+  // Never waits for room: a clean line is not worth stalling a read for.
+  absl::StatusOr<log::Location> loc = log_->Append(raw, data, kLineBytes, crc, /*pin=*/true, /*may_wait=*/false);
+  if (loc.ok()) {
+    {
+      MutexLock index_lock(&s.index_mu);
+      auto [it, inserted] = s.lines.try_emplace(line, Entry{loc->seq, loc->offset, crc, 0});
+      if (inserted) counters_.cached_lines.fetch_add(1, std::memory_order_relaxed);
+    }
+    log_->Unpin(loc->seq);
+    counters_.read_promotions.fetch_add(1, std::memory_order_relaxed);
+  }
+  s.write_mu.Unlock();
 }
 
 absl::Status BlockCache::WriteLine(uint64_t line, const uint8_t* data, uint32_t begin, uint32_t end) {
@@ -645,6 +696,7 @@ BlockCacheStatus BlockCache::status() const {
   s.segment_count = geometry_.segment_count;
   s.read_hits = counters_.read_hits.load();
   s.read_misses = counters_.read_misses.load();
+  s.read_promotions = counters_.read_promotions.load();
   s.write_lines = counters_.write_lines.load();
   s.flushes = counters_.flushes.load();
   s.syncs = counters_.syncs.load();
@@ -673,6 +725,8 @@ void BlockCache::VisitStats(StatsVisitor& v, const StatLabels& labels) const {
   v.Counter("blockcache_read_lines_hit", "Cache lines read from the cache device or RAM.", s.read_hits, labels);
   v.Counter("blockcache_read_lines_missed", "Cache lines read from the backing store.", s.read_misses, labels);
   v.Counter("blockcache_written_lines", "Cache lines written.", s.write_lines, labels);
+  v.Counter("blockcache_read_lines_promoted", "Cache lines read from the backing store and kept (read caching).",
+            s.read_promotions, labels);
   v.Counter("blockcache_flushes", "Flushes (and FUA writes).", s.flushes, labels);
   v.Counter("blockcache_device_syncs", "Cache device syncs the flushes caused.", s.syncs, labels);
   v.Counter("blockcache_migrated_bytes", "Bytes written back to the backing store.", s.migrated_bytes, labels);

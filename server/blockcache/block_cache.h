@@ -74,6 +74,11 @@ struct BlockCacheOptions {
   int64_t migrate_idle_ms = 50;
   uint32_t migrate_free_segments_low = 0;  // 0: a quarter of the log
   int64_t migrate_retry_ms = 200;          // after a backing store error
+  // Read caching (off by default): lines read from the backing store are kept in the cache as
+  // clean lines, except in sequential runs longer than `read_cache_threshold_lines` (a scan
+  // would evict what is worth keeping; dm-writeboost's read_cache_threshold).
+  bool read_cache = false;
+  uint32_t read_cache_threshold_lines = 32;
 };
 
 struct BlockCacheStatus {
@@ -86,6 +91,7 @@ struct BlockCacheStatus {
   uint64_t segment_count = 0;
   uint64_t read_hits = 0;      // lines read from the cache
   uint64_t read_misses = 0;    // lines read from the backing store
+  uint64_t read_promotions = 0;  // of those, kept in the cache (read caching)
   uint64_t write_lines = 0;
   uint64_t flushes = 0;        // Flush calls (and FUA writes)
   uint64_t syncs = 0;          // cache device syncs they caused
@@ -164,6 +170,11 @@ class BlockCache final : public nbd::BlockBackend {
   absl::Status ReadLine(uint64_t line, std::optional<Entry> entry, uint8_t* out);
   std::optional<Entry> Lookup(uint64_t line) const;
   absl::Status WriteLine(uint64_t line, const uint8_t* data, uint32_t begin, uint32_t end);
+  // Read caching: keeps `data` (line's contents, just read from the backing store) as a clean
+  // line, unless the line got cached meanwhile.
+  void Promote(uint64_t line, const uint8_t* data);
+  // Whether lines [first, first+count) of a read should be promoted (not a long sequential run).
+  bool ShouldPromote(uint64_t first, uint64_t count);
   absl::Status FailedStatus() const;
   void Fail(const std::string& why);
   // Flush's work: every segment handed out so far on the device and synced (group commit).
@@ -211,6 +222,11 @@ class BlockCache final : public nbd::BlockBackend {
   mutable Mutex tunables_mu_;
   Tunables tunables_ ABSL_GUARDED_BY(tunables_mu_);
 
+  // Sequential-run detection for read caching: where the last read ended and how long its run
+  // has been (lines).
+  std::atomic<uint64_t> read_run_end_{UINT64_MAX};
+  std::atomic<uint64_t> read_run_lines_{0};
+
   std::atomic<bool> failed_{false};
   mutable Mutex failure_mu_;
   std::string failure_ ABSL_GUARDED_BY(failure_mu_);
@@ -218,6 +234,7 @@ class BlockCache final : public nbd::BlockBackend {
   struct Counters {
     std::atomic<uint64_t> dirty_lines{0}, cached_lines{0}, read_hits{0}, read_misses{0}, write_lines{0};
     std::atomic<uint64_t> flushes{0}, syncs{0}, migrated_lines{0}, migrated_bytes{0}, migration_errors{0};
+    std::atomic<uint64_t> read_promotions{0};
     std::atomic<uint64_t> recovered_segments{0}, recovered_lines{0}, recovery_torn_pages{0};
     // Flush latency histogram: counts per bucket of kFlushBuckets (last: above all), sum in ns.
     std::atomic<uint64_t> flush_buckets[14] = {};

@@ -191,8 +191,10 @@ TEST(BlockCacheTest, PowerCutsNeverLoseAFlushedWriteNorReturnTornOrStaleData) {
   std::mt19937_64 rng(2026);
   int cuts = 0;
   uint64_t recovered_lines = 0, torn_pages = 0;
+  BlockCacheOptions options = Options(&cache_dev, &backing);
+  options.read_cache = true;  // promoted clean lines must never shadow newer data either
   for (int round = 0; round < 1000; ++round) {
-    auto cache = OpenOrDie(Options(&cache_dev, &backing));
+    auto cache = OpenOrDie(options);
     ASSERT_NE(cache, nullptr) << "round " << round;
     recovered_lines += cache->status().recovered_lines;
     torn_pages += cache->status().recovery_torn_pages;
@@ -226,6 +228,20 @@ TEST(BlockCacheTest, PowerCutsNeverLoseAFlushedWriteNorReturnTornOrStaleData) {
       if (rng() % 6 == 0) {
         ASSERT_OK(cache->Flush());
         flushed = latest;
+        continue;
+      }
+      if (rng() % 5 == 0) {
+        // Every sector reads back its latest version (and may get promoted).
+        const uint64_t first = rng() % kSectors;
+        const uint64_t n = std::min<uint64_t>(1 + rng() % 64, kSectors - first);
+        std::vector<uint8_t> got(n * kSectorBytes);
+        ASSERT_OK(cache->Pread(got.data(), got.size(), first * kSectorBytes));
+        for (uint64_t i = 0; i < n; ++i) {
+          SectorTag t;
+          std::memcpy(&t, got.data() + i * kSectorBytes, sizeof(t));
+          const uint64_t want = latest[first + i];
+          ASSERT_EQ(want == 0 ? 0 : t.version, want) << "round " << round << ": sector " << first + i;
+        }
         continue;
       }
       const uint64_t first = rng() % kSectors;
@@ -263,6 +279,97 @@ TEST(BlockCacheTest, PowerCutsNeverLoseAFlushedWriteNorReturnTornOrStaleData) {
   EXPECT_GT(recovered_lines, 0u) << "no round needed recovery: the test proves nothing";
   RecordProperty("recovered_lines", static_cast<int>(recovered_lines));
   RecordProperty("torn_pages", static_cast<int>(torn_pages));
+}
+
+TEST(BlockCacheTest, ReadCachingKeepsRandomReadsSkipsLongScansAndNeverShadowsWrites) {
+  constexpr uint64_t kSize = 1 << 20;  // 256 lines
+  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
+  std::mt19937_64 rng(9);
+  std::vector<uint8_t> model = Random(rng, kSize);
+  {
+    io::AlignedBuffer b(kSize, 4096);
+    std::memcpy(b.data(), model.data(), kSize);
+    ASSERT_TRUE(back_mem.Write(0, b.data(), kSize).ok());
+  }
+  DeviceBackend backing(&back_mem);
+  BlockCacheOptions o = Options(&cache_mem, &backing);
+  o.read_cache = true;
+  o.read_cache_threshold_lines = 32;
+  auto cache = OpenOrDie(o);
+  // Random single-line reads of 64 distinct lines: all promoted.
+  std::vector<uint64_t> lines(256);
+  for (uint64_t i = 0; i < 256; ++i) lines[i] = i;
+  std::shuffle(lines.begin(), lines.end(), rng);
+  std::vector<uint8_t> got(kLineBytes);
+  for (int i = 0; i < 64; ++i) {
+    ASSERT_OK(cache->Pread(got.data(), kLineBytes, lines[i] * kLineBytes));
+    ASSERT_EQ(0, std::memcmp(got.data(), model.data() + lines[i] * kLineBytes, kLineBytes));
+  }
+  EXPECT_EQ(cache->status().read_promotions, 64u);
+  const uint64_t misses = cache->status().read_misses;
+  for (int i = 0; i < 64; ++i) {
+    ASSERT_OK(cache->Pread(got.data(), kLineBytes, lines[i] * kLineBytes));
+    ASSERT_EQ(0, std::memcmp(got.data(), model.data() + lines[i] * kLineBytes, kLineBytes));
+  }
+  EXPECT_EQ(cache->status().read_misses, misses) << "second reads went to the backing store";
+  EXPECT_GE(cache->status().read_hits, 64u);
+  // A sequential scan of the whole export in 64 KiB reads: only its first 32 lines are kept.
+  const uint64_t before = cache->status().read_promotions;
+  std::vector<uint8_t> all(kSize);
+  for (uint64_t off = 0; off < kSize; off += 64 << 10) ASSERT_OK(cache->Pread(all.data() + off, 64 << 10, off));
+  EXPECT_EQ(all, model);
+  EXPECT_LE(cache->status().read_promotions - before, 32u);
+  // Writes over promoted lines win; migration and a drain leave the store right.
+  for (int i = 0; i < 32; ++i) {
+    auto data = Random(rng, 1000);
+    const uint64_t off = lines[i] * kLineBytes + 100;
+    ASSERT_OK(cache->Pwrite(data.data(), data.size(), off, false));
+    std::memcpy(model.data() + off, data.data(), data.size());
+  }
+  ASSERT_OK(cache->Pread(all.data(), kSize, 0));
+  EXPECT_EQ(all, model);
+  ASSERT_OK(cache->Drain());
+  EXPECT_EQ(ReadAll(back_mem), model);
+}
+
+// Readers race a writer over lines nobody has cached yet, so that reads fetch a line from the
+// backing store just as it is written: a read's promotion must never replace the newer write.
+TEST(BlockCacheTest, ReadPromotionsRacingWritesNeverShadowThem) {
+  constexpr uint64_t kSize = 16 << 20;  // 4096 lines, each written once
+  constexpr uint64_t kLines = kSize / kLineBytes;
+  io::MemoryDevice cache_mem(log::kDataOffset + 64 * kSeg, 512), back_mem(kSize, 512);
+  DeviceBackend backing(&back_mem);
+  BlockCacheOptions o = Options(&cache_mem, &backing);
+  o.read_cache = true;
+  o.read_cache_threshold_lines = 1 << 20;
+  auto cache = OpenOrDie(o);
+  std::atomic<uint64_t> next{0};
+  std::atomic<bool> done{false};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 3; ++r) {
+    readers.emplace_back([&, r] {
+      std::vector<uint8_t> buf(kLineBytes);
+      std::mt19937_64 rng(r);
+      while (!done.load()) {
+        const uint64_t line = std::min(kLines - 1, next.load() + rng() % 3);
+        EXPECT_OK(cache->Pread(buf.data(), kLineBytes, line * kLineBytes));
+      }
+    });
+  }
+  std::vector<uint8_t> model(kSize, 0);
+  std::mt19937_64 rng(1);
+  for (uint64_t line = 0; line < kLines; ++line) {
+    auto data = Random(rng, kLineBytes);
+    std::memcpy(model.data() + line * kLineBytes, data.data(), kLineBytes);
+    ASSERT_OK(cache->Pwrite(data.data(), kLineBytes, line * kLineBytes, false));
+    next.store(line + 1);
+  }
+  done = true;
+  for (auto& t : readers) t.join();
+  EXPECT_GT(cache->status().read_promotions, 0u);
+  std::vector<uint8_t> all(kSize);
+  ASSERT_OK(cache->Pread(all.data(), kSize, 0));
+  EXPECT_TRUE(all == model) << "a promoted read replaced a newer write";
 }
 
 TEST(BlockCacheTest, BackingStoreErrorsLoseNoDirtyDataAndMigrationRetries) {

@@ -433,7 +433,7 @@ void SegmentLog::SealLocked(WriteBuffer* buffer) {
 }
 
 absl::StatusOr<Location> SegmentLog::Append(const uint8_t (&key)[kSlotKeyBytes], const void* data, uint32_t len,
-                                            uint32_t crc, bool pin) {
+                                            uint32_t crc, bool pin, bool may_wait) {
   if (len == 0 || len % kPageAlignBytes != 0 || len > max_page_bytes()) {
     return absl::InvalidArgumentError(absl::StrCat("page length ", len, " must be a positive multiple of ",
                                                    kPageAlignBytes, " up to ", max_page_bytes()));
@@ -466,19 +466,23 @@ absl::StatusOr<Location> SegmentLog::Append(const uint8_t (&key)[kSlotKeyBytes],
     // completed: buffers free up as their own writes finish, so one stalled flusher would
     // otherwise let the head lap it, and its late write would land on the newer segment.
     const uint64_t next = head_seq_.load(std::memory_order_relaxed) + 1;
+    const auto no_room = [] { return absl::ResourceExhaustedError("no free write buffer or segment now"); };
     if (next > geometry_.segment_count &&
         next - geometry_.segment_count > flushed_seq_.load(std::memory_order_relaxed)) {
+      if (!may_wait) return no_room();
       if (!waited) counters_.append_waits.fetch_add(1, std::memory_order_relaxed);
       waited = true;
       progress_cv_.Wait(&mu_);
       continue;
     }
     if (head_seq_.load(std::memory_order_relaxed) + 1 > seq_lease_) {
+      if (!may_wait) return no_room();
       flusher_cv_.Signal();  // a flusher renews the lease
       progress_cv_.Wait(&mu_);
       continue;
     }
     if (OpenBufferLocked() == nullptr) {
+      if (!may_wait) return no_room();
       if (!waited) counters_.append_waits.fetch_add(1, std::memory_order_relaxed);
       waited = true;
       progress_cv_.Wait(&mu_);

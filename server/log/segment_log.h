@@ -120,8 +120,10 @@ class SegmentLog {
   // With `pin`, the page's segment is not written to the device until Unpin(location.seq):
   // the caller publishes the location (in its index) first, so that whoever sees the segment
   // written also sees every location in it.
+  // Without `may_wait`, an append that would wait for a buffer or for room fails at once with
+  // ResourceExhausted instead.
   absl::StatusOr<Location> Append(const uint8_t (&key)[kSlotKeyBytes], const void* data, uint32_t len,
-                                  uint32_t crc, bool pin = false);
+                                  uint32_t crc, bool pin = false, bool may_wait = true);
   // Releases one pin taken by Append on segment `seq`.
   void Unpin(uint64_t seq);
 

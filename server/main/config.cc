@@ -189,7 +189,7 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
             } else if (k == "description") {
               x.description = d.second.as<std::string>();
             } else if (k == "cache") {
-              if (!d.second.IsMap()) return Bad(where + ".cache", "want device, size, barrier_deadline_us, migrate_batch_segments, migrate_idle_ms, buffer_deadline_ms");
+              if (!d.second.IsMap()) return Bad(where + ".cache", "want device, size, barrier_deadline_us, migrate_batch_segments, migrate_idle_ms, buffer_deadline_ms, read_cache, read_cache_threshold_lines");
               for (const auto& cd : d.second) {
                 const std::string ck = cd.first.as<std::string>();
                 const std::string cw = where + ".cache." + ck;
@@ -205,6 +205,10 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
                   x.cache.migrate_idle_ms = cd.second.as<int64_t>();
                 } else if (ck == "buffer_deadline_ms") {
                   x.cache.buffer_deadline_ms = cd.second.as<int64_t>();
+                } else if (ck == "read_cache") {
+                  x.cache.read_cache = cd.second.as<bool>();
+                } else if (ck == "read_cache_threshold_lines") {
+                  x.cache.read_cache_threshold_lines = cd.second.as<uint32_t>();
                 } else {
                   return Bad(cw, "unknown key");
                 }

@@ -44,6 +44,8 @@ struct Config {
       uint32_t migrate_batch_segments = 8;
       int64_t migrate_idle_ms = 50;    // write back once writes pause this long (or when room runs low)
       int64_t buffer_deadline_ms = 5;  // a partly filled RAM segment buffer is written after this long
+      bool read_cache = false;         // keep lines read from the backend (clean) in the cache
+      uint32_t read_cache_threshold_lines = 32;  // ... except in sequential runs longer than this
     } cache;
   };
   std::vector<ExportConfig> exports;                     // exports: [...] / --export=NAME=BACKEND[:SIZE]

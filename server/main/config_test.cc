@@ -110,6 +110,8 @@ exports:
       migrate_batch_segments: 16
       migrate_idle_ms: 100
       buffer_deadline_ms: 10
+      read_cache: true
+      read_cache_threshold_lines: 64
 )"));
   ASSERT_TRUE(c.ok()) << c.status();
   const auto& cache = c->exports[0].cache;
@@ -119,6 +121,8 @@ exports:
   EXPECT_EQ(cache.migrate_batch_segments, 16u);
   EXPECT_EQ(cache.migrate_idle_ms, 100);
   EXPECT_EQ(cache.buffer_deadline_ms, 10);
+  EXPECT_TRUE(cache.read_cache);
+  EXPECT_EQ(cache.read_cache_threshold_lines, 64u);
 
   auto flag = Parse({"--device=/d", "--export=x=/b.img", "--export-cache=/c.img:1G"});
   ASSERT_TRUE(flag.ok()) << flag.status();

@@ -173,6 +173,8 @@ int Run(const Config& c) {
         bo.migrate_batch_segments = x.cache.migrate_batch_segments;
         bo.migrate_idle_ms = x.cache.migrate_idle_ms;
         bo.log.flush_deadline_ns = x.cache.buffer_deadline_ms * 1'000'000;
+        bo.read_cache = x.cache.read_cache;
+        bo.read_cache_threshold_lines = x.cache.read_cache_threshold_lines;
         auto cache = blockcache::BlockCache::OpenOwning(std::move(*cache_dev), std::move(*backend), bo);
         if (!cache.ok()) {
           TMEM_LOG(Error) << "export " << x.name << ": " << cache.status().message();
