@@ -129,7 +129,12 @@ absl::StatusOr<std::unique_ptr<BlockCache>> BlockCache::Open(const BlockCacheOpt
     cache->record_generation_ = record->generation;
     TMEM_RETURN_IF_ERROR(cache->Recover(record->migrated_seq));
   }
-  TMEM_ASSIGN_OR_RETURN(cache->log_, log::SegmentLog::Open(dev, o.log));
+  log::LogOptions lo = o.log;
+  // Segments only relocations may open: they make room for every other append.
+  if (lo.reserved_segments == 0) {
+    lo.reserved_segments = static_cast<uint32_t>(std::clamp<uint64_t>(cache->geometry_.segment_count / 16, 2, 64));
+  }
+  TMEM_ASSIGN_OR_RETURN(cache->log_, log::SegmentLog::Open(dev, lo));
   // Everything up to the log's head is in the backing store now (recovery replayed it all).
   const uint64_t head = cache->log_->head_seq();
   cache->log_->SetReclaimLimit(head);
@@ -509,7 +514,42 @@ absl::Status BlockCache::Zero(uint64_t offset, uint64_t len, bool, bool fua) {
   return nbd::ZeroByWriting(*this, offset, len, fua);
 }
 
-absl::Status BlockCache::MigrateBatch(uint32_t max_segments, bool* progress) {
+bool BlockCache::Relocate(uint64_t line, const Entry& entry, const uint8_t* data) {
+  Stripe& s = StripeOf(line);
+  // Never wait for a writer: it may be waiting for the room this relocation makes.
+  if (!s.write_mu.TryLock()) return false;
+  std::optional<Entry> now = Lookup(line);
+  if (!now.has_value() || now->seq != entry.seq || now->offset != entry.offset) {
+    s.write_mu.Unlock();
+    return false;
+  }
+  LineKeyDisk key{};
+  key.magic = kLineKeyMagic;
+  key.line = line;
+  key.dirty = now->dirty;
+  uint8_t raw[log::kSlotKeyBytes];
+  std::memcpy(raw, &key, sizeof(raw));
+  absl::StatusOr<log::Location> loc =
+      log_->Append(raw, data, kLineBytes, now->crc, /*pin=*/true, /*may_wait=*/false, /*use_reserve=*/true);
+  if (!loc.ok()) {
+    s.write_mu.Unlock();
+    return false;
+  }
+  {
+    MutexLock index_lock(&s.index_mu);
+    Entry& e = s.lines[line];
+    e.seq = loc->seq;
+    e.offset = loc->offset;
+    MutexLock segs_lock(&segs_mu_);
+    seg_lines_[loc->seq].push_back(line);
+  }
+  log_->Unpin(loc->seq);
+  s.write_mu.Unlock();
+  counters_.relocated_lines.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+absl::Status BlockCache::MigrateBatch(uint32_t max_segments, bool relocate, bool* progress) {
   MutexLock migrate_lock(&migrate_mu_);
   *progress = false;
   const uint64_t from = migrated_seq_.load() + 1;
@@ -548,6 +588,7 @@ absl::Status BlockCache::MigrateBatch(uint32_t max_segments, bool* progress) {
     return Io(st, "migrate to " + backing_->Describe());
   };
   constexpr size_t kChunk = 256;
+  std::vector<bool> written_back(items.size(), false);
   for (size_t at = 0; at < items.size(); at += kChunk) {
     const size_t n = std::min(kChunk, items.size() - at);
     data.resize(n * kLineBytes);
@@ -570,6 +611,8 @@ absl::Status BlockCache::MigrateBatch(uint32_t max_segments, bool* progress) {
         return absl::DataLossError(why);
       }
       const uint8_t* line_data = data.data() + i * kLineBytes;
+      if (relocate && Relocate(item.line, item.entry, line_data)) continue;
+      written_back[at + i] = true;
       for (uint32_t s = 0; s < kSectorsPerLine;) {
         if ((item.entry.dirty >> s & 1) == 0) {
           ++s;
@@ -589,11 +632,16 @@ absl::Status BlockCache::MigrateBatch(uint32_t max_segments, bool* progress) {
     }
   }
   TMEM_RETURN_IF_ERROR(put_extent());
-  TMEM_RETURN_IF_ERROR(Io(backing_->Flush(), "migrate: flush " + backing_->Describe()));
-  // Lines skipped above have their newest version in a later segment: it must be on the device
-  // before the record says these segments need no replay.
+  if (bytes > 0) TMEM_RETURN_IF_ERROR(Io(backing_->Flush(), "migrate: flush " + backing_->Describe()));
+  // Lines skipped above have their newest version in a later segment, and relocated lines have
+  // their copy there: it must be on the device before the record says these segments need no
+  // replay.
   TMEM_RETURN_IF_ERROR(SyncAll());
-  for (const Item& item : items) {
+  uint64_t cleaned = 0;
+  for (size_t k = 0; k < items.size(); ++k) {
+    if (!written_back[k]) continue;
+    const Item& item = items[k];
+    ++cleaned;
     Stripe& s = StripeOf(item.line);
     MutexLock lock(&s.index_mu);
     auto it = s.lines.find(item.line);
@@ -610,7 +658,7 @@ absl::Status BlockCache::MigrateBatch(uint32_t max_segments, bool* progress) {
     MutexLock lock(&segs_mu_);
     seg_lines_.erase(seg_lines_.begin(), seg_lines_.upper_bound(upto));
   }
-  counters_.migrated_lines.fetch_add(items.size(), std::memory_order_relaxed);
+  counters_.migrated_lines.fetch_add(cleaned, std::memory_order_relaxed);
   counters_.migrated_bytes.fetch_add(bytes, std::memory_order_relaxed);
   *progress = true;
   return absl::OkStatus();
@@ -618,16 +666,18 @@ absl::Status BlockCache::MigrateBatch(uint32_t max_segments, bool* progress) {
 
 void BlockCache::MigratorLoop() {
   const uint64_t count = geometry_.segment_count;
+  const uint64_t capacity_lines = count * (geometry_.segment_bytes / kLineBytes - 1);
   while (true) {
     Tunables t = tunables();
+    bool room_low = false, idle = false;
     const uint64_t low = t.migrate_free_segments_low > 0 ? t.migrate_free_segments_low : std::max<uint64_t>(2, count / 4);
     {
       MutexLock lock(&wake_mu_);
       if (stopping_) return;
       const bool pending = log_->flushed_seq() > migrated_seq_.load();
       const int64_t idle_ns = clock_->NowNanos() - last_write_ns_.load(std::memory_order_relaxed);
-      const bool room_low = log_->head_seq() - migrated_seq_.load() + low >= count;
-      const bool idle = idle_ns >= t.migrate_idle_ms * 1'000'000;
+      room_low = log_->head_seq() - migrated_seq_.load() + low >= count;
+      idle = idle_ns >= t.migrate_idle_ms * 1'000'000;
       if (!kicked_ && !(pending && (room_low || idle))) {
         // Polls: writers waiting for room cannot wake it (they hold no lock it could share).
         wake_cv_.WaitFor(&wake_mu_, std::chrono::milliseconds(pending ? std::clamp<int64_t>(t.migrate_idle_ms / 2, 1, 10) : 10));
@@ -636,7 +686,10 @@ void BlockCache::MigratorLoop() {
       kicked_ = false;
     }
     bool progress = false;
-    absl::Status st = MigrateBatch(t.migrate_batch_segments, &progress);
+    // Busy and short of room with a dirty set that fits: keep it in the cache (copy forward).
+    const bool relocate = options_.copy_forward && room_low && !idle &&
+                          counters_.dirty_lines.load(std::memory_order_relaxed) * 2 < capacity_lines;
+    absl::Status st = MigrateBatch(t.migrate_batch_segments, relocate, &progress);
     if (!st.ok()) {
       counters_.migration_errors.fetch_add(1, std::memory_order_relaxed);
       TMEM_LOG_RATE_LIMITED(Error) << Describe() << ": migration failed, will retry: " << st;
@@ -651,7 +704,7 @@ absl::Status BlockCache::MigrateNow() {
   const uint64_t target = log_->flushed_seq();
   while (migrated_seq_.load() < target) {
     bool progress = false;
-    TMEM_RETURN_IF_ERROR(MigrateBatch(tunables().migrate_batch_segments, &progress));
+    TMEM_RETURN_IF_ERROR(MigrateBatch(tunables().migrate_batch_segments, /*relocate=*/false, &progress));
     if (!progress) break;
   }
   return absl::OkStatus();
@@ -701,6 +754,7 @@ BlockCacheStatus BlockCache::status() const {
   s.flushes = counters_.flushes.load();
   s.syncs = counters_.syncs.load();
   s.migrated_lines = counters_.migrated_lines.load();
+  s.relocated_lines = counters_.relocated_lines.load();
   s.migrated_bytes = counters_.migrated_bytes.load();
   s.migration_errors = counters_.migration_errors.load();
   s.recovered_segments = counters_.recovered_segments.load();
@@ -730,6 +784,8 @@ void BlockCache::VisitStats(StatsVisitor& v, const StatLabels& labels) const {
   v.Counter("blockcache_flushes", "Flushes (and FUA writes).", s.flushes, labels);
   v.Counter("blockcache_device_syncs", "Cache device syncs the flushes caused.", s.syncs, labels);
   v.Counter("blockcache_migrated_bytes", "Bytes written back to the backing store.", s.migrated_bytes, labels);
+  v.Counter("blockcache_relocated_lines", "Dirty lines copied forward within the cache to make room.",
+            s.relocated_lines, labels);
   v.Counter("blockcache_migration_errors", "Migration batches that failed and will be retried.",
             s.migration_errors, labels);
   v.Gauge("blockcache_failed", "1 when the cache device failed and writes answer EIO.", s.failed ? 1 : 0, labels);

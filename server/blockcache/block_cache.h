@@ -74,6 +74,12 @@ struct BlockCacheOptions {
   int64_t migrate_idle_ms = 50;
   uint32_t migrate_free_segments_low = 0;  // 0: a quarter of the log
   int64_t migrate_retry_ms = 200;          // after a backing store error
+  // Copy-forward cleaning: when the log runs low on room while the foreground is busy and the
+  // dirty lines would fill at most half of the log, the oldest segments' still-newest dirty
+  // lines are appended again at the head (into a reserve of segments only this may use) instead
+  // of being written to the backing store, so writes go on at the cache device's speed; idle
+  // time, MigrateNow and Drain still write everything back.
+  bool copy_forward = true;
   // Read caching (off by default): lines read from the backing store are kept in the cache as
   // clean lines, except in sequential runs longer than `read_cache_threshold_lines` (a scan
   // would evict what is worth keeping; dm-writeboost's read_cache_threshold).
@@ -96,6 +102,7 @@ struct BlockCacheStatus {
   uint64_t flushes = 0;        // Flush calls (and FUA writes)
   uint64_t syncs = 0;          // cache device syncs they caused
   uint64_t migrated_lines = 0;
+  uint64_t relocated_lines = 0;  // copied forward within the cache instead of written back
   uint64_t migrated_bytes = 0;
   uint64_t migration_errors = 0;
   uint64_t recovered_segments = 0;  // replayed by the last Open
@@ -181,7 +188,12 @@ class BlockCache final : public nbd::BlockBackend {
   absl::Status SyncAll();
   absl::Status WriteRecord(uint64_t migrated_seq);
   // One migration batch: up to `max_segments` flushed segments. Sets *progress when it moved.
-  absl::Status MigrateBatch(uint32_t max_segments, bool* progress);
+  // With `relocate`, dirty lines are copied forward in the log where possible (see
+  // BlockCacheOptions::copy_forward) and written back otherwise.
+  absl::Status MigrateBatch(uint32_t max_segments, bool relocate, bool* progress);
+  // Appends `data`, line's current version (`entry`), again at the head of the log; false when
+  // a writer holds the line's stripe, the line changed, or there is no room.
+  bool Relocate(uint64_t line, const Entry& entry, const uint8_t* data);
   void MigratorLoop();
 
   // Owned by OpenOwning's caches; destroyed after everything below (declared first).
@@ -234,7 +246,7 @@ class BlockCache final : public nbd::BlockBackend {
   struct Counters {
     std::atomic<uint64_t> dirty_lines{0}, cached_lines{0}, read_hits{0}, read_misses{0}, write_lines{0};
     std::atomic<uint64_t> flushes{0}, syncs{0}, migrated_lines{0}, migrated_bytes{0}, migration_errors{0};
-    std::atomic<uint64_t> read_promotions{0};
+    std::atomic<uint64_t> read_promotions{0}, relocated_lines{0};
     std::atomic<uint64_t> recovered_segments{0}, recovered_lines{0}, recovery_torn_pages{0};
     // Flush latency histogram: counts per bucket of kFlushBuckets (last: above all), sum in ns.
     std::atomic<uint64_t> flush_buckets[14] = {};

@@ -397,7 +397,7 @@ absl::Status SegmentLog::ScanSegments(io::BlockDevice* device, uint64_t min_seq,
   return absl::OkStatus();
 }
 
-SegmentLog::WriteBuffer* SegmentLog::OpenBufferLocked() {
+SegmentLog::WriteBuffer* SegmentLog::OpenBufferLocked(bool use_reserve) {
   for (auto& b : buffers_) {
     if (b->state != BufferState::kFree) continue;
     const uint64_t seq = head_seq_.load(std::memory_order_relaxed) + 1;
@@ -406,7 +406,12 @@ SegmentLog::WriteBuffer* SegmentLog::OpenBufferLocked() {
     const uint64_t n = geometry_.segment_count;
     const uint64_t target = seq + options_.free_segments_ahead > n ? seq + options_.free_segments_ahead - n : 0;
     const uint64_t reclaimed = reclaimed_seq_.load(std::memory_order_relaxed);
-    if (target > reclaim_limit_.load(std::memory_order_acquire)) return nullptr;  // the owner keeps it
+    const uint64_t limit = reclaim_limit_.load(std::memory_order_acquire);
+    if (target > limit) return nullptr;  // the owner keeps it
+    // The reserve: the last `reserved_segments` positions before the limit are for use_reserve.
+    if (!use_reserve && limit != UINT64_MAX && seq + options_.free_segments_ahead + options_.reserved_segments > limit + n) {
+      return nullptr;
+    }
     if (target > reclaimed) {
       reclaimed_seq_.store(target, std::memory_order_release);
       counters_.segments_reclaimed.fetch_add(target - reclaimed, std::memory_order_relaxed);
@@ -433,7 +438,7 @@ void SegmentLog::SealLocked(WriteBuffer* buffer) {
 }
 
 absl::StatusOr<Location> SegmentLog::Append(const uint8_t (&key)[kSlotKeyBytes], const void* data, uint32_t len,
-                                            uint32_t crc, bool pin, bool may_wait) {
+                                            uint32_t crc, bool pin, bool may_wait, bool use_reserve) {
   if (len == 0 || len % kPageAlignBytes != 0 || len > max_page_bytes()) {
     return absl::InvalidArgumentError(absl::StrCat("page length ", len, " must be a positive multiple of ",
                                                    kPageAlignBytes, " up to ", max_page_bytes()));
@@ -481,7 +486,7 @@ absl::StatusOr<Location> SegmentLog::Append(const uint8_t (&key)[kSlotKeyBytes],
       progress_cv_.Wait(&mu_);
       continue;
     }
-    if (OpenBufferLocked() == nullptr) {
+    if (OpenBufferLocked(use_reserve) == nullptr) {
       if (!may_wait) return no_room();
       if (!waited) counters_.append_waits.fetch_add(1, std::memory_order_relaxed);
       waited = true;

@@ -51,6 +51,9 @@ struct LogOptions {
   int64_t flush_deadline_ns = 5'000'000;
   // Segments kept reclaimed beyond the open one, so that opening a buffer never waits.
   uint32_t free_segments_ahead = 2;
+  // Under a reclaim limit (SetReclaimLimit), this many segments below it are kept for appends
+  // that ask for the reserve (the block cache's relocations, which make room for the others).
+  uint32_t reserved_segments = 0;
   // Sequence numbers persisted ahead in the checkpoint, so that a run after a crash starts
   // above every number the crashed run used.
   uint64_t seq_lease_segments = 4096;
@@ -122,8 +125,9 @@ class SegmentLog {
   // written also sees every location in it.
   // Without `may_wait`, an append that would wait for a buffer or for room fails at once with
   // ResourceExhausted instead.
+  // With `use_reserve`, the append may open a segment among the reserved ones.
   absl::StatusOr<Location> Append(const uint8_t (&key)[kSlotKeyBytes], const void* data, uint32_t len,
-                                  uint32_t crc, bool pin = false, bool may_wait = true);
+                                  uint32_t crc, bool pin = false, bool may_wait = true, bool use_reserve = false);
   // Releases one pin taken by Append on segment `seq`.
   void Unpin(uint64_t seq);
 
@@ -234,7 +238,7 @@ class SegmentLog {
   absl::Status WriteCheckpoint(bool clean) ABSL_EXCLUSIVE_LOCKS_REQUIRED(checkpoint_mu_);
   void FlusherLoop();
   void SealLocked(WriteBuffer* buffer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  WriteBuffer* OpenBufferLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  WriteBuffer* OpenBufferLocked(bool use_reserve) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishWriteLocked(WriteBuffer* buffer, bool ok) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint64_t SegmentOffset(uint64_t seq) const;
   static uint32_t UsedBytes(uint32_t data_end, size_t entries);
