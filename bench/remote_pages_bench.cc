@@ -122,8 +122,9 @@ int main(int argc, char** argv) {
     if (!p.ok()) Die(address + ": " + std::string(p.status().message()));
     return std::make_pair(std::move(*c), *p);
   };
-  auto [client_ptr, pool] = connect(f.tmemd);
-  auto* client = &client_ptr;
+  auto tmemd_conn = connect(f.tmemd);
+  auto* client = &tmemd_conn.first;
+  const tmem::client::PoolRef pool = tmemd_conn.second;
   const uint64_t per_thread = f.pages / f.threads;
 
   // --- puts, batched (tmemd: PutPages of `batch` pages; memcached: buffered no-reply sets) ---
