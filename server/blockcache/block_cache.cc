@@ -48,6 +48,15 @@ absl::StatusOr<std::optional<CacheRecordDisk>> ReadRecord(io::BlockDevice* devic
   return best;
 }
 
+// A version of a line's slot key (format.h).
+void EncodeLineKey(uint64_t line, uint8_t dirty, uint8_t (&raw)[log::kSlotKeyBytes]) {
+  LineKeyDisk key{};
+  key.magic = kLineKeyMagic;
+  key.line = line;
+  key.dirty = dirty;
+  std::memcpy(raw, &key, sizeof(raw));
+}
+
 bool AllZero(const uint8_t* p, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     if (p[i] != 0) return false;
@@ -378,12 +387,8 @@ void BlockCache::Promote(uint64_t line, const uint8_t* data) {
     return;
   }
   const uint32_t crc = crc32c::Value(data, kLineBytes);
-  LineKeyDisk key{};
-  key.magic = kLineKeyMagic;
-  key.line = line;
-  key.dirty = 0;
   uint8_t raw[log::kSlotKeyBytes];
-  std::memcpy(raw, &key, sizeof(raw));
+  EncodeLineKey(line, 0, raw);
   // Never waits for room: a clean line is not worth stalling a read for.
   absl::StatusOr<log::Location> loc = log_->Append(raw, data, kLineBytes, crc, /*pin=*/true, /*may_wait=*/false);
   if (loc.ok()) {
@@ -412,12 +417,8 @@ absl::Status BlockCache::WriteLine(uint64_t line, const uint8_t* data, uint32_t 
     mask = static_cast<uint8_t>((old.has_value() ? old->dirty : 0) | SectorsTouched(begin, end));
   }
   const uint32_t crc = crc32c::Value(src, kLineBytes);
-  LineKeyDisk key{};
-  key.magic = kLineKeyMagic;
-  key.line = line;
-  key.dirty = mask;
   uint8_t raw[log::kSlotKeyBytes];
-  std::memcpy(raw, &key, sizeof(raw));
+  EncodeLineKey(line, mask, raw);
   // May wait for migration to free a segment; only write_mu is held, which migration never takes.
   TMEM_ASSIGN_OR_RETURN(log::Location loc, log_->Append(raw, src, kLineBytes, crc, /*pin=*/true));
   {
@@ -523,12 +524,8 @@ bool BlockCache::Relocate(uint64_t line, const Entry& entry, const uint8_t* data
     s.write_mu.Unlock();
     return false;
   }
-  LineKeyDisk key{};
-  key.magic = kLineKeyMagic;
-  key.line = line;
-  key.dirty = now->dirty;
   uint8_t raw[log::kSlotKeyBytes];
-  std::memcpy(raw, &key, sizeof(raw));
+  EncodeLineKey(line, now->dirty, raw);
   absl::StatusOr<log::Location> loc =
       log_->Append(raw, data, kLineBytes, now->crc, /*pin=*/true, /*may_wait=*/false, /*use_reserve=*/true);
   if (!loc.ok()) {
