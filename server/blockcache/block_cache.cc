@@ -48,6 +48,23 @@ absl::StatusOr<std::optional<CacheRecordDisk>> ReadRecord(io::BlockDevice* devic
   return best;
 }
 
+// Calls fn(byte offset in the line, length) for each run of adjacent dirty sectors in `mask`,
+// in order; stops at the first error.
+template <typename Fn>
+absl::Status ForEachDirtyRun(uint8_t mask, Fn fn) {
+  for (uint32_t s = 0; s < kSectorsPerLine;) {
+    if ((mask >> s & 1) == 0) {
+      ++s;
+      continue;
+    }
+    uint32_t t = s;
+    while (t < kSectorsPerLine && (mask >> t & 1)) ++t;
+    TMEM_RETURN_IF_ERROR(fn(s * kSectorBytes, (t - s) * kSectorBytes));
+    s = t;
+  }
+  return absl::OkStatus();
+}
+
 // A version of a line's slot key (format.h).
 void EncodeLineKey(uint64_t line, uint8_t dirty, uint8_t (&raw)[log::kSlotKeyBytes]) {
   LineKeyDisk key{};
@@ -207,18 +224,10 @@ absl::Status BlockCache::Recover(uint64_t migrated_seq) {
             counters_.recovery_torn_pages.fetch_add(1);
             continue;
           }
-          for (uint32_t s = 0; s < kSectorsPerLine;) {
-            if ((key.dirty >> s & 1) == 0) {
-              ++s;
-              continue;
-            }
-            uint32_t t = s;
-            while (t < kSectorsPerLine && (key.dirty >> t & 1)) ++t;
-            TMEM_RETURN_IF_ERROR(Io(backing_->Pwrite(data + s * kSectorBytes, (t - s) * kSectorBytes,
-                                                     key.line * kLineBytes + s * kSectorBytes, false),
-                                    "recovery: write back to " + backing_->Describe()));
-            s = t;
-          }
+          TMEM_RETURN_IF_ERROR(ForEachDirtyRun(key.dirty, [&](uint32_t begin, uint32_t len) {
+            return Io(backing_->Pwrite(data + begin, len, key.line * kLineBytes + begin, false),
+                      "recovery: write back to " + backing_->Describe());
+          }));
           counters_.recovered_lines.fetch_add(1);
         }
         return absl::OkStatus();
@@ -275,7 +284,7 @@ void BlockCache::Fail(const std::string& why) {
 }
 
 std::optional<BlockCache::Entry> BlockCache::Lookup(uint64_t line) const {
-  const Stripe& s = stripes_[(line * 0x9E3779B97F4A7C15ull) >> 58];
+  const Stripe& s = stripes_[StripeIndex(line)];
   MutexLock lock(&s.index_mu);
   auto it = s.lines.find(line);
   if (it == s.lines.end()) return std::nullopt;
@@ -610,22 +619,15 @@ absl::Status BlockCache::MigrateBatch(uint32_t max_segments, bool relocate, bool
       const uint8_t* line_data = data.data() + i * kLineBytes;
       if (relocate && Relocate(item.line, item.entry, line_data)) continue;
       written_back[at + i] = true;
-      for (uint32_t s = 0; s < kSectorsPerLine;) {
-        if ((item.entry.dirty >> s & 1) == 0) {
-          ++s;
-          continue;
-        }
-        uint32_t t = s;
-        while (t < kSectorsPerLine && (item.entry.dirty >> t & 1)) ++t;
-        const uint64_t off = item.line * kLineBytes + s * kSectorBytes;
-        const uint32_t len = (t - s) * kSectorBytes;
+      TMEM_RETURN_IF_ERROR(ForEachDirtyRun(item.entry.dirty, [&](uint32_t begin, uint32_t len) -> absl::Status {
+        const uint64_t off = item.line * kLineBytes + begin;
         if (!extent.empty() && (extent_offset + extent.size() != off || extent.size() + len > kMaxBackingIo)) {
           TMEM_RETURN_IF_ERROR(put_extent());
         }
         if (extent.empty()) extent_offset = off;
-        extent.insert(extent.end(), line_data + s * kSectorBytes, line_data + t * kSectorBytes);
-        s = t;
-      }
+        extent.insert(extent.end(), line_data + begin, line_data + begin + len);
+        return absl::OkStatus();
+      }));
     }
   }
   TMEM_RETURN_IF_ERROR(put_extent());

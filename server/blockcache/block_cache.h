@@ -171,7 +171,8 @@ class BlockCache final : public nbd::BlockBackend {
 
   explicit BlockCache(const BlockCacheOptions& options);
   absl::Status Recover(uint64_t migrated_seq);
-  Stripe& StripeOf(uint64_t line) { return stripes_[(line * 0x9E3779B97F4A7C15ull) >> 58]; }
+  static size_t StripeIndex(uint64_t line) { return (line * 0x9E3779B97F4A7C15ull) >> 58; }
+  Stripe& StripeOf(uint64_t line) { return stripes_[StripeIndex(line)]; }
   // The line's current contents into `out` (4 KiB): from the log when cached, else from the
   // backing store. `entry` is what the index held (nullopt when absent).
   absl::Status ReadLine(uint64_t line, std::optional<Entry> entry, uint8_t* out);
