@@ -31,6 +31,9 @@ for p in $TP $KP; do
 done
 job() {  # name uri rw bs iodepth
   sync  # dirty pages of the previous job must not be written back during this one
+  # Every job starts with none of the file in the page cache: otherwise the second server of a
+  # pair reads what the first one's job brought in, and the order decides the ratio.
+  /usr/bin/python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$IMG"
   fio --name="$1" --ioengine=nbd --uri="$2" --rw="$3" --bs="$4" --iodepth="$5" --size=$SIZE \
     --time_based --runtime=$SECS --ramp_time=1 --output-format=json 2>/dev/null > "$DIR/nbd_$1.json"
 }
