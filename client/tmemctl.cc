@@ -37,11 +37,12 @@ const std::map<std::string, Command>& Commands() {
         {}}},
       {"cache",
        {"tmemctl cache --export=NAME [--action=status|flush|migrate-now|drain|set] [--barrier-deadline-us=N] "
-        "[--migrate-batch-segments=N] [--migrate-idle-ms=N] [--migrate-free-segments-low=N]: a cached export's "
+        "[--migrate-batch-segments=N] [--migrate-idle-ms=N] [--migrate-free-segments-low=N] [--migrate-max-age-ms=N]: "
+        "a cached export's "
         "writeback cache: its state (dirty bytes, segments, hits), or an action then its state; drain returns "
-        "when no dirty line remains (raise --timeout-ms for a large cache); set changes the tunables given",
+        "when no dirty line remains (however long that takes, unless --timeout-ms is given); set changes the tunables given",
         {"export", "action", "barrier-deadline-us", "migrate-batch-segments", "migrate-idle-ms",
-         "migrate-free-segments-low"},
+         "migrate-free-segments-low", "migrate-max-age-ms"},
         {}}},
       {"create-pool",
        {"tmemctl create-pool [--page-size=4096] [--shared-uuid=32 hex digits] [--tenant=NAME]: prints the pool id",
@@ -86,14 +87,17 @@ void PrintCache(const std::string& name, const tmem::v1::CacheStatus& c) {
   std::printf("cached_bytes      %lu\n", c.cached_bytes());
   std::printf("segments          head %lu, synced %lu, migrated %lu; %lu of %lu free\n", c.head_segment(),
               c.synced_segment(), c.migrated_segment(), c.free_segments(), c.segment_count());
-  std::printf("read_lines        %lu hits, %lu misses\n", c.read_hits(), c.read_misses());
+  std::printf("oldest_dirty_ms   %lu\n", c.oldest_dirty_age_ms());
+  std::printf("read_lines        %lu hits (%lu from RAM), %lu misses\n", c.read_hits(), c.ram_hits(), c.read_misses());
+  std::printf("ram_tier          %lu of %lu bytes\n", c.ram_bytes(), c.ram_capacity_bytes());
   std::printf("lines_written     %lu\n", c.lines_written());
   std::printf("flushes           %lu (%lu device syncs)\n", c.flushes(), c.syncs());
   std::printf("migrated_bytes    %lu (%lu failed batches)\n", c.migrated_bytes(), c.migration_errors());
   std::printf("tunables          barrier_deadline_us %ld, migrate_batch_segments %u, migrate_idle_ms %ld, "
-              "migrate_free_segments_low %u\n",
+              "migrate_free_segments_low %u, migrate_max_age_ms %ld\n",
               c.tunables().barrier_deadline_us(), c.tunables().migrate_batch_segments(),
-              c.tunables().migrate_idle_ms(), c.tunables().migrate_free_segments_low());
+              c.tunables().migrate_idle_ms(), c.tunables().migrate_free_segments_low(),
+              c.tunables().migrate_max_age_ms());
   if (c.failed()) std::printf("FAILED            %s\n", c.failure().c_str());
 }
 
@@ -125,16 +129,31 @@ bool HexToBytes(const std::string& hex, std::string* out) {
 
 class Client {
  public:
-  Client(const std::string& server, int64_t timeout_ms) : server_(server), timeout_ms_(timeout_ms) {
+  // `timeout_given`: the user chose --timeout-ms, which then bounds even the calls that
+  // otherwise wait as long as the work takes (drain).
+  Client(const std::string& server, int64_t timeout_ms, bool timeout_given)
+      : server_(server), timeout_ms_(timeout_ms), timeout_given_(timeout_given) {
     ::grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(-1);
-    auto channel = ::grpc::CreateCustomChannel(server, ::grpc::InsecureChannelCredentials(), args);
-    pool_ = tmem::v1::PagePool::NewStub(channel);
-    admin_ = tmem::v1::Admin::NewStub(channel);
+    channel_ = ::grpc::CreateCustomChannel(server, ::grpc::InsecureChannelCredentials(), args);
+    pool_ = tmem::v1::PagePool::NewStub(channel_);
+    admin_ = tmem::v1::Admin::NewStub(channel_);
   }
   void Prepare(::grpc::ClientContext* ctx) const {
     ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms_));
   }
+  // For a call that lasts as long as its work (draining a large cache over a slow store): the
+  // server must answer the connection within the timeout, the call itself has no deadline
+  // unless --timeout-ms was given. False when the server cannot be reached.
+  bool PrepareUnbounded(::grpc::ClientContext* ctx) const {
+    const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms_);
+    if (timeout_given_) {
+      ctx->set_deadline(deadline);
+      return true;
+    }
+    return channel_->WaitForConnected(deadline);
+  }
+  bool timeout_given() const { return timeout_given_; }
   tmem::v1::PagePoolClient& pool() { return *pool_; }
   tmem::v1::AdminClient& admin() { return *admin_; }
   const std::string& server() const { return server_; }
@@ -142,6 +161,8 @@ class Client {
  private:
   const std::string server_;
   const int64_t timeout_ms_;
+  const bool timeout_given_;
+  std::shared_ptr<::grpc::Channel> channel_;
   std::unique_ptr<tmem::v1::PagePoolClient> pool_;
   std::unique_ptr<tmem::v1::AdminClient> admin_;
 };
@@ -223,7 +244,7 @@ int Run(Client& c, const std::string& cmd, const Flags& f) {
       tmem::v1::CacheTunables* t = req.mutable_tunables();
       bool any = false;
       for (const char* name : {"barrier-deadline-us", "migrate-batch-segments", "migrate-idle-ms",
-                               "migrate-free-segments-low"}) {
+                               "migrate-free-segments-low", "migrate-max-age-ms"}) {
         if (!f.Has(name)) continue;
         auto v = f.GetUint(name, 0);
         if (!v.ok()) return Usage(std::string(v.status().message()));
@@ -233,13 +254,30 @@ int Run(Client& c, const std::string& cmd, const Flags& f) {
         if (n == "migrate-batch-segments") t->set_migrate_batch_segments(static_cast<uint32_t>(*v));
         if (n == "migrate-idle-ms") t->set_migrate_idle_ms(static_cast<int64_t>(*v));
         if (n == "migrate-free-segments-low") t->set_migrate_free_segments_low(static_cast<uint32_t>(*v));
+        if (n == "migrate-max-age-ms") t->set_migrate_max_age_ms(static_cast<int64_t>(*v));
       }
       if (!any) return Usage("cache --action=set needs at least one tunable flag");
     } else {
       return Usage("cache --action wants status, flush, migrate-now, drain or set");
     }
     tmem::v1::ExportControlResponse r;
-    ::grpc::Status s = c.admin().ExportControl(&ctx, req, &r);
+    ::grpc::Status s;
+    if (action == "drain") {
+      // Returns when no dirty line remains, which takes as long as the backing store needs.
+      ::grpc::ClientContext drain_ctx;
+      if (!c.PrepareUnbounded(&drain_ctx)) {
+        std::fprintf(stderr, "tmemctl: cannot reach tmemd at %s\n", c.server().c_str());
+        return 1;
+      }
+      s = c.admin().ExportControl(&drain_ctx, req, &r);
+      if (s.error_code() == ::grpc::StatusCode::DEADLINE_EXCEEDED && c.timeout_given()) {
+        std::fprintf(stderr, "tmemctl: drain of '%s' did not finish within --timeout-ms; dirty data remains "
+                     "and migration goes on (see tmemctl cache --action=status)\n", req.export_name().c_str());
+        return 1;
+      }
+    } else {
+      s = c.admin().ExportControl(&ctx, req, &r);
+    }
     if (!s.ok()) return Failed("cache " + action, s, c.server());
     PrintCache(req.export_name(), r.cache());
     return 0;
@@ -400,6 +438,7 @@ int Main(int argc, char** argv) {
   // Global flags come before the command.
   std::string server = "127.0.0.1:7070";
   int64_t timeout_ms = 5000;
+  bool timeout_given = false;
   int i = 1;
   for (; i < argc && std::strncmp(argv[i], "--", 2) == 0; ++i) {
     std::string a = argv[i];
@@ -414,6 +453,7 @@ int Main(int argc, char** argv) {
       auto v = ParseSize(a.substr(13));
       if (!v.ok() || *v == 0) return Usage("--timeout-ms wants a positive number");
       timeout_ms = static_cast<int64_t>(*v);
+      timeout_given = true;
     } else {
       return Usage("unknown global flag " + a);
     }
@@ -459,7 +499,7 @@ int Main(int argc, char** argv) {
     if (o.pages < static_cast<uint64_t>(o.threads)) return Usage("bench: --pages must be at least --threads");
     return RunBench(o);
   }
-  Client client(server, timeout_ms);
+  Client client(server, timeout_ms, timeout_given);
   return Run(client, cmd, *flags);
 }
 

@@ -92,9 +92,10 @@ BlockCache::BlockCache(const BlockCacheOptions& options)
     : options_(options),
       device_(options.cache_device),
       backing_(options.backing),
-      stripes_(std::make_unique<Stripe[]>(kStripes)) {
+      stripes_(std::make_unique<Stripe[]>(kStripes)),
+      ram_(options.ram_cache_bytes, kLineBytes) {
   tunables_ = {options.barrier_deadline_us, options.migrate_batch_segments, options.migrate_idle_ms,
-               options.migrate_free_segments_low};
+               options.migrate_free_segments_low, options.migrate_max_age_ms};
   clock_ = options.log.clock != nullptr ? options.log.clock : Clock::Real();
 }
 
@@ -167,7 +168,7 @@ absl::StatusOr<std::unique_ptr<BlockCache>> BlockCache::Open(const BlockCacheOpt
   TMEM_RETURN_IF_ERROR(cache->WriteRecord(head));
   cache->migrated_seq_.store(head);
   cache->synced_seq_.store(head);
-  cache->last_write_ns_.store(cache->clock_->NowNanos());
+  cache->last_io_ns_.store(cache->clock_->NowNanos());
   TMEM_LOG(Info) << "block cache on " << what << " for " << o.backing->Describe() << ": "
                  << cache->geometry_.segment_count << " segments of " << cache->geometry_.segment_bytes << " bytes, "
                  << (fresh ? "formatted" : absl::StrCat("recovered ", cache->counters_.recovered_segments.load(),
@@ -291,8 +292,22 @@ std::optional<BlockCache::Entry> BlockCache::Lookup(uint64_t line) const {
   return it->second;
 }
 
+bool BlockCache::ReadRam(const Entry& entry, uint8_t* out) {
+  // Not once the cache failed: a line whose segment write failed must read as lost, not from RAM.
+  if (!ram_.enabled() || failed_.load(std::memory_order_acquire)) return false;
+  if (!ram_.Lookup(entry.seq, entry.offset, out)) return false;
+  // The same check a device read gets; a mismatch would be a bug here: count it, read the log.
+  if (crc32c::Value(out, kLineBytes) != entry.crc) {
+    counters_.ram_mismatches.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  counters_.read_hits.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
 absl::Status BlockCache::ReadLine(uint64_t line, std::optional<Entry> entry, uint8_t* out) {
   for (int attempt = 0; attempt < 4; ++attempt) {
+    if (entry.has_value() && ReadRam(*entry, out)) return absl::OkStatus();
     if (!entry.has_value() || entry->dirty == 0) {
       // Not cached, or clean: the backing store holds this line's newest data. (A clean entry's
       // segment may be reused at any time, so read the store rather than risk a second try.)
@@ -300,6 +315,7 @@ absl::Status BlockCache::ReadLine(uint64_t line, std::optional<Entry> entry, uin
         auto r = log_->Read({entry->seq, entry->offset}, kLineBytes, entry->crc, out);
         if (r.ok() && *r == log::SegmentLog::ReadOutcome::kOk) {
           counters_.read_hits.fetch_add(1, std::memory_order_relaxed);
+          ram_.Insert(entry->seq, entry->offset, out);
           return absl::OkStatus();
         }
       }
@@ -310,6 +326,7 @@ absl::Status BlockCache::ReadLine(uint64_t line, std::optional<Entry> entry, uin
     if (!r.ok()) return Io(r.status(), "read the cache device");
     if (*r == log::SegmentLog::ReadOutcome::kOk) {
       counters_.read_hits.fetch_add(1, std::memory_order_relaxed);
+      ram_.Insert(entry->seq, entry->offset, out);
       return absl::OkStatus();
     }
     // Gone or corrupt: fine if a newer version or a migration replaced the entry meanwhile.
@@ -327,6 +344,8 @@ absl::Status BlockCache::ReadLine(uint64_t line, std::optional<Entry> entry, uin
 }
 
 absl::Status BlockCache::Pread(void* buf, uint32_t len, uint64_t offset) {
+  // Reads are foreground load too: background migration waits for a pause in them.
+  last_io_ns_.store(clock_->NowNanos(), std::memory_order_relaxed);
   auto* out = static_cast<uint8_t*>(buf);
   std::array<uint8_t, kLineBytes> tmp;
   uint64_t pos = offset;
@@ -341,6 +360,11 @@ absl::Status BlockCache::Pread(void* buf, uint32_t len, uint64_t offset) {
     std::optional<Entry> e = Lookup(line);
     if (e.has_value()) {
       const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(kLineBytes - in, end - pos));
+      if (n == kLineBytes) {  // a whole line: straight into place
+        TMEM_RETURN_IF_ERROR(ReadLine(line, e, out + (pos - offset)));
+        pos += n;
+        continue;
+      }
       TMEM_RETURN_IF_ERROR(ReadLine(line, e, tmp.data()));
       std::memcpy(out + (pos - offset), tmp.data() + in, n);
       pos += n;
@@ -401,6 +425,7 @@ void BlockCache::Promote(uint64_t line, const uint8_t* data) {
   // Never waits for room: a clean line is not worth stalling a read for.
   absl::StatusOr<log::Location> loc = log_->Append(raw, data, kLineBytes, crc, /*pin=*/true, /*may_wait=*/false);
   if (loc.ok()) {
+    ram_.Insert(loc->seq, loc->offset, data);
     {
       MutexLock index_lock(&s.index_mu);
       auto [it, inserted] = s.lines.try_emplace(line, Entry{loc->seq, loc->offset, crc, 0});
@@ -430,6 +455,7 @@ absl::Status BlockCache::WriteLine(uint64_t line, const uint8_t* data, uint32_t 
   EncodeLineKey(line, mask, raw);
   // May wait for migration to free a segment; only write_mu is held, which migration never takes.
   TMEM_ASSIGN_OR_RETURN(log::Location loc, log_->Append(raw, src, kLineBytes, crc, /*pin=*/true));
+  ram_.Insert(loc.seq, loc.offset, src);
   {
     MutexLock index_lock(&s.index_mu);
     auto [it, inserted] = s.lines.try_emplace(line);
@@ -437,12 +463,12 @@ absl::Status BlockCache::WriteLine(uint64_t line, const uint8_t* data, uint32_t 
     if (it->second.dirty == 0) counters_.dirty_lines.fetch_add(1, std::memory_order_relaxed);
     it->second = Entry{loc.seq, loc.offset, crc, mask};
     MutexLock segs_lock(&segs_mu_);
-    seg_lines_[loc.seq].push_back(line);
+    NoteSegmentLine(loc.seq, line);
   }
   // Published: the segment may be written now, and migration will find this line in it.
   log_->Unpin(loc.seq);
   counters_.write_lines.fetch_add(1, std::memory_order_relaxed);
-  last_write_ns_.store(clock_->NowNanos(), std::memory_order_relaxed);
+  last_io_ns_.store(clock_->NowNanos(), std::memory_order_relaxed);
   return absl::OkStatus();
 }
 
@@ -541,13 +567,14 @@ bool BlockCache::Relocate(uint64_t line, const Entry& entry, const uint8_t* data
     s.write_mu.Unlock();
     return false;
   }
+  ram_.Insert(loc->seq, loc->offset, data);
   {
     MutexLock index_lock(&s.index_mu);
     Entry& e = s.lines[line];
     e.seq = loc->seq;
     e.offset = loc->offset;
     MutexLock segs_lock(&segs_mu_);
-    seg_lines_[loc->seq].push_back(line);
+    NoteSegmentLine(loc->seq, line);
   }
   log_->Unpin(loc->seq);
   s.write_mu.Unlock();
@@ -565,7 +592,7 @@ absl::Status BlockCache::MigrateBatch(uint32_t max_segments, bool relocate, bool
   {
     MutexLock lock(&segs_mu_);
     for (auto it = seg_lines_.begin(); it != seg_lines_.end() && it->first <= upto; ++it) {
-      lines.insert(lines.end(), it->second.begin(), it->second.end());
+      lines.insert(lines.end(), it->second.lines.begin(), it->second.lines.end());
     }
   }
   std::sort(lines.begin(), lines.end());
@@ -674,10 +701,12 @@ void BlockCache::MigratorLoop() {
       MutexLock lock(&wake_mu_);
       if (stopping_) return;
       const bool pending = log_->flushed_seq() > migrated_seq_.load();
-      const int64_t idle_ns = clock_->NowNanos() - last_write_ns_.load(std::memory_order_relaxed);
+      const int64_t idle_ns = clock_->NowNanos() - last_io_ns_.load(std::memory_order_relaxed);
       room_low = log_->head_seq() - migrated_seq_.load() + low >= count;
       idle = idle_ns >= t.migrate_idle_ms * 1'000'000;
-      if (!kicked_ && !(pending && (room_low || idle))) {
+      // Dirty data may wait for a pause in the load, but not forever.
+      const bool aged = pending && t.migrate_max_age_ms > 0 && OldestDirtyAgeNs() >= t.migrate_max_age_ms * 1'000'000;
+      if (!kicked_ && !(pending && (room_low || idle || aged))) {
         // Polls: writers waiting for room cannot wake it (they hold no lock it could share).
         wake_cv_.WaitFor(&wake_mu_, std::chrono::milliseconds(pending ? std::clamp<int64_t>(t.migrate_idle_ms / 2, 1, 10) : 10));
         continue;
@@ -696,6 +725,18 @@ void BlockCache::MigratorLoop() {
       if (!stopping_) wake_cv_.WaitFor(&wake_mu_, std::chrono::milliseconds(options_.migrate_retry_ms));
     }
   }
+}
+
+void BlockCache::NoteSegmentLine(uint64_t seq, uint64_t line) {
+  SegLines& sl = seg_lines_[seq];
+  if (sl.lines.empty()) sl.first_ns = clock_->NowNanos();
+  sl.lines.push_back(line);
+}
+
+int64_t BlockCache::OldestDirtyAgeNs() const {
+  MutexLock lock(&segs_mu_);
+  if (seg_lines_.empty()) return 0;
+  return std::max<int64_t>(0, clock_->NowNanos() - seg_lines_.begin()->second.first_ns);
 }
 
 absl::Status BlockCache::MigrateNow() {
@@ -724,7 +765,7 @@ BlockCache::Tunables BlockCache::tunables() const {
 }
 
 absl::Status BlockCache::SetTunables(const Tunables& t) {
-  if (t.migrate_batch_segments == 0 || t.barrier_deadline_us < 0 || t.migrate_idle_ms < 0) {
+  if (t.migrate_batch_segments == 0 || t.barrier_deadline_us < 0 || t.migrate_idle_ms < 0 || t.migrate_max_age_ms < 0) {
     return absl::InvalidArgumentError("migration batch must be positive and times >= 0");
   }
   {
@@ -749,6 +790,11 @@ BlockCacheStatus BlockCache::status() const {
   s.read_hits = counters_.read_hits.load();
   s.read_misses = counters_.read_misses.load();
   s.read_promotions = counters_.read_promotions.load();
+  s.ram_hits = ram_.hits();
+  s.ram_bytes = ram_.used_bytes();
+  s.ram_capacity_bytes = ram_.capacity_bytes();
+  s.ram_mismatches = counters_.ram_mismatches.load();
+  s.oldest_dirty_age_ns = OldestDirtyAgeNs();
   s.write_lines = counters_.write_lines.load();
   s.flushes = counters_.flushes.load();
   s.syncs = counters_.syncs.load();
@@ -775,8 +821,15 @@ void BlockCache::VisitStats(StatsVisitor& v, const StatLabels& labels) const {
           static_cast<double>(s.cached_lines * kLineBytes), labels);
   v.Gauge("blockcache_unmigrated_segments", "Segments written since the last migrated one.",
           static_cast<double>(s.head_seq - s.migrated_seq), labels);
+  v.Gauge("blockcache_oldest_dirty_age_seconds",
+          "How long the oldest segment not yet written back has held dirty lines (0: none).",
+          static_cast<double>(s.oldest_dirty_age_ns) / 1e9, labels);
   v.Counter("blockcache_read_lines_hit", "Cache lines read from the cache device or RAM.", s.read_hits, labels);
   v.Counter("blockcache_read_lines_missed", "Cache lines read from the backing store.", s.read_misses, labels);
+  v.Counter("blockcache_ram_lines_hit", "Cache lines read from the RAM tier (counted as hits too).", s.ram_hits,
+            labels);
+  v.Gauge("blockcache_ram_bytes", "Bytes of cache lines held in the RAM tier.", static_cast<double>(s.ram_bytes),
+          labels);
   v.Counter("blockcache_written_lines", "Cache lines written.", s.write_lines, labels);
   v.Counter("blockcache_read_lines_promoted", "Cache lines read from the backing store and kept (read caching).",
             s.read_promotions, labels);

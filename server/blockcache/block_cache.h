@@ -48,6 +48,7 @@
 #include "common/clock.h"
 #include "common/mutex.h"
 #include "common/stats.h"
+#include "server/blockcache/ram_tier.h"
 #include "server/io/block_device.h"
 #include "server/log/segment_log.h"
 #include "server/nbd/block_backend.h"
@@ -69,10 +70,12 @@ struct BlockCacheOptions {
   // Runtime tunables (SetTunables).
   int64_t barrier_deadline_us = 0;    // a flush waits this long for others to share its sync
   uint32_t migrate_batch_segments = 8;
-  // Migration runs when the foreground has been idle this long, or at once when fewer than
-  // `migrate_free_segments_low` segments remain free; in between it waits.
+  // Migration runs when the foreground (reads and writes) has been idle this long, at once when
+  // fewer than `migrate_free_segments_low` segments remain free, and regardless of load once the
+  // oldest dirty line has waited `migrate_max_age_ms` (0: no bound); in between it waits.
   int64_t migrate_idle_ms = 50;
   uint32_t migrate_free_segments_low = 0;  // 0: a quarter of the log
+  int64_t migrate_max_age_ms = 30'000;
   int64_t migrate_retry_ms = 200;          // after a backing store error
   // Copy-forward cleaning: when the log runs low on room while the foreground is busy and the
   // dirty lines would fill at most half of the log, the oldest segments' still-newest dirty
@@ -85,6 +88,10 @@ struct BlockCacheOptions {
   // would evict what is worth keeping; dm-writeboost's read_cache_threshold).
   bool read_cache = false;
   uint32_t read_cache_threshold_lines = 32;
+  // RAM tier (0: none): a copy in RAM of up to this many bytes of recently written and read
+  // lines, so that reads of hot lines need no device read (see ram_tier.h). Volatile: it only
+  // spares reads, durability never depends on it.
+  uint64_t ram_cache_bytes = 0;
 };
 
 struct BlockCacheStatus {
@@ -98,6 +105,11 @@ struct BlockCacheStatus {
   uint64_t read_hits = 0;      // lines read from the cache
   uint64_t read_misses = 0;    // lines read from the backing store
   uint64_t read_promotions = 0;  // of those, kept in the cache (read caching)
+  uint64_t ram_hits = 0;         // lines read from the RAM tier (counted in read_hits too)
+  uint64_t ram_bytes = 0;        // RAM tier in use
+  uint64_t ram_capacity_bytes = 0;
+  uint64_t ram_mismatches = 0;   // RAM copies that failed their CRC (a bug; the log was read)
+  int64_t oldest_dirty_age_ns = 0;  // since the oldest segment not yet migrated got its first line
   uint64_t write_lines = 0;
   uint64_t flushes = 0;        // Flush calls (and FUA writes)
   uint64_t syncs = 0;          // cache device syncs they caused
@@ -147,6 +159,7 @@ class BlockCache final : public nbd::BlockBackend {
     uint32_t migrate_batch_segments;
     int64_t migrate_idle_ms;
     uint32_t migrate_free_segments_low;
+    int64_t migrate_max_age_ms;
   };
   Tunables tunables() const;
   // InvalidArgument for a zero batch or negative times.
@@ -176,6 +189,8 @@ class BlockCache final : public nbd::BlockBackend {
   // The line's current contents into `out` (4 KiB): from the log when cached, else from the
   // backing store. `entry` is what the index held (nullopt when absent).
   absl::Status ReadLine(uint64_t line, std::optional<Entry> entry, uint8_t* out);
+  // The RAM tier's copy of `entry`'s version into `out`; false when it holds none.
+  bool ReadRam(const Entry& entry, uint8_t* out);
   std::optional<Entry> Lookup(uint64_t line) const;
   absl::Status WriteLine(uint64_t line, const uint8_t* data, uint32_t begin, uint32_t end);
   // Read caching: keeps `data` (line's contents, just read from the backing store) as a clean
@@ -211,10 +226,19 @@ class BlockCache final : public nbd::BlockBackend {
   uint64_t record_generation_ = 0;  // guarded by migrate_mu_ after Open
 
   std::unique_ptr<Stripe[]> stripes_;
+  RamTier ram_;
 
-  // Lines appended to each segment not yet migrated (a line may appear more than once).
+  // Lines appended to each segment not yet migrated (a line may appear more than once), and
+  // when the segment got its first one (a line copied forward starts a new age).
+  struct SegLines {
+    int64_t first_ns = 0;
+    std::vector<uint64_t> lines;
+  };
   mutable Mutex segs_mu_ ABSL_ACQUIRED_AFTER(Stripe::index_mu);
-  std::map<uint64_t, std::vector<uint64_t>> seg_lines_ ABSL_GUARDED_BY(segs_mu_);
+  std::map<uint64_t, SegLines> seg_lines_ ABSL_GUARDED_BY(segs_mu_);
+  // Records that `line` was appended to segment `seq` (segs_mu_ held).
+  void NoteSegmentLine(uint64_t seq, uint64_t line) ABSL_EXCLUSIVE_LOCKS_REQUIRED(segs_mu_);
+  int64_t OldestDirtyAgeNs() const;
 
   // Group commit of flushes.
   mutable Mutex flush_mu_;
@@ -229,7 +253,7 @@ class BlockCache final : public nbd::BlockBackend {
   bool stopping_ ABSL_GUARDED_BY(wake_mu_) = false;
   bool kicked_ ABSL_GUARDED_BY(wake_mu_) = false;
   std::atomic<uint64_t> migrated_seq_{0};
-  std::atomic<int64_t> last_write_ns_{0};
+  std::atomic<int64_t> last_io_ns_{0};  // the foreground's last read or write (migration throttle)
   std::thread migrator_;
 
   mutable Mutex tunables_mu_;
@@ -247,7 +271,7 @@ class BlockCache final : public nbd::BlockBackend {
   struct Counters {
     std::atomic<uint64_t> dirty_lines{0}, cached_lines{0}, read_hits{0}, read_misses{0}, write_lines{0};
     std::atomic<uint64_t> flushes{0}, syncs{0}, migrated_lines{0}, migrated_bytes{0}, migration_errors{0};
-    std::atomic<uint64_t> read_promotions{0}, relocated_lines{0};
+    std::atomic<uint64_t> read_promotions{0}, relocated_lines{0}, ram_mismatches{0};
     std::atomic<uint64_t> recovered_segments{0}, recovered_lines{0}, recovery_torn_pages{0};
     // Flush latency histogram: counts per bucket of kFlushBuckets (last: above all), sum in ns.
     std::atomic<uint64_t> flush_buckets[14] = {};

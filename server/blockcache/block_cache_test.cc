@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/clock.h"
 #include "server/blockcache/format.h"
 #include "server/io/fault_injection_device.h"
 #include "server/io/memory_device.h"
@@ -99,11 +100,15 @@ std::vector<uint8_t> Random(std::mt19937_64& rng, size_t n) {
   return v;
 }
 
-TEST(BlockCacheTest, ReadsReturnTheLatestWriteOfEveryByteThroughMigrationAndReuse) {
+// The model run of the next two tests: random writes, reads, flushes and migrations, every read
+// compared with a model of the export.
+void RunModel(uint64_t ram_cache_bytes) {
   constexpr uint64_t kSize = 2 << 20;  // 512 lines; the cache holds ~400, so segments are reused
   io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
   DeviceBackend backing(&back_mem);
-  auto cache = OpenOrDie(Options(&cache_mem, &backing));
+  BlockCacheOptions o = Options(&cache_mem, &backing);
+  o.ram_cache_bytes = ram_cache_bytes;
+  auto cache = OpenOrDie(o);
   ASSERT_NE(cache, nullptr);
   std::vector<uint8_t> model(kSize, 0);
   std::mt19937_64 rng(7);
@@ -132,9 +137,27 @@ TEST(BlockCacheTest, ReadsReturnTheLatestWriteOfEveryByteThroughMigrationAndReus
   EXPECT_GT(s.read_hits, 0u);
   EXPECT_GT(s.read_misses, 0u);
   EXPECT_GT(s.head_seq, kCacheSegments) << "segments were not reused";
+  if (ram_cache_bytes > 0) {
+    EXPECT_GT(s.ram_hits, 0u);
+    EXPECT_LT(s.ram_hits, s.read_hits) << "the RAM tier held every line: evictions went untested";
+    EXPECT_LE(s.ram_bytes, ram_cache_bytes);
+    EXPECT_EQ(s.ram_mismatches, 0u) << "the RAM tier held bytes that are not the version it was asked for";
+  } else {
+    EXPECT_EQ(s.ram_hits, 0u);
+  }
   std::vector<uint8_t> all(kSize);
   ASSERT_OK(cache->Pread(all.data(), kSize, 0));
   EXPECT_EQ(all, model);
+}
+
+TEST(BlockCacheTest, ReadsReturnTheLatestWriteOfEveryByteThroughMigrationAndReuse) {
+  ASSERT_NO_FATAL_FAILURE(RunModel(0));
+}
+
+// A RAM tier of 96 lines for a 512-line export: lines are served from RAM, evicted, overwritten
+// while held, moved by migration and segment reuse, and every read still sees the latest write.
+TEST(BlockCacheTest, RamTierNeverServesAnOlderVersion) {
+  ASSERT_NO_FATAL_FAILURE(RunModel(96 * kLineBytes));
 }
 
 TEST(BlockCacheTest, DrainLeavesTheBackingStoreByteIdenticalToTheExport) {
@@ -197,6 +220,8 @@ TEST(BlockCacheTest, PowerCutsNeverLoseAFlushedWriteNorReturnTornOrStaleData) {
   for (int round = 0; round < 1000; ++round) {
     // Half the rounds migrate only when room runs low, which copies lines forward.
     options.migrate_idle_ms = rng() % 2 ? 0 : 1'000'000;
+    // Half have a small RAM tier: what it holds must never outlive a power cut nor shadow a write.
+    options.ram_cache_bytes = rng() % 2 ? 32 * kLineBytes : 0;
     auto cache = OpenOrDie(options);
     ASSERT_NE(cache, nullptr) << "round " << round;
     recovered_lines += cache->status().recovered_lines;
@@ -425,6 +450,8 @@ TEST(BlockCacheTest, CacheDeviceWriteErrorFailsSafeAndKeepsWhatWasFlushed) {
   DeviceBackend backing(&back_mem);
   BlockCacheOptions o = Options(&cache_dev, &backing);
   o.migrate_idle_ms = 1'000'000;
+  // The lost block's bytes are in the RAM tier: it must still read as lost, like on the device.
+  o.ram_cache_bytes = 1 << 20;
   std::vector<uint8_t> flushed_data(64 << 10, 0xAB);
   {
     auto cache = OpenOrDie(o);
@@ -583,6 +610,42 @@ TEST(BlockCacheTest, RefusesAPagePoolDeviceForeignDataAndACacheOfAnotherStore) {
     o.format = true;
     EXPECT_FALSE(BlockCache::Open(o).ok()) << "--format must not discard another store's cache";
   }
+}
+
+// Migration waits for a pause in the load — reads count as load — but dirty data waits at
+// most migrate_max_age_ms. Time is a manual clock; the migrator polls every few real ms.
+TEST(BlockCacheTest, ReadsHoldMigrationOffUntilDirtyDataReachesItsMaximumAge) {
+  constexpr uint64_t kSize = 1 << 20;
+  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
+  DeviceBackend backing(&back_mem);
+  ManualClock clock;
+  BlockCacheOptions o = Options(&cache_mem, &backing);
+  o.log.clock = &clock;
+  o.migrate_idle_ms = 1000;
+  o.migrate_max_age_ms = 5000;
+  auto cache = OpenOrDie(o);
+  ASSERT_NE(cache, nullptr);
+  std::vector<uint8_t> data(64 << 10, 0x5A), got(4096);
+  ASSERT_OK(cache->Pwrite(data.data(), data.size(), 0, false));
+  ASSERT_OK(cache->Flush());
+  // 4.5 s of reads, one every 100 ms: never idle for 1 s, and the data is younger than 5 s.
+  for (int i = 0; i < 45; ++i) {
+    clock.AdvanceMillis(100);
+    ASSERT_OK(cache->Pread(got.data(), 4096, (i % 16) * 4096));
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(cache->status().dirty_lines, 16u) << "migration ran while reads kept the export busy";
+  EXPECT_GE(cache->status().oldest_dirty_age_ns, 4'500'000'000);
+  // The reads go on; past 5 s the data is written back all the same.
+  for (int i = 0; i < 2000 && cache->status().dirty_lines > 0; ++i) {
+    clock.AdvanceMillis(100);
+    ASSERT_OK(cache->Pread(got.data(), 4096, (i % 16) * 4096));
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(cache->status().dirty_lines, 0u) << "dirty data outlived migrate_max_age_ms under load";
+  EXPECT_EQ(cache->status().oldest_dirty_age_ns, 0);
+  const std::vector<uint8_t> back = ReadAll(back_mem);
+  EXPECT_TRUE(std::equal(data.begin(), data.end(), back.begin())) << "the backing store lacks the written data";
 }
 
 TEST(BlockCacheTest, ConcurrentFlushesShareSyncs) {

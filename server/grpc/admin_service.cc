@@ -78,11 +78,16 @@ void FillCacheStatus(const blockcache::BlockCache& cache, tmem::v1::CacheStatus*
   out->set_migration_errors(s.migration_errors);
   out->set_failed(s.failed);
   out->set_failure(s.failure);
+  out->set_oldest_dirty_age_ms(static_cast<uint64_t>(s.oldest_dirty_age_ns / 1'000'000));
+  out->set_ram_bytes(s.ram_bytes);
+  out->set_ram_capacity_bytes(s.ram_capacity_bytes);
+  out->set_ram_hits(s.ram_hits);
   const blockcache::BlockCache::Tunables t = cache.tunables();
   out->mutable_tunables()->set_barrier_deadline_us(t.barrier_deadline_us);
   out->mutable_tunables()->set_migrate_batch_segments(t.migrate_batch_segments);
   out->mutable_tunables()->set_migrate_idle_ms(t.migrate_idle_ms);
   out->mutable_tunables()->set_migrate_free_segments_low(t.migrate_free_segments_low);
+  out->mutable_tunables()->set_migrate_max_age_ms(t.migrate_max_age_ms);
 }
 
 }  // namespace
@@ -149,6 +154,7 @@ void FillCacheStatus(const blockcache::BlockCache& cache, tmem::v1::CacheStatus*
       if (in.has_migrate_batch_segments()) t.migrate_batch_segments = in.migrate_batch_segments();
       if (in.has_migrate_idle_ms()) t.migrate_idle_ms = in.migrate_idle_ms();
       if (in.has_migrate_free_segments_low()) t.migrate_free_segments_low = in.migrate_free_segments_low();
+      if (in.has_migrate_max_age_ms()) t.migrate_max_age_ms = in.migrate_max_age_ms();
       st = cache->SetTunables(t);
       break;
     }

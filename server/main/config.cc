@@ -1,5 +1,7 @@
 #include "server/main/config.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 
 #include <yaml-cpp/yaml.h>
@@ -52,11 +54,17 @@ absl::Status Check(const Config& c) {
         return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "': a read-only export cannot have a writeback cache"));
       }
       if (e.cache.barrier_deadline_us < 0 || e.cache.barrier_deadline_us > 1'000'000 || e.cache.migrate_idle_ms < 0 ||
+          e.cache.migrate_max_age_ms < 0 ||
           e.cache.buffer_deadline_ms < 1 || e.cache.buffer_deadline_ms > 60'000 ||
           e.cache.migrate_batch_segments == 0 || e.cache.migrate_batch_segments > 4096) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "export '", e.name, "'.cache: barrier_deadline_us 0..1000000, migrate_idle_ms >= 0, "
+            "export '", e.name, "'.cache: barrier_deadline_us 0..1000000, migrate_idle_ms >= 0, migrate_max_age_ms >= 0, "
             "buffer_deadline_ms 1..60000, migrate_batch_segments 1..4096"));
+      }
+      const uint64_t ram = static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+      if (e.cache.ram_cache_bytes > ram / 2) {
+        return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "'.cache.ram_cache: ", e.cache.ram_cache_bytes,
+                                                       " bytes is more than half of this machine's memory (", ram, ")"));
       }
     }
   }
@@ -82,7 +90,8 @@ absl::Status Check(const Config& c) {
 const std::set<std::string>& ValueFlags() {
   static const auto* f = new std::set<std::string>{"config", "device", "device-size", "segment-size", "metadata-dir",
                                                    "listen", "metrics-listen", "log-level", "shutdown-timeout-ms",
-                                                   "rpc-threads", "index-cache-entries", "export", "export-cache", "nbd-listen", "nbd-unix-socket"};
+                                                   "rpc-threads", "index-cache-entries", "export", "export-cache", "export-cache-ram",
+                                                   "nbd-listen", "nbd-unix-socket"};
   return *f;
 }
 
@@ -189,7 +198,7 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
             } else if (k == "description") {
               x.description = d.second.as<std::string>();
             } else if (k == "cache") {
-              if (!d.second.IsMap()) return Bad(where + ".cache", "want device, size, barrier_deadline_us, migrate_batch_segments, migrate_idle_ms, buffer_deadline_ms, read_cache, read_cache_threshold_lines");
+              if (!d.second.IsMap()) return Bad(where + ".cache", "want device, size, barrier_deadline_us, migrate_batch_segments, migrate_idle_ms, migrate_max_age_ms, buffer_deadline_ms, read_cache, read_cache_threshold_lines, ram_cache");
               for (const auto& cd : d.second) {
                 const std::string ck = cd.first.as<std::string>();
                 const std::string cw = where + ".cache." + ck;
@@ -203,12 +212,16 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
                   x.cache.migrate_batch_segments = cd.second.as<uint32_t>();
                 } else if (ck == "migrate_idle_ms") {
                   x.cache.migrate_idle_ms = cd.second.as<int64_t>();
+                } else if (ck == "migrate_max_age_ms") {
+                  x.cache.migrate_max_age_ms = cd.second.as<int64_t>();
                 } else if (ck == "buffer_deadline_ms") {
                   x.cache.buffer_deadline_ms = cd.second.as<int64_t>();
                 } else if (ck == "read_cache") {
                   x.cache.read_cache = cd.second.as<bool>();
                 } else if (ck == "read_cache_threshold_lines") {
                   x.cache.read_cache_threshold_lines = cd.second.as<uint32_t>();
+                } else if (ck == "ram_cache") {
+                  TMEM_ASSIGN_OR_RETURN(x.cache.ram_cache_bytes, SizeOf(cw, cd.second));
                 } else {
                   return Bad(cw, "unknown key");
                 }
@@ -295,6 +308,14 @@ absl::StatusOr<Config> ApplyFlags(const Flags& flags, Config c) {
     }
     if (spec.empty()) return absl::InvalidArgumentError("--export-cache=PATH[:SIZE]: the path is empty");
     c.exports[0].cache.device = spec;
+  }
+  if (flags.Has("export-cache-ram")) {
+    if (c.exports.size() != 1 || c.exports[0].cache.device.empty()) {
+      return absl::InvalidArgumentError("--export-cache-ram applies to the one cached export (--export-cache)");
+    }
+    absl::StatusOr<uint64_t> size = ParseSize(flags.Get("export-cache-ram"));
+    if (!size.ok()) return absl::InvalidArgumentError(absl::StrCat("--export-cache-ram: ", size.status().message()));
+    c.exports[0].cache.ram_cache_bytes = *size;
   }
   c.format = flags.Has("format");
   if (c.metadata_dir.empty() && !c.device_path.empty()) c.metadata_dir = c.device_path + ".index";

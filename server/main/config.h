@@ -42,10 +42,12 @@ struct Config {
       uint64_t size_bytes = 0;         // size of a cache file to create
       int64_t barrier_deadline_us = 0;    // a flush waits this long for others to share its sync
       uint32_t migrate_batch_segments = 8;
-      int64_t migrate_idle_ms = 50;    // write back once writes pause this long (or when room runs low)
+      int64_t migrate_idle_ms = 50;    // write back once reads and writes pause this long (or when room runs low)
+      int64_t migrate_max_age_ms = 30'000;  // ... or whatever the load once dirty data is this old (0: no bound)
       int64_t buffer_deadline_ms = 5;  // a partly filled RAM segment buffer is written after this long
       bool read_cache = false;         // keep lines read from the backend (clean) in the cache
       uint32_t read_cache_threshold_lines = 32;  // ... except in sequential runs longer than this
+      uint64_t ram_cache_bytes = 0;    // RAM copy of hot lines (0: none) / --export-cache-ram
     } cache;
   };
   std::vector<ExportConfig> exports;                     // exports: [...] / --export=NAME=BACKEND[:SIZE]

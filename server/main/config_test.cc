@@ -109,9 +109,11 @@ exports:
       barrier_deadline_us: 500
       migrate_batch_segments: 16
       migrate_idle_ms: 100
+      migrate_max_age_ms: 9000
       buffer_deadline_ms: 10
       read_cache: true
       read_cache_threshold_lines: 64
+      ram_cache: 256M
 )"));
   ASSERT_TRUE(c.ok()) << c.status();
   const auto& cache = c->exports[0].cache;
@@ -120,9 +122,11 @@ exports:
   EXPECT_EQ(cache.barrier_deadline_us, 500);
   EXPECT_EQ(cache.migrate_batch_segments, 16u);
   EXPECT_EQ(cache.migrate_idle_ms, 100);
+  EXPECT_EQ(cache.migrate_max_age_ms, 9000);
   EXPECT_EQ(cache.buffer_deadline_ms, 10);
   EXPECT_TRUE(cache.read_cache);
   EXPECT_EQ(cache.read_cache_threshold_lines, 64u);
+  EXPECT_EQ(cache.ram_cache_bytes, 256ull << 20);
 
   auto flag = Parse({"--device=/d", "--export=x=/b.img", "--export-cache=/c.img:1G"});
   ASSERT_TRUE(flag.ok()) << flag.status();
@@ -132,6 +136,14 @@ exports:
   auto ro = Parse({"--device=/d", "--export=x=/b.img:ro", "--export-cache=/c.img"});
   EXPECT_NE(ro.status().message().find("read-only export cannot have a writeback cache"), std::string::npos)
       << ro.status();
+  auto ram = Parse({"--device=/d", "--export=x=/b.img", "--export-cache=/c.img:1G", "--export-cache-ram=64M"});
+  ASSERT_TRUE(ram.ok()) << ram.status();
+  EXPECT_EQ(ram->exports[0].cache.ram_cache_bytes, 64ull << 20);
+  auto ram_alone = Parse({"--device=/d", "--export=x=/b.img", "--export-cache-ram=64M"});
+  EXPECT_NE(ram_alone.status().message().find("--export-cache-ram applies"), std::string::npos) << ram_alone.status();
+  auto ram_huge = Parse({"--device=/d", "--export=x=/b.img", "--export-cache=/c.img", "--export-cache-ram=1024T"});
+  EXPECT_NE(ram_huge.status().message().find("more than half of this machine's memory"), std::string::npos)
+      << ram_huge.status();
   auto alone = Parse({"--device=/d", "--export-cache=/c.img"});
   EXPECT_EQ(alone.status().code(), absl::StatusCode::kInvalidArgument);
   auto key = LoadConfigFile(WriteFile("cachekey.yaml", "exports:\n  - {name: a, backend: /x, cache: {device: /c, speed: 1}}\n"));

@@ -43,7 +43,7 @@ constexpr char kUsage[] =
     "             [--listen=HOST:PORT[,HOST:PORT...]] [--metrics-listen=HOST:PORT] [--log-level=info]\n"
     "             [--shutdown-timeout-ms=10000] [--rpc-threads=16] [--index-cache-entries=1048576]\n"
     "             [--config=FILE] [--format]\n"
-    "             [--export=NAME=BACKEND[:SIZE][:ro]] [--export-cache=PATH[:SIZE]]\n"
+    "             [--export=NAME=BACKEND[:SIZE][:ro]] [--export-cache=PATH[:SIZE]] [--export-cache-ram=SIZE]\n"
     "             [--nbd-listen=HOST:PORT] [--nbd-unix-socket=PATH]\n"
     "  A device that does not exist is created with --device-size and formatted. A device that\n"
     "  holds other data, is corrupt, or has another segment size is refused unless --format\n"
@@ -172,9 +172,11 @@ int Run(const Config& c) {
         bo.barrier_deadline_us = x.cache.barrier_deadline_us;
         bo.migrate_batch_segments = x.cache.migrate_batch_segments;
         bo.migrate_idle_ms = x.cache.migrate_idle_ms;
+        bo.migrate_max_age_ms = x.cache.migrate_max_age_ms;
         bo.log.flush_deadline_ns = x.cache.buffer_deadline_ms * 1'000'000;
         bo.read_cache = x.cache.read_cache;
         bo.read_cache_threshold_lines = x.cache.read_cache_threshold_lines;
+        bo.ram_cache_bytes = x.cache.ram_cache_bytes;
         auto cache = blockcache::BlockCache::OpenOwning(std::move(*cache_dev), std::move(*backend), bo);
         if (!cache.ok()) {
           TMEM_LOG(Error) << "export " << x.name << ": " << cache.status().message();

@@ -42,6 +42,8 @@ exports:
       # Long, so that only FLUSH (not the buffer's own deadline) makes a write durable in time:
       # a flush that returned early would lose data in almost every cycle.
       buffer_deadline_ms: 3000
+      # Every check below runs with the RAM tier: it must never serve a lost or older version.
+      ram_cache: 24M
 YAML
 U="nbd://127.0.0.1:$NP/cached"
 D=
@@ -62,6 +64,10 @@ head -c 16M /dev/urandom > "$T/in"
 nbdcopy "$T/in" "$U" && nbdsh -u "$U" -c 'h.flush()' || bad "nbdcopy into the cached export"
 nbdcopy "$U" "$T/out" && cmp -s <(head -c 16M "$T/out") "$T/in" && ok "nbdcopy round trip through the cache" \
   || bad "round trip"
+"$CTL" --server=127.0.0.1:$GP cache --export=cached > "$T/ram.out" 2>&1
+ram_hits=$(sed -n 's/^read_lines .*(\([0-9]*\) from RAM).*/\1/p' "$T/ram.out")
+[ "${ram_hits:-0}" -gt 0 ] && grep -q "^ram_tier .* of 25165824 bytes" "$T/ram.out" \
+  && ok "reads of just-written lines come from the RAM tier ($ram_hits lines)" || bad "RAM tier: $(cat "$T/ram.out")"
 # Stop tmemd cleanly and start it again: the cache replays and writes everything back.
 kill -TERM $D; wait $D
 start || bad "restart"
@@ -81,7 +87,7 @@ dirty=$(awk '$1 == "dirty_bytes" {print $2}' "$T/status.out")
 [ "${dirty:-0}" -gt 0 ] && ok "tmemctl cache shows $dirty dirty bytes" || bad "cache status: $(cat "$T/status.out")"
 cmp -s <(head -c 8M "$T/backing.img") "$T/in2" && bad "the writes went straight to the backing file" \
   || ok "the new data is not in the backing file before the drain"
-C --timeout-ms=60000 cache --export=cached --action=drain > "$T/drain.out" 2>&1
+C cache --export=cached --action=drain > "$T/drain.out" 2>&1
 dirty=$(awk '$1 == "dirty_bytes" {print $2}' "$T/drain.out")
 nbdcopy "$U" "$T/export.now"
 [ "$dirty" = "0" ] && cmp -s "$T/export.now" "$T/backing.img" \
