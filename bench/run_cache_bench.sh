@@ -3,7 +3,9 @@
 # The backing store for all three is one slow disk arm: nbdkit's memory plugin (1 GiB) behind
 # its delay filter (2 ms per read and per write) and its noparallel filter (one request at a
 # time), about 500 IOPS. Configurations:
-#   tmemd    a tmemd cached export over that store (cache file on local disk)
+#   tmemd    a tmemd cached export over that store (cache file on local disk, and a RAM tier
+#            as large as the export: nbdkit's cache file lives in the page cache, so both keep
+#            the hot data in RAM; RAM=0 runs without the tier)
 #   nbdkit   nbdkit's cache filter, cache=writeback, 4 KiB blocks, over the same store
 #   backing  the store alone
 # Jobs (fio's nbd engine, 1 GiB export):
@@ -19,6 +21,7 @@ cd "$(dirname "$0")/.."
 DIR=${TMEM_BENCH_DIR:-/var/tmp/tmem-bench}
 SECS=30
 [ "${1:-}" = "--quick" ] && SECS=10
+RAM=${RAM:-1G}
 scripts/setup.sh
 bazel build //server/main:tmemd 2>&1 | grep -E 'ERROR|error:' && exit 1 || true
 mkdir -p "$DIR"
@@ -50,13 +53,13 @@ run_jobs() {  # prefix uri
   fio_job "$1_C" "$2" randread 4k 32
 }
 
-# (1) tmemd with a cached export; the cache file is 4 GiB, four times the export.
+# (1) tmemd with a cached export; the cache file is 4 GiB, four times the export; RAM tier $RAM.
 slow_store "$S/t.sock"
 TP=$(port); GP=$(port)
 rm -f "$DIR/cb-cache.img"
 bazel-bin/server/main/tmemd --device="$DIR/cb-pages.img" --device-size=64M --listen="127.0.0.1:$GP" \
   --metrics-listen= --nbd-listen="127.0.0.1:$TP" --export="c=nbd+unix:///?socket=$S/t.sock" \
-  --export-cache="$DIR/cb-cache.img:4G" 2> "$DIR/cb-tmemd.log" &
+  --export-cache="$DIR/cb-cache.img:4G" --export-cache-ram="$RAM" 2> "$DIR/cb-tmemd.log" &
 TD=$!
 PIDS+=($TD)
 wait_nbd "nbd://127.0.0.1:$TP/c"
@@ -85,7 +88,7 @@ SECS=$SECS_SAVED
 fio --name=seq --filename="$DIR/cb-seq.img" --rw=write --bs=1M --iodepth=8 --direct=1 --ioengine=io_uring \
   --size=2G --output-format=json 2>/dev/null > "$DIR/cb_device_S.json"
 
-/usr/bin/python3 - "$DIR" <<'PY'
+/usr/bin/python3 - "$DIR" "$RAM" <<'PY'
 import json, sys
 d = sys.argv[1]
 def load(name):
@@ -99,6 +102,7 @@ c_t, c_k, c_b = iops("tmemd_C", "read"), iops("nbdkit_C", "read"), iops("backing
 s_t = load("tmemd_S")["write"]["bw_bytes"]
 s_d = load("device_S")["write"]["bw_bytes"]
 print()
+print(f"tmemd's RAM tier: {sys.argv[2]}")
 print(f"{'job':44} {'tmemd':>10} {'nbdkit':>10} {'backing':>9}  {'ratio':>7}  target")
 def row(name, t, k, b, ratio, target, ok):
     print(f"{name:44} {t:10.0f} {k:10.0f} {b:9.0f}  {ratio:7.2f}  {target} {'yes' if ok else 'NO'}")

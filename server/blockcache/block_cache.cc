@@ -169,6 +169,14 @@ absl::StatusOr<std::unique_ptr<BlockCache>> BlockCache::Open(const BlockCacheOpt
   cache->migrated_seq_.store(head);
   cache->synced_seq_.store(head);
   cache->last_io_ns_.store(cache->clock_->NowNanos());
+  // Size the index for as many lines as the cache can hold (or the export has), so that a cold
+  // cache filling up never rehashes under the writers' locks.
+  const uint64_t capacity_lines = cache->geometry_.segment_count * (cache->geometry_.segment_bytes / kLineBytes);
+  const uint64_t expect = std::min(capacity_lines, backing_bytes / kLineBytes) / kStripes + 1;
+  for (size_t i = 0; i < kStripes; ++i) {
+    MutexLock lock(&cache->stripes_[i].index_mu);
+    cache->stripes_[i].lines.reserve(expect);
+  }
   TMEM_LOG(Info) << "block cache on " << what << " for " << o.backing->Describe() << ": "
                  << cache->geometry_.segment_count << " segments of " << cache->geometry_.segment_bytes << " bytes, "
                  << (fresh ? "formatted" : absl::StrCat("recovered ", cache->counters_.recovered_segments.load(),
