@@ -150,25 +150,6 @@ absl::StatusOr<std::unique_ptr<BlockCache>> BlockCache::Open(const BlockCacheOpt
   std::unique_ptr<BlockCache> cache(new BlockCache(o));
   cache->size_ = backing_bytes;
   TMEM_ASSIGN_OR_RETURN(cache->geometry_, log::SegmentLog::ReadGeometry(dev));
-  if (fresh) {
-    TMEM_RETURN_IF_ERROR(cache->WriteRecord(0));
-  } else {
-    cache->record_generation_ = record->generation;
-    TMEM_RETURN_IF_ERROR(cache->Recover(record->migrated_seq));
-  }
-  log::LogOptions lo = o.log;
-  // Segments only relocations may open: they make room for every other append.
-  if (lo.reserved_segments == 0) {
-    lo.reserved_segments = static_cast<uint32_t>(std::clamp<uint64_t>(cache->geometry_.segment_count / 16, 2, 64));
-  }
-  TMEM_ASSIGN_OR_RETURN(cache->log_, log::SegmentLog::Open(dev, lo));
-  // Everything up to the log's head is in the backing store now (recovery replayed it all).
-  const uint64_t head = cache->log_->head_seq();
-  cache->log_->SetReclaimLimit(head);
-  TMEM_RETURN_IF_ERROR(cache->WriteRecord(head));
-  cache->migrated_seq_.store(head);
-  cache->synced_seq_.store(head);
-  cache->last_io_ns_.store(cache->clock_->NowNanos());
   // Size the index for as many lines as the cache can hold (or the export has), so that a cold
   // cache filling up never rehashes under the writers' locks.
   const uint64_t capacity_lines = cache->geometry_.segment_count * (cache->geometry_.segment_bytes / kLineBytes);
@@ -177,6 +158,36 @@ absl::StatusOr<std::unique_ptr<BlockCache>> BlockCache::Open(const BlockCacheOpt
     MutexLock lock(&cache->stripes_[i].index_mu);
     cache->stripes_[i].lines.reserve(expect);
   }
+  uint64_t migrated = 0;
+  if (fresh) {
+    TMEM_RETURN_IF_ERROR(cache->WriteRecord(0));
+  } else {
+    cache->record_generation_ = record->generation;
+    migrated = record->migrated_seq;
+    TMEM_RETURN_IF_ERROR(cache->Recover(migrated));
+  }
+  log::LogOptions lo = o.log;
+  // Segments only relocations may open: they make room for every other append.
+  if (lo.reserved_segments == 0) {
+    lo.reserved_segments = static_cast<uint32_t>(std::clamp<uint64_t>(cache->geometry_.segment_count / 16, 2, 64));
+  }
+  // After a crash the log starts its numbers above its lease, and the segments skipped that way
+  // count as used until migration passes them: a lease of 1/16 of the log (a checkpoint every
+  // half lease) lets writes go on after a crash unless the cache was nearly full. A clean stop
+  // skips nothing (the destructor closes the log cleanly).
+  lo.seq_lease_segments = std::min<uint64_t>(
+      lo.seq_lease_segments, std::clamp<uint64_t>(cache->geometry_.segment_count / 16, 16, 256));
+  TMEM_ASSIGN_OR_RETURN(cache->log_, log::SegmentLog::Open(dev, lo));
+  // The segments after the record hold the recovered lines: readable, and not reused until
+  // migration has written them back (the reclaim limit never passed the record).
+  TMEM_RETURN_IF_ERROR(cache->log_->KeepSegmentsAfter(migrated));
+  cache->log_->SetReclaimLimit(migrated);
+  // What recovery found is what the device holds now: make it durable before anything is
+  // acknowledged on top of it (a killed process may have left it in the device's cache).
+  TMEM_RETURN_IF_ERROR(Io(dev->Sync(), "sync the cache device"));
+  cache->migrated_seq_.store(migrated);
+  cache->synced_seq_.store(cache->log_->head_seq());
+  cache->last_io_ns_.store(cache->clock_->NowNanos());
   TMEM_LOG(Info) << "block cache on " << what << " for " << o.backing->Describe() << ": "
                  << cache->geometry_.segment_count << " segments of " << cache->geometry_.segment_bytes << " bytes, "
                  << (fresh ? "formatted" : absl::StrCat("recovered ", cache->counters_.recovered_segments.load(),
@@ -209,12 +220,19 @@ BlockCache::~BlockCache() {
     wake_cv_.SignalAll();
   }
   if (migrator_.joinable()) migrator_.join();
-  // The log's destructor stops its flushers; unsynced buffers are lost like in a crash, and
-  // nothing acknowledged by a flush is among them.
+  // A clean close records the log's head, so that the next start continues right after it;
+  // after a failure the log's destructor just stops (unsynced buffers are lost like in a
+  // crash, and nothing acknowledged by a flush is among them).
+  if (log_ != nullptr && !failed_.load()) {
+    absl::Status st = log_->CloseClean();
+    if (!st.ok()) TMEM_LOG(Warning) << Describe() << ": closing the log cleanly failed: " << st;
+  }
   log_.reset();
 }
 
 absl::Status BlockCache::Recover(uint64_t migrated_seq) {
+  // Rebuilds the index from every valid segment after the record, oldest first, so that each
+  // line ends up at its newest whole version; migration writes the dirty ones back later.
   uint64_t skipped = 0;
   absl::Status st = log::SegmentLog::ScanSegments(
       device_, migrated_seq,
@@ -229,21 +247,33 @@ absl::Status BlockCache::Recover(uint64_t migrated_seq) {
           }
           const uint8_t* data = seg.data + e.offset;
           if (crc32c::Value(data, kLineBytes) != e.crc) {
-            // Torn: this version never reached the device whole, and no flush acknowledged it.
+            // Torn: this version never reached the device whole, and no flush acknowledged it;
+            // the line keeps its previous version (an older segment's, or the backing store's).
             counters_.recovery_torn_pages.fetch_add(1);
             continue;
           }
-          TMEM_RETURN_IF_ERROR(ForEachDirtyRun(key.dirty, [&](uint32_t begin, uint32_t len) {
-            return Io(backing_->Pwrite(data + begin, len, key.line * kLineBytes + begin, false),
-                      "recovery: write back to " + backing_->Describe());
-          }));
+          Stripe& s = StripeOf(key.line);
+          MutexLock index_lock(&s.index_mu);
+          s.lines[key.line] = Entry{seg.seq, e.offset, e.crc, key.dirty};
+          if (key.dirty != 0) {
+            MutexLock segs_lock(&segs_mu_);
+            NoteSegmentLine(seg.seq, key.line);
+          }
           counters_.recovered_lines.fetch_add(1);
         }
         return absl::OkStatus();
       },
       &skipped);
   TMEM_RETURN_IF_ERROR(st);
-  return Io(backing_->Flush(), "recovery: flush " + backing_->Describe());
+  uint64_t cached = 0, dirty = 0;
+  for (size_t i = 0; i < kStripes; ++i) {
+    MutexLock lock(&stripes_[i].index_mu);
+    cached += stripes_[i].lines.size();
+    for (const auto& [line, e] : stripes_[i].lines) dirty += e.dirty != 0 ? 1 : 0;
+  }
+  counters_.cached_lines.store(cached);
+  counters_.dirty_lines.store(dirty);
+  return absl::OkStatus();
 }
 
 absl::Status BlockCache::WriteRecord(uint64_t migrated_seq) {
@@ -594,13 +624,20 @@ absl::Status BlockCache::MigrateBatch(uint32_t max_segments, bool relocate, bool
   MutexLock migrate_lock(&migrate_mu_);
   *progress = false;
   const uint64_t from = migrated_seq_.load() + 1;
-  const uint64_t upto = std::min(log_->flushed_seq(), from - 1 + max_segments);
+  uint64_t upto = log_->flushed_seq();
   if (upto < from) return absl::OkStatus();
   std::vector<uint64_t> lines;
   {
+    // Up to `max_segments` segments that hold lines to write back; the sequence numbers in
+    // between hold none (clean promotions, numbers skipped after a crash) and go along free.
     MutexLock lock(&segs_mu_);
+    uint32_t taken = 0;
     for (auto it = seg_lines_.begin(); it != seg_lines_.end() && it->first <= upto; ++it) {
       lines.insert(lines.end(), it->second.lines.begin(), it->second.lines.end());
+      if (++taken == max_segments) {
+        upto = it->first;
+        break;
+      }
     }
   }
   std::sort(lines.begin(), lines.end());

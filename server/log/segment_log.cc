@@ -344,6 +344,15 @@ void SegmentLog::SetReclaimLimit(uint64_t seq) {
   progress_cv_.SignalAll();
 }
 
+absl::Status SegmentLog::KeepSegmentsAfter(uint64_t seq) {
+  MutexLock lock(&mu_);
+  if (counters_.appends.load(std::memory_order_relaxed) > 0) {
+    return absl::FailedPreconditionError("segments can be kept only before the first append");
+  }
+  if (seq < reclaimed_seq_.load(std::memory_order_relaxed)) reclaimed_seq_.store(seq, std::memory_order_release);
+  return absl::OkStatus();
+}
+
 absl::Status SegmentLog::ScanSegments(io::BlockDevice* device, uint64_t min_seq,
                                       const std::function<absl::Status(const ScannedSegment&)>& fn,
                                       uint64_t* skipped) {

@@ -169,6 +169,12 @@ class SegmentLog {
   // way). Starts unlimited; the limit may move either way.
   void SetReclaimLimit(uint64_t seq);
 
+  // For an owner that indexes the log itself and kept its segments from reuse with
+  // SetReclaimLimit (the block cache): segments above `seq` stay readable although the previous
+  // run stopped uncleanly, which otherwise makes every older segment gone. The owner vouches
+  // that no position holding one was reused. FailedPrecondition after the first append.
+  absl::Status KeepSegmentsAfter(uint64_t seq);
+
   // True while the segment `seq` still holds what was appended to it.
   bool IsLive(uint64_t seq) const {
     return seq > reclaimed_seq_.load(std::memory_order_acquire) && seq <= head_seq_.load(std::memory_order_acquire);
