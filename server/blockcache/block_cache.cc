@@ -172,11 +172,12 @@ absl::StatusOr<std::unique_ptr<BlockCache>> BlockCache::Open(const BlockCacheOpt
     lo.reserved_segments = static_cast<uint32_t>(std::clamp<uint64_t>(cache->geometry_.segment_count / 16, 2, 64));
   }
   // After a crash the log starts its numbers above its lease, and the segments skipped that way
-  // count as used until migration passes them: a lease of 1/16 of the log (a checkpoint every
-  // half lease) lets writes go on after a crash unless the cache was nearly full. A clean stop
-  // skips nothing (the destructor closes the log cleanly).
+  // count as used until migration passes them. A lease of a quarter of the log lets writes go
+  // on after a crash unless the cache was more than three quarters dirty, and leaves a renewal
+  // (a checkpoint and a device sync every half lease) time to finish before appends reach it.
+  // A clean stop skips nothing (the destructor closes the log cleanly).
   lo.seq_lease_segments = std::min<uint64_t>(
-      lo.seq_lease_segments, std::clamp<uint64_t>(cache->geometry_.segment_count / 16, 16, 256));
+      lo.seq_lease_segments, std::clamp<uint64_t>(cache->geometry_.segment_count / 4, 16, 4096));
   TMEM_ASSIGN_OR_RETURN(cache->log_, log::SegmentLog::Open(dev, lo));
   // The segments after the record hold the recovered lines: readable, and not reused until
   // migration has written them back (the reclaim limit never passed the record).
@@ -839,6 +840,7 @@ BlockCacheStatus BlockCache::status() const {
   s.ram_bytes = ram_.used_bytes();
   s.ram_capacity_bytes = ram_.capacity_bytes();
   s.ram_mismatches = counters_.ram_mismatches.load();
+  s.ram_evictions = ram_.evictions();
   s.oldest_dirty_age_ns = OldestDirtyAgeNs();
   s.write_lines = counters_.write_lines.load();
   s.flushes = counters_.flushes.load();

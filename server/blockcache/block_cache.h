@@ -109,6 +109,7 @@ struct BlockCacheStatus {
   uint64_t ram_bytes = 0;        // RAM tier in use
   uint64_t ram_capacity_bytes = 0;
   uint64_t ram_mismatches = 0;   // RAM copies that failed their CRC (a bug; the log was read)
+  uint64_t ram_evictions = 0;    // entries the RAM tier dropped to make room
   int64_t oldest_dirty_age_ns = 0;  // since the oldest segment not yet migrated got its first line
   uint64_t write_lines = 0;
   uint64_t flushes = 0;        // Flush calls (and FUA writes)

@@ -143,7 +143,7 @@ void RunModel(uint64_t ram_cache_bytes) {
   EXPECT_GT(s.head_seq, kCacheSegments) << "segments were not reused";
   if (ram_cache_bytes > 0) {
     EXPECT_GT(s.ram_hits, 0u);
-    EXPECT_LT(s.ram_hits, s.read_hits) << "the RAM tier held every line: evictions went untested";
+    EXPECT_GT(s.ram_evictions, 0u) << "the RAM tier held every line: evictions went untested";
     EXPECT_LE(s.ram_bytes, ram_cache_bytes);
     EXPECT_EQ(s.ram_mismatches, 0u) << "the RAM tier held bytes that are not the version it was asked for";
   } else {
@@ -226,6 +226,9 @@ TEST(BlockCacheTest, PowerCutsNeverLoseAFlushedWriteNorReturnTornOrStaleData) {
     options.migrate_idle_ms = rng() % 2 ? 0 : 1'000'000;
     // Half have a small RAM tier: what it holds must never outlive a power cut nor shadow a write.
     options.ram_cache_bytes = rng() % 2 ? 32 * kLineBytes : 0;
+    // Half write up to four segments at once (as tmemd does eight), so they complete out of order.
+    options.log.write_buffer_count = rng() % 2 ? 6 : 4;
+    options.log.flusher_threads = options.log.write_buffer_count - 2;
     auto cache = OpenOrDie(options);
     ASSERT_NE(cache, nullptr) << "round " << round;
     recovered_lines += cache->status().recovered_lines;
@@ -620,7 +623,9 @@ TEST(BlockCacheTest, RefusesAPagePoolDeviceForeignDataAndACacheOfAnotherStore) {
 // the dirty lines from it at once; writing them back is migration's job, not the startup's.
 TEST(BlockCacheTest, RecoveryRebuildsTheIndexAndLeavesWriteBackToMigration) {
   constexpr uint64_t kSize = 1 << 20;
-  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
+  // 64 segments: the numbers a crash skips (the log's lease, a quarter of the log) then leave
+  // room, so nothing forces migration before the checks below.
+  io::MemoryDevice cache_mem(log::kDataOffset + 64 * kSeg, 512), back_mem(kSize, 512);
   FaultInjectionDevice cache_dev(&cache_mem);
   DeviceBackend backing(&back_mem);
   BlockCacheOptions o = Options(&cache_dev, &backing);

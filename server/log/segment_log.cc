@@ -331,7 +331,8 @@ void SegmentLog::Unpin(uint64_t seq) {
   MutexLock lock(&mu_);
   for (auto& b : buffers_) {
     if ((b->state == BufferState::kOpen || b->state == BufferState::kSealed) && b->seq == seq && b->pins > 0) {
-      if (--b->pins == 0) flusher_cv_.SignalAll();
+      // Flushers wait only for the pins of sealed buffers; an open one is written after sealing.
+      if (--b->pins == 0 && b->state == BufferState::kSealed) flusher_cv_.SignalAll();
       return;
     }
   }
@@ -681,7 +682,8 @@ void SegmentLog::FlusherLoop() {
   MutexLock lock(&mu_);
   while (!stopping_) {
     const uint64_t head = head_seq_.load(std::memory_order_relaxed);
-    if (!lease_renewing_ && head + options_.seq_lease_segments / 2 >= seq_lease_) {
+    const auto steady_now = std::chrono::steady_clock::now();
+    if (!lease_renewing_ && head + options_.seq_lease_segments / 2 >= seq_lease_ && steady_now >= lease_retry_at_) {
       lease_renewing_ = true;
       mu_.Unlock();
       absl::Status st;
@@ -692,12 +694,15 @@ void SegmentLog::FlusherLoop() {
       mu_.Lock();
       lease_renewing_ = false;
       if (!st.ok()) {
-        TMEM_LOG(Error) << "renewing the sequence lease failed: " << st;
-        // Appends stay blocked at the lease until a later renewal works; retry after a pause.
-        flusher_cv_.WaitFor(&mu_, std::chrono::milliseconds(100));
+        TMEM_LOG_RATE_LIMITED(Error) << "renewing the sequence lease failed: " << st;
+        // Appends stay blocked at the lease until a later renewal works; retry after a pause,
+        // writing sealed buffers meanwhile (a flush waiting for them must get its answer).
+        lease_retry_at_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
       }
       continue;
     }
+    // A renewal due but held back after a failure: come back for it when the pause is over.
+    const bool lease_due = !lease_renewing_ && head + options_.seq_lease_segments / 2 >= seq_lease_;
     WriteBuffer* b = nullptr;
     for (auto it = sealed_.begin(); it != sealed_.end(); ++it) {
       if ((*it)->pins == 0) {
@@ -749,6 +754,10 @@ void SegmentLog::FlusherLoop() {
         continue;
       }
       flusher_cv_.WaitFor(&mu_, std::chrono::nanoseconds(due - now));
+      continue;
+    }
+    if (lease_due) {
+      flusher_cv_.WaitFor(&mu_, std::chrono::milliseconds(100));
       continue;
     }
     flusher_cv_.Wait(&mu_);

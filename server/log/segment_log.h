@@ -16,6 +16,7 @@
 #define TMEM_SERVER_LOG_SEGMENT_LOG_H_
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -277,6 +278,9 @@ class SegmentLog {
   std::set<uint64_t> failed_seqs_ ABSL_GUARDED_BY(mu_);  // writes that failed (reads miss)
   uint64_t seq_lease_ ABSL_GUARDED_BY(mu_) = 0;
   bool lease_renewing_ ABSL_GUARDED_BY(mu_) = false;
+  // After a failed renewal, the next try waits until then (steady clock); meanwhile the
+  // flushers go on writing sealed buffers (they must not starve behind a failing checkpoint).
+  std::chrono::steady_clock::time_point lease_retry_at_ ABSL_GUARDED_BY(mu_){};
   bool write_failed_since_flush_all_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;

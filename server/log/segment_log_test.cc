@@ -201,6 +201,33 @@ TEST_F(SegmentLogTest, FullSegmentIsWrittenInOneIo) {
   EXPECT_EQ(log->counters().bytes_written.load(), kSeg);
 }
 
+// A lease renewal that keeps failing (its checkpoint write gets EIO) must not keep the only
+// flusher from writing sealed buffers: a flush waiting for them gets its answer.
+TEST_F(SegmentLogTest, AFailingLeaseRenewalDoesNotStarveSegmentWrites) {
+  auto log = Open({.write_buffer_count = 3, .flusher_threads = 1, .seq_lease_segments = 4, .clock = nullptr});
+  ASSERT_NE(log, nullptr);
+  dev_.SetFailurePredicate([](io::FaultInjectionDevice::Op op, uint64_t offset, size_t) {
+    return op == io::FaultInjectionDevice::Op::kWrite && offset < kDataOffset;  // checkpoints only
+  });
+  // Fill two segments: the renewal is due (half the lease used) and fails from then on.
+  uint64_t tag = 0;
+  Appended a = Append(*log, tag++);
+  while (Append(*log, tag++).loc.seq < a.loc.seq + 2) {
+  }
+  std::atomic<bool> done{false};
+  absl::Status st;
+  std::thread flush([&] {
+    st = log->FlushUpTo(a.loc.seq + 1);
+    done = true;
+  });
+  for (int i = 0; i < 500 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_TRUE(done) << "the flush never returned: sealed buffers were not written";
+  dev_.SetFailurePredicate(nullptr);  // let a stuck flusher finish so that the thread can join
+  flush.join();
+  EXPECT_TRUE(st.ok()) << st;
+  EXPECT_EQ(ReadBack(*log, a), SegmentLog::ReadOutcome::kOk);
+}
+
 TEST_F(SegmentLogTest, PartlyFilledBufferIsWrittenAfterItsDeadline) {
   ManualClock clock;
   auto log = Open({.flush_deadline_ns = 10'000'000, .clock = &clock});
