@@ -108,7 +108,8 @@ absl::StatusOr<std::unique_ptr<BlockCache>> BlockCache::Open(const BlockCacheOpt
     return absl::InvalidArgumentError(absl::StrCat("the backing store ", o.backing->Describe(), " has ", backing_bytes,
                                                    " bytes; a cached export needs a positive multiple of ", kLineBytes));
   }
-  if (o.migrate_batch_segments == 0 || o.barrier_deadline_us < 0 || o.migrate_idle_ms < 0 || o.migrate_retry_ms <= 0) {
+  if (o.migrate_batch_segments == 0 || o.barrier_deadline_us < 0 || o.migrate_idle_ms < 0 || o.migrate_retry_ms <= 0 ||
+      o.full_write_timeout_ms < 0) {
     return absl::InvalidArgumentError("bad block cache options: the migration batch must be positive and times >= 0");
   }
   io::BlockDevice* dev = o.cache_device;
@@ -493,7 +494,24 @@ absl::Status BlockCache::WriteLine(uint64_t line, const uint8_t* data, uint32_t 
   uint8_t raw[log::kSlotKeyBytes];
   EncodeLineKey(line, mask, raw);
   // May wait for migration to free a segment; only write_mu is held, which migration never takes.
-  TMEM_ASSIGN_OR_RETURN(log::Location loc, log_->Append(raw, src, kLineBytes, crc, /*pin=*/true));
+  absl::StatusOr<log::Location> appended;
+  while (true) {
+    appended = log_->Append(raw, src, kLineBytes, crc, /*pin=*/true, /*may_wait=*/true, /*use_reserve=*/false,
+                            std::chrono::steady_clock::now() + std::chrono::seconds(1));
+    if (appended.ok() || !absl::IsDeadlineExceeded(appended.status())) break;
+    // Still no room: keep waiting while migration works (a slow store), not while it keeps failing.
+    const int64_t since = migration_failing_since_ns_.load(std::memory_order_relaxed);
+    if (since != 0 && clock_->NowNanos() - since >= options_.full_write_timeout_ms * 1'000'000) {
+      counters_.full_write_failures.fetch_add(1, std::memory_order_relaxed);
+      TMEM_LOG_RATE_LIMITED(Error) << Describe() << ": a write failed: the cache is full and writing back to the "
+                                   << "backing store has failed for " << (clock_->NowNanos() - since) / 1'000'000'000
+                                   << " s";
+      return absl::UnavailableError(absl::StrCat("the cache is full and writing back to ", backing_->Describe(),
+                                                 " has failed for ", (clock_->NowNanos() - since) / 1'000'000,
+                                                 " ms; nothing was written"));
+    }
+  }
+  TMEM_ASSIGN_OR_RETURN(log::Location loc, std::move(appended));
   ram_.Insert(loc.seq, loc.offset, src);
   {
     MutexLock index_lock(&s.index_mu);
@@ -764,6 +782,12 @@ void BlockCache::MigratorLoop() {
     const bool relocate = options_.copy_forward && room_low && !idle &&
                           counters_.dirty_lines.load(std::memory_order_relaxed) * 2 < capacity_lines;
     absl::Status st = MigrateBatch(t.migrate_batch_segments, relocate, &progress);
+    if (st.ok()) {
+      migration_failing_since_ns_.store(0, std::memory_order_relaxed);
+    } else {
+      int64_t expected = 0;
+      migration_failing_since_ns_.compare_exchange_strong(expected, clock_->NowNanos(), std::memory_order_relaxed);
+    }
     if (!st.ok()) {
       counters_.migration_errors.fetch_add(1, std::memory_order_relaxed);
       TMEM_LOG_RATE_LIMITED(Error) << Describe() << ": migration failed, will retry: " << st;
@@ -841,6 +865,7 @@ BlockCacheStatus BlockCache::status() const {
   s.ram_capacity_bytes = ram_.capacity_bytes();
   s.ram_mismatches = counters_.ram_mismatches.load();
   s.ram_evictions = ram_.evictions();
+  s.full_write_failures = counters_.full_write_failures.load();
   s.oldest_dirty_age_ns = OldestDirtyAgeNs();
   s.write_lines = counters_.write_lines.load();
   s.flushes = counters_.flushes.load();
@@ -888,6 +913,9 @@ void BlockCache::VisitStats(StatsVisitor& v, const StatLabels& labels) const {
   v.Counter("blockcache_migration_errors", "Migration batches that failed and will be retried.",
             s.migration_errors, labels);
   v.Gauge("blockcache_failed", "1 when the cache device failed and writes answer EIO.", s.failed ? 1 : 0, labels);
+  v.Counter("blockcache_full_write_failures",
+            "Writes that failed because the cache was full while writing back kept failing.", s.full_write_failures,
+            labels);
   std::vector<double> bounds(std::begin(kFlushBuckets), std::end(kFlushBuckets));
   std::vector<uint64_t> cumulative;
   uint64_t total = 0;

@@ -23,7 +23,8 @@
 // flushes answer EIO with the reason, reads of lines whose newest data was lost answer EIO —
 // and nothing is ever served from an older version. A failing backing store stops migration
 // (retried with backoff, counted); the export stays readable and writable while the cache has
-// room, and writers wait (never fail) when it does not.
+// room; when it has none, writers wait, and fail with EIO only once write-back has failed for
+// full_write_timeout_ms without a success.
 //
 // Thread-safety: every public method is thread-safe.
 // Lock order: Stripe::write_mu -> Stripe::index_mu -> segs_mu_; flush_mu_ and migrate_mu_ are
@@ -77,6 +78,10 @@ struct BlockCacheOptions {
   uint32_t migrate_free_segments_low = 0;  // 0: a quarter of the log
   int64_t migrate_max_age_ms = 30'000;
   int64_t migrate_retry_ms = 200;          // after a backing store error
+  // A write that finds the cache full waits for migration to make room, as long as it takes
+  // while migration makes progress (a slow store); once migration has failed for this long
+  // without a success (the store is down), such a write fails with EIO instead of hanging.
+  int64_t full_write_timeout_ms = 60'000;
   // Copy-forward cleaning: when the log runs low on room while the foreground is busy and the
   // dirty lines would fill at most half of the log, the oldest segments' still-newest dirty
   // lines are appended again at the head (into a reserve of segments only this may use) instead
@@ -110,6 +115,7 @@ struct BlockCacheStatus {
   uint64_t ram_capacity_bytes = 0;
   uint64_t ram_mismatches = 0;   // RAM copies that failed their CRC (a bug; the log was read)
   uint64_t ram_evictions = 0;    // entries the RAM tier dropped to make room
+  uint64_t full_write_failures = 0;  // writes failed because the cache was full and the store down
   int64_t oldest_dirty_age_ns = 0;  // since the oldest segment not yet migrated got its first line
   uint64_t write_lines = 0;
   uint64_t flushes = 0;        // Flush calls (and FUA writes)
@@ -255,6 +261,7 @@ class BlockCache final : public nbd::BlockBackend {
   bool kicked_ ABSL_GUARDED_BY(wake_mu_) = false;
   std::atomic<uint64_t> migrated_seq_{0};
   std::atomic<int64_t> last_io_ns_{0};  // the foreground's last read or write (migration throttle)
+  std::atomic<int64_t> migration_failing_since_ns_{0};  // first failure since the last success; 0: none
   std::thread migrator_;
 
   mutable Mutex tunables_mu_;
@@ -272,7 +279,7 @@ class BlockCache final : public nbd::BlockBackend {
   struct Counters {
     std::atomic<uint64_t> dirty_lines{0}, cached_lines{0}, read_hits{0}, read_misses{0}, write_lines{0};
     std::atomic<uint64_t> flushes{0}, syncs{0}, migrated_lines{0}, migrated_bytes{0}, migration_errors{0};
-    std::atomic<uint64_t> read_promotions{0}, relocated_lines{0}, ram_mismatches{0};
+    std::atomic<uint64_t> read_promotions{0}, relocated_lines{0}, ram_mismatches{0}, full_write_failures{0};
     std::atomic<uint64_t> recovered_segments{0}, recovered_lines{0}, recovery_torn_pages{0};
     // Flush latency histogram: counts per bucket of kFlushBuckets (last: above all), sum in ns.
     std::atomic<uint64_t> flush_buckets[14] = {};

@@ -450,6 +450,53 @@ TEST(BlockCacheTest, BackingStoreErrorsLoseNoDirtyDataAndMigrationRetries) {
   EXPECT_EQ(after, model);
 }
 
+// A full cache over a store that keeps failing: a write waits for room, then fails with a clear
+// error instead of hanging; nothing acknowledged is lost, and once the store heals writes go on.
+TEST(BlockCacheTest, AFullCacheOverAFailingStoreFailsWritesInsteadOfHanging) {
+  constexpr uint64_t kSize = 1 << 20;  // 256 lines; the log holds ~500 versions
+  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
+  FaultInjectionDevice back_dev(&back_mem);
+  DeviceBackend backing(&back_dev);
+  BlockCacheOptions o = Options(&cache_mem, &backing);
+  o.full_write_timeout_ms = 300;
+  o.copy_forward = false;
+  std::atomic<bool> failing{true};
+  back_dev.SetFailurePredicate([&](FaultInjectionDevice::Op op, uint64_t, size_t) {
+    return failing.load() && op != FaultInjectionDevice::Op::kRead;
+  });
+  auto cache = OpenOrDie(o);
+  ASSERT_NE(cache, nullptr);
+  std::vector<uint8_t> model(kSize, 0);
+  std::mt19937_64 rng(11);
+  absl::Status st;
+  const auto t0 = std::chrono::steady_clock::now();
+  int written = 0;
+  for (; written < 5000; ++written) {
+    const uint64_t off = (rng() % (kSize / kLineBytes)) * kLineBytes;
+    auto data = Random(rng, kLineBytes);
+    st = cache->Pwrite(data.data(), kLineBytes, off, false);
+    if (!st.ok()) break;
+    std::memcpy(model.data() + off, data.data(), kLineBytes);
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_FALSE(st.ok()) << "5000 writes into a full cache over a dead store all succeeded";
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
+  EXPECT_NE(st.message().find("the cache is full"), std::string::npos) << st;
+  EXPECT_LT(secs, 30.0) << "the failing write waited too long";
+  EXPECT_GT(written, 300) << "writes failed before the cache was full";
+  EXPECT_EQ(cache->status().full_write_failures, 1u);
+  std::vector<uint8_t> got(kSize);
+  ASSERT_OK(cache->Pread(got.data(), kSize, 0));
+  EXPECT_EQ(got, model) << "an acknowledged write was lost";
+  // The store heals: migration makes room and writes go on.
+  failing = false;
+  auto data = Random(rng, kLineBytes);
+  ASSERT_OK(cache->Pwrite(data.data(), kLineBytes, 0, false));
+  std::memcpy(model.data(), data.data(), kLineBytes);
+  ASSERT_OK(cache->Drain());
+  EXPECT_EQ(ReadAll(back_mem), model);
+}
+
 TEST(BlockCacheTest, CacheDeviceWriteErrorFailsSafeAndKeepsWhatWasFlushed) {
   constexpr uint64_t kSize = 1 << 20;
   io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);

@@ -448,13 +448,26 @@ void SegmentLog::SealLocked(WriteBuffer* buffer) {
 }
 
 absl::StatusOr<Location> SegmentLog::Append(const uint8_t (&key)[kSlotKeyBytes], const void* data, uint32_t len,
-                                            uint32_t crc, bool pin, bool may_wait, bool use_reserve) {
+                                            uint32_t crc, bool pin, bool may_wait, bool use_reserve,
+                                            std::chrono::steady_clock::time_point wait_until) {
   if (len == 0 || len % kPageAlignBytes != 0 || len > max_page_bytes()) {
     return absl::InvalidArgumentError(absl::StrCat("page length ", len, " must be a positive multiple of ",
                                                    kPageAlignBytes, " up to ", max_page_bytes()));
   }
   MutexLock lock(&mu_);
   bool waited = false;
+  // False once `wait_until` has passed (the caller then gets DeadlineExceeded).
+  const auto wait = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (wait_until == std::chrono::steady_clock::time_point{}) {
+      progress_cv_.Wait(&mu_);
+      return true;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= wait_until) return false;
+    progress_cv_.WaitFor(&mu_, wait_until - now);
+    return true;
+  };
+  const auto timed_out = [] { return absl::DeadlineExceededError("no room in the log before the deadline"); };
   while (true) {
     if (closed_) return absl::FailedPreconditionError("the segment log is closed");
     if (open_ != nullptr) {
@@ -487,20 +500,20 @@ absl::StatusOr<Location> SegmentLog::Append(const uint8_t (&key)[kSlotKeyBytes],
       if (!may_wait) return no_room();
       if (!waited) counters_.append_waits.fetch_add(1, std::memory_order_relaxed);
       waited = true;
-      progress_cv_.Wait(&mu_);
+      if (!wait()) return timed_out();
       continue;
     }
     if (head_seq_.load(std::memory_order_relaxed) + 1 > seq_lease_) {
       if (!may_wait) return no_room();
       flusher_cv_.Signal();  // a flusher renews the lease
-      progress_cv_.Wait(&mu_);
+      if (!wait()) return timed_out();
       continue;
     }
     if (OpenBufferLocked(use_reserve) == nullptr) {
       if (!may_wait) return no_room();
       if (!waited) counters_.append_waits.fetch_add(1, std::memory_order_relaxed);
       waited = true;
-      progress_cv_.Wait(&mu_);
+      if (!wait()) return timed_out();
     }
   }
 }

@@ -127,8 +127,11 @@ class SegmentLog {
   // Without `may_wait`, an append that would wait for a buffer or for room fails at once with
   // ResourceExhausted instead.
   // With `use_reserve`, the append may open a segment among the reserved ones.
+  // With a `wait_until` (steady clock; the default means none), a waiting append gives up then
+  // with DeadlineExceeded.
   absl::StatusOr<Location> Append(const uint8_t (&key)[kSlotKeyBytes], const void* data, uint32_t len,
-                                  uint32_t crc, bool pin = false, bool may_wait = true, bool use_reserve = false);
+                                  uint32_t crc, bool pin = false, bool may_wait = true, bool use_reserve = false,
+                                  std::chrono::steady_clock::time_point wait_until = {});
   // Releases one pin taken by Append on segment `seq`.
   void Unpin(uint64_t seq);
 

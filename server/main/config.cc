@@ -54,11 +54,12 @@ absl::Status Check(const Config& c) {
         return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "': a read-only export cannot have a writeback cache"));
       }
       if (e.cache.barrier_deadline_us < 0 || e.cache.barrier_deadline_us > 1'000'000 || e.cache.migrate_idle_ms < 0 ||
-          e.cache.migrate_max_age_ms < 0 ||
+          e.cache.migrate_max_age_ms < 0 || e.cache.full_write_timeout_ms < 0 ||
           e.cache.buffer_deadline_ms < 1 || e.cache.buffer_deadline_ms > 60'000 ||
           e.cache.migrate_batch_segments == 0 || e.cache.migrate_batch_segments > 4096) {
         return absl::InvalidArgumentError(absl::StrCat(
             "export '", e.name, "'.cache: barrier_deadline_us 0..1000000, migrate_idle_ms >= 0, migrate_max_age_ms >= 0, "
+            "full_write_timeout_ms >= 0, "
             "buffer_deadline_ms 1..60000, migrate_batch_segments 1..4096"));
       }
       const uint64_t ram = static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
@@ -198,7 +199,7 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
             } else if (k == "description") {
               x.description = d.second.as<std::string>();
             } else if (k == "cache") {
-              if (!d.second.IsMap()) return Bad(where + ".cache", "want device, size, barrier_deadline_us, migrate_batch_segments, migrate_idle_ms, migrate_max_age_ms, buffer_deadline_ms, read_cache, read_cache_threshold_lines, ram_cache");
+              if (!d.second.IsMap()) return Bad(where + ".cache", "want device, size, barrier_deadline_us, migrate_batch_segments, migrate_idle_ms, migrate_max_age_ms, full_write_timeout_ms, buffer_deadline_ms, read_cache, read_cache_threshold_lines, ram_cache");
               for (const auto& cd : d.second) {
                 const std::string ck = cd.first.as<std::string>();
                 const std::string cw = where + ".cache." + ck;
@@ -214,6 +215,8 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
                   x.cache.migrate_idle_ms = cd.second.as<int64_t>();
                 } else if (ck == "migrate_max_age_ms") {
                   x.cache.migrate_max_age_ms = cd.second.as<int64_t>();
+                } else if (ck == "full_write_timeout_ms") {
+                  x.cache.full_write_timeout_ms = cd.second.as<int64_t>();
                 } else if (ck == "buffer_deadline_ms") {
                   x.cache.buffer_deadline_ms = cd.second.as<int64_t>();
                 } else if (ck == "read_cache") {

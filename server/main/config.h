@@ -44,6 +44,7 @@ struct Config {
       uint32_t migrate_batch_segments = 8;
       int64_t migrate_idle_ms = 50;    // write back once reads and writes pause this long (or when room runs low)
       int64_t migrate_max_age_ms = 30'000;  // ... or whatever the load once dirty data is this old (0: no bound)
+      int64_t full_write_timeout_ms = 60'000;  // a full cache fails writes (EIO) once write-back has failed this long
       int64_t buffer_deadline_ms = 5;  // a partly filled RAM segment buffer is written after this long
       bool read_cache = false;         // keep lines read from the backend (clean) in the cache
       uint32_t read_cache_threshold_lines = 32;  // ... except in sequential runs longer than this

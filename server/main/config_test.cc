@@ -110,6 +110,7 @@ exports:
       migrate_batch_segments: 16
       migrate_idle_ms: 100
       migrate_max_age_ms: 9000
+      full_write_timeout_ms: 5000
       buffer_deadline_ms: 10
       read_cache: true
       read_cache_threshold_lines: 64
@@ -123,6 +124,7 @@ exports:
   EXPECT_EQ(cache.migrate_batch_segments, 16u);
   EXPECT_EQ(cache.migrate_idle_ms, 100);
   EXPECT_EQ(cache.migrate_max_age_ms, 9000);
+  EXPECT_EQ(cache.full_write_timeout_ms, 5000);
   EXPECT_EQ(cache.buffer_deadline_ms, 10);
   EXPECT_TRUE(cache.read_cache);
   EXPECT_EQ(cache.read_cache_threshold_lines, 64u);

@@ -173,6 +173,7 @@ int Run(const Config& c) {
         bo.migrate_batch_segments = x.cache.migrate_batch_segments;
         bo.migrate_idle_ms = x.cache.migrate_idle_ms;
         bo.migrate_max_age_ms = x.cache.migrate_max_age_ms;
+        bo.full_write_timeout_ms = x.cache.full_write_timeout_ms;
         bo.log.flush_deadline_ns = x.cache.buffer_deadline_ms * 1'000'000;
         // Up to eight segment writes in flight: one at a time per flusher is not enough to
         // keep an SSD busy (sequential writes ran at 250 MB/s with two, 380 with eight).
