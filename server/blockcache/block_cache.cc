@@ -501,14 +501,13 @@ absl::Status BlockCache::WriteLine(uint64_t line, const uint8_t* data, uint32_t 
     if (appended.ok() || !absl::IsDeadlineExceeded(appended.status())) break;
     // Still no room: keep waiting while migration works (a slow store), not while it keeps failing.
     const int64_t since = migration_failing_since_ns_.load(std::memory_order_relaxed);
-    if (since != 0 && clock_->NowNanos() - since >= options_.full_write_timeout_ms * 1'000'000) {
+    const int64_t failing_ms = since == 0 ? 0 : (clock_->NowNanos() - since) / 1'000'000;
+    if (since != 0 && failing_ms >= options_.full_write_timeout_ms) {
       counters_.full_write_failures.fetch_add(1, std::memory_order_relaxed);
-      TMEM_LOG_RATE_LIMITED(Error) << Describe() << ": a write failed: the cache is full and writing back to the "
-                                   << "backing store has failed for " << (clock_->NowNanos() - since) / 1'000'000'000
-                                   << " s";
-      return absl::UnavailableError(absl::StrCat("the cache is full and writing back to ", backing_->Describe(),
-                                                 " has failed for ", (clock_->NowNanos() - since) / 1'000'000,
-                                                 " ms; nothing was written"));
+      const std::string why = absl::StrCat("the cache is full and writing back to ", backing_->Describe(),
+                                           " has failed for ", failing_ms, " ms; nothing was written");
+      TMEM_LOG_RATE_LIMITED(Error) << Describe() << ": a write failed: " << why;
+      return absl::UnavailableError(why);
     }
   }
   TMEM_ASSIGN_OR_RETURN(log::Location loc, std::move(appended));
@@ -787,8 +786,6 @@ void BlockCache::MigratorLoop() {
     } else {
       int64_t expected = 0;
       migration_failing_since_ns_.compare_exchange_strong(expected, clock_->NowNanos(), std::memory_order_relaxed);
-    }
-    if (!st.ok()) {
       counters_.migration_errors.fetch_add(1, std::memory_order_relaxed);
       TMEM_LOG_RATE_LIMITED(Error) << Describe() << ": migration failed, will retry: " << st;
       MutexLock lock(&wake_mu_);

@@ -104,6 +104,18 @@ std::vector<uint8_t> Random(std::mt19937_64& rng, size_t n) {
   return v;
 }
 
+// `count` writes of 1 to `max_len` random bytes at random offsets, each also applied to `model`.
+void WriteRandomRanges(BlockCache& cache, std::mt19937_64& rng, std::vector<uint8_t>& model, int count,
+                       uint32_t max_len) {
+  for (int i = 0; i < count; ++i) {
+    const uint64_t off = rng() % model.size();
+    const uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(1 + rng() % max_len, model.size() - off));
+    auto data = Random(rng, len);
+    ASSERT_OK(cache.Pwrite(data.data(), len, off, false));
+    std::memcpy(model.data() + off, data.data(), len);
+  }
+}
+
 // The model run of the next two tests: random writes, reads, flushes and migrations, every read
 // compared with a model of the export.
 void RunModel(uint64_t ram_cache_bytes) {
@@ -173,13 +185,7 @@ TEST(BlockCacheTest, DrainLeavesTheBackingStoreByteIdenticalToTheExport) {
   auto cache = OpenOrDie(o);
   std::vector<uint8_t> model(kSize, 0);
   std::mt19937_64 rng(11);
-  for (int i = 0; i < 300; ++i) {
-    const uint64_t off = rng() % kSize;
-    const uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(1 + rng() % 20000, kSize - off));
-    auto data = Random(rng, len);
-    ASSERT_OK(cache->Pwrite(data.data(), len, off, false));
-    std::memcpy(model.data() + off, data.data(), len);
-  }
+  ASSERT_NO_FATAL_FAILURE(WriteRandomRanges(*cache, rng, model, 300, 20000));
   EXPECT_GT(cache->status().dirty_lines, 0u);
   std::vector<uint8_t> before = ReadAll(back_mem);
   EXPECT_NE(before, model) << "the writes went straight to the backing store";
@@ -426,13 +432,7 @@ TEST(BlockCacheTest, BackingStoreErrorsLoseNoDirtyDataAndMigrationRetries) {
   std::vector<uint8_t> model(kSize, 0);
   std::mt19937_64 rng(5);
   // Within the cache's room (~400 lines): with no migration possible, writes beyond it wait.
-  for (int i = 0; i < 100; ++i) {
-    const uint64_t off = rng() % kSize;
-    const uint32_t len = static_cast<uint32_t>(std::min<uint64_t>(1 + rng() % 4000, kSize - off));
-    auto data = Random(rng, len);
-    ASSERT_OK(cache->Pwrite(data.data(), len, off, false));
-    std::memcpy(model.data() + off, data.data(), len);
-  }
+  ASSERT_NO_FATAL_FAILURE(WriteRandomRanges(*cache, rng, model, 100, 4000));
   ASSERT_OK(cache->Flush());
   EXPECT_FALSE(cache->MigrateNow().ok());
   // Give the background migration time to fail and retry too.
