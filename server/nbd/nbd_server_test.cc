@@ -1,5 +1,6 @@
 // The NBD request loop in-process, over a socketpair, with a backend whose calls can be held:
 // replies leave in the order requests finish, and the in-flight limits stop the reading.
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -212,6 +214,68 @@ TEST(ExportTest, MultiConnIsAdvertisedOnlyWhenTheBackendFlushCoversEveryConnecti
   const uint16_t f = ro.TransmissionFlags();
   EXPECT_NE(f & kFlagReadOnly, 0);
   EXPECT_EQ(f & (kFlagSendTrim | kFlagSendWriteZeroes), 0) << "a read-only export offers no writing commands";
+}
+
+// The reader under the request loop: every byte in order whatever the mix of read sizes.
+TEST(BufferedReaderTest, ReturnsEveryByteInOrderForAnyMixOfReadSizes) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  std::vector<uint8_t> data(4 << 20);
+  std::mt19937 rng(7);
+  for (auto& b : data) b = static_cast<uint8_t>(rng());
+  std::thread writer([&] {
+    size_t off = 0;
+    while (off < data.size()) {  // uneven sends, so reads straddle them
+      const size_t n = std::min<size_t>(data.size() - off, 1 + rng() % 90000);
+      ASSERT_TRUE(WriteFull(sv[1], data.data() + off, n));
+      off += n;
+    }
+  });
+  BufferedReader in(sv[0], 64 << 10);
+  std::mt19937 sizes(11);
+  std::vector<uint8_t> got(data.size());
+  size_t off = 0;
+  while (off < data.size()) {
+    // Headers, small payloads and payloads larger than a quarter of the buffer.
+    const size_t pick = sizes() % 3;
+    size_t n = pick == 0 ? kRequestBytes : pick == 1 ? 1 + sizes() % 8192 : 16384 + sizes() % 200000;
+    n = std::min(n, data.size() - off);
+    ASSERT_TRUE(in.Read(got.data() + off, n)) << "at " << off;
+    off += n;
+  }
+  writer.join();
+  EXPECT_TRUE(got == data);
+  ::close(sv[1]);
+  uint8_t b;
+  EXPECT_FALSE(in.Read(&b, 1));  // EOF
+  ::close(sv[0]);
+}
+
+// After a large payload the next header is read alone, so the following payload is not pulled
+// into the buffer (and copied out again) but left in the socket for a direct read.
+TEST(BufferedReaderTest, AfterALargePayloadTheNextHeaderIsReadAlone) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  BufferedReader in(sv[0], 64 << 10);
+  const std::vector<uint8_t> header(kRequestBytes, 0x11), payload(40 << 10, 0x22);
+  uint8_t h[kRequestBytes];
+  ASSERT_TRUE(WriteFull(sv[1], header.data(), header.size()));
+  ASSERT_TRUE(in.Read(h, sizeof(h)));
+  ASSERT_TRUE(WriteFull(sv[1], payload.data(), payload.size()));
+  ASSERT_TRUE(WriteFull(sv[1], header.data(), header.size()));
+  ASSERT_TRUE(WriteFull(sv[1], payload.data(), payload.size()));
+  std::vector<uint8_t> p(payload.size());
+  ASSERT_TRUE(in.Read(p.data(), p.size()));
+  EXPECT_TRUE(p == payload);
+  ASSERT_TRUE(in.Read(h, sizeof(h)));
+  EXPECT_EQ(h[0], 0x11);
+  int left = -1;
+  ASSERT_EQ(::ioctl(sv[0], FIONREAD, &left), 0);
+  EXPECT_EQ(left, static_cast<int>(payload.size())) << "the header refill took part of the next payload";
+  ASSERT_TRUE(in.Read(p.data(), p.size()));
+  EXPECT_TRUE(p == payload);
+  ::close(sv[0]);
+  ::close(sv[1]);
 }
 
 }  // namespace

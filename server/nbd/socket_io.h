@@ -6,6 +6,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -63,7 +64,8 @@ inline bool WriteFullV(int fd, iovec* iov, int count) {
 
 // Reads from a socket through a buffer, so that requests a client sends back to back (a header,
 // a small payload, the next header...) cost one recv() for many. Large payloads bypass the
-// buffer. Not thread-safe: its owner serialises readers.
+// buffer, and after one the next refill takes only what is asked for (the next header), so that
+// a stream of large writes is not copied through the buffer in part. Not thread-safe: its owner serialises readers.
 class BufferedReader {
  public:
   explicit BufferedReader(int fd, size_t capacity = 256 << 10) : fd_(fd), buf_(new uint8_t[capacity]), cap_(capacity) {}
@@ -81,9 +83,16 @@ class BufferedReader {
     out += have;
     len -= have;
     start_ = end_ = 0;
-    if (len >= cap_ / 4) return ReadFull(fd_, out, len);  // large: straight into place
+    if (len >= cap_ / 4) {  // large: straight into place
+      // The client sends large payloads: read the next header alone rather than the first part
+      // of the next payload into the buffer only to copy it out again.
+      refill_ = 0;
+      return ReadFull(fd_, out, len);
+    }
+    const size_t want = std::max(len, refill_);
+    refill_ = cap_;  // small requests: take in as many as one recv() brings
     while (end_ < len) {
-      ssize_t n = ::recv(fd_, buf_.get() + end_, cap_ - end_, 0);
+      ssize_t n = ::recv(fd_, buf_.get() + end_, want - end_, 0);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) return false;
       end_ += static_cast<size_t>(n);
@@ -108,6 +117,7 @@ class BufferedReader {
   std::unique_ptr<uint8_t[]> buf_;
   const size_t cap_;
   size_t start_ = 0, end_ = 0;
+  size_t refill_ = cap_;  // how much a refill asks recv() for: the capacity, or only what is needed
 };
 
 inline bool WriteFull(int fd, const void* buf, size_t len) {
