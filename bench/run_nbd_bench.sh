@@ -29,16 +29,25 @@ trap 'kill $TD $NK 2>/dev/null || true' EXIT
 for p in $TP $KP; do
   for _ in $(seq 100); do nbdinfo "nbd://127.0.0.1:$p/" >/dev/null 2>&1 && break; sleep 0.1; done
 done
-warmup() {  # rw bs iodepth: the same job for a few seconds through nbdkit, not measured
+uncache() {  # the image out of the page cache, its dirty pages written first
   sync
+  /usr/bin/python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$IMG"
+}
+warmup() {  # rw bs iodepth: the same job for a few seconds through nbdkit, not measured
+  # Random reads: the whole image read once first (O_DIRECT, past this machine's page cache),
+  # so that whatever caches the disk below this machine holds all of it for both servers; fio
+  # repeats its random offsets, and the second server would otherwise read blocks the first
+  # one just brought into that cache (2-4k IOPS more for whichever went second).
+  [ "$1" = randread ] && dd if="$IMG" of=/dev/null bs=4M iflag=direct status=none
+  uncache
   fio --name=warmup --ioengine=nbd --uri="nbd://127.0.0.1:$KP/" --rw="$1" --bs="$2" --iodepth="$3" \
-    --size=$SIZE --time_based --runtime=4 >/dev/null 2>&1
+    --size=$SIZE --time_based --runtime=5 >/dev/null 2>&1
 }
 job() {  # name uri rw bs iodepth
-  sync  # dirty pages of the previous job must not be written back during this one
-  # Every job starts with none of the file in the page cache: otherwise the second server of a
-  # pair reads what the first one's job brought in, and the order decides the ratio.
-  /usr/bin/python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$IMG"
+  # Every job starts with none of the file in the page cache (and none of it dirty): otherwise
+  # the second server of a pair reads what the first one's job brought in, or finds its pages
+  # already allocated, and the order decides the ratio.
+  uncache
   fio --name="$1" --ioengine=nbd --uri="$2" --rw="$3" --bs="$4" --iodepth="$5" --size=$SIZE \
     --time_based --runtime=$SECS --ramp_time=1 --output-format=json 2>/dev/null > "$DIR/nbd_$1.json"
 }
@@ -52,9 +61,9 @@ for round in $(seq $ROUNDS); do
     # Odd rounds start with tmemd, even rounds with nbdkit.
     if [ $((round % 2)) -eq 1 ]; then order="tmemd nbdkit"; else order="nbdkit tmemd"; fi
     # The first job of a kind right after another kind runs in a different kernel state: 1 MiB
-    # writes right after the 4 KiB random writes ran at 0.4-1.6 GB/s for either server, the
-    # next ones at 1.9-2.2 GB/s, so whichever server went first lost. A short unmeasured run of
-    # the same job first puts both servers' jobs in the same state.
+    # writes right after the 4 KiB random ones ran at 0.4-1.6 GB/s for either server, the next
+    # ones at 1.9-2.5 GB/s, so whichever server went first lost. A short unmeasured run of the
+    # same job first, from the same uncached start, puts both measured jobs in the same state.
     warmup "$rw" "$2" "$3"
     for server in $order; do
       if [ $server = tmemd ]; then U="nbd://127.0.0.1:$TP/bench"; else U="nbd://127.0.0.1:$KP/"; fi
