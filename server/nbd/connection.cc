@@ -1,5 +1,6 @@
 // The transmission phase: each connection's threads take requests off the socket in turn, run
-// them in parallel and send replies in any order under the connection's write lock.
+// them in parallel and send replies in any order; replies that complete while another is being
+// sent go out together with it.
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -54,7 +55,14 @@ class Connection {
   BufferedReader in_ ABSL_GUARDED_BY(read_mu_);
   std::vector<std::thread> helpers_ ABSL_GUARDED_BY(read_mu_);  // request threads besides the first
   std::atomic<int> waiting_readers_{0};  // threads waiting for read_mu_, i.e. free for the next request
-  Mutex write_mu_;  // serialises replies on the socket
+  // Replies: one thread at a time is on the socket (sending_); small replies that complete
+  // meanwhile are queued and sent by it in one write before it lets go.
+  static constexpr size_t kCombineMaxBytes = 64 << 10;
+  void Send(iovec* iov, int n);
+  Mutex reply_mu_;
+  CondVar reply_cv_;
+  bool sending_ ABSL_GUARDED_BY(reply_mu_) = false;
+  std::vector<uint8_t> queued_ ABSL_GUARDED_BY(reply_mu_);
 
   Mutex mu_;
   CondVar cv_;
@@ -121,10 +129,41 @@ void Connection::SendReply(const Request& req, uint32_t error, const uint8_t* da
     Put32(h + 16, 0);
     iov[n++] = {h, 20};
   }
-  bool ok;
+  Send(iov, n);
+}
+
+void Connection::Send(iovec* iov, int n) {
+  size_t total = 0;
+  for (int i = 0; i < n; ++i) total += iov[i].iov_len;
   {
-    MutexLock lock(&write_mu_);
-    ok = WriteFullV(fd_, iov, n);
+    MutexLock lock(&reply_mu_);
+    if (sending_ && total <= kCombineMaxBytes) {
+      // The thread on the socket sends this too before it lets go: no wait, and one send
+      // (one trip through the network stack, one wakeup of the client) for many replies.
+      for (int i = 0; i < n; ++i) {
+        const auto* b = static_cast<const uint8_t*>(iov[i].iov_base);
+        queued_.insert(queued_.end(), b, b + iov[i].iov_len);
+      }
+      return;
+    }
+    while (sending_) reply_cv_.Wait(&reply_mu_);  // a large reply is not copied: its turn comes
+    sending_ = true;
+  }
+  bool ok = WriteFullV(fd_, iov, n);
+  // Send what other threads queued meanwhile, until nothing is left.
+  std::vector<uint8_t> batch;
+  while (true) {
+    {
+      MutexLock lock(&reply_mu_);
+      if (queued_.empty()) {
+        sending_ = false;
+        reply_cv_.SignalAll();
+        break;
+      }
+      batch.swap(queued_);
+      queued_.clear();
+    }
+    if (ok) ok = WriteFull(fd_, batch.data(), batch.size());
   }
   if (!ok) {
     MutexLock lock(&mu_);

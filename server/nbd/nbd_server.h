@@ -5,11 +5,13 @@
 // Concurrency (nbdkit's "parallel" model): each connection has up to `threads_per_connection`
 // threads (started as requests arrive while every thread is busy); one at a time takes the
 // next request off the socket (Connection::read_mu_), then
-// runs it against the backend and sends its reply under the connection's write lock, so
-// requests run in parallel and replies leave in the order they finish. A connection keeps at
+// runs it against the backend and sends its reply, so requests run in parallel and replies
+// leave in the order they finish. One thread at a time is on the socket; small replies that
+// complete meanwhile are queued and that thread sends them with its own in one write (fewer
+// trips through the network stack and wakeups of the client under load). A connection keeps at
 // most `max_requests_in_flight` requests and `max_bytes_in_flight` payload bytes in flight;
 // past that it stops reading from the socket.
-// Lock order: Connection::read_mu_ -> Connection::mu_; Connection::write_mu_ is a leaf;
+// Lock order: Connection::read_mu_ -> Connection::mu_; Connection::reply_mu_ is a leaf;
 // NbdServer::mu_ is never held while a connection lock is taken.
 #ifndef TMEM_SERVER_NBD_NBD_SERVER_H_
 #define TMEM_SERVER_NBD_NBD_SERVER_H_

@@ -201,6 +201,43 @@ TEST_F(NbdServerTest, RequestsInFlightAreBounded) {
   }
 }
 
+TEST_F(NbdServerTest, RepliesQueuedWhileAnotherIsBeingSentAllArriveWhole) {
+  Start({.threads_per_connection = 8});
+  timeval tv{.tv_sec = 10, .tv_usec = 0};  // a lost reply fails the test instead of hanging it
+  ASSERT_EQ(::setsockopt(client_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+  uint32_t err;
+  for (uint64_t i = 0; i < 6; ++i) {
+    Send(kCmdWrite, 50 + i, i * 4096, 4096, std::string(4096, static_cast<char>('a' + i)));
+    Reply(&err);
+    ASSERT_EQ(err, 0u);
+  }
+  // A 4 MiB read whose reply fills the socket (the client reads nothing yet): its thread stays
+  // on the socket while six small reads complete, so their replies are queued behind it.
+  Send(kCmdRead, 1, 1 << 20, 4 << 20);
+  ASSERT_TRUE(WaitFor([&] { return backend_->entered() == 7; }));
+  for (uint64_t i = 0; i < 6; ++i) Send(kCmdRead, 100 + i, i * 4096, 4096);
+  ASSERT_TRUE(WaitFor([&] { return backend_->entered() == 13; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(Reply(&err, 4 << 20), 1u);
+  EXPECT_EQ(err, 0u);
+  std::vector<uint64_t> cookies;
+  for (int i = 0; i < 6; ++i) {
+    uint8_t r[16];
+    ASSERT_TRUE(ReadFull(client_, r, sizeof(r))) << "reply " << i << " of the queued six never came";
+    ASSERT_EQ(Get32(r), kSimpleReplyMagic);
+    ASSERT_EQ(Get32(r + 4), 0u);
+    const uint64_t cookie = Get64(r + 8);
+    ASSERT_GE(cookie, 100u);
+    ASSERT_LT(cookie, 106u);
+    std::string data(4096, '\0');
+    ASSERT_TRUE(ReadFull(client_, data.data(), data.size()));
+    EXPECT_EQ(data, std::string(4096, static_cast<char>('a' + (cookie - 100)))) << "cookie " << cookie;
+    cookies.push_back(cookie);
+  }
+  std::sort(cookies.begin(), cookies.end());
+  EXPECT_EQ(cookies, (std::vector<uint64_t>{100, 101, 102, 103, 104, 105}));
+}
+
 TEST(ExportTest, MultiConnIsAdvertisedOnlyWhenTheBackendFlushCoversEveryConnection) {
   Export shared;
   shared.backend = std::make_unique<GatedBackend>(1 << 20, BackendCaps{.multi_conn = true});
