@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${TMEM_BENCH_DIR:-/var/tmp/tmem-bench}
-SECS=10; SIZE=2G; ROUNDS=3
+SECS=10; SIZE=2G; ROUNDS=5
 [ "${1:-}" = "--quick" ] && { SECS=5; SIZE=1G; ROUNDS=1; }
 scripts/setup.sh
 bazel build //server/main:tmemd 2>&1 | grep -E 'ERROR|error:' && exit 1 || true
