@@ -8,6 +8,7 @@
 #include <optional>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "common/crc32c.h"
 #include "common/logging.h"
@@ -493,24 +494,9 @@ absl::Status BlockCache::WriteLine(uint64_t line, const uint8_t* data, uint32_t 
   const uint32_t crc = crc32c::Value(src, kLineBytes);
   uint8_t raw[log::kSlotKeyBytes];
   EncodeLineKey(line, mask, raw);
-  // May wait for migration to free a segment; only write_mu is held, which migration never takes.
-  absl::StatusOr<log::Location> appended;
-  while (true) {
-    appended = log_->Append(raw, src, kLineBytes, crc, /*pin=*/true, /*may_wait=*/true, /*use_reserve=*/false,
-                            std::chrono::steady_clock::now() + std::chrono::seconds(1));
-    if (appended.ok() || !absl::IsDeadlineExceeded(appended.status())) break;
-    // Still no room: keep waiting while migration works (a slow store), not while it keeps failing.
-    const int64_t since = migration_failing_since_ns_.load(std::memory_order_relaxed);
-    const int64_t failing_ms = since == 0 ? 0 : (clock_->NowNanos() - since) / 1'000'000;
-    if (since != 0 && failing_ms >= options_.full_write_timeout_ms) {
-      counters_.full_write_failures.fetch_add(1, std::memory_order_relaxed);
-      const std::string why = absl::StrCat("the cache is full and writing back to ", backing_->Describe(),
-                                           " has failed for ", failing_ms, " ms; nothing was written");
-      TMEM_LOG_RATE_LIMITED(Error) << Describe() << ": a write failed: " << why;
-      return absl::UnavailableError(why);
-    }
-  }
-  TMEM_ASSIGN_OR_RETURN(log::Location loc, std::move(appended));
+  log::Location loc;
+  TMEM_ASSIGN_OR_RETURN(size_t n, AppendForWrite(&raw, src, &crc, 1, &loc));
+  TMEM_DCHECK(n == 1);
   ram_.Insert(loc.seq, loc.offset, src);
   {
     MutexLock index_lock(&s.index_mu);
@@ -528,6 +514,79 @@ absl::Status BlockCache::WriteLine(uint64_t line, const uint8_t* data, uint32_t 
   return absl::OkStatus();
 }
 
+absl::StatusOr<size_t> BlockCache::AppendForWrite(const uint8_t (*keys)[log::kSlotKeyBytes], const uint8_t* data,
+                                                  const uint32_t* crcs, size_t n, log::Location* locs) {
+  // May wait for migration to free a segment; only write_mu is held, which migration never takes.
+  while (true) {
+    absl::StatusOr<size_t> appended =
+        log_->AppendBatch(keys, data, kLineBytes, crcs, n, locs, /*pin=*/true, /*may_wait=*/true,
+                          /*use_reserve=*/false, std::chrono::steady_clock::now() + std::chrono::seconds(1));
+    if (appended.ok() || !absl::IsDeadlineExceeded(appended.status())) return appended;
+    // Still no room: keep waiting while migration works (a slow store), not while it keeps failing.
+    const int64_t since = migration_failing_since_ns_.load(std::memory_order_relaxed);
+    const int64_t failing_ms = since == 0 ? 0 : (clock_->NowNanos() - since) / 1'000'000;
+    if (since != 0 && failing_ms >= options_.full_write_timeout_ms) {
+      counters_.full_write_failures.fetch_add(1, std::memory_order_relaxed);
+      const std::string why = absl::StrCat("the cache is full and writing back to ", backing_->Describe(),
+                                           " has failed for ", failing_ms, " ms; nothing was written");
+      TMEM_LOG_RATE_LIMITED(Error) << Describe() << ": a write failed: " << why;
+      return absl::UnavailableError(why);
+    }
+  }
+}
+
+absl::Status BlockCache::WriteWholeLines(uint64_t first, uint32_t count, const uint8_t* data)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {  // a set of stripe locks the analysis cannot follow
+  // Every stripe the lines fall in, locked in stripe order (the lock order among write_mu's).
+  std::array<bool, kStripes> touched{};
+  for (uint32_t i = 0; i < count; ++i) touched[StripeIndex(first + i)] = true;
+  for (size_t i = 0; i < kStripes; ++i) {
+    if (touched[i]) stripes_[i].write_mu.Lock();
+  }
+  const auto unlock = absl::MakeCleanup([&] {
+    for (size_t i = kStripes; i-- > 0;) {
+      if (touched[i]) stripes_[i].write_mu.Unlock();
+    }
+  });
+  std::vector<uint32_t> crcs(count);
+  std::vector<std::array<uint8_t, log::kSlotKeyBytes>> keys(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    crcs[i] = crc32c::Value(data + size_t{i} * kLineBytes, kLineBytes);
+    uint8_t raw[log::kSlotKeyBytes];
+    EncodeLineKey(first + i, 0xFF, raw);
+    std::memcpy(keys[i].data(), raw, sizeof(raw));
+  }
+  std::vector<log::Location> locs(count);
+  uint32_t done = 0;
+  while (done < count) {
+    // One segment's worth at a time, published and unpinned before the next append, which may
+    // wait for room: pins are never held while waiting.
+    TMEM_ASSIGN_OR_RETURN(
+        size_t n, AppendForWrite(reinterpret_cast<const uint8_t(*)[log::kSlotKeyBytes]>(keys[done].data()),
+                                 data + size_t{done} * kLineBytes, &crcs[done], count - done, &locs[done]));
+    const uint64_t seq = locs[done].seq;
+    for (size_t i = done; i < done + n; ++i) ram_.Insert(seq, locs[i].offset, data + i * kLineBytes);
+    for (size_t i = done; i < done + n; ++i) {
+      Stripe& st = StripeOf(first + i);
+      MutexLock index_lock(&st.index_mu);
+      auto [it, inserted] = st.lines.try_emplace(first + i);
+      if (inserted) counters_.cached_lines.fetch_add(1, std::memory_order_relaxed);
+      if (it->second.dirty == 0) counters_.dirty_lines.fetch_add(1, std::memory_order_relaxed);
+      it->second = Entry{seq, locs[i].offset, crcs[i], 0xFF};
+    }
+    {
+      // Noted before the unpin: the segment cannot be written, so not migrated, before that.
+      MutexLock segs_lock(&segs_mu_);
+      for (size_t i = done; i < done + n; ++i) NoteSegmentLine(seq, first + i);
+    }
+    log_->UnpinMany(seq, static_cast<uint32_t>(n));
+    counters_.write_lines.fetch_add(n, std::memory_order_relaxed);
+    done += static_cast<uint32_t>(n);
+  }
+  last_io_ns_.store(clock_->NowNanos(), std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
 absl::Status BlockCache::Pwrite(const void* buf, uint32_t len, uint64_t offset, bool fua) {
   TMEM_RETURN_IF_ERROR(FailedStatus());
   if (log_->counters().write_errors.load(std::memory_order_relaxed) > 0) {
@@ -540,6 +599,13 @@ absl::Status BlockCache::Pwrite(const void* buf, uint32_t len, uint64_t offset, 
   while (pos < end) {
     const uint64_t line = pos / kLineBytes;
     const uint32_t b = static_cast<uint32_t>(pos % kLineBytes);
+    const uint64_t whole = b == 0 ? (end - pos) / kLineBytes : 0;
+    if (whole >= 2) {  // whole lines in batches
+      const uint32_t count = static_cast<uint32_t>(std::min<uint64_t>(whole, kBatchLines));
+      TMEM_RETURN_IF_ERROR(WriteWholeLines(line, count, in + (pos - offset)));
+      pos += uint64_t{count} * kLineBytes;
+      continue;
+    }
     const uint32_t e = static_cast<uint32_t>(std::min<uint64_t>(kLineBytes, b + (end - pos)));
     TMEM_RETURN_IF_ERROR(WriteLine(line, in + (pos - offset), b, e));
     pos += e - b;

@@ -27,7 +27,8 @@
 // full_write_timeout_ms without a success.
 //
 // Thread-safety: every public method is thread-safe.
-// Lock order: Stripe::write_mu -> Stripe::index_mu -> segs_mu_; flush_mu_ and migrate_mu_ are
+// Lock order: Stripe::write_mu -> Stripe::index_mu -> segs_mu_ (a large write holds the write_mu
+// of several stripes, taken in stripe order, while it takes the others); flush_mu_ and migrate_mu_ are
 // taken with none of the others held. The log's own locks are leaves below all of these.
 // Appends (which may wait for migration to free space) happen under write_mu only; migration
 // takes index_mu only, so a writer waiting for room never blocks the migration that makes it.
@@ -200,6 +201,14 @@ class BlockCache final : public nbd::BlockBackend {
   bool ReadRam(const Entry& entry, uint8_t* out);
   std::optional<Entry> Lookup(uint64_t line) const;
   absl::Status WriteLine(uint64_t line, const uint8_t* data, uint32_t begin, uint32_t end);
+  // Writes `count` whole lines from `first` (data: count * 4 KiB) with one stripe lock each
+  // and one log append per segment: the path of large writes.
+  absl::Status WriteWholeLines(uint64_t first, uint32_t count, const uint8_t* data);
+  static constexpr uint32_t kBatchLines = 256;  // whole lines per WriteWholeLines
+  // Appends lines to the log (pinned), waiting for room while migration makes it; Unavailable
+  // once write-back has failed for full_write_timeout_ms.
+  absl::StatusOr<size_t> AppendForWrite(const uint8_t (*keys)[log::kSlotKeyBytes], const uint8_t* data,
+                                        const uint32_t* crcs, size_t n, log::Location* locs);
   // Read caching: keeps `data` (line's contents, just read from the backing store) as a clean
   // line, unless the line got cached meanwhile.
   void Promote(uint64_t line, const uint8_t* data);

@@ -327,12 +327,13 @@ uint64_t SegmentLog::SegmentOffset(uint64_t seq) const {
   return kDataOffset + ((seq - 1) % geometry_.segment_count) * geometry_.segment_bytes;
 }
 
-void SegmentLog::Unpin(uint64_t seq) {
+void SegmentLog::UnpinMany(uint64_t seq, uint32_t count) {
   MutexLock lock(&mu_);
   for (auto& b : buffers_) {
-    if ((b->state == BufferState::kOpen || b->state == BufferState::kSealed) && b->seq == seq && b->pins > 0) {
+    if ((b->state == BufferState::kOpen || b->state == BufferState::kSealed) && b->seq == seq && b->pins >= count) {
       // Flushers wait only for the pins of sealed buffers; an open one is written after sealing.
-      if (--b->pins == 0 && b->state == BufferState::kSealed) flusher_cv_.SignalAll();
+      b->pins -= count;
+      if (b->pins == 0 && b->state == BufferState::kSealed) flusher_cv_.SignalAll();
       return;
     }
   }
@@ -450,10 +451,22 @@ void SegmentLog::SealLocked(WriteBuffer* buffer) {
 absl::StatusOr<Location> SegmentLog::Append(const uint8_t (&key)[kSlotKeyBytes], const void* data, uint32_t len,
                                             uint32_t crc, bool pin, bool may_wait, bool use_reserve,
                                             std::chrono::steady_clock::time_point wait_until) {
+  Location loc;
+  TMEM_ASSIGN_OR_RETURN(size_t n, AppendBatch(&key, static_cast<const uint8_t*>(data), len, &crc, 1, &loc, pin,
+                                              may_wait, use_reserve, wait_until));
+  TMEM_DCHECK(n == 1);
+  return loc;
+}
+
+absl::StatusOr<size_t> SegmentLog::AppendBatch(const uint8_t (*keys)[kSlotKeyBytes], const uint8_t* data,
+                                               uint32_t len, const uint32_t* crcs, size_t n, Location* locs,
+                                               bool pin, bool may_wait, bool use_reserve,
+                                               std::chrono::steady_clock::time_point wait_until) {
   if (len == 0 || len % kPageAlignBytes != 0 || len > max_page_bytes()) {
     return absl::InvalidArgumentError(absl::StrCat("page length ", len, " must be a positive multiple of ",
                                                    kPageAlignBytes, " up to ", max_page_bytes()));
   }
+  if (n == 0) return absl::InvalidArgumentError("an append of no pages");
   MutexLock lock(&mu_);
   bool waited = false;
   // False once `wait_until` has passed (the caller then gets DeadlineExceeded).
@@ -472,21 +485,27 @@ absl::StatusOr<Location> SegmentLog::Append(const uint8_t (&key)[kSlotKeyBytes],
     if (closed_) return absl::FailedPreconditionError("the segment log is closed");
     if (open_ != nullptr) {
       WriteBuffer* b = open_;
-      const uint32_t offset = static_cast<uint32_t>(io::AlignUp(b->data_end, PageAlignment(len)));
-      if (UsedBytes(offset + len, b->entries.size() + 1) <= geometry_.segment_bytes) {
+      size_t done = 0;
+      while (done < n) {
+        const uint32_t offset = static_cast<uint32_t>(io::AlignUp(b->data_end, PageAlignment(len)));
+        if (UsedBytes(offset + len, b->entries.size() + 1) > geometry_.segment_bytes) break;
         if (offset > b->data_end) std::memset(b->bytes.data() + b->data_end, 0, offset - b->data_end);
-        std::memcpy(b->bytes.data() + offset, data, len);
+        std::memcpy(b->bytes.data() + offset, data + done * len, len);
         SlotEntryDisk e{};
-        std::memcpy(e.key, key, kSlotKeyBytes);
+        std::memcpy(e.key, keys[done], kSlotKeyBytes);
         e.offset = offset;
         e.length = len;
-        e.crc = crc;
+        e.crc = crcs[done];
         b->entries.push_back(e);
         b->data_end = offset + len;
-        if (pin) ++b->pins;
-        counters_.appends.fetch_add(1, std::memory_order_relaxed);
-        counters_.appended_bytes.fetch_add(len, std::memory_order_relaxed);
-        return Location{b->seq, offset};
+        locs[done] = Location{b->seq, offset};
+        ++done;
+      }
+      if (done > 0) {
+        if (pin) b->pins += static_cast<uint32_t>(done);
+        counters_.appends.fetch_add(done, std::memory_order_relaxed);
+        counters_.appended_bytes.fetch_add(uint64_t{len} * done, std::memory_order_relaxed);
+        return done;
       }
       SealLocked(b);
     }

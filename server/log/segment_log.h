@@ -132,8 +132,20 @@ class SegmentLog {
   absl::StatusOr<Location> Append(const uint8_t (&key)[kSlotKeyBytes], const void* data, uint32_t len,
                                   uint32_t crc, bool pin = false, bool may_wait = true, bool use_reserve = false,
                                   std::chrono::steady_clock::time_point wait_until = {});
+  // Appends pages `n` at a time: page i is `len` bytes at data + i * len with key `keys[i]` and
+  // CRC32C `crcs[i]`. Appends as many as the open buffer takes (or, when it takes none, a new
+  // one) — at least one, all into the same segment — and returns how many, their locations in
+  // `locs`. Options and errors as for Append; with `pin`, each page holds one pin (UnpinMany).
+  // A caller appends the rest in further calls after publishing these, so that it never holds
+  // pins while it waits for room.
+  absl::StatusOr<size_t> AppendBatch(const uint8_t (*keys)[kSlotKeyBytes], const uint8_t* data, uint32_t len,
+                                     const uint32_t* crcs, size_t n, Location* locs, bool pin = false,
+                                     bool may_wait = true, bool use_reserve = false,
+                                     std::chrono::steady_clock::time_point wait_until = {});
   // Releases one pin taken by Append on segment `seq`.
-  void Unpin(uint64_t seq);
+  void Unpin(uint64_t seq) { UnpinMany(seq, 1); }
+  // Releases `count` pins taken on segment `seq`.
+  void UnpinMany(uint64_t seq, uint32_t count);
 
   // Reads the page at `loc` into `out` (`len` bytes) from a RAM buffer or the device, and
   // checks it against `expected_crc`. A device error is returned as a Status.

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -199,6 +200,56 @@ TEST_F(SegmentLogTest, FullSegmentIsWrittenInOneIo) {
   // 1 header block + 30 pages + the slot table fill the 128 KiB segment.
   EXPECT_EQ(tag - 1, 30u);
   EXPECT_EQ(log->counters().bytes_written.load(), kSeg);
+}
+
+// A batch append fills the open buffer and stops there (the rest goes to the next call, in the
+// next segment); each page holds a pin, and a sealed segment is written only when all are gone.
+TEST_F(SegmentLogTest, BatchAppendsFillOneSegmentPerCallAndPinEachPage) {
+  auto log = Open();
+  ASSERT_TRUE(log->FlushAll().ok());
+  constexpr size_t kN = 70;
+  std::string data;
+  std::vector<uint32_t> crcs(kN);
+  std::vector<std::array<uint8_t, kSlotKeyBytes>> keys(kN);
+  for (size_t i = 0; i < kN; ++i) {
+    const std::string p = Page(1000 + i);
+    crcs[i] = crc32c::Value(p.data(), p.size());
+    keys[i].fill(static_cast<uint8_t>(i));
+    data += p;
+  }
+  const auto* k = reinterpret_cast<const uint8_t(*)[kSlotKeyBytes]>(keys[0].data());
+  const auto* d = reinterpret_cast<const uint8_t*>(data.data());
+  Location unused;
+  EXPECT_EQ(log->AppendBatch(k, d, kPage, crcs.data(), 0, &unused).status().code(), absl::StatusCode::kInvalidArgument);
+  std::vector<Location> locs(kN);
+  std::vector<size_t> counts;
+  for (size_t done = 0; done < kN;) {
+    auto n = log->AppendBatch(k + done, d + done * kPage, kPage, &crcs[done], kN - done, &locs[done], /*pin=*/true);
+    ASSERT_TRUE(n.ok()) << n.status();
+    for (size_t i = done; i < done + *n; ++i) EXPECT_EQ(locs[i].seq, locs[done].seq);
+    counts.push_back(*n);
+    done += *n;
+  }
+  // 30 pages fill a 128 KiB segment.
+  EXPECT_EQ(counts, (std::vector<size_t>{30, 30, 10}));
+  const uint64_t s1 = locs[0].seq;
+  EXPECT_EQ(locs[30].seq, s1 + 1);
+  EXPECT_EQ(locs[60].seq, s1 + 2);
+  // Sealed but pinned: not written.
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_LT(log->flushed_seq(), s1) << "a segment was written while pages in it were pinned";
+  log->UnpinMany(s1, 29);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_LT(log->flushed_seq(), s1) << "a segment was written with one pin left";
+  log->UnpinMany(s1, 1);
+  ASSERT_TRUE(log->FlushUpTo(s1).ok());
+  log->UnpinMany(s1 + 1, 30);
+  log->UnpinMany(s1 + 2, 10);
+  ASSERT_TRUE(log->FlushAll().ok());
+  for (size_t i = 0; i < kN; ++i) {
+    Appended a{locs[i], crcs[i], data.substr(i * kPage, kPage)};
+    EXPECT_EQ(ReadBack(*log, a), SegmentLog::ReadOutcome::kOk) << "page " << i;
+  }
 }
 
 // A lease renewal that keeps failing (its checkpoint write gets EIO) must not keep the only
