@@ -8,7 +8,6 @@
 #include <optional>
 #include <utility>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "common/crc32c.h"
 #include "common/logging.h"
@@ -480,74 +479,70 @@ void BlockCache::Promote(uint64_t line, const uint8_t* data) {
 
 absl::Status BlockCache::WriteLine(uint64_t line, const uint8_t* data, uint32_t begin, uint32_t end) {
   Stripe& s = StripeOf(line);
-  MutexLock write_lock(&s.write_mu);
-  std::array<uint8_t, kLineBytes> merged;
-  const uint8_t* src = data;
-  uint8_t mask = 0xFF;
-  if (begin != 0 || end != kLineBytes) {
-    std::optional<Entry> old = Lookup(line);
-    TMEM_RETURN_IF_ERROR(ReadLine(line, old, merged.data()));
-    std::memcpy(merged.data() + begin, data, end - begin);
-    src = merged.data();
-    mask = static_cast<uint8_t>((old.has_value() ? old->dirty : 0) | SectorsTouched(begin, end));
+  while (true) {
+    uint64_t generation = 0;
+    {
+      MutexLock write_lock(&s.write_mu);
+      std::array<uint8_t, kLineBytes> merged;
+      const uint8_t* src = data;
+      uint8_t mask = 0xFF;
+      if (begin != 0 || end != kLineBytes) {
+        std::optional<Entry> old = Lookup(line);
+        TMEM_RETURN_IF_ERROR(ReadLine(line, old, merged.data()));
+        std::memcpy(merged.data() + begin, data, end - begin);
+        src = merged.data();
+        mask = static_cast<uint8_t>((old.has_value() ? old->dirty : 0) | SectorsTouched(begin, end));
+      }
+      const uint32_t crc = crc32c::Value(src, kLineBytes);
+      uint8_t raw[log::kSlotKeyBytes];
+      EncodeLineKey(line, mask, raw);
+      log::Location loc;
+      absl::StatusOr<size_t> appended = log_->AppendBatch(&raw, src, kLineBytes, &crc, 1, &loc, /*pin=*/true,
+                                                          /*may_wait=*/false, /*use_reserve=*/false, {}, &generation);
+      if (appended.ok()) {
+        ram_.Insert(loc.seq, loc.offset, src);
+        {
+          MutexLock index_lock(&s.index_mu);
+          auto [it, inserted] = s.lines.try_emplace(line);
+          if (inserted) counters_.cached_lines.fetch_add(1, std::memory_order_relaxed);
+          if (it->second.dirty == 0) counters_.dirty_lines.fetch_add(1, std::memory_order_relaxed);
+          it->second = Entry{loc.seq, loc.offset, crc, mask};
+          MutexLock segs_lock(&segs_mu_);
+          NoteSegmentLine(loc.seq, line);
+        }
+        // Published: the segment may be written now, and migration will find this line in it.
+        log_->Unpin(loc.seq);
+        counters_.write_lines.fetch_add(1, std::memory_order_relaxed);
+        last_io_ns_.store(clock_->NowNanos(), std::memory_order_relaxed);
+        return absl::OkStatus();
+      }
+      if (!absl::IsResourceExhausted(appended.status())) return appended.status();
+    }
+    // No room: wait with no lock held (relocation needs this stripe to make room), then merge
+    // again from whatever the line holds by then.
+    TMEM_RETURN_IF_ERROR(WaitForRoom(generation));
   }
-  const uint32_t crc = crc32c::Value(src, kLineBytes);
-  uint8_t raw[log::kSlotKeyBytes];
-  EncodeLineKey(line, mask, raw);
-  log::Location loc;
-  TMEM_ASSIGN_OR_RETURN(size_t n, AppendForWrite(&raw, src, &crc, 1, &loc));
-  TMEM_DCHECK(n == 1);
-  ram_.Insert(loc.seq, loc.offset, src);
-  {
-    MutexLock index_lock(&s.index_mu);
-    auto [it, inserted] = s.lines.try_emplace(line);
-    if (inserted) counters_.cached_lines.fetch_add(1, std::memory_order_relaxed);
-    if (it->second.dirty == 0) counters_.dirty_lines.fetch_add(1, std::memory_order_relaxed);
-    it->second = Entry{loc.seq, loc.offset, crc, mask};
-    MutexLock segs_lock(&segs_mu_);
-    NoteSegmentLine(loc.seq, line);
+}
+
+absl::Status BlockCache::WaitForRoom(uint64_t generation) {
+  if (log_->WaitForProgress(generation, std::chrono::steady_clock::now() + std::chrono::seconds(1))) {
+    return absl::OkStatus();
   }
-  // Published: the segment may be written now, and migration will find this line in it.
-  log_->Unpin(loc.seq);
-  counters_.write_lines.fetch_add(1, std::memory_order_relaxed);
-  last_io_ns_.store(clock_->NowNanos(), std::memory_order_relaxed);
+  // Still no room: keep waiting while migration works (a slow store), not while it keeps failing.
+  const int64_t since = migration_failing_since_ns_.load(std::memory_order_relaxed);
+  const int64_t failing_ms = since == 0 ? 0 : (clock_->NowNanos() - since) / 1'000'000;
+  if (since != 0 && failing_ms >= options_.full_write_timeout_ms) {
+    counters_.full_write_failures.fetch_add(1, std::memory_order_relaxed);
+    const std::string why = absl::StrCat("the cache is full and writing back to ", backing_->Describe(),
+                                         " has failed for ", failing_ms, " ms; nothing was written");
+    TMEM_LOG_RATE_LIMITED(Error) << Describe() << ": a write failed: " << why;
+    return absl::UnavailableError(why);
+  }
   return absl::OkStatus();
 }
 
-absl::StatusOr<size_t> BlockCache::AppendForWrite(const uint8_t (*keys)[log::kSlotKeyBytes], const uint8_t* data,
-                                                  const uint32_t* crcs, size_t n, log::Location* locs) {
-  // May wait for migration to free a segment; only write_mu is held, which migration never takes.
-  while (true) {
-    absl::StatusOr<size_t> appended =
-        log_->AppendBatch(keys, data, kLineBytes, crcs, n, locs, /*pin=*/true, /*may_wait=*/true,
-                          /*use_reserve=*/false, std::chrono::steady_clock::now() + std::chrono::seconds(1));
-    if (appended.ok() || !absl::IsDeadlineExceeded(appended.status())) return appended;
-    // Still no room: keep waiting while migration works (a slow store), not while it keeps failing.
-    const int64_t since = migration_failing_since_ns_.load(std::memory_order_relaxed);
-    const int64_t failing_ms = since == 0 ? 0 : (clock_->NowNanos() - since) / 1'000'000;
-    if (since != 0 && failing_ms >= options_.full_write_timeout_ms) {
-      counters_.full_write_failures.fetch_add(1, std::memory_order_relaxed);
-      const std::string why = absl::StrCat("the cache is full and writing back to ", backing_->Describe(),
-                                           " has failed for ", failing_ms, " ms; nothing was written");
-      TMEM_LOG_RATE_LIMITED(Error) << Describe() << ": a write failed: " << why;
-      return absl::UnavailableError(why);
-    }
-  }
-}
-
-absl::Status BlockCache::WriteWholeLines(uint64_t first, uint32_t count, const uint8_t* data)
-    ABSL_NO_THREAD_SAFETY_ANALYSIS {  // a set of stripe locks the analysis cannot follow
-  // Every stripe the lines fall in, locked in stripe order (the lock order among write_mu's).
-  std::array<bool, kStripes> touched{};
-  for (uint32_t i = 0; i < count; ++i) touched[StripeIndex(first + i)] = true;
-  for (size_t i = 0; i < kStripes; ++i) {
-    if (touched[i]) stripes_[i].write_mu.Lock();
-  }
-  const auto unlock = absl::MakeCleanup([&] {
-    for (size_t i = kStripes; i-- > 0;) {
-      if (touched[i]) stripes_[i].write_mu.Unlock();
-    }
-  });
+absl::Status BlockCache::WriteWholeLines(uint64_t first, uint32_t count, const uint8_t* data) {
+  TMEM_DCHECK(count > 0 && first / kStripeLines == (first + count - 1) / kStripeLines);
   std::vector<uint32_t> crcs(count);
   std::vector<std::array<uint8_t, log::kSlotKeyBytes>> keys(count);
   for (uint32_t i = 0; i < count; ++i) {
@@ -556,32 +551,41 @@ absl::Status BlockCache::WriteWholeLines(uint64_t first, uint32_t count, const u
     EncodeLineKey(first + i, 0xFF, raw);
     std::memcpy(keys[i].data(), raw, sizeof(raw));
   }
+  Stripe& st = StripeOf(first);
   std::vector<log::Location> locs(count);
   uint32_t done = 0;
   while (done < count) {
-    // One segment's worth at a time, published and unpinned before the next append, which may
-    // wait for room: pins are never held while waiting.
-    TMEM_ASSIGN_OR_RETURN(
-        size_t n, AppendForWrite(reinterpret_cast<const uint8_t(*)[log::kSlotKeyBytes]>(keys[done].data()),
-                                 data + size_t{done} * kLineBytes, &crcs[done], count - done, &locs[done]));
-    const uint64_t seq = locs[done].seq;
-    for (size_t i = done; i < done + n; ++i) ram_.Insert(seq, locs[i].offset, data + i * kLineBytes);
-    for (size_t i = done; i < done + n; ++i) {
-      Stripe& st = StripeOf(first + i);
-      MutexLock index_lock(&st.index_mu);
-      auto [it, inserted] = st.lines.try_emplace(first + i);
-      if (inserted) counters_.cached_lines.fetch_add(1, std::memory_order_relaxed);
-      if (it->second.dirty == 0) counters_.dirty_lines.fetch_add(1, std::memory_order_relaxed);
-      it->second = Entry{seq, locs[i].offset, crcs[i], 0xFF};
-    }
+    uint64_t generation = 0;
     {
-      // Noted before the unpin: the segment cannot be written, so not migrated, before that.
-      MutexLock segs_lock(&segs_mu_);
-      for (size_t i = done; i < done + n; ++i) NoteSegmentLine(seq, first + i);
+      MutexLock write_lock(&st.write_mu);
+      // One segment's worth at a time, published and unpinned before the next append.
+      absl::StatusOr<size_t> appended = log_->AppendBatch(
+          reinterpret_cast<const uint8_t(*)[log::kSlotKeyBytes]>(keys[done].data()), data + size_t{done} * kLineBytes,
+          kLineBytes, &crcs[done], count - done, &locs[done], /*pin=*/true, /*may_wait=*/false,
+          /*use_reserve=*/false, {}, &generation);
+      if (appended.ok()) {
+        const size_t n = *appended;
+        const uint64_t seq = locs[done].seq;
+        for (size_t i = done; i < done + n; ++i) ram_.Insert(seq, locs[i].offset, data + i * kLineBytes);
+        {
+          MutexLock index_lock(&st.index_mu);
+          for (size_t i = done; i < done + n; ++i) {
+            auto [it, inserted] = st.lines.try_emplace(first + i);
+            if (inserted) counters_.cached_lines.fetch_add(1, std::memory_order_relaxed);
+            if (it->second.dirty == 0) counters_.dirty_lines.fetch_add(1, std::memory_order_relaxed);
+            it->second = Entry{seq, locs[i].offset, crcs[i], 0xFF};
+          }
+          MutexLock segs_lock(&segs_mu_);
+          for (size_t i = done; i < done + n; ++i) NoteSegmentLine(seq, first + i);
+        }
+        log_->UnpinMany(seq, static_cast<uint32_t>(n));
+        counters_.write_lines.fetch_add(n, std::memory_order_relaxed);
+        done += static_cast<uint32_t>(n);
+        continue;
+      }
+      if (!absl::IsResourceExhausted(appended.status())) return appended.status();
     }
-    log_->UnpinMany(seq, static_cast<uint32_t>(n));
-    counters_.write_lines.fetch_add(n, std::memory_order_relaxed);
-    done += static_cast<uint32_t>(n);
+    TMEM_RETURN_IF_ERROR(WaitForRoom(generation));  // with no lock held, as in WriteLine
   }
   last_io_ns_.store(clock_->NowNanos(), std::memory_order_relaxed);
   return absl::OkStatus();
@@ -599,9 +603,10 @@ absl::Status BlockCache::Pwrite(const void* buf, uint32_t len, uint64_t offset, 
   while (pos < end) {
     const uint64_t line = pos / kLineBytes;
     const uint32_t b = static_cast<uint32_t>(pos % kLineBytes);
-    const uint64_t whole = b == 0 ? (end - pos) / kLineBytes : 0;
-    if (whole >= 2) {  // whole lines in batches
-      const uint32_t count = static_cast<uint32_t>(std::min<uint64_t>(whole, kBatchLines));
+    // Whole lines up to the end of their stripe's run go in one batch.
+    const uint64_t whole = b == 0 ? std::min((end - pos) / kLineBytes, kStripeLines - line % kStripeLines) : 0;
+    if (whole >= 2) {
+      const uint32_t count = static_cast<uint32_t>(whole);
       TMEM_RETURN_IF_ERROR(WriteWholeLines(line, count, in + (pos - offset)));
       pos += uint64_t{count} * kLineBytes;
       continue;

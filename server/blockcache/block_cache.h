@@ -27,11 +27,11 @@
 // full_write_timeout_ms without a success.
 //
 // Thread-safety: every public method is thread-safe.
-// Lock order: Stripe::write_mu -> Stripe::index_mu -> segs_mu_ (a large write holds the write_mu
-// of several stripes, taken in stripe order, while it takes the others); flush_mu_ and migrate_mu_ are
+// Lock order: Stripe::write_mu -> Stripe::index_mu -> segs_mu_; flush_mu_ and migrate_mu_ are
 // taken with none of the others held. The log's own locks are leaves below all of these.
-// Appends (which may wait for migration to free space) happen under write_mu only; migration
-// takes index_mu only, so a writer waiting for room never blocks the migration that makes it.
+// A writer that finds the log full lets go of write_mu before it waits for room (and merges
+// again after), so migration — which takes index_mu, and tries write_mu to copy a line forward —
+// is never held up by the writers waiting for it.
 #ifndef TMEM_SERVER_BLOCKCACHE_BLOCK_CACHE_H_
 #define TMEM_SERVER_BLOCKCACHE_BLOCK_CACHE_H_
 
@@ -192,7 +192,10 @@ class BlockCache final : public nbd::BlockBackend {
 
   explicit BlockCache(const BlockCacheOptions& options);
   absl::Status Recover(uint64_t migrated_seq);
-  static size_t StripeIndex(uint64_t line) { return (line * 0x9E3779B97F4A7C15ull) >> 58; }
+  // Lines go to stripes in runs of kStripeLines (1 MiB), so that a large write takes one or two
+  // stripe locks and large writes to different places do not wait for each other.
+  static constexpr uint64_t kStripeLines = 256;
+  static size_t StripeIndex(uint64_t line) { return ((line / kStripeLines) * 0x9E3779B97F4A7C15ull) >> 58; }
   Stripe& StripeOf(uint64_t line) { return stripes_[StripeIndex(line)]; }
   // The line's current contents into `out` (4 KiB): from the log when cached, else from the
   // backing store. `entry` is what the index held (nullopt when absent).
@@ -201,14 +204,13 @@ class BlockCache final : public nbd::BlockBackend {
   bool ReadRam(const Entry& entry, uint8_t* out);
   std::optional<Entry> Lookup(uint64_t line) const;
   absl::Status WriteLine(uint64_t line, const uint8_t* data, uint32_t begin, uint32_t end);
-  // Writes `count` whole lines from `first` (data: count * 4 KiB) with one stripe lock each
-  // and one log append per segment: the path of large writes.
+  // Writes `count` whole lines from `first` (data: count * 4 KiB), all in one stripe, under its
+  // lock and with one log append per segment: the path of large writes.
   absl::Status WriteWholeLines(uint64_t first, uint32_t count, const uint8_t* data);
-  static constexpr uint32_t kBatchLines = 256;  // whole lines per WriteWholeLines
-  // Appends lines to the log (pinned), waiting for room while migration makes it; Unavailable
-  // once write-back has failed for full_write_timeout_ms.
-  absl::StatusOr<size_t> AppendForWrite(const uint8_t (*keys)[log::kSlotKeyBytes], const uint8_t* data,
-                                        const uint32_t* crcs, size_t n, log::Location* locs);
+  // After an append found the log full (`generation` from it): waits, with no lock held, for the
+  // log to make progress (up to a second; the caller retries). Unavailable once write-back has
+  // failed for full_write_timeout_ms.
+  absl::Status WaitForRoom(uint64_t generation);
   // Read caching: keeps `data` (line's contents, just read from the backing store) as a clean
   // line, unless the line got cached meanwhile.
   void Promote(uint64_t line, const uint8_t* data);

@@ -279,7 +279,7 @@ SegmentLog::~SegmentLog() {
     stopping_ = true;
     closed_ = true;
     flusher_cv_.SignalAll();
-    progress_cv_.SignalAll();
+    SignalProgressLocked();
   }
   for (auto& t : flushers_) t.join();
 }
@@ -305,7 +305,7 @@ absl::Status SegmentLog::WriteCheckpoint(bool clean) {
   checkpoint_generation_ = cp.generation;
   MutexLock lock(&mu_);
   seq_lease_ = std::max(seq_lease_, cp.seq_lease);
-  progress_cv_.SignalAll();
+  SignalProgressLocked();
   return absl::OkStatus();
 }
 
@@ -343,7 +343,7 @@ void SegmentLog::UnpinMany(uint64_t seq, uint32_t count) {
 void SegmentLog::SetReclaimLimit(uint64_t seq) {
   MutexLock lock(&mu_);
   reclaim_limit_.store(seq, std::memory_order_release);
-  progress_cv_.SignalAll();
+  SignalProgressLocked();
 }
 
 absl::Status SegmentLog::KeepSegmentsAfter(uint64_t seq) {
@@ -461,7 +461,8 @@ absl::StatusOr<Location> SegmentLog::Append(const uint8_t (&key)[kSlotKeyBytes],
 absl::StatusOr<size_t> SegmentLog::AppendBatch(const uint8_t (*keys)[kSlotKeyBytes], const uint8_t* data,
                                                uint32_t len, const uint32_t* crcs, size_t n, Location* locs,
                                                bool pin, bool may_wait, bool use_reserve,
-                                               std::chrono::steady_clock::time_point wait_until) {
+                                               std::chrono::steady_clock::time_point wait_until,
+                                               uint64_t* progress_generation) {
   if (len == 0 || len % kPageAlignBytes != 0 || len > max_page_bytes()) {
     return absl::InvalidArgumentError(absl::StrCat("page length ", len, " must be a positive multiple of ",
                                                    kPageAlignBytes, " up to ", max_page_bytes()));
@@ -513,7 +514,10 @@ absl::StatusOr<size_t> SegmentLog::AppendBatch(const uint8_t (*keys)[kSlotKeyByt
     // completed: buffers free up as their own writes finish, so one stalled flusher would
     // otherwise let the head lap it, and its late write would land on the newer segment.
     const uint64_t next = head_seq_.load(std::memory_order_relaxed) + 1;
-    const auto no_room = [] { return absl::ResourceExhaustedError("no free write buffer or segment now"); };
+    const auto no_room = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      if (progress_generation != nullptr) *progress_generation = progress_generation_;
+      return absl::ResourceExhaustedError("no free write buffer or segment now");
+    };
     if (next > geometry_.segment_count &&
         next - geometry_.segment_count > flushed_seq_.load(std::memory_order_relaxed)) {
       if (!may_wait) return no_room();
@@ -523,8 +527,8 @@ absl::StatusOr<size_t> SegmentLog::AppendBatch(const uint8_t (*keys)[kSlotKeyByt
       continue;
     }
     if (head_seq_.load(std::memory_order_relaxed) + 1 > seq_lease_) {
-      if (!may_wait) return no_room();
       flusher_cv_.Signal();  // a flusher renews the lease
+      if (!may_wait) return no_room();
       if (!wait()) return timed_out();
       continue;
     }
@@ -535,6 +539,22 @@ absl::StatusOr<size_t> SegmentLog::AppendBatch(const uint8_t (*keys)[kSlotKeyByt
       if (!wait()) return timed_out();
     }
   }
+}
+
+void SegmentLog::SignalProgressLocked() {
+  ++progress_generation_;
+  progress_cv_.SignalAll();
+}
+
+bool SegmentLog::WaitForProgress(uint64_t generation, std::chrono::steady_clock::time_point until) {
+  MutexLock lock(&mu_);
+  counters_.append_waits.fetch_add(1, std::memory_order_relaxed);
+  while (progress_generation_ == generation && !closed_) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= until) return false;
+    progress_cv_.WaitFor(&mu_, until - now);
+  }
+  return true;
 }
 
 absl::Status SegmentLog::CheckLocation(Location loc, uint32_t len) const {
@@ -707,7 +727,7 @@ void SegmentLog::FinishWriteLocked(WriteBuffer* buffer, bool ok) {
   failed_count_.store(failed_seqs_.size(), std::memory_order_release);
   buffer->state = BufferState::kFree;
   buffer->entries.clear();
-  progress_cv_.SignalAll();
+  SignalProgressLocked();
 }
 
 void SegmentLog::FlusherLoop() {
@@ -845,7 +865,7 @@ absl::Status SegmentLog::CloseClean() {
     MutexLock lock(&mu_);
     stopping_ = true;
     flusher_cv_.SignalAll();
-    progress_cv_.SignalAll();
+    SignalProgressLocked();
   }
   for (auto& t : flushers_) t.join();
   flushers_.clear();

@@ -138,10 +138,17 @@ class SegmentLog {
   // `locs`. Options and errors as for Append; with `pin`, each page holds one pin (UnpinMany).
   // A caller appends the rest in further calls after publishing these, so that it never holds
   // pins while it waits for room.
+  // Without `may_wait`, a full log answers ResourceExhausted and sets *progress_generation (when
+  // given) for WaitForProgress: a caller can wait for room without holding its own locks.
   absl::StatusOr<size_t> AppendBatch(const uint8_t (*keys)[kSlotKeyBytes], const uint8_t* data, uint32_t len,
                                      const uint32_t* crcs, size_t n, Location* locs, bool pin = false,
                                      bool may_wait = true, bool use_reserve = false,
-                                     std::chrono::steady_clock::time_point wait_until = {});
+                                     std::chrono::steady_clock::time_point wait_until = {},
+                                     uint64_t* progress_generation = nullptr);
+  // Waits until the log made progress (a buffer freed, a segment written, the lease or the
+  // reclaim limit moved) since `generation` was handed out, or the log closed: true; false at
+  // `until`.
+  bool WaitForProgress(uint64_t generation, std::chrono::steady_clock::time_point until);
   // Releases one pin taken by Append on segment `seq`.
   void Unpin(uint64_t seq) { UnpinMany(seq, 1); }
   // Releases `count` pins taken on segment `seq`.
@@ -285,6 +292,8 @@ class SegmentLog {
 
   mutable Mutex mu_;
   CondVar flusher_cv_;     // work for the flushers: a sealed buffer, a deadline, stop
+  void SignalProgressLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t progress_generation_ ABSL_GUARDED_BY(mu_) = 0;  // counts SignalProgressLocked calls
   CondVar progress_cv_;    // a buffer became free, flushed_seq moved, the lease moved
   std::vector<std::unique_ptr<WriteBuffer>> buffers_ ABSL_GUARDED_BY(mu_);
   WriteBuffer* open_ ABSL_GUARDED_BY(mu_) = nullptr;
