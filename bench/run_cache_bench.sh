@@ -84,9 +84,10 @@ fio_job backing_B "nbd+unix:///?socket=$S/b.sock" randwrite 4k 32
 fio_job backing_C "nbd+unix:///?socket=$S/b.sock" randread 4k 32
 SECS=$SECS_SAVED
 
-# The cache device's own sequential write rate (same filesystem, O_DIRECT, 1 MiB, iodepth 8).
+# The cache device's own sequential write rate (same filesystem, O_DIRECT, 1 MiB, iodepth 8),
+# sustained as long as job S, over a file as large as the cache.
 fio --name=seq --filename="$DIR/cb-seq.img" --rw=write --bs=1M --iodepth=8 --direct=1 --ioengine=io_uring \
-  --size=2G --output-format=json 2>/dev/null > "$DIR/cb_device_S.json"
+  --size=4G --time_based --runtime=$SECS --output-format=json 2>/dev/null > "$DIR/cb_device_S.json"
 
 /usr/bin/python3 - "$DIR" "$RAM" <<'PY'
 import json, sys
