@@ -214,7 +214,11 @@ TEST_F(NbdServerTest, RepliesQueuedWhileAnotherIsBeingSentAllArriveWhole) {
   // A 4 MiB read whose reply fills the socket (the client reads nothing yet): its thread stays
   // on the socket while six small reads complete, so their replies are queued behind it.
   Send(kCmdRead, 1, 1 << 20, 4 << 20);
-  ASSERT_TRUE(WaitFor([&] { return backend_->entered() == 7; }));
+  // Its reply has started (bytes wait in the client's socket) before the small reads are sent.
+  ASSERT_TRUE(WaitFor([&] {
+    int n = 0;
+    return ::ioctl(client_, FIONREAD, &n) == 0 && n > 0;
+  }));
   for (uint64_t i = 0; i < 6; ++i) Send(kCmdRead, 100 + i, i * 4096, 4096);
   ASSERT_TRUE(WaitFor([&] { return backend_->entered() == 13; }));
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
