@@ -741,6 +741,11 @@ absl::Status BlockCache::MigrateBatch(uint32_t max_segments, bool relocate, bool
     // Lines whose newest version is in a later segment wait for that segment's turn.
     if (e.has_value() && e->dirty != 0 && e->seq <= upto) items.push_back({line, *e});
   }
+  // Every version written back must be durable in the cache first. Were the store to get a
+  // version whose segment a power cut then took from the cache, recovery would bring back an
+  // older version of the line, whose clean sectors claim to equal the store's: the lost newer
+  // data would show through them once the line left the cache.
+  if (!items.empty() && synced_seq_.load(std::memory_order_acquire) < upto) TMEM_RETURN_IF_ERROR(SyncAll());
   // Read them (in sorted order, in chunks) and write their dirty sectors back, coalescing
   // adjacent sectors of adjacent lines into one write.
   uint64_t bytes = 0;
