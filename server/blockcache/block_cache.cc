@@ -500,20 +500,7 @@ absl::Status BlockCache::WriteLine(uint64_t line, const uint8_t* data, uint32_t 
       absl::StatusOr<size_t> appended = log_->AppendBatch(&raw, src, kLineBytes, &crc, 1, &loc, /*pin=*/true,
                                                           /*may_wait=*/false, /*use_reserve=*/false, {}, &generation);
       if (appended.ok()) {
-        ram_.Insert(loc.seq, loc.offset, src);
-        {
-          MutexLock index_lock(&s.index_mu);
-          auto [it, inserted] = s.lines.try_emplace(line);
-          if (inserted) counters_.cached_lines.fetch_add(1, std::memory_order_relaxed);
-          if (it->second.dirty == 0) counters_.dirty_lines.fetch_add(1, std::memory_order_relaxed);
-          it->second = Entry{loc.seq, loc.offset, crc, mask};
-          MutexLock segs_lock(&segs_mu_);
-          NoteSegmentLine(loc.seq, line);
-        }
-        // Published: the segment may be written now, and migration will find this line in it.
-        log_->Unpin(loc.seq);
-        counters_.write_lines.fetch_add(1, std::memory_order_relaxed);
-        last_io_ns_.store(clock_->NowNanos(), std::memory_order_relaxed);
+        Publish(s, line, 1, &loc, &crc, mask, src);
         return absl::OkStatus();
       }
       if (!absl::IsResourceExhausted(appended.status())) return appended.status();
@@ -522,6 +509,28 @@ absl::Status BlockCache::WriteLine(uint64_t line, const uint8_t* data, uint32_t 
     // again from whatever the line holds by then.
     TMEM_RETURN_IF_ERROR(WaitForRoom(generation));
   }
+}
+
+void BlockCache::Publish(Stripe& s, uint64_t first, size_t n, const log::Location* locs, const uint32_t* crcs,
+                         uint8_t mask, const uint8_t* data) {
+  const uint64_t seq = locs[0].seq;
+  for (size_t i = 0; i < n; ++i) ram_.Insert(seq, locs[i].offset, data + i * kLineBytes);
+  {
+    MutexLock index_lock(&s.index_mu);
+    for (size_t i = 0; i < n; ++i) {
+      auto [it, inserted] = s.lines.try_emplace(first + i);
+      if (inserted) counters_.cached_lines.fetch_add(1, std::memory_order_relaxed);
+      if (it->second.dirty == 0) counters_.dirty_lines.fetch_add(1, std::memory_order_relaxed);
+      it->second = Entry{seq, locs[i].offset, crcs[i], mask};
+    }
+    // Noted before the unpin: the segment cannot be written, so not migrated, before that.
+    MutexLock segs_lock(&segs_mu_);
+    for (size_t i = 0; i < n; ++i) NoteSegmentLine(seq, first + i);
+  }
+  // Published: the segment may be written now, and migration will find these lines in it.
+  log_->UnpinMany(seq, static_cast<uint32_t>(n));
+  counters_.write_lines.fetch_add(n, std::memory_order_relaxed);
+  last_io_ns_.store(clock_->NowNanos(), std::memory_order_relaxed);
 }
 
 absl::Status BlockCache::WaitForRoom(uint64_t generation) {
@@ -564,30 +573,14 @@ absl::Status BlockCache::WriteWholeLines(uint64_t first, uint32_t count, const u
           kLineBytes, &crcs[done], count - done, &locs[done], /*pin=*/true, /*may_wait=*/false,
           /*use_reserve=*/false, {}, &generation);
       if (appended.ok()) {
-        const size_t n = *appended;
-        const uint64_t seq = locs[done].seq;
-        for (size_t i = done; i < done + n; ++i) ram_.Insert(seq, locs[i].offset, data + i * kLineBytes);
-        {
-          MutexLock index_lock(&st.index_mu);
-          for (size_t i = done; i < done + n; ++i) {
-            auto [it, inserted] = st.lines.try_emplace(first + i);
-            if (inserted) counters_.cached_lines.fetch_add(1, std::memory_order_relaxed);
-            if (it->second.dirty == 0) counters_.dirty_lines.fetch_add(1, std::memory_order_relaxed);
-            it->second = Entry{seq, locs[i].offset, crcs[i], 0xFF};
-          }
-          MutexLock segs_lock(&segs_mu_);
-          for (size_t i = done; i < done + n; ++i) NoteSegmentLine(seq, first + i);
-        }
-        log_->UnpinMany(seq, static_cast<uint32_t>(n));
-        counters_.write_lines.fetch_add(n, std::memory_order_relaxed);
-        done += static_cast<uint32_t>(n);
+        Publish(st, first + done, *appended, &locs[done], &crcs[done], 0xFF, data + size_t{done} * kLineBytes);
+        done += static_cast<uint32_t>(*appended);
         continue;
       }
       if (!absl::IsResourceExhausted(appended.status())) return appended.status();
     }
     TMEM_RETURN_IF_ERROR(WaitForRoom(generation));  // with no lock held, as in WriteLine
   }
-  last_io_ns_.store(clock_->NowNanos(), std::memory_order_relaxed);
   return absl::OkStatus();
 }
 

@@ -207,6 +207,11 @@ class BlockCache final : public nbd::BlockBackend {
   // Writes `count` whole lines from `first` (data: count * 4 KiB), all in one stripe, under its
   // lock and with one log append per segment: the path of large writes.
   absl::Status WriteWholeLines(uint64_t first, uint32_t count, const uint8_t* data);
+  // Publishes `n` lines just appended to one segment (from `first`, at `locs`, whole contents
+  // `data`, each with `mask` as its dirty bits): RAM tier, index, the segment's line list, then
+  // the unpin. The stripe's write_mu is held.
+  void Publish(Stripe& s, uint64_t first, size_t n, const log::Location* locs, const uint32_t* crcs, uint8_t mask,
+               const uint8_t* data) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.write_mu);
   // After an append found the log full (`generation` from it): waits, with no lock held, for the
   // log to make progress (up to a second; the caller retries). Unavailable once write-back has
   // failed for full_write_timeout_ms.
