@@ -553,12 +553,10 @@ absl::Status BlockCache::WaitForRoom(uint64_t generation) {
 absl::Status BlockCache::WriteWholeLines(uint64_t first, uint32_t count, const uint8_t* data) {
   TMEM_DCHECK(count > 0 && first / kStripeLines == (first + count - 1) / kStripeLines);
   std::vector<uint32_t> crcs(count);
-  std::vector<std::array<uint8_t, log::kSlotKeyBytes>> keys(count);
+  std::unique_ptr<uint8_t[][log::kSlotKeyBytes]> keys(new uint8_t[count][log::kSlotKeyBytes]);
   for (uint32_t i = 0; i < count; ++i) {
     crcs[i] = crc32c::Value(data + size_t{i} * kLineBytes, kLineBytes);
-    uint8_t raw[log::kSlotKeyBytes];
-    EncodeLineKey(first + i, 0xFF, raw);
-    std::memcpy(keys[i].data(), raw, sizeof(raw));
+    EncodeLineKey(first + i, 0xFF, keys[i]);
   }
   Stripe& st = StripeOf(first);
   std::vector<log::Location> locs(count);
@@ -568,10 +566,9 @@ absl::Status BlockCache::WriteWholeLines(uint64_t first, uint32_t count, const u
     {
       MutexLock write_lock(&st.write_mu);
       // One segment's worth at a time, published and unpinned before the next append.
-      absl::StatusOr<size_t> appended = log_->AppendBatch(
-          reinterpret_cast<const uint8_t(*)[log::kSlotKeyBytes]>(keys[done].data()), data + size_t{done} * kLineBytes,
-          kLineBytes, &crcs[done], count - done, &locs[done], /*pin=*/true, /*may_wait=*/false,
-          /*use_reserve=*/false, {}, &generation);
+      absl::StatusOr<size_t> appended =
+          log_->AppendBatch(&keys[done], data + size_t{done} * kLineBytes, kLineBytes, &crcs[done], count - done,
+                            &locs[done], /*pin=*/true, /*may_wait=*/false, /*use_reserve=*/false, {}, &generation);
       if (appended.ok()) {
         Publish(st, first + done, *appended, &locs[done], &crcs[done], 0xFF, data + size_t{done} * kLineBytes);
         done += static_cast<uint32_t>(*appended);

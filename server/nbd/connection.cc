@@ -63,6 +63,7 @@ class Connection {
   CondVar reply_cv_;
   bool sending_ ABSL_GUARDED_BY(reply_mu_) = false;
   std::vector<uint8_t> queued_ ABSL_GUARDED_BY(reply_mu_);
+  std::vector<uint8_t> batch_;  // used only by the thread on the socket (sending_ set by it)
 
   Mutex mu_;
   CondVar cv_;
@@ -150,8 +151,8 @@ void Connection::Send(iovec* iov, int n) {
     sending_ = true;
   }
   bool ok = WriteFullV(fd_, iov, n);
-  // Send what other threads queued meanwhile, until nothing is left.
-  std::vector<uint8_t> batch;
+  // Send what other threads queued meanwhile, until nothing is left. The two vectors trade
+  // places, so their memory is reused from batch to batch.
   while (true) {
     {
       MutexLock lock(&reply_mu_);
@@ -160,10 +161,10 @@ void Connection::Send(iovec* iov, int n) {
         reply_cv_.SignalAll();
         break;
       }
-      batch.swap(queued_);
-      queued_.clear();
+      batch_.swap(queued_);
     }
-    if (ok) ok = WriteFull(fd_, batch.data(), batch.size());
+    if (ok) ok = WriteFull(fd_, batch_.data(), batch_.size());
+    batch_.clear();
   }
   if (!ok) {
     MutexLock lock(&mu_);

@@ -65,7 +65,8 @@ inline bool WriteFullV(int fd, iovec* iov, int count) {
 // Reads from a socket through a buffer, so that requests a client sends back to back (a header,
 // a small payload, the next header...) cost one recv() for many. Large payloads bypass the
 // buffer, and after one the next refill takes only what is asked for (the next header), so that
-// a stream of large writes is not copied through the buffer in part. Not thread-safe: its owner serialises readers.
+// a stream of large writes is not copied through the buffer in part. Not thread-safe: its owner
+// serialises readers.
 class BufferedReader {
  public:
   explicit BufferedReader(int fd, size_t capacity = 256 << 10) : fd_(fd), buf_(new uint8_t[capacity]), cap_(capacity) {}
