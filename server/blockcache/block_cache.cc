@@ -172,13 +172,12 @@ absl::StatusOr<std::unique_ptr<BlockCache>> BlockCache::Open(const BlockCacheOpt
   if (lo.reserved_segments == 0) {
     lo.reserved_segments = static_cast<uint32_t>(std::clamp<uint64_t>(cache->geometry_.segment_count / 16, 2, 64));
   }
-  // After a crash the log starts its numbers above its lease, and the segments skipped that way
-  // count as used until migration passes them. A lease of a quarter of the log lets writes go
-  // on after a crash unless the cache was more than three quarters dirty, and leaves a renewal
-  // (a checkpoint and a device sync every half lease) time to finish before appends reach it.
-  // A clean stop skips nothing (the destructor closes the log cleanly).
-  lo.seq_lease_segments = std::min<uint64_t>(
-      lo.seq_lease_segments, std::clamp<uint64_t>(cache->geometry_.segment_count / 4, 16, 4096));
+  // After a crash the log starts right after the newest segment that reached the device (its
+  // headers are read once more, as Recover just did), so a crash skips no room. The lease then
+  // only sets how often a renewal (a checkpoint and a device sync, which stalls the segment
+  // writes in flight on some devices) is due: every half lease, half the ring here.
+  lo.resume_after_newest_segment = true;
+  lo.seq_lease_segments = std::min<uint64_t>(lo.seq_lease_segments, std::max<uint64_t>(cache->geometry_.segment_count, 16));
   TMEM_ASSIGN_OR_RETURN(cache->log_, log::SegmentLog::Open(dev, lo));
   // The segments after the record hold the recovered lines: readable, and not reused until
   // migration has written them back (the reclaim limit never passed the record).

@@ -716,8 +716,7 @@ TEST(BlockCacheTest, RefusesAPagePoolDeviceForeignDataAndACacheOfAnotherStore) {
 // the dirty lines from it at once; writing them back is migration's job, not the startup's.
 TEST(BlockCacheTest, RecoveryRebuildsTheIndexAndLeavesWriteBackToMigration) {
   constexpr uint64_t kSize = 1 << 20;
-  // 64 segments: the numbers a crash skips (the log's lease, a quarter of the log) then leave
-  // room, so nothing forces migration before the checks below.
+  // 64 segments: room enough that nothing forces migration before the checks below.
   io::MemoryDevice cache_mem(log::kDataOffset + 64 * kSeg, 512), back_mem(kSize, 512);
   FaultInjectionDevice cache_dev(&cache_mem);
   DeviceBackend backing(&back_mem);
@@ -725,6 +724,7 @@ TEST(BlockCacheTest, RecoveryRebuildsTheIndexAndLeavesWriteBackToMigration) {
   o.migrate_idle_ms = 1'000'000;
   o.migrate_max_age_ms = 0;
   std::vector<uint8_t> a(64 << 10, 0xA1), b(16 << 10, 0xB2), partial(512, 0xC3);
+  uint64_t head_before_cut = 0;
   {
     auto cache = OpenOrDie(o);
     ASSERT_NE(cache, nullptr);
@@ -743,6 +743,7 @@ TEST(BlockCacheTest, RecoveryRebuildsTheIndexAndLeavesWriteBackToMigration) {
     ASSERT_OK(cache->Pwrite(b.data(), b.size(), 128 << 10, false));
     ASSERT_OK(cache->Pwrite(partial.data(), partial.size(), 4096 + 512, false));
     ASSERT_OK(cache->Flush());
+    head_before_cut = cache->status().head_seq;
     ASSERT_TRUE(cache_dev.SimulatePowerCut(FaultInjectionDevice::PowerCutMode::kDropUnsynced, 1).ok());
   }
   cache_dev.Restart();
@@ -754,6 +755,8 @@ TEST(BlockCacheTest, RecoveryRebuildsTheIndexAndLeavesWriteBackToMigration) {
     auto cache = OpenOrDie(o);
     ASSERT_NE(cache, nullptr);
     EXPECT_EQ(cache->status().dirty_lines, 20u);
+    EXPECT_EQ(cache->status().head_seq, head_before_cut)
+        << "the restart skipped sequence numbers, and with them room, past the newest segment";
     EXPECT_TRUE(AllZero(ReadAll(back_mem))) << "recovery after a power cut wrote back";
     std::vector<uint8_t> got(kSize);
     ASSERT_OK(cache->Pread(got.data(), got.size(), 0));

@@ -43,6 +43,17 @@ bool ParseCheckpoint(const io::AlignedBuffer& block, const uint8_t (&uuid)[16], 
          out->crc == crc32c::Value(out, offsetof(CheckpointDisk, crc));
 }
 
+// The sequence number in the segment header `block` read at position `pos`, or 0 unless it is
+// a whole header of this device that belongs at that position.
+uint64_t HeaderSeqAt(const uint8_t* block, const LogGeometry& g, uint64_t pos) {
+  SegmentHeaderDisk h;
+  std::memcpy(&h, block, sizeof(h));
+  const bool valid = h.magic == kSegmentMagic && std::memcmp(h.device_uuid, g.device_uuid, 16) == 0 &&
+                     h.header_crc == crc32c::Value(&h, offsetof(SegmentHeaderDisk, header_crc)) && h.seq > 0 &&
+                     (h.seq - 1) % g.segment_count == pos;
+  return valid ? h.seq : 0;
+}
+
 }  // namespace
 
 absl::StatusOr<LogGeometry> SegmentLog::ReadGeometry(io::BlockDevice* device) {
@@ -242,10 +253,13 @@ absl::Status SegmentLog::Start(const CheckpointDisk& previous) {
     head = previous.head_seq;
     reclaimed = previous.reclaimed_seq;
   } else {
-    // The crashed run may have used any number up to its lease; start above all of them and
-    // treat every older segment as gone.
+    // The crashed run may have used any number up to its lease; start above all of them (or
+    // above the newest one that reached the device) and treat every older segment as gone.
     head = previous.seq_lease;
-    reclaimed = previous.seq_lease;
+    if (options_.resume_after_newest_segment) {
+      TMEM_ASSIGN_OR_RETURN(head, NewestSegmentIn(previous.head_seq, previous.seq_lease));
+    }
+    reclaimed = head;
   }
   head_seq_.store(head, std::memory_order_release);
   sealed_seq_.store(head, std::memory_order_release);
@@ -282,6 +296,20 @@ SegmentLog::~SegmentLog() {
     SignalProgressLocked();
   }
   for (auto& t : flushers_) t.join();
+}
+
+absl::StatusOr<uint64_t> SegmentLog::NewestSegmentIn(uint64_t after, uint64_t upto) {
+  // Each position holds the newest number written to it, so the newest number in the range is
+  // the largest one found; a range longer than the device needs each position once.
+  const uint64_t count = std::min(upto - std::min(upto, after), geometry_.segment_count);
+  uint64_t newest = after;
+  io::AlignedBuffer block;
+  for (uint64_t seq = after + 1; seq <= after + count; ++seq) {
+    TMEM_RETURN_IF_ERROR(ReadBlock(device_, SegmentOffset(seq), &block));
+    const uint64_t found = HeaderSeqAt(block.data(), geometry_, (seq - 1) % geometry_.segment_count);
+    if (found > newest && found <= upto) newest = found;
+  }
+  return newest;
 }
 
 absl::Status SegmentLog::WriteCheckpoint(bool clean) {
@@ -365,17 +393,13 @@ absl::Status SegmentLog::ScanSegments(io::BlockDevice* device, uint64_t min_seq,
   io::AlignedBuffer block;
   for (uint64_t pos = 0; pos < g.segment_count; ++pos) {
     TMEM_RETURN_IF_ERROR(ReadBlock(device, kDataOffset + pos * g.segment_bytes, &block));
-    SegmentHeaderDisk h;
-    std::memcpy(&h, block.data(), sizeof(h));
-    if (h.magic == 0 && AllZero(block.data(), sizeof(h))) continue;  // never written
-    const bool valid = h.magic == kSegmentMagic && std::memcmp(h.device_uuid, g.device_uuid, 16) == 0 &&
-                       h.header_crc == crc32c::Value(&h, offsetof(SegmentHeaderDisk, header_crc)) && h.seq > 0 &&
-                       (h.seq - 1) % g.segment_count == pos;
-    if (!valid) {
+    if (AllZero(block.data(), sizeof(SegmentHeaderDisk))) continue;  // never written
+    const uint64_t seq = HeaderSeqAt(block.data(), g, pos);
+    if (seq == 0) {
       ++bad;
       continue;
     }
-    if (h.seq > min_seq) found.emplace_back(h.seq, pos);
+    if (seq > min_seq) found.emplace_back(seq, pos);
   }
   std::sort(found.begin(), found.end());
   io::AlignedBuffer seg(g.segment_bytes, kBlockBytes);

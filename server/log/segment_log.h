@@ -56,8 +56,17 @@ struct LogOptions {
   // that ask for the reserve (the block cache's relocations, which make room for the others).
   uint32_t reserved_segments = 0;
   // Sequence numbers persisted ahead in the checkpoint, so that a run after a crash starts
-  // above every number the crashed run used.
-  uint64_t seq_lease_segments = 4096;
+  // above every number the crashed run used. A renewal (a checkpoint and a device sync) is due
+  // every half lease; a crash skips at most a lease of numbers, which costs nothing unless the
+  // owner keeps segments across a crash (see resume_after_newest_segment).
+  uint64_t seq_lease_segments = 65536;
+  // After an unclean stop, read the headers of the segments the crashed run's lease covers (one
+  // block per position, at most one per position of the device) and start right after the
+  // newest valid one, instead of above the whole lease. A number whose segment left no valid
+  // header is handed out again, at the same position, so the new segment replaces whatever part
+  // of the lost one reached the device. For owners that keep segments across a crash (the block
+  // cache), where numbers skipped would hold room until migration passed them.
+  bool resume_after_newest_segment = false;
   Clock* clock = Clock::Real();
 };
 
@@ -264,6 +273,8 @@ class SegmentLog {
 
   static absl::StatusOr<CheckpointDisk> ReadBestCheckpoint(io::BlockDevice* device, const LogGeometry& geometry);
   absl::Status Start(const CheckpointDisk& previous);
+  // The newest sequence number in (after, upto] with a valid header at its position, or `after`.
+  absl::StatusOr<uint64_t> NewestSegmentIn(uint64_t after, uint64_t upto);
   absl::Status WriteCheckpoint(bool clean) ABSL_EXCLUSIVE_LOCKS_REQUIRED(checkpoint_mu_);
   void FlusherLoop();
   void SealLocked(WriteBuffer* buffer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

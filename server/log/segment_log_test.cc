@@ -430,6 +430,69 @@ TEST_F(SegmentLogTest, PowerCutLosesUnsyncedWritesAndNextOpenIsUnclean) {
   EXPECT_GT(fresh.loc.seq, max_seq) << "a sequence number used before the cut is never reused";
 }
 
+// With resume_after_newest_segment (the block cache), a run after a crash starts right after the
+// newest segment on the device rather than above the whole lease: a number is handed out again
+// only when no valid header of it reached the device, and then at the same position.
+TEST_F(SegmentLogTest, AnUncleanStopResumesAfterTheNewestSegmentThatReachedTheDevice) {
+  const LogOptions resume{.seq_lease_segments = 8, .resume_after_newest_segment = true, .clock = nullptr};
+  // Writes `n` segments, flushes and stops uncleanly; returns the first run's starting head.
+  auto write_segments = [&](int n) {
+    auto log = Open(resume);
+    const uint64_t start = log->head_seq();
+    for (uint64_t tag = 0; log->head_seq() < start + n; ++tag) Append(*log, tag);
+    EXPECT_TRUE(log->FlushAll().ok());
+    EXPECT_EQ(log->flushed_seq(), start + n);
+    return start;
+  };
+  auto header_seq_at = [&](uint64_t seq) {
+    io::AlignedBuffer b(512, 512);
+    EXPECT_TRUE(mem_.Read(kDataOffset + (seq - 1) % 16 * kSeg, b.data(), 512).ok());
+    SegmentHeaderDisk h;
+    std::memcpy(&h, b.data(), sizeof(h));
+    return h.seq;
+  };
+  auto tear_header_of = [&](uint64_t seq) {
+    io::AlignedBuffer b(512, 512);
+    std::memset(b.data(), 0x5A, 512);
+    ASSERT_TRUE(mem_.Write(kDataOffset + (seq - 1) % 16 * kSeg, b.data(), 512).ok());
+  };
+
+  uint64_t start = write_segments(3);
+  {
+    auto log = Open(resume);
+    EXPECT_FALSE(log->previous_stop_clean());
+    EXPECT_EQ(log->head_seq(), start + 3) << "the crash skipped numbers no segment holds";
+    EXPECT_EQ(log->reclaimed_seq(), start + 3);
+  }
+  // Without the option the next run starts above the lease (8 numbers after the last checkpoint).
+  {
+    auto log = Open({.seq_lease_segments = 8, .clock = nullptr});
+    EXPECT_GE(log->head_seq(), start + 3 + 8);
+  }
+
+  // The newest segment's header torn: its number is handed out again, at its position.
+  start = write_segments(3);
+  const uint64_t torn = start + 3;
+  tear_header_of(torn);
+  {
+    auto log = Open(resume);
+    EXPECT_EQ(log->head_seq(), torn - 1);
+    Appended again = Append(*log, 4242);
+    EXPECT_EQ(again.loc.seq, torn);
+    ASSERT_TRUE(log->FlushAll().ok());
+    EXPECT_EQ(header_seq_at(torn), torn);
+    EXPECT_EQ(ReadBack(*log, again), SegmentLog::ReadOutcome::kOk);
+  }
+  // An older segment torn but a newer one whole: nothing at or below the newer one is reused.
+  start = write_segments(3);
+  tear_header_of(start + 1);
+  {
+    auto log = Open(resume);
+    EXPECT_EQ(log->head_seq(), start + 3);
+    EXPECT_EQ(Append(*log, 7).loc.seq, start + 4);
+  }
+}
+
 TEST_F(SegmentLogTest, TornCheckpointFallsBackToThePreviousOne) {
   {
     auto log = Open();
