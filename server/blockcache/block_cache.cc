@@ -704,32 +704,49 @@ absl::Status BlockCache::MigrateBatch(uint32_t max_segments, bool relocate, bool
   const uint64_t from = migrated_seq_.load() + 1;
   uint64_t upto = log_->flushed_seq();
   if (upto < from) return absl::OkStatus();
-  std::vector<uint64_t> lines;
-  {
-    // Up to `max_segments` segments that hold lines to write back; the sequence numbers in
-    // between hold none (clean promotions, numbers skipped after a crash) and go along free.
-    MutexLock lock(&segs_mu_);
-    uint32_t taken = 0;
-    for (auto it = seg_lines_.begin(); it != seg_lines_.end() && it->first <= upto; ++it) {
-      lines.insert(lines.end(), it->second.lines.begin(), it->second.lines.end());
-      if (++taken == max_segments) {
-        upto = it->first;
-        break;
-      }
-    }
-  }
-  std::sort(lines.begin(), lines.end());
-  lines.erase(std::unique(lines.begin(), lines.end()), lines.end());
+  // Up to `max_segments` segments that hold lines to write back: the lines noted in a segment
+  // whose newest version is there (or earlier). The sequence numbers in between hold none (clean
+  // promotions, numbers skipped after a crash), and neither do segments whose lines all have
+  // newer versions later (overwritten data): those go along free, up to a span of an eighth of
+  // the log, so that a cache full of overwritten data frees its room with one record update per
+  // span rather than per `max_segments` segments (each update costs two device syncs).
+  const uint64_t max_span = std::max<uint64_t>(max_segments, geometry_.segment_count / 8);
   struct Item {
     uint64_t line;
     Entry entry;
   };
   std::vector<Item> items;
-  for (uint64_t line : lines) {
-    std::optional<Entry> e = Lookup(line);
-    // Lines whose newest version is in a later segment wait for that segment's turn.
-    if (e.has_value() && e->dirty != 0 && e->seq <= upto) items.push_back({line, *e});
+  std::vector<uint64_t> noted;
+  uint32_t taken = 0;
+  for (uint64_t next = from;;) {
+    uint64_t seq;
+    {
+      MutexLock lock(&segs_mu_);
+      auto it = seg_lines_.lower_bound(next);
+      if (it == seg_lines_.end() || it->first > upto) break;  // all up to upto go along
+      if (it->first >= from + max_span) {
+        upto = from + max_span - 1;
+        break;
+      }
+      seq = it->first;
+      noted = it->second.lines;
+    }
+    next = seq + 1;
+    const size_t before = items.size();
+    for (uint64_t line : noted) {
+      std::optional<Entry> e = Lookup(line);
+      // Lines whose newest version is in a later segment wait for that segment's turn.
+      if (e.has_value() && e->dirty != 0 && e->seq <= seq) items.push_back({line, *e});
+    }
+    if (items.size() > before && ++taken == max_segments) {
+      upto = seq;
+      break;
+    }
   }
+  // A line noted twice (in one segment, or in two at the same version) is written back once.
+  std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.line < b.line; });
+  items.erase(std::unique(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.line == b.line; }),
+              items.end());
   // Every version written back must be durable in the cache first. Were the store to get a
   // version whose segment a power cut then took from the cache, recovery would bring back an
   // older version of the line, whose clean sectors claim to equal the store's: the lost newer
