@@ -14,6 +14,8 @@
 #   S  1 MiB sequential writes, iodepth 8 (for the cached export: against fio's 1 MiB
 #      sequential writes on the cache device's file itself); it also fills the whole export
 #   C  4 KiB randread of what was just written
+# Each configuration starts fresh twice: A (and B again on what A left, for information), then
+# B, S and C.
 #   bench/run_cache_bench.sh [--quick]     (--quick: 10 s jobs instead of 30 s)
 # Environment: TMEM_BENCH_DIR (default /var/tmp/tmem-bench).
 set -euo pipefail
@@ -34,7 +36,8 @@ trap cleanup EXIT
 slow_store() {  # socket: a fresh slow disk arm
   nbdkit -f --exit-with-parent -U "$1" --filter=noparallel --filter=delay memory 1G \
     rdelay=2ms wdelay=2ms serialize=all-requests 2>> "$DIR/cb-nbdkit.log" &
-  PIDS+=($!)
+  SP=$!
+  PIDS+=($SP)
   for _ in $(seq 100); do [ -S "$1" ] && break; sleep 0.05; done
 }
 wait_nbd() { for _ in $(seq 200); do nbdinfo "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "no server at $1"; exit 1; }
@@ -43,37 +46,55 @@ fio_job() {  # name uri rw bs iodepth [extra...]
   fio --name="$name" --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" --iodepth="$qd" --size=1G \
     --time_based --runtime=$SECS --output-format=json "$@" 2>/dev/null > "$DIR/cb_$name.json"
 }
-run_jobs() {  # prefix uri
-  echo "== $1: A (randwrite, FLUSH every 256), B (randwrite), S (1 MiB sequential writes), C (randread), ${SECS} s each"
+# Each configuration runs twice from a fresh start (a fresh store, a fresh cache): A, then B
+# again on what A left (no target: after A, tmemd's log is full of A's flush-sealed segments and B
+# pays for cleaning them, while nbdkit's cache took in only A's few hundred writes a second);
+# then B, S and C. So B's target compares the two caches from the same state.
+run_first() {  # prefix uri
+  echo "== $1, fresh: A (randwrite, FLUSH every 256), then B (randwrite) on what A left, ${SECS} s each"
   fio_job "$1_A" "$2" randwrite 4k 32 --fsync=256
+  fio_job "$1_AB" "$2" randwrite 4k 32
+}
+run_second() {  # prefix uri
+  echo "== $1, fresh: B (randwrite), S (1 MiB sequential writes), C (randread), ${SECS} s each"
   fio_job "$1_B" "$2" randwrite 4k 32
   # S writes the whole export (the random jobs leave part of it unwritten), so that C reads
   # only what was just written, on every configuration.
   fio_job "$1_S" "$2" write 1M 8
   fio_job "$1_C" "$2" randread 4k 32
 }
+stop() { kill -TERM "$1"; wait "$1" || true; }
 
 # (1) tmemd with a cached export; the cache file is 4 GiB, four times the export; RAM tier $RAM.
-slow_store "$S/t.sock"
-TP=$(port); GP=$(port)
-rm -f "$DIR/cb-cache.img"
-bazel-bin/server/main/tmemd --device="$DIR/cb-pages.img" --device-size=64M --listen="127.0.0.1:$GP" \
-  --metrics-listen= --nbd-listen="127.0.0.1:$TP" --export="c=nbd+unix:///?socket=$S/t.sock" \
-  --export-cache="$DIR/cb-cache.img:4G" --export-cache-ram="$RAM" 2> "$DIR/cb-tmemd.log" &
-TD=$!
-PIDS+=($TD)
-wait_nbd "nbd://127.0.0.1:$TP/c"
-run_jobs tmemd "nbd://127.0.0.1:$TP/c"
-kill -TERM $TD; wait $TD || true
+start_tmemd() {  # socket name; sets TD and URI
+  slow_store "$S/$1.sock"
+  TP=$(port); GP=$(port)
+  rm -f "$DIR/cb-cache.img" "$DIR/cb-pages.img" "$DIR/cb-pages.img.index"
+  bazel-bin/server/main/tmemd --device="$DIR/cb-pages.img" --device-size=64M --listen="127.0.0.1:$GP" \
+    --metrics-listen= --nbd-listen="127.0.0.1:$TP" --export="c=nbd+unix:///?socket=$S/$1.sock" \
+    --export-cache="$DIR/cb-cache.img:4G" --export-cache-ram="$RAM" 2>> "$DIR/cb-tmemd.log" &
+  TD=$!
+  PIDS+=($TD)
+  URI="nbd://127.0.0.1:$TP/c"
+  wait_nbd "$URI"
+}
+: > "$DIR/cb-tmemd.log"
+start_tmemd t1; run_first tmemd "$URI"; stop $TD; stop $SP
+start_tmemd t2; run_second tmemd "$URI"; stop $TD; stop $SP
 
 # (2) nbdkit's cache filter, writeback, 4 KiB blocks, over a fresh slow store.
-slow_store "$S/k.sock"
-KP=$(port)
-nbdkit -f --exit-with-parent -p "$KP" -i 127.0.0.1 --filter=cache nbd socket="$S/k.sock" \
-  cache=writeback cache-min-block-size=4096 2>> "$DIR/cb-nbdkit.log" &
-PIDS+=($!)
-wait_nbd "nbd://127.0.0.1:$KP/"
-run_jobs nbdkit "nbd://127.0.0.1:$KP/"
+start_nbdkit() {  # socket name; sets NK and URI
+  slow_store "$S/$1.sock"
+  KP=$(port)
+  nbdkit -f --exit-with-parent -p "$KP" -i 127.0.0.1 --filter=cache nbd socket="$S/$1.sock" \
+    cache=writeback cache-min-block-size=4096 2>> "$DIR/cb-nbdkit.log" &
+  NK=$!
+  PIDS+=($NK)
+  URI="nbd://127.0.0.1:$KP/"
+  wait_nbd "$URI"
+}
+start_nbdkit k1; run_first nbdkit "$URI"; stop $NK; stop $SP
+start_nbdkit k2; run_second nbdkit "$URI"; stop $NK; stop $SP
 
 # (3) the slow store alone (shorter: at ~500 IOPS the rate settles at once; S is left out).
 slow_store "$S/b.sock"
@@ -110,6 +131,8 @@ def row(name, t, k, b, ratio, target, ok):
 row("A randwrite+flush/256 IOPS, vs nbdkit cache", a_t, a_k, a_b, a_t / a_k, ">= 3.0 ", a_t >= 3 * a_k)
 row("A                           vs backing", a_t, a_k, a_b, a_t / a_b, ">= 20.0", a_t >= 20 * a_b)
 row("B randwrite IOPS, vs nbdkit cache", b_t, b_k, b_b, b_t / b_k, ">= 0.8 ", b_t >= 0.8 * b_k)
+ab_t, ab_k = iops("tmemd_AB", "write"), iops("nbdkit_AB", "write")
+print(f"{'  B right after A (no target)':44} {ab_t:10.0f} {ab_k:10.0f} {'':9}  {ab_t / ab_k:7.2f}")
 row("C randread IOPS, vs nbdkit cache", c_t, c_k, c_b, c_t / c_k, ">= 1.0 ", c_t >= c_k)
 s_k = load("nbdkit_S")["write"]["bw_bytes"]
 print(f"{'S 1 MiB seq write MB/s, vs the cache device':44} {s_t/1e6:10.0f} {s_k/1e6:10.0f} {'':9}  {s_t / s_d:7.2f}  >= 0.5  "

@@ -668,8 +668,10 @@ absl::Status BlockCache::Zero(uint64_t offset, uint64_t len, bool, bool fua) {
 
 bool BlockCache::Relocate(uint64_t line, const Entry& entry, const uint8_t* data) {
   Stripe& s = StripeOf(line);
-  // Never wait for a writer: it may be waiting for the room this relocation makes.
-  if (!s.write_mu.TryLock()) return false;
+  // Waiting for a writer is safe: none holds write_mu while it waits for room (it lets go
+  // first), so whoever holds it finishes without migration. Not waiting would send the line
+  // to the store instead, which is what copying forward avoids.
+  s.write_mu.Lock();
   std::optional<Entry> now = Lookup(line);
   if (!now.has_value() || now->seq != entry.seq || now->offset != entry.offset) {
     s.write_mu.Unlock();

@@ -30,8 +30,8 @@
 // Lock order: Stripe::write_mu -> Stripe::index_mu -> segs_mu_; flush_mu_ and migrate_mu_ are
 // taken with none of the others held. The log's own locks are leaves below all of these.
 // A writer that finds the log full lets go of write_mu before it waits for room (and merges
-// again after), so migration — which takes index_mu, and tries write_mu to copy a line forward —
-// is never held up by the writers waiting for it.
+// again after), so migration — which takes index_mu, and write_mu to copy a line forward — is
+// never held up by the writers waiting for it: whoever holds write_mu finishes without it.
 #ifndef TMEM_SERVER_BLOCKCACHE_BLOCK_CACHE_H_
 #define TMEM_SERVER_BLOCKCACHE_BLOCK_CACHE_H_
 
