@@ -69,7 +69,7 @@ stop() { kill -TERM "$1"; wait "$1" || true; }
 start_tmemd() {  # socket name; sets TD and URI
   slow_store "$S/$1.sock"
   TP=$(port); GP=$(port)
-  rm -f "$DIR/cb-cache.img" "$DIR/cb-pages.img" "$DIR/cb-pages.img.index"
+  rm -rf "$DIR/cb-cache.img" "$DIR/cb-pages.img" "$DIR/cb-pages.img.index"
   bazel-bin/server/main/tmemd --device="$DIR/cb-pages.img" --device-size=64M --listen="127.0.0.1:$GP" \
     --metrics-listen= --nbd-listen="127.0.0.1:$TP" --export="c=nbd+unix:///?socket=$S/$1.sock" \
     --export-cache="$DIR/cb-cache.img:4G" --export-cache-ram="$RAM" 2>> "$DIR/cb-tmemd.log" &
