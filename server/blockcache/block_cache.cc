@@ -213,7 +213,9 @@ absl::StatusOr<std::unique_ptr<BlockCache>> BlockCache::OpenOwning(std::unique_p
 BlockCache::~BlockCache() {
   if (log_ != nullptr && !failed_.load()) {
     absl::Status st = SyncAll();
-    if (!st.ok()) TMEM_LOG(Warning) << Describe() << ": final sync failed: " << st;
+    if (!st.ok()) {
+      TMEM_LOG(Warning) << Describe() << ": final sync failed: " << st;
+    }
   }
   {
     MutexLock lock(&wake_mu_);
@@ -226,7 +228,9 @@ BlockCache::~BlockCache() {
   // crash, and nothing acknowledged by a flush is among them).
   if (log_ != nullptr && !failed_.load()) {
     absl::Status st = log_->CloseClean();
-    if (!st.ok()) TMEM_LOG(Warning) << Describe() << ": closing the log cleanly failed: " << st;
+    if (!st.ok()) {
+      TMEM_LOG(Warning) << Describe() << ": closing the log cleanly failed: " << st;
+    }
   }
   log_.reset();
 }
