@@ -73,9 +73,6 @@ absl::Status Check(const Config& c) {
       c.nbd_threads_per_connection > 1024) {
     return absl::InvalidArgumentError("nbd: max_connections, max_requests_in_flight and threads_per_connection must be positive");
   }
-  if (c.nbd_reply_linger_us < 0 || c.nbd_reply_linger_us > 10000) {
-    return absl::InvalidArgumentError("nbd.reply_linger_us: 0 to 10000 (microseconds)");
-  }
   if (c.nbd_max_bytes_in_flight < (32u << 20)) {
     return absl::InvalidArgumentError("nbd.max_bytes_in_flight: at least 32M (one maximum request)");
   }
@@ -156,7 +153,7 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
       } else if (key == "index_cache_entries") {
         c.index_cache_entries = v.as<uint64_t>();
       } else if (key == "nbd") {
-        if (!v.IsMap()) return Bad("nbd", "want listen, unix_socket, max_connections, max_requests_in_flight, max_bytes_in_flight, threads_per_connection, reply_linger_us");
+        if (!v.IsMap()) return Bad("nbd", "want listen, unix_socket, max_connections, max_requests_in_flight, max_bytes_in_flight, threads_per_connection");
         for (const auto& d : v) {
           const std::string k = d.first.as<std::string>();
           const YAML::Node& n = d.second;
@@ -177,8 +174,6 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
             TMEM_ASSIGN_OR_RETURN(c.nbd_max_bytes_in_flight, SizeOf("nbd.max_bytes_in_flight", n));
           } else if (k == "threads_per_connection") {
             c.nbd_threads_per_connection = n.as<int>();
-          } else if (k == "reply_linger_us") {
-            c.nbd_reply_linger_us = n.as<int>();
           } else {
             return Bad("nbd." + k, "unknown key");
           }

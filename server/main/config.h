@@ -58,7 +58,6 @@ struct Config {
   uint64_t nbd_max_bytes_in_flight = 64ull << 20;        // nbd.max_bytes_in_flight (per connection)
   int nbd_max_requests_in_flight = 128;                  // nbd.max_requests_in_flight (per connection)
   int nbd_threads_per_connection = 16;                   // nbd.threads_per_connection
-  int nbd_reply_linger_us = 50;                          // nbd.reply_linger_us
 };
 
 // The flags tmemd accepts (value flags, then boolean flags).

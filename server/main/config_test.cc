@@ -62,7 +62,6 @@ nbd:
   max_connections: 8
   max_bytes_in_flight: 128M
   threads_per_connection: 4
-  reply_linger_us: 20
 exports:
   - name: disk0
     backend: /data/disk0.img
@@ -84,7 +83,6 @@ exports:
   EXPECT_EQ(c->nbd_max_connections, 8);
   EXPECT_EQ(c->nbd_max_bytes_in_flight, 128ull << 20);
   EXPECT_EQ(c->nbd_threads_per_connection, 4);
-  EXPECT_EQ(c->nbd_reply_linger_us, 20);
   EXPECT_TRUE(Parse({}, *c).ok());
 
   auto flag = Parse({"--device=/d", "--export=scratch=/tmp/s.img:64M:ro", "--nbd-listen=0.0.0.0:10810"});
@@ -209,10 +207,6 @@ TEST(ConfigTest, BadInputNamesTheCulprit) {
   EXPECT_NE(Parse({"--device=/d", "--shutdown-timeout-ms=soon"}).status().message().find("shutdown-timeout-ms"),
             std::string::npos);
   EXPECT_FALSE(Parse({"--device=/d", "--colour=blue"}).ok());
-  auto linger = LoadConfigFile(WriteFile("linger.yaml", "device:\n  path: /d\nnbd:\n  reply_linger_us: 20000\n"));
-  ASSERT_TRUE(linger.ok()) << linger.status();
-  auto checked = Parse({}, *linger);
-  EXPECT_NE(checked.status().message().find("nbd.reply_linger_us"), std::string::npos) << checked.status();
   EXPECT_EQ(Parse({"--device=/d", "--index-cache-entries=0"})->index_cache_entries, 0u);
   EXPECT_NE(Parse({"--device=/d", "--index-cache-entries=99999999999"}).status().message().find("index cache entries"),
             std::string::npos);

@@ -204,7 +204,6 @@ int Run(const Config& c) {
     no.max_requests_in_flight = c.nbd_max_requests_in_flight;
     no.max_bytes_in_flight = c.nbd_max_bytes_in_flight;
     no.threads_per_connection = c.nbd_threads_per_connection;
-    no.reply_linger_us = c.nbd_reply_linger_us;
     no.shutdown_timeout_ms = c.shutdown_timeout_ms;
     auto started = nbd::NbdServer::Start(no, std::move(exports));
     if (!started.ok()) {

@@ -150,29 +150,7 @@ void Connection::Send(iovec* iov, int n) {
     while (sending_) reply_cv_.Wait(&reply_mu_);  // a large reply is not copied: its turn comes
     sending_ = true;
   }
-  const int linger_us = server_.options().reply_linger_us;
-  bool others_running = false;
-  if (linger_us > 0 && total <= kCombineMaxBytes) {
-    MutexLock lock(&mu_);
-    others_running = in_flight_ > 1;  // this request is in flight until its reply is sent
-  }
-  bool ok;
-  if (others_running) {
-    // Their replies, if they finish meanwhile, queue behind this one and leave in one write.
-    std::this_thread::sleep_for(std::chrono::microseconds(linger_us));
-    {
-      MutexLock lock(&reply_mu_);
-      batch_.swap(queued_);
-    }
-    iovec all[4];
-    int k = 0;
-    for (int i = 0; i < n; ++i) all[k++] = iov[i];
-    if (!batch_.empty()) all[k++] = {batch_.data(), batch_.size()};
-    ok = WriteFullV(fd_, all, k);
-    batch_.clear();
-  } else {
-    ok = WriteFullV(fd_, iov, n);
-  }
+  bool ok = WriteFullV(fd_, iov, n);
   // Send what other threads queued meanwhile, until nothing is left. The two vectors trade
   // places, so their memory is reused from batch to batch.
   while (true) {

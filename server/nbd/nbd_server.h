@@ -8,10 +8,7 @@
 // runs it against the backend and sends its reply, so requests run in parallel and replies
 // leave in the order they finish. One thread at a time is on the socket; small replies that
 // complete meanwhile are queued and that thread sends them with its own in one write (fewer
-// trips through the network stack and wakeups of the client under load). While other requests
-// of the connection are running, the thread on the socket first lingers `reply_linger_us` so
-// that their replies join its write (a client pipelining deeply then handles replies in batches
-// instead of waking once per reply; a lone request is answered at once). A connection keeps at
+// trips through the network stack and wakeups of the client under load). A connection keeps at
 // most `max_requests_in_flight` requests and `max_bytes_in_flight` payload bytes in flight;
 // past that it stops reading from the socket.
 // Lock order: Connection::read_mu_ -> Connection::mu_; Connection::reply_mu_ is a leaf;
@@ -79,9 +76,6 @@ struct NbdServerOptions {
   int max_requests_in_flight = 128;  // per connection
   uint64_t max_bytes_in_flight = 64ull << 20;  // per connection
   int threads_per_connection = 16;
-  // How long a small reply waits for the replies of requests still running on its connection
-  // to go out with it (0: never). No wait when it is the only request in flight.
-  int reply_linger_us = 50;
   int64_t shutdown_timeout_ms = 10000;
 };
 

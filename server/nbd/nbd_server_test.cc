@@ -242,42 +242,6 @@ TEST_F(NbdServerTest, RepliesQueuedWhileAnotherIsBeingSentAllArriveWhole) {
   EXPECT_EQ(cookies, (std::vector<uint64_t>{100, 101, 102, 103, 104, 105}));
 }
 
-// While other requests of the connection are running, a small reply lingers so that theirs join
-// its write: four reads finishing together while a fifth is held leave in one write, after the
-// linger. A lone request is answered at once.
-TEST_F(NbdServerTest, RepliesOfRequestsRunningTogetherLeaveInOneWrite) {
-  Start({.threads_per_connection = 8, .reply_linger_us = 300'000});
-  timeval tv{.tv_sec = 10, .tv_usec = 0};
-  ASSERT_EQ(::setsockopt(client_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
-  backend_->Hold(1 << 20);
-  Send(kCmdRead, 1, 1 << 20, 4096);  // held: in flight throughout
-  ASSERT_TRUE(WaitFor([&] { return backend_->entered() == 1; }));
-  const auto t0 = std::chrono::steady_clock::now();
-  for (uint64_t i = 0; i < 4; ++i) Send(kCmdRead, 10 + i, i * 4096, 4096);
-  int avail = 0;
-  ASSERT_TRUE(WaitFor([&] { return ::ioctl(client_, FIONREAD, &avail) == 0 && avail > 0; }));
-  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(200)) << "no linger";
-  EXPECT_EQ(avail, 4 * (16 + 4096)) << "the four replies did not leave in one write";
-  std::vector<uint64_t> cookies;
-  for (int i = 0; i < 4; ++i) {
-    uint32_t err;
-    cookies.push_back(Reply(&err, 4096));
-    EXPECT_EQ(err, 0u);
-  }
-  std::sort(cookies.begin(), cookies.end());
-  EXPECT_EQ(cookies, (std::vector<uint64_t>{10, 11, 12, 13}));
-  // Alone in flight now: the held read's reply does not linger, nor does a lone request's.
-  auto t1 = std::chrono::steady_clock::now();
-  backend_->Open(1 << 20);
-  uint32_t err;
-  EXPECT_EQ(Reply(&err, 4096), 1u);
-  EXPECT_LT(std::chrono::steady_clock::now() - t1, std::chrono::milliseconds(150)) << "a lone reply lingered";
-  t1 = std::chrono::steady_clock::now();
-  Send(kCmdRead, 2, 0, 4096);
-  EXPECT_EQ(Reply(&err, 4096), 2u);
-  EXPECT_LT(std::chrono::steady_clock::now() - t1, std::chrono::milliseconds(150)) << "a lone reply lingered";
-}
-
 TEST(ExportTest, MultiConnIsAdvertisedOnlyWhenTheBackendFlushCoversEveryConnection) {
   Export shared;
   shared.backend = std::make_unique<GatedBackend>(1 << 20, BackendCaps{.multi_conn = true});
