@@ -14,8 +14,7 @@
 #   S  1 MiB sequential writes, iodepth 8 (for the cached export: against fio's 1 MiB
 #      sequential writes on the cache device's file itself); it also fills the whole export
 #   C  4 KiB randread of what was just written
-# Each configuration starts fresh twice: A (and B again on what A left, for information), then
-# B, S and C.
+# Each configuration starts fresh twice (see run_first / run_second below).
 #   bench/run_cache_bench.sh [--quick]     (--quick: 10 s jobs instead of 30 s)
 # Environment: TMEM_BENCH_DIR (default /var/tmp/tmem-bench).
 set -euo pipefail
