@@ -303,8 +303,15 @@ absl::Status BlockCache::WriteRecord(uint64_t migrated_seq) {
 
 nbd::BackendCaps BlockCache::caps() const {
   // Trim is not passed on: a trim of the backing store under dirty lines would be undone by
-  // their migration. Zero goes through the cache as written zeros.
-  return {.flush = true, .fua = true, .trim = false, .zero = true, .multi_conn = true, .read_only = false};
+  // their migration. Zero goes through the cache as written zeros. A write lands in the open
+  // segment's RAM buffer (it waits only when the cache is full).
+  return {.flush = true,
+          .fua = true,
+          .trim = false,
+          .zero = true,
+          .multi_conn = true,
+          .read_only = false,
+          .buffered_writes = true};
 }
 
 std::string BlockCache::Describe() const {
@@ -480,7 +487,8 @@ void BlockCache::Promote(uint64_t line, const uint8_t* data) {
   s.write_mu.Unlock();
 }
 
-absl::Status BlockCache::WriteLine(uint64_t line, const uint8_t* data, uint32_t begin, uint32_t end) {
+absl::Status BlockCache::WriteLine(uint64_t line, const uint8_t* data, uint32_t begin, uint32_t end,
+                                   bool may_wait) {
   Stripe& s = StripeOf(line);
   while (true) {
     uint64_t generation = 0;
@@ -508,6 +516,7 @@ absl::Status BlockCache::WriteLine(uint64_t line, const uint8_t* data, uint32_t 
       }
       if (!absl::IsResourceExhausted(appended.status())) return appended.status();
     }
+    if (!may_wait) return absl::UnavailableError("the cache log has no room now");
     // No room: wait with no lock held (relocation needs this stripe to make room), then merge
     // again from whatever the line holds by then.
     TMEM_RETURN_IF_ERROR(WaitForRoom(generation));
@@ -553,7 +562,7 @@ absl::Status BlockCache::WaitForRoom(uint64_t generation) {
   return absl::OkStatus();
 }
 
-absl::Status BlockCache::WriteWholeLines(uint64_t first, uint32_t count, const uint8_t* data) {
+absl::Status BlockCache::WriteWholeLines(uint64_t first, uint32_t count, const uint8_t* data, bool may_wait) {
   TMEM_DCHECK(count > 0 && first / kStripeLines == (first + count - 1) / kStripeLines);
   std::vector<uint32_t> crcs(count);
   std::unique_ptr<uint8_t[][log::kSlotKeyBytes]> keys(new uint8_t[count][log::kSlotKeyBytes]);
@@ -579,18 +588,32 @@ absl::Status BlockCache::WriteWholeLines(uint64_t first, uint32_t count, const u
       }
       if (!absl::IsResourceExhausted(appended.status())) return appended.status();
     }
+    if (!may_wait) return absl::UnavailableError("the cache log has no room now");
     TMEM_RETURN_IF_ERROR(WaitForRoom(generation));  // with no lock held, as in WriteLine
   }
   return absl::OkStatus();
 }
 
 absl::Status BlockCache::Pwrite(const void* buf, uint32_t len, uint64_t offset, bool fua) {
+  TMEM_RETURN_IF_ERROR(WriteRange(static_cast<const uint8_t*>(buf), len, offset, /*may_wait=*/true));
+  if (fua) return Flush();
+  return absl::OkStatus();
+}
+
+absl::Status BlockCache::PwriteBuffered(const void* buf, uint32_t len, uint64_t offset) {
+  return WriteRange(static_cast<const uint8_t*>(buf), len, offset, /*may_wait=*/false);
+}
+
+absl::Status BlockCache::WriteRange(const uint8_t* in, uint32_t len, uint64_t offset, bool may_wait) {
   TMEM_RETURN_IF_ERROR(FailedStatus());
   if (log_->counters().write_errors.load(std::memory_order_relaxed) > 0) {
     Fail("a segment write to the cache device failed");
     return FailedStatus();
   }
-  const auto* in = static_cast<const uint8_t*>(buf);
+  // A partial line is merged with its old contents, which may have to be read from a device.
+  if (!may_wait && (offset % kLineBytes != 0 || len % kLineBytes != 0)) {
+    return absl::UnavailableError("a partial line may need a read first");
+  }
   uint64_t pos = offset;
   const uint64_t end = offset + len;
   while (pos < end) {
@@ -600,15 +623,14 @@ absl::Status BlockCache::Pwrite(const void* buf, uint32_t len, uint64_t offset, 
     const uint64_t whole = b == 0 ? std::min((end - pos) / kLineBytes, kStripeLines - line % kStripeLines) : 0;
     if (whole >= 2) {
       const uint32_t count = static_cast<uint32_t>(whole);
-      TMEM_RETURN_IF_ERROR(WriteWholeLines(line, count, in + (pos - offset)));
+      TMEM_RETURN_IF_ERROR(WriteWholeLines(line, count, in + (pos - offset), may_wait));
       pos += uint64_t{count} * kLineBytes;
       continue;
     }
     const uint32_t e = static_cast<uint32_t>(std::min<uint64_t>(kLineBytes, b + (end - pos)));
-    TMEM_RETURN_IF_ERROR(WriteLine(line, in + (pos - offset), b, e));
+    TMEM_RETURN_IF_ERROR(WriteLine(line, in + (pos - offset), b, e, may_wait));
     pos += e - b;
   }
-  if (fua) return Flush();
   return absl::OkStatus();
 }
 

@@ -151,6 +151,8 @@ class BlockCache final : public nbd::BlockBackend {
   nbd::BackendCaps caps() const override;
   absl::Status Pread(void* buf, uint32_t len, uint64_t offset) override;
   absl::Status Pwrite(const void* buf, uint32_t len, uint64_t offset, bool fua) override;
+  // Unavailable for a write that is not whole lines, or when the log has no room.
+  absl::Status PwriteBuffered(const void* buf, uint32_t len, uint64_t offset) override;
   absl::Status Flush() override;
   absl::Status Trim(uint64_t offset, uint64_t len, bool fua) override;
   absl::Status Zero(uint64_t offset, uint64_t len, bool may_trim, bool fua) override;
@@ -203,10 +205,13 @@ class BlockCache final : public nbd::BlockBackend {
   // The RAM tier's copy of `entry`'s version into `out`; false when it holds none.
   bool ReadRam(const Entry& entry, uint8_t* out);
   std::optional<Entry> Lookup(uint64_t line) const;
-  absl::Status WriteLine(uint64_t line, const uint8_t* data, uint32_t begin, uint32_t end);
+  // Without `may_wait`, both answer Unavailable where they would wait for room (WaitForRoom).
+  absl::Status WriteLine(uint64_t line, const uint8_t* data, uint32_t begin, uint32_t end, bool may_wait);
   // Writes `count` whole lines from `first` (data: count * 4 KiB), all in one stripe, under its
   // lock and with one log append per segment: the path of large writes.
-  absl::Status WriteWholeLines(uint64_t first, uint32_t count, const uint8_t* data);
+  absl::Status WriteWholeLines(uint64_t first, uint32_t count, const uint8_t* data, bool may_wait);
+  // Pwrite without FUA; `may_wait` as above (and partial lines are Unavailable without it).
+  absl::Status WriteRange(const uint8_t* in, uint32_t len, uint64_t offset, bool may_wait);
   // Publishes `n` lines just appended to one segment (from `first`, at `locs`, whole contents
   // `data`, each with `mask` as its dirty bits): RAM tier, index, the segment's line list, then
   // the unpin. The stripe's write_mu is held.

@@ -73,6 +73,9 @@ absl::Status Check(const Config& c) {
       c.nbd_threads_per_connection > 1024) {
     return absl::InvalidArgumentError("nbd: max_connections, max_requests_in_flight and threads_per_connection must be positive");
   }
+  if (c.nbd_gather_us < 0 || c.nbd_gather_us > 1000) {
+    return absl::InvalidArgumentError(absl::StrCat("nbd.gather_us must be within 0..1000 (microseconds), not ", c.nbd_gather_us));
+  }
   if (c.nbd_max_bytes_in_flight < (32u << 20)) {
     return absl::InvalidArgumentError("nbd.max_bytes_in_flight: at least 32M (one maximum request)");
   }
@@ -153,7 +156,7 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
       } else if (key == "index_cache_entries") {
         c.index_cache_entries = v.as<uint64_t>();
       } else if (key == "nbd") {
-        if (!v.IsMap()) return Bad("nbd", "want listen, unix_socket, max_connections, max_requests_in_flight, max_bytes_in_flight, threads_per_connection");
+        if (!v.IsMap()) return Bad("nbd", "want listen, unix_socket, max_connections, max_requests_in_flight, max_bytes_in_flight, threads_per_connection, gather_us");
         for (const auto& d : v) {
           const std::string k = d.first.as<std::string>();
           const YAML::Node& n = d.second;
@@ -174,6 +177,8 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
             TMEM_ASSIGN_OR_RETURN(c.nbd_max_bytes_in_flight, SizeOf("nbd.max_bytes_in_flight", n));
           } else if (k == "threads_per_connection") {
             c.nbd_threads_per_connection = n.as<int>();
+          } else if (k == "gather_us") {
+            c.nbd_gather_us = n.as<int>();
           } else {
             return Bad("nbd." + k, "unknown key");
           }

@@ -58,6 +58,7 @@ struct Config {
   uint64_t nbd_max_bytes_in_flight = 64ull << 20;        // nbd.max_bytes_in_flight (per connection)
   int nbd_max_requests_in_flight = 128;                  // nbd.max_requests_in_flight (per connection)
   int nbd_threads_per_connection = 16;                   // nbd.threads_per_connection
+  int nbd_gather_us = 30;                                // nbd.gather_us
 };
 
 // The flags tmemd accepts (value flags, then boolean flags).

@@ -204,6 +204,7 @@ int Run(const Config& c) {
     no.max_requests_in_flight = c.nbd_max_requests_in_flight;
     no.max_bytes_in_flight = c.nbd_max_bytes_in_flight;
     no.threads_per_connection = c.nbd_threads_per_connection;
+    no.gather_us = c.nbd_gather_us;
     no.shutdown_timeout_ms = c.shutdown_timeout_ms;
     auto started = nbd::NbdServer::Start(no, std::move(exports));
     if (!started.ok()) {

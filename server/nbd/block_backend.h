@@ -27,6 +27,10 @@ struct BackendCaps {
   // one file or device shared by all connections).
   bool multi_conn = true;
   bool read_only = false;  // the backend itself refuses writes
+  // A small write without FUA completes in memory, with no device access to wait for: the
+  // server then runs the small writes it finds together in one read of the socket on one thread
+  // and sends their replies in one write.
+  bool buffered_writes = false;
 };
 
 class BlockBackend {
@@ -37,6 +41,13 @@ class BlockBackend {
   // Ranges are within size(); the request loop checks that before calling.
   virtual absl::Status Pread(void* buf, uint32_t len, uint64_t offset) = 0;
   virtual absl::Status Pwrite(const void* buf, uint32_t len, uint64_t offset, bool fua) = 0;
+  // A write without FUA that never waits for a device (BackendCaps::buffered_writes): where
+  // Pwrite would wait (no room in the buffers, a partial block to read first), it answers
+  // Unavailable, having written none or only part of the range, and the caller writes the
+  // whole range again with Pwrite. The default is Pwrite itself.
+  virtual absl::Status PwriteBuffered(const void* buf, uint32_t len, uint64_t offset) {
+    return Pwrite(buf, len, offset, false);
+  }
   virtual absl::Status Flush() = 0;
   // Discards the range (reads afterwards may return anything the backend chooses, here zeros
   // where it can punch holes and the old data where it cannot).

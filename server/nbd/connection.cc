@@ -1,9 +1,14 @@
 // The transmission phase: each connection's threads take requests off the socket in turn, run
 // them in parallel and send replies in any order; replies that complete while another is being
-// sent go out together with it.
+// sent go out together with it. Small writes to a backend that buffers them run in batches: the
+// thread that reads one also takes the small writes already in the read buffer behind it, runs
+// them in order and sends all their replies in one write.
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -12,6 +17,7 @@
 #include <vector>
 
 #include "common/logging.h"
+#include "server/nbd/gather.h"
 #include "server/nbd/handshake.h"
 #include "server/nbd/nbd_server.h"
 #include "server/nbd/protocol.h"
@@ -19,6 +25,19 @@
 
 namespace tmem::nbd {
 namespace {
+
+// Sleeps `us` microseconds with this thread's timer slack at 1 µs (the default, 50 µs, would
+// more than double a short gather wait).
+void SleepPrecisely(int us) {
+  thread_local bool slack_set = false;
+  if (!slack_set) {
+    ::prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+    slack_set = true;
+  }
+  timespec ts{0, static_cast<long>(us) * 1000};
+  while (::nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
 
 class Connection {
  public:
@@ -35,14 +54,30 @@ class Connection {
     std::unique_ptr<uint8_t[]> payload;  // WRITE data (not zero-filled first)
   };
   void ServeRequests();
+  // Runs the requests taken together (error-free) and sends their replies.
+  void RunBatch(std::vector<Pending>& batch, std::vector<uint8_t>& replies);
+  // Runs buffered writes from the front of `batch` with PwriteBuffered, up to the first that
+  // would wait, and sends their replies; returns how many ran.
+  size_t RunBuffered(std::vector<Pending>& batch, std::vector<uint8_t>& replies);
+  // The error (and why) a request gets without reaching the backend; 0 when it is valid.
+  uint32_t Check(const Request& r, std::string* why) const;
+  // Takes whole small writes that are already buffered behind `first` into `batch` (which holds
+  // `first`), while they are valid and admitted without waiting.
+  void TakeBufferedWrites(std::vector<Pending>& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
+  bool TryAdmit(uint64_t bytes);
   // Starts one more request thread if none is free to read the next request.
   void MaybeAddThread() ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
-  void Execute(Pending& p);
-  // Sends the reply of `req`: success (error 0) with `data` for reads, or an error.
-  void SendReply(const Request& req, uint32_t error, const uint8_t* data, uint32_t len, const std::string& message);
+  // Runs the request and sends its reply, or appends the reply to `replies` when given. With
+  // `buffered` (a write): through PwriteBuffered, and false, with nothing answered, when that
+  // would wait.
+  bool Execute(Pending& p, std::vector<uint8_t>* replies = nullptr, bool buffered = false);
+  // Sends the reply of `req`: success (error 0) with `data` for reads, or an error; appends it
+  // to `replies` instead when given.
+  void SendReply(const Request& req, uint32_t error, const uint8_t* data, uint32_t len, const std::string& message,
+                 std::vector<uint8_t>* replies = nullptr);
   // Blocks while the connection is at its in-flight limits.
   void Admit(uint64_t bytes);
-  void Done(uint64_t bytes);
+  void Done(uint64_t bytes, int requests = 1);
   static int CommandIndex(uint16_t type) { return type < Export::kCommands - 1 ? type : Export::kCommands - 1; }
 
   NbdServer& server_;
@@ -55,6 +90,8 @@ class Connection {
   BufferedReader in_ ABSL_GUARDED_BY(read_mu_);
   std::vector<std::thread> helpers_ ABSL_GUARDED_BY(read_mu_);  // request threads besides the first
   std::atomic<int> waiting_readers_{0};  // threads waiting for read_mu_, i.e. free for the next request
+  GatherPolicy gather_ ABSL_GUARDED_BY(read_mu_);
+  uint32_t taken_since_read_ ABSL_GUARDED_BY(read_mu_) = 0;  // requests taken since the last read from the socket
   // Replies: one thread at a time is on the socket (sending_); small replies that complete
   // meanwhile are queued and sent by it in one write before it lets go.
   static constexpr size_t kCombineMaxBytes = 64 << 10;
@@ -83,15 +120,24 @@ void Connection::Admit(uint64_t bytes) {
   bytes_in_flight_ += bytes;
 }
 
-void Connection::Done(uint64_t bytes) {
+bool Connection::TryAdmit(uint64_t bytes) {
   MutexLock lock(&mu_);
-  --in_flight_;
+  const auto& o = server_.options();
+  if (in_flight_ >= o.max_requests_in_flight || bytes_in_flight_ + bytes > o.max_bytes_in_flight) return false;
+  ++in_flight_;
+  bytes_in_flight_ += bytes;
+  return true;
+}
+
+void Connection::Done(uint64_t bytes, int requests) {
+  MutexLock lock(&mu_);
+  in_flight_ -= requests;
   bytes_in_flight_ -= bytes;
   cv_.SignalAll();
 }
 
 void Connection::SendReply(const Request& req, uint32_t error, const uint8_t* data, uint32_t len,
-                           const std::string& message) {
+                           const std::string& message, std::vector<uint8_t>* replies) {
   uint8_t h[32];
   iovec iov[3];
   int n = 0;
@@ -129,6 +175,13 @@ void Connection::SendReply(const Request& req, uint32_t error, const uint8_t* da
     Put64(h + 8, req.cookie);
     Put32(h + 16, 0);
     iov[n++] = {h, 20};
+  }
+  if (replies != nullptr) {
+    for (int i = 0; i < n; ++i) {
+      const auto* b = static_cast<const uint8_t*>(iov[i].iov_base);
+      replies->insert(replies->end(), b, b + iov[i].iov_len);
+    }
+    return;
   }
   Send(iov, n);
 }
@@ -172,7 +225,7 @@ void Connection::Send(iovec* iov, int n) {
   }
 }
 
-void Connection::Execute(Pending& p) {
+bool Connection::Execute(Pending& p, std::vector<uint8_t>* replies, bool buffered) {
   const Request& r = p.req;
   const auto t0 = std::chrono::steady_clock::now();
   const int c = CommandIndex(r.type);
@@ -192,7 +245,12 @@ void Connection::Execute(Pending& p) {
         if (st.ok()) exp_.bytes_read.fetch_add(r.length, std::memory_order_relaxed);
         break;
       case kCmdWrite:
-        st = b.Pwrite(p.payload.get(), r.length, r.offset, fua);
+        if (buffered) {
+          st = b.PwriteBuffered(p.payload.get(), r.length, r.offset);
+          if (absl::IsUnavailable(st)) return false;
+        } else {
+          st = b.Pwrite(p.payload.get(), r.length, r.offset, fua);
+        }
         if (st.ok()) exp_.bytes_written.fetch_add(r.length, std::memory_order_relaxed);
         break;
       case kCmdFlush:
@@ -216,8 +274,9 @@ void Connection::Execute(Pending& p) {
                                      << " failed: " << st;
     }
   }
-  SendReply(r, error, data.get(), st.ok() ? data_len : 0, std::string(st.message()));
+  SendReply(r, error, data.get(), st.ok() ? data_len : 0, std::string(st.message()), replies);
   exp_.latency[c].Record(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  return true;
 }
 
 void Connection::Run() {
@@ -239,15 +298,70 @@ void Connection::MaybeAddThread() {
   helpers_.emplace_back([this] { ServeRequests(); });
 }
 
-// Each of the connection's threads takes the next request off the socket (under read_mu_),
-// runs it and sends its reply, so that requests run in parallel and replies leave in the order
-// they finish, with no handoff between threads.
-void Connection::ServeRequests() {
+uint32_t Connection::Check(const Request& r, std::string* why) const {
   const uint64_t size = exp_.backend->size();
   const uint16_t tflags = exp_.TransmissionFlags();
-  const bool read_only = (tflags & kFlagReadOnly) != 0;
+  const bool writes = r.type == kCmdWrite || r.type == kCmdTrim || r.type == kCmdWriteZeroes;
+  uint16_t allowed = kCmdFlagFua;
+  if (r.type == kCmdWriteZeroes) allowed |= kCmdFlagNoHole;
+  if (r.type != kCmdRead && r.type != kCmdWrite && r.type != kCmdFlush && r.type != kCmdTrim &&
+      r.type != kCmdWriteZeroes) {
+    *why = "unknown command " + std::to_string(r.type);
+    return kEinval;
+  }
+  if ((r.flags & ~allowed) != 0) return *why = "unsupported command flags", kEinval;
+  if (r.type == kCmdFlush && (r.offset != 0 || r.length != 0)) return *why = "flush with an offset or length", kEinval;
+  if (r.type != kCmdFlush && (r.offset > size || r.length > size - r.offset)) {
+    *why = "request beyond the end of the export";
+    return writes ? kEnospc : kEinval;
+  }
+  if (r.type == kCmdRead && r.length > kMaxPayload) return *why = "read larger than the maximum payload", kEoverflow;
+  if (writes && (tflags & kFlagReadOnly) != 0) return *why = "read-only export", kEperm;
+  if ((r.type == kCmdTrim && (tflags & kFlagSendTrim) == 0) ||
+      (r.type == kCmdWriteZeroes && (tflags & kFlagSendWriteZeroes) == 0)) {
+    return *why = "command not offered for this export", kEinval;
+  }
+  return 0;
+}
+
+namespace {
+// A batch: up to this many small writes (each at most kBatchWriteBytes, without FUA).
+constexpr size_t kMaxBatch = 32;
+constexpr uint32_t kBatchWriteBytes = 64 << 10;
+bool Batchable(const Request& r) { return r.type == kCmdWrite && r.flags == 0 && r.length <= kBatchWriteBytes; }
+}  // namespace
+
+void Connection::TakeBufferedWrites(std::vector<Pending>& batch) {
+  while (batch.size() < kMaxBatch) {
+    const uint8_t* h = in_.Peek(kRequestBytes);
+    Request r;
+    if (h == nullptr || !ParseRequest(h, &r) || !Batchable(r)) return;  // the usual path takes it
+    std::string why;
+    if (in_.Peek(kRequestBytes + r.length) == nullptr || Check(r, &why) != 0 || !TryAdmit(r.length)) return;
+    uint8_t skip[kRequestBytes];
+    Pending& p = batch.emplace_back();
+    p.req = r;
+    p.payload.reset(new uint8_t[r.length]);
+    // Both are in the buffer: neither read can fail or block.
+    in_.Read(skip, sizeof(skip));
+    in_.Read(p.payload.get(), r.length);
+    exp_.requests[kCmdWrite].fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+// Each of the connection's threads takes the next request off the socket (under read_mu_),
+// runs it and sends its reply, so that requests run in parallel and replies leave in the order
+// they finish, with no handoff between threads. A small write to a backend that buffers writes
+// takes the small writes buffered behind it along (TakeBufferedWrites): one thread, one send.
+void Connection::ServeRequests() {
+  const bool batching = exp_.backend->caps().buffered_writes;
+  const int gather_us = batching ? server_.options().gather_us : 0;
+  std::vector<Pending> batch;
+  batch.reserve(kMaxBatch);  // never reallocated: `p` below stays valid while the batch grows
+  std::vector<uint8_t> replies;
   while (true) {
-    Pending p;
+    batch.clear();
+    Pending& p = batch.emplace_back();
     Request& r = p.req;
     uint32_t error = 0;
     std::string why;
@@ -265,6 +379,13 @@ void Connection::ServeRequests() {
         }
       }
       uint8_t h[kRequestBytes];
+      if (gather_us > 0 && in_.Peek(kRequestBytes) == nullptr) {  // this read goes to the socket
+        if (gather_.BeforeRead(taken_since_read_)) {
+          exp_.gathers.fetch_add(1, std::memory_order_relaxed);
+          SleepPrecisely(gather_us);
+        }
+        taken_since_read_ = 0;
+      }
       if (!in_.Read(h, sizeof(h))) {
         reading_done_ = true;
         return;
@@ -281,10 +402,6 @@ void Connection::ServeRequests() {
         reading_done_ = true;
         return;
       }
-      // Validate at the edge: every error below is answered without touching the backend.
-      const bool writes = r.type == kCmdWrite || r.type == kCmdTrim || r.type == kCmdWriteZeroes;
-      uint16_t allowed = kCmdFlagFua;
-      if (r.type == kCmdWriteZeroes) allowed |= kCmdFlagNoHole;
       if (r.type == kCmdWrite && r.length > kMaxPayload) {
         // The payload cannot be taken in: a protocol violation, so a hard disconnect.
         TMEM_LOG_RATE_LIMITED(Warning) << "export " << exp_.name << ": write of " << r.length
@@ -293,23 +410,8 @@ void Connection::ServeRequests() {
         ::shutdown(fd_, SHUT_RD);
         return;
       }
-      if (r.type != kCmdRead && r.type != kCmdWrite && r.type != kCmdFlush && r.type != kCmdTrim &&
-          r.type != kCmdWriteZeroes) {
-        error = kEinval, why = "unknown command " + std::to_string(r.type);
-      } else if ((r.flags & ~allowed) != 0) {
-        error = kEinval, why = "unsupported command flags";
-      } else if (r.type == kCmdFlush && (r.offset != 0 || r.length != 0)) {
-        error = kEinval, why = "flush with an offset or length";
-      } else if (r.type != kCmdFlush && (r.offset > size || r.length > size - r.offset)) {
-        error = writes ? kEnospc : kEinval, why = "request beyond the end of the export";
-      } else if (r.type == kCmdRead && r.length > kMaxPayload) {
-        error = kEoverflow, why = "read larger than the maximum payload";
-      } else if (writes && read_only) {
-        error = kEperm, why = "read-only export";
-      } else if ((r.type == kCmdTrim && (tflags & kFlagSendTrim) == 0) ||
-                 (r.type == kCmdWriteZeroes && (tflags & kFlagSendWriteZeroes) == 0)) {
-        error = kEinval, why = "command not offered for this export";
-      }
+      // Validate at the edge: an error is answered without touching the backend.
+      error = Check(r, &why);
       if (error != 0) exp_.errors[c].fetch_add(1, std::memory_order_relaxed);
       bytes = (error == 0 && (r.type == kCmdRead || r.type == kCmdWrite)) ? r.length : 0;
       Admit(bytes);
@@ -327,15 +429,63 @@ void Connection::ServeRequests() {
           return;
         }
       }
+      if (batching && error == 0 && Batchable(r)) {
+        TakeBufferedWrites(batch);
+        taken_since_read_ += static_cast<uint32_t>(batch.size());
+        // Run here, still holding the socket: no other thread has to wake up to read on, and the
+        // replies leave in one send. What would wait for room runs after letting go of it.
+        const size_t done = RunBuffered(batch, replies);
+        if (done == batch.size()) continue;
+        batch.erase(batch.begin(), batch.begin() + static_cast<ptrdiff_t>(done));
+      } else {
+        ++taken_since_read_;
+      }
       MaybeAddThread();
     }
     if (error != 0) {
-      SendReply(r, error, nullptr, 0, why);
+      SendReply(batch[0].req, error, nullptr, 0, why);
+      Done(bytes);
     } else {
-      Execute(p);
+      RunBatch(batch, replies);
     }
-    Done(bytes);
   }
+}
+
+size_t Connection::RunBuffered(std::vector<Pending>& batch, std::vector<uint8_t>& replies) {
+  replies.clear();
+  size_t done = 0;
+  uint64_t bytes = 0;
+  for (; done < batch.size(); ++done) {
+    if (!Execute(batch[done], &replies, /*buffered=*/true)) break;
+    bytes += batch[done].req.length;
+    batch[done].payload.reset();
+  }
+  if (!replies.empty()) {
+    iovec iov{replies.data(), replies.size()};
+    Send(&iov, 1);
+  }
+  if (done >= 2) exp_.batched_writes.fetch_add(done, std::memory_order_relaxed);
+  if (done > 0) Done(bytes, static_cast<int>(done));
+  return done;
+}
+
+void Connection::RunBatch(std::vector<Pending>& batch, std::vector<uint8_t>& replies) {
+  if (batch.size() == 1) {
+    Execute(batch[0]);
+    Done(batch[0].req.type == kCmdRead || batch[0].req.type == kCmdWrite ? batch[0].req.length : 0);
+    return;
+  }
+  exp_.batched_writes.fetch_add(batch.size(), std::memory_order_relaxed);
+  replies.clear();
+  uint64_t batch_bytes = 0;
+  for (Pending& q : batch) {
+    Execute(q, &replies);
+    batch_bytes += q.req.length;
+    q.payload.reset();
+  }
+  iovec iov{replies.data(), replies.size()};
+  Send(&iov, 1);
+  Done(batch_bytes, static_cast<int>(batch.size()));
 }
 
 }  // namespace

@@ -15,7 +15,7 @@ class MemoryBackend final : public BlockBackend {
  public:
   explicit MemoryBackend(uint64_t size) : bytes_(size, 0) {}
   uint64_t size() const override { return bytes_.size(); }
-  BackendCaps caps() const override { return {.trim = true}; }
+  BackendCaps caps() const override { return {.trim = true, .buffered_writes = true}; }
   absl::Status Pread(void* buf, uint32_t len, uint64_t offset) override {
     ReaderLock lock(&mu_);
     std::memcpy(buf, bytes_.data() + offset, len);

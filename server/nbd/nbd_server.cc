@@ -92,6 +92,9 @@ absl::StatusOr<std::unique_ptr<NbdServer>> NbdServer::Start(const NbdServerOptio
         absl::StrCat("NBD limits: connections, requests in flight and threads must be positive, bytes in flight at "
                      "least ", kMaxPayload));
   }
+  if (options.gather_us < 0 || options.gather_us > 1000) {
+    return absl::InvalidArgumentError(absl::StrCat("NBD gather_us must be within 0..1000, not ", options.gather_us));
+  }
   std::set<std::string> names;
   for (const auto& e : exports) {
     if (e->name.empty() || e->name.size() > kMaxString) {
@@ -290,6 +293,10 @@ void NbdServer::VisitStats(StatsVisitor& v) const {
     v.Counter("nbd_read_bytes", "Bytes read by NBD clients", e->bytes_read.load(std::memory_order_relaxed), ex);
     v.Counter("nbd_written_bytes", "Bytes written by NBD clients", e->bytes_written.load(std::memory_order_relaxed),
               ex);
+    v.Counter("nbd_batched_writes", "NBD writes run in a batch with others that arrived together (one reply send)",
+              e->batched_writes.load(std::memory_order_relaxed), ex);
+    v.Counter("nbd_read_gathers", "Waits before reading the socket, so that a busy client's requests arrive together",
+              e->gathers.load(std::memory_order_relaxed), ex);
     v.Counter("nbd_connections", "NBD connections that reached transmission",
               e->connections_total.load(std::memory_order_relaxed), ex);
     v.Gauge("nbd_open_connections", "NBD connections open now",

@@ -10,7 +10,11 @@
 // complete meanwhile are queued and that thread sends them with its own in one write (fewer
 // trips through the network stack and wakeups of the client under load). A connection keeps at
 // most `max_requests_in_flight` requests and `max_bytes_in_flight` payload bytes in flight;
-// past that it stops reading from the socket.
+// past that it stops reading from the socket. For a backend whose small writes complete in
+// memory (BackendCaps::buffered_writes), the thread that reads a small write also takes the
+// small writes buffered behind it, runs them in order and sends their replies in one write; and
+// while requests arrive several per read, the reader waits `gather_us` before each read from
+// the socket so that they keep arriving together (gather.h).
 // Lock order: Connection::read_mu_ -> Connection::mu_; Connection::reply_mu_ is a leaf;
 // NbdServer::mu_ is never held while a connection lock is taken.
 #ifndef TMEM_SERVER_NBD_NBD_SERVER_H_
@@ -63,6 +67,10 @@ struct Export {
   LatencyHistogram latency[kCommands];
   std::atomic<uint64_t> bytes_read{0};
   std::atomic<uint64_t> bytes_written{0};
+  // Writes run in a batch with others taken off the socket at once (BackendCaps::buffered_writes).
+  std::atomic<uint64_t> batched_writes{0};
+  // Waits before a read from the socket, to let a busy client's requests arrive together.
+  std::atomic<uint64_t> gathers{0};
   std::atomic<uint64_t> connections_total{0};
   std::atomic<int64_t> connections_open{0};
 
@@ -76,6 +84,9 @@ struct NbdServerOptions {
   int max_requests_in_flight = 128;  // per connection
   uint64_t max_bytes_in_flight = 64ull << 20;  // per connection
   int threads_per_connection = 16;
+  // For backends with buffered writes: how long a connection's reader waits before reading
+  // from the socket again while requests arrive several per read (gather.h); 0 = never.
+  int gather_us = 30;
   int64_t shutdown_timeout_ms = 10000;
 };
 

@@ -103,6 +103,9 @@ class BufferedReader {
     return true;
   }
 
+  // The next `len` bytes if they are in the buffer already (nothing is consumed), else null.
+  const uint8_t* Peek(size_t len) const { return end_ - start_ >= len ? buf_.get() + start_ : nullptr; }
+
   bool Skip(uint64_t len) {
     uint8_t scratch[16384];
     while (len > 0) {
