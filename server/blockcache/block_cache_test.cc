@@ -543,6 +543,58 @@ TEST(BlockCacheTest, AFullCacheOverAFailingStoreFailsWritesInsteadOfHanging) {
   EXPECT_EQ(ReadAll(back_mem), model);
 }
 
+// The NBD server runs small writes on its reading thread through PwriteBuffered, which must
+// never wait: a partial line (its old contents may have to be read) and a full log answer
+// Unavailable at once, having changed nothing the reader can see, and Pwrite then waits as usual.
+TEST(BlockCacheTest, BufferedWritesNeverWaitAndChangeNothingWhenTheyDecline) {
+  constexpr uint64_t kSize = 1 << 20;
+  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
+  FaultInjectionDevice back_dev(&back_mem);
+  DeviceBackend backing(&back_dev);
+  BlockCacheOptions o = Options(&cache_mem, &backing);
+  o.full_write_timeout_ms = 300;
+  o.copy_forward = false;
+  o.log.flush_deadline_ns = 5'000'000'000;
+  std::atomic<bool> failing{true};  // nothing can be written back, so the log fills up
+  back_dev.SetFailurePredicate([&](FaultInjectionDevice::Op op, uint64_t, size_t) {
+    return failing.load() && op != FaultInjectionDevice::Op::kRead;
+  });
+  auto cache = OpenOrDie(o);
+  ASSERT_NE(cache, nullptr);
+  std::vector<uint8_t> model(kSize, 0);
+  std::mt19937_64 rng(5);
+
+  auto line = Random(rng, kLineBytes);
+  absl::Status st = cache->PwriteBuffered(line.data(), 512, 4 * kLineBytes + 512);
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << "a partial line was written without waiting: " << st;
+  st = cache->PwriteBuffered(line.data(), kLineBytes + 512, 8 * kLineBytes);
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
+
+  int written = 0;
+  for (; written < 5000; ++written) {
+    const uint64_t off = (rng() % (kSize / kLineBytes - 1)) * kLineBytes;
+    const uint32_t len = (written % 3 == 0 ? 2 : 1) * kLineBytes;  // one line, or two in one append
+    auto data = Random(rng, len);
+    st = cache->PwriteBuffered(data.data(), len, off);
+    if (!st.ok()) break;
+    std::memcpy(model.data() + off, data.data(), len);
+  }
+  ASSERT_EQ(st.code(), absl::StatusCode::kUnavailable) << "5000 buffered writes into a full log: " << st;
+  EXPECT_NE(st.message().find("no room"), std::string::npos) << st;
+  EXPECT_GT(written, 200) << "buffered writes declined before the log was full";
+  EXPECT_EQ(cache->status().full_write_failures, 0u) << "a buffered write waited for room";
+  std::vector<uint8_t> got(kSize);
+  ASSERT_OK(cache->Pread(got.data(), kSize, 0));
+  EXPECT_EQ(got, model) << "a declined buffered write changed what reads return, or an accepted one was lost";
+  // The waiting path waits, and says why it gave up.
+  st = cache->Pwrite(line.data(), kLineBytes, 0, false);
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
+  EXPECT_NE(st.message().find("the cache is full"), std::string::npos) << st;
+  failing = false;
+  ASSERT_OK(cache->Drain());
+  EXPECT_EQ(ReadAll(back_mem), model);
+}
+
 TEST(BlockCacheTest, CacheDeviceWriteErrorFailsSafeAndKeepsWhatWasFlushed) {
   constexpr uint64_t kSize = 1 << 20;
   io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);

@@ -62,6 +62,7 @@ nbd:
   max_connections: 8
   max_bytes_in_flight: 128M
   threads_per_connection: 4
+  gather_us: 50
 exports:
   - name: disk0
     backend: /data/disk0.img
@@ -83,6 +84,7 @@ exports:
   EXPECT_EQ(c->nbd_max_connections, 8);
   EXPECT_EQ(c->nbd_max_bytes_in_flight, 128ull << 20);
   EXPECT_EQ(c->nbd_threads_per_connection, 4);
+  EXPECT_EQ(c->nbd_gather_us, 50);
   EXPECT_TRUE(Parse({}, *c).ok());
 
   auto flag = Parse({"--device=/d", "--export=scratch=/tmp/s.img:64M:ro", "--nbd-listen=0.0.0.0:10810"});
@@ -170,6 +172,10 @@ TEST(ConfigTest, BadNbdConfigNamesTheCulprit) {
   auto small = LoadConfigFile(WriteFile("small.yaml", "device: {path: /d}\nnbd:\n  max_bytes_in_flight: 1M\n"));
   ASSERT_TRUE(small.ok());
   EXPECT_NE(Parse({}, *small).status().message().find("at least 32M"), std::string::npos);
+  auto gather = LoadConfigFile(WriteFile("gather.yaml", "device: {path: /d}\nnbd:\n  gather_us: 5000\n"));
+  ASSERT_TRUE(gather.ok());
+  EXPECT_NE(Parse({}, *gather).status().message().find("nbd.gather_us must be within 0..1000"), std::string::npos)
+      << Parse({}, *gather).status();
   EXPECT_NE(Parse({"--device=/d", "--export=noequals"}).status().message().find("NAME=BACKEND"), std::string::npos);
   EXPECT_NE(Parse({"--device=/d", "--export=a=/x:12Q"}).status().message().find("size"), std::string::npos);
 }

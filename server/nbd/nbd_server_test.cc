@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <random>
 #include <string>
@@ -34,8 +35,21 @@ class GatedBackend final : public BlockBackend {
     return mem_.Pread(buf, len, offset);
   }
   absl::Status Pwrite(const void* buf, uint32_t len, uint64_t offset, bool fua) override {
+    pwrites_.fetch_add(1);
     Enter(offset);
     return mem_.Pwrite(buf, len, offset, fua);
+  }
+  // Declines (as a full buffer would) at the offsets given to Decline.
+  absl::Status PwriteBuffered(const void* buf, uint32_t len, uint64_t offset) override {
+    buffered_.fetch_add(1);
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (std::find(declined_.begin(), declined_.end(), offset) != declined_.end()) {
+        return absl::UnavailableError("no room");
+      }
+    }
+    Enter(offset);
+    return mem_.Pwrite(buf, len, offset, false);
   }
   absl::Status Flush() override { return absl::OkStatus(); }
   absl::Status Trim(uint64_t o, uint64_t l, bool f) override { return mem_.Trim(o, l, f); }
@@ -57,7 +71,13 @@ class GatedBackend final : public BlockBackend {
     held_.clear();
     cv_.notify_all();
   }
+  void Decline(uint64_t offset) {
+    std::lock_guard<std::mutex> l(mu_);
+    declined_.push_back(offset);
+  }
   int entered() const { return entered_.load(); }
+  int pwrites() const { return pwrites_.load(); }
+  int buffered() const { return buffered_.load(); }
 
  private:
   void Enter(uint64_t offset) {
@@ -69,16 +89,16 @@ class GatedBackend final : public BlockBackend {
   const BackendCaps caps_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<uint64_t> held_;
-  std::atomic<int> entered_{0};
+  std::vector<uint64_t> held_, declined_;
+  std::atomic<int> entered_{0}, pwrites_{0}, buffered_{0};
 };
 
 class NbdServerTest : public ::testing::Test {
  protected:
-  void Start(NbdServerOptions o, uint64_t size = 64 << 20) {
+  void Start(NbdServerOptions o, uint64_t size = 64 << 20, BackendCaps caps = {}) {
     auto e = std::make_unique<Export>();
     e->name = "disk0";
-    auto b = std::make_unique<GatedBackend>(size);
+    auto b = std::make_unique<GatedBackend>(size, caps);
     backend_ = b.get();
     e->backend = std::move(b);
     std::vector<std::unique_ptr<Export>> exports;
@@ -117,16 +137,36 @@ class NbdServerTest : public ::testing::Test {
     if (client_ >= 0) ::close(client_);
   }
   void Send(uint16_t cmd, uint64_t cookie, uint64_t offset, uint32_t len, const std::string& payload = "") {
+    std::string r;
+    AppendRequest(&r, cmd, cookie, offset, len, payload);
+    ASSERT_TRUE(WriteFull(client_, r.data(), r.size()));
+  }
+  static void AppendRequest(std::string* out, uint16_t cmd, uint64_t cookie, uint64_t offset, uint32_t len,
+                            const std::string& payload = "", uint16_t flags = 0) {
     uint8_t h[kRequestBytes];
     Put32(h, kRequestMagic);
-    Put16(h + 4, 0);
+    Put16(h + 4, flags);
     Put16(h + 6, cmd);
     Put64(h + 8, cookie);
     Put64(h + 16, offset);
     Put32(h + 24, len);
-    ASSERT_TRUE(WriteFull(client_, h, sizeof(h)));
-    if (!payload.empty()) ASSERT_TRUE(WriteFull(client_, payload.data(), payload.size()));
+    out->append(reinterpret_cast<const char*>(h), sizeof(h));
+    out->append(payload);
   }
+  // Holds a first write in the backend (so that nothing more is read), then puts `burst` into
+  // the socket in one piece and lets the first write go: the next read takes the whole burst.
+  void SendBurstBehindAHeldWrite(const std::string& burst, uint64_t held_offset) {
+    backend_->Hold(held_offset);
+    const int before = backend_->entered();
+    Send(kCmdWrite, 1, held_offset, 4096, std::string(4096, 'h'));
+    ASSERT_TRUE(WaitFor([&] { return backend_->entered() == before + 1; }));
+    ASSERT_TRUE(WriteFull(client_, burst.data(), burst.size()));  // a unix socket: all queued now
+    backend_->Open(held_offset);
+    uint32_t err;
+    ASSERT_EQ(Reply(&err), 1u);
+    ASSERT_EQ(err, 0u);
+  }
+  const Export& exp() const { return *server_->FindExport("disk0"); }
   // Reads one simple reply; returns its cookie (and the error through `error`).
   uint64_t Reply(uint32_t* error, uint32_t read_len = 0) {
     uint8_t r[16];
@@ -240,6 +280,122 @@ TEST_F(NbdServerTest, RepliesQueuedWhileAnotherIsBeingSentAllArriveWhole) {
   }
   std::sort(cookies.begin(), cookies.end());
   EXPECT_EQ(cookies, (std::vector<uint64_t>{100, 101, 102, 103, 104, 105}));
+}
+
+// Small writes that arrive together at a backend with buffered writes run as one batch on the
+// reading thread: every one answered, every byte where it belongs.
+TEST_F(NbdServerTest, SmallWritesArrivingTogetherRunAsOneBatch) {
+  Start({.threads_per_connection = 4}, 64 << 20, {.buffered_writes = true});
+  std::string burst;
+  for (uint64_t i = 0; i < 20; ++i) {
+    AppendRequest(&burst, kCmdWrite, 100 + i, (10 + i) * 4096, 4096, std::string(4096, static_cast<char>('A' + i)));
+  }
+  SendBurstBehindAHeldWrite(burst, 0);
+  std::vector<uint64_t> cookies;
+  for (int i = 0; i < 20; ++i) {
+    uint32_t err;
+    cookies.push_back(Reply(&err));
+    EXPECT_EQ(err, 0u);
+  }
+  std::sort(cookies.begin(), cookies.end());
+  for (uint64_t i = 0; i < 20; ++i) EXPECT_EQ(cookies[i], 100 + i);
+  EXPECT_EQ(exp().batched_writes.load(), 20u) << "the 20 writes did not run as one batch";
+  EXPECT_EQ(backend_->buffered(), 21) << "a batched write did not go through PwriteBuffered";
+  for (uint64_t i = 0; i < 20; ++i) {
+    Send(kCmdRead, 200 + i, (10 + i) * 4096, 4096);
+    uint8_t r[16];
+    ASSERT_TRUE(ReadFull(client_, r, sizeof(r)));
+    ASSERT_EQ(Get32(r + 4), 0u);
+    std::string data(4096, '\0');
+    ASSERT_TRUE(ReadFull(client_, data.data(), data.size()));
+    EXPECT_EQ(data, std::string(4096, static_cast<char>('A' + i))) << "write " << i;
+  }
+}
+
+// A batch ends at the first request it cannot take (an invalid write, a FUA write, a read): each
+// of those gets its own answer on the usual path, and the writes after them batch again.
+TEST_F(NbdServerTest, ABatchStopsAtARequestItCannotTakeAndEachGetsItsOwnAnswer) {
+  Start({.threads_per_connection = 4}, 1 << 20, {.buffered_writes = true});
+  std::string burst;
+  AppendRequest(&burst, kCmdWrite, 11, 4096, 4096, std::string(4096, 'a'));
+  AppendRequest(&burst, kCmdWrite, 12, (1 << 20) - 2048, 4096, std::string(4096, 'b'));  // past the end
+  AppendRequest(&burst, kCmdWrite, 13, 8192, 4096, std::string(4096, 'c'), kCmdFlagFua);
+  AppendRequest(&burst, kCmdRead, 14, 4096, 4096);
+  AppendRequest(&burst, kCmdWrite, 15, 12288, 4096, std::string(4096, 'e'));
+  AppendRequest(&burst, kCmdWrite, 16, 16384, 4096, std::string(4096, 'f'));
+  SendBurstBehindAHeldWrite(burst, 0);
+  std::map<uint64_t, uint32_t> errors;
+  for (int i = 0; i < 6; ++i) {
+    uint8_t r[16];
+    ASSERT_TRUE(ReadFull(client_, r, sizeof(r)));
+    const uint64_t cookie = Get64(r + 8);
+    errors[cookie] = Get32(r + 4);
+    if (cookie == 14 && errors[cookie] == 0) {
+      std::string data(4096, '\0');
+      ASSERT_TRUE(ReadFull(client_, data.data(), data.size()));
+      EXPECT_EQ(data, std::string(4096, 'a')) << "the read did not see the write before it";
+    }
+  }
+  EXPECT_EQ(errors, (std::map<uint64_t, uint32_t>{{11, 0}, {12, kEnospc}, {13, 0}, {14, 0}, {15, 0}, {16, 0}}));
+  EXPECT_EQ(exp().batched_writes.load(), 2u) << "only the last two writes could run together";
+  EXPECT_EQ(backend_->pwrites(), 1) << "only the FUA write goes through Pwrite";
+  for (auto [off, ch] : std::vector<std::pair<uint64_t, char>>{{8192, 'c'}, {12288, 'e'}, {16384, 'f'}}) {
+    Send(kCmdRead, 99, off, 4096);
+    uint32_t err;
+    uint8_t r[16];
+    ASSERT_TRUE(ReadFull(client_, r, sizeof(r)));
+    err = Get32(r + 4);
+    ASSERT_EQ(err, 0u);
+    std::string data(4096, '\0');
+    ASSERT_TRUE(ReadFull(client_, data.data(), data.size()));
+    EXPECT_EQ(data, std::string(4096, ch)) << "at " << off;
+  }
+}
+
+// A buffered write that would wait (no room) and the writes behind it run through Pwrite after
+// the reading thread lets go of the socket: while one of them is held, other requests are
+// still read and answered.
+TEST_F(NbdServerTest, AWriteThatWouldWaitRunsAfterTheSocketIsLetGo) {
+  Start({.threads_per_connection = 4}, 1 << 20, {.buffered_writes = true});
+  timeval tv{.tv_sec = 10, .tv_usec = 0};
+  ASSERT_EQ(::setsockopt(client_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+  backend_->Decline(3 * 4096);
+  std::string burst;
+  for (uint64_t i = 1; i <= 5; ++i) {
+    AppendRequest(&burst, kCmdWrite, 20 + i, i * 4096, 4096, std::string(4096, static_cast<char>('0' + i)));
+  }
+  backend_->Hold(4 * 4096);  // write 4 waits in Pwrite
+  SendBurstBehindAHeldWrite(burst, 0);
+  uint32_t err;
+  for (int i = 0; i < 2; ++i) {  // writes 1 and 2 ran in the batch
+    const uint64_t c = Reply(&err);
+    EXPECT_TRUE(c == 21 || c == 22) << c;
+    EXPECT_EQ(err, 0u);
+  }
+  ASSERT_TRUE(WaitFor([&] { return backend_->pwrites() >= 2; }));
+  // Write 4 is held; the socket must be free for this read.
+  Send(kCmdRead, 30, 1 * 4096, 4096);
+  EXPECT_EQ(Reply(&err, 4096), 30u) << "a held write kept the socket";
+  EXPECT_EQ(err, 0u);
+  backend_->Open(4 * 4096);
+  std::vector<uint64_t> rest;
+  for (int i = 0; i < 3; ++i) {
+    rest.push_back(Reply(&err));
+    EXPECT_EQ(err, 0u);
+  }
+  std::sort(rest.begin(), rest.end());
+  EXPECT_EQ(rest, (std::vector<uint64_t>{23, 24, 25}));
+  EXPECT_EQ(backend_->buffered(), 4) << "held, 1, 2, then 3 declined";
+  EXPECT_EQ(backend_->pwrites(), 3) << "3, 4 and 5 through Pwrite";
+  for (uint64_t i = 1; i <= 5; ++i) {
+    Send(kCmdRead, 40 + i, i * 4096, 4096);
+    uint8_t r[16];
+    ASSERT_TRUE(ReadFull(client_, r, sizeof(r)));
+    ASSERT_EQ(Get32(r + 4), 0u);
+    std::string data(4096, '\0');
+    ASSERT_TRUE(ReadFull(client_, data.data(), data.size()));
+    EXPECT_EQ(data, std::string(4096, static_cast<char>('0' + i))) << "write " << i;
+  }
 }
 
 TEST(ExportTest, MultiConnIsAdvertisedOnlyWhenTheBackendFlushCoversEveryConnection) {
