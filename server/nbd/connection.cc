@@ -8,8 +8,8 @@
 #include <time.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -59,6 +59,8 @@ class Connection {
   // Runs buffered writes from the front of `batch` with PwriteBuffered, up to the first that
   // would wait, and sends their replies; returns how many ran.
   size_t RunBuffered(std::vector<Pending>& batch, std::vector<uint8_t>& replies);
+  // Each of the `n` writes of a batch started at `t0` took until now (the replies are sent).
+  void RecordBatchLatency(std::chrono::steady_clock::time_point t0, size_t n);
   // The error (and why) a request gets without reaching the backend; 0 when it is valid.
   uint32_t Check(const Request& r, std::string* why) const;
   // Takes whole small writes that are already buffered behind `first` into `batch` (which holds
@@ -275,7 +277,10 @@ bool Connection::Execute(Pending& p, std::vector<uint8_t>* replies, bool buffere
     }
   }
   SendReply(r, error, data.get(), st.ok() ? data_len : 0, std::string(st.message()), replies);
-  exp_.latency[c].Record(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  // A reply collected in `replies` is timed by the caller once it has been sent.
+  if (replies == nullptr) {
+    exp_.latency[c].Record(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
   return true;
 }
 
@@ -451,7 +456,13 @@ void Connection::ServeRequests() {
   }
 }
 
+void Connection::RecordBatchLatency(std::chrono::steady_clock::time_point t0, size_t n) {
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (size_t i = 0; i < n; ++i) exp_.latency[kCmdWrite].Record(secs);
+}
+
 size_t Connection::RunBuffered(std::vector<Pending>& batch, std::vector<uint8_t>& replies) {
+  const auto t0 = std::chrono::steady_clock::now();
   replies.clear();
   size_t done = 0;
   uint64_t bytes = 0;
@@ -464,6 +475,7 @@ size_t Connection::RunBuffered(std::vector<Pending>& batch, std::vector<uint8_t>
     iovec iov{replies.data(), replies.size()};
     Send(&iov, 1);
   }
+  RecordBatchLatency(t0, done);
   if (done >= 2) exp_.batched_writes.fetch_add(done, std::memory_order_relaxed);
   if (done > 0) Done(bytes, static_cast<int>(done));
   return done;
@@ -475,6 +487,7 @@ void Connection::RunBatch(std::vector<Pending>& batch, std::vector<uint8_t>& rep
     Done(batch[0].req.type == kCmdRead || batch[0].req.type == kCmdWrite ? batch[0].req.length : 0);
     return;
   }
+  const auto t0 = std::chrono::steady_clock::now();
   exp_.batched_writes.fetch_add(batch.size(), std::memory_order_relaxed);
   replies.clear();
   uint64_t batch_bytes = 0;
@@ -485,6 +498,7 @@ void Connection::RunBatch(std::vector<Pending>& batch, std::vector<uint8_t>& rep
   }
   iovec iov{replies.data(), replies.size()};
   Send(&iov, 1);
+  RecordBatchLatency(t0, batch.size());
   Done(batch_bytes, static_cast<int>(batch.size()));
 }
 
