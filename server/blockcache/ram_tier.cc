@@ -1,7 +1,10 @@
 #include "server/blockcache/ram_tier.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstring>
+#include <new>
 
 #include "absl/hash/hash.h"
 
@@ -18,14 +21,19 @@ RamTier::RamTier(uint64_t capacity_bytes, uint32_t slot_bytes) : slot_bytes_(slo
   shard_count_ = static_cast<uint32_t>(std::clamp<uint64_t>(slots / 64, 1, kMaxShards));
   per_shard_ = static_cast<uint32_t>(std::min<uint64_t>(slots / shard_count_, UINT32_MAX));
   capacity_slots_ = uint64_t{per_shard_} * shard_count_;
-  memory_.reset(new uint8_t[capacity_slots_ * slot_bytes_]);
+  memory_bytes_ = capacity_slots_ * slot_bytes_;
+  void* m = ::mmap(nullptr, memory_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  if (m == MAP_FAILED) throw std::bad_alloc();
+  memory_ = static_cast<uint8_t*>(m);
   shards_.reset(new Shard[shard_count_]);
   for (uint32_t i = 0; i < shard_count_; ++i) {
-    shards_[i].data = memory_.get() + uint64_t{i} * per_shard_ * slot_bytes_;
+    shards_[i].data = memory_ + uint64_t{i} * per_shard_ * slot_bytes_;
   }
 }
 
-RamTier::~RamTier() = default;
+RamTier::~RamTier() {
+  if (memory_ != nullptr) ::munmap(memory_, memory_bytes_);
+}
 
 RamTier::Shard& RamTier::ShardOf(const Key& k) {
   // The high bits of a mixed hash: the low ones also pick the flat_hash_map's buckets.
