@@ -342,7 +342,7 @@ std::optional<BlockCache::Entry> BlockCache::Lookup(uint64_t line) const {
   return it->second;
 }
 
-bool BlockCache::ReadRam(const Entry& entry, uint8_t* out) {
+bool BlockCache::ReadRam(const Entry& entry, uint8_t* out, bool count_hit) {
   // Not once the cache failed: a line whose segment write failed must read as lost, not from RAM.
   if (!ram_.enabled() || failed_.load(std::memory_order_acquire)) return false;
   if (!ram_.Lookup(entry.seq, entry.offset, out)) return false;
@@ -351,8 +351,30 @@ bool BlockCache::ReadRam(const Entry& entry, uint8_t* out) {
     counters_.ram_mismatches.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
-  counters_.read_hits.fetch_add(1, std::memory_order_relaxed);
+  if (count_hit) counters_.read_hits.fetch_add(1, std::memory_order_relaxed);
   return true;
+}
+
+absl::Status BlockCache::PreadBuffered(void* buf, uint32_t len, uint64_t offset) {
+  if (!ram_.enabled()) return absl::UnavailableError("no RAM tier");
+  last_io_ns_.store(clock_->NowNanos(), std::memory_order_relaxed);
+  auto* out = static_cast<uint8_t*>(buf);
+  std::array<uint8_t, kLineBytes> tmp;
+  const uint64_t end = offset + len;
+  uint64_t lines = 0;
+  for (uint64_t pos = offset; pos < end; ++lines) {
+    const uint64_t line = pos / kLineBytes;
+    const uint32_t in = static_cast<uint32_t>(pos % kLineBytes);
+    const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(kLineBytes - in, end - pos));
+    std::optional<Entry> e = Lookup(line);
+    // Hits are counted once the whole read is served here (a declined one is read again).
+    uint8_t* dst = n == kLineBytes ? out + (pos - offset) : tmp.data();
+    if (!e.has_value() || !ReadRam(*e, dst, /*count_hit=*/false)) return absl::UnavailableError("not in RAM");
+    if (n != kLineBytes) std::memcpy(out + (pos - offset), tmp.data() + in, n);
+    pos += n;
+  }
+  counters_.read_hits.fetch_add(lines, std::memory_order_relaxed);
+  return absl::OkStatus();
 }
 
 absl::Status BlockCache::ReadLine(uint64_t line, std::optional<Entry> entry, uint8_t* out) {

@@ -153,6 +153,8 @@ class BlockCache final : public nbd::BlockBackend {
   absl::Status Pwrite(const void* buf, uint32_t len, uint64_t offset, bool fua) override;
   // Unavailable for a write that is not whole lines, or when the log has no room.
   absl::Status PwriteBuffered(const void* buf, uint32_t len, uint64_t offset) override;
+  // From the RAM tier only: Unavailable when a line is not cached or its version not in RAM.
+  absl::Status PreadBuffered(void* buf, uint32_t len, uint64_t offset) override;
   absl::Status Flush() override;
   absl::Status Trim(uint64_t offset, uint64_t len, bool fua) override;
   absl::Status Zero(uint64_t offset, uint64_t len, bool may_trim, bool fua) override;
@@ -203,7 +205,7 @@ class BlockCache final : public nbd::BlockBackend {
   // backing store. `entry` is what the index held (nullopt when absent).
   absl::Status ReadLine(uint64_t line, std::optional<Entry> entry, uint8_t* out);
   // The RAM tier's copy of `entry`'s version into `out`; false when it holds none.
-  bool ReadRam(const Entry& entry, uint8_t* out);
+  bool ReadRam(const Entry& entry, uint8_t* out, bool count_hit = true);
   std::optional<Entry> Lookup(uint64_t line) const;
   // Without `may_wait`, both answer Unavailable where they would wait for room (WaitForRoom).
   absl::Status WriteLine(uint64_t line, const uint8_t* data, uint32_t begin, uint32_t end, bool may_wait);

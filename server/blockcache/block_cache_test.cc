@@ -129,6 +129,7 @@ void RunModel(uint64_t ram_cache_bytes) {
   ASSERT_NE(cache, nullptr);
   std::vector<uint8_t> model(kSize, 0);
   std::mt19937_64 rng(7);
+  int ram_only_reads = 0;
   for (int op = 0; op < 6000; ++op) {
     const uint64_t off = rng() % kSize;
     // Mostly up to two lines; one in eight up to 12 lines (the batched path of whole lines).
@@ -142,7 +143,15 @@ void RunModel(uint64_t ram_cache_bytes) {
       std::memcpy(model.data() + off, data.data(), len);
     } else if (what < 9) {
       std::vector<uint8_t> got(len);
-      ASSERT_OK(cache->Pread(got.data(), len, off));
+      // Half the reads first try the RAM-only path (the NBD server's batches), which must
+      // either serve the latest write or decline.
+      absl::Status rs = absl::UnavailableError("not tried");
+      if (rng() % 2 == 0) {
+        rs = cache->PreadBuffered(got.data(), len, off);
+        ASSERT_TRUE(rs.ok() || absl::IsUnavailable(rs)) << rs;
+        if (rs.ok()) ++ram_only_reads;
+      }
+      if (!rs.ok()) ASSERT_OK(cache->Pread(got.data(), len, off));
       ASSERT_EQ(0, std::memcmp(got.data(), model.data() + off, len)) << "op " << op << " offset " << off << " len "
                                                                       << len;
     } else if (rng() % 4 == 0) {
@@ -161,8 +170,10 @@ void RunModel(uint64_t ram_cache_bytes) {
     EXPECT_GT(s.ram_evictions, 0u) << "the RAM tier held every line: evictions went untested";
     EXPECT_LE(s.ram_bytes, ram_cache_bytes);
     EXPECT_EQ(s.ram_mismatches, 0u) << "the RAM tier held bytes that are not the version it was asked for";
+    EXPECT_GT(ram_only_reads, 100) << "reads from RAM alone went untested";
   } else {
     EXPECT_EQ(s.ram_hits, 0u);
+    EXPECT_EQ(ram_only_reads, 0) << "a read was served from memory without a RAM tier";
   }
   std::vector<uint8_t> all(kSize);
   ASSERT_OK(cache->Pread(all.data(), kSize, 0));

@@ -27,9 +27,10 @@ struct BackendCaps {
   // one file or device shared by all connections).
   bool multi_conn = true;
   bool read_only = false;  // the backend itself refuses writes
-  // A small write without FUA completes in memory, with no device access to wait for: the
-  // server then runs the small writes it finds together in one read of the socket on one thread
-  // and sends their replies in one write.
+  // A small write without FUA completes in memory, with no device access to wait for, and
+  // PreadBuffered serves what is in memory: the server then runs the small reads and writes it
+  // finds together in one read of the socket on the reading thread, and sends their replies in
+  // one write.
   bool buffered_writes = false;
 };
 
@@ -47,6 +48,11 @@ class BlockBackend {
   // whole range again with Pwrite. The default is Pwrite itself.
   virtual absl::Status PwriteBuffered(const void* buf, uint32_t len, uint64_t offset) {
     return Pwrite(buf, len, offset, false);
+  }
+  // A read served from memory only: Unavailable (and `buf` undefined) when any part of it
+  // would have to come from a device; the caller then reads with Pread. The default declines.
+  virtual absl::Status PreadBuffered(void* buf, uint32_t len, uint64_t offset) {
+    return absl::UnavailableError("no reads from memory");
   }
   virtual absl::Status Flush() = 0;
   // Discards the range (reads afterwards may return anything the backend chooses, here zeros

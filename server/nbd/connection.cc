@@ -1,8 +1,8 @@
 // The transmission phase: each connection's threads take requests off the socket in turn, run
 // them in parallel and send replies in any order; replies that complete while another is being
-// sent go out together with it. Small writes to a backend that buffers them run in batches: the
-// thread that reads one also takes the small writes already in the read buffer behind it, runs
-// them in order and sends all their replies in one write.
+// sent go out together with it. For a backend that buffers writes, small reads and writes run
+// in batches: the thread that reads one runs it on the spot, still holding the socket, then the
+// small ones already in the read buffer behind it, and sends all their replies in one write.
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -54,24 +54,25 @@ class Connection {
     std::unique_ptr<uint8_t[]> payload;  // WRITE data (not zero-filled first)
   };
   void ServeRequests();
-  // Runs the requests taken together (error-free) and sends their replies.
-  void RunBatch(std::vector<Pending>& batch, std::vector<uint8_t>& replies);
-  // Runs buffered writes from the front of `batch` with PwriteBuffered, up to the first that
-  // would wait, and sends their replies; returns how many ran.
-  size_t RunBuffered(std::vector<Pending>& batch, std::vector<uint8_t>& replies);
-  // Each of the `n` writes of a batch started at `t0` took until now (the replies are sent).
-  void RecordBatchLatency(std::chrono::steady_clock::time_point t0, size_t n);
+  // Runs `p` and the small requests buffered behind it (TakeBuffered) on this thread, through
+  // PwriteBuffered / PreadBuffered, and sends their replies in one write. False when all ran;
+  // true when `p` holds one that would wait, to be run after letting go of the socket.
+  bool RunBuffered(Pending& p, std::vector<uint8_t>& replies) ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
   // The error (and why) a request gets without reaching the backend; 0 when it is valid.
   uint32_t Check(const Request& r, std::string* why) const;
-  // Takes whole small writes that are already buffered behind `first` into `batch` (which holds
-  // `first`), while they are valid and admitted without waiting.
-  void TakeBufferedWrites(std::vector<Pending>& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
+  // Takes the next request into `p` when it is a small read or write, whole in the read buffer,
+  // valid, and admitted without waiting; false (nothing taken) otherwise.
+  bool TakeBuffered(Pending& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
+  // Payload bytes a request counts against max_bytes_in_flight.
+  static uint64_t InFlightBytes(const Request& r, uint32_t error) {
+    return (error == 0 && (r.type == kCmdRead || r.type == kCmdWrite)) ? r.length : 0;
+  }
   bool TryAdmit(uint64_t bytes);
   // Starts one more request thread if none is free to read the next request.
   void MaybeAddThread() ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
   // Runs the request and sends its reply, or appends the reply to `replies` when given. With
-  // `buffered` (a write): through PwriteBuffered, and false, with nothing answered, when that
-  // would wait.
+  // `buffered` (a read or write): through PreadBuffered / PwriteBuffered, and false, with
+  // nothing answered, when that would wait.
   bool Execute(Pending& p, std::vector<uint8_t>* replies = nullptr, bool buffered = false);
   // Sends the reply of `req`: success (error 0) with `data` for reads, or an error; appends it
   // to `replies` instead when given.
@@ -243,7 +244,12 @@ bool Connection::Execute(Pending& p, std::vector<uint8_t>* replies, bool buffere
       case kCmdRead:
         data.reset(new uint8_t[r.length]);
         data_len = r.length;
-        st = b.Pread(data.get(), r.length, r.offset);
+        if (buffered) {
+          st = b.PreadBuffered(data.get(), r.length, r.offset);
+          if (absl::IsUnavailable(st)) return false;
+        } else {
+          st = b.Pread(data.get(), r.length, r.offset);
+        }
         if (st.ok()) exp_.bytes_read.fetch_add(r.length, std::memory_order_relaxed);
         break;
       case kCmdWrite:
@@ -330,47 +336,76 @@ uint32_t Connection::Check(const Request& r, std::string* why) const {
 }
 
 namespace {
-// A batch: up to this many small writes (each at most kBatchWriteBytes, without FUA).
-constexpr size_t kMaxBatch = 32;
-constexpr uint32_t kBatchWriteBytes = 64 << 10;
-bool Batchable(const Request& r) { return r.type == kCmdWrite && r.flags == 0 && r.length <= kBatchWriteBytes; }
+// A run: up to this many small requests (reads and writes of at most kRunRequestBytes, without
+// flags) done by the reading thread itself.
+constexpr size_t kMaxRun = 32;
+constexpr uint32_t kRunRequestBytes = 64 << 10;
+bool Runnable(const Request& r) {
+  return (r.type == kCmdWrite || r.type == kCmdRead) && r.flags == 0 && r.length <= kRunRequestBytes;
+}
 }  // namespace
 
-void Connection::TakeBufferedWrites(std::vector<Pending>& batch) {
-  while (batch.size() < kMaxBatch) {
-    const uint8_t* h = in_.Peek(kRequestBytes);
-    Request r;
-    if (h == nullptr || !ParseRequest(h, &r) || !Batchable(r)) return;  // the usual path takes it
-    std::string why;
-    if (in_.Peek(kRequestBytes + r.length) == nullptr || Check(r, &why) != 0 || !TryAdmit(r.length)) return;
-    uint8_t skip[kRequestBytes];
-    Pending& p = batch.emplace_back();
-    p.req = r;
-    p.payload.reset(new uint8_t[r.length]);
-    // Both are in the buffer: neither read can fail or block.
-    in_.Read(skip, sizeof(skip));
-    in_.Read(p.payload.get(), r.length);
-    exp_.requests[kCmdWrite].fetch_add(1, std::memory_order_relaxed);
+bool Connection::TakeBuffered(Pending& p) {
+  const uint8_t* h = in_.Peek(kRequestBytes);
+  Request r;
+  if (h == nullptr || !ParseRequest(h, &r) || !Runnable(r)) return false;  // the usual path takes it
+  const uint32_t payload = r.type == kCmdWrite ? r.length : 0;
+  std::string why;
+  if (in_.Peek(kRequestBytes + payload) == nullptr || Check(r, &why) != 0 || !TryAdmit(r.length)) return false;
+  // All of it is in the buffer: neither read can fail or block.
+  uint8_t skip[kRequestBytes];
+  in_.Read(skip, sizeof(skip));
+  p.req = r;
+  p.payload.reset();
+  if (payload > 0) {
+    p.payload.reset(new uint8_t[payload]);
+    in_.Read(p.payload.get(), payload);
   }
+  exp_.requests[r.type].fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+bool Connection::RunBuffered(Pending& p, std::vector<uint8_t>& replies) {
+  const auto t0 = std::chrono::steady_clock::now();
+  replies.clear();
+  uint16_t types[kMaxRun];
+  size_t ran = 0;
+  uint64_t bytes = 0;
+  bool declined = false;
+  while (true) {
+    if (!Execute(p, &replies, /*buffered=*/true)) {
+      declined = true;
+      break;
+    }
+    types[ran++] = p.req.type;
+    bytes += p.req.length;
+    if (ran == kMaxRun || !TakeBuffered(p)) break;
+  }
+  taken_since_read_ += static_cast<uint32_t>(ran + (declined ? 1 : 0));
+  if (ran >= 2) exp_.batched_requests.fetch_add(ran, std::memory_order_relaxed);  // counted before it is seen
+  if (!replies.empty()) {
+    iovec iov{replies.data(), replies.size()};
+    Send(&iov, 1);
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (size_t i = 0; i < ran; ++i) exp_.latency[types[i]].Record(secs);
+  if (ran > 0) Done(bytes, static_cast<int>(ran));
+  return declined;
 }
 
 // Each of the connection's threads takes the next request off the socket (under read_mu_),
 // runs it and sends its reply, so that requests run in parallel and replies leave in the order
-// they finish, with no handoff between threads. A small write to a backend that buffers writes
-// takes the small writes buffered behind it along (TakeBufferedWrites): one thread, one send.
+// they finish, with no handoff between threads. For a backend with buffered writes, a small
+// read or write runs on the spot with the small ones buffered behind it (RunBuffered).
 void Connection::ServeRequests() {
   const bool batching = exp_.backend->caps().buffered_writes;
   const int gather_us = batching ? server_.options().gather_us : 0;
-  std::vector<Pending> batch;
-  batch.reserve(kMaxBatch);  // never reallocated: `p` below stays valid while the batch grows
   std::vector<uint8_t> replies;
   while (true) {
-    batch.clear();
-    Pending& p = batch.emplace_back();
+    Pending p;
     Request& r = p.req;
     uint32_t error = 0;
     std::string why;
-    uint64_t bytes = 0;
     {
       waiting_readers_.fetch_add(1, std::memory_order_relaxed);
       MutexLock rl(&read_mu_);
@@ -418,8 +453,7 @@ void Connection::ServeRequests() {
       // Validate at the edge: an error is answered without touching the backend.
       error = Check(r, &why);
       if (error != 0) exp_.errors[c].fetch_add(1, std::memory_order_relaxed);
-      bytes = (error == 0 && (r.type == kCmdRead || r.type == kCmdWrite)) ? r.length : 0;
-      Admit(bytes);
+      Admit(InFlightBytes(r, error));
       if (r.type == kCmdWrite) {
         bool got;
         if (error == 0) {
@@ -430,76 +464,26 @@ void Connection::ServeRequests() {
         }
         if (!got) {
           reading_done_ = true;
-          Done(bytes);
+          Done(InFlightBytes(r, error));
           return;
         }
       }
-      if (batching && error == 0 && Batchable(r)) {
-        TakeBufferedWrites(batch);
-        taken_since_read_ += static_cast<uint32_t>(batch.size());
+      if (batching && error == 0 && Runnable(r)) {
         // Run here, still holding the socket: no other thread has to wake up to read on, and the
-        // replies leave in one send. What would wait for room runs after letting go of it.
-        const size_t done = RunBuffered(batch, replies);
-        if (done == batch.size()) continue;
-        batch.erase(batch.begin(), batch.begin() + static_cast<ptrdiff_t>(done));
+        // replies leave in one send. A request that would wait runs after letting go of it.
+        if (!RunBuffered(p, replies)) continue;
       } else {
         ++taken_since_read_;
       }
       MaybeAddThread();
     }
     if (error != 0) {
-      SendReply(batch[0].req, error, nullptr, 0, why);
-      Done(bytes);
+      SendReply(r, error, nullptr, 0, why);
     } else {
-      RunBatch(batch, replies);
+      Execute(p);
     }
+    Done(InFlightBytes(r, error));
   }
-}
-
-void Connection::RecordBatchLatency(std::chrono::steady_clock::time_point t0, size_t n) {
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  for (size_t i = 0; i < n; ++i) exp_.latency[kCmdWrite].Record(secs);
-}
-
-size_t Connection::RunBuffered(std::vector<Pending>& batch, std::vector<uint8_t>& replies) {
-  const auto t0 = std::chrono::steady_clock::now();
-  replies.clear();
-  size_t done = 0;
-  uint64_t bytes = 0;
-  for (; done < batch.size(); ++done) {
-    if (!Execute(batch[done], &replies, /*buffered=*/true)) break;
-    bytes += batch[done].req.length;
-    batch[done].payload.reset();
-  }
-  if (!replies.empty()) {
-    iovec iov{replies.data(), replies.size()};
-    Send(&iov, 1);
-  }
-  RecordBatchLatency(t0, done);
-  if (done >= 2) exp_.batched_writes.fetch_add(done, std::memory_order_relaxed);
-  if (done > 0) Done(bytes, static_cast<int>(done));
-  return done;
-}
-
-void Connection::RunBatch(std::vector<Pending>& batch, std::vector<uint8_t>& replies) {
-  if (batch.size() == 1) {
-    Execute(batch[0]);
-    Done(batch[0].req.type == kCmdRead || batch[0].req.type == kCmdWrite ? batch[0].req.length : 0);
-    return;
-  }
-  const auto t0 = std::chrono::steady_clock::now();
-  exp_.batched_writes.fetch_add(batch.size(), std::memory_order_relaxed);
-  replies.clear();
-  uint64_t batch_bytes = 0;
-  for (Pending& q : batch) {
-    Execute(q, &replies);
-    batch_bytes += q.req.length;
-    q.payload.reset();
-  }
-  iovec iov{replies.data(), replies.size()};
-  Send(&iov, 1);
-  RecordBatchLatency(t0, batch.size());
-  Done(batch_bytes, static_cast<int>(batch.size()));
 }
 
 }  // namespace

@@ -16,6 +16,7 @@ class MemoryBackend final : public BlockBackend {
   explicit MemoryBackend(uint64_t size) : bytes_(size, 0) {}
   uint64_t size() const override { return bytes_.size(); }
   BackendCaps caps() const override { return {.trim = true, .buffered_writes = true}; }
+  absl::Status PreadBuffered(void* buf, uint32_t len, uint64_t offset) override { return Pread(buf, len, offset); }
   absl::Status Pread(void* buf, uint32_t len, uint64_t offset) override {
     ReaderLock lock(&mu_);
     std::memcpy(buf, bytes_.data() + offset, len);

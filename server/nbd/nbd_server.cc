@@ -293,8 +293,8 @@ void NbdServer::VisitStats(StatsVisitor& v) const {
     v.Counter("nbd_read_bytes", "Bytes read by NBD clients", e->bytes_read.load(std::memory_order_relaxed), ex);
     v.Counter("nbd_written_bytes", "Bytes written by NBD clients", e->bytes_written.load(std::memory_order_relaxed),
               ex);
-    v.Counter("nbd_batched_writes", "NBD writes run in a batch with others that arrived together (one reply send)",
-              e->batched_writes.load(std::memory_order_relaxed), ex);
+    v.Counter("nbd_batched_requests", "NBD requests run in a batch with others that arrived together (one reply send)",
+              e->batched_requests.load(std::memory_order_relaxed), ex);
     v.Counter("nbd_read_gathers", "Waits before reading the socket, so that a busy client's requests arrive together",
               e->gathers.load(std::memory_order_relaxed), ex);
     v.Counter("nbd_connections", "NBD connections that reached transmission",

@@ -67,8 +67,8 @@ struct Export {
   LatencyHistogram latency[kCommands];
   std::atomic<uint64_t> bytes_read{0};
   std::atomic<uint64_t> bytes_written{0};
-  // Writes run in a batch with others taken off the socket at once (BackendCaps::buffered_writes).
-  std::atomic<uint64_t> batched_writes{0};
+  // Requests run in a batch with others taken off the socket at once (BackendCaps::buffered_writes).
+  std::atomic<uint64_t> batched_requests{0};
   // Waits before a read from the socket, to let a busy client's requests arrive together.
   std::atomic<uint64_t> gathers{0};
   std::atomic<uint64_t> connections_total{0};

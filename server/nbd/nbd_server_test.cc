@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <map>
+#include <set>
 #include <mutex>
 #include <random>
 #include <string>
@@ -39,6 +40,15 @@ class GatedBackend final : public BlockBackend {
     Enter(offset);
     return mem_.Pwrite(buf, len, offset, fua);
   }
+  // Serves reads "from memory" once AllowBufferedReads() is called; declines before.
+  absl::Status PreadBuffered(void* buf, uint32_t len, uint64_t offset) override {
+    if (!buffered_reads_.load()) return absl::UnavailableError("not in memory");
+    buffered_reads_served_.fetch_add(1);
+    Enter(offset);
+    return mem_.Pread(buf, len, offset);
+  }
+  void AllowBufferedReads() { buffered_reads_ = true; }
+  int buffered_reads_served() const { return buffered_reads_served_.load(); }
   // Declines (as a full buffer would) at the offsets given to Decline.
   absl::Status PwriteBuffered(const void* buf, uint32_t len, uint64_t offset) override {
     buffered_.fetch_add(1);
@@ -90,7 +100,8 @@ class GatedBackend final : public BlockBackend {
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<uint64_t> held_, declined_;
-  std::atomic<int> entered_{0}, pwrites_{0}, buffered_{0};
+  std::atomic<int> entered_{0}, pwrites_{0}, buffered_{0}, buffered_reads_served_{0};
+  std::atomic<bool> buffered_reads_{false};
 };
 
 class NbdServerTest : public ::testing::Test {
@@ -299,7 +310,7 @@ TEST_F(NbdServerTest, SmallWritesArrivingTogetherRunAsOneBatch) {
   }
   std::sort(cookies.begin(), cookies.end());
   for (uint64_t i = 0; i < 20; ++i) EXPECT_EQ(cookies[i], 100 + i);
-  EXPECT_EQ(exp().batched_writes.load(), 20u) << "the 20 writes did not run as one batch";
+  EXPECT_EQ(exp().batched_requests.load(), 20u) << "the 20 writes did not run as one batch";
   EXPECT_EQ(backend_->buffered(), 21) << "a batched write did not go through PwriteBuffered";
   for (uint64_t i = 0; i < 20; ++i) {
     Send(kCmdRead, 200 + i, (10 + i) * 4096, 4096);
@@ -312,8 +323,9 @@ TEST_F(NbdServerTest, SmallWritesArrivingTogetherRunAsOneBatch) {
   }
 }
 
-// A batch ends at the first request it cannot take (an invalid write, a FUA write, a read): each
-// of those gets its own answer on the usual path, and the writes after them batch again.
+// A batch ends at the first request it cannot take (an invalid write, a FUA write) or run (a
+// read the backend cannot serve from memory): each of those gets its own answer on the usual
+// path, and the writes after them batch again.
 TEST_F(NbdServerTest, ABatchStopsAtARequestItCannotTakeAndEachGetsItsOwnAnswer) {
   Start({.threads_per_connection = 4}, 1 << 20, {.buffered_writes = true});
   std::string burst;
@@ -337,7 +349,7 @@ TEST_F(NbdServerTest, ABatchStopsAtARequestItCannotTakeAndEachGetsItsOwnAnswer) 
     }
   }
   EXPECT_EQ(errors, (std::map<uint64_t, uint32_t>{{11, 0}, {12, kEnospc}, {13, 0}, {14, 0}, {15, 0}, {16, 0}}));
-  EXPECT_EQ(exp().batched_writes.load(), 2u) << "only the last two writes could run together";
+  EXPECT_EQ(exp().batched_requests.load(), 2u) << "only writes 15 and 16 could run together";
   EXPECT_EQ(backend_->pwrites(), 1) << "only the FUA write goes through Pwrite";
   for (auto [off, ch] : std::vector<std::pair<uint64_t, char>>{{8192, 'c'}, {12288, 'e'}, {16384, 'f'}}) {
     Send(kCmdRead, 99, off, 4096);
@@ -352,41 +364,36 @@ TEST_F(NbdServerTest, ABatchStopsAtARequestItCannotTakeAndEachGetsItsOwnAnswer) 
   }
 }
 
-// A buffered write that would wait (no room) and the writes behind it run through Pwrite after
-// the reading thread lets go of the socket: while one of them is held, other requests are
-// still read and answered.
+// A buffered write that would wait (no room) runs through Pwrite after the reading thread lets
+// go of the socket: while it is held there, the requests behind it are still read, run and
+// answered.
 TEST_F(NbdServerTest, AWriteThatWouldWaitRunsAfterTheSocketIsLetGo) {
   Start({.threads_per_connection = 4}, 1 << 20, {.buffered_writes = true});
   timeval tv{.tv_sec = 10, .tv_usec = 0};
   ASSERT_EQ(::setsockopt(client_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
   backend_->Decline(3 * 4096);
+  backend_->Hold(3 * 4096);  // and its Pwrite waits
   std::string burst;
   for (uint64_t i = 1; i <= 5; ++i) {
     AppendRequest(&burst, kCmdWrite, 20 + i, i * 4096, 4096, std::string(4096, static_cast<char>('0' + i)));
   }
-  backend_->Hold(4 * 4096);  // write 4 waits in Pwrite
   SendBurstBehindAHeldWrite(burst, 0);
   uint32_t err;
-  for (int i = 0; i < 2; ++i) {  // writes 1 and 2 ran in the batch
-    const uint64_t c = Reply(&err);
-    EXPECT_TRUE(c == 21 || c == 22) << c;
+  std::vector<uint64_t> first;
+  for (int i = 0; i < 4; ++i) {  // 1 and 2 in the first batch; 4 and 5 while 3 waits
+    first.push_back(Reply(&err));
     EXPECT_EQ(err, 0u);
   }
-  ASSERT_TRUE(WaitFor([&] { return backend_->pwrites() >= 2; }));
-  // Write 4 is held; the socket must be free for this read.
+  std::sort(first.begin(), first.end());
+  EXPECT_EQ(first, (std::vector<uint64_t>{21, 22, 24, 25})) << "the requests behind a waiting write were not served";
   Send(kCmdRead, 30, 1 * 4096, 4096);
-  EXPECT_EQ(Reply(&err, 4096), 30u) << "a held write kept the socket";
+  EXPECT_EQ(Reply(&err, 4096), 30u) << "a waiting write kept the socket";
   EXPECT_EQ(err, 0u);
-  backend_->Open(4 * 4096);
-  std::vector<uint64_t> rest;
-  for (int i = 0; i < 3; ++i) {
-    rest.push_back(Reply(&err));
-    EXPECT_EQ(err, 0u);
-  }
-  std::sort(rest.begin(), rest.end());
-  EXPECT_EQ(rest, (std::vector<uint64_t>{23, 24, 25}));
-  EXPECT_EQ(backend_->buffered(), 4) << "held, 1, 2, then 3 declined";
-  EXPECT_EQ(backend_->pwrites(), 3) << "3, 4 and 5 through Pwrite";
+  backend_->Open(3 * 4096);
+  EXPECT_EQ(Reply(&err), 23u);
+  EXPECT_EQ(err, 0u);
+  EXPECT_EQ(backend_->buffered(), 6) << "the held write, 1-5 (3 declined)";
+  EXPECT_EQ(backend_->pwrites(), 1) << "only 3 through Pwrite";
   for (uint64_t i = 1; i <= 5; ++i) {
     Send(kCmdRead, 40 + i, i * 4096, 4096);
     uint8_t r[16];
@@ -396,6 +403,36 @@ TEST_F(NbdServerTest, AWriteThatWouldWaitRunsAfterTheSocketIsLetGo) {
     ASSERT_TRUE(ReadFull(client_, data.data(), data.size()));
     EXPECT_EQ(data, std::string(4096, static_cast<char>('0' + i))) << "write " << i;
   }
+}
+
+// Reads the backend can serve from memory run in the batch too, their data in the one send.
+TEST_F(NbdServerTest, ReadsServedFromMemoryRunInTheBatch) {
+  Start({.threads_per_connection = 4}, 1 << 20, {.buffered_writes = true});
+  uint32_t err;
+  for (uint64_t i = 1; i <= 8; ++i) {
+    Send(kCmdWrite, 50 + i, i * 4096, 4096, std::string(4096, static_cast<char>('k' + i)));
+    ASSERT_EQ(Reply(&err), 50 + i);
+    ASSERT_EQ(err, 0u);
+  }
+  backend_->AllowBufferedReads();
+  std::string burst;
+  for (uint64_t i = 1; i <= 8; ++i) AppendRequest(&burst, kCmdRead, 60 + i, i * 4096, 4096);
+  SendBurstBehindAHeldWrite(burst, 0);
+  std::set<uint64_t> seen;
+  for (int i = 0; i < 8; ++i) {
+    uint8_t r[16];
+    ASSERT_TRUE(ReadFull(client_, r, sizeof(r)));
+    ASSERT_EQ(Get32(r + 4), 0u);
+    const uint64_t cookie = Get64(r + 8);
+    ASSERT_TRUE(cookie > 60 && cookie <= 68) << cookie;
+    std::string data(4096, '\0');
+    ASSERT_TRUE(ReadFull(client_, data.data(), data.size()));
+    EXPECT_EQ(data, std::string(4096, static_cast<char>('k' + (cookie - 60)))) << "cookie " << cookie;
+    seen.insert(cookie);
+  }
+  EXPECT_EQ(seen.size(), 8u);
+  EXPECT_EQ(backend_->buffered_reads_served(), 8);
+  EXPECT_EQ(exp().batched_requests.load(), 8u) << "the 8 reads did not run as one batch";
 }
 
 TEST(ExportTest, MultiConnIsAdvertisedOnlyWhenTheBackendFlushCoversEveryConnection) {
