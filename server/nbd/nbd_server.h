@@ -11,11 +11,13 @@
 // trips through the network stack and wakeups of the client under load). A connection keeps at
 // most `max_requests_in_flight` requests and `max_bytes_in_flight` payload bytes in flight;
 // past that it stops reading from the socket. For a backend whose small writes complete in
-// memory (BackendCaps::buffered_writes), the thread that reads a small write also takes the
-// small writes buffered behind it, runs them in order and sends their replies in one write; and
-// while requests arrive several per read, the reader waits `gather_us` before each read from
-// the socket so that they keep arriving together (gather.h).
-// Lock order: Connection::read_mu_ -> Connection::mu_; Connection::reply_mu_ is a leaf;
+// memory (BackendCaps::buffered_writes), the thread that reads a small read or write runs it and
+// the small ones buffered behind it itself, still holding read_mu_, and sends their replies in
+// one write (a request that would wait runs after read_mu_ is let go); and while requests
+// arrive several per read, the reader waits `gather_us` before each read from the socket so
+// that they keep arriving together (gather.h).
+// Lock order: Connection::read_mu_ -> Connection::mu_; Connection::reply_mu_ is a leaf (taken
+// under read_mu_ by a batch, as are the backend's locks: a backend never takes a connection lock);
 // NbdServer::mu_ is never held while a connection lock is taken.
 #ifndef TMEM_SERVER_NBD_NBD_SERVER_H_
 #define TMEM_SERVER_NBD_NBD_SERVER_H_
