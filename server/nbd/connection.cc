@@ -357,7 +357,7 @@ bool Connection::TakeBuffered(Pending& p) {
   in_.Read(skip, sizeof(skip));
   p.req = r;
   p.payload.reset();
-  if (payload > 0) {
+  if (r.type == kCmdWrite) {  // an empty write too gets a buffer: backends never see a null one
     p.payload.reset(new uint8_t[payload]);
     in_.Read(p.payload.get(), payload);
   }

@@ -335,9 +335,10 @@ TEST_F(NbdServerTest, ABatchStopsAtARequestItCannotTakeAndEachGetsItsOwnAnswer) 
   AppendRequest(&burst, kCmdRead, 14, 4096, 4096);
   AppendRequest(&burst, kCmdWrite, 15, 12288, 4096, std::string(4096, 'e'));
   AppendRequest(&burst, kCmdWrite, 16, 16384, 4096, std::string(4096, 'f'));
+  AppendRequest(&burst, kCmdWrite, 17, 20480, 0);  // empty: valid, and it must not reach the backend as null
   SendBurstBehindAHeldWrite(burst, 0);
   std::map<uint64_t, uint32_t> errors;
-  for (int i = 0; i < 6; ++i) {
+  for (int i = 0; i < 7; ++i) {
     uint8_t r[16];
     ASSERT_TRUE(ReadFull(client_, r, sizeof(r)));
     const uint64_t cookie = Get64(r + 8);
@@ -348,8 +349,9 @@ TEST_F(NbdServerTest, ABatchStopsAtARequestItCannotTakeAndEachGetsItsOwnAnswer) 
       EXPECT_EQ(data, std::string(4096, 'a')) << "the read did not see the write before it";
     }
   }
-  EXPECT_EQ(errors, (std::map<uint64_t, uint32_t>{{11, 0}, {12, kEnospc}, {13, 0}, {14, 0}, {15, 0}, {16, 0}}));
-  EXPECT_EQ(exp().batched_requests.load(), 2u) << "only writes 15 and 16 could run together";
+  EXPECT_EQ(errors,
+            (std::map<uint64_t, uint32_t>{{11, 0}, {12, kEnospc}, {13, 0}, {14, 0}, {15, 0}, {16, 0}, {17, 0}}));
+  EXPECT_EQ(exp().batched_requests.load(), 3u) << "only writes 15, 16 and 17 could run together";
   EXPECT_EQ(backend_->pwrites(), 1) << "only the FUA write goes through Pwrite";
   for (auto [off, ch] : std::vector<std::pair<uint64_t, char>>{{8192, 'c'}, {12288, 'e'}, {16384, 'f'}}) {
     Send(kCmdRead, 99, off, 4096);
