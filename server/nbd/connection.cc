@@ -67,7 +67,10 @@ class Connection {
   static uint64_t InFlightBytes(const Request& r, uint32_t error) {
     return (error == 0 && (r.type == kCmdRead || r.type == kCmdWrite)) ? r.length : 0;
   }
+  // Admit without waiting: false at the limits.
   bool TryAdmit(uint64_t bytes);
+  // Whether `bytes` more would pass the connection's in-flight limits.
+  bool AtLimit(uint64_t bytes) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Starts one more request thread if none is free to read the next request.
   void MaybeAddThread() ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
   // Runs the request and sends its reply, or appends the reply to `replies` when given. With
@@ -112,21 +115,21 @@ class Connection {
   bool broken_ ABSL_GUARDED_BY(mu_) = false;  // a reply could not be sent
 };
 
+bool Connection::AtLimit(uint64_t bytes) const {
+  const auto& o = server_.options();
+  return in_flight_ >= o.max_requests_in_flight || bytes_in_flight_ + bytes > o.max_bytes_in_flight;
+}
+
 void Connection::Admit(uint64_t bytes) {
   MutexLock lock(&mu_);
-  const auto& o = server_.options();
-  while (in_flight_ > 0 &&
-         (in_flight_ >= o.max_requests_in_flight || bytes_in_flight_ + bytes > o.max_bytes_in_flight)) {
-    cv_.Wait(&mu_);
-  }
+  while (in_flight_ > 0 && AtLimit(bytes)) cv_.Wait(&mu_);  // one request alone is always taken
   ++in_flight_;
   bytes_in_flight_ += bytes;
 }
 
 bool Connection::TryAdmit(uint64_t bytes) {
   MutexLock lock(&mu_);
-  const auto& o = server_.options();
-  if (in_flight_ >= o.max_requests_in_flight || bytes_in_flight_ + bytes > o.max_bytes_in_flight) return false;
+  if (AtLimit(bytes)) return false;
   ++in_flight_;
   bytes_in_flight_ += bytes;
   return true;
