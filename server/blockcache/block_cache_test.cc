@@ -506,23 +506,36 @@ TEST(BlockCacheTest, BackingStoreErrorsLoseNoDirtyDataAndMigrationRetries) {
   EXPECT_EQ(after, model);
 }
 
+// A 1 MiB export (256 lines; the log holds ~500 versions) over a store that refuses writes
+// while `failing` is set, so that the cache log fills up and stays full.
+struct OverAFailingStore {
+  static constexpr uint64_t kSize = 1 << 20;
+  io::MemoryDevice cache_mem{kCacheBytes, 512};
+  io::MemoryDevice back_mem{kSize, 512};
+  FaultInjectionDevice back_dev{&back_mem};
+  DeviceBackend backing{&back_dev};
+  std::atomic<bool> failing{true};
+  std::unique_ptr<BlockCache> cache;
+  OverAFailingStore() {
+    BlockCacheOptions o = Options(&cache_mem, &backing);
+    o.full_write_timeout_ms = 300;
+    o.copy_forward = false;
+    o.log.flush_deadline_ns = 5'000'000'000;  // segments fill whole even on a slow (sanitized) run
+    back_dev.SetFailurePredicate([this](FaultInjectionDevice::Op op, uint64_t, size_t) {
+      return failing.load() && op != FaultInjectionDevice::Op::kRead;
+    });
+    cache = OpenOrDie(o);
+  }
+};
+
 // A full cache over a store that keeps failing: a write waits for room, then fails with a clear
 // error instead of hanging; nothing acknowledged is lost, and once the store heals writes go on.
 TEST(BlockCacheTest, AFullCacheOverAFailingStoreFailsWritesInsteadOfHanging) {
-  constexpr uint64_t kSize = 1 << 20;  // 256 lines; the log holds ~500 versions
-  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
-  FaultInjectionDevice back_dev(&back_mem);
-  DeviceBackend backing(&back_dev);
-  BlockCacheOptions o = Options(&cache_mem, &backing);
-  o.full_write_timeout_ms = 300;
-  o.copy_forward = false;
-  o.log.flush_deadline_ns = 5'000'000'000;  // segments fill whole even on a slow (sanitized) run
-  std::atomic<bool> failing{true};
-  back_dev.SetFailurePredicate([&](FaultInjectionDevice::Op op, uint64_t, size_t) {
-    return failing.load() && op != FaultInjectionDevice::Op::kRead;
-  });
-  auto cache = OpenOrDie(o);
-  ASSERT_NE(cache, nullptr);
+  OverAFailingStore f;
+  ASSERT_NE(f.cache, nullptr);
+  auto& cache = f.cache;
+  std::atomic<bool>& failing = f.failing;
+  constexpr uint64_t kSize = OverAFailingStore::kSize;
   std::vector<uint8_t> model(kSize, 0);
   std::mt19937_64 rng(11);
   absl::Status st;
@@ -551,7 +564,7 @@ TEST(BlockCacheTest, AFullCacheOverAFailingStoreFailsWritesInsteadOfHanging) {
   ASSERT_OK(cache->Pwrite(data.data(), kLineBytes, 0, false));
   std::memcpy(model.data(), data.data(), kLineBytes);
   ASSERT_OK(cache->Drain());
-  EXPECT_EQ(ReadAll(back_mem), model);
+  EXPECT_EQ(ReadAll(f.back_mem), model);
 }
 
 // The NBD server runs small writes on its reading thread through PwriteBuffered, which must
@@ -559,20 +572,10 @@ TEST(BlockCacheTest, AFullCacheOverAFailingStoreFailsWritesInsteadOfHanging) {
 // Unavailable at once, having written none of the range (or, for a write that needed two
 // appends, only its first lines), and Pwrite then waits as usual.
 TEST(BlockCacheTest, BufferedWritesNeverWaitAndDeclineWhereAWriteWouldWait) {
-  constexpr uint64_t kSize = 1 << 20;
-  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
-  FaultInjectionDevice back_dev(&back_mem);
-  DeviceBackend backing(&back_dev);
-  BlockCacheOptions o = Options(&cache_mem, &backing);
-  o.full_write_timeout_ms = 300;
-  o.copy_forward = false;
-  o.log.flush_deadline_ns = 5'000'000'000;
-  std::atomic<bool> failing{true};  // nothing can be written back, so the log fills up
-  back_dev.SetFailurePredicate([&](FaultInjectionDevice::Op op, uint64_t, size_t) {
-    return failing.load() && op != FaultInjectionDevice::Op::kRead;
-  });
-  auto cache = OpenOrDie(o);
-  ASSERT_NE(cache, nullptr);
+  OverAFailingStore f;  // nothing can be written back, so the log fills up
+  ASSERT_NE(f.cache, nullptr);
+  auto& cache = f.cache;
+  constexpr uint64_t kSize = OverAFailingStore::kSize;
   std::vector<uint8_t> model(kSize, 0);
   std::mt19937_64 rng(5);
 
@@ -612,9 +615,9 @@ TEST(BlockCacheTest, BufferedWritesNeverWaitAndDeclineWhereAWriteWouldWait) {
   st = cache->Pwrite(line.data(), kLineBytes, 0, false);
   EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
   EXPECT_NE(st.message().find("the cache is full"), std::string::npos) << st;
-  failing = false;
+  f.failing = false;
   ASSERT_OK(cache->Drain());
-  EXPECT_EQ(ReadAll(back_mem), model);
+  EXPECT_EQ(ReadAll(f.back_mem), model);
 }
 
 TEST(BlockCacheTest, CacheDeviceWriteErrorFailsSafeAndKeepsWhatWasFlushed) {

@@ -178,6 +178,28 @@ class NbdServerTest : public ::testing::Test {
     ASSERT_EQ(err, 0u);
   }
   const Export& exp() const { return *server_->FindExport("disk0"); }
+  // Reads `n` simple replies without data, expecting success; returns their cookies, sorted.
+  std::vector<uint64_t> SortedSuccessfulReplies(int n) {
+    std::vector<uint64_t> cookies;
+    for (int i = 0; i < n; ++i) {
+      uint32_t err;
+      cookies.push_back(Reply(&err));
+      EXPECT_EQ(err, 0u) << "cookie " << cookies.back();
+    }
+    std::sort(cookies.begin(), cookies.end());
+    return cookies;
+  }
+  // Reads the 4 KiB block at `offset` and expects it filled with `fill`.
+  void ExpectBlock(uint64_t cookie, uint64_t offset, char fill) {
+    Send(kCmdRead, cookie, offset, 4096);
+    uint8_t r[16];
+    ASSERT_TRUE(ReadFull(client_, r, sizeof(r)));
+    ASSERT_EQ(Get32(r + 4), 0u);
+    ASSERT_EQ(Get64(r + 8), cookie);
+    std::string data(4096, '\0');
+    ASSERT_TRUE(ReadFull(client_, data.data(), data.size()));
+    EXPECT_EQ(data, std::string(4096, fill)) << "at " << offset;
+  }
   // Reads one simple reply; returns its cookie (and the error through `error`).
   uint64_t Reply(uint32_t* error, uint32_t read_len = 0) {
     uint8_t r[16];
@@ -227,14 +249,7 @@ TEST_F(NbdServerTest, BytesInFlightStopTheReading) {
   EXPECT_EQ(backend_->entered(), 2) << "a third 16 MiB write was read past the 32 MiB limit";
   backend_->OpenAll();
   writer.join();
-  std::vector<uint64_t> cookies;
-  for (int i = 0; i < 3; ++i) {
-    uint32_t err;
-    cookies.push_back(Reply(&err));
-    EXPECT_EQ(err, 0u);
-  }
-  std::sort(cookies.begin(), cookies.end());
-  EXPECT_EQ(cookies, (std::vector<uint64_t>{10, 11, 12}));
+  EXPECT_EQ(SortedSuccessfulReplies(3), (std::vector<uint64_t>{10, 11, 12}));
 }
 
 TEST_F(NbdServerTest, RequestsInFlightAreBounded) {
@@ -302,25 +317,11 @@ TEST_F(NbdServerTest, SmallWritesArrivingTogetherRunAsOneBatch) {
     AppendRequest(&burst, kCmdWrite, 100 + i, (10 + i) * 4096, 4096, std::string(4096, static_cast<char>('A' + i)));
   }
   SendBurstBehindAHeldWrite(burst, 0);
-  std::vector<uint64_t> cookies;
-  for (int i = 0; i < 20; ++i) {
-    uint32_t err;
-    cookies.push_back(Reply(&err));
-    EXPECT_EQ(err, 0u);
-  }
-  std::sort(cookies.begin(), cookies.end());
+  const std::vector<uint64_t> cookies = SortedSuccessfulReplies(20);
   for (uint64_t i = 0; i < 20; ++i) EXPECT_EQ(cookies[i], 100 + i);
   EXPECT_EQ(exp().batched_requests.load(), 20u) << "the 20 writes did not run as one batch";
   EXPECT_EQ(backend_->buffered(), 21) << "a batched write did not go through PwriteBuffered";
-  for (uint64_t i = 0; i < 20; ++i) {
-    Send(kCmdRead, 200 + i, (10 + i) * 4096, 4096);
-    uint8_t r[16];
-    ASSERT_TRUE(ReadFull(client_, r, sizeof(r)));
-    ASSERT_EQ(Get32(r + 4), 0u);
-    std::string data(4096, '\0');
-    ASSERT_TRUE(ReadFull(client_, data.data(), data.size()));
-    EXPECT_EQ(data, std::string(4096, static_cast<char>('A' + i))) << "write " << i;
-  }
+  for (uint64_t i = 0; i < 20; ++i) ExpectBlock(200 + i, (10 + i) * 4096, static_cast<char>('A' + i));
 }
 
 // A batch ends at the first request it cannot take (an invalid write, a FUA write) or run (a
@@ -354,15 +355,7 @@ TEST_F(NbdServerTest, ABatchStopsAtARequestItCannotTakeAndEachGetsItsOwnAnswer) 
   EXPECT_EQ(exp().batched_requests.load(), 3u) << "only writes 15, 16 and 17 could run together";
   EXPECT_EQ(backend_->pwrites(), 1) << "only the FUA write goes through Pwrite";
   for (auto [off, ch] : std::vector<std::pair<uint64_t, char>>{{8192, 'c'}, {12288, 'e'}, {16384, 'f'}}) {
-    Send(kCmdRead, 99, off, 4096);
-    uint32_t err;
-    uint8_t r[16];
-    ASSERT_TRUE(ReadFull(client_, r, sizeof(r)));
-    err = Get32(r + 4);
-    ASSERT_EQ(err, 0u);
-    std::string data(4096, '\0');
-    ASSERT_TRUE(ReadFull(client_, data.data(), data.size()));
-    EXPECT_EQ(data, std::string(4096, ch)) << "at " << off;
+    ExpectBlock(99, off, ch);
   }
 }
 
@@ -380,14 +373,10 @@ TEST_F(NbdServerTest, AWriteThatWouldWaitRunsAfterTheSocketIsLetGo) {
     AppendRequest(&burst, kCmdWrite, 20 + i, i * 4096, 4096, std::string(4096, static_cast<char>('0' + i)));
   }
   SendBurstBehindAHeldWrite(burst, 0);
+  // 1 and 2 in the first batch; 4 and 5 while 3 waits.
+  EXPECT_EQ(SortedSuccessfulReplies(4), (std::vector<uint64_t>{21, 22, 24, 25}))
+      << "the requests behind a waiting write were not served";
   uint32_t err;
-  std::vector<uint64_t> first;
-  for (int i = 0; i < 4; ++i) {  // 1 and 2 in the first batch; 4 and 5 while 3 waits
-    first.push_back(Reply(&err));
-    EXPECT_EQ(err, 0u);
-  }
-  std::sort(first.begin(), first.end());
-  EXPECT_EQ(first, (std::vector<uint64_t>{21, 22, 24, 25})) << "the requests behind a waiting write were not served";
   Send(kCmdRead, 30, 1 * 4096, 4096);
   EXPECT_EQ(Reply(&err, 4096), 30u) << "a waiting write kept the socket";
   EXPECT_EQ(err, 0u);
@@ -396,15 +385,7 @@ TEST_F(NbdServerTest, AWriteThatWouldWaitRunsAfterTheSocketIsLetGo) {
   EXPECT_EQ(err, 0u);
   EXPECT_EQ(backend_->buffered(), 6) << "the held write, 1-5 (3 declined)";
   EXPECT_EQ(backend_->pwrites(), 1) << "only 3 through Pwrite";
-  for (uint64_t i = 1; i <= 5; ++i) {
-    Send(kCmdRead, 40 + i, i * 4096, 4096);
-    uint8_t r[16];
-    ASSERT_TRUE(ReadFull(client_, r, sizeof(r)));
-    ASSERT_EQ(Get32(r + 4), 0u);
-    std::string data(4096, '\0');
-    ASSERT_TRUE(ReadFull(client_, data.data(), data.size()));
-    EXPECT_EQ(data, std::string(4096, static_cast<char>('0' + i))) << "write " << i;
-  }
+  for (uint64_t i = 1; i <= 5; ++i) ExpectBlock(40 + i, i * 4096, static_cast<char>('0' + i));
 }
 
 // Reads the backend can serve from memory run in the batch too, their data in the one send.
