@@ -42,7 +42,13 @@ void SleepPrecisely(int us) {
 class Connection {
  public:
   Connection(NbdServer& server, int fd, Export& exp, bool structured)
-      : server_(server), fd_(fd), exp_(exp), structured_(structured), in_(fd) {}
+      : server_(server),
+        fd_(fd),
+        exp_(exp),
+        structured_(structured),
+        size_(exp.backend->size()),
+        tflags_(exp.TransmissionFlags()),
+        in_(fd) {}
 
   // Serves requests until DISC, EOF, a protocol violation or server shutdown; returns when every
   // request taken in has been answered.
@@ -90,6 +96,8 @@ class Connection {
   const int fd_;
   Export& exp_;
   const bool structured_;
+  const uint64_t size_;     // the export's size and transmission flags, fixed for the connection
+  const uint16_t tflags_;
 
   Mutex read_mu_;  // one thread at a time takes a request off the socket
   bool reading_done_ ABSL_GUARDED_BY(read_mu_) = false;
@@ -313,8 +321,8 @@ void Connection::MaybeAddThread() {
 }
 
 uint32_t Connection::Check(const Request& r, std::string* why) const {
-  const uint64_t size = exp_.backend->size();
-  const uint16_t tflags = exp_.TransmissionFlags();
+  const uint64_t size = size_;
+  const uint16_t tflags = tflags_;
   const bool writes = r.type == kCmdWrite || r.type == kCmdTrim || r.type == kCmdWriteZeroes;
   uint16_t allowed = kCmdFlagFua;
   if (r.type == kCmdWriteZeroes) allowed |= kCmdFlagNoHole;
