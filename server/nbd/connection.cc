@@ -321,8 +321,6 @@ void Connection::MaybeAddThread() {
 }
 
 uint32_t Connection::Check(const Request& r, std::string* why) const {
-  const uint64_t size = size_;
-  const uint16_t tflags = tflags_;
   const bool writes = r.type == kCmdWrite || r.type == kCmdTrim || r.type == kCmdWriteZeroes;
   uint16_t allowed = kCmdFlagFua;
   if (r.type == kCmdWriteZeroes) allowed |= kCmdFlagNoHole;
@@ -333,14 +331,14 @@ uint32_t Connection::Check(const Request& r, std::string* why) const {
   }
   if ((r.flags & ~allowed) != 0) return *why = "unsupported command flags", kEinval;
   if (r.type == kCmdFlush && (r.offset != 0 || r.length != 0)) return *why = "flush with an offset or length", kEinval;
-  if (r.type != kCmdFlush && (r.offset > size || r.length > size - r.offset)) {
+  if (r.type != kCmdFlush && (r.offset > size_ || r.length > size_ - r.offset)) {
     *why = "request beyond the end of the export";
     return writes ? kEnospc : kEinval;
   }
   if (r.type == kCmdRead && r.length > kMaxPayload) return *why = "read larger than the maximum payload", kEoverflow;
-  if (writes && (tflags & kFlagReadOnly) != 0) return *why = "read-only export", kEperm;
-  if ((r.type == kCmdTrim && (tflags & kFlagSendTrim) == 0) ||
-      (r.type == kCmdWriteZeroes && (tflags & kFlagSendWriteZeroes) == 0)) {
+  if (writes && (tflags_ & kFlagReadOnly) != 0) return *why = "read-only export", kEperm;
+  if ((r.type == kCmdTrim && (tflags_ & kFlagSendTrim) == 0) ||
+      (r.type == kCmdWriteZeroes && (tflags_ & kFlagSendWriteZeroes) == 0)) {
     return *why = "command not offered for this export", kEinval;
   }
   return 0;
@@ -367,11 +365,9 @@ bool Connection::TakeBuffered(Pending& p) {
   uint8_t skip[kRequestBytes];
   in_.Read(skip, sizeof(skip));
   p.req = r;
-  p.payload.reset();
-  if (r.type == kCmdWrite) {  // an empty write too gets a buffer: backends never see a null one
-    p.payload.reset(new uint8_t[payload]);
-    in_.Read(p.payload.get(), payload);
-  }
+  // An empty write too gets a buffer: backends never see a null one.
+  p.payload.reset(r.type == kCmdWrite ? new uint8_t[payload] : nullptr);
+  if (payload > 0) in_.Read(p.payload.get(), payload);
   exp_.requests[r.type].fetch_add(1, std::memory_order_relaxed);
   return true;
 }
