@@ -91,6 +91,13 @@ void NoteFailure(TmemClient::Server& s, const ::grpc::Status& st) ABSL_EXCLUSIVE
   s.rpc = NewPagePoolClient(s.address);
   s.stub_created = now;
 }
+
+// After a reply: a new instance id means the server restarted.
+void NoteInstance(TmemClient::Server& s, uint64_t instance, std::atomic<uint64_t>& restarts)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+  if (s.instance != 0 && instance != s.instance) restarts.fetch_add(1, std::memory_order_relaxed);
+  s.instance = instance;
+}
 }  // namespace
 
 namespace {
@@ -212,14 +219,21 @@ absl::StatusOr<PoolRef> TmemClient::CreatePool(uint32_t page_bytes) {
 
 absl::StatusOr<uint32_t> TmemClient::Prepare(Server& s, Pool& pool) {
   MutexLock lock(&s.mu);
-  auto note_instance = [&](uint64_t instance) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
-    if (s.instance != 0 && instance != s.instance) counters_.restarts_seen.fetch_add(1, std::memory_order_relaxed);
-    s.instance = instance;
-  };
   // Deferred flushes first, in order: nothing may reach this server before them.
   while (!s.deferred.empty()) {
     const DeferredFlush& f = s.deferred.front();
     auto id = s.pool_ids.find(f.pool);
+    if (id == s.pool_ids.end()) {
+      // A shared pool this client has not reached on this server yet may still hold pages there
+      // (put by an earlier client of the same UUID, e.g. before a restart): join it, then flush.
+      // A private pool never created here has nothing to flush.
+      const Pool* target = FindPool(f.pool);  // lock order: Server::mu -> mu_
+      if (target != nullptr && target->shared) {
+        absl::StatusOr<uint32_t> created = CreateOn(s, *target);
+        if (!created.ok()) return created.status();
+        id = s.pool_ids.find(f.pool);
+      }
+    }
     if (id != s.pool_ids.end()) {
       ::grpc::ClientContext ctx;
       SetDeadline(&ctx, options_.call_timeout_ms);
@@ -253,7 +267,7 @@ absl::StatusOr<uint32_t> TmemClient::Prepare(Server& s, Pool& pool) {
         NoteFailure(s, st);
         return FromGrpc(st);
       }
-      if (st.ok()) note_instance(instance);
+      if (st.ok()) NoteInstance(s, instance, counters_.restarts_seen);
       if (!st.ok()) s.pool_ids.erase(f.pool);
     }
     // A flush for a pool never created on this server has nothing to flush there.
@@ -262,6 +276,11 @@ absl::StatusOr<uint32_t> TmemClient::Prepare(Server& s, Pool& pool) {
   }
   auto it = s.pool_ids.find(pool.ref);
   if (it != s.pool_ids.end()) return it->second;
+  return CreateOn(s, pool);
+}
+
+absl::StatusOr<uint32_t> TmemClient::CreateOn(Server& s, const Pool& pool) {
+  s.mu.AssertHeld();
   ::grpc::ClientContext ctx;
   SetDeadline(&ctx, options_.call_timeout_ms);
   tmem::v1::CreatePoolResponse resp;
@@ -281,7 +300,7 @@ absl::StatusOr<uint32_t> TmemClient::Prepare(Server& s, Pool& pool) {
     NoteFailure(s, st);
     return FromGrpc(st);
   }
-  note_instance(resp.instance_id());
+  NoteInstance(s, resp.instance_id(), counters_.restarts_seen);
   s.pool_ids[pool.ref] = resp.pool_id();
   return resp.pool_id();
 }

@@ -132,6 +132,8 @@ class TmemClient {
   // Makes `server` ready for calls on `pool`: replays deferred flushes, creates the pool there if
   // needed. Returns the server's pool id, or an error if it cannot be reached.
   absl::StatusOr<uint32_t> Prepare(Server& server, Pool& pool);
+  // Creates (or, for a shared pool, joins) `pool` on `server`; the caller holds server.mu.
+  absl::StatusOr<uint32_t> CreateOn(Server& server, const Pool& pool);
 
   const ClientOptions options_;
   std::vector<std::unique_ptr<Server>> servers_;  // fixed after Create

@@ -173,6 +173,54 @@ TEST_F(ShardingTest, ADeadServerCostsMissesAndARestartedOneNeverServesStalePages
   EXPECT_GE(client_->counters().flushes_replayed.load(), 1u);
 }
 
+// A client that restarts (a relay process, say) joins its shared pool again by UUID. A flush it
+// makes while that pool's server is down must still reach the pages the earlier client put there
+// once the server is back — it must not be dropped because this client had not reached the pool
+// on that server yet.
+TEST_F(ShardingTest, AFlushDeferredByANewClientReachesPagesAnEarlierClientPut) {
+  std::array<uint8_t, 16> uuid{};
+  uuid[0] = 42;
+  auto earlier = client_->CreateSharedPool(uuid, 4096, "node-a");
+  ASSERT_TRUE(earlier.ok()) << earlier.status();
+  std::string object;
+  for (int k = 0; object.empty(); ++k) {
+    if (client_->ServerFor(*earlier, "f" + std::to_string(k)) == 0) object = "f" + std::to_string(k);
+  }
+  ASSERT_TRUE(client_->Put(*earlier, object, 1, PageFor(object, 1, 1)).ok());
+  ASSERT_TRUE(client_->Put(*earlier, object, 2, PageFor(object, 2, 1)).ok());
+  ASSERT_EQ(Hit(*earlier, object, 1, 1), 1);
+
+  // Server 0 stops cleanly (it keeps its pages); a new client joins the pool and flushes a page.
+  kill(procs_[0].pid, SIGTERM);
+  ASSERT_EQ(WaitExit(procs_[0]), 0) << ReadLog(procs_[0]);
+  procs_[0].pid = -1;
+  client::ClientOptions o;
+  for (int p : ports_) o.servers.push_back("127.0.0.1:" + std::to_string(p));
+  o.call_timeout_ms = 500;
+  auto created = client::TmemClient::Create(o);
+  ASSERT_TRUE(created.ok());
+  client_ = std::move(*created);
+  auto pool = client_->CreateSharedPool(uuid, 4096, "node-a");
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  ASSERT_EQ(client_->ServerFor(*pool, object), 0u) << "a shared pool hashes the same in every client";
+  ASSERT_TRUE(client_->FlushPage(*pool, object, 1).ok());
+  EXPECT_EQ(client_->counters().flushes_deferred.load(), 1u);
+
+  procs_[0] = StartServer(0);
+  ASSERT_TRUE(WaitOpen(0)) << ReadLog(procs_[0]);
+  std::vector<uint8_t> out(4096);
+  absl::StatusOr<bool> got;
+  for (int k = 0; k < 100; ++k) {  // until the server answers (the first calls may still miss fast)
+    got = client_->Get(*pool, object, 2, out);
+    ASSERT_TRUE(got.ok());
+    if (*got) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(*got) << "the clean restart kept the page that was not flushed";
+  EXPECT_EQ(Hit(*pool, object, 1, 1), 0) << "the deferred flush was lost: a stale page came back";
+  EXPECT_GE(client_->counters().flushes_replayed.load(), 1u);
+}
+
 // Many threads share one client: their batches are split by server and stream, larger ones
 // also at the wire limit, and all travel pipelined on a few long-lived Session streams.
 TEST_F(ShardingTest, BatchesFromManyThreadsArePipelinedOnAFewStreams) {
