@@ -1,0 +1,205 @@
+#include "kshim/relay/relay.h"
+
+#include <cstring>
+#include <span>
+
+#include "common/logging.h"
+
+namespace tmem::kshim {
+
+std::string ObjectKey(const uint8_t (&key)[TMEM_SHIM_KEY_BYTES]) {
+  size_t n = TMEM_SHIM_KEY_BYTES;
+  while (n > 1 && key[n - 1] == 0) --n;
+  return std::string(reinterpret_cast<const char*>(key), n);
+}
+
+Relay::Relay(client::TmemClient* client, RelayOptions options) : client_(client), options_(std::move(options)) {}
+
+absl::Status Relay::Serve(ShimDevice& device, const std::atomic<bool>& stop) {
+  absl::StatusOr<ShimMapping> map = device.Attach();
+  if (!map.ok()) return map.status();
+  counters_.attaches.fetch_add(1, std::memory_order_relaxed);
+  pools_.clear();  // the module announces every pool again
+  tsr_side side{map->area, map->nr_slots, 0, 0};
+  while (!stop.load(std::memory_order_relaxed)) {
+    if (absl::Status st = device.Wait(options_.wait_ms); !st.ok()) return st;
+    if (!Round(side, *map)) return absl::DataLossError("the request ring's indices are impossible");
+    if (absl::Status st = device.Kick(); !st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+void Relay::Answer(tsr_side& side, const tmem_shim_req& req, int32_t result) {
+  tmem_shim_resp r{req.seq, req.tag, result};
+  // Cannot be full: the module has at most nr_slots requests outstanding, one answer each.
+  if (tsr_resp_push(&side, &r) != 0) counters_.bad_requests.fetch_add(1, std::memory_order_relaxed);
+}
+
+const Relay::Pool* Relay::Find(uint32_t shim_pool) {
+  auto it = pools_.find(shim_pool);
+  return it == pools_.end() ? nullptr : &it->second;
+}
+
+bool Relay::Round(tsr_side& side, const ShimMapping& map) {
+  std::vector<tmem_shim_req> reqs;
+  tmem_shim_req req;
+  int rc;
+  while ((rc = tsr_req_pop(&side, &req)) == 1) reqs.push_back(req);
+  if (rc < 0) return false;
+  counters_.requests.fetch_add(reqs.size(), std::memory_order_relaxed);
+  size_t i = 0;
+  while (i < reqs.size()) {
+    const tmem_shim_req& r = reqs[i];
+    if (r.tag >= map.nr_slots) {  // cannot be answered: its tag names no slot
+      counters_.bad_requests.fetch_add(1, std::memory_order_relaxed);
+      ++i;
+      continue;
+    }
+    if (r.op == TMEM_SHIM_OP_PUT || r.op == TMEM_SHIM_OP_GET) {
+      size_t end = i + 1;
+      while (end < reqs.size() && reqs[end].op == r.op && reqs[end].pool == r.pool && reqs[end].tag < map.nr_slots) ++end;
+      if (r.op == TMEM_SHIM_OP_PUT) {
+        PutRun(side, map, reqs, i, end);
+      } else {
+        GetRun(side, map, reqs, i, end);
+      }
+      i = end;
+      continue;
+    }
+    switch (r.op) {
+      case TMEM_SHIM_OP_INIT_FS:
+      case TMEM_SHIM_OP_INIT_SHARED_FS:
+        Announce(r);
+        Answer(side, r, TMEM_SHIM_OK);
+        break;
+      case TMEM_SHIM_OP_INVALIDATE_PAGE:
+      case TMEM_SHIM_OP_INVALIDATE_INODE:
+      case TMEM_SHIM_OP_FLUSH_POOL:
+        Answer(side, r, Invalidate(r));
+        break;
+      case TMEM_SHIM_OP_INVALIDATE_FS:
+        Release(r);
+        Answer(side, r, TMEM_SHIM_OK);
+        break;
+      default:
+        counters_.bad_requests.fetch_add(1, std::memory_order_relaxed);
+        Answer(side, r, -22);
+        break;
+    }
+    ++i;
+  }
+  return true;
+}
+
+void Relay::Announce(const tmem_shim_req& req) {
+  Pool p;
+  std::memcpy(p.uuid.data(), req.key, p.uuid.size());
+  p.shared = req.op == TMEM_SHIM_OP_INIT_SHARED_FS;
+  auto known = by_uuid_.find(p.uuid);
+  if (known != by_uuid_.end()) {
+    p.ref = known->second;
+  } else {
+    // Never fails for an unreachable server (the pool is made there on first use); only a
+    // page size tmemd refuses does, and then the pool stays unmapped: its puts are dropped,
+    // its gets miss.
+    absl::StatusOr<client::PoolRef> ref = client_->CreateSharedPool(p.uuid, req.page_bytes, options_.tenant);
+    if (!ref.ok()) {
+      TMEM_LOG(Warning) << "tmem-shimd: pool " << req.pool << " refused by tmemd: " << ref.status();
+      pools_.erase(req.pool);
+      return;
+    }
+    p.ref = *ref;
+    by_uuid_[p.uuid] = p.ref;
+  }
+  pools_[req.pool] = p;
+  counters_.pools_announced.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Relay::Release(const tmem_shim_req& req) {
+  auto it = pools_.find(req.pool);
+  if (it == pools_.end()) return;
+  if (!it->second.shared) {
+    // A private pool's pages can never be asked for again: free them in tmemd.
+    (void)client_->DestroyPool(it->second.ref);
+    by_uuid_.erase(it->second.uuid);
+  }
+  pools_.erase(it);
+  counters_.pools_released.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Relay::PutRun(tsr_side& side, const ShimMapping& map, const std::vector<tmem_shim_req>& reqs, size_t begin,
+                   size_t end) {
+  counters_.puts.fetch_add(end - begin, std::memory_order_relaxed);
+  counters_.batches.fetch_add(1, std::memory_order_relaxed);
+  if (const Pool* pool = Find(reqs[begin].pool); pool != nullptr) {
+    std::vector<std::string> objects;
+    objects.reserve(end - begin);
+    for (size_t i = begin; i < end; ++i) objects.push_back(ObjectKey(reqs[i].key));
+    std::vector<client::TmemClient::PagePut> puts;
+    for (size_t i = begin; i < end; ++i) {
+      const uint8_t* slot = tsr_slot(map.area, map.nr_slots, map.page_bytes, reqs[i].tag);
+      puts.push_back({objects[i - begin], reqs[i].index, std::span<const uint8_t>(slot, map.page_bytes)});
+    }
+    (void)client_->PutPages(pool->ref, puts);  // a put may be dropped; nothing to tell the module
+  }
+  for (size_t i = begin; i < end; ++i) Answer(side, reqs[i], TMEM_SHIM_OK);
+}
+
+void Relay::GetRun(tsr_side& side, const ShimMapping& map, const std::vector<tmem_shim_req>& reqs, size_t begin,
+                   size_t end) {
+  counters_.gets.fetch_add(end - begin, std::memory_order_relaxed);
+  counters_.batches.fetch_add(1, std::memory_order_relaxed);
+  std::vector<bool> hits(end - begin, false);
+  if (const Pool* pool = Find(reqs[begin].pool); pool != nullptr) {
+    std::vector<std::string> objects;
+    objects.reserve(end - begin);
+    for (size_t i = begin; i < end; ++i) objects.push_back(ObjectKey(reqs[i].key));
+    std::vector<client::TmemClient::PageGet> gets;
+    for (size_t i = begin; i < end; ++i) {
+      uint8_t* slot = tsr_slot(map.area, map.nr_slots, map.page_bytes, reqs[i].tag);
+      gets.push_back({objects[i - begin], reqs[i].index, std::span<uint8_t>(slot, map.page_bytes)});
+    }
+    absl::StatusOr<std::vector<bool>> got = client_->GetPages(pool->ref, gets);
+    if (got.ok()) hits = *got;
+  }
+  for (size_t i = begin; i < end; ++i) {
+    const bool hit = hits[i - begin];
+    if (hit) counters_.get_hits.fetch_add(1, std::memory_order_relaxed);
+    Answer(side, reqs[i], hit ? TMEM_SHIM_HIT : TMEM_SHIM_MISS);
+  }
+}
+
+int32_t Relay::Invalidate(const tmem_shim_req& req) {
+  const Pool* pool = Find(req.pool);
+  if (pool == nullptr) return TMEM_SHIM_OK;  // only a pool tmemd refused is unmapped: it holds no page
+  const uint64_t deferred_before = client_->counters().flushes_deferred.load();
+  absl::Status st;
+  switch (req.op) {
+    case TMEM_SHIM_OP_INVALIDATE_PAGE:
+      counters_.invalidations.fetch_add(1, std::memory_order_relaxed);
+      st = client_->FlushPage(pool->ref, ObjectKey(req.key), req.index);
+      break;
+    case TMEM_SHIM_OP_INVALIDATE_INODE:
+      counters_.invalidations.fetch_add(1, std::memory_order_relaxed);
+      st = client_->FlushObject(pool->ref, ObjectKey(req.key));
+      break;
+    default:
+      counters_.pool_flushes.fetch_add(1, std::memory_order_relaxed);
+      st = client_->FlushPool(pool->ref);
+      break;
+  }
+  if (!st.ok()) {
+    TMEM_LOG(Warning) << "tmem-shimd: flush refused: " << st;
+    // An invalidation that failed makes the module flush the pool whole; a whole-pool flush
+    // that failed (the pool is gone from the client) has nothing left to flush.
+    return req.op == TMEM_SHIM_OP_FLUSH_POOL ? TMEM_SHIM_OK : -5;
+  }
+  // This thread is the client's only caller, so a change of the counter is this flush's.
+  if (client_->counters().flushes_deferred.load() != deferred_before) {
+    counters_.invalidations_deferred.fetch_add(1, std::memory_order_relaxed);
+    return TMEM_SHIM_DEFERRED;
+  }
+  return TMEM_SHIM_OK;
+}
+
+}  // namespace tmem::kshim

@@ -1,0 +1,98 @@
+// tmem-shimd's work: answer the shim's ring requests with libtmemclient.
+//
+// Requests are taken in ring order and answered in that order of effect: runs of puts (or of
+// gets) to one pool travel as one batch, anything else alone, and a batch never passes an
+// invalidation. Every pool the module announces becomes a shared tmemd pool named by its UUID
+// (the module chooses a UUID for each private pool), under the relay's tenant: a restarted
+// relay, or a tmemd that restarted with its pages, finds the same pool again. An unmounted
+// private pool is destroyed in tmemd.
+//
+// Invalidations are answered OK only when delivered; when libtmemclient could only record one
+// for replay (its server unreachable) the answer is DEFERRED, and the module flushes that pool
+// whole if this relay goes away before the replay.
+//
+// Thread-safety: one thread calls Serve; counters() may be read from any thread.
+#ifndef TMEM_KSHIM_RELAY_RELAY_H_
+#define TMEM_KSHIM_RELAY_RELAY_H_
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "client/tmem_client.h"
+#include "kshim/relay/shim_device.h"
+
+extern "C" {
+#include "tmem_shim_abi.h"
+#include "tsf_ring.h"
+}
+
+namespace tmem::kshim {
+
+struct RelayOptions {
+  std::string tenant;     // namespace of the pools' UUIDs in tmemd (the node's name)
+  int wait_ms = 200;      // longest sleep between checks of `stop`
+};
+
+struct RelayCounters {
+  std::atomic<uint64_t> attaches{0};
+  std::atomic<uint64_t> requests{0};
+  std::atomic<uint64_t> puts{0};
+  std::atomic<uint64_t> gets{0};
+  std::atomic<uint64_t> get_hits{0};
+  std::atomic<uint64_t> invalidations{0};
+  std::atomic<uint64_t> invalidations_deferred{0};
+  std::atomic<uint64_t> pool_flushes{0};
+  std::atomic<uint64_t> pools_announced{0};
+  std::atomic<uint64_t> pools_released{0};
+  std::atomic<uint64_t> batches{0};
+  std::atomic<uint64_t> bad_requests{0};
+};
+
+class Relay {
+ public:
+  Relay(client::TmemClient* client, RelayOptions options);
+  Relay(const Relay&) = delete;
+  Relay& operator=(const Relay&) = delete;
+
+  // Attaches to `device` and answers its requests until `stop` is set (OK) or the device fails
+  // (its error). The device object detaches when destroyed; a later Serve on a new device object
+  // attaches again (the module then announces its pools anew).
+  absl::Status Serve(ShimDevice& device, const std::atomic<bool>& stop);
+
+  const RelayCounters& counters() const { return counters_; }
+
+ private:
+  struct Pool {
+    std::array<uint8_t, 16> uuid{};
+    bool shared = false;
+    client::PoolRef ref = 0;
+  };
+  // Answers every request popped from the ring; false if the ring was corrupt.
+  bool Round(tsr_side& side, const ShimMapping& map);
+  void Answer(tsr_side& side, const tmem_shim_req& req, int32_t result);
+  void Announce(const tmem_shim_req& req);
+  void Release(const tmem_shim_req& req);
+  // The run [begin, end) of puts (or gets) to one pool.
+  void PutRun(tsr_side& side, const ShimMapping& map, const std::vector<tmem_shim_req>& reqs, size_t begin, size_t end);
+  void GetRun(tsr_side& side, const ShimMapping& map, const std::vector<tmem_shim_req>& reqs, size_t begin, size_t end);
+  int32_t Invalidate(const tmem_shim_req& req);
+  const Pool* Find(uint32_t shim_pool);
+
+  client::TmemClient* const client_;
+  const RelayOptions options_;
+  std::map<uint32_t, Pool> pools_;                              // by the module's pool id
+  std::map<std::array<uint8_t, 16>, client::PoolRef> by_uuid_;  // client pools, reused on re-attach
+  RelayCounters counters_;
+};
+
+// The object key tmemd sees for a file key: its bytes without trailing zeros (at least one).
+std::string ObjectKey(const uint8_t (&key)[TMEM_SHIM_KEY_BYTES]);
+
+}  // namespace tmem::kshim
+
+#endif  // TMEM_KSHIM_RELAY_RELAY_H_
