@@ -306,7 +306,7 @@ TEST(ShimCore, APoolWithInvalidationsNotYetQueuedMissesEveryGet) {
   s.Answer(reqs[0], TMEM_SHIM_MISS);
   s.Consume();
   ASSERT_EQ(s.f.rec_len, 1u);
-  EXPECT_LT(tsf_get_begin(&s.f, pool, key.data(), 2, &queued), 0)
+  EXPECT_EQ(tsf_get_begin(&s.f, pool, key.data(), 2, &queued), -1)
       << "a get queued now would pass the invalidation and could see the invalidated page";
   // Collecting it frees the slot, which the invalidation takes at once.
   std::vector<uint8_t> out(kPage);
@@ -314,7 +314,7 @@ TEST(ShimCore, APoolWithInvalidationsNotYetQueuedMissesEveryGet) {
   EXPECT_EQ(queued, 1);
   EXPECT_EQ(s.f.rec_len, 0u);
   int tag = tsf_get_begin(&s.f, pool, key.data(), 2, &queued);
-  EXPECT_LT(tag, 0) << "no slot left";
+  EXPECT_EQ(tag, -2) << "no slot left: the caller may wait for one";
   for (size_t i = 1; i < reqs.size(); ++i) s.Answer(reqs[i], TMEM_SHIM_OK);
   s.Consume();
   tag = tsf_get_begin(&s.f, pool, key.data(), 2, &queued);
@@ -345,7 +345,7 @@ TEST(ShimCore, ARecordThatOverflowsBecomesAWholePoolFlushAndGetsMissUntilItIsQue
   EXPECT_EQ(s.f.nr_free, 0u);
   for (uint64_t i = 0; i < 5; ++i) tsf_invalidate_page(&s.f, pool, key.data(), 10 + i);
   EXPECT_EQ(s.f.pools[pool].flush, TSF_FLUSH_NEEDED);
-  EXPECT_LT(tsf_get_begin(&s.f, pool, key.data(), 10, &queued), 0);
+  EXPECT_EQ(tsf_get_begin(&s.f, pool, key.data(), 10, &queued), -1);
   EXPECT_EQ(tsf_put(&s.f, pool, key.data(), 10, Page(1).data()), 0) << "puts are dropped too";
   for (const auto& r : reqs) s.Answer(r, TMEM_SHIM_OK);
   s.Consume();

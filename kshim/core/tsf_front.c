@@ -265,13 +265,25 @@ int tsf_get_begin(struct tsf_front *f, int pool, const tsf_u8 key[TMEM_SHIM_KEY_
 	}
 	tag = queue(f, TMEM_SHIM_OP_GET, pool, f->page_bytes, key, TMEM_SHIM_KEY_BYTES, index);
 	if (tag < 0) {
-		f->c.gets_missed_unready++;
-		f->c.get_misses++;
-		return -1;
+		f->c.gets_waited_for_slot++;
+		f->c.gets--; /* counted again when the caller retries */
+		return -2;
 	}
 	f->c.gets_queued++;
 	*queued = 1;
 	return tag;
+}
+
+void tsf_get_missed(struct tsf_front *f)
+{
+	f->c.gets++;
+	f->c.get_timeouts++;
+	f->c.get_misses++;
+}
+
+tsf_u32 tsf_free_slots(const struct tsf_front *f)
+{
+	return tsf_read_once(f->nr_free);
 }
 
 int tsf_get_done(const struct tsf_front *f, int tag)

@@ -66,6 +66,7 @@ struct tsf_counters {
 	tsf_u64 pools_created, pools_refused;
 	tsf_u64 puts, puts_queued, puts_dropped_full, puts_dropped_detached;
 	tsf_u64 gets, gets_queued, get_hits, get_misses, get_timeouts, gets_missed_unready;
+	tsf_u64 gets_waited_for_slot;
 	tsf_u64 invalidations, invalidations_queued, invalidations_recorded, invalidations_deferred;
 	tsf_u64 pool_flushes_needed, pool_flushes_queued, pool_flushes_done;
 	tsf_u64 responses, bad_responses, ring_errors;
@@ -99,9 +100,14 @@ int tsf_init_fs(struct tsf_front *f, int shared, const tsf_u8 uuid[TMEM_SHIM_UUI
 		tsf_u32 page_bytes, int *queued);
 int tsf_put(struct tsf_front *f, int pool, const tsf_u8 key[TMEM_SHIM_KEY_BYTES], tsf_u64 index,
 	    const void *page);
-/* Returns the tag to wait on, or -1 for an immediate miss. */
+/* Returns the tag to wait on; -1 for an immediate miss (no relay, or the pool owes it an
+ * invalidation or a flush); -2 when every slot is taken: the caller may wait for an answer to
+ * free one (tsf_free_slots) within its timeout and call again, or call it a miss with
+ * tsf_get_missed. */
 int tsf_get_begin(struct tsf_front *f, int pool, const tsf_u8 key[TMEM_SHIM_KEY_BYTES],
 		  tsf_u64 index, int *queued);
+void tsf_get_missed(struct tsf_front *f);
+tsf_u32 tsf_free_slots(const struct tsf_front *f);
 /* True once the get's answer is in (may be read without the lock, as a wake-up condition). */
 int tsf_get_done(const struct tsf_front *f, int tag);
 /* Ends a get: 0 with the page copied to `page_out` on a hit, -1 on a miss or when the answer

@@ -118,26 +118,37 @@ static void shim_put_page(int pool, struct cleancache_filekey key, pgoff_t index
 
 static int shim_get_page(int pool, struct cleancache_filekey key, pgoff_t index, struct page *page)
 {
+	unsigned long deadline = jiffies + msecs_to_jiffies(READ_ONCE(get_timeout_ms));
 	unsigned long flags;
 	int tag, queued, rc;
 	void *dst;
 
 	if (!READ_ONCE(enabled))
 		return -1;
-	spin_lock_irqsave(&shim_lock, flags);
-	tag = tsf_get_begin(&front, pool, (const u8 *)&key, index, &queued);
-	spin_unlock_irqrestore(&shim_lock, flags);
+	for (;;) {
+		spin_lock_irqsave(&shim_lock, flags);
+		tag = tsf_get_begin(&front, pool, (const u8 *)&key, index, &queued);
+		if (tag == -2 && !time_before(jiffies, deadline))
+			tsf_get_missed(&front);
+		spin_unlock_irqrestore(&shim_lock, flags);
+		if (tag != -2 || !time_before(jiffies, deadline))
+			break;
+		/* Every slot is taken: wait for an answer to free one. */
+		wait_event_timeout(get_wq, tsf_free_slots(&front) > 0, deadline - jiffies);
+	}
 	if (tag < 0)
 		return -1;
 	wake_relay(queued);
 	wait_event_timeout(get_wq, tsf_get_done(&front, tag),
-			   msecs_to_jiffies(READ_ONCE(get_timeout_ms)));
+			   time_before(jiffies, deadline) ? deadline - jiffies : 1);
 	dst = kmap_atomic(page);
 	spin_lock_irqsave(&shim_lock, flags);
 	rc = tsf_get_end(&front, tag, dst, &queued);
 	spin_unlock_irqrestore(&shim_lock, flags);
 	kunmap_atomic(dst);
 	wake_relay(queued);
+	if (wq_has_sleeper(&get_wq))
+		wake_up_all(&get_wq); /* a slot was freed */
 	return rc;
 }
 
@@ -310,6 +321,7 @@ static int stats_show(struct seq_file *m, void *v)
 	S(attaches); S(detaches); S(pools_created); S(pools_refused);
 	S(puts); S(puts_queued); S(puts_dropped_full); S(puts_dropped_detached);
 	S(gets); S(gets_queued); S(get_hits); S(get_misses); S(get_timeouts); S(gets_missed_unready);
+	S(gets_waited_for_slot);
 	S(invalidations); S(invalidations_queued); S(invalidations_recorded);
 	S(invalidations_deferred); S(pool_flushes_needed); S(pool_flushes_queued);
 	S(pool_flushes_done); S(responses); S(bad_responses); S(ring_errors);

@@ -83,10 +83,19 @@ bool FakeShim::Get(int pool, const FileKey& key, uint64_t index, std::span<uint8
                    std::chrono::milliseconds timeout) {
   MutexLock lock(&mu_);
   int queued;
-  int tag = tsf_get_begin(&front_, pool, key.data(), index, &queued);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  int tag;
+  // Every slot taken: wait (within the timeout) for an answer to free one, as the module does.
+  while ((tag = tsf_get_begin(&front_, pool, key.data(), index, &queued)) == -2) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) {
+      tsf_get_missed(&front_);
+      return false;
+    }
+    cv_.WaitFor(&mu_, deadline - now);
+  }
   if (tag < 0) return false;
   cv_.SignalAll();
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!tsf_get_done(&front_, tag)) {
     const auto now = std::chrono::steady_clock::now();
     if (now >= deadline) break;
@@ -123,6 +132,17 @@ tsf_counters FakeShim::Counters() {
 tsf_pool FakeShim::PoolState(int pool) {
   MutexLock lock(&mu_);
   return front_.pools[pool];
+}
+
+bool FakeShim::WaitIdle(std::chrono::milliseconds timeout) {
+  MutexLock lock(&mu_);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (front_.nr_free != front_.ring.nr_slots) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return false;
+    cv_.WaitFor(&mu_, deadline - now);
+  }
+  return true;
 }
 
 uint32_t FakeShim::Recorded() {

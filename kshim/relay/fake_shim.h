@@ -43,6 +43,8 @@ class FakeShim {
   tsf_counters Counters();
   tsf_pool PoolState(int pool);
   uint32_t Recorded();
+  // Waits until the relay has answered everything queued; false after `timeout`.
+  bool WaitIdle(std::chrono::milliseconds timeout = std::chrono::milliseconds(5000));
 
   // The device the relay opens: one at a time (FailedPrecondition otherwise); destroying it
   // detaches, as closing /dev/tmem_shim does.

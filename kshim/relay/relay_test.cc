@@ -1,0 +1,227 @@
+// tmem-shimd's relay between the shim (in-process, the module's own core logic) and a real tmemd
+// process: evicted pages come back, invalidations are never lost — also across a relay restart
+// and a tmemd restart — and nothing stale is ever read.
+#include <signal.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <thread>
+
+#include "client/tmem_client.h"
+#include "kshim/relay/fake_shim.h"
+#include "kshim/relay/relay.h"
+#include "tests/testing/process_util.h"
+
+namespace tmem::kshim {
+namespace {
+
+using namespace std::chrono_literals;
+using tmem::testing::Process;
+
+FileKey Inode(uint64_t ino) {
+  FileKey k{};
+  std::memcpy(k.data(), &ino, sizeof(ino));
+  return k;
+}
+
+std::vector<uint8_t> PageOf(uint64_t ino, uint64_t index, int version) {
+  std::vector<uint8_t> p(4096);
+  for (size_t i = 0; i < p.size(); ++i) p[i] = static_cast<uint8_t>(ino * 13 + index * 7 + version * 101 + i);
+  return p;
+}
+
+// One relay process's worth: a client and a Relay serving the shim on a thread.
+class RunningRelay {
+ public:
+  RunningRelay(FakeShim& shim, int port) {
+    client::ClientOptions o;
+    o.servers = {"127.0.0.1:" + std::to_string(port)};
+    o.call_timeout_ms = 300;
+    o.reconnect_max_ms = 200;
+    client_ = std::move(*client::TmemClient::Create(o));
+    relay_ = std::make_unique<Relay>(client_.get(), RelayOptions{"node-1", 20});
+    auto dev = shim.Open();
+    EXPECT_TRUE(dev.ok()) << dev.status();
+    device_ = std::move(*dev);
+    thread_ = std::thread([this] { status_ = relay_->Serve(*device_, stop_); });
+  }
+  // Stops serving and detaches, as a killed relay's closed device does.
+  ~RunningRelay() {
+    stop_ = true;
+    thread_.join();
+    device_.reset();
+    EXPECT_TRUE(status_.ok()) << status_;
+  }
+  const RelayCounters& counters() const { return relay_->counters(); }
+
+ private:
+  std::unique_ptr<client::TmemClient> client_;
+  std::unique_ptr<Relay> relay_;
+  std::unique_ptr<ShimDevice> device_;
+  std::atomic<bool> stop_{false};
+  absl::Status status_;
+  std::thread thread_;
+};
+
+class RelayTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    port_ = tmem::testing::FreePort();
+    dir_ = tmem::testing::TmpPath("relay");
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    Start();
+  }
+  void TearDown() override {
+    if (tmemd_.pid > 0) {
+      kill(tmemd_.pid, SIGKILL);
+      tmem::testing::WaitExit(tmemd_);
+    }
+  }
+  void Start() {
+    tmemd_ = tmem::testing::Spawn(tmem::testing::Runfile("server/main/tmemd"),
+                                  {"--device=" + dir_ + "/c.img", "--device-size=64M", "--metrics-listen=",
+                                   "--listen=127.0.0.1:" + std::to_string(port_), "--shutdown-timeout-ms=2000"},
+                                  "tmemd_" + std::to_string(++starts_) + ".log");
+    for (int i = 0; i < 200 && !tmem::testing::PortOpen(port_); ++i) std::this_thread::sleep_for(25ms);
+    ASSERT_TRUE(tmem::testing::PortOpen(port_)) << tmem::testing::ReadLog(tmemd_);
+  }
+  void StopCleanly() {
+    kill(tmemd_.pid, SIGTERM);
+    ASSERT_EQ(tmem::testing::WaitExit(tmemd_), 0) << tmem::testing::ReadLog(tmemd_);
+    tmemd_.pid = -1;
+  }
+  // 1 on a hit with the expected page, 0 on a miss; a hit with other bytes fails the test.
+  int Hit(int pool, uint64_t ino, uint64_t index, int version) {
+    std::vector<uint8_t> out(4096);
+    if (!shim_.Get(pool, Inode(ino), index, out)) return 0;
+    EXPECT_EQ(out, PageOf(ino, index, version)) << "inode " << ino << " page " << index << " is not version "
+                                                << version << ": a stale or foreign page";
+    return 1;
+  }
+  // Puts until a get of (ino, 0) hits: the relay and tmemd are both answering.
+  bool Ready(int pool, uint64_t ino) {
+    for (int i = 0; i < 100; ++i) {
+      shim_.Put(pool, Inode(ino), 0, PageOf(ino, 0, 1));
+      if (Hit(pool, ino, 0, 1)) return true;
+      std::this_thread::sleep_for(50ms);
+    }
+    return false;
+  }
+
+  FakeShim shim_{64, 16};
+  int port_ = 0;
+  std::string dir_;
+  Process tmemd_;
+  int starts_ = 0;
+};
+
+TEST_F(RelayTest, EvictedPagesComeBackAndInvalidatedOnesNever) {
+  int pool = shim_.InitFs(PoolUuid{1, 2, 3});
+  ASSERT_GE(pool, 0);
+  RunningRelay relay(shim_, port_);
+  ASSERT_TRUE(Ready(pool, 999));
+  for (uint64_t ino = 1; ino <= 4; ++ino) {
+    for (uint64_t i = 0; i < 50; ++i) shim_.Put(pool, Inode(ino), i, PageOf(ino, i, 1));
+    ASSERT_TRUE(shim_.WaitIdle());  // 50 puts fit the ring's 64 slots
+  }
+  EXPECT_EQ(shim_.Counters().puts_dropped_full, 0u);
+  int hits = 0;
+  for (uint64_t ino = 1; ino <= 4; ++ino) {
+    for (uint64_t i = 0; i < 50; ++i) hits += Hit(pool, ino, i, 1);
+  }
+  EXPECT_EQ(hits, 200) << "every page put comes back";
+  EXPECT_GT(relay.counters().batches.load(), 0u);
+  EXPECT_LT(relay.counters().batches.load(), relay.counters().puts.load() + relay.counters().gets.load())
+      << "runs of puts and gets travel as batches";
+
+  shim_.InvalidatePage(pool, Inode(1), 7);
+  EXPECT_EQ(Hit(pool, 1, 7, 1), 0);
+  EXPECT_EQ(Hit(pool, 1, 8, 1), 1);
+  shim_.InvalidateInode(pool, Inode(2));
+  for (uint64_t i = 0; i < 50; ++i) EXPECT_EQ(Hit(pool, 2, i, 1), 0) << i;
+  // Overwritten data: the newer page wins.
+  shim_.Put(pool, Inode(3), 5, PageOf(3, 5, 2));
+  EXPECT_EQ(Hit(pool, 3, 5, 2), 1);
+  // Unmount: the private pool is destroyed in tmemd; a new filesystem starts empty.
+  shim_.InvalidateFs(pool);
+  for (int i = 0; i < 100 && relay.counters().pools_released.load() == 0; ++i) std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(relay.counters().pools_released.load(), 1u);
+  int again = shim_.InitFs(PoolUuid{9});
+  EXPECT_EQ(Hit(again, 3, 5, 2), 0);
+  EXPECT_EQ(shim_.Counters().bad_responses, 0u);
+  EXPECT_EQ(relay.counters().bad_requests.load(), 0u);
+}
+
+TEST_F(RelayTest, ARestartedRelayFindsThePagesAndReplaysWhatWasInvalidatedMeanwhile) {
+  int pool = shim_.InitFs(PoolUuid{7, 7});
+  {
+    RunningRelay relay(shim_, port_);
+    ASSERT_TRUE(Ready(pool, 999));
+    for (uint64_t i = 0; i < 20; ++i) shim_.Put(pool, Inode(5), i, PageOf(5, i, 1));
+    EXPECT_EQ(Hit(pool, 5, 19, 1), 1);
+  }  // the relay goes away
+  EXPECT_EQ(Hit(pool, 5, 1, 1), 0) << "no relay: a get misses at once";
+  shim_.InvalidatePage(pool, Inode(5), 3);
+  shim_.InvalidateInode(pool, Inode(6));
+  shim_.Put(pool, Inode(5), 4, PageOf(5, 4, 2));  // dropped: the old version 1 stays in tmemd ...
+  shim_.InvalidatePage(pool, Inode(5), 4);        // ... and this makes sure it is never read
+  EXPECT_EQ(shim_.Recorded(), 3u);
+  // A filesystem mounted while no relay runs gets its pool when one attaches.
+  int late = shim_.InitFs(PoolUuid{8});
+  ASSERT_GE(late, 0);
+
+  RunningRelay relay(shim_, port_);  // a new process: a new client, the same pools by UUID
+  ASSERT_TRUE(Ready(late, 1));
+  EXPECT_EQ(Hit(pool, 5, 3, 1), 0) << "an invalidation made while detached was lost";
+  EXPECT_EQ(Hit(pool, 5, 4, 1), 0);
+  EXPECT_EQ(Hit(pool, 5, 2, 1), 1) << "the restarted relay finds the pool's pages";
+  EXPECT_EQ(shim_.Recorded(), 0u);
+  EXPECT_EQ(relay.counters().pools_announced.load(), 2u);
+}
+
+TEST_F(RelayTest, ATmemdRestartCostsMissesNeverStalePagesEvenIfTheRelayGoesToo) {
+  int pool = shim_.InitFs(PoolUuid{3});
+  auto relay = std::make_unique<RunningRelay>(shim_, port_);
+  ASSERT_TRUE(Ready(pool, 999));
+  for (uint64_t i = 0; i < 10; ++i) shim_.Put(pool, Inode(1), i, PageOf(1, i, 1));
+  for (uint64_t i = 0; i < 10; ++i) shim_.Put(pool, Inode(2), i, PageOf(2, i, 1));
+  ASSERT_EQ(Hit(pool, 1, 9, 1), 1);
+
+  // tmemd stops cleanly (it keeps its pages); gets miss within the timeouts, puts are dropped.
+  StopCleanly();
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(Hit(pool, 1, 1, 1), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s) << "a get must not hang on a dead tmemd";
+  // An invalidation that cannot reach it is deferred by the relay's client ...
+  shim_.InvalidatePage(pool, Inode(1), 2);
+  for (int i = 0; i < 100 && shim_.Counters().invalidations_deferred == 0; ++i) std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(shim_.Counters().invalidations_deferred, 1u);
+  // ... and while tmemd is back, the same relay replays it before anything else.
+  Start();
+  ASSERT_TRUE(Ready(pool, 998));
+  EXPECT_EQ(Hit(pool, 1, 2, 1), 0) << "stale page after a deferred invalidation";
+  EXPECT_EQ(Hit(pool, 1, 3, 1), 1) << "the clean restart kept the other pages";
+
+  // Again, but this time the relay goes away before tmemd is back: the module flushes the pool
+  // whole when the next relay attaches, since the deferred invalidation died with the relay.
+  StopCleanly();
+  shim_.InvalidatePage(pool, Inode(2), 4);
+  for (int i = 0; i < 100 && shim_.Counters().invalidations_deferred < 2; ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_EQ(shim_.Counters().invalidations_deferred, 2u);
+  relay.reset();
+  EXPECT_EQ(shim_.PoolState(pool).flush, TSF_FLUSH_NEEDED);
+  Start();
+  relay = std::make_unique<RunningRelay>(shim_, port_);
+  ASSERT_TRUE(Ready(pool, 997));
+  EXPECT_EQ(Hit(pool, 2, 4, 1), 0) << "stale page after a deferred invalidation and a relay restart";
+  EXPECT_EQ(Hit(pool, 2, 5, 1), 0) << "the whole pool was flushed";
+  EXPECT_EQ(shim_.Counters().pool_flushes_done, 1u);
+}
+
+}  // namespace
+}  // namespace tmem::kshim
