@@ -407,4 +407,41 @@ TEST(ShimCore, AnUnmountWhileDetachedReleasesThePoolAfterTheNextAttach) {
   EXPECT_EQ(s.InitFs(0x99), 0) << "its id is free again";
 }
 
+TEST(ShimCore, AGetOfAPageNeverPutMissesWithoutARoundTrip) {
+  Shim s;
+  std::vector<uint64_t> words(1024 / 64);
+  ASSERT_EQ(tsf_set_filter(&s.f, words.data(), 10), 0);  // 1024 bits
+  EXPECT_EQ(tsf_set_filter(&s.f, words.data(), 9), -1);
+  int pool = s.InitFs(1);
+  s.Attach();
+  for (const auto& r : s.Pop()) s.Answer(r, TMEM_SHIM_OK);
+  s.Consume();
+  auto key = Key(77);
+  int queued;
+  EXPECT_EQ(tsf_get_begin(&s.f, pool, key.data(), 5, &queued), -1) << "never put: a local miss";
+  EXPECT_EQ(s.f.c.gets_filtered, 1u);
+  EXPECT_TRUE(s.Pop().empty()) << "nothing went to the relay";
+  ASSERT_EQ(tsf_put(&s.f, pool, key.data(), 5, Page(1).data()), 1);
+  for (const auto& r : s.Pop()) s.Answer(r, TMEM_SHIM_OK);
+  s.Consume();
+  EXPECT_GE(tsf_get_begin(&s.f, pool, key.data(), 5, &queued), 0) << "put once: the relay is asked";
+  EXPECT_EQ(Ops(s.Pop()), std::vector<uint32_t>{TMEM_SHIM_OP_GET});
+  // An invalidation leaves the bit set: only a remote miss, never a wrong page.
+  tsf_invalidate_page(&s.f, pool, key.data(), 5);
+  // When half the bits are set the filter starts over: earlier pages then miss locally.
+  Shim t(64, 4);
+  ASSERT_EQ(tsf_set_filter(&t.f, words.data(), 10), 0);
+  pool = t.InitFs(1);
+  t.Attach();
+  for (const auto& r : t.Pop()) t.Answer(r, TMEM_SHIM_OK);
+  t.Consume();
+  for (uint64_t i = 0; t.f.c.filter_resets == 0 && i < 100000; ++i) {
+    ASSERT_EQ(tsf_put(&t.f, pool, key.data(), i, Page(1).data()), 1);
+    for (const auto& r : t.Pop()) t.Answer(r, TMEM_SHIM_OK);
+    t.Consume();
+  }
+  EXPECT_EQ(t.f.c.filter_resets, 1u);
+  EXPECT_LE(t.f.filter_set, 1u);
+}
+
 }  // namespace

@@ -26,6 +26,62 @@ int tsf_init(struct tsf_front *f, void *area, tsf_u32 nr_slots, tsf_u32 page_byt
 	return 0;
 }
 
+int tsf_set_filter(struct tsf_front *f, tsf_u64 *words, tsf_u32 bits_log2)
+{
+	if (bits_log2 < 10 || bits_log2 > 32)
+		return -1;
+	f->filter = words;
+	f->filter_mask = ((tsf_u64)1 << bits_log2) - 1;
+	f->filter_set = 0;
+	memset(words, 0, ((tsf_u64)1 << bits_log2) / 8);
+	return 0;
+}
+
+/* FNV-1a over (pool, key, index), then a final mix so that nearby indices spread. */
+static tsf_u64 filter_hash(int pool, const tsf_u8 *key, tsf_u64 index)
+{
+	tsf_u64 h = 0xcbf29ce484222325ULL;
+	int i;
+
+	h = (h ^ (tsf_u32)pool) * 0x100000001b3ULL;
+	for (i = 0; i < TMEM_SHIM_KEY_BYTES; i++)
+		h = (h ^ key[i]) * 0x100000001b3ULL;
+	h ^= index * 0x9e3779b97f4a7c15ULL;
+	h ^= h >> 31;
+	h *= 0xbf58476d1ce4e5b9ULL;
+	h ^= h >> 29;
+	return h;
+}
+
+static void filter_add(struct tsf_front *f, int pool, const tsf_u8 *key, tsf_u64 index)
+{
+	tsf_u64 bit, *w;
+
+	if (!f->filter)
+		return;
+	if (f->filter_set > f->filter_mask / 2) {
+		memset(f->filter, 0, (f->filter_mask + 1) / 8);
+		f->filter_set = 0;
+		f->c.filter_resets++;
+	}
+	bit = filter_hash(pool, key, index) & f->filter_mask;
+	w = &f->filter[bit / 64];
+	if (!(*w & ((tsf_u64)1 << (bit % 64)))) {
+		*w |= (tsf_u64)1 << (bit % 64);
+		f->filter_set++;
+	}
+}
+
+static int filter_may_have(const struct tsf_front *f, int pool, const tsf_u8 *key, tsf_u64 index)
+{
+	tsf_u64 bit;
+
+	if (!f->filter)
+		return 1;
+	bit = filter_hash(pool, key, index) & f->filter_mask;
+	return (f->filter[bit / 64] >> (bit % 64)) & 1;
+}
+
 static int pool_ok(const struct tsf_front *f, int pool)
 {
 	return pool >= 0 && pool < TMEM_SHIM_MAX_POOLS && f->pools[pool].in_use;
@@ -246,6 +302,7 @@ int tsf_put(struct tsf_front *f, int pool, const tsf_u8 key[TMEM_SHIM_KEY_BYTES]
 		return 0;
 	}
 	f->c.puts_queued++;
+	filter_add(f, pool, key, index);
 	return 1;
 }
 
@@ -260,6 +317,11 @@ int tsf_get_begin(struct tsf_front *f, int pool, const tsf_u8 key[TMEM_SHIM_KEY_
 	f->c.gets++;
 	if (!pool_ready(f, pool)) {
 		f->c.gets_missed_unready++;
+		f->c.get_misses++;
+		return -1;
+	}
+	if (!filter_may_have(f, pool, key, index)) {
+		f->c.gets_filtered++;
 		f->c.get_misses++;
 		return -1;
 	}

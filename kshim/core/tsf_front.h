@@ -66,7 +66,7 @@ struct tsf_counters {
 	tsf_u64 pools_created, pools_refused;
 	tsf_u64 puts, puts_queued, puts_dropped_full, puts_dropped_detached;
 	tsf_u64 gets, gets_queued, get_hits, get_misses, get_timeouts, gets_missed_unready;
-	tsf_u64 gets_waited_for_slot;
+	tsf_u64 gets_waited_for_slot, gets_filtered, filter_resets;
 	tsf_u64 invalidations, invalidations_queued, invalidations_recorded, invalidations_deferred;
 	tsf_u64 pool_flushes_needed, pool_flushes_queued, pool_flushes_done;
 	tsf_u64 responses, bad_responses, ring_errors;
@@ -84,6 +84,13 @@ struct tsf_front {
 	struct tsf_pool pools[TMEM_SHIM_MAX_POOLS];
 	struct tsf_rec *rec;    /* rec_cap */
 	tsf_u32 rec_cap, rec_len;
+	/* The put filter: one bit per hash of (pool, key, index), set when a put is queued. A get
+	 * whose bit is clear was never put (since the last reset) and misses without a round trip.
+	 * Bits are never cleared one by one (an invalidated page only costs a remote miss); the
+	 * whole filter is cleared when half its bits are set, which can only turn hits into misses. */
+	tsf_u64 *filter;        /* filter_mask + 1 bits, or NULL: every get goes to the relay */
+	tsf_u64 filter_mask;
+	tsf_u64 filter_set;
 	struct tsf_counters c;
 };
 
@@ -93,6 +100,10 @@ struct tsf_front {
  * Returns 0, or -1 for bad sizes. Starts detached. */
 int tsf_init(struct tsf_front *f, void *area, tsf_u32 nr_slots, tsf_u32 page_bytes,
 	     struct tsf_tag *tags, tsf_u32 *free_tags, struct tsf_rec *rec, tsf_u32 rec_cap);
+
+/* Gives `f` a put filter of 2^bits_log2 bits in `words` (2^bits_log2 / 64 zeroed words),
+ * bits_log2 in [10, 32]. Returns 0, or -1 for a bad size. */
+int tsf_set_filter(struct tsf_front *f, tsf_u64 *words, tsf_u32 bits_log2);
 
 /* cleancache calls. Pool ids are this module's, [0, TMEM_SHIM_MAX_POOLS). A return of
  * 1 from the queueing calls means a request was queued (wake the relay). */

@@ -49,6 +49,9 @@ MODULE_PARM_DESC(get_timeout_ms, "how long a get waits for the relay before it m
 static unsigned int record_entries = 1024;
 module_param(record_entries, uint, 0444);
 MODULE_PARM_DESC(record_entries, "invalidations kept while detached before a whole-pool flush");
+static unsigned int filter_bits_log2 = 23;
+module_param(filter_bits_log2, uint, 0444);
+MODULE_PARM_DESC(filter_bits_log2, "put filter of 2^N bits (gets of pages never put miss locally); 0: off, else 10..27");
 static bool enabled = true;
 module_param(enabled, bool, 0644);
 MODULE_PARM_DESC(enabled, "0: puts dropped, gets miss at once; invalidations still delivered");
@@ -60,6 +63,7 @@ static size_t area_bytes;
 static struct tsf_tag *tags;
 static u32 *free_tags;
 static struct tsf_rec *rec;
+static u64 *filter;
 static atomic_t dev_open = ATOMIC_INIT(0);
 static DECLARE_WAIT_QUEUE_HEAD(relay_wq); /* the relay polls here */
 static DECLARE_WAIT_QUEUE_HEAD(get_wq);   /* gets wait here for their answer */
@@ -321,7 +325,7 @@ static int stats_show(struct seq_file *m, void *v)
 	S(attaches); S(detaches); S(pools_created); S(pools_refused);
 	S(puts); S(puts_queued); S(puts_dropped_full); S(puts_dropped_detached);
 	S(gets); S(gets_queued); S(get_hits); S(get_misses); S(get_timeouts); S(gets_missed_unready);
-	S(gets_waited_for_slot);
+	S(gets_waited_for_slot); S(gets_filtered); S(filter_resets);
 	S(invalidations); S(invalidations_queued); S(invalidations_recorded);
 	S(invalidations_deferred); S(pool_flushes_needed); S(pool_flushes_queued);
 	S(pool_flushes_done); S(responses); S(bad_responses); S(ring_errors);
@@ -343,16 +347,24 @@ static int __init shim_init(void)
 		pr_err("tmem_shim: record_entries=%u must be in [1, 1048576]\n", record_entries);
 		return -EINVAL;
 	}
+	if (filter_bits_log2 != 0 && (filter_bits_log2 < 10 || filter_bits_log2 > 27)) {
+		pr_err("tmem_shim: filter_bits_log2=%u must be 0 or in [10, 27]\n", filter_bits_log2);
+		return -EINVAL;
+	}
 	area_bytes = PAGE_ALIGN(TMEM_SHIM_MAP_BYTES(slots, PAGE_SIZE));
 	area = vmalloc_user(area_bytes);
 	tags = kvcalloc(slots, sizeof(*tags), GFP_KERNEL);
 	free_tags = kvcalloc(slots, sizeof(*free_tags), GFP_KERNEL);
 	rec = kvcalloc(record_entries, sizeof(*rec), GFP_KERNEL);
+	if (filter_bits_log2)
+		filter = vzalloc((1ul << filter_bits_log2) / 8);
 	rc = -ENOMEM;
-	if (!area || !tags || !free_tags || !rec)
+	if (!area || !tags || !free_tags || !rec || (filter_bits_log2 && !filter))
 		goto fail;
 	rc = -EINVAL;
 	if (tsf_init(&front, area, slots, PAGE_SIZE, tags, free_tags, rec, record_entries))
+		goto fail;
+	if (filter && tsf_set_filter(&front, filter, filter_bits_log2))
 		goto fail;
 	rc = misc_register(&shim_dev);
 	if (rc)
@@ -369,6 +381,7 @@ static int __init shim_init(void)
 		area_bytes >> 10);
 	return 0;
 fail:
+	vfree(filter);
 	kvfree(rec);
 	kvfree(free_tags);
 	kvfree(tags);

@@ -47,7 +47,7 @@ class FakeShim::Device final : public ShimDevice {
 };
 
 FakeShim::FakeShim(uint32_t nr_slots, uint32_t record_entries, uint32_t page_bytes)
-    : tags_(nr_slots), free_tags_(nr_slots), rec_(record_entries) {
+    : tags_(nr_slots), free_tags_(nr_slots), rec_(record_entries), filter_((1u << 16) / 64) {
   area_bytes_ = TMEM_SHIM_MAP_BYTES(nr_slots, page_bytes);
   area_ = std::aligned_alloc(4096, (area_bytes_ + 4095) / 4096 * 4096);
   std::memset(area_, 0, area_bytes_);
@@ -55,6 +55,7 @@ FakeShim::FakeShim(uint32_t nr_slots, uint32_t record_entries, uint32_t page_byt
   if (tsf_init(&front_, area_, nr_slots, page_bytes, tags_.data(), free_tags_.data(), rec_.data(), record_entries) != 0) {
     throw std::invalid_argument("FakeShim: bad sizes");
   }
+  tsf_set_filter(&front_, filter_.data(), 16);  // as the module does
 }
 
 FakeShim::~FakeShim() { std::free(area_); }

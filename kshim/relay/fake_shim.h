@@ -58,6 +58,7 @@ class FakeShim {
   std::vector<tsf_tag> tags_;
   std::vector<uint32_t> free_tags_;
   std::vector<tsf_rec> rec_;
+  std::vector<uint64_t> filter_;
   void* area_ = nullptr;
   size_t area_bytes_ = 0;
   tsf_front front_ ABSL_GUARDED_BY(mu_);

@@ -1,5 +1,7 @@
 #include "kshim/relay/relay.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <span>
 
@@ -19,7 +21,10 @@ absl::Status Relay::Serve(ShimDevice& device, const std::atomic<bool>& stop) {
   absl::StatusOr<ShimMapping> map = device.Attach();
   if (!map.ok()) return map.status();
   counters_.attaches.fetch_add(1, std::memory_order_relaxed);
-  pools_.clear();  // the module announces every pool again
+  pools_.clear();  // the module announces every pool again (its ids may have changed)
+  prefetched_.clear();
+  prefetch_order_.clear();
+  last_get_.clear();
   tsr_side side{map->area, map->nr_slots, 0, 0};
   while (!stop.load(std::memory_order_relaxed)) {
     if (absl::Status st = device.Wait(options_.wait_ms); !st.ok()) return st;
@@ -115,7 +120,20 @@ void Relay::Announce(const tmem_shim_req& req) {
   counters_.pools_announced.fetch_add(1, std::memory_order_relaxed);
 }
 
+void Relay::Forget(uint32_t shim_pool, const std::string* object, const uint64_t* index) {
+  if (prefetched_.empty()) return;
+  if (object != nullptr && index != nullptr) {
+    prefetched_.erase(PageKey{shim_pool, *object, *index});
+    return;
+  }
+  auto lo = prefetched_.lower_bound(PageKey{shim_pool, object ? *object : std::string(), 0});
+  auto hi = object ? prefetched_.upper_bound(PageKey{shim_pool, *object, UINT64_MAX})
+                   : prefetched_.lower_bound(PageKey{shim_pool + 1, std::string(), 0});
+  prefetched_.erase(lo, hi);
+}
+
 void Relay::Release(const tmem_shim_req& req) {
+  Forget(req.pool, nullptr, nullptr);
   auto it = pools_.find(req.pool);
   if (it == pools_.end()) return;
   if (!it->second.shared) {
@@ -131,10 +149,14 @@ void Relay::PutRun(tsr_side& side, const ShimMapping& map, const std::vector<tme
                    size_t end) {
   counters_.puts.fetch_add(end - begin, std::memory_order_relaxed);
   counters_.batches.fetch_add(1, std::memory_order_relaxed);
+  std::vector<std::string> objects;
+  objects.reserve(end - begin);
+  for (size_t i = begin; i < end; ++i) {
+    objects.push_back(ObjectKey(reqs[i].key));
+    const uint64_t index = reqs[i].index;
+    Forget(reqs[i].pool, &objects.back(), &index);  // a newer page than any prefetched copy
+  }
   if (const Pool* pool = Find(reqs[begin].pool); pool != nullptr) {
-    std::vector<std::string> objects;
-    objects.reserve(end - begin);
-    for (size_t i = begin; i < end; ++i) objects.push_back(ObjectKey(reqs[i].key));
     std::vector<client::TmemClient::PagePut> puts;
     for (size_t i = begin; i < end; ++i) {
       const uint8_t* slot = tsr_slot(map.area, map.nr_slots, map.page_bytes, reqs[i].tag);
@@ -149,18 +171,67 @@ void Relay::GetRun(tsr_side& side, const ShimMapping& map, const std::vector<tme
                    size_t end) {
   counters_.gets.fetch_add(end - begin, std::memory_order_relaxed);
   counters_.batches.fetch_add(1, std::memory_order_relaxed);
+  const uint32_t shim_pool = reqs[begin].pool;
   std::vector<bool> hits(end - begin, false);
-  if (const Pool* pool = Find(reqs[begin].pool); pool != nullptr) {
+  if (const Pool* pool = Find(shim_pool); pool != nullptr) {
     std::vector<std::string> objects;
     objects.reserve(end - begin);
-    for (size_t i = begin; i < end; ++i) objects.push_back(ObjectKey(reqs[i].key));
-    std::vector<client::TmemClient::PageGet> gets;
+    std::vector<size_t> remote;                                  // positions in the run asked of tmemd
+    std::vector<std::pair<std::string, uint64_t>> ahead;         // pages to fetch ahead
+    if (last_get_.size() > 65536) last_get_.clear();
     for (size_t i = begin; i < end; ++i) {
-      uint8_t* slot = tsr_slot(map.area, map.nr_slots, map.page_bytes, reqs[i].tag);
-      gets.push_back({objects[i - begin], reqs[i].index, std::span<uint8_t>(slot, map.page_bytes)});
+      objects.push_back(ObjectKey(reqs[i].key));
+      const std::string& object = objects.back();
+      const uint64_t index = reqs[i].index;
+      uint64_t& last = last_get_[{shim_pool, object}];
+      const bool sequential = last + 1 == index && index != 0;
+      last = index;
+      auto got = prefetched_.find(PageKey{shim_pool, object, index});
+      if (got != prefetched_.end()) {
+        std::memcpy(tsr_slot(map.area, map.nr_slots, map.page_bytes, reqs[i].tag), got->second.data(), map.page_bytes);
+        prefetched_.erase(got);
+        hits[i - begin] = true;
+        counters_.prefetch_hits.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      remote.push_back(i);
+      if (!sequential) continue;
+      for (int k = 1; k < options_.prefetch_pages; ++k) {
+        if (!prefetched_.count(PageKey{shim_pool, object, index + k})) ahead.emplace_back(object, index + k);
+      }
     }
-    absl::StatusOr<std::vector<bool>> got = client_->GetPages(pool->ref, gets);
-    if (got.ok()) hits = *got;
+    if (!remote.empty()) {
+      std::vector<client::TmemClient::PageGet> gets;
+      for (size_t i : remote) {
+        uint8_t* slot = tsr_slot(map.area, map.nr_slots, map.page_bytes, reqs[i].tag);
+        gets.push_back({objects[i - begin], reqs[i].index, std::span<uint8_t>(slot, map.page_bytes)});
+      }
+      std::vector<std::vector<uint8_t>> pages(ahead.size(), std::vector<uint8_t>(map.page_bytes));
+      for (size_t k = 0; k < ahead.size(); ++k) gets.push_back({ahead[k].first, ahead[k].second, pages[k]});
+      absl::StatusOr<std::vector<bool>> got = client_->GetPages(pool->ref, gets);
+      if (got.ok()) {
+        for (size_t r = 0; r < remote.size(); ++r) hits[remote[r] - begin] = (*got)[r];
+        for (size_t k = 0; k < ahead.size(); ++k) {
+          if (!(*got)[remote.size() + k]) continue;
+          PageKey key{shim_pool, ahead[k].first, ahead[k].second};
+          prefetch_order_.push_back(key);
+          prefetched_[std::move(key)] = std::move(pages[k]);
+          counters_.prefetched.fetch_add(1, std::memory_order_relaxed);
+        }
+        while (prefetched_.size() > static_cast<size_t>(std::max(0, options_.prefetch_cache_pages)) &&
+               !prefetch_order_.empty()) {
+          prefetched_.erase(prefetch_order_.front());  // oldest first (a copy already used is gone)
+          prefetch_order_.pop_front();
+        }
+        if (prefetch_order_.size() > 4 * prefetched_.size() + 1024) {  // drop keys of copies used
+          std::deque<PageKey> live;
+          for (auto& k : prefetch_order_) {
+            if (prefetched_.count(k)) live.push_back(std::move(k));
+          }
+          prefetch_order_.swap(live);
+        }
+      }
+    }
   }
   for (size_t i = begin; i < end; ++i) {
     const bool hit = hits[i - begin];
@@ -170,6 +241,10 @@ void Relay::GetRun(tsr_side& side, const ShimMapping& map, const std::vector<tme
 }
 
 int32_t Relay::Invalidate(const tmem_shim_req& req) {
+  const std::string object = ObjectKey(req.key);
+  const uint64_t index = req.index;
+  Forget(req.pool, req.op == TMEM_SHIM_OP_FLUSH_POOL ? nullptr : &object,
+         req.op == TMEM_SHIM_OP_INVALIDATE_PAGE ? &index : nullptr);
   const Pool* pool = Find(req.pool);
   if (pool == nullptr) return TMEM_SHIM_OK;  // only a pool tmemd refused is unmapped: it holds no page
   const uint64_t deferred_before = client_->counters().flushes_deferred.load();
@@ -177,11 +252,11 @@ int32_t Relay::Invalidate(const tmem_shim_req& req) {
   switch (req.op) {
     case TMEM_SHIM_OP_INVALIDATE_PAGE:
       counters_.invalidations.fetch_add(1, std::memory_order_relaxed);
-      st = client_->FlushPage(pool->ref, ObjectKey(req.key), req.index);
+      st = client_->FlushPage(pool->ref, object, req.index);
       break;
     case TMEM_SHIM_OP_INVALIDATE_INODE:
       counters_.invalidations.fetch_add(1, std::memory_order_relaxed);
-      st = client_->FlushObject(pool->ref, ObjectKey(req.key));
+      st = client_->FlushObject(pool->ref, object);
       break;
     default:
       counters_.pool_flushes.fetch_add(1, std::memory_order_relaxed);

@@ -17,6 +17,8 @@
 
 #include <array>
 #include <atomic>
+#include <deque>
+#include <tuple>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -36,6 +38,11 @@ namespace tmem::kshim {
 struct RelayOptions {
   std::string tenant;     // namespace of the pools' UUIDs in tmemd (the node's name)
   int wait_ms = 200;      // longest sleep between checks of `stop`
+  // Sequential prefetch: a get that follows the previous get of the same file also fetches the
+  // next `prefetch_pages - 1` pages in the same call, kept (at most `prefetch_cache_pages`)
+  // for the gets that follow. 0 or 1: off.
+  int prefetch_pages = 32;
+  int prefetch_cache_pages = 4096;
 };
 
 struct RelayCounters {
@@ -51,6 +58,8 @@ struct RelayCounters {
   std::atomic<uint64_t> pools_released{0};
   std::atomic<uint64_t> batches{0};
   std::atomic<uint64_t> bad_requests{0};
+  std::atomic<uint64_t> prefetched{0};      // pages fetched ahead and kept
+  std::atomic<uint64_t> prefetch_hits{0};   // gets answered from them
 };
 
 class Relay {
@@ -82,11 +91,20 @@ class Relay {
   void GetRun(tsr_side& side, const ShimMapping& map, const std::vector<tmem_shim_req>& reqs, size_t begin, size_t end);
   int32_t Invalidate(const tmem_shim_req& req);
   const Pool* Find(uint32_t shim_pool);
+  // The prefetched pages of one pool (all of it when `object` is null), or one page.
+  void Forget(uint32_t shim_pool, const std::string* object, const uint64_t* index);
 
   client::TmemClient* const client_;
   const RelayOptions options_;
   std::map<uint32_t, Pool> pools_;                              // by the module's pool id
   std::map<std::array<uint8_t, 16>, client::PoolRef> by_uuid_;  // client pools, reused on re-attach
+  // Prefetched pages by (module pool, object, index), and their order of arrival (for eviction;
+  // entries already gone are skipped). Coherent because every request passes here in order:
+  // a put or invalidation of a page drops its prefetched copy.
+  using PageKey = std::tuple<uint32_t, std::string, uint64_t>;
+  std::map<PageKey, std::vector<uint8_t>> prefetched_;
+  std::deque<PageKey> prefetch_order_;
+  std::map<std::pair<uint32_t, std::string>, uint64_t> last_get_;  // last index asked, per file
   RelayCounters counters_;
 };
 

@@ -43,7 +43,10 @@ class RunningRelay {
     o.call_timeout_ms = 300;
     o.reconnect_max_ms = 200;
     client_ = std::move(*client::TmemClient::Create(o));
-    relay_ = std::make_unique<Relay>(client_.get(), RelayOptions{"node-1", 20});
+    RelayOptions ro;
+    ro.tenant = "node-1";
+    ro.wait_ms = 20;
+    relay_ = std::make_unique<Relay>(client_.get(), ro);
     auto dev = shim.Open();
     EXPECT_TRUE(dev.ok()) << dev.status();
     device_ = std::move(*dev);
@@ -155,6 +158,33 @@ TEST_F(RelayTest, EvictedPagesComeBackAndInvalidatedOnesNever) {
   EXPECT_EQ(Hit(again, 3, 5, 2), 0);
   EXPECT_EQ(shim_.Counters().bad_responses, 0u);
   EXPECT_EQ(relay.counters().bad_requests.load(), 0u);
+}
+
+TEST_F(RelayTest, SequentialGetsAreFetchedAheadAndAPrefetchedPageNeverOutlivesAnUpdate) {
+  int pool = shim_.InitFs(PoolUuid{4});
+  RunningRelay relay(shim_, port_);
+  ASSERT_TRUE(Ready(pool, 999));
+  for (uint64_t i = 0; i < 100; ++i) {
+    shim_.Put(pool, Inode(11), i, PageOf(11, i, 1));
+    if (i % 50 == 49) ASSERT_TRUE(shim_.WaitIdle());
+  }
+  int hits = 0;
+  for (uint64_t i = 0; i < 100; ++i) hits += Hit(pool, 11, i, 1);
+  EXPECT_EQ(hits, 100);
+  EXPECT_GE(relay.counters().prefetch_hits.load(), 90u) << "a sequential read is fetched ahead";
+
+  // Fetched ahead, then changed: the relay's copies must not be served.
+  ASSERT_EQ(Hit(pool, 11, 0, 1), 1);
+  ASSERT_EQ(Hit(pool, 11, 1, 1), 1);  // sequential: pages 2.. are fetched ahead now
+  const uint64_t prefetched = relay.counters().prefetched.load();
+  EXPECT_GT(prefetched, 0u);
+  shim_.InvalidatePage(pool, Inode(11), 3);
+  shim_.Put(pool, Inode(11), 4, PageOf(11, 4, 2));
+  EXPECT_EQ(Hit(pool, 11, 2, 1), 1);
+  EXPECT_EQ(Hit(pool, 11, 3, 1), 0) << "a prefetched copy outlived its invalidation";
+  EXPECT_EQ(Hit(pool, 11, 4, 2), 1) << "a prefetched copy outlived a newer put";
+  shim_.InvalidateInode(pool, Inode(11));
+  for (uint64_t i = 5; i < 20; ++i) EXPECT_EQ(Hit(pool, 11, i, 1), 0) << "prefetched copy of page " << i << " outlived the inode's invalidation";
 }
 
 TEST_F(RelayTest, ARestartedRelayFindsThePagesAndReplaysWhatWasInvalidatedMeanwhile) {

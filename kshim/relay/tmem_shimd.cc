@@ -40,6 +40,9 @@ Relays the tmem_shim kernel module's cleancache requests to tmemd.
   --module-stats=PATH     the module's counters, exported as tmem_shim_* (default
                           /sys/kernel/debug/tmem_shim/stats; skipped when unreadable)
   --call-timeout-ms=N     longest wait for tmemd per call (default 200)
+  --prefetch-pages=N      a get that continues a sequential read fetches N pages at once (default
+                          32; 0 or 1: off)
+  --prefetch-cache-pages=N  pages fetched ahead kept at most (default 4096)
   --retry-ms=N            pause before opening the device again (default 1000)
   --version, --help
 )";
@@ -74,7 +77,8 @@ int main(int argc, char** argv) {
     }
   }
   auto flags = Flags::Parse(argc, argv, 1,
-                            {"servers", "device", "tenant", "metrics-listen", "module-stats", "call-timeout-ms", "retry-ms"},
+                            {"servers", "device", "tenant", "metrics-listen", "module-stats", "call-timeout-ms", "retry-ms",
+                             "prefetch-pages", "prefetch-cache-pages"},
                             {});
   if (!flags.ok()) {
     std::cerr << "tmem-shimd: " << flags.status().message() << "\n" << kUsage;
@@ -87,7 +91,10 @@ int main(int argc, char** argv) {
   auto servers = flags->Require("servers");
   auto call_timeout = flags->GetUint("call-timeout-ms", 200);
   auto retry = flags->GetUint("retry-ms", 1000);
-  for (const absl::Status& st : {servers.status(), call_timeout.status(), retry.status()}) {
+  auto prefetch = flags->GetUint("prefetch-pages", 32);
+  auto prefetch_cache = flags->GetUint("prefetch-cache-pages", 4096);
+  for (const absl::Status& st : {servers.status(), call_timeout.status(), retry.status(), prefetch.status(),
+                                 prefetch_cache.status()}) {
     if (!st.ok()) {
       std::cerr << "tmem-shimd: " << st.message() << "\n";
       return 2;
@@ -95,6 +102,10 @@ int main(int argc, char** argv) {
   }
   if (*call_timeout < 1 || *call_timeout > 60000 || *retry < 1 || *retry > 600000) {
     std::cerr << "tmem-shimd: --call-timeout-ms must be 1..60000 and --retry-ms 1..600000\n";
+    return 2;
+  }
+  if (*prefetch > 256 || *prefetch_cache > (1u << 20)) {
+    std::cerr << "tmem-shimd: --prefetch-pages must be 0..256 and --prefetch-cache-pages 0..1048576\n";
     return 2;
   }
   client::ClientOptions copt;
@@ -118,7 +129,11 @@ int main(int argc, char** argv) {
   const std::string device_path = flags->Get("device", TMEM_SHIM_DEVICE);
   const std::string module_stats = flags->Get("module-stats", "/sys/kernel/debug/tmem_shim/stats");
 
-  kshim::Relay relay(tmem_client->get(), kshim::RelayOptions{tenant});
+  kshim::RelayOptions ropt;
+  ropt.tenant = tenant;
+  ropt.prefetch_pages = static_cast<int>(*prefetch);
+  ropt.prefetch_cache_pages = static_cast<int>(*prefetch_cache);
+  kshim::Relay relay(tmem_client->get(), ropt);
   std::unique_ptr<metrics::Metrics> exporter;
   if (const std::string listen = flags->Get("metrics-listen", "127.0.0.1:9465"); !listen.empty()) {
     client::TmemClient* c = tmem_client->get();
@@ -138,6 +153,8 @@ int main(int argc, char** argv) {
       counter("shimd_pool_flushes", "Whole-pool flushes forwarded.", r.pool_flushes);
       counter("shimd_pools_announced", "Pools announced by the module.", r.pools_announced);
       counter("shimd_bad_requests", "Ring requests that could not be answered.", r.bad_requests);
+      counter("shimd_prefetched_pages", "Pages fetched ahead of a sequential read and kept.", r.prefetched);
+      counter("shimd_prefetch_hits", "Gets answered from pages fetched ahead.", r.prefetch_hits);
       counter("shimd_client_puts_dropped", "Puts dropped by the client (server unreachable or refused).",
               c->counters().puts_dropped);
       counter("shimd_client_gets_unreachable", "Gets that missed because a server did not answer.",
