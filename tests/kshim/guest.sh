@@ -36,7 +36,9 @@ shim() {  # one of the module's debugfs counters (no fork: this runs in tight lo
 	while read -r k v; do [ "$k" = "$1" ] && { echo "$v"; return; }; done < /sys/kernel/debug/tmem_shim/stats
 }
 msum() { python3 "$RUN/msum.py" "$@"; }
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+# Page cache only: dropping inodes too (echo 3) would evict the file's inode, and an evicted
+# inode's pages are invalidated in cleancache by design (truncate_inode_pages_final).
+drop() { sync; echo 1 > /proc/sys/vm/drop_caches; }
 wait_for() {  # wait_for SECONDS COMMAND...: until the command (run anew each time) succeeds
 	local t=$1; shift
 	for ((i = 0; i < t * 10; i++)); do "$@" && return 0; sleep 0.1; done
@@ -73,13 +75,16 @@ say "guest kernel $(uname -r), $(grep MemTotal /proc/meminfo)"
 if [ "${LAB_DEBUG:-0}" = 1 ]; then  # every 10 s: the module's counters and the busiest processes
 	( while sleep 10; do
 		echo "--- debug $(cut -d' ' -f1 /proc/uptime)s: $(tr '\n' ' ' < /sys/kernel/debug/tmem_shim/stats 2>/dev/null)"
-		ps -eo pid,stat,pcpu,rss,wchan:20,args --sort=-pcpu | head -8
+		echo "--- relay: puts $(msum 9465 tmem_shimd_puts_total) gets $(msum 9465 tmem_shimd_gets_total) hits $(msum 9465 tmem_shimd_get_hits_total) requests $(msum 9465 tmem_shimd_requests_total) client_puts_dropped $(msum 9465 tmem_shimd_client_puts_dropped_total) unreachable $(msum 9465 tmem_shimd_client_gets_unreachable_total); tmemd: puts $(msum 9464 tmem_pool_puts_total) dropped $(msum 9464 tmem_pool_puts_dropped_total) hits $(msum 9464 tmem_pool_gets_total result=hit) misses $(msum 9464 tmem_pool_gets_total result=miss)"
+		ps -eo pid,stat,pcpu,rss,wchan:20,args --sort=-pcpu | head -6 | cut -c1-120
 	done ) &
 fi
 info "guest: Linux $(uname -r), ${GUEST_MB} MiB RAM, test file ${FILE_MB} MiB"
 
 # ---- filesystems; the test filesystem is mounted before the module loads -----------------------
-mkfs.ext4 -q -F /dev/vdc && mkdir -p /tmp/meta && mount /dev/vdc /tmp/meta
+# tmemd's index lives on ext4 with 1 KiB blocks, which cleancache leaves alone: in this lab tmemd
+# runs in the same kernel as the shim, and its own files must not feed back into it.
+mkfs.ext4 -q -F -b 1024 /dev/vdc && mkdir -p /tmp/meta && mount /dev/vdc /tmp/meta
 mkfs.ext4 -q -F -b 4096 /dev/vda && mkdir -p /tmp/a && mount /dev/vda /tmp/a
 say "copying the ${FILE_MB} MiB test file in"
 cp "$RUN/data.bin" /tmp/a/big && sync
@@ -93,7 +98,7 @@ check "the test file reads back intact without the shim" test "$(sha256sum < /tm
 say "without shim: cold ${T_COLD}s, second read ${T_NOSHIM}s"
 
 # ---- lazy attach: module, then tmemd and the relay ----------------------------------------------
-insmod "$RUN/mod/tmem_shim.ko" get_timeout_ms=2000 || { fail "insmod tmem_shim.ko"; bye; }
+insmod "$RUN/mod/tmem_shim.ko" get_timeout_ms=2000 slots=1024 || { fail "insmod tmem_shim.ko"; bye; }
 info "module: $(tr '\n' ' ' < /sys/kernel/debug/tmem_shim/stats)"
 EXT4=$(grep -c ' ext4 ' /proc/mounts)
 check "filesystems mounted before the module get pools at once, while detached ($(shim pools) pools, $EXT4 ext4 mounts)" \
@@ -104,19 +109,33 @@ start_tmemd --format || { fail "tmemd did not start"; tail "$RUN/tmemd.log"; bye
 start_relay || { fail "the relay did not attach"; tail "$RUN/relay.log"; bye; }
 check "the relay attached and announced the pool of the filesystem mounted before it" \
 	wait_for 60 pools_announced
+if [ "${LAB_DEBUG:-0}" = 1 ]; then
+	head -c 65536 "$RUN/patch.bin" > /tmp/a/probe; sync; drop
+	G=$(cc succ_gets); sha256sum /tmp/a/probe; say "probe: succ_gets $G -> $(cc succ_gets)"
+	say "probe relay: puts $(msum 9465 tmem_shimd_puts_total) gets $(msum 9465 tmem_shimd_gets_total) hits $(msum 9465 tmem_shimd_get_hits_total); tmemd puts $(msum 9464 tmem_pool_puts_total) hits $(msum 9464 tmem_pool_gets_total result=hit) misses $(msum 9464 tmem_pool_gets_total result=miss)"
+	python3 -c "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9464/metrics').read().decode())" | grep -E '^tmem_pool_(puts|gets)_total'
+fi
 
 # ---- cleancache hits: evicted pages come back from tmemd ----------------------------------------
 drop
 cat /tmp/a/big > /dev/null     # larger than RAM: pages are evicted (put) while it is read
 drop
-G0=$(cc succ_gets); F0=$(cc failed_gets); H0=$(msum 9464 tmem_pool_gets_total result=hit); TO0=$(shim get_timeouts)
+counters() {  # kernel succ/failed gets, relay hits/prefetch hits/prefetched, tmemd hits, module get timeouts
+	echo "$(cc succ_gets) $(cc failed_gets) $(msum 9465 tmem_shimd_get_hits_total) $(msum 9465 tmem_shimd_prefetch_hits_total) $(msum 9465 tmem_shimd_prefetched_pages_total) $(msum 9464 tmem_pool_gets_total result=hit) $(shim get_timeouts)"
+}
+read -r G0 F0 RH0 PH0 PF0 H0 TO0 <<< "$(counters)"
 T_SHIM=$(timed_read /tmp/a/big)
-G1=$(cc succ_gets); F1=$(cc failed_gets); H1=$(msum 9464 tmem_pool_gets_total result=hit); TO1=$(shim get_timeouts)
-SUCC=$((G1 - G0)); FAILED=$((F1 - F0)); HITS=$((H1 - H0)); TOUT=$((TO1 - TO0))
-info "second read with shim: ${T_SHIM}s; cleancache succ_gets +$SUCC failed_gets +$FAILED; tmemd hits +$HITS; get timeouts +$TOUT"
+read -r G1 F1 RH1 PH1 PF1 H1 TO1 <<< "$(counters)"
+SUCC=$((G1 - G0)); FAILED=$((F1 - F0)); RHITS=$((RH1 - RH0)); PHITS=$((PH1 - PH0)); PFETCH=$((PF1 - PF0))
+HITS=$((H1 - H0)); TOUT=$((TO1 - TO0))
+info "second read with shim: ${T_SHIM}s; cleancache succ_gets +$SUCC failed_gets +$FAILED; relay hits +$RHITS (of them from pages fetched ahead +$PHITS, fetched ahead +$PFETCH); tmemd hits +$HITS; get timeouts +$TOUT"
 check "reading the file again gets cleancache hits (succ_gets +$SUCC)" test "$SUCC" -gt 0
-check "tmemd's get hits match the kernel's (tmemd +$HITS, kernel +$SUCC, timed out +$TOUT)" \
-	test "$HITS" -ge "$SUCC" -a "$HITS" -le $((SUCC + TOUT))
+# Every kernel hit is a relay hit (a relay hit may come too late for a get that timed out), and
+# every relay hit came from tmemd, directly or through a page fetched ahead.
+check "the relay's hits match the kernel's (relay +$RHITS, kernel +$SUCC, timed out +$TOUT)" \
+	test "$RHITS" -ge "$SUCC" -a "$RHITS" -le $((SUCC + TOUT))
+check "tmemd's get hits match the relay's (tmemd +$HITS = relay +$RHITS - from pages fetched ahead +$PHITS + fetched ahead +$PFETCH)" \
+	test "$HITS" = $((RHITS - PHITS + PFETCH))
 check "data served from tmemd is the file's (sha256 on a read through cleancache)" \
 	test "$(drop; sha256sum < /tmp/a/big | cut -d' ' -f1)" = "$SHA_ORIG"
 echo "BENCH second read of a ${FILE_MB} MiB file (2x RAM) after drop_caches: without shim ${T_NOSHIM}s, with shim ${T_SHIM}s; hit ratio $(python3 -c "print(f'{$SUCC / max(1, $SUCC + $FAILED):.3f}')") ($SUCC of $((SUCC + FAILED)) gets)" | tee -a "$R"

@@ -5,7 +5,7 @@
 #   tests/kshim/lab.sh            build what is missing, boot, run the checks, print PASS/FAIL
 #   tests/kshim/lab.sh shell      boot to a shell on the serial console (Ctrl-a x quits)
 #
-# env: GUEST_MB (guest RAM, default 320), FILE_MB (test file, default 2 x GUEST_MB),
+# env: GUEST_MB (guest RAM, default 192), FILE_MB (test file, default 2 x GUEST_MB),
 #      TMEM_KLAB_DIR (kernel cache, default /var/cache/tmem-kernlab),
 #      TMEM_KLAB_RUN (this run's files, default /var/tmp/tmem-klab)
 #
@@ -21,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 MODE=${1:-run}
-GUEST_MB=${GUEST_MB:-320}
+GUEST_MB=${GUEST_MB:-192}
 FILE_MB=${FILE_MB:-$((2 * GUEST_MB))}
 RUN=${TMEM_KLAB_RUN:-/var/tmp/tmem-klab}
 log() { echo "lab.sh: $*" >&2; }
