@@ -187,6 +187,41 @@ TEST_F(RelayTest, SequentialGetsAreFetchedAheadAndAPrefetchedPageNeverOutlivesAn
   for (uint64_t i = 5; i < 20; ++i) EXPECT_EQ(Hit(pool, 11, i, 1), 0) << "prefetched copy of page " << i << " outlived the inode's invalidation";
 }
 
+// Several "CPUs" use the shim at once (each its own files): puts, gets and invalidations
+// interleave in the ring, slots run out and are waited for; a get returns the last version put
+// or misses, never an older or another file's page.
+TEST_F(RelayTest, ConcurrentCallersNeverSeeAStalePage) {
+  int pool = shim_.InitFs(PoolUuid{5});
+  RunningRelay relay(shim_, port_);
+  ASSERT_TRUE(Ready(pool, 999));
+  std::vector<std::thread> threads;
+  std::atomic<int> wrong{0}, hits{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<uint8_t> out(4096);
+      for (int round = 1; round <= 60; ++round) {
+        const uint64_t ino = 100 + t;
+        for (uint64_t i = 0; i < 8; ++i) shim_.Put(pool, Inode(ino), i, PageOf(ino, i, round));
+        for (uint64_t i = 0; i < 8; ++i) {
+          if (!shim_.Get(pool, Inode(ino), i, out)) continue;
+          ++hits;
+          if (out != PageOf(ino, i, round)) ++wrong;
+        }
+        if (round % 3 == 0) {
+          shim_.InvalidateInode(pool, Inode(ino));
+        } else {
+          shim_.InvalidatePage(pool, Inode(ino), round % 8);
+        }
+        if (shim_.Get(pool, Inode(ino), round % 8, out)) ++wrong;  // just invalidated
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_GT(hits.load(), 0);
+  EXPECT_EQ(shim_.Counters().bad_responses, 0u);
+}
+
 TEST_F(RelayTest, ARestartedRelayFindsThePagesAndReplaysWhatWasInvalidatedMeanwhile) {
   int pool = shim_.InitFs(PoolUuid{7, 7});
   {
