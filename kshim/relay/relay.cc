@@ -183,9 +183,9 @@ void Relay::GetRun(tsr_side& side, const ShimMapping& map, const std::vector<tme
       objects.push_back(ObjectKey(reqs[i].key));
       const std::string& object = objects.back();
       const uint64_t index = reqs[i].index;
-      uint64_t& last = last_get_[{shim_pool, object}];
-      const bool sequential = last + 1 == index && index != 0;
-      last = index;
+      FileReads& file = last_get_[{shim_pool, object}];
+      const bool sequential = file.last + 1 == index && index != 0;
+      file.last = index;
       auto got = prefetched_.find(PageKey{shim_pool, object, index});
       if (got != prefetched_.end()) {
         std::memcpy(tsr_slot(map.area, map.nr_slots, map.page_bytes, reqs[i].tag), got->second.data(), map.page_bytes);
@@ -195,7 +195,7 @@ void Relay::GetRun(tsr_side& side, const ShimMapping& map, const std::vector<tme
         continue;
       }
       remote.push_back(i);
-      if (!sequential) continue;
+      if (!sequential || !file.last_remote_hit) continue;
       for (int k = 1; k < options_.prefetch_pages; ++k) {
         if (!prefetched_.count(PageKey{shim_pool, object, index + k})) ahead.emplace_back(object, index + k);
       }
@@ -210,7 +210,11 @@ void Relay::GetRun(tsr_side& side, const ShimMapping& map, const std::vector<tme
       for (size_t k = 0; k < ahead.size(); ++k) gets.push_back({ahead[k].first, ahead[k].second, pages[k]});
       absl::StatusOr<std::vector<bool>> got = client_->GetPages(pool->ref, gets);
       if (got.ok()) {
-        for (size_t r = 0; r < remote.size(); ++r) hits[remote[r] - begin] = (*got)[r];
+        for (size_t r = 0; r < remote.size(); ++r) {
+          const size_t i = remote[r];
+          hits[i - begin] = (*got)[r];
+          last_get_[{shim_pool, objects[i - begin]}].last_remote_hit = (*got)[r];
+        }
         for (size_t k = 0; k < ahead.size(); ++k) {
           if (!(*got)[remote.size() + k]) continue;
           PageKey key{shim_pool, ahead[k].first, ahead[k].second};

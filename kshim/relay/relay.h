@@ -40,7 +40,8 @@ struct RelayOptions {
   int wait_ms = 200;      // longest sleep between checks of `stop`
   // Sequential prefetch: a get that follows the previous get of the same file also fetches the
   // next `prefetch_pages - 1` pages in the same call, kept (at most `prefetch_cache_pages`)
-  // for the gets that follow. 0 or 1: off.
+  // for the gets that follow — unless the file's last page asked of tmemd missed (its
+  // neighbours are likely missing too). 0 or 1: off.
   int prefetch_pages = 32;
   int prefetch_cache_pages = 4096;
 };
@@ -104,7 +105,11 @@ class Relay {
   using PageKey = std::tuple<uint32_t, std::string, uint64_t>;
   std::map<PageKey, std::vector<uint8_t>> prefetched_;
   std::deque<PageKey> prefetch_order_;
-  std::map<std::pair<uint32_t, std::string>, uint64_t> last_get_;  // last index asked, per file
+  struct FileReads {
+    uint64_t last = 0;         // last page index asked
+    bool last_remote_hit = true;  // the last page asked of tmemd was there: fetching ahead pays
+  };
+  std::map<std::pair<uint32_t, std::string>, FileReads> last_get_;  // per file
   RelayCounters counters_;
 };
 

@@ -34,26 +34,26 @@ mkdir -p "$RUN/bin" "$RUN/mod"
 cp -L bazel-bin/server/main/tmemd bazel-bin/kshim/relay/tmem-shimd "$RUN/bin/"
 kshim/module/build.sh "$KSRC" "$RUN/mod" >&2
 
-# Test data and the digests the guest must see.
-PATCH_OFF_MB=$((FILE_MB / 3))
+# Test data and the digests the guest must see: the big file (its first MID_MB MiB are the
+# smaller file), a 4 MiB patch written into the smaller file at MID_PATCH_OFF_MB.
+MID_MB=48
+MID_PATCH_OFF_MB=16
 head -c $((FILE_MB << 20)) /dev/urandom > "$RUN/data.bin"
 head -c $((4 << 20)) /dev/urandom > "$RUN/patch.bin"
-python3 - "$RUN" "$PATCH_OFF_MB" <<'PY'
+python3 - "$RUN" "$MID_MB" "$MID_PATCH_OFF_MB" <<'PY'
 import hashlib, sys
-run, off = sys.argv[1], int(sys.argv[2]) << 20
+run, mid, off = sys.argv[1], int(sys.argv[2]) << 20, int(sys.argv[3]) << 20
 patch = open(f"{run}/patch.bin", "rb").read()
-orig, patched = hashlib.sha256(), hashlib.sha256()
+whole = hashlib.sha256()
 with open(f"{run}/data.bin", "rb") as f:
-    pos = 0
     while chunk := f.read(1 << 20):
-        orig.update(chunk)
-        lo, hi = max(off, pos), min(off + len(patch), pos + len(chunk))
-        if lo < hi:
-            chunk = chunk[:lo - pos] + patch[lo - off:hi - off] + chunk[hi - pos:]
-        patched.update(chunk)
-        pos += len(chunk)
+        whole.update(chunk)
+with open(f"{run}/data.bin", "rb") as f:
+    head = f.read(mid)
+patched = head[:off] + patch + head[off + len(patch):]
 with open(f"{run}/sums.env", "w") as out:
-    out.write(f"SHA_ORIG={orig.hexdigest()}\nSHA_PATCHED={patched.hexdigest()}\n")
+    out.write(f"SHA_ORIG={whole.hexdigest()}\nSHA_MID={hashlib.sha256(head).hexdigest()}\n"
+              f"SHA_MID_PATCHED={hashlib.sha256(patched).hexdigest()}\n")
 PY
 cat > "$RUN/msum.py" <<'PY'
 # msum.py PORT NAME [label=value ...]: the sum of a metric's samples on 127.0.0.1:PORT/metrics
@@ -77,7 +77,8 @@ cat > "$RUN/lab.env" <<EOF
 RUN=$RUN
 FILE_MB=$FILE_MB
 GUEST_MB=$GUEST_MB
-PATCH_OFF_MB=$PATCH_OFF_MB
+MID_MB=$MID_MB
+MID_PATCH_OFF_MB=$MID_PATCH_OFF_MB
 LABMODE=$MODE
 LAB_DEBUG=${LAB_DEBUG:-0}
 EOF
