@@ -95,7 +95,7 @@ drives=()
 for d in vda vdb vdc vdd; do drives+=(-drive "file=$RUN/$d.img,if=virtio,format=raw,cache=unsafe"); done
 qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m "$GUEST_MB" -nographic -no-reboot -nic none
   -kernel "$KSRC/arch/x86/boot/bzImage"
-  -append "console=ttyS0 root=/dev/root rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=262144,cache=loose ro init=$RUN/guest.sh panic=1 labrun=$RUN"
+  -append "console=ttyS0 root=/dev/root rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=65536,cache=loose ro init=$RUN/guest.sh panic=1 labrun=$RUN"
   -fsdev "local,id=rootfs,path=/,security_model=none,readonly=on,multidevs=remap"
   -device "virtio-9p-pci,fsdev=rootfs,mount_tag=/dev/root"
   -fsdev "local,id=labfs,path=$RUN,security_model=none,multidevs=remap"
