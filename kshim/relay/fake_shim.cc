@@ -46,8 +46,8 @@ class FakeShim::Device final : public ShimDevice {
   FakeShim* shim_;
 };
 
-FakeShim::FakeShim(uint32_t nr_slots, uint32_t record_entries, uint32_t page_bytes)
-    : tags_(nr_slots), free_tags_(nr_slots), rec_(record_entries), filter_((1u << 16) / 64) {
+FakeShim::FakeShim(uint32_t nr_slots, uint32_t record_entries, uint32_t page_bytes, uint32_t filter_bits_log2)
+    : tags_(nr_slots), free_tags_(nr_slots), rec_(record_entries), filter_((uint64_t{1} << filter_bits_log2) / 64) {
   area_bytes_ = TMEM_SHIM_MAP_BYTES(nr_slots, page_bytes);
   area_ = std::aligned_alloc(4096, (area_bytes_ + 4095) / 4096 * 4096);
   std::memset(area_, 0, area_bytes_);
@@ -55,7 +55,9 @@ FakeShim::FakeShim(uint32_t nr_slots, uint32_t record_entries, uint32_t page_byt
   if (tsf_init(&front_, area_, nr_slots, page_bytes, tags_.data(), free_tags_.data(), rec_.data(), record_entries) != 0) {
     throw std::invalid_argument("FakeShim: bad sizes");
   }
-  tsf_set_filter(&front_, filter_.data(), 16);  // as the module does
+  if (tsf_set_filter(&front_, filter_.data(), filter_bits_log2) != 0) {  // as the module does
+    throw std::invalid_argument("FakeShim: bad filter size");
+  }
 }
 
 FakeShim::~FakeShim() { std::free(area_); }

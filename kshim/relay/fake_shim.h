@@ -25,7 +25,9 @@ using PoolUuid = std::array<uint8_t, TMEM_SHIM_UUID_BYTES>;
 
 class FakeShim {
  public:
-  FakeShim(uint32_t nr_slots = 64, uint32_t record_entries = 256, uint32_t page_bytes = 4096);
+  // filter_bits_log2: the put filter's size, as the module's parameter of that name.
+  FakeShim(uint32_t nr_slots = 64, uint32_t record_entries = 256, uint32_t page_bytes = 4096,
+           uint32_t filter_bits_log2 = 16);
   ~FakeShim();
   FakeShim(const FakeShim&) = delete;
   FakeShim& operator=(const FakeShim&) = delete;
