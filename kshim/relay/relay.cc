@@ -195,7 +195,9 @@ void Relay::GetRun(tsr_side& side, const ShimMapping& map, const std::vector<tme
         continue;
       }
       remote.push_back(i);
-      if (!sequential || !file.last_remote_hit) continue;
+      // Not for a shared pool: other clients' invalidations reach tmemd without passing here,
+      // so a copy kept here could outlive one of them.
+      if (!sequential || !file.last_remote_hit || pool->shared) continue;
       for (int k = 1; k < options_.prefetch_pages; ++k) {
         if (!prefetched_.count(PageKey{shim_pool, object, index + k})) ahead.emplace_back(object, index + k);
       }

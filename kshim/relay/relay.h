@@ -41,7 +41,8 @@ struct RelayOptions {
   // Sequential prefetch: a get that follows the previous get of the same file also fetches the
   // next `prefetch_pages - 1` pages in the same call, kept (at most `prefetch_cache_pages`)
   // for the gets that follow — unless the file's last page asked of tmemd missed (its
-  // neighbours are likely missing too). 0 or 1: off.
+  // neighbours are likely missing too), and never for a shared pool (other clients invalidate
+  // its pages in tmemd directly). 0 or 1: off.
   int prefetch_pages = 32;
   int prefetch_cache_pages = 4096;
 };

@@ -185,6 +185,14 @@ TEST_F(RelayTest, SequentialGetsAreFetchedAheadAndAPrefetchedPageNeverOutlivesAn
   EXPECT_EQ(Hit(pool, 11, 4, 2), 1) << "a prefetched copy outlived a newer put";
   shim_.InvalidateInode(pool, Inode(11));
   for (uint64_t i = 5; i < 20; ++i) EXPECT_EQ(Hit(pool, 11, i, 1), 0) << "prefetched copy of page " << i << " outlived the inode's invalidation";
+
+  // A shared pool (a cluster filesystem) is invalidated by other clients too: nothing is kept.
+  int shared = shim_.InitFs(PoolUuid{6}, /*shared=*/true);
+  for (uint64_t i = 0; i < 40; ++i) shim_.Put(shared, Inode(12), i, PageOf(12, i, 1));
+  ASSERT_TRUE(shim_.WaitIdle());
+  const uint64_t before = relay.counters().prefetched.load();
+  for (uint64_t i = 0; i < 40; ++i) EXPECT_EQ(Hit(shared, 12, i, 1), 1);
+  EXPECT_EQ(relay.counters().prefetched.load(), before);
 }
 
 // Several "CPUs" use the shim at once (each its own files): puts, gets and invalidations
