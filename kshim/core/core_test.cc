@@ -30,6 +30,13 @@ struct Shim {
     tsf_attach(&f);
     relay = tsr_side{area, n, 0, 0};
   }
+  // Attaches and answers the announcements, so that every slot is free again; returns how many
+  // answers the module read.
+  int AttachAndAnswer() {
+    Attach();
+    for (const auto& r : Pop()) Answer(r, TMEM_SHIM_OK);
+    return Consume();
+  }
   // Everything queued for the relay, in order.
   std::vector<tmem_shim_req> Pop() {
     std::vector<tmem_shim_req> out;
@@ -186,9 +193,7 @@ TEST(ShimCore, PoolsMadeBeforeARelayAttachesAreAnnouncedFirst) {
 TEST(ShimCore, AGetHitCopiesItsSlotAndAMissDoesNot) {
   Shim s;
   int pool = s.InitFs(1);
-  s.Attach();
-  for (const auto& r : s.Pop()) s.Answer(r, TMEM_SHIM_OK);
-  ASSERT_EQ(s.Consume(), 1);
+  ASSERT_EQ(s.AttachAndAnswer(), 1);
   auto key = Key(9);
   int queued;
   int hit_tag = tsf_get_begin(&s.f, pool, key.data(), 1, &queued);
@@ -217,9 +222,7 @@ TEST(ShimCore, AGetHitCopiesItsSlotAndAMissDoesNot) {
 TEST(ShimCore, ATimedOutGetKeepsItsSlotUntilItsLateAnswerComes) {
   Shim s;
   int pool = s.InitFs(1);
-  s.Attach();
-  for (const auto& r : s.Pop()) s.Answer(r, TMEM_SHIM_OK);
-  s.Consume();
+  s.AttachAndAnswer();
   auto key = Key(4);
   int queued;
   int tag = tsf_get_begin(&s.f, pool, key.data(), 0, &queued);
@@ -245,9 +248,7 @@ TEST(ShimCore, ATimedOutGetKeepsItsSlotUntilItsLateAnswerComes) {
 TEST(ShimCore, AnswersThatMatchNoRequestAreCountedAndIgnored) {
   Shim s;
   int pool = s.InitFs(1);
-  s.Attach();
-  for (const auto& r : s.Pop()) s.Answer(r, TMEM_SHIM_OK);
-  s.Consume();
+  s.AttachAndAnswer();
   auto key = Key(4);
   int queued;
   int tag = tsf_get_begin(&s.f, pool, key.data(), 0, &queued);
@@ -289,9 +290,7 @@ TEST(ShimCore, InvalidationsMadeWhileDetachedAreReplayedAfterThePoolIsAnnounced)
 TEST(ShimCore, APoolWithInvalidationsNotYetQueuedMissesEveryGet) {
   Shim s(8, 4);
   int pool = s.InitFs(1);
-  s.Attach();
-  for (const auto& r : s.Pop()) s.Answer(r, TMEM_SHIM_OK);
-  s.Consume();
+  s.AttachAndAnswer();
   auto key = Key(3);
   // Every slot busy (a get and puts the relay has not answered): an invalidation has to wait.
   int queued;
@@ -359,9 +358,7 @@ TEST(ShimCore, ARecordThatOverflowsBecomesAWholePoolFlushAndGetsMissUntilItIsQue
 TEST(ShimCore, InvalidationsTheRelayDidNotFinishSurviveItsDeparture) {
   Shim s(8, 4);
   int pool = s.InitFs(1), deferred_pool = s.InitFs(2);
-  s.Attach();
-  for (const auto& r : s.Pop()) s.Answer(r, TMEM_SHIM_OK);
-  s.Consume();
+  s.AttachAndAnswer();
   auto key = Key(8);
   tsf_invalidate_page(&s.f, pool, key.data(), 5);           // taken, never answered
   tsf_invalidate_page(&s.f, deferred_pool, key.data(), 6);  // answered "deferred"
@@ -413,9 +410,7 @@ TEST(ShimCore, AGetOfAPageNeverPutMissesWithoutARoundTrip) {
   ASSERT_EQ(tsf_set_filter(&s.f, words.data(), 10), 0);  // 1024 bits
   EXPECT_EQ(tsf_set_filter(&s.f, words.data(), 9), -1);
   int pool = s.InitFs(1);
-  s.Attach();
-  for (const auto& r : s.Pop()) s.Answer(r, TMEM_SHIM_OK);
-  s.Consume();
+  s.AttachAndAnswer();
   auto key = Key(77);
   int queued;
   EXPECT_EQ(tsf_get_begin(&s.f, pool, key.data(), 5, &queued), -1) << "never put: a local miss";
@@ -432,9 +427,7 @@ TEST(ShimCore, AGetOfAPageNeverPutMissesWithoutARoundTrip) {
   Shim t(64, 4);
   ASSERT_EQ(tsf_set_filter(&t.f, words.data(), 10), 0);
   pool = t.InitFs(1);
-  t.Attach();
-  for (const auto& r : t.Pop()) t.Answer(r, TMEM_SHIM_OK);
-  t.Consume();
+  t.AttachAndAnswer();
   for (uint64_t i = 0; t.f.c.filter_resets == 0 && i < 100000; ++i) {
     ASSERT_EQ(tsf_put(&t.f, pool, key.data(), i, Page(1).data()), 1);
     for (const auto& r : t.Pop()) t.Answer(r, TMEM_SHIM_OK);

@@ -67,13 +67,16 @@ class ShardingTest : public ::testing::Test {
     }
     return false;
   }
+  // The first object named `prefix` + a number that lives on server `i`.
+  std::string ObjectOn(client::PoolRef pool, size_t i, const std::string& prefix) {
+    for (int k = 0;; ++k) {
+      if (client_->ServerFor(pool, prefix + std::to_string(k)) == i) return prefix + std::to_string(k);
+    }
+  }
   // Puts and gets a probe page on server `i` until it hits (the channel may still be in its
   // reconnect backoff, during which calls fail fast); false after 5 s.
   bool Reachable(client::PoolRef pool, size_t i) {
-    std::string probe;
-    for (int k = 0; probe.empty(); ++k) {
-      if (client_->ServerFor(pool, "probe-" + std::to_string(k)) == i) probe = "probe-" + std::to_string(k);
-    }
+    const std::string probe = ObjectOn(pool, i, "probe-");
     std::vector<uint8_t> out(4096);
     for (int k = 0; k < 100; ++k) {
       EXPECT_TRUE(client_->Put(pool, probe, 0, PageFor(probe, 0, 1)).ok());
@@ -182,10 +185,7 @@ TEST_F(ShardingTest, AFlushDeferredByANewClientReachesPagesAnEarlierClientPut) {
   uuid[0] = 42;
   auto earlier = client_->CreateSharedPool(uuid, 4096, "node-a");
   ASSERT_TRUE(earlier.ok()) << earlier.status();
-  std::string object;
-  for (int k = 0; object.empty(); ++k) {
-    if (client_->ServerFor(*earlier, "f" + std::to_string(k)) == 0) object = "f" + std::to_string(k);
-  }
+  const std::string object = ObjectOn(*earlier, 0, "f");
   ASSERT_TRUE(client_->Put(*earlier, object, 1, PageFor(object, 1, 1)).ok());
   ASSERT_TRUE(client_->Put(*earlier, object, 2, PageFor(object, 2, 1)).ok());
   ASSERT_EQ(Hit(*earlier, object, 1, 1), 1);
@@ -280,10 +280,7 @@ TEST_F(ShardingTest, BatchesFromManyThreadsArePipelinedOnAFewStreams) {
 TEST_F(ShardingTest, AHungServerCostsBoundedMissesAndIsUsedAgainWhenItResumes) {
   auto pool = client_->CreatePool(4096);
   ASSERT_TRUE(pool.ok());
-  std::string on0;
-  for (int k = 0; on0.empty(); ++k) {
-    if (client_->ServerFor(*pool, "h" + std::to_string(k)) == 0) on0 = "h" + std::to_string(k);
-  }
+  const std::string on0 = ObjectOn(*pool, 0, "h");
   ASSERT_TRUE(client_->Put(*pool, on0, 1, PageFor(on0, 1, 1)).ok());
   kill(procs_[0].pid, SIGSTOP);
   for (int i = 0; i < 3; ++i) {
