@@ -42,82 +42,71 @@ int tsr_check_header(const void *area, tsf_u64 mapped_bytes)
 	return 0;
 }
 
-static struct tmem_shim_req *req_entries(void *area)
+/* One ring: `idx` in the shared header, `own` the caller's private copy of the index it writes,
+ * `entries` of `size` bytes each. Entries are copied whole into and out of the shared area, and
+ * only the private copies are trusted. */
+static int ring_push(struct tmem_shim_ring_idx *idx, tsf_u32 *own, tsf_u32 n, unsigned char *entries,
+		     tsf_u32 size, const void *entry)
 {
-	return (struct tmem_shim_req *)((unsigned char *)area + TMEM_SHIM_REQ_OFFSET);
+	tsf_u32 head = *own;
+	tsf_u32 tail = tsf_load_acquire(&idx->tail);
+
+	if (head - tail >= n)
+		return -1;
+	memcpy(entries + (tsf_u64)(head & (n - 1)) * size, entry, size);
+	*own = head + 1;
+	tsf_store_release(&idx->head, head + 1);
+	return 0;
 }
 
-static struct tmem_shim_resp *resp_entries(void *area, tsf_u32 n)
+static int ring_pop(struct tmem_shim_ring_idx *idx, tsf_u32 *own, tsf_u32 n, const unsigned char *entries,
+		    tsf_u32 size, void *entry)
 {
-	return (struct tmem_shim_resp *)((unsigned char *)area + TMEM_SHIM_RESP_OFFSET(n));
+	tsf_u32 tail = *own;
+	tsf_u32 head = tsf_load_acquire(&idx->head);
+
+	if (head == tail)
+		return 0;
+	if (head - tail > n)
+		return -1;
+	memcpy(entry, entries + (tsf_u64)(tail & (n - 1)) * size, size);
+	*own = tail + 1;
+	tsf_store_release(&idx->tail, tail + 1);
+	return 1;
+}
+
+static unsigned char *req_entries(const struct tsr_side *s)
+{
+	return (unsigned char *)s->area + TMEM_SHIM_REQ_OFFSET;
+}
+
+static unsigned char *resp_entries(const struct tsr_side *s)
+{
+	return (unsigned char *)s->area + TMEM_SHIM_RESP_OFFSET(s->nr_slots);
 }
 
 int tsr_req_push(struct tsr_side *s, const struct tmem_shim_req *req)
 {
-	struct tmem_shim_header *h = tsr_header(s->area);
-	tsf_u32 n = s->nr_slots;
-	tsf_u32 head = s->req_own;
-	tsf_u32 tail = tsf_load_acquire(&h->req.tail);
-
-	if (head - tail >= n)
-		return -1;
-	req_entries(s->area)[head & (n - 1)] = *req;
-	s->req_own = head + 1;
-	tsf_store_release(&h->req.head, head + 1);
-	return 0;
+	return ring_push(&tsr_header(s->area)->req, &s->req_own, s->nr_slots, req_entries(s),
+			 sizeof(*req), req);
 }
 
 int tsr_req_pop(struct tsr_side *s, struct tmem_shim_req *out)
 {
-	struct tmem_shim_header *h = tsr_header(s->area);
-	tsf_u32 n = s->nr_slots;
-	tsf_u32 tail = s->req_own;
-	tsf_u32 head = tsf_load_acquire(&h->req.head);
-
-	if (head == tail)
-		return 0;
-	if (head - tail > n)
-		return -1;
-	*out = req_entries(s->area)[tail & (n - 1)];
-	s->req_own = tail + 1;
-	tsf_store_release(&h->req.tail, tail + 1);
-	return 1;
+	return ring_pop(&tsr_header(s->area)->req, &s->req_own, s->nr_slots, req_entries(s),
+			sizeof(*out), out);
 }
 
 int tsr_resp_push(struct tsr_side *s, const struct tmem_shim_resp *resp)
 {
-	struct tmem_shim_header *h = tsr_header(s->area);
-	tsf_u32 n = s->nr_slots;
-	tsf_u32 head = s->resp_own;
-	tsf_u32 tail = tsf_load_acquire(&h->resp.tail);
-
-	if (head - tail >= n)
-		return -1;
-	resp_entries(s->area, n)[head & (n - 1)] = *resp;
-	s->resp_own = head + 1;
-	tsf_store_release(&h->resp.head, head + 1);
-	return 0;
+	return ring_push(&tsr_header(s->area)->resp, &s->resp_own, s->nr_slots, resp_entries(s),
+			 sizeof(*resp), resp);
 }
 
 int tsr_resp_pop(struct tsr_side *s, struct tmem_shim_resp *out)
 {
-	struct tmem_shim_header *h = tsr_header(s->area);
-	tsf_u32 n = s->nr_slots;
-	tsf_u32 tail = s->resp_own;
-	tsf_u32 head = tsf_load_acquire(&h->resp.head);
-	struct tmem_shim_resp *e;
-
-	if (head == tail)
-		return 0;
-	if (head - tail > n)
-		return -1;
-	e = &resp_entries(s->area, n)[tail & (n - 1)];
-	out->seq = tsf_read_once(e->seq);
-	out->tag = tsf_read_once(e->tag);
-	out->result = tsf_read_once(e->result);
-	s->resp_own = tail + 1;
-	tsf_store_release(&h->resp.tail, tail + 1);
-	return 1;
+	return ring_pop(&tsr_header(s->area)->resp, &s->resp_own, s->nr_slots, resp_entries(s),
+			sizeof(*out), out);
 }
 
 tsf_u32 tsr_req_pending(const struct tsr_side *s)
