@@ -120,6 +120,14 @@ static void shim_put_page(int pool, struct cleancache_filekey key, pgoff_t index
 	wake_relay(queued);
 }
 
+/* Jiffies until `deadline`, at least 1 (jiffies may pass it between a check and the wait). */
+static long jiffies_left(unsigned long deadline)
+{
+	long left = (long)(deadline - jiffies);
+
+	return left > 0 ? left : 1;
+}
+
 static int shim_get_page(int pool, struct cleancache_filekey key, pgoff_t index, struct page *page)
 {
 	unsigned long deadline = jiffies + msecs_to_jiffies(READ_ONCE(get_timeout_ms));
@@ -138,13 +146,12 @@ static int shim_get_page(int pool, struct cleancache_filekey key, pgoff_t index,
 		if (tag != -2 || !time_before(jiffies, deadline))
 			break;
 		/* Every slot is taken: wait for an answer to free one. */
-		wait_event_timeout(get_wq, tsf_free_slots(&front) > 0, deadline - jiffies);
+		wait_event_timeout(get_wq, tsf_free_slots(&front) > 0, jiffies_left(deadline));
 	}
 	if (tag < 0)
 		return -1;
 	wake_relay(queued);
-	wait_event_timeout(get_wq, tsf_get_done(&front, tag),
-			   time_before(jiffies, deadline) ? deadline - jiffies : 1);
+	wait_event_timeout(get_wq, tsf_get_done(&front, tag), jiffies_left(deadline));
 	dst = kmap_atomic(page);
 	spin_lock_irqsave(&shim_lock, flags);
 	rc = tsf_get_end(&front, tag, dst, &queued);
