@@ -150,9 +150,11 @@ echo "BENCH second read of a ${FILE_MB} MiB file (2x RAM) after drop_caches: wit
 # ---- coherency: overwrite, truncate, delete -----------------------------------------------------
 # A smaller file for the rest (each read through cleancache is slow under TCG); drop_caches
 # still sends every page of it through cleancache.
-head -c $((MID_MB << 20)) "$RUN/data.bin" > /tmp/a/mid && sync && drop
+head -c $((MID_MB << 20)) "$RUN/data.bin" > /tmp/a/mid && sync && drop && settle
 exec 8< /tmp/a/mid
-cat /tmp/a/mid > /dev/null && drop && settle   # read from disk, then put
+# Read from disk, then put: each step starts with the module idle, so that its puts find the
+# pool ready (no invalidation of the step before still owed) and the ring empty.
+cat /tmp/a/mid > /dev/null && settle && drop && settle
 G0=$(cc succ_gets)
 check "the smaller file reads back intact through cleancache" \
 	test "$(drop; sha256sum < /tmp/a/mid | cut -d' ' -f1)" = "$SHA_MID"
@@ -178,8 +180,8 @@ OBJ1=$(msum 9464 tmem_pool_flushes_total flush=object)
 check "a delete reaches tmemd as an inode invalidation (+$((OBJ1 - FL0)))" test $((OBJ1 - FL0)) -gt 0
 
 # ---- relay and tmemd restarted mid-workload -----------------------------------------------------
-head -c $((MID_MB << 20)) "$RUN/data.bin" > /tmp/a/mid && sync && drop   # the same inode, still open
-cat /tmp/a/mid > /dev/null && drop && settle
+head -c $((MID_MB << 20)) "$RUN/data.bin" > /tmp/a/mid && sync && drop && settle   # the same inode, still open
+cat /tmp/a/mid > /dev/null && settle && drop && settle
 ( for i in 1 2 3 4 5 6; do drop; sha256sum < /tmp/a/mid | cut -d' ' -f1; done > /tmp/sums.txt ) &
 READER=$!
 sleep 4; say "kill -9 tmem-shimd"; kill -9 "$RELAY_PID"; wait "$RELAY_PID" 2>/dev/null
@@ -191,7 +193,7 @@ check "reads went on while the relay and tmemd were killed and restarted (no han
 check "every read during the restarts saw the file's data ($(sort -u /tmp/sums.txt | wc -l) distinct sums over $(wc -l < /tmp/sums.txt) reads)" \
 	test "$(sort -u /tmp/sums.txt)" = "$SHA_MID" -a "$(wc -l < /tmp/sums.txt)" = 6
 # Invalidations made while no relay runs are kept and replayed.
-settle; cat /tmp/a/mid > /dev/null; drop; settle   # its pages in tmemd again
+settle; cat /tmp/a/mid > /dev/null; settle; drop; settle   # its pages in tmemd again
 kill -9 "$RELAY_PID"; wait "$RELAY_PID" 2>/dev/null
 dd if="$RUN/patch.bin" of=/tmp/a/mid bs=1M seek="$MID_PATCH_OFF_MB" conv=notrunc status=none; sync; drop
 REC=$(shim recorded); NEED=$(shim pool_flushes_needed)
