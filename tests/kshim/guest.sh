@@ -40,9 +40,12 @@ msum() { python3 "$RUN/msum.py" "$@"; }
 # inode's pages are invalidated in cleancache by design (truncate_inode_pages_final).
 drop() { sync; echo 1 > /proc/sys/vm/drop_caches; }
 wait_for() {  # wait_for SECONDS COMMAND...: until the command (run anew each time) succeeds
-	local t=$1; shift
-	for ((i = 0; i < t * 10; i++)); do "$@" && return 0; sleep 0.1; done
-	return 1
+	local end=$((SECONDS + $1))
+	shift
+	until "$@"; do
+		[ "$SECONDS" -ge "$end" ] && return 1
+		sleep 0.1
+	done
 }
 # The module idle: every slot answered and no invalidation left in the record (under TCG the relay
 # can trail the kernel by seconds; a get that must see the effect of earlier requests waits).
