@@ -64,14 +64,14 @@ start_tmemd() {
 	"$RUN/bin/tmemd" --device=/dev/vdb --metadata-dir=/tmp/meta/index --listen=127.0.0.1:7070 \
 		--metrics-listen=127.0.0.1:9464 --index-cache-entries=65536 --rpc-threads=4 \
 		--export=demo=/dev/vdd --nbd-listen=127.0.0.1:10809 --shutdown-timeout-ms=3000 "$@" \
-		>> "$RUN/tmemd.log" 2>&1 &
+		>> "$RUN/tmemd.log" 2>&1 7<&- 8<&- &   # not holding the test files open
 	TMEMD_PID=$!
 	wait_for 60 port_open 7070
 }
 RELAY_PID=
 start_relay() {
 	"$RUN/bin/tmem-shimd" --servers=127.0.0.1:7070 --tenant=lab --metrics-listen=127.0.0.1:9465 \
-		--call-timeout-ms=1000 --retry-ms=200 >> "$RUN/relay.log" 2>&1 &
+		--call-timeout-ms=1000 --retry-ms=200 >> "$RUN/relay.log" 2>&1 7<&- 8<&- &
 	RELAY_PID=$!
 	wait_for 60 relay_attached
 }
