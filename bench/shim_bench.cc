@@ -129,11 +129,9 @@ int main(int argc, char** argv) {
   hits = 0;
   for (uint64_t k = 0; direct.ok() && k < std::min<uint64_t>(n, 5000); ++k) {
     const uint64_t i = order[k];
-    const FileKey key = Inode(1 + i / 256);
-    size_t len = key.size();
-    while (len > 1 && key[len - 1] == 0) --len;  // the relay's object key (tmem::kshim::ObjectKey)
+    const std::string object = tmem::kshim::ObjectKey(Inode(1 + i / 256));  // as the relay names it
     const auto t0 = Clock::now();
-    auto got = client->get()->Get(*direct, std::string_view(reinterpret_cast<const char*>(key.data()), len), i % 256, out);
+    auto got = client->get()->Get(*direct, object, i % 256, out);
     us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
     hits += got.ok() && *got;
   }

@@ -9,10 +9,10 @@
 
 namespace tmem::kshim {
 
-std::string ObjectKey(const uint8_t (&key)[TMEM_SHIM_KEY_BYTES]) {
-  size_t n = TMEM_SHIM_KEY_BYTES;
+std::string ObjectKey(std::span<const uint8_t, TMEM_SHIM_KEY_BYTES> key) {
+  size_t n = key.size();
   while (n > 1 && key[n - 1] == 0) --n;
-  return std::string(reinterpret_cast<const char*>(key), n);
+  return std::string(reinterpret_cast<const char*>(key.data()), n);
 }
 
 Relay::Relay(client::TmemClient* client, RelayOptions options) : client_(client), options_(std::move(options)) {}

@@ -21,6 +21,7 @@
 #include <tuple>
 #include <cstdint>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -115,7 +116,7 @@ class Relay {
 };
 
 // The object key tmemd sees for a file key: its bytes without trailing zeros (at least one).
-std::string ObjectKey(const uint8_t (&key)[TMEM_SHIM_KEY_BYTES]);
+std::string ObjectKey(std::span<const uint8_t, TMEM_SHIM_KEY_BYTES> key);
 
 }  // namespace tmem::kshim
 

@@ -145,8 +145,8 @@ int main(int argc, char** argv) {
       counter("shimd_attaches", "Times the relay attached to the shim.", r.attaches);
       counter("shimd_requests", "Ring requests answered.", r.requests);
       counter("shimd_puts", "Pages put to tmemd.", r.puts);
-      counter("shimd_gets", "Pages asked of tmemd.", r.gets);
-      counter("shimd_get_hits", "Gets that tmemd answered with a page.", r.get_hits);
+      counter("shimd_gets", "Gets the module asked of the relay.", r.gets);
+      counter("shimd_get_hits", "Gets answered with a page (from tmemd or from pages fetched ahead).", r.get_hits);
       counter("shimd_invalidations", "Page and inode invalidations forwarded.", r.invalidations);
       counter("shimd_invalidations_deferred", "Invalidations only recorded for replay (tmemd unreachable).",
               r.invalidations_deferred);
