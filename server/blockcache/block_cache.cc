@@ -1016,6 +1016,9 @@ BlockCacheStatus BlockCache::status() const {
 
 void BlockCache::VisitStats(StatsVisitor& v, const StatLabels& labels) const {
   const BlockCacheStatus s = status();
+  // The cache device's own log: its I/O errors, CRC failures and free segments, labelled with
+  // the export (the page store's log has no export label).
+  log_->VisitStats(v, labels);
   v.Gauge("blockcache_dirty_bytes", "Bytes of cache lines not yet written back to the backing store.",
           static_cast<double>(s.dirty_lines * kLineBytes), labels);
   v.Gauge("blockcache_cached_bytes", "Bytes of cache lines the index holds.",

@@ -899,10 +899,9 @@ absl::Status SegmentLog::CloseClean() {
   return WriteCheckpoint(true);
 }
 
-void SegmentLog::VisitStats(StatsVisitor& v) const {
-  const StatLabels none;
+void SegmentLog::VisitStats(StatsVisitor& v, const StatLabels& labels) const {
   auto c = [&](std::string_view name, std::string_view help, const std::atomic<uint64_t>& value) {
-    v.Counter(name, help, value.load(std::memory_order_relaxed), none);
+    v.Counter(name, help, value.load(std::memory_order_relaxed), labels);
   };
   c("log_appends", "Pages appended to write buffers.", counters_.appends);
   c("log_appended_bytes", "Page bytes appended to write buffers.", counters_.appended_bytes);
@@ -918,12 +917,12 @@ void SegmentLog::VisitStats(StatsVisitor& v) const {
   c("log_device_reads", "Pages read from the device.", counters_.device_reads);
   c("log_crc_failures", "Pages whose CRC32C did not match on read.", counters_.crc_failures);
   c("log_append_waits", "Appends that waited for a free write buffer.", counters_.append_waits);
-  v.Gauge("log_free_segments", "Segments that hold no live data.", static_cast<double>(free_segments()), none);
-  v.Gauge("log_segments", "Segments on the device.", static_cast<double>(geometry_.segment_count), none);
-  v.Gauge("log_segment_bytes", "Bytes per segment.", static_cast<double>(geometry_.segment_bytes), none);
-  v.Gauge("log_head_seq", "Last sequence number handed to a write buffer.", static_cast<double>(head_seq()), none);
+  v.Gauge("log_free_segments", "Segments that hold no live data.", static_cast<double>(free_segments()), labels);
+  v.Gauge("log_segments", "Segments on the device.", static_cast<double>(geometry_.segment_count), labels);
+  v.Gauge("log_segment_bytes", "Bytes per segment.", static_cast<double>(geometry_.segment_bytes), labels);
+  v.Gauge("log_head_seq", "Last sequence number handed to a write buffer.", static_cast<double>(head_seq()), labels);
   v.Gauge("log_flushed_seq", "Every segment up to this sequence number is written.",
-          static_cast<double>(flushed_seq()), none);
+          static_cast<double>(flushed_seq()), labels);
 }
 
 }  // namespace tmem::log

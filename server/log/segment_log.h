@@ -236,7 +236,7 @@ class SegmentLog {
   uint32_t max_page_bytes() const;
   uint64_t free_segments() const;
 
-  void VisitStats(StatsVisitor& visitor) const;
+  void VisitStats(StatsVisitor& visitor, const StatLabels& labels = {}) const;
 
   struct Counters {
     std::atomic<uint64_t> appends{0};

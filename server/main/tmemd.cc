@@ -42,7 +42,7 @@ constexpr char kUsage[] =
     "usage: tmemd --device=PATH [--device-size=SIZE] [--segment-size=1M] [--metadata-dir=DIR]\n"
     "             [--listen=HOST:PORT[,HOST:PORT...]] [--metrics-listen=HOST:PORT] [--log-level=info]\n"
     "             [--shutdown-timeout-ms=10000] [--rpc-threads=16] [--index-cache-entries=1048576]\n"
-    "             [--config=FILE] [--format]\n"
+    "             [--config=FILE] [--format] [--version]\n"
     "             [--export=NAME=BACKEND[:SIZE][:ro]] [--export-cache=PATH[:SIZE]] [--export-cache-ram=SIZE]\n"
     "             [--nbd-listen=HOST:PORT] [--nbd-unix-socket=PATH]\n"
     "  A device that does not exist is created with --device-size and formatted. A device that\n"
@@ -288,6 +288,10 @@ int Run(const Config& c) {
 int Main(int argc, char** argv) {
   if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
     std::printf("%s", kUsage);
+    return 0;
+  }
+  if (argc == 2 && std::strcmp(argv[1], "--version") == 0) {
+    std::printf("tmemd %s (device format %u)\n", kVersion, log::kFormatVersion);
     return 0;
   }
   auto flags = Flags::Parse(argc, argv, 1, ValueFlags(), BoolFlags());
