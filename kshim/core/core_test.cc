@@ -5,6 +5,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <string>
 #include <vector>
 
 extern "C" {
@@ -438,3 +440,42 @@ TEST(ShimCore, AGetOfAPageNeverPutMissesWithoutARoundTrip) {
 }
 
 }  // namespace
+
+TEST(ShimCore, TheStatsTableReportsTheStateAndEveryCounterOnce) {
+  Shim s;
+  int pool = s.InitFs(1);
+  ASSERT_EQ(pool, 0);
+  auto key = Key(3);
+  tsf_put(&s.f, pool, key.data(), 1, Page(1).data());  // dropped: detached
+  s.AttachAndAnswer();
+  tsf_put(&s.f, pool, key.data(), 2, Page(2).data());  // queued, holds a slot
+  tsf_stats st;
+  tsf_snapshot(&s.f, 1, &st);
+  struct Seen {
+    std::vector<std::pair<std::string, uint64_t>> values;
+    int gauges = 0;
+  } seen;
+  tsf_stats_each(
+      &st,
+      [](void* ctx, const char* name, tsf_u64 value, int is_gauge) {
+        auto* z = static_cast<Seen*>(ctx);
+        z->values.emplace_back(name, value);
+        z->gauges += is_gauge;
+        EXPECT_EQ(tsf_stat_is_gauge(name), is_gauge) << name;
+      },
+      &seen);
+  std::map<std::string, uint64_t> by_name(seen.values.begin(), seen.values.end());
+  EXPECT_EQ(by_name.size(), seen.values.size()) << "a name is printed twice";
+  EXPECT_EQ(seen.values.size() - seen.gauges, sizeof(tsf_counters) / sizeof(tsf_u64))
+      << "a counter of struct tsf_counters is missing from the stats table";
+  EXPECT_EQ(by_name["attached"], 1u);
+  EXPECT_EQ(by_name["enabled"], 1u);
+  EXPECT_EQ(by_name["pools"], 1u);
+  EXPECT_EQ(by_name["slots"], s.n);
+  EXPECT_EQ(by_name["free_slots"], s.n - 1);
+  EXPECT_EQ(by_name["puts_dropped_detached"], 1u);
+  EXPECT_EQ(by_name["puts_queued"], 1u);
+  EXPECT_EQ(by_name["attaches"], 1u);
+  EXPECT_EQ(tsf_stat_is_gauge("attache"), 0);
+  EXPECT_EQ(tsf_stat_is_gauge("attachedx"), 0);
+}

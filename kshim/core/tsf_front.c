@@ -568,3 +568,52 @@ tsf_u32 tsf_pending(const struct tsf_front *f)
 {
 	return f->attached ? tsr_req_pending(&f->ring) : 0;
 }
+
+void tsf_snapshot(const struct tsf_front *f, int enabled, struct tsf_stats *out)
+{
+	tsf_u32 i;
+
+	out->attached = f->attached ? 1 : 0;
+	out->enabled = enabled ? 1 : 0;
+	out->pools = 0;
+	for (i = 0; i < TMEM_SHIM_MAX_POOLS; i++)
+		out->pools += f->pools[i].in_use ? 1 : 0;
+	out->recorded = f->rec_len;
+	out->free_slots = f->nr_free;
+	out->slots = f->ring.nr_slots;
+	out->c = f->c;
+}
+
+static const char *const tsf_gauges[] = {
+	"attached", "enabled", "pools", "recorded", "free_slots", "slots",
+};
+
+int tsf_stat_is_gauge(const char *name)
+{
+	tsf_u32 i, j;
+
+	for (i = 0; i < sizeof(tsf_gauges) / sizeof(tsf_gauges[0]); i++) {
+		for (j = 0; tsf_gauges[i][j] != 0 && tsf_gauges[i][j] == name[j]; j++)
+			;
+		if (tsf_gauges[i][j] == 0 && name[j] == 0)
+			return 1;
+	}
+	return 0;
+}
+
+void tsf_stats_each(const struct tsf_stats *s,
+		    void (*emit)(void *ctx, const char *name, tsf_u64 value, int is_gauge), void *ctx)
+{
+#define G(name) emit(ctx, #name, s->name, 1)
+#define C(name) emit(ctx, #name, s->c.name, 0)
+	G(attached); G(enabled); G(pools); G(recorded); G(free_slots); G(slots);
+	C(attaches); C(detaches); C(pools_created); C(pools_refused);
+	C(puts); C(puts_queued); C(puts_dropped_full); C(puts_dropped_detached);
+	C(gets); C(gets_queued); C(get_hits); C(get_misses); C(get_timeouts); C(gets_missed_unready);
+	C(gets_waited_for_slot); C(gets_filtered); C(filter_resets);
+	C(invalidations); C(invalidations_queued); C(invalidations_recorded);
+	C(invalidations_deferred); C(pool_flushes_needed); C(pool_flushes_queued);
+	C(pool_flushes_done); C(responses); C(bad_responses); C(ring_errors);
+#undef G
+#undef C
+}

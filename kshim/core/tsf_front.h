@@ -142,6 +142,20 @@ int tsf_consume(struct tsf_front *f, int *queued);
 /* Requests queued and not yet taken by the relay. */
 tsf_u32 tsf_pending(const struct tsf_front *f);
 
+/* What the module reports (debugfs `stats`, one "name value" line each, exported by the relay
+ * as tmem_shim_<name>): a copy taken under the module's lock, then printed without it. */
+struct tsf_stats {
+	tsf_u64 attached, enabled, pools, recorded, free_slots, slots;
+	struct tsf_counters c;
+};
+void tsf_snapshot(const struct tsf_front *f, int enabled, struct tsf_stats *out);
+/* Calls emit(ctx, name, value, is_gauge) for every value, in a fixed order. Gauges are states
+ * (attached, pools, ...); the rest count events since the module loaded. */
+void tsf_stats_each(const struct tsf_stats *s,
+		    void (*emit)(void *ctx, const char *name, tsf_u64 value, int is_gauge), void *ctx);
+/* 1 when `name` is one of the gauges above, 0 otherwise. */
+int tsf_stat_is_gauge(const char *name);
+
 #ifdef __cplusplus
 }
 #endif

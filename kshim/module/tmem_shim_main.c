@@ -311,32 +311,20 @@ static struct miscdevice shim_dev = {
 
 /* ---- debugfs: /sys/kernel/debug/tmem_shim/stats ---------------------------------------- */
 
+static void stats_line(void *ctx, const char *name, u64 value, int is_gauge)
+{
+	seq_printf(ctx, "%s %llu\n", name, (unsigned long long)value);
+}
+
 static int stats_show(struct seq_file *m, void *v)
 {
-	struct tsf_counters c;
+	struct tsf_stats st;
 	unsigned long flags;
-	u32 pools = 0, recorded, free;
-	int attached, i;
 
 	spin_lock_irqsave(&shim_lock, flags);
-	c = front.c;
-	attached = front.attached;
-	recorded = front.rec_len;
-	free = front.nr_free;
-	for (i = 0; i < TMEM_SHIM_MAX_POOLS; i++)
-		pools += front.pools[i].in_use;
+	tsf_snapshot(&front, READ_ONCE(enabled), &st);
 	spin_unlock_irqrestore(&shim_lock, flags);
-#define S(name) seq_printf(m, "%s %llu\n", #name, (unsigned long long)c.name)
-	seq_printf(m, "attached %d\nenabled %d\npools %u\nrecorded %u\nfree_slots %u\nslots %u\n",
-		   attached, READ_ONCE(enabled), pools, recorded, free, slots);
-	S(attaches); S(detaches); S(pools_created); S(pools_refused);
-	S(puts); S(puts_queued); S(puts_dropped_full); S(puts_dropped_detached);
-	S(gets); S(gets_queued); S(get_hits); S(get_misses); S(get_timeouts); S(gets_missed_unready);
-	S(gets_waited_for_slot); S(gets_filtered); S(filter_resets);
-	S(invalidations); S(invalidations_queued); S(invalidations_recorded);
-	S(invalidations_deferred); S(pool_flushes_needed); S(pool_flushes_queued);
-	S(pool_flushes_done); S(responses); S(bad_responses); S(ring_errors);
-#undef S
+	tsf_stats_each(&st, stats_line, m);
 	return 0;
 }
 DEFINE_SHOW_ATTRIBUTE(stats);

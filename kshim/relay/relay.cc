@@ -21,6 +21,12 @@ absl::Status Relay::Serve(ShimDevice& device, const std::atomic<bool>& stop) {
   absl::StatusOr<ShimMapping> map = device.Attach();
   if (!map.ok()) return map.status();
   counters_.attaches.fetch_add(1, std::memory_order_relaxed);
+  counters_.attached.store(1, std::memory_order_relaxed);
+  // Whatever ends this attach (stop, device error, impossible ring) leaves the relay detached.
+  struct Detached {
+    std::atomic<uint64_t>& attached;
+    ~Detached() { attached.store(0, std::memory_order_relaxed); }
+  } detached{counters_.attached};
   pools_.clear();  // the module announces every pool again (its ids may have changed)
   prefetched_.clear();
   prefetch_order_.clear();

@@ -49,6 +49,7 @@ struct RelayOptions {
 };
 
 struct RelayCounters {
+  std::atomic<uint64_t> attached{0};  // 1 while Serve holds the shim's ring (a gauge)
   std::atomic<uint64_t> attaches{0};
   std::atomic<uint64_t> requests{0};
   std::atomic<uint64_t> puts{0};

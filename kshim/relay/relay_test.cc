@@ -56,6 +56,7 @@ class RunningRelay {
   ~RunningRelay() {
     stop_ = true;
     thread_.join();
+    EXPECT_EQ(relay_->counters().attached.load(), 0u) << "a relay that stopped serving reports itself detached";
     device_.reset();
     EXPECT_TRUE(status_.ok()) << status_;
   }
@@ -255,6 +256,7 @@ TEST_F(RelayTest, ARestartedRelayFindsThePagesAndReplaysWhatWasInvalidatedMeanwh
   EXPECT_EQ(Hit(pool, 5, 2, 1), 1) << "the restarted relay finds the pool's pages";
   EXPECT_EQ(shim_.Recorded(), 0u);
   EXPECT_EQ(relay.counters().pools_announced.load(), 2u);
+  EXPECT_EQ(relay.counters().attached.load(), 1u);
 }
 
 TEST_F(RelayTest, ATmemdRestartCostsMissesNeverStalePagesEvenIfTheRelayGoesToo) {

@@ -22,6 +22,7 @@
 #include "common/logging.h"
 #include "common/version.h"
 #include "kshim/relay/relay.h"
+#include "tsf_front.h"
 #include "server/metrics/metrics.h"
 
 namespace {
@@ -53,8 +54,7 @@ void VisitModuleStats(const std::string& path, tmem::StatsVisitor& v) {
   std::string name;
   uint64_t value;
   while (in >> name >> value) {
-    if (name == "attached" || name == "enabled" || name == "pools" || name == "recorded" || name == "free_slots" ||
-        name == "slots") {
+    if (tsf_stat_is_gauge(name.c_str())) {
       v.Gauge("shim_" + name, "tmem_shim module state (debugfs)", static_cast<double>(value), {});
     } else {
       v.Counter("shim_" + name, "tmem_shim module counter (debugfs)", value, {});
@@ -142,6 +142,8 @@ int main(int argc, char** argv) {
       auto counter = [&v](const char* name, const char* help, const std::atomic<uint64_t>& value) {
         v.Counter(name, help, value.load(std::memory_order_relaxed), {});
       };
+      v.Gauge("shimd_attached", "1 while the relay is attached to the shim's ring.",
+              static_cast<double>(r.attached.load(std::memory_order_relaxed)), {});
       counter("shimd_attaches", "Times the relay attached to the shim.", r.attaches);
       counter("shimd_requests", "Ring requests answered.", r.requests);
       counter("shimd_puts", "Pages put to tmemd.", r.puts);
