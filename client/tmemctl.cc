@@ -1,10 +1,12 @@
 // tmemctl: the command-line client of tmemd (gRPC).
 // Exit status: 0 success, 1 the call failed or tmemd is unreachable, 2 bad command line.
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <future>
 #include <cstring>
 #include <iostream>
 #include <map>
@@ -29,6 +31,11 @@ struct Command {
 const std::map<std::string, Command>& Commands() {
   static const auto* c = new std::map<std::string, Command>{
       {"info", {"tmemctl info: the server's instance id, version and capacity", {}, {}}},
+      {"health",
+       {"tmemctl health [--service=NAME]: asks the standard gRPC health service (grpc.health.v1) and prints "
+        "SERVING or NOT_SERVING; exit 0 only when serving (an exec probe where gRPC probes are not available)",
+        {"service"},
+        {}}},
       {"pools", {"tmemctl pools: every pool with its kind and page size", {}, {}}},
       {"exports",
        {"tmemctl exports: every NBD export with its size, mode, open connections, backend and description, and "
@@ -154,6 +161,7 @@ class Client {
     return channel_->WaitForConnected(deadline);
   }
   bool timeout_given() const { return timeout_given_; }
+  const std::shared_ptr<::grpc::Channel>& channel() const { return channel_; }
   tmem::v1::PagePoolClient& pool() { return *pool_; }
   tmem::v1::AdminClient& admin() { return *admin_; }
   const std::string& server() const { return server_; }
@@ -174,9 +182,45 @@ absl::StatusOr<uint32_t> PoolFlag(const Flags& f) {
   return static_cast<uint32_t>(*v);
 }
 
+// grpc.health.v1.Health/Check without generated code: the request is field 1 (service name,
+// a string), the answer field 1 (status: 1 SERVING, 2 NOT_SERVING, 3 SERVICE_UNKNOWN).
+int Health(Client& c, ::grpc::ClientContext& ctx, const std::string& service) {
+  if (service.size() > 127) {
+    std::fprintf(stderr, "tmemctl: --service is at most 127 bytes\n");
+    return 2;
+  }
+  std::string req;
+  if (!service.empty()) req = std::string{'\x0a', static_cast<char>(service.size())} + service;
+  ::grpc::Slice slice(req);
+  ::grpc::ByteBuffer request(&slice, 1), response;
+  ::grpc::GenericStub stub(c.channel());
+  std::promise<::grpc::Status> done;
+  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", ::grpc::StubOptions(), &request, &response,
+                 [&done](::grpc::Status st) { done.set_value(st); });
+  ::grpc::Status s = done.get_future().get();
+  if (!s.ok()) {
+    if (s.error_code() == ::grpc::StatusCode::NOT_FOUND) {
+      std::printf("SERVICE_UNKNOWN\n");
+      return 1;
+    }
+    return Failed("health", s, c.server());
+  }
+  std::vector<::grpc::Slice> slices;
+  std::string body;
+  if (response.Dump(&slices).ok()) {
+    for (const auto& sl : slices) body.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+  }
+  int status = 0;  // UNKNOWN: an empty answer
+  if (body.size() == 2 && body[0] == '\x08') status = static_cast<unsigned char>(body[1]);
+  static const char* const kNames[] = {"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"};
+  std::printf("%s\n", status < 4 ? kNames[status] : "UNKNOWN");
+  return status == 1 ? 0 : 1;
+}
+
 int Run(Client& c, const std::string& cmd, const Flags& f) {
   ::grpc::ClientContext ctx;
   c.Prepare(&ctx);
+  if (cmd == "health") return Health(c, ctx, f.Get("service"));
   if (cmd == "info") {
     tmem::v1::ServerInfoResponse r;
     ::grpc::Status s = c.admin().ServerInfo(&ctx, {}, &r);

@@ -255,6 +255,11 @@ int Run(const Config& c) {
       return 1;
     }
   }
+  // The health service answers for the whole server ("") and for each service by name; all
+  // turn NOT_SERVING when a stop begins.
+  for (const char* name : {"tmem.v1.PagePool", "tmem.v1.Admin"}) {
+    server->GetHealthCheckService()->SetServingStatus(name, true);
+  }
   TMEM_LOG(Info) << "tmemd " << kVersion << " serving: instance " << e->instance_id() << ", device "
                  << c.device_path << ", gRPC on " << absl::StrJoin(c.listen, ",") << ", metrics on "
                  << (metrics ? absl::StrCat(c.metrics_listen.substr(0, c.metrics_listen.rfind(':')), ":",

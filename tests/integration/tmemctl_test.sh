@@ -18,6 +18,11 @@ trap 'kill -KILL $D 2>/dev/null' EXIT
 for _ in $(seq 100); do $CTL info >/dev/null 2>&1 && break; sleep 0.05; done
 
 $CTL info | grep -q "instance    1" && ok "info" || bad "info"
+# The standard health service, as Kubernetes' gRPC probes ask it.
+[ "$($CTL health)" = "SERVING" ] && ok "health: serving" || bad "health: $($CTL health)"
+[ "$($CTL health --service=tmem.v1.PagePool)" = "SERVING" ] && ok "health of tmem.v1.PagePool" || bad "health of PagePool"
+out=$($CTL health --service=tmem.v1.Nothing); rc=$?
+[ "$out" = "SERVICE_UNKNOWN" ] && [ $rc -eq 1 ] && ok "health of an unknown service: exit 1" || bad "unknown service: '$out' rc=$rc"
 POOL=$($CTL create-pool --shared-uuid=00112233-4455-6677-8899-aabbccddeeff --page-size=1024)
 [ "$POOL" = "1" ] && ok "create-pool prints the id" || bad "create-pool: '$POOL'"
 [ "$($CTL create-pool --shared-uuid=00112233445566778899aabbccddeeff --page-size=1024)" = "$POOL" ] \
@@ -65,6 +70,7 @@ kill -TERM $D; wait $D; rc=$?
 $CTL info 2> "$T/e4"; rc=$?
 [ $rc -eq 1 ] && grep -q "cannot reach tmemd at 127.0.0.1:$P" "$T/e4" && ok "server down: exit 1" \
   || bad "server down rc=$rc $(cat "$T/e4")"
+$CTL health > /dev/null 2>&1 && bad "health answers 0 with the server down" || ok "health, server down: exit 1"
 
 $CTL bench --pages=100 --seconds=1 --singles=1 > /dev/null 2> "$T/e6"; rc=$?
 [ $rc -eq 1 ] && grep -q "are the servers up" "$T/e6" && ok "bench, server down: exit 1" || bad "bench down rc=$rc $(cat "$T/e6")"
