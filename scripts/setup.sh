@@ -22,6 +22,10 @@ PACKAGES=(
   memcached libmemcached-dev
 )
 
+# kubectl (its kustomize renders deploy/k8s): Debian's kubernetes-client, unless a kubectl is
+# already installed (another package's /usr/bin/kubectl would conflict with it).
+if ! command -v kubectl >/dev/null 2>&1; then PACKAGES+=(kubernetes-client); fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
