@@ -1,28 +1,31 @@
 #!/usr/bin/env bash
 # A real Prometheus server loads deploy/prometheus/tmem-rules.yml, scrapes a live tmemd while a
-# client gets pages in a fixed pattern (one hit, two misses), and its recording rules evaluate
-# to what that pattern implies: a hit ratio of 1/3 and the number of gets made over the 5-minute
-# window. Every rule evaluates without error.
+# client gets pages in a fixed pattern (one hit, two misses) and puts one page a round, and an
+# NBD client writes 4 MiB to an export; the recording rules evaluate to what that implies: a hit
+# ratio of 1/3, and the gets, puts and bytes written over the 5-minute window. Every rule
+# evaluates without error and no alert fires.
 set -uo pipefail
 R="$TEST_SRCDIR/tmem"
 T="$TEST_TMPDIR"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-P=$(port); M=$(port); W=$(port)
+P=$(port); M=$(port); W=$(port); N=$(port)
 CTL="$R/client/tmemctl --server=127.0.0.1:$P"
 fail() { echo "FAIL $*"; exit 1; }
 command -v prometheus >/dev/null || fail "prometheus is not installed (scripts/setup.sh installs it)"
 
 "$R/server/main/tmemd" --device="$T/c.img" --device-size=64M --listen="127.0.0.1:$P" \
-  --metrics-listen="127.0.0.1:$M" 2> "$T/tmemd.log" &
+  --metrics-listen="127.0.0.1:$M" --nbd-listen="127.0.0.1:$N" --export="disk=$T/disk.img:8M" \
+  2> "$T/tmemd.log" &
 D=$!
 trap 'kill $D $PR 2>/dev/null; wait' EXIT
 for _ in $(seq 200); do $CTL info >/dev/null 2>&1 && break; sleep 0.05; done
 # A shared pool: its gets leave the page in place (a private pool's hit takes the page out).
 POOL=$($CTL create-pool --shared-uuid=0123456789abcdef0123456789abcdef) || fail "create-pool: $(tail -3 "$T/tmemd.log")"
 head -c 4096 /dev/urandom | $CTL put --pool="$POOL" --object=f >/dev/null || fail "put"
-one_round() {  # pages 0, 1 and 2 of which only 0 was put: one hit, two misses
+one_round() {  # pages 0, 1 and 2 of which only 0 was put: one hit, two misses; one put elsewhere
   $CTL get --pool="$POOL" --object=f --index=0 --count=3 2>&1 >/dev/null | grep -q "^1 hits, 2 misses" ||
     fail "get: not one hit and two misses"
+  head -c 4096 /dev/zero | $CTL put --pool="$POOL" --object=g >/dev/null 2>&1 || fail "put"
 }
 one_round  # the labelled series exist before the first scrape
 
@@ -57,26 +60,38 @@ for _ in $(seq 120); do
 done
 [ "$(value 'count_over_time(tmem_pool_gets_total{result="hit"}[1m])')" \> 1 ] || fail "Prometheus does not scrape tmemd"
 
+head -c $((4 << 20)) /dev/urandom > "$T/4m"
 rounds=0
 end=$((SECONDS + 8))
-while [ $SECONDS -lt $end ]; do one_round; rounds=$((rounds + 1)); done
-gets=$((rounds * 3))
+while [ $SECONDS -lt $end ]; do
+  one_round
+  rounds=$((rounds + 1))
+  [ $rounds -eq 20 ] && { nbdcopy "$T/4m" "nbd://127.0.0.1:$N/disk" || fail "nbdcopy"; }
+done
+gets=$((rounds * 3)) puts=$((rounds + 1))
 sleep 4  # a few more scrapes and evaluations
 
 ratio=$(value 'instance:tmem_pool_get_hit_ratio:rate5m')
-rate=$(value 'instance:tmem_pool_gets:rate5m')
-echo "rounds $rounds ($gets gets): hit ratio $ratio, gets/s over 5m $rate"
-python3 - "$ratio" "$rate" "$gets" <<'PY' || fail "recording rules"
+grate=$(value 'instance:tmem_pool_gets:rate5m')
+prate=$(value 'instance:tmem_pool_puts:rate5m')
+brate=$(value 'instance_export:tmem_nbd_written_bytes:rate5m{export="disk"}')
+echo "rounds $rounds ($gets gets, $puts puts, 4 MiB over NBD): hit ratio $ratio; per second over 5m:" \
+  "gets $grate, puts $prate, NBD bytes written $brate"
+python3 - "$ratio" "$grate" "$gets" "$prate" "$puts" "$brate" <<'PY' || fail "recording rules"
 import sys
-ratio, rate, gets = float(sys.argv[1] or "nan"), float(sys.argv[2] or "nan"), int(sys.argv[3])
+a = sys.argv[1:]
+ratio, grate, gets, prate, puts, brate = float(a[0] or "nan"), float(a[1] or "nan"), int(a[2]), \
+    float(a[3] or "nan"), int(a[4]), float(a[5] or "nan")
 ok = True
 if not abs(ratio - 1 / 3) < 0.02:
     print(f"hit ratio {ratio}, want 1/3"); ok = False
-# rate() over 5 minutes of which about 12 s hold samples: the gets made, over 300 s, extrapolated
-# by at most about one scrape interval at each end of the sampled span.
-want = gets / 300
-if not (0.9 * want <= rate <= 1.3 * want):
-    print(f"gets rate {rate}, want about {want:.4f}"); ok = False
+# rate() over 5 minutes of which about 12 s hold samples: what was done, over 300 s, extrapolated
+# by at most about one scrape interval at each end of the sampled span. (The first put and the
+# first round came before the first scrape; they are not in the increase.)
+for what, got, want in (("gets", grate, (gets - 3) / 300), ("puts", prate, (puts - 2) / 300),
+                        ("NBD bytes written", brate, (4 << 20) / 300)):
+    if not (0.9 * want <= got <= 1.3 * want):
+        print(f"{what} rate {got}, want about {want:.4f}"); ok = False
 sys.exit(0 if ok else 1)
 PY
 echo "ok   recording rules evaluate to the expected values"
