@@ -2,7 +2,8 @@
 # Proves the runtime image's package list is complete without a Docker engine: debootstraps a
 # minimal Debian 12 root (cached), prepares it with the Dockerfile's own runtime-setup.sh,
 # copies this build's binaries in, and inside it (chroot) checks that every shared library
-# resolves, runs `tmemd --version`, and starts tmemd as its unprivileged user on a file device,
+# resolves, runs `tmemd --version`, and starts tmemd as its unprivileged user on a file device
+# with the root file system read-only (as the DaemonSet runs it),
 # puts and gets a page through tmemctl and the health service, and stops it cleanly.
 #   deploy/docker/check-runtime.sh        (root; downloads packages from the Debian mirror)
 # Environment: TMEM_ROOTFS_CACHE (default /var/cache/tmem-rootfs), DEBIAN_MIRROR.
@@ -74,12 +75,22 @@ v=$(chroot --userspec=10001:10001 "$ROOT" tmemd --version) || fail "tmemd --vers
 step "ok   $v"
 chroot "$ROOT" tmem-shimd --version >/dev/null || fail "tmem-shimd --version"
 
-# A short start and stop as the image's user, as the DaemonSet runs it.
+# A short start and stop as the image's user, as the DaemonSet runs it: the root file system
+# read-only (readOnlyRootFilesystem) but for /var/lib/tmem (the hostPath volume).
+RO="$WORK/ro"
+mkdir -p "$RO"
+mount --bind "$ROOT" "$RO" && mounted+=("$RO")
+mount -o remount,bind,ro "$RO"
+for m in var/lib/tmem proc dev dev/pts; do
+  mount --bind "$ROOT/$m" "$RO/$m" 2>/dev/null || mount --bind "/$m" "$RO/$m"
+  mounted+=("$RO/$m")
+done
+! chroot "$RO" touch /etc/probe 2>/dev/null || fail "the root is not read-only"
 P=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-chroot --userspec=10001:10001 "$ROOT" tmemd --device=/var/lib/tmem/cache.img --device-size=64M \
+chroot --userspec=10001:10001 "$RO" tmemd --device=/var/lib/tmem/cache.img --device-size=64M \
   --listen="127.0.0.1:$P" --metrics-listen= 2> "$WORK/tmemd.log" &
 D=$!
-CTL="chroot --userspec=10001:10001 $ROOT tmemctl --server=127.0.0.1:$P --timeout-ms=1000"
+CTL="chroot --userspec=10001:10001 $RO tmemctl --server=127.0.0.1:$P --timeout-ms=1000"
 for _ in $(seq 100); do [ "$($CTL health 2>/dev/null)" = SERVING ] && break; sleep 0.1; done
 [ "$($CTL health 2>&1)" = SERVING ] || { kill $D; cat "$WORK/tmemd.log"; fail "tmemd did not start in the runtime root"; }
 pool=$($CTL create-pool --shared-uuid=00112233445566778899aabbccddeeff)
@@ -89,5 +100,5 @@ got=$($CTL get --pool="$pool" --object=o 2>/dev/null | tr -d '\0')
 kill -TERM $D
 wait $D || { cat "$WORK/tmemd.log"; fail "tmemd did not stop cleanly"; }
 grep -q "stopped cleanly" "$WORK/tmemd.log" || fail "no clean stop in the log"
-step "ok   tmemd started as uid 10001, kept a page, answered the health check and stopped cleanly"
+step "ok   tmemd started as uid 10001 on a read-only root, kept a page, answered the health check and stopped cleanly"
 echo "check-runtime: passed ($(grep -vc '^#' deploy/docker/runtime-packages.txt) runtime packages)"
