@@ -6,60 +6,12 @@
 # with the root file system read-only (as the DaemonSet runs it),
 # puts and gets a page through tmemctl and the health service, and stops it cleanly.
 #   deploy/docker/check-runtime.sh        (root; downloads packages from the Debian mirror)
-# Environment: TMEM_ROOTFS_CACHE (default /var/cache/tmem-rootfs), DEBIAN_MIRROR.
+# Environment: TMEM_ROOTFS_CACHE (default /var/cache/tmem-rootfs), DEBIAN_MIRROR (runtime-root.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-[ "$(id -u)" -eq 0 ] || { echo "check-runtime: run as root (debootstrap and chroot)"; exit 1; }
-CACHE=${TMEM_ROOTFS_CACHE:-/var/cache/tmem-rootfs}
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-WORK=$(mktemp -d /var/tmp/tmem-runtime.XXXXXX)
-ROOT="$WORK/root"
-mounted=()
-cleanup() {
-  for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[$i]}" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-step() { echo "check-runtime: $*"; }
-command -v debootstrap >/dev/null || {
-  step "installing debootstrap"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
-}
-scripts/setup.sh
-step "building tmemd, tmem-shimd and tmemctl"
-bazel build //server/main:tmemd //kshim/relay:tmem-shimd //client:tmemctl 2>&1 | tail -1
-
-# A minimal bookworm, made once and copied for every run, so each run starts from the base.
-if [ ! -x "$CACHE/bookworm/usr/bin/apt-get" ]; then
-  step "debootstrap --variant=minbase bookworm (once, into $CACHE)"
-  rm -rf "$CACHE/bookworm.tmp"
-  mkdir -p "$CACHE"
-  debootstrap --variant=minbase bookworm "$CACHE/bookworm.tmp" "$MIRROR" > "$CACHE/debootstrap.log" 2>&1 ||
-    { tail -20 "$CACHE/debootstrap.log"; exit 1; }
-  mv "$CACHE/bookworm.tmp" "$CACHE/bookworm"
-fi
-step "copying the base root"
-cp -a "$CACHE/bookworm" "$ROOT"
-# The same suites the build machine uses (bookworm, its updates and security fixes).
-cat > "$ROOT/etc/apt/sources.list" <<EOF
-deb $MIRROR bookworm main
-deb $MIRROR bookworm-updates main
-deb ${MIRROR%/debian}/debian-security bookworm-security main
-EOF
-cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
-for m in proc dev dev/pts; do
-  mount --bind "/$m" "$ROOT/$m"
-  mounted+=("$ROOT/$m")
-done
-
-step "runtime-setup.sh with deploy/docker/runtime-packages.txt"
-cp deploy/docker/runtime-packages.txt deploy/docker/runtime-setup.sh "$ROOT/tmp/"
-chroot "$ROOT" sh /tmp/runtime-setup.sh /tmp/runtime-packages.txt
-install -m 0755 bazel-bin/server/main/tmemd bazel-bin/kshim/relay/tmem-shimd bazel-bin/client/tmemctl \
-  "$ROOT/usr/local/bin/"
-
-fail() { echo "check-runtime: FAIL $*"; exit 1; }
+source deploy/docker/runtime-root.sh
+runtime_root_init check-runtime
+runtime_root_make
 for b in tmemd tmem-shimd tmemctl; do
   missing=$(chroot "$ROOT" ldd "/usr/local/bin/$b" | grep "not found" || true)
   [ -z "$missing" ] || fail "$b: libraries missing from the runtime packages:
