@@ -15,7 +15,7 @@ command -v yamllint >/dev/null || fail "yamllint is not installed (scripts/setup
 cp -rL "$R/deploy" "$T/deploy"
 yamllint -c "$T/deploy/.yamllint" "$T/deploy" || fail "yamllint"
 echo "ok   yamllint"
-python3 "$R/deploy/k8s/prometheusrule.py" --print > "$T/pr.yaml" 2>&1 || fail "prometheusrule.py"
+/usr/bin/python3 "$R/deploy/k8s/prometheusrule.py" --print > "$T/pr.yaml" 2>&1 || fail "prometheusrule.py"
 cmp -s "$T/pr.yaml" "$R/deploy/k8s/base/prometheusrule.yaml" ||
   fail "deploy/k8s/base/prometheusrule.yaml is not what deploy/k8s/prometheusrule.py writes; run it"
 echo "ok   the PrometheusRule is current"
@@ -25,7 +25,7 @@ for variant in base:. overlay:overlays/block-device; do
   kubectl kustomize "$T/deploy/k8s/$dir" > "$T/$name.yaml" 2> "$T/$name.err" ||
     fail "kubectl kustomize deploy/k8s/$dir: $(cat "$T/$name.err")"
   mkdir -p "$T/$name"
-  python3 "$R/tests/deploy/check_k8s.py" "$T/$name.yaml" "$R/deploy/prometheus/tmem-rules.yml" "$T/$name" ||
+  /usr/bin/python3 "$R/tests/deploy/check_k8s.py" "$T/$name.yaml" "$R/deploy/prometheus/tmem-rules.yml" "$T/$name" ||
     fail "structure of deploy/k8s/$dir"
   echo "ok   deploy/k8s/$dir renders $(grep -c '^kind:' "$T/$name.yaml") objects with the expected structure"
 
@@ -46,7 +46,7 @@ done
 # The checks can fail: a metrics port that no longer matches the configuration is caught.
 sed 's/containerPort: 9464/containerPort: 9999/' "$T/base.yaml" > "$T/bad.yaml"
 mkdir -p "$T/bad"
-if python3 "$R/tests/deploy/check_k8s.py" "$T/bad.yaml" "$R/deploy/prometheus/tmem-rules.yml" "$T/bad" > "$T/bad.out"; then
+if /usr/bin/python3 "$R/tests/deploy/check_k8s.py" "$T/bad.yaml" "$R/deploy/prometheus/tmem-rules.yml" "$T/bad" > "$T/bad.out"; then
   fail "a metrics port of 9999 against metrics_listen :9464 passed"
 fi
 grep -q "metrics port 9999" "$T/bad.out" || fail "the mismatch was not named: $(cat "$T/bad.out")"

@@ -49,19 +49,19 @@ grep -q '^tmem_log_crc_failures_total{export="db"}' "$T/tmemd.metrics" || fail "
 grep -q '^tmem_shim_puts_dropped_full_total ' "$T/shimd.metrics" || fail "module counters not exported by tmem-shimd"
 grep -q '^tmem_shimd_attached 0' "$T/shimd.metrics" || fail "tmem-shimd without a shim does not say it is detached"
 
-python3 "$R/tests/deploy/promql_names.py" --exposed "$T/tmemd.metrics" --exposed "$T/shimd.metrics" \
+/usr/bin/python3 "$R/tests/deploy/promql_names.py" --exposed "$T/tmemd.metrics" --exposed "$T/shimd.metrics" \
   --rules "$R/deploy/prometheus/tmem-rules.yml" --dashboard "$R/deploy/grafana/tmem.json" || fail "rules or dashboard"
 echo "ok   every metric and label in the rules and the dashboard is exported"
 
 # The checker catches a panel reading a metric nobody exports.
 sed 's/tmem_pool_puts_total/tmem_pool_putz_total/' "$R/deploy/grafana/tmem.json" > "$T/bad.json"
-if python3 "$R/tests/deploy/promql_names.py" --exposed "$T/tmemd.metrics" --dashboard "$T/bad.json" > "$T/bad.out"; then
+if /usr/bin/python3 "$R/tests/deploy/promql_names.py" --exposed "$T/tmemd.metrics" --dashboard "$T/bad.json" > "$T/bad.out"; then
   fail "a dashboard reading tmem_pool_putz_total passed"
 fi
 grep -q "unknown metric tmem_pool_putz_total" "$T/bad.out" || fail "the checker did not name the unknown metric"
 echo "ok   a misspelt metric is caught"
 
-python3 "$R/deploy/grafana/dashboard.py" --print > "$T/dashboard.json"
+/usr/bin/python3 "$R/deploy/grafana/dashboard.py" --print > "$T/dashboard.json"
 cmp -s "$T/dashboard.json" "$R/deploy/grafana/tmem.json" || fail "deploy/grafana/tmem.json is not what dashboard.py writes; run it"
 echo "ok   tmem.json is current"
 

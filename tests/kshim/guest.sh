@@ -206,6 +206,14 @@ check "an overwrite made while the relay was down is read back after it returns 
 check "module counters are consistent (attaches $(shim attaches), detaches $(shim detaches), bad answers $(shim bad_responses), ring errors $(shim ring_errors))" \
 	test "$(shim attaches)" = 3 -a "$(shim detaches)" = 2 -a "$(shim bad_responses)" = 0 -a "$(shim ring_errors)" = 0
 info "module: $(tr '\n' ' ' < /sys/kernel/debug/tmem_shim/stats)"
+# What operators see: the module's debugfs names are the core's table, and every relay and
+# module metric the dashboard and the alert rules read is exported over the real module.
+python3 -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9465/metrics').read().decode())" > "$RUN/deploy/shimd.metrics"
+check "the module's stats name exactly the core's table" \
+	test "$(cut -d' ' -f1 /sys/kernel/debug/tmem_shim/stats)" = "$(cut -d' ' -f1 "$RUN/deploy/core-stats.txt")"
+check "every relay and module metric the dashboard and the rules read is exported over the real module" \
+	python3 "$RUN/deploy/promql_names.py" --exposed "$RUN/deploy/shimd.metrics" --only tmem_shim \
+	--rules "$RUN/deploy/tmem-rules.yml" --dashboard "$RUN/deploy/tmem.json"
 info "cleancache: puts $(cc puts) succ_gets $(cc succ_gets) failed_gets $(cc failed_gets) invalidates $(cc invalidates)"
 
 # ---- a tmemd NBD export through the kernel's nbd client -----------------------------------------

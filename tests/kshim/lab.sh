@@ -28,10 +28,14 @@ log() { echo "lab.sh: $*" >&2; }
 
 KSRC=$(tests/kshim/kernel.sh)
 log "kernel: $KSRC/arch/x86/boot/bzImage"
-bazel build //server/main:tmemd //kshim/relay:tmem-shimd >&2
+bazel build //server/main:tmemd //kshim/relay:tmem-shimd //kshim/core:print_stats >&2
 rm -rf "$RUN"
-mkdir -p "$RUN/bin" "$RUN/mod"
+mkdir -p "$RUN/bin" "$RUN/mod" "$RUN/deploy"
 cp -L bazel-bin/server/main/tmemd bazel-bin/kshim/relay/tmem-shimd "$RUN/bin/"
+# For the guest's check that the dashboard and the alerts read only what the real module and
+# relay export, and that the module prints the core's stats table.
+cp tests/deploy/promql_names.py deploy/prometheus/tmem-rules.yml deploy/grafana/tmem.json "$RUN/deploy/"
+bazel-bin/kshim/core/print_stats > "$RUN/deploy/core-stats.txt"
 kshim/module/build.sh "$KSRC" "$RUN/mod" >&2
 
 # Test data and the digests the guest must see: the big file (its first MID_MB MiB are the
