@@ -12,6 +12,7 @@
 
 #include <filesystem>
 
+#include "common/stats_testing.h"
 #include "server/io/file_device.h"
 
 #include "server/log/log_format.h"
@@ -46,22 +47,6 @@ Uuid U(uint8_t b) {
   u.fill(b);
   return u;
 }
-
-class MapVisitor : public StatsVisitor {
- public:
-  void Counter(std::string_view name, std::string_view, uint64_t value, const StatLabels& labels) override {
-    values[Key(name, labels)] = static_cast<double>(value);
-  }
-  void Gauge(std::string_view name, std::string_view, double value, const StatLabels& labels) override {
-    values[Key(name, labels)] = value;
-  }
-  static std::string Key(std::string_view name, const StatLabels& labels) {
-    std::string k(name);
-    for (const auto& [a, b] : labels) k += "," + a + "=" + b;
-    return k;
-  }
-  std::map<std::string, double> values;
-};
 
 // --- Pools ---------------------------------------------------------------------------------
 
