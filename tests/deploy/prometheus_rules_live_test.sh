@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A real Prometheus server loads deploy/prometheus/tmem-rules.yml, scrapes a live tmemd while a
 # client gets pages in a fixed pattern (one hit, two misses) and puts one page a round, and an
-# NBD client writes 4 MiB to an export; the recording rules evaluate to what that implies: a hit
-# ratio of 1/3, and the gets, puts and bytes written over the 5-minute window. Every rule
-# evaluates without error and no alert fires.
+# NBD client writes 4 MiB to the first half of a cached export and reads the whole 8 MiB; the
+# recording rules evaluate to what that implies: page hit ratios of 1/3 (node and pool), a cache
+# read hit ratio of 1/2, and the gets, puts, NBD bytes written and bytes written back over the
+# 5-minute window. Every rule evaluates without error and no alert fires.
 set -uo pipefail
 R="$TEST_SRCDIR/tmem"
 T="$TEST_TMPDIR"
@@ -15,6 +16,7 @@ command -v prometheus >/dev/null || fail "prometheus is not installed (scripts/s
 
 "$R/server/main/tmemd" --device="$T/c.img" --device-size=64M --listen="127.0.0.1:$P" \
   --metrics-listen="127.0.0.1:$M" --nbd-listen="127.0.0.1:$N" --export="disk=$T/disk.img:8M" \
+  --export-cache="$T/disk-cache.img:32M" \
   2> "$T/tmemd.log" &
 D=$!
 trap 'kill $D $PR 2>/dev/null; wait' EXIT
@@ -67,6 +69,7 @@ while [ $SECONDS -lt $end ]; do
   one_round
   rounds=$((rounds + 1))
   [ $rounds -eq 20 ] && { nbdcopy "$T/4m" "nbd://127.0.0.1:$N/disk" || fail "nbdcopy"; }
+  [ $rounds -eq 40 ] && { nbdcopy "nbd://127.0.0.1:$N/disk" "$T/8m" || fail "nbdcopy back"; }
 done
 gets=$((rounds * 3)) puts=$((rounds + 1))
 sleep 4  # a few more scrapes and evaluations
@@ -75,25 +78,35 @@ ratio=$(value 'instance:tmem_pool_get_hit_ratio:rate5m')
 grate=$(value 'instance:tmem_pool_gets:rate5m')
 prate=$(value 'instance:tmem_pool_puts:rate5m')
 brate=$(value 'instance_export:tmem_nbd_written_bytes:rate5m{export="disk"}')
-echo "rounds $rounds ($gets gets, $puts puts, 4 MiB over NBD): hit ratio $ratio; per second over 5m:" \
-  "gets $grate, puts $prate, NBD bytes written $brate"
-python3 - "$ratio" "$grate" "$gets" "$prate" "$puts" "$brate" <<'PY' || fail "recording rules"
+pratio=$(value 'instance_pool:tmem_pool_get_hit_ratio:rate5m{kind="shared"}')
+cratio=$(value 'instance_export:tmem_blockcache_read_hit_ratio:rate5m{export="disk"}')
+mrate=$(value 'instance_export:tmem_blockcache_migrated_bytes:rate5m{export="disk"}')
+cmp -n $((4 << 20)) "$T/4m" "$T/8m" || fail "the export did not read back what was written"
+echo "rounds $rounds ($gets gets, $puts puts, 4 MiB written and 8 MiB read over NBD): hit ratio $ratio," \
+  "pool $pratio, cache reads $cratio; per second over 5m: gets $grate, puts $prate," \
+  "NBD bytes written $brate, written back $mrate"
+/usr/bin/python3 - "$ratio" "$grate" "$gets" "$prate" "$puts" "$brate" "$pratio" "$cratio" "$mrate" <<'PY' ||
 import sys
 a = sys.argv[1:]
-ratio, grate, gets, prate, puts, brate = float(a[0] or "nan"), float(a[1] or "nan"), int(a[2]), \
-    float(a[3] or "nan"), int(a[4]), float(a[5] or "nan")
+f = lambda x: float(x or "nan")
+ratio, grate, gets, prate, puts, brate = f(a[0]), f(a[1]), int(a[2]), f(a[3]), int(a[4]), f(a[5])
+pratio, cratio, mrate = f(a[6]), f(a[7]), f(a[8])
 ok = True
-if not abs(ratio - 1 / 3) < 0.02:
-    print(f"hit ratio {ratio}, want 1/3"); ok = False
+for what, got, want in (("hit ratio", ratio, 1 / 3), ("pool hit ratio", pratio, 1 / 3),
+                        ("cache read hit ratio", cratio, 1 / 2)):
+    if not abs(got - want) < 0.02:
+        print(f"{what} {got}, want {want:.4f}"); ok = False
 # rate() over 5 minutes of which about 12 s hold samples: what was done, over 300 s, extrapolated
 # by at most about one scrape interval at each end of the sampled span. (The first put and the
 # first round came before the first scrape; they are not in the increase.)
 for what, got, want in (("gets", grate, (gets - 3) / 300), ("puts", prate, (puts - 2) / 300),
-                        ("NBD bytes written", brate, (4 << 20) / 300)):
+                        ("NBD bytes written", brate, (4 << 20) / 300),
+                        ("bytes written back", mrate, (4 << 20) / 300)):
     if not (0.9 * want <= got <= 1.3 * want):
         print(f"{what} rate {got}, want about {want:.4f}"); ok = False
 sys.exit(0 if ok else 1)
 PY
+  fail "recording rules"
 echo "ok   recording rules evaluate to the expected values"
 
 api rules > "$T/rules.json" || fail "GET /api/v1/rules"
