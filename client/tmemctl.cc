@@ -1,12 +1,10 @@
 // tmemctl: the command-line client of tmemd (gRPC).
 // Exit status: 0 success, 1 the call failed or tmemd is unreachable, 2 bad command line.
-#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
-#include <future>
 #include <cstring>
 #include <iostream>
 #include <map>
@@ -17,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "client/tmemctl_bench.h"
 #include "common/flags.h"
+#include "proto/health.grpc.pb.h"
 #include "proto/tmem_clients.h"
 
 namespace tmem::ctl {
@@ -182,39 +181,20 @@ absl::StatusOr<uint32_t> PoolFlag(const Flags& f) {
   return static_cast<uint32_t>(*v);
 }
 
-// grpc.health.v1.Health/Check without generated code: the request is field 1 (service name,
-// a string), the answer field 1 (status: 1 SERVING, 2 NOT_SERVING, 3 SERVICE_UNKNOWN).
+// grpc.health.v1.Health/Check: prints the status; exit 0 only when SERVING.
 int Health(Client& c, ::grpc::ClientContext& ctx, const std::string& service) {
-  if (service.size() > 127) {
-    std::fprintf(stderr, "tmemctl: --service is at most 127 bytes\n");
-    return 2;
+  auto stub = grpc::health::v1::Health::NewStub(c.channel());
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service(service);
+  grpc::health::v1::HealthCheckResponse resp;
+  ::grpc::Status s = stub->Check(&ctx, req, &resp);
+  if (s.error_code() == ::grpc::StatusCode::NOT_FOUND) {
+    std::printf("SERVICE_UNKNOWN\n");
+    return 1;
   }
-  std::string req;
-  if (!service.empty()) req = std::string{'\x0a', static_cast<char>(service.size())} + service;
-  ::grpc::Slice slice(req);
-  ::grpc::ByteBuffer request(&slice, 1), response;
-  ::grpc::GenericStub stub(c.channel());
-  std::promise<::grpc::Status> done;
-  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", ::grpc::StubOptions(), &request, &response,
-                 [&done](::grpc::Status st) { done.set_value(st); });
-  ::grpc::Status s = done.get_future().get();
-  if (!s.ok()) {
-    if (s.error_code() == ::grpc::StatusCode::NOT_FOUND) {
-      std::printf("SERVICE_UNKNOWN\n");
-      return 1;
-    }
-    return Failed("health", s, c.server());
-  }
-  std::vector<::grpc::Slice> slices;
-  std::string body;
-  if (response.Dump(&slices).ok()) {
-    for (const auto& sl : slices) body.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
-  }
-  int status = 0;  // UNKNOWN: an empty answer
-  if (body.size() == 2 && body[0] == '\x08') status = static_cast<unsigned char>(body[1]);
-  static const char* const kNames[] = {"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"};
-  std::printf("%s\n", status < 4 ? kNames[status] : "UNKNOWN");
-  return status == 1 ? 0 : 1;
+  if (!s.ok()) return Failed("health", s, c.server());
+  std::printf("%s\n", grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status()).c_str());
+  return resp.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
 }
 
 int Run(Client& c, const std::string& cmd, const Flags& f) {

@@ -6,7 +6,6 @@
 // Exit status: 0 clean stop, 1 failed to start or to stop cleanly, 2 bad command line or config.
 #include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
 #include <netdb.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -27,6 +26,7 @@
 #include "common/version.h"
 #include "server/blockcache/block_cache.h"
 #include "server/grpc/admin_service.h"
+#include "server/grpc/health_service.h"
 #include "server/grpc/page_pool_service.h"
 #include "server/nbd/nbd_server.h"
 #include "server/io/file_device.h"
@@ -234,7 +234,7 @@ int Run(const Config& c) {
   }
   grpc_service::PagePoolService pages(e, metrics ? metrics->latency() : nullptr);
   grpc_service::AdminService admin(e, nbd_ptr);
-  ::grpc::EnableDefaultHealthCheckService(true);
+  grpc_service::HealthService health;
   ::grpc::ServerBuilder builder;
   std::vector<int> ports(c.listen.size(), 0);
   for (size_t i = 0; i < c.listen.size(); ++i) {
@@ -248,6 +248,7 @@ int Run(const Config& c) {
   builder.SetSyncServerOption(::grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, c.rpc_threads);
   builder.RegisterService(&pages);
   builder.RegisterService(&admin);
+  builder.RegisterService(&health);
   std::unique_ptr<::grpc::Server> server = builder.BuildAndStart();
   for (size_t i = 0; i < ports.size(); ++i) {
     if (server == nullptr || ports[i] == 0) {
@@ -257,9 +258,7 @@ int Run(const Config& c) {
   }
   // The health service answers for the whole server ("") and for each service by name; all
   // turn NOT_SERVING when a stop begins.
-  for (const char* name : {"tmem.v1.PagePool", "tmem.v1.Admin"}) {
-    server->GetHealthCheckService()->SetServingStatus(name, true);
-  }
+  for (const char* name : {"", "tmem.v1.PagePool", "tmem.v1.Admin"}) health.SetServing(name, true);
   TMEM_LOG(Info) << "tmemd " << kVersion << " serving: instance " << e->instance_id() << ", device "
                  << c.device_path << ", gRPC on " << absl::StrJoin(c.listen, ",") << ", metrics on "
                  << (metrics ? absl::StrCat(c.metrics_listen.substr(0, c.metrics_listen.rfind(':')), ":",
@@ -276,7 +275,7 @@ int Run(const Config& c) {
   sigwait(&signals, &sig);
   TMEM_LOG(Info) << "received " << strsignal(sig) << "; stopping (up to " << c.shutdown_timeout_ms
                  << " ms for calls in flight)";
-  server->GetHealthCheckService()->SetServingStatus(false);
+  health.Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(c.shutdown_timeout_ms));
   server->Wait();
   if (nbd_server != nullptr) nbd_server->Stop();

@@ -8,6 +8,9 @@ R="$TEST_SRCDIR/tmem"
 fail() { echo "FAIL $*"; exit 1; }
 list=$(grep -v '^#' "$R/deploy/docker/runtime-packages.txt")
 in_base="libc6 libgcc-s1 libstdc++6"
+# Sanitizer builds (scripts/test.sh --config=asan|tsan) link the sanitizer runtimes, which no
+# image ships.
+sanitizer="libasan8 libtsan2 libubsan1 liblsan0"
 missing=0
 for b in server/main/tmemd kshim/relay/tmem-shimd client/tmemctl; do
   for so in $(readelf -d "$R/$b" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p'); do
@@ -18,7 +21,7 @@ for b in server/main/tmemd kshim/relay/tmem-shimd client/tmemctl; do
       pkg=$(dpkg -S "$p" 2>/dev/null | head -1 | cut -d: -f1) && [ -n "$pkg" ] && break
     done
     [ -n "$pkg" ] || fail "no Debian package holds $so"
-    if ! grep -qx "$pkg" <<< "$list" && ! grep -qw "$pkg" <<< "$in_base"; then
+    if ! grep -qx "$pkg" <<< "$list" && ! grep -qw "$pkg" <<< "$in_base $sanitizer"; then
       echo "missing: $pkg (for $so of $b)"
       missing=$((missing + 1))
     fi
