@@ -51,6 +51,9 @@ HealthService::Status HealthService::StatusOfLocked(const std::string& service) 
     if (seen != version_) {
       seen = version_;
       const Status now = StatusOfLocked(req->service());
+      // Whether this status is the last one, decided with it: a stop that begins while the
+      // lock is released for the write below is another change, sent next round.
+      const bool stopped = shut_down_;
       if (first || now != last) {
         first = false;
         last = now;
@@ -61,7 +64,7 @@ HealthService::Status HealthService::StatusOfLocked(const std::string& service) 
         mu_.Lock();
         if (!written) break;
       }
-      if (shut_down_) break;
+      if (stopped) break;
       continue;
     }
     changed_.WaitFor(&mu_, kWatchPoll);

@@ -82,7 +82,7 @@ TEST_F(HealthServiceTest, WatchSendsTheStatusThenEachChangeAndEndsAtTheStop) {
   EXPECT_EQ(resp.status(), HealthCheckResponse::SERVING);
   health_.SetServing("tmem.v1.PagePool", true);  // another service: no message for this watch
   health_.SetServing("", false);
-  ASSERT_TRUE(reader->Read(&resp));
+  ASSERT_TRUE(reader->Read(&resp)) << reader->Finish().error_message();
   EXPECT_EQ(resp.status(), HealthCheckResponse::NOT_SERVING);
   health_.SetServing("", true);
   ASSERT_TRUE(reader->Read(&resp));
