@@ -39,8 +39,11 @@ for m in var/lib/tmem proc dev dev/pts; do
 done
 ! chroot "$RO" touch /etc/probe 2>/dev/null || fail "the root is not read-only"
 P=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-chroot --userspec=10001:10001 "$RO" tmemd --device=/var/lib/tmem/cache.img --device-size=64M \
-  --listen="127.0.0.1:$P" --metrics-listen= 2> "$WORK/tmemd.log" &
+# The image's own configuration (the Dockerfile copies it there); only the size of the device
+# file and the addresses are made local.
+install -D -m 0644 deploy/k8s/base/tmemd.yaml "$ROOT/etc/tmem/tmemd.yaml"
+chroot --userspec=10001:10001 "$RO" tmemd --config=/etc/tmem/tmemd.yaml --device-size=64M \
+  --listen="127.0.0.1:$P" --metrics-listen= --nbd-listen= 2> "$WORK/tmemd.log" &
 D=$!
 CTL="chroot --userspec=10001:10001 $RO tmemctl --server=127.0.0.1:$P --timeout-ms=1000"
 for _ in $(seq 100); do [ "$($CTL health 2>/dev/null)" = SERVING ] && break; sleep 0.1; done
