@@ -55,5 +55,5 @@ got=$($CTL get --pool="$pool" --object=o 2>/dev/null | tr -d '\0')
 kill -TERM $D
 wait $D || { cat "$WORK/tmemd.log"; fail "tmemd did not stop cleanly"; }
 grep -q "stopped cleanly" "$WORK/tmemd.log" || fail "no clean stop in the log"
-step "ok   tmemd started as uid 10001 on a read-only root, kept a page, answered the health check and stopped cleanly"
+step "ok   tmemd started with the image's configuration as uid 10001 on a read-only root, kept a page, answered the health check and stopped cleanly"
 echo "check-runtime: passed ($(grep -vc '^#' deploy/docker/runtime-packages.txt) runtime packages)"
