@@ -12,9 +12,13 @@ in_base="libc6 libgcc-s1 libstdc++6"
 # image ships.
 sanitizer="libasan8 libtsan2 libubsan1 liblsan0"
 missing=0
+ldcache=$(ldconfig -p)
+declare -A seen
 for b in server/main/tmemd kshim/relay/tmem-shimd client/tmemctl; do
   for so in $(readelf -d "$R/$b" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p'); do
-    path=$(ldconfig -p | awk -v s="$so" '$1 == s { print $NF; exit }')
+    [ -n "${seen[$so]:-}" ] && continue
+    seen[$so]=1
+    path=$(awk -v s="$so" '$1 == s { print $NF; exit }' <<< "$ldcache")
     [ -n "$path" ] || fail "$so (of $b) is not installed here"
     pkg=""
     for p in "$path" "$(readlink -f "$path")" "/usr$path"; do
