@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every metric the alert rules and the Grafana dashboard read is exported by a live tmemd (with
 # page pools, an NBD export and a cached export in use) or a live tmem-shimd; every label they
-# match on is one the metric carries. The dashboard file is what its generator writes, and
+# match on is one the metric carries; promtool accepts both /metrics outputs. The dashboard file is what its generator writes, and
 # tmemd --version agrees with tmem_build_info.
 set -uo pipefail
 R="$TEST_SRCDIR/tmem"
@@ -49,6 +49,11 @@ grep -q '^tmem_log_crc_failures_total{export="db"}' "$T/tmemd.metrics" || fail "
 grep -q '^tmem_shim_puts_dropped_full_total ' "$T/shimd.metrics" || fail "module counters not exported by tmem-shimd"
 grep -q '^tmem_shimd_attached 0' "$T/shimd.metrics" || fail "tmem-shimd without a shim does not say it is detached"
 
+for f in tmemd shimd; do
+  promtool check metrics < "$T/$f.metrics" > "$T/promtool-$f.txt" 2>&1 ||
+    fail "promtool check metrics on $f's /metrics: $(cat "$T/promtool-$f.txt")"
+done
+echo "ok   promtool accepts tmemd's and tmem-shimd's /metrics"
 /usr/bin/python3 "$R/tests/deploy/promql_names.py" --exposed "$T/tmemd.metrics" --exposed "$T/shimd.metrics" \
   --rules "$R/deploy/prometheus/tmem-rules.yml" --dashboard "$R/deploy/grafana/tmem.json" || fail "rules or dashboard"
 echo "ok   every metric and label in the rules and the dashboard is exported"

@@ -83,6 +83,8 @@ for _ in $(seq 240); do
   sleep 0.25
 done
 [ "$have" = "$want" ] || fail "Prometheus has gets, puts, NBD bytes and written-back bytes '$have', want '$want'"
+[ "$(value 'up{job="tmemd"}')" = 1 ] || fail "up{job=tmemd} is not 1"
+echo "ok   Prometheus scraped every get, put and byte the client made (up = 1)"
 sleep 2.5
 
 ratio=$(value 'instance:tmem_pool_get_hit_ratio:rate5m')
