@@ -183,11 +183,11 @@ absl::StatusOr<uint32_t> PoolFlag(const Flags& f) {
 
 // grpc.health.v1.Health/Check: prints the status; exit 0 only when SERVING.
 int Health(Client& c, ::grpc::ClientContext& ctx, const std::string& service) {
-  auto stub = grpc::health::v1::Health::NewStub(c.channel());
+  auto health = grpc::health::v1::Health::NewStub(c.channel());
   grpc::health::v1::HealthCheckRequest req;
   req.set_service(service);
   grpc::health::v1::HealthCheckResponse resp;
-  ::grpc::Status s = stub->Check(&ctx, req, &resp);
+  ::grpc::Status s = health->Check(&ctx, req, &resp);
   if (s.error_code() == ::grpc::StatusCode::NOT_FOUND) {
     std::printf("SERVICE_UNKNOWN\n");
     return 1;
