@@ -16,8 +16,8 @@ PACKAGES=(
   libnbd-bin nbdkit python3-libnbd qemu-utils fio python3 curl
   # metrics: promtool and a real Prometheus server for the metrics tests
   prometheus
-  # deployment tests: yamllint, PyYAML, systemd-analyze
-  yamllint python3-yaml systemd
+  # deployment tests: yamllint, PyYAML, the Kubernetes API's types, systemd-analyze
+  yamllint python3-yaml python3-kubernetes systemd
   # benchmark peer for remote pages
   memcached libmemcached-dev
 )

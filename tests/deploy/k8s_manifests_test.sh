@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # deploy/k8s renders with kubectl's kustomize (the base and the block-device overlay), passes
-# yamllint, and the rendered objects have the structure tmemd needs (tests/deploy/check_k8s.py);
+# yamllint, every rendered field exists in the Kubernetes API's types with the right type
+# (tests/deploy/check_k8s_schema.py), and the objects have the structure tmemd needs
+# (tests/deploy/check_k8s.py);
 # the PrometheusRule is the promtool-tested rules file; and tmemd starts with each rendered
 # ConfigMap's configuration, answers the gRPC health check the probes ask and stops cleanly.
 set -uo pipefail
@@ -25,6 +27,7 @@ for variant in base:. overlay:overlays/block-device; do
   kubectl kustomize "$T/deploy/k8s/$dir" > "$T/$name.yaml" 2> "$T/$name.err" ||
     fail "kubectl kustomize deploy/k8s/$dir: $(cat "$T/$name.err")"
   mkdir -p "$T/$name"
+  /usr/bin/python3 "$R/tests/deploy/check_k8s_schema.py" "$T/$name.yaml" || fail "API types of deploy/k8s/$dir"
   /usr/bin/python3 "$R/tests/deploy/check_k8s.py" "$T/$name.yaml" "$R/deploy/prometheus/tmem-rules.yml" "$T/$name" ||
     fail "structure of deploy/k8s/$dir"
   echo "ok   deploy/k8s/$dir renders $(grep -c '^kind:' "$T/$name.yaml") objects with the expected structure"
@@ -51,3 +54,9 @@ if /usr/bin/python3 "$R/tests/deploy/check_k8s.py" "$T/bad.yaml" "$R/deploy/prom
 fi
 grep -q "metrics port 9999" "$T/bad.out" || fail "the mismatch was not named: $(cat "$T/bad.out")"
 echo "ok   a port that does not match the configuration is caught"
+sed 's/readOnlyRootFilesystem:/readOnlyRootFilesytem:/' "$T/base.yaml" > "$T/typo.yaml"
+if /usr/bin/python3 "$R/tests/deploy/check_k8s_schema.py" "$T/typo.yaml" > "$T/typo.out"; then
+  fail "a misspelt field passed the API type check"
+fi
+grep -q "has no field readOnlyRootFilesytem" "$T/typo.out" || fail "the misspelt field was not named: $(cat "$T/typo.out")"
+echo "ok   a misspelt field is caught"
