@@ -6,12 +6,9 @@
 # the PrometheusRule is the promtool-tested rules file; and tmemd starts with each rendered
 # ConfigMap's configuration, answers the gRPC health check the probes ask and stops cleanly.
 set -uo pipefail
-R="$TEST_SRCDIR/tmem"
-T="$TEST_TMPDIR"
-fail() { echo "FAIL $*"; exit 1; }
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-command -v kubectl >/dev/null || fail "kubectl is not installed (scripts/setup.sh installs it)"
-command -v yamllint >/dev/null || fail "yamllint is not installed (scripts/setup.sh installs it)"
+source "$TEST_SRCDIR/tmem/tests/deploy/testlib.sh"
+need kubectl kubernetes-client
+need yamllint yamllint
 
 # kustomize refuses symlinked roots that leave the tree; render a plain copy of deploy/.
 cp -rL "$R/deploy" "$T/deploy"

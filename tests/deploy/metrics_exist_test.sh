@@ -1,15 +1,12 @@
 #!/usr/bin/env bash
 # Every metric the alert rules and the Grafana dashboard read is exported by a live tmemd (with
 # page pools, an NBD export and a cached export in use) or a live tmem-shimd; every label they
-# match on is one the metric carries; promtool accepts both /metrics outputs. The dashboard file is what its generator writes, and
-# tmemd --version agrees with tmem_build_info.
+# match on is one the metric carries; promtool accepts both /metrics outputs. The dashboard file
+# is what its generator writes, and tmemd --version agrees with tmem_build_info.
 set -uo pipefail
-R="$TEST_SRCDIR/tmem"
-T="$TEST_TMPDIR"
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$TEST_SRCDIR/tmem/tests/deploy/testlib.sh"
 P=$(port); M=$(port); N=$(port); S=$(port)
 CTL="$R/client/tmemctl --server=127.0.0.1:$P"
-fail() { echo "FAIL $*"; exit 1; }
 
 cat > "$T/tmemd.yaml" <<YML
 device: {path: $T/c.img, size: 64M}

@@ -6,13 +6,10 @@
 # read hit ratio of 1/2, and the gets, puts, NBD bytes written and bytes written back over the
 # 5-minute window. Every rule evaluates without error and no alert fires.
 set -uo pipefail
-R="$TEST_SRCDIR/tmem"
-T="$TEST_TMPDIR"
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$TEST_SRCDIR/tmem/tests/deploy/testlib.sh"
 P=$(port); M=$(port); W=$(port); N=$(port)
 CTL="$R/client/tmemctl --server=127.0.0.1:$P"
-fail() { echo "FAIL $*"; exit 1; }
-command -v prometheus >/dev/null || fail "prometheus is not installed (scripts/setup.sh installs it)"
+need prometheus prometheus
 
 "$R/server/main/tmemd" --device="$T/c.img" --device-size=64M --listen="127.0.0.1:$P" \
   --metrics-listen="127.0.0.1:$M" --nbd-listen="127.0.0.1:$N" --export="disk=$T/disk.img:8M" \

@@ -4,10 +4,8 @@
 # accept the flags the units pass, and their hardening keeps systemd's exposure score low
 # (tmemd: unprivileged, no capabilities; tmem-shimd: root for its device, CAP_SYS_MODULE only).
 set -uo pipefail
-R="$TEST_SRCDIR/tmem"
-T="$TEST_TMPDIR"
-fail() { echo "FAIL $*"; exit 1; }
-command -v systemd-analyze >/dev/null || fail "systemd-analyze is not installed (scripts/setup.sh installs systemd)"
+source "$TEST_SRCDIR/tmem/tests/deploy/testlib.sh"
+need systemd-analyze systemd
 mkdir -p "$T/bin" "$T/units"
 ln -sf "$R/server/main/tmemd" "$T/bin/tmemd"
 ln -sf "$R/kshim/relay/tmem-shimd" "$T/bin/tmem-shimd"
