@@ -7,7 +7,11 @@
 #
 # usage: tests/kshim/kernel.sh            prints the kernel tree's path when it is built
 # env:   TMEM_KLAB_DIR (default /var/cache/tmem-kernlab), JOBS (default nproc)
+#
+# Its standard output is the path and nothing else (callers capture it): every other line, the
+# kernel's own configuration and build output included, goes to standard error.
 set -euo pipefail
+exec 3>&1 1>&2
 KLAB=${TMEM_KLAB_DIR:-/var/cache/tmem-kernlab}
 JOBS=${JOBS:-$(nproc)}
 KSRC=$KLAB/linux-source-5.10
@@ -91,4 +95,4 @@ deps
 fetch
 config
 build
-echo "$KSRC"
+echo "$KSRC" >&3
