@@ -1,13 +1,19 @@
 // BlockBackend: what an NBD export serves from. A small interface of verbs in the manner of
 // nbdkit's plugins (pread / pwrite / flush / trim / zero + capabilities).
 //
-// Errors are absl::Status; the request loop turns them into NBD errors in one place
-// (NbdErrorOf): PermissionDenied → EPERM, InvalidArgument/OutOfRange → EINVAL,
-// ResourceExhausted → ENOSPC, anything else → EIO.
+// Errors are absl::Status; the NBD request loop turns them into NBD errors in one place
+// (nbd::NbdErrorOf): PermissionDenied → EPERM, InvalidArgument/OutOfRange → EINVAL,
+// ResourceExhausted → ENOSPC, Cancelled → ESHUTDOWN (the server is stopping), anything else →
+// EIO. Expected outcomes are values, not errors: a call that does not wait says so with
+// BufferedOutcome::kWouldWait, and Unavailable keeps its one meaning (retry later: the store is
+// down or busy).
+//
+// This library sits below both the NBD server (which serves a BlockBackend) and the block
+// cache (which is one, and caches another).
 //
 // Thread-safety: every method may be called from many threads at once.
-#ifndef TMEM_SERVER_NBD_BLOCK_BACKEND_H_
-#define TMEM_SERVER_NBD_BLOCK_BACKEND_H_
+#ifndef TMEM_SERVER_BACKEND_BLOCK_BACKEND_H_
+#define TMEM_SERVER_BACKEND_BLOCK_BACKEND_H_
 
 #include <cstdint>
 #include <memory>
@@ -16,7 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
-namespace tmem::nbd {
+namespace tmem::backend {
 
 struct BackendCaps {
   bool flush = true;       // Flush makes earlier completed writes durable
@@ -34,6 +40,12 @@ struct BackendCaps {
   bool buffered_writes = false;
 };
 
+// What a call that never waits did (PwriteBuffered, PreadBuffered).
+enum class BufferedOutcome {
+  kDone,       // the whole range was written (read)
+  kWouldWait,  // it would have had to wait for a device; the caller does it with Pwrite (Pread)
+};
+
 class BlockBackend {
  public:
   virtual ~BlockBackend() = default;
@@ -44,15 +56,16 @@ class BlockBackend {
   virtual absl::Status Pwrite(const void* buf, uint32_t len, uint64_t offset, bool fua) = 0;
   // A write without FUA that never waits for a device (BackendCaps::buffered_writes): where
   // Pwrite would wait (no room in the buffers, a partial block to read first), it answers
-  // Unavailable, having written none or only part of the range, and the caller writes the
-  // whole range again with Pwrite. The default is Pwrite itself.
-  virtual absl::Status PwriteBuffered(const void* buf, uint32_t len, uint64_t offset) {
-    return Pwrite(buf, len, offset, false);
+  // kWouldWait, having written none or only part of the range, and the caller writes the
+  // whole range again with Pwrite. Errors are Pwrite's. The default is Pwrite itself.
+  virtual absl::StatusOr<BufferedOutcome> PwriteBuffered(const void* buf, uint32_t len, uint64_t offset) {
+    if (absl::Status s = Pwrite(buf, len, offset, false); !s.ok()) return s;
+    return BufferedOutcome::kDone;
   }
-  // A read served from memory only: Unavailable (and `buf` undefined) when any part of it
+  // A read served from memory only: kWouldWait (and `buf` undefined) when any part of it
   // would have to come from a device; the caller then reads with Pread. The default declines.
-  virtual absl::Status PreadBuffered(void* buf, uint32_t len, uint64_t offset) {
-    return absl::UnavailableError("no reads from memory");
+  virtual absl::StatusOr<BufferedOutcome> PreadBuffered(void* buf, uint32_t len, uint64_t offset) {
+    return BufferedOutcome::kWouldWait;
   }
   virtual absl::Status Flush() = 0;
   // Discards the range (reads afterwards may return anything the backend chooses, here zeros
@@ -100,6 +113,6 @@ absl::StatusOr<std::unique_ptr<BlockBackend>> OpenNbdBackend(const NbdBackendOpt
 absl::StatusOr<std::unique_ptr<BlockBackend>> OpenBackend(const std::string& spec, bool read_only,
                                                           uint64_t create_size_bytes);
 
-}  // namespace tmem::nbd
+}  // namespace tmem::backend
 
-#endif  // TMEM_SERVER_NBD_BLOCK_BACKEND_H_
+#endif  // TMEM_SERVER_BACKEND_BLOCK_BACKEND_H_

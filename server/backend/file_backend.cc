@@ -11,9 +11,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/io/block_device.h"
-#include "server/nbd/block_backend.h"
+#include "server/backend/block_backend.h"
 
-namespace tmem::nbd {
+namespace tmem::backend {
 namespace {
 
 class FileBackend final : public BlockBackend {
@@ -149,4 +149,4 @@ absl::StatusOr<std::unique_ptr<BlockBackend>> OpenFileBackend(const FileBackendO
   return std::unique_ptr<BlockBackend>(new FileBackend(fd, size, blk, o));
 }
 
-}  // namespace tmem::nbd
+}  // namespace tmem::backend

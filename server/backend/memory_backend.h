@@ -1,22 +1,25 @@
-// A BlockBackend in RAM, for tests and the protocol fuzzer.
-#ifndef TMEM_SERVER_NBD_MEMORY_BACKEND_H_
-#define TMEM_SERVER_NBD_MEMORY_BACKEND_H_
+// A BlockBackend in RAM, for tests and the protocol fuzzer (the memory device of DESIGN.md).
+#ifndef TMEM_SERVER_BACKEND_MEMORY_BACKEND_H_
+#define TMEM_SERVER_BACKEND_MEMORY_BACKEND_H_
 
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "common/mutex.h"
-#include "server/nbd/block_backend.h"
+#include "server/backend/block_backend.h"
 
-namespace tmem::nbd {
+namespace tmem::backend {
 
 class MemoryBackend final : public BlockBackend {
  public:
   explicit MemoryBackend(uint64_t size) : bytes_(size, 0) {}
   uint64_t size() const override { return bytes_.size(); }
   BackendCaps caps() const override { return {.trim = true, .buffered_writes = true}; }
-  absl::Status PreadBuffered(void* buf, uint32_t len, uint64_t offset) override { return Pread(buf, len, offset); }
+  absl::StatusOr<BufferedOutcome> PreadBuffered(void* buf, uint32_t len, uint64_t offset) override {
+    if (absl::Status s = Pread(buf, len, offset); !s.ok()) return s;
+    return BufferedOutcome::kDone;
+  }
   absl::Status Pread(void* buf, uint32_t len, uint64_t offset) override {
     ReaderLock lock(&mu_);
     std::memcpy(buf, bytes_.data() + offset, len);
@@ -41,6 +44,6 @@ class MemoryBackend final : public BlockBackend {
   std::vector<uint8_t> bytes_;
 };
 
-}  // namespace tmem::nbd
+}  // namespace tmem::backend
 
-#endif  // TMEM_SERVER_NBD_MEMORY_BACKEND_H_
+#endif  // TMEM_SERVER_BACKEND_MEMORY_BACKEND_H_

@@ -12,9 +12,9 @@
 #include "common/logging.h"
 #include "common/mutex.h"
 #include "server/io/block_device.h"
-#include "server/nbd/block_backend.h"
+#include "server/backend/block_backend.h"
 
-namespace tmem::nbd {
+namespace tmem::backend {
 namespace {
 
 // Set by Await when a request timed out; read right after, by the same thread, in RunOn.
@@ -215,17 +215,4 @@ absl::StatusOr<std::unique_ptr<BlockBackend>> OpenNbdBackend(const NbdBackendOpt
   return std::unique_ptr<BlockBackend>(std::move(b));
 }
 
-absl::StatusOr<std::unique_ptr<BlockBackend>> OpenBackend(const std::string& spec, bool read_only,
-                                                          uint64_t create_size_bytes) {
-  if (spec.rfind("nbd://", 0) == 0 || spec.rfind("nbd+unix://", 0) == 0 || spec.rfind("nbds://", 0) == 0) {
-    return OpenNbdBackend({.uri = spec, .read_only = read_only});
-  }
-  std::string path = spec.rfind("file:", 0) == 0 ? spec.substr(5) : spec;
-  if (path.find("://") != std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("backend '", spec, "': want a path, file:PATH, nbd://HOST[:PORT]/NAME or nbd+unix:///NAME?socket=PATH"));
-  }
-  return OpenFileBackend({.path = path, .read_only = read_only, .create_size_bytes = create_size_bytes});
-}
-
-}  // namespace tmem::nbd
+}  // namespace tmem::backend

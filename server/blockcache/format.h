@@ -9,6 +9,11 @@
 
 namespace tmem::blockcache {
 
+// Cache lines: the unit of the index and of every log append; one dirty bit per sector.
+inline constexpr uint32_t kLineBytes = 4096;
+inline constexpr uint32_t kSectorBytes = 512;
+inline constexpr uint32_t kSectorsPerLine = kLineBytes / kSectorBytes;
+
 inline constexpr uint64_t kCacheRecordMagic = 0x313043424D454D54ull;  // "TMEMBC01"
 inline constexpr uint32_t kCacheRecordVersion = 1;
 inline constexpr uint64_t kLineKeyMagic = 0x454E494C4D454D54ull;      // "TMEMLINE": a slot key

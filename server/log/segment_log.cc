@@ -473,20 +473,19 @@ void SegmentLog::SealLocked(WriteBuffer* buffer) {
 }
 
 absl::StatusOr<Location> SegmentLog::Append(const uint8_t (&key)[kSlotKeyBytes], const void* data, uint32_t len,
-                                            uint32_t crc, bool pin, bool may_wait, bool use_reserve,
-                                            std::chrono::steady_clock::time_point wait_until) {
+                                            uint32_t crc, const AppendOptions& options) {
   Location loc;
-  TMEM_ASSIGN_OR_RETURN(size_t n, AppendBatch(&key, static_cast<const uint8_t*>(data), len, &crc, 1, &loc, pin,
-                                              may_wait, use_reserve, wait_until));
+  TMEM_ASSIGN_OR_RETURN(size_t n, AppendBatch(&key, static_cast<const uint8_t*>(data), len, &crc, 1, &loc, options));
   TMEM_DCHECK(n == 1);
   return loc;
 }
 
 absl::StatusOr<size_t> SegmentLog::AppendBatch(const uint8_t (*keys)[kSlotKeyBytes], const uint8_t* data,
                                                uint32_t len, const uint32_t* crcs, size_t n, Location* locs,
-                                               bool pin, bool may_wait, bool use_reserve,
-                                               std::chrono::steady_clock::time_point wait_until,
-                                               uint64_t* progress_generation) {
+                                               const AppendOptions& options) {
+  const bool pin = options.pin, may_wait = options.may_wait, use_reserve = options.use_reserve;
+  const std::chrono::steady_clock::time_point wait_until = options.wait_until;
+  uint64_t* const progress_generation = options.progress_generation;
   if (len == 0 || len % kPageAlignBytes != 0 || len > max_page_bytes()) {
     return absl::InvalidArgumentError(absl::StrCat("page length ", len, " must be a positive multiple of ",
                                                    kPageAlignBytes, " up to ", max_page_bytes()));

@@ -70,6 +70,23 @@ struct LogOptions {
   Clock* clock = Clock::Real();
 };
 
+// How an append may wait, and what it holds afterwards.
+struct AppendOptions {
+  // The page's segment is not written to the device until Unpin(location.seq) (one pin per
+  // page): the caller publishes the location in its index first, so that whoever sees the
+  // segment written also sees every location in it.
+  bool pin = false;
+  // Without it, an append that would wait for a buffer or for room fails at once with
+  // ResourceExhausted instead, and sets *progress_generation (when given) for
+  // WaitForProgress: a caller can then wait for room without holding its own locks.
+  bool may_wait = true;
+  // The append may open a segment among the reserved ones (LogOptions::reserved_segments).
+  bool use_reserve = false;
+  // A waiting append gives up then with DeadlineExceeded (steady clock; the default: never).
+  std::chrono::steady_clock::time_point wait_until = {};
+  uint64_t* progress_generation = nullptr;
+};
+
 // Where an appended page lives: its segment's sequence number and its byte offset in it.
 struct Location {
   uint64_t seq = 0;
@@ -128,32 +145,20 @@ class SegmentLog {
   SegmentLog& operator=(const SegmentLog&) = delete;
 
   // Copies `len` bytes (a multiple of 512, at most max_page_bytes()) whose CRC32C is `crc` into
-  // the open write buffer and returns where they will live. Blocks only while every write buffer is in flight.
-  // Errors: InvalidArgument (bad length), FailedPrecondition (log closed).
-  // With `pin`, the page's segment is not written to the device until Unpin(location.seq):
-  // the caller publishes the location (in its index) first, so that whoever sees the segment
-  // written also sees every location in it.
-  // Without `may_wait`, an append that would wait for a buffer or for room fails at once with
-  // ResourceExhausted instead.
-  // With `use_reserve`, the append may open a segment among the reserved ones.
-  // With a `wait_until` (steady clock; the default means none), a waiting append gives up then
-  // with DeadlineExceeded.
+  // the open write buffer and returns where they will live. Blocks only while every write
+  // buffer is in flight (see AppendOptions). Errors: InvalidArgument (bad length),
+  // FailedPrecondition (log closed), ResourceExhausted and DeadlineExceeded as above.
   absl::StatusOr<Location> Append(const uint8_t (&key)[kSlotKeyBytes], const void* data, uint32_t len,
-                                  uint32_t crc, bool pin = false, bool may_wait = true, bool use_reserve = false,
-                                  std::chrono::steady_clock::time_point wait_until = {});
+                                  uint32_t crc, const AppendOptions& options = {});
   // Appends pages `n` at a time: page i is `len` bytes at data + i * len with key `keys[i]` and
   // CRC32C `crcs[i]`. Appends as many as the open buffer takes (or, when it takes none, a new
   // one) — at least one, all into the same segment — and returns how many, their locations in
   // `locs`. Options and errors as for Append; with `pin`, each page holds one pin (UnpinMany).
   // A caller appends the rest in further calls after publishing these, so that it never holds
   // pins while it waits for room.
-  // Without `may_wait`, a full log answers ResourceExhausted and sets *progress_generation (when
-  // given) for WaitForProgress: a caller can wait for room without holding its own locks.
   absl::StatusOr<size_t> AppendBatch(const uint8_t (*keys)[kSlotKeyBytes], const uint8_t* data, uint32_t len,
-                                     const uint32_t* crcs, size_t n, Location* locs, bool pin = false,
-                                     bool may_wait = true, bool use_reserve = false,
-                                     std::chrono::steady_clock::time_point wait_until = {},
-                                     uint64_t* progress_generation = nullptr);
+                                     const uint32_t* crcs, size_t n, Location* locs,
+                                     const AppendOptions& options = {});
   // Waits until the log made progress (a buffer freed, a segment written, the lease or the
   // reclaim limit moved) since `generation` was handed out, or the log closed: true; false at
   // `until`.

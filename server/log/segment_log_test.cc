@@ -224,7 +224,7 @@ TEST_F(SegmentLogTest, BatchAppendsFillOneSegmentPerCallAndPinEachPage) {
   std::vector<Location> locs(kN);
   std::vector<size_t> counts;
   for (size_t done = 0; done < kN;) {
-    auto n = log->AppendBatch(k + done, d + done * kPage, kPage, &crcs[done], kN - done, &locs[done], /*pin=*/true);
+    auto n = log->AppendBatch(k + done, d + done * kPage, kPage, &crcs[done], kN - done, &locs[done], {.pin = true});
     ASSERT_TRUE(n.ok()) << n.status();
     for (size_t i = done; i < done + *n; ++i) EXPECT_EQ(locs[i].seq, locs[done].seq);
     counts.push_back(*n);

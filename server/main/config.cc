@@ -2,105 +2,253 @@
 
 #include <unistd.h>
 
-#include <algorithm>
-
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+#include <functional>
 #include <set>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "common/status_macros.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
+#include "server/blockcache/cache_settings.h"
+#include "server/log/log_format.h"
 
 namespace tmem::daemon {
 namespace {
 
-absl::Status Bad(const std::string& key, const std::string& why) {
-  return absl::InvalidArgumentError(absl::StrCat("config ", key, ": ", why));
-}
+using settings::Kind;
+using settings::Setting;
+using settings::Table;
 
-absl::StatusOr<uint64_t> SizeOf(const std::string& key, const YAML::Node& n) {
-  if (!n.IsScalar()) return Bad(key, "want a size such as 10G");
-  absl::StatusOr<uint64_t> v = ParseSize(n.as<std::string>());
-  if (!v.ok()) return Bad(key, std::string(v.status().message()));
-  return v;
-}
+// Flags that are not one setting each.
+struct SpecialFlag {
+  const char* flag;
+  const char* value;  // nullptr for a boolean flag
+  const char* help;
+};
+constexpr SpecialFlag kSpecialFlags[] = {
+    {"config", "FILE", "Read the settings from this YAML file first (tmemd --example-config prints one)."},
+    {"format", nullptr, "Format a device that is foreign, corrupt or of another geometry (destroys its contents)."},
+    {"export", "NAME=BACKEND[:SIZE][:ro]", "One NBD export (replaces the file's exports)."},
+    {"export-cache", "PATH[:SIZE]", "A writeback cache device for the export of --export."},
+};
+constexpr const char* kCacheFlagPrefix = "export-cache-";
 
 absl::Status CheckLevel(const std::string& level) {
   static const std::set<std::string> kLevels = {"debug", "info", "warning", "error"};
-  if (!kLevels.count(level)) {
-    return absl::InvalidArgumentError(absl::StrCat("log level '", level, "' is not one of debug, info, warning, error"));
-  }
+  if (!kLevels.count(level)) return absl::InvalidArgumentError(absl::StrCat("'", level, "' is not one of debug, info, warning, error"));
   return absl::OkStatus();
 }
 
+Table<Config>* BuildConfigSettings() {
+  auto* t = new Table<Config>;
+  t->String("device.path", "device", &Config::device_path,
+            "The page store: a file (created with device.size when absent) or a block device.",
+            "/var/lib/tmem/cache.img")
+      .Size("device.size", "device-size", &Config::device_size_bytes, 0, uint64_t{1} << 50,
+            "Size of the file to create when device.path does not exist (0: it must exist).", "100G")
+      .SizeFn(
+          "device.segment_size", "segment-size", log::kMinSegmentBytes, log::kMaxSegmentBytes,
+          "Segment size when formatting; an existing device must match when given.",
+          [](const Config& c) { return uint64_t{c.segment_bytes}; },
+          [](Config& c, uint64_t v) {
+            c.segment_bytes = static_cast<uint32_t>(v);
+            c.segment_bytes_set = true;
+          })
+      .String("metadata_dir", "metadata-dir", &Config::metadata_dir,
+              "The RocksDB page index (default: the device path + .index).", "/var/lib/tmem/index")
+      .List("listen", "listen", &Config::listen, "gRPC listeners (tmem.v1.PagePool, tmem.v1.Admin, grpc.health.v1).",
+            "0.0.0.0:7070")
+      .String("metrics_listen", "metrics-listen", &Config::metrics_listen,
+              "Prometheus /metrics listener; empty turns it off.", "0.0.0.0:9464")
+      .String("log_level", "log-level", &Config::log_level, "debug, info, warning or error.", "", CheckLevel)
+      .Int("shutdown_timeout_ms", "shutdown-timeout-ms", &Config::shutdown_timeout_ms, 1, 3'600'000,
+           "Time calls in flight get on SIGTERM before the clean stop.")
+      .Int("rpc_threads", "rpc-threads", &Config::rpc_threads, 1, 1024,
+           "gRPC handler threads kept alive between bursts of calls.")
+      .Int("index_cache_entries", "index-cache-entries", &Config::index_cache_entries, 0, int64_t{1} << 32,
+           "Page index entries kept in RAM (about 100 bytes each; 0 turns the cache off).")
+      .List("nbd.listen", "nbd-listen", &Config::nbd_listen, "NBD TCP listeners (none when empty).")
+      .String("nbd.unix_socket", "nbd-unix-socket", &Config::nbd_unix_socket, "An NBD unix socket (none when empty).")
+      .Int("nbd.max_connections", "nbd-max-connections", &Config::nbd_max_connections, 1, 65536,
+           "More NBD connections are accepted and closed at once.")
+      .Int("nbd.max_requests_in_flight", "nbd-max-requests-in-flight", &Config::nbd_max_requests_in_flight, 1, 65536,
+           "Requests in flight per NBD connection.")
+      .Size("nbd.max_bytes_in_flight", "nbd-max-bytes-in-flight", &Config::nbd_max_bytes_in_flight, 32 << 20,
+            uint64_t{1} << 40, "Request and reply bytes in flight per NBD connection (at least one 32M request).")
+      .Int("nbd.threads_per_connection", "nbd-threads-per-connection", &Config::nbd_threads_per_connection, 1, 1024,
+           "Request threads per NBD connection.")
+      .Int("nbd.gather_us", "nbd-gather-us", &Config::nbd_gather_us, 0, 1000,
+           "Cached exports: wait this long before reading again while a busy client's small requests arrive "
+           "several per read (0: never).");
+  return t;
+}
+
+Table<Config::ExportConfig>* BuildExportSettings() {
+  using X = Config::ExportConfig;
+  auto* t = new Table<X>;
+  t->String("name", "", &X::name, "The export's name (1 to 4096 bytes).", "disk0")
+      .String("backend", "", &X::backend,
+              "A file or block device, file:PATH, nbd://HOST[:PORT]/NAME or nbd+unix:///NAME?socket=PATH.",
+              "/var/lib/tmem/disk0.img")
+      .Size("size", "", &X::size_bytes, 0, uint64_t{1} << 50, "Size of a file backend to create when absent.", "100G")
+      .Bool("read_only", "", &X::read_only, "Serve the export read-only.")
+      .String("description", "", &X::description, "Shown to clients by NBD_OPT_INFO.", "scratch disk")
+      .StringFn(
+          "cache.device", "",
+          "A writeback cache in front of the backend (docs/blockcache.md): a file or block device; a missing file "
+          "is created.",
+          [](const X& x) -> const std::string& { return x.cache.device; },
+          [](X& x, const std::string& v) { x.cache.device = v; }, "/var/lib/tmem/disk0-cache.img")
+      .SizeFn(
+          "cache.size", "", 0, uint64_t{1} << 50, "Size of the cache file to create when absent.",
+          [](const X& x) { return x.cache.size_bytes; }, [](X& x, uint64_t v) { x.cache.size_bytes = v; }, "8G")
+      .Include<blockcache::BlockCacheOptions>(
+          "cache.", kCacheFlagPrefix, [](X& x) -> blockcache::BlockCacheOptions& { return x.cache.options; },
+          blockcache::CacheSettings());
+  return t;
+}
+
+// Machine-wide checks that are not one setting's range.
 absl::Status Check(const Config& c) {
   if (c.device_path.empty()) return absl::InvalidArgumentError("no device: give --device or device.path");
+  TMEM_RETURN_IF_ERROR(ConfigSettings().Validate(c, "config "));
   if (c.listen.empty()) return absl::InvalidArgumentError("no listen address");
   for (const std::string& a : c.listen) {
     if (a.find(':') == std::string::npos) {
       return absl::InvalidArgumentError(absl::StrCat("listen address '", a, "' has no port (want host:port)"));
     }
   }
-  if (c.shutdown_timeout_ms <= 0) return absl::InvalidArgumentError("shutdown timeout must be positive");
   std::set<std::string> names;
   for (const auto& e : c.exports) {
     if (e.name.empty() || e.name.size() > 4096) return absl::InvalidArgumentError("an export needs a name (1 to 4096 bytes)");
     if (!names.insert(e.name).second) return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "' is declared twice"));
     if (e.backend.empty()) return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "' has no backend"));
+    TMEM_RETURN_IF_ERROR(ExportSettings().Validate(e, absl::StrCat("export '", e.name, "': ")));
     if (!e.cache.device.empty()) {
       if (e.read_only) {
         return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "': a read-only export cannot have a writeback cache"));
       }
-      if (e.cache.barrier_deadline_us < 0 || e.cache.barrier_deadline_us > 1'000'000 || e.cache.migrate_idle_ms < 0 ||
-          e.cache.migrate_max_age_ms < 0 || e.cache.full_write_timeout_ms < 0 ||
-          e.cache.buffer_deadline_ms < 1 || e.cache.buffer_deadline_ms > 60'000 ||
-          e.cache.migrate_batch_segments == 0 || e.cache.migrate_batch_segments > 4096) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "export '", e.name, "'.cache: barrier_deadline_us 0..1000000, migrate_idle_ms >= 0, migrate_max_age_ms >= 0, "
-            "full_write_timeout_ms >= 0, "
-            "buffer_deadline_ms 1..60000, migrate_batch_segments 1..4096"));
-      }
       const uint64_t ram = static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-      if (e.cache.ram_cache_bytes > ram / 2) {
-        return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "'.cache.ram_cache: ", e.cache.ram_cache_bytes,
+      if (e.cache.options.ram_cache_bytes > ram / 2) {
+        return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "'.cache.ram_cache: ", e.cache.options.ram_cache_bytes,
                                                        " bytes is more than half of this machine's memory (", ram, ")"));
       }
     }
   }
-  if (c.nbd_max_connections < 1 || c.nbd_max_requests_in_flight < 1 || c.nbd_threads_per_connection < 1 ||
-      c.nbd_threads_per_connection > 1024) {
-    return absl::InvalidArgumentError("nbd: max_connections, max_requests_in_flight and threads_per_connection must be positive");
+  return absl::OkStatus();
+}
+
+// YAML → (dotted key, text) for a map, calling `set` for each scalar or list; `exports` (a list
+// of maps) goes to `on_exports`.
+absl::Status Walk(const YAML::Node& map, const std::string& prefix,
+                  const std::function<absl::Status(const std::string&, const std::string&)>& set,
+                  const std::function<absl::Status(const YAML::Node&)>& on_exports) {
+  if (!map.IsMap()) return absl::InvalidArgumentError(absl::StrCat("config ", prefix.empty() ? "(top level)" : prefix.substr(0, prefix.size() - 1), ": want a mapping of keys"));
+  for (const auto& kv : map) {
+    const std::string key = prefix + kv.first.as<std::string>();
+    const YAML::Node& v = kv.second;
+    if (key == "exports" && on_exports) {
+      TMEM_RETURN_IF_ERROR(on_exports(v));
+    } else if (v.IsMap()) {
+      TMEM_RETURN_IF_ERROR(Walk(v, key + ".", set, nullptr));
+    } else if (v.IsSequence()) {
+      std::vector<std::string> items;
+      for (const auto& item : v) {
+        if (!item.IsScalar()) return absl::InvalidArgumentError(absl::StrCat("config ", key, ": want a list of values"));
+        items.push_back(item.as<std::string>());
+      }
+      TMEM_RETURN_IF_ERROR(set(key, settings::JoinList(items)));
+    } else {
+      TMEM_RETURN_IF_ERROR(set(key, v.IsNull() ? std::string() : v.as<std::string>()));
+    }
   }
-  if (c.nbd_gather_us < 0 || c.nbd_gather_us > 1000) {
-    return absl::InvalidArgumentError(absl::StrCat("nbd.gather_us must be within 0..1000 (microseconds), not ", c.nbd_gather_us));
+  return absl::OkStatus();
+}
+
+// `table`'s setting `key` from `text`; unknown keys are refused. `where` prefixes the key.
+template <typename T>
+absl::Status SetKey(const Table<T>& table, T& v, const std::string& where, const std::string& key,
+                    const std::string& text) {
+  const Setting<T>* s = table.Find(key);
+  if (s == nullptr) return absl::InvalidArgumentError(absl::StrCat("config ", where, key, ": unknown key"));
+  return table.Set(v, *s, text, absl::StrCat("config ", where, key));
+}
+
+std::string YamlValue(const Setting<Config>& s, const std::string& text) {
+  if (s.kind == Kind::kList) {
+    std::vector<std::string> quoted;
+    for (const std::string& item : settings::SplitList(text)) quoted.push_back(absl::StrCat("\"", item, "\""));
+    return absl::StrCat("[", absl::StrJoin(quoted, ", "), "]");
   }
-  if (c.nbd_max_bytes_in_flight < (32u << 20)) {
-    return absl::InvalidArgumentError("nbd.max_bytes_in_flight: at least 32M (one maximum request)");
+  if (s.kind == Kind::kString && text.empty()) return "\"\"";
+  return text;
+}
+
+template <typename T>
+std::string ShownDefault(const Setting<T>& s) {
+  std::string d = s.show(T{});
+  return d.empty() ? "(none)" : d;
+}
+
+// `text` wrapped at about 100 columns, each line indented and starting with `marker`.
+void AppendWrapped(std::string& out, const std::string& indent, const std::string& marker, const std::string& text) {
+  std::string line;
+  for (absl::string_view word : absl::StrSplit(text, ' ', absl::SkipEmpty())) {
+    if (!line.empty() && indent.size() + marker.size() + line.size() + 1 + word.size() > 100) {
+      absl::StrAppend(&out, indent, marker, line, "\n");
+      line.clear();
+    }
+    absl::StrAppend(&line, line.empty() ? "" : " ", word);
   }
-  if (c.index_cache_entries > (1ull << 32)) {
-    return absl::InvalidArgumentError(absl::StrCat("index cache entries: ", c.index_cache_entries,
-                                                   "; want at most 4294967296 (0 turns the cache off)"));
-  }
-  if (c.rpc_threads < 1 || c.rpc_threads > 1024) {
-    return absl::InvalidArgumentError(absl::StrCat("rpc threads: ", c.rpc_threads, "; want 1 to 1024"));
-  }
-  return CheckLevel(c.log_level);
+  if (!line.empty()) absl::StrAppend(&out, indent, marker, line, "\n");
+}
+
+// "# help" lines.
+void AppendComment(std::string& out, const std::string& indent, const std::string& text) {
+  AppendWrapped(out, indent, "# ", text);
 }
 
 }  // namespace
 
+const Table<Config>& ConfigSettings() {
+  static const Table<Config>* t = BuildConfigSettings();
+  return *t;
+}
+
+const Table<Config::ExportConfig>& ExportSettings() {
+  static const Table<Config::ExportConfig>* t = BuildExportSettings();
+  return *t;
+}
+
 const std::set<std::string>& ValueFlags() {
-  static const auto* f = new std::set<std::string>{"config", "device", "device-size", "segment-size", "metadata-dir",
-                                                   "listen", "metrics-listen", "log-level", "shutdown-timeout-ms",
-                                                   "rpc-threads", "index-cache-entries", "export", "export-cache", "export-cache-ram",
-                                                   "nbd-listen", "nbd-unix-socket"};
+  static const auto* f = [] {
+    auto* set = new std::set<std::string>;
+    for (const auto& s : ConfigSettings().settings()) {
+      if (!s.flag.empty()) set->insert(s.flag);
+    }
+    for (const auto& s : ExportSettings().settings()) {
+      if (!s.flag.empty()) set->insert(s.flag);
+    }
+    for (const SpecialFlag& x : kSpecialFlags) {
+      if (x.value != nullptr) set->insert(x.flag);
+    }
+    return set;
+  }();
   return *f;
 }
 
 const std::set<std::string>& BoolFlags() {
-  static const auto* f = new std::set<std::string>{"format"};
+  static const auto* f = [] {
+    auto* set = new std::set<std::string>;
+    for (const SpecialFlag& x : kSpecialFlags) {
+      if (x.value == nullptr) set->insert(x.flag);
+    }
+    return set;
+  }();
   return *f;
 }
 
@@ -114,136 +262,28 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
     return absl::InvalidArgumentError(absl::StrCat("config file ", path, ": ", e.what()));
   }
   if (root.IsNull()) return c;
-  if (!root.IsMap()) return Bad("(top level)", "want a mapping of keys");
   try {
-    for (const auto& kv : root) {
-      const std::string key = kv.first.as<std::string>();
-      const YAML::Node& v = kv.second;
-      if (key == "device") {
-        if (!v.IsMap()) return Bad("device", "want path, size, segment_size");
-        for (const auto& d : v) {
-          const std::string k = d.first.as<std::string>();
-          if (k == "path") {
-            c.device_path = d.second.as<std::string>();
-          } else if (k == "size") {
-            TMEM_ASSIGN_OR_RETURN(c.device_size_bytes, SizeOf("device.size", d.second));
-          } else if (k == "segment_size") {
-            TMEM_ASSIGN_OR_RETURN(uint64_t s, SizeOf("device.segment_size", d.second));
-            if (s > UINT32_MAX) return Bad("device.segment_size", "too large");
-            c.segment_bytes = static_cast<uint32_t>(s);
-            c.segment_bytes_set = true;
-          } else {
-            return Bad("device." + k, "unknown key");
-          }
-        }
-      } else if (key == "metadata_dir") {
-        c.metadata_dir = v.as<std::string>();
-      } else if (key == "listen") {
-        c.listen.clear();
-        if (v.IsSequence()) {
-          for (const auto& a : v) c.listen.push_back(a.as<std::string>());
-        } else {
-          c.listen.push_back(v.as<std::string>());
-        }
-      } else if (key == "metrics_listen") {
-        c.metrics_listen = v.IsNull() ? "" : v.as<std::string>();
-      } else if (key == "log_level") {
-        c.log_level = v.as<std::string>();
-      } else if (key == "shutdown_timeout_ms") {
-        c.shutdown_timeout_ms = v.as<int64_t>();
-      } else if (key == "rpc_threads") {
-        c.rpc_threads = v.as<int>();
-      } else if (key == "index_cache_entries") {
-        c.index_cache_entries = v.as<uint64_t>();
-      } else if (key == "nbd") {
-        if (!v.IsMap()) return Bad("nbd", "want listen, unix_socket, max_connections, max_requests_in_flight, max_bytes_in_flight, threads_per_connection, gather_us");
-        for (const auto& d : v) {
-          const std::string k = d.first.as<std::string>();
-          const YAML::Node& n = d.second;
-          if (k == "listen") {
-            c.nbd_listen.clear();
-            if (n.IsSequence()) {
-              for (const auto& a : n) c.nbd_listen.push_back(a.as<std::string>());
-            } else if (!n.IsNull() && !n.as<std::string>().empty()) {
-              c.nbd_listen.push_back(n.as<std::string>());
-            }
-          } else if (k == "unix_socket") {
-            c.nbd_unix_socket = n.IsNull() ? "" : n.as<std::string>();
-          } else if (k == "max_connections") {
-            c.nbd_max_connections = n.as<int>();
-          } else if (k == "max_requests_in_flight") {
-            c.nbd_max_requests_in_flight = n.as<int>();
-          } else if (k == "max_bytes_in_flight") {
-            TMEM_ASSIGN_OR_RETURN(c.nbd_max_bytes_in_flight, SizeOf("nbd.max_bytes_in_flight", n));
-          } else if (k == "threads_per_connection") {
-            c.nbd_threads_per_connection = n.as<int>();
-          } else if (k == "gather_us") {
-            c.nbd_gather_us = n.as<int>();
-          } else {
-            return Bad("nbd." + k, "unknown key");
-          }
-        }
-      } else if (key == "exports") {
-        if (!v.IsSequence()) return Bad("exports", "want a list of exports");
-        c.exports.clear();
-        for (size_t i = 0; i < v.size(); ++i) {
-          const YAML::Node& e = v[i];
-          const std::string where = absl::StrCat("exports[", i, "]");
-          if (!e.IsMap()) return Bad(where, "want name, backend, size, read_only, description");
-          Config::ExportConfig x;
-          for (const auto& d : e) {
-            const std::string k = d.first.as<std::string>();
-            if (k == "name") {
-              x.name = d.second.as<std::string>();
-            } else if (k == "backend") {
-              x.backend = d.second.as<std::string>();
-            } else if (k == "size") {
-              TMEM_ASSIGN_OR_RETURN(x.size_bytes, SizeOf(where + ".size", d.second));
-            } else if (k == "read_only") {
-              x.read_only = d.second.as<bool>();
-            } else if (k == "description") {
-              x.description = d.second.as<std::string>();
-            } else if (k == "cache") {
-              if (!d.second.IsMap()) return Bad(where + ".cache", "want device, size, barrier_deadline_us, migrate_batch_segments, migrate_idle_ms, migrate_max_age_ms, full_write_timeout_ms, buffer_deadline_ms, read_cache, read_cache_threshold_lines, ram_cache");
-              for (const auto& cd : d.second) {
-                const std::string ck = cd.first.as<std::string>();
-                const std::string cw = where + ".cache." + ck;
-                if (ck == "device") {
-                  x.cache.device = cd.second.as<std::string>();
-                } else if (ck == "size") {
-                  TMEM_ASSIGN_OR_RETURN(x.cache.size_bytes, SizeOf(cw, cd.second));
-                } else if (ck == "barrier_deadline_us") {
-                  x.cache.barrier_deadline_us = cd.second.as<int64_t>();
-                } else if (ck == "migrate_batch_segments") {
-                  x.cache.migrate_batch_segments = cd.second.as<uint32_t>();
-                } else if (ck == "migrate_idle_ms") {
-                  x.cache.migrate_idle_ms = cd.second.as<int64_t>();
-                } else if (ck == "migrate_max_age_ms") {
-                  x.cache.migrate_max_age_ms = cd.second.as<int64_t>();
-                } else if (ck == "full_write_timeout_ms") {
-                  x.cache.full_write_timeout_ms = cd.second.as<int64_t>();
-                } else if (ck == "buffer_deadline_ms") {
-                  x.cache.buffer_deadline_ms = cd.second.as<int64_t>();
-                } else if (ck == "read_cache") {
-                  x.cache.read_cache = cd.second.as<bool>();
-                } else if (ck == "read_cache_threshold_lines") {
-                  x.cache.read_cache_threshold_lines = cd.second.as<uint32_t>();
-                } else if (ck == "ram_cache") {
-                  TMEM_ASSIGN_OR_RETURN(x.cache.ram_cache_bytes, SizeOf(cw, cd.second));
-                } else {
-                  return Bad(cw, "unknown key");
-                }
-              }
-            } else {
-              return Bad(where + "." + k, "unknown key");
-            }
-          }
-          c.exports.push_back(std::move(x));
-        }
-      } else {
-        return Bad(key, "unknown key");
+    auto on_exports = [&](const YAML::Node& v) -> absl::Status {
+      if (!v.IsSequence()) return absl::InvalidArgumentError("config exports: want a list of exports");
+      c.exports.clear();
+      for (size_t i = 0; i < v.size(); ++i) {
+        const std::string where = absl::StrCat("exports[", i, "].");
+        Config::ExportConfig x;
+        if (!v[i].IsMap()) return absl::InvalidArgumentError(absl::StrCat("config exports[", i, "]: want name, backend, ..."));
+        TMEM_RETURN_IF_ERROR(Walk(
+            v[i], "",
+            [&](const std::string& key, const std::string& text) {
+              return SetKey(ExportSettings(), x, where, key, text);
+            },
+            nullptr));
+        c.exports.push_back(std::move(x));
       }
-    }
+      return absl::OkStatus();
+    };
+    TMEM_RETURN_IF_ERROR(Walk(
+        root, "",
+        [&](const std::string& key, const std::string& text) { return SetKey(ConfigSettings(), c, "", key, text); },
+        on_exports));
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("config file ", path, ": ", e.what()));
   }
@@ -251,33 +291,11 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
 }
 
 absl::StatusOr<Config> ApplyFlags(const Flags& flags, Config c) {
-  if (flags.Has("device")) c.device_path = flags.Get("device");
-  if (flags.Has("device-size")) {
-    TMEM_ASSIGN_OR_RETURN(c.device_size_bytes, flags.GetSize("device-size", 0));
+  for (const auto& s : ConfigSettings().settings()) {
+    if (!s.flag.empty() && flags.Has(s.flag)) {
+      TMEM_RETURN_IF_ERROR(ConfigSettings().Set(c, s, flags.Get(s.flag), "--" + s.flag));
+    }
   }
-  if (flags.Has("segment-size")) {
-    TMEM_ASSIGN_OR_RETURN(uint64_t s, flags.GetSize("segment-size", 0));
-    if (s > UINT32_MAX) return absl::InvalidArgumentError("--segment-size is too large");
-    c.segment_bytes = static_cast<uint32_t>(s);
-    c.segment_bytes_set = true;
-  }
-  if (flags.Has("metadata-dir")) c.metadata_dir = flags.Get("metadata-dir");
-  if (flags.Has("listen")) c.listen = absl::StrSplit(flags.Get("listen"), ',', absl::SkipEmpty());
-  if (flags.Has("metrics-listen")) c.metrics_listen = flags.Get("metrics-listen");
-  if (flags.Has("log-level")) c.log_level = flags.Get("log-level");
-  if (flags.Has("shutdown-timeout-ms")) {
-    TMEM_ASSIGN_OR_RETURN(uint64_t t, flags.GetUint("shutdown-timeout-ms", 0));
-    c.shutdown_timeout_ms = static_cast<int64_t>(t);
-  }
-  if (flags.Has("rpc-threads")) {
-    TMEM_ASSIGN_OR_RETURN(uint64_t t, flags.GetUint("rpc-threads", 0));
-    c.rpc_threads = static_cast<int>(std::min<uint64_t>(t, 1u << 20));
-  }
-  if (flags.Has("index-cache-entries")) {
-    TMEM_ASSIGN_OR_RETURN(c.index_cache_entries, flags.GetUint("index-cache-entries", 0));
-  }
-  if (flags.Has("nbd-listen")) c.nbd_listen = absl::StrSplit(flags.Get("nbd-listen"), ',', absl::SkipEmpty());
-  if (flags.Has("nbd-unix-socket")) c.nbd_unix_socket = flags.Get("nbd-unix-socket");
   if (flags.Has("export")) {
     // NAME=BACKEND[:SIZE]; ":ro" at the end makes it read-only.
     std::string spec = flags.Get("export");
@@ -317,18 +335,118 @@ absl::StatusOr<Config> ApplyFlags(const Flags& flags, Config c) {
     if (spec.empty()) return absl::InvalidArgumentError("--export-cache=PATH[:SIZE]: the path is empty");
     c.exports[0].cache.device = spec;
   }
-  if (flags.Has("export-cache-ram")) {
+  for (const auto& s : ExportSettings().settings()) {
+    if (s.flag.empty() || !flags.Has(s.flag)) continue;
     if (c.exports.size() != 1 || c.exports[0].cache.device.empty()) {
-      return absl::InvalidArgumentError("--export-cache-ram applies to the one cached export (--export-cache)");
+      return absl::InvalidArgumentError(absl::StrCat("--", s.flag, " applies to the one cached export (--export-cache)"));
     }
-    absl::StatusOr<uint64_t> size = ParseSize(flags.Get("export-cache-ram"));
-    if (!size.ok()) return absl::InvalidArgumentError(absl::StrCat("--export-cache-ram: ", size.status().message()));
-    c.exports[0].cache.ram_cache_bytes = *size;
+    TMEM_RETURN_IF_ERROR(ExportSettings().Set(c.exports[0], s, flags.Get(s.flag), "--" + s.flag));
   }
   c.format = flags.Has("format");
   if (c.metadata_dir.empty() && !c.device_path.empty()) c.metadata_dir = c.device_path + ".index";
   TMEM_RETURN_IF_ERROR(Check(c));
   return c;
+}
+
+std::string HelpText() {
+  std::string out =
+      "usage: tmemd --device=PATH [flags]      or      tmemd --config=FILE [flags]\n"
+      "       tmemd --version | --help | --example-config | --settings-markdown\n"
+      "  A device that does not exist is created with --device-size and formatted. A device that\n"
+      "  holds other data, is corrupt, or has another segment size is refused unless --format\n"
+      "  (which destroys its contents). Flags override the config file; each setting's config key is\n"
+      "  in brackets.\n\n";
+  auto flag_line = [&](const std::string& flag, const std::string& value, const std::string& rest,
+                       const std::string& help) {
+    const std::string head = absl::StrCat("  --", flag, value.empty() ? "" : "=" + value);
+    if (rest.empty()) {
+      absl::StrAppend(&out, head, "\n");
+    } else {
+      absl::StrAppend(&out, head, std::string(head.size() < 34 ? 34 - head.size() : 1, ' '), rest, "\n");
+    }
+    AppendWrapped(out, "      ", "", help);
+  };
+  for (const SpecialFlag& x : kSpecialFlags) flag_line(x.flag, x.value == nullptr ? "" : x.value, "", x.help);
+  auto add = [&](const auto& s, const std::string& key_prefix, const std::string& dflt) {
+    if (s.flag.empty()) return;
+    std::string rest = absl::StrCat("[", key_prefix, s.key, "] default ", dflt);
+    if (s.kind == Kind::kInt || s.kind == Kind::kSize) absl::StrAppend(&rest, ", ", s.Range());
+    flag_line(s.flag, std::string(settings::KindName(s.kind)), rest, s.help);
+  };
+  for (const auto& s : ConfigSettings().settings()) add(s, "", ShownDefault(s));
+  absl::StrAppend(&out, "\n  The cache of the one export of --export (keys of exports[].cache):\n");
+  for (const auto& s : ExportSettings().settings()) add(s, "exports[].", ShownDefault(s));
+  return out;
+}
+
+std::string ExampleConfig() {
+  std::string out =
+      "# tmemd configuration. Generated from tmemd's settings table (tmemd --example-config); every key\n"
+      "# is optional except device.path, and command-line flags override these values (tmemd --help).\n";
+  const Config defaults;
+  std::string section;
+  for (const auto& s : ConfigSettings().settings()) {
+    const auto dot = s.key.find('.');
+    const std::string sect = dot == std::string::npos ? "" : s.key.substr(0, dot);
+    const std::string leaf = dot == std::string::npos ? s.key : s.key.substr(dot + 1);
+    if (sect != section) {
+      if (!sect.empty()) absl::StrAppend(&out, "\n", sect, ":\n");
+      section = sect;
+    }
+    const std::string indent = sect.empty() ? "" : "  ";
+    AppendComment(out, indent, s.help);
+    absl::StrAppend(&out, indent, leaf, ": ", YamlValue(s, s.example.empty() ? s.show(defaults) : s.example), "\n");
+  }
+  // Exports, commented out: a running tmemd with them creates files.
+  absl::StrAppend(&out,
+                  "\n# NBD block exports (docs/nbd.md). Without exports tmemd does not listen for NBD. An example\n"
+                  "# export with every key, and a writeback cache in front of its backend:\n"
+                  "# exports:\n");
+  const Config::ExportConfig xd;
+  bool first = true, in_cache = false;
+  for (const auto& s : ExportSettings().settings()) {
+    const bool cache = s.key.rfind("cache.", 0) == 0;
+    if (cache && !in_cache) {
+      absl::StrAppend(&out, "#     cache:\n");
+      in_cache = true;
+    }
+    const std::string indent = cache ? "#       " : "#     ";
+    const std::string leaf = cache ? s.key.substr(6) : s.key;
+    std::string value = s.example.empty() ? s.show(xd) : s.example;
+    if (s.kind == Kind::kString && value.empty()) value = "\"\"";
+    std::string comment;
+    AppendComment(comment, "", s.help);
+    for (absl::string_view line : absl::StrSplit(comment, '\n', absl::SkipEmpty())) {
+      absl::StrAppend(&out, indent, std::string(line), "\n");
+    }
+    absl::StrAppend(&out, first ? "#   - " : indent, leaf, ": ", value, "\n");
+    first = false;
+  }
+  return out;
+}
+
+std::string SettingsMarkdown() {
+  std::string out =
+      "# tmemd settings\n\n"
+      "Generated from tmemd's settings table (`tmemd --settings-markdown`); a test keeps this page equal to\n"
+      "it. Each setting is a config file key and, where it has one, a command-line flag (flags override\n"
+      "the file). Values out of range are refused at start, naming the setting and its range; the\n"
+      "cache tunables are checked against the same ranges when changed at run time (Admin\n"
+      "`SET_TUNABLES`, `tmemctl cache --action=set`). Sizes take K, M, G and T (powers of 1024).\n\n";
+  auto row = [&](const auto& s, const std::string& key_prefix, const std::string& dflt) {
+    std::string range = s.kind == Kind::kInt || s.kind == Kind::kSize ? s.Range() : std::string(settings::KindName(s.kind));
+    absl::StrAppend(&out, "| `", key_prefix, s.key, "` | ", s.flag.empty() ? "" : absl::StrCat("`--", s.flag, "`"),
+                    " | ", dflt, " | ", range, " | ", s.help, " |\n");
+  };
+  const char* kHead = "| key | flag | default | range | meaning |\n|---|---|---|---|---|\n";
+  absl::StrAppend(&out, "## Daemon and NBD server\n\n", kHead);
+  for (const auto& s : ConfigSettings().settings()) row(s, "", ShownDefault(s));
+  absl::StrAppend(&out,
+                  "\n## Exports (`exports[]`)\n\nThe `--export-cache-*` flags apply to the one export given by "
+                  "`--export` and `--export-cache`.\n\n",
+                  kHead);
+  for (const auto& s : ExportSettings().settings()) row(s, "exports[].", ShownDefault(s));
+  return out;
 }
 
 }  // namespace tmem::daemon

@@ -2,8 +2,16 @@
 
 #include <gtest/gtest.h>
 
+#include <yaml-cpp/yaml.h>
+
 #include <cstdlib>
 #include <fstream>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace tmem::daemon {
 namespace {
@@ -122,15 +130,15 @@ exports:
   const auto& cache = c->exports[0].cache;
   EXPECT_EQ(cache.device, "/var/lib/tmem/db-cache.img");
   EXPECT_EQ(cache.size_bytes, 8ull << 30);
-  EXPECT_EQ(cache.barrier_deadline_us, 500);
-  EXPECT_EQ(cache.migrate_batch_segments, 16u);
-  EXPECT_EQ(cache.migrate_idle_ms, 100);
-  EXPECT_EQ(cache.migrate_max_age_ms, 9000);
-  EXPECT_EQ(cache.full_write_timeout_ms, 5000);
-  EXPECT_EQ(cache.buffer_deadline_ms, 10);
-  EXPECT_TRUE(cache.read_cache);
-  EXPECT_EQ(cache.read_cache_threshold_lines, 64u);
-  EXPECT_EQ(cache.ram_cache_bytes, 256ull << 20);
+  EXPECT_EQ(cache.options.tunables.barrier_deadline_us, 500);
+  EXPECT_EQ(cache.options.tunables.migrate_batch_segments, 16u);
+  EXPECT_EQ(cache.options.tunables.migrate_idle_ms, 100);
+  EXPECT_EQ(cache.options.tunables.migrate_max_age_ms, 9000);
+  EXPECT_EQ(cache.options.full_write_timeout_ms, 5000);
+  EXPECT_EQ(cache.options.log.flush_deadline_ns, 10'000'000);
+  EXPECT_TRUE(cache.options.read_cache);
+  EXPECT_EQ(cache.options.read_cache_threshold_lines, 64u);
+  EXPECT_EQ(cache.options.ram_cache_bytes, 256ull << 20);
 
   auto flag = Parse({"--device=/d", "--export=x=/b.img", "--export-cache=/c.img:1G"});
   ASSERT_TRUE(flag.ok()) << flag.status();
@@ -142,7 +150,14 @@ exports:
       << ro.status();
   auto ram = Parse({"--device=/d", "--export=x=/b.img", "--export-cache=/c.img:1G", "--export-cache-ram=64M"});
   ASSERT_TRUE(ram.ok()) << ram.status();
-  EXPECT_EQ(ram->exports[0].cache.ram_cache_bytes, 64ull << 20);
+  EXPECT_EQ(ram->exports[0].cache.options.ram_cache_bytes, 64ull << 20);
+  auto tuned = Parse({"--device=/d", "--export=x=/b.img", "--export-cache=/c.img", "--export-cache-migrate-idle-ms=7"});
+  ASSERT_TRUE(tuned.ok()) << tuned.status();
+  EXPECT_EQ(tuned->exports[0].cache.options.tunables.migrate_idle_ms, 7);
+  auto tuned_bad = Parse({"--device=/d", "--export=x=/b.img", "--export-cache=/c.img", "--export-cache-migrate-idle-ms=-1"});
+  EXPECT_NE(tuned_bad.status().message().find("--export-cache-migrate-idle-ms: -1 is outside 0..86400000"),
+            std::string::npos)
+      << tuned_bad.status();
   auto ram_alone = Parse({"--device=/d", "--export=x=/b.img", "--export-cache-ram=64M"});
   EXPECT_NE(ram_alone.status().message().find("--export-cache-ram applies"), std::string::npos) << ram_alone.status();
   auto ram_huge = Parse({"--device=/d", "--export=x=/b.img", "--export-cache=/c.img", "--export-cache-ram=1024T"});
@@ -153,9 +168,9 @@ exports:
   auto key = LoadConfigFile(WriteFile("cachekey.yaml", "exports:\n  - {name: a, backend: /x, cache: {device: /c, speed: 1}}\n"));
   EXPECT_NE(key.status().message().find("exports[0].cache.speed"), std::string::npos) << key.status();
   auto batch = LoadConfigFile(WriteFile("cachebatch.yaml", "device: {path: /d}\nexports:\n  - {name: a, backend: /x, cache: {device: /c, migrate_batch_segments: 0}}\n"));
-  ASSERT_TRUE(batch.ok()) << batch.status();
-  auto checked = Parse({}, *batch);
-  EXPECT_NE(checked.status().message().find("migrate_batch_segments"), std::string::npos) << checked.status();
+  EXPECT_NE(batch.status().message().find("exports[0].cache.migrate_batch_segments: 0 is outside 1..4096"),
+            std::string::npos)
+      << batch.status();
 }
 
 TEST(ConfigTest, BadNbdConfigNamesTheCulprit) {
@@ -170,12 +185,11 @@ TEST(ConfigTest, BadNbdConfigNamesTheCulprit) {
   auto nbdkey = LoadConfigFile(WriteFile("nbdkey.yaml", "nbd:\n  speed: fast\n"));
   EXPECT_NE(nbdkey.status().message().find("nbd.speed"), std::string::npos) << nbdkey.status();
   auto small = LoadConfigFile(WriteFile("small.yaml", "device: {path: /d}\nnbd:\n  max_bytes_in_flight: 1M\n"));
-  ASSERT_TRUE(small.ok());
-  EXPECT_NE(Parse({}, *small).status().message().find("at least 32M"), std::string::npos);
+  EXPECT_NE(small.status().message().find("nbd.max_bytes_in_flight: 1M is outside 32M..1T"), std::string::npos)
+      << small.status();
   auto gather = LoadConfigFile(WriteFile("gather.yaml", "device: {path: /d}\nnbd:\n  gather_us: 5000\n"));
-  ASSERT_TRUE(gather.ok());
-  EXPECT_NE(Parse({}, *gather).status().message().find("nbd.gather_us must be within 0..1000"), std::string::npos)
-      << Parse({}, *gather).status();
+  EXPECT_NE(gather.status().message().find("config nbd.gather_us: 5000 is outside 0..1000"), std::string::npos)
+      << gather.status();
   EXPECT_NE(Parse({"--device=/d", "--export=noequals"}).status().message().find("NAME=BACKEND"), std::string::npos);
   EXPECT_NE(Parse({"--device=/d", "--export=a=/x:12Q"}).status().message().find("size"), std::string::npos);
 }
@@ -214,11 +228,107 @@ TEST(ConfigTest, BadInputNamesTheCulprit) {
             std::string::npos);
   EXPECT_FALSE(Parse({"--device=/d", "--colour=blue"}).ok());
   EXPECT_EQ(Parse({"--device=/d", "--index-cache-entries=0"})->index_cache_entries, 0u);
-  EXPECT_NE(Parse({"--device=/d", "--index-cache-entries=99999999999"}).status().message().find("index cache entries"),
+  EXPECT_NE(Parse({"--device=/d", "--index-cache-entries=99999999999"})
+                .status()
+                .message()
+                .find("--index-cache-entries: 99999999999 is outside 0..4294967296"),
             std::string::npos);
-  EXPECT_NE(Parse({"--device=/d", "--rpc-threads=0"}).status().message().find("rpc threads: 0"), std::string::npos);
-  EXPECT_NE(Parse({"--device=/d", "--rpc-threads=99999999999"}).status().message().find("want 1 to 1024"),
+  EXPECT_NE(Parse({"--device=/d", "--rpc-threads=0"}).status().message().find("--rpc-threads: 0 is outside 1..1024"),
             std::string::npos);
+  EXPECT_NE(Parse({"--device=/d", "--rpc-threads=99999999999"}).status().message().find("is outside 1..1024"),
+            std::string::npos);
+}
+
+std::string ReadRunfile(const std::string& path) {
+  std::ifstream in(std::string(std::getenv("TEST_SRCDIR")) + "/tmem/" + path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Every dotted key of a YAML mapping ("nbd.gather_us", "exports.cache.migrate_idle_ms").
+void Keys(const YAML::Node& node, const std::string& prefix, std::set<std::string>& out) {
+  for (const auto& kv : node) {
+    const std::string key = prefix + kv.first.as<std::string>();
+    if (kv.second.IsMap()) {
+      Keys(kv.second, key + ".", out);
+    } else if (kv.second.IsSequence() && kv.second.size() > 0 && kv.second[0].IsMap()) {
+      for (const auto& item : kv.second) Keys(item, key + ".", out);
+    } else {
+      out.insert(key);
+    }
+  }
+}
+
+TEST(SettingsTableTest, TheShippedExampleConfigIsTheOneTheTableGenerates) {
+  EXPECT_EQ(ReadRunfile("server/main/tmemd.example.yaml"), ExampleConfig())
+      << "regenerate it: bazel-bin/server/main/tmemd --example-config > server/main/tmemd.example.yaml";
+}
+
+TEST(SettingsTableTest, TheExampleConfigListsEverySettingAndLoadsWithItsExportUncommented) {
+  // Uncomment the example export, then every key of the tables must be there, and nothing else.
+  std::string text;
+  for (absl::string_view line : absl::StrSplit(ExampleConfig(), '\n')) {
+    if (absl::StartsWith(line, "# exports:") || absl::StartsWith(line, "#   ") || absl::StartsWith(line, "#     ")) {
+      line.remove_prefix(2);
+    }
+    absl::StrAppend(&text, line, "\n");
+  }
+  std::set<std::string> listed;
+  Keys(YAML::Load(text), "", listed);
+  std::set<std::string> want;
+  for (const auto& s : ConfigSettings().settings()) want.insert(s.key);
+  for (const auto& s : ExportSettings().settings()) want.insert("exports." + s.key);
+  EXPECT_EQ(listed, want);
+  auto loaded = LoadConfigFile(WriteFile("example-with-export.yaml", text));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_EQ(loaded->exports.size(), 1u);
+  EXPECT_EQ(loaded->exports[0].cache.device, "/var/lib/tmem/disk0-cache.img");
+  EXPECT_TRUE(Parse({}, *loaded).ok()) << Parse({}, *loaded).status();
+}
+
+TEST(SettingsTableTest, HelpListsEveryFlagWithItsKeyAndRange) {
+  const std::string help = HelpText();
+  int flags = 0;
+  for (const auto& s : ConfigSettings().settings()) {
+    ASSERT_FALSE(s.flag.empty()) << s.key << " has no flag";
+    EXPECT_NE(help.find("--" + s.flag + "="), std::string::npos) << s.flag;
+    EXPECT_NE(help.find("[" + s.key + "]"), std::string::npos) << s.key;
+    if (s.kind == settings::Kind::kInt) EXPECT_NE(help.find(s.Range()), std::string::npos) << s.key;
+    EXPECT_TRUE(ValueFlags().count(s.flag)) << s.flag;
+    ++flags;
+  }
+  for (const auto& s : ExportSettings().settings()) {
+    if (s.flag.empty()) continue;
+    EXPECT_NE(help.find("--" + s.flag + "="), std::string::npos) << s.flag;
+    EXPECT_NE(help.find("[exports[]." + s.key + "]"), std::string::npos) << s.key;
+    EXPECT_TRUE(ValueFlags().count(s.flag)) << s.flag;
+    ++flags;
+  }
+  EXPECT_GE(flags, 28);  // 17 of the daemon and NBD server, 11 of the export cache
+  for (const char* special : {"--config=", "--format", "--export=", "--export-cache="}) {
+    EXPECT_NE(help.find(special), std::string::npos) << special;
+  }
+}
+
+TEST(SettingsTableTest, TheSettingsPageIsTheOneTheTableGenerates) {
+  const std::string page = ReadRunfile("docs/settings.md");
+  EXPECT_EQ(page, SettingsMarkdown())
+      << "regenerate it: bazel-bin/server/main/tmemd --settings-markdown > docs/settings.md";
+  for (const auto& s : ExportSettings().settings()) EXPECT_NE(page.find("`exports[]." + s.key + "`"), std::string::npos);
+}
+
+TEST(SettingsTableTest, EveryIntegerSettingIsRefusedJustOutsideItsRangeAndTakenAtItsEnds) {
+  for (const auto& s : ConfigSettings().settings()) {
+    if (s.kind != settings::Kind::kInt) continue;
+    SCOPED_TRACE(s.key);
+    Config c;
+    EXPECT_FALSE(s.set(c, std::to_string(s.min - 1)).ok());
+    EXPECT_FALSE(s.set(c, std::to_string(s.max + 1)).ok());
+    EXPECT_TRUE(s.set(c, std::to_string(s.min)).ok());
+    EXPECT_TRUE(s.set(c, std::to_string(s.max)).ok());
+    EXPECT_EQ(s.show(c), std::to_string(s.max));
+  }
 }
 
 }  // namespace

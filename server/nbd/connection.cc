@@ -243,7 +243,7 @@ bool Connection::Execute(Pending& p, std::vector<uint8_t>* replies, bool buffere
   const Request& r = p.req;
   const auto t0 = std::chrono::steady_clock::now();
   const int c = CommandIndex(r.type);
-  BlockBackend& b = *exp_.backend;
+  backend::BlockBackend& b = *exp_.backend;
   const bool fua = (r.flags & kCmdFlagFua) != 0;
   absl::Status st;
   std::unique_ptr<uint8_t[]> data;
@@ -256,8 +256,9 @@ bool Connection::Execute(Pending& p, std::vector<uint8_t>* replies, bool buffere
         data.reset(new uint8_t[r.length]);
         data_len = r.length;
         if (buffered) {
-          st = b.PreadBuffered(data.get(), r.length, r.offset);
-          if (absl::IsUnavailable(st)) return false;
+          absl::StatusOr<backend::BufferedOutcome> done = b.PreadBuffered(data.get(), r.length, r.offset);
+          if (done.ok() && *done == backend::BufferedOutcome::kWouldWait) return false;
+          st = done.status();
         } else {
           st = b.Pread(data.get(), r.length, r.offset);
         }
@@ -265,8 +266,9 @@ bool Connection::Execute(Pending& p, std::vector<uint8_t>* replies, bool buffere
         break;
       case kCmdWrite:
         if (buffered) {
-          st = b.PwriteBuffered(p.payload.get(), r.length, r.offset);
-          if (absl::IsUnavailable(st)) return false;
+          absl::StatusOr<backend::BufferedOutcome> done = b.PwriteBuffered(p.payload.get(), r.length, r.offset);
+          if (done.ok() && *done == backend::BufferedOutcome::kWouldWait) return false;
+          st = done.status();
         } else {
           st = b.Pwrite(p.payload.get(), r.length, r.offset, fua);
         }
@@ -285,7 +287,7 @@ bool Connection::Execute(Pending& p, std::vector<uint8_t>* replies, bool buffere
         st = absl::InvalidArgumentError("unknown command");
     }
   }
-  const uint32_t error = st.ok() ? 0 : (absl::IsCancelled(st) ? kEshutdown : NbdErrorOf(st));
+  const uint32_t error = NbdErrorOf(st);
   if (!st.ok()) {
     exp_.errors[c].fetch_add(1, std::memory_order_relaxed);
     if (error == kEio) {

@@ -13,7 +13,7 @@
 #include <thread>
 #include <vector>
 
-#include "server/nbd/memory_backend.h"
+#include "server/backend/memory_backend.h"
 #include "server/nbd/nbd_server.h"
 #include "server/nbd/protocol.h"
 #include "server/nbd/socket_io.h"
@@ -28,7 +28,7 @@ tmem::nbd::NbdServer* Server() {
       e->name = name;
       e->description = "fuzz";
       e->read_only = std::string(name) == "ro";
-      e->backend = std::make_unique<tmem::nbd::MemoryBackend>(1 << 20);
+      e->backend = std::make_unique<tmem::backend::MemoryBackend>(1 << 20);
       exports.push_back(std::move(e));
     }
     tmem::nbd::NbdServerOptions o;

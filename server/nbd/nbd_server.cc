@@ -71,7 +71,7 @@ std::vector<uint64_t> LatencyHistogram::Cumulative() const {
 }
 
 uint16_t Export::TransmissionFlags() const {
-  const BackendCaps c = backend->caps();
+  const backend::BackendCaps c = backend->caps();
   const bool ro = read_only || c.read_only;
   uint16_t f = kFlagHasFlags;
   if (ro) f |= kFlagReadOnly;

@@ -35,7 +35,7 @@
 #include "absl/status/statusor.h"
 #include "common/mutex.h"
 #include "common/stats.h"
-#include "server/nbd/block_backend.h"
+#include "server/backend/block_backend.h"
 
 namespace tmem::nbd {
 
@@ -60,7 +60,7 @@ struct Export {
   std::string name;
   std::string description;
   bool read_only = false;
-  std::unique_ptr<BlockBackend> backend;
+  std::unique_ptr<backend::BlockBackend> backend;
 
   // Per command (index: NBD command type 0..7; 8 = unknown).
   static constexpr int kCommands = 9;
@@ -143,7 +143,9 @@ class NbdServer {
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-// Converts a backend error into the NBD error the protocol names.
+// Converts a backend error into the NBD error the protocol names (the one place): OK → 0,
+// PermissionDenied → EPERM, InvalidArgument and OutOfRange → EINVAL, ResourceExhausted →
+// ENOSPC, Cancelled (the server is stopping) → ESHUTDOWN, anything else → EIO.
 uint32_t NbdErrorOf(const absl::Status& status);
 
 // Drives one accepted connection to the end: handshake, then requests. For the listener and

@@ -17,13 +17,18 @@
 #include <thread>
 #include <vector>
 
-#include "server/nbd/memory_backend.h"
+#include "server/backend/memory_backend.h"
 #include "server/nbd/nbd_server.h"
 #include "server/nbd/protocol.h"
 #include "server/nbd/socket_io.h"
 
 namespace tmem::nbd {
 namespace {
+
+using backend::BackendCaps;
+using backend::BlockBackend;
+using backend::BufferedOutcome;
+using backend::MemoryBackend;
 
 // A memory backend whose reads and writes wait while the gate is closed, counting callers.
 class GatedBackend final : public BlockBackend {
@@ -41,25 +46,27 @@ class GatedBackend final : public BlockBackend {
     return mem_.Pwrite(buf, len, offset, fua);
   }
   // Serves reads "from memory" once AllowBufferedReads() is called; declines before.
-  absl::Status PreadBuffered(void* buf, uint32_t len, uint64_t offset) override {
-    if (!buffered_reads_.load()) return absl::UnavailableError("not in memory");
+  absl::StatusOr<BufferedOutcome> PreadBuffered(void* buf, uint32_t len, uint64_t offset) override {
+    if (!buffered_reads_.load()) return BufferedOutcome::kWouldWait;
     buffered_reads_served_.fetch_add(1);
     Enter(offset);
-    return mem_.Pread(buf, len, offset);
+    if (absl::Status st = mem_.Pread(buf, len, offset); !st.ok()) return st;
+    return BufferedOutcome::kDone;
   }
   void AllowBufferedReads() { buffered_reads_ = true; }
   int buffered_reads_served() const { return buffered_reads_served_.load(); }
   // Declines (as a full buffer would) at the offsets given to Decline.
-  absl::Status PwriteBuffered(const void* buf, uint32_t len, uint64_t offset) override {
+  absl::StatusOr<BufferedOutcome> PwriteBuffered(const void* buf, uint32_t len, uint64_t offset) override {
     buffered_.fetch_add(1);
     {
       std::lock_guard<std::mutex> l(mu_);
       if (std::find(declined_.begin(), declined_.end(), offset) != declined_.end()) {
-        return absl::UnavailableError("no room");
+        return BufferedOutcome::kWouldWait;
       }
     }
     Enter(offset);
-    return mem_.Pwrite(buf, len, offset, false);
+    if (absl::Status st = mem_.Pwrite(buf, len, offset, false); !st.ok()) return st;
+    return BufferedOutcome::kDone;
   }
   absl::Status Flush() override { return absl::OkStatus(); }
   absl::Status Trim(uint64_t o, uint64_t l, bool f) override { return mem_.Trim(o, l, f); }

@@ -104,7 +104,7 @@ C cache --export=nosuch > "$T/nosuch.out" 2>&1; rc=$?
 [ $rc -eq 1 ] && grep -q "no export named 'nosuch'" "$T/nosuch.out" && ok "an unknown export is named in the error" \
   || bad "unknown export: rc $rc $(cat "$T/nosuch.out")"
 C cache --export=cached --action=set --migrate-batch-segments=0 > "$T/bad.out" 2>&1; rc=$?
-[ $rc -eq 1 ] && grep -q "migration batch must be positive" "$T/bad.out" && ok "a bad tunable is refused" \
+[ $rc -eq 1 ] && grep -q "migrate_batch_segments: 0 is outside 1..4096" "$T/bad.out" && ok "a bad tunable is refused" \
   || bad "bad tunable: rc $rc $(cat "$T/bad.out")"
 C cache --export=cached --action=set --migrate-idle-ms=20 > /dev/null 2>&1 || bad "restore the idle time"
 
