@@ -4,7 +4,6 @@
 #include <prometheus/exposer.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
-#include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
@@ -15,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/latency_histogram.h"
 #include "common/mutex.h"
 #include "common/version.h"
 
@@ -91,21 +91,14 @@ class VisitorCollectable final : public prometheus::Collectable {
   const Metrics::Source source_;
 };
 
-const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
-  static const auto* buckets = new prometheus::Histogram::BucketBoundaries{
-      10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 0.1, 0.25, 0.5, 1.0};
-  return *buckets;
-}
-
 }  // namespace
 
 struct Metrics::State final : public LatencyObserver {
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
   std::shared_ptr<VisitorCollectable> stats;
   std::unique_ptr<prometheus::Exposer> exposer;
-  prometheus::Family<prometheus::Histogram>* latency_family = nullptr;
-  Mutex mu;
-  std::map<std::string, prometheus::Histogram*, std::less<>> histograms ABSL_GUARDED_BY(mu);
+  Mutex mu;  // a leaf
+  std::map<std::string, std::unique_ptr<LatencyHistogram>, std::less<>> histograms ABSL_GUARDED_BY(mu);
 
   // Callers stop observing before the State goes (tmemd: after grpc::Server::Wait). Taking the
   // lock orders the last observation before the map's destruction in a way ThreadSanitizer can
@@ -116,18 +109,21 @@ struct Metrics::State final : public LatencyObserver {
   }
 
   void ObserveLatency(std::string_view method, double seconds) override {
-    prometheus::Histogram* h;
+    LatencyHistogram* h;
     {
       MutexLock lock(&mu);
       auto it = histograms.find(method);
-      if (it == histograms.end()) {
-        h = &latency_family->Add({{"method", std::string(method)}}, LatencyBuckets());
-        histograms.emplace(std::string(method), h);
-      } else {
-        h = it->second;
-      }
+      if (it == histograms.end()) it = histograms.emplace(std::string(method), std::make_unique<LatencyHistogram>()).first;
+      h = it->second.get();  // never removed while the State lives
     }
-    h->Observe(seconds);  // prometheus-cpp histograms are thread-safe
+    h->Record(seconds);
+  }
+
+  void VisitLatencies(StatsVisitor& v) {
+    MutexLock lock(&mu);
+    for (const auto& [method, h] : histograms) {
+      h->Visit(v, "request_duration_seconds", "Time to serve a request, by method.", {{"method", method}});
+    }
   }
 };
 
@@ -140,11 +136,11 @@ Metrics::~Metrics() {
 
 absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& listen_address, Source source) {
   auto state = std::make_unique<State>();
-  state->stats = std::make_shared<VisitorCollectable>(std::move(source));
-  state->latency_family = &prometheus::BuildHistogram()
-                               .Name("tmem_request_duration_seconds")
-                               .Help("Time to serve a request, by method.")
-                               .Register(*state->registry);
+  // The state outlives the exposer (~Metrics stops serving first), so the collectable may use it.
+  state->stats = std::make_shared<VisitorCollectable>([source = std::move(source), s = state.get()](StatsVisitor& v) {
+    source(v);
+    s->VisitLatencies(v);
+  });
   prometheus::BuildGauge()
       .Name("tmem_build_info")
       .Help("Build information; the value is always 1.")

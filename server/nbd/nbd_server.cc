@@ -45,31 +45,6 @@ uint32_t NbdErrorOf(const absl::Status& s) {
   }
 }
 
-const std::vector<double>& LatencyHistogram::Bounds() {
-  static const std::vector<double> b = {25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3,
-                                        10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5};
-  return b;
-}
-
-void LatencyHistogram::Record(double seconds) {
-  const auto& b = Bounds();
-  size_t i = 0;
-  while (i < b.size() && seconds > b[i]) ++i;
-  if (i < b.size()) buckets_[i].fetch_add(1, std::memory_order_relaxed);
-  count_.fetch_add(1, std::memory_order_relaxed);
-  sum_ns_.fetch_add(static_cast<uint64_t>(seconds * 1e9), std::memory_order_relaxed);
-}
-
-std::vector<uint64_t> LatencyHistogram::Cumulative() const {
-  std::vector<uint64_t> out;
-  uint64_t acc = 0;
-  for (size_t i = 0; i < Bounds().size(); ++i) {
-    acc += buckets_[i].load(std::memory_order_relaxed);
-    out.push_back(acc);
-  }
-  return out;
-}
-
 uint16_t Export::TransmissionFlags() const {
   const backend::BackendCaps c = backend->caps();
   const bool ro = read_only || c.read_only;
@@ -286,9 +261,8 @@ void NbdServer::VisitStats(StatsVisitor& v) const {
       v.Counter("nbd_requests", "NBD requests received, by export and command", n, l);
       v.Counter("nbd_request_errors", "NBD requests answered with an error, by export and command",
                 e->errors[c].load(std::memory_order_relaxed), l);
-      v.Histogram("nbd_request_duration_seconds", "Time from reading an NBD request to sending its reply",
-                  LatencyHistogram::Bounds(), e->latency[c].Cumulative(), e->latency[c].Count(), e->latency[c].Sum(),
-                  l);
+      e->latency[c].Visit(v, "nbd_request_duration_seconds", "Time from reading an NBD request to sending its reply",
+                          l);
     }
     v.Counter("nbd_read_bytes", "Bytes read by NBD clients", e->bytes_read.load(std::memory_order_relaxed), ex);
     v.Counter("nbd_written_bytes", "Bytes written by NBD clients", e->bytes_written.load(std::memory_order_relaxed),

@@ -35,25 +35,10 @@
 #include "absl/status/statusor.h"
 #include "common/mutex.h"
 #include "common/stats.h"
+#include "common/latency_histogram.h"
 #include "server/backend/block_backend.h"
 
 namespace tmem::nbd {
-
-// Fixed-bucket latency histogram (seconds), lock-free to record.
-class LatencyHistogram {
- public:
-  static const std::vector<double>& Bounds();
-  void Record(double seconds);
-  // Cumulative counts per bound (Prometheus style), then the sum.
-  std::vector<uint64_t> Cumulative() const;
-  double Sum() const { return static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) / 1e9; }
-  uint64_t Count() const { return count_.load(std::memory_order_relaxed); }
-
- private:
-  std::atomic<uint64_t> buckets_[16] = {};
-  std::atomic<uint64_t> count_{0};
-  std::atomic<uint64_t> sum_ns_{0};
-};
 
 // One export: a name, a backend and its counters.
 struct Export {
