@@ -45,14 +45,15 @@ std::shared_ptr<tmem::v1::PagePoolClient> NewPagePoolClient(const std::string& a
   return tmem::v1::PagePool::NewStub(::grpc::CreateCustomChannel(address, ::grpc::InsecureChannelCredentials(), args));
 }
 
+}  // namespace
+
+// A flush of a page, an object or a whole pool, queued per server until delivered.
 struct DeferredFlush {
   enum class Kind { kPage, kObject, kPool } kind;
   PoolRef pool;
   std::string object;
   uint64_t index = 0;
 };
-
-}  // namespace
 
 struct TmemClient::Pool {
   PoolRef ref;
@@ -495,43 +496,36 @@ absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<co
   return hits;
 }
 
-absl::Status TmemClient::FlushPage(PoolRef ref, std::string_view object, uint64_t index) {
-  Pool* pool = FindPool(ref);
-  if (pool == nullptr) return absl::NotFoundError(absl::StrCat("pool ", ref, " was not created by this client"));
-  Server& s = *servers_[ServerFor(ref, object)];
-  {
-    // Queue it, then let Prepare deliver it with anything queued before it.
-    MutexLock lock(&s.mu);
-    s.deferred.push_back({DeferredFlush::Kind::kPage, ref, std::string(object), index});
+absl::Status TmemClient::Invalidate(DeferredFlush flush) {
+  Pool* pool = FindPool(flush.pool);
+  if (pool == nullptr) return absl::NotFoundError(absl::StrCat("pool ", flush.pool, " was not created by this client"));
+  // A page or an object lives on one server; a whole pool on all of them.
+  std::vector<Server*> targets;
+  if (flush.kind == DeferredFlush::Kind::kPool) {
+    for (auto& s : servers_) targets.push_back(s.get());
+  } else {
+    targets.push_back(servers_[ServerFor(flush.pool, flush.object)].get());
   }
-  if (!Prepare(s, *pool).ok()) counters_.flushes_deferred.fetch_add(1, std::memory_order_relaxed);
-  return absl::OkStatus();
-}
-
-absl::Status TmemClient::FlushObject(PoolRef ref, std::string_view object) {
-  Pool* pool = FindPool(ref);
-  if (pool == nullptr) return absl::NotFoundError(absl::StrCat("pool ", ref, " was not created by this client"));
-  Server& s = *servers_[ServerFor(ref, object)];
-  {
-    MutexLock lock(&s.mu);
-    s.deferred.push_back({DeferredFlush::Kind::kObject, ref, std::string(object), 0});
-  }
-  if (!Prepare(s, *pool).ok()) counters_.flushes_deferred.fetch_add(1, std::memory_order_relaxed);
-  return absl::OkStatus();
-}
-
-absl::Status TmemClient::FlushPool(PoolRef ref) {
-  Pool* pool = FindPool(ref);
-  if (pool == nullptr) return absl::NotFoundError(absl::StrCat("pool ", ref, " was not created by this client"));
-  for (auto& s : servers_) {
+  for (Server* s : targets) {
     {
+      // Queue it, then let Prepare deliver it with anything queued before it.
       MutexLock lock(&s->mu);
-      s->deferred.push_back({DeferredFlush::Kind::kPool, ref, "", 0});
+      s->deferred.push_back(flush);
     }
     if (!Prepare(*s, *pool).ok()) counters_.flushes_deferred.fetch_add(1, std::memory_order_relaxed);
   }
   return absl::OkStatus();
 }
+
+absl::Status TmemClient::FlushPage(PoolRef ref, std::string_view object, uint64_t index) {
+  return Invalidate({DeferredFlush::Kind::kPage, ref, std::string(object), index});
+}
+
+absl::Status TmemClient::FlushObject(PoolRef ref, std::string_view object) {
+  return Invalidate({DeferredFlush::Kind::kObject, ref, std::string(object), 0});
+}
+
+absl::Status TmemClient::FlushPool(PoolRef ref) { return Invalidate({DeferredFlush::Kind::kPool, ref, "", 0}); }
 
 absl::Status TmemClient::DestroyPool(PoolRef ref) {
   std::unique_ptr<Pool> gone;

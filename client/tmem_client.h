@@ -46,6 +46,8 @@ namespace tmem::client {
 
 class SessionStream;
 
+struct DeferredFlush;  // tmem_client.cc
+
 struct ClientOptions {
   std::vector<std::string> servers;  // host:port of every tmemd
   int64_t call_timeout_ms = 1000;
@@ -122,6 +124,9 @@ class TmemClient {
   explicit TmemClient(const ClientOptions& options);
 
   Pool* FindPool(PoolRef ref);
+  // The one path of the three flushes: queues `flush` on the servers it concerns and delivers
+  // what it can (the rest is replayed before those servers' next calls).
+  absl::Status Invalidate(DeferredFlush flush);
   size_t ServerForKey(std::string_view hash_key, std::string_view object) const;
   struct Part;
   std::vector<Part> Split(const Pool& pool, size_t count, const std::function<std::string_view(size_t)>& object) const;

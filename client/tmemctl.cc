@@ -8,6 +8,8 @@
 #include <cstring>
 #include <iostream>
 #include <map>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -21,71 +23,8 @@
 namespace tmem::ctl {
 namespace {
 
-struct Command {
-  const char* usage;
-  std::set<std::string> value_flags;
-  std::set<std::string> bool_flags;
-};
-
-const std::map<std::string, Command>& Commands() {
-  static const auto* c = new std::map<std::string, Command>{
-      {"info", {"tmemctl info: the server's instance id, version and capacity", {}, {}}},
-      {"health",
-       {"tmemctl health [--service=NAME]: asks the standard gRPC health service (grpc.health.v1) and prints "
-        "SERVING or NOT_SERVING; exit 0 only when serving (an exec probe where gRPC probes are not available)",
-        {"service"},
-        {}}},
-      {"pools", {"tmemctl pools: every pool with its kind and page size", {}, {}}},
-      {"exports",
-       {"tmemctl exports: every NBD export with its size, mode, open connections, backend and description, and "
-        "where NBD clients connect",
-        {},
-        {}}},
-      {"cache",
-       {"tmemctl cache --export=NAME [--action=status|flush|migrate-now|drain|set] [--barrier-deadline-us=N] "
-        "[--migrate-batch-segments=N] [--migrate-idle-ms=N] [--migrate-free-segments-low=N] [--migrate-max-age-ms=N]: "
-        "a cached export's "
-        "writeback cache: its state (dirty bytes, segments, hits), or an action then its state; drain returns "
-        "when no dirty line remains (however long that takes, unless --timeout-ms is given); set changes the tunables given",
-        {"export", "action", "barrier-deadline-us", "migrate-batch-segments", "migrate-idle-ms",
-         "migrate-free-segments-low", "migrate-max-age-ms"},
-        {}}},
-      {"create-pool",
-       {"tmemctl create-pool [--page-size=4096] [--shared-uuid=32 hex digits] [--tenant=NAME]: prints the pool id",
-        {"page-size", "shared-uuid", "tenant"},
-        {}}},
-      {"destroy-pool", {"tmemctl destroy-pool --pool=N: frees the pool and all its pages", {"pool"}, {}}},
-      {"stats", {"tmemctl stats --pool=N: the pool's counters", {"pool"}, {}}},
-      {"put",
-       {"tmemctl put --pool=N --object=KEY [--index=FIRST] [--file=PATH]: stores the file (default stdin) as "
-        "consecutive pages from index FIRST; the last page is padded with zeros",
-        {"pool", "object", "index", "file"},
-        {}}},
-      {"get",
-       {"tmemctl get --pool=N --object=KEY [--index=FIRST] [--count=1] [--file=PATH]: writes the pages that hit "
-        "(default stdout) and reports hits and misses on stderr; a miss is written as zeros",
-        {"pool", "object", "index", "count", "file"},
-        {}}},
-      {"bench",
-       {"tmemctl bench [--threads=8] [--batch=32] [--pages=100000] [--seconds=5] [--page-size=4096] "
-        "[--singles=2000]: puts pages into a new shared pool, gets random ones back, times single gets "
-        "(--server may list several servers, comma-separated: the pool is sharded over them)",
-        {"threads", "batch", "pages", "seconds", "page-size", "singles"},
-        {}}},
-      {"flush",
-       {"tmemctl flush --pool=N [--object=KEY [--index=I]]: invalidates one page, one object or the whole pool",
-        {"pool", "object", "index"},
-        {}}},
-  };
-  return *c;
-}
-
-int Usage(const std::string& why) {
-  std::fprintf(stderr, "tmemctl: %s\nusage: tmemctl [--server=HOST:PORT] [--timeout-ms=5000] COMMAND [flags]\n",
-               why.c_str());
-  for (const auto& [name, cmd] : Commands()) std::fprintf(stderr, "  %s\n", cmd.usage);
-  return 2;
-}
+// Prints why and every command's usage; exit status 2.
+int Usage(const std::string& why);
 
 void PrintCache(const std::string& name, const tmem::v1::CacheStatus& c) {
   std::printf("export            %s\n", name.c_str());
@@ -197,272 +136,430 @@ int Health(Client& c, ::grpc::ClientContext& ctx, const std::string& service) {
   return resp.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
 }
 
-int Run(Client& c, const std::string& cmd, const Flags& f) {
+// What every command gets: the global flags.
+struct Invocation {
+  std::string server = "127.0.0.1:7070";
+  int64_t timeout_ms = 5000;
+  bool timeout_given = false;
+};
+
+// A context with the default deadline.
+struct Call {
+  explicit Call(const Client& c) { c.Prepare(&ctx); }
   ::grpc::ClientContext ctx;
-  c.Prepare(&ctx);
-  if (cmd == "health") return Health(c, ctx, f.Get("service"));
-  if (cmd == "info") {
-    tmem::v1::ServerInfoResponse r;
-    ::grpc::Status s = c.admin().ServerInfo(&ctx, {}, &r);
-    if (!s.ok()) return Failed("info", s, c.server());
-    std::printf("server      %s\nversion     %s\ninstance    %lu\ncapacity    %lu bytes (%lu segments of %u)\n"
-                "used        %lu bytes\nfree        %lu segments\nwarm start  %s\n",
-                c.server().c_str(), r.version().c_str(), r.instance_id(), r.capacity_bytes(), r.segment_count(),
-                r.segment_bytes(), r.used_bytes(), r.free_segments(), r.kept_pages_from_previous_run() ? "yes" : "no");
-    return 0;
+};
+
+int CmdHealth(Client& c, const Flags& f) {
+  Call call(c);
+  return Health(c, call.ctx, f.Get("service"));
+}
+
+int CmdInfo(Client& c, const Flags&) {
+  Call call(c);
+  tmem::v1::ServerInfoResponse r;
+  ::grpc::Status s = c.admin().ServerInfo(&call.ctx, {}, &r);
+  if (!s.ok()) return Failed("info", s, c.server());
+  std::printf("server      %s\nversion     %s\ninstance    %lu\ncapacity    %lu bytes (%lu segments of %u)\n"
+              "used        %lu bytes\nfree        %lu segments\nwarm start  %s\n",
+              c.server().c_str(), r.version().c_str(), r.instance_id(), r.capacity_bytes(), r.segment_count(),
+              r.segment_bytes(), r.used_bytes(), r.free_segments(), r.kept_pages_from_previous_run() ? "yes" : "no");
+  return 0;
+}
+
+int CmdPools(Client& c, const Flags&) {
+  Call call(c);
+  tmem::v1::ListPoolsResponse r;
+  ::grpc::Status s = c.admin().ListPools(&call.ctx, {}, &r);
+  if (!s.ok()) return Failed("pools", s, c.server());
+  std::printf("%-8s %-8s %-10s %s\n", "pool", "kind", "page size", "tenant");
+  for (const auto& p : r.pools()) {
+    std::printf("%-8u %-8s %-10u %s\n", p.pool_id(), p.shared() ? "shared" : "private", p.page_bytes(),
+                p.tenant().c_str());
   }
-  if (cmd == "pools") {
-    tmem::v1::ListPoolsResponse r;
-    ::grpc::Status s = c.admin().ListPools(&ctx, {}, &r);
-    if (!s.ok()) return Failed("pools", s, c.server());
-    std::printf("%-8s %-8s %-10s %s\n", "pool", "kind", "page size", "tenant");
-    for (const auto& p : r.pools()) {
-      std::printf("%-8u %-8s %-10u %s\n", p.pool_id(), p.shared() ? "shared" : "private", p.page_bytes(),
-                  p.tenant().c_str());
-    }
-    return 0;
+  return 0;
+}
+
+int CmdExports(Client& c, const Flags&) {
+  Call call(c);
+  tmem::v1::ListExportsResponse r;
+  ::grpc::Status s = c.admin().ListExports(&call.ctx, {}, &r);
+  if (!s.ok()) return Failed("exports", s, c.server());
+  std::printf("%-16s %14s %-4s %6s  %-40s %s\n", "export", "size", "mode", "conns", "backend", "description");
+  for (const auto& e : r.exports()) {
+    std::printf("%-16s %14lu %-4s %6lu  %-40s %s\n", e.name().c_str(), e.size_bytes(), e.read_only() ? "ro" : "rw",
+                e.open_connections(), e.backend().c_str(), e.description().c_str());
   }
-  if (cmd == "exports") {
-    tmem::v1::ListExportsResponse r;
-    ::grpc::Status s = c.admin().ListExports(&ctx, {}, &r);
-    if (!s.ok()) return Failed("exports", s, c.server());
-    std::printf("%-16s %14s %-4s %6s  %-40s %s\n", "export", "size", "mode", "conns", "backend", "description");
-    for (const auto& e : r.exports()) {
-      std::printf("%-16s %14lu %-4s %6lu  %-40s %s\n", e.name().c_str(), e.size_bytes(), e.read_only() ? "ro" : "rw",
-                  e.open_connections(), e.backend().c_str(), e.description().c_str());
-    }
-    for (const auto& a : r.nbd_addresses()) std::printf("nbd://%s/EXPORT\n", a.c_str());
-    if (!r.nbd_unix_socket().empty()) std::printf("nbd+unix:///EXPORT?socket=%s\n", r.nbd_unix_socket().c_str());
-    return 0;
-  }
-  if (cmd == "cache") {
-    if (!f.Has("export")) return Usage("cache needs --export=NAME");
-    const std::string action = f.Get("action", "status");
-    tmem::v1::ExportControlRequest req;
-    req.set_export_name(f.Get("export"));
-    if (action == "status") {
-      // Read the state through the export list (no action).
-      tmem::v1::ListExportsResponse r;
-      ::grpc::Status s = c.admin().ListExports(&ctx, {}, &r);
-      if (!s.ok()) return Failed("cache", s, c.server());
-      for (const auto& e : r.exports()) {
-        if (e.name() != req.export_name()) continue;
-        if (!e.has_cache()) {
-          std::fprintf(stderr, "tmemctl: export '%s' has no writeback cache\n", e.name().c_str());
-          return 1;
-        }
-        PrintCache(e.name(), e.cache());
-        return 0;
-      }
-      std::fprintf(stderr, "tmemctl: no export named '%s'\n", req.export_name().c_str());
+  for (const auto& a : r.nbd_addresses()) std::printf("nbd://%s/EXPORT\n", a.c_str());
+  if (!r.nbd_unix_socket().empty()) std::printf("nbd+unix:///EXPORT?socket=%s\n", r.nbd_unix_socket().c_str());
+  return 0;
+}
+
+// cache --action=status: the state through the export list (no action).
+int CacheStatus(Client& c, const std::string& name) {
+  Call call(c);
+  tmem::v1::ListExportsResponse r;
+  ::grpc::Status s = c.admin().ListExports(&call.ctx, {}, &r);
+  if (!s.ok()) return Failed("cache", s, c.server());
+  for (const auto& e : r.exports()) {
+    if (e.name() != name) continue;
+    if (!e.has_cache()) {
+      std::fprintf(stderr, "tmemctl: export '%s' has no writeback cache\n", e.name().c_str());
       return 1;
     }
-    if (action == "flush") {
-      req.set_action(tmem::v1::ExportControlRequest::FLUSH);
-    } else if (action == "migrate-now") {
-      req.set_action(tmem::v1::ExportControlRequest::MIGRATE_NOW);
-    } else if (action == "drain") {
-      req.set_action(tmem::v1::ExportControlRequest::DRAIN);
-    } else if (action == "set") {
-      req.set_action(tmem::v1::ExportControlRequest::SET_TUNABLES);
-      tmem::v1::CacheTunables* t = req.mutable_tunables();
-      bool any = false;
-      for (const char* name : {"barrier-deadline-us", "migrate-batch-segments", "migrate-idle-ms",
-                               "migrate-free-segments-low", "migrate-max-age-ms"}) {
-        if (!f.Has(name)) continue;
-        auto v = f.GetUint(name, 0);
-        if (!v.ok()) return Usage(std::string(v.status().message()));
-        any = true;
-        const std::string n = name;
-        if (n == "barrier-deadline-us") t->set_barrier_deadline_us(static_cast<int64_t>(*v));
-        if (n == "migrate-batch-segments") t->set_migrate_batch_segments(static_cast<uint32_t>(*v));
-        if (n == "migrate-idle-ms") t->set_migrate_idle_ms(static_cast<int64_t>(*v));
-        if (n == "migrate-free-segments-low") t->set_migrate_free_segments_low(static_cast<uint32_t>(*v));
-        if (n == "migrate-max-age-ms") t->set_migrate_max_age_ms(static_cast<int64_t>(*v));
-      }
-      if (!any) return Usage("cache --action=set needs at least one tunable flag");
-    } else {
-      return Usage("cache --action wants status, flush, migrate-now, drain or set");
-    }
-    tmem::v1::ExportControlResponse r;
-    ::grpc::Status s;
-    if (action == "drain") {
-      // Returns when no dirty line remains, which takes as long as the backing store needs.
-      ::grpc::ClientContext drain_ctx;
-      if (!c.PrepareUnbounded(&drain_ctx)) {
-        std::fprintf(stderr, "tmemctl: cannot reach tmemd at %s\n", c.server().c_str());
-        return 1;
-      }
-      s = c.admin().ExportControl(&drain_ctx, req, &r);
-      if (s.error_code() == ::grpc::StatusCode::DEADLINE_EXCEEDED && c.timeout_given()) {
-        std::fprintf(stderr, "tmemctl: drain of '%s' did not finish within --timeout-ms; dirty data remains "
-                     "and migration goes on (see tmemctl cache --action=status)\n", req.export_name().c_str());
-        return 1;
-      }
-    } else {
-      s = c.admin().ExportControl(&ctx, req, &r);
-    }
-    if (!s.ok()) return Failed("cache " + action, s, c.server());
-    PrintCache(req.export_name(), r.cache());
+    PrintCache(e.name(), e.cache());
     return 0;
   }
-  if (cmd == "create-pool") {
-    auto page = f.GetSize("page-size", 4096);
-    if (!page.ok()) return Usage(std::string(page.status().message()));
-    tmem::v1::CreatePoolResponse r;
-    ::grpc::Status s;
-    if (f.Has("shared-uuid")) {
-      tmem::v1::CreateSharedPoolRequest req;
-      std::string uuid;
-      if (!HexToBytes(f.Get("shared-uuid"), &uuid)) return Usage("--shared-uuid wants 32 hex digits");
-      req.set_uuid(uuid);
-      req.set_page_bytes(static_cast<uint32_t>(*page));
-      req.set_tenant(f.Get("tenant"));
-      s = c.pool().CreateSharedPool(&ctx, req, &r);
-    } else {
-      tmem::v1::CreatePoolRequest req;
-      req.set_page_bytes(static_cast<uint32_t>(*page));
-      s = c.pool().CreatePool(&ctx, req, &r);
+  std::fprintf(stderr, "tmemctl: no export named '%s'\n", name.c_str());
+  return 1;
+}
+
+int CmdCache(Client& c, const Flags& f) {
+  if (!f.Has("export")) return Usage("cache needs --export=NAME");
+  const std::string action = f.Get("action", "status");
+  tmem::v1::ExportControlRequest req;
+  req.set_export_name(f.Get("export"));
+  if (action == "status") return CacheStatus(c, req.export_name());
+  if (action == "flush") {
+    req.set_action(tmem::v1::ExportControlRequest::FLUSH);
+  } else if (action == "migrate-now") {
+    req.set_action(tmem::v1::ExportControlRequest::MIGRATE_NOW);
+  } else if (action == "drain") {
+    req.set_action(tmem::v1::ExportControlRequest::DRAIN);
+  } else if (action == "set") {
+    req.set_action(tmem::v1::ExportControlRequest::SET_TUNABLES);
+    tmem::v1::CacheTunables* t = req.mutable_tunables();
+    // Each tunable's flag and proto field; the server checks the values against its ranges.
+    const std::pair<const char*, void (*)(tmem::v1::CacheTunables*, uint64_t)> kTunables[] = {
+        {"barrier-deadline-us", [](tmem::v1::CacheTunables* x, uint64_t v) { x->set_barrier_deadline_us(static_cast<int64_t>(v)); }},
+        {"migrate-batch-segments", [](tmem::v1::CacheTunables* x, uint64_t v) { x->set_migrate_batch_segments(static_cast<uint32_t>(v)); }},
+        {"migrate-idle-ms", [](tmem::v1::CacheTunables* x, uint64_t v) { x->set_migrate_idle_ms(static_cast<int64_t>(v)); }},
+        {"migrate-free-segments-low", [](tmem::v1::CacheTunables* x, uint64_t v) { x->set_migrate_free_segments_low(static_cast<uint32_t>(v)); }},
+        {"migrate-max-age-ms", [](tmem::v1::CacheTunables* x, uint64_t v) { x->set_migrate_max_age_ms(static_cast<int64_t>(v)); }},
+    };
+    bool any = false;
+    for (const auto& [name, set] : kTunables) {
+      if (!f.Has(name)) continue;
+      auto v = f.GetUint(name, 0);
+      if (!v.ok()) return Usage(std::string(v.status().message()));
+      if (*v > UINT32_MAX && std::string(name).find("segments") != std::string::npos) {
+        return Usage(absl::StrCat("--", name, " is too large"));
+      }
+      set(t, *v);
+      any = true;
     }
-    if (!s.ok()) return Failed("create-pool", s, c.server());
-    std::printf("%u\n", r.pool_id());
-    return 0;
+    if (!any) return Usage("cache --action=set needs at least one tunable flag");
+  } else {
+    return Usage("cache --action wants status, flush, migrate-now, drain or set");
   }
+  tmem::v1::ExportControlResponse r;
+  ::grpc::Status s;
+  if (action == "drain") {
+    // Returns when no dirty line remains, which takes as long as the backing store needs.
+    ::grpc::ClientContext drain_ctx;
+    if (!c.PrepareUnbounded(&drain_ctx)) {
+      std::fprintf(stderr, "tmemctl: cannot reach tmemd at %s\n", c.server().c_str());
+      return 1;
+    }
+    s = c.admin().ExportControl(&drain_ctx, req, &r);
+    if (s.error_code() == ::grpc::StatusCode::DEADLINE_EXCEEDED && c.timeout_given()) {
+      std::fprintf(stderr, "tmemctl: drain of '%s' did not finish within --timeout-ms; dirty data remains "
+                   "and migration goes on (see tmemctl cache --action=status)\n", req.export_name().c_str());
+      return 1;
+    }
+  } else {
+    Call call(c);
+    s = c.admin().ExportControl(&call.ctx, req, &r);
+  }
+  if (!s.ok()) return Failed("cache " + action, s, c.server());
+  PrintCache(req.export_name(), r.cache());
+  return 0;
+}
+
+int CmdCreatePool(Client& c, const Flags& f) {
+  auto page = f.GetSize("page-size", 4096);
+  if (!page.ok()) return Usage(std::string(page.status().message()));
+  Call call(c);
+  tmem::v1::CreatePoolResponse r;
+  ::grpc::Status s;
+  if (f.Has("shared-uuid")) {
+    tmem::v1::CreateSharedPoolRequest req;
+    std::string uuid;
+    if (!HexToBytes(f.Get("shared-uuid"), &uuid)) return Usage("--shared-uuid wants 32 hex digits");
+    req.set_uuid(uuid);
+    req.set_page_bytes(static_cast<uint32_t>(*page));
+    req.set_tenant(f.Get("tenant"));
+    s = c.pool().CreateSharedPool(&call.ctx, req, &r);
+  } else {
+    tmem::v1::CreatePoolRequest req;
+    req.set_page_bytes(static_cast<uint32_t>(*page));
+    s = c.pool().CreatePool(&call.ctx, req, &r);
+  }
+  if (!s.ok()) return Failed("create-pool", s, c.server());
+  std::printf("%u\n", r.pool_id());
+  return 0;
+}
+
+int CmdDestroyPool(Client& c, const Flags& f) {
   auto pool = PoolFlag(f);
   if (!pool.ok()) return Usage(std::string(pool.status().message()));
-  if (cmd == "destroy-pool") {
-    tmem::v1::DestroyPoolRequest req;
-    req.set_pool_id(*pool);
-    tmem::v1::DestroyPoolResponse r;
-    ::grpc::Status s = c.pool().DestroyPool(&ctx, req, &r);
-    return s.ok() ? 0 : Failed("destroy-pool", s, c.server());
-  }
-  if (cmd == "stats") {
-    tmem::v1::PoolStatsRequest req;
-    req.set_pool_id(*pool);
-    tmem::v1::PoolStatsResponse r;
-    ::grpc::Status s = c.admin().PoolStats(&ctx, req, &r);
-    if (!s.ok()) return Failed("stats", s, c.server());
-    std::printf("pool %u (%s, %u-byte pages)\nputs          %lu\nputs dropped  %lu\ngets hit      %lu\n"
-                "gets missed   %lu\nflush page    %lu\nflush object  %lu\nflush pool    %lu\n",
-                r.pool().pool_id(), r.pool().shared() ? "shared" : "private", r.pool().page_bytes(), r.puts(),
-                r.puts_dropped(), r.gets_hit(), r.gets_miss(), r.flush_page(), r.flush_object(), r.flush_pool());
-    return 0;
-  }
+  Call call(c);
+  tmem::v1::DestroyPoolRequest req;
+  req.set_pool_id(*pool);
+  tmem::v1::DestroyPoolResponse r;
+  ::grpc::Status s = c.pool().DestroyPool(&call.ctx, req, &r);
+  return s.ok() ? 0 : Failed("destroy-pool", s, c.server());
+}
+
+int CmdStats(Client& c, const Flags& f) {
+  auto pool = PoolFlag(f);
+  if (!pool.ok()) return Usage(std::string(pool.status().message()));
+  Call call(c);
+  tmem::v1::PoolStatsRequest req;
+  req.set_pool_id(*pool);
+  tmem::v1::PoolStatsResponse r;
+  ::grpc::Status s = c.admin().PoolStats(&call.ctx, req, &r);
+  if (!s.ok()) return Failed("stats", s, c.server());
+  std::printf("pool %u (%s, %u-byte pages)\nputs          %lu\nputs dropped  %lu\ngets hit      %lu\n"
+              "gets missed   %lu\nflush page    %lu\nflush object  %lu\nflush pool    %lu\n",
+              r.pool().pool_id(), r.pool().shared() ? "shared" : "private", r.pool().page_bytes(), r.puts(),
+              r.puts_dropped(), r.gets_hit(), r.gets_miss(), r.flush_page(), r.flush_object(), r.flush_pool());
+  return 0;
+}
+
+int CmdFlush(Client& c, const Flags& f) {
+  auto pool = PoolFlag(f);
+  if (!pool.ok()) return Usage(std::string(pool.status().message()));
   auto index = f.GetUint("index", 0);
   if (!index.ok()) return Usage(std::string(index.status().message()));
-  if (cmd == "flush") {
-    ::grpc::Status s;
-    if (!f.Has("object")) {
-      tmem::v1::FlushPoolRequest req;
-      req.set_pool_id(*pool);
-      tmem::v1::FlushPoolResponse r;
-      s = c.pool().FlushPool(&ctx, req, &r);
-    } else if (!f.Has("index")) {
-      tmem::v1::FlushObjectRequest req;
-      req.set_pool_id(*pool);
-      req.set_object(f.Get("object"));
-      tmem::v1::FlushObjectResponse r;
-      s = c.pool().FlushObject(&ctx, req, &r);
-    } else {
-      tmem::v1::FlushPagesRequest req;
-      req.set_pool_id(*pool);
-      auto* h = req.add_handles();
-      h->set_object(f.Get("object"));
-      h->set_index(*index);
-      tmem::v1::FlushPagesResponse r;
-      s = c.pool().FlushPages(&ctx, req, &r);
-    }
-    return s.ok() ? 0 : Failed("flush", s, c.server());
+  Call call(c);
+  ::grpc::Status s;
+  if (!f.Has("object")) {
+    tmem::v1::FlushPoolRequest req;
+    req.set_pool_id(*pool);
+    tmem::v1::FlushPoolResponse r;
+    s = c.pool().FlushPool(&call.ctx, req, &r);
+  } else if (!f.Has("index")) {
+    tmem::v1::FlushObjectRequest req;
+    req.set_pool_id(*pool);
+    req.set_object(f.Get("object"));
+    tmem::v1::FlushObjectResponse r;
+    s = c.pool().FlushObject(&call.ctx, req, &r);
+  } else {
+    tmem::v1::FlushPagesRequest req;
+    req.set_pool_id(*pool);
+    auto* h = req.add_handles();
+    h->set_object(f.Get("object"));
+    h->set_index(*index);
+    tmem::v1::FlushPagesResponse r;
+    s = c.pool().FlushPages(&call.ctx, req, &r);
   }
+  return s.ok() ? 0 : Failed("flush", s, c.server());
+}
+
+// What put and get share: the pool, the object, the first index and the pool's page size.
+struct PageTarget {
+  uint32_t pool = 0;
+  std::string object;
+  uint64_t index = 0;
+  uint32_t page_bytes = 0;
+};
+// Fills `t` from the flags and the server; an exit status when it cannot.
+std::optional<int> Target(Client& c, const std::string& cmd, const Flags& f, PageTarget& t) {
+  auto pool = PoolFlag(f);
+  if (!pool.ok()) return Usage(std::string(pool.status().message()));
+  auto index = f.GetUint("index", 0);
+  if (!index.ok()) return Usage(std::string(index.status().message()));
   if (!f.Has("object")) return Usage("--object=KEY is required");
-  // put and get need the pool's page size.
-  tmem::v1::PoolStatsRequest sreq;
-  sreq.set_pool_id(*pool);
-  tmem::v1::PoolStatsResponse sresp;
-  ::grpc::Status s = c.admin().PoolStats(&ctx, sreq, &sresp);
+  Call call(c);
+  tmem::v1::PoolStatsRequest req;
+  req.set_pool_id(*pool);
+  tmem::v1::PoolStatsResponse resp;
+  ::grpc::Status s = c.admin().PoolStats(&call.ctx, req, &resp);
   if (!s.ok()) return Failed(cmd, s, c.server());
-  const uint32_t page = sresp.pool().page_bytes();
-  if (cmd == "put") {
-    FILE* in = f.Has("file") ? std::fopen(f.Get("file").c_str(), "rb") : stdin;
-    if (in == nullptr) {
-      std::fprintf(stderr, "tmemctl: cannot open %s: %s\n", f.Get("file").c_str(), std::strerror(errno));
-      return 1;
-    }
-    uint64_t i = *index, pages = 0;
-    bool eof = false;
-    while (!eof) {
-      tmem::v1::PutPagesRequest req;
-      req.set_pool_id(*pool);
-      while (req.pages_size() < 256) {
-        std::string buf(page, '\0');
-        size_t n = std::fread(buf.data(), 1, page, in);
-        if (n == 0) {
-          eof = true;
-          break;
-        }
-        auto* p = req.add_pages();
-        p->mutable_handle()->set_object(f.Get("object"));
-        p->mutable_handle()->set_index(i++);
-        p->set_data(std::move(buf));
-        if (n < page) {
-          eof = true;
-          break;
-        }
-      }
-      if (req.pages_size() == 0) break;
-      ::grpc::ClientContext put_ctx;
-      c.Prepare(&put_ctx);
-      tmem::v1::PutPagesResponse r;
-      ::grpc::Status ps = c.pool().PutPages(&put_ctx, req, &r);
-      if (!ps.ok()) return Failed("put", ps, c.server());
-      pages += req.pages_size();
-    }
-    if (in != stdin) std::fclose(in);
-    std::fprintf(stderr, "put %lu pages of %u bytes\n", pages, page);
-    return 0;
+  t = {*pool, f.Get("object"), *index, resp.pool().page_bytes()};
+  return std::nullopt;
+}
+
+int CmdPut(Client& c, const Flags& f) {
+  PageTarget t;
+  if (std::optional<int> rc = Target(c, "put", f, t)) return *rc;
+  FILE* in = f.Has("file") ? std::fopen(f.Get("file").c_str(), "rb") : stdin;
+  if (in == nullptr) {
+    std::fprintf(stderr, "tmemctl: cannot open %s: %s\n", f.Get("file").c_str(), std::strerror(errno));
+    return 1;
   }
-  if (cmd == "get") {
-    auto count = f.GetUint("count", 1);
-    if (!count.ok()) return Usage(std::string(count.status().message()));
-    FILE* out = f.Has("file") ? std::fopen(f.Get("file").c_str(), "wb") : stdout;
-    if (out == nullptr) {
-      std::fprintf(stderr, "tmemctl: cannot create %s: %s\n", f.Get("file").c_str(), std::strerror(errno));
-      return 1;
-    }
-    uint64_t hits = 0, misses = 0;
-    for (uint64_t first = *index; first < *index + *count;) {
-      tmem::v1::GetPagesRequest req;
-      req.set_pool_id(*pool);
-      for (; first < *index + *count && req.handles_size() < 256; ++first) {
-        auto* h = req.add_handles();
-        h->set_object(f.Get("object"));
-        h->set_index(first);
+  uint64_t i = t.index, pages = 0;
+  bool eof = false;
+  while (!eof) {
+    tmem::v1::PutPagesRequest req;
+    req.set_pool_id(t.pool);
+    while (req.pages_size() < 256) {
+      std::string buf(t.page_bytes, '\0');
+      size_t n = std::fread(buf.data(), 1, t.page_bytes, in);
+      if (n == 0) {
+        eof = true;
+        break;
       }
-      ::grpc::ClientContext get_ctx;
-      c.Prepare(&get_ctx);
-      tmem::v1::GetPagesResponse r;
-      ::grpc::Status gs = c.pool().GetPages(&get_ctx, req, &r);
-      if (!gs.ok()) return Failed("get", gs, c.server());
-      for (const auto& res : r.results()) {
-        const std::string zeros(page, '\0');
-        const std::string& data = res.hit() ? res.data() : zeros;
-        std::fwrite(data.data(), 1, data.size(), out);
-        (res.hit() ? hits : misses)++;
+      auto* p = req.add_pages();
+      p->mutable_handle()->set_object(t.object);
+      p->mutable_handle()->set_index(i++);
+      p->set_data(std::move(buf));
+      if (n < t.page_bytes) {
+        eof = true;
+        break;
       }
     }
-    if (out != stdout) std::fclose(out);
-    std::fprintf(stderr, "%lu hits, %lu misses\n", hits, misses);
-    return 0;
+    if (req.pages_size() == 0) break;
+    Call call(c);
+    tmem::v1::PutPagesResponse r;
+    ::grpc::Status ps = c.pool().PutPages(&call.ctx, req, &r);
+    if (!ps.ok()) return Failed("put", ps, c.server());
+    pages += req.pages_size();
   }
-  return Usage("unknown command '" + cmd + "'");
+  if (in != stdin) std::fclose(in);
+  std::fprintf(stderr, "put %lu pages of %u bytes\n", pages, t.page_bytes);
+  return 0;
+}
+
+int CmdGet(Client& c, const Flags& f) {
+  PageTarget t;
+  if (std::optional<int> rc = Target(c, "get", f, t)) return *rc;
+  auto count = f.GetUint("count", 1);
+  if (!count.ok()) return Usage(std::string(count.status().message()));
+  FILE* out = f.Has("file") ? std::fopen(f.Get("file").c_str(), "wb") : stdout;
+  if (out == nullptr) {
+    std::fprintf(stderr, "tmemctl: cannot create %s: %s\n", f.Get("file").c_str(), std::strerror(errno));
+    return 1;
+  }
+  uint64_t hits = 0, misses = 0;
+  const std::string zeros(t.page_bytes, '\0');
+  for (uint64_t first = t.index; first < t.index + *count;) {
+    tmem::v1::GetPagesRequest req;
+    req.set_pool_id(t.pool);
+    for (; first < t.index + *count && req.handles_size() < 256; ++first) {
+      auto* h = req.add_handles();
+      h->set_object(t.object);
+      h->set_index(first);
+    }
+    Call call(c);
+    tmem::v1::GetPagesResponse r;
+    ::grpc::Status gs = c.pool().GetPages(&call.ctx, req, &r);
+    if (!gs.ok()) return Failed("get", gs, c.server());
+    for (const auto& res : r.results()) {
+      const std::string& data = res.hit() ? res.data() : zeros;
+      std::fwrite(data.data(), 1, data.size(), out);
+      (res.hit() ? hits : misses)++;
+    }
+  }
+  if (out != stdout) std::fclose(out);
+  std::fprintf(stderr, "%lu hits, %lu misses\n", hits, misses);
+  return 0;
+}
+
+int CmdBench(const Invocation& inv, const Flags& f) {
+  BenchOptions o;
+  o.servers = absl::StrSplit(inv.server, ',', absl::SkipEmpty());
+  o.timeout_ms = inv.timeout_ms;
+  auto number = [&](const char* name, uint64_t def, uint64_t lo, uint64_t hi) -> absl::StatusOr<uint64_t> {
+    auto v = f.GetSize(name, def);
+    if (!v.ok()) return v.status();
+    if (*v < lo || *v > hi) {
+      return absl::InvalidArgumentError(absl::StrCat("--", name, "=", *v, ": want ", lo, " to ", hi));
+    }
+    return *v;
+  };
+  auto threads = number("threads", 8, 1, 256);
+  auto batch = number("batch", 32, 1, 4096);
+  auto pages = number("pages", 100000, 1, uint64_t{1} << 32);
+  auto seconds = number("seconds", 5, 1, 3600);
+  auto page = number("page-size", 4096, 512, 65536);
+  auto singles = number("singles", 2000, 0, 1000000);
+  for (const auto* v : {&threads, &batch, &pages, &seconds, &page, &singles}) {
+    if (!v->ok()) return Usage("bench: " + std::string(v->status().message()));
+  }
+  o.threads = static_cast<int>(*threads);
+  o.batch = static_cast<int>(*batch);
+  o.pages = *pages;
+  o.seconds = static_cast<double>(*seconds);
+  o.page_bytes = static_cast<uint32_t>(*page);
+  o.singles = static_cast<int>(*singles);
+  if (o.pages < static_cast<uint64_t>(o.threads)) return Usage("bench: --pages must be at least --threads");
+  return RunBench(o);
+}
+
+// One command: its usage line, its flags and its handler (`run` with a client, or `bench`,
+// which makes its own connections).
+struct Command {
+  const char* usage;
+  std::set<std::string> value_flags;
+  std::set<std::string> bool_flags;
+  int (*run)(Client&, const Flags&) = nullptr;
+  int (*bench)(const Invocation&, const Flags&) = nullptr;
+};
+
+const std::map<std::string, Command>& Commands() {
+  static const auto* c = new std::map<std::string, Command>{
+      {"info", {"tmemctl info: the server's instance id, version and capacity", {}, {}, CmdInfo}},
+      {"health",
+       {"tmemctl health [--service=NAME]: asks the standard gRPC health service (grpc.health.v1) and prints "
+        "SERVING or NOT_SERVING; exit 0 only when serving (an exec probe where gRPC probes are not available)",
+        {"service"},
+        {}, CmdHealth}},
+      {"pools", {"tmemctl pools: every pool with its kind and page size", {}, {}, CmdPools}},
+      {"exports",
+       {"tmemctl exports: every NBD export with its size, mode, open connections, backend and description, and "
+        "where NBD clients connect",
+        {},
+        {}, CmdExports}},
+      {"cache",
+       {"tmemctl cache --export=NAME [--action=status|flush|migrate-now|drain|set] [--barrier-deadline-us=N] "
+        "[--migrate-batch-segments=N] [--migrate-idle-ms=N] [--migrate-free-segments-low=N] [--migrate-max-age-ms=N]: "
+        "a cached export's "
+        "writeback cache: its state (dirty bytes, segments, hits), or an action then its state; drain returns "
+        "when no dirty line remains (however long that takes, unless --timeout-ms is given); set changes the tunables given",
+        {"export", "action", "barrier-deadline-us", "migrate-batch-segments", "migrate-idle-ms",
+         "migrate-free-segments-low", "migrate-max-age-ms"},
+        {}, CmdCache}},
+      {"create-pool",
+       {"tmemctl create-pool [--page-size=4096] [--shared-uuid=32 hex digits] [--tenant=NAME]: prints the pool id",
+        {"page-size", "shared-uuid", "tenant"},
+        {}, CmdCreatePool}},
+      {"destroy-pool", {"tmemctl destroy-pool --pool=N: frees the pool and all its pages", {"pool"}, {}, CmdDestroyPool}},
+      {"stats", {"tmemctl stats --pool=N: the pool's counters", {"pool"}, {}, CmdStats}},
+      {"put",
+       {"tmemctl put --pool=N --object=KEY [--index=FIRST] [--file=PATH]: stores the file (default stdin) as "
+        "consecutive pages from index FIRST; the last page is padded with zeros",
+        {"pool", "object", "index", "file"},
+        {}, CmdPut}},
+      {"get",
+       {"tmemctl get --pool=N --object=KEY [--index=FIRST] [--count=1] [--file=PATH]: writes the pages that hit "
+        "(default stdout) and reports hits and misses on stderr; a miss is written as zeros",
+        {"pool", "object", "index", "count", "file"},
+        {}, CmdGet}},
+      {"bench",
+       {"tmemctl bench [--threads=8] [--batch=32] [--pages=100000] [--seconds=5] [--page-size=4096] "
+        "[--singles=2000]: puts pages into a new shared pool, gets random ones back, times single gets "
+        "(--server may list several servers, comma-separated: the pool is sharded over them)",
+        {"threads", "batch", "pages", "seconds", "page-size", "singles"},
+        {}, nullptr, CmdBench}},
+      {"flush",
+       {"tmemctl flush --pool=N [--object=KEY [--index=I]]: invalidates one page, one object or the whole pool",
+        {"pool", "object", "index"},
+        {}, CmdFlush}},
+  };
+  return *c;
+}
+
+int Usage(const std::string& why) {
+  std::fprintf(stderr, "tmemctl: %s\nusage: tmemctl [--server=HOST:PORT] [--timeout-ms=5000] COMMAND [flags]\n",
+               why.c_str());
+  for (const auto& [name, cmd] : Commands()) std::fprintf(stderr, "  %s\n", cmd.usage);
+  return 2;
 }
 
 int Main(int argc, char** argv) {
   // Global flags come before the command.
-  std::string server = "127.0.0.1:7070";
-  int64_t timeout_ms = 5000;
-  bool timeout_given = false;
+  Invocation inv;
   int i = 1;
   for (; i < argc && std::strncmp(argv[i], "--", 2) == 0; ++i) {
     std::string a = argv[i];
@@ -472,12 +569,12 @@ int Main(int argc, char** argv) {
       return 0;
     }
     if (a.rfind("--server=", 0) == 0) {
-      server = a.substr(9);
+      inv.server = a.substr(9);
     } else if (a.rfind("--timeout-ms=", 0) == 0) {
       auto v = ParseSize(a.substr(13));
       if (!v.ok() || *v == 0) return Usage("--timeout-ms wants a positive number");
-      timeout_ms = static_cast<int64_t>(*v);
-      timeout_given = true;
+      inv.timeout_ms = static_cast<int64_t>(*v);
+      inv.timeout_given = true;
     } else {
       return Usage("unknown global flag " + a);
     }
@@ -493,38 +590,9 @@ int Main(int argc, char** argv) {
   auto flags = Flags::Parse(argc, argv, i + 1, it->second.value_flags, it->second.bool_flags);
   if (!flags.ok()) return Usage(cmd + ": " + std::string(flags.status().message()));
   if (!flags->positional().empty()) return Usage(cmd + ": unexpected argument '" + flags->positional()[0] + "'");
-  if (cmd == "bench") {
-    BenchOptions o;
-    o.servers = absl::StrSplit(server, ',', absl::SkipEmpty());
-    o.timeout_ms = timeout_ms;
-    auto number = [&](const char* name, uint64_t def, uint64_t lo, uint64_t hi) -> absl::StatusOr<uint64_t> {
-      auto v = flags->GetSize(name, def);
-      if (!v.ok()) return v.status();
-      if (*v < lo || *v > hi) {
-        return absl::InvalidArgumentError(absl::StrCat("--", name, "=", *v, ": want ", lo, " to ", hi));
-      }
-      return *v;
-    };
-    auto threads = number("threads", 8, 1, 256);
-    auto batch = number("batch", 32, 1, 4096);
-    auto pages = number("pages", 100000, 1, uint64_t{1} << 32);
-    auto seconds = number("seconds", 5, 1, 3600);
-    auto page = number("page-size", 4096, 512, 65536);
-    auto singles = number("singles", 2000, 0, 1000000);
-    for (const auto* v : {&threads, &batch, &pages, &seconds, &page, &singles}) {
-      if (!v->ok()) return Usage("bench: " + std::string(v->status().message()));
-    }
-    o.threads = static_cast<int>(*threads);
-    o.batch = static_cast<int>(*batch);
-    o.pages = *pages;
-    o.seconds = static_cast<double>(*seconds);
-    o.page_bytes = static_cast<uint32_t>(*page);
-    o.singles = static_cast<int>(*singles);
-    if (o.pages < static_cast<uint64_t>(o.threads)) return Usage("bench: --pages must be at least --threads");
-    return RunBench(o);
-  }
-  Client client(server, timeout_ms, timeout_given);
-  return Run(client, cmd, *flags);
+  if (it->second.bench != nullptr) return it->second.bench(inv, *flags);
+  Client client(inv.server, inv.timeout_ms, inv.timeout_given);
+  return it->second.run(client, *flags);
 }
 
 }  // namespace
