@@ -10,64 +10,14 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "server/pool/index_codec.h"
+#include "server/pool/pool_format.h"
+#include "server/pool/stripe_set_lock.h"
 
 namespace tmem::pool {
 namespace {
 
-constexpr char kStateKey[] = "state";
-constexpr char kNextPoolIdKey[] = "next_pool_id";
-constexpr char kPoolPrefix[] = "pool/";
-constexpr uint8_t kPoolRecordVersion = 1;
 // FlushObject turns into point deletes up to this many pages, a range delete beyond.
 constexpr uint32_t kMaxPointDeletes = 64;
-
-std::string PoolMetaKey(PoolId id) {
-  std::string k = kPoolPrefix;
-  for (int i = 3; i >= 0; --i) k.push_back(static_cast<char>((id >> (8 * i)) & 0xFF));
-  return k;
-}
-
-std::string EncodePoolRecord(const PoolInfo& p) {
-  std::string s;
-  s.push_back(static_cast<char>(kPoolRecordVersion));
-  s.push_back(static_cast<char>(p.kind));
-  s.append(reinterpret_cast<const char*>(&p.id), 4);
-  s.append(reinterpret_cast<const char*>(&p.page_bytes), 4);
-  s.append(reinterpret_cast<const char*>(p.uuid.data()), 16);
-  s.push_back(static_cast<char>(p.tenant.size()));
-  s.append(p.tenant);
-  return s;
-}
-
-std::optional<PoolInfo> DecodePoolRecord(std::string_view s) {
-  if (s.size() < 27 || static_cast<uint8_t>(s[0]) != kPoolRecordVersion) return std::nullopt;
-  PoolInfo p;
-  p.kind = static_cast<PoolKind>(s[1]);
-  std::memcpy(&p.id, s.data() + 2, 4);
-  std::memcpy(&p.page_bytes, s.data() + 6, 4);
-  std::memcpy(p.uuid.data(), s.data() + 10, 16);
-  size_t tenant_len = static_cast<uint8_t>(s[26]);
-  if (s.size() != 27 + tenant_len) return std::nullopt;
-  p.tenant = std::string(s.substr(27));
-  if (p.kind != PoolKind::kPrivate && p.kind != PoolKind::kShared) return std::nullopt;
-  return p;
-}
-
-std::string SharedKey(std::string_view tenant, const Uuid& uuid) {
-  std::string k(tenant);
-  k.push_back('\0');
-  k.append(reinterpret_cast<const char*>(uuid.data()), uuid.size());
-  return k;
-}
-
-struct EngineState {
-  uint8_t device_uuid[16];
-  uint64_t clean_instance;  // the log instance that stopped cleanly; 0 while running
-};
-
-std::string EncodeState(const EngineState& st) {
-  return std::string(reinterpret_cast<const char*>(&st), sizeof(st));
-}
 
 bool ValidPageBytes(uint32_t n) { return n >= kMinPageBytes && n <= kMaxPageBytes && (n & (n - 1)) == 0; }
 
@@ -106,13 +56,14 @@ absl::Status PoolEngine::Start(const EngineOptions& options) {
 
   const auto& uuid = log_->geometry().device_uuid;
   TMEM_ASSIGN_OR_RETURN(std::optional<std::string> state_bytes, index_->GetMeta(kStateKey));
-  EngineState state{};
+  EngineStateRecord state{};
   bool have_state = false;
   if (state_bytes.has_value()) {
-    if (state_bytes->size() != sizeof(EngineState)) {
+    std::optional<EngineStateRecord> decoded = DecodeEngineState(*state_bytes);
+    if (!decoded.has_value()) {
       return absl::DataLossError(absl::StrCat("the engine state in ", options.metadata_dir, " is malformed"));
     }
-    std::memcpy(&state, state_bytes->data(), sizeof(state));
+    state = *decoded;
     have_state = true;
     if (std::memcmp(state.device_uuid, uuid, 16) != 0) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -131,7 +82,7 @@ absl::Status PoolEngine::Start(const EngineOptions& options) {
   // Mark the engine running: a crash from here on is an unclean stop.
   std::memcpy(state.device_uuid, uuid, 16);
   state.clean_instance = 0;
-  TMEM_RETURN_IF_ERROR(index_->WriteMeta({{kStateKey, EncodeState(state)}}, {}));
+  TMEM_RETURN_IF_ERROR(index_->WriteMeta({{kStateKey, EncodeEngineState(state)}}, {}));
   TMEM_RETURN_IF_ERROR(LoadPools());
   registry_loaded_.store(true, std::memory_order_release);
   TMEM_LOG(Info) << "page pools ready: instance " << instance_id() << ", " << ListPools().size() << " pools, "
@@ -152,7 +103,7 @@ absl::Status PoolEngine::LoadPools() {
     }
     auto pool = std::make_shared<Pool>();
     pool->info = *info;
-    if (info->kind == PoolKind::kShared) shared_ids_[SharedKey(info->tenant, info->uuid)] = info->id;
+    if (info->kind == PoolKind::kShared) shared_ids_[SharedPoolKey(info->tenant, info->uuid)] = info->id;
     pools_[info->id] = std::move(pool);
     if (info->id >= next_pool_id_) next_pool_id_ = info->id + 1;
   }
@@ -172,10 +123,10 @@ absl::Status PoolEngine::Close() {
   closed_ = true;
   TMEM_RETURN_IF_ERROR(log_->FlushAll());
   TMEM_RETURN_IF_ERROR(index_->FlushPages());
-  EngineState state{};
+  EngineStateRecord state{};
   std::memcpy(state.device_uuid, log_->geometry().device_uuid, 16);
   state.clean_instance = log_->instance();
-  TMEM_RETURN_IF_ERROR(index_->WriteMeta({{kStateKey, EncodeState(state)}}, {}));
+  TMEM_RETURN_IF_ERROR(index_->WriteMeta({{kStateKey, EncodeEngineState(state)}}, {}));
   TMEM_RETURN_IF_ERROR(log_->CloseClean());
   // Release the metadata directory (its lock) so that another engine may open it.
   index_.reset();
@@ -202,7 +153,7 @@ absl::StatusOr<PoolId> PoolEngine::CreateSharedPool(const Uuid& uuid, uint32_t p
   MutexLock admin(&admin_mu_);
   {
     ReaderLock lock(&registry_mu_);
-    auto it = shared_ids_.find(SharedKey(tenant, uuid));
+    auto it = shared_ids_.find(SharedPoolKey(tenant, uuid));
     if (it != shared_ids_.end()) {
       const PoolInfo& info = pools_.at(it->second)->info;
       if (info.page_bytes != page_bytes) {
@@ -248,7 +199,7 @@ absl::StatusOr<PoolId> PoolEngine::CreatePoolLocked(PoolKind kind, const Uuid& u
                                          {}));
   next_pool_id_ = next;
   WriterLock lock(&registry_mu_);
-  if (kind == PoolKind::kShared) shared_ids_[SharedKey(tenant, uuid)] = pool->info.id;
+  if (kind == PoolKind::kShared) shared_ids_[SharedPoolKey(tenant, uuid)] = pool->info.id;
   pools_[pool->info.id] = pool;
   return pool->info.id;
 }
@@ -261,7 +212,7 @@ absl::Status PoolEngine::DestroyPool(PoolId id) {
   pool->destroyed.store(true, std::memory_order_release);
   {
     WriterLock lock(&registry_mu_);
-    if (pool->info.kind == PoolKind::kShared) shared_ids_.erase(SharedKey(pool->info.tenant, pool->info.uuid));
+    if (pool->info.kind == PoolKind::kShared) shared_ids_.erase(SharedPoolKey(pool->info.tenant, pool->info.uuid));
     pools_.erase(id);
   }
   // Entries a racing put adds after this range delete belong to no pool; the compaction
@@ -323,7 +274,7 @@ absl::StatusOr<std::shared_ptr<PoolEngine::Pool>> PoolEngine::CheckHandle(PoolId
 }
 
 Mutex& PoolEngine::StripeFor(std::string_view key) {
-  return stripes_[crc32c::Value(key.data(), key.size()) % options_.lock_stripes];
+  return stripes_[StripeOfKey(key, options_.lock_stripes)];
 }
 
 absl::StatusOr<IndexValue> PoolEngine::AppendPage(PoolId id, std::string_view object, uint64_t index,
@@ -337,35 +288,8 @@ absl::StatusOr<IndexValue> PoolEngine::AppendPage(PoolId id, std::string_view ob
 }
 
 absl::Status PoolEngine::Put(PoolId id, std::string_view object, uint64_t index, std::span<const uint8_t> page) {
-  TMEM_ENGINE_OPEN_OR_RETURN();
-  TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, CheckHandle(id, object));
-  if (page.size() != pool->info.page_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("page of ", page.size(), " bytes for pool ", id, " of ",
-                                                   pool->info.page_bytes, "-byte pages"));
-  }
-  const std::string key = EncodePageKey(id, object, index);
-  absl::Status st;
-  {
-    MutexLock stripe(&StripeFor(key));
-    const LocationCache::Ticket ticket = cache_->Begin(key, pool->cache_gen.load(std::memory_order_acquire));
-    absl::StatusOr<IndexValue> value = AppendPage(id, object, index, page);
-    st = value.ok() ? index_->PutPage(key, EncodeIndexValue(*value)) : value.status();
-    if (st.ok()) {
-      cache_->Set(key, *value, ticket);
-    } else {
-      // The old version must not survive a failed put of a newer one (put-put-get coherency).
-      cache_->Erase(key);
-      absl::Status del = index_->DeletePage(key);
-      if (!del.ok()) return del;
-    }
-  }
-  if (!st.ok()) {
-    pool->counters.puts_dropped.fetch_add(1, std::memory_order_relaxed);
-    TMEM_LOG_RATE_LIMITED(Warning) << "put to pool " << id << " dropped: " << st;
-    return absl::OkStatus();
-  }
-  pool->counters.puts.fetch_add(1, std::memory_order_relaxed);
-  return absl::OkStatus();
+  const PagePut one{object, index, page};
+  return PutMany(id, std::span<const PagePut>(&one, 1));
 }
 
 absl::Status PoolEngine::PutMany(PoolId id, std::span<const PagePut> pages) {
@@ -386,16 +310,9 @@ absl::Status PoolEngine::PutMany(PoolId id, std::span<const PagePut> pages) {
   for (size_t first = 0; first < pages.size(); first += kStripesHeld) {
     const size_t end = std::min(pages.size(), first + kStripesHeld);
     std::vector<std::string> keys;
-    std::vector<uint32_t> stripes;
     keys.reserve(end - first);
-    for (size_t i = first; i < end; ++i) {
-      keys.push_back(EncodePageKey(id, pages[i].object, pages[i].index));
-      stripes.push_back(crc32c::Value(keys.back().data(), keys.back().size()) % options_.lock_stripes);
-    }
-    std::sort(stripes.begin(), stripes.end());
-    stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
-    // Ascending order: two batches never wait on each other in a cycle.
-    for (uint32_t s : stripes) stripes_[s].Lock();
+    for (size_t i = first; i < end; ++i) keys.push_back(EncodePageKey(id, pages[i].object, pages[i].index));
+    const StripeSetLock held(stripes_.get(), options_.lock_stripes, keys.size(), [&](size_t k) { return keys[k]; });
     const uint64_t gen = pool->cache_gen.load(std::memory_order_acquire);
     std::vector<LocationCache::Ticket> tickets;
     tickets.reserve(end - first);
@@ -428,13 +345,9 @@ absl::Status PoolEngine::PutMany(PoolId id, std::span<const PagePut> pages) {
     if (!wst.ok()) {
       // The batch did not land: make sure no older version of these handles survives either.
       for (auto& op : ops) op.second.reset();
-      absl::Status del = index_->WritePages(ops);
-      for (uint32_t s : stripes) stripes_[s].Unlock();
-      if (!del.ok()) return del;
+      TMEM_RETURN_IF_ERROR(index_->WritePages(ops));
       chunk_dropped = end - first;
       st = wst;
-    } else {
-      for (uint32_t s : stripes) stripes_[s].Unlock();
     }
     dropped += chunk_dropped;
   }
@@ -562,14 +475,8 @@ absl::StatusOr<std::vector<std::optional<std::string>>> PoolEngine::LookupMany(P
   std::set<std::string_view> taken;
   for (size_t first = 0; first < todo.size(); first += kStripesHeld) {
     const size_t end = std::min(todo.size(), first + kStripesHeld);
-    std::vector<uint32_t> stripes;
-    for (size_t t = first; t < end; ++t) {
-      const std::string& k = keys[todo[t]];
-      stripes.push_back(crc32c::Value(k.data(), k.size()) % options_.lock_stripes);
-    }
-    std::sort(stripes.begin(), stripes.end());
-    stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
-    for (uint32_t s : stripes) stripes_[s].Lock();
+    const StripeSetLock held(stripes_.get(), options_.lock_stripes, end - first,
+                             [&](size_t k) -> const std::string& { return keys[todo[first + k]]; });
     // Tickets before the index is read; the cache is asked again under the stripes first.
     std::vector<LocationCache::Ticket> tickets;
     std::vector<std::string> lookup;  // keys[todo[first + lookup_of[j]]] for the MultiGet
@@ -619,7 +526,6 @@ absl::StatusOr<std::vector<std::optional<std::string>>> PoolEngine::LookupMany(P
         for (const auto& d : deletes) cache_->Erase(d.first);
       }
     }
-    for (uint32_t s : stripes) stripes_[s].Unlock();
     TMEM_RETURN_IF_ERROR(st);
   }
   return raws;

@@ -100,8 +100,7 @@ class PoolEngine {
     uint64_t index = 0;
     std::span<const uint8_t> page;
   };
-  // (Locks a run-time set of stripes in ascending order, which Clang's analysis cannot follow.)
-  absl::Status PutMany(PoolId pool, std::span<const PagePut> pages) ABSL_NO_THREAD_SAFETY_ANALYSIS;
+  absl::Status PutMany(PoolId pool, std::span<const PagePut> pages);
   // On kHit `out` (exactly the pool's page size) holds the page.
   absl::StatusOr<GetOutcome> Get(PoolId pool, std::string_view object, uint64_t index, std::span<uint8_t> out);
   // Get for many handles of one pool: one index lookup (RocksDB MultiGet) and one batch of
@@ -113,9 +112,7 @@ class PoolEngine {
     uint64_t index = 0;
     std::span<uint8_t> out;
   };
-  // (Locks a run-time set of stripes in ascending order on private pools; see PutMany.)
-  absl::StatusOr<std::vector<GetOutcome>> GetMany(PoolId pool, std::span<const PageGet> gets)
-      ABSL_NO_THREAD_SAFETY_ANALYSIS;
+  absl::StatusOr<std::vector<GetOutcome>> GetMany(PoolId pool, std::span<const PageGet> gets);
   absl::Status FlushPage(PoolId pool, std::string_view object, uint64_t index);
   absl::Status FlushObject(PoolId pool, std::string_view object);
   absl::Status FlushPool(PoolId pool);
@@ -184,7 +181,7 @@ class PoolEngine {
   // (exclusive gets; a key named twice is found once). Holds the keys' stripes around the
   // index reads and writes, at most kStripesHeld at a time.
   absl::StatusOr<std::vector<std::optional<std::string>>> LookupMany(Pool& pool, const std::vector<std::string>& keys,
-                                                                     bool exclusive) ABSL_NO_THREAD_SAFETY_ANALYSIS;
+                                                                     bool exclusive);
   // Deletes `key` if it still maps to `value` (a stale or corrupt entry met by a get).
   void DeleteIfUnchanged(const std::string& key, const std::string& value);
   bool IsStale(std::string_view key, std::string_view value) const;
@@ -212,7 +209,10 @@ class PoolEngine {
   std::map<PoolId, std::shared_ptr<Pool>> pools_ ABSL_GUARDED_BY(registry_mu_);
   std::map<std::string, PoolId> shared_ids_ ABSL_GUARDED_BY(registry_mu_);  // tenant \0 uuid -> id
 
-  std::unique_ptr<Mutex[]> stripes_;  // per-handle ordering; sized in Start, then const
+  // Per-handle ordering (a put, an exclusive get, a flush of one handle take turns); sized in
+  // Start, then const. Batches hold several through StripeSetLock (ascending, at most
+  // kStripesHeld keys' worth at a time).
+  std::unique_ptr<Mutex[]> stripes_;
 
   // Mutable: IsStale() (const, called by RocksDB) counts what it drops.
   mutable EngineCounters counters_;

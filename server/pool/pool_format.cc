@@ -1,0 +1,57 @@
+#include "server/pool/pool_format.h"
+
+#include <cstring>
+
+namespace tmem::pool {
+
+std::string PoolMetaKey(PoolId id) {
+  std::string k = kPoolPrefix;
+  for (int i = 3; i >= 0; --i) k.push_back(static_cast<char>((id >> (8 * i)) & 0xFF));
+  return k;
+}
+
+std::string EncodePoolRecord(const PoolInfo& p) {
+  std::string s;
+  s.push_back(static_cast<char>(kPoolRecordVersion));
+  s.push_back(static_cast<char>(p.kind));
+  s.append(reinterpret_cast<const char*>(&p.id), 4);
+  s.append(reinterpret_cast<const char*>(&p.page_bytes), 4);
+  s.append(reinterpret_cast<const char*>(p.uuid.data()), 16);
+  s.push_back(static_cast<char>(p.tenant.size()));
+  s.append(p.tenant);
+  return s;
+}
+
+std::optional<PoolInfo> DecodePoolRecord(std::string_view s) {
+  if (s.size() < 27 || static_cast<uint8_t>(s[0]) != kPoolRecordVersion) return std::nullopt;
+  PoolInfo p;
+  p.kind = static_cast<PoolKind>(s[1]);
+  std::memcpy(&p.id, s.data() + 2, 4);
+  std::memcpy(&p.page_bytes, s.data() + 6, 4);
+  std::memcpy(p.uuid.data(), s.data() + 10, 16);
+  size_t tenant_len = static_cast<uint8_t>(s[26]);
+  if (s.size() != 27 + tenant_len) return std::nullopt;
+  p.tenant = std::string(s.substr(27));
+  if (p.kind != PoolKind::kPrivate && p.kind != PoolKind::kShared) return std::nullopt;
+  return p;
+}
+
+std::string EncodeEngineState(const EngineStateRecord& st) {
+  return std::string(reinterpret_cast<const char*>(&st), sizeof(st));
+}
+
+std::optional<EngineStateRecord> DecodeEngineState(std::string_view s) {
+  if (s.size() != sizeof(EngineStateRecord)) return std::nullopt;
+  EngineStateRecord st;
+  std::memcpy(&st, s.data(), sizeof(st));
+  return st;
+}
+
+std::string SharedPoolKey(std::string_view tenant, const Uuid& uuid) {
+  std::string k(tenant);
+  k.push_back('\0');
+  k.append(reinterpret_cast<const char*>(uuid.data()), uuid.size());
+  return k;
+}
+
+}  // namespace tmem::pool

@@ -1,0 +1,48 @@
+// The page pools' metadata records in RocksDB's "default" column family (page_index.h), beside
+// the page keys and values of index_codec.h. Integers little-endian unless noted. Prose:
+// docs/format.md.
+//
+// Keys:
+//   "state"          the engine state (EngineStateRecord)
+//   "next_pool_id"   u32: the next pool id to hand out
+//   "pool/" + u32 BE one pool record per pool
+//
+// Pool record, version 1 (27 + tenant bytes):
+//   0 version u8 (kPoolRecordVersion) | 1 kind u8 (PoolKind) | 2 pool id u32 | 6 page bytes u32 |
+//   10 uuid 16 bytes | 26 tenant length u8 | 27 tenant bytes
+#ifndef TMEM_SERVER_POOL_POOL_FORMAT_H_
+#define TMEM_SERVER_POOL_POOL_FORMAT_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "server/pool/pool_types.h"
+
+namespace tmem::pool {
+
+inline constexpr char kStateKey[] = "state";
+inline constexpr char kNextPoolIdKey[] = "next_pool_id";
+inline constexpr char kPoolPrefix[] = "pool/";
+inline constexpr uint8_t kPoolRecordVersion = 1;
+
+// The engine state: which device the index belongs to, and whether the last run stopped cleanly.
+struct EngineStateRecord {  // 24 bytes
+  uint8_t device_uuid[16];  //  0 the log's (superblock) UUID
+  uint64_t clean_instance;  // 16 the log instance that stopped cleanly; 0 while running
+};
+static_assert(sizeof(EngineStateRecord) == 24);
+
+std::string PoolMetaKey(PoolId id);
+std::string EncodePoolRecord(const PoolInfo& p);
+// nullopt for a record of another version, a bad kind or a wrong length.
+std::optional<PoolInfo> DecodePoolRecord(std::string_view s);
+std::string EncodeEngineState(const EngineStateRecord& st);
+std::optional<EngineStateRecord> DecodeEngineState(std::string_view s);
+// The registry's key of a shared pool: tenant, a zero byte, uuid.
+std::string SharedPoolKey(std::string_view tenant, const Uuid& uuid);
+
+}  // namespace tmem::pool
+
+#endif  // TMEM_SERVER_POOL_POOL_FORMAT_H_

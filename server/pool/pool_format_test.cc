@@ -1,0 +1,51 @@
+#include "server/pool/pool_format.h"
+
+#include <gtest/gtest.h>
+
+namespace tmem::pool {
+namespace {
+
+TEST(PoolFormatTest, APoolRecordRoundTripsAndAMalformedOneIsRefused) {
+  PoolInfo p;
+  p.id = 0x01020304;
+  p.kind = PoolKind::kShared;
+  p.page_bytes = 4096;
+  for (size_t i = 0; i < p.uuid.size(); ++i) p.uuid[i] = static_cast<uint8_t>(i * 7);
+  p.tenant = "node-a";
+  const std::string rec = EncodePoolRecord(p);
+  ASSERT_EQ(rec.size(), 27u + p.tenant.size());
+  EXPECT_EQ(static_cast<uint8_t>(rec[0]), kPoolRecordVersion);
+  auto back = DecodePoolRecord(rec);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->id, p.id);
+  EXPECT_EQ(back->kind, p.kind);
+  EXPECT_EQ(back->page_bytes, p.page_bytes);
+  EXPECT_EQ(back->uuid, p.uuid);
+  EXPECT_EQ(back->tenant, p.tenant);
+  EXPECT_FALSE(DecodePoolRecord(rec.substr(0, rec.size() - 1)).has_value()) << "a short record";
+  std::string other = rec;
+  other[0] = static_cast<char>(kPoolRecordVersion + 1);
+  EXPECT_FALSE(DecodePoolRecord(other).has_value()) << "another version";
+  other = rec;
+  other[1] = 9;
+  EXPECT_FALSE(DecodePoolRecord(other).has_value()) << "an unknown kind";
+}
+
+TEST(PoolFormatTest, PoolKeysSortByIdAndTheStateRecordHasItsSize) {
+  EXPECT_LT(PoolMetaKey(1), PoolMetaKey(2));
+  EXPECT_LT(PoolMetaKey(255), PoolMetaKey(256));  // big-endian
+  EXPECT_EQ(PoolMetaKey(1).rfind(kPoolPrefix, 0), 0u);
+  EngineStateRecord st{};
+  st.device_uuid[3] = 9;
+  st.clean_instance = 42;
+  auto back = DecodeEngineState(EncodeEngineState(st));
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->clean_instance, 42u);
+  EXPECT_EQ(back->device_uuid[3], 9);
+  EXPECT_FALSE(DecodeEngineState("short").has_value());
+  Uuid u{};
+  EXPECT_NE(SharedPoolKey("a", u), SharedPoolKey("b", u));
+}
+
+}  // namespace
+}  // namespace tmem::pool
