@@ -82,7 +82,7 @@ std::unique_ptr<tmem::io::FileDevice> MakeDevice(const Flags& f, const std::stri
   Die(engine.status(), "engine");
   auto dev = tmem::io::FileDevice::Open({.path = path, .create_size_bytes = gib << 30, .engine = *engine});
   Die(dev.status(), "open device");
-  Die(tmem::log::SegmentLog::Format(dev->get(), {}), "format");
+  Die(tmem::log::FormatLog(dev->get(), {}), "format");
   return std::move(*dev);
 }
 

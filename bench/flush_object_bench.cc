@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
   std::string dir = "/var/tmp/tmem-bench/flush_object.meta";
   std::filesystem::remove_all(dir);
   tmem::io::MemoryDevice dev(256 << 20, 4096);
-  Die(tmem::log::SegmentLog::Format(&dev, {}));
+  Die(tmem::log::FormatLog(&dev, {}));
   tmem::pool::EngineOptions o;
   o.device = &dev;
   o.metadata_dir = dir;

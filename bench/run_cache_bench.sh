@@ -27,7 +27,7 @@ scripts/setup.sh
 bazel build //server/main:tmemd 2>&1 | grep -E 'ERROR|error:' && exit 1 || true
 mkdir -p "$DIR"
 S=$(mktemp -d /tmp/tmem-cb.XXXXXX)
-port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source tests/testing/testlib.sh   # port, wait_port, fail
 PIDS=()
 cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$S" "$DIR/cb-cache.img" "$DIR/cb-pages.img" "$DIR/cb-pages.img.index" "$DIR/cb-seq.img"; }
 trap cleanup EXIT

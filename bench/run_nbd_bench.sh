@@ -11,7 +11,7 @@ SECS=10; SIZE=2G; ROUNDS=5
 scripts/setup.sh
 bazel build //server/main:tmemd 2>&1 | grep -E 'ERROR|error:' && exit 1 || true
 mkdir -p "$DIR"
-port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source tests/testing/testlib.sh   # port, wait_port, fail
 IMG="$DIR/nbd-bench.img"
 rm -rf "$IMG" "$DIR/nbd-cache.img" "$DIR/nbd-cache.img.index"
 # A file full of data, so that reads are real reads. Written with O_DIRECT, so that the page

@@ -12,7 +12,7 @@ THREADS=8; BATCH=${TMEM_BENCH_BATCH:-32}; PAGES=400000; SECS=10; DEVICE=4G
 scripts/setup.sh
 bazel build //server/main:tmemd //bench:remote_pages_bench //bench:grpc_sink 2>&1 | grep -E 'ERROR|error:' && exit 1 || true
 mkdir -p "$DIR"
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source tests/testing/testlib.sh   # port, wait_port, fail
 TP=$(port); MP=$(port); SP=$(port)
 rm -rf "$DIR/remote.img" "$DIR/remote.img.index"
 # The device's ceiling for puts: every put ends in a sequential write of its segment (1 MiB,

@@ -26,7 +26,7 @@ runtime_root_cleanup() {
 }
 
 step() { echo "$STEP_NAME: $*"; }
-fail() { echo "$STEP_NAME: FAIL $*"; exit 1; }
+source tests/testing/testlib.sh  # fail
 
 runtime_root_make() {
   command -v debootstrap >/dev/null || {

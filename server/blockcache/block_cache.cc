@@ -17,6 +17,7 @@
 #include "server/blockcache/read_path.h"
 #include "server/blockcache/write_path.h"
 #include "server/log/log_format.h"
+#include "server/log/segment_scan.h"
 
 namespace tmem::blockcache {
 
@@ -40,12 +41,12 @@ absl::StatusOr<std::unique_ptr<BlockCache>> BlockCache::Open(const BlockCacheOpt
   // Decide whether the device is this export's cache, fresh, or something else.
   TMEM_ASSIGN_OR_RETURN(CacheDeviceState state, InspectCacheDevice(dev, backing_bytes, o.backing->Describe(), o.format));
   if (state.fresh) {
-    TMEM_RETURN_IF_ERROR(log::SegmentLog::Format(dev, {.segment_bytes = o.segment_bytes, .force = true}));
+    TMEM_RETURN_IF_ERROR(log::FormatLog(dev, {.segment_bytes = o.segment_bytes, .force = true}));
   }
   std::unique_ptr<BlockCache> cache(new BlockCache(o));
   CacheShared& c = *cache->shared_;
   c.size = backing_bytes;
-  TMEM_ASSIGN_OR_RETURN(const log::LogGeometry geometry, log::SegmentLog::ReadGeometry(dev));
+  TMEM_ASSIGN_OR_RETURN(const log::LogGeometry geometry, log::ReadLogGeometry(dev));
   // Size the index for as many lines as the cache can hold (or the export has).
   const uint64_t capacity_lines = geometry.segment_count * (geometry.segment_bytes / kLineBytes);
   c.index.Reserve(std::min(capacity_lines, backing_bytes / kLineBytes));
@@ -60,20 +61,20 @@ absl::StatusOr<std::unique_ptr<BlockCache>> BlockCache::Open(const BlockCacheOpt
   }
   log::LogOptions lo = o.log;
   // Segments only copy-forward may open: it makes room for every other append.
-  if (lo.reserved_segments == 0) {
-    lo.reserved_segments = static_cast<uint32_t>(std::clamp<uint64_t>(geometry.segment_count / 16, 2, 64));
+  if (lo.retention.reserved_segments == 0) {
+    lo.retention.reserved_segments = static_cast<uint32_t>(std::clamp<uint64_t>(geometry.segment_count / 16, 2, 64));
   }
   // After a crash the log starts right after the newest segment that reached the device (its
   // headers are read once more, as Recover just did), so a crash skips no room. The lease then
   // only sets how often a renewal (a checkpoint and a device sync, which stalls the segment
   // writes in flight on some devices) is due: every half lease, half the ring here.
-  lo.resume_after_newest_segment = true;
+  lo.retention.resume_after_newest_segment = true;
   lo.seq_lease_segments = std::min<uint64_t>(lo.seq_lease_segments, std::max<uint64_t>(geometry.segment_count, 16));
-  TMEM_ASSIGN_OR_RETURN(c.log, log::SegmentLog::Open(dev, lo));
   // The segments after the record hold the recovered lines: readable, and not reused until
   // migration has written them back (the reclaim limit never passed the record).
-  TMEM_RETURN_IF_ERROR(c.log->KeepSegmentsAfter(migrated));
-  c.log->SetReclaimLimit(migrated);
+  lo.retention.keep_segments_after = migrated;
+  lo.retention.reclaim_limit = migrated;
+  TMEM_ASSIGN_OR_RETURN(c.log, log::SegmentLog::Open(dev, lo));
   // What recovery found is what the device holds now: make it durable before anything is
   // acknowledged on top of it (a killed process may have left it in the device's cache).
   TMEM_RETURN_IF_ERROR(Io(dev->Sync(), "sync the cache device"));
@@ -109,7 +110,9 @@ BlockCache::~BlockCache() {
   CacheShared& c = *shared_;
   if (c.log != nullptr && commit_ != nullptr && !c.failure.failed()) {
     absl::Status st = commit_->SyncAll();
-    if (!st.ok()) TMEM_LOG(Warning) << Describe() << ": final sync failed: " << st;
+    if (!st.ok()) {
+      TMEM_LOG(Warning) << Describe() << ": final sync failed: " << st;
+    }
   }
   if (migrator_ != nullptr) migrator_->Stop();
   // A clean close records the log's head, so that the next start continues right after it;
@@ -117,7 +120,9 @@ BlockCache::~BlockCache() {
   // crash, and nothing acknowledged by a flush is among them).
   if (c.log != nullptr && !c.failure.failed()) {
     absl::Status st = c.log->CloseClean();
-    if (!st.ok()) TMEM_LOG(Warning) << Describe() << ": closing the log cleanly failed: " << st;
+    if (!st.ok()) {
+      TMEM_LOG(Warning) << Describe() << ": closing the log cleanly failed: " << st;
+    }
   }
   migrator_.reset();
   writer_.reset();
@@ -131,9 +136,9 @@ absl::Status BlockCache::Recover(uint64_t migrated_seq) {
   // line ends up at its newest whole version; migration writes the dirty ones back later.
   CacheShared& c = *shared_;
   uint64_t skipped = 0;
-  TMEM_RETURN_IF_ERROR(log::SegmentLog::ScanSegments(
+  TMEM_RETURN_IF_ERROR(log::ScanSegments(
       c.device, migrated_seq,
-      [&](const log::SegmentLog::ScannedSegment& seg) -> absl::Status {
+      [&](const log::ScannedSegment& seg) -> absl::Status {
         c.counters.recovered_segments.fetch_add(1);
         for (const log::SlotEntryDisk& e : seg.entries) {
           std::optional<LineKeyDisk> key = DecodeLineKey(e.key);

@@ -802,7 +802,7 @@ TEST(BlockCacheTest, RefusesAPagePoolDeviceForeignDataAndACacheOfAnotherStore) {
   DeviceBackend backing(&back_mem), other(&other_mem);
   {
     io::MemoryDevice pool_dev(kCacheBytes, 512);
-    ASSERT_TRUE(log::SegmentLog::Format(&pool_dev, {.segment_bytes = kSeg}).ok());
+    ASSERT_TRUE(log::FormatLog(&pool_dev, {.segment_bytes = kSeg}).ok());
     auto c = BlockCache::Open(Options(&pool_dev, &backing));
     ASSERT_FALSE(c.ok());
     EXPECT_EQ(c.status().code(), absl::StatusCode::kFailedPrecondition);

@@ -54,7 +54,7 @@ absl::StatusOr<CacheDeviceState> InspectCacheDevice(io::BlockDevice* device, uin
     state.fresh = true;
     return state;
   }
-  absl::StatusOr<log::LogGeometry> g = log::SegmentLog::ReadGeometry(device);
+  absl::StatusOr<log::LogGeometry> g = log::ReadLogGeometry(device);
   if (!g.ok()) {
     if (!format) {
       return absl::FailedPreconditionError(

@@ -15,8 +15,8 @@ constexpr uint64_t kDeviceBytes = 8 << 20;
 constexpr uint64_t kStore = 1 << 20;
 
 log::LogGeometry FormatLog(io::MemoryDevice& dev) {
-  EXPECT_OK(log::SegmentLog::Format(&dev, {.segment_bytes = 128 << 10, .force = true}));
-  auto g = log::SegmentLog::ReadGeometry(&dev);
+  EXPECT_OK(log::FormatLog(&dev, {.segment_bytes = 128 << 10, .force = true}));
+  auto g = log::ReadLogGeometry(&dev);
   EXPECT_TRUE(g.ok()) << g.status();
   return *g;
 }

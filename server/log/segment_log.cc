@@ -1,196 +1,29 @@
 #include "server/log/segment_log.h"
 
-#include <sys/random.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/crc32c.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "server/log/log_metadata.h"
+#include "server/log/segment_codec.h"
+#include "server/log/segment_scan.h"
 
 namespace tmem::log {
 namespace {
 
 uint32_t PageAlignment(uint32_t len) { return std::min<uint32_t>(len, kBlockBytes); }
 
-std::string UuidString(const uint8_t (&u)[16]) {
-  return absl::StrFormat("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0],
-                         u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
-                         u[14], u[15]);
-}
-
-bool AllZero(const uint8_t* p, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    if (p[i] != 0) return false;
-  }
-  return true;
-}
-
-absl::Status ReadBlock(io::BlockDevice* device, uint64_t offset, io::AlignedBuffer* block) {
-  *block = io::AlignedBuffer(kBlockBytes, kBlockBytes);
-  return device->Read(offset, block->data(), kBlockBytes);
-}
-
-// Returns the checkpoint in `block` if it is whole and belongs to `uuid`.
-bool ParseCheckpoint(const io::AlignedBuffer& block, const uint8_t (&uuid)[16], CheckpointDisk* out) {
-  std::memcpy(out, block.data(), sizeof(*out));
-  return out->magic == kCheckpointMagic && std::memcmp(out->device_uuid, uuid, 16) == 0 &&
-         out->crc == crc32c::Value(out, offsetof(CheckpointDisk, crc));
-}
-
-// The sequence number in the segment header `block` read at position `pos`, or 0 unless it is
-// a whole header of this device that belongs at that position.
-uint64_t HeaderSeqAt(const uint8_t* block, const LogGeometry& g, uint64_t pos) {
-  SegmentHeaderDisk h;
-  std::memcpy(&h, block, sizeof(h));
-  const bool valid = h.magic == kSegmentMagic && std::memcmp(h.device_uuid, g.device_uuid, 16) == 0 &&
-                     h.header_crc == crc32c::Value(&h, offsetof(SegmentHeaderDisk, header_crc)) && h.seq > 0 &&
-                     (h.seq - 1) % g.segment_count == pos;
-  return valid ? h.seq : 0;
-}
-
 }  // namespace
 
-absl::StatusOr<LogGeometry> SegmentLog::ReadGeometry(io::BlockDevice* device) {
-  if (kBlockBytes % device->alignment() != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(device->Describe(), " needs ", device->alignment(),
-                                                   "-byte I/O; the log format uses ", kBlockBytes));
-  }
-  if (device->size_bytes() < kBlockBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(device->Describe(), " is too small (", device->size_bytes(), " bytes)"));
-  }
-  io::AlignedBuffer block;
-  TMEM_RETURN_IF_ERROR(ReadBlock(device, kSuperblockOffset, &block));
-  SuperblockDisk sb;
-  std::memcpy(&sb, block.data(), sizeof(sb));
-  if (AllZero(block.data(), kBlockBytes)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        device->Describe(), " is not formatted (its first block is zero); format it first with `tmem-admin format`"));
-  }
-  if (sb.magic != kSuperblockMagic) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "%s holds foreign data, not a tmem log (first 8 bytes 0x%016x); refusing to use it",
-        device->Describe(), sb.magic));
-  }
-  if (sb.crc != crc32c::Value(&sb, offsetof(SuperblockDisk, crc))) {
-    return absl::DataLossError(absl::StrCat("the superblock of ", device->Describe(),
-                                            " is corrupt (CRC mismatch); refusing to use it"));
-  }
-  if (sb.format_version != kFormatVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(device->Describe(), " has tmem log format version ",
-                                                      sb.format_version, "; this build reads version ",
-                                                      kFormatVersion));
-  }
-  if (sb.block_bytes != kBlockBytes || sb.data_offset != kDataOffset || sb.segment_bytes < kMinSegmentBytes ||
-      sb.segment_bytes > kMaxSegmentBytes || sb.segment_bytes % kBlockBytes != 0 ||
-      sb.segment_count < kMinSegmentCount) {
-    return absl::DataLossError(absl::StrCat("the superblock of ", device->Describe(),
-                                            " has an impossible geometry (segment bytes ", sb.segment_bytes,
-                                            ", count ", sb.segment_count, ")"));
-  }
-  if (sb.data_offset + sb.segment_count * sb.segment_bytes > device->size_bytes()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        device->Describe(), " has ", device->size_bytes(), " bytes but its superblock describes ",
-        sb.data_offset + sb.segment_count * sb.segment_bytes, " (was the device truncated?)"));
-  }
-  LogGeometry g;
-  std::memcpy(g.device_uuid, sb.device_uuid, 16);
-  g.segment_bytes = sb.segment_bytes;
-  g.segment_count = sb.segment_count;
-  g.device_bytes = sb.device_bytes;
-  g.format_version = sb.format_version;
-  return g;
-}
-
-absl::Status SegmentLog::Format(io::BlockDevice* device, const FormatOptions& options) {
-  if (kBlockBytes % device->alignment() != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(device->Describe(), " needs ", device->alignment(),
-                                                   "-byte I/O; the log format uses ", kBlockBytes));
-  }
-  if (options.segment_bytes < kMinSegmentBytes || options.segment_bytes > kMaxSegmentBytes ||
-      options.segment_bytes % kBlockBytes != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("segment size ", options.segment_bytes,
-                                                   " must be a multiple of 4096 between ", kMinSegmentBytes,
-                                                   " and ", kMaxSegmentBytes));
-  }
-  const uint64_t needed = kDataOffset + uint64_t{kMinSegmentCount} * options.segment_bytes;
-  if (device->size_bytes() < needed) {
-    return absl::InvalidArgumentError(absl::StrCat(device->Describe(), " has ", device->size_bytes(),
-                                                   " bytes; a log of ", options.segment_bytes,
-                                                   "-byte segments needs at least ", needed));
-  }
-  io::AlignedBuffer block;
-  TMEM_RETURN_IF_ERROR(ReadBlock(device, kSuperblockOffset, &block));
-  if (!options.force) {
-    uint64_t magic;
-    std::memcpy(&magic, block.data(), 8);
-    if (magic == kSuperblockMagic) {
-      return absl::AlreadyExistsError(absl::StrCat(device->Describe(),
-                                                   " already holds a tmem log; pass --force to format it again "
-                                                   "(every cached page on it is lost)"));
-    }
-    if (!AllZero(block.data(), kBlockBytes)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          device->Describe(), " holds other data (its first block is not zero); pass --force to overwrite it"));
-    }
-  }
-
-  SuperblockDisk sb{};
-  sb.magic = kSuperblockMagic;
-  sb.format_version = kFormatVersion;
-  sb.block_bytes = kBlockBytes;
-  if (getrandom(sb.device_uuid, sizeof(sb.device_uuid), 0) != sizeof(sb.device_uuid)) {
-    return io::ErrnoStatus(errno, "getrandom");
-  }
-  sb.segment_bytes = options.segment_bytes;
-  sb.segment_count = (device->size_bytes() - kDataOffset) / options.segment_bytes;
-  sb.data_offset = kDataOffset;
-  sb.device_bytes = device->size_bytes();
-  sb.format_time_unix = static_cast<uint64_t>(std::time(nullptr));
-  sb.crc = crc32c::Value(&sb, offsetof(SuperblockDisk, crc));
-
-  CheckpointDisk cp{};
-  cp.magic = kCheckpointMagic;
-  std::memcpy(cp.device_uuid, sb.device_uuid, 16);
-  cp.generation = 1;
-  cp.clean = 1;
-  cp.crc = crc32c::Value(&cp, offsetof(CheckpointDisk, crc));
-
-  // Checkpoints first, superblock last: a format cut short leaves no valid superblock. The
-  // owner record slots are cleared with them: a new log has no owner's record.
-  io::AlignedBuffer out(kBlockBytes, kBlockBytes);
-  std::memset(out.data(), 0, kBlockBytes);
-  for (uint64_t offset : kOwnerRecordOffset) TMEM_RETURN_IF_ERROR(device->Write(offset, out.data(), kBlockBytes));
-  std::memcpy(out.data(), &cp, sizeof(cp));
-  // Generation g lives in slot g % 2.
-  TMEM_RETURN_IF_ERROR(device->Write(kCheckpointOffset[1], out.data(), kBlockBytes));
-  std::memset(out.data(), 0, kBlockBytes);
-  TMEM_RETURN_IF_ERROR(device->Write(kCheckpointOffset[0], out.data(), kBlockBytes));
-  TMEM_RETURN_IF_ERROR(device->Sync());
-  std::memcpy(out.data(), &sb, sizeof(sb));
-  TMEM_RETURN_IF_ERROR(device->Write(kSuperblockOffset, out.data(), kBlockBytes));
-  TMEM_RETURN_IF_ERROR(device->Sync());
-  TMEM_LOG(Info) << "formatted " << device->Describe() << ": " << sb.segment_count << " segments of "
-                 << sb.segment_bytes << " bytes, uuid " << UuidString(sb.device_uuid);
-  return absl::OkStatus();
-}
-
-absl::StatusOr<bool> SegmentLog::HasOwnerRecord(io::BlockDevice* device) {
-  io::AlignedBuffer block;
-  for (uint64_t offset : kOwnerRecordOffset) {
-    TMEM_RETURN_IF_ERROR(ReadBlock(device, offset, &block));
-    if (!AllZero(block.data(), kBlockBytes)) return true;
-  }
-  return false;
-}
-
 absl::StatusOr<std::unique_ptr<SegmentLog>> SegmentLog::Open(io::BlockDevice* device, const LogOptions& options) {
-  TMEM_ASSIGN_OR_RETURN(LogGeometry geometry, ReadGeometry(device));
+  TMEM_ASSIGN_OR_RETURN(LogGeometry geometry, ReadLogGeometry(device));
   if (options.write_buffer_count < 2 || options.flusher_threads < 1 ||
       options.flusher_threads >= options.write_buffer_count || options.seq_lease_segments < 2) {
     return absl::InvalidArgumentError(absl::StrCat("bad log options: ", options.write_buffer_count,
@@ -209,39 +42,6 @@ absl::StatusOr<std::unique_ptr<SegmentLog>> SegmentLog::Open(io::BlockDevice* de
   return log;
 }
 
-absl::StatusOr<CheckpointDisk> SegmentLog::ReadBestCheckpoint(io::BlockDevice* device, const LogGeometry& geometry) {
-  CheckpointDisk best{};
-  bool found = false;
-  for (int slot = 0; slot < 2; ++slot) {
-    io::AlignedBuffer block;
-    TMEM_RETURN_IF_ERROR(ReadBlock(device, kCheckpointOffset[slot], &block));
-    CheckpointDisk cp;
-    if (ParseCheckpoint(block, geometry.device_uuid, &cp) && (!found || cp.generation > best.generation)) {
-      best = cp;
-      found = true;
-    }
-  }
-  if (!found) {
-    return absl::DataLossError(absl::StrCat("both checkpoint blocks of ", device->Describe(),
-                                            " are corrupt; the log cannot tell which sequence numbers were used. "
-                                            "Format it again (cached pages are lost)"));
-  }
-  return best;
-}
-
-absl::StatusOr<LogCheckpoint> SegmentLog::ReadCheckpoint(io::BlockDevice* device) {
-  TMEM_ASSIGN_OR_RETURN(LogGeometry geometry, ReadGeometry(device));
-  TMEM_ASSIGN_OR_RETURN(CheckpointDisk cp, ReadBestCheckpoint(device, geometry));
-  LogCheckpoint out;
-  out.generation = cp.generation;
-  out.instance = cp.instance;
-  out.clean = cp.clean == 1;
-  out.head_seq = cp.head_seq;
-  out.reclaimed_seq = cp.reclaimed_seq;
-  out.seq_lease = cp.seq_lease;
-  return out;
-}
-
 SegmentLog::SegmentLog(io::BlockDevice* device, const LogGeometry& geometry, const LogOptions& options)
     : device_(device), geometry_(geometry), options_(options) {}
 
@@ -256,11 +56,17 @@ absl::Status SegmentLog::Start(const CheckpointDisk& previous) {
     // The crashed run may have used any number up to its lease; start above all of them (or
     // above the newest one that reached the device) and treat every older segment as gone.
     head = previous.seq_lease;
-    if (options_.resume_after_newest_segment) {
-      TMEM_ASSIGN_OR_RETURN(head, NewestSegmentIn(previous.head_seq, previous.seq_lease));
+    if (options_.retention.resume_after_newest_segment) {
+      TMEM_ASSIGN_OR_RETURN(head, NewestSegmentIn(device_, geometry_, previous.head_seq, previous.seq_lease));
     }
     reclaimed = head;
   }
+  // An owner that indexes the log itself keeps the segments it still needs readable across an
+  // unclean stop too (it vouches that no position holding one was reused), and from reuse.
+  if (options_.retention.keep_segments_after.has_value()) {
+    reclaimed = std::min(reclaimed, *options_.retention.keep_segments_after);
+  }
+  reclaim_limit_.store(options_.retention.reclaim_limit, std::memory_order_release);
   head_seq_.store(head, std::memory_order_release);
   sealed_seq_.store(head, std::memory_order_release);
   flushed_seq_.store(head, std::memory_order_release);
@@ -298,23 +104,8 @@ SegmentLog::~SegmentLog() {
   for (auto& t : flushers_) t.join();
 }
 
-absl::StatusOr<uint64_t> SegmentLog::NewestSegmentIn(uint64_t after, uint64_t upto) {
-  // Each position holds the newest number written to it, so the newest number in the range is
-  // the largest one found; a range longer than the device needs each position once.
-  const uint64_t count = std::min(upto - std::min(upto, after), geometry_.segment_count);
-  uint64_t newest = after;
-  io::AlignedBuffer block;
-  for (uint64_t seq = after + 1; seq <= after + count; ++seq) {
-    TMEM_RETURN_IF_ERROR(ReadBlock(device_, SegmentOffset(seq), &block));
-    const uint64_t found = HeaderSeqAt(block.data(), geometry_, (seq - 1) % geometry_.segment_count);
-    if (found > newest && found <= upto) newest = found;
-  }
-  return newest;
-}
-
 absl::Status SegmentLog::WriteCheckpoint(bool clean) {
   CheckpointDisk cp{};
-  cp.magic = kCheckpointMagic;
   std::memcpy(cp.device_uuid, geometry_.device_uuid, 16);
   cp.generation = checkpoint_generation_ + 1;
   cp.instance = instance_;
@@ -325,20 +116,12 @@ absl::Status SegmentLog::WriteCheckpoint(bool clean) {
     cp.reclaimed_seq = reclaimed_seq_.load(std::memory_order_acquire);
     cp.seq_lease = clean ? std::max(cp.head_seq, seq_lease_) : std::max(seq_lease_, cp.head_seq + options_.seq_lease_segments);
   }
-  cp.crc = crc32c::Value(&cp, offsetof(CheckpointDisk, crc));
-  io::AlignedBuffer block(kBlockBytes, kBlockBytes);
-  std::memcpy(block.data(), &cp, sizeof(cp));
-  TMEM_RETURN_IF_ERROR(device_->Write(kCheckpointOffset[cp.generation % 2], block.data(), kBlockBytes));
-  TMEM_RETURN_IF_ERROR(device_->Sync());
+  TMEM_RETURN_IF_ERROR(WriteCheckpointBlock(device_, cp));
   checkpoint_generation_ = cp.generation;
   MutexLock lock(&mu_);
   seq_lease_ = std::max(seq_lease_, cp.seq_lease);
   SignalProgressLocked();
   return absl::OkStatus();
-}
-
-uint32_t SegmentLog::UsedBytes(uint32_t data_end, size_t entries) {
-  return static_cast<uint32_t>(io::AlignUp(data_end + entries * sizeof(SlotEntryDisk), kBlockBytes));
 }
 
 uint32_t SegmentLog::max_page_bytes() const {
@@ -374,64 +157,6 @@ void SegmentLog::SetReclaimLimit(uint64_t seq) {
   SignalProgressLocked();
 }
 
-absl::Status SegmentLog::KeepSegmentsAfter(uint64_t seq) {
-  MutexLock lock(&mu_);
-  if (counters_.appends.load(std::memory_order_relaxed) > 0) {
-    return absl::FailedPreconditionError("segments can be kept only before the first append");
-  }
-  if (seq < reclaimed_seq_.load(std::memory_order_relaxed)) reclaimed_seq_.store(seq, std::memory_order_release);
-  return absl::OkStatus();
-}
-
-absl::Status SegmentLog::ScanSegments(io::BlockDevice* device, uint64_t min_seq,
-                                      const std::function<absl::Status(const ScannedSegment&)>& fn,
-                                      uint64_t* skipped) {
-  TMEM_ASSIGN_OR_RETURN(LogGeometry g, ReadGeometry(device));
-  uint64_t bad = 0;
-  // Headers first (one block each), then the chosen segments whole, in sequence order.
-  std::vector<std::pair<uint64_t, uint64_t>> found;  // (seq, position)
-  io::AlignedBuffer block;
-  for (uint64_t pos = 0; pos < g.segment_count; ++pos) {
-    TMEM_RETURN_IF_ERROR(ReadBlock(device, kDataOffset + pos * g.segment_bytes, &block));
-    if (AllZero(block.data(), sizeof(SegmentHeaderDisk))) continue;  // never written
-    const uint64_t seq = HeaderSeqAt(block.data(), g, pos);
-    if (seq == 0) {
-      ++bad;
-      continue;
-    }
-    if (seq > min_seq) found.emplace_back(seq, pos);
-  }
-  std::sort(found.begin(), found.end());
-  io::AlignedBuffer seg(g.segment_bytes, kBlockBytes);
-  for (const auto& [seq, pos] : found) {
-    TMEM_RETURN_IF_ERROR(device->Read(kDataOffset + pos * g.segment_bytes, seg.data(), g.segment_bytes));
-    SegmentHeaderDisk h;
-    std::memcpy(&h, seg.data(), sizeof(h));
-    const uint64_t table_bytes = uint64_t{h.entry_count} * sizeof(SlotEntryDisk);
-    const bool valid = h.seq == seq && h.used_bytes <= g.segment_bytes && h.table_offset >= kSegmentHeaderBytes &&
-                       h.table_offset + table_bytes <= h.used_bytes &&
-                       h.header_crc == crc32c::Value(&h, offsetof(SegmentHeaderDisk, header_crc)) &&
-                       h.table_crc == crc32c::Value(seg.data() + h.table_offset, table_bytes);
-    if (!valid) {
-      ++bad;
-      continue;
-    }
-    std::vector<SlotEntryDisk> entries(h.entry_count);
-    std::memcpy(entries.data(), seg.data() + h.table_offset, table_bytes);
-    bool entries_ok = true;
-    for (const SlotEntryDisk& e : entries) {
-      if (e.offset < kSegmentHeaderBytes || uint64_t{e.offset} + e.length > h.table_offset) entries_ok = false;
-    }
-    if (!entries_ok) {
-      ++bad;
-      continue;
-    }
-    TMEM_RETURN_IF_ERROR(fn(ScannedSegment{seq, seg.data(), entries}));
-  }
-  if (skipped != nullptr) *skipped = bad;
-  return absl::OkStatus();
-}
-
 SegmentLog::WriteBuffer* SegmentLog::OpenBufferLocked(bool use_reserve) {
   for (auto& b : buffers_) {
     if (b->state != BufferState::kFree) continue;
@@ -444,7 +169,7 @@ SegmentLog::WriteBuffer* SegmentLog::OpenBufferLocked(bool use_reserve) {
     const uint64_t limit = reclaim_limit_.load(std::memory_order_acquire);
     if (target > limit) return nullptr;  // the owner keeps it
     // The reserve: the last `reserved_segments` positions before the limit are for use_reserve.
-    if (!use_reserve && limit != UINT64_MAX && seq + options_.free_segments_ahead + options_.reserved_segments > limit + n) {
+    if (!use_reserve && limit != UINT64_MAX && seq + options_.free_segments_ahead + options_.retention.reserved_segments > limit + n) {
       return nullptr;
     }
     if (target > reclaimed) {
@@ -512,7 +237,7 @@ absl::StatusOr<size_t> SegmentLog::AppendBatch(const uint8_t (*keys)[kSlotKeyByt
       size_t done = 0;
       while (done < n) {
         const uint32_t offset = static_cast<uint32_t>(io::AlignUp(b->data_end, PageAlignment(len)));
-        if (UsedBytes(offset + len, b->entries.size() + 1) > geometry_.segment_bytes) break;
+        if (SegmentUsedBytes(offset + len, b->entries.size() + 1) > geometry_.segment_bytes) break;
         if (offset > b->data_end) std::memset(b->bytes.data() + b->data_end, 0, offset - b->data_end);
         std::memcpy(b->bytes.data() + offset, data + done * len, len);
         SlotEntryDisk e{};
@@ -589,57 +314,15 @@ absl::Status SegmentLog::CheckLocation(Location loc, uint32_t len) const {
 
 absl::StatusOr<SegmentLog::ReadOutcome> SegmentLog::Read(Location loc, uint32_t len, uint32_t expected_crc,
                                                          void* out) {
-  TMEM_RETURN_IF_ERROR(CheckLocation(loc, len));
-  if (!IsLive(loc.seq)) return ReadOutcome::kGone;
-  bool from_buffer = false;
-  if (loc.seq > flushed_seq_.load(std::memory_order_acquire) || failed_count_.load(std::memory_order_acquire) > 0) {
-    MutexLock lock(&mu_);
-    if (failed_seqs_.count(loc.seq) != 0) return ReadOutcome::kGone;
-    for (auto& b : buffers_) {
-      if (b->state != BufferState::kFree && b->seq == loc.seq) {
-        std::memcpy(out, b->bytes.data() + loc.offset, len);
-        from_buffer = true;
-        break;
-      }
-    }
-  }
-  if (from_buffer) {
-    counters_.buffer_reads.fetch_add(1, std::memory_order_relaxed);
-  } else {
-    // A buffer leaves RAM only after its segment write completed, so a page that is in no
-    // buffer is on the device.
-    const uint32_t a = device_->alignment();
-    const uint64_t abs = SegmentOffset(loc.seq) + loc.offset;
-    const uint64_t start = io::AlignDown(abs, a);
-    const uint64_t end = io::AlignUp(abs + len, a);
-    thread_local io::AlignedBuffer scratch;
-    if (scratch.size() < end - start) scratch = io::AlignedBuffer(end - start, kBlockBytes);
-    absl::Status st = device_->Read(start, scratch.data(), end - start);
-    if (!st.ok()) {
-      counters_.read_errors.fetch_add(1, std::memory_order_relaxed);
-      return st;
-    }
-    // The segment may have been reclaimed and rewritten while we read; reclaim moves the
-    // watermark before any rewrite starts, so checking after the read is enough.
-    if (!IsLive(loc.seq)) return ReadOutcome::kGone;
-    std::memcpy(out, scratch.data() + (abs - start), len);
-    counters_.device_reads.fetch_add(1, std::memory_order_relaxed);
-  }
-  if (crc32c::Value(out, len) != expected_crc) {
-    counters_.crc_failures.fetch_add(1, std::memory_order_relaxed);
-    return ReadOutcome::kCorrupt;
-  }
-  return ReadOutcome::kOk;
+  PageRead r{loc, len, expected_crc, out};
+  ReadMany(std::span<PageRead>(&r, 1));
+  return r.outcome;
 }
 
 void SegmentLog::ReadMany(std::span<PageRead> reads) {
-  if (reads.size() == 1) {
-    PageRead& r = reads[0];
-    r.outcome = Read(r.loc, r.len, r.expected_crc, r.out);
-    return;
-  }
+  // Inline storage: a single page read (Read) allocates nothing.
   enum : uint8_t { kDone, kPending, kFromBuffer };
-  std::vector<uint8_t> state(reads.size(), kDone);
+  absl::InlinedVector<uint8_t, 8> state(reads.size(), kDone);
   bool look_in_buffers = false;
   const bool any_failed = failed_count_.load(std::memory_order_acquire) > 0;
   const uint64_t flushed = flushed_seq_.load(std::memory_order_acquire);
@@ -675,10 +358,11 @@ void SegmentLog::ReadMany(std::span<PageRead> reads) {
       }
     }
   }
-  // Everything still pending is on the device (see Read): one batch, into one scratch buffer.
+  // Everything still pending is on the device: a buffer leaves RAM only after its segment write
+  // completed, so a page that is in no buffer is there. One batch, into one scratch buffer.
   const uint32_t a = device_->alignment();
-  std::vector<io::BlockDevice::ReadOp> ops;
-  std::vector<size_t> op_page;
+  absl::InlinedVector<io::BlockDevice::ReadOp, 4> ops;
+  absl::InlinedVector<size_t, 4> op_page;
   uint64_t scratch_bytes = 0;
   for (size_t i = 0; i < reads.size(); ++i) {
     if (state[i] != kPending) continue;
@@ -706,7 +390,8 @@ void SegmentLog::ReadMany(std::span<PageRead> reads) {
         state[op_page[k]] = kDone;
         continue;
       }
-      // Reclaimed (and maybe rewritten) while we read: see Read.
+      // The segment may have been reclaimed and rewritten while we read; reclaim moves the
+      // watermark before any rewrite starts, so checking after the read is enough.
       if (!IsLive(r.loc.seq)) {
         r.outcome = ReadOutcome::kGone;
         state[op_page[k]] = kDone;
@@ -792,22 +477,7 @@ void SegmentLog::FlusherLoop() {
       mu_.Unlock();
       // The buffer is ours alone now: appends go to other buffers and readers only copy
       // page bytes, which we do not touch.
-      const uint32_t table_offset = b->data_end;
-      const uint32_t used = UsedBytes(table_offset, b->entries.size());
-      const size_t table_bytes = b->entries.size() * sizeof(SlotEntryDisk);
-      std::memcpy(b->bytes.data() + table_offset, b->entries.data(), table_bytes);
-      std::memset(b->bytes.data() + table_offset + table_bytes, 0, used - table_offset - table_bytes);
-      SegmentHeaderDisk h{};
-      h.magic = kSegmentMagic;
-      std::memcpy(h.device_uuid, geometry_.device_uuid, 16);
-      h.seq = seq;
-      h.entry_count = static_cast<uint32_t>(b->entries.size());
-      h.table_offset = table_offset;
-      h.used_bytes = used;
-      h.table_crc = crc32c::Value(b->bytes.data() + table_offset, table_bytes);
-      h.header_crc = crc32c::Value(&h, offsetof(SegmentHeaderDisk, header_crc));
-      std::memset(b->bytes.data(), 0, kSegmentHeaderBytes);
-      std::memcpy(b->bytes.data(), &h, sizeof(h));
+      const uint32_t used = EncodeSegment(b->bytes.data(), geometry_.device_uuid, seq, b->entries, b->data_end);
       absl::Status st = device_->Write(SegmentOffset(seq), b->bytes.data(), used);
       if (st.ok()) {
         counters_.segments_written.fetch_add(1, std::memory_order_relaxed);

@@ -21,6 +21,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <span>
 #include <string>
@@ -34,14 +35,9 @@
 #include "common/stats.h"
 #include "server/io/block_device.h"
 #include "server/log/log_format.h"
+#include "server/log/log_metadata.h"
 
 namespace tmem::log {
-
-struct FormatOptions {
-  uint32_t segment_bytes = 1 << 20;
-  // Format over a device that already holds a tmem log or any other non-zero data.
-  bool force = false;
-};
 
 struct LogOptions {
   // RAM write buffers of one segment each: one open for appends, the rest in flight.
@@ -52,21 +48,31 @@ struct LogOptions {
   int64_t flush_deadline_ns = 5'000'000;
   // Segments kept reclaimed beyond the open one, so that opening a buffer never waits.
   uint32_t free_segments_ahead = 2;
-  // Under a reclaim limit (SetReclaimLimit), this many segments below it are kept for appends
-  // that ask for the reserve (the block cache's relocations, which make room for the others).
-  uint32_t reserved_segments = 0;
   // Sequence numbers persisted ahead in the checkpoint, so that a run after a crash starts
   // above every number the crashed run used. A renewal (a checkpoint and a device sync) is due
   // every half lease; a crash skips at most a lease of numbers, which costs nothing unless the
   // owner keeps segments across a crash (see resume_after_newest_segment).
   uint64_t seq_lease_segments = 65536;
-  // After an unclean stop, read the headers of the segments the crashed run's lease covers (one
-  // block per position, at most one per position of the device) and start right after the
-  // newest valid one, instead of above the whole lease. A number whose segment left no valid
-  // header is handed out again, at the same position, so the new segment replaces whatever part
-  // of the lost one reached the device. For owners that keep segments across a crash (the block
-  // cache), where numbers skipped would hold room until migration passed them.
-  bool resume_after_newest_segment = false;
+  // What an owner that indexes the log itself and keeps its segments (the block cache) asks of
+  // the log; page pools leave it as it is.
+  struct Retention {
+    // Segments with a sequence number above this are never reclaimed (SetReclaimLimit moves it).
+    uint64_t reclaim_limit = UINT64_MAX;
+    // Under the reclaim limit, this many segments below it are kept for appends that ask for the
+    // reserve (the block cache's copy-forward, which makes room for the others).
+    uint32_t reserved_segments = 0;
+    // Segments above this stay readable although the previous run stopped uncleanly, which
+    // otherwise makes every older segment gone. The owner vouches that no position holding one
+    // was reused (it kept them from reuse with its reclaim limit).
+    std::optional<uint64_t> keep_segments_after;
+    // After an unclean stop, read the headers of the segments the crashed run's lease covers (one
+    // block per position, at most one per position of the device) and start right after the
+    // newest valid one, instead of above the whole lease. A number whose segment left no valid
+    // header is handed out again, at the same position, so the new segment replaces whatever part
+    // of the lost one reached the device. Numbers skipped would otherwise hold room until
+    // migration passed them.
+    bool resume_after_newest_segment = false;
+  } retention;
   Clock* clock = Clock::Real();
 };
 
@@ -93,25 +99,6 @@ struct Location {
   uint32_t offset = 0;
 };
 
-// Geometry and identity read from the superblock.
-struct LogGeometry {
-  uint8_t device_uuid[16] = {};
-  uint32_t segment_bytes = 0;
-  uint64_t segment_count = 0;
-  uint64_t device_bytes = 0;
-  uint32_t format_version = 0;
-};
-
-// The newest valid checkpoint (for inspection tools).
-struct LogCheckpoint {
-  uint64_t generation = 0;
-  uint64_t instance = 0;   // instance of the run that wrote it
-  bool clean = false;      // written by a clean stop
-  uint64_t head_seq = 0;
-  uint64_t reclaimed_seq = 0;
-  uint64_t seq_lease = 0;
-};
-
 class SegmentLog {
  public:
   enum class ReadOutcome {
@@ -119,20 +106,6 @@ class SegmentLog {
     kGone,      // the segment was reclaimed (or its write failed): a miss
     kCorrupt,   // CRC mismatch: a miss; counted in crc_failures
   };
-
-  // Writes a fresh superblock and checkpoints. Refuses (AlreadyExists / FailedPrecondition) a
-  // device that holds a tmem log or other non-zero data unless options.force; InvalidArgument
-  // for a bad segment size or a device too small for kMinSegmentCount segments.
-  static absl::Status Format(io::BlockDevice* device, const FormatOptions& options);
-
-  // True when the owner record slots (log_format.h) hold anything: the log belongs to a user
-  // other than page pools (a block cache). Format zeroes them.
-  static absl::StatusOr<bool> HasOwnerRecord(io::BlockDevice* device);
-
-  // Reads the superblock only (for inspection tools). Same errors as Open.
-  static absl::StatusOr<LogGeometry> ReadGeometry(io::BlockDevice* device);
-  // Reads the superblock and the newest valid checkpoint without changing anything.
-  static absl::StatusOr<LogCheckpoint> ReadCheckpoint(io::BlockDevice* device);
 
   // Opens a formatted device. `device` is borrowed and must outlive the log. Refuses an
   // unformatted device or foreign data (FailedPrecondition), a corrupt superblock (DataLoss),
@@ -185,32 +158,10 @@ class SegmentLog {
   // wait for the device instead of N.
   void ReadMany(std::span<PageRead> reads);
 
-  // One segment found on the device by ScanSegments: its header is valid, its slot table
-  // matches its CRC, and `data` holds its first used_bytes. Each page's own CRC is not checked
-  // here (a torn write can leave a valid table over old page data): check entry.crc.
-  struct ScannedSegment {
-    uint64_t seq = 0;
-    const uint8_t* data = nullptr;
-    std::span<const SlotEntryDisk> entries;
-  };
-  // Reads every segment of a formatted device whose sequence number is above `min_seq`, and
-  // calls `fn` for each in ascending sequence order. Segments with a bad header, another
-  // device's UUID, a sequence number that does not belong at their position or a bad table are
-  // skipped (counted in *skipped when given). Device errors and errors from `fn` are returned.
-  static absl::Status ScanSegments(io::BlockDevice* device, uint64_t min_seq,
-                                   const std::function<absl::Status(const ScannedSegment&)>& fn,
-                                   uint64_t* skipped = nullptr);
-
   // Segments with a sequence number above `seq` are never reclaimed: an append that would need
   // one waits until the limit moves (the block cache keeps segments that hold dirty data this
-  // way). Starts unlimited; the limit may move either way.
+  // way). Starts at options.retention.reclaim_limit; the limit may move either way.
   void SetReclaimLimit(uint64_t seq);
-
-  // For an owner that indexes the log itself and kept its segments from reuse with
-  // SetReclaimLimit (the block cache): segments above `seq` stay readable although the previous
-  // run stopped uncleanly, which otherwise makes every older segment gone. The owner vouches
-  // that no position holding one was reused. FailedPrecondition after the first append.
-  absl::Status KeepSegmentsAfter(uint64_t seq);
 
   // True while the segment `seq` still holds what was appended to it.
   bool IsLive(uint64_t seq) const {
@@ -276,17 +227,13 @@ class SegmentLog {
 
   SegmentLog(io::BlockDevice* device, const LogGeometry& geometry, const LogOptions& options);
 
-  static absl::StatusOr<CheckpointDisk> ReadBestCheckpoint(io::BlockDevice* device, const LogGeometry& geometry);
   absl::Status Start(const CheckpointDisk& previous);
-  // The newest sequence number in (after, upto] with a valid header at its position, or `after`.
-  absl::StatusOr<uint64_t> NewestSegmentIn(uint64_t after, uint64_t upto);
   absl::Status WriteCheckpoint(bool clean) ABSL_EXCLUSIVE_LOCKS_REQUIRED(checkpoint_mu_);
   void FlusherLoop();
   void SealLocked(WriteBuffer* buffer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   WriteBuffer* OpenBufferLocked(bool use_reserve) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FinishWriteLocked(WriteBuffer* buffer, bool ok) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint64_t SegmentOffset(uint64_t seq) const;
-  static uint32_t UsedBytes(uint32_t data_end, size_t entries);
 
   io::BlockDevice* const device_;
   const LogGeometry geometry_;

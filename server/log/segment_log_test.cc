@@ -1,4 +1,5 @@
 #include "server/log/segment_log.h"
+#include "server/log/segment_scan.h"
 
 #include <gtest/gtest.h>
 
@@ -56,7 +57,7 @@ SegmentLog::ReadOutcome ReadBack(SegmentLog& log, const Appended& a) {
 class SegmentLogTest : public ::testing::Test {
  protected:
   SegmentLogTest() : mem_(kDataOffset + 16 * kSeg, 512), dev_(&mem_) {
-    EXPECT_TRUE(SegmentLog::Format(&dev_, {.segment_bytes = kSeg}).ok());
+    EXPECT_TRUE(FormatLog(&dev_, {.segment_bytes = kSeg}).ok());
   }
   // Tests run on a manual clock unless they choose otherwise, so that no deadline flush seals a
   // buffer at a moment that depends on machine load.
@@ -72,7 +73,7 @@ class SegmentLogTest : public ::testing::Test {
 };
 
 TEST_F(SegmentLogTest, FormatWritesGeometryThatOpenReadsBack) {
-  auto g = SegmentLog::ReadGeometry(&dev_);
+  auto g = ReadLogGeometry(&dev_);
   ASSERT_TRUE(g.ok()) << g.status();
   EXPECT_EQ(g->segment_bytes, kSeg);
   EXPECT_EQ(g->segment_count, 16u);
@@ -104,9 +105,9 @@ TEST_F(SegmentLogTest, OpenRefusesForeignDataWithoutWriting) {
   EXPECT_NE(log.status().message().find("foreign"), std::string::npos) << log.status();
   EXPECT_EQ(dev.write_count(), 0u);
   // Format refuses it too unless forced.
-  EXPECT_EQ(SegmentLog::Format(&dev, {.segment_bytes = kSeg}).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(FormatLog(&dev, {.segment_bytes = kSeg}).code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(dev.write_count(), 0u);
-  EXPECT_TRUE(SegmentLog::Format(&dev, {.segment_bytes = kSeg, .force = true}).ok());
+  EXPECT_TRUE(FormatLog(&dev, {.segment_bytes = kSeg, .force = true}).ok());
   EXPECT_TRUE(SegmentLog::Open(&dev, {}).ok());
 }
 
@@ -139,22 +140,22 @@ TEST_F(SegmentLogTest, OpenRefusesOtherFormatVersion) {
 }
 
 TEST_F(SegmentLogTest, FormatRefusesExistingLogUnlessForced) {
-  absl::Status s = SegmentLog::Format(&dev_, {.segment_bytes = kSeg});
+  absl::Status s = FormatLog(&dev_, {.segment_bytes = kSeg});
   EXPECT_EQ(s.code(), absl::StatusCode::kAlreadyExists) << s;
-  auto before = SegmentLog::ReadGeometry(&dev_);
-  ASSERT_TRUE(SegmentLog::Format(&dev_, {.segment_bytes = kSeg, .force = true}).ok());
-  auto after = SegmentLog::ReadGeometry(&dev_);
+  auto before = ReadLogGeometry(&dev_);
+  ASSERT_TRUE(FormatLog(&dev_, {.segment_bytes = kSeg, .force = true}).ok());
+  auto after = ReadLogGeometry(&dev_);
   EXPECT_NE(std::memcmp(before->device_uuid, after->device_uuid, 16), 0) << "a new format gets a new uuid";
 }
 
 TEST_F(SegmentLogTest, FormatRefusesTooSmallDeviceAndBadSegmentSize) {
   io::MemoryDevice small(kDataOffset + 4 * kSeg, 512);
-  absl::Status s = SegmentLog::Format(&small, {.segment_bytes = kSeg});
+  absl::Status s = FormatLog(&small, {.segment_bytes = kSeg});
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("needs at least"), std::string::npos) << s;
   io::MemoryDevice dev(64 << 20, 512);
-  EXPECT_EQ(SegmentLog::Format(&dev, {.segment_bytes = 100000}).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(SegmentLog::Format(&dev, {.segment_bytes = 64 << 10}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(FormatLog(&dev, {.segment_bytes = 100000}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(FormatLog(&dev, {.segment_bytes = 64 << 10}).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(SegmentLogTest, AppendRejectsBadLengths) {
@@ -434,7 +435,8 @@ TEST_F(SegmentLogTest, PowerCutLosesUnsyncedWritesAndNextOpenIsUnclean) {
 // newest segment on the device rather than above the whole lease: a number is handed out again
 // only when no valid header of it reached the device, and then at the same position.
 TEST_F(SegmentLogTest, AnUncleanStopResumesAfterTheNewestSegmentThatReachedTheDevice) {
-  const LogOptions resume{.seq_lease_segments = 8, .resume_after_newest_segment = true, .clock = nullptr};
+  LogOptions resume{.seq_lease_segments = 8, .clock = nullptr};
+  resume.retention.resume_after_newest_segment = true;
   // Writes `n` segments, flushes and stops uncleanly; returns the first run's starting head.
   auto write_segments = [&](int n) {
     auto log = Open(resume);
@@ -660,7 +662,7 @@ TEST_F(SegmentLogTest, ScanFindsEveryWrittenSegmentInOrderWithItsPages) {
   const uint64_t min_seq = by_seq.begin()->first;  // the first segment is left out
   std::vector<uint64_t> seen;
   uint64_t skipped = 99;
-  ASSERT_TRUE(SegmentLog::ScanSegments(&dev_, min_seq, [&](const SegmentLog::ScannedSegment& s) {
+  ASSERT_TRUE(ScanSegments(&dev_, min_seq, [&](const ScannedSegment& s) {
     seen.push_back(s.seq);
     const auto& want = by_seq.at(s.seq);
     EXPECT_EQ(s.entries.size(), want.size());
@@ -703,7 +705,7 @@ TEST_F(SegmentLogTest, ScanSkipsSegmentsWithABadHeaderOrTable) {
   ASSERT_TRUE(mem_.Write(pos(seqs[1]), b.data(), kSeg).ok());
   std::vector<uint64_t> seen;
   uint64_t skipped = 0;
-  ASSERT_TRUE(SegmentLog::ScanSegments(&dev_, 0, [&](const SegmentLog::ScannedSegment& s) {
+  ASSERT_TRUE(ScanSegments(&dev_, 0, [&](const ScannedSegment& s) {
     seen.push_back(s.seq);
     return absl::OkStatus();
   }, &skipped).ok());

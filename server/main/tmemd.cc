@@ -74,7 +74,7 @@ absl::StatusOr<std::unique_ptr<io::FileDevice>> OpenDevice(const Config& c) {
     }
     auto dev = io::FileDevice::Open({.path = c.device_path, .create_size_bytes = c.device_size_bytes});
     if (!dev.ok()) return dev.status();
-    absl::Status s = log::SegmentLog::Format(dev->get(), {.segment_bytes = c.segment_bytes});
+    absl::Status s = log::FormatLog(dev->get(), {.segment_bytes = c.segment_bytes});
     if (!s.ok()) {
       std::filesystem::remove(c.device_path, ec);  // we created it; leave nothing half-made
       return s;
@@ -84,7 +84,7 @@ absl::StatusOr<std::unique_ptr<io::FileDevice>> OpenDevice(const Config& c) {
   }
   auto dev = io::FileDevice::Open({.path = c.device_path});
   if (!dev.ok()) return dev.status();
-  absl::StatusOr<log::LogGeometry> g = log::SegmentLog::ReadGeometry(dev->get());
+  absl::StatusOr<log::LogGeometry> g = log::ReadLogGeometry(dev->get());
   std::string problem;
   if (!g.ok()) {
     problem = std::string(g.status().message());
@@ -99,7 +99,7 @@ absl::StatusOr<std::unique_ptr<io::FileDevice>> OpenDevice(const Config& c) {
   }
   TMEM_LOG(Warning) << "formatting " << c.device_path << " as asked by --format"
                     << (problem.empty() ? "" : ": ") << problem;
-  absl::Status s = log::SegmentLog::Format(dev->get(), {.segment_bytes = c.segment_bytes, .force = true});
+  absl::Status s = log::FormatLog(dev->get(), {.segment_bytes = c.segment_bytes, .force = true});
   if (!s.ok()) return s;
   std::filesystem::remove_all(c.metadata_dir, ec);
   return dev;

@@ -36,8 +36,8 @@ absl::Status PoolEngine::Start(const EngineOptions& options) {
   stripes_ = std::make_unique<Mutex[]>(options.lock_stripes);
   // A cached export's device holds dirty data of its backing store: never take it for pools.
   // (Only on a device that holds a log: anything else gets the log's own refusal below.)
-  absl::StatusOr<bool> owned = log::SegmentLog::ReadGeometry(options.device).ok()
-                                   ? log::SegmentLog::HasOwnerRecord(options.device)
+  absl::StatusOr<bool> owned = log::ReadLogGeometry(options.device).ok()
+                                   ? log::LogHasOwnerRecord(options.device)
                                    : absl::StatusOr<bool>(false);
   if (owned.ok() && *owned) {
     return absl::FailedPreconditionError(absl::StrCat(

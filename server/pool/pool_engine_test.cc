@@ -297,7 +297,7 @@ TEST(PoolEngineTest, CorruptByteInTheDeviceFileIsAMissAndACount) {
   const std::string path = dir + "/cache.img";
   auto dev = io::FileDevice::Open({.path = path, .create_size_bytes = 32 << 20});
   ASSERT_TRUE(dev.ok()) << dev.status();
-  ASSERT_TRUE(log::SegmentLog::Format(dev->get(), {}).ok());
+  ASSERT_TRUE(log::FormatLog(dev->get(), {}).ok());
   auto engine = PoolEngine::Open({.device = dev->get(), .metadata_dir = dir + "/meta"});
   ASSERT_TRUE(engine.ok()) << engine.status();
   PoolEngine& e = **engine;
@@ -487,7 +487,7 @@ TEST(PoolEngineTest, MetadataOfAnotherDeviceIsRefused) {
   h.Open();
   ASSERT_TRUE(h.engine().Close().ok());
   // Format the device again: the metadata directory now belongs to a device that is gone.
-  ASSERT_TRUE(log::SegmentLog::Format(&h.device(), {.segment_bytes = 128 << 10, .force = true}).ok());
+  ASSERT_TRUE(log::FormatLog(&h.device(), {.segment_bytes = 128 << 10, .force = true}).ok());
   auto e = PoolEngine::Open(h.Options());
   ASSERT_FALSE(e.ok());
   EXPECT_EQ(e.status().code(), absl::StatusCode::kFailedPrecondition);
@@ -612,7 +612,7 @@ TEST(PoolEngineTest, UnformattedDeviceIsRefused) {
 
 TEST(PoolEngineTest, ACachedExportsDeviceIsRefusedUntilFormattedAgain) {
   io::MemoryDevice dev(64 << 20, 512);
-  ASSERT_TRUE(log::SegmentLog::Format(&dev, {.segment_bytes = 1 << 20}).ok());
+  ASSERT_TRUE(log::FormatLog(&dev, {.segment_bytes = 1 << 20}).ok());
   // What a block cache leaves in the owner record slot.
   io::AlignedBuffer record(4096, 4096);
   std::memset(record.data(), 0, 4096);
@@ -624,7 +624,7 @@ TEST(PoolEngineTest, ACachedExportsDeviceIsRefusedUntilFormattedAgain) {
   auto e = PoolEngine::Open(o);
   ASSERT_EQ(e.status().code(), absl::StatusCode::kFailedPrecondition) << e.status();
   EXPECT_NE(e.status().message().find("cached block export"), std::string::npos) << e.status();
-  ASSERT_TRUE(log::SegmentLog::Format(&dev, {.segment_bytes = 1 << 20, .force = true}).ok());
+  ASSERT_TRUE(log::FormatLog(&dev, {.segment_bytes = 1 << 20, .force = true}).ok());
   EXPECT_TRUE(PoolEngine::Open(o).ok());
 }
 

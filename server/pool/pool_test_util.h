@@ -62,7 +62,7 @@ class EngineHarness {
  public:
   explicit EngineHarness(uint32_t segment_count = 32, uint32_t segment_bytes = 128 << 10)
       : mem_(log::kDataOffset + uint64_t{segment_count} * segment_bytes, 512), dev_(&mem_), dir_(FreshDir("engine")) {
-    absl::Status s = log::SegmentLog::Format(&dev_, {.segment_bytes = segment_bytes});
+    absl::Status s = log::FormatLog(&dev_, {.segment_bytes = segment_bytes});
     EXPECT_TRUE(s.ok()) << s;
   }
   ~EngineHarness() {

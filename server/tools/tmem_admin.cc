@@ -57,7 +57,7 @@ int Format(const Flags& flags) {
   if (*segment > UINT32_MAX) return Usage("--segment-size is too large");
   auto dev = io::FileDevice::Open({.path = *device, .create_size_bytes = *size});
   if (!dev.ok()) return Fail(dev.status());
-  absl::Status s = log::SegmentLog::Format(dev->get(), {.segment_bytes = static_cast<uint32_t>(*segment),
+  absl::Status s = log::FormatLog(dev->get(), {.segment_bytes = static_cast<uint32_t>(*segment),
                                                         .force = flags.Has("force")});
   if (!s.ok()) return Fail(s);
   if (flags.Has("metadata-dir")) {
@@ -65,7 +65,7 @@ int Format(const Flags& flags) {
     std::filesystem::remove_all(flags.Get("metadata-dir"), ec);
     if (ec) return Fail(absl::InternalError("cannot empty " + flags.Get("metadata-dir") + ": " + ec.message()));
   }
-  auto g = log::SegmentLog::ReadGeometry(dev->get());
+  auto g = log::ReadLogGeometry(dev->get());
   if (!g.ok()) return Fail(g.status());
   std::printf("formatted %s: %lu segments of %u bytes (%.1f GiB of cache), uuid %s\n", device->c_str(),
               g->segment_count, g->segment_bytes, g->segment_count * double(g->segment_bytes) / (1 << 30),
@@ -78,9 +78,9 @@ int Inspect(const Flags& flags) {
   if (!device.ok()) return Usage(std::string(device.status().message()));
   auto dev = io::FileDevice::Open({.path = *device});
   if (!dev.ok()) return Fail(dev.status());
-  auto g = log::SegmentLog::ReadGeometry(dev->get());
+  auto g = log::ReadLogGeometry(dev->get());
   if (!g.ok()) return Fail(g.status());
-  auto cp = log::SegmentLog::ReadCheckpoint(dev->get());
+  auto cp = log::ReadLogCheckpoint(dev->get());
   if (!cp.ok()) return Fail(cp.status());
   std::printf("device          %s\n", device->c_str());
   std::printf("format version  %u\n", g->format_version);

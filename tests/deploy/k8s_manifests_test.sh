@@ -6,7 +6,7 @@
 # the PrometheusRule is the promtool-tested rules file; and tmemd starts with each rendered
 # ConfigMap's configuration, answers the gRPC health check the probes ask and stops cleanly.
 set -uo pipefail
-source "$TEST_SRCDIR/tmem/tests/deploy/testlib.sh"
+source "$TEST_SRCDIR/tmem/tests/testing/testlib.sh"
 need kubectl kubernetes-client
 need yamllint yamllint
 

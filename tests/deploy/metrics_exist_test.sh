@@ -4,7 +4,7 @@
 # match on is one the metric carries; promtool accepts both /metrics outputs. The dashboard file
 # is what its generator writes, and tmemd --version agrees with tmem_build_info.
 set -uo pipefail
-source "$TEST_SRCDIR/tmem/tests/deploy/testlib.sh"
+source "$TEST_SRCDIR/tmem/tests/testing/testlib.sh"
 P=$(port); M=$(port); N=$(port); S=$(port)
 CTL="$R/client/tmemctl --server=127.0.0.1:$P"
 

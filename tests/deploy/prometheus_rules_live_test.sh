@@ -6,7 +6,7 @@
 # read hit ratio of 1/2, and the gets, puts, NBD bytes written and bytes written back over the
 # 5-minute window. Every rule evaluates without error and no alert fires.
 set -uo pipefail
-source "$TEST_SRCDIR/tmem/tests/deploy/testlib.sh"
+source "$TEST_SRCDIR/tmem/tests/testing/testlib.sh"
 P=$(port); M=$(port); W=$(port); N=$(port)
 CTL="$R/client/tmemctl --server=127.0.0.1:$P"
 need prometheus prometheus

@@ -4,7 +4,7 @@
 # debian:bookworm-slim already has. (deploy/docker/check-runtime.sh proves the same by
 # installing the list into a fresh root; this check needs no downloads.)
 set -uo pipefail
-source "$TEST_SRCDIR/tmem/tests/deploy/testlib.sh"
+source "$TEST_SRCDIR/tmem/tests/testing/testlib.sh"
 list=$(grep -v '^#' "$R/deploy/docker/runtime-packages.txt")
 in_base="libc6 libgcc-s1 libstdc++6"
 # Sanitizer builds (scripts/test.sh --config=asan|tsan) link the sanitizer runtimes, which no

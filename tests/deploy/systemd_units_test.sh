@@ -4,7 +4,7 @@
 # accept the flags the units pass, and their hardening keeps systemd's exposure score low
 # (tmemd: unprivileged, no capabilities; tmem-shimd: root for its device, CAP_SYS_MODULE only).
 set -uo pipefail
-source "$TEST_SRCDIR/tmem/tests/deploy/testlib.sh"
+source "$TEST_SRCDIR/tmem/tests/testing/testlib.sh"
 need systemd-analyze systemd
 mkdir -p "$T/bin" "$T/units"
 ln -sf "$R/server/main/tmemd" "$T/bin/tmemd"

@@ -38,7 +38,7 @@ Paths Fresh(const std::string& name) {
   Paths p{base + "/cache.img", base + "/meta"};
   auto dev = io::FileDevice::Open({.path = p.device, .create_size_bytes = 96 << 20});
   EXPECT_TRUE(dev.ok()) << dev.status();
-  EXPECT_TRUE(log::SegmentLog::Format(dev->get(), {}).ok());
+  EXPECT_TRUE(log::FormatLog(dev->get(), {}).ok());
   return p;
 }
 

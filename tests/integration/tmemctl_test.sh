@@ -1,16 +1,11 @@
 #!/usr/bin/env bash
 # tmemctl against a real tmemd on loopback: file round trip, flushes, stats, pools, exit codes.
 set -uo pipefail
-R="$TEST_SRCDIR/tmem"
+source "$TEST_SRCDIR/tmem/tests/testing/testlib.sh"
 TMEMD="$R/server/main/tmemd"
 CTL_BIN="$R/client/tmemctl"
-T="$TEST_TMPDIR"
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 P=$(port)
 CTL="$CTL_BIN --server=127.0.0.1:$P --timeout-ms=3000"
-fails=0
-ok() { echo "ok   $1"; }
-bad() { echo "FAIL $1"; fails=$((fails + 1)); }
 
 "$TMEMD" --device="$T/c.img" --device-size=64M --listen="127.0.0.1:$P" --metrics-listen= 2> "$T/tmemd.log" &
 D=$!
@@ -75,4 +70,4 @@ $CTL health > /dev/null 2>&1 && bad "health answers 0 with the server down" || o
 $CTL bench --pages=100 --seconds=1 --singles=1 > /dev/null 2> "$T/e6"; rc=$?
 [ $rc -eq 1 ] && grep -q "are the servers up" "$T/e6" && ok "bench, server down: exit 1" || bad "bench down rc=$rc $(cat "$T/e6")"
 
-[ $fails -eq 0 ] || { echo "$fails checks failed"; cat "$T/tmemd.log"; exit 1; }
+finish "$T/tmemd.log"

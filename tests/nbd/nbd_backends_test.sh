@@ -4,17 +4,11 @@
 # server restarts, and an unreachable backend costs EIO, not a crash. Also the connection
 # limit of the NBD listener.
 set -uo pipefail
+source "$TEST_SRCDIR/tmem/tests/testing/testlib.sh"
 export PATH="/usr/bin:$PATH"
-R="$TEST_SRCDIR/tmem"
 TMEMD="$R/server/main/tmemd"
-T="$TEST_TMPDIR"
-PY=/usr/bin/python3
-port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 GP=$(port); NP=$(port); MP=$(port)
 S=$(mktemp -d /tmp/tmem-nbdb.XXXXXX)
-fails=0
-ok() { echo "ok   $1"; }
-bad() { echo "FAIL $1"; fails=$((fails + 1)); }
 
 truncate -s 32M "$T/remote.img"
 start_nbdkit() { nbdkit --exit-with-parent -f -U "$S/remote.sock" file "$T/remote.img" 2> "$T/nbdkit.log" & NK=$!; 
@@ -97,5 +91,5 @@ grep -qE '^tmem_nbd_connections_refused_total [1-9]' "$T/metrics" \
 
 kill -TERM $D; wait $D; rc=$?
 [ $rc -eq 0 ] && ok "tmemd stopped cleanly" || bad "tmemd exit $rc: $(tail -5 "$T/tmemd.log")"
-[ $fails -eq 0 ] || { echo "$fails checks failed"; tail -20 "$T/tmemd.log"; exit 1; }
+finish "$T/tmemd.log"
 echo "all checks passed"

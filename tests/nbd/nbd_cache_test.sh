@@ -9,19 +9,13 @@
 #    was not sent. CYCLES (default 5) sets the number of kills; the lab runs 50.
 #  - bad configurations are refused with a message naming the cause.
 set -uo pipefail
+source "$TEST_SRCDIR/tmem/tests/testing/testlib.sh"
 export PATH="/usr/bin:$PATH"
-R="$TEST_SRCDIR/tmem"
 TMEMD="$R/server/main/tmemd"
 CTL="$R/client/tmemctl"
 CRASH="$R/tests/nbd/cache_crash.py"
-T="$TEST_TMPDIR"
-PY=/usr/bin/python3
 CYCLES=${CYCLES:-5}
-port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 GP=$(port); NP=$(port)
-fails=0
-ok() { echo "ok   $1"; }
-bad() { echo "FAIL $1"; fails=$((fails + 1)); }
 
 truncate -s 64M "$T/backing.img"
 cat > "$T/tmemd.yaml" <<YAML

@@ -2,19 +2,13 @@
 # tmemd's NBD exports driven by Debian's real NBD clients: nbdinfo, nbdcopy, nbdsh (python
 # libnbd), qemu-img, qemu-io and fio's nbd engine, over TCP and the unix socket.
 set -uo pipefail
-R="$TEST_SRCDIR/tmem"
+source "$TEST_SRCDIR/tmem/tests/testing/testlib.sh"
 TMEMD="$R/server/main/tmemd"
 CTL="$R/client/tmemctl"
-T="$TEST_TMPDIR"
-PY=/usr/bin/python3   # Debian's python, which has the libnbd module (nbdsh runs "python3" from PATH)
 export PATH="/usr/bin:$PATH"
-port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 GP=$(port); NP=$(port); MP=$(port)
 SOCKDIR=$(mktemp -d /tmp/tmem-nbd.XXXXXX)   # unix socket paths have at most 107 bytes
 SOCK="$SOCKDIR/nbd.sock"
-fails=0
-ok() { echo "ok   $1"; }
-bad() { echo "FAIL $1"; fails=$((fails + 1)); }
 
 head -c 16M /dev/urandom > "$T/ro.img"
 cat > "$T/tmemd.yaml" <<YAML
@@ -170,5 +164,5 @@ fi
 kill -TERM $D; wait $D; rc=$?
 [ $rc -eq 0 ] && ok "tmemd stopped cleanly" || bad "tmemd exit $rc: $(tail -5 "$T/tmemd.log")"
 [ ! -e "$SOCK" ] && ok "unix socket removed at stop" || bad "unix socket left behind"
-[ $fails -eq 0 ] || { echo "$fails checks failed"; tail -20 "$T/tmemd.log"; exit 1; }
+finish "$T/tmemd.log"
 echo "all checks passed"
