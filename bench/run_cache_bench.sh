@@ -39,7 +39,6 @@ slow_store() {  # socket: a fresh slow disk arm
   PIDS+=($SP)
   for _ in $(seq 100); do [ -S "$1" ] && break; sleep 0.05; done
 }
-wait_nbd() { for _ in $(seq 200); do nbdinfo "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "no server at $1"; exit 1; }
 fio_job() {  # name uri rw bs iodepth [extra...]
   local name=$1 uri=$2 rw=$3 bs=$4 qd=$5; shift 5
   fio --name="$name" --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" --iodepth="$qd" --size=1G \
@@ -75,7 +74,7 @@ start_tmemd() {  # socket name; sets TD and URI
   TD=$!
   PIDS+=($TD)
   URI="nbd://127.0.0.1:$TP/c"
-  wait_nbd "$URI"
+  wait_nbd "$URI" || fail "no NBD server at $URI"
 }
 : > "$DIR/cb-tmemd.log"
 start_tmemd t1; run_first tmemd "$URI"; stop $TD; stop $SP
@@ -90,7 +89,7 @@ start_nbdkit() {  # socket name; sets NK and URI
   NK=$!
   PIDS+=($NK)
   URI="nbd://127.0.0.1:$KP/"
-  wait_nbd "$URI"
+  wait_nbd "$URI" || fail "no NBD server at $URI"
 }
 start_nbdkit k1; run_first nbdkit "$URI"; stop $NK; stop $SP
 start_nbdkit k2; run_second nbdkit "$URI"; stop $NK; stop $SP

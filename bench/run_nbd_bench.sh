@@ -27,7 +27,7 @@ nbdkit -f --exit-with-parent -p "$KP" -i 127.0.0.1 file "$IMG" 2> "$DIR/nbd_nbdk
 NK=$!
 trap 'kill $TD $NK 2>/dev/null || true' EXIT
 for p in $TP $KP; do
-  for _ in $(seq 100); do nbdinfo "nbd://127.0.0.1:$p/" >/dev/null 2>&1 && break; sleep 0.1; done
+  wait_nbd "nbd://127.0.0.1:$p/" || fail "no NBD server on port $p"
 done
 uncache() {  # the image out of the page cache, its dirty pages written first
   sync

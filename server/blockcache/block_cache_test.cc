@@ -79,6 +79,41 @@ std::unique_ptr<BlockCache> OpenOrDie(const BlockCacheOptions& o) {
   return c.ok() ? std::move(*c) : nullptr;
 }
 
+// Where faults may be injected in a test rig.
+enum class Faults { kNone, kStore, kCache, kBoth };
+
+// The devices of one test: an export of `export_bytes` (a memory device behind DeviceBackend)
+// over a cache device of `cache_bytes`, each behind a FaultInjectionDevice when `faults` says
+// so (which serialises its I/O and records unsynced writes: only where a test needs it), and
+// the options that name them. Members in this order, for structured bindings:
+//   CacheRig rig(kSize, Faults::kStore);
+//   auto& [cache_mem, back_mem, cache_dev, back_dev, backing, o] = rig;
+struct CacheRig {
+  explicit CacheRig(uint64_t export_bytes, Faults faults = Faults::kNone, uint64_t cache_bytes = kCacheBytes)
+      : cache_mem(cache_bytes, 512),
+        back_mem(export_bytes, 512),
+        cache_dev(&cache_mem),
+        back_dev(&back_mem),
+        backing(faults == Faults::kStore || faults == Faults::kBoth ? static_cast<io::BlockDevice*>(&back_dev)
+                                                                    : &back_mem),
+        o(Options(faults == Faults::kCache || faults == Faults::kBoth ? static_cast<io::BlockDevice*>(&cache_dev)
+                                                                      : &cache_mem,
+                  &backing)) {}
+  io::MemoryDevice cache_mem;
+  io::MemoryDevice back_mem;
+  FaultInjectionDevice cache_dev;  // in use only with Faults::kCache or kBoth
+  FaultInjectionDevice back_dev;   // in use only with Faults::kStore or kBoth
+  DeviceBackend backing;
+  BlockCacheOptions o;
+};
+
+// Polls `cond` (the cache's own threads make progress meanwhile) for up to five seconds.
+template <typename Cond>
+bool Eventually(Cond cond) {
+  for (int i = 0; i < 1000 && !cond(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  return cond();
+}
+
 // The whole device, read through an aligned buffer.
 std::vector<uint8_t> ReadAll(io::BlockDevice& dev) {
   io::AlignedBuffer b(dev.size_bytes(), 4096);
@@ -112,9 +147,8 @@ void WriteRandomRanges(BlockCache& cache, std::mt19937_64& rng, std::vector<uint
 // compared with a model of the export.
 void RunModel(uint64_t ram_cache_bytes) {
   constexpr uint64_t kSize = 2 << 20;  // 512 lines; the cache holds ~400, so segments are reused
-  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
-  DeviceBackend backing(&back_mem);
-  BlockCacheOptions o = Options(&cache_mem, &backing);
+  CacheRig rig(kSize);
+  auto& [cache_mem, back_mem, cache_dev, back_dev, backing, o] = rig;
   o.ram_cache_bytes = ram_cache_bytes;
   auto cache = OpenOrDie(o);
   ASSERT_NE(cache, nullptr);
@@ -184,9 +218,8 @@ TEST(BlockCacheTest, RamTierNeverServesAnOlderVersion) {
 
 TEST(BlockCacheTest, DrainLeavesTheBackingStoreByteIdenticalToTheExport) {
   constexpr uint64_t kSize = 1 << 20;
-  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
-  DeviceBackend backing(&back_mem);
-  BlockCacheOptions o = Options(&cache_mem, &backing);
+  CacheRig rig(kSize);
+  auto& [cache_mem, back_mem, cache_dev, back_dev, backing, o] = rig;
   o.tunables.migrate_idle_ms = 1'000'000;  // no background migration: Drain does it all
   auto cache = OpenOrDie(o);
   std::vector<uint8_t> model(kSize, 0);
@@ -221,9 +254,8 @@ void Stamp(uint8_t* p, uint64_t sector, uint64_t version) {
 TEST(BlockCacheTest, PowerCutsNeverLoseAFlushedWriteNorReturnTornOrStaleData) {
   constexpr uint64_t kSize = 512 << 10;  // 1024 sectors
   constexpr uint64_t kSectors = kSize / kSectorBytes;
-  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
-  FaultInjectionDevice cache_dev(&cache_mem), back_dev(&back_mem);
-  DeviceBackend backing(&back_dev);
+  CacheRig rig(kSize, Faults::kBoth);
+  auto& [cache_mem, back_mem, cache_dev, back_dev, backing, options] = rig;
   std::vector<std::vector<uint64_t>> written(kSectors, std::vector<uint64_t>{0});  // versions, ascending
   std::vector<uint64_t> flushed(kSectors, 0);  // newest version a completed flush covered
   uint64_t version = 0;
@@ -232,7 +264,6 @@ TEST(BlockCacheTest, PowerCutsNeverLoseAFlushedWriteNorReturnTornOrStaleData) {
   std::mt19937_64 rng(seed_env != nullptr ? std::strtoull(seed_env, nullptr, 10) : 2026);
   int cuts = 0;
   uint64_t recovered_lines = 0, torn_pages = 0;
-  BlockCacheOptions options = Options(&cache_dev, &backing);
   options.read_cache = true;  // promoted clean lines must never shadow newer data either
   uint64_t relocated = 0;
   for (int round = 0; round < 1000; ++round) {
@@ -339,10 +370,8 @@ TEST(BlockCacheTest, PowerCutsNeverLoseAFlushedWriteNorReturnTornOrStaleData) {
 // version recovery brings back (the power-cut test found this under ThreadSanitizer's timing).
 TEST(BlockCacheTest, MigrationWritesBackOnlyWhatTheCacheDeviceHasSynced) {
   constexpr uint64_t kSize = 1 << 20;
-  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
-  FaultInjectionDevice cache_dev(&cache_mem), back_dev(&back_mem);
-  DeviceBackend backing(&back_dev);
-  BlockCacheOptions o = Options(&cache_dev, &backing);
+  CacheRig rig(kSize, Faults::kBoth);
+  auto& [cache_mem, back_mem, cache_dev, back_dev, backing, o] = rig;
   o.tunables.migrate_idle_ms = 1'000'000;  // no migration until the segments are written, unsynced
   auto cache = OpenOrDie(o);
   ASSERT_NE(cache, nullptr);
@@ -354,19 +383,15 @@ TEST(BlockCacheTest, MigrationWritesBackOnlyWhatTheCacheDeviceHasSynced) {
     }
     return false;
   });
-  const auto wait_until = [](auto cond) {
-    for (int i = 0; i < 1000 && !cond(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    return cond();
-  };
   std::mt19937_64 rng(5);
   auto data = Random(rng, 64 * kLineBytes);  // three segments (30 lines each): written, not synced
   ASSERT_OK(cache->Pwrite(data.data(), data.size(), 0, false));
-  ASSERT_TRUE(wait_until([&] { return cache_dev.unsynced_write_count() >= 3; }))
+  ASSERT_TRUE(Eventually([&] { return cache_dev.unsynced_write_count() >= 3; }))
       << "the segments were not written (or were synced already: the test would prove nothing)";
   BlockCache::Tunables t = cache->tunables();
   t.migrate_idle_ms = 0;
   ASSERT_OK(cache->SetTunables(t));
-  ASSERT_TRUE(wait_until([&] { return cache->status().migrated_lines > 0; }));
+  ASSERT_TRUE(Eventually([&] { return cache->status().migrated_lines > 0; }));
   EXPECT_GT(store_writes.load(), 0);
   EXPECT_EQ(unsafe.load(), 0) << "the store got lines whose cache segment was not synced yet";
   back_dev.SetFailurePredicate(nullptr);
@@ -374,7 +399,8 @@ TEST(BlockCacheTest, MigrationWritesBackOnlyWhatTheCacheDeviceHasSynced) {
 
 TEST(BlockCacheTest, ReadCachingKeepsRandomReadsSkipsLongScansAndNeverShadowsWrites) {
   constexpr uint64_t kSize = 1 << 20;  // 256 lines
-  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
+  CacheRig rig(kSize);
+  auto& [cache_mem, back_mem, cache_dev, back_dev, backing, o] = rig;
   std::mt19937_64 rng(9);
   std::vector<uint8_t> model = Random(rng, kSize);
   {
@@ -382,8 +408,6 @@ TEST(BlockCacheTest, ReadCachingKeepsRandomReadsSkipsLongScansAndNeverShadowsWri
     std::memcpy(b.data(), model.data(), kSize);
     ASSERT_TRUE(back_mem.Write(0, b.data(), kSize).ok());
   }
-  DeviceBackend backing(&back_mem);
-  BlockCacheOptions o = Options(&cache_mem, &backing);
   o.read_cache = true;
   o.read_cache_threshold_lines = 32;
   auto cache = OpenOrDie(o);
@@ -428,9 +452,8 @@ TEST(BlockCacheTest, ReadCachingKeepsRandomReadsSkipsLongScansAndNeverShadowsWri
 TEST(BlockCacheTest, ReadPromotionsRacingWritesNeverShadowThem) {
   constexpr uint64_t kSize = 16 << 20;  // 4096 lines, each written once
   constexpr uint64_t kLines = kSize / kLineBytes;
-  io::MemoryDevice cache_mem(log::kDataOffset + 64 * kSeg, 512), back_mem(kSize, 512);
-  DeviceBackend backing(&back_mem);
-  BlockCacheOptions o = Options(&cache_mem, &backing);
+  CacheRig rig(kSize, Faults::kNone, log::kDataOffset + 64 * kSeg);
+  auto& [cache_mem, back_mem, cache_dev, back_dev, backing, o] = rig;
   o.read_cache = true;
   o.read_cache_threshold_lines = 1 << 20;
   auto cache = OpenOrDie(o);
@@ -465,10 +488,8 @@ TEST(BlockCacheTest, ReadPromotionsRacingWritesNeverShadowThem) {
 
 TEST(BlockCacheTest, BackingStoreErrorsLoseNoDirtyDataAndMigrationRetries) {
   constexpr uint64_t kSize = 1 << 20;
-  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
-  FaultInjectionDevice back_dev(&back_mem);
-  DeviceBackend backing(&back_dev);
-  BlockCacheOptions o = Options(&cache_mem, &backing);
+  CacheRig rig(kSize, Faults::kStore);
+  auto& [cache_mem, back_mem, cache_dev, back_dev, backing, o] = rig;
   // Segments fill before their deadline even on a slow (sanitized) run, so the writes below fit
   // the log: with no migration possible, writes beyond its room wait for the store to heal.
   o.log.flush_deadline_ns = 5'000'000'000;
@@ -483,11 +504,8 @@ TEST(BlockCacheTest, BackingStoreErrorsLoseNoDirtyDataAndMigrationRetries) {
   ASSERT_NO_FATAL_FAILURE(WriteRandomRanges(*cache, rng, model, 100, 4000));
   ASSERT_OK(cache->Flush());
   EXPECT_FALSE(cache->MigrateNow().ok());
-  // Give the background migration time to fail and retry too.
-  for (int i = 0; i < 200 && cache->status().migration_errors < 3; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  EXPECT_GE(cache->status().migration_errors, 3u);
+  // The background migration fails and retries too.
+  EXPECT_TRUE(Eventually([&] { return cache->status().migration_errors >= 3; }));
   EXPECT_GT(cache->status().dirty_lines, 0u);
   std::vector<uint8_t> got(kSize);
   ASSERT_OK(cache->Pread(got.data(), kSize, 0));
@@ -502,18 +520,16 @@ TEST(BlockCacheTest, BackingStoreErrorsLoseNoDirtyDataAndMigrationRetries) {
 // while `failing` is set, so that the cache log fills up and stays full.
 struct OverAFailingStore {
   static constexpr uint64_t kSize = 1 << 20;
-  io::MemoryDevice cache_mem{kCacheBytes, 512};
-  io::MemoryDevice back_mem{kSize, 512};
-  FaultInjectionDevice back_dev{&back_mem};
-  DeviceBackend backing{&back_dev};
+  CacheRig rig{kSize, Faults::kStore};
+  io::MemoryDevice& back_mem = rig.back_mem;
   std::atomic<bool> failing{true};
   std::unique_ptr<BlockCache> cache;
   OverAFailingStore() {
-    BlockCacheOptions o = Options(&cache_mem, &backing);
+    BlockCacheOptions o = rig.o;
     o.full_write_timeout_ms = 300;
     o.copy_forward = false;
     o.log.flush_deadline_ns = 5'000'000'000;  // segments fill whole even on a slow (sanitized) run
-    back_dev.SetFailurePredicate([this](FaultInjectionDevice::Op op, uint64_t, size_t) {
+    rig.back_dev.SetFailurePredicate([this](FaultInjectionDevice::Op op, uint64_t, size_t) {
       return failing.load() && op != FaultInjectionDevice::Op::kRead;
     });
     cache = OpenOrDie(o);
@@ -623,10 +639,8 @@ TEST(BlockCacheTest, BufferedWritesNeverWaitAndDeclineWhereAWriteWouldWait) {
 
 TEST(BlockCacheTest, CacheDeviceWriteErrorFailsSafeAndKeepsWhatWasFlushed) {
   constexpr uint64_t kSize = 1 << 20;
-  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
-  FaultInjectionDevice cache_dev(&cache_mem);
-  DeviceBackend backing(&back_mem);
-  BlockCacheOptions o = Options(&cache_dev, &backing);
+  CacheRig rig(kSize, Faults::kCache);
+  auto& [cache_mem, back_mem, cache_dev, back_dev, backing, o] = rig;
   o.tunables.migrate_idle_ms = 1'000'000;
   // The lost block's bytes are in the RAM tier: it must still read as lost, like on the device.
   o.ram_cache_bytes = 1 << 20;
@@ -666,10 +680,8 @@ TEST(BlockCacheTest, CacheDeviceWriteErrorFailsSafeAndKeepsWhatWasFlushed) {
 
 TEST(BlockCacheTest, WritingFarBeyondTheCacheSizeKeepsProgressingAndLosesNothing) {
   constexpr uint64_t kSize = 8 << 20;  // 4x the cache's segments
-  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
-  FaultInjectionDevice back_dev(&back_mem);
-  DeviceBackend backing(&back_dev);
-  BlockCacheOptions o = Options(&cache_mem, &backing);
+  CacheRig rig(kSize, Faults::kStore);
+  auto& [cache_mem, back_mem, cache_dev, back_dev, backing, o] = rig;
   o.tunables.migrate_idle_ms = 1'000'000;  // migration only when the cache runs out of room
   auto cache = OpenOrDie(o);
   // A slow backing store: every write takes a while.
@@ -713,10 +725,8 @@ TEST(BlockCacheTest, MigrationPassesOverwrittenSegmentsManyPerRecordUpdate) {
   constexpr uint64_t kSegments = 128;
   constexpr uint64_t kSize = 1 << 20;
   constexpr uint64_t kRegion = 256 << 10;  // about two segments of lines
-  io::MemoryDevice cache_mem(log::kDataOffset + kSegments * kSeg, 512), back_mem(kSize, 512);
-  FaultInjectionDevice cache_dev(&cache_mem);
-  DeviceBackend backing(&back_mem);
-  BlockCacheOptions o = Options(&cache_dev, &backing);
+  CacheRig rig(kSize, Faults::kCache, log::kDataOffset + kSegments * kSeg);
+  auto& [cache_mem, back_mem, cache_dev, back_dev, backing, o] = rig;
   o.tunables.migrate_idle_ms = 1'000'000;  // migration only when the cache runs out of room
   o.tunables.migrate_max_age_ms = 0;
   o.tunables.migrate_batch_segments = 1;
@@ -753,10 +763,8 @@ TEST(BlockCacheTest, MigrationPassesOverwrittenSegmentsManyPerRecordUpdate) {
 uint64_t StoreWritesForHotOverwrites(bool copy_forward, uint64_t* relocated) {
   constexpr uint64_t kSize = 4 << 20;
   constexpr uint64_t kHotLines = 200;  // under half the log's ~480 slots
-  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
-  FaultInjectionDevice back_dev(&back_mem);
-  DeviceBackend backing(&back_dev);
-  BlockCacheOptions o = Options(&cache_mem, &backing);
+  CacheRig rig(kSize, Faults::kStore);
+  auto& [cache_mem, back_mem, cache_dev, back_dev, backing, o] = rig;
   o.tunables.migrate_idle_ms = 1'000'000;  // the foreground never looks idle here
   o.copy_forward = copy_forward;
   auto cache = OpenOrDie(o);
@@ -841,10 +849,8 @@ TEST(BlockCacheTest, RefusesAPagePoolDeviceForeignDataAndACacheOfAnotherStore) {
 TEST(BlockCacheTest, RecoveryRebuildsTheIndexAndLeavesWriteBackToMigration) {
   constexpr uint64_t kSize = 1 << 20;
   // 64 segments: room enough that nothing forces migration before the checks below.
-  io::MemoryDevice cache_mem(log::kDataOffset + 64 * kSeg, 512), back_mem(kSize, 512);
-  FaultInjectionDevice cache_dev(&cache_mem);
-  DeviceBackend backing(&back_mem);
-  BlockCacheOptions o = Options(&cache_dev, &backing);
+  CacheRig rig(kSize, Faults::kCache, log::kDataOffset + 64 * kSeg);
+  auto& [cache_mem, back_mem, cache_dev, back_dev, backing, o] = rig;
   o.tunables.migrate_idle_ms = 1'000'000;
   o.tunables.migrate_max_age_ms = 0;
   std::vector<uint8_t> a(64 << 10, 0xA1), b(16 << 10, 0xB2), partial(512, 0xC3);
@@ -901,10 +907,9 @@ TEST(BlockCacheTest, RecoveryRebuildsTheIndexAndLeavesWriteBackToMigration) {
 // most migrate_max_age_ms. Time is a manual clock; the migrator polls every few real ms.
 TEST(BlockCacheTest, ReadsHoldMigrationOffUntilDirtyDataReachesItsMaximumAge) {
   constexpr uint64_t kSize = 1 << 20;
-  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
-  DeviceBackend backing(&back_mem);
+  CacheRig rig(kSize);
+  auto& [cache_mem, back_mem, cache_dev, back_dev, backing, o] = rig;
   ManualClock clock;
-  BlockCacheOptions o = Options(&cache_mem, &backing);
   o.log.clock = &clock;
   o.tunables.migrate_idle_ms = 1000;
   o.tunables.migrate_max_age_ms = 5000;
@@ -938,9 +943,8 @@ TEST(BlockCacheTest, ReadsHoldMigrationOffUntilDirtyDataReachesItsMaximumAge) {
 // one that a later append of the same writer superseded.
 TEST(BlockCacheTest, LargeAndSmallWritesRacingOverTheSameLinesLeaveEachLineAtALastWrite) {
   constexpr uint64_t kLines = 640;  // two and a half stripe runs
-  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kLines * kLineBytes, 512);
-  DeviceBackend backing(&back_mem);
-  BlockCacheOptions o = Options(&cache_mem, &backing);
+  CacheRig rig(kLines * kLineBytes);
+  auto& [cache_mem, back_mem, cache_dev, back_dev, backing, o] = rig;
   o.ram_cache_bytes = 32 * kLineBytes;
   auto cache = OpenOrDie(o);
   ASSERT_NE(cache, nullptr);
@@ -1010,9 +1014,8 @@ TEST(BlockCacheTest, LargeAndSmallWritesRacingOverTheSameLinesLeaveEachLineAtALa
 
 TEST(BlockCacheTest, ConcurrentFlushesShareSyncs) {
   constexpr uint64_t kSize = 1 << 20;
-  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(kSize, 512);
-  DeviceBackend backing(&back_mem);
-  BlockCacheOptions o = Options(&cache_mem, &backing);
+  CacheRig rig(kSize);
+  auto& [cache_mem, back_mem, cache_dev, back_dev, backing, o] = rig;
   o.tunables.barrier_deadline_us = 2000;
   o.tunables.migrate_idle_ms = 1'000'000;
   auto cache = OpenOrDie(o);

@@ -24,7 +24,7 @@ D=$!
   --module-stats="$T/module-stats" --metrics-listen="127.0.0.1:$S" 2> "$T/shimd.log" &
 RL=$!
 trap 'kill $D $RL 2>/dev/null; wait' EXIT
-for _ in $(seq 200); do $CTL info >/dev/null 2>&1 && break; sleep 0.05; done
+until_ok $CTL info
 $CTL info >/dev/null || fail "tmemd did not start: $(tail -3 "$T/tmemd.log")"
 
 # Use every part once, so that labelled series exist.

@@ -17,7 +17,7 @@ need prometheus prometheus
   2> "$T/tmemd.log" &
 D=$!
 trap 'kill $D $PR 2>/dev/null; wait' EXIT
-for _ in $(seq 200); do $CTL info >/dev/null 2>&1 && break; sleep 0.05; done
+until_ok $CTL info
 # A shared pool: its gets leave the page in place (a private pool's hit takes the page out).
 POOL=$($CTL create-pool --shared-uuid=0123456789abcdef0123456789abcdef) || fail "create-pool: $(tail -3 "$T/tmemd.log")"
 head -c 4096 /dev/urandom | $CTL put --pool="$POOL" --object=f >/dev/null || fail "put"

@@ -30,10 +30,7 @@ YAML
 "$TMEMD" --config="$T/tmemd.yaml" 2> "$T/tmemd.log" &
 D=$!
 trap 'kill -KILL $D $NK 2>/dev/null; rm -rf "$S"' EXIT
-for _ in $(seq 200); do
-  kill -0 $D 2>/dev/null || { echo "tmemd exited: $(cat "$T/tmemd.log")"; exit 1; }
-  nbdinfo "nbd://127.0.0.1:$NP/remote" >/dev/null 2>&1 && break; sleep 0.05
-done
+wait_nbd "nbd://127.0.0.1:$NP/remote" $D "$T/tmemd.log"
 U="nbd://127.0.0.1:$NP/remote"
 
 nbdinfo "$U" > "$T/info" 2>&1; grep -q "export-size: 33554432" "$T/info" && ok "remote export has the remote size" || bad "remote size"

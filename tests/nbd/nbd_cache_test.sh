@@ -156,7 +156,7 @@ EP=$(port); EG=$(port)
   2> "$T/tmemd-eio.log" &
 D=$!
 EU="nbd://127.0.0.1:$EP/e"
-for _ in $(seq 200); do nbdinfo "$EU" >/dev/null 2>&1 && break; sleep 0.05; done
+wait_nbd "$EU"
 touch "$T/eio-on"
 head -c 4M /dev/urandom > "$T/eio-in"
 nbdcopy "$T/eio-in" "$EU" && nbdsh -u "$EU" -c 'h.flush()' || bad "writes to the cached export while its store fails"

@@ -33,10 +33,7 @@ YAML
 "$TMEMD" --config="$T/tmemd.yaml" 2> "$T/tmemd.log" &
 D=$!
 trap 'kill -KILL $D 2>/dev/null; rm -rf "$SOCKDIR"' EXIT
-for _ in $(seq 200); do
-  kill -0 $D 2>/dev/null || { echo "tmemd exited: $(cat "$T/tmemd.log")"; exit 1; }
-  nbdinfo "nbd://127.0.0.1:$NP/disk0" >/dev/null 2>&1 && break; sleep 0.05
-done
+wait_nbd "nbd://127.0.0.1:$NP/disk0" $D "$T/tmemd.log"
 U="nbd://127.0.0.1:$NP/disk0"
 
 # nbdinfo: size, flags, block sizes; --list shows both exports with their descriptions.

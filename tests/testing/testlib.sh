@@ -38,5 +38,20 @@ wait_port() {
     sleep 0.05
   done
 }
+# wait_nbd URI [PID LOG]: until an NBD server answers at URI (10 s); with PID, stops the script
+# when that process exits first (printing LOG). 1 if it never answers.
+wait_nbd() {
+  for _ in $(seq 200); do
+    if [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null; then fail "tmemd exited: $(cat "${3:-/dev/null}")"; fi
+    nbdinfo "$1" >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  return 1
+}
+# until_ok COMMAND...: runs it until it succeeds (10 s); 1 if it never does.
+until_ok() {
+  for _ in $(seq 200); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
+  return 1
+}
 # need COMMAND PACKAGE: fails unless scripts/setup.sh installed it.
 need() { command -v "$1" >/dev/null || fail "$1 is not installed (scripts/setup.sh installs $2)"; }
