@@ -48,9 +48,7 @@ struct Flags {
 };
 
 // The page index the i-th put of a writer uses.
-uint64_t IndexFor(bool random_order, uint64_t i) {
-  return random_order ? (i * 0x9E3779B97F4A7C15ull) >> 20 : i;
-}
+uint64_t IndexFor(bool random_order, uint64_t i) { return random_order ? (i * 0x9E3779B97F4A7C15ull) >> 20 : i; }
 
 uint64_t ReadStatusKb(const char* field) {
   std::ifstream f("/proc/self/status");
@@ -142,17 +140,28 @@ int main(int argc, char** argv) {
       std::string p = std::string("--") + name + "=";
       return a.rfind(p, 0) == 0 ? argv[i] + p.size() : nullptr;
     };
-    if (auto v = val("dir")) f.dir = v;
-    else if (auto v = val("device_gib")) f.device_gib = std::stoull(v);
-    else if (auto v = val("fill_pages")) f.fill_pages = std::stoull(v);
-    else if (auto v = val("rss_at_pages")) f.rss_at_pages = std::stoull(v);
-    else if (auto v = val("readers")) f.readers = std::stoi(v);
-    else if (auto v = val("writers")) f.writers = std::stoi(v);
-    else if (auto v = val("seconds")) f.seconds = std::stod(v);
-    else if (auto v = val("steady_gib")) f.steady_gib = std::stoull(v);
-    else if (auto v = val("io_engine")) f.engine = v;
-    else if (auto v = val("put_order")) f.random_order = std::string(v) == "random";
-    else if (auto v = val("put_batch")) f.put_batch = std::max(1, std::stoi(v));
+    if (auto v = val("dir"))
+      f.dir = v;
+    else if (auto v = val("device_gib"))
+      f.device_gib = std::stoull(v);
+    else if (auto v = val("fill_pages"))
+      f.fill_pages = std::stoull(v);
+    else if (auto v = val("rss_at_pages"))
+      f.rss_at_pages = std::stoull(v);
+    else if (auto v = val("readers"))
+      f.readers = std::stoi(v);
+    else if (auto v = val("writers"))
+      f.writers = std::stoi(v);
+    else if (auto v = val("seconds"))
+      f.seconds = std::stod(v);
+    else if (auto v = val("steady_gib"))
+      f.steady_gib = std::stoull(v);
+    else if (auto v = val("io_engine"))
+      f.engine = v;
+    else if (auto v = val("put_order"))
+      f.random_order = std::string(v) == "random";
+    else if (auto v = val("put_batch"))
+      f.put_batch = std::max(1, std::stoi(v));
     else {
       std::fprintf(stderr, "unknown flag %s\n", argv[i]);
       return 2;
@@ -271,13 +280,14 @@ int main(int argc, char** argv) {
     double ss = std::chrono::duration<double>(Clock::now() - s0).count();
     std::printf("steady_cpu_us_per_put %.2f\n", (CpuSeconds() - cpu0) * 1e6 / double(puts.load()));
     const auto& lc = engine->segment_log().counters();
-    const double capacity = double(engine->segment_log().geometry().segment_count) *
-                            engine->segment_log().geometry().segment_bytes;
+    const double capacity =
+        double(engine->segment_log().geometry().segment_count) * engine->segment_log().geometry().segment_bytes;
     std::printf("steady_put_mb_per_s %.1f\n", puts * 4096.0 / ss / 1e6);
     std::printf("steady_device_capacities_written %.2f\n", lc.bytes_written.load() / capacity);
     std::printf("steady_segments_reclaimed %lu\n", lc.segments_reclaimed.load());
     std::printf("steady_append_waits %lu\n", lc.append_waits.load());
-    std::printf("steady_write_amplification %.4f\n", double(lc.bytes_written.load()) / double(lc.appended_bytes.load()));
+    std::printf("steady_write_amplification %.4f\n",
+                double(lc.bytes_written.load()) / double(lc.appended_bytes.load()));
     Die(engine->Close(), "close");
   }
   std::filesystem::remove(f.dir + "/steady.dev");

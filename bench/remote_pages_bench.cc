@@ -11,12 +11,12 @@
 
 #include <algorithm>
 #include <array>
-#include <span>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -97,14 +97,22 @@ int main(int argc, char** argv) {
       std::string p = std::string("--") + n + "=";
       return a.rfind(p, 0) == 0 ? argv[i] + p.size() : nullptr;
     };
-    if (auto v = val("tmemd")) f.tmemd = v;
-    else if (auto v = val("memcached")) f.memcached = v;
-    else if (auto v = val("sink")) f.sink = v;
-    else if (auto v = val("threads")) f.threads = std::stoi(v);
-    else if (auto v = val("batch")) f.batch = std::stoi(v);
-    else if (auto v = val("pages")) f.pages = std::stoull(v);
-    else if (auto v = val("seconds")) f.seconds = std::stod(v);
-    else Die("unknown flag " + a);
+    if (auto v = val("tmemd"))
+      f.tmemd = v;
+    else if (auto v = val("memcached"))
+      f.memcached = v;
+    else if (auto v = val("sink"))
+      f.sink = v;
+    else if (auto v = val("threads"))
+      f.threads = std::stoi(v);
+    else if (auto v = val("batch"))
+      f.batch = std::stoi(v);
+    else if (auto v = val("pages"))
+      f.pages = std::stoull(v);
+    else if (auto v = val("seconds"))
+      f.seconds = std::stod(v);
+    else
+      Die("unknown flag " + a);
   }
   std::printf("threads %d\nbatch %d\npages %lu\n", f.threads, f.batch, f.pages);
 
@@ -146,7 +154,8 @@ int main(int argc, char** argv) {
         }
         for (size_t b = 0; b < keys.size(); ++b) {
           const uint64_t idx = i - keys.size() + b;
-          batch.push_back({keys[b], idx, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(values[b].data()), 4096)});
+          batch.push_back(
+              {keys[b], idx, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(values[b].data()), 4096)});
         }
         if (!c.PutPages(pool, batch).ok()) Die("put");
       }
@@ -160,7 +169,8 @@ int main(int argc, char** argv) {
       for (uint64_t i = t * per_thread; i < (t + 1) * per_thread; ++i) {
         std::string k = Key(i), v = Value(i);
         memcached_return_t rc = memcached_set(m, k.data(), k.size(), v.data(), v.size(), 0, 0);
-        if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_BUFFERED) Die(std::string("memcached set: ") + memcached_strerror(m, rc));
+        if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_BUFFERED)
+          Die(std::string("memcached set: ") + memcached_strerror(m, rc));
         if (++n % f.batch == 0) memcached_flush_buffers(m);
       }
       memcached_flush_buffers(m);

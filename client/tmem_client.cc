@@ -8,8 +8,8 @@
 #include <functional>
 #include <set>
 
-#include "client/session_stream.h"
 #include "absl/strings/str_cat.h"
+#include "client/session_stream.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "proto/tmem_clients.h"
@@ -124,7 +124,8 @@ absl::StatusOr<std::unique_ptr<TmemClient>> TmemClient::Create(const ClientOptio
   }
   if (options.call_timeout_ms <= 0) return absl::InvalidArgumentError("call timeout must be positive");
   if (options.streams_per_server < 1 || options.streams_per_server > 64) {
-    return absl::InvalidArgumentError(absl::StrCat("streams per server: ", options.streams_per_server, "; want 1 to 64"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("streams per server: ", options.streams_per_server, "; want 1 to 64"));
   }
   if (options.reconnect_min_ms <= 0 || options.reconnect_max_ms < options.reconnect_min_ms) {
     return absl::InvalidArgumentError("reconnect backoff: want 0 < min <= max");
@@ -379,14 +380,13 @@ absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {
   if (pool == nullptr) return absl::NotFoundError(absl::StrCat("pool ", ref, " was not created by this client"));
   for (size_t i = 0; i < pages.size(); ++i) {
     if (pages[i].page.size() != pool->page_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat("page ", i, " has ", pages[i].page.size(),
-                                                     " bytes; the pool has ", pool->page_bytes, "-byte pages"));
+      return absl::InvalidArgumentError(absl::StrCat("page ", i, " has ", pages[i].page.size(), " bytes; the pool has ",
+                                                     pool->page_bytes, "-byte pages"));
     }
     if (pages[i].object.empty()) return absl::InvalidArgumentError(absl::StrCat("page ", i, ": empty object key"));
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms);
-  std::vector<Part> parts = Split(
-      *pool, pages.size(), [&](size_t i) { return pages[i].object; });
+  std::vector<Part> parts = Split(*pool, pages.size(), [&](size_t i) { return pages[i].object; });
   struct Sent {
     size_t server;
     size_t pages;
@@ -436,15 +436,14 @@ absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<co
   if (pool == nullptr) return absl::NotFoundError(absl::StrCat("pool ", ref, " was not created by this client"));
   for (size_t i = 0; i < gets.size(); ++i) {
     if (gets[i].out.size() != pool->page_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat("buffer ", i, " has ", gets[i].out.size(),
-                                                     " bytes; the pool has ", pool->page_bytes, "-byte pages"));
+      return absl::InvalidArgumentError(absl::StrCat("buffer ", i, " has ", gets[i].out.size(), " bytes; the pool has ",
+                                                     pool->page_bytes, "-byte pages"));
     }
     if (gets[i].object.empty()) return absl::InvalidArgumentError(absl::StrCat("get ", i, ": empty object key"));
   }
   std::vector<bool> hits(gets.size(), false);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms);
-  std::vector<Part> parts = Split(
-      *pool, gets.size(), [&](size_t i) { return gets[i].object; });
+  std::vector<Part> parts = Split(*pool, gets.size(), [&](size_t i) { return gets[i].object; });
   struct Sent {
     size_t server;
     std::vector<size_t> items;
@@ -556,8 +555,8 @@ absl::Status TmemClient::DestroyPool(PoolRef ref) {
     tmem::v1::DestroyPoolResponse resp;
     ::grpc::Status st = rpc->DestroyPool(&ctx, req, &resp);
     if (!st.ok() && st.error_code() != ::grpc::StatusCode::NOT_FOUND &&
-        st.error_code() != ::grpc::StatusCode::UNAVAILABLE && st.error_code() != ::grpc::StatusCode::DEADLINE_EXCEEDED &&
-        first.ok()) {
+        st.error_code() != ::grpc::StatusCode::UNAVAILABLE &&
+        st.error_code() != ::grpc::StatusCode::DEADLINE_EXCEEDED && first.ok()) {
       first = FromGrpc(st);
     }
   }

@@ -51,10 +51,10 @@ struct DeferredFlush;  // tmem_client.cc
 struct ClientOptions {
   std::vector<std::string> servers;  // host:port of every tmemd
   int64_t call_timeout_ms = 1000;
-  int streams_per_server = 2;        // Session streams per server (1..64)
+  int streams_per_server = 2;  // Session streams per server (1..64)
   int64_t reconnect_min_ms = 50;
   int64_t reconnect_max_ms = 2000;
-  int max_batch_pages = 256;         // pages per operation on the wire (the server's limit)
+  int max_batch_pages = 256;  // pages per operation on the wire (the server's limit)
 };
 
 using PoolRef = uint32_t;  // the client's name for a pool (the same on every server or not)
@@ -107,12 +107,12 @@ class TmemClient {
   size_t ServerFor(PoolRef pool, std::string_view object) const;
 
   struct Counters {
-    std::atomic<uint64_t> puts_dropped{0};     // server unreachable or refused
+    std::atomic<uint64_t> puts_dropped{0};      // server unreachable or refused
     std::atomic<uint64_t> gets_unreachable{0};  // misses because a server did not answer
     std::atomic<uint64_t> flushes_deferred{0};  // flushes recorded for replay
     std::atomic<uint64_t> flushes_replayed{0};
-    std::atomic<uint64_t> restarts_seen{0};     // instance id changes
-    std::atomic<uint64_t> streams_opened{0};    // Session streams opened (first ones and reconnects)
+    std::atomic<uint64_t> restarts_seen{0};   // instance id changes
+    std::atomic<uint64_t> streams_opened{0};  // Session streams opened (first ones and reconnects)
   };
   const Counters& counters() const { return counters_; }
 

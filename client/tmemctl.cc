@@ -38,11 +38,11 @@ void PrintCache(const std::string& name, const tmem::v1::CacheStatus& c) {
   std::printf("lines_written     %lu\n", c.lines_written());
   std::printf("flushes           %lu (%lu device syncs)\n", c.flushes(), c.syncs());
   std::printf("migrated_bytes    %lu (%lu failed batches)\n", c.migrated_bytes(), c.migration_errors());
-  std::printf("tunables          barrier_deadline_us %ld, migrate_batch_segments %u, migrate_idle_ms %ld, "
-              "migrate_free_segments_low %u, migrate_max_age_ms %ld\n",
-              c.tunables().barrier_deadline_us(), c.tunables().migrate_batch_segments(),
-              c.tunables().migrate_idle_ms(), c.tunables().migrate_free_segments_low(),
-              c.tunables().migrate_max_age_ms());
+  std::printf(
+      "tunables          barrier_deadline_us %ld, migrate_batch_segments %u, migrate_idle_ms %ld, "
+      "migrate_free_segments_low %u, migrate_max_age_ms %ld\n",
+      c.tunables().barrier_deadline_us(), c.tunables().migrate_batch_segments(), c.tunables().migrate_idle_ms(),
+      c.tunables().migrate_free_segments_low(), c.tunables().migrate_max_age_ms());
   if (c.failed()) std::printf("FAILED            %s\n", c.failure().c_str());
 }
 
@@ -159,10 +159,11 @@ int CmdInfo(Client& c, const Flags&) {
   tmem::v1::ServerInfoResponse r;
   ::grpc::Status s = c.admin().ServerInfo(&call.ctx, {}, &r);
   if (!s.ok()) return Failed("info", s, c.server());
-  std::printf("server      %s\nversion     %s\ninstance    %lu\ncapacity    %lu bytes (%lu segments of %u)\n"
-              "used        %lu bytes\nfree        %lu segments\nwarm start  %s\n",
-              c.server().c_str(), r.version().c_str(), r.instance_id(), r.capacity_bytes(), r.segment_count(),
-              r.segment_bytes(), r.used_bytes(), r.free_segments(), r.kept_pages_from_previous_run() ? "yes" : "no");
+  std::printf(
+      "server      %s\nversion     %s\ninstance    %lu\ncapacity    %lu bytes (%lu segments of %u)\n"
+      "used        %lu bytes\nfree        %lu segments\nwarm start  %s\n",
+      c.server().c_str(), r.version().c_str(), r.instance_id(), r.capacity_bytes(), r.segment_count(),
+      r.segment_bytes(), r.used_bytes(), r.free_segments(), r.kept_pages_from_previous_run() ? "yes" : "no");
   return 0;
 }
 
@@ -230,11 +231,16 @@ int CmdCache(Client& c, const Flags& f) {
     tmem::v1::CacheTunables* t = req.mutable_tunables();
     // Each tunable's flag and proto field; the server checks the values against its ranges.
     const std::pair<const char*, void (*)(tmem::v1::CacheTunables*, uint64_t)> kTunables[] = {
-        {"barrier-deadline-us", [](tmem::v1::CacheTunables* x, uint64_t v) { x->set_barrier_deadline_us(static_cast<int64_t>(v)); }},
-        {"migrate-batch-segments", [](tmem::v1::CacheTunables* x, uint64_t v) { x->set_migrate_batch_segments(static_cast<uint32_t>(v)); }},
-        {"migrate-idle-ms", [](tmem::v1::CacheTunables* x, uint64_t v) { x->set_migrate_idle_ms(static_cast<int64_t>(v)); }},
-        {"migrate-free-segments-low", [](tmem::v1::CacheTunables* x, uint64_t v) { x->set_migrate_free_segments_low(static_cast<uint32_t>(v)); }},
-        {"migrate-max-age-ms", [](tmem::v1::CacheTunables* x, uint64_t v) { x->set_migrate_max_age_ms(static_cast<int64_t>(v)); }},
+        {"barrier-deadline-us",
+         [](tmem::v1::CacheTunables* x, uint64_t v) { x->set_barrier_deadline_us(static_cast<int64_t>(v)); }},
+        {"migrate-batch-segments",
+         [](tmem::v1::CacheTunables* x, uint64_t v) { x->set_migrate_batch_segments(static_cast<uint32_t>(v)); }},
+        {"migrate-idle-ms",
+         [](tmem::v1::CacheTunables* x, uint64_t v) { x->set_migrate_idle_ms(static_cast<int64_t>(v)); }},
+        {"migrate-free-segments-low",
+         [](tmem::v1::CacheTunables* x, uint64_t v) { x->set_migrate_free_segments_low(static_cast<uint32_t>(v)); }},
+        {"migrate-max-age-ms",
+         [](tmem::v1::CacheTunables* x, uint64_t v) { x->set_migrate_max_age_ms(static_cast<int64_t>(v)); }},
     };
     bool any = false;
     for (const auto& [name, set] : kTunables) {
@@ -262,8 +268,10 @@ int CmdCache(Client& c, const Flags& f) {
     }
     s = c.admin().ExportControl(&drain_ctx, req, &r);
     if (s.error_code() == ::grpc::StatusCode::DEADLINE_EXCEEDED && c.timeout_given()) {
-      std::fprintf(stderr, "tmemctl: drain of '%s' did not finish within --timeout-ms; dirty data remains "
-                   "and migration goes on (see tmemctl cache --action=status)\n", req.export_name().c_str());
+      std::fprintf(stderr,
+                   "tmemctl: drain of '%s' did not finish within --timeout-ms; dirty data remains "
+                   "and migration goes on (see tmemctl cache --action=status)\n",
+                   req.export_name().c_str());
       return 1;
     }
   } else {
@@ -319,10 +327,11 @@ int CmdStats(Client& c, const Flags& f) {
   tmem::v1::PoolStatsResponse r;
   ::grpc::Status s = c.admin().PoolStats(&call.ctx, req, &r);
   if (!s.ok()) return Failed("stats", s, c.server());
-  std::printf("pool %u (%s, %u-byte pages)\nputs          %lu\nputs dropped  %lu\ngets hit      %lu\n"
-              "gets missed   %lu\nflush page    %lu\nflush object  %lu\nflush pool    %lu\n",
-              r.pool().pool_id(), r.pool().shared() ? "shared" : "private", r.pool().page_bytes(), r.puts(),
-              r.puts_dropped(), r.gets_hit(), r.gets_miss(), r.flush_page(), r.flush_object(), r.flush_pool());
+  std::printf(
+      "pool %u (%s, %u-byte pages)\nputs          %lu\nputs dropped  %lu\ngets hit      %lu\n"
+      "gets missed   %lu\nflush page    %lu\nflush object  %lu\nflush pool    %lu\n",
+      r.pool().pool_id(), r.pool().shared() ? "shared" : "private", r.pool().page_bytes(), r.puts(), r.puts_dropped(),
+      r.gets_hit(), r.gets_miss(), r.flush_page(), r.flush_object(), r.flush_pool());
   return 0;
 }
 
@@ -504,48 +513,59 @@ const std::map<std::string, Command>& Commands() {
        {"tmemctl health [--service=NAME]: asks the standard gRPC health service (grpc.health.v1) and prints "
         "SERVING or NOT_SERVING; exit 0 only when serving (an exec probe where gRPC probes are not available)",
         {"service"},
-        {}, CmdHealth}},
+        {},
+        CmdHealth}},
       {"pools", {"tmemctl pools: every pool with its kind and page size", {}, {}, CmdPools}},
       {"exports",
        {"tmemctl exports: every NBD export with its size, mode, open connections, backend and description, and "
         "where NBD clients connect",
         {},
-        {}, CmdExports}},
+        {},
+        CmdExports}},
       {"cache",
        {"tmemctl cache --export=NAME [--action=status|flush|migrate-now|drain|set] [--barrier-deadline-us=N] "
         "[--migrate-batch-segments=N] [--migrate-idle-ms=N] [--migrate-free-segments-low=N] [--migrate-max-age-ms=N]: "
         "a cached export's "
         "writeback cache: its state (dirty bytes, segments, hits), or an action then its state; drain returns "
-        "when no dirty line remains (however long that takes, unless --timeout-ms is given); set changes the tunables given",
+        "when no dirty line remains (however long that takes, unless --timeout-ms is given); set changes the tunables "
+        "given",
         {"export", "action", "barrier-deadline-us", "migrate-batch-segments", "migrate-idle-ms",
          "migrate-free-segments-low", "migrate-max-age-ms"},
-        {}, CmdCache}},
+        {},
+        CmdCache}},
       {"create-pool",
        {"tmemctl create-pool [--page-size=4096] [--shared-uuid=32 hex digits] [--tenant=NAME]: prints the pool id",
         {"page-size", "shared-uuid", "tenant"},
-        {}, CmdCreatePool}},
-      {"destroy-pool", {"tmemctl destroy-pool --pool=N: frees the pool and all its pages", {"pool"}, {}, CmdDestroyPool}},
+        {},
+        CmdCreatePool}},
+      {"destroy-pool",
+       {"tmemctl destroy-pool --pool=N: frees the pool and all its pages", {"pool"}, {}, CmdDestroyPool}},
       {"stats", {"tmemctl stats --pool=N: the pool's counters", {"pool"}, {}, CmdStats}},
       {"put",
        {"tmemctl put --pool=N --object=KEY [--index=FIRST] [--file=PATH]: stores the file (default stdin) as "
         "consecutive pages from index FIRST; the last page is padded with zeros",
         {"pool", "object", "index", "file"},
-        {}, CmdPut}},
+        {},
+        CmdPut}},
       {"get",
        {"tmemctl get --pool=N --object=KEY [--index=FIRST] [--count=1] [--file=PATH]: writes the pages that hit "
         "(default stdout) and reports hits and misses on stderr; a miss is written as zeros",
         {"pool", "object", "index", "count", "file"},
-        {}, CmdGet}},
+        {},
+        CmdGet}},
       {"bench",
        {"tmemctl bench [--threads=8] [--batch=32] [--pages=100000] [--seconds=5] [--page-size=4096] "
         "[--singles=2000]: puts pages into a new shared pool, gets random ones back, times single gets "
         "(--server may list several servers, comma-separated: the pool is sharded over them)",
         {"threads", "batch", "pages", "seconds", "page-size", "singles"},
-        {}, nullptr, CmdBench}},
+        {},
+        nullptr,
+        CmdBench}},
       {"flush",
        {"tmemctl flush --pool=N [--object=KEY [--index=I]]: invalidates one page, one object or the whole pool",
         {"pool", "object", "index"},
-        {}, CmdFlush}},
+        {},
+        CmdFlush}},
   };
   return *c;
 }

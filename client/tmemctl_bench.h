@@ -11,11 +11,11 @@ namespace tmem::ctl {
 struct BenchOptions {
   std::vector<std::string> servers;
   int threads = 8;
-  int batch = 32;         // pages per PutPages/GetPages call
+  int batch = 32;  // pages per PutPages/GetPages call
   uint64_t pages = 100000;
-  double seconds = 5;     // length of the get phase
+  double seconds = 5;  // length of the get phase
   uint32_t page_bytes = 4096;
-  int singles = 2000;     // single-page gets per thread for the latency figures
+  int singles = 2000;  // single-page gets per thread for the latency figures
   int64_t timeout_ms = 5000;
 };
 

@@ -40,8 +40,8 @@ uint32_t ExtendPortable(uint32_t crc, const void* data, size_t n) {
     std::memcpy(&w, p, 8);
     w ^= c;
     c = kTable.t[7][w & 0xFF] ^ kTable.t[6][(w >> 8) & 0xFF] ^ kTable.t[5][(w >> 16) & 0xFF] ^
-        kTable.t[4][(w >> 24) & 0xFF] ^ kTable.t[3][(w >> 32) & 0xFF] ^
-        kTable.t[2][(w >> 40) & 0xFF] ^ kTable.t[1][(w >> 48) & 0xFF] ^ kTable.t[0][w >> 56];
+        kTable.t[4][(w >> 24) & 0xFF] ^ kTable.t[3][(w >> 32) & 0xFF] ^ kTable.t[2][(w >> 40) & 0xFF] ^
+        kTable.t[1][(w >> 48) & 0xFF] ^ kTable.t[0][w >> 56];
     p += 8;
     n -= 8;
   }
@@ -109,8 +109,8 @@ inline uint32_t Shift(const ZeroShift& z, uint32_t crc) {
 constexpr size_t kLongBlock = 8192;  // streams of this length for large buffers
 constexpr size_t kShortBlock = 256;  // and of this length for pages and the rest
 
-__attribute__((target("sse4.2"))) uint64_t ThreeStreams(uint64_t crc0, const uint8_t*& p, size_t& n,
-                                                        size_t block, const ZeroShift& shift) {
+__attribute__((target("sse4.2"))) uint64_t ThreeStreams(uint64_t crc0, const uint8_t*& p, size_t& n, size_t block,
+                                                        const ZeroShift& shift) {
   while (n >= 3 * block) {
     uint64_t crc1 = 0, crc2 = 0;
     const uint8_t* end = p + block;

@@ -25,12 +25,18 @@ absl::StatusOr<uint64_t> ParseSize(const std::string& text) {
   if (unit.size() == 3 && unit.substr(1) == "IB") unit = unit.substr(0, 1);
   if (unit.size() == 2 && unit[1] == 'B') unit = unit.substr(0, 1);
   int shift = 0;
-  if (unit.empty() || unit == "B") shift = 0;
-  else if (unit == "K") shift = 10;
-  else if (unit == "M") shift = 20;
-  else if (unit == "G") shift = 30;
-  else if (unit == "T") shift = 40;
-  else return absl::InvalidArgumentError(absl::StrCat("size '", text, "' has an unknown unit (use K, M, G or T)"));
+  if (unit.empty() || unit == "B")
+    shift = 0;
+  else if (unit == "K")
+    shift = 10;
+  else if (unit == "M")
+    shift = 20;
+  else if (unit == "G")
+    shift = 30;
+  else if (unit == "T")
+    shift = 40;
+  else
+    return absl::InvalidArgumentError(absl::StrCat("size '", text, "' has an unknown unit (use K, M, G or T)"));
   if (shift > 0 && value > (std::numeric_limits<uint64_t>::max() >> shift)) {
     return absl::InvalidArgumentError(absl::StrCat("size '", text, "' is too large"));
   }
@@ -77,7 +83,8 @@ std::string Flags::Get(const std::string& name, const std::string& fallback) con
 
 absl::StatusOr<std::string> Flags::Require(const std::string& name) const {
   auto it = values_.find(name);
-  if (it == values_.end() || it->second.empty()) return absl::InvalidArgumentError(absl::StrCat("--", name, " is required"));
+  if (it == values_.end() || it->second.empty())
+    return absl::InvalidArgumentError(absl::StrCat("--", name, " is required"));
   return it->second;
 }
 

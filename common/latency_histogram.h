@@ -21,9 +21,8 @@ class LatencyHistogram {
  public:
   // Upper bounds in seconds: 10 µs to 2.5 s (a page get from RAM to a flush stuck behind a
   // slow device). One more bucket counts what is above the last.
-  static constexpr std::array<double, 17> kBounds = {10e-6,  25e-6, 50e-6, 100e-6, 250e-6, 500e-6,
-                                                     1e-3,   2.5e-3, 5e-3, 10e-3,  25e-3,  50e-3,
-                                                     100e-3, 250e-3, 0.5,  1.0,    2.5};
+  static constexpr std::array<double, 17> kBounds = {10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3,
+                                                     10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 0.5,    1.0,  2.5};
 
   LatencyHistogram() = default;
   LatencyHistogram(const LatencyHistogram&) = delete;

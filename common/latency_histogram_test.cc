@@ -38,11 +38,11 @@ TEST(LatencyHistogramTest, EachDurationLandsInTheFirstBucketThatHoldsItAndTheRes
   EXPECT_EQ(cap.name, "x_seconds");
   ASSERT_EQ(cap.upper.size(), LatencyHistogram::kBounds.size());
   ASSERT_EQ(cap.counts.size(), cap.upper.size());
-  EXPECT_EQ(cap.counts[0], 3u);                  // 5 µs, 10 µs, 0
-  EXPECT_EQ(cap.counts[6], 3u);                  // <= 1 ms
-  EXPECT_EQ(cap.counts[7], 4u);                  // <= 2.5 ms
-  EXPECT_EQ(cap.counts.back(), 4u);              // <= 2.5 s
-  EXPECT_EQ(cap.count, 5u);                      // +Inf
+  EXPECT_EQ(cap.counts[0], 3u);      // 5 µs, 10 µs, 0
+  EXPECT_EQ(cap.counts[6], 3u);      // <= 1 ms
+  EXPECT_EQ(cap.counts[7], 4u);      // <= 2.5 ms
+  EXPECT_EQ(cap.counts.back(), 4u);  // <= 2.5 s
+  EXPECT_EQ(cap.count, 5u);          // +Inf
   EXPECT_NEAR(cap.sum, 100.0 + 1.5e-3 + 15e-6, 1e-9);
   EXPECT_EQ(cap.labels, (StatLabels{{"method", "Get"}}));
   for (size_t i = 1; i < cap.counts.size(); ++i) EXPECT_LE(cap.counts[i - 1], cap.counts[i]);

@@ -31,8 +31,8 @@ class LogRateLimiter {
  private:
   const int64_t interval_ns_;
   const Clock* const clock_;
-  std::atomic<int64_t> next_ns_{INT64_MIN};      // CAS by Allow; relaxed: only spacing matters
-  std::atomic<uint64_t> suppressed_{0};  // relaxed counter
+  std::atomic<int64_t> next_ns_{INT64_MIN};  // CAS by Allow; relaxed: only spacing matters
+  std::atomic<uint64_t> suppressed_{0};      // relaxed counter
 };
 
 namespace internal {
@@ -51,17 +51,17 @@ class LogLine {
 }  // namespace internal
 }  // namespace tmem
 
-#define TMEM_LOG(level)                                                        \
-  if (::tmem::LogLevel::k##level < ::tmem::MinLogLevel()) {                    \
-  } else                                                                       \
+#define TMEM_LOG(level)                                     \
+  if (::tmem::LogLevel::k##level < ::tmem::MinLogLevel()) { \
+  } else                                                    \
     ::tmem::internal::LogLine(::tmem::LogLevel::k##level, __FILE__, __LINE__).stream()
 
 // Logs at most once per second per call site, with the count of lines held back.
-#define TMEM_LOG_RATE_LIMITED(level)                                                         \
-  static ::tmem::LogRateLimiter TMEM_STATUS_CONCAT_(tmem_limiter_, __LINE__);                \
-  uint64_t TMEM_STATUS_CONCAT_(tmem_suppressed_, __LINE__) = 0;                              \
+#define TMEM_LOG_RATE_LIMITED(level)                                                                           \
+  static ::tmem::LogRateLimiter TMEM_STATUS_CONCAT_(tmem_limiter_, __LINE__);                                  \
+  uint64_t TMEM_STATUS_CONCAT_(tmem_suppressed_, __LINE__) = 0;                                                \
   if (!TMEM_STATUS_CONCAT_(tmem_limiter_, __LINE__).Allow(&TMEM_STATUS_CONCAT_(tmem_suppressed_, __LINE__))) { \
-  } else                                                                                     \
+  } else                                                                                                       \
     TMEM_LOG(level) << "(" << TMEM_STATUS_CONCAT_(tmem_suppressed_, __LINE__) << " similar lines suppressed) "
 
 #endif  // TMEM_COMMON_LOGGING_H_

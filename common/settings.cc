@@ -54,11 +54,16 @@ std::string ShowSize(uint64_t bytes) {
 
 std::string_view KindName(Kind kind) {
   switch (kind) {
-    case Kind::kBool: return "BOOL";
-    case Kind::kInt: return "N";
-    case Kind::kSize: return "SIZE";
-    case Kind::kString: return "TEXT";
-    case Kind::kList: return "A,B,...";
+    case Kind::kBool:
+      return "BOOL";
+    case Kind::kInt:
+      return "N";
+    case Kind::kSize:
+      return "SIZE";
+    case Kind::kString:
+      return "TEXT";
+    case Kind::kList:
+      return "A,B,...";
   }
   return "";
 }

@@ -42,7 +42,7 @@ struct Setting {
   std::string key;   // config file key, dotted below the table's section: "nbd.max_connections"
   std::string flag;  // command-line flag without "--" ("": config file only)
   Kind kind = Kind::kString;
-  int64_t min = 0;   // kInt and kSize (bytes): the inclusive range
+  int64_t min = 0;  // kInt and kSize (bytes): the inclusive range
   int64_t max = 0;
   std::string help;
   std::string example;  // the example config's value ("": the default)
@@ -57,12 +57,16 @@ struct Setting {
   // "0..1000", "32M..1T", "true or false", ...
   std::string Range() const {
     switch (kind) {
-      case Kind::kInt: return absl::StrCat(min, "..", max);
+      case Kind::kInt:
+        return absl::StrCat(min, "..", max);
       case Kind::kSize:
         return absl::StrCat(ShowSize(static_cast<uint64_t>(min)), "..", ShowSize(static_cast<uint64_t>(max)));
-      case Kind::kBool: return "true or false";
-      case Kind::kList: return "a list";
-      case Kind::kString: return "text";
+      case Kind::kBool:
+        return "true or false";
+      case Kind::kList:
+        return "a list";
+      case Kind::kString:
+        return "text";
     }
     return "";
   }
@@ -77,9 +81,10 @@ class Table {
   template <typename M>
   Table& Int(std::string key, std::string flag, M T::*member, int64_t min, int64_t max, std::string help,
              std::string example = "") {
-    return IntFn(std::move(key), std::move(flag), min, max, std::move(help),
-                 [member](const T& v) { return static_cast<int64_t>(v.*member); },
-                 [member](T& v, int64_t x) { v.*member = static_cast<M>(x); }, std::move(example));
+    return IntFn(
+        std::move(key), std::move(flag), min, max, std::move(help),
+        [member](const T& v) { return static_cast<int64_t>(v.*member); },
+        [member](T& v, int64_t x) { v.*member = static_cast<M>(x); }, std::move(example));
   }
   // An integer reached through functions (a nested member, or kept in another unit).
   Table& IntFn(std::string key, std::string flag, int64_t min, int64_t max, std::string help,
@@ -105,9 +110,10 @@ class Table {
   template <typename M>
   Table& Size(std::string key, std::string flag, M T::*member, uint64_t min, uint64_t max, std::string help,
               std::string example = "") {
-    return SizeFn(std::move(key), std::move(flag), min, max, std::move(help),
-                  [member](const T& v) { return static_cast<uint64_t>(v.*member); },
-                  [member](T& v, uint64_t x) { v.*member = static_cast<M>(x); }, std::move(example));
+    return SizeFn(
+        std::move(key), std::move(flag), min, max, std::move(help),
+        [member](const T& v) { return static_cast<uint64_t>(v.*member); },
+        [member](T& v, uint64_t x) { v.*member = static_cast<M>(x); }, std::move(example));
   }
   Table& SizeFn(std::string key, std::string flag, uint64_t min, uint64_t max, std::string help,
                 std::function<uint64_t(const T&)> get, std::function<void(T&, uint64_t)> put,
@@ -148,7 +154,8 @@ class Table {
   Table& String(std::string key, std::string flag, std::string T::*member, std::string help, std::string example = "",
                 std::function<absl::Status(const std::string&)> allowed = nullptr) {
     return StringFn(
-        std::move(key), std::move(flag), std::move(help), [member](const T& v) -> const std::string& { return v.*member; },
+        std::move(key), std::move(flag), std::move(help),
+        [member](const T& v) -> const std::string& { return v.*member; },
         [member](T& v, const std::string& x) { v.*member = x; }, std::move(example), std::move(allowed));
   }
   Table& StringFn(std::string key, std::string flag, std::string help, std::function<const std::string&(const T&)> get,
@@ -185,8 +192,8 @@ class Table {
   Table& Include(const std::string& key_prefix, const std::string& flag_prefix, std::function<S&(T&)> part,
                  const Table<S>& sub) {
     for (const Setting<S>& x : sub.settings()) {
-      Setting<T> s{key_prefix + x.key, x.flag.empty() ? "" : flag_prefix + x.flag, x.kind, x.min, x.max,
-                   x.help, x.example};
+      Setting<T> s{key_prefix + x.key, x.flag.empty() ? "" : flag_prefix + x.flag, x.kind, x.min, x.max, x.help,
+                   x.example};
       s.set = [part, set = x.set](T& v, const std::string& text) { return set(part(v), text); };
       // Reading through `part` only reads: the const_cast never writes.
       s.show = [part, show = x.show](const T& v) { return show(part(const_cast<T&>(v))); };

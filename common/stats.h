@@ -18,11 +18,9 @@ class StatsVisitor {
  public:
   virtual ~StatsVisitor() = default;
   // A monotonic count since the process started.
-  virtual void Counter(std::string_view name, std::string_view help, uint64_t value,
-                       const StatLabels& labels) = 0;
+  virtual void Counter(std::string_view name, std::string_view help, uint64_t value, const StatLabels& labels) = 0;
   // A value that goes up and down.
-  virtual void Gauge(std::string_view name, std::string_view help, double value,
-                     const StatLabels& labels) = 0;
+  virtual void Gauge(std::string_view name, std::string_view help, double value, const StatLabels& labels) = 0;
   // A histogram: cumulative counts for each upper bound (seconds for `_seconds` names), the
   // total count and the sum. Visitors that keep no histograms ignore it.
   virtual void Histogram(std::string_view name, std::string_view help, const std::vector<double>& upper_bounds,

@@ -7,15 +7,15 @@
 #include "absl/status/status.h"
 
 // `expr` (an absl::Status, or anything with .status()) is OK; otherwise fails with its message.
-#define ASSERT_OK(expr)                                        \
-  do {                                                         \
+#define ASSERT_OK(expr)                                              \
+  do {                                                               \
     const absl::Status tmem_st_ = ::tmem::testing::AsStatus((expr)); \
-    ASSERT_TRUE(tmem_st_.ok()) << #expr << ": " << tmem_st_;   \
+    ASSERT_TRUE(tmem_st_.ok()) << #expr << ": " << tmem_st_;         \
   } while (0)
-#define EXPECT_OK(expr)                                        \
-  do {                                                         \
+#define EXPECT_OK(expr)                                              \
+  do {                                                               \
     const absl::Status tmem_st_ = ::tmem::testing::AsStatus((expr)); \
-    EXPECT_TRUE(tmem_st_.ok()) << #expr << ": " << tmem_st_;   \
+    EXPECT_TRUE(tmem_st_.ok()) << #expr << ": " << tmem_st_;         \
   } while (0)
 
 namespace tmem::testing {

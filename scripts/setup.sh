@@ -10,8 +10,9 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev
   librocksdb-dev prometheus-cpp-dev libgtest-dev libgmock-dev
   libnbd-dev liburing-dev libabsl-dev libyaml-cpp-dev
-  # sanitizer runtimes for the asan/tsan configs
-  libclang-rt-14-dev
+  # sanitizer runtimes for the asan/tsan configs; clang for --config=clang (thread-safety
+  # analysis) and the fuzzers; clang-format and git for the format test (scripts/format.sh)
+  libclang-rt-14-dev clang clang-format-14 git
   # test peers and benchmark peers
   libnbd-bin nbdkit python3-libnbd qemu-utils fio python3 curl
   # metrics: promtool and a real Prometheus server for the metrics tests

@@ -52,7 +52,8 @@ FakeShim::FakeShim(uint32_t nr_slots, uint32_t record_entries, uint32_t page_byt
   area_ = std::aligned_alloc(4096, (area_bytes_ + 4095) / 4096 * 4096);
   std::memset(area_, 0, area_bytes_);
   MutexLock lock(&mu_);
-  if (tsf_init(&front_, area_, nr_slots, page_bytes, tags_.data(), free_tags_.data(), rec_.data(), record_entries) != 0) {
+  if (tsf_init(&front_, area_, nr_slots, page_bytes, tags_.data(), free_tags_.data(), rec_.data(), record_entries) !=
+      0) {
     throw std::invalid_argument("FakeShim: bad sizes");
   }
   if (tsf_set_filter(&front_, filter_.data(), filter_bits_log2) != 0) {  // as the module does

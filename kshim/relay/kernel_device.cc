@@ -41,8 +41,8 @@ class KernelDevice final : public ShimDevice {
     if (ioctl(fd_, TMEM_SHIM_IOC_ATTACH, &at) != 0) {
       if (errno == EPROTO) {
         return absl::FailedPreconditionError(
-            absl::StrCat("the loaded tmem_shim module speaks another ring ABI than this relay (",
-                         TMEM_SHIM_ABI_VERSION, "); install matching versions"));
+            absl::StrCat("the loaded tmem_shim module speaks another ring ABI than this relay (", TMEM_SHIM_ABI_VERSION,
+                         "); install matching versions"));
       }
       return Errno("attach");
     }

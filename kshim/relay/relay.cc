@@ -68,7 +68,8 @@ bool Relay::Round(tsr_side& side, const ShimMapping& map) {
     }
     if (r.op == TMEM_SHIM_OP_PUT || r.op == TMEM_SHIM_OP_GET) {
       size_t end = i + 1;
-      while (end < reqs.size() && reqs[end].op == r.op && reqs[end].pool == r.pool && reqs[end].tag < map.nr_slots) ++end;
+      while (end < reqs.size() && reqs[end].op == r.op && reqs[end].pool == r.pool && reqs[end].tag < map.nr_slots)
+        ++end;
       if (r.op == TMEM_SHIM_OP_PUT) {
         PutRun(side, map, reqs, i, end);
       } else {
@@ -182,8 +183,8 @@ void Relay::GetRun(tsr_side& side, const ShimMapping& map, const std::vector<tme
   if (const Pool* pool = Find(shim_pool); pool != nullptr) {
     std::vector<std::string> objects;
     objects.reserve(end - begin);
-    std::vector<size_t> remote;                                  // positions in the run asked of tmemd
-    std::vector<std::pair<std::string, uint64_t>> ahead;         // pages to fetch ahead
+    std::vector<size_t> remote;                           // positions in the run asked of tmemd
+    std::vector<std::pair<std::string, uint64_t>> ahead;  // pages to fetch ahead
     if (last_get_.size() > 65536) last_get_.clear();
     for (size_t i = begin; i < end; ++i) {
       objects.push_back(ObjectKey(reqs[i].key));

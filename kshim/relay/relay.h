@@ -17,12 +17,12 @@
 
 #include <array>
 #include <atomic>
-#include <deque>
-#include <tuple>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <span>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -37,8 +37,8 @@ extern "C" {
 namespace tmem::kshim {
 
 struct RelayOptions {
-  std::string tenant;     // namespace of the pools' UUIDs in tmemd (the node's name)
-  int wait_ms = 200;      // longest sleep between checks of `stop`
+  std::string tenant;  // namespace of the pools' UUIDs in tmemd (the node's name)
+  int wait_ms = 200;   // longest sleep between checks of `stop`
   // Sequential prefetch: a get that follows the previous get of the same file also fetches the
   // next `prefetch_pages - 1` pages in the same call, kept (at most `prefetch_cache_pages`)
   // for the gets that follow — unless the file's last page asked of tmemd missed (its
@@ -62,8 +62,8 @@ struct RelayCounters {
   std::atomic<uint64_t> pools_released{0};
   std::atomic<uint64_t> batches{0};
   std::atomic<uint64_t> bad_requests{0};
-  std::atomic<uint64_t> prefetched{0};      // pages fetched ahead and kept
-  std::atomic<uint64_t> prefetch_hits{0};   // gets answered from them
+  std::atomic<uint64_t> prefetched{0};     // pages fetched ahead and kept
+  std::atomic<uint64_t> prefetch_hits{0};  // gets answered from them
 };
 
 class Relay {
@@ -109,7 +109,7 @@ class Relay {
   std::map<PageKey, std::vector<uint8_t>> prefetched_;
   std::deque<PageKey> prefetch_order_;
   struct FileReads {
-    uint64_t last = 0;         // last page index asked
+    uint64_t last = 0;            // last page index asked
     bool last_remote_hit = true;  // the last page asked of tmemd was there: fetching ahead pays
   };
   std::map<std::pair<uint32_t, std::string>, FileReads> last_get_;  // per file

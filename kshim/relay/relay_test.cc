@@ -1,9 +1,10 @@
 // tmem-shimd's relay between the shim (in-process, the module's own core logic) and a real tmemd
 // process: evicted pages come back, invalidations are never lost — also across a relay restart
 // and a tmemd restart — and nothing stale is ever read.
-#include <signal.h>
+#include "kshim/relay/relay.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <atomic>
 #include <chrono>
@@ -13,7 +14,6 @@
 
 #include "client/tmem_client.h"
 #include "kshim/relay/fake_shim.h"
-#include "kshim/relay/relay.h"
 #include "tests/testing/process_util.h"
 
 namespace tmem::kshim {
@@ -103,8 +103,8 @@ class RelayTest : public ::testing::Test {
   int Hit(int pool, uint64_t ino, uint64_t index, int version) {
     std::vector<uint8_t> out(4096);
     if (!shim_.Get(pool, Inode(ino), index, out)) return 0;
-    EXPECT_EQ(out, PageOf(ino, index, version)) << "inode " << ino << " page " << index << " is not version "
-                                                << version << ": a stale or foreign page";
+    EXPECT_EQ(out, PageOf(ino, index, version))
+        << "inode " << ino << " page " << index << " is not version " << version << ": a stale or foreign page";
     return 1;
   }
   // Puts until a get of (ino, 0) hits: the relay and tmemd are both answering.
@@ -185,7 +185,8 @@ TEST_F(RelayTest, SequentialGetsAreFetchedAheadAndAPrefetchedPageNeverOutlivesAn
   EXPECT_EQ(Hit(pool, 11, 3, 1), 0) << "a prefetched copy outlived its invalidation";
   EXPECT_EQ(Hit(pool, 11, 4, 2), 1) << "a prefetched copy outlived a newer put";
   shim_.InvalidateInode(pool, Inode(11));
-  for (uint64_t i = 5; i < 20; ++i) EXPECT_EQ(Hit(pool, 11, i, 1), 0) << "prefetched copy of page " << i << " outlived the inode's invalidation";
+  for (uint64_t i = 5; i < 20; ++i)
+    EXPECT_EQ(Hit(pool, 11, i, 1), 0) << "prefetched copy of page " << i << " outlived the inode's invalidation";
 
   // A shared pool (a cluster filesystem) is invalidated by other clients too: nothing is kept.
   int shared = shim_.InitFs(PoolUuid{6}, /*shared=*/true);

@@ -22,8 +22,8 @@
 #include "common/logging.h"
 #include "common/version.h"
 #include "kshim/relay/relay.h"
-#include "tsf_front.h"
 #include "server/metrics/metrics.h"
+#include "tsf_front.h"
 
 namespace {
 
@@ -77,8 +77,8 @@ int main(int argc, char** argv) {
     }
   }
   auto flags = Flags::Parse(argc, argv, 1,
-                            {"servers", "device", "tenant", "metrics-listen", "module-stats", "call-timeout-ms", "retry-ms",
-                             "prefetch-pages", "prefetch-cache-pages"},
+                            {"servers", "device", "tenant", "metrics-listen", "module-stats", "call-timeout-ms",
+                             "retry-ms", "prefetch-pages", "prefetch-cache-pages"},
                             {});
   if (!flags.ok()) {
     std::cerr << "tmem-shimd: " << flags.status().message() << "\n" << kUsage;
@@ -93,8 +93,8 @@ int main(int argc, char** argv) {
   auto retry = flags->GetUint("retry-ms", 1000);
   auto prefetch = flags->GetUint("prefetch-pages", 32);
   auto prefetch_cache = flags->GetUint("prefetch-cache-pages", 4096);
-  for (const absl::Status& st : {servers.status(), call_timeout.status(), retry.status(), prefetch.status(),
-                                 prefetch_cache.status()}) {
+  for (const absl::Status& st :
+       {servers.status(), call_timeout.status(), retry.status(), prefetch.status(), prefetch_cache.status()}) {
     if (!st.ok()) {
       std::cerr << "tmem-shimd: " << st.message() << "\n";
       return 2;

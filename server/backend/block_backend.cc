@@ -25,8 +25,8 @@ absl::StatusOr<std::unique_ptr<BlockBackend>> OpenBackend(const std::string& spe
   }
   std::string path = spec.rfind("file:", 0) == 0 ? spec.substr(5) : spec;
   if (path.find("://") != std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("backend '", spec, "': want a path, file:PATH, nbd://HOST[:PORT]/NAME or nbd+unix:///NAME?socket=PATH"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "backend '", spec, "': want a path, file:PATH, nbd://HOST[:PORT]/NAME or nbd+unix:///NAME?socket=PATH"));
   }
   return OpenFileBackend({.path = path, .read_only = read_only, .create_size_bytes = create_size_bytes});
 }

@@ -25,8 +25,8 @@
 namespace tmem::backend {
 
 struct BackendCaps {
-  bool flush = true;       // Flush makes earlier completed writes durable
-  bool fua = true;         // Pwrite/Zero/Trim honour `fua`
+  bool flush = true;  // Flush makes earlier completed writes durable
+  bool fua = true;    // Pwrite/Zero/Trim honour `fua`
   bool trim = false;
   bool zero = true;
   // Flush on any connection makes writes completed on every connection durable (true for
@@ -94,9 +94,9 @@ struct FileBackendOptions {
 absl::StatusOr<std::unique_ptr<BlockBackend>> OpenFileBackend(const FileBackendOptions& options);
 
 struct NbdBackendOptions {
-  std::string uri;       // nbd://host[:port]/export or nbd+unix:///export?socket=/path
+  std::string uri;  // nbd://host[:port]/export or nbd+unix:///export?socket=/path
   bool read_only = false;
-  int connections = 4;   // libnbd handles, used in turn (one request in flight on each)
+  int connections = 4;  // libnbd handles, used in turn (one request in flight on each)
   int reconnect_attempts = 3;
   int64_t reconnect_delay_ms = 200;
   int64_t connect_timeout_ms = 5000;   // a server that accepts but does not answer

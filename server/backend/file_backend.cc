@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "server/io/block_device.h"
 #include "server/backend/block_backend.h"
+#include "server/io/block_device.h"
 
 namespace tmem::backend {
 namespace {

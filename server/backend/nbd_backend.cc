@@ -11,8 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/mutex.h"
-#include "server/io/block_device.h"
 #include "server/backend/block_backend.h"
+#include "server/io/block_device.h"
 
 namespace tmem::backend {
 namespace {
@@ -62,9 +62,8 @@ class NbdBackend final : public BlockBackend {
   BackendCaps caps() const override { return caps_; }
 
   absl::Status Pread(void* buf, uint32_t len, uint64_t offset) override {
-    return Run("pread", [&](nbd_handle* h) {
-      return Await(h, nbd_aio_pread(h, buf, len, offset, NBD_NULL_COMPLETION, 0));
-    });
+    return Run("pread",
+               [&](nbd_handle* h) { return Await(h, nbd_aio_pread(h, buf, len, offset, NBD_NULL_COMPLETION, 0)); });
   }
   absl::Status Pwrite(const void* buf, uint32_t len, uint64_t offset, bool fua) override {
     const uint32_t flags = fua && caps_.fua ? LIBNBD_CMD_FLAG_FUA : 0;
@@ -87,7 +86,8 @@ class NbdBackend final : public BlockBackend {
         }
         free_.erase(it);
       }
-      absl::Status s = RunOn(i, "flush", [&](nbd_handle* h) { return Await(h, nbd_aio_flush(h, NBD_NULL_COMPLETION, 0)); });
+      absl::Status s =
+          RunOn(i, "flush", [&](nbd_handle* h) { return Await(h, nbd_aio_flush(h, NBD_NULL_COMPLETION, 0)); });
       MutexLock lock(&mu_);
       free_.push_back(i);
       free_cv_.SignalAll();
@@ -98,12 +98,14 @@ class NbdBackend final : public BlockBackend {
   absl::Status Trim(uint64_t offset, uint64_t len, bool fua) override {
     if (!caps_.trim) return absl::OkStatus();
     const uint32_t flags = fua && caps_.fua ? LIBNBD_CMD_FLAG_FUA : 0;
-    return Run("trim", [&](nbd_handle* h) { return Await(h, nbd_aio_trim(h, len, offset, NBD_NULL_COMPLETION, flags)); });
+    return Run("trim",
+               [&](nbd_handle* h) { return Await(h, nbd_aio_trim(h, len, offset, NBD_NULL_COMPLETION, flags)); });
   }
   absl::Status Zero(uint64_t offset, uint64_t len, bool may_trim, bool fua) override {
     if (!caps_.zero) return ZeroByWriting(*this, offset, len, fua);
     uint32_t flags = (fua && caps_.fua ? LIBNBD_CMD_FLAG_FUA : 0) | (may_trim ? 0 : LIBNBD_CMD_FLAG_NO_HOLE);
-    return Run("zero", [&](nbd_handle* h) { return Await(h, nbd_aio_zero(h, len, offset, NBD_NULL_COMPLETION, flags)); });
+    return Run("zero",
+               [&](nbd_handle* h) { return Await(h, nbd_aio_zero(h, len, offset, NBD_NULL_COMPLETION, flags)); });
   }
   std::string Describe() const override { return options_.uri; }
 
@@ -142,7 +144,8 @@ class NbdBackend final : public BlockBackend {
       const int done = nbd_aio_command_completed(h, static_cast<uint64_t>(cookie));
       if (done == 1) return 0;
       if (done < 0) return -1;
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) {
         nbd_shutdown(h, LIBNBD_SHUTDOWN_ABANDON_PENDING);
         t_request_timed_out = true;
@@ -176,18 +179,18 @@ class NbdBackend final : public BlockBackend {
       nbd_handle* h = all_[i];
       if (h != nullptr && op(h) == 0) return absl::OkStatus();
       const int err = h != nullptr ? nbd_get_errno() : ENOTCONN;
-      absl::Status s = h != nullptr ? LastError(absl::StrCat(what, " on ", options_.uri))
-                                    : absl::UnavailableError("no connection");
-      const bool connection_lost = h == nullptr || std::exchange(t_request_timed_out, false) || nbd_aio_is_dead(h) == 1 ||
-                                   nbd_aio_is_closed(h) == 1 || err == ENOTCONN || err == ESHUTDOWN ||
-                                   err == ECONNRESET || err == EPIPE;
+      absl::Status s =
+          h != nullptr ? LastError(absl::StrCat(what, " on ", options_.uri)) : absl::UnavailableError("no connection");
+      const bool connection_lost = h == nullptr || std::exchange(t_request_timed_out, false) ||
+                                   nbd_aio_is_dead(h) == 1 || nbd_aio_is_closed(h) == 1 || err == ENOTCONN ||
+                                   err == ESHUTDOWN || err == ECONNRESET || err == EPIPE;
       if (!connection_lost) return s;  // a plain I/O error from the remote server
       TMEM_LOG_RATE_LIMITED(Warning) << "connection " << i << " to " << options_.uri << " is gone (" << s
                                      << "); reconnecting";
       absl::StatusOr<nbd_handle*> fresh = Connect();
       if (!fresh.ok()) {
-        return absl::InternalError(absl::StrCat(what, " on ", options_.uri, ": cannot reconnect: ",
-                                                fresh.status().message()));
+        return absl::InternalError(
+            absl::StrCat(what, " on ", options_.uri, ": cannot reconnect: ", fresh.status().message()));
       }
       if (h != nullptr) nbd_close(h);
       all_[i] = *fresh;

@@ -22,8 +22,8 @@
 namespace tmem::blockcache {
 
 BlockCache::BlockCache(const BlockCacheOptions& options)
-    : shared_(std::make_unique<CacheShared>(options,
-                                            options.log.clock != nullptr ? options.log.clock : Clock::Real())) {}
+    : shared_(
+          std::make_unique<CacheShared>(options, options.log.clock != nullptr ? options.log.clock : Clock::Real())) {}
 
 absl::StatusOr<std::unique_ptr<BlockCache>> BlockCache::Open(const BlockCacheOptions& o) {
   if (o.cache_device == nullptr || o.backing == nullptr) {
@@ -32,14 +32,16 @@ absl::StatusOr<std::unique_ptr<BlockCache>> BlockCache::Open(const BlockCacheOpt
   const uint64_t backing_bytes = o.backing->size();
   if (backing_bytes == 0 || backing_bytes % kLineBytes != 0) {
     return absl::InvalidArgumentError(absl::StrCat("the backing store ", o.backing->Describe(), " has ", backing_bytes,
-                                                   " bytes; a cached export needs a positive multiple of ", kLineBytes));
+                                                   " bytes; a cached export needs a positive multiple of ",
+                                                   kLineBytes));
   }
   TMEM_RETURN_IF_ERROR(ValidateCacheOptions(o));
   io::BlockDevice* dev = o.cache_device;
   const std::string what = dev->Describe();
 
   // Decide whether the device is this export's cache, fresh, or something else.
-  TMEM_ASSIGN_OR_RETURN(CacheDeviceState state, InspectCacheDevice(dev, backing_bytes, o.backing->Describe(), o.format));
+  TMEM_ASSIGN_OR_RETURN(CacheDeviceState state,
+                        InspectCacheDevice(dev, backing_bytes, o.backing->Describe(), o.format));
   if (state.fresh) {
     TMEM_RETURN_IF_ERROR(log::FormatLog(dev, {.segment_bytes = o.segment_bytes, .force = true}));
   }
@@ -50,8 +52,8 @@ absl::StatusOr<std::unique_ptr<BlockCache>> BlockCache::Open(const BlockCacheOpt
   // Size the index for as many lines as the cache can hold (or the export has).
   const uint64_t capacity_lines = geometry.segment_count * (geometry.segment_bytes / kLineBytes);
   c.index.Reserve(std::min(capacity_lines, backing_bytes / kLineBytes));
-  cache->record_ = std::make_unique<CacheRecordWriter>(dev, geometry, backing_bytes,
-                                                       state.fresh ? 0 : state.record->generation);
+  cache->record_ =
+      std::make_unique<CacheRecordWriter>(dev, geometry, backing_bytes, state.fresh ? 0 : state.record->generation);
   uint64_t migrated = 0;
   if (state.fresh) {
     TMEM_RETURN_IF_ERROR(cache->record_->Write(0));
@@ -96,8 +98,8 @@ absl::StatusOr<std::unique_ptr<BlockCache>> BlockCache::Open(const BlockCacheOpt
 }
 
 absl::StatusOr<std::unique_ptr<BlockCache>> BlockCache::OpenOwning(std::unique_ptr<io::BlockDevice> device,
-                                                                    std::unique_ptr<backend::BlockBackend> backing,
-                                                                    BlockCacheOptions options) {
+                                                                   std::unique_ptr<backend::BlockBackend> backing,
+                                                                   BlockCacheOptions options) {
   options.cache_device = device.get();
   options.backing = backing.get();
   TMEM_ASSIGN_OR_RETURN(std::unique_ptr<BlockCache> cache, Open(options));
@@ -281,8 +283,8 @@ void BlockCache::VisitStats(StatsVisitor& v, const StatLabels& labels) const {
   v.Counter("blockcache_migrated_bytes", "Bytes written back to the backing store.", s.migrated_bytes, labels);
   v.Counter("blockcache_copied_forward_lines", "Dirty lines copied forward within the cache to make room.",
             s.copied_forward_lines, labels);
-  v.Counter("blockcache_migration_errors", "Migration batches that failed and will be retried.",
-            s.migration_errors, labels);
+  v.Counter("blockcache_migration_errors", "Migration batches that failed and will be retried.", s.migration_errors,
+            labels);
   v.Gauge("blockcache_failed", "1 when the cache device failed and writes answer EIO.", s.failed ? 1 : 0, labels);
   v.Counter("blockcache_full_write_failures",
             "Writes that failed because the cache was full while writing back kept failing.", s.full_write_failures,

@@ -14,11 +14,11 @@
 #include "common/clock.h"
 #include "common/stats_testing.h"
 #include "common/status_testing.h"
+#include "server/backend/memory_backend.h"
 #include "server/blockcache/format.h"
 #include "server/io/fault_injection_device.h"
 #include "server/io/memory_device.h"
 #include "server/log/log_format.h"
-#include "server/backend/memory_backend.h"
 
 namespace tmem::blockcache {
 namespace {
@@ -178,8 +178,8 @@ void RunModel(uint64_t ram_cache_bytes) {
         if (served) ++ram_only_reads;
       }
       if (!served) ASSERT_OK(cache->Pread(got.data(), len, off));
-      ASSERT_EQ(0, std::memcmp(got.data(), model.data() + off, len)) << "op " << op << " offset " << off << " len "
-                                                                      << len;
+      ASSERT_EQ(0, std::memcmp(got.data(), model.data() + off, len))
+          << "op " << op << " offset " << off << " len " << len;
     } else if (rng() % 4 == 0) {
       ASSERT_OK(cache->MigrateNow());
     } else {
@@ -212,9 +212,7 @@ TEST(BlockCacheTest, ReadsReturnTheLatestWriteOfEveryByteThroughMigrationAndReus
 
 // A RAM tier of 96 lines for a 512-line export: lines are served from RAM, evicted, overwritten
 // while held, moved by migration and segment reuse, and every read still sees the latest write.
-TEST(BlockCacheTest, RamTierNeverServesAnOlderVersion) {
-  ASSERT_NO_FATAL_FAILURE(RunModel(96 * kLineBytes));
-}
+TEST(BlockCacheTest, RamTierNeverServesAnOlderVersion) { ASSERT_NO_FATAL_FAILURE(RunModel(96 * kLineBytes)); }
 
 TEST(BlockCacheTest, DrainLeavesTheBackingStoreByteIdenticalToTheExport) {
   constexpr uint64_t kSize = 1 << 20;

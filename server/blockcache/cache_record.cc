@@ -66,9 +66,10 @@ absl::StatusOr<CacheDeviceState> InspectCacheDevice(io::BlockDevice* device, uin
   TMEM_ASSIGN_OR_RETURN(state.record, ReadRecord(device, *g));
   if (!state.record.has_value()) {
     if (!format) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          what, " holds a tmem log but no block cache record (a page pool device?); refusing to use it as a "
-                "cache without --format"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(what,
+                       " holds a tmem log but no block cache record (a page pool device?); refusing to use it as a "
+                       "cache without --format"));
     }
     state.fresh = true;
     return state;
@@ -82,8 +83,8 @@ absl::StatusOr<CacheDeviceState> InspectCacheDevice(io::BlockDevice* device, uin
   return state;
 }
 
-CacheRecordWriter::CacheRecordWriter(io::BlockDevice* device, const log::LogGeometry& geometry,
-                                     uint64_t backing_bytes, uint64_t generation)
+CacheRecordWriter::CacheRecordWriter(io::BlockDevice* device, const log::LogGeometry& geometry, uint64_t backing_bytes,
+                                     uint64_t generation)
     : device_(device), backing_bytes_(backing_bytes), generation_(generation) {
   std::memcpy(device_uuid_, geometry.device_uuid, 16);
 }

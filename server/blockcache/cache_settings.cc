@@ -16,8 +16,8 @@ const settings::Table<Tunables>& TunableSettings() {
              "Segments written back to the backing store per migration batch.")
         .Int("migrate_idle_ms", "migrate-idle-ms", &Tunables::migrate_idle_ms, 0, kDayMs,
              "Write back once reads and writes have paused this long (or when room runs low).")
-        .Int("migrate_free_segments_low", "migrate-free-segments-low", &Tunables::migrate_free_segments_low, 0,
-             1 << 30, "Write back at once when fewer segments than this are free (0: a quarter of the log).")
+        .Int("migrate_free_segments_low", "migrate-free-segments-low", &Tunables::migrate_free_segments_low, 0, 1 << 30,
+             "Write back at once when fewer segments than this are free (0: a quarter of the log).")
         .Int("migrate_max_age_ms", "migrate-max-age-ms", &Tunables::migrate_max_age_ms, 0, 7 * kDayMs,
              "Write back whatever the load once dirty data has waited this long (0: no bound).");
     return t;
@@ -28,7 +28,8 @@ const settings::Table<Tunables>& TunableSettings() {
 const settings::Table<BlockCacheOptions>& CacheSettings() {
   static const auto* table = [] {
     auto* t = new settings::Table<BlockCacheOptions>;
-    t->Include<Tunables>("", "", [](BlockCacheOptions& o) -> Tunables& { return o.tunables; }, TunableSettings())
+    t->Include<Tunables>(
+         "", "", [](BlockCacheOptions& o) -> Tunables& { return o.tunables; }, TunableSettings())
         .Int("full_write_timeout_ms", "full-write-timeout-ms", &BlockCacheOptions::full_write_timeout_ms, 0, kDayMs,
              "A full cache fails writes (EIO) once write-back has failed this long without a success.")
         .IntFn(

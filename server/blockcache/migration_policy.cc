@@ -13,8 +13,8 @@ bool AtLeastMs(int64_t ns, int64_t ms) { return ns >= 0 && ns / 1'000'000 >= ms;
 
 MigrationDecision DecideMigration(const MigrationInputs& in) {
   const Tunables& t = in.tunables;
-  const uint64_t low = t.migrate_free_segments_low > 0 ? t.migrate_free_segments_low
-                                                       : std::max<uint64_t>(2, in.segment_count / 4);
+  const uint64_t low =
+      t.migrate_free_segments_low > 0 ? t.migrate_free_segments_low : std::max<uint64_t>(2, in.segment_count / 4);
   const bool pending = in.flushed_seq > in.migrated_seq;
   const bool room_low = in.head_seq - in.migrated_seq + low >= in.segment_count;
   const bool idle = AtLeastMs(in.idle_ns, t.migrate_idle_ms);

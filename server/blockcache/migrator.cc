@@ -14,7 +14,7 @@ namespace tmem::blockcache {
 namespace {
 
 constexpr uint32_t kMaxBackingIo = 1 << 20;  // write-back extents coalesce up to this
-constexpr size_t kReadChunkLines = 256;       // lines read from the cache device per batch read
+constexpr size_t kReadChunkLines = 256;      // lines read from the cache device per batch read
 
 // Calls fn(byte offset in the line, length) for each run of adjacent dirty sectors in `mask`,
 // in order; stops at the first error.
@@ -143,9 +143,9 @@ bool Migrator::SelectBatch(uint32_t max_segments, Batch& b) {
   }
   // A line noted twice (in one segment, or in two at the same version) is written back once.
   std::sort(b.items.begin(), b.items.end(), [](const Item& x, const Item& y) { return x.line < y.line; });
-  b.items.erase(std::unique(b.items.begin(), b.items.end(),
-                            [](const Item& x, const Item& y) { return x.line == y.line; }),
-                b.items.end());
+  b.items.erase(
+      std::unique(b.items.begin(), b.items.end(), [](const Item& x, const Item& y) { return x.line == y.line; }),
+      b.items.end());
   b.written_back.assign(b.items.size(), false);
   return true;
 }

@@ -50,10 +50,10 @@ class Migrator {
     LineEntry entry;
   };
   struct Batch {
-    uint64_t upto = 0;            // the batch covers segments up to this
-    std::vector<Item> items;      // sorted by line, one per line
+    uint64_t upto = 0;        // the batch covers segments up to this
+    std::vector<Item> items;  // sorted by line, one per line
     std::vector<bool> written_back;
-    uint64_t bytes = 0;           // written to the backing store
+    uint64_t bytes = 0;  // written to the backing store
   };
 
   void Loop();

@@ -24,7 +24,7 @@ struct Tunables {
 };
 
 struct BlockCacheOptions {
-  io::BlockDevice* cache_device = nullptr;  // borrowed; must outlive the cache
+  io::BlockDevice* cache_device = nullptr;   // borrowed; must outlive the cache
   backend::BlockBackend* backing = nullptr;  // borrowed; its size must be a multiple of 4 KiB
   // A cache device that holds anything but this export's cache (zero-filled is fine) is
   // refused unless `format`, which discards what it holds.

@@ -37,7 +37,7 @@ RamTier::~RamTier() {
 
 RamTier::Shard& RamTier::ShardOf(const Key& k) {
   // The high bits of a mixed hash: the low ones also pick the flat_hash_map's buckets.
-  const uint64_t h = absl::Hash<Key>{}(k) * 0x9E3779B97F4A7C15ull;
+  const uint64_t h = absl::Hash<Key>{}(k)*0x9E3779B97F4A7C15ull;
   return shards_[(h >> 32) % shard_count_];
 }
 

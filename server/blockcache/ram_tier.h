@@ -66,9 +66,9 @@ class RamTier {
   struct Shard {
     Mutex mu;
     absl::flat_hash_map<Key, uint32_t> index ABSL_GUARDED_BY(mu);  // key -> slot in this shard
-    std::vector<Slot> slots ABSL_GUARDED_BY(mu);                    // grows up to per_shard_
-    uint32_t hand ABSL_GUARDED_BY(mu) = 0;                          // CLOCK hand
-    uint8_t* data = nullptr;  // per_shard_ * slot_bytes_, inside memory_
+    std::vector<Slot> slots ABSL_GUARDED_BY(mu);                   // grows up to per_shard_
+    uint32_t hand ABSL_GUARDED_BY(mu) = 0;                         // CLOCK hand
+    uint8_t* data = nullptr;                                       // per_shard_ * slot_bytes_, inside memory_
   };
   Shard& ShardOf(const Key& k);
 

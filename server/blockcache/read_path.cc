@@ -79,11 +79,9 @@ absl::Status ReadPath::ReadLine(uint64_t line, std::optional<LineEntry> entry, u
     // Gone or corrupt: fine if a newer version or a migration replaced the entry meanwhile.
     std::optional<LineEntry> now = c_.index.Lookup(line);
     if (now.has_value() && now->SameVersion(*entry) && now->dirty != 0) {
-      return absl::DataLossError(absl::StrCat("the newest data of block ", line * kLineBytes,
-                                              " was lost by the cache device (",
-                                              *r == log::SegmentLog::ReadOutcome::kGone ? "its segment write failed"
-                                                                                         : "CRC mismatch",
-                                              ")"));
+      return absl::DataLossError(
+          absl::StrCat("the newest data of block ", line * kLineBytes, " was lost by the cache device (",
+                       *r == log::SegmentLog::ReadOutcome::kGone ? "its segment write failed" : "CRC mismatch", ")"));
     }
     entry = now;
   }
@@ -171,8 +169,7 @@ void ReadPath::PromoteLocked(LineIndex::Stripe& s, uint64_t line, const uint8_t*
   uint8_t raw[log::kSlotKeyBytes];
   EncodeLineKey(line, 0, raw);
   // Never waits for room: a clean line is not worth stalling a read for.
-  absl::StatusOr<log::Location> loc =
-      c_.log->Append(raw, data, kLineBytes, crc, {.pin = true, .may_wait = false});
+  absl::StatusOr<log::Location> loc = c_.log->Append(raw, data, kLineBytes, crc, {.pin = true, .may_wait = false});
   if (!loc.ok()) return;
   c_.ram.Insert(loc->seq, loc->offset, data);
   c_.index.AddClean(s, line, LineEntry{loc->seq, loc->offset, crc, 0});

@@ -67,8 +67,8 @@ absl::StatusOr<WritePath::Attempt> WritePath::TryWriteLine(uint64_t line, const 
   return a;
 }
 
-absl::StatusOr<WritePath::Attempt> WritePath::TryWriteWholeLines(uint64_t first, uint32_t count,
-                                                                 const uint8_t* data, const uint32_t* crcs,
+absl::StatusOr<WritePath::Attempt> WritePath::TryWriteWholeLines(uint64_t first, uint32_t count, const uint8_t* data,
+                                                                 const uint32_t* crcs,
                                                                  const uint8_t (*keys)[log::kSlotKeyBytes],
                                                                  log::Location* locs, uint32_t* done) {
   LineIndex::Stripe& s = c_.index.StripeOf(first);
@@ -90,8 +90,8 @@ absl::StatusOr<WritePath::Attempt> WritePath::TryWriteWholeLines(uint64_t first,
   return a;
 }
 
-void WritePath::Publish(LineIndex::Stripe& s, uint64_t first, size_t n, const log::Location* locs,
-                        const uint32_t* crcs, uint8_t mask, const uint8_t* data) {
+void WritePath::Publish(LineIndex::Stripe& s, uint64_t first, size_t n, const log::Location* locs, const uint32_t* crcs,
+                        uint8_t mask, const uint8_t* data) {
   const uint64_t seq = locs[0].seq;
   for (size_t i = 0; i < n; ++i) c_.ram.Insert(seq, locs[i].offset, data + i * kLineBytes);
   // Noted before the unpin: the segment cannot be written, so not migrated, before that.
@@ -148,9 +148,8 @@ absl::StatusOr<backend::BufferedOutcome> WritePath::WriteRange(const uint8_t* in
       }
       std::vector<log::Location> locs(count);
       uint32_t done = 0;
-      r = AppendOrWait(may_wait, [&] {
-        return TryWriteWholeLines(line, count, data, crcs.data(), keys.get(), locs.data(), &done);
-      });
+      r = AppendOrWait(
+          may_wait, [&] { return TryWriteWholeLines(line, count, data, crcs.data(), keys.get(), locs.data(), &done); });
       pos += uint64_t{count} * kLineBytes;
     } else {
       const uint32_t e = static_cast<uint32_t>(std::min<uint64_t>(kLineBytes, b + (end - pos)));

@@ -34,14 +34,13 @@ class WritePath {
   // or a partial line would need a read. Errors: Internal once the cache failed; Unavailable
   // when the cache is full and write-back has failed for full_write_timeout_ms; read errors of a
   // partial line's merge.
-  absl::StatusOr<backend::BufferedOutcome> WriteRange(const uint8_t* in, uint32_t len, uint64_t offset,
-                                                      bool may_wait);
+  absl::StatusOr<backend::BufferedOutcome> WriteRange(const uint8_t* in, uint32_t len, uint64_t offset, bool may_wait);
 
  private:
   // What one append attempt did.
   struct Attempt {
-    bool finished = false;    // everything asked for is written
-    bool no_room = false;     // the log had no room; wait with `generation`
+    bool finished = false;  // everything asked for is written
+    bool no_room = false;   // the log had no room; wait with `generation`
     uint64_t generation = 0;
   };
   // The one append-or-wait loop: runs `attempt` (which takes and drops its stripe lock) until
@@ -51,9 +50,9 @@ class WritePath {
   // Line `line`'s bytes [begin, end) from `data`.
   absl::StatusOr<Attempt> TryWriteLine(uint64_t line, const uint8_t* data, uint32_t begin, uint32_t end);
   // Whole lines [first + *done, first + count) within one stripe; advances *done.
-  absl::StatusOr<Attempt> TryWriteWholeLines(uint64_t first, uint32_t count, const uint8_t* data,
-                                             const uint32_t* crcs, const uint8_t (*keys)[log::kSlotKeyBytes],
-                                             log::Location* locs, uint32_t* done);
+  absl::StatusOr<Attempt> TryWriteWholeLines(uint64_t first, uint32_t count, const uint8_t* data, const uint32_t* crcs,
+                                             const uint8_t (*keys)[log::kSlotKeyBytes], log::Location* locs,
+                                             uint32_t* done);
   // Publishes lines just appended to one segment: RAM tier, index, then the unpin.
   void Publish(LineIndex::Stripe& s, uint64_t first, size_t n, const log::Location* locs, const uint32_t* crcs,
                uint8_t mask, const uint8_t* data) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.write_mu);

@@ -71,12 +71,18 @@ class AdminTunablesTest : public ::testing::Test {
 
 // The proto field of the tunable named `key`, set to `value`.
 void SetField(tmem::v1::CacheTunables& t, const std::string& key, int64_t value) {
-  if (key == "barrier_deadline_us") t.set_barrier_deadline_us(value);
-  else if (key == "migrate_batch_segments") t.set_migrate_batch_segments(static_cast<uint32_t>(value));
-  else if (key == "migrate_idle_ms") t.set_migrate_idle_ms(value);
-  else if (key == "migrate_free_segments_low") t.set_migrate_free_segments_low(static_cast<uint32_t>(value));
-  else if (key == "migrate_max_age_ms") t.set_migrate_max_age_ms(value);
-  else ADD_FAILURE() << "no proto field for tunable " << key;
+  if (key == "barrier_deadline_us")
+    t.set_barrier_deadline_us(value);
+  else if (key == "migrate_batch_segments")
+    t.set_migrate_batch_segments(static_cast<uint32_t>(value));
+  else if (key == "migrate_idle_ms")
+    t.set_migrate_idle_ms(value);
+  else if (key == "migrate_free_segments_low")
+    t.set_migrate_free_segments_low(static_cast<uint32_t>(value));
+  else if (key == "migrate_max_age_ms")
+    t.set_migrate_max_age_ms(value);
+  else
+    ADD_FAILURE() << "no proto field for tunable " << key;
 }
 
 bool SameTunables(const blockcache::Tunables& a, const blockcache::Tunables& b) {

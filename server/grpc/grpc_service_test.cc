@@ -4,8 +4,8 @@
 
 #include <map>
 #include <memory>
-#include <vector>
 #include <string>
+#include <vector>
 
 #include "proto/tmem_clients.h"
 #include "server/grpc/admin_service.h"
@@ -39,8 +39,8 @@ class GrpcServiceTest : public ::testing::Test {
     ::grpc::ChannelArguments args;
     args.SetMaxSendMessageSize(-1);
     args.SetMaxReceiveMessageSize(-1);
-    auto channel = ::grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port),
-                                               ::grpc::InsecureChannelCredentials(), args);
+    auto channel =
+        ::grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port), ::grpc::InsecureChannelCredentials(), args);
     pool_stub_ = tmem::v1::PagePool::NewStub(channel);
     admin_stub_ = tmem::v1::Admin::NewStub(channel);
   }
@@ -300,16 +300,16 @@ TEST_F(GrpcServiceTest, SessionStreamAnswersEveryOpAndSurvivesBadOnes) {
     ASSERT_TRUE(stream->Write(r));
   }
   ASSERT_TRUE(get(4));
-  ASSERT_TRUE(get(4));    // duplicate op id
+  ASSERT_TRUE(get(4));  // duplicate op id
   {
     tmem::v1::SessionRequest r;  // no operation
     r.set_op_id(5);
     ASSERT_TRUE(stream->Write(r));
   }
-  ASSERT_TRUE(put(6, p, 100));   // wrong page size
+  ASSERT_TRUE(put(6, p, 100));     // wrong page size
   ASSERT_TRUE(put(7, 999, 4096));  // unknown pool
   ASSERT_TRUE(put(8, p, 4096));
-  ASSERT_TRUE(get(9));           // the stream still works
+  ASSERT_TRUE(get(9));  // the stream still works
   ASSERT_TRUE(stream->WritesDone());
   std::vector<tmem::v1::SessionResponse> replies;
   tmem::v1::SessionResponse resp;

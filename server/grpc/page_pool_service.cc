@@ -30,8 +30,8 @@ Status CheckBatch(const char* field, int size) {
 
 Status CheckObject(const std::string& where, const std::string& object) {
   if (object.empty() || object.size() > pool::kMaxObjectKeyBytes) {
-    return Invalid(absl::StrCat(where, ": ", object.size(), " bytes; an object key has 1 to ",
-                                pool::kMaxObjectKeyBytes));
+    return Invalid(
+        absl::StrCat(where, ": ", object.size(), " bytes; an object key has 1 to ", pool::kMaxObjectKeyBytes));
   }
   return Status::OK;
 }
@@ -43,7 +43,8 @@ class ScopedLatency {
       : observer_(observer), method_(method), start_(std::chrono::steady_clock::now()) {}
   ~ScopedLatency() {
     if (observer_ != nullptr) {
-      observer_->ObserveLatency(method_, std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+      observer_->ObserveLatency(method_,
+                                std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
     }
   }
   ScopedLatency(const ScopedLatency&) = delete;

@@ -13,12 +13,12 @@ namespace tmem::io {
 absl::Status CheckIo(const BlockDevice& dev, uint64_t offset, const void* buf, size_t len) {
   const uint64_t a = dev.alignment();
   if (offset % a != 0 || len % a != 0 || reinterpret_cast<uintptr_t>(buf) % a != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("unaligned I/O on ", dev.Describe(), ": offset ",
-                                                   offset, ", length ", len, ", alignment ", a));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unaligned I/O on ", dev.Describe(), ": offset ", offset, ", length ", len, ", alignment ", a));
   }
   if (offset > dev.size_bytes() || len > dev.size_bytes() - offset) {
-    return absl::OutOfRangeError(absl::StrCat("I/O past the end of ", dev.Describe(), ": offset ",
-                                              offset, " + ", len, " > ", dev.size_bytes()));
+    return absl::OutOfRangeError(
+        absl::StrCat("I/O past the end of ", dev.Describe(), ": offset ", offset, " + ", len, " > ", dev.size_bytes()));
   }
   return absl::OkStatus();
 }
@@ -30,16 +30,23 @@ void BlockDevice::ReadMany(std::span<ReadOp> ops) {
 absl::Status ErrnoStatus(int err, const std::string& what) {
   std::string msg = absl::StrCat(what, ": ", std::strerror(err));
   switch (err) {
-    case ENOENT: return absl::NotFoundError(msg);
-    case EEXIST: return absl::AlreadyExistsError(msg);
+    case ENOENT:
+      return absl::NotFoundError(msg);
+    case EEXIST:
+      return absl::AlreadyExistsError(msg);
     case EACCES:
-    case EPERM: return absl::PermissionDeniedError(msg);
+    case EPERM:
+      return absl::PermissionDeniedError(msg);
     case ENOSPC:
-    case EDQUOT: return absl::ResourceExhaustedError(msg);
-    case EINVAL: return absl::InvalidArgumentError(msg);
+    case EDQUOT:
+      return absl::ResourceExhaustedError(msg);
+    case EINVAL:
+      return absl::InvalidArgumentError(msg);
     case EAGAIN:
-    case EINTR: return absl::UnavailableError(msg);
-    default: return absl::InternalError(msg);
+    case EINTR:
+      return absl::UnavailableError(msg);
+    default:
+      return absl::InternalError(msg);
   }
 }
 

@@ -72,8 +72,7 @@ std::string FaultInjectionDevice::Describe() const { return absl::StrCat("faulty
 absl::Status FaultInjectionDevice::SimulatePowerCut(PowerCutMode mode, uint64_t seed) {
   MutexLock lock(&mu_);
   std::mt19937_64 rng(seed);
-  AlignedBuffer sector(kSectorBytes < base_->alignment() ? base_->alignment() : kSectorBytes,
-                       base_->alignment());
+  AlignedBuffer sector(kSectorBytes < base_->alignment() ? base_->alignment() : kSectorBytes, base_->alignment());
   // Newest first, so that overlapping writes unwind to what the device held at the last Sync.
   for (auto it = unsynced_.rbegin(); it != unsynced_.rend(); ++it) {
     const UndoRecord& rec = *it;

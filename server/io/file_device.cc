@@ -89,19 +89,18 @@ FileDevice::~FileDevice() {
 }
 
 absl::StatusOr<std::unique_ptr<FileDevice>> FileDevice::Open(const FileDeviceOptions& options) {
-  if (options.alignment == 0 || (options.alignment & (options.alignment - 1)) != 0 ||
-      options.alignment < 512) {
-    return absl::InvalidArgumentError(absl::StrCat("alignment must be a power of two >= 512, got ",
-                                                   options.alignment));
+  if (options.alignment == 0 || (options.alignment & (options.alignment - 1)) != 0 || options.alignment < 512) {
+    return absl::InvalidArgumentError(absl::StrCat("alignment must be a power of two >= 512, got ", options.alignment));
   }
   if (options.path.empty()) return absl::InvalidArgumentError("device path is empty");
   int flags = O_RDWR | O_CLOEXEC;
   if (options.create_size_bytes > 0) flags |= O_CREAT;
   int fd = ::open(options.path.c_str(), flags | O_DIRECT, 0644);
   if (fd < 0 && errno == EINVAL) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot open ", options.path, " with O_DIRECT: the filesystem does not support direct I/O "
-        "(tmpfs does not); put the device file on ext4, xfs or btrfs, or use a block device"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot open ", options.path,
+                     " with O_DIRECT: the filesystem does not support direct I/O "
+                     "(tmpfs does not); put the device file on ext4, xfs or btrfs, or use a block device"));
   }
   if (fd < 0) return ErrnoStatus(errno, absl::StrCat("open ", options.path));
 

@@ -69,8 +69,8 @@ class FileDevice final : public BlockDevice {
   const uint32_t alignment_;
   const IoEngine engine_;
   const std::string path_;
-  std::unique_ptr<RingPool> rings_;        // only for kUring; thread-safe itself
-  std::unique_ptr<RingPool> batch_rings_;  // rings of kBatchDepth entries for ReadMany
+  std::unique_ptr<RingPool> rings_;         // only for kUring; thread-safe itself
+  std::unique_ptr<RingPool> batch_rings_;   // rings of kBatchDepth entries for ReadMany
   std::atomic<bool> batch_uring_ok_{true};  // false once io_uring was refused
 };
 

@@ -26,9 +26,8 @@ bool ParseCheckpoint(const io::AlignedBuffer& block, const uint8_t (&uuid)[16], 
 }  // namespace
 
 std::string UuidString(const uint8_t (&u)[16]) {
-  return absl::StrFormat("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0],
-                         u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
-                         u[14], u[15]);
+  return absl::StrFormat("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2], u[3],
+                         u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
 }
 
 bool AllZero(const uint8_t* p, size_t n) {
@@ -49,7 +48,8 @@ absl::StatusOr<LogGeometry> ReadLogGeometry(io::BlockDevice* device) {
                                                    "-byte I/O; the log format uses ", kBlockBytes));
   }
   if (device->size_bytes() < kBlockBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(device->Describe(), " is too small (", device->size_bytes(), " bytes)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(device->Describe(), " is too small (", device->size_bytes(), " bytes)"));
   }
   io::AlignedBuffer block;
   TMEM_RETURN_IF_ERROR(ReadBlock(device, kSuperblockOffset, &block));
@@ -60,13 +60,13 @@ absl::StatusOr<LogGeometry> ReadLogGeometry(io::BlockDevice* device) {
         device->Describe(), " is not formatted (its first block is zero); format it first with `tmem-admin format`"));
   }
   if (sb.magic != kSuperblockMagic) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "%s holds foreign data, not a tmem log (first 8 bytes 0x%016x); refusing to use it",
-        device->Describe(), sb.magic));
+    return absl::FailedPreconditionError(
+        absl::StrFormat("%s holds foreign data, not a tmem log (first 8 bytes 0x%016x); refusing to use it",
+                        device->Describe(), sb.magic));
   }
   if (sb.crc != crc32c::Value(&sb, offsetof(SuperblockDisk, crc))) {
-    return absl::DataLossError(absl::StrCat("the superblock of ", device->Describe(),
-                                            " is corrupt (CRC mismatch); refusing to use it"));
+    return absl::DataLossError(
+        absl::StrCat("the superblock of ", device->Describe(), " is corrupt (CRC mismatch); refusing to use it"));
   }
   if (sb.format_version != kFormatVersion) {
     return absl::FailedPreconditionError(absl::StrCat(device->Describe(), " has tmem log format version ",
@@ -77,13 +77,13 @@ absl::StatusOr<LogGeometry> ReadLogGeometry(io::BlockDevice* device) {
       sb.segment_bytes > kMaxSegmentBytes || sb.segment_bytes % kBlockBytes != 0 ||
       sb.segment_count < kMinSegmentCount) {
     return absl::DataLossError(absl::StrCat("the superblock of ", device->Describe(),
-                                            " has an impossible geometry (segment bytes ", sb.segment_bytes,
-                                            ", count ", sb.segment_count, ")"));
+                                            " has an impossible geometry (segment bytes ", sb.segment_bytes, ", count ",
+                                            sb.segment_count, ")"));
   }
   if (sb.data_offset + sb.segment_count * sb.segment_bytes > device->size_bytes()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        device->Describe(), " has ", device->size_bytes(), " bytes but its superblock describes ",
-        sb.data_offset + sb.segment_count * sb.segment_bytes, " (was the device truncated?)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(device->Describe(), " has ", device->size_bytes(), " bytes but its superblock describes ",
+                     sb.data_offset + sb.segment_count * sb.segment_bytes, " (was the device truncated?)"));
   }
   LogGeometry g;
   std::memcpy(g.device_uuid, sb.device_uuid, 16);
@@ -102,8 +102,8 @@ absl::Status FormatLog(io::BlockDevice* device, const FormatOptions& options) {
   if (options.segment_bytes < kMinSegmentBytes || options.segment_bytes > kMaxSegmentBytes ||
       options.segment_bytes % kBlockBytes != 0) {
     return absl::InvalidArgumentError(absl::StrCat("segment size ", options.segment_bytes,
-                                                   " must be a multiple of 4096 between ", kMinSegmentBytes,
-                                                   " and ", kMaxSegmentBytes));
+                                                   " must be a multiple of 4096 between ", kMinSegmentBytes, " and ",
+                                                   kMaxSegmentBytes));
   }
   const uint64_t needed = kDataOffset + uint64_t{kMinSegmentCount} * options.segment_bytes;
   if (device->size_bytes() < needed) {

@@ -36,8 +36,8 @@ struct LogGeometry {
 // The newest valid checkpoint (for inspection tools).
 struct LogCheckpoint {
   uint64_t generation = 0;
-  uint64_t instance = 0;   // instance of the run that wrote it
-  bool clean = false;      // written by a clean stop
+  uint64_t instance = 0;  // instance of the run that wrote it
+  bool clean = false;     // written by a clean stop
   uint64_t head_seq = 0;
   uint64_t reclaimed_seq = 0;
   uint64_t seq_lease = 0;

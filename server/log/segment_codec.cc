@@ -41,8 +41,7 @@ uint64_t HeaderSeqAt(const uint8_t* block, const LogGeometry& g, uint64_t pos) {
   return valid ? h.seq : 0;
 }
 
-std::optional<std::vector<SlotEntryDisk>> DecodeSegment(const uint8_t* segment, uint32_t segment_bytes,
-                                                        uint64_t seq) {
+std::optional<std::vector<SlotEntryDisk>> DecodeSegment(const uint8_t* segment, uint32_t segment_bytes, uint64_t seq) {
   SegmentHeaderDisk h;
   std::memcpy(&h, segment, sizeof(h));
   const uint64_t table_bytes = uint64_t{h.entry_count} * sizeof(SlotEntryDisk);

@@ -31,8 +31,8 @@ absl::StatusOr<std::unique_ptr<SegmentLog>> SegmentLog::Open(io::BlockDevice* de
                                                    " flushers (need 1 .. buffers-1)"));
   }
   if (geometry.segment_count < uint64_t{options.write_buffer_count} + options.free_segments_ahead + 2) {
-    return absl::InvalidArgumentError(absl::StrCat(device->Describe(), " has ", geometry.segment_count,
-                                                   " segments; ", options.write_buffer_count, " write buffers and ",
+    return absl::InvalidArgumentError(absl::StrCat(device->Describe(), " has ", geometry.segment_count, " segments; ",
+                                                   options.write_buffer_count, " write buffers and ",
                                                    options.free_segments_ahead, " free segments need at least ",
                                                    options.write_buffer_count + options.free_segments_ahead + 2));
   }
@@ -87,8 +87,8 @@ absl::Status SegmentLog::Start(const CheckpointDisk& previous) {
     TMEM_RETURN_IF_ERROR(WriteCheckpoint(false));
   }
   TMEM_LOG(Info) << "opened log on " << device_->Describe() << ": instance " << instance_ << ", previous stop "
-                 << (previous_clean_ ? "clean" : "UNCLEAN") << ", head seq " << head << ", "
-                 << geometry_.segment_count << " segments of " << geometry_.segment_bytes << " bytes";
+                 << (previous_clean_ ? "clean" : "UNCLEAN") << ", head seq " << head << ", " << geometry_.segment_count
+                 << " segments of " << geometry_.segment_bytes << " bytes";
   for (uint32_t i = 0; i < options_.flusher_threads; ++i) flushers_.emplace_back([this] { FlusherLoop(); });
   return absl::OkStatus();
 }
@@ -114,7 +114,8 @@ absl::Status SegmentLog::WriteCheckpoint(bool clean) {
     MutexLock lock(&mu_);
     cp.head_seq = head_seq_.load(std::memory_order_acquire);
     cp.reclaimed_seq = reclaimed_seq_.load(std::memory_order_acquire);
-    cp.seq_lease = clean ? std::max(cp.head_seq, seq_lease_) : std::max(seq_lease_, cp.head_seq + options_.seq_lease_segments);
+    cp.seq_lease =
+        clean ? std::max(cp.head_seq, seq_lease_) : std::max(seq_lease_, cp.head_seq + options_.seq_lease_segments);
   }
   TMEM_RETURN_IF_ERROR(WriteCheckpointBlock(device_, cp));
   checkpoint_generation_ = cp.generation;
@@ -169,7 +170,8 @@ SegmentLog::WriteBuffer* SegmentLog::OpenBufferLocked(bool use_reserve) {
     const uint64_t limit = reclaim_limit_.load(std::memory_order_acquire);
     if (target > limit) return nullptr;  // the owner keeps it
     // The reserve: the last `reserved_segments` positions before the limit are for use_reserve.
-    if (!use_reserve && limit != UINT64_MAX && seq + options_.free_segments_ahead + options_.retention.reserved_segments > limit + n) {
+    if (!use_reserve && limit != UINT64_MAX &&
+        seq + options_.free_segments_ahead + options_.retention.reserved_segments > limit + n) {
       return nullptr;
     }
     if (target > reclaimed) {
@@ -205,8 +207,8 @@ absl::StatusOr<Location> SegmentLog::Append(const uint8_t (&key)[kSlotKeyBytes],
   return loc;
 }
 
-absl::StatusOr<size_t> SegmentLog::AppendBatch(const uint8_t (*keys)[kSlotKeyBytes], const uint8_t* data,
-                                               uint32_t len, const uint32_t* crcs, size_t n, Location* locs,
+absl::StatusOr<size_t> SegmentLog::AppendBatch(const uint8_t (*keys)[kSlotKeyBytes], const uint8_t* data, uint32_t len,
+                                               const uint32_t* crcs, size_t n, Location* locs,
                                                const AppendOptions& options) {
   const bool pin = options.pin, may_wait = options.may_wait, use_reserve = options.use_reserve;
   const std::chrono::steady_clock::time_point wait_until = options.wait_until;
@@ -312,8 +314,7 @@ absl::Status SegmentLog::CheckLocation(Location loc, uint32_t len) const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<SegmentLog::ReadOutcome> SegmentLog::Read(Location loc, uint32_t len, uint32_t expected_crc,
-                                                         void* out) {
+absl::StatusOr<SegmentLog::ReadOutcome> SegmentLog::Read(Location loc, uint32_t len, uint32_t expected_crc, void* out) {
   PageRead r{loc, len, expected_crc, out};
   ReadMany(std::span<PageRead>(&r, 1));
   return r.outcome;
@@ -590,8 +591,8 @@ void SegmentLog::VisitStats(StatsVisitor& v, const StatLabels& labels) const {
   v.Gauge("log_segments", "Segments on the device.", static_cast<double>(geometry_.segment_count), labels);
   v.Gauge("log_segment_bytes", "Bytes per segment.", static_cast<double>(geometry_.segment_bytes), labels);
   v.Gauge("log_head_seq", "Last sequence number handed to a write buffer.", static_cast<double>(head_seq()), labels);
-  v.Gauge("log_flushed_seq", "Every segment up to this sequence number is written.",
-          static_cast<double>(flushed_seq()), labels);
+  v.Gauge("log_flushed_seq", "Every segment up to this sequence number is written.", static_cast<double>(flushed_seq()),
+          labels);
 }
 
 }  // namespace tmem::log

@@ -102,9 +102,9 @@ struct Location {
 class SegmentLog {
  public:
   enum class ReadOutcome {
-    kOk,        // `out` holds the page, CRC verified
-    kGone,      // the segment was reclaimed (or its write failed): a miss
-    kCorrupt,   // CRC mismatch: a miss; counted in crc_failures
+    kOk,       // `out` holds the page, CRC verified
+    kGone,     // the segment was reclaimed (or its write failed): a miss
+    kCorrupt,  // CRC mismatch: a miss; counted in crc_failures
   };
 
   // Opens a formatted device. `device` is borrowed and must outlive the log. Refuses an
@@ -121,8 +121,8 @@ class SegmentLog {
   // the open write buffer and returns where they will live. Blocks only while every write
   // buffer is in flight (see AppendOptions). Errors: InvalidArgument (bad length),
   // FailedPrecondition (log closed), ResourceExhausted and DeadlineExceeded as above.
-  absl::StatusOr<Location> Append(const uint8_t (&key)[kSlotKeyBytes], const void* data, uint32_t len,
-                                  uint32_t crc, const AppendOptions& options = {});
+  absl::StatusOr<Location> Append(const uint8_t (&key)[kSlotKeyBytes], const void* data, uint32_t len, uint32_t crc,
+                                  const AppendOptions& options = {});
   // Appends pages `n` at a time: page i is `len` bytes at data + i * len with key `keys[i]` and
   // CRC32C `crcs[i]`. Appends as many as the open buffer takes (or, when it takes none, a new
   // one) — at least one, all into the same segment — and returns how many, their locations in
@@ -130,8 +130,7 @@ class SegmentLog {
   // A caller appends the rest in further calls after publishing these, so that it never holds
   // pins while it waits for room.
   absl::StatusOr<size_t> AppendBatch(const uint8_t (*keys)[kSlotKeyBytes], const uint8_t* data, uint32_t len,
-                                     const uint32_t* crcs, size_t n, Location* locs,
-                                     const AppendOptions& options = {});
+                                     const uint32_t* crcs, size_t n, Location* locs, const AppendOptions& options = {});
   // Waits until the log made progress (a buffer freed, a segment written, the lease or the
   // reclaim limit moved) since `generation` was handed out, or the log closed: true; false at
   // `until`.
@@ -238,7 +237,7 @@ class SegmentLog {
   io::BlockDevice* const device_;
   const LogGeometry geometry_;
   const LogOptions options_;
-  uint64_t instance_ = 0;       // set in Start, then const
+  uint64_t instance_ = 0;        // set in Start, then const
   bool previous_clean_ = false;  // set in Start, then const
 
   // Watermarks: written under mu_ (release), read anywhere (acquire).
@@ -254,10 +253,10 @@ class SegmentLog {
   uint64_t checkpoint_generation_ ABSL_GUARDED_BY(checkpoint_mu_) = 0;
 
   mutable Mutex mu_;
-  CondVar flusher_cv_;     // work for the flushers: a sealed buffer, a deadline, stop
+  CondVar flusher_cv_;  // work for the flushers: a sealed buffer, a deadline, stop
   void SignalProgressLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint64_t progress_generation_ ABSL_GUARDED_BY(mu_) = 0;  // counts SignalProgressLocked calls
-  CondVar progress_cv_;    // a buffer became free, flushed_seq moved, the lease moved
+  CondVar progress_cv_;                                    // a buffer became free, flushed_seq moved, the lease moved
   std::vector<std::unique_ptr<WriteBuffer>> buffers_ ABSL_GUARDED_BY(mu_);
   WriteBuffer* open_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::deque<WriteBuffer*> sealed_ ABSL_GUARDED_BY(mu_);

@@ -1,5 +1,4 @@
 #include "server/log/segment_log.h"
-#include "server/log/segment_scan.h"
 
 #include <gtest/gtest.h>
 
@@ -15,6 +14,7 @@
 #include "common/crc32c.h"
 #include "server/io/fault_injection_device.h"
 #include "server/io/memory_device.h"
+#include "server/log/segment_scan.h"
 
 namespace tmem::log {
 namespace {
@@ -96,7 +96,10 @@ TEST_F(SegmentLogTest, OpenRefusesUnformattedDeviceWithoutWriting) {
 TEST_F(SegmentLogTest, OpenRefusesForeignDataWithoutWriting) {
   io::MemoryDevice foreign(kDataOffset + 16 * kSeg, 512);
   io::AlignedBuffer b(4096, 512);
-  std::memcpy(b.data(), "\x7f" "ELF-not-a-log", 14);
+  std::memcpy(b.data(),
+              "\x7f"
+              "ELF-not-a-log",
+              14);
   ASSERT_TRUE(foreign.Write(0, b.data(), 4096).ok());
   io::FaultInjectionDevice dev(&foreign);
   auto log = SegmentLog::Open(&dev, {});
@@ -390,8 +393,7 @@ TEST_F(SegmentLogTest, CleanCloseKeepsPagesAndUncleanStopDropsThem) {
     a = Append(*log, 11);
     ASSERT_TRUE(log->CloseClean().ok());
     head = log->head_seq();
-    EXPECT_EQ(log->Append(kKey, a.data.data(), kPage, a.crc).status().code(),
-              absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(log->Append(kKey, a.data.data(), kPage, a.crc).status().code(), absl::StatusCode::kFailedPrecondition);
   }
   {
     auto log = Open();
@@ -561,8 +563,10 @@ TEST_F(SegmentLogTest, ReadManyGivesEachPageWhatReadGives) {
   std::vector<SegmentLog::PageRead> reads;
   for (size_t i = 0; i < pages.size(); ++i) {
     outs[i].assign(pages[i].data.size(), '\0');
-    reads.push_back({.loc = pages[i].loc, .len = static_cast<uint32_t>(pages[i].data.size()),
-                     .expected_crc = pages[i].crc, .out = outs[i].data()});
+    reads.push_back({.loc = pages[i].loc,
+                     .len = static_cast<uint32_t>(pages[i].data.size()),
+                     .expected_crc = pages[i].crc,
+                     .out = outs[i].data()});
   }
   outs.back().assign(kPage, '\0');
   reads.push_back({.loc = {.seq = log->head_seq(), .offset = 1}, .len = kPage, .out = outs.back().data()});
@@ -658,21 +662,26 @@ TEST_F(SegmentLogTest, ScanFindsEveryWrittenSegmentInOrderWithItsPages) {
       by_seq[a.loc.seq].push_back(a);
     }
     ASSERT_TRUE(log->FlushAll().ok());
-  }  // an unclean stop: the scan does not care
+  }                                                // an unclean stop: the scan does not care
   const uint64_t min_seq = by_seq.begin()->first;  // the first segment is left out
   std::vector<uint64_t> seen;
   uint64_t skipped = 99;
-  ASSERT_TRUE(ScanSegments(&dev_, min_seq, [&](const ScannedSegment& s) {
-    seen.push_back(s.seq);
-    const auto& want = by_seq.at(s.seq);
-    EXPECT_EQ(s.entries.size(), want.size());
-    for (size_t i = 0; i < std::min(s.entries.size(), want.size()); ++i) {
-      EXPECT_EQ(s.entries[i].offset, want[i].loc.offset);
-      EXPECT_EQ(s.entries[i].crc, want[i].crc);
-      EXPECT_EQ(std::string(reinterpret_cast<const char*>(s.data) + s.entries[i].offset, kPage), want[i].data);
-    }
-    return absl::OkStatus();
-  }, &skipped).ok());
+  ASSERT_TRUE(ScanSegments(
+                  &dev_, min_seq,
+                  [&](const ScannedSegment& s) {
+                    seen.push_back(s.seq);
+                    const auto& want = by_seq.at(s.seq);
+                    EXPECT_EQ(s.entries.size(), want.size());
+                    for (size_t i = 0; i < std::min(s.entries.size(), want.size()); ++i) {
+                      EXPECT_EQ(s.entries[i].offset, want[i].loc.offset);
+                      EXPECT_EQ(s.entries[i].crc, want[i].crc);
+                      EXPECT_EQ(std::string(reinterpret_cast<const char*>(s.data) + s.entries[i].offset, kPage),
+                                want[i].data);
+                    }
+                    return absl::OkStatus();
+                  },
+                  &skipped)
+                  .ok());
   std::vector<uint64_t> want;
   for (const auto& [seq, pages] : by_seq) {
     if (seq > min_seq) want.push_back(seq);
@@ -705,10 +714,14 @@ TEST_F(SegmentLogTest, ScanSkipsSegmentsWithABadHeaderOrTable) {
   ASSERT_TRUE(mem_.Write(pos(seqs[1]), b.data(), kSeg).ok());
   std::vector<uint64_t> seen;
   uint64_t skipped = 0;
-  ASSERT_TRUE(ScanSegments(&dev_, 0, [&](const ScannedSegment& s) {
-    seen.push_back(s.seq);
-    return absl::OkStatus();
-  }, &skipped).ok());
+  ASSERT_TRUE(ScanSegments(
+                  &dev_, 0,
+                  [&](const ScannedSegment& s) {
+                    seen.push_back(s.seq);
+                    return absl::OkStatus();
+                  },
+                  &skipped)
+                  .ok());
   EXPECT_EQ(skipped, 2u);
   EXPECT_EQ(seen, std::vector<uint64_t>(seqs.begin() + 2, seqs.end()));
 }

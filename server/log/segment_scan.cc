@@ -41,8 +41,7 @@ absl::Status ScanSegments(io::BlockDevice* device, uint64_t min_seq,
   return absl::OkStatus();
 }
 
-absl::StatusOr<uint64_t> NewestSegmentIn(io::BlockDevice* device, const LogGeometry& g, uint64_t after,
-                                         uint64_t upto) {
+absl::StatusOr<uint64_t> NewestSegmentIn(io::BlockDevice* device, const LogGeometry& g, uint64_t after, uint64_t upto) {
   const uint64_t count = std::min(upto - std::min(upto, after), g.segment_count);
   uint64_t newest = after;
   io::AlignedBuffer block;

@@ -36,8 +36,7 @@ absl::Status ScanSegments(io::BlockDevice* device, uint64_t min_seq,
 // The newest sequence number in (after, upto] with a valid header at its position, or `after`.
 // Each position holds the newest number written to it, so this reads each position of the
 // range once (at most the whole device).
-absl::StatusOr<uint64_t> NewestSegmentIn(io::BlockDevice* device, const LogGeometry& g, uint64_t after,
-                                         uint64_t upto);
+absl::StatusOr<uint64_t> NewestSegmentIn(io::BlockDevice* device, const LogGeometry& g, uint64_t after, uint64_t upto);
 
 }  // namespace tmem::log
 

@@ -1,7 +1,6 @@
 #include "server/main/config.h"
 
 #include <unistd.h>
-
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -39,7 +38,8 @@ constexpr const char* kCacheFlagPrefix = "export-cache-";
 
 absl::Status CheckLevel(const std::string& level) {
   static const std::set<std::string> kLevels = {"debug", "info", "warning", "error"};
-  if (!kLevels.count(level)) return absl::InvalidArgumentError(absl::StrCat("'", level, "' is not one of debug, info, warning, error"));
+  if (!kLevels.count(level))
+    return absl::InvalidArgumentError(absl::StrCat("'", level, "' is not one of debug, info, warning, error"));
   return absl::OkStatus();
 }
 
@@ -124,18 +124,23 @@ absl::Status Check(const Config& c) {
   }
   std::set<std::string> names;
   for (const auto& e : c.exports) {
-    if (e.name.empty() || e.name.size() > 4096) return absl::InvalidArgumentError("an export needs a name (1 to 4096 bytes)");
-    if (!names.insert(e.name).second) return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "' is declared twice"));
+    if (e.name.empty() || e.name.size() > 4096)
+      return absl::InvalidArgumentError("an export needs a name (1 to 4096 bytes)");
+    if (!names.insert(e.name).second)
+      return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "' is declared twice"));
     if (e.backend.empty()) return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "' has no backend"));
     TMEM_RETURN_IF_ERROR(ExportSettings().Validate(e, absl::StrCat("export '", e.name, "': ")));
     if (!e.cache.device.empty()) {
       if (e.read_only) {
-        return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "': a read-only export cannot have a writeback cache"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("export '", e.name, "': a read-only export cannot have a writeback cache"));
       }
-      const uint64_t ram = static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+      const uint64_t ram =
+          static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
       if (e.cache.options.ram_cache_bytes > ram / 2) {
-        return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "'.cache.ram_cache: ", e.cache.options.ram_cache_bytes,
-                                                       " bytes is more than half of this machine's memory (", ram, ")"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("export '", e.name, "'.cache.ram_cache: ", e.cache.options.ram_cache_bytes,
+                         " bytes is more than half of this machine's memory (", ram, ")"));
       }
     }
   }
@@ -147,7 +152,9 @@ absl::Status Check(const Config& c) {
 absl::Status Walk(const YAML::Node& map, const std::string& prefix,
                   const std::function<absl::Status(const std::string&, const std::string&)>& set,
                   const std::function<absl::Status(const YAML::Node&)>& on_exports) {
-  if (!map.IsMap()) return absl::InvalidArgumentError(absl::StrCat("config ", prefix.empty() ? "(top level)" : prefix.substr(0, prefix.size() - 1), ": want a mapping of keys"));
+  if (!map.IsMap())
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config ", prefix.empty() ? "(top level)" : prefix.substr(0, prefix.size() - 1), ": want a mapping of keys"));
   for (const auto& kv : map) {
     const std::string key = prefix + kv.first.as<std::string>();
     const YAML::Node& v = kv.second;
@@ -158,7 +165,8 @@ absl::Status Walk(const YAML::Node& map, const std::string& prefix,
     } else if (v.IsSequence()) {
       std::vector<std::string> items;
       for (const auto& item : v) {
-        if (!item.IsScalar()) return absl::InvalidArgumentError(absl::StrCat("config ", key, ": want a list of values"));
+        if (!item.IsScalar())
+          return absl::InvalidArgumentError(absl::StrCat("config ", key, ": want a list of values"));
         items.push_back(item.as<std::string>());
       }
       TMEM_RETURN_IF_ERROR(set(key, settings::JoinList(items)));
@@ -269,7 +277,8 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
       for (size_t i = 0; i < v.size(); ++i) {
         const std::string where = absl::StrCat("exports[", i, "].");
         Config::ExportConfig x;
-        if (!v[i].IsMap()) return absl::InvalidArgumentError(absl::StrCat("config exports[", i, "]: want name, backend, ..."));
+        if (!v[i].IsMap())
+          return absl::InvalidArgumentError(absl::StrCat("config exports[", i, "]: want name, backend, ..."));
         TMEM_RETURN_IF_ERROR(Walk(
             v[i], "",
             [&](const std::string& key, const std::string& text) {
@@ -322,13 +331,15 @@ absl::StatusOr<Config> ApplyFlags(const Flags& flags, Config c) {
   }
   if (flags.Has("export-cache")) {
     if (c.exports.size() != 1) {
-      return absl::InvalidArgumentError("--export-cache applies to the one export of --export (or of a config with one)");
+      return absl::InvalidArgumentError(
+          "--export-cache applies to the one export of --export (or of a config with one)");
     }
     std::string spec = flags.Get("export-cache");
     const auto colon = spec.rfind(':');
     if (colon != std::string::npos) {
       absl::StatusOr<uint64_t> size = ParseSize(spec.substr(colon + 1));
-      if (!size.ok()) return absl::InvalidArgumentError(absl::StrCat("--export-cache: size: ", size.status().message()));
+      if (!size.ok())
+        return absl::InvalidArgumentError(absl::StrCat("--export-cache: size: ", size.status().message()));
       c.exports[0].cache.size_bytes = *size;
       spec.resize(colon);
     }
@@ -338,7 +349,8 @@ absl::StatusOr<Config> ApplyFlags(const Flags& flags, Config c) {
   for (const auto& s : ExportSettings().settings()) {
     if (s.flag.empty() || !flags.Has(s.flag)) continue;
     if (c.exports.size() != 1 || c.exports[0].cache.device.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("--", s.flag, " applies to the one cached export (--export-cache)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", s.flag, " applies to the one cached export (--export-cache)"));
     }
     TMEM_RETURN_IF_ERROR(ExportSettings().Set(c.exports[0], s, flags.Get(s.flag), "--" + s.flag));
   }
@@ -434,7 +446,8 @@ std::string SettingsMarkdown() {
       "cache tunables are checked against the same ranges when changed at run time (Admin\n"
       "`SET_TUNABLES`, `tmemctl cache --action=set`). Sizes take K, M, G and T (powers of 1024).\n\n";
   auto row = [&](const auto& s, const std::string& key_prefix, const std::string& dflt) {
-    std::string range = s.kind == Kind::kInt || s.kind == Kind::kSize ? s.Range() : std::string(settings::KindName(s.kind));
+    std::string range =
+        s.kind == Kind::kInt || s.kind == Kind::kSize ? s.Range() : std::string(settings::KindName(s.kind));
     absl::StrAppend(&out, "| `", key_prefix, s.key, "` | ", s.flag.empty() ? "" : absl::StrCat("`--", s.flag, "`"),
                     " | ", dflt, " | ", range, " | ", s.help, " |\n");
   };

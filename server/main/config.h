@@ -41,12 +41,12 @@ struct Config {
     std::string description;
     // A writeback cache in front of the backend (docs/blockcache.md). Empty device = no cache.
     struct Cache {
-      std::string device;       // file or block device; a file that does not exist is created
-      uint64_t size_bytes = 0;  // size of a cache file to create
+      std::string device;                     // file or block device; a file that does not exist is created
+      uint64_t size_bytes = 0;                // size of a cache file to create
       blockcache::BlockCacheOptions options;  // the settings of blockcache::CacheSettings()
     } cache;
   };
-  std::vector<ExportConfig> exports;  // exports: [...] / --export=NAME=BACKEND[:SIZE][:ro]
+  std::vector<ExportConfig> exports;                          // exports: [...] / --export=NAME=BACKEND[:SIZE][:ro]
   std::vector<std::string> nbd_listen = {"127.0.0.1:10809"};  // "" / [] = no TCP
   std::string nbd_unix_socket;
   int nbd_max_connections = 64;

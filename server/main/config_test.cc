@@ -1,7 +1,6 @@
 #include "server/main/config.h"
 
 #include <gtest/gtest.h>
-
 #include <yaml-cpp/yaml.h>
 
 #include <cstdlib>
@@ -24,7 +23,8 @@ std::string WriteFile(const std::string& name, const std::string& text) {
 
 absl::StatusOr<Config> Parse(std::vector<const char*> args, Config base = {}) {
   args.insert(args.begin(), "tmemd");
-  auto flags = Flags::Parse(static_cast<int>(args.size()), const_cast<char**>(args.data()), 1, ValueFlags(), BoolFlags());
+  auto flags =
+      Flags::Parse(static_cast<int>(args.size()), const_cast<char**>(args.data()), 1, ValueFlags(), BoolFlags());
   if (!flags.ok()) return flags.status();
   return ApplyFlags(*flags, base);
 }
@@ -154,7 +154,8 @@ exports:
   auto tuned = Parse({"--device=/d", "--export=x=/b.img", "--export-cache=/c.img", "--export-cache-migrate-idle-ms=7"});
   ASSERT_TRUE(tuned.ok()) << tuned.status();
   EXPECT_EQ(tuned->exports[0].cache.options.tunables.migrate_idle_ms, 7);
-  auto tuned_bad = Parse({"--device=/d", "--export=x=/b.img", "--export-cache=/c.img", "--export-cache-migrate-idle-ms=-1"});
+  auto tuned_bad =
+      Parse({"--device=/d", "--export=x=/b.img", "--export-cache=/c.img", "--export-cache-migrate-idle-ms=-1"});
   EXPECT_NE(tuned_bad.status().message().find("--export-cache-migrate-idle-ms: -1 is outside 0..86400000"),
             std::string::npos)
       << tuned_bad.status();
@@ -165,16 +166,20 @@ exports:
       << ram_huge.status();
   auto alone = Parse({"--device=/d", "--export-cache=/c.img"});
   EXPECT_EQ(alone.status().code(), absl::StatusCode::kInvalidArgument);
-  auto key = LoadConfigFile(WriteFile("cachekey.yaml", "exports:\n  - {name: a, backend: /x, cache: {device: /c, speed: 1}}\n"));
+  auto key = LoadConfigFile(
+      WriteFile("cachekey.yaml", "exports:\n  - {name: a, backend: /x, cache: {device: /c, speed: 1}}\n"));
   EXPECT_NE(key.status().message().find("exports[0].cache.speed"), std::string::npos) << key.status();
-  auto batch = LoadConfigFile(WriteFile("cachebatch.yaml", "device: {path: /d}\nexports:\n  - {name: a, backend: /x, cache: {device: /c, migrate_batch_segments: 0}}\n"));
+  auto batch = LoadConfigFile(WriteFile(
+      "cachebatch.yaml",
+      "device: {path: /d}\nexports:\n  - {name: a, backend: /x, cache: {device: /c, migrate_batch_segments: 0}}\n"));
   EXPECT_NE(batch.status().message().find("exports[0].cache.migrate_batch_segments: 0 is outside 1..4096"),
             std::string::npos)
       << batch.status();
 }
 
 TEST(ConfigTest, BadNbdConfigNamesTheCulprit) {
-  auto twice = LoadConfigFile(WriteFile("twice.yaml", "device: {path: /d}\nexports:\n  - {name: a, backend: /x}\n  - {name: a, backend: /y}\n"));
+  auto twice = LoadConfigFile(WriteFile(
+      "twice.yaml", "device: {path: /d}\nexports:\n  - {name: a, backend: /x}\n  - {name: a, backend: /y}\n"));
   ASSERT_TRUE(twice.ok());
   EXPECT_NE(Parse({}, *twice).status().message().find("export 'a' is declared twice"), std::string::npos);
   auto nobackend = LoadConfigFile(WriteFile("nob.yaml", "device: {path: /d}\nexports:\n  - {name: a}\n"));
@@ -315,7 +320,8 @@ TEST(SettingsTableTest, TheSettingsPageIsTheOneTheTableGenerates) {
   const std::string page = ReadRunfile("docs/settings.md");
   EXPECT_EQ(page, SettingsMarkdown())
       << "regenerate it: bazel-bin/server/main/tmemd --settings-markdown > docs/settings.md";
-  for (const auto& s : ExportSettings().settings()) EXPECT_NE(page.find("`exports[]." + s.key + "`"), std::string::npos);
+  for (const auto& s : ExportSettings().settings())
+    EXPECT_NE(page.find("`exports[]." + s.key + "`"), std::string::npos);
 }
 
 TEST(SettingsTableTest, EveryIntegerSettingIsRefusedJustOutsideItsRangeAndTakenAtItsEnds) {

@@ -29,11 +29,11 @@
 #include "server/grpc/admin_service.h"
 #include "server/grpc/health_service.h"
 #include "server/grpc/page_pool_service.h"
-#include "server/nbd/nbd_server.h"
 #include "server/io/file_device.h"
 #include "server/log/segment_log.h"
 #include "server/main/config.h"
 #include "server/metrics/metrics.h"
+#include "server/nbd/nbd_server.h"
 #include "server/pool/pool_engine.h"
 
 namespace tmem::daemon {
@@ -69,8 +69,8 @@ absl::StatusOr<std::unique_ptr<io::FileDevice>> OpenDevice(const Config& c) {
   const bool exists = std::filesystem::exists(c.device_path, ec);
   if (!exists) {
     if (c.device_size_bytes == 0) {
-      return absl::NotFoundError(absl::StrCat("device ", c.device_path,
-                                              " does not exist; give --device-size to create it"));
+      return absl::NotFoundError(
+          absl::StrCat("device ", c.device_path, " does not exist; give --device-size to create it"));
     }
     auto dev = io::FileDevice::Open({.path = c.device_path, .create_size_bytes = c.device_size_bytes});
     if (!dev.ok()) return dev.status();
@@ -97,8 +97,8 @@ absl::StatusOr<std::unique_ptr<io::FileDevice>> OpenDevice(const Config& c) {
     return absl::FailedPreconditionError(
         absl::StrCat(problem, "; start with --format to format it (destroys its contents)"));
   }
-  TMEM_LOG(Warning) << "formatting " << c.device_path << " as asked by --format"
-                    << (problem.empty() ? "" : ": ") << problem;
+  TMEM_LOG(Warning) << "formatting " << c.device_path << " as asked by --format" << (problem.empty() ? "" : ": ")
+                    << problem;
   absl::Status s = log::FormatLog(dev->get(), {.segment_bytes = c.segment_bytes, .force = true});
   if (!s.ok()) return s;
   std::filesystem::remove_all(c.metadata_dir, ec);
@@ -240,17 +240,18 @@ int Run(const Config& c) {
   // The health service answers for the whole server ("") and for each service by name; all
   // turn NOT_SERVING when a stop begins.
   for (const char* name : {"", "tmem.v1.PagePool", "tmem.v1.Admin"}) health.SetServing(name, true);
-  TMEM_LOG(Info) << "tmemd " << kVersion << " serving: instance " << e->instance_id() << ", device "
-                 << c.device_path << ", gRPC on " << absl::StrJoin(c.listen, ",") << ", metrics on "
+  TMEM_LOG(Info) << "tmemd " << kVersion << " serving: instance " << e->instance_id() << ", device " << c.device_path
+                 << ", gRPC on " << absl::StrJoin(c.listen, ",") << ", metrics on "
                  << (metrics ? absl::StrCat(c.metrics_listen.substr(0, c.metrics_listen.rfind(':')), ":",
                                             metrics->port(), "/metrics")
                              : std::string("(off)"))
-                 << (nbd_ptr != nullptr
-                         ? absl::StrCat(", NBD on ",
-                                        absl::StrJoin(nbd_ptr->tcp_ports(), ",",
-                                                      [](std::string* out, int p) { absl::StrAppend(out, "port ", p); }),
-                                        c.nbd_unix_socket.empty() ? "" : " and " + c.nbd_unix_socket)
-                         : std::string());
+                 << (nbd_ptr != nullptr ? absl::StrCat(", NBD on ",
+                                                       absl::StrJoin(nbd_ptr->tcp_ports(), ",",
+                                                                     [](std::string* out, int p) {
+                                                                       absl::StrAppend(out, "port ", p);
+                                                                     }),
+                                                       c.nbd_unix_socket.empty() ? "" : " and " + c.nbd_unix_socket)
+                                        : std::string());
 
   int sig = 0;
   sigwait(&signals, &sig);
@@ -293,7 +294,8 @@ int Main(int argc, char** argv) {
     return 2;
   }
   if (!flags->positional().empty()) {
-    std::fprintf(stderr, "tmemd: unexpected argument '%s' (tmemd --help lists the flags)\n", flags->positional()[0].c_str());
+    std::fprintf(stderr, "tmemd: unexpected argument '%s' (tmemd --help lists the flags)\n",
+                 flags->positional()[0].c_str());
     return 2;
   }
   Config base;

@@ -113,7 +113,8 @@ struct Metrics::State final : public LatencyObserver {
     {
       MutexLock lock(&mu);
       auto it = histograms.find(method);
-      if (it == histograms.end()) it = histograms.emplace(std::string(method), std::make_unique<LatencyHistogram>()).first;
+      if (it == histograms.end())
+        it = histograms.emplace(std::string(method), std::make_unique<LatencyHistogram>()).first;
       h = it->second.get();  // never removed while the State lives
     }
     h->Record(seconds);
@@ -150,8 +151,8 @@ absl::StatusOr<std::unique_ptr<Metrics>> Metrics::Start(const std::string& liste
   try {
     state->exposer = std::make_unique<prometheus::Exposer>(listen_address, 2);
   } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", listen_address, ": ", e.what(),
-                                               " (is the port in use?)"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", listen_address, ": ", e.what(), " (is the port in use?)"));
   }
   state->exposer->RegisterCollectable(state->registry);
   state->exposer->RegisterCollectable(state->stats);

@@ -1,6 +1,5 @@
 #include "server/metrics/metrics.h"
 
-
 #include <gtest/gtest.h>
 
 #include <cstdio>

@@ -96,7 +96,7 @@ class Connection {
   const int fd_;
   Export& exp_;
   const bool structured_;
-  const uint64_t size_;     // the export's size and transmission flags, fixed for the connection
+  const uint64_t size_;  // the export's size and transmission flags, fixed for the connection
   const uint16_t tflags_;
 
   Mutex read_mu_;  // one thread at a time takes a request off the socket
@@ -316,8 +316,8 @@ void Connection::Run() {
 
 void Connection::MaybeAddThread() {
   // Another thread only when every thread is busy with a request: an idle connection costs one.
-  const int limit = std::max(1, std::min(server_.options().threads_per_connection,
-                                         server_.options().max_requests_in_flight));
+  const int limit =
+      std::max(1, std::min(server_.options().threads_per_connection, server_.options().max_requests_in_flight));
   if (waiting_readers_.load(std::memory_order_relaxed) > 0 || 1 + static_cast<int>(helpers_.size()) >= limit) return;
   helpers_.emplace_back([this] { ServeRequests(); });
 }

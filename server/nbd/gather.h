@@ -24,8 +24,8 @@ namespace tmem::nbd {
 
 class GatherPolicy {
  public:
-  static constexpr uint32_t kThreshold = 3;     // requests per read, on average, to keep waiting
-  static constexpr uint32_t kProbeEvery = 64;   // reads without waiting between two probes
+  static constexpr uint32_t kThreshold = 3;    // requests per read, on average, to keep waiting
+  static constexpr uint32_t kProbeEvery = 64;  // reads without waiting between two probes
 
   // A read from the socket is due; `requests` were taken since the previous one. True: wait
   // before reading.

@@ -21,27 +21,42 @@ namespace tmem::nbd {
 
 const char* CommandName(uint16_t type) {
   switch (type) {
-    case kCmdRead: return "read";
-    case kCmdWrite: return "write";
-    case kCmdDisc: return "disc";
-    case kCmdFlush: return "flush";
-    case kCmdTrim: return "trim";
-    case 5: return "cache";
-    case kCmdWriteZeroes: return "write_zeroes";
-    case 7: return "block_status";
-    default: return "unknown";
+    case kCmdRead:
+      return "read";
+    case kCmdWrite:
+      return "write";
+    case kCmdDisc:
+      return "disc";
+    case kCmdFlush:
+      return "flush";
+    case kCmdTrim:
+      return "trim";
+    case 5:
+      return "cache";
+    case kCmdWriteZeroes:
+      return "write_zeroes";
+    case 7:
+      return "block_status";
+    default:
+      return "unknown";
   }
 }
 
 uint32_t NbdErrorOf(const absl::Status& s) {
   switch (s.code()) {
-    case absl::StatusCode::kOk: return 0;
-    case absl::StatusCode::kPermissionDenied: return kEperm;
+    case absl::StatusCode::kOk:
+      return 0;
+    case absl::StatusCode::kPermissionDenied:
+      return kEperm;
     case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kOutOfRange: return kEinval;
-    case absl::StatusCode::kResourceExhausted: return kEnospc;
-    case absl::StatusCode::kCancelled: return kEshutdown;
-    default: return kEio;
+    case absl::StatusCode::kOutOfRange:
+      return kEinval;
+    case absl::StatusCode::kResourceExhausted:
+      return kEnospc;
+    case absl::StatusCode::kCancelled:
+      return kEshutdown;
+    default:
+      return kEio;
   }
 }
 
@@ -65,7 +80,8 @@ absl::StatusOr<std::unique_ptr<NbdServer>> NbdServer::Start(const NbdServerOptio
       options.max_bytes_in_flight < kMaxPayload) {
     return absl::InvalidArgumentError(
         absl::StrCat("NBD limits: connections, requests in flight and threads must be positive, bytes in flight at "
-                     "least ", kMaxPayload));
+                     "least ",
+                     kMaxPayload));
   }
   if (options.gather_us < 0 || options.gather_us > 1000) {
     return absl::InvalidArgumentError(absl::StrCat("NBD gather_us must be within 0..1000, not ", options.gather_us));
@@ -87,7 +103,8 @@ absl::StatusOr<std::unique_ptr<NbdServer>> NbdServer::Start(const NbdServerOptio
 absl::Status NbdServer::Listen() {
   for (const std::string& address : options_.listen) {
     const auto colon = address.rfind(':');
-    if (colon == std::string::npos) return absl::InvalidArgumentError(absl::StrCat("NBD listen address '", address, "' has no port"));
+    if (colon == std::string::npos)
+      return absl::InvalidArgumentError(absl::StrCat("NBD listen address '", address, "' has no port"));
     std::string host = address.substr(0, colon);
     if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
     const std::string port = address.substr(colon + 1);

@@ -33,9 +33,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/latency_histogram.h"
 #include "common/mutex.h"
 #include "common/stats.h"
-#include "common/latency_histogram.h"
 #include "server/backend/block_backend.h"
 
 namespace tmem::nbd {
@@ -65,10 +65,10 @@ struct Export {
 };
 
 struct NbdServerOptions {
-  std::vector<std::string> listen;  // host:port (port 0 picks one); may be empty
-  std::string unix_socket;          // path; "" = none
-  int max_connections = 64;         // more are accepted and closed at once
-  int max_requests_in_flight = 128;  // per connection
+  std::vector<std::string> listen;             // host:port (port 0 picks one); may be empty
+  std::string unix_socket;                     // path; "" = none
+  int max_connections = 64;                    // more are accepted and closed at once
+  int max_requests_in_flight = 128;            // per connection
   uint64_t max_bytes_in_flight = 64ull << 20;  // per connection
   int threads_per_connection = 16;
   // For backends with buffered writes: how long a connection's reader waits before reading
@@ -124,7 +124,7 @@ class NbdServer {
   };
   std::map<uint64_t, ConnectionThread> connections_ ABSL_GUARDED_BY(mu_);  // by connection id
   uint64_t next_connection_id_ ABSL_GUARDED_BY(mu_) = 1;
-  std::vector<std::thread> finished_ ABSL_GUARDED_BY(mu_);        // to join
+  std::vector<std::thread> finished_ ABSL_GUARDED_BY(mu_);  // to join
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
 };
 

@@ -1,24 +1,24 @@
 // The NBD request loop in-process, over a socketpair, with a backend whose calls can be held:
 // replies leave in the order requests finish, and the in-flight limits stop the reading.
+#include "server/nbd/nbd_server.h"
+
+#include <gtest/gtest.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <map>
-#include <set>
 #include <mutex>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "server/backend/memory_backend.h"
-#include "server/nbd/nbd_server.h"
 #include "server/nbd/protocol.h"
 #include "server/nbd/socket_io.h"
 

@@ -143,8 +143,8 @@ size_t LocationCache::entries() const {
 
 void LocationCache::VisitStats(StatsVisitor& v) const {
   const StatLabels none;
-  v.Gauge("index_cache_entries", "Page index entries held in RAM in front of RocksDB.",
-          static_cast<double>(entries()), none);
+  v.Gauge("index_cache_entries", "Page index entries held in RAM in front of RocksDB.", static_cast<double>(entries()),
+          none);
   v.Gauge("index_cache_capacity_entries", "Most page index entries the RAM cache holds.",
           static_cast<double>(per_shard_ * kShards), none);
   v.Counter("index_cache_lookups", "Page index lookups in the RAM cache by result.",

@@ -40,8 +40,7 @@ rocksdb::WriteOptions NoWal() {
 
 class StaleFilter final : public rocksdb::CompactionFilter {
  public:
-  explicit StaleFilter(const std::function<bool(std::string_view, std::string_view)>* is_stale)
-      : is_stale_(is_stale) {}
+  explicit StaleFilter(const std::function<bool(std::string_view, std::string_view)>* is_stale) : is_stale_(is_stale) {}
   bool Filter(int, const rocksdb::Slice& key, const rocksdb::Slice& value, std::string*, bool*) const override {
     return (*is_stale_)(std::string_view(key.data(), key.size()), std::string_view(value.data(), value.size()));
   }
@@ -120,8 +119,8 @@ absl::StatusOr<std::unique_ptr<PageIndex>> PageIndex::Open(const PageIndexOption
   };
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* db = nullptr;
-  TMEM_RETURN_IF_ERROR(FromRocks(rocksdb::DB::Open(db_options, options.dir, cfs, &handles, &db),
-                                 absl::StrCat("open ", options.dir)));
+  TMEM_RETURN_IF_ERROR(
+      FromRocks(rocksdb::DB::Open(db_options, options.dir, cfs, &handles, &db), absl::StrCat("open ", options.dir)));
   index->db_.reset(db);
   index->meta_cf_ = handles[0];
   index->pages_cf_ = handles[1];
@@ -136,7 +135,6 @@ PageIndex::~PageIndex() {
   db_->Close();
   db_.reset();
 }
-
 
 absl::Status PageIndex::PutPage(std::string_view key, std::string_view value) {
   return FromRocks(db_->Put(NoWal(), pages_cf_, S(key), S(value)), "put page");
@@ -274,11 +272,10 @@ void PageIndex::VisitStats(StatsVisitor& v) const {
   };
   v.Gauge("index_estimated_entries", "Estimated page index entries in RocksDB.", prop("rocksdb.estimate-num-keys"),
           none);
-  v.Gauge("index_memtable_bytes", "Bytes held by the page index memtables.", prop("rocksdb.size-all-mem-tables"),
-          none);
+  v.Gauge("index_memtable_bytes", "Bytes held by the page index memtables.", prop("rocksdb.size-all-mem-tables"), none);
   v.Gauge("index_sst_bytes", "Bytes of page index SST files.", prop("rocksdb.total-sst-files-size"), none);
-  v.Gauge("index_block_cache_bytes", "Bytes in the page index block cache.",
-          static_cast<double>(cache_->GetUsage()), none);
+  v.Gauge("index_block_cache_bytes", "Bytes in the page index block cache.", static_cast<double>(cache_->GetUsage()),
+          none);
 }
 
 }  // namespace tmem::pool

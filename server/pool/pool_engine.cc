@@ -36,13 +36,13 @@ absl::Status PoolEngine::Start(const EngineOptions& options) {
   stripes_ = std::make_unique<Mutex[]>(options.lock_stripes);
   // A cached export's device holds dirty data of its backing store: never take it for pools.
   // (Only on a device that holds a log: anything else gets the log's own refusal below.)
-  absl::StatusOr<bool> owned = log::ReadLogGeometry(options.device).ok()
-                                   ? log::LogHasOwnerRecord(options.device)
-                                   : absl::StatusOr<bool>(false);
+  absl::StatusOr<bool> owned =
+      log::ReadLogGeometry(options.device).ok() ? log::LogHasOwnerRecord(options.device) : absl::StatusOr<bool>(false);
   if (owned.ok() && *owned) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        options.device->Describe(), " is the cache device of a cached block export (it holds a block cache record); "
-                                    "refusing to use it for page pools (format it to discard it)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(options.device->Describe(),
+                     " is the cache device of a cached block export (it holds a block cache record); "
+                     "refusing to use it for page pools (format it to discard it)"));
   }
   TMEM_ASSIGN_OR_RETURN(log_, log::SegmentLog::Open(options.device, options.log));
 
@@ -66,10 +66,10 @@ absl::Status PoolEngine::Start(const EngineOptions& options) {
     state = *decoded;
     have_state = true;
     if (std::memcmp(state.device_uuid, uuid, 16) != 0) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "metadata directory ", options.metadata_dir, " belongs to another device than ",
-          options.device->Describe(), " (the device was formatted again, or the paths are mixed up); "
-          "remove the directory to start with empty pools"));
+      return absl::FailedPreconditionError(absl::StrCat("metadata directory ", options.metadata_dir,
+                                                        " belongs to another device than ", options.device->Describe(),
+                                                        " (the device was formatted again, or the paths are mixed up); "
+                                                        "remove the directory to start with empty pools"));
     }
   }
   kept_pages_ = have_state && log_->previous_stop_clean() && state.clean_instance == log_->previous_instance();
@@ -134,8 +134,8 @@ absl::Status PoolEngine::Close() {
   return absl::OkStatus();
 }
 
-#define TMEM_ENGINE_OPEN_OR_RETURN()                                                            \
-  ReaderLock ops_lock(&ops_mu_);                                                                \
+#define TMEM_ENGINE_OPEN_OR_RETURN() \
+  ReaderLock ops_lock(&ops_mu_);     \
   if (closed_) return absl::FailedPreconditionError("the page pool engine is closed")
 
 absl::StatusOr<PoolId> PoolEngine::CreatePool(uint32_t page_bytes) {
@@ -147,8 +147,8 @@ absl::StatusOr<PoolId> PoolEngine::CreatePool(uint32_t page_bytes) {
 absl::StatusOr<PoolId> PoolEngine::CreateSharedPool(const Uuid& uuid, uint32_t page_bytes, std::string_view tenant) {
   TMEM_ENGINE_OPEN_OR_RETURN();
   if (tenant.size() > kMaxTenantBytes || tenant.find('\0') != std::string_view::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("tenant name must be at most ", kMaxTenantBytes,
-                                                   " bytes without NUL"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tenant name must be at most ", kMaxTenantBytes, " bytes without NUL"));
   }
   MutexLock admin(&admin_mu_);
   {
@@ -157,8 +157,8 @@ absl::StatusOr<PoolId> PoolEngine::CreateSharedPool(const Uuid& uuid, uint32_t p
     if (it != shared_ids_.end()) {
       const PoolInfo& info = pools_.at(it->second)->info;
       if (info.page_bytes != page_bytes) {
-        return absl::InvalidArgumentError(absl::StrCat("shared pool ", info.id, " has page size ", info.page_bytes,
-                                                       ", not ", page_bytes));
+        return absl::InvalidArgumentError(
+            absl::StrCat("shared pool ", info.id, " has page size ", info.page_bytes, ", not ", page_bytes));
       }
       return info.id;
     }
@@ -169,12 +169,12 @@ absl::StatusOr<PoolId> PoolEngine::CreateSharedPool(const Uuid& uuid, uint32_t p
 absl::StatusOr<PoolId> PoolEngine::CreatePoolLocked(PoolKind kind, const Uuid& uuid, uint32_t page_bytes,
                                                     std::string_view tenant) {
   if (!ValidPageBytes(page_bytes)) {
-    return absl::InvalidArgumentError(absl::StrCat("page size ", page_bytes,
-                                                   " must be a power of two from 512 to 65536 bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("page size ", page_bytes, " must be a power of two from 512 to 65536 bytes"));
   }
   if (page_bytes > log_->max_page_bytes()) {
-    return absl::InvalidArgumentError(absl::StrCat("page size ", page_bytes, " exceeds what a segment holds (",
-                                                   log_->max_page_bytes(), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("page size ", page_bytes, " exceeds what a segment holds (", log_->max_page_bytes(), ")"));
   }
   {
     ReaderLock lock(&registry_mu_);
@@ -267,18 +267,16 @@ absl::StatusOr<std::shared_ptr<PoolEngine::Pool>> PoolEngine::FindPool(PoolId id
 
 absl::StatusOr<std::shared_ptr<PoolEngine::Pool>> PoolEngine::CheckHandle(PoolId id, std::string_view object) const {
   if (object.empty() || object.size() > kMaxObjectKeyBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("object key of ", object.size(), " bytes; want 1 to ",
-                                                   kMaxObjectKeyBytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("object key of ", object.size(), " bytes; want 1 to ", kMaxObjectKeyBytes));
   }
   return FindPool(id);
 }
 
-Mutex& PoolEngine::StripeFor(std::string_view key) {
-  return stripes_[StripeOfKey(key, options_.lock_stripes)];
-}
+Mutex& PoolEngine::StripeFor(std::string_view key) { return stripes_[StripeOfKey(key, options_.lock_stripes)]; }
 
 absl::StatusOr<IndexValue> PoolEngine::AppendPage(PoolId id, std::string_view object, uint64_t index,
-                                                   std::span<const uint8_t> page) {
+                                                  std::span<const uint8_t> page) {
   const uint32_t crc = crc32c::Value(page.data(), page.size());
   uint8_t slot_key[log::kSlotKeyBytes];
   EncodeSlotKey(id, object, index, slot_key);
@@ -359,13 +357,12 @@ absl::Status PoolEngine::PutMany(PoolId id, std::span<const PagePut> pages) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<GetOutcome> PoolEngine::Get(PoolId id, std::string_view object, uint64_t index,
-                                           std::span<uint8_t> out) {
+absl::StatusOr<GetOutcome> PoolEngine::Get(PoolId id, std::string_view object, uint64_t index, std::span<uint8_t> out) {
   TMEM_ENGINE_OPEN_OR_RETURN();
   TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, CheckHandle(id, object));
   if (out.size() != pool->info.page_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("buffer of ", out.size(), " bytes for pool ", id, " of ",
-                                                   pool->info.page_bytes, "-byte pages"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("buffer of ", out.size(), " bytes for pool ", id, " of ", pool->info.page_bytes, "-byte pages"));
   }
   const std::string key = EncodePageKey(id, object, index);
   const bool exclusive = pool->info.kind == PoolKind::kPrivate;
@@ -438,8 +435,8 @@ absl::StatusOr<std::vector<GetOutcome>> PoolEngine::GetMany(PoolId id, std::span
       pool->counters.gets_miss.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    reads.push_back({.loc = value->loc, .len = pool->info.page_bytes, .expected_crc = value->crc,
-                     .out = gets[i].out.data()});
+    reads.push_back(
+        {.loc = value->loc, .len = pool->info.page_bytes, .expected_crc = value->crc, .out = gets[i].out.data()});
     read_get.push_back(i);
   }
   log_->ReadMany(std::span<log::SegmentLog::PageRead>(reads));
@@ -603,8 +600,8 @@ void PoolEngine::VisitStats(StatsVisitor& v) const {
   v.Counter("page_read_errors", "Gets that missed because the device returned an error.",
             counters_.read_errors.load(std::memory_order_relaxed), none);
   v.Counter("pools_destroyed", "Pools destroyed.", counters_.pools_destroyed.load(std::memory_order_relaxed), none);
-  v.Gauge("instance_id", "Instance id of this run (increases at every start).",
-          static_cast<double>(instance_id()), none);
+  v.Gauge("instance_id", "Instance id of this run (increases at every start).", static_cast<double>(instance_id()),
+          none);
   std::vector<std::pair<std::string, std::shared_ptr<Pool>>> pools;
   {
     ReaderLock lock(&registry_mu_);

@@ -138,8 +138,8 @@ class PoolEngine {
     std::atomic<uint64_t> flush_pool{0};
   };
   struct EngineCounters {
-    std::atomic<uint64_t> pages_evicted{0};            // stale entries met by gets
-    std::atomic<uint64_t> pages_evicted_compaction{0}; // stale entries dropped by compaction
+    std::atomic<uint64_t> pages_evicted{0};             // stale entries met by gets
+    std::atomic<uint64_t> pages_evicted_compaction{0};  // stale entries dropped by compaction
     std::atomic<uint64_t> read_errors{0};
     std::atomic<uint64_t> pools_destroyed{0};
   };
@@ -169,9 +169,9 @@ class PoolEngine {
   // Copies a checked page into the log and returns its index value. The caller holds the
   // handle's stripe and writes the value to the index and the cache.
   absl::StatusOr<IndexValue> AppendPage(PoolId id, std::string_view object, uint64_t index,
-                                         std::span<const uint8_t> page);
-  absl::StatusOr<PoolId> CreatePoolLocked(PoolKind kind, const Uuid& uuid, uint32_t page_bytes,
-                                          std::string_view tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(admin_mu_);
+                                        std::span<const uint8_t> page);
+  absl::StatusOr<PoolId> CreatePoolLocked(PoolKind kind, const Uuid& uuid, uint32_t page_bytes, std::string_view tenant)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(admin_mu_);
   // The end of a get once the page was read: counts the hit, or turns a failed read into a
   // miss (dropping the entry of a shared pool and zeroing `out`).
   GetOutcome SettleRead(Pool& pool, const std::string& key, const std::string& raw, bool exclusive,

@@ -1,20 +1,17 @@
 #include "server/pool/pool_engine.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <thread>
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <filesystem>
-
 #include "common/stats_testing.h"
 #include "server/io/file_device.h"
-
 #include "server/log/log_format.h"
 #include "server/pool/index_codec.h"
 #include "server/pool/pool_test_util.h"
@@ -307,8 +304,8 @@ TEST(PoolEngineTest, CorruptByteInTheDeviceFileIsAMissAndACount) {
   ASSERT_TRUE(e.segment_log().FlushAll().ok());
   IndexValue v = *DecodeIndexValue(**e.page_index().GetPage(EncodePageKey(p, kObj, 1)));
   const uint64_t seg = (v.loc.seq - 1) % e.segment_log().geometry().segment_count;
-  const off_t at = static_cast<off_t>(log::kDataOffset + seg * e.segment_log().geometry().segment_bytes +
-                                      v.loc.offset + 100);
+  const off_t at =
+      static_cast<off_t>(log::kDataOffset + seg * e.segment_log().geometry().segment_bytes + v.loc.offset + 100);
   // Flip one byte with an ordinary (buffered) write, as bit rot or a stray writer would.
   int fd = ::open(path.c_str(), O_RDWR);
   ASSERT_GE(fd, 0);
@@ -540,7 +537,9 @@ TEST(PoolEngineTest, CompactionDropsEntriesOfDestroyedPools) {
   for (uint64_t i = 0; i < 20; ++i) Put(e, keep, "o", i, 1);
   // Simulate a put that raced DestroyPool: an index entry written after the range delete.
   ASSERT_TRUE(e.DestroyPool(p).ok());
-  ASSERT_TRUE(e.page_index().PutPage(EncodePageKey(p, "o", 999), EncodeIndexValue({{e.segment_log().head_seq(), 4096}, 0})).ok());
+  ASSERT_TRUE(e.page_index()
+                  .PutPage(EncodePageKey(p, "o", 999), EncodeIndexValue({{e.segment_log().head_seq(), 4096}, 0}))
+                  .ok());
   ASSERT_TRUE(e.page_index().CompactPages().ok());
   EXPECT_EQ(*e.page_index().CountPages(), 20u);
 }
@@ -571,8 +570,7 @@ TEST(PoolEngineTest, BadInputGetsAClearStatusAndNoSideEffect) {
   for (uint32_t bad : {0u, 256u, 1000u, 3000u, 131072u}) {
     EXPECT_EQ(e.CreatePool(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
-  EXPECT_EQ(e.CreateSharedPool(U(19), 4096, std::string(65, 't')).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(e.CreateSharedPool(U(19), 4096, std::string(65, 't')).status().code(), absl::StatusCode::kInvalidArgument);
   // None of it disturbed the good page.
   std::vector<uint8_t> out;
   ASSERT_EQ(Get(e, p, kObj, 0, &out), GetOutcome::kHit);
@@ -639,8 +637,13 @@ TEST(PoolEngineTest, RacingPutsNeverLetAGetReturnAVersionOlderThanACompletedPut)
   PoolId p = *e.CreateSharedPool(U(20), 4096);
   std::atomic<uint64_t> clock{1}, next_version{1};
   std::atomic<int> puts_done{0};
-  struct PutRec { uint64_t start, end, version; };
-  struct GetRec { uint64_t start, end; int64_t version; };
+  struct PutRec {
+    uint64_t start, end, version;
+  };
+  struct GetRec {
+    uint64_t start, end;
+    int64_t version;
+  };
   constexpr int kWriters = 3, kReaders = 3, kOps = 1500;
   std::vector<std::vector<PutRec>> puts(kWriters);
   std::vector<std::vector<GetRec>> gets(kReaders);
@@ -675,7 +678,8 @@ TEST(PoolEngineTest, RacingPutsNeverLetAGetReturnAVersionOlderThanACompletedPut)
   for (auto& t : threads) t.join();
   std::vector<PutRec> all;
   std::map<uint64_t, PutRec> by_version;
-  for (auto& v : puts) for (auto& r : v) all.push_back(r), by_version[r.version] = r;
+  for (auto& v : puts)
+    for (auto& r : v) all.push_back(r), by_version[r.version] = r;
   std::sort(all.begin(), all.end(), [](auto& a, auto& b) { return a.end < b.end; });
   std::vector<uint64_t> max_start(all.size());
   for (size_t i = 0; i < all.size(); ++i) max_start[i] = std::max(i ? max_start[i - 1] : 0, all[i].start);
@@ -687,10 +691,12 @@ TEST(PoolEngineTest, RacingPutsNeverLetAGetReturnAVersionOlderThanACompletedPut)
       ++hits;
       const PutRec& mine = by_version.at(static_cast<uint64_t>(g.version));
       ASSERT_LT(mine.start, g.end) << "returned a version whose put had not started";
-      auto it = std::lower_bound(all.begin(), all.end(), g.start, [](const PutRec& r, uint64_t t) { return r.end < t; });
+      auto it =
+          std::lower_bound(all.begin(), all.end(), g.start, [](const PutRec& r, uint64_t t) { return r.end < t; });
       if (it == all.begin()) continue;
       uint64_t latest_start = max_start[(it - all.begin()) - 1];
-      EXPECT_FALSE(mine.end < latest_start) << "get returned version " << g.version << " though a newer put completed first";
+      EXPECT_FALSE(mine.end < latest_start)
+          << "get returned version " << g.version << " though a newer put completed first";
     }
   }
   EXPECT_GT(hits, 0);
@@ -707,11 +713,15 @@ void FlushesRacingPutsAndGets(size_t index_cache_entries) {
   constexpr int kHandles = 8, kRounds = 400;
   std::atomic<uint64_t> clock{1}, next_version{1};
   std::atomic<bool> stop{false};
-  struct Span { uint64_t start, end; };
+  struct Span {
+    uint64_t start, end;
+  };
   Mutex mu;
   std::map<uint64_t, Span> put_of;  // version -> its put
   std::vector<Span> flushes;
-  struct GetRec { uint64_t start, end, version; };
+  struct GetRec {
+    uint64_t start, end, version;
+  };
   std::vector<std::vector<GetRec>> gets(2);
   std::vector<std::thread> threads;
   threads.emplace_back([&] {

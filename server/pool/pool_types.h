@@ -27,8 +27,8 @@ struct PoolInfo {
   PoolId id = 0;
   PoolKind kind = PoolKind::kPrivate;
   uint32_t page_bytes = kDefaultPageBytes;
-  Uuid uuid{};          // shared pools only
-  std::string tenant;   // shared pools only: UUIDs are unique within a tenant
+  Uuid uuid{};         // shared pools only
+  std::string tenant;  // shared pools only: UUIDs are unique within a tenant
 };
 
 }  // namespace tmem::pool

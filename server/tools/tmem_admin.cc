@@ -43,8 +43,8 @@ int Usage(const std::string& why) {
 }
 
 std::string Uuid(const uint8_t (&u)[16]) {
-  return absl::StrFormat("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2],
-                         u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+  return absl::StrFormat("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2], u[3],
+                         u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
 }
 
 int Format(const Flags& flags) {
@@ -57,8 +57,8 @@ int Format(const Flags& flags) {
   if (*segment > UINT32_MAX) return Usage("--segment-size is too large");
   auto dev = io::FileDevice::Open({.path = *device, .create_size_bytes = *size});
   if (!dev.ok()) return Fail(dev.status());
-  absl::Status s = log::FormatLog(dev->get(), {.segment_bytes = static_cast<uint32_t>(*segment),
-                                                        .force = flags.Has("force")});
+  absl::Status s =
+      log::FormatLog(dev->get(), {.segment_bytes = static_cast<uint32_t>(*segment), .force = flags.Has("force")});
   if (!s.ok()) return Fail(s);
   if (flags.Has("metadata-dir")) {
     std::error_code ec;

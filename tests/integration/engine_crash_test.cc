@@ -1,11 +1,10 @@
 // A real process runs the engine on a real O_DIRECT file and is killed with SIGKILL at a random
 // moment; the next open must report an unclean stop and return no page at all. A clean stop in
 // between keeps exactly the newest version of every handle that was not flushed.
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdio>

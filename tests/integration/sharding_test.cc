@@ -2,10 +2,9 @@
 // (its pages miss within the timeout); restart it and the client notices the new instance and
 // never gets a stale page — also when the server kept its pages over a clean restart while a
 // flush could not reach it.
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
-
-#include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
@@ -56,8 +55,8 @@ class ShardingTest : public ::testing::Test {
   }
   Process StartServer(int i) {
     return Spawn(Runfile("server/main/tmemd"),
-                 {"--device=" + dirs_[i] + "/c.img", "--device-size=64M", "--metrics-listen=",
-                  "--listen=127.0.0.1:" + std::to_string(ports_[i]), "--shutdown-timeout-ms=2000"},
+                 {"--device=" + dirs_[i] + "/c.img", "--device-size=64M",
+                  "--metrics-listen=", "--listen=127.0.0.1:" + std::to_string(ports_[i]), "--shutdown-timeout-ms=2000"},
                  "shard" + std::to_string(i) + "_" + std::to_string(++starts_) + ".log");
   }
   bool WaitOpen(int i) {
@@ -112,7 +111,8 @@ TEST_F(ShardingTest, ADeadServerCostsMissesAndARestartedOneNeverServesStalePages
   for (int o = 0; o < 60; ++o) {
     objects.push_back("inode-" + std::to_string(o));
     per_server[client_->ServerFor(*pool, objects.back())]++;
-    for (uint64_t i = 0; i < 3; ++i) ASSERT_TRUE(client_->Put(*pool, objects.back(), i, PageFor(objects.back(), i, 1)).ok());
+    for (uint64_t i = 0; i < 3; ++i)
+      ASSERT_TRUE(client_->Put(*pool, objects.back(), i, PageFor(objects.back(), i, 1)).ok());
   }
   for (int s = 0; s < 3; ++s) EXPECT_GT(per_server[s], 5) << "rendezvous hashing left server " << s << " idle";
   int hits = 0;
@@ -145,7 +145,9 @@ TEST_F(ShardingTest, ADeadServerCostsMissesAndARestartedOneNeverServesStalePages
   // It comes back after an unclean stop: its old pages are gone, never returned stale.
   procs_[1] = StartServer(1);
   ASSERT_TRUE(WaitOpen(1)) << ReadLog(procs_[1]);
-  ASSERT_TRUE(Reachable(*pool, 1)) << "the client did not reconnect to the restarted server: " << ReadLog(procs_[1]) << " puts dropped " << client_->counters().puts_dropped.load() << " unreachable gets " << client_->counters().gets_unreachable.load();
+  ASSERT_TRUE(Reachable(*pool, 1)) << "the client did not reconnect to the restarted server: " << ReadLog(procs_[1])
+                                   << " puts dropped " << client_->counters().puts_dropped.load()
+                                   << " unreachable gets " << client_->counters().gets_unreachable.load();
   for (const auto& o : objects) {
     if (client_->ServerFor(*pool, o) != 1) continue;
     EXPECT_EQ(Hit(*pool, o, 0, 1), 0) << o;

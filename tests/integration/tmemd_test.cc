@@ -37,7 +37,8 @@ Daemon Start(const std::vector<std::string>& args, const std::string& log_name) 
 class TmemdTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = testing::TmpPath("tmemd_" + std::to_string(::getpid()) + "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = testing::TmpPath("tmemd_" + std::to_string(::getpid()) + "_" +
+                            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
     port_ = FreePort();
@@ -58,8 +59,8 @@ class TmemdTest : public ::testing::Test {
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
     args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
-    channel_ = ::grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port_), ::grpc::InsecureChannelCredentials(),
-                                           args);
+    channel_ =
+        ::grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port_), ::grpc::InsecureChannelCredentials(), args);
     pool_ = tmem::v1::PagePool::NewStub(channel_);
     admin_ = tmem::v1::Admin::NewStub(channel_);
     for (int i = 0; i < 200; ++i) {
@@ -128,7 +129,8 @@ TEST_F(TmemdTest, CleanStopKeepsPagesAndKillDropsThem) {
   EXPECT_EQ(CountHits(pool, 50), 50);
   const std::string metrics = HttpGet(metrics_port_, "/metrics");
   EXPECT_NE(metrics.find("tmem_pool_puts_total{pool=\"" + std::to_string(pool) + "\",kind=\"shared\"} 50"),
-            std::string::npos) << metrics.substr(0, 2000);
+            std::string::npos)
+      << metrics.substr(0, 2000);
 
   kill(d.pid, SIGTERM);
   int status = WaitExit(d);
