@@ -16,35 +16,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "client/tmemctl_bench.h"
+#include "client/tmemctl_commands.h"
 #include "common/flags.h"
 #include "proto/health.grpc.pb.h"
 #include "proto/tmem_clients.h"
 
 namespace tmem::ctl {
-namespace {
-
-// Prints why and every command's usage; exit status 2.
-int Usage(const std::string& why);
-
-void PrintCache(const std::string& name, const tmem::v1::CacheStatus& c) {
-  std::printf("export            %s\n", name.c_str());
-  std::printf("dirty_bytes       %lu\n", c.dirty_bytes());
-  std::printf("cached_bytes      %lu\n", c.cached_bytes());
-  std::printf("segments          head %lu, synced %lu, migrated %lu; %lu of %lu free\n", c.head_segment(),
-              c.synced_segment(), c.migrated_segment(), c.free_segments(), c.segment_count());
-  std::printf("oldest_dirty_ms   %lu\n", c.oldest_dirty_age_ms());
-  std::printf("read_lines        %lu hits (%lu from RAM), %lu misses\n", c.read_hits(), c.ram_hits(), c.read_misses());
-  std::printf("ram_tier          %lu of %lu bytes\n", c.ram_bytes(), c.ram_capacity_bytes());
-  std::printf("lines_written     %lu\n", c.lines_written());
-  std::printf("flushes           %lu (%lu device syncs)\n", c.flushes(), c.syncs());
-  std::printf("migrated_bytes    %lu (%lu failed batches)\n", c.migrated_bytes(), c.migration_errors());
-  std::printf(
-      "tunables          barrier_deadline_us %ld, migrate_batch_segments %u, migrate_idle_ms %ld, "
-      "migrate_free_segments_low %u, migrate_max_age_ms %ld\n",
-      c.tunables().barrier_deadline_us(), c.tunables().migrate_batch_segments(), c.tunables().migrate_idle_ms(),
-      c.tunables().migrate_free_segments_low(), c.tunables().migrate_max_age_ms());
-  if (c.failed()) std::printf("FAILED            %s\n", c.failure().c_str());
-}
 
 int Failed(const std::string& what, const ::grpc::Status& s, const std::string& server) {
   if (s.error_code() == ::grpc::StatusCode::UNAVAILABLE || s.error_code() == ::grpc::StatusCode::DEADLINE_EXCEEDED) {
@@ -72,47 +49,6 @@ bool HexToBytes(const std::string& hex, std::string* out) {
   return true;
 }
 
-class Client {
- public:
-  // `timeout_given`: the user chose --timeout-ms, which then bounds even the calls that
-  // otherwise wait as long as the work takes (drain).
-  Client(const std::string& server, int64_t timeout_ms, bool timeout_given)
-      : server_(server), timeout_ms_(timeout_ms), timeout_given_(timeout_given) {
-    ::grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(-1);
-    channel_ = ::grpc::CreateCustomChannel(server, ::grpc::InsecureChannelCredentials(), args);
-    pool_ = tmem::v1::PagePool::NewStub(channel_);
-    admin_ = tmem::v1::Admin::NewStub(channel_);
-  }
-  void Prepare(::grpc::ClientContext* ctx) const {
-    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms_));
-  }
-  // For a call that lasts as long as its work (draining a large cache over a slow store): the
-  // server must answer the connection within the timeout, the call itself has no deadline
-  // unless --timeout-ms was given. False when the server cannot be reached.
-  bool PrepareUnbounded(::grpc::ClientContext* ctx) const {
-    const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms_);
-    if (timeout_given_) {
-      ctx->set_deadline(deadline);
-      return true;
-    }
-    return channel_->WaitForConnected(deadline);
-  }
-  bool timeout_given() const { return timeout_given_; }
-  const std::shared_ptr<::grpc::Channel>& channel() const { return channel_; }
-  tmem::v1::PagePoolClient& pool() { return *pool_; }
-  tmem::v1::AdminClient& admin() { return *admin_; }
-  const std::string& server() const { return server_; }
-
- private:
-  const std::string server_;
-  const int64_t timeout_ms_;
-  const bool timeout_given_;
-  std::shared_ptr<::grpc::Channel> channel_;
-  std::unique_ptr<tmem::v1::PagePoolClient> pool_;
-  std::unique_ptr<tmem::v1::AdminClient> admin_;
-};
-
 absl::StatusOr<uint32_t> PoolFlag(const Flags& f) {
   auto v = f.GetUint("pool", 0);
   if (!v.ok()) return v.status();
@@ -121,6 +57,28 @@ absl::StatusOr<uint32_t> PoolFlag(const Flags& f) {
 }
 
 // grpc.health.v1.Health/Check: prints the status; exit 0 only when SERVING.
+namespace {
+
+void PrintCache(const std::string& name, const tmem::v1::CacheStatus& c) {
+  std::printf("export            %s\n", name.c_str());
+  std::printf("dirty_bytes       %lu\n", c.dirty_bytes());
+  std::printf("cached_bytes      %lu\n", c.cached_bytes());
+  std::printf("segments          head %lu, synced %lu, migrated %lu; %lu of %lu free\n", c.head_segment(),
+              c.synced_segment(), c.migrated_segment(), c.free_segments(), c.segment_count());
+  std::printf("oldest_dirty_ms   %lu\n", c.oldest_dirty_age_ms());
+  std::printf("read_lines        %lu hits (%lu from RAM), %lu misses\n", c.read_hits(), c.ram_hits(), c.read_misses());
+  std::printf("ram_tier          %lu of %lu bytes\n", c.ram_bytes(), c.ram_capacity_bytes());
+  std::printf("lines_written     %lu\n", c.lines_written());
+  std::printf("flushes           %lu (%lu device syncs)\n", c.flushes(), c.syncs());
+  std::printf("migrated_bytes    %lu (%lu failed batches)\n", c.migrated_bytes(), c.migration_errors());
+  std::printf(
+      "tunables          barrier_deadline_us %ld, migrate_batch_segments %u, migrate_idle_ms %ld, "
+      "migrate_free_segments_low %u, migrate_max_age_ms %ld\n",
+      c.tunables().barrier_deadline_us(), c.tunables().migrate_batch_segments(), c.tunables().migrate_idle_ms(),
+      c.tunables().migrate_free_segments_low(), c.tunables().migrate_max_age_ms());
+  if (c.failed()) std::printf("FAILED            %s\n", c.failure().c_str());
+}
+
 int Health(Client& c, ::grpc::ClientContext& ctx, const std::string& service) {
   auto health = grpc::health::v1::Health::NewStub(c.channel());
   grpc::health::v1::HealthCheckRequest req;
@@ -144,11 +102,6 @@ struct Invocation {
 };
 
 // A context with the default deadline.
-struct Call {
-  explicit Call(const Client& c) { c.Prepare(&ctx); }
-  ::grpc::ClientContext ctx;
-};
-
 int CmdHealth(Client& c, const Flags& f) {
   Call call(c);
   return Health(c, call.ctx, f.Get("service"));
@@ -283,188 +236,6 @@ int CmdCache(Client& c, const Flags& f) {
   return 0;
 }
 
-int CmdCreatePool(Client& c, const Flags& f) {
-  auto page = f.GetSize("page-size", 4096);
-  if (!page.ok()) return Usage(std::string(page.status().message()));
-  Call call(c);
-  tmem::v1::CreatePoolResponse r;
-  ::grpc::Status s;
-  if (f.Has("shared-uuid")) {
-    tmem::v1::CreateSharedPoolRequest req;
-    std::string uuid;
-    if (!HexToBytes(f.Get("shared-uuid"), &uuid)) return Usage("--shared-uuid wants 32 hex digits");
-    req.set_uuid(uuid);
-    req.set_page_bytes(static_cast<uint32_t>(*page));
-    req.set_tenant(f.Get("tenant"));
-    s = c.pool().CreateSharedPool(&call.ctx, req, &r);
-  } else {
-    tmem::v1::CreatePoolRequest req;
-    req.set_page_bytes(static_cast<uint32_t>(*page));
-    s = c.pool().CreatePool(&call.ctx, req, &r);
-  }
-  if (!s.ok()) return Failed("create-pool", s, c.server());
-  std::printf("%u\n", r.pool_id());
-  return 0;
-}
-
-int CmdDestroyPool(Client& c, const Flags& f) {
-  auto pool = PoolFlag(f);
-  if (!pool.ok()) return Usage(std::string(pool.status().message()));
-  Call call(c);
-  tmem::v1::DestroyPoolRequest req;
-  req.set_pool_id(*pool);
-  tmem::v1::DestroyPoolResponse r;
-  ::grpc::Status s = c.pool().DestroyPool(&call.ctx, req, &r);
-  return s.ok() ? 0 : Failed("destroy-pool", s, c.server());
-}
-
-int CmdStats(Client& c, const Flags& f) {
-  auto pool = PoolFlag(f);
-  if (!pool.ok()) return Usage(std::string(pool.status().message()));
-  Call call(c);
-  tmem::v1::PoolStatsRequest req;
-  req.set_pool_id(*pool);
-  tmem::v1::PoolStatsResponse r;
-  ::grpc::Status s = c.admin().PoolStats(&call.ctx, req, &r);
-  if (!s.ok()) return Failed("stats", s, c.server());
-  std::printf(
-      "pool %u (%s, %u-byte pages)\nputs          %lu\nputs dropped  %lu\ngets hit      %lu\n"
-      "gets missed   %lu\nflush page    %lu\nflush object  %lu\nflush pool    %lu\n",
-      r.pool().pool_id(), r.pool().shared() ? "shared" : "private", r.pool().page_bytes(), r.puts(), r.puts_dropped(),
-      r.gets_hit(), r.gets_miss(), r.flush_page(), r.flush_object(), r.flush_pool());
-  return 0;
-}
-
-int CmdFlush(Client& c, const Flags& f) {
-  auto pool = PoolFlag(f);
-  if (!pool.ok()) return Usage(std::string(pool.status().message()));
-  auto index = f.GetUint("index", 0);
-  if (!index.ok()) return Usage(std::string(index.status().message()));
-  Call call(c);
-  ::grpc::Status s;
-  if (!f.Has("object")) {
-    tmem::v1::FlushPoolRequest req;
-    req.set_pool_id(*pool);
-    tmem::v1::FlushPoolResponse r;
-    s = c.pool().FlushPool(&call.ctx, req, &r);
-  } else if (!f.Has("index")) {
-    tmem::v1::FlushObjectRequest req;
-    req.set_pool_id(*pool);
-    req.set_object(f.Get("object"));
-    tmem::v1::FlushObjectResponse r;
-    s = c.pool().FlushObject(&call.ctx, req, &r);
-  } else {
-    tmem::v1::FlushPagesRequest req;
-    req.set_pool_id(*pool);
-    auto* h = req.add_handles();
-    h->set_object(f.Get("object"));
-    h->set_index(*index);
-    tmem::v1::FlushPagesResponse r;
-    s = c.pool().FlushPages(&call.ctx, req, &r);
-  }
-  return s.ok() ? 0 : Failed("flush", s, c.server());
-}
-
-// What put and get share: the pool, the object, the first index and the pool's page size.
-struct PageTarget {
-  uint32_t pool = 0;
-  std::string object;
-  uint64_t index = 0;
-  uint32_t page_bytes = 0;
-};
-// Fills `t` from the flags and the server; an exit status when it cannot.
-std::optional<int> Target(Client& c, const std::string& cmd, const Flags& f, PageTarget& t) {
-  auto pool = PoolFlag(f);
-  if (!pool.ok()) return Usage(std::string(pool.status().message()));
-  auto index = f.GetUint("index", 0);
-  if (!index.ok()) return Usage(std::string(index.status().message()));
-  if (!f.Has("object")) return Usage("--object=KEY is required");
-  Call call(c);
-  tmem::v1::PoolStatsRequest req;
-  req.set_pool_id(*pool);
-  tmem::v1::PoolStatsResponse resp;
-  ::grpc::Status s = c.admin().PoolStats(&call.ctx, req, &resp);
-  if (!s.ok()) return Failed(cmd, s, c.server());
-  t = {*pool, f.Get("object"), *index, resp.pool().page_bytes()};
-  return std::nullopt;
-}
-
-int CmdPut(Client& c, const Flags& f) {
-  PageTarget t;
-  if (std::optional<int> rc = Target(c, "put", f, t)) return *rc;
-  FILE* in = f.Has("file") ? std::fopen(f.Get("file").c_str(), "rb") : stdin;
-  if (in == nullptr) {
-    std::fprintf(stderr, "tmemctl: cannot open %s: %s\n", f.Get("file").c_str(), std::strerror(errno));
-    return 1;
-  }
-  uint64_t i = t.index, pages = 0;
-  bool eof = false;
-  while (!eof) {
-    tmem::v1::PutPagesRequest req;
-    req.set_pool_id(t.pool);
-    while (req.pages_size() < 256) {
-      std::string buf(t.page_bytes, '\0');
-      size_t n = std::fread(buf.data(), 1, t.page_bytes, in);
-      if (n == 0) {
-        eof = true;
-        break;
-      }
-      auto* p = req.add_pages();
-      p->mutable_handle()->set_object(t.object);
-      p->mutable_handle()->set_index(i++);
-      p->set_data(std::move(buf));
-      if (n < t.page_bytes) {
-        eof = true;
-        break;
-      }
-    }
-    if (req.pages_size() == 0) break;
-    Call call(c);
-    tmem::v1::PutPagesResponse r;
-    ::grpc::Status ps = c.pool().PutPages(&call.ctx, req, &r);
-    if (!ps.ok()) return Failed("put", ps, c.server());
-    pages += req.pages_size();
-  }
-  if (in != stdin) std::fclose(in);
-  std::fprintf(stderr, "put %lu pages of %u bytes\n", pages, t.page_bytes);
-  return 0;
-}
-
-int CmdGet(Client& c, const Flags& f) {
-  PageTarget t;
-  if (std::optional<int> rc = Target(c, "get", f, t)) return *rc;
-  auto count = f.GetUint("count", 1);
-  if (!count.ok()) return Usage(std::string(count.status().message()));
-  FILE* out = f.Has("file") ? std::fopen(f.Get("file").c_str(), "wb") : stdout;
-  if (out == nullptr) {
-    std::fprintf(stderr, "tmemctl: cannot create %s: %s\n", f.Get("file").c_str(), std::strerror(errno));
-    return 1;
-  }
-  uint64_t hits = 0, misses = 0;
-  const std::string zeros(t.page_bytes, '\0');
-  for (uint64_t first = t.index; first < t.index + *count;) {
-    tmem::v1::GetPagesRequest req;
-    req.set_pool_id(t.pool);
-    for (; first < t.index + *count && req.handles_size() < 256; ++first) {
-      auto* h = req.add_handles();
-      h->set_object(t.object);
-      h->set_index(first);
-    }
-    Call call(c);
-    tmem::v1::GetPagesResponse r;
-    ::grpc::Status gs = c.pool().GetPages(&call.ctx, req, &r);
-    if (!gs.ok()) return Failed("get", gs, c.server());
-    for (const auto& res : r.results()) {
-      const std::string& data = res.hit() ? res.data() : zeros;
-      std::fwrite(data.data(), 1, data.size(), out);
-      (res.hit() ? hits : misses)++;
-    }
-  }
-  if (out != stdout) std::fclose(out);
-  std::fprintf(stderr, "%lu hits, %lu misses\n", hits, misses);
-  return 0;
-}
-
 int CmdBench(const Invocation& inv, const Flags& f) {
   BenchOptions o;
   o.servers = absl::StrSplit(inv.server, ',', absl::SkipEmpty());
@@ -570,13 +341,6 @@ const std::map<std::string, Command>& Commands() {
   return *c;
 }
 
-int Usage(const std::string& why) {
-  std::fprintf(stderr, "tmemctl: %s\nusage: tmemctl [--server=HOST:PORT] [--timeout-ms=5000] COMMAND [flags]\n",
-               why.c_str());
-  for (const auto& [name, cmd] : Commands()) std::fprintf(stderr, "  %s\n", cmd.usage);
-  return 2;
-}
-
 int Main(int argc, char** argv) {
   // Global flags come before the command.
   Invocation inv;
@@ -616,6 +380,14 @@ int Main(int argc, char** argv) {
 }
 
 }  // namespace
+
+int Usage(const std::string& why) {
+  std::fprintf(stderr, "tmemctl: %s\nusage: tmemctl [--server=HOST:PORT] [--timeout-ms=5000] COMMAND [flags]\n",
+               why.c_str());
+  for (const auto& [name, cmd] : Commands()) std::fprintf(stderr, "  %s\n", cmd.usage);
+  return 2;
+}
+
 }  // namespace tmem::ctl
 
 int main(int argc, char** argv) { return tmem::ctl::Main(argc, argv); }

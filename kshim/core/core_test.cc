@@ -54,6 +54,11 @@ struct Shim {
     int queued;
     return tsf_consume(&f, &queued);
   }
+  // Starts a get of page `index` of the object `key` in `pool`: its tag, or < 0 for a miss at once.
+  int GetBegin(int pool, const std::vector<uint8_t>& key, uint64_t index) {
+    int queued;
+    return tsf_get_begin(&f, pool, key.data(), index, &queued);
+  }
   int InitFs(uint8_t uuid_byte) {
     uint8_t uuid[16] = {uuid_byte};
     int queued;
@@ -223,11 +228,10 @@ TEST(ShimCore, AGetHitCopiesItsSlotAndAMissDoesNot) {
 
 TEST(ShimCore, ATimedOutGetKeepsItsSlotUntilItsLateAnswerComes) {
   Shim s;
-  int pool = s.InitFs(1);
-  s.AttachAndAnswer();
   auto key = Key(4);
-  int queued;
-  int tag = tsf_get_begin(&s.f, pool, key.data(), 0, &queued);
+  const int pool = s.InitFs(1);
+  s.AttachAndAnswer();
+  const int tag = s.GetBegin(pool, key, 0);
   ASSERT_GE(tag, 0);
   auto get = s.Pop();
   std::vector<uint8_t> out(kPage, 0);
@@ -249,11 +253,10 @@ TEST(ShimCore, ATimedOutGetKeepsItsSlotUntilItsLateAnswerComes) {
 
 TEST(ShimCore, AnswersThatMatchNoRequestAreCountedAndIgnored) {
   Shim s;
-  int pool = s.InitFs(1);
-  s.AttachAndAnswer();
   auto key = Key(4);
-  int queued;
-  int tag = tsf_get_begin(&s.f, pool, key.data(), 0, &queued);
+  const int pool = s.InitFs(1);
+  s.AttachAndAnswer();
+  const int tag = s.GetBegin(pool, key, 0);
   auto get = s.Pop();
   ASSERT_EQ(get.size(), 1u);
   tmem_shim_req wrong_seq = get[0], wrong_tag = get[0];

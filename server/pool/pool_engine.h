@@ -218,6 +218,12 @@ class PoolEngine {
   mutable EngineCounters counters_;
 };
 
+// For the engine's own .cc files: every public operation starts with it (ops_mu_ shared for the
+// operation, FailedPrecondition once closed).
+#define TMEM_ENGINE_OPEN_OR_RETURN() \
+  ReaderLock ops_lock(&ops_mu_);     \
+  if (closed_) return absl::FailedPreconditionError("the page pool engine is closed")
+
 }  // namespace tmem::pool
 
 #endif  // TMEM_SERVER_POOL_POOL_ENGINE_H_

@@ -38,9 +38,13 @@ class ShardingTest : public ::testing::Test {
       procs_.push_back(StartServer(i));
     }
     for (int i = 0; i < 3; ++i) ASSERT_TRUE(WaitOpen(i)) << ReadLog(procs_[i]);
+    ASSERT_NO_FATAL_FAILURE(NewClient(500));
+  }
+  // client_ becomes a new client of the three servers, its calls bounded by `call_timeout_ms`.
+  void NewClient(int64_t call_timeout_ms) {
     client::ClientOptions o;
     for (int p : ports_) o.servers.push_back("127.0.0.1:" + std::to_string(p));
-    o.call_timeout_ms = 500;
+    o.call_timeout_ms = call_timeout_ms;
     auto c = client::TmemClient::Create(o);
     ASSERT_TRUE(c.ok()) << c.status();
     client_ = std::move(*c);
@@ -196,12 +200,7 @@ TEST_F(ShardingTest, AFlushDeferredByANewClientReachesPagesAnEarlierClientPut) {
   kill(procs_[0].pid, SIGTERM);
   ASSERT_EQ(WaitExit(procs_[0]), 0) << ReadLog(procs_[0]);
   procs_[0].pid = -1;
-  client::ClientOptions o;
-  for (int p : ports_) o.servers.push_back("127.0.0.1:" + std::to_string(p));
-  o.call_timeout_ms = 500;
-  auto created = client::TmemClient::Create(o);
-  ASSERT_TRUE(created.ok());
-  client_ = std::move(*created);
+  ASSERT_NO_FATAL_FAILURE(NewClient(500));
   auto pool = client_->CreateSharedPool(uuid, 4096, "node-a");
   ASSERT_TRUE(pool.ok()) << pool.status();
   ASSERT_EQ(client_->ServerFor(*pool, object), 0u) << "a shared pool hashes the same in every client";
@@ -228,12 +227,7 @@ TEST_F(ShardingTest, AFlushDeferredByANewClientReachesPagesAnEarlierClientPut) {
 TEST_F(ShardingTest, BatchesFromManyThreadsArePipelinedOnAFewStreams) {
   // Its own client, with a timeout that leaves room for slow (sanitizer) builds: this test is
   // about batching, not about timeouts.
-  client::ClientOptions o;
-  for (int p : ports_) o.servers.push_back("127.0.0.1:" + std::to_string(p));
-  o.call_timeout_ms = 20000;
-  auto created = client::TmemClient::Create(o);
-  ASSERT_TRUE(created.ok());
-  client_ = std::move(*created);
+  ASSERT_NO_FATAL_FAILURE(NewClient(20000));
   auto pool = client_->CreatePool(4096);
   ASSERT_TRUE(pool.ok()) << pool.status();
   constexpr int kThreads = 8, kPages = 600;  // 600 > 256: every batch is split on the wire

@@ -27,8 +27,7 @@ exports:
   - name: remote
     backend: nbd+unix:///?socket=$S/remote.sock
 YAML
-"$TMEMD" --config="$T/tmemd.yaml" 2> "$T/tmemd.log" &
-D=$!
+start_tmemd --config="$T/tmemd.yaml"
 trap 'kill -KILL $D $NK 2>/dev/null; rm -rf "$S"' EXIT
 wait_nbd "nbd://127.0.0.1:$NP/remote" $D "$T/tmemd.log"
 U="nbd://127.0.0.1:$NP/remote"

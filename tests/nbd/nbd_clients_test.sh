@@ -30,8 +30,7 @@ exports:
     read_only: true
     description: read-only image
 YAML
-"$TMEMD" --config="$T/tmemd.yaml" 2> "$T/tmemd.log" &
-D=$!
+start_tmemd --config="$T/tmemd.yaml"
 trap 'kill -KILL $D 2>/dev/null; rm -rf "$SOCKDIR"' EXIT
 wait_nbd "nbd://127.0.0.1:$NP/disk0" $D "$T/tmemd.log"
 U="nbd://127.0.0.1:$NP/disk0"

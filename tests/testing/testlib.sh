@@ -53,5 +53,10 @@ until_ok() {
   for _ in $(seq 200); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
   return 1
 }
+# start_tmemd ARGS...: $TMEMD in the background, its stderr in $T/tmemd.log; D is its pid.
+start_tmemd() {
+  "$TMEMD" "$@" 2> "$T/tmemd.log" &
+  D=$!
+}
 # need COMMAND PACKAGE: fails unless scripts/setup.sh installed it.
 need() { command -v "$1" >/dev/null || fail "$1 is not installed (scripts/setup.sh installs $2)"; }

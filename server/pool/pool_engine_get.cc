@@ -1,0 +1,191 @@
+// PoolEngine's gets: one handle (Get) and a batch (GetMany, LookupMany), and the end of a
+// read (SettleRead). The rest of the engine is in pool_engine.cc.
+#include "server/pool/pool_engine.h"
+
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "common/crc32c.h"
+#include "common/logging.h"
+#include "common/status_macros.h"
+#include "server/pool/index_codec.h"
+#include "server/pool/pool_format.h"
+#include "server/pool/stripe_set_lock.h"
+
+namespace tmem::pool {
+
+absl::StatusOr<GetOutcome> PoolEngine::Get(PoolId id, std::string_view object, uint64_t index, std::span<uint8_t> out) {
+  TMEM_ENGINE_OPEN_OR_RETURN();
+  TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, CheckHandle(id, object));
+  if (out.size() != pool->info.page_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("buffer of ", out.size(), " bytes for pool ", id, " of ", pool->info.page_bytes, "-byte pages"));
+  }
+  const std::string key = EncodePageKey(id, object, index);
+  const bool exclusive = pool->info.kind == PoolKind::kPrivate;
+  TMEM_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> raws, LookupMany(*pool, {key}, exclusive));
+  const std::optional<std::string>& raw = raws[0];
+  auto miss = [&]() -> GetOutcome {
+    pool->counters.gets_miss.fetch_add(1, std::memory_order_relaxed);
+    return GetOutcome::kMiss;
+  };
+  if (!raw.has_value()) return miss();
+  std::optional<IndexValue> value = DecodeIndexValue(*raw);
+  if (!value.has_value()) {
+    if (!exclusive) DeleteIfUnchanged(key, *raw);
+    return miss();
+  }
+  absl::StatusOr<log::SegmentLog::ReadOutcome> r =
+      log_->Read(value->loc, pool->info.page_bytes, value->crc, out.data());
+  return SettleRead(*pool, key, *raw, exclusive, r, out);
+}
+
+GetOutcome PoolEngine::SettleRead(Pool& pool, const std::string& key, const std::string& raw, bool exclusive,
+                                  const absl::StatusOr<log::SegmentLog::ReadOutcome>& r, std::span<uint8_t> out) {
+  if (r.ok() && *r == log::SegmentLog::ReadOutcome::kOk) {
+    pool.counters.gets_hit.fetch_add(1, std::memory_order_relaxed);
+    return GetOutcome::kHit;
+  }
+  if (!r.ok()) {
+    counters_.read_errors.fetch_add(1, std::memory_order_relaxed);
+    TMEM_LOG_RATE_LIMITED(Warning) << "get from pool " << pool.info.id << " missed on a device error: " << r.status();
+  } else if (*r == log::SegmentLog::ReadOutcome::kGone) {
+    counters_.pages_evicted.fetch_add(1, std::memory_order_relaxed);
+  }
+  // Whatever made this read fail, later gets must miss too (get-get coherency): drop the entry.
+  if (!exclusive) DeleteIfUnchanged(key, raw);
+  // Never leave a corrupt or partial page in the caller's buffer.
+  std::memset(out.data(), 0, out.size());
+  pool.counters.gets_miss.fetch_add(1, std::memory_order_relaxed);
+  return GetOutcome::kMiss;
+}
+
+absl::StatusOr<std::vector<GetOutcome>> PoolEngine::GetMany(PoolId id, std::span<const PageGet> gets) {
+  TMEM_ENGINE_OPEN_OR_RETURN();
+  std::vector<GetOutcome> outcomes(gets.size(), GetOutcome::kMiss);
+  if (gets.empty()) return outcomes;
+  TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, FindPool(id));
+  for (size_t i = 0; i < gets.size(); ++i) {
+    TMEM_RETURN_IF_ERROR(CheckHandle(id, gets[i].object).status());
+    if (gets[i].out.size() != pool->info.page_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("get ", i, ": buffer of ", gets[i].out.size(), " bytes for pool ",
+                                                     id, " of ", pool->info.page_bytes, "-byte pages"));
+    }
+  }
+  std::vector<std::string> keys;
+  keys.reserve(gets.size());
+  for (const PageGet& g : gets) keys.push_back(EncodePageKey(id, g.object, g.index));
+  const bool exclusive = pool->info.kind == PoolKind::kPrivate;
+  TMEM_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> raws, LookupMany(*pool, keys, exclusive));
+  // Every entry that decodes becomes one read of the batch.
+  std::vector<log::SegmentLog::PageRead> reads;
+  std::vector<size_t> read_get;
+  reads.reserve(gets.size());
+  for (size_t i = 0; i < gets.size(); ++i) {
+    if (!raws[i].has_value()) {
+      pool->counters.gets_miss.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    std::optional<IndexValue> value = DecodeIndexValue(*raws[i]);
+    if (!value.has_value()) {
+      if (!exclusive) DeleteIfUnchanged(keys[i], *raws[i]);
+      pool->counters.gets_miss.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    reads.push_back(
+        {.loc = value->loc, .len = pool->info.page_bytes, .expected_crc = value->crc, .out = gets[i].out.data()});
+    read_get.push_back(i);
+  }
+  log_->ReadMany(std::span<log::SegmentLog::PageRead>(reads));
+  for (size_t k = 0; k < reads.size(); ++k) {
+    const size_t i = read_get[k];
+    outcomes[i] = SettleRead(*pool, keys[i], *raws[i], exclusive, reads[k].outcome, gets[i].out);
+  }
+  return outcomes;
+}
+
+absl::StatusOr<std::vector<std::optional<std::string>>> PoolEngine::LookupMany(Pool& pool,
+                                                                               const std::vector<std::string>& keys,
+                                                                               bool exclusive) {
+  const uint64_t gen = pool.cache_gen.load(std::memory_order_acquire);
+  std::vector<std::optional<std::string>> raws(keys.size());
+  // Shared pools: what the cache holds needs no lock (a get racing a put or flush may see either
+  // side; the index would answer the same).
+  std::vector<size_t> todo;
+  todo.reserve(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (!exclusive) {
+      if (std::optional<IndexValue> v = cache_->Find(keys[i], gen)) {
+        raws[i] = EncodeIndexValue(*v);
+        continue;
+      }
+    }
+    todo.push_back(i);
+  }
+  // The rest under the stripe locks (ascending, as PutMany takes them, at most kStripesHeld at
+  // a time): fills cannot race a put or an exclusive get of the same handle, and of two racing
+  // exclusive gets of one handle only one finds it. Within the batch, a handle named twice in a
+  // private pool is found once, as two Gets in a row would.
+  std::set<std::string_view> taken;
+  for (size_t first = 0; first < todo.size(); first += kStripesHeld) {
+    const size_t end = std::min(todo.size(), first + kStripesHeld);
+    const StripeSetLock held(stripes_.get(), options_.lock_stripes, end - first,
+                             [&](size_t k) -> const std::string& { return keys[todo[first + k]]; });
+    // Tickets before the index is read; the cache is asked again under the stripes first.
+    std::vector<LocationCache::Ticket> tickets;
+    std::vector<std::string> lookup;  // keys[todo[first + lookup_of[j]]] for the MultiGet
+    std::vector<size_t> lookup_of;
+    for (size_t t = first; t < end; ++t) {
+      const size_t i = todo[t];
+      if (exclusive && taken.count(keys[i]) > 0) continue;  // already found earlier in this batch
+      if (exclusive) {
+        if (std::optional<IndexValue> v = cache_->Find(keys[i], gen)) {
+          raws[i] = EncodeIndexValue(*v);
+          continue;
+        }
+      }
+      tickets.push_back(cache_->Begin(keys[i], gen));
+      lookup.push_back(keys[i]);
+      lookup_of.push_back(i);
+    }
+    absl::Status st;
+    if (!lookup.empty()) {
+      auto got = index_->MultiGetPages(lookup);
+      for (size_t j = 0; j < got.size() && st.ok(); ++j) {
+        if (!got[j].ok()) {
+          st = got[j].status();
+          continue;
+        }
+        raws[lookup_of[j]] = std::move(*got[j]);
+        if (exclusive || !raws[lookup_of[j]].has_value()) continue;
+        if (std::optional<IndexValue> v = DecodeIndexValue(*raws[lookup_of[j]])) {
+          cache_->Set(lookup[j], *v, tickets[j]);
+        }
+      }
+    }
+    if (exclusive && st.ok()) {
+      // A hit on a private pool removes the page: from the index, then from the cache.
+      std::vector<std::pair<std::string, std::optional<std::string>>> deletes;
+      for (size_t t = first; t < end; ++t) {
+        const size_t i = todo[t];
+        if (!raws[i].has_value()) continue;
+        if (taken.insert(keys[i]).second) {
+          deletes.emplace_back(keys[i], std::nullopt);
+        } else {
+          raws[i].reset();  // named twice in this chunk: the first one hit
+        }
+      }
+      if (!deletes.empty()) st = index_->WritePages(deletes);
+      if (st.ok()) {
+        for (const auto& d : deletes) cache_->Erase(d.first);
+      }
+    }
+    TMEM_RETURN_IF_ERROR(st);
+  }
+  return raws;
+}
+
+}  // namespace tmem::pool
