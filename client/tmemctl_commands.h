@@ -67,13 +67,11 @@ class Client {
   std::unique_ptr<tmem::v1::AdminClient> admin_;
 };
 
-
 // A context with the default deadline.
 struct Call {
   explicit Call(const Client& c) { c.Prepare(&ctx); }
   ::grpc::ClientContext ctx;
 };
-
 
 // The page pool commands (tmemctl_pages.cc).
 int CmdCreatePool(Client& c, const Flags& f);

@@ -194,5 +194,4 @@ int CmdGet(Client& c, const Flags& f) {
   return 0;
 }
 
-
 }  // namespace tmem::ctl

@@ -11,13 +11,26 @@
 namespace tmem::settings {
 
 absl::StatusOr<int64_t> ParseInt(const std::string& text) {
-  int64_t v = 0;
-  const char* end = text.data() + text.size();
-  auto [p, ec] = std::from_chars(text.data(), end, v);
-  if (text.empty() || ec != std::errc() || p != end) {
+  // Decimal with an optional sign, or 0x hexadecimal (as YAML 1.1 readers take them).
+  std::string_view t = text;
+  bool negative = false;
+  if (!t.empty() && (t[0] == '+' || t[0] == '-')) {
+    negative = t[0] == '-';
+    t.remove_prefix(1);
+  }
+  int base = 10;
+  if (t.size() > 2 && t[0] == '0' && (t[1] == 'x' || t[1] == 'X')) {
+    base = 16;
+    t.remove_prefix(2);
+  }
+  uint64_t v = 0;
+  const char* end = t.data() + t.size();
+  auto [p, ec] = std::from_chars(t.data(), end, v, base);
+  const uint64_t limit = negative ? uint64_t{1} << 63 : (uint64_t{1} << 63) - 1;
+  if (t.empty() || ec != std::errc() || p != end || v > limit) {
     return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not an integer"));
   }
-  return v;
+  return negative ? static_cast<int64_t>(0 - v) : static_cast<int64_t>(v);
 }
 
 absl::StatusOr<uint64_t> ParseSizeValue(const std::string& text) {
@@ -27,8 +40,19 @@ absl::StatusOr<uint64_t> ParseSizeValue(const std::string& text) {
 }
 
 absl::StatusOr<bool> ParseBool(const std::string& text) {
-  if (text == "true" || text == "yes" || text == "on" || text == "1") return true;
-  if (text == "false" || text == "no" || text == "off" || text == "0") return false;
+  // The spellings YAML readers (yaml-cpp) take — lower case, Capitalised or upper case — and 1/0.
+  std::string lower = text, upper = text, capitalised;
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (!lower.empty()) capitalised = std::string(1, upper[0]) + lower.substr(1);
+  if (text == lower || text == upper || text == capitalised) {
+    for (const char* yes : {"true", "yes", "y", "on", "1"}) {
+      if (lower == yes) return true;
+    }
+    for (const char* no : {"false", "no", "n", "off", "0"}) {
+      if (lower == no) return false;
+    }
+  }
   return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not true or false"));
 }
 

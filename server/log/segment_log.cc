@@ -325,8 +325,10 @@ void SegmentLog::ReadMany(std::span<PageRead> reads) {
   enum : uint8_t { kDone, kPending, kFromBuffer };
   absl::InlinedVector<uint8_t, 8> state(reads.size(), kDone);
   bool look_in_buffers = false;
-  const bool any_failed = failed_count_.load(std::memory_order_acquire) > 0;
+  // flushed_seq_ first: FinishWriteLocked stores failed_count_ before it advances flushed_seq_,
+  // so a read that sees a segment as flushed also sees that segment's failure.
   const uint64_t flushed = flushed_seq_.load(std::memory_order_acquire);
+  const bool any_failed = failed_count_.load(std::memory_order_acquire) > 0;
   for (size_t i = 0; i < reads.size(); ++i) {
     PageRead& r = reads[i];
     if (absl::Status bad = CheckLocation(r.loc, r.len); !bad.ok()) {

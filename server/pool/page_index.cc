@@ -167,7 +167,7 @@ std::vector<absl::StatusOr<std::optional<std::string>>> PageIndex::MultiGetPages
   return out;
 }
 
-absl::Status PageIndex::WritePages(const std::vector<std::pair<std::string, std::optional<std::string>>>& ops) {
+absl::Status PageIndex::WritePages(std::span<const std::pair<std::string, std::optional<std::string>>> ops) {
   rocksdb::WriteBatch batch;
   for (const auto& [key, value] : ops) {
     rocksdb::Status s = value.has_value() ? batch.Put(pages_cf_, key, *value) : batch.Delete(pages_cf_, key);

@@ -60,7 +60,7 @@ class PageIndex {
   std::vector<absl::StatusOr<std::optional<std::string>>> MultiGetPages(std::span<const std::string> keys);
   absl::Status DeletePage(std::string_view key);
   // Applies puts (value set) and deletes (no value) in order, as one write.
-  absl::Status WritePages(const std::vector<std::pair<std::string, std::optional<std::string>>>& ops);
+  absl::Status WritePages(std::span<const std::pair<std::string, std::optional<std::string>>> ops);
   absl::Status DeletePageRange(std::string_view begin, std::string_view end);
   // Deletes every page key in [begin, end). Looks first: an empty range writes nothing, up to
   // `max_point_deletes` keys become point deletes, more become one range delete. Range

@@ -5,6 +5,7 @@
 #include <functional>
 #include <set>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "common/crc32c.h"
 #include "common/logging.h"
@@ -261,11 +262,16 @@ absl::StatusOr<std::shared_ptr<PoolEngine::Pool>> PoolEngine::FindPool(PoolId id
   return it->second;
 }
 
-absl::StatusOr<std::shared_ptr<PoolEngine::Pool>> PoolEngine::CheckHandle(PoolId id, std::string_view object) const {
+absl::Status PoolEngine::CheckObjectKey(std::string_view object) {
   if (object.empty() || object.size() > kMaxObjectKeyBytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("object key of ", object.size(), " bytes; want 1 to ", kMaxObjectKeyBytes));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<PoolEngine::Pool>> PoolEngine::CheckHandle(PoolId id, std::string_view object) const {
+  TMEM_RETURN_IF_ERROR(CheckObjectKey(object));
   return FindPool(id);
 }
 
@@ -281,75 +287,99 @@ absl::StatusOr<IndexValue> PoolEngine::AppendPage(PoolId id, std::string_view ob
   return IndexValue{loc, crc};
 }
 
+absl::Status PoolEngine::CheckPuts(const Pool& pool, std::span<const PagePut> pages) const {
+  for (size_t i = 0; i < pages.size(); ++i) {
+    TMEM_RETURN_IF_ERROR(CheckObjectKey(pages[i].object));
+    if (pages[i].page.size() != pool.info.page_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat("page ", i, " has ", pages[i].page.size(), " bytes; pool ",
+                                                     pool.info.id, " has ", pool.info.page_bytes, "-byte pages"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+uint64_t PoolEngine::PutLocked(Pool& pool, std::span<const PagePut> pages, std::span<const std::string> keys,
+                               absl::Status* error) {
+  // Inline storage: a single put allocates nothing here.
+  const uint64_t gen = pool.cache_gen.load(std::memory_order_acquire);
+  absl::InlinedVector<LocationCache::Ticket, 1> tickets;
+  for (const std::string& key : keys) tickets.push_back(cache_->Begin(key, gen));
+  absl::InlinedVector<std::pair<std::string, std::optional<std::string>>, 1> ops;
+  absl::InlinedVector<std::optional<IndexValue>, 1> values;
+  uint64_t dropped = 0;
+  for (size_t i = 0; i < pages.size(); ++i) {
+    absl::StatusOr<IndexValue> value = AppendPage(pool.info.id, pages[i].object, pages[i].index, pages[i].page);
+    if (value.ok()) {
+      ops.emplace_back(keys[i], EncodeIndexValue(*value));
+      values.push_back(*value);
+    } else {
+      ops.emplace_back(keys[i], std::nullopt);  // never leave an older version behind
+      values.push_back(std::nullopt);
+      ++dropped;
+      if (error->ok()) *error = value.status();
+    }
+  }
+  absl::Status wst = index_->WritePages(ops);
+  // In batch order, so that of two puts to one handle the later is cached.
+  for (size_t k = 0; k < ops.size(); ++k) {
+    if (wst.ok() && values[k].has_value()) {
+      cache_->Set(keys[k], *values[k], tickets[k]);
+    } else {
+      cache_->Erase(keys[k]);
+    }
+  }
+  if (!wst.ok()) {
+    // The batch did not land: make sure no older version of these handles survives either.
+    for (auto& op : ops) op.second.reset();
+    if (absl::Status del = index_->WritePages(ops); !del.ok()) wst = del;
+    dropped = pages.size();
+    *error = wst;
+  }
+  return dropped;
+}
+
+void PoolEngine::CountPuts(Pool& pool, uint64_t puts, uint64_t dropped, const absl::Status& error) {
+  pool.counters.puts.fetch_add(puts - dropped, std::memory_order_relaxed);
+  if (dropped > 0) {
+    pool.counters.puts_dropped.fetch_add(dropped, std::memory_order_relaxed);
+    TMEM_LOG_RATE_LIMITED(Warning) << dropped << " puts to pool " << pool.info.id << " dropped: " << error;
+  }
+}
+
 absl::Status PoolEngine::Put(PoolId id, std::string_view object, uint64_t index, std::span<const uint8_t> page) {
+  TMEM_ENGINE_OPEN_OR_RETURN();
+  TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, CheckHandle(id, object));
   const PagePut one{object, index, page};
-  return PutMany(id, std::span<const PagePut>(&one, 1));
+  TMEM_RETURN_IF_ERROR(CheckPuts(*pool, std::span<const PagePut>(&one, 1)));
+  const std::string key = EncodePageKey(id, object, index);
+  absl::Status error;
+  uint64_t dropped;
+  {
+    MutexLock stripe(&StripeFor(key));
+    dropped = PutLocked(*pool, std::span<const PagePut>(&one, 1), std::span<const std::string>(&key, 1), &error);
+  }
+  CountPuts(*pool, 1, dropped, error);
+  return absl::OkStatus();
 }
 
 absl::Status PoolEngine::PutMany(PoolId id, std::span<const PagePut> pages) {
   TMEM_ENGINE_OPEN_OR_RETURN();
   if (pages.empty()) return absl::OkStatus();
   TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, FindPool(id));
-  for (size_t i = 0; i < pages.size(); ++i) {
-    TMEM_RETURN_IF_ERROR(CheckHandle(id, pages[i].object).status());
-    if (pages[i].page.size() != pool->info.page_bytes) {
-      return absl::InvalidArgumentError(absl::StrCat("page ", i, " has ", pages[i].page.size(), " bytes; pool ", id,
-                                                     " has ", pool->info.page_bytes, "-byte pages"));
-    }
-  }
+  TMEM_RETURN_IF_ERROR(CheckPuts(*pool, pages));
   // In chunks, so that a thread never holds more than kStripesHeld stripes: of two puts to one
   // handle in different chunks, the later chunk (and so the later put) still wins.
   uint64_t dropped = 0;
-  absl::Status st;
+  absl::Status error;
   for (size_t first = 0; first < pages.size(); first += kStripesHeld) {
-    const size_t end = std::min(pages.size(), first + kStripesHeld);
+    const std::span<const PagePut> chunk = pages.subspan(first, std::min(kStripesHeld, pages.size() - first));
     std::vector<std::string> keys;
-    keys.reserve(end - first);
-    for (size_t i = first; i < end; ++i) keys.push_back(EncodePageKey(id, pages[i].object, pages[i].index));
+    keys.reserve(chunk.size());
+    for (const PagePut& p : chunk) keys.push_back(EncodePageKey(id, p.object, p.index));
     const StripeSetLock held(stripes_.get(), options_.lock_stripes, keys.size(), [&](size_t k) { return keys[k]; });
-    const uint64_t gen = pool->cache_gen.load(std::memory_order_acquire);
-    std::vector<LocationCache::Ticket> tickets;
-    tickets.reserve(end - first);
-    for (const std::string& key : keys) tickets.push_back(cache_->Begin(key, gen));
-    std::vector<std::pair<std::string, std::optional<std::string>>> ops;
-    std::vector<std::optional<IndexValue>> values;
-    ops.reserve(end - first);
-    values.reserve(end - first);
-    uint64_t chunk_dropped = 0;
-    for (size_t i = first; i < end; ++i) {
-      absl::StatusOr<IndexValue> value = AppendPage(id, pages[i].object, pages[i].index, pages[i].page);
-      if (value.ok()) {
-        ops.emplace_back(keys[i - first], EncodeIndexValue(*value));
-        values.push_back(*value);
-      } else {
-        ops.emplace_back(keys[i - first], std::nullopt);  // never leave an older version behind
-        values.push_back(std::nullopt);
-        ++chunk_dropped;
-      }
-    }
-    absl::Status wst = index_->WritePages(ops);
-    // In batch order, so that of two puts to one handle the later is cached.
-    for (size_t k = 0; k < ops.size(); ++k) {
-      if (wst.ok() && values[k].has_value()) {
-        cache_->Set(keys[k], *values[k], tickets[k]);
-      } else {
-        cache_->Erase(keys[k]);
-      }
-    }
-    if (!wst.ok()) {
-      // The batch did not land: make sure no older version of these handles survives either.
-      for (auto& op : ops) op.second.reset();
-      TMEM_RETURN_IF_ERROR(index_->WritePages(ops));
-      chunk_dropped = end - first;
-      st = wst;
-    }
-    dropped += chunk_dropped;
+    dropped += PutLocked(*pool, chunk, keys, &error);
   }
-  pool->counters.puts.fetch_add(pages.size() - dropped, std::memory_order_relaxed);
-  if (dropped > 0) {
-    pool->counters.puts_dropped.fetch_add(dropped, std::memory_order_relaxed);
-    TMEM_LOG_RATE_LIMITED(Warning) << dropped << " puts to pool " << id << " dropped: " << st;
-  }
+  CountPuts(*pool, pages.size(), dropped, error);
   return absl::OkStatus();
 }
 

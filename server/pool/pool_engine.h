@@ -164,7 +164,17 @@ class PoolEngine {
   absl::Status Start(const EngineOptions& options);
   absl::Status LoadPools();
   absl::StatusOr<std::shared_ptr<Pool>> FindPool(PoolId id) const;
+  static absl::Status CheckObjectKey(std::string_view object);
   absl::StatusOr<std::shared_ptr<Pool>> CheckHandle(PoolId id, std::string_view object) const;
+  // InvalidArgument for a bad object key or page size among `pages`.
+  absl::Status CheckPuts(const Pool& pool, std::span<const PagePut> pages) const;
+  // The append step of Put and PutMany, with the stripes of `keys` (the pages' index keys) held:
+  // appends each page, writes their index entries in one batch, then caches them in order (or
+  // removes them, so that no older version survives a failed put). Returns how many were
+  // dropped; the first error goes to *error.
+  uint64_t PutLocked(Pool& pool, std::span<const PagePut> pages, std::span<const std::string> keys,
+                     absl::Status* error);
+  static void CountPuts(Pool& pool, uint64_t puts, uint64_t dropped, const absl::Status& error);
   Mutex& StripeFor(std::string_view key);
   // Copies a checked page into the log and returns its index value. The caller holds the
   // handle's stripe and writes the value to the index and the cache.

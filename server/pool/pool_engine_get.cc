@@ -1,7 +1,5 @@
 // PoolEngine's gets: one handle (Get) and a batch (GetMany, LookupMany), and the end of a
 // read (SettleRead). The rest of the engine is in pool_engine.cc.
-#include "server/pool/pool_engine.h"
-
 #include <algorithm>
 #include <cstring>
 #include <functional>
@@ -12,6 +10,7 @@
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "server/pool/index_codec.h"
+#include "server/pool/pool_engine.h"
 #include "server/pool/pool_format.h"
 #include "server/pool/stripe_set_lock.h"
 
