@@ -263,7 +263,7 @@ TEST(BlockCacheTest, PowerCutsNeverLoseAFlushedWriteNorReturnTornOrStaleData) {
   int cuts = 0;
   uint64_t recovered_lines = 0, torn_pages = 0;
   options.read_cache = true;  // promoted clean lines must never shadow newer data either
-  uint64_t relocated = 0;
+  uint64_t copied = 0;
   for (int round = 0; round < 1000; ++round) {
     // Half the rounds migrate only when room runs low, which copies lines forward.
     options.tunables.migrate_idle_ms = rng() % 2 ? 0 : 1'000'000;
@@ -341,7 +341,7 @@ TEST(BlockCacheTest, PowerCutsNeverLoseAFlushedWriteNorReturnTornOrStaleData) {
     }
     // Let the background flushers and migration run into the cut at a random moment.
     std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
-    relocated += cache->status().copied_forward_lines;
+    copied += cache->status().copied_forward_lines;
     if (rng() % 10 == 0) {
       cache.reset();  // a crash of the process only: the devices keep every write
     } else {
@@ -357,7 +357,7 @@ TEST(BlockCacheTest, PowerCutsNeverLoseAFlushedWriteNorReturnTornOrStaleData) {
   }
   EXPECT_GT(cuts, 800);
   EXPECT_GT(recovered_lines, 0u) << "no round needed recovery: the test proves nothing";
-  EXPECT_GT(relocated, 0u) << "no round copied lines forward";
+  EXPECT_GT(copied, 0u) << "no round copied lines forward";
   RecordProperty("recovered_lines", static_cast<int>(recovered_lines));
   RecordProperty("torn_pages", static_cast<int>(torn_pages));
 }
@@ -758,7 +758,7 @@ TEST(BlockCacheTest, MigrationPassesOverwrittenSegmentsManyPerRecordUpdate) {
 // their room is needed. Copying those forward writes far less to the store than writing them
 // back (the same workload without copy-forward is the yardstick); the data stays right either
 // way, and a drain still writes it all back.
-uint64_t StoreWritesForHotOverwrites(bool copy_forward, uint64_t* relocated) {
+uint64_t StoreWritesForHotOverwrites(bool copy_forward, uint64_t* copied) {
   constexpr uint64_t kSize = 4 << 20;
   constexpr uint64_t kHotLines = 200;  // under half the log's ~480 slots
   CacheRig rig(kSize, Faults::kStore);
@@ -780,7 +780,7 @@ uint64_t StoreWritesForHotOverwrites(bool copy_forward, uint64_t* relocated) {
     std::memcpy(model.data() + line * kLineBytes, data.data(), kLineBytes);
   }
   const uint64_t store_writes = back_dev.write_count();
-  *relocated = cache->status().copied_forward_lines;
+  *copied = cache->status().copied_forward_lines;
   std::vector<uint8_t> all(kSize);
   EXPECT_OK(cache->Pread(all.data(), kSize, 0));
   EXPECT_TRUE(all == model) << "copy_forward " << copy_forward;
@@ -791,13 +791,13 @@ uint64_t StoreWritesForHotOverwrites(bool copy_forward, uint64_t* relocated) {
 }
 
 TEST(BlockCacheTest, CopyForwardKeepsADirtySetThatFitsInTheCacheInsteadOfWaitingOnTheStore) {
-  uint64_t relocated_on = 0, relocated_off = 0;
-  const uint64_t with = StoreWritesForHotOverwrites(true, &relocated_on);
-  const uint64_t without = StoreWritesForHotOverwrites(false, &relocated_off);
+  uint64_t copied_on = 0, copied_off = 0;
+  const uint64_t with = StoreWritesForHotOverwrites(true, &copied_on);
+  const uint64_t without = StoreWritesForHotOverwrites(false, &copied_off);
   RecordProperty("store_writes_with_copy_forward", static_cast<int>(with));
   RecordProperty("store_writes_without", static_cast<int>(without));
-  EXPECT_GT(relocated_on, 0u);
-  EXPECT_EQ(relocated_off, 0u);
+  EXPECT_GT(copied_on, 0u);
+  EXPECT_EQ(copied_off, 0u);
   EXPECT_GT(without, 200u) << "the workload does not need the store without copy-forward: it proves nothing";
   EXPECT_LT(with * 2, without) << "store writes: " << with << " with copy-forward, " << without << " without";
 }
