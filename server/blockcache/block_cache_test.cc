@@ -88,6 +88,7 @@ enum class Faults { kNone, kStore, kCache, kBoth };
 // the options that name them. Members in this order, for structured bindings:
 //   CacheRig rig(kSize, Faults::kStore);
 //   auto& [cache_mem, back_mem, cache_dev, back_dev, backing, o] = rig;
+// (Clang 14 does not let a lambda capture a structured binding: lambdas name rig.cache_dev.)
 struct CacheRig {
   explicit CacheRig(uint64_t export_bytes, Faults faults = Faults::kNone, uint64_t cache_bytes = kCacheBytes)
       : cache_mem(cache_bytes, 512),
@@ -377,14 +378,14 @@ TEST(BlockCacheTest, MigrationWritesBackOnlyWhatTheCacheDeviceHasSynced) {
   back_dev.SetFailurePredicate([&](FaultInjectionDevice::Op op, uint64_t, size_t) {
     if (op == FaultInjectionDevice::Op::kWrite) {
       ++store_writes;
-      if (cache_dev.unsynced_write_count() > 0) ++unsafe;
+      if (rig.cache_dev.unsynced_write_count() > 0) ++unsafe;
     }
     return false;
   });
   std::mt19937_64 rng(5);
   auto data = Random(rng, 64 * kLineBytes);  // three segments (30 lines each): written, not synced
   ASSERT_OK(cache->Pwrite(data.data(), data.size(), 0, false));
-  ASSERT_TRUE(Eventually([&] { return cache_dev.unsynced_write_count() >= 3; }))
+  ASSERT_TRUE(Eventually([&] { return rig.cache_dev.unsynced_write_count() >= 3; }))
       << "the segments were not written (or were synced already: the test would prove nothing)";
   BlockCache::Tunables t = cache->tunables();
   t.migrate_idle_ms = 0;
