@@ -54,9 +54,8 @@ TEST(SettingsTest, ATableSetsChecksAndShowsEachKindAndNamesTheCulprit) {
   t.Int("count", "count", &Thing::count, 1, 10, "How many.")
       .Size("bytes", "bytes", &Thing::bytes, 512, uint64_t{1} << 20, "How big.")
       .Bool("on", "", &Thing::on, "Whether.")
-      .String("name", "name", &Thing::name, "What.", "", [](const std::string& v) {
-        return v.empty() ? absl::InvalidArgumentError("empty") : absl::OkStatus();
-      });
+      .String("name", "name", &Thing::name, "What.", "",
+              [](const std::string& v) { return v.empty() ? absl::InvalidArgumentError("empty") : absl::OkStatus(); });
   Thing v;
   ASSERT_TRUE(t.Validate(v).ok());
   EXPECT_EQ(t.Find("bytes")->show(v), "4K");

@@ -321,7 +321,7 @@ uint64_t PoolEngine::PutLocked(Pool& pool, std::span<const PagePut> pages, std::
   }
   // One entry: a plain RocksDB put (no batch to build); more: one batch.
   absl::Status wst = ops.size() == 1 && ops[0].second.has_value() ? index_->PutPage(ops[0].first, *ops[0].second)
-                                                                   : index_->WritePages(ops);
+                                                                  : index_->WritePages(ops);
   // In batch order, so that of two puts to one handle the later is cached.
   for (size_t k = 0; k < ops.size(); ++k) {
     if (wst.ok() && values[k].has_value()) {
