@@ -7,6 +7,7 @@
 #include "common/crc32c.h"
 #include "common/status_macros.h"
 #include "server/log/log_format.h"
+#include "server/log/log_metadata.h"
 
 namespace tmem::blockcache {
 namespace {
@@ -33,13 +34,6 @@ absl::StatusOr<std::optional<CacheRecordDisk>> ReadRecord(io::BlockDevice* devic
   return best;
 }
 
-bool AllZero(const uint8_t* p, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    if (p[i] != 0) return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 absl::StatusOr<CacheDeviceState> InspectCacheDevice(io::BlockDevice* device, uint64_t backing_bytes,
@@ -50,7 +44,7 @@ absl::StatusOr<CacheDeviceState> InspectCacheDevice(io::BlockDevice* device, uin
     return absl::Status(st.code(), absl::StrCat("read ", what, ": ", std::string(st.message())));
   }
   CacheDeviceState state;
-  if (AllZero(first.data(), log::kBlockBytes)) {
+  if (log::AllZero(first.data(), log::kBlockBytes)) {
     state.fresh = true;
     return state;
   }

@@ -13,6 +13,9 @@ namespace tmem::blockcache {
 inline constexpr uint32_t kLineBytes = 4096;
 inline constexpr uint32_t kSectorBytes = 512;
 inline constexpr uint32_t kSectorsPerLine = kLineBytes / kSectorBytes;
+// The largest backing store I/O the cache makes: adjacent read misses and write-back extents
+// coalesce up to this.
+inline constexpr uint32_t kMaxBackingIo = 1 << 20;
 
 inline constexpr uint64_t kCacheRecordMagic = 0x313043424D454D54ull;  // "TMEMBC01"
 inline constexpr uint32_t kCacheRecordVersion = 1;

@@ -13,8 +13,7 @@
 namespace tmem::blockcache {
 namespace {
 
-constexpr uint32_t kMaxBackingIo = 1 << 20;  // write-back extents coalesce up to this
-constexpr size_t kReadChunkLines = 256;      // lines read from the cache device per batch read
+constexpr size_t kReadChunkLines = 256;  // lines read from the cache device per batch read
 
 // Calls fn(byte offset in the line, length) for each run of adjacent dirty sectors in `mask`,
 // in order; stops at the first error.

@@ -11,11 +11,6 @@
 #include "server/blockcache/line_key.h"
 
 namespace tmem::blockcache {
-namespace {
-
-constexpr uint32_t kMaxBackingIo = 1 << 20;  // adjacent misses coalesce up to this
-
-}  // namespace
 
 bool ReadPath::ReadRam(const LineEntry& entry, uint8_t* out, bool count_hit) {
   // Not once the cache failed: a line whose segment write failed must read as lost, not from RAM.
