@@ -39,10 +39,9 @@ uint64_t StableHash(std::string_view a, std::string_view b, std::string_view c) 
   return h ^ (h >> 31);
 }
 
-std::shared_ptr<tmem::v1::PagePoolClient> NewPagePoolClient(const std::string& address) {
-  ::grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(-1);
-  return tmem::v1::PagePool::NewStub(::grpc::CreateCustomChannel(address, ::grpc::InsecureChannelCredentials(), args));
+std::shared_ptr<tmem::v1::PagePoolClient> NewPagePoolClient(const ChannelFactory& channels,
+                                                            const std::string& address) {
+  return tmem::v1::PagePool::NewStub(channels.Make(address));
 }
 
 }  // namespace
@@ -85,11 +84,12 @@ struct TmemClient::Server {
 
 namespace {
 // After a failed call: an unreachable server gets a fresh channel, at most once a second.
-void NoteFailure(TmemClient::Server& s, const ::grpc::Status& st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+void NoteFailure(const ChannelFactory& channels, TmemClient::Server& s, const ::grpc::Status& st)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
   if (st.error_code() != ::grpc::StatusCode::UNAVAILABLE) return;
   const auto now = std::chrono::steady_clock::now();
   if (now - s.stub_created < std::chrono::seconds(1)) return;
-  s.rpc = NewPagePoolClient(s.address);
+  s.rpc = NewPagePoolClient(channels, s.address);
   s.stub_created = now;
 }
 
@@ -131,12 +131,15 @@ absl::StatusOr<std::unique_ptr<TmemClient>> TmemClient::Create(const ClientOptio
     return absl::InvalidArgumentError("reconnect backoff: want 0 < min <= max");
   }
   if (options.max_batch_pages < 1) return absl::InvalidArgumentError("max batch pages must be positive");
+  absl::StatusOr<ChannelFactory> channels = ChannelFactory::Create(options.tls);
+  if (!channels.ok()) return channels.status();
   std::unique_ptr<TmemClient> c(new TmemClient(options));
+  c->channels_ = *channels;
   for (const std::string& address : options.servers) {
     auto s = std::make_unique<Server>();
     s->address = address;
     MutexLock lock(&s->mu);
-    s->rpc = NewPagePoolClient(address);
+    s->rpc = NewPagePoolClient(c->channels_, address);
     s->stub_created = std::chrono::steady_clock::now();
     s->streams.resize(options.streams_per_server);
     s->backoff_ms = options.reconnect_min_ms;
@@ -266,7 +269,7 @@ absl::StatusOr<uint32_t> TmemClient::Prepare(Server& s, Pool& pool) {
       }
       // NOT_FOUND: the server lost the pool, and with it the pages to flush.
       if (!st.ok() && st.error_code() != ::grpc::StatusCode::NOT_FOUND) {
-        NoteFailure(s, st);
+        NoteFailure(channels_, s, st);
         return FromGrpc(st);
       }
       if (st.ok()) NoteInstance(s, instance, counters_.restarts_seen);
@@ -299,7 +302,7 @@ absl::StatusOr<uint32_t> TmemClient::CreateOn(Server& s, const Pool& pool) {
     st = s.rpc->CreatePool(&ctx, req, &resp);
   }
   if (!st.ok()) {
-    NoteFailure(s, st);
+    NoteFailure(channels_, s, st);
     return FromGrpc(st);
   }
   NoteInstance(s, resp.instance_id(), counters_.restarts_seen);
@@ -317,7 +320,7 @@ std::shared_ptr<SessionStream> TmemClient::StreamFor(Server& s, size_t k) {
     if (now < s.next_connect) return nullptr;
     s.next_connect = now + std::chrono::milliseconds(s.backoff_ms);
     s.backoff_ms = std::min(s.backoff_ms * 2, options_.reconnect_max_ms);
-    NoteFailure(s, ::grpc::Status(::grpc::StatusCode::UNAVAILABLE, "stream broke"));
+    NoteFailure(channels_, s, ::grpc::Status(::grpc::StatusCode::UNAVAILABLE, "stream broke"));
   }
   stream = std::make_shared<SessionStream>(s.rpc);
   counters_.streams_opened.fetch_add(1, std::memory_order_relaxed);

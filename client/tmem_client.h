@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "client/channel.h"
 #include "common/mutex.h"
 
 namespace tmem::v1 {
@@ -55,6 +56,7 @@ struct ClientOptions {
   int64_t reconnect_min_ms = 50;
   int64_t reconnect_max_ms = 2000;
   int max_batch_pages = 256;  // pages per operation on the wire (the server's limit)
+  TlsClientOptions tls;       // empty: plaintext (tmemd allows it on loopback only)
 };
 
 using PoolRef = uint32_t;  // the client's name for a pool (the same on every server or not)
@@ -141,6 +143,7 @@ class TmemClient {
   absl::StatusOr<uint32_t> CreateOn(Server& server, const Pool& pool);
 
   const ClientOptions options_;
+  ChannelFactory channels_;                       // set in Create, then const
   std::vector<std::unique_ptr<Server>> servers_;  // fixed after Create
 
   mutable Mutex mu_;

@@ -99,6 +99,7 @@ struct Invocation {
   std::string server = "127.0.0.1:7070";
   int64_t timeout_ms = 5000;
   bool timeout_given = false;
+  client::TlsClientOptions tls;
 };
 
 // A context with the default deadline.
@@ -240,6 +241,7 @@ int CmdBench(const Invocation& inv, const Flags& f) {
   BenchOptions o;
   o.servers = absl::StrSplit(inv.server, ',', absl::SkipEmpty());
   o.timeout_ms = inv.timeout_ms;
+  o.tls = inv.tls;
   auto number = [&](const char* name, uint64_t def, uint64_t lo, uint64_t hi) -> absl::StatusOr<uint64_t> {
     auto v = f.GetSize(name, def);
     if (!v.ok()) return v.status();
@@ -348,12 +350,20 @@ int Main(int argc, char** argv) {
   for (; i < argc && std::strncmp(argv[i], "--", 2) == 0; ++i) {
     std::string a = argv[i];
     if (a == "--help") {
-      std::printf("usage: tmemctl [--server=HOST:PORT[,HOST:PORT...]] [--timeout-ms=5000] COMMAND [flags]\n");
+      std::printf(
+          "usage: tmemctl [--server=HOST:PORT[,HOST:PORT...]] [--timeout-ms=5000] [--tls-ca=PEM --tls-cert=PEM "
+          "--tls-key=PEM [--tls-server-name=NAME]] COMMAND [flags]\n");
       for (const auto& [name, c] : Commands()) std::printf("  %s\n", c.usage);
       return 0;
     }
-    if (a.rfind("--server=", 0) == 0) {
-      inv.server = a.substr(9);
+    auto value = [&](const char* flag, std::string* out) {
+      const std::string prefix = std::string(flag) + "=";
+      if (a.rfind(prefix, 0) != 0) return false;
+      *out = a.substr(prefix.size());
+      return true;
+    };
+    if (value("--server", &inv.server) || value("--tls-ca", &inv.tls.ca) || value("--tls-cert", &inv.tls.cert) ||
+        value("--tls-key", &inv.tls.key) || value("--tls-server-name", &inv.tls.server_name)) {
     } else if (a.rfind("--timeout-ms=", 0) == 0) {
       auto v = ParseSize(a.substr(13));
       if (!v.ok() || *v == 0) return Usage("--timeout-ms wants a positive number");
@@ -375,7 +385,9 @@ int Main(int argc, char** argv) {
   if (!flags.ok()) return Usage(cmd + ": " + std::string(flags.status().message()));
   if (!flags->positional().empty()) return Usage(cmd + ": unexpected argument '" + flags->positional()[0] + "'");
   if (it->second.bench != nullptr) return it->second.bench(inv, *flags);
-  Client client(inv.server, inv.timeout_ms, inv.timeout_given);
+  absl::StatusOr<client::ChannelFactory> channels = client::ChannelFactory::Create(inv.tls);
+  if (!channels.ok()) return Usage(std::string(channels.status().message()));
+  Client client(*channels, inv.server, inv.timeout_ms, inv.timeout_given);
   return it->second.run(client, *flags);
 }
 

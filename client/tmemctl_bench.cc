@@ -54,6 +54,7 @@ int RunBench(const BenchOptions& o) {
   client::ClientOptions co;
   co.servers = o.servers;
   co.call_timeout_ms = o.timeout_ms;
+  co.tls = o.tls;
   co.streams_per_server = std::clamp(o.threads, 1, 64);
   auto c = client::TmemClient::Create(co);
   if (!c.ok()) {
@@ -64,7 +65,7 @@ int RunBench(const BenchOptions& o) {
   std::array<uint8_t, 16> uuid;
   std::random_device rd;
   for (auto& b : uuid) b = static_cast<uint8_t>(rd());
-  auto pool = tc.CreateSharedPool(uuid, o.page_bytes, "tmemctl-bench");
+  auto pool = tc.CreateSharedPool(uuid, o.page_bytes);
   if (!pool.ok()) {
     std::fprintf(stderr, "tmemctl: bench: cannot create a pool: %s\n", std::string(pool.status().message()).c_str());
     return 1;

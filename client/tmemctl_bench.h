@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "client/channel.h"
+
 namespace tmem::ctl {
 
 struct BenchOptions {
@@ -17,6 +19,7 @@ struct BenchOptions {
   uint32_t page_bytes = 4096;
   int singles = 2000;  // single-page gets per thread for the latency figures
   int64_t timeout_ms = 5000;
+  client::TlsClientOptions tls;
 };
 
 // Puts `pages` pages into a fresh shared pool (batched, from all threads), reads random ones

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "client/channel.h"
 #include "common/flags.h"
 #include "proto/tmem_clients.h"
 
@@ -30,11 +31,9 @@ class Client {
  public:
   // `timeout_given`: the user chose --timeout-ms, which then bounds even the calls that
   // otherwise wait as long as the work takes (drain).
-  Client(const std::string& server, int64_t timeout_ms, bool timeout_given)
+  Client(const client::ChannelFactory& channels, const std::string& server, int64_t timeout_ms, bool timeout_given)
       : server_(server), timeout_ms_(timeout_ms), timeout_given_(timeout_given) {
-    ::grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(-1);
-    channel_ = ::grpc::CreateCustomChannel(server, ::grpc::InsecureChannelCredentials(), args);
+    channel_ = channels.Make(server);
     pool_ = tmem::v1::PagePool::NewStub(channel_);
     admin_ = tmem::v1::Admin::NewStub(channel_);
   }

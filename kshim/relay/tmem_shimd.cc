@@ -36,7 +36,12 @@ Relays the tmem_shim kernel module's cleancache requests to tmemd.
 
   --servers=LIST          tmemd gRPC addresses (required)
   --device=PATH           the shim's device (default /dev/tmem_shim)
-  --tenant=NAME           namespace of this node's pools in tmemd (default: the host name)
+  --tenant=NAME           namespace of this node's pools in tmemd (default: with TLS the tenant
+                          of the client certificate, else the host name)
+  --tls-ca=PEM            speak TLS to tmemd, verifying its certificate against this CA
+  --tls-cert=PEM          this node's client certificate (its CN or SAN names the node's tenant)
+  --tls-key=PEM           its private key
+  --tls-server-name=NAME  the name to verify in tmemd's certificate (default: the server's host)
   --metrics-listen=ADDR   Prometheus /metrics (default 127.0.0.1:9465; empty: off)
   --module-stats=PATH     the module's counters, exported as tmem_shim_* (default
                           /sys/kernel/debug/tmem_shim/stats; skipped when unreadable)
@@ -76,10 +81,11 @@ int main(int argc, char** argv) {
       return 0;
     }
   }
-  auto flags = Flags::Parse(argc, argv, 1,
-                            {"servers", "device", "tenant", "metrics-listen", "module-stats", "call-timeout-ms",
-                             "retry-ms", "prefetch-pages", "prefetch-cache-pages"},
-                            {});
+  auto flags =
+      Flags::Parse(argc, argv, 1,
+                   {"servers", "device", "tenant", "metrics-listen", "module-stats", "call-timeout-ms", "retry-ms",
+                    "prefetch-pages", "prefetch-cache-pages", "tls-ca", "tls-cert", "tls-key", "tls-server-name"},
+                   {});
   if (!flags.ok()) {
     std::cerr << "tmem-shimd: " << flags.status().message() << "\n" << kUsage;
     return 2;
@@ -111,13 +117,17 @@ int main(int argc, char** argv) {
   client::ClientOptions copt;
   copt.servers = absl::StrSplit(*servers, ',', absl::SkipEmpty());
   copt.call_timeout_ms = static_cast<int64_t>(*call_timeout);
+  copt.tls.ca = flags->Get("tls-ca");
+  copt.tls.cert = flags->Get("tls-cert");
+  copt.tls.key = flags->Get("tls-key");
+  copt.tls.server_name = flags->Get("tls-server-name");
   auto tmem_client = client::TmemClient::Create(copt);
   if (!tmem_client.ok()) {
-    std::cerr << "tmem-shimd: --servers: " << tmem_client.status().message() << "\n";
+    std::cerr << "tmem-shimd: " << tmem_client.status().message() << "\n";
     return 2;
   }
   std::string tenant = flags->Get("tenant");
-  if (tenant.empty()) {
+  if (tenant.empty() && !copt.tls.enabled()) {
     char host[256] = {};
     gethostname(host, sizeof(host) - 1);
     tenant = host;
@@ -176,8 +186,8 @@ int main(int argc, char** argv) {
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
-  TMEM_LOG(Info) << "tmem-shimd " << kVersion << ": servers " << *servers << ", tenant " << tenant << ", device "
-                 << device_path;
+  TMEM_LOG(Info) << "tmem-shimd " << kVersion << ": servers " << *servers << ", tenant "
+                 << (tenant.empty() ? std::string("(the certificate's)") : tenant) << ", device " << device_path;
   std::string last_error;
   while (!g_stop.load()) {
     absl::Status st;

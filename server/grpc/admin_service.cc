@@ -13,16 +13,21 @@ void Fill(const pool::PoolInfo& info, tmem::v1::PoolInfo* out) {
   out->set_pool_id(info.id);
   out->set_shared(info.kind == pool::PoolKind::kShared);
   out->set_page_bytes(info.page_bytes);
-  if (info.kind == pool::PoolKind::kShared) {
-    out->set_uuid(std::string(info.uuid.begin(), info.uuid.end()));
-    out->set_tenant(info.tenant);
-  }
+  if (info.kind == pool::PoolKind::kShared) out->set_uuid(std::string(info.uuid.begin(), info.uuid.end()));
+  out->set_tenant(info.tenant);
 }
 
 }  // namespace
 
-::grpc::Status AdminService::ServerInfo(::grpc::ServerContext*, const tmem::v1::ServerInfoRequest*,
+#define TMEM_AUTHORIZE(admin, method)                                                        \
+  trust::Identity caller;                                                                    \
+  if (::grpc::Status auth = callers_->Authorize(*ctx, admin, method, &caller); !auth.ok()) { \
+    return auth;                                                                             \
+  }
+
+::grpc::Status AdminService::ServerInfo(::grpc::ServerContext* ctx, const tmem::v1::ServerInfoRequest*,
                                         tmem::v1::ServerInfoResponse* resp) {
+  TMEM_AUTHORIZE(false, "ServerInfo");
   const log::SegmentLog& log = engine_->segment_log();
   const log::LogGeometry& g = log.geometry();
   resp->set_instance_id(engine_->instance_id());
@@ -37,14 +42,23 @@ void Fill(const pool::PoolInfo& info, tmem::v1::PoolInfo* out) {
   return ::grpc::Status::OK;
 }
 
-::grpc::Status AdminService::ListPools(::grpc::ServerContext*, const tmem::v1::ListPoolsRequest*,
+::grpc::Status AdminService::ListPools(::grpc::ServerContext* ctx, const tmem::v1::ListPoolsRequest*,
                                        tmem::v1::ListPoolsResponse* resp) {
-  for (const pool::PoolInfo& info : engine_->ListPools()) Fill(info, resp->add_pools());
+  TMEM_AUTHORIZE(false, "ListPools");
+  for (const pool::PoolInfo& info :
+       engine_->ListPools(caller.admin ? std::nullopt : std::optional<std::string_view>(caller.tenant))) {
+    Fill(info, resp->add_pools());
+  }
   return ::grpc::Status::OK;
 }
 
-::grpc::Status AdminService::PoolStats(::grpc::ServerContext*, const tmem::v1::PoolStatsRequest* req,
+::grpc::Status AdminService::PoolStats(::grpc::ServerContext* ctx, const tmem::v1::PoolStatsRequest* req,
                                        tmem::v1::PoolStatsResponse* resp) {
+  TMEM_AUTHORIZE(false, "PoolStats");
+  if (!caller.admin) {
+    absl::StatusOr<pool::PoolInfo> owned = engine_->OwnedPool(req->pool_id(), caller.tenant);
+    if (!owned.ok()) return ToGrpc(owned.status());
+  }
   absl::StatusOr<pool::PoolEngine::PoolStats> st = engine_->GetPoolStats(req->pool_id());
   if (!st.ok()) return ToGrpc(st.status());
   Fill(st->info, resp->mutable_pool());
@@ -92,8 +106,9 @@ void FillCacheStatus(const blockcache::BlockCache& cache, tmem::v1::CacheStatus*
 
 }  // namespace
 
-::grpc::Status AdminService::ListExports(::grpc::ServerContext*, const tmem::v1::ListExportsRequest*,
+::grpc::Status AdminService::ListExports(::grpc::ServerContext* ctx, const tmem::v1::ListExportsRequest*,
                                          tmem::v1::ListExportsResponse* resp) {
+  TMEM_AUTHORIZE(true, "ListExports");
   if (nbd_ == nullptr) return ::grpc::Status::OK;
   const auto& listen = nbd_->options().listen;
   for (size_t i = 0; i < listen.size() && i < nbd_->tcp_ports().size(); ++i) {
@@ -120,8 +135,9 @@ void FillCacheStatus(const blockcache::BlockCache& cache, tmem::v1::CacheStatus*
   return ::grpc::Status::OK;
 }
 
-::grpc::Status AdminService::ExportControl(::grpc::ServerContext*, const tmem::v1::ExportControlRequest* req,
+::grpc::Status AdminService::ExportControl(::grpc::ServerContext* ctx, const tmem::v1::ExportControlRequest* req,
                                            tmem::v1::ExportControlResponse* resp) {
+  TMEM_AUTHORIZE(true, "ExportControl");
   const nbd::Export* found = nullptr;
   if (nbd_ != nullptr) {
     for (const auto& e : nbd_->exports()) {
@@ -135,6 +151,11 @@ void FillCacheStatus(const blockcache::BlockCache& cache, tmem::v1::CacheStatus*
   if (cache == nullptr) {
     return ::grpc::Status(::grpc::StatusCode::FAILED_PRECONDITION,
                           absl::StrCat("export '", req->export_name(), "' has no writeback cache"));
+  }
+  if (callers_->audit() != nullptr) {
+    callers_->audit()->Mutation(
+        caller, absl::StrCat("ExportControl ", tmem::v1::ExportControlRequest::Action_Name(req->action()),
+                             " export=", req->export_name()));
   }
   absl::Status st;
   switch (req->action()) {

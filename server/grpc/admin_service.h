@@ -1,10 +1,17 @@
-// tmem.v1.Admin: server identity, capacity and per-pool statistics, read from the engine.
+// tmem.v1.Admin: server identity, capacity and per-pool statistics, read from the engine, and
+// control of cached exports.
+//
+// Roles (caller.h): ServerInfo needs pages or admin; ListPools and PoolStats show a tenant only
+// its own pools (another's id is NOT_FOUND) and an admin every pool; ListExports (which shows
+// every export's backend) and ExportControl need admin, else PERMISSION_DENIED. Every
+// ExportControl is logged with its tenant and counted (trust::Audit).
 // Thread-safety: stateless; the engine is thread-safe.
 #ifndef TMEM_SERVER_GRPC_ADMIN_SERVICE_H_
 #define TMEM_SERVER_GRPC_ADMIN_SERVICE_H_
 
 #include "common/version.h"
 #include "proto/tmem.grpc.pb.h"
+#include "server/grpc/caller.h"
 #include "server/nbd/nbd_server.h"
 #include "server/pool/pool_engine.h"
 
@@ -13,7 +20,10 @@ namespace tmem::grpc_service {
 class AdminService final : public tmem::v1::Admin::Service {
  public:
   // Borrows `engine`, which must outlive the service.
-  explicit AdminService(pool::PoolEngine* engine, const nbd::NbdServer* nbd = nullptr) : engine_(engine), nbd_(nbd) {}
+  // Borrows `engine`, `nbd` and `callers` (null: every caller the local tenant).
+  explicit AdminService(pool::PoolEngine* engine, const nbd::NbdServer* nbd = nullptr,
+                        const CallerResolver* callers = nullptr)
+      : engine_(engine), nbd_(nbd), callers_(callers != nullptr ? callers : &local_) {}
 
   ::grpc::Status ServerInfo(::grpc::ServerContext*, const tmem::v1::ServerInfoRequest*,
                             tmem::v1::ServerInfoResponse*) override;
@@ -29,6 +39,8 @@ class AdminService final : public tmem::v1::Admin::Service {
  private:
   pool::PoolEngine* const engine_;
   const nbd::NbdServer* const nbd_;  // may be null (no exports)
+  const CallerResolver local_;
+  const CallerResolver* const callers_;
 };
 
 }  // namespace tmem::grpc_service

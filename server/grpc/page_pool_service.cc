@@ -60,83 +60,130 @@ uint32_t PageBytes(uint32_t requested) { return requested == 0 ? pool::kDefaultP
 
 }  // namespace
 
-Status PagePoolService::CreatePool(ServerContext*, const tmem::v1::CreatePoolRequest* req,
+Status PagePoolService::Reach(const trust::Identity& caller, uint32_t pool_id, pool::PoolInfo* info) const {
+  absl::StatusOr<pool::PoolInfo> got =
+      caller.admin ? engine_->GetPoolInfo(pool_id) : engine_->OwnedPool(pool_id, caller.tenant);
+  if (!got.ok()) return ToGrpc(got.status());
+  *info = std::move(*got);
+  return Status::OK;
+}
+
+#define TMEM_AUTHORIZE(method)                                                                 \
+  trust::Identity caller;                                                                      \
+  if (Status auth = callers_->Authorize(*ctx, /*admin=*/false, method, &caller); !auth.ok()) { \
+    return auth;                                                                               \
+  }
+
+Status PagePoolService::CreatePool(ServerContext* ctx, const tmem::v1::CreatePoolRequest* req,
                                    tmem::v1::CreatePoolResponse* resp) {
   ScopedLatency timer(latency_, "CreatePool");
-  absl::StatusOr<pool::PoolId> id = engine_->CreatePool(PageBytes(req->page_bytes()));
+  TMEM_AUTHORIZE("CreatePool");
+  absl::StatusOr<pool::PoolId> id = engine_->CreatePool(PageBytes(req->page_bytes()), caller.tenant);
   if (!id.ok()) return ToGrpc(id.status());
   resp->set_pool_id(*id);
   resp->set_instance_id(engine_->instance_id());
   return Status::OK;
 }
 
-Status PagePoolService::CreateSharedPool(ServerContext*, const tmem::v1::CreateSharedPoolRequest* req,
+Status PagePoolService::CreateSharedPool(ServerContext* ctx, const tmem::v1::CreateSharedPoolRequest* req,
                                          tmem::v1::CreatePoolResponse* resp) {
   ScopedLatency timer(latency_, "CreateSharedPool");
+  TMEM_AUTHORIZE("CreateSharedPool");
   if (req->uuid().size() != 16) {
     return Invalid(absl::StrCat("uuid: ", req->uuid().size(), " bytes; a UUID has exactly 16"));
   }
+  // Shared pools are keyed by (authenticated tenant, UUID): the field may only name the caller
+  // (an admin may make pools for any tenant).
+  const std::string& owner = req->tenant().empty() ? caller.tenant : req->tenant();
+  if (owner != caller.tenant && !caller.admin) {
+    const std::string msg =
+        absl::StrCat("tenant: '", req->tenant(), "' is not the caller's tenant '", caller.tenant, "' (leave it empty)");
+    if (callers_->audit() != nullptr) callers_->audit()->Refused("grpc", trust::Audit::Refusal::kPermission, msg);
+    return Status(::grpc::StatusCode::PERMISSION_DENIED, msg);
+  }
   pool::Uuid uuid;
   std::copy(req->uuid().begin(), req->uuid().end(), uuid.begin());
-  absl::StatusOr<pool::PoolId> id = engine_->CreateSharedPool(uuid, PageBytes(req->page_bytes()), req->tenant());
+  absl::StatusOr<pool::PoolId> id = engine_->CreateSharedPool(uuid, PageBytes(req->page_bytes()), owner);
   if (!id.ok()) return ToGrpc(id.status());
   resp->set_pool_id(*id);
   resp->set_instance_id(engine_->instance_id());
   return Status::OK;
 }
 
-Status PagePoolService::DestroyPool(ServerContext*, const tmem::v1::DestroyPoolRequest* req,
+Status PagePoolService::DestroyPool(ServerContext* ctx, const tmem::v1::DestroyPoolRequest* req,
                                     tmem::v1::DestroyPoolResponse* resp) {
   ScopedLatency timer(latency_, "DestroyPool");
+  TMEM_AUTHORIZE("DestroyPool");
+  pool::PoolInfo info;
+  if (Status s = Reach(caller, req->pool_id(), &info); !s.ok()) return s;
   Status s = ToGrpc(engine_->DestroyPool(req->pool_id()));
+  if (s.ok() && callers_->audit() != nullptr && info.tenant != caller.tenant) {
+    callers_->audit()->Mutation(caller, absl::StrCat("DestroyPool ", info.id, " of tenant '", info.tenant, "'"));
+  }
   resp->set_instance_id(engine_->instance_id());
   return s;
 }
 
-Status PagePoolService::PutPages(ServerContext*, const tmem::v1::PutPagesRequest* req,
+Status PagePoolService::PutPages(ServerContext* ctx, const tmem::v1::PutPagesRequest* req,
                                  tmem::v1::PutPagesResponse* resp) {
   ScopedLatency timer(latency_, "PutPages");
-  if (Status s = CheckBatch("pages", req->pages_size()); !s.ok()) return s;
-  absl::StatusOr<pool::PoolInfo> info = engine_->GetPoolInfo(req->pool_id());
-  if (!info.ok()) return ToGrpc(info.status());
+  TMEM_AUTHORIZE("PutPages");
+  Status s = DoPutPages(caller, *req);
+  if (s.ok()) resp->set_instance_id(engine_->instance_id());
+  return s;
+}
+
+Status PagePoolService::DoPutPages(const trust::Identity& caller, const tmem::v1::PutPagesRequest& req) {
+  if (Status s = CheckBatch("pages", req.pages_size()); !s.ok()) return s;
+  pool::PoolInfo info;
+  if (Status s = Reach(caller, req.pool_id(), &info); !s.ok()) return s;
   // Check every page before storing any, so that a bad request has no effect.
-  for (int i = 0; i < req->pages_size(); ++i) {
-    const tmem::v1::PagePut& p = req->pages(i);
+  for (int i = 0; i < req.pages_size(); ++i) {
+    const tmem::v1::PagePut& p = req.pages(i);
     if (Status s = CheckObject(absl::StrCat("pages[", i, "].handle.object"), p.handle().object()); !s.ok()) return s;
-    if (p.data().size() != info->page_bytes) {
-      return Invalid(absl::StrCat("pages[", i, "].data: ", p.data().size(), " bytes; pool ", info->id, " has ",
-                                  info->page_bytes, "-byte pages"));
+    if (p.data().size() != info.page_bytes) {
+      return Invalid(absl::StrCat("pages[", i, "].data: ", p.data().size(), " bytes; pool ", info.id, " has ",
+                                  info.page_bytes, "-byte pages"));
     }
   }
   std::vector<pool::PoolEngine::PagePut> puts;
-  puts.reserve(req->pages_size());
-  for (const tmem::v1::PagePut& p : req->pages()) {
+  puts.reserve(req.pages_size());
+  for (const tmem::v1::PagePut& p : req.pages()) {
     const auto* bytes = reinterpret_cast<const uint8_t*>(p.data().data());
     puts.push_back({p.handle().object(), p.handle().index(), std::span<const uint8_t>(bytes, p.data().size())});
   }
-  if (absl::Status s = engine_->PutMany(req->pool_id(), puts); !s.ok()) return ToGrpc(s);
-  resp->set_instance_id(engine_->instance_id());
-  return Status::OK;
+  return ToGrpc(engine_->PutMany(req.pool_id(), puts));
 }
 
-Status PagePoolService::GetPages(ServerContext*, const tmem::v1::GetPagesRequest* req,
+Status PagePoolService::GetPages(ServerContext* ctx, const tmem::v1::GetPagesRequest* req,
                                  tmem::v1::GetPagesResponse* resp) {
   ScopedLatency timer(latency_, "GetPages");
-  if (Status s = CheckBatch("handles", req->handles_size()); !s.ok()) return s;
-  absl::StatusOr<pool::PoolInfo> info = engine_->GetPoolInfo(req->pool_id());
-  if (!info.ok()) return ToGrpc(info.status());
-  for (int i = 0; i < req->handles_size(); ++i) {
-    if (Status s = CheckObject(absl::StrCat("handles[", i, "].object"), req->handles(i).object()); !s.ok()) return s;
+  TMEM_AUTHORIZE("GetPages");
+  return DoGetPages(caller, *req, resp);
+}
+
+Status PagePoolService::DoGetPages(const trust::Identity& caller, const tmem::v1::GetPagesRequest& req,
+                                   tmem::v1::GetPagesResponse* resp) {
+  if (Status s = CheckBatch("handles", req.handles_size()); !s.ok()) return s;
+  pool::PoolInfo info;
+  if (Status s = Reach(caller, req.pool_id(), &info); !s.ok()) return s;
+  for (int i = 0; i < req.handles_size(); ++i) {
+    if (Status s = CheckObject(absl::StrCat("handles[", i, "].object"), req.handles(i).object()); !s.ok()) return s;
   }
-  // One engine call for the batch: one index lookup, device reads in flight together.
+  // One engine call for the batch: one index lookup, device reads in flight together. A reply
+  // page is allocated only for a handle the index has: a batch of misses costs no page memory.
   std::vector<pool::PoolEngine::PageGet> gets;
-  gets.reserve(req->handles_size());
-  for (const tmem::v1::Handle& h : req->handles()) {
-    std::string* data = resp->add_results()->mutable_data();
-    data->resize(info->page_bytes);
-    gets.push_back({h.object(), h.index(), std::span<uint8_t>(reinterpret_cast<uint8_t*>(data->data()), data->size())});
+  gets.reserve(req.handles_size());
+  for (const tmem::v1::Handle& h : req.handles()) {
+    resp->add_results();
+    gets.push_back({h.object(), h.index(), {}});
   }
-  absl::StatusOr<std::vector<pool::GetOutcome>> got = engine_->GetMany(req->pool_id(), gets);
+  auto buffer_for = [&](size_t i) {
+    std::string* data = resp->mutable_results(static_cast<int>(i))->mutable_data();
+    data->resize(info.page_bytes);
+    return std::span<uint8_t>(reinterpret_cast<uint8_t*>(data->data()), data->size());
+  };
+  absl::StatusOr<std::vector<pool::GetOutcome>> got = engine_->GetMany(req.pool_id(), gets, buffer_for);
   if (!got.ok()) {
     resp->clear_results();
     return ToGrpc(got.status());
@@ -150,36 +197,58 @@ Status PagePoolService::GetPages(ServerContext*, const tmem::v1::GetPagesRequest
   return Status::OK;
 }
 
-Status PagePoolService::FlushPages(ServerContext*, const tmem::v1::FlushPagesRequest* req,
+Status PagePoolService::FlushPages(ServerContext* ctx, const tmem::v1::FlushPagesRequest* req,
                                    tmem::v1::FlushPagesResponse* resp) {
   ScopedLatency timer(latency_, "FlushPages");
-  if (Status s = CheckBatch("handles", req->handles_size()); !s.ok()) return s;
-  for (int i = 0; i < req->handles_size(); ++i) {
-    if (Status s = CheckObject(absl::StrCat("handles[", i, "].object"), req->handles(i).object()); !s.ok()) return s;
+  TMEM_AUTHORIZE("FlushPages");
+  Status s = DoFlushPages(caller, *req);
+  if (s.ok()) resp->set_instance_id(engine_->instance_id());
+  return s;
+}
+
+Status PagePoolService::DoFlushPages(const trust::Identity& caller, const tmem::v1::FlushPagesRequest& req) {
+  if (Status s = CheckBatch("handles", req.handles_size()); !s.ok()) return s;
+  pool::PoolInfo info;
+  if (Status s = Reach(caller, req.pool_id(), &info); !s.ok()) return s;
+  for (int i = 0; i < req.handles_size(); ++i) {
+    if (Status s = CheckObject(absl::StrCat("handles[", i, "].object"), req.handles(i).object()); !s.ok()) return s;
   }
-  for (const tmem::v1::Handle& h : req->handles()) {
-    absl::Status s = engine_->FlushPage(req->pool_id(), h.object(), h.index());
+  for (const tmem::v1::Handle& h : req.handles()) {
+    absl::Status s = engine_->FlushPage(req.pool_id(), h.object(), h.index());
     if (!s.ok()) return ToGrpc(s);
   }
-  resp->set_instance_id(engine_->instance_id());
   return Status::OK;
 }
 
-Status PagePoolService::FlushObject(ServerContext*, const tmem::v1::FlushObjectRequest* req,
+Status PagePoolService::FlushObject(ServerContext* ctx, const tmem::v1::FlushObjectRequest* req,
                                     tmem::v1::FlushObjectResponse* resp) {
   ScopedLatency timer(latency_, "FlushObject");
-  if (Status s = CheckObject("object", req->object()); !s.ok()) return s;
-  Status s = ToGrpc(engine_->FlushObject(req->pool_id(), req->object()));
+  TMEM_AUTHORIZE("FlushObject");
+  Status s = DoFlushObject(caller, *req);
   resp->set_instance_id(engine_->instance_id());
   return s;
 }
 
-Status PagePoolService::FlushPool(ServerContext*, const tmem::v1::FlushPoolRequest* req,
+Status PagePoolService::DoFlushObject(const trust::Identity& caller, const tmem::v1::FlushObjectRequest& req) {
+  if (Status s = CheckObject("object", req.object()); !s.ok()) return s;
+  pool::PoolInfo info;
+  if (Status s = Reach(caller, req.pool_id(), &info); !s.ok()) return s;
+  return ToGrpc(engine_->FlushObject(req.pool_id(), req.object()));
+}
+
+Status PagePoolService::FlushPool(ServerContext* ctx, const tmem::v1::FlushPoolRequest* req,
                                   tmem::v1::FlushPoolResponse* resp) {
   ScopedLatency timer(latency_, "FlushPool");
-  Status s = ToGrpc(engine_->FlushPool(req->pool_id()));
+  TMEM_AUTHORIZE("FlushPool");
+  Status s = DoFlushPool(caller, *req);
   resp->set_instance_id(engine_->instance_id());
   return s;
+}
+
+Status PagePoolService::DoFlushPool(const trust::Identity& caller, const tmem::v1::FlushPoolRequest& req) {
+  pool::PoolInfo info;
+  if (Status s = Reach(caller, req.pool_id(), &info); !s.ok()) return s;
+  return ToGrpc(engine_->FlushPool(req.pool_id()));
 }
 
 Status PagePoolService::Session(
@@ -194,6 +263,9 @@ Status PagePoolService::Session(
   arena_options.initial_block_size = first_block.size();
   arena_options.max_block_size = kSessionArenaMaxBlockBytes;
   google::protobuf::Arena arena(arena_options);
+  // The stream's connection proved its tenant once; every op runs as it.
+  trust::Identity caller;
+  if (Status auth = callers_->Authorize(*ctx, /*admin=*/false, "Session", &caller); !auth.ok()) return auth;
   bool any = false;
   uint64_t last_op = 0;
   while (true) {
@@ -211,29 +283,21 @@ Status PagePoolService::Session(
       any = true;
       last_op = req.op_id();
       switch (req.op_case()) {
-        case tmem::v1::SessionRequest::kPutPages: {
-          auto* r = google::protobuf::Arena::CreateMessage<tmem::v1::PutPagesResponse>(&arena);
-          st = PutPages(ctx, &req.put_pages(), r);
+        case tmem::v1::SessionRequest::kPutPages:
+          st = DoPutPages(caller, req.put_pages());
           break;
-        }
         case tmem::v1::SessionRequest::kGetPages:
-          st = GetPages(ctx, &req.get_pages(), resp.mutable_get_pages());
+          st = DoGetPages(caller, req.get_pages(), resp.mutable_get_pages());
           break;
-        case tmem::v1::SessionRequest::kFlushPages: {
-          tmem::v1::FlushPagesResponse r;
-          st = FlushPages(ctx, &req.flush_pages(), &r);
+        case tmem::v1::SessionRequest::kFlushPages:
+          st = DoFlushPages(caller, req.flush_pages());
           break;
-        }
-        case tmem::v1::SessionRequest::kFlushObject: {
-          tmem::v1::FlushObjectResponse r;
-          st = FlushObject(ctx, &req.flush_object(), &r);
+        case tmem::v1::SessionRequest::kFlushObject:
+          st = DoFlushObject(caller, req.flush_object());
           break;
-        }
-        case tmem::v1::SessionRequest::kFlushPool: {
-          tmem::v1::FlushPoolResponse r;
-          st = FlushPool(ctx, &req.flush_pool(), &r);
+        case tmem::v1::SessionRequest::kFlushPool:
+          st = DoFlushPool(caller, req.flush_pool());
           break;
-        }
         case tmem::v1::SessionRequest::OP_NOT_SET:
           st = Invalid(absl::StrCat("op ", req.op_id(), " carries no operation"));
           break;

@@ -1,6 +1,12 @@
 // tmem.v1.PagePool over the page pool engine. Thin: every request is checked here, once, then
 // handed to PoolEngine; engine errors become gRPC statuses with the same code.
 //
+// Every call runs as its caller's tenant (caller.h): a tenant reaches only the pools it owns —
+// another tenant's pool id is NOT_FOUND, exactly as an id that does not exist — and a `tenant`
+// field may name only the caller (PERMISSION_DENIED otherwise). A tenant with the admin role
+// reaches every pool and may create shared pools for any tenant. A tenant with neither role is
+// PERMISSION_DENIED.
+//
 // Thread-safety: gRPC calls the handlers from many threads; the engine is thread-safe and the
 // service holds no state of its own.
 #ifndef TMEM_SERVER_GRPC_PAGE_POOL_SERVICE_H_
@@ -8,6 +14,7 @@
 
 #include "common/stats.h"
 #include "proto/tmem.grpc.pb.h"
+#include "server/grpc/caller.h"
 #include "server/pool/pool_engine.h"
 
 namespace tmem::grpc_service {
@@ -19,10 +26,12 @@ inline constexpr int kMaxMessageBytes = kMaxBatch * (64 << 10) + (1 << 20);
 
 class PagePoolService final : public tmem::v1::PagePool::Service {
  public:
-  // Borrows `engine` and `latency` (may be null), which must outlive the service. Each call's
-  // duration is reported to `latency` under the method's name.
-  explicit PagePoolService(pool::PoolEngine* engine, LatencyObserver* latency = nullptr)
-      : engine_(engine), latency_(latency) {}
+  // Borrows `engine`, `latency` and `callers` (both may be null: no latencies; every caller the
+  // local tenant), which must outlive the service. Each call's duration is reported to `latency`
+  // under the method's name.
+  explicit PagePoolService(pool::PoolEngine* engine, LatencyObserver* latency = nullptr,
+                           const CallerResolver* callers = nullptr)
+      : engine_(engine), latency_(latency), callers_(callers != nullptr ? callers : &local_) {}
 
   ::grpc::Status CreatePool(::grpc::ServerContext*, const tmem::v1::CreatePoolRequest*,
                             tmem::v1::CreatePoolResponse*) override;
@@ -46,8 +55,20 @@ class PagePoolService final : public tmem::v1::PagePool::Service {
                          ::grpc::ServerReaderWriter<tmem::v1::SessionResponse, tmem::v1::SessionRequest>*) override;
 
  private:
+  // The pool if `caller` may reach it (its own, or any for an admin); NOT_FOUND otherwise.
+  ::grpc::Status Reach(const trust::Identity& caller, uint32_t pool_id, pool::PoolInfo* info) const;
+  // The handlers, for a caller already authorized (Session authorizes once per stream).
+  ::grpc::Status DoPutPages(const trust::Identity& caller, const tmem::v1::PutPagesRequest& req);
+  ::grpc::Status DoGetPages(const trust::Identity& caller, const tmem::v1::GetPagesRequest& req,
+                            tmem::v1::GetPagesResponse* resp);
+  ::grpc::Status DoFlushPages(const trust::Identity& caller, const tmem::v1::FlushPagesRequest& req);
+  ::grpc::Status DoFlushObject(const trust::Identity& caller, const tmem::v1::FlushObjectRequest& req);
+  ::grpc::Status DoFlushPool(const trust::Identity& caller, const tmem::v1::FlushPoolRequest& req);
+
   pool::PoolEngine* const engine_;
   LatencyObserver* const latency_;
+  const CallerResolver local_;
+  const CallerResolver* const callers_;
 };
 
 }  // namespace tmem::grpc_service

@@ -69,6 +69,18 @@ Table<Config>* BuildConfigSettings() {
            "Time calls in flight get on SIGTERM before the clean stop.")
       .Int("rpc_threads", "rpc-threads", &Config::rpc_threads, 1, 1024,
            "gRPC handler threads kept alive between bursts of calls.")
+      .Include<trust::TlsOptions>(
+          "tls.", "", [](Config& c) -> trust::TlsOptions& { return c.tls; }, trust::TlsSettings())
+      .List("plaintext_listen", "plaintext-listen", &Config::plaintext_listen,
+            "Plaintext gRPC listeners beside the TLS ones (loopback or unix: only, unless insecure_plaintext): "
+            "for local tools and probes. Their callers are the local tenant.",
+            "127.0.0.1:7071")
+      .Bool("insecure_plaintext", "insecure-plaintext", &Config::insecure_plaintext,
+            "Allow plaintext gRPC and NBD listeners on non-loopback addresses. Any peer that reaches them acts as "
+            "the local tenant: logged at every start and exported as tmem_insecure_plaintext_listeners.")
+      .String("local_tenant", "local-tenant", &Config::local_tenant,
+              "The tenant of plaintext (loopback and unix socket) peers; it has the pages and admin roles unless "
+              "tenants lists it.")
       .Int("index_cache_entries", "index-cache-entries", &Config::index_cache_entries, 0, int64_t{1} << 32,
            "Page index entries kept in RAM (about 100 bytes each; 0 turns the cache off).")
       .List("nbd.listen", "nbd-listen", &Config::nbd_listen, "NBD TCP listeners (none when empty).")
@@ -97,6 +109,19 @@ Table<Config::ExportConfig>* BuildExportSettings() {
       .Size("size", "", &X::size_bytes, 0, uint64_t{1} << 50, "Size of a file backend to create when absent.", "100G")
       .Bool("read_only", "", &X::read_only, "Serve the export read-only.")
       .String("description", "", &X::description, "Shown to clients by NBD_OPT_INFO.", "scratch disk")
+      .String("tls", "", &X::tls,
+              "require: a TLS-only export (a plaintext client gets NBD_REP_ERR_TLS_REQD); optional: plaintext "
+              "loopback and unix socket clients may open it too. Plaintext clients from other addresses always "
+              "need TLS unless insecure_plaintext.",
+              "",
+              [](const std::string& v) -> absl::Status {
+                if (v == "require" || v == "optional") return absl::OkStatus();
+                return absl::InvalidArgumentError(absl::StrCat("'", v, "' is not one of require, optional"));
+              })
+      .List("allow", "", &X::allow,
+            "Tenants that may open the export: NAME (read-write), NAME:ro, * or *:ro (any peer, also a TLS peer "
+            "without a certificate). Admins and local peers open every export; an empty list admits only them.",
+            "node-1, node-2:ro")
       .StringFn(
           "cache.device", "",
           "A writeback cache in front of the backend (docs/blockcache.md): a file or block device; a missing file "
@@ -122,6 +147,21 @@ absl::Status Check(const Config& c) {
       return absl::InvalidArgumentError(absl::StrCat("listen address '", a, "' has no port (want host:port)"));
     }
   }
+  TMEM_RETURN_IF_ERROR(trust::CheckTlsOptions(c.tls));
+  for (size_t i = 0; i < c.tenants.size(); ++i) {
+    TMEM_RETURN_IF_ERROR(trust::TenantSettings().Validate(c.tenants[i], absl::StrCat("config tenants[", i, "].")));
+  }
+  TMEM_RETURN_IF_ERROR(trust::TenantTable::Build(c.tenants, c.local_tenant).status());
+  if (!c.tls.x509() && !c.tenants.empty() && c.tls.psk_file.empty()) {
+    return absl::InvalidArgumentError(
+        "tenants are listed but TLS is not configured: without tls.cert (or tls.psk_file for NBD) every peer is the "
+        "local tenant");
+  }
+  for (const std::string& a : c.plaintext_listen) {
+    if (a.find(':') == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("plaintext_listen address '", a, "' has no port"));
+    }
+  }
   std::set<std::string> names;
   for (const auto& e : c.exports) {
     if (e.name.empty() || e.name.size() > 4096)
@@ -130,6 +170,13 @@ absl::Status Check(const Config& c) {
       return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "' is declared twice"));
     if (e.backend.empty()) return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "' has no backend"));
     TMEM_RETURN_IF_ERROR(ExportSettings().Validate(e, absl::StrCat("export '", e.name, "': ")));
+    if (absl::Status s = trust::CheckAllowList(e.allow); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("export '", e.name, "': allow: ", s.message()));
+    }
+    if (e.tls == "require" && !c.tls.any()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("export '", e.name, "' has tls: require but TLS is not configured (tls.cert or tls.psk_file)"));
+    }
     if (!e.cache.device.empty()) {
       if (e.read_only) {
         return absl::InvalidArgumentError(
@@ -147,19 +194,19 @@ absl::Status Check(const Config& c) {
   return absl::OkStatus();
 }
 
-// YAML → (dotted key, text) for a map, calling `set` for each scalar or list; `exports` (a list
-// of maps) goes to `on_exports`.
+// YAML → (dotted key, text) for a map, calling `set` for each scalar or list; `exports` and
+// `tenants` (lists of maps) go to `on_list`.
 absl::Status Walk(const YAML::Node& map, const std::string& prefix,
                   const std::function<absl::Status(const std::string&, const std::string&)>& set,
-                  const std::function<absl::Status(const YAML::Node&)>& on_exports) {
+                  const std::function<absl::Status(const std::string&, const YAML::Node&)>& on_list) {
   if (!map.IsMap())
     return absl::InvalidArgumentError(absl::StrCat(
         "config ", prefix.empty() ? "(top level)" : prefix.substr(0, prefix.size() - 1), ": want a mapping of keys"));
   for (const auto& kv : map) {
     const std::string key = prefix + kv.first.as<std::string>();
     const YAML::Node& v = kv.second;
-    if (key == "exports" && on_exports) {
-      TMEM_RETURN_IF_ERROR(on_exports(v));
+    if ((key == "exports" || key == "tenants") && on_list) {
+      TMEM_RETURN_IF_ERROR(on_list(key, v));
     } else if (v.IsMap()) {
       TMEM_RETURN_IF_ERROR(Walk(v, key + ".", set, nullptr));
     } else if (v.IsSequence()) {
@@ -271,28 +318,30 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
   }
   if (root.IsNull()) return c;
   try {
-    auto on_exports = [&](const YAML::Node& v) -> absl::Status {
-      if (!v.IsSequence()) return absl::InvalidArgumentError("config exports: want a list of exports");
-      c.exports.clear();
+    // Each entry of a list of maps (exports, tenants) through its own table.
+    auto read_list = [](const std::string& name, const YAML::Node& v, const auto& table, auto& out) -> absl::Status {
+      if (!v.IsSequence()) return absl::InvalidArgumentError(absl::StrCat("config ", name, ": want a list of maps"));
+      out.clear();
       for (size_t i = 0; i < v.size(); ++i) {
-        const std::string where = absl::StrCat("exports[", i, "].");
-        Config::ExportConfig x;
-        if (!v[i].IsMap())
-          return absl::InvalidArgumentError(absl::StrCat("config exports[", i, "]: want name, backend, ..."));
+        const std::string where = absl::StrCat(name, "[", i, "].");
+        typename std::decay_t<decltype(out)>::value_type x;
+        if (!v[i].IsMap()) return absl::InvalidArgumentError(absl::StrCat("config ", name, "[", i, "]: want a map"));
         TMEM_RETURN_IF_ERROR(Walk(
             v[i], "",
-            [&](const std::string& key, const std::string& text) {
-              return SetKey(ExportSettings(), x, where, key, text);
-            },
+            [&](const std::string& key, const std::string& text) { return SetKey(table, x, where, key, text); },
             nullptr));
-        c.exports.push_back(std::move(x));
+        out.push_back(std::move(x));
       }
       return absl::OkStatus();
+    };
+    auto on_list = [&](const std::string& key, const YAML::Node& v) -> absl::Status {
+      if (key == "tenants") return read_list(key, v, trust::TenantSettings(), c.tenants);
+      return read_list(key, v, ExportSettings(), c.exports);
     };
     TMEM_RETURN_IF_ERROR(Walk(
         root, "",
         [&](const std::string& key, const std::string& text) { return SetKey(ConfigSettings(), c, "", key, text); },
-        on_exports));
+        on_list));
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("config file ", path, ": ", e.what()));
   }
@@ -426,12 +475,31 @@ std::string ExampleConfig() {
     const std::string leaf = cache ? s.key.substr(6) : s.key;
     std::string value = s.example.empty() ? s.show(xd) : s.example;
     if (s.kind == Kind::kString && value.empty()) value = "\"\"";
+    if (s.kind == Kind::kList) value = absl::StrCat("[", value, "]");
     std::string comment;
     AppendComment(comment, "", s.help);
     for (absl::string_view line : absl::StrSplit(comment, '\n', absl::SkipEmpty())) {
       absl::StrAppend(&out, indent, std::string(line), "\n");
     }
     absl::StrAppend(&out, first ? "#   - " : indent, leaf, ": ", value, "\n");
+    first = false;
+  }
+  // Tenants, commented out: they need TLS (docs/trust.md).
+  absl::StrAppend(&out,
+                  "\n# Tenants (docs/trust.md): who a TLS peer is, from its client certificate or PSK identity. Each\n"
+                  "# tenant sees only its own page pools and the exports whose allow list names it.\n"
+                  "# tenants:\n");
+  const trust::TenantConfig td;
+  first = true;
+  for (const auto& s : trust::TenantSettings().settings()) {
+    std::string comment;
+    AppendComment(comment, "", s.help);
+    for (absl::string_view line : absl::StrSplit(comment, '\n', absl::SkipEmpty())) {
+      absl::StrAppend(&out, "#     ", std::string(line), "\n");
+    }
+    std::string value = s.example.empty() ? s.show(td) : s.example;
+    if (s.kind == Kind::kList) value = absl::StrCat("[", value, "]");
+    absl::StrAppend(&out, first ? "#   - " : "#     ", s.key, ": ", value, "\n");
     first = false;
   }
   return out;
@@ -459,6 +527,8 @@ std::string SettingsMarkdown() {
                   "`--export` and `--export-cache`.\n\n",
                   kHead);
   for (const auto& s : ExportSettings().settings()) row(s, "exports[].", ShownDefault(s));
+  absl::StrAppend(&out, "\n## Tenants (`tenants[]`)\n\nWho a TLS peer is (docs/trust.md).\n\n", kHead);
+  for (const auto& s : trust::TenantSettings().settings()) row(s, "tenants[].", ShownDefault(s));
   return out;
 }
 

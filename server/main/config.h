@@ -15,6 +15,8 @@
 #include "common/flags.h"
 #include "common/settings.h"
 #include "server/blockcache/options.h"
+#include "server/trust/tenants.h"
+#include "server/trust/tls_options.h"
 
 namespace tmem::daemon {
 
@@ -32,6 +34,13 @@ struct Config {
   uint64_t index_cache_entries = 1 << 20;
   bool format = false;  // --format only: format a device that is foreign, corrupt or of another geometry
 
+  // Trust (docs/trust.md).
+  trust::TlsOptions tls;                      // tls.*: set, gRPC listeners speak TLS and NBD offers STARTTLS
+  std::vector<std::string> plaintext_listen;  // extra plaintext gRPC listeners (loopback or unix: only)
+  bool insecure_plaintext = false;            // allow plaintext listeners on non-loopback addresses
+  std::string local_tenant = "local";         // the tenant of plaintext peers
+  std::vector<trust::TenantConfig> tenants;   // tenants: [...]
+
   // NBD block exports.
   struct ExportConfig {
     std::string name;
@@ -39,6 +48,8 @@ struct Config {
     uint64_t size_bytes = 0;  // a file backend that does not exist is created this large
     bool read_only = false;
     std::string description;
+    std::string tls = "optional";    // require: TLS-only export (before STARTTLS only ABORT and STARTTLS)
+    std::vector<std::string> allow;  // tenants that may open it: "NAME", "NAME:ro", "*", "*:ro"
     // A writeback cache in front of the backend (docs/blockcache.md). Empty device = no cache.
     struct Cache {
       std::string device;                     // file or block device; a file that does not exist is created

@@ -274,7 +274,8 @@ TEST(SettingsTableTest, TheExampleConfigListsEverySettingAndLoadsWithItsExportUn
   // Uncomment the example export, then every key of the tables must be there, and nothing else.
   std::string text;
   for (absl::string_view line : absl::StrSplit(ExampleConfig(), '\n')) {
-    if (absl::StartsWith(line, "# exports:") || absl::StartsWith(line, "#   ") || absl::StartsWith(line, "#     ")) {
+    if (absl::StartsWith(line, "# exports:") || absl::StartsWith(line, "# tenants:") ||
+        absl::StartsWith(line, "#   ") || absl::StartsWith(line, "#     ")) {
       line.remove_prefix(2);
     }
     absl::StrAppend(&text, line, "\n");
@@ -284,11 +285,15 @@ TEST(SettingsTableTest, TheExampleConfigListsEverySettingAndLoadsWithItsExportUn
   std::set<std::string> want;
   for (const auto& s : ConfigSettings().settings()) want.insert(s.key);
   for (const auto& s : ExportSettings().settings()) want.insert("exports." + s.key);
+  for (const auto& s : trust::TenantSettings().settings()) want.insert("tenants." + s.key);
   EXPECT_EQ(listed, want);
   auto loaded = LoadConfigFile(WriteFile("example-with-export.yaml", text));
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   ASSERT_EQ(loaded->exports.size(), 1u);
   EXPECT_EQ(loaded->exports[0].cache.device, "/var/lib/tmem/disk0-cache.img");
+  ASSERT_EQ(loaded->tenants.size(), 1u);
+  EXPECT_EQ(loaded->tenants[0].name, "node-1");
+  EXPECT_EQ(loaded->tls.cert, "/etc/tmem/tls/server.crt") << "the example uses TLS";
   EXPECT_TRUE(Parse({}, *loaded).ok()) << Parse({}, *loaded).status();
 }
 

@@ -6,6 +6,8 @@
 // Exit status: 0 clean stop, 1 failed to start or to stop cleanly, 2 bad command line or config.
 #include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
 #include <netdb.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -23,6 +25,7 @@
 #include "absl/strings/str_join.h"
 #include "common/flags.h"
 #include "common/logging.h"
+#include "common/status_macros.h"
 #include "common/version.h"
 #include "server/backend/block_backend.h"
 #include "server/blockcache/block_cache.h"
@@ -35,6 +38,9 @@
 #include "server/metrics/metrics.h"
 #include "server/nbd/nbd_server.h"
 #include "server/pool/pool_engine.h"
+#include "server/trust/audit.h"
+#include "server/trust/tenants.h"
+#include "server/trust/tls_options.h"
 
 namespace tmem::daemon {
 namespace {
@@ -105,6 +111,44 @@ absl::StatusOr<std::unique_ptr<io::FileDevice>> OpenDevice(const Config& c) {
   return dev;
 }
 
+// The safe defaults (DESIGN.md "Trust"): a plaintext listener off loopback needs
+// insecure_plaintext. Returns how many such listeners the operator allowed.
+absl::StatusOr<int> CheckListeners(const Config& c) {
+  int insecure = 0;
+  auto plaintext = [&](const char* what, const std::string& a) -> absl::Status {
+    if (trust::IsLocalAddress(a)) return absl::OkStatus();
+    if (absl::Status s = trust::CheckPlaintextListener(what, a, c.insecure_plaintext); !s.ok()) return s;
+    ++insecure;
+    TMEM_LOG(Warning) << "insecure_plaintext: " << what << " " << a
+                      << " serves plaintext off loopback; any peer that reaches it acts as tenant '" << c.local_tenant
+                      << "'";
+    return absl::OkStatus();
+  };
+  if (!c.tls.x509()) {
+    for (const std::string& a : c.listen) TMEM_RETURN_IF_ERROR(plaintext("gRPC listener", a));
+  }
+  for (const std::string& a : c.plaintext_listen) TMEM_RETURN_IF_ERROR(plaintext("gRPC plaintext_listen", a));
+  if (!c.exports.empty() && !c.tls.any()) {
+    for (const std::string& a : c.nbd_listen) {
+      if (!a.empty()) TMEM_RETURN_IF_ERROR(plaintext("NBD listener", a));
+    }
+  }
+  return insecure;
+}
+
+// gRPC's TLS credentials: the server certificate and the CA are watched (a changed file is
+// loaded within `refresh_s`; a bad one is refused and the old kept), and every client must show a
+// certificate that chains to the CA.
+std::shared_ptr<::grpc::ServerCredentials> GrpcTlsCredentials(const trust::TlsOptions& t, unsigned refresh_s) {
+  auto provider =
+      std::make_shared<::grpc::experimental::FileWatcherCertificateProvider>(t.key, t.cert, t.ca, refresh_s);
+  ::grpc::experimental::TlsServerCredentialsOptions options(provider);
+  options.watch_root_certs();
+  options.watch_identity_key_cert_pairs();
+  options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  return ::grpc::experimental::TlsServerCredentials(options);
+}
+
 int Run(const Config& c) {
   if (c.log_level == "debug") SetMinLogLevel(LogLevel::kDebug);
   if (c.log_level == "warning") SetMinLogLevel(LogLevel::kWarning);
@@ -117,7 +161,25 @@ int Run(const Config& c) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  for (const std::string& a : c.listen) {
+  if (absl::Status s = trust::CheckTlsOptions(c.tls, /*files=*/true); !s.ok()) {
+    TMEM_LOG(Error) << s.message();
+    return 2;
+  }
+  absl::StatusOr<int> insecure = CheckListeners(c);
+  if (!insecure.ok()) {
+    TMEM_LOG(Error) << insecure.status().message();
+    return 2;
+  }
+  absl::StatusOr<trust::TenantTable> tenants = trust::TenantTable::Build(c.tenants, c.local_tenant);
+  if (!tenants.ok()) {
+    TMEM_LOG(Error) << tenants.status().message();
+    return 2;
+  }
+  trust::Audit audit;
+  audit.set_insecure_listeners(static_cast<uint64_t>(*insecure));
+  std::vector<std::string> grpc_listeners = c.listen;
+  grpc_listeners.insert(grpc_listeners.end(), c.plaintext_listen.begin(), c.plaintext_listen.end());
+  for (const std::string& a : grpc_listeners) {
     if (absl::Status s = CheckBindable(a); !s.ok()) {
       TMEM_LOG(Error) << s.message();
       return 1;
@@ -130,6 +192,12 @@ int Run(const Config& c) {
   }
   pool::EngineOptions eo;
   eo.device = device->get();
+  eo.v1_private_owner = c.local_tenant;
+  eo.max_pools_of = [&tenants](std::string_view owner) -> uint32_t {
+    const trust::TenantConfig* t = tenants->Find(absl::string_view(owner.data(), owner.size()));
+    // Shared pools an admin made for a tenant of no entry (e.g. nodes of a plaintext relay).
+    return t != nullptr ? t->max_pools : UINT32_MAX;
+  };
   eo.metadata_dir = c.metadata_dir;
   eo.index_cache_entries = c.index_cache_entries;
   auto engine = pool::PoolEngine::Open(eo);
@@ -202,8 +270,9 @@ int Run(const Config& c) {
 
   std::unique_ptr<metrics::Metrics> metrics;
   if (!c.metrics_listen.empty()) {
-    auto m = metrics::Metrics::Start(c.metrics_listen, [e, nbd_ptr, caches](StatsVisitor& v) {
+    auto m = metrics::Metrics::Start(c.metrics_listen, [e, nbd_ptr, caches, &audit](StatsVisitor& v) {
       e->VisitStats(v);
+      audit.VisitStats(v);
       if (nbd_ptr != nullptr) nbd_ptr->VisitStats(v);
       for (const auto& [name, cache] : caches) cache->VisitStats(v, {{"export", name}});
     });
@@ -213,13 +282,17 @@ int Run(const Config& c) {
     }
     metrics = std::move(*m);
   }
-  grpc_service::PagePoolService pages(e, metrics ? metrics->latency() : nullptr);
-  grpc_service::AdminService admin(e, nbd_ptr);
+  const grpc_service::CallerResolver callers(*tenants, c.tls.tenant_from, &audit);
+  grpc_service::PagePoolService pages(e, metrics ? metrics->latency() : nullptr, &callers);
+  grpc_service::AdminService admin(e, nbd_ptr, &callers);
   grpc_service::HealthService health;
   ::grpc::ServerBuilder builder;
-  std::vector<int> ports(c.listen.size(), 0);
-  for (size_t i = 0; i < c.listen.size(); ++i) {
-    builder.AddListeningPort(c.listen[i], ::grpc::InsecureServerCredentials(), &ports[i]);
+  std::vector<int> ports(grpc_listeners.size(), 0);
+  std::shared_ptr<::grpc::ServerCredentials> tls_creds;
+  if (c.tls.x509()) tls_creds = GrpcTlsCredentials(c.tls, static_cast<unsigned>(c.tls.reload_interval_s));
+  for (size_t i = 0; i < grpc_listeners.size(); ++i) {
+    const bool tls = tls_creds != nullptr && i < c.listen.size();
+    builder.AddListeningPort(grpc_listeners[i], tls ? tls_creds : ::grpc::InsecureServerCredentials(), &ports[i]);
   }
   builder.SetMaxReceiveMessageSize(grpc_service::kMaxMessageBytes);
   // Keep enough handler threads alive between calls: by default gRPC lets all but two exit
@@ -233,25 +306,27 @@ int Run(const Config& c) {
   std::unique_ptr<::grpc::Server> server = builder.BuildAndStart();
   for (size_t i = 0; i < ports.size(); ++i) {
     if (server == nullptr || ports[i] == 0) {
-      TMEM_LOG(Error) << "cannot listen on " << c.listen[i];
+      TMEM_LOG(Error) << "cannot listen on " << grpc_listeners[i];
       return 1;
     }
   }
   // The health service answers for the whole server ("") and for each service by name; all
   // turn NOT_SERVING when a stop begins.
   for (const char* name : {"", "tmem.v1.PagePool", "tmem.v1.Admin"}) health.SetServing(name, true);
-  TMEM_LOG(Info) << "tmemd " << kVersion << " serving: instance " << e->instance_id() << ", device " << c.device_path
-                 << ", gRPC on " << absl::StrJoin(c.listen, ",") << ", metrics on "
-                 << (metrics ? absl::StrCat(c.metrics_listen.substr(0, c.metrics_listen.rfind(':')), ":",
-                                            metrics->port(), "/metrics")
-                             : std::string("(off)"))
-                 << (nbd_ptr != nullptr ? absl::StrCat(", NBD on ",
-                                                       absl::StrJoin(nbd_ptr->tcp_ports(), ",",
-                                                                     [](std::string* out, int p) {
-                                                                       absl::StrAppend(out, "port ", p);
-                                                                     }),
-                                                       c.nbd_unix_socket.empty() ? "" : " and " + c.nbd_unix_socket)
-                                        : std::string());
+  TMEM_LOG(Info)
+      << "tmemd " << kVersion << " serving: instance " << e->instance_id() << ", device " << c.device_path
+      << ", gRPC on " << absl::StrJoin(c.listen, ",") << (c.tls.x509() ? " (TLS)" : " (plaintext)")
+      << (c.plaintext_listen.empty() ? "" : " and " + absl::StrJoin(c.plaintext_listen, ",") + " (plaintext)")
+      << ", metrics on "
+      << (metrics
+              ? absl::StrCat(c.metrics_listen.substr(0, c.metrics_listen.rfind(':')), ":", metrics->port(), "/metrics")
+              : std::string("(off)"))
+      << (nbd_ptr != nullptr
+              ? absl::StrCat(", NBD on ",
+                             absl::StrJoin(nbd_ptr->tcp_ports(), ",",
+                                           [](std::string* out, int p) { absl::StrAppend(out, "port ", p); }),
+                             c.nbd_unix_socket.empty() ? "" : " and " + c.nbd_unix_socket)
+              : std::string());
 
   int sig = 0;
   sigwait(&signals, &sig);

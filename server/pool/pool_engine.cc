@@ -97,16 +97,28 @@ absl::Status PoolEngine::LoadPools() {
   MutexLock admin(&admin_mu_);
   if (next.has_value() && next->size() == 4) std::memcpy(&next_pool_id_, next->data(), 4);
   WriterLock lock(&registry_mu_);
+  std::vector<std::pair<std::string, std::string>> upgraded;
   for (const auto& [key, value] : records) {
-    std::optional<PoolInfo> info = DecodePoolRecord(value);
+    uint8_t version = 0;
+    std::optional<PoolInfo> info = DecodePoolRecord(value, options_.v1_private_owner, &version);
     if (!info.has_value()) {
-      return absl::DataLossError(absl::StrCat("malformed pool record under key of ", key.size(), " bytes"));
+      return absl::DataLossError(absl::StrCat(
+          "malformed pool record under key of ", key.size(), " bytes (version ",
+          value.empty() ? 0 : static_cast<uint8_t>(value[0]), "; this tmemd reads versions 1 and ", kPoolRecordVersion,
+          "): a newer tmemd wrote it, or the metadata directory is damaged; remove it to start with no pools"));
     }
+    if (version != kPoolRecordVersion) upgraded.push_back({key, EncodePoolRecord(*info)});
     auto pool = std::make_shared<Pool>();
     pool->info = *info;
     if (info->kind == PoolKind::kShared) shared_ids_[SharedPoolKey(info->tenant, info->uuid)] = info->id;
     pools_[info->id] = std::move(pool);
     if (info->id >= next_pool_id_) next_pool_id_ = info->id + 1;
+  }
+  if (!upgraded.empty()) {
+    // Records of an older device: each pool gets its owner on disk, in one write.
+    TMEM_RETURN_IF_ERROR(index_->WriteMeta(upgraded, {}));
+    TMEM_LOG(Info) << "upgraded " << upgraded.size() << " pool records to version " << int{kPoolRecordVersion}
+                   << " (owners: shared pools their tenant, private pools '" << options_.v1_private_owner << "')";
   }
   return absl::OkStatus();
 }
@@ -135,18 +147,24 @@ absl::Status PoolEngine::Close() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<PoolId> PoolEngine::CreatePool(uint32_t page_bytes) {
+absl::Status PoolEngine::CheckOwner(std::string_view owner) {
+  if (owner.empty() || owner.size() > kMaxTenantBytes || owner.find('\0') != std::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a pool's owner (tenant) has 1 to ", kMaxTenantBytes, " bytes without NUL"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PoolId> PoolEngine::CreatePool(uint32_t page_bytes, std::string_view owner) {
   TMEM_ENGINE_OPEN_OR_RETURN();
+  TMEM_RETURN_IF_ERROR(CheckOwner(owner));
   MutexLock admin(&admin_mu_);
-  return CreatePoolLocked(PoolKind::kPrivate, Uuid{}, page_bytes, "");
+  return CreatePoolLocked(PoolKind::kPrivate, Uuid{}, page_bytes, owner);
 }
 
 absl::StatusOr<PoolId> PoolEngine::CreateSharedPool(const Uuid& uuid, uint32_t page_bytes, std::string_view tenant) {
   TMEM_ENGINE_OPEN_OR_RETURN();
-  if (tenant.size() > kMaxTenantBytes || tenant.find('\0') != std::string_view::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tenant name must be at most ", kMaxTenantBytes, " bytes without NUL"));
-  }
+  TMEM_RETURN_IF_ERROR(CheckOwner(tenant));
   MutexLock admin(&admin_mu_);
   {
     ReaderLock lock(&registry_mu_);
@@ -177,6 +195,13 @@ absl::StatusOr<PoolId> PoolEngine::CreatePoolLocked(PoolKind kind, const Uuid& u
     ReaderLock lock(&registry_mu_);
     if (pools_.size() >= options_.max_pools) {
       return absl::ResourceExhaustedError(absl::StrCat("too many pools (limit ", options_.max_pools, ")"));
+    }
+  }
+  if (options_.max_pools_of) {
+    const uint32_t limit = options_.max_pools_of(tenant);
+    if (PoolsOwnedBy(tenant) >= limit) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("tenant '", std::string(tenant), "' holds its quota of ", limit, " pools (max_pools)"));
     }
   }
   if (next_pool_id_ == 0 || next_pool_id_ == UINT32_MAX) {
@@ -221,11 +246,26 @@ absl::Status PoolEngine::DestroyPool(PoolId id) {
   return absl::OkStatus();
 }
 
-std::vector<PoolInfo> PoolEngine::ListPools() const {
+std::vector<PoolInfo> PoolEngine::ListPools(std::optional<std::string_view> owner) const {
   ReaderLock lock(&registry_mu_);
   std::vector<PoolInfo> out;
-  for (const auto& [id, pool] : pools_) out.push_back(pool->info);
+  for (const auto& [id, pool] : pools_) {
+    if (!owner.has_value() || pool->info.tenant == *owner) out.push_back(pool->info);
+  }
   return out;
+}
+
+size_t PoolEngine::PoolsOwnedBy(std::string_view owner) const {
+  ReaderLock lock(&registry_mu_);
+  size_t n = 0;
+  for (const auto& [id, pool] : pools_) n += pool->info.tenant == owner;
+  return n;
+}
+
+absl::StatusOr<PoolInfo> PoolEngine::OwnedPool(PoolId id, std::string_view owner) const {
+  TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, FindPool(id));
+  if (pool->info.tenant != owner) return absl::NotFoundError(absl::StrCat("pool ", id, " does not exist"));
+  return pool->info;
 }
 
 absl::StatusOr<PoolInfo> PoolEngine::GetPoolInfo(PoolId id) const {

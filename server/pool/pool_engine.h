@@ -22,8 +22,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -54,6 +56,11 @@ struct EngineOptions {
   size_t index_cache_entries = 1 << 20;
   uint32_t max_pools = 1 << 16;
   uint32_t lock_stripes = 1024;
+  // Pools one owner may hold at once (quotas per tenant); null: only max_pools applies.
+  std::function<uint32_t(std::string_view owner)> max_pools_of;
+  // The owner given to private pools of an older device (pool record version 1), which
+  // recorded none (pool_format.h).
+  std::string v1_private_owner = kDefaultOwner;
 };
 
 class PoolEngine {
@@ -70,15 +77,24 @@ class PoolEngine {
   // Open keeps the pages. Every later call fails with FailedPrecondition.
   absl::Status Close();
 
-  // Pools. Page size: a power of two from 512 to 65536 bytes, else InvalidArgument.
-  // ResourceExhausted past max_pools.
-  absl::StatusOr<PoolId> CreatePool(uint32_t page_bytes);
-  // The same id for the same (tenant, uuid); InvalidArgument if it exists with another page size.
-  absl::StatusOr<PoolId> CreateSharedPool(const Uuid& uuid, uint32_t page_bytes, std::string_view tenant = "");
+  // Pools, each owned by the tenant that made it (`owner`: 1 to 64 bytes). Page size: a power
+  // of two from 512 to 65536 bytes, else InvalidArgument. ResourceExhausted past max_pools, or
+  // past the owner's max_pools_of (the message says which).
+  absl::StatusOr<PoolId> CreatePool(uint32_t page_bytes, std::string_view owner = kDefaultOwner);
+  // The same id for the same (owner, uuid); InvalidArgument if it exists with another page size.
+  // Another owner's pool of the same UUID is another pool.
+  absl::StatusOr<PoolId> CreateSharedPool(const Uuid& uuid, uint32_t page_bytes,
+                                          std::string_view owner = kDefaultOwner);
   // Frees every page of the pool and forgets it. NotFound for an unknown pool.
   absl::Status DestroyPool(PoolId pool);
-  std::vector<PoolInfo> ListPools() const;
+  // Every pool, or only those of `owner`.
+  std::vector<PoolInfo> ListPools(std::optional<std::string_view> owner = std::nullopt) const;
   absl::StatusOr<PoolInfo> GetPoolInfo(PoolId pool) const;
+  // The pool if `owner` owns it. Another owner's pool is NotFound with the very message of a pool
+  // that does not exist: ids reveal nothing to other tenants. Pool ids are never reused and
+  // owners never change, so a caller that checked ownership once may act on the id.
+  absl::StatusOr<PoolInfo> OwnedPool(PoolId pool, std::string_view owner) const;
+  size_t PoolsOwnedBy(std::string_view owner) const;
 
   // A copy of one pool's counters (safe against a concurrent DestroyPool). NotFound if unknown.
   struct PoolStats {
@@ -112,7 +128,11 @@ class PoolEngine {
     uint64_t index = 0;
     std::span<uint8_t> out;
   };
-  absl::StatusOr<std::vector<GetOutcome>> GetMany(PoolId pool, std::span<const PageGet> gets);
+  // With `buffer_for`, a get whose `out` is empty gets its buffer from buffer_for(i) only once its
+  // page was found in the index, so that misses cost no page of memory (the gRPC reply's).
+  using BufferFor = std::function<std::span<uint8_t>(size_t get)>;
+  absl::StatusOr<std::vector<GetOutcome>> GetMany(PoolId pool, std::span<const PageGet> gets,
+                                                  const BufferFor& buffer_for = nullptr);
   absl::Status FlushPage(PoolId pool, std::string_view object, uint64_t index);
   absl::Status FlushObject(PoolId pool, std::string_view object);
   absl::Status FlushPool(PoolId pool);
@@ -180,8 +200,9 @@ class PoolEngine {
   // handle's stripe and writes the value to the index and the cache.
   absl::StatusOr<IndexValue> AppendPage(PoolId id, std::string_view object, uint64_t index,
                                         std::span<const uint8_t> page);
-  absl::StatusOr<PoolId> CreatePoolLocked(PoolKind kind, const Uuid& uuid, uint32_t page_bytes, std::string_view tenant)
+  absl::StatusOr<PoolId> CreatePoolLocked(PoolKind kind, const Uuid& uuid, uint32_t page_bytes, std::string_view owner)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(admin_mu_);
+  static absl::Status CheckOwner(std::string_view owner);
   // The end of a get once the page was read: counts the hit, or turns a failed read into a
   // miss (dropping the entry of a shared pool and zeroing `out`).
   GetOutcome SettleRead(Pool& pool, const std::string& key, const std::string& raw, bool exclusive,

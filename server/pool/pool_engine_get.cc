@@ -62,14 +62,15 @@ GetOutcome PoolEngine::SettleRead(Pool& pool, const std::string& key, const std:
   return GetOutcome::kMiss;
 }
 
-absl::StatusOr<std::vector<GetOutcome>> PoolEngine::GetMany(PoolId id, std::span<const PageGet> gets) {
+absl::StatusOr<std::vector<GetOutcome>> PoolEngine::GetMany(PoolId id, std::span<const PageGet> gets,
+                                                            const BufferFor& buffer_for) {
   TMEM_ENGINE_OPEN_OR_RETURN();
   std::vector<GetOutcome> outcomes(gets.size(), GetOutcome::kMiss);
   if (gets.empty()) return outcomes;
   TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, FindPool(id));
   for (size_t i = 0; i < gets.size(); ++i) {
     TMEM_RETURN_IF_ERROR(CheckHandle(id, gets[i].object).status());
-    if (gets[i].out.size() != pool->info.page_bytes) {
+    if (gets[i].out.size() != pool->info.page_bytes && !(gets[i].out.empty() && buffer_for)) {
       return absl::InvalidArgumentError(absl::StrCat("get ", i, ": buffer of ", gets[i].out.size(), " bytes for pool ",
                                                      id, " of ", pool->info.page_bytes, "-byte pages"));
     }
@@ -94,14 +95,19 @@ absl::StatusOr<std::vector<GetOutcome>> PoolEngine::GetMany(PoolId id, std::span
       pool->counters.gets_miss.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    reads.push_back(
-        {.loc = value->loc, .len = pool->info.page_bytes, .expected_crc = value->crc, .out = gets[i].out.data()});
+    std::span<uint8_t> out = gets[i].out;
+    if (out.empty()) {
+      out = buffer_for(i);
+      if (out.size() != pool->info.page_bytes) return absl::InternalError("GetMany: buffer_for gave a wrong size");
+    }
+    reads.push_back({.loc = value->loc, .len = pool->info.page_bytes, .expected_crc = value->crc, .out = out.data()});
     read_get.push_back(i);
   }
   log_->ReadMany(std::span<log::SegmentLog::PageRead>(reads));
   for (size_t k = 0; k < reads.size(); ++k) {
     const size_t i = read_get[k];
-    outcomes[i] = SettleRead(*pool, keys[i], *raws[i], exclusive, reads[k].outcome, gets[i].out);
+    outcomes[i] = SettleRead(*pool, keys[i], *raws[i], exclusive, reads[k].outcome,
+                             std::span<uint8_t>(static_cast<uint8_t*>(reads[k].out), pool->info.page_bytes));
   }
   return outcomes;
 }

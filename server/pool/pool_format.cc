@@ -22,8 +22,11 @@ std::string EncodePoolRecord(const PoolInfo& p) {
   return s;
 }
 
-std::optional<PoolInfo> DecodePoolRecord(std::string_view s) {
-  if (s.size() < 27 || static_cast<uint8_t>(s[0]) != kPoolRecordVersion) return std::nullopt;
+std::optional<PoolInfo> DecodePoolRecord(std::string_view s, std::string_view v1_private_owner, uint8_t* version) {
+  if (s.size() < 27) return std::nullopt;
+  const uint8_t v = static_cast<uint8_t>(s[0]);
+  if (v != 1 && v != kPoolRecordVersion) return std::nullopt;
+  if (version != nullptr) *version = v;
   PoolInfo p;
   p.kind = static_cast<PoolKind>(s[1]);
   std::memcpy(&p.id, s.data() + 2, 4);
@@ -33,6 +36,8 @@ std::optional<PoolInfo> DecodePoolRecord(std::string_view s) {
   if (s.size() != 27 + tenant_len) return std::nullopt;
   p.tenant = std::string(s.substr(27));
   if (p.kind != PoolKind::kPrivate && p.kind != PoolKind::kShared) return std::nullopt;
+  if (v == 1 && p.kind == PoolKind::kPrivate) p.tenant = std::string(v1_private_owner);
+  if (p.tenant.empty() && v != 1) return std::nullopt;  // every version 2 pool has an owner
   return p;
 }
 

@@ -27,9 +27,15 @@ struct PoolInfo {
   PoolId id = 0;
   PoolKind kind = PoolKind::kPrivate;
   uint32_t page_bytes = kDefaultPageBytes;
-  Uuid uuid{};         // shared pools only
-  std::string tenant;  // shared pools only: UUIDs are unique within a tenant
+  Uuid uuid{};  // shared pools only
+  // The owner: the tenant that created the pool (DESIGN.md "Ownership"). Only its owner (and
+  // admins) reach it; a shared pool's UUID is unique within its owner.
+  std::string tenant = "local";
 };
+
+// The owner of pools made without naming one, and of private pools from devices of pool
+// record version 1 (which recorded no owner): the plaintext peers' tenant by default.
+inline constexpr char kDefaultOwner[] = "local";
 
 }  // namespace tmem::pool
 

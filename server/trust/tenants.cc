@@ -11,8 +11,7 @@ settings::Table<TenantConfig>* BuildTenantSettings() {
   using T = TenantConfig;
   auto* t = new settings::Table<T>;
   t->String("name", "", &T::name, "The tenant's name (1 to 64 bytes of letters, digits and ._@-).", "node-1")
-      .List("roles", "", &T::roles, "pages (its own page pools) and/or admin (Admin mutations, every pool).",
-            "pages")
+      .List("roles", "", &T::roles, "pages (its own page pools) and/or admin (Admin mutations, every pool).", "pages")
       .List("certs", "", &T::certs,
             "Client certificate names (subject CN or SAN, per tls.tenant_from) that prove this tenant; empty: "
             "the tenant's name.",

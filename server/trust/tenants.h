@@ -17,23 +17,23 @@
 #include <map>
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "common/settings.h"
 
 namespace tmem::trust {
 
 // One entry of the config file's `tenants` list.
 struct TenantConfig {
-  std::string name;                              // 1 to 64 bytes: [A-Za-z0-9._-]
-  std::vector<std::string> roles = {"pages"};    // "pages", "admin"
-  std::vector<std::string> certs;                // certificate names (CN or SAN); empty: the name itself
-  std::string psk_identity;                      // NBD TLS-PSK identity ("": none)
-  uint32_t max_pools = 1024;                     // pools the tenant may hold at once
-  uint32_t log_share_percent = 100;              // share of the page log its pages may hold
+  std::string name;                            // 1 to 64 bytes: [A-Za-z0-9._-]
+  std::vector<std::string> roles = {"pages"};  // "pages", "admin"
+  std::vector<std::string> certs;              // certificate names (CN or SAN); empty: the name itself
+  std::string psk_identity;                    // NBD TLS-PSK identity ("": none)
+  uint32_t max_pools = 1024;                   // pools the tenant may hold at once
+  uint32_t log_share_percent = 100;            // share of the page log its pages may hold
 };
 const settings::Table<TenantConfig>& TenantSettings();
 

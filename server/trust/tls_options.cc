@@ -34,16 +34,25 @@ settings::Table<TlsOptions>* BuildTlsSettings() {
       .String("client_auth", "tls-client-auth", &T::client_auth,
               "require: every TLS peer shows a certificate of a configured tenant; optional: an NBD peer may show "
               "none and opens only exports that allow \"*\" (gRPC always requires one).",
-              "", [](const std::string& v) { return OneOf("tls.client_auth", v, {"require", "optional"}); })
+              "",
+              [](const std::string& v) {
+                return OneOf("tls.client_auth", v, {"require", "optional"});
+              })
       .String("tenant_from", "tls-tenant-from", &T::tenant_from,
               "Which names of a client certificate name its tenant: cn (subject common name), san (DNS and URI "
               "subject alternative names) or any (CN, then SANs).",
-              "", [](const std::string& v) { return OneOf("tls.tenant_from", v, {"cn", "san", "any"}); })
+              "",
+              [](const std::string& v) {
+                return OneOf("tls.tenant_from", v, {"cn", "san", "any"});
+              })
       .String("psk_file", "tls-psk-file", &T::psk_file,
               "NBD TLS-PSK keys: identity:hexkey lines (nbdkit's and libnbd's format, psktool writes it).",
               "/etc/tmem/tls/keys.psk")
       .Int("handshake_timeout_ms", "tls-handshake-timeout-ms", &T::handshake_timeout_ms, 100, 600'000,
-           "A connection that has not finished its TLS or NBD handshake by then is closed.");
+           "A connection that has not finished its TLS or NBD handshake by then is closed.")
+      .Int("reload_interval_s", "tls-reload-interval-s", &T::reload_interval_s, 1, 3600,
+           "Certificate, key and CA files are checked this often; changed ones are loaded without a restart "
+           "(SIGHUP loads them at once). A bad new file is refused and the old one kept.");
   return t;
 }
 
@@ -61,7 +70,7 @@ const settings::Table<TlsOptions>& TlsSettings() {
   return *t;
 }
 
-absl::Status CheckTlsOptions(const TlsOptions& o) {
+absl::Status CheckTlsOptions(const TlsOptions& o, bool files) {
   if (absl::Status s = TlsSettings().Validate(o, "tls."); !s.ok()) return s;
   if (o.cert.empty() != o.key.empty()) {
     return absl::InvalidArgumentError("tls.cert and tls.key go together: give both or neither");
@@ -70,6 +79,7 @@ absl::Status CheckTlsOptions(const TlsOptions& o) {
     return absl::InvalidArgumentError("tls.cert needs tls.ca: client certificates are verified against it");
   }
   if (o.cert.empty() && !o.ca.empty()) return absl::InvalidArgumentError("tls.ca needs tls.cert and tls.key");
+  if (!files) return absl::OkStatus();
   for (const auto& [what, path] : {std::pair<const char*, const std::string*>{"tls.cert", &o.cert},
                                    {"tls.key", &o.key},
                                    {"tls.ca", &o.ca},

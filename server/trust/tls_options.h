@@ -4,11 +4,11 @@
 
 #include <map>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "common/settings.h"
 
 namespace tmem::trust {
@@ -21,14 +21,16 @@ struct TlsOptions {
   std::string tenant_from = "cn";        // cn | san | any: which certificate names name the tenant
   std::string psk_file;                  // NBD TLS-PSK keys, "identity:hexkey" lines (nbdkit's format)
   int64_t handshake_timeout_ms = 10000;  // a TLS handshake that takes longer is dropped
+  int64_t reload_interval_s = 10;        // changed certificate files are loaded within this time
 
   bool x509() const { return !cert.empty(); }
   bool any() const { return x509() || !psk_file.empty(); }
 };
 // Keys below "tls." (cert, key, ca, ...).
 const settings::Table<TlsOptions>& TlsSettings();
-// Files present and readable, and the combination sound (cert needs key and ca).
-absl::Status CheckTlsOptions(const TlsOptions& o);
+// The combination sound (cert needs key and ca) and, with `files`, every file readable (and the
+// PSK file well-formed): tmemd checks the files when it starts, the config loader does not.
+absl::Status CheckTlsOptions(const TlsOptions& o, bool files = false);
 
 // Reads a PSK file: one "identity:key" per line, the key in hex (nbdkit's and libnbd's format;
 // psktool writes it); blank lines and lines starting with # are skipped. InvalidArgument naming

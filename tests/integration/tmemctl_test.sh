@@ -56,7 +56,8 @@ else
   bad "bench rc=$rc: $(cat "$T/bench.out")"
 fi
 $CTL pools > "$T/pools_after_bench"
-grep -q "tmemctl-bench" "$T/pools_after_bench" && bad "bench left its pool behind" || ok "bench destroys its pool"
+[ "$(grep -c shared "$T/pools_after_bench")" = "1" ] && ok "bench destroys its pool" \
+  || bad "bench left its pool behind: $(cat "$T/pools_after_bench")"
 $CTL bench --threads=0 2> "$T/e5"; rc=$?
 [ $rc -eq 2 ] && grep -q -- "--threads=0: want 1 to 256" "$T/e5" && ok "bench bad flag: exit 2" || bad "bench bad flag rc=$rc"
 

@@ -1,0 +1,53 @@
+#include "server/grpc/caller.h"
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace tmem::grpc_service {
+
+absl::StatusOr<trust::Identity> CallerResolver::Resolve(const ::grpc::ServerContext& ctx) const {
+  std::shared_ptr<const ::grpc::AuthContext> auth = ctx.auth_context();
+  bool tls = false;
+  if (auth != nullptr) {
+    for (const ::grpc::string_ref& v : auth->FindPropertyValues("transport_security_type")) {
+      const std::string type(v.data(), v.size());
+      tls |= type == "ssl" || type == "tls";
+    }
+  }
+  if (!tls) return tenants_.Local();
+  // gRPC verified the chain against tls.ca before the call reached us; only the names remain.
+  std::vector<std::string> names;
+  auto add = [&](const char* property) {
+    for (const ::grpc::string_ref& v : auth->FindPropertyValues(property)) names.emplace_back(v.data(), v.size());
+  };
+  if (tenant_from_ != "san") add("x509_common_name");
+  if (tenant_from_ != "cn") add("x509_subject_alternative_name");
+  std::optional<trust::Identity> id = tenants_.ByCertificate(names);
+  if (!id.has_value()) {
+    const std::string detail =
+        absl::StrCat("client certificate (", tenant_from_ == "san" ? "SANs" : tenant_from_ == "cn" ? "CN" : "CN/SANs",
+                     " '", absl::StrJoin(names, "', '"), "') names no configured tenant");
+    if (audit_ != nullptr) audit_->Refused("grpc", trust::Audit::Refusal::kUnknownTenant, detail);
+    return absl::UnauthenticatedError(detail);
+  }
+  return *id;
+}
+
+::grpc::Status CallerResolver::Authorize(const ::grpc::ServerContext& ctx, bool admin, const char* method,
+                                         trust::Identity* out) const {
+  absl::StatusOr<trust::Identity> id = Resolve(ctx);
+  if (!id.ok()) return ::grpc::Status(::grpc::StatusCode::UNAUTHENTICATED, std::string(id.status().message()));
+  const bool allowed = admin ? id->admin : (id->pages || id->admin);
+  if (!allowed) {
+    const std::string msg = absl::StrCat(method, " needs the ", admin ? "admin" : "pages", " role; tenant '",
+                                         id->tenant, "' does not have it");
+    if (audit_ != nullptr) audit_->Refused("grpc", trust::Audit::Refusal::kPermission, msg);
+    return ::grpc::Status(::grpc::StatusCode::PERMISSION_DENIED, msg);
+  }
+  *out = std::move(*id);
+  return ::grpc::Status::OK;
+}
+
+}  // namespace tmem::grpc_service

@@ -1,0 +1,46 @@
+// Who is calling: the tenant a gRPC call's connection proved (DESIGN.md "Trust").
+//
+// A TLS connection's verified client certificate names the tenant (its subject CN and/or SANs,
+// by tls.tenant_from); a certificate that names no configured tenant is UNAUTHENTICATED. A
+// plaintext connection, which tmemd accepts only where the safe defaults allow, is the local
+// tenant.
+//
+// Thread-safety: immutable after construction; Resolve is thread-safe.
+#ifndef TMEM_SERVER_GRPC_CALLER_H_
+#define TMEM_SERVER_GRPC_CALLER_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/trust/audit.h"
+#include "server/trust/tenants.h"
+
+namespace tmem::grpc_service {
+
+class CallerResolver {
+ public:
+  // Every caller is the local tenant of a default TenantTable (tests, and tmemd without TLS).
+  CallerResolver() = default;
+  // Borrows `audit` (may be null), which must outlive the resolver.
+  CallerResolver(trust::TenantTable tenants, std::string tenant_from, trust::Audit* audit)
+      : tenants_(std::move(tenants)), tenant_from_(std::move(tenant_from)), audit_(audit) {}
+
+  absl::StatusOr<trust::Identity> Resolve(const ::grpc::ServerContext& ctx) const;
+  // Resolve, then the role: `admin` needs the admin role, otherwise pages or admin.
+  // UNAUTHENTICATED or PERMISSION_DENIED (counted and logged) as a gRPC status.
+  ::grpc::Status Authorize(const ::grpc::ServerContext& ctx, bool admin, const char* method,
+                           trust::Identity* out) const;
+  trust::Audit* audit() const { return audit_; }
+  const trust::TenantTable& tenants() const { return tenants_; }
+
+ private:
+  trust::TenantTable tenants_;
+  std::string tenant_from_ = "cn";
+  trust::Audit* audit_ = nullptr;
+};
+
+}  // namespace tmem::grpc_service
+
+#endif  // TMEM_SERVER_GRPC_CALLER_H_
