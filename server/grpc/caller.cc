@@ -26,9 +26,11 @@ absl::StatusOr<trust::Identity> CallerResolver::Resolve(const ::grpc::ServerCont
   if (tenant_from_ != "cn") add("x509_subject_alternative_name");
   std::optional<trust::Identity> id = tenants_.ByCertificate(names);
   if (!id.has_value()) {
-    const std::string detail =
-        absl::StrCat("client certificate (", tenant_from_ == "san" ? "SANs" : tenant_from_ == "cn" ? "CN" : "CN/SANs",
-                     " '", absl::StrJoin(names, "', '"), "') names no configured tenant");
+    const std::string detail = absl::StrCat("client certificate (",
+                                            tenant_from_ == "san"  ? "SANs"
+                                            : tenant_from_ == "cn" ? "CN"
+                                                                   : "CN/SANs",
+                                            " '", absl::StrJoin(names, "', '"), "') names no configured tenant");
     if (audit_ != nullptr) audit_->Refused("grpc", trust::Audit::Refusal::kUnknownTenant, detail);
     return absl::UnauthenticatedError(detail);
   }

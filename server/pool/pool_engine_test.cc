@@ -14,6 +14,7 @@
 #include "server/io/file_device.h"
 #include "server/log/log_format.h"
 #include "server/pool/index_codec.h"
+#include "server/pool/pool_format.h"
 #include "server/pool/pool_test_util.h"
 
 namespace tmem::pool {
@@ -70,6 +71,72 @@ TEST(PoolEngineTest, SharedPoolIdIsTheSameForTheSameUuidWithinATenant) {
   EXPECT_EQ(*e2.CreateSharedPool(U(1), 4096, "t1"), a);
   PoolEngine& e3 = h.ReopenAfterPowerCut(false, 1);
   EXPECT_EQ(*e3.CreateSharedPool(U(1), 4096, "t1"), a);
+}
+
+TEST(PoolEngineTest, AnotherOwnersPoolIsNotFoundExactlyAsAPoolThatDoesNotExist) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId a = *e.CreatePool(4096, "alice");
+  PoolId shared = *e.CreateSharedPool(U(1), 4096, "alice");
+  PoolId b = *e.CreateSharedPool(U(1), 4096, "bob");
+  EXPECT_NE(b, shared) << "shared pools are keyed by (owner, uuid)";
+  EXPECT_TRUE(e.OwnedPool(a, "alice").ok());
+  auto other = e.OwnedPool(a, "bob");
+  auto none = e.OwnedPool(9999, "bob");
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(std::string(other.status().message()), absl::StrCat("pool ", a, " does not exist"))
+      << "the same words as for an id that does not exist";
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(e.ListPools("alice").size(), 2u);
+  ASSERT_EQ(e.ListPools("bob").size(), 1u);
+  EXPECT_EQ(e.ListPools("bob")[0].id, b);
+  EXPECT_EQ(e.ListPools().size(), 3u);
+  EXPECT_EQ(e.CreatePool(4096, "").status().code(), absl::StatusCode::kInvalidArgument) << "every pool has an owner";
+  // Owners are durable.
+  PoolEngine& e2 = h.ReopenClean();
+  EXPECT_EQ(e2.GetPoolInfo(a)->tenant, "alice");
+  EXPECT_EQ(e2.OwnedPool(b, "alice").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(PoolEngineTest, AnOwnersPoolQuotaIsEnforcedAndFreedByDestroy) {
+  EngineHarness h;
+  EngineOptions o = h.Options();
+  o.max_pools_of = [](std::string_view owner) { return owner == "bob" ? 2u : 100u; };
+  auto opened = PoolEngine::Open(o);
+  ASSERT_TRUE(opened.ok());
+  PoolEngine& e = **opened;
+  PoolId b1 = *e.CreatePool(4096, "bob");
+  ASSERT_TRUE(e.CreateSharedPool(U(1), 4096, "bob").ok());
+  auto third = e.CreatePool(4096, "bob");
+  EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(third.status().message().find("quota of 2 pools"), std::string::npos) << third.status();
+  EXPECT_TRUE(e.CreatePool(4096, "alice").ok()) << "another owner is not limited by bob's quota";
+  EXPECT_EQ(*e.CreateSharedPool(U(1), 4096, "bob"), *e.CreateSharedPool(U(1), 4096, "bob"))
+      << "joining an existing shared pool costs no quota";
+  ASSERT_TRUE(e.DestroyPool(b1).ok());
+  EXPECT_TRUE(e.CreatePool(4096, "bob").ok()) << "a destroyed pool frees its place";
+}
+
+TEST(PoolEngineTest, PoolRecordsOfAnOlderDeviceAreUpgradedWithTheirOwners) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId priv = *e.CreatePool(4096, "x");
+  PoolId shared = *e.CreateSharedPool(U(5), 4096, "node-a");
+  // Rewrite both as version 1 records (which had no owner for private pools).
+  for (PoolId id : {priv, shared}) {
+    PoolInfo info = *e.GetPoolInfo(id);
+    if (info.kind == PoolKind::kPrivate) info.tenant = "";
+    std::string v1 = EncodePoolRecord(info);
+    v1[0] = 1;
+    ASSERT_TRUE(e.page_index().WriteMeta({{PoolMetaKey(id), v1}}, {}).ok());
+  }
+  PoolEngine& e2 = h.ReopenClean();
+  EXPECT_EQ(e2.GetPoolInfo(priv)->tenant, kDefaultOwner) << "private pools go to the configured owner";
+  EXPECT_EQ(e2.GetPoolInfo(shared)->tenant, "node-a");
+  EXPECT_EQ(*e2.CreateSharedPool(U(5), 4096, "node-a"), shared) << "the shared pool is found under its tenant";
+  auto rec = e2.page_index().GetMeta(PoolMetaKey(priv));
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ(static_cast<uint8_t>((**rec)[0]), kPoolRecordVersion) << "the record was written again as version 2";
 }
 
 TEST(PoolEngineTest, DestroyPoolFreesItsPagesAndItsId) {

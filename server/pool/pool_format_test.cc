@@ -31,6 +31,30 @@ TEST(PoolFormatTest, APoolRecordRoundTripsAndAMalformedOneIsRefused) {
   EXPECT_FALSE(DecodePoolRecord(other).has_value()) << "an unknown kind";
 }
 
+TEST(PoolFormatTest, AVersionOneRecordGetsAnOwnerAndAVersionTwoRecordNeedsOne) {
+  PoolInfo p;
+  p.id = 7;
+  p.kind = PoolKind::kPrivate;
+  p.tenant = "";
+  std::string v1 = EncodePoolRecord(p);
+  v1[0] = 1;  // version 1: private pools recorded no owner
+  uint8_t version = 0;
+  auto back = DecodePoolRecord(v1, "legacy", &version);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(version, 1);
+  EXPECT_EQ(back->tenant, "legacy") << "a private pool of an older device belongs to the configured owner";
+  p.kind = PoolKind::kShared;
+  p.tenant = "node-a";
+  std::string shared_v1 = EncodePoolRecord(p);
+  shared_v1[0] = 1;
+  back = DecodePoolRecord(shared_v1, "legacy");
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->tenant, "node-a") << "a shared pool keeps its tenant as owner";
+  p.kind = PoolKind::kPrivate;
+  p.tenant = "";
+  EXPECT_FALSE(DecodePoolRecord(EncodePoolRecord(p)).has_value()) << "a version 2 record without an owner";
+}
+
 TEST(PoolFormatTest, PoolKeysSortByIdAndTheStateRecordHasItsSize) {
   EXPECT_LT(PoolMetaKey(1), PoolMetaKey(2));
   EXPECT_LT(PoolMetaKey(255), PoolMetaKey(256));  // big-endian

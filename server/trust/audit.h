@@ -19,10 +19,10 @@ class Audit {
  public:
   // Why a peer was refused.
   enum class Refusal {
-    kTls,              // the TLS handshake failed (no, foreign or expired certificate; bad PSK)
-    kUnknownTenant,    // a verified certificate or PSK identity that names no configured tenant
-    kTlsRequired,      // a plaintext request where TLS is required
-    kPermission,       // an authenticated tenant asked for what its roles or allow lists deny
+    kTls,            // the TLS handshake failed (no, foreign or expired certificate; bad PSK)
+    kUnknownTenant,  // a verified certificate or PSK identity that names no configured tenant
+    kTlsRequired,    // a plaintext request where TLS is required
+    kPermission,     // an authenticated tenant asked for what its roles or allow lists deny
     kCount
   };
   // `listener`: "grpc" or "nbd". `detail`: the certificate or identity that failed, and why.
