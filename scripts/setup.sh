@@ -9,7 +9,9 @@ PACKAGES=(
   # libraries (wrapped in third_party/BUILD.bazel)
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev
   librocksdb-dev prometheus-cpp-dev libgtest-dev libgmock-dev
-  libnbd-dev liburing-dev libabsl-dev libyaml-cpp-dev
+  libnbd-dev liburing-dev libabsl-dev libyaml-cpp-dev libgnutls28-dev
+  # certificates for TLS (scripts/make-certs.sh)
+  openssl
   # sanitizer runtimes for the asan/tsan configs; clang for --config=clang (thread-safety
   # analysis) and the fuzzers; clang-format and git for the format test (scripts/format.sh)
   libclang-rt-14-dev clang clang-format-14 git

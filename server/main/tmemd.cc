@@ -40,6 +40,7 @@
 #include "server/pool/pool_engine.h"
 #include "server/trust/audit.h"
 #include "server/trust/tenants.h"
+#include "server/trust/tls_context.h"
 #include "server/trust/tls_options.h"
 
 namespace tmem::daemon {
@@ -159,6 +160,7 @@ int Run(const Config& c) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   if (absl::Status s = trust::CheckTlsOptions(c.tls, /*files=*/true); !s.ok()) {
@@ -177,6 +179,17 @@ int Run(const Config& c) {
   }
   trust::Audit audit;
   audit.set_insecure_listeners(static_cast<uint64_t>(*insecure));
+  // The TLS credentials load (and the key is checked against its certificate) before anything
+  // else starts; NBD uses them, gRPC loads the same files itself.
+  std::unique_ptr<trust::TlsContext> tls;
+  if (c.tls.any()) {
+    auto created = trust::TlsContext::Create(c.tls);
+    if (!created.ok()) {
+      TMEM_LOG(Error) << created.status().message();
+      return 2;
+    }
+    tls = std::move(*created);
+  }
   std::vector<std::string> grpc_listeners = c.listen;
   grpc_listeners.insert(grpc_listeners.end(), c.plaintext_listen.begin(), c.plaintext_listen.end());
   for (const std::string& a : grpc_listeners) {
@@ -243,6 +256,8 @@ int Run(const Config& c) {
       ex->name = x.name;
       ex->description = x.description;
       ex->read_only = x.read_only;
+      ex->tls_required = x.tls == "require";
+      ex->allow = x.allow;
       ex->backend = std::move(*opened);
       exports.push_back(std::move(ex));
     }
@@ -255,6 +270,11 @@ int Run(const Config& c) {
     no.threads_per_connection = c.nbd_threads_per_connection;
     no.gather_us = c.nbd_gather_us;
     no.shutdown_timeout_ms = c.shutdown_timeout_ms;
+    no.tls = tls.get();
+    no.audit = &audit;
+    no.tenants = *tenants;
+    no.insecure_plaintext = c.insecure_plaintext;
+    no.handshake_timeout_ms = c.tls.handshake_timeout_ms;
     auto started = nbd::NbdServer::Start(no, std::move(exports));
     if (!started.ok()) {
       TMEM_LOG(Error) << started.status().message();
@@ -328,8 +348,22 @@ int Run(const Config& c) {
                              c.nbd_unix_socket.empty() ? "" : " and " + c.nbd_unix_socket)
               : std::string());
 
+  // Signals: SIGHUP (and a changed certificate file) reloads the TLS credentials; SIGTERM and
+  // SIGINT stop.
   int sig = 0;
-  sigwait(&signals, &sig);
+  while (true) {
+    timespec wait{static_cast<time_t>(c.tls.reload_interval_s), 0};
+    sig = sigtimedwait(&signals, nullptr, &wait);
+    if (sig == SIGTERM || sig == SIGINT) break;
+    if (tls == nullptr) continue;
+    if (sig != SIGHUP && !tls->FilesChanged()) continue;
+    if (absl::Status s = tls->Reload(); s.ok()) {
+      TMEM_LOG(Info) << "TLS credentials reloaded (" << (sig == SIGHUP ? "SIGHUP" : "a file changed")
+                     << "); gRPC loads the changed files itself within " << c.tls.reload_interval_s << " s";
+    } else {
+      TMEM_LOG(Error) << "TLS reload refused, the credentials in use stay: " << s.message();
+    }
+  }
   TMEM_LOG(Info) << "received " << strsignal(sig) << "; stopping (up to " << c.shutdown_timeout_ms
                  << " ms for calls in flight)";
   health.Shutdown();

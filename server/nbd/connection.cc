@@ -41,14 +41,15 @@ void SleepPrecisely(int us) {
 
 class Connection {
  public:
-  Connection(NbdServer& server, int fd, Export& exp, bool structured)
+  Connection(NbdServer& server, int fd, Transport& transport, Export& exp, bool structured, bool read_only)
       : server_(server),
         fd_(fd),
+        t_(transport),
         exp_(exp),
         structured_(structured),
         size_(exp.backend->size()),
-        tflags_(exp.TransmissionFlags()),
-        in_(fd) {}
+        tflags_(exp.TransmissionFlags(read_only)),
+        in_(transport) {}
 
   // Serves requests until DISC, EOF, a protocol violation or server shutdown; returns when every
   // request taken in has been answered.
@@ -94,6 +95,7 @@ class Connection {
 
   NbdServer& server_;
   const int fd_;
+  Transport& t_;
   Export& exp_;
   const bool structured_;
   const uint64_t size_;  // the export's size and transmission flags, fixed for the connection
@@ -217,7 +219,7 @@ void Connection::Send(iovec* iov, int n) {
     while (sending_) reply_cv_.Wait(&reply_mu_);  // a large reply is not copied: its turn comes
     sending_ = true;
   }
-  bool ok = WriteFullV(fd_, iov, n);
+  bool ok = WriteFullV(t_, iov, n);
   // Send what other threads queued meanwhile, until nothing is left. The two vectors trade
   // places, so their memory is reused from batch to batch.
   while (true) {
@@ -230,7 +232,7 @@ void Connection::Send(iovec* iov, int n) {
       }
       batch_.swap(queued_);
     }
-    if (ok) ok = WriteFull(fd_, batch_.data(), batch_.size());
+    if (ok) ok = WriteFull(t_, batch_.data(), batch_.size());
     batch_.clear();
   }
   if (!ok) {
@@ -500,9 +502,10 @@ void Connection::ServeRequests() {
 void ServeConnection(NbdServer& server, int fd) {
   Negotiated n = Handshake(server, fd);
   if (n.exp == nullptr) return;
+  server.HandshakeDone(fd);
   n.exp->connections_total.fetch_add(1, std::memory_order_relaxed);
   n.exp->connections_open.fetch_add(1, std::memory_order_relaxed);
-  Connection c(server, fd, *n.exp, n.structured);
+  Connection c(server, fd, *n.transport, *n.exp, n.structured, n.read_only);
   c.Run();
   n.exp->connections_open.fetch_sub(1, std::memory_order_relaxed);
 }

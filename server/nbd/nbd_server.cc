@@ -60,9 +60,9 @@ uint32_t NbdErrorOf(const absl::Status& s) {
   }
 }
 
-uint16_t Export::TransmissionFlags() const {
+uint16_t Export::TransmissionFlags(bool read_only_access) const {
   const backend::BackendCaps c = backend->caps();
-  const bool ro = read_only || c.read_only;
+  const bool ro = read_only || c.read_only || read_only_access;
   uint16_t f = kFlagHasFlags;
   if (ro) f |= kFlagReadOnly;
   if (c.flush) f |= kFlagSendFlush;
@@ -186,12 +186,22 @@ void NbdServer::AcceptLoop(int listen_fd) {
       break;
     }
     if (open_connections_.fetch_add(1) >= options_.max_connections) {
-      open_connections_.fetch_sub(1);
-      refused_.fetch_add(1);
-      TMEM_LOG_RATE_LIMITED(Warning) << "NBD: refusing a connection: " << options_.max_connections
-                                     << " are open (nbd max_connections)";
-      ::close(fd);
-      continue;
+      // A connection that has not finished its handshake holds no export yet: the oldest such
+      // makes room, so that idle connections cannot lock real clients out.
+      bool evicted;
+      {
+        MutexLock lock(&mu_);
+        evicted = EvictOneHandshake();
+      }
+      if (!evicted) {
+        open_connections_.fetch_sub(1);
+        refused_.fetch_add(1);
+        TMEM_LOG_RATE_LIMITED(Warning) << "NBD: refusing a connection: " << options_.max_connections
+                                       << " are open (nbd max_connections)";
+        ::close(fd);
+        continue;
+      }
+      handshakes_evicted_.fetch_add(1, std::memory_order_relaxed);
     }
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  // fails harmlessly on unix sockets
@@ -217,6 +227,24 @@ void NbdServer::Serve(uint64_t id, int fd) {
   }
   ::close(fd);
   open_connections_.fetch_sub(1);
+}
+
+bool NbdServer::EvictOneHandshake() {
+  for (auto& [id, c] : connections_) {  // ascending ids: the oldest first
+    if (c.in_handshake && !c.evicted) {
+      c.evicted = true;
+      ::shutdown(c.fd, SHUT_RDWR);
+      return true;
+    }
+  }
+  return false;
+}
+
+void NbdServer::HandshakeDone(int fd) {
+  MutexLock lock(&mu_);
+  for (auto& [id, c] : connections_) {
+    if (c.fd == fd) c.in_handshake = false;
+  }
 }
 
 const Export* NbdServer::FindExport(const std::string& name) const {
@@ -296,6 +324,9 @@ void NbdServer::VisitStats(StatsVisitor& v) const {
   }
   v.Counter("nbd_connections_refused", "NBD connections closed at once because max_connections were open",
             refused_.load(), {});
+  v.Counter("nbd_handshakes_evicted",
+            "NBD connections still in their handshake closed to make room for a new one (max_connections)",
+            handshakes_evicted_.load(std::memory_order_relaxed), {});
 }
 
 }  // namespace tmem::nbd

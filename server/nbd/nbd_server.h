@@ -37,6 +37,12 @@
 #include "common/mutex.h"
 #include "common/stats.h"
 #include "server/backend/block_backend.h"
+#include "server/trust/audit.h"
+#include "server/trust/tenants.h"
+
+namespace tmem::trust {
+class TlsContext;
+}
 
 namespace tmem::nbd {
 
@@ -45,6 +51,8 @@ struct Export {
   std::string name;
   std::string description;
   bool read_only = false;
+  bool tls_required = false;       // TLS-only: plaintext clients get NBD_REP_ERR_TLS_REQD
+  std::vector<std::string> allow;  // trust::ExportAccess: who may open it, read-write or read-only
   std::unique_ptr<backend::BlockBackend> backend;
 
   // Per command (index: NBD command type 0..7; 8 = unknown).
@@ -61,7 +69,8 @@ struct Export {
   std::atomic<uint64_t> connections_total{0};
   std::atomic<int64_t> connections_open{0};
 
-  uint16_t TransmissionFlags() const;
+  // The flags a connection sees; `read_only` (the tenant's access) adds NBD_FLAG_READ_ONLY.
+  uint16_t TransmissionFlags(bool read_only = false) const;
 };
 
 struct NbdServerOptions {
@@ -75,6 +84,14 @@ struct NbdServerOptions {
   // from the socket again while requests arrive several per read (gather.h); 0 = never.
   int gather_us = 30;
   int64_t shutdown_timeout_ms = 10000;
+  // Trust (docs/nbd.md "TLS and tenants"). Borrowed; may be null: no NBD_OPT_STARTTLS / no audit.
+  const trust::TlsContext* tls = nullptr;
+  trust::Audit* audit = nullptr;
+  trust::TenantTable tenants;       // who PSK identities and certificates are; the local tenant
+  bool insecure_plaintext = false;  // plaintext peers off loopback are the local tenant too
+  // The whole handshake (TLS included) must end by then, or the connection is closed. When
+  // max_connections are open, a new connection closes the oldest one still in its handshake.
+  int64_t handshake_timeout_ms = 10000;
 };
 
 class NbdServer {
@@ -100,6 +117,9 @@ class NbdServer {
   uint64_t connections_refused() const { return refused_.load(); }
 
   const NbdServerOptions& options() const { return options_; }
+  const trust::TenantTable& tenants() const { return options_.tenants; }
+  // Called by a connection when its handshake ends (it no longer may be closed for a newcomer).
+  void HandshakeDone(int fd);
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
 
  private:
@@ -115,13 +135,18 @@ class NbdServer {
   std::vector<std::thread> acceptors_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> refused_{0};
+  std::atomic<uint64_t> handshakes_evicted_{0};
   std::atomic<int> open_connections_{0};
 
   Mutex mu_;
   struct ConnectionThread {
     int fd = -1;
     std::thread thread;
+    bool in_handshake = true;
+    bool evicted = false;
   };
+  // Closes the oldest connection still in its handshake; false if there is none.
+  bool EvictOneHandshake() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::map<uint64_t, ConnectionThread> connections_ ABSL_GUARDED_BY(mu_);  // by connection id
   uint64_t next_connection_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::vector<std::thread> finished_ ABSL_GUARDED_BY(mu_);  // to join

@@ -455,7 +455,8 @@ TEST(BufferedReaderTest, ReturnsEveryByteInOrderForAnyMixOfReadSizes) {
       off += n;
     }
   });
-  BufferedReader in(sv[0], 64 << 10);
+  SocketTransport socket(sv[0]);
+  BufferedReader in(socket, 64 << 10);
   std::mt19937 sizes(11);
   std::vector<uint8_t> got(data.size());
   size_t off = 0;
@@ -480,7 +481,8 @@ TEST(BufferedReaderTest, ReturnsEveryByteInOrderForAnyMixOfReadSizes) {
 TEST(BufferedReaderTest, AfterALargePayloadTheNextHeaderIsReadAlone) {
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-  BufferedReader in(sv[0], 64 << 10);
+  SocketTransport socket(sv[0]);
+  BufferedReader in(socket, 64 << 10);
   const std::vector<uint8_t> header(kRequestBytes, 0x11), payload(40 << 10, 0x22);
   uint8_t h[kRequestBytes];
   ASSERT_TRUE(WriteFull(sv[1], header.data(), header.size()));

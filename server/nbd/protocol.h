@@ -33,6 +33,7 @@ inline constexpr uint32_t kRepInfo = 3;
 inline constexpr uint32_t kRepErrUnsup = 0x80000001u;
 inline constexpr uint32_t kRepErrPolicy = 0x80000002u;
 inline constexpr uint32_t kRepErrInvalid = 0x80000003u;
+inline constexpr uint32_t kRepErrTlsReqd = 0x80000005u;
 inline constexpr uint32_t kRepErrUnknown = 0x80000006u;
 inline constexpr uint32_t kRepErrTooBig = 0x80000009u;
 

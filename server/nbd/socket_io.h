@@ -1,4 +1,5 @@
-// Blocking socket I/O for the NBD server: whole reads and writes, EINTR retried, never SIGPIPE.
+// Blocking socket I/O for the NBD server: whole reads and writes, EINTR retried, never SIGPIPE,
+// over a Transport: the socket itself, or a TLS session on it after NBD_OPT_STARTTLS.
 #ifndef TMEM_SERVER_NBD_SOCKET_IO_H_
 #define TMEM_SERVER_NBD_SOCKET_IO_H_
 
@@ -15,32 +16,18 @@
 
 namespace tmem::nbd {
 
-// False on EOF or error.
-inline bool ReadFull(int fd, void* buf, size_t len) {
-  auto* p = static_cast<uint8_t*>(buf);
-  while (len > 0) {
-    ssize_t n = ::recv(fd, p, len, MSG_WAITALL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    p += n;
-    len -= static_cast<size_t>(n);
-  }
-  return true;
-}
+// A connection's byte stream. Thread-safety: one thread may receive while another sends.
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  // Like recv(2) (`wait_all`: MSG_WAITALL): bytes read, 0 at the end, -1 on an error.
+  virtual ssize_t Recv(void* buf, size_t len, bool wait_all) = 0;
+  // Sends every byte of the iovecs (which it may modify); false on an error.
+  virtual bool SendAll(iovec* iov, int count) = 0;
+};
 
-// Reads and throws away `len` bytes.
-inline bool Discard(int fd, uint64_t len) {
-  uint8_t buf[16384];
-  while (len > 0) {
-    const size_t n = len < sizeof(buf) ? static_cast<size_t>(len) : sizeof(buf);
-    if (!ReadFull(fd, buf, n)) return false;
-    len -= n;
-  }
-  return true;
-}
-
-// Writes every byte of the iovecs (modified in place).
-inline bool WriteFullV(int fd, iovec* iov, int count) {
+// Writes every byte of the iovecs (modified in place) to a socket.
+inline bool SocketWriteFullV(int fd, iovec* iov, int count) {
   while (count > 0) {
     msghdr msg{};
     msg.msg_iov = iov;
@@ -62,6 +49,37 @@ inline bool WriteFullV(int fd, iovec* iov, int count) {
   return true;
 }
 
+// The socket itself.
+class SocketTransport final : public Transport {
+ public:
+  explicit SocketTransport(int fd) : fd_(fd) {}
+  ssize_t Recv(void* buf, size_t len, bool wait_all) override {
+    while (true) {
+      ssize_t n = ::recv(fd_, buf, len, wait_all ? MSG_WAITALL : 0);
+      if (n < 0 && errno == EINTR) continue;
+      return n;
+    }
+  }
+  bool SendAll(iovec* iov, int count) override { return SocketWriteFullV(fd_, iov, count); }
+
+ private:
+  const int fd_;
+};
+
+// False on EOF or error.
+inline bool ReadFull(Transport& t, void* buf, size_t len) {
+  auto* p = static_cast<uint8_t*>(buf);
+  while (len > 0) {
+    ssize_t n = t.Recv(p, len, true);
+    if (n <= 0) return false;
+    p += n;
+    len -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+inline bool WriteFullV(Transport& t, iovec* iov, int count) { return t.SendAll(iov, count); }
+
 // Reads from a socket through a buffer, so that requests a client sends back to back (a header,
 // a small payload, the next header...) cost one recv() for many. Large payloads bypass the
 // buffer, and after one the next refill takes only what is asked for (the next header), so that
@@ -69,7 +87,8 @@ inline bool WriteFullV(int fd, iovec* iov, int count) {
 // serialises readers.
 class BufferedReader {
  public:
-  explicit BufferedReader(int fd, size_t capacity = 256 << 10) : fd_(fd), buf_(new uint8_t[capacity]), cap_(capacity) {}
+  explicit BufferedReader(Transport& t, size_t capacity = 256 << 10)
+      : t_(t), buf_(new uint8_t[capacity]), cap_(capacity) {}
 
   // False on EOF or error.
   bool Read(void* dst, size_t len) {
@@ -88,13 +107,12 @@ class BufferedReader {
       // The client sends large payloads: read the next header alone rather than the first part
       // of the next payload into the buffer only to copy it out again.
       refill_ = 0;
-      return ReadFull(fd_, out, len);
+      return ReadFull(t_, out, len);
     }
     const size_t want = std::max(len, refill_);
     refill_ = cap_;  // small requests: take in as many as one recv() brings
     while (end_ < len) {
-      ssize_t n = ::recv(fd_, buf_.get() + end_, want - end_, 0);
-      if (n < 0 && errno == EINTR) continue;
+      ssize_t n = t_.Recv(buf_.get() + end_, want - end_, false);
       if (n <= 0) return false;
       end_ += static_cast<size_t>(n);
     }
@@ -117,16 +135,26 @@ class BufferedReader {
   }
 
  private:
-  const int fd_;
+  Transport& t_;
   std::unique_ptr<uint8_t[]> buf_;
   const size_t cap_;
   size_t start_ = 0, end_ = 0;
   size_t refill_ = cap_;  // how much a refill asks recv() for: the capacity, or only what is needed
 };
 
-inline bool WriteFull(int fd, const void* buf, size_t len) {
+inline bool WriteFull(Transport& t, const void* buf, size_t len) {
   iovec iov{const_cast<void*>(buf), len};
-  return WriteFullV(fd, &iov, 1);
+  return t.SendAll(&iov, 1);
+}
+
+// On a socket directly (tests and tools).
+inline bool ReadFull(int fd, void* buf, size_t len) {
+  SocketTransport t(fd);
+  return ReadFull(t, buf, len);
+}
+inline bool WriteFull(int fd, const void* buf, size_t len) {
+  SocketTransport t(fd);
+  return WriteFull(t, buf, len);
 }
 
 }  // namespace tmem::nbd

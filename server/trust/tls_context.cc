@@ -1,0 +1,253 @@
+#include "server/trust/tls_context.h"
+
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+
+namespace tmem::trust {
+
+// What one load of the files made; shared by every session started while it was current.
+struct Credentials {
+  gnutls_certificate_credentials_t x509 = nullptr;
+  gnutls_psk_server_credentials_t psk = nullptr;
+  std::map<std::string, std::string, std::less<>> psk_keys;
+  std::map<std::string, int64_t> mtimes;  // file -> modification time (ns) at load
+  ~Credentials() {
+    if (x509 != nullptr) gnutls_certificate_free_credentials(x509);
+    if (psk != nullptr) gnutls_psk_free_server_credentials(psk);
+  }
+};
+
+namespace {
+
+// Sessions carry their Credentials (for the PSK lookup) as the session pointer.
+int PskLookup(gnutls_session_t session, const char* username, gnutls_datum_t* key) {
+  const auto* creds = static_cast<const Credentials*>(gnutls_session_get_ptr(session));
+  auto it = creds->psk_keys.find(absl::string_view(username));
+  if (it == creds->psk_keys.end()) return -1;
+  key->data = static_cast<unsigned char*>(gnutls_malloc(it->second.size()));
+  if (key->data == nullptr) return -1;
+  std::memcpy(key->data, it->second.data(), it->second.size());
+  key->size = static_cast<unsigned>(it->second.size());
+  return 0;
+}
+
+// Writes with MSG_NOSIGNAL: a peer that went away is an error, never SIGPIPE.
+ssize_t PushVec(gnutls_transport_ptr_t ptr, const giovec_t* iov, int count) {
+  msghdr msg{};
+  msg.msg_iov = const_cast<iovec*>(reinterpret_cast<const iovec*>(iov));
+  msg.msg_iovlen = static_cast<size_t>(count);
+  return ::sendmsg(static_cast<int>(reinterpret_cast<intptr_t>(ptr)), &msg, MSG_NOSIGNAL);
+}
+
+int64_t MtimeNs(const std::string& path) {
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0) return -1;
+  return int64_t{st.st_mtim.tv_sec} * 1'000'000'000 + st.st_mtim.tv_nsec;
+}
+
+std::string GnutlsError(int rc) { return gnutls_strerror(rc); }
+
+// The subject CN and the DNS and URI SANs of a DER certificate, in `tenant_from`'s order.
+std::vector<std::string> CertificateNames(const gnutls_datum_t& der, const std::string& tenant_from) {
+  std::vector<std::string> names;
+  gnutls_x509_crt_t crt;
+  if (gnutls_x509_crt_init(&crt) != 0) return names;
+  if (gnutls_x509_crt_import(crt, &der, GNUTLS_X509_FMT_DER) == 0) {
+    if (tenant_from != "san") {
+      char buf[256];
+      size_t size = sizeof(buf);
+      if (gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, buf, &size) == 0) {
+        names.emplace_back(buf, size);
+      }
+    }
+    if (tenant_from != "cn") {
+      for (unsigned i = 0;; ++i) {
+        char buf[512];
+        size_t size = sizeof(buf);
+        const int type = gnutls_x509_crt_get_subject_alt_name(crt, i, buf, &size, nullptr);
+        if (type == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE) break;
+        if (type == GNUTLS_SAN_DNSNAME || type == GNUTLS_SAN_URI) names.emplace_back(buf, size);
+        if (type < 0 && type != GNUTLS_E_SHORT_MEMORY_BUFFER) break;
+      }
+    }
+  }
+  gnutls_x509_crt_deinit(crt);
+  return names;
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<Credentials>> TlsContext::Load(const TlsOptions& o) {
+  auto c = std::make_shared<Credentials>();
+  if (o.x509()) {
+    int rc = gnutls_certificate_allocate_credentials(&c->x509);
+    if (rc < 0) return absl::InternalError(GnutlsError(rc));
+    rc = gnutls_certificate_set_x509_trust_file(c->x509, o.ca.c_str(), GNUTLS_X509_FMT_PEM);
+    if (rc <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tls.ca ", o.ca, ": ", rc == 0 ? "holds no certificate" : GnutlsError(rc)));
+    }
+    rc = gnutls_certificate_set_x509_key_file(c->x509, o.cert.c_str(), o.key.c_str(), GNUTLS_X509_FMT_PEM);
+    if (rc < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("tls.cert ", o.cert, " with tls.key ", o.key, ": ", GnutlsError(rc)));
+    }
+    for (const std::string* f : {&o.cert, &o.key, &o.ca}) c->mtimes[*f] = MtimeNs(*f);
+  }
+  if (!o.psk_file.empty()) {
+    auto keys = ReadPskFile(o.psk_file);
+    if (!keys.ok()) return keys.status();
+    c->psk_keys = std::move(*keys);
+    int rc = gnutls_psk_allocate_server_credentials(&c->psk);
+    if (rc < 0) return absl::InternalError(GnutlsError(rc));
+    gnutls_psk_set_server_credentials_function(c->psk, PskLookup);
+    c->mtimes[o.psk_file] = MtimeNs(o.psk_file);
+  }
+  return c;
+}
+
+absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::Create(const TlsOptions& options) {
+  if (!options.any()) return absl::InvalidArgumentError("TLS is not configured (tls.cert or tls.psk_file)");
+  auto creds = Load(options);
+  if (!creds.ok()) return creds.status();
+  std::unique_ptr<TlsContext> t(new TlsContext(options));
+  MutexLock lock(&t->mu_);
+  t->creds_ = std::move(*creds);
+  return t;
+}
+
+TlsContext::~TlsContext() = default;
+
+absl::Status TlsContext::Reload() {
+  auto creds = Load(options_);
+  if (!creds.ok()) return creds.status();
+  MutexLock lock(&mu_);
+  creds_ = std::move(*creds);
+  return absl::OkStatus();
+}
+
+bool TlsContext::FilesChanged() const {
+  std::shared_ptr<Credentials> c = Current();
+  for (const auto& [file, mtime] : c->mtimes) {
+    if (MtimeNs(file) != mtime) return true;
+  }
+  return false;
+}
+
+std::shared_ptr<Credentials> TlsContext::Current() const {
+  MutexLock lock(&mu_);
+  return creds_;
+}
+
+absl::StatusOr<std::unique_ptr<TlsSession>> TlsContext::Accept(int fd) const {
+  std::unique_ptr<TlsSession> t(new TlsSession());
+  t->creds_ = Current();
+  gnutls_session_t s;
+  int rc = gnutls_init(&s, GNUTLS_SERVER);
+  if (rc < 0) return absl::InternalError(GnutlsError(rc));
+  t->session_ = s;
+  const char* priority = t->creds_->psk != nullptr ? "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK" : "NORMAL";
+  rc = gnutls_priority_set_direct(s, priority, nullptr);
+  if (rc < 0) return absl::InternalError(GnutlsError(rc));
+  if (t->creds_->x509 != nullptr) {
+    gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, t->creds_->x509);
+    // Asked for, then checked below: a PSK peer shows none.
+    gnutls_certificate_server_set_request(s, GNUTLS_CERT_REQUEST);
+  }
+  if (t->creds_->psk != nullptr) gnutls_credentials_set(s, GNUTLS_CRD_PSK, t->creds_->psk);
+  gnutls_session_set_ptr(s, t->creds_.get());
+  gnutls_transport_set_int(s, fd);
+  gnutls_transport_set_vec_push_function(s, PushVec);
+  gnutls_handshake_set_timeout(s, static_cast<unsigned>(options_.handshake_timeout_ms));
+  do {
+    rc = gnutls_handshake(s);
+  } while (rc < 0 && gnutls_error_is_fatal(rc) == 0);
+  if (rc < 0) return absl::UnauthenticatedError(absl::StrCat("TLS handshake failed: ", GnutlsError(rc)));
+  if (gnutls_auth_get_type(s) == GNUTLS_CRD_PSK) {
+    const char* user = gnutls_psk_server_get_username(s);
+    t->psk_identity_ = user != nullptr ? user : "";
+    if (t->psk_identity_.empty()) return absl::UnauthenticatedError("TLS-PSK without an identity");
+    return t;
+  }
+  unsigned list_size = 0;
+  const gnutls_datum_t* certs = gnutls_certificate_get_peers(s, &list_size);
+  if (certs == nullptr || list_size == 0) {
+    if (options_.client_auth == "require") {
+      return absl::UnauthenticatedError("the client showed no certificate (tls.client_auth is require)");
+    }
+    return t;
+  }
+  unsigned status = 0;
+  rc = gnutls_certificate_verify_peers3(s, nullptr, &status);
+  if (rc < 0) return absl::UnauthenticatedError(absl::StrCat("client certificate: ", GnutlsError(rc)));
+  if (status != 0) {
+    gnutls_datum_t why{};
+    std::string reason = "does not verify";
+    if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &why, 0) == 0) {
+      reason.assign(reinterpret_cast<const char*>(why.data), why.size);
+      gnutls_free(why.data);
+    }
+    const std::vector<std::string> names = CertificateNames(certs[0], "any");
+    return absl::UnauthenticatedError(
+        absl::StrCat("client certificate", names.empty() ? "" : " '" + names[0] + "'", ": ", reason));
+  }
+  t->has_certificate_ = true;
+  t->names_ = CertificateNames(certs[0], options_.tenant_from);
+  return t;
+}
+
+TlsSession::~TlsSession() {
+  if (session_ != nullptr) {
+    auto s = static_cast<gnutls_session_t>(session_);
+    gnutls_bye(s, GNUTLS_SHUT_WR);
+    gnutls_deinit(s);
+  }
+}
+
+ssize_t TlsSession::Recv(void* buf, size_t len) {
+  auto s = static_cast<gnutls_session_t>(session_);
+  while (true) {
+    ssize_t n = gnutls_record_recv(s, buf, len);
+    if (n >= 0) return n;
+    if (n == GNUTLS_E_INTERRUPTED) continue;
+    if (n == GNUTLS_E_PREMATURE_TERMINATION) return 0;
+    return -1;
+  }
+}
+
+bool TlsSession::SendAll(const iovec* iov, int count) {
+  auto s = static_cast<gnutls_session_t>(session_);
+  size_t total = 0;
+  for (int i = 0; i < count; ++i) total += iov[i].iov_len;
+  // Small replies leave as one record; large ones are not copied into a cork buffer.
+  const bool cork = total <= (64 << 10) && count > 1;
+  if (cork) gnutls_record_cork(s);
+  for (int i = 0; i < count; ++i) {
+    const auto* p = static_cast<const uint8_t*>(iov[i].iov_base);
+    size_t left = iov[i].iov_len;
+    while (left > 0) {
+      ssize_t n = gnutls_record_send(s, p, left);
+      if (n == GNUTLS_E_INTERRUPTED || n == GNUTLS_E_AGAIN) continue;
+      if (n <= 0) return false;
+      p += n;
+      left -= static_cast<size_t>(n);
+    }
+  }
+  if (cork) {
+    while (true) {
+      int rc = gnutls_record_uncork(s, GNUTLS_RECORD_WAIT);
+      if (rc >= 0) break;
+      if (rc != GNUTLS_E_INTERRUPTED && rc != GNUTLS_E_AGAIN) return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace tmem::trust

@@ -1,0 +1,92 @@
+// TLS for the listeners that speak it themselves (NBD's NBD_OPT_STARTTLS; gRPC uses gRPC's own
+// TLS), through GnuTLS as nbdkit, libnbd and qemu do: X.509 with client certificates verified
+// against the CA, and TLS-PSK with the keys of the PSK file.
+//
+// The credentials are reloaded by Reload() (tmemd calls it on SIGHUP and when a file changes);
+// a reload that fails keeps the credentials in use and says why. A handshake uses the
+// credentials current when it starts.
+//
+// Thread-safety: TlsContext is thread-safe. A TlsSession may be used by two threads at once,
+// one receiving and one sending (GnuTLS allows exactly that); nothing else.
+#ifndef TMEM_SERVER_TRUST_TLS_CONTEXT_H_
+#define TMEM_SERVER_TRUST_TLS_CONTEXT_H_
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/mutex.h"
+#include "server/trust/tls_options.h"
+
+namespace tmem::trust {
+
+struct Credentials;  // tls_context.cc
+
+// One server-side TLS session over a connected socket.
+class TlsSession {
+ public:
+  ~TlsSession();
+  TlsSession(const TlsSession&) = delete;
+  TlsSession& operator=(const TlsSession&) = delete;
+
+  // Like recv(2): bytes read (> 0), 0 at the end of the stream, -1 on an error.
+  ssize_t Recv(void* buf, size_t len);
+  // Sends every byte of the iovecs as few records; false on an error.
+  bool SendAll(const iovec* iov, int count);
+
+  // Who the peer proved itself to be.
+  bool psk() const { return !psk_identity_.empty(); }
+  const std::string& psk_identity() const { return psk_identity_; }
+  bool has_certificate() const { return has_certificate_; }
+  // The verified client certificate's names by `tenant_from`: subject CN and/or DNS/URI SANs.
+  const std::vector<std::string>& certificate_names() const { return names_; }
+
+ private:
+  friend class TlsContext;
+  TlsSession() = default;
+  void* session_ = nullptr;  // gnutls_session_t
+  std::shared_ptr<Credentials> creds_;
+  std::string psk_identity_;
+  bool has_certificate_ = false;
+  std::vector<std::string> names_;
+};
+
+class TlsContext {
+ public:
+  // Loads the certificate and key, the CA and the PSK file (whichever are set); InvalidArgument
+  // naming the file and GnuTLS's reason when one does not load (e.g. a key that does not match
+  // the certificate).
+  static absl::StatusOr<std::unique_ptr<TlsContext>> Create(const TlsOptions& options);
+  ~TlsContext();
+
+  // Loads every file again. On success later handshakes use the new credentials; on failure the
+  // old ones stay and the error says why.
+  absl::Status Reload();
+  // Whether any file's modification time changed since the last load.
+  bool FilesChanged() const;
+
+  // The server side of a handshake on `fd` (blocking), bounded by the handshake timeout. Fails
+  // (and the connection must close) on a handshake error, a certificate that does not verify
+  // (wrong CA, expired, not yet valid), or no certificate when client_auth is "require" and the
+  // peer did not use PSK.
+  absl::StatusOr<std::unique_ptr<TlsSession>> Accept(int fd) const;
+
+  const TlsOptions& options() const { return options_; }
+
+ private:
+  explicit TlsContext(const TlsOptions& o) : options_(o) {}
+  static absl::StatusOr<std::shared_ptr<Credentials>> Load(const TlsOptions& o);
+  std::shared_ptr<Credentials> Current() const;
+
+  const TlsOptions options_;
+  mutable Mutex mu_;
+  std::shared_ptr<Credentials> creds_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace tmem::trust
+
+#endif  // TMEM_SERVER_TRUST_TLS_CONTEXT_H_
