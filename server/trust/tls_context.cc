@@ -48,7 +48,7 @@ ssize_t PushVec(gnutls_transport_ptr_t ptr, const giovec_t* iov, int count) {
 }
 
 int64_t MtimeNs(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return -1;
   return int64_t{st.st_mtim.tv_sec} * 1'000'000'000 + st.st_mtim.tv_nsec;
 }
@@ -97,7 +97,8 @@ absl::StatusOr<std::shared_ptr<Credentials>> TlsContext::Load(const TlsOptions& 
     }
     rc = gnutls_certificate_set_x509_key_file(c->x509, o.cert.c_str(), o.key.c_str(), GNUTLS_X509_FMT_PEM);
     if (rc < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("tls.cert ", o.cert, " with tls.key ", o.key, ": ", GnutlsError(rc)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tls.cert ", o.cert, " with tls.key ", o.key, ": ", GnutlsError(rc)));
     }
     for (const std::string* f : {&o.cert, &o.key, &o.ca}) c->mtimes[*f] = MtimeNs(*f);
   }
