@@ -8,7 +8,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <memory>
 #include <thread>
 
@@ -37,14 +40,19 @@ std::vector<uint8_t> PageOf(uint64_t ino, uint64_t index, int version) {
 // One relay process's worth: a client and a Relay serving the shim on a thread.
 class RunningRelay {
  public:
-  RunningRelay(FakeShim& shim, int port) {
+  // Plaintext as tenant "node-1", or with `tls` as the tenant its certificate names (`tenant`
+  // empty) or naming `tenant`.
+  RunningRelay(FakeShim& shim, int port, const client::TlsClientOptions& tls = {}, std::string tenant = "node-1") {
     client::ClientOptions o;
     o.servers = {"127.0.0.1:" + std::to_string(port)};
     o.call_timeout_ms = 300;
     o.reconnect_max_ms = 200;
-    client_ = std::move(*client::TmemClient::Create(o));
+    o.tls = tls;
+    auto c = client::TmemClient::Create(o);
+    EXPECT_TRUE(c.ok()) << c.status();
+    client_ = std::move(*c);
     RelayOptions ro;
-    ro.tenant = "node-1";
+    ro.tenant = std::move(tenant);
     ro.wait_ms = 20;
     relay_ = std::make_unique<Relay>(client_.get(), ro);
     auto dev = shim.Open();
@@ -297,6 +305,115 @@ TEST_F(RelayTest, ATmemdRestartCostsMissesNeverStalePagesEvenIfTheRelayGoesToo) 
   EXPECT_EQ(Hit(pool, 2, 4, 1), 0) << "stale page after a deferred invalidation and a relay restart";
   EXPECT_EQ(Hit(pool, 2, 5, 1), 0) << "the whole pool was flushed";
   EXPECT_EQ(shim_.Counters().pool_flushes_done, 1u);
+}
+
+}  // namespace
+}  // namespace tmem::kshim
+
+namespace tmem::kshim {
+namespace {
+
+// Two nodes' relays over mutual TLS, each proving its node's tenant with its certificate: each
+// node's pages come back to it, and neither can read or plant the other's, even with the same
+// pool UUIDs (shared pools are keyed by (tenant, UUID)).
+class RelayTlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    port_ = tmem::testing::FreePort();
+    dir_ = tmem::testing::TmpPath("relay_tls");
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    const std::string certs = dir_ + "/certs";
+    const std::string make =
+        tmem::testing::Runfile("scripts/make-certs.sh") + " " + certs + " node-1 node-2 2>/dev/null";
+    ASSERT_EQ(std::system(make.c_str()), 0) << make;
+    std::ofstream(dir_ + "/tmemd.yaml") << "device: {path: " << dir_ << "/c.img, size: 64M}\n"
+                                        << "listen: [\"127.0.0.1:" << port_ << "\"]\n"
+                                        << "metrics_listen: \"\"\n"
+                                        << "tls: {cert: " << certs << "/server.crt, key: " << certs
+                                        << "/server.key, ca: " << certs << "/ca.crt}\n"
+                                        << "tenants: [{name: node-1}, {name: node-2}]\n";
+    tmemd_ = tmem::testing::Spawn(tmem::testing::Runfile("server/main/tmemd"), {"--config=" + dir_ + "/tmemd.yaml"},
+                                  "tmemd_tls.log");
+    for (int i = 0; i < 200 && !tmem::testing::PortOpen(port_); ++i) std::this_thread::sleep_for(25ms);
+    ASSERT_TRUE(tmem::testing::PortOpen(port_)) << tmem::testing::ReadLog(tmemd_);
+    for (const char* n : {"node-1", "node-2"}) {
+      client::TlsClientOptions t;
+      t.ca = certs + "/ca.crt";
+      t.cert = certs + "/" + n + ".crt";
+      t.key = certs + "/" + n + ".key";
+      tls_[n] = t;
+    }
+  }
+  void TearDown() override {
+    if (tmemd_.pid > 0) {
+      kill(tmemd_.pid, SIGKILL);
+      tmem::testing::WaitExit(tmemd_);
+    }
+  }
+  static int Hit(FakeShim& shim, int pool, uint64_t ino, uint64_t index, int version) {
+    std::vector<uint8_t> out(4096);
+    if (!shim.Get(pool, Inode(ino), index, out)) return 0;
+    EXPECT_EQ(out, PageOf(ino, index, version)) << "inode " << ino << " page " << index << ": a foreign page";
+    return 1;
+  }
+  static bool Ready(FakeShim& shim, int pool, uint64_t ino) {
+    for (int i = 0; i < 100; ++i) {
+      shim.Put(pool, Inode(ino), 0, PageOf(ino, 0, 1));
+      if (Hit(shim, pool, ino, 0, 1)) return true;
+      std::this_thread::sleep_for(50ms);
+    }
+    return false;
+  }
+
+  int port_ = 0;
+  std::string dir_;
+  Process tmemd_;
+  std::map<std::string, client::TlsClientOptions> tls_;
+};
+
+TEST_F(RelayTlsTest, EachNodeGetsItsOwnPagesAndNoNodeReadsOrPlantsAnothersPages) {
+  FakeShim shim1{64, 16}, shim2{64, 16};
+  const PoolUuid same{4, 2};  // both nodes mount a filesystem with this UUID
+  int p1 = shim1.InitFs(same), p2 = shim2.InitFs(same);
+  ASSERT_GE(p1, 0);
+  ASSERT_GE(p2, 0);
+  RunningRelay node1(shim1, port_, tls_["node-1"], "");
+  ASSERT_TRUE(Ready(shim1, p1, 999)) << tmem::testing::ReadLog(tmemd_);
+  for (uint64_t i = 0; i < 16; ++i) shim1.Put(p1, Inode(5), i, PageOf(5, i, 1));
+  EXPECT_EQ(Hit(shim1, p1, 5, 15, 1), 1) << "node-1's pages come back over mTLS";
+  {
+    // node-2, with its own certificate, asks for the same UUID and inode: it finds nothing of
+    // node-1's, and what it puts never reaches node-1.
+    RunningRelay node2(shim2, port_, tls_["node-2"], "");
+    ASSERT_TRUE(Ready(shim2, p2, 998));
+    int found = 0;
+    for (uint64_t i = 0; i < 16; ++i) found += Hit(shim2, p2, 5, i, 1);
+    EXPECT_EQ(found, 0) << "node-2 read node-1's cached file data";
+    for (uint64_t i = 0; i < 16; ++i) shim2.Put(p2, Inode(5), i, PageOf(5, i, 2));
+    EXPECT_EQ(Hit(shim2, p2, 5, 3, 2), 1);
+  }
+  for (uint64_t i = 0; i < 16; ++i) {
+    EXPECT_EQ(Hit(shim1, p1, 5, i, 1), 1) << "page " << i << " of node-1 was replaced or lost";
+  }
+  {
+    // A relay with node-2's certificate that names node-1 as its tenant is refused: its puts
+    // are dropped and never land in node-1's pool.
+    FakeShim shim3{64, 16};
+    int p3 = shim3.InitFs(same);
+    RunningRelay impostor(shim3, port_, tls_["node-2"], "node-1");
+    for (int round = 0; round < 20; ++round) {
+      for (uint64_t i = 0; i < 16; ++i) shim3.Put(p3, Inode(5), i, PageOf(5, i, 3));
+      std::this_thread::sleep_for(10ms);
+    }
+    std::vector<uint8_t> out(4096);
+    EXPECT_FALSE(shim3.Get(p3, Inode(5), 0, out)) << "a relay naming another tenant was served";
+  }
+  for (uint64_t i = 0; i < 16; ++i) {
+    EXPECT_EQ(Hit(shim1, p1, 5, i, 1), 1) << "page " << i << " of node-1 was planted by another node";
+  }
+  const std::string log = tmem::testing::ReadLog(tmemd_);
+  EXPECT_NE(log.find("is not the caller's tenant 'node-2'"), std::string::npos) << log;
 }
 
 }  // namespace
