@@ -51,8 +51,8 @@ absl::StatusOr<CacheDeviceState> InspectCacheDevice(io::BlockDevice* device, uin
   absl::StatusOr<log::LogGeometry> g = log::ReadLogGeometry(device);
   if (!g.ok()) {
     if (!format) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("cache device: ", g.status().message(), " (format it as a cache with --format)"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cache device: ", g.status().message(), " (format it as a cache with tmemd --format-export-cache=EXPORT)"));
     }
     state.fresh = true;
     return state;
@@ -63,7 +63,7 @@ absl::StatusOr<CacheDeviceState> InspectCacheDevice(io::BlockDevice* device, uin
       return absl::FailedPreconditionError(
           absl::StrCat(what,
                        " holds a tmem log but no block cache record (a page pool device?); refusing to use it as a "
-                       "cache without --format"));
+                       "cache without --format-export-cache=EXPORT"));
     }
     state.fresh = true;
     return state;

@@ -30,7 +30,12 @@ struct SpecialFlag {
 };
 constexpr SpecialFlag kSpecialFlags[] = {
     {"config", "FILE", "Read the settings from this YAML file first (tmemd --example-config prints one)."},
-    {"format", nullptr, "Format a device that is foreign, corrupt or of another geometry (destroys its contents)."},
+    {"format", nullptr,
+     "Format the page device (device.path) if it is foreign, corrupt or of another geometry (destroys its "
+     "contents). It formats nothing else."},
+    {"format-export-cache", "NAME[,NAME...]",
+     "Format these exports' cache devices if they are foreign or corrupt (discards what they hold; a cache "
+     "with dirty data of another backing store is still refused)."},
     {"export", "NAME=BACKEND[:SIZE][:ro]", "One NBD export (replaces the file's exports)."},
     {"export-cache", "PATH[:SIZE]", "A writeback cache device for the export of --export."},
 };
@@ -404,6 +409,17 @@ absl::StatusOr<Config> ApplyFlags(const Flags& flags, Config c) {
     TMEM_RETURN_IF_ERROR(ExportSettings().Set(c.exports[0], s, flags.Get(s.flag), "--" + s.flag));
   }
   c.format = flags.Has("format");
+  if (flags.Has("format-export-cache")) {
+    for (const std::string& name : settings::SplitList(flags.Get("format-export-cache"))) {
+      bool known = false;
+      for (const auto& e : c.exports) known |= e.name == name && !e.cache.device.empty();
+      if (!known) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--format-export-cache: no export named '", name, "' has a cache device"));
+      }
+      c.format_export_caches.insert(name);
+    }
+  }
   if (c.metadata_dir.empty() && !c.device_path.empty()) c.metadata_dir = c.device_path + ".index";
   TMEM_RETURN_IF_ERROR(Check(c));
   return c;

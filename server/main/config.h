@@ -33,6 +33,7 @@ struct Config {
   int rpc_threads = 16;
   uint64_t index_cache_entries = 1 << 20;
   bool format = false;  // --format only: format a device that is foreign, corrupt or of another geometry
+  std::set<std::string> format_export_caches;  // --format-export-cache=NAME,...: format these exports' caches
 
   // Trust (docs/trust.md).
   trust::TlsOptions tls;                      // tls.*: set, gRPC listeners speak TLS and NBD offers STARTTLS

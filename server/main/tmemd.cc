@@ -32,6 +32,7 @@
 #include "server/grpc/admin_service.h"
 #include "server/grpc/health_service.h"
 #include "server/grpc/page_pool_service.h"
+#include "server/io/device_lock.h"
 #include "server/io/file_device.h"
 #include "server/log/segment_log.h"
 #include "server/main/config.h"
@@ -198,11 +199,29 @@ int Run(const Config& c) {
       return 1;
     }
   }
+  // The device is ours alone: locked before anything reads or formats it (a device created
+  // here is locked right after), then the metadata directory.
+  std::vector<io::DeviceLock> locks;
+  auto lock = [&locks](const std::string& path, const char* what) -> bool {
+    absl::StatusOr<io::DeviceLock> l = io::DeviceLock::Acquire(path, what);
+    if (!l.ok()) {
+      TMEM_LOG(Error) << l.status().message();
+      return false;
+    }
+    locks.push_back(std::move(*l));
+    return true;
+  };
+  std::error_code ec;
+  const bool device_existed = std::filesystem::exists(c.device_path, ec);
+  if (device_existed && !lock(c.device_path, "device")) return 1;
   auto device = OpenDevice(c);
   if (!device.ok()) {
     TMEM_LOG(Error) << device.status().message();
     return 1;
   }
+  if (!device_existed && !lock(c.device_path, "device")) return 1;
+  std::filesystem::create_directories(c.metadata_dir, ec);
+  if (!lock(c.metadata_dir, "metadata directory")) return 1;
   pool::EngineOptions eo;
   eo.device = device->get();
   eo.v1_private_owner = c.local_tenant;
@@ -233,13 +252,17 @@ int Run(const Config& c) {
         return 1;
       }
       if (!x.cache.device.empty()) {
+        const bool cache_existed = std::filesystem::exists(x.cache.device, ec);
+        if (cache_existed && !lock(x.cache.device, "cache device")) return 1;
         auto cache_dev = io::FileDevice::Open({.path = x.cache.device, .create_size_bytes = x.cache.size_bytes});
         if (!cache_dev.ok()) {
           TMEM_LOG(Error) << "export " << x.name << ": cache device: " << cache_dev.status().message();
           return 1;
         }
+        if (!cache_existed && !lock(x.cache.device, "cache device")) return 1;
         blockcache::BlockCacheOptions bo = x.cache.options;
-        bo.format = c.format;
+        // --format formats only the page device; an export's cache only when named.
+        bo.format = c.format_export_caches.count(x.name) > 0;
         // Up to eight segment writes in flight: one at a time per flusher is not enough to
         // keep an SSD busy (sequential writes ran at 250 MB/s with two, 380 with eight).
         bo.log.write_buffer_count = 12;

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,7 @@
 #include "common/flags.h"
 #include "common/logging.h"
 #include "common/stats.h"
+#include "server/io/device_lock.h"
 #include "server/io/file_device.h"
 #include "server/log/segment_log.h"
 #include "server/pool/pool_engine.h"
@@ -57,6 +59,15 @@ int Format(const Flags& flags) {
   if (*segment > UINT32_MAX) return Usage("--segment-size is too large");
   auto dev = io::FileDevice::Open({.path = *device, .create_size_bytes = *size});
   if (!dev.ok()) return Fail(dev.status());
+  // Never a device a running tmemd holds (nor its metadata directory).
+  auto held = io::DeviceLock::Acquire(*device, "device");
+  if (!held.ok()) return Fail(held.status());
+  std::optional<io::DeviceLock> held_dir;
+  if (flags.Has("metadata-dir") && std::filesystem::exists(flags.Get("metadata-dir"))) {
+    auto d = io::DeviceLock::Acquire(flags.Get("metadata-dir"), "metadata directory");
+    if (!d.ok()) return Fail(d.status());
+    held_dir = std::move(*d);
+  }
   absl::Status s =
       log::FormatLog(dev->get(), {.segment_bytes = static_cast<uint32_t>(*segment), .force = flags.Has("force")});
   if (!s.ok()) return Fail(s);

@@ -61,6 +61,18 @@ $CTL pools > "$T/pools_after_bench"
 $CTL bench --threads=0 2> "$T/e5"; rc=$?
 [ $rc -eq 2 ] && grep -q -- "--threads=0: want 1 to 256" "$T/e5" && ok "bench bad flag: exit 2" || bad "bench bad flag rc=$rc"
 
+# The device is ours alone: a second tmemd and tmem-admin format are refused, naming the holder.
+P2=$(port)
+$CTL put --pool="$POOL" --object=g --file="$T/in" 2>/dev/null || bad "put g"
+"$TMEMD" --device="$T/c.img" --listen="127.0.0.1:$P2" --metrics-listen= 2> "$T/second.log"; rc=$?
+[ $rc -eq 1 ] && grep -q "device $T/c.img is in use by pid $D (tmemd)" "$T/second.log" \
+  && ok "a second tmemd on the device in use is refused, naming the holder" || bad "second tmemd rc=$rc: $(cat "$T/second.log")"
+"$R/server/tools/tmem-admin" format --device="$T/c.img" --force 2> "$T/format.err"; rc=$?
+[ $rc -ne 0 ] && grep -q "is in use by pid $D" "$T/format.err" && ok "tmem-admin format of the device in use is refused" \
+  || bad "format in use rc=$rc: $(cat "$T/format.err")"
+$CTL get --pool="$POOL" --object=g --count=10 2>&1 >/dev/null | grep -q "10 hits, 0 misses" && $CTL info | grep -q "instance    1" \
+  && ok "the first tmemd keeps serving, its pages intact" || bad "first tmemd after the refusals"
+
 kill -TERM $D; wait $D; rc=$?
 [ $rc -eq 0 ] && ok "tmemd stopped cleanly" || bad "tmemd exit $rc"
 $CTL info 2> "$T/e4"; rc=$?

@@ -132,7 +132,7 @@ rc=$?
   || bad "pool device as a cache: rc $rc: $out"
 truncate -s 32M "$T/other.img"
 out=$("$TMEMD" --device="$T/pages.img" --listen=127.0.0.1:$GP --metrics-listen= --nbd-listen=127.0.0.1:$NP \
-  --export="x=$T/other.img" --export-cache="$T/cache.img" --format 2>&1)
+  --export="x=$T/other.img" --export-cache="$T/cache.img" --format-export-cache=x 2>&1)
 rc=$?
 [ $rc -ne 0 ] && echo "$out" | grep -q "backing store of" && ok "another store's cache is refused, even with --format" \
   || bad "other store's cache: rc $rc: $out"
