@@ -209,7 +209,9 @@ absl::Status BlockCache::Zero(uint64_t offset, uint64_t len, bool, bool fua) {
 
 absl::Status BlockCache::MigrateNow() { return migrator_->MigrateNow(); }
 
-absl::Status BlockCache::Drain() { return migrator_->Drain(); }
+absl::Status BlockCache::Drain(std::optional<std::chrono::steady_clock::time_point> deadline) {
+  return migrator_->Drain(deadline);
+}
 
 BlockCache::Tunables BlockCache::tunables() const { return shared_->tunables.get(); }
 

@@ -38,8 +38,10 @@
 #ifndef TMEM_SERVER_BLOCKCACHE_BLOCK_CACHE_H_
 #define TMEM_SERVER_BLOCKCACHE_BLOCK_CACHE_H_
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -124,7 +126,7 @@ class BlockCache final : public backend::BlockBackend {
   absl::Status MigrateNow();
   // Flushes and migrates until no dirty line remains; the backing store then holds exactly
   // the export's contents (seed 002's lc-detach). Writes that race with it may leave some.
-  absl::Status Drain();
+  absl::Status Drain(std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt);
 
   Tunables tunables() const;
   // InvalidArgument naming the setting and its range (cache_settings.h) when any is out of

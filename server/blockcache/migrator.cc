@@ -260,11 +260,16 @@ absl::Status Migrator::MigrateNow() {
   return absl::OkStatus();
 }
 
-absl::Status Migrator::Drain() {
+absl::Status Migrator::Drain(std::optional<std::chrono::steady_clock::time_point> deadline) {
   // Each pass migrates what was written before it; a quiet export needs one or two.
   for (int pass = 0; pass < 1000; ++pass) {
     TMEM_RETURN_IF_ERROR(MigrateNow());
     if (c_.index.dirty_lines() == 0) return absl::OkStatus();
+    if (deadline.has_value() && std::chrono::steady_clock::now() >= *deadline) {
+      return absl::DeadlineExceededError(absl::StrCat("drain stopped at the call's deadline with ",
+                                                      c_.index.dirty_lines(),
+                                                      " dirty lines left; migration goes on in the background"));
+    }
   }
   return absl::UnavailableError("writes kept the cache dirty; drain again once they stop");
 }

@@ -12,7 +12,9 @@
 #ifndef TMEM_SERVER_BLOCKCACHE_MIGRATOR_H_
 #define TMEM_SERVER_BLOCKCACHE_MIGRATOR_H_
 
+#include <chrono>
 #include <cstdint>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -42,7 +44,8 @@ class Migrator {
   absl::Status MigrateNow();
   // Flushes and migrates until no dirty line remains; the backing store then holds exactly the
   // export's contents. Unavailable when writes keep the cache dirty.
-  absl::Status Drain();
+  // Stops between passes once `deadline` passed (DeadlineExceeded, dirty lines left).
+  absl::Status Drain(std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt);
 
  private:
   struct Item {

@@ -165,9 +165,16 @@ void FillCacheStatus(const blockcache::BlockCache& cache, tmem::v1::CacheStatus*
     case tmem::v1::ExportControlRequest::MIGRATE_NOW:
       st = cache->MigrateNow();
       break;
-    case tmem::v1::ExportControlRequest::DRAIN:
-      st = cache->Drain();
+    case tmem::v1::ExportControlRequest::DRAIN: {
+      // Bounded by the call's deadline (none: as long as it takes).
+      std::optional<std::chrono::steady_clock::time_point> deadline;
+      const auto d = ctx->deadline();
+      if (d != std::chrono::system_clock::time_point::max()) {
+        deadline = std::chrono::steady_clock::now() + (d - std::chrono::system_clock::now());
+      }
+      st = cache->Drain(deadline);
       break;
+    }
     case tmem::v1::ExportControlRequest::SET_TUNABLES: {
       blockcache::BlockCache::Tunables t = cache->tunables();
       const tmem::v1::CacheTunables& in = req->tunables();

@@ -25,7 +25,7 @@ class GrpcServiceTest : public ::testing::Test {
     auto m = metrics::Metrics::Start("127.0.0.1:0", [this](StatsVisitor& v) { engine_->VisitStats(v); });
     ASSERT_TRUE(m.ok()) << m.status();
     metrics_ = std::move(*m);
-    pages_ = std::make_unique<PagePoolService>(engine_, metrics_->latency());
+    pages_ = std::make_unique<PagePoolService>(engine_, metrics_->latency(), nullptr, /*max_sessions_per_tenant=*/2);
     admin_ = std::make_unique<AdminService>(engine_);
     ::grpc::ServerBuilder builder;
     int port = 0;
@@ -263,6 +263,37 @@ TEST_F(GrpcServiceTest, BadRequestsGetClearStatusesAndChangeNothing) {
 
   // The server still serves, and the good page is intact.
   EXPECT_EQ(Get(p, "keep", 0), PageOf('k'));
+}
+
+TEST_F(GrpcServiceTest, ATenantsSessionStreamsAreBoundedAndAClosedOneFreesItsPlace) {
+  const uint32_t pool = Shared(9);
+  auto open = [&](::grpc::ClientContext& ctx) {
+    auto stream = pool_stub_->Session(&ctx);
+    tmem::v1::SessionRequest r;
+    r.set_op_id(1);
+    r.mutable_flush_pool()->set_pool_id(pool);
+    stream->Write(r);
+    return stream;
+  };
+  ::grpc::ClientContext c1, c2, c3;
+  auto s1 = open(c1), s2 = open(c2);
+  tmem::v1::SessionResponse resp;
+  ASSERT_TRUE(s1->Read(&resp));
+  ASSERT_TRUE(s2->Read(&resp)) << "two streams are within the bound";
+  auto s3 = open(c3);
+  EXPECT_FALSE(s3->Read(&resp));
+  ::grpc::Status st = s3->Finish();
+  EXPECT_EQ(st.error_code(), ::grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+  EXPECT_NE(st.error_message().find("grpc.max_sessions_per_tenant"), std::string::npos) << st.error_message();
+  s1->WritesDone();
+  EXPECT_TRUE(s1->Finish().ok());
+  ::grpc::ClientContext c4;
+  auto s4 = open(c4);
+  EXPECT_TRUE(s4->Read(&resp)) << "a closed stream frees its place";
+  s4->WritesDone();
+  s4->Finish();
+  s2->WritesDone();
+  s2->Finish();
 }
 
 TEST_F(GrpcServiceTest, SessionStreamAnswersEveryOpAndSurvivesBadOnes) {

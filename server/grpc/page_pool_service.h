@@ -8,10 +8,14 @@
 // PERMISSION_DENIED.
 //
 // Thread-safety: gRPC calls the handlers from many threads; the engine is thread-safe and the
-// service holds no state of its own.
+// service's own state (open Session streams per tenant) is under sessions_mu_.
 #ifndef TMEM_SERVER_GRPC_PAGE_POOL_SERVICE_H_
 #define TMEM_SERVER_GRPC_PAGE_POOL_SERVICE_H_
 
+#include <map>
+#include <string>
+
+#include "common/mutex.h"
 #include "common/stats.h"
 #include "proto/tmem.grpc.pb.h"
 #include "server/grpc/caller.h"
@@ -29,9 +33,14 @@ class PagePoolService final : public tmem::v1::PagePool::Service {
   // Borrows `engine`, `latency` and `callers` (both may be null: no latencies; every caller the
   // local tenant), which must outlive the service. Each call's duration is reported to `latency`
   // under the method's name.
+  // At most `max_sessions_per_tenant` Session streams of one tenant are open at once; more are
+  // RESOURCE_EXHAUSTED.
   explicit PagePoolService(pool::PoolEngine* engine, LatencyObserver* latency = nullptr,
-                           const CallerResolver* callers = nullptr)
-      : engine_(engine), latency_(latency), callers_(callers != nullptr ? callers : &local_) {}
+                           const CallerResolver* callers = nullptr, int max_sessions_per_tenant = 64)
+      : engine_(engine),
+        latency_(latency),
+        callers_(callers != nullptr ? callers : &local_),
+        max_sessions_per_tenant_(max_sessions_per_tenant) {}
 
   ::grpc::Status CreatePool(::grpc::ServerContext*, const tmem::v1::CreatePoolRequest*,
                             tmem::v1::CreatePoolResponse*) override;
@@ -69,6 +78,9 @@ class PagePoolService final : public tmem::v1::PagePool::Service {
   LatencyObserver* const latency_;
   const CallerResolver local_;
   const CallerResolver* const callers_;
+  const int max_sessions_per_tenant_;
+  Mutex sessions_mu_;
+  std::map<std::string, int> sessions_ ABSL_GUARDED_BY(sessions_mu_);  // open Session streams per tenant
 };
 
 }  // namespace tmem::grpc_service

@@ -16,13 +16,12 @@
 namespace tmem::io {
 
 int LockHolder(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return -1;
   // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF": pid, then MAJOR:MINOR:INODE (hex major
   // and minor) of the file.
-  const std::string want =
-      absl::StrCat(absl::Hex(major(st.st_dev), absl::kZeroPad2), ":", absl::Hex(minor(st.st_dev), absl::kZeroPad2),
-                   ":", st.st_ino);
+  const std::string want = absl::StrCat(absl::Hex(major(st.st_dev), absl::kZeroPad2), ":",
+                                        absl::Hex(minor(st.st_dev), absl::kZeroPad2), ":", st.st_ino);
   std::ifstream in("/proc/locks");
   std::string line;
   while (std::getline(in, line)) {

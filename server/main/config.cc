@@ -4,6 +4,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <fstream>
 #include <functional>
 #include <set>
 #include <utility>
@@ -74,6 +75,14 @@ Table<Config>* BuildConfigSettings() {
            "Time calls in flight get on SIGTERM before the clean stop.")
       .Int("rpc_threads", "rpc-threads", &Config::rpc_threads, 1, 1024,
            "gRPC handler threads kept alive between bursts of calls.")
+      .Int("grpc.max_streams_per_connection", "grpc-max-streams-per-connection",
+           &Config::grpc_max_streams_per_connection, 1, 65536, "Calls in flight at once on one gRPC connection.")
+      .Int("grpc.max_sessions_per_tenant", "grpc-max-sessions-per-tenant", &Config::grpc_max_sessions_per_tenant, 1,
+           65536, "Session streams one tenant may hold open at once (more are RESOURCE_EXHAUSTED).")
+      .Int("grpc.idle_timeout_ms", "grpc-idle-timeout-ms", &Config::grpc_idle_timeout_ms, 1000, int64_t{1} << 40,
+           "A gRPC connection without calls for this long is closed.")
+      .Int("grpc.keepalive_ms", "grpc-keepalive-ms", &Config::grpc_keepalive_ms, 1000, int64_t{1} << 40,
+           "Idle gRPC connections are pinged this often; one that does not answer within 20 s is closed.")
       .Include<trust::TlsOptions>(
           "tls.", "", [](Config& c) -> trust::TlsOptions& { return c.tls; }, trust::TlsSettings())
       .List("plaintext_listen", "plaintext-listen", &Config::plaintext_listen,
@@ -96,6 +105,10 @@ Table<Config>* BuildConfigSettings() {
            "Requests in flight per NBD connection.")
       .Size("nbd.max_bytes_in_flight", "nbd-max-bytes-in-flight", &Config::nbd_max_bytes_in_flight, 32 << 20,
             uint64_t{1} << 40, "Request and reply bytes in flight per NBD connection (at least one 32M request).")
+      .Size("nbd.max_total_bytes_in_flight", "nbd-max-total-bytes-in-flight", &Config::nbd_max_total_bytes_in_flight,
+            32 << 20, uint64_t{1} << 40,
+            "Request and reply bytes in flight over every NBD connection; at most half the memory tmemd may use "
+            "(its cgroup's memory.max, else the machine's).")
       .Int("nbd.threads_per_connection", "nbd-threads-per-connection", &Config::nbd_threads_per_connection, 1, 1024,
            "Request threads per NBD connection.")
       .Int("nbd.gather_us", "nbd-gather-us", &Config::nbd_gather_us, 0, 1000,
@@ -142,6 +155,24 @@ Table<Config::ExportConfig>* BuildExportSettings() {
   return t;
 }
 
+// The memory this process may use: its cgroup's memory.max (cgroup v2), else the machine's RAM.
+uint64_t MemoryLimit() {
+  const uint64_t ram =
+      static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  std::ifstream cg("/proc/self/cgroup");
+  std::string line;
+  while (std::getline(cg, line)) {
+    if (line.rfind("0::", 0) != 0) continue;
+    std::ifstream max("/sys/fs/cgroup" + line.substr(3) + "/memory.max");
+    std::string v;
+    if (max >> v && v != "max") {
+      absl::StatusOr<uint64_t> n = settings::ParseSizeValue(v);
+      if (n.ok() && *n > 0 && *n < ram) return *n;
+    }
+  }
+  return ram;
+}
+
 // Machine-wide checks that are not one setting's range.
 absl::Status Check(const Config& c) {
   if (c.device_path.empty()) return absl::InvalidArgumentError("no device: give --device or device.path");
@@ -165,6 +196,14 @@ absl::Status Check(const Config& c) {
   for (const std::string& a : c.plaintext_listen) {
     if (a.find(':') == std::string::npos) {
       return absl::InvalidArgumentError(absl::StrCat("plaintext_listen address '", a, "' has no port"));
+    }
+  }
+  if (!c.exports.empty()) {
+    const uint64_t memory = MemoryLimit();
+    if (c.nbd_max_total_bytes_in_flight > memory / 2) {
+      return absl::InvalidArgumentError(absl::StrCat("nbd.max_total_bytes_in_flight: ", c.nbd_max_total_bytes_in_flight,
+                                                     " bytes is more than half of the memory tmemd may use (", memory,
+                                                     "); lower it or give tmemd more memory"));
     }
   }
   std::set<std::string> names;

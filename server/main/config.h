@@ -31,6 +31,10 @@ struct Config {
   std::string log_level = "info";
   int64_t shutdown_timeout_ms = 10000;
   int rpc_threads = 16;
+  int grpc_max_streams_per_connection = 256;  // HTTP/2 streams (calls) at once on one connection
+  int grpc_max_sessions_per_tenant = 64;      // Session streams open at once per tenant
+  int64_t grpc_idle_timeout_ms = 300000;      // a connection without calls this long is closed
+  int64_t grpc_keepalive_ms = 60000;          // idle connections are pinged this often
   uint64_t index_cache_entries = 1 << 20;
   bool format = false;  // --format only: format a device that is foreign, corrupt or of another geometry
   std::set<std::string> format_export_caches;  // --format-export-cache=NAME,...: format these exports' caches
@@ -62,8 +66,9 @@ struct Config {
   std::vector<std::string> nbd_listen = {"127.0.0.1:10809"};  // "" / [] = no TCP
   std::string nbd_unix_socket;
   int nbd_max_connections = 64;
-  uint64_t nbd_max_bytes_in_flight = 64ull << 20;  // per connection
-  int nbd_max_requests_in_flight = 128;            // per connection
+  uint64_t nbd_max_bytes_in_flight = 64ull << 20;       // per connection
+  uint64_t nbd_max_total_bytes_in_flight = 1ull << 30;  // over every connection
+  int nbd_max_requests_in_flight = 128;                 // per connection
   int nbd_threads_per_connection = 16;
   int nbd_gather_us = 30;
 };

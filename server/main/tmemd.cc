@@ -290,6 +290,7 @@ int Run(const Config& c) {
     no.max_connections = c.nbd_max_connections;
     no.max_requests_in_flight = c.nbd_max_requests_in_flight;
     no.max_bytes_in_flight = c.nbd_max_bytes_in_flight;
+    no.max_total_bytes_in_flight = c.nbd_max_total_bytes_in_flight;
     no.threads_per_connection = c.nbd_threads_per_connection;
     no.gather_us = c.nbd_gather_us;
     no.shutdown_timeout_ms = c.shutdown_timeout_ms;
@@ -326,7 +327,8 @@ int Run(const Config& c) {
     metrics = std::move(*m);
   }
   const grpc_service::CallerResolver callers(*tenants, c.tls.tenant_from, &audit);
-  grpc_service::PagePoolService pages(e, metrics ? metrics->latency() : nullptr, &callers);
+  grpc_service::PagePoolService pages(e, metrics ? metrics->latency() : nullptr, &callers,
+                                      c.grpc_max_sessions_per_tenant);
   grpc_service::AdminService admin(e, nbd_ptr, &callers);
   grpc_service::HealthService health;
   ::grpc::ServerBuilder builder;
@@ -338,6 +340,13 @@ int Run(const Config& c) {
     builder.AddListeningPort(grpc_listeners[i], tls ? tls_creds : ::grpc::InsecureServerCredentials(), &ports[i]);
   }
   builder.SetMaxReceiveMessageSize(grpc_service::kMaxMessageBytes);
+  // Limits at the edge: calls per connection, idle connections closed, dead peers found.
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, c.grpc_max_streams_per_connection);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                             static_cast<int>(std::min<int64_t>(c.grpc_idle_timeout_ms, INT32_MAX)));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
+                             static_cast<int>(std::min<int64_t>(c.grpc_keepalive_ms, INT32_MAX)));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20000);
   // Keep enough handler threads alive between calls: by default gRPC lets all but two exit
   // after each burst and starts new ones on the next, and that churn (thread creation, and each
   // new thread's first io_uring use) cost more CPU than the page reads themselves.

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -131,21 +132,25 @@ bool Connection::AtLimit(uint64_t bytes) const {
 }
 
 void Connection::Admit(uint64_t bytes) {
-  MutexLock lock(&mu_);
-  while (in_flight_ > 0 && AtLimit(bytes)) cv_.Wait(&mu_);  // one request alone is always taken
-  ++in_flight_;
-  bytes_in_flight_ += bytes;
+  {
+    MutexLock lock(&mu_);
+    while (in_flight_ > 0 && AtLimit(bytes)) cv_.Wait(&mu_);  // one request alone is always taken
+    ++in_flight_;
+    bytes_in_flight_ += bytes;
+  }
+  server_.AdmitBytes(bytes);  // and the server's total (every connection's)
 }
 
 bool Connection::TryAdmit(uint64_t bytes) {
   MutexLock lock(&mu_);
-  if (AtLimit(bytes)) return false;
+  if (AtLimit(bytes) || !server_.TryAdmitBytes(bytes)) return false;
   ++in_flight_;
   bytes_in_flight_ += bytes;
   return true;
 }
 
 void Connection::Done(uint64_t bytes, int requests) {
+  server_.ReleaseBytes(bytes);
   MutexLock lock(&mu_);
   in_flight_ -= requests;
   bytes_in_flight_ -= bytes;
@@ -321,7 +326,12 @@ void Connection::MaybeAddThread() {
   const int limit =
       std::max(1, std::min(server_.options().threads_per_connection, server_.options().max_requests_in_flight));
   if (waiting_readers_.load(std::memory_order_relaxed) > 0 || 1 + static_cast<int>(helpers_.size()) >= limit) return;
-  helpers_.emplace_back([this] { ServeRequests(); });
+  try {
+    helpers_.emplace_back([this] { ServeRequests(); });
+  } catch (const std::system_error& e) {
+    // Out of threads: the connection goes on with those it has.
+    TMEM_LOG_RATE_LIMITED(Warning) << "export " << exp_.name << ": cannot start a request thread: " << e.what();
+  }
 }
 
 uint32_t Connection::Check(const Request& r, std::string* why) const {

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <set>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
@@ -210,7 +211,15 @@ void NbdServer::AcceptLoop(int listen_fd) {
     finished_.clear();
     const uint64_t id = next_connection_id_++;
     // Keyed by an id, not the fd: a closed fd number is reused by the next accept at once.
-    connections_[id] = {fd, std::thread([this, id, fd] { Serve(id, fd); })};
+    try {
+      connections_[id] = {fd, std::thread([this, id, fd] { Serve(id, fd); })};
+    } catch (const std::system_error& e) {
+      connections_.erase(id);
+      open_connections_.fetch_sub(1);
+      refused_.fetch_add(1);
+      TMEM_LOG_RATE_LIMITED(Warning) << "NBD: refusing a connection: cannot start its thread: " << e.what();
+      ::close(fd);
+    }
   }
 }
 
@@ -238,6 +247,32 @@ bool NbdServer::EvictOneHandshake() {
     }
   }
   return false;
+}
+
+void NbdServer::AdmitBytes(uint64_t bytes) {
+  if (bytes == 0) return;
+  MutexLock lock(&bytes_mu_);
+  while (total_bytes_ > 0 && total_bytes_ + bytes > options_.max_total_bytes_in_flight) bytes_cv_.Wait(&bytes_mu_);
+  total_bytes_ += bytes;
+}
+
+bool NbdServer::TryAdmitBytes(uint64_t bytes) {
+  MutexLock lock(&bytes_mu_);
+  if (total_bytes_ + bytes > options_.max_total_bytes_in_flight) return false;
+  total_bytes_ += bytes;
+  return true;
+}
+
+void NbdServer::ReleaseBytes(uint64_t bytes) {
+  if (bytes == 0) return;
+  MutexLock lock(&bytes_mu_);
+  total_bytes_ -= bytes;
+  bytes_cv_.SignalAll();
+}
+
+uint64_t NbdServer::total_bytes_in_flight() const {
+  MutexLock lock(&bytes_mu_);
+  return total_bytes_;
 }
 
 void NbdServer::HandshakeDone(int fd) {
@@ -324,6 +359,8 @@ void NbdServer::VisitStats(StatsVisitor& v) const {
   }
   v.Counter("nbd_connections_refused", "NBD connections closed at once because max_connections were open",
             refused_.load(), {});
+  v.Gauge("nbd_bytes_in_flight", "Request and reply bytes in flight over every NBD connection",
+          static_cast<double>(total_bytes_in_flight()), {});
   v.Counter("nbd_handshakes_evicted",
             "NBD connections still in their handshake closed to make room for a new one (max_connections)",
             handshakes_evicted_.load(std::memory_order_relaxed), {});

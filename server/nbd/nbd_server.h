@@ -74,9 +74,12 @@ struct Export {
 };
 
 struct NbdServerOptions {
-  std::vector<std::string> listen;             // host:port (port 0 picks one); may be empty
-  std::string unix_socket;                     // path; "" = none
-  int max_connections = 64;                    // more are accepted and closed at once
+  std::vector<std::string> listen;  // host:port (port 0 picks one); may be empty
+  std::string unix_socket;          // path; "" = none
+  int max_connections = 64;         // more are accepted and closed at once
+  // Request and reply bytes in flight over all connections; a request that would pass it waits
+  // (one alone is always taken). tmemd checks it against the memory it may use.
+  uint64_t max_total_bytes_in_flight = 1ull << 30;
   int max_requests_in_flight = 128;            // per connection
   uint64_t max_bytes_in_flight = 64ull << 20;  // per connection
   int threads_per_connection = 16;
@@ -120,6 +123,11 @@ class NbdServer {
   const trust::TenantTable& tenants() const { return options_.tenants; }
   // Called by a connection when its handshake ends (it no longer may be closed for a newcomer).
   void HandshakeDone(int fd);
+  // The server-wide in-flight bound (max_total_bytes_in_flight), for connections.
+  void AdmitBytes(uint64_t bytes);
+  bool TryAdmitBytes(uint64_t bytes);
+  void ReleaseBytes(uint64_t bytes);
+  uint64_t total_bytes_in_flight() const;
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
 
  private:
@@ -137,6 +145,10 @@ class NbdServer {
   std::atomic<uint64_t> refused_{0};
   std::atomic<uint64_t> handshakes_evicted_{0};
   std::atomic<int> open_connections_{0};
+
+  mutable Mutex bytes_mu_;  // a leaf: taken under Connection::mu_ (TryAdmit) and alone
+  CondVar bytes_cv_;
+  uint64_t total_bytes_ ABSL_GUARDED_BY(bytes_mu_) = 0;
 
   Mutex mu_;
   struct ConnectionThread {
