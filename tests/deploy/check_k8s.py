@@ -98,9 +98,29 @@ def main():
     check(ports.get("nbd") == port_of(cfg["nbd"]["listen"][0]), f"nbd port {ports.get('nbd')} but nbd.listen is {cfg['nbd']}")
     check(all(a.startswith("0.0.0.0:") or a.startswith("[::]:") for a in cfg["listen"] + [cfg["metrics_listen"]]),
           "tmemd listens on loopback only: probes and clients cannot reach it")
+    # Probes: kubelet's gRPC probes speak no TLS, so they ask the health service on the plaintext
+    # loopback listener through tmemctl.
+    plain = cfg.get("plaintext_listen", [])
+    check(all(a.startswith("127.") or a.startswith("[::1]") for a in plain), f"plaintext_listen off loopback: {plain}")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         p = c.get(probe, {})
-        check(p.get("grpc", {}).get("port") == ports.get("grpc"), f"tmemd {probe} is not a gRPC probe on the grpc port: {p}")
+        cmd = p.get("exec", {}).get("command", [])
+        check(cmd[:1] == ["tmemctl"] and cmd[-1:] == ["health"] and
+              any(a == f"--server={x}" for a in cmd for x in plain),
+              f"tmemd {probe} does not ask grpc.health.v1 on a plaintext_listen address {plain}: {p}")
+    # TLS: every file of the tls section is on the Secret's mount, and the Secret is the one the
+    # cert-manager component (or deploy/README.md's command) makes.
+    tls = cfg.get("tls", {})
+    if check(all(tls.get(k) for k in ("cert", "key", "ca")), f"tmemd's configuration has no TLS: {tls}"):
+        secret_vols = {v["name"]: v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+        tls_mounts = [m for m in c["volumeMounts"] if m["name"] in secret_vols]
+        for k in ("cert", "key", "ca"):
+            check(any(os.path.dirname(tls[k]) == m["mountPath"] for m in tls_mounts),
+                  f"tls.{k} {tls[k]} is not on a mounted Secret ({[m['mountPath'] for m in tls_mounts]})")
+        check("tmemd-tls" in secret_vols.values(), f"tmemd mounts no Secret tmemd-tls: {secret_vols}")
+        with open(os.path.join(out_dir, "tls.txt"), "w") as f:
+            f.write("\n".join(tls[k] for k in ("cert", "key", "ca")) + "\n")
+    check(bool(cfg.get("tenants")), "tmemd's configuration lists no tenants: every TLS client would be refused")
     grace = spec.get("terminationGracePeriodSeconds", 30)
     check(grace >= cfg.get("shutdown_timeout_ms", 10000) / 1000 + 20,
           f"terminationGracePeriodSeconds {grace} leaves no room for a clean stop after shutdown_timeout_ms")
@@ -138,7 +158,14 @@ def main():
                   f"module loader asks for more than CAP_SYS_MODULE: {isc}")
         rc = rspec["containers"][0]
         args = " ".join(rc.get("args", []))
-        check("--servers=" in args and "--tenant=" in args, f"tmem-shimd args lack --servers/--tenant: {args}")
+        check("--servers=" in args, f"tmem-shimd args lack --servers: {args}")
+        check(all(f"--tls-{k}=" in args for k in ("ca", "cert", "key")), f"tmem-shimd does not speak TLS: {args}")
+        rvols = {v["name"]: v["secret"]["secretName"] for v in rspec["volumes"] if "secret" in v}
+        rmounts = [m["mountPath"] for m in rc["volumeMounts"] if m["name"] in rvols]
+        for a in rc.get("args", []):
+            if a.startswith("--tls-"):
+                check(any(a.split("=", 1)[1].startswith(m.rstrip("/") + "/") for m in rmounts),
+                      f"tmem-shimd's {a} is not on a mounted Secret {rmounts}")
         rports = {p["name"]: p["containerPort"] for p in rc["ports"]}
         check(f"--metrics-listen=0.0.0.0:{rports.get('metrics')}" in args, f"relay metrics port {rports} vs {args}")
         rsvc = by.get(("Service", "tmem-shimd"), {"spec": {"ports": []}})

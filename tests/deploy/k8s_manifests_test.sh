@@ -29,19 +29,48 @@ for variant in base:. overlay:overlays/block-device; do
     fail "structure of deploy/k8s/$dir"
   echo "ok   deploy/k8s/$dir renders $(grep -c '^kind:' "$T/$name.yaml") objects with the expected structure"
 
-  # tmemd with that configuration; only the device and the addresses are made local.
-  P=$(port); M=$(port); N=$(port)
+  # tmemd with that configuration; only the device, the addresses and the certificate files (the
+  # Secret's, made here) are made local.
+  P=$(port); M=$(port); N=$(port); L=$(port)
+  "$R/scripts/make-certs.sh" "$T/$name/certs" client-1 2>/dev/null || fail "make-certs"
   "$R/server/main/tmemd" --config="$T/$name/tmemd.yaml" --device="$T/$name/cache.img" --device-size=64M \
     --metadata-dir="$T/$name/index" --listen="127.0.0.1:$P" --metrics-listen="127.0.0.1:$M" \
-    --nbd-listen="127.0.0.1:$N" 2> "$T/$name/tmemd.log" &
+    --plaintext-listen="127.0.0.1:$L" --nbd-listen="127.0.0.1:$N" --tls-cert="$T/$name/certs/server.crt" \
+    --tls-key="$T/$name/certs/server.key" --tls-ca="$T/$name/certs/ca.crt" 2> "$T/$name/tmemd.log" &
   D=$!
-  CTL="$R/client/tmemctl --server=127.0.0.1:$P --timeout-ms=1000"
+  CTL="$R/client/tmemctl --server=127.0.0.1:$L --timeout-ms=1000"
+  TLSCTL="$R/client/tmemctl --server=127.0.0.1:$P --timeout-ms=1000 --tls-ca=$T/$name/certs/ca.crt"
+  TLSCTL="$TLSCTL --tls-cert=$T/$name/certs/client-1.crt --tls-key=$T/$name/certs/client-1.key"
   for _ in $(seq 100); do [ "$($CTL health 2>/dev/null)" = SERVING ] && break; sleep 0.1; done
   [ "$($CTL health 2>&1)" = SERVING ] || { kill $D; fail "tmemd with the $name config: $(tail -3 "$T/$name/tmemd.log")"; }
+  $TLSCTL info > /dev/null 2>&1 || { kill $D; fail "a client node's certificate is not served with the $name config"; }
+  "$R/client/tmemctl" --server=127.0.0.1:$P --timeout-ms=1000 info > /dev/null 2>&1 &&
+    { kill $D; fail "the $name config's gRPC listener answered a plaintext client"; }
+  echo "ok   the $name config serves mutual TLS to a listed client node and refuses plaintext"
   kill -TERM $D
   wait $D || fail "tmemd with the $name config did not stop cleanly: $(tail -3 "$T/$name/tmemd.log")"
   echo "ok   tmemd runs with the $name ConfigMap, answers the health probe and stops cleanly"
 done
+
+# The cert-manager component: it makes the Secret tmemd mounts, signed by tmem's CA issuer.
+kubectl kustomize "$T/deploy/k8s/overlays/cert-manager" > "$T/cm.yaml" 2> "$T/cm.err" ||
+  fail "kubectl kustomize deploy/k8s/overlays/cert-manager: $(cat "$T/cm.err")"
+/usr/bin/python3 - "$T/cm.yaml" <<'PY' || fail "the cert-manager component"
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+certs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Certificate"}
+issuers = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Issuer"}
+ds = next(d for d in docs if d["kind"] == "DaemonSet" and d["metadata"]["name"] == "tmemd")
+secrets = [v["secret"]["secretName"] for v in ds["spec"]["template"]["spec"]["volumes"] if "secret" in v]
+server = [c for c in certs.values() if c["spec"]["secretName"] in secrets]
+assert server, f"no Certificate makes tmemd's Secret {secrets}: {list(certs)}"
+assert "server auth" in server[0]["spec"]["usages"], server[0]["spec"]
+ca = certs["tmem-ca"]["spec"]
+assert ca["isCA"] and issuers["tmem-ca"]["spec"]["ca"]["secretName"] == ca["secretName"], "the CA issuer is not the CA"
+assert server[0]["spec"]["issuerRef"]["name"] == "tmem-ca", "tmemd's certificate is not signed by tmem's CA"
+assert all(d["metadata"].get("namespace") == "tmem" for d in docs if d["kind"] in ("Certificate", "Issuer"))
+PY
+echo "ok   the cert-manager component makes tmemd's Secret from tmem's CA"
 
 # The checks can fail: a metrics port that no longer matches the configuration is caught.
 sed 's/containerPort: 9464/containerPort: 9999/' "$T/base.yaml" > "$T/bad.yaml"
