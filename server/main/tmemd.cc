@@ -225,10 +225,15 @@ int Run(const Config& c) {
   pool::EngineOptions eo;
   eo.device = device->get();
   eo.v1_private_owner = c.local_tenant;
-  eo.max_pools_of = [&tenants](std::string_view owner) -> uint32_t {
-    const trust::TenantConfig* t = tenants->Find(absl::string_view(owner.data(), owner.size()));
-    // Shared pools an admin made for a tenant of no entry (e.g. nodes of a plaintext relay).
-    return t != nullptr ? t->max_pools : UINT32_MAX;
+  eo.quota_of = [&tenants](std::string_view owner) {
+    pool::EngineOptions::OwnerQuota q;
+    // Shared pools an admin made for a tenant of no entry (e.g. nodes of a plaintext relay) have
+    // no quota.
+    if (const trust::TenantConfig* t = tenants->Find(absl::string_view(owner.data(), owner.size()))) {
+      q.max_pools = t->max_pools;
+      q.log_share_percent = t->log_share_percent;
+    }
+    return q;
   };
   eo.metadata_dir = c.metadata_dir;
   eo.index_cache_entries = c.index_cache_entries;

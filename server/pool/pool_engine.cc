@@ -110,6 +110,7 @@ absl::Status PoolEngine::LoadPools() {
     if (version != kPoolRecordVersion) upgraded.push_back({key, EncodePoolRecord(*info)});
     auto pool = std::make_shared<Pool>();
     pool->info = *info;
+    pool->usage = UsageOf(info->tenant);
     if (info->kind == PoolKind::kShared) shared_ids_[SharedPoolKey(info->tenant, info->uuid)] = info->id;
     pools_[info->id] = std::move(pool);
     if (info->id >= next_pool_id_) next_pool_id_ = info->id + 1;
@@ -197,8 +198,8 @@ absl::StatusOr<PoolId> PoolEngine::CreatePoolLocked(PoolKind kind, const Uuid& u
       return absl::ResourceExhaustedError(absl::StrCat("too many pools (limit ", options_.max_pools, ")"));
     }
   }
-  if (options_.max_pools_of) {
-    const uint32_t limit = options_.max_pools_of(tenant);
+  if (options_.quota_of) {
+    const uint32_t limit = options_.quota_of(tenant).max_pools;
     if (PoolsOwnedBy(tenant) >= limit) {
       return absl::ResourceExhaustedError(
           absl::StrCat("tenant '", std::string(tenant), "' holds its quota of ", limit, " pools (max_pools)"));
@@ -222,6 +223,7 @@ absl::StatusOr<PoolId> PoolEngine::CreatePoolLocked(PoolKind kind, const Uuid& u
   next_pool_id_ = next;
   WriterLock lock(&registry_mu_);
   if (kind == PoolKind::kShared) shared_ids_[SharedPoolKey(tenant, uuid)] = pool->info.id;
+  pool->usage = UsageOf(pool->info.tenant);
   pools_[pool->info.id] = pool;
   return pool->info.id;
 }
@@ -295,6 +297,22 @@ const PoolEngine::PoolCounters* PoolEngine::pool_counters(PoolId id) const {
   return it == pools_.end() ? nullptr : &it->second->counters;
 }
 
+std::shared_ptr<OwnerUsage> PoolEngine::UsageOf(const std::string& owner) {
+  auto it = usage_.find(owner);
+  if (it != usage_.end()) return it->second;
+  uint64_t share = UINT64_MAX;
+  if (options_.quota_of) {
+    const uint32_t percent = options_.quota_of(owner).log_share_percent;
+    if (percent < 100) {
+      const log::LogGeometry& g = log_->geometry();
+      share = g.segment_count * uint64_t{g.segment_bytes} / 100 * percent;
+    }
+  }
+  auto u = std::make_shared<OwnerUsage>(owner, share);
+  usage_.emplace(owner, u);
+  return u;
+}
+
 absl::StatusOr<std::shared_ptr<PoolEngine::Pool>> PoolEngine::FindPool(PoolId id) const {
   ReaderLock lock(&registry_mu_);
   auto it = pools_.find(id);
@@ -348,8 +366,13 @@ uint64_t PoolEngine::PutLocked(Pool& pool, std::span<const PagePut> pages, std::
   absl::InlinedVector<std::optional<IndexValue>, 1> values;
   uint64_t dropped = 0;
   for (size_t i = 0; i < pages.size(); ++i) {
-    absl::StatusOr<IndexValue> value = AppendPage(pool.info.id, pages[i].object, pages[i].index, pages[i].page);
+    // Past its owner's share of the log, a put is dropped (the older version goes too).
+    absl::StatusOr<IndexValue> value = pool.usage->Admit(log_->reclaimed_seq(), pages[i].page.size())
+                                           ? AppendPage(pool.info.id, pages[i].object, pages[i].index, pages[i].page)
+                                           : absl::StatusOr<IndexValue>(absl::ResourceExhaustedError(absl::StrCat(
+                                                 "tenant '", pool.info.tenant, "' holds its share of the page log")));
     if (value.ok()) {
+      pool.usage->Add(value->loc.seq, pages[i].page.size());
       ops.emplace_back(keys[i], EncodeIndexValue(*value));
       values.push_back(*value);
     } else {
@@ -505,6 +528,23 @@ void PoolEngine::VisitStats(StatsVisitor& v) const {
     for (const auto& [id, p] : pools_) pools.emplace_back(std::to_string(id), p);
   }
   v.Gauge("pools", "Pools that exist.", static_cast<double>(pools.size()), none);
+  std::vector<std::shared_ptr<OwnerUsage>> usage;
+  {
+    ReaderLock lock(&registry_mu_);
+    for (const auto& [owner, u] : usage_) usage.push_back(u);
+  }
+  const uint64_t reclaimed = log_->reclaimed_seq();
+  for (const auto& u : usage) {
+    const StatLabels t = {{"tenant", u->owner()}};
+    v.Gauge("tenant_log_bytes", "Bytes of the page log in live segments that the tenant's puts wrote",
+            static_cast<double>(u->LiveBytes(reclaimed)), t);
+    if (u->share_bytes() != UINT64_MAX) {
+      v.Gauge("tenant_log_share_bytes", "The tenant's share of the page log (log_share_percent)",
+              static_cast<double>(u->share_bytes()), t);
+    }
+    v.Counter("tenant_puts_dropped_quota", "Puts dropped because the tenant held its share of the page log",
+              u->dropped(), t);
+  }
   for (const auto& [name, p] : pools) {
     const PoolCounters& c = p->counters;
     const char* kind = p->info.kind == PoolKind::kShared ? "shared" : "private";

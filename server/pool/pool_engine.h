@@ -39,6 +39,7 @@
 #include "server/log/segment_log.h"
 #include "server/pool/index_codec.h"
 #include "server/pool/location_cache.h"
+#include "server/pool/owner_usage.h"
 #include "server/pool/page_index.h"
 #include "server/pool/pool_types.h"
 
@@ -56,8 +57,13 @@ struct EngineOptions {
   size_t index_cache_entries = 1 << 20;
   uint32_t max_pools = 1 << 16;
   uint32_t lock_stripes = 1024;
-  // Pools one owner may hold at once (quotas per tenant); null: only max_pools applies.
-  std::function<uint32_t(std::string_view owner)> max_pools_of;
+  // Quotas per owner (tenant): pools at once, and the share of the log its pages may hold
+  // (owner_usage.h: puts past it are dropped). Null: only max_pools applies.
+  struct OwnerQuota {
+    uint32_t max_pools = UINT32_MAX;
+    uint32_t log_share_percent = 100;
+  };
+  std::function<OwnerQuota(std::string_view owner)> quota_of;
   // The owner given to private pools of an older device (pool record version 1), which
   // recorded none (pool_format.h).
   std::string v1_private_owner = kDefaultOwner;
@@ -172,6 +178,7 @@ class PoolEngine {
   struct Pool {
     PoolInfo info;
     PoolCounters counters;
+    std::shared_ptr<OwnerUsage> usage;   // the owner's, shared by its pools; set at creation
     std::atomic<bool> destroyed{false};  // set under admin_mu_; read by every op (acquire)
     // Moves after every FlushPool/DestroyPool: cached index entries made before are dead.
     std::atomic<uint64_t> cache_gen{0};
@@ -239,6 +246,9 @@ class PoolEngine {
   mutable SharedMutex registry_mu_;
   std::map<PoolId, std::shared_ptr<Pool>> pools_ ABSL_GUARDED_BY(registry_mu_);
   std::map<std::string, PoolId> shared_ids_ ABSL_GUARDED_BY(registry_mu_);  // tenant \0 uuid -> id
+  // Per owner: its share of the log and what it holds (kept while the engine runs).
+  std::map<std::string, std::shared_ptr<OwnerUsage>, std::less<>> usage_ ABSL_GUARDED_BY(registry_mu_);
+  std::shared_ptr<OwnerUsage> UsageOf(const std::string& owner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(registry_mu_);
 
   // Per-handle ordering (a put, an exclusive get, a flush of one handle take turns); sized in
   // Start, then const. Batches hold several through StripeSetLock (ascending, at most

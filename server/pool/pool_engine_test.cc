@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -101,7 +102,9 @@ TEST(PoolEngineTest, AnotherOwnersPoolIsNotFoundExactlyAsAPoolThatDoesNotExist) 
 TEST(PoolEngineTest, AnOwnersPoolQuotaIsEnforcedAndFreedByDestroy) {
   EngineHarness h;
   EngineOptions o = h.Options();
-  o.max_pools_of = [](std::string_view owner) { return owner == "bob" ? 2u : 100u; };
+  o.quota_of = [](std::string_view owner) {
+    return EngineOptions::OwnerQuota{.max_pools = owner == "bob" ? 2u : 100u};
+  };
   auto opened = PoolEngine::Open(o);
   ASSERT_TRUE(opened.ok());
   PoolEngine& e = **opened;
@@ -115,6 +118,50 @@ TEST(PoolEngineTest, AnOwnersPoolQuotaIsEnforcedAndFreedByDestroy) {
       << "joining an existing shared pool costs no quota";
   ASSERT_TRUE(e.DestroyPool(b1).ok());
   EXPECT_TRUE(e.CreatePool(4096, "bob").ok()) << "a destroyed pool frees its place";
+}
+
+// Tenant A puts a working set once, then tenant B writes ten times its share of the log: with
+// B's share at 30%, A's working set (30% of the log) keeps at least 95% of its hits; with no
+// share (100%), B's writes push A's pages out (the test can fail).
+double HitRatioOfAAfterBFloods(uint32_t b_share_percent) {
+  EngineHarness h;  // 32 segments of 128 KiB: about 1000 pages of 4 KiB
+  EngineOptions o = h.Options();
+  o.quota_of = [b_share_percent](std::string_view owner) {
+    return EngineOptions::OwnerQuota{.log_share_percent = owner == "b" ? b_share_percent : 100u};
+  };
+  auto opened = PoolEngine::Open(o);
+  EXPECT_TRUE(opened.ok()) << opened.status();
+  PoolEngine& e = **opened;
+  const uint64_t log_pages = uint64_t{32} * (128 << 10) / 4096;
+  const uint64_t working_set = log_pages * 30 / 100;
+  PoolId a = *e.CreateSharedPool(U(1), 4096, "a");
+  PoolId b = *e.CreateSharedPool(U(1), 4096, "b");
+  for (uint64_t i = 0; i < working_set; ++i) Put(e, a, "a-file", i, 1);
+  const uint64_t b_writes = 10 * log_pages * 30 / 100;
+  for (uint64_t i = 0; i < b_writes; ++i) Put(e, b, "b-file", i, 1);
+  uint64_t hits = 0;
+  for (uint64_t i = 0; i < working_set; ++i) {
+    std::vector<uint8_t> out;
+    hits += Get(e, a, "a-file", i, &out) == GetOutcome::kHit;
+  }
+  if (b_share_percent < 100) {
+    const PoolEngine::PoolStats st = *e.GetPoolStats(b);
+    EXPECT_GT(st.puts_dropped, b_writes / 2) << "b's puts past its share are dropped";
+    MapVisitor m;
+    e.VisitStats(m);
+    EXPECT_GT(m.values["tenant_puts_dropped_quota,tenant=b"], 0.0) << "drops are in the metrics";
+    EXPECT_GT(m.values["tenant_log_bytes,tenant=b"], 0.0);
+    EXPECT_LE(m.values["tenant_log_bytes,tenant=b"], m.values["tenant_log_share_bytes,tenant=b"]);
+  }
+  return static_cast<double>(hits) / static_cast<double>(working_set);
+}
+
+TEST(PoolEngineTest, ATenantWritingTenTimesItsShareLeavesAnothersWorkingSetCached) {
+  const double with_share = HitRatioOfAAfterBFloods(30);
+  const double without = HitRatioOfAAfterBFloods(100);
+  std::printf("hit ratio of a's working set: %.3f with b's 30%% share, %.3f without a share\n", with_share, without);
+  EXPECT_GE(with_share, 0.95) << "tenant b's flood evicted tenant a's working set despite its 30% share";
+  EXPECT_LT(without, 0.5) << "without a share the flood should evict a's pages (else this test proves nothing)";
 }
 
 TEST(PoolEngineTest, PoolRecordsOfAnOlderDeviceAreUpgradedWithTheirOwners) {
