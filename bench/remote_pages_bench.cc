@@ -30,6 +30,9 @@ using Clock = std::chrono::steady_clock;
 struct Flags {
   std::string tmemd = "127.0.0.1:7070", memcached = "127.0.0.1:11211";
   std::string sink;  // grpc_sink's address: the puts are run against it too
+  // The same tmemd's TLS listener, and a client certificate: every tmemd phase runs there too.
+  std::string tls_tmemd;
+  tmem::client::TlsClientOptions tls;
   int threads = 8, batch = 32;
   uint64_t pages = 200000;
   double seconds = 10;
@@ -103,6 +106,14 @@ int main(int argc, char** argv) {
       f.memcached = v;
     else if (auto v = val("sink"))
       f.sink = v;
+    else if (auto v = val("tls-tmemd"))
+      f.tls_tmemd = v;
+    else if (auto v = val("tls-ca"))
+      f.tls.ca = v;
+    else if (auto v = val("tls-cert"))
+      f.tls.cert = v;
+    else if (auto v = val("tls-key"))
+      f.tls.key = v;
     else if (auto v = val("threads"))
       f.threads = std::stoi(v);
     else if (auto v = val("batch"))
@@ -117,9 +128,10 @@ int main(int argc, char** argv) {
   std::printf("threads %d\nbatch %d\npages %lu\n", f.threads, f.batch, f.pages);
 
   // A shared pool on tmemd (and on the sink), reached through libtmemclient.
-  auto connect = [&](const std::string& address) {
+  auto connect = [&](const std::string& address, const tmem::client::TlsClientOptions& tls = {}) {
     tmem::client::ClientOptions co;
     co.servers = {address};
+    co.tls = tls;
     co.streams_per_server = f.threads;
     co.call_timeout_ms = 10000;
     auto c = tmem::client::TmemClient::Create(co);
@@ -162,6 +174,14 @@ int main(int argc, char** argv) {
     });
   };
   auto tmem_puts = [&] { return puts_to(**client, pool); };
+  // Over TLS: the same tmemd, its own pool (the certificate's tenant), the same pages.
+  std::unique_ptr<tmem::client::TmemClient> tls_client;
+  tmem::client::PoolRef tls_pool = 0;
+  if (!f.tls_tmemd.empty()) {
+    auto c = connect(f.tls_tmemd, f.tls);
+    tls_client = std::move(c.first);
+    tls_pool = c.second;
+  }
   auto mc_puts = [&] {
     return Parallel(f.threads, [&](int t) {
       memcached_st* m = Memcached(f.memcached, true);
@@ -179,7 +199,9 @@ int main(int argc, char** argv) {
   };
   const uint64_t total = per_thread * f.threads;
   const double tmem_first_s = tmem_puts(), mc_first_s = mc_puts();
+  if (tls_client) puts_to(*tls_client, tls_pool);
   const double tmem_put_s = tmem_puts(), mc_put_s = mc_puts();
+  if (tls_client) std::printf("tls_put_pages_per_s %.0f\n", total / puts_to(*tls_client, tls_pool));
   std::printf("tmemd_put_first_pass_pages_per_s %.0f\nmemcached_put_first_pass_pages_per_s %.0f\n",
               total / tmem_first_s, total / mc_first_s);
   std::printf("tmemd_put_pages_per_s %.0f\nmemcached_put_pages_per_s %.0f\n", total / tmem_put_s, total / mc_put_s);
@@ -209,7 +231,8 @@ int main(int argc, char** argv) {
     timer.join();
     return std::make_tuple(hits.load() / s, misses.load());
   };
-  auto [tmem_hits, tmem_miss] = timed([&](int t, std::atomic<bool>& stop, uint64_t& h, uint64_t& mi) {
+  auto gets_from = [&](tmem::client::TmemClient& c, tmem::client::PoolRef p) {
+    return timed([&](int t, std::atomic<bool>& stop, uint64_t& h, uint64_t& mi) {
     std::mt19937_64 rng(t);
     std::vector<std::string> keys(f.batch);
     std::vector<uint64_t> ids(f.batch);
@@ -221,7 +244,7 @@ int main(int argc, char** argv) {
         keys[b] = Key(ids[b] / 1024);
         batch[b] = {keys[b], ids[b], outs[b]};
       }
-      auto got = (*client)->GetPages(pool, batch);
+      auto got = c.GetPages(p, batch);
       if (!got.ok()) Die("tmemd get");
       for (int b = 0; b < f.batch; ++b) {
         if (!(*got)[b]) {
@@ -234,6 +257,9 @@ int main(int argc, char** argv) {
       }
     }
   });
+  };
+  auto [tmem_hits, tmem_miss] = gets_from(**client, pool);
+  if (tls_client) std::printf("tls_get_hits_per_s %.0f\n", std::get<0>(gets_from(*tls_client, tls_pool)));
   auto [mc_hits, mc_miss] = timed([&](int t, std::atomic<bool>& stop, uint64_t& h, uint64_t& mi) {
     memcached_st* m = Memcached(f.memcached, false);
     std::mt19937_64 rng(t);
@@ -265,18 +291,28 @@ int main(int argc, char** argv) {
   // --- latency of single gets ---
   std::vector<std::vector<double>> tl(f.threads), ml(f.threads);
   const int singles = 2000;
-  Parallel(f.threads, [&](int t) {
-    std::mt19937_64 rng(100 + t);
-    std::vector<uint8_t> out(4096);
-    for (int n = 0; n < singles; ++n) {
-      uint64_t i = rng() % total;
-      const std::string k = Key(i / 1024);
-      auto t0 = Clock::now();
-      auto got = (*client)->Get(pool, k, i, out);
-      tl[t].push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
-      if (!got.ok()) Die("tmemd single get");
-    }
-  });
+  auto singles_from = [&](tmem::client::TmemClient& c, tmem::client::PoolRef p, std::vector<std::vector<double>>& lat) {
+    Parallel(f.threads, [&](int t) {
+      std::mt19937_64 rng(100 + t);
+      std::vector<uint8_t> out(4096);
+      for (int n = 0; n < singles; ++n) {
+        uint64_t i = rng() % total;
+        const std::string k = Key(i / 1024);
+        auto t0 = Clock::now();
+        auto got = c.Get(p, k, i, out);
+        lat[t].push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+        if (!got.ok()) Die("tmemd single get");
+      }
+    });
+  };
+  singles_from(**client, pool, tl);
+  if (tls_client) {
+    std::vector<std::vector<double>> tls_l(f.threads);
+    singles_from(*tls_client, tls_pool, tls_l);
+    std::vector<double> all;
+    for (auto& v : tls_l) all.insert(all.end(), v.begin(), v.end());
+    std::printf("tls_single_get_p99_us %.0f\n", P99(all));
+  }
   Parallel(f.threads, [&](int t) {
     memcached_st* m = Memcached(f.memcached, false);
     std::mt19937_64 rng(100 + t);

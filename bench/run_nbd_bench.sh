@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # tmemd's NBD server (file backend) vs nbdkit's file plugin on the same file, with the same fio
-# jobs (fio's nbd engine): 4 KiB random reads and writes at iodepth 32, 1 MiB sequential writes.
+# jobs (fio's nbd engine): 4 KiB random reads and writes at iodepth 32, 1 MiB sequential writes;
+# and the same jobs on tmemd over TLS (X.509 with a client certificate): the TLS column is
+# TLS / plaintext, same process, same rounds.
 #   bench/run_nbd_bench.sh [--quick]
 # Environment: TMEM_BENCH_DIR (default /var/tmp/tmem-bench).
 set -euo pipefail
@@ -20,8 +22,21 @@ rm -rf "$IMG" "$DIR/nbd-cache.img" "$DIR/nbd-cache.img.index"
 # nbdkit on this machine, 85-90k once the cache was dropped): the job would measure the kernel.
 fio --name=fill --filename="$IMG" --rw=write --bs=1M --size=$SIZE --ioengine=psync --direct=1 --end_fsync=1 >/dev/null
 TP=$(port); KP=$(port); GP=$(port)
-bazel-bin/server/main/tmemd --device="$DIR/nbd-cache.img" --device-size=256M --listen="127.0.0.1:$GP" \
-  --metrics-listen= --export="bench=$IMG" --nbd-listen="127.0.0.1:$TP" 2> "$DIR/nbd_tmemd.log" &
+TLS="$DIR/tls"
+[ -s "$TLS/bench.crt" ] || scripts/make-certs.sh "$TLS" bench 2>/dev/null
+mkdir -p "$TLS/nbd-bench"
+cp "$TLS/ca.crt" "$TLS/nbd-bench/ca-cert.pem"; cp "$TLS/bench.crt" "$TLS/nbd-bench/client-cert.pem"
+cp "$TLS/bench.key" "$TLS/nbd-bench/client-key.pem"
+cat > "$DIR/nbd_tmemd.yaml" <<YAML
+device: {path: $DIR/nbd-cache.img, size: 256M}
+listen: ["127.0.0.1:$GP"]
+metrics_listen: ""
+tls: {cert: $TLS/server.crt, key: $TLS/server.key, ca: $TLS/ca.crt}
+tenants: [{name: bench}]
+nbd: {listen: ["127.0.0.1:$TP"]}
+exports: [{name: bench, backend: $IMG, allow: [bench]}]
+YAML
+bazel-bin/server/main/tmemd --config="$DIR/nbd_tmemd.yaml" 2> "$DIR/nbd_tmemd.log" &
 TD=$!
 nbdkit -f --exit-with-parent -p "$KP" -i 127.0.0.1 file "$IMG" 2> "$DIR/nbd_nbdkit.log" &
 NK=$!
@@ -58,15 +73,21 @@ for round in $(seq $ROUNDS); do
   for spec in "randread 4k 32" "randwrite 4k 32" "seqwrite 1M 8"; do
     set -- $spec
     rw=$1; [ "$rw" = seqwrite ] && rw=write
-    # Odd rounds start with tmemd, even rounds with nbdkit.
-    if [ $((round % 2)) -eq 1 ]; then order="tmemd nbdkit"; else order="nbdkit tmemd"; fi
+    # The order rotates round by round (tmemd, tmemd over TLS, nbdkit).
+    case $((round % 3)) in
+      1) order="tmemd tls nbdkit" ;; 2) order="nbdkit tmemd tls" ;; 0) order="tls nbdkit tmemd" ;;
+    esac
     # The first job of a kind right after another kind runs in a different kernel state: 1 MiB
     # writes right after the 4 KiB random ones ran at 0.4-1.6 GB/s for either server, the next
     # ones at 1.9-2.5 GB/s, so whichever server went first lost. A short unmeasured run of the
     # same job first, from the same uncached start, puts both measured jobs in the same state.
     warmup "$rw" "$2" "$3"
     for server in $order; do
-      if [ $server = tmemd ]; then U="nbd://127.0.0.1:$TP/bench"; else U="nbd://127.0.0.1:$KP/"; fi
+      case $server in
+        tmemd) U="nbd://127.0.0.1:$TP/bench" ;;
+        tls) U="nbds://127.0.0.1:$TP/bench?tls-certificates=$TLS/nbd-bench" ;;
+        *) U="nbd://127.0.0.1:$KP/" ;;
+      esac
       job "${server}_${1}_$round" "$U" "$rw" "$2" "$3"
     done
   done
@@ -86,8 +107,17 @@ for job, rw, key, unit in [("randread", "read", "iops", "IOPS"), ("randwrite", "
     t, k = get("tmemd_" + job, rw, key), get("nbdkit_" + job, rw, key)
     r = t / k if k else 0
     print(f"{job + ' (' + unit + ')':28} {t:12.0f} {k:12.0f} {r:7.3f}  >= 1.0 {'yes' if r >= 1 else 'NO'}")
+print()
+print(f"{'job (median of ' + str(rounds) + ')':28} {'tmemd TLS':>12} {'tmemd':>12} {'ratio':>7}  target")
+for job, rw, key, unit in [("randread", "read", "iops", "IOPS"), ("randwrite", "write", "iops", "IOPS"),
+                           ("seqwrite", "write", "bw", "KiB/s")]:
+    t, k = get("tls_" + job, rw, key), get("tmemd_" + job, rw, key)
+    r = t / k if k else 0
+    target = ">= 0.8" if job != "seqwrite" else "      "
+    ok = ("yes" if r >= 0.8 else "NO") if job != "seqwrite" else ""
+    print(f"{job + ' (' + unit + ')':28} {t:12.0f} {k:12.0f} {r:7.3f}  {target} {ok}")
 for job, rw in [("randread", "read"), ("randwrite", "write")]:
-    for s in ("tmemd", "nbdkit"):
+    for s in ("tmemd", "tls", "nbdkit"):
         p = statistics.median(load(f"{s}_{job}_{r}")["jobs"][0][rw]["clat_ns"]["percentile"]["99.000000"]
                               for r in range(1, rounds + 1)) / 1000
         print(f"  p99 latency {job:10} {s:7} {p:8.0f} us")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tmemd vs memcached for remote 4 KiB pages, in one run on loopback, plus fio 4 KiB random reads
-# on tmemd's device (every block written first) at the same depth.
+# on tmemd's device (every block written first) at the same depth, and the same tmemd phases over
+# mutual TLS (the TLS column: TLS / plaintext, same process, same run).
 #   bench/run_remote_pages_bench.sh [--quick]
 # Environment: TMEM_BENCH_DIR (default /var/tmp/tmem-bench), TMEM_BENCH_BATCH (pages per batch on
 # both sides, default 32).
@@ -13,8 +14,9 @@ scripts/setup.sh
 bazel build //server/main:tmemd //bench:remote_pages_bench //bench:grpc_sink 2>&1 | grep -E 'ERROR|error:' && exit 1 || true
 mkdir -p "$DIR"
 source tests/testing/testlib.sh   # port, wait_port, fail
-TP=$(port); MP=$(port); SP=$(port)
+TP=$(port); MP=$(port); SP=$(port); LP=$(port)
 rm -rf "$DIR/remote.img" "$DIR/remote.img.index"
+[ -s "$DIR/tls/bench.crt" ] || scripts/make-certs.sh "$DIR/tls" bench 2>/dev/null
 # The device's ceiling for puts: every put ends in a sequential write of its segment (1 MiB,
 # two in flight, as tmemd's two flushers write them), so the device's rate for those writes
 # bounds tmemd's put rate whatever the rest costs.
@@ -24,7 +26,14 @@ fio --name=seg --filename="$DIR/remote_seq.img" --rw=write --bs=1M --iodepth=2 -
 rm -f "$DIR/remote_seq.img"
 memcached -u root -l 127.0.0.1 -p "$MP" -U 0 -t 2 -m $(( PAGES * 6 / 1024 + 256 )) &
 MC=$!
-bazel-bin/server/main/tmemd --device="$DIR/remote.img" --device-size=$DEVICE --listen="127.0.0.1:$TP" \
+# One tmemd: TLS on LP (tenant "bench" by its certificate), plaintext on TP (loopback).
+cat > "$DIR/remote_tmemd.yaml" <<YAML
+listen: ["127.0.0.1:$LP"]
+plaintext_listen: ["127.0.0.1:$TP"]
+tls: {cert: $DIR/tls/server.crt, key: $DIR/tls/server.key, ca: $DIR/tls/ca.crt}
+tenants: [{name: bench}]
+YAML
+bazel-bin/server/main/tmemd --config="$DIR/remote_tmemd.yaml" --device="$DIR/remote.img" --device-size=$DEVICE \
   --metrics-listen= 2> "$DIR/remote_tmemd.log" &
 TD=$!
 bazel-bin/bench/grpc_sink --listen="127.0.0.1:$SP" &
@@ -33,7 +42,8 @@ trap 'kill $MC $TD $SK 2>/dev/null || true' EXIT
 for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('127.0.0.1',$TP),1)" 2>/dev/null && break; sleep 0.1; done
 echo "== tmemd and memcached, $THREADS client threads, batches of $BATCH, $PAGES pages of 4 KiB"
 bazel-bin/bench/remote_pages_bench --tmemd="127.0.0.1:$TP" --memcached="127.0.0.1:$MP" --sink="127.0.0.1:$SP" --threads=$THREADS \
-  --batch=$BATCH --pages=$PAGES --seconds=$SECS | tee "$DIR/remote.txt"
+  --batch=$BATCH --pages=$PAGES --seconds=$SECS --tls-tmemd="127.0.0.1:$LP" --tls-ca="$DIR/tls/ca.crt" \
+  --tls-cert="$DIR/tls/bench.crt" --tls-key="$DIR/tls/bench.key" | tee "$DIR/remote.txt"
 kill -TERM $TD; wait $TD || true; kill $MC $SK; wait $MC $SK 2>/dev/null || true; trap - EXIT
 # The peer for reads is the device itself, at the same depth as the clients (threads x batch
 # pages in flight). fio reads the whole file, so every block is first written: a hole or an
@@ -78,4 +88,11 @@ print(f"{'get hits tmemd / min(memcached, fio)':46} {get:8.3f}  {'>= 0.8':7} {'y
       f"{f('tmemd_get_hits_per_s'):.0f}/s vs memcached {f('memcached_get_hits_per_s'):.0f}/s, fio {fio:.0f} IOPS")
 print(f"{'p99 single get, microseconds':46} {'':8}  {'':7}      tmemd {f('tmemd_single_get_p99_us'):.0f}, "
       f"memcached {f('memcached_single_get_p99_us'):.0f}, device read (fio) {lat:.0f}")
+tput = f("tls_put_pages_per_s") / f("tmemd_put_pages_per_s")
+tget = f("tls_get_hits_per_s") / f("tmemd_get_hits_per_s")
+print(f"{'TLS: puts over mutual TLS / plaintext':46} {tput:8.3f}  {'>= 0.8':7} {'yes' if tput >= 0.8 else 'NO '}  "
+      f"{f('tls_put_pages_per_s'):.0f} vs {f('tmemd_put_pages_per_s'):.0f} pages/s")
+print(f"{'TLS: get hits over mutual TLS / plaintext':46} {tget:8.3f}  {'>= 0.8':7} {'yes' if tget >= 0.8 else 'NO '}  "
+      f"{f('tls_get_hits_per_s'):.0f} vs {f('tmemd_get_hits_per_s'):.0f} hits/s; p99 single get "
+      f"{f('tls_single_get_p99_us'):.0f} vs {f('tmemd_single_get_p99_us'):.0f} us")
 PY
