@@ -233,30 +233,30 @@ int main(int argc, char** argv) {
   };
   auto gets_from = [&](tmem::client::TmemClient& c, tmem::client::PoolRef p) {
     return timed([&](int t, std::atomic<bool>& stop, uint64_t& h, uint64_t& mi) {
-    std::mt19937_64 rng(t);
-    std::vector<std::string> keys(f.batch);
-    std::vector<uint64_t> ids(f.batch);
-    std::vector<std::vector<uint8_t>> outs(f.batch, std::vector<uint8_t>(4096));
-    std::vector<tmem::client::TmemClient::PageGet> batch(f.batch);
-    while (!stop) {
-      for (int b = 0; b < f.batch; ++b) {
-        ids[b] = rng() % total;
-        keys[b] = Key(ids[b] / 1024);
-        batch[b] = {keys[b], ids[b], outs[b]};
-      }
-      auto got = c.GetPages(p, batch);
-      if (!got.ok()) Die("tmemd get");
-      for (int b = 0; b < f.batch; ++b) {
-        if (!(*got)[b]) {
-          ++mi;
-        } else if (!IsValue(reinterpret_cast<const char*>(outs[b].data()), 4096, ids[b])) {
-          Die("tmemd returned a wrong page");
-        } else {
-          ++h;
+      std::mt19937_64 rng(t);
+      std::vector<std::string> keys(f.batch);
+      std::vector<uint64_t> ids(f.batch);
+      std::vector<std::vector<uint8_t>> outs(f.batch, std::vector<uint8_t>(4096));
+      std::vector<tmem::client::TmemClient::PageGet> batch(f.batch);
+      while (!stop) {
+        for (int b = 0; b < f.batch; ++b) {
+          ids[b] = rng() % total;
+          keys[b] = Key(ids[b] / 1024);
+          batch[b] = {keys[b], ids[b], outs[b]};
+        }
+        auto got = c.GetPages(p, batch);
+        if (!got.ok()) Die("tmemd get");
+        for (int b = 0; b < f.batch; ++b) {
+          if (!(*got)[b]) {
+            ++mi;
+          } else if (!IsValue(reinterpret_cast<const char*>(outs[b].data()), 4096, ids[b])) {
+            Die("tmemd returned a wrong page");
+          } else {
+            ++h;
+          }
         }
       }
-    }
-  });
+    });
   };
   auto [tmem_hits, tmem_miss] = gets_from(**client, pool);
   if (tls_client) std::printf("tls_get_hits_per_s %.0f\n", std::get<0>(gets_from(*tls_client, tls_pool)));

@@ -104,14 +104,15 @@ void RunCall(uint8_t method, const std::string& b) {
   auto run = [&](auto req_type, auto resp_type, auto method_ptr, auto& service) {
     using Req = decltype(req_type);
     using Resp = decltype(resp_type);
-    Unary<Req, Resp>(b, [&](::grpc::ServerContext* c, const Req* q, Resp* r) { return (service.*method_ptr)(c, q, r); });
+    Unary<Req, Resp>(b,
+                     [&](::grpc::ServerContext* c, const Req* q, Resp* r) { return (service.*method_ptr)(c, q, r); });
   };
   switch (method % 13) {
     case 0:
       return run(CreatePoolRequest{}, CreatePoolResponse{}, &tmem::grpc_service::PagePoolService::CreatePool, p);
     case 1:
-      return run(CreateSharedPoolRequest{}, CreatePoolResponse{}, &tmem::grpc_service::PagePoolService::CreateSharedPool,
-                 p);
+      return run(CreateSharedPoolRequest{}, CreatePoolResponse{},
+                 &tmem::grpc_service::PagePoolService::CreateSharedPool, p);
     case 2:
       return run(DestroyPoolRequest{}, DestroyPoolResponse{}, &tmem::grpc_service::PagePoolService::DestroyPool, p);
     case 3:
@@ -201,8 +202,8 @@ std::vector<std::string> TmemFuzzSeeds() {
   s3.set_op_id(2);  // not above the previous op id
   *s3.mutable_flush_object() = fo;
   seeds.push_back(Call(1, shared.SerializeAsString()) + Call(3, put.SerializeAsString()) +
-                  Call(4, get.SerializeAsString()) + Call(5, fp.SerializeAsString()) +
-                  Call(6, fo.SerializeAsString()) + Call(7, fl.SerializeAsString()));
+                  Call(4, get.SerializeAsString()) + Call(5, fp.SerializeAsString()) + Call(6, fo.SerializeAsString()) +
+                  Call(7, fl.SerializeAsString()));
   seeds.push_back(Call(0, priv.SerializeAsString()) + Call(8, Framed(s1) + Framed(s2) + Framed(s3)) +
                   Call(11, ps.SerializeAsString()) + Call(10, "") + Call(9, "") + Call(2, d.SerializeAsString()));
   seeds.push_back(Call(12, ec.SerializeAsString()) + Call(4, get.SerializeAsString()));
