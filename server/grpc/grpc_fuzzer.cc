@@ -1,7 +1,8 @@
 // libFuzzer target over the gRPC request handlers: tmem.v1.PagePool and tmem.v1.Admin on an
-// in-process service (a memory device), reached through gRPC's in-process channel. The input is
+// in-process service (a memory device). The input is
 // a sequence of calls, each [method u8][length u16 LE][a serialized request of that method]; a
-// Session call's bytes are a sequence of [length u16 LE][SessionRequest]. Every call must get an
+// Session call's bytes are a sequence of [length u16 LE][SessionRequest]. Unary calls run the
+// handlers directly; Session streams go through a loopback gRPC server. Every call must get an
 // answer (any status) without a crash, a sanitizer report or a hang.
 //   scripts/fuzz_grpc.sh [RUNS]      (libFuzzer, 10^6 runs)
 //   //server/grpc:grpc_fuzz_test     (the default suite: the seeds and a few thousand mutations)
@@ -38,14 +39,20 @@ struct Rig {
     tmem::pool::PoolEngine& e = harness.Open();
     pages = std::make_unique<tmem::grpc_service::PagePoolService>(&e, nullptr, nullptr, 4);
     admin = std::make_unique<tmem::grpc_service::AdminService>(&e);
+    // Session streams go over loopback TCP: gRPC's in-process transport hands buffers between
+    // threads inside uninstrumented libgrpc, which ThreadSanitizer reports as races.
     ::grpc::ServerBuilder b;
+    int port = 0;
+    b.AddListeningPort("127.0.0.1:0", ::grpc::InsecureServerCredentials(), &port);
     b.SetMaxReceiveMessageSize(tmem::grpc_service::kMaxMessageBytes);
     b.RegisterService(pages.get());
     b.RegisterService(admin.get());
     server = b.BuildAndStart();
+    if (server == nullptr || port == 0) abort();
     ::grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(-1);
-    auto channel = server->InProcessChannel(args);
+    auto channel =
+        ::grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port), ::grpc::InsecureChannelCredentials(), args);
     pool_stub = tmem::v1::PagePool::NewStub(channel);
     admin_stub = tmem::v1::Admin::NewStub(channel);
   }
