@@ -102,6 +102,42 @@ nbdinfo "nbds://alice@127.0.0.1:$NP/secret?tls-psk-file=$C/keys.psk" 2>&1 | grep
 nbdinfo "nbds://alice@127.0.0.1:$NP/secret?tls-psk-file=$T/wrong.psk" >/dev/null 2>&1 \
   && bad "a wrong PSK was accepted" || ok "a wrong PSK key: refused"
 
+# --- certificates reloaded without a restart: a bad file is refused and the old one kept ---
+cat > "$T/peer_san.py" <<'PY'
+import socket, ssl, struct, sys
+port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+s = socket.create_connection(("127.0.0.1", port), timeout=5)
+def rd(n):
+    b = b""
+    while len(b) < n: b += s.recv(n - len(b))
+    return b
+rd(18); s.sendall(struct.pack(">I", 3))
+s.sendall(struct.pack(">QII", 0x49484156454F5054, 5, 0))  # NBD_OPT_STARTTLS
+_, _, rtype, ln = struct.unpack(">QIII", rd(20)); rd(ln)
+assert rtype == 1, rtype
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+ctx.load_cert_chain(cert, key)
+t = ctx.wrap_socket(s, server_hostname="localhost")
+print(" ".join(v for k, v in t.getpeercert().get("subjectAltName", ()) if k == "DNS"))
+PY
+$PY "$T/peer_san.py" "$NP" "$C/ca.crt" "$C/alice.crt" "$C/alice.key" | grep -qv reloaded.example \
+  && ok "the server certificate before the reload" || bad "peer SANs before the reload"
+cp "$C/server.crt" "$T/server.crt.good"
+echo "not a certificate" > "$C/server.crt"
+kill -HUP $D
+for _ in $(seq 100); do grep -q "TLS reload refused" "$T/tmemd.log" && break; sleep 0.05; done
+grep -q "TLS reload refused, the credentials in use stay" "$T/tmemd.log" && nbdinfo "$(X secret alice)" >/dev/null 2>&1 \
+  && ok "a bad certificate file on SIGHUP is refused, says why, and the old one keeps serving" \
+  || bad "bad reload: $(grep -i reload "$T/tmemd.log")"
+rm -f "$C/server.crt"
+"$R/scripts/make-certs.sh" --server-names="$IP,reloaded.example" "$C" 2>/dev/null || bad "make-certs (new server certificate)"
+kill -HUP $D
+for _ in $(seq 100); do grep -q "TLS credentials reloaded" "$T/tmemd.log" && break; sleep 0.05; done
+san=$($PY "$T/peer_san.py" "$NP" "$C/ca.crt" "$C/alice.crt" "$C/alice.key" 2>&1)
+echo "$san" | grep -q reloaded.example && ok "a new server certificate is served after SIGHUP, without a restart" \
+  || bad "after the reload the server shows: $san"
+
 # --- qemu-img with tls-creds-x509 ---
 QOBJ="tls-creds-x509,id=tls0,dir=$T/x-alice,endpoint=client"
 QIMG="driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=$NP,export=secret,tls-creds=tls0"
