@@ -2,9 +2,11 @@
 
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -54,6 +56,8 @@ int64_t MtimeNs(const std::string& path) {
 }
 
 std::string GnutlsError(int rc) { return gnutls_strerror(rc); }
+
+constexpr size_t kReadAheadBytes = 64 << 10;
 
 // The subject CN and the DNS and URI SANs of a DER certificate, in `tenant_from`'s order.
 std::vector<std::string> CertificateNames(const gnutls_datum_t& der, const std::string& tenant_from) {
@@ -164,8 +168,13 @@ absl::StatusOr<std::unique_ptr<TlsSession>> TlsContext::Accept(int fd) const {
   }
   if (t->creds_->psk != nullptr) gnutls_credentials_set(s, GNUTLS_CRD_PSK, t->creds_->psk);
   gnutls_session_set_ptr(s, t->creds_.get());
-  gnutls_transport_set_int(s, fd);
+  gnutls_transport_set_int(s, fd);  // the push function's socket
   gnutls_transport_set_vec_push_function(s, PushVec);
+  t->in_.fd = fd;
+  t->in_.buf.reset(new uint8_t[kReadAheadBytes]);
+  gnutls_transport_set_ptr2(s, &t->in_, reinterpret_cast<gnutls_transport_ptr_t>(static_cast<intptr_t>(fd)));
+  gnutls_transport_set_pull_function(s, &TlsSession::Pull);
+  gnutls_transport_set_pull_timeout_function(s, &TlsSession::PullTimeout);
   gnutls_handshake_set_timeout(s, static_cast<unsigned>(options_.handshake_timeout_ms));
   do {
     rc = gnutls_handshake(s);
@@ -202,6 +211,31 @@ absl::StatusOr<std::unique_ptr<TlsSession>> TlsContext::Accept(int fd) const {
   t->has_certificate_ = true;
   t->names_ = CertificateNames(certs[0], options_.tenant_from);
   return t;
+}
+
+ssize_t TlsSession::Pull(void* self, void* data, size_t len) {
+  auto* in = static_cast<ReadAhead*>(self);
+  if (in->start == in->end) {
+    ssize_t n;
+    do {
+      n = ::recv(in->fd, in->buf.get(), kReadAheadBytes, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) return n;  // 0: end of stream; -1 with errno (EAGAIN after SO_RCVTIMEO)
+    in->start = 0;
+    in->end = static_cast<size_t>(n);
+  }
+  const size_t k = std::min(len, in->end - in->start);
+  std::memcpy(data, in->buf.get() + in->start, k);
+  in->start += k;
+  return static_cast<ssize_t>(k);
+}
+
+int TlsSession::PullTimeout(void* self, unsigned ms) {
+  auto* in = static_cast<ReadAhead*>(self);
+  if (in->start != in->end) return 1;
+  pollfd p{in->fd, POLLIN, 0};
+  const int rc = ::poll(&p, 1, ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : static_cast<int>(ms));
+  return rc;  // > 0 ready, 0 timed out, < 0 error
 }
 
 TlsSession::~TlsSession() {

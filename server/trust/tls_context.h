@@ -48,7 +48,18 @@ class TlsSession {
  private:
   friend class TlsContext;
   TlsSession() = default;
+  // Reads from the socket go through this buffer (GnuTLS's pull function): one recv brings in
+  // many small records, where GnuTLS alone reads each record's header and body apart.
+  struct ReadAhead {
+    int fd = -1;
+    std::unique_ptr<uint8_t[]> buf;
+    size_t start = 0, end = 0;
+  };
+  static ssize_t Pull(void* self, void* data, size_t len);
+  static int PullTimeout(void* self, unsigned ms);
+
   void* session_ = nullptr;  // gnutls_session_t
+  ReadAhead in_;             // used only by the receiving thread
   std::shared_ptr<Credentials> creds_;
   std::string psk_identity_;
   bool has_certificate_ = false;
