@@ -42,10 +42,17 @@ P=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print
 # The image's own configuration (the Dockerfile copies it there); only the size of the device
 # file and the addresses are made local.
 install -D -m 0644 deploy/k8s/base/tmemd.yaml "$ROOT/etc/tmem/tmemd.yaml"
+# The Secret the DaemonSet mounts at /etc/tmem-tls, made here with the openssl CLI.
+rm -rf "$WORK/certs" && scripts/make-certs.sh "$WORK/certs" client-1 2>/dev/null
+install -d "$ROOT/etc/tmem-tls"
+install -m 0440 -o 10001 -g 10001 "$WORK/certs/server.crt" "$ROOT/etc/tmem-tls/tls.crt"
+install -m 0440 -o 10001 -g 10001 "$WORK/certs/server.key" "$ROOT/etc/tmem-tls/tls.key"
+install -m 0440 -o 10001 -g 10001 "$WORK/certs/ca.crt" "$ROOT/etc/tmem-tls/ca.crt"
+Q=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 chroot --userspec=10001:10001 "$RO" tmemd --config=/etc/tmem/tmemd.yaml --device-size=64M \
-  --listen="127.0.0.1:$P" --metrics-listen= --nbd-listen= 2> "$WORK/tmemd.log" &
+  --listen="127.0.0.1:$P" --plaintext-listen="127.0.0.1:$Q" --metrics-listen= --nbd-listen= 2> "$WORK/tmemd.log" &
 D=$!
-CTL="chroot --userspec=10001:10001 $RO tmemctl --server=127.0.0.1:$P --timeout-ms=1000"
+CTL="chroot --userspec=10001:10001 $RO tmemctl --server=127.0.0.1:$Q --timeout-ms=1000"
 for _ in $(seq 100); do [ "$($CTL health 2>/dev/null)" = SERVING ] && break; sleep 0.1; done
 [ "$($CTL health 2>&1)" = SERVING ] || { kill $D; cat "$WORK/tmemd.log"; fail "tmemd did not start in the runtime root"; }
 pool=$($CTL create-pool --shared-uuid=00112233445566778899aabbccddeeff)
