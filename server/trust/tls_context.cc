@@ -241,6 +241,9 @@ int TlsSession::PullTimeout(void* self, unsigned ms) {
 TlsSession::~TlsSession() {
   if (session_ != nullptr) {
     auto s = static_cast<gnutls_session_t>(session_);
+    // The close_notify alert: at most a second's wait for a peer that does not read.
+    timeval tv{1, 0};
+    if (in_.fd >= 0) ::setsockopt(in_.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     gnutls_bye(s, GNUTLS_SHUT_WR);
     gnutls_deinit(s);
   }
