@@ -19,7 +19,7 @@
 
 #include "common/logging.h"
 #include "google/protobuf/stubs/logging.h"
-#include "proto/tmem.grpc.pb.h"
+#include "proto/tmem_clients.h"
 #include "server/grpc/admin_service.h"
 #include "server/grpc/page_pool_service.h"
 #include "server/pool/pool_test_util.h"
@@ -45,8 +45,7 @@ struct Rig {
   std::unique_ptr<tmem::grpc_service::PagePoolService> pages;
   std::unique_ptr<tmem::grpc_service::AdminService> admin;
   std::unique_ptr<::grpc::Server> server;
-  std::unique_ptr<tmem::v1::PagePool::Stub> pool_stub;
-  std::unique_ptr<tmem::v1::Admin::Stub> admin_stub;
+  std::unique_ptr<tmem::v1::PagePoolClient> sessions;  // the Session streams' client
   Rig() {
     tmem::pool::PoolEngine& e = harness.Open();
     pages = std::make_unique<tmem::grpc_service::PagePoolService>(&e, nullptr, nullptr, 4);
@@ -67,8 +66,7 @@ struct Rig {
     auto channel = kTcp ? ::grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port),
                                                       ::grpc::InsecureChannelCredentials(), args)
                         : server->InProcessChannel(args);
-    pool_stub = tmem::v1::PagePool::NewStub(channel);
-    admin_stub = tmem::v1::Admin::NewStub(channel);
+    sessions = tmem::v1::PagePool::NewStub(channel);
   }
 };
 
@@ -91,7 +89,7 @@ void Unary(const std::string& bytes, Call call) {
 void Session(const std::string& bytes) {
   ::grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  auto stream = R().pool_stub->Session(&ctx);
+  auto stream = R().sessions->Session(&ctx);
   // Replies are read while ops are written (a stream's replies may wait for the reader).
   size_t answered = 0;
   std::thread reader([&] {
