@@ -10,9 +10,10 @@ void OwnerUsage::Forget(uint64_t reclaimed_seq) {
 }
 
 bool OwnerUsage::Admit(uint64_t reclaimed_seq, uint64_t bytes) {
+  if (share_bytes_ == UINT64_MAX) return true;  // no share: nothing to check on the put path
   MutexLock lock(&mu_);
   Forget(reclaimed_seq);
-  if (share_bytes_ != UINT64_MAX && live_ + bytes > share_bytes_) {
+  if (live_ + bytes > share_bytes_) {
     dropped_.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
