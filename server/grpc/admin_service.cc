@@ -19,12 +19,6 @@ void Fill(const pool::PoolInfo& info, tmem::v1::PoolInfo* out) {
 
 }  // namespace
 
-#define TMEM_AUTHORIZE(admin, method)                                                        \
-  trust::Identity caller;                                                                    \
-  if (::grpc::Status auth = callers_->Authorize(*ctx, admin, method, &caller); !auth.ok()) { \
-    return auth;                                                                             \
-  }
-
 ::grpc::Status AdminService::ServerInfo(::grpc::ServerContext* ctx, const tmem::v1::ServerInfoRequest*,
                                         tmem::v1::ServerInfoResponse* resp) {
   TMEM_AUTHORIZE(false, "ServerInfo");

@@ -43,4 +43,12 @@ class CallerResolver {
 
 }  // namespace tmem::grpc_service
 
+// For the services' handlers (with `ctx` and a `callers_` resolver in scope): declares `caller`,
+// or returns the refusal. `admin`: the call needs the admin role, else pages or admin.
+#define TMEM_AUTHORIZE(admin, method)                                                        \
+  ::tmem::trust::Identity caller;                                                            \
+  if (::grpc::Status auth = callers_->Authorize(*ctx, admin, method, &caller); !auth.ok()) { \
+    return auth;                                                                             \
+  }
+
 #endif  // TMEM_SERVER_GRPC_CALLER_H_

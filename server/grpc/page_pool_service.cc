@@ -36,6 +36,13 @@ Status CheckObject(const std::string& where, const std::string& object) {
   return Status::OK;
 }
 
+Status CheckHandles(const google::protobuf::RepeatedPtrField<tmem::v1::Handle>& handles) {
+  for (int i = 0; i < handles.size(); ++i) {
+    if (Status s = CheckObject(absl::StrCat("handles[", i, "].object"), handles[i].object()); !s.ok()) return s;
+  }
+  return Status::OK;
+}
+
 // Reports the time from construction to destruction to `observer` (if any) as `method`.
 class ScopedLatency {
  public:
@@ -68,16 +75,10 @@ Status PagePoolService::Reach(const trust::Identity& caller, uint32_t pool_id, p
   return Status::OK;
 }
 
-#define TMEM_AUTHORIZE(method)                                                                 \
-  trust::Identity caller;                                                                      \
-  if (Status auth = callers_->Authorize(*ctx, /*admin=*/false, method, &caller); !auth.ok()) { \
-    return auth;                                                                               \
-  }
-
 Status PagePoolService::CreatePool(ServerContext* ctx, const tmem::v1::CreatePoolRequest* req,
                                    tmem::v1::CreatePoolResponse* resp) {
   ScopedLatency timer(latency_, "CreatePool");
-  TMEM_AUTHORIZE("CreatePool");
+  TMEM_AUTHORIZE(/*admin=*/false, "CreatePool");
   absl::StatusOr<pool::PoolId> id = engine_->CreatePool(PageBytes(req->page_bytes()), caller.tenant);
   if (!id.ok()) return ToGrpc(id.status());
   resp->set_pool_id(*id);
@@ -88,7 +89,7 @@ Status PagePoolService::CreatePool(ServerContext* ctx, const tmem::v1::CreatePoo
 Status PagePoolService::CreateSharedPool(ServerContext* ctx, const tmem::v1::CreateSharedPoolRequest* req,
                                          tmem::v1::CreatePoolResponse* resp) {
   ScopedLatency timer(latency_, "CreateSharedPool");
-  TMEM_AUTHORIZE("CreateSharedPool");
+  TMEM_AUTHORIZE(/*admin=*/false, "CreateSharedPool");
   if (req->uuid().size() != 16) {
     return Invalid(absl::StrCat("uuid: ", req->uuid().size(), " bytes; a UUID has exactly 16"));
   }
@@ -113,7 +114,7 @@ Status PagePoolService::CreateSharedPool(ServerContext* ctx, const tmem::v1::Cre
 Status PagePoolService::DestroyPool(ServerContext* ctx, const tmem::v1::DestroyPoolRequest* req,
                                     tmem::v1::DestroyPoolResponse* resp) {
   ScopedLatency timer(latency_, "DestroyPool");
-  TMEM_AUTHORIZE("DestroyPool");
+  TMEM_AUTHORIZE(/*admin=*/false, "DestroyPool");
   pool::PoolInfo info;
   if (Status s = Reach(caller, req->pool_id(), &info); !s.ok()) return s;
   Status s = ToGrpc(engine_->DestroyPool(req->pool_id()));
@@ -127,7 +128,7 @@ Status PagePoolService::DestroyPool(ServerContext* ctx, const tmem::v1::DestroyP
 Status PagePoolService::PutPages(ServerContext* ctx, const tmem::v1::PutPagesRequest* req,
                                  tmem::v1::PutPagesResponse* resp) {
   ScopedLatency timer(latency_, "PutPages");
-  TMEM_AUTHORIZE("PutPages");
+  TMEM_AUTHORIZE(/*admin=*/false, "PutPages");
   Status s = DoPutPages(caller, *req);
   if (s.ok()) resp->set_instance_id(engine_->instance_id());
   return s;
@@ -158,7 +159,7 @@ Status PagePoolService::DoPutPages(const trust::Identity& caller, const tmem::v1
 Status PagePoolService::GetPages(ServerContext* ctx, const tmem::v1::GetPagesRequest* req,
                                  tmem::v1::GetPagesResponse* resp) {
   ScopedLatency timer(latency_, "GetPages");
-  TMEM_AUTHORIZE("GetPages");
+  TMEM_AUTHORIZE(/*admin=*/false, "GetPages");
   return DoGetPages(caller, *req, resp);
 }
 
@@ -167,9 +168,7 @@ Status PagePoolService::DoGetPages(const trust::Identity& caller, const tmem::v1
   if (Status s = CheckBatch("handles", req.handles_size()); !s.ok()) return s;
   pool::PoolInfo info;
   if (Status s = Reach(caller, req.pool_id(), &info); !s.ok()) return s;
-  for (int i = 0; i < req.handles_size(); ++i) {
-    if (Status s = CheckObject(absl::StrCat("handles[", i, "].object"), req.handles(i).object()); !s.ok()) return s;
-  }
+  if (Status s = CheckHandles(req.handles()); !s.ok()) return s;
   // One engine call for the batch: one index lookup, device reads in flight together. A reply
   // page is allocated only for a handle the index has: a batch of misses costs no page memory.
   std::vector<pool::PoolEngine::PageGet> gets;
@@ -200,7 +199,7 @@ Status PagePoolService::DoGetPages(const trust::Identity& caller, const tmem::v1
 Status PagePoolService::FlushPages(ServerContext* ctx, const tmem::v1::FlushPagesRequest* req,
                                    tmem::v1::FlushPagesResponse* resp) {
   ScopedLatency timer(latency_, "FlushPages");
-  TMEM_AUTHORIZE("FlushPages");
+  TMEM_AUTHORIZE(/*admin=*/false, "FlushPages");
   Status s = DoFlushPages(caller, *req);
   if (s.ok()) resp->set_instance_id(engine_->instance_id());
   return s;
@@ -210,9 +209,7 @@ Status PagePoolService::DoFlushPages(const trust::Identity& caller, const tmem::
   if (Status s = CheckBatch("handles", req.handles_size()); !s.ok()) return s;
   pool::PoolInfo info;
   if (Status s = Reach(caller, req.pool_id(), &info); !s.ok()) return s;
-  for (int i = 0; i < req.handles_size(); ++i) {
-    if (Status s = CheckObject(absl::StrCat("handles[", i, "].object"), req.handles(i).object()); !s.ok()) return s;
-  }
+  if (Status s = CheckHandles(req.handles()); !s.ok()) return s;
   for (const tmem::v1::Handle& h : req.handles()) {
     absl::Status s = engine_->FlushPage(req.pool_id(), h.object(), h.index());
     if (!s.ok()) return ToGrpc(s);
@@ -223,7 +220,7 @@ Status PagePoolService::DoFlushPages(const trust::Identity& caller, const tmem::
 Status PagePoolService::FlushObject(ServerContext* ctx, const tmem::v1::FlushObjectRequest* req,
                                     tmem::v1::FlushObjectResponse* resp) {
   ScopedLatency timer(latency_, "FlushObject");
-  TMEM_AUTHORIZE("FlushObject");
+  TMEM_AUTHORIZE(/*admin=*/false, "FlushObject");
   Status s = DoFlushObject(caller, *req);
   resp->set_instance_id(engine_->instance_id());
   return s;
@@ -239,7 +236,7 @@ Status PagePoolService::DoFlushObject(const trust::Identity& caller, const tmem:
 Status PagePoolService::FlushPool(ServerContext* ctx, const tmem::v1::FlushPoolRequest* req,
                                   tmem::v1::FlushPoolResponse* resp) {
   ScopedLatency timer(latency_, "FlushPool");
-  TMEM_AUTHORIZE("FlushPool");
+  TMEM_AUTHORIZE(/*admin=*/false, "FlushPool");
   Status s = DoFlushPool(caller, *req);
   resp->set_instance_id(engine_->instance_id());
   return s;
