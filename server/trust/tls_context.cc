@@ -168,10 +168,10 @@ absl::StatusOr<std::unique_ptr<TlsSession>> TlsContext::Accept(int fd) const {
   }
   if (t->creds_->psk != nullptr) gnutls_credentials_set(s, GNUTLS_CRD_PSK, t->creds_->psk);
   gnutls_session_set_ptr(s, t->creds_.get());
-  gnutls_transport_set_int(s, fd);  // the push function's socket
   gnutls_transport_set_vec_push_function(s, PushVec);
   t->in_.fd = fd;
   t->in_.buf.reset(new uint8_t[kReadAheadBytes]);
+  // Pulls get the read-ahead buffer, pushes the socket.
   gnutls_transport_set_ptr2(s, &t->in_, reinterpret_cast<gnutls_transport_ptr_t>(static_cast<intptr_t>(fd)));
   gnutls_transport_set_pull_function(s, &TlsSession::Pull);
   gnutls_transport_set_pull_timeout_function(s, &TlsSession::PullTimeout);
