@@ -155,10 +155,13 @@ Table<Config::ExportConfig>* BuildExportSettings() {
   return t;
 }
 
+uint64_t MachineMemory() {
+  return static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+}
+
 // The memory this process may use: its cgroup's memory.max (cgroup v2), else the machine's RAM.
 uint64_t MemoryLimit() {
-  const uint64_t ram =
-      static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t ram = MachineMemory();
   std::ifstream cg("/proc/self/cgroup");
   std::string line;
   while (std::getline(cg, line)) {
@@ -226,8 +229,7 @@ absl::Status Check(const Config& c) {
         return absl::InvalidArgumentError(
             absl::StrCat("export '", e.name, "': a read-only export cannot have a writeback cache"));
       }
-      const uint64_t ram =
-          static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+      const uint64_t ram = MachineMemory();
       if (e.cache.options.ram_cache_bytes > ram / 2) {
         return absl::InvalidArgumentError(
             absl::StrCat("export '", e.name, "'.cache.ram_cache: ", e.cache.options.ram_cache_bytes,
