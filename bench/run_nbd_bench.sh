@@ -101,22 +101,18 @@ def load(name):
     return json.loads(text[text.index("{"):])  # fio's nbd engine prints a line before the JSON
 def get(name, rw, key):
     return statistics.median(load(f"{name}_{r}")["jobs"][0][rw][key] for r in range(1, rounds + 1))
-print()
-print(f"{'job (median of ' + str(rounds) + ')':28} {'tmemd':>12} {'nbdkit':>12} {'ratio':>7}  target")
-for job, rw, key, unit in [("randread", "read", "iops", "IOPS"), ("randwrite", "write", "iops", "IOPS"),
-                           ("seqwrite", "write", "bw", "KiB/s")]:
-    t, k = get("tmemd_" + job, rw, key), get("nbdkit_" + job, rw, key)
-    r = t / k if k else 0
-    print(f"{job + ' (' + unit + ')':28} {t:12.0f} {k:12.0f} {r:7.3f}  >= 1.0 {'yes' if r >= 1 else 'NO'}")
-print()
-print(f"{'job (median of ' + str(rounds) + ')':28} {'tmemd TLS':>12} {'tmemd':>12} {'ratio':>7}  target")
-for job, rw, key, unit in [("randread", "read", "iops", "IOPS"), ("randwrite", "write", "iops", "IOPS"),
-                           ("seqwrite", "write", "bw", "KiB/s")]:
-    t, k = get("tls_" + job, rw, key), get("tmemd_" + job, rw, key)
-    r = t / k if k else 0
-    target = ">= 0.8" if job != "seqwrite" else "      "
-    ok = ("yes" if r >= 0.8 else "NO") if job != "seqwrite" else ""
-    print(f"{job + ' (' + unit + ')':28} {t:12.0f} {k:12.0f} {r:7.3f}  {target} {ok}")
+JOBS = [("randread", "read", "iops", "IOPS"), ("randwrite", "write", "iops", "IOPS"), ("seqwrite", "write", "bw", "KiB/s")]
+def table(a, b, a_name, b_name, target, jobs_with_target):
+    """a's median over b's for every job; `target` applies to the jobs named."""
+    print()
+    print(f"{'job (median of ' + str(rounds) + ')':28} {a_name:>12} {b_name:>12} {'ratio':>7}  target")
+    for job, rw, key, unit in JOBS:
+        t, k = get(a + "_" + job, rw, key), get(b + "_" + job, rw, key)
+        r = t / k if k else 0
+        verdict = f">= {target} {'yes' if r >= target else 'NO'}" if job in jobs_with_target else ""
+        print(f"{job + ' (' + unit + ')':28} {t:12.0f} {k:12.0f} {r:7.3f}  {verdict}")
+table("tmemd", "nbdkit", "tmemd", "nbdkit", 1.0, ("randread", "randwrite", "seqwrite"))
+table("tls", "tmemd", "tmemd TLS", "tmemd", 0.8, ("randread", "randwrite"))
 for job, rw in [("randread", "read"), ("randwrite", "write")]:
     for s in ("tmemd", "tls", "nbdkit"):
         p = statistics.median(load(f"{s}_{job}_{r}")["jobs"][0][rw]["clat_ns"]["percentile"]["99.000000"]
