@@ -37,6 +37,25 @@ std::vector<uint8_t> PageOf(uint64_t ino, uint64_t index, int version) {
   return p;
 }
 
+// 1 on a hit with the expected page, 0 on a miss; a hit with other bytes fails the test.
+int HitOn(FakeShim& shim, int pool, uint64_t ino, uint64_t index, int version) {
+  std::vector<uint8_t> out(4096);
+  if (!shim.Get(pool, Inode(ino), index, out)) return 0;
+  EXPECT_EQ(out, PageOf(ino, index, version))
+      << "inode " << ino << " page " << index << " is not version " << version << ": a stale or foreign page";
+  return 1;
+}
+
+// Puts until a get of (ino, 0) hits: the relay and tmemd are both answering.
+bool ReadyOn(FakeShim& shim, int pool, uint64_t ino) {
+  for (int i = 0; i < 100; ++i) {
+    shim.Put(pool, Inode(ino), 0, PageOf(ino, 0, 1));
+    if (HitOn(shim, pool, ino, 0, 1)) return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  return false;
+}
+
 // One relay process's worth: a client and a Relay serving the shim on a thread.
 class RunningRelay {
  public:
@@ -107,23 +126,8 @@ class RelayTest : public ::testing::Test {
     ASSERT_EQ(tmem::testing::WaitExit(tmemd_), 0) << tmem::testing::ReadLog(tmemd_);
     tmemd_.pid = -1;
   }
-  // 1 on a hit with the expected page, 0 on a miss; a hit with other bytes fails the test.
-  int Hit(int pool, uint64_t ino, uint64_t index, int version) {
-    std::vector<uint8_t> out(4096);
-    if (!shim_.Get(pool, Inode(ino), index, out)) return 0;
-    EXPECT_EQ(out, PageOf(ino, index, version))
-        << "inode " << ino << " page " << index << " is not version " << version << ": a stale or foreign page";
-    return 1;
-  }
-  // Puts until a get of (ino, 0) hits: the relay and tmemd are both answering.
-  bool Ready(int pool, uint64_t ino) {
-    for (int i = 0; i < 100; ++i) {
-      shim_.Put(pool, Inode(ino), 0, PageOf(ino, 0, 1));
-      if (Hit(pool, ino, 0, 1)) return true;
-      std::this_thread::sleep_for(50ms);
-    }
-    return false;
-  }
+  int Hit(int pool, uint64_t ino, uint64_t index, int version) { return HitOn(shim_, pool, ino, index, version); }
+  bool Ready(int pool, uint64_t ino) { return ReadyOn(shim_, pool, ino); }
 
   FakeShim shim_{64, 16};
   int port_ = 0;
@@ -352,19 +356,9 @@ class RelayTlsTest : public ::testing::Test {
     }
   }
   static int Hit(FakeShim& shim, int pool, uint64_t ino, uint64_t index, int version) {
-    std::vector<uint8_t> out(4096);
-    if (!shim.Get(pool, Inode(ino), index, out)) return 0;
-    EXPECT_EQ(out, PageOf(ino, index, version)) << "inode " << ino << " page " << index << ": a foreign page";
-    return 1;
+    return HitOn(shim, pool, ino, index, version);
   }
-  static bool Ready(FakeShim& shim, int pool, uint64_t ino) {
-    for (int i = 0; i < 100; ++i) {
-      shim.Put(pool, Inode(ino), 0, PageOf(ino, 0, 1));
-      if (Hit(shim, pool, ino, 0, 1)) return true;
-      std::this_thread::sleep_for(50ms);
-    }
-    return false;
-  }
+  static bool Ready(FakeShim& shim, int pool, uint64_t ino) { return ReadyOn(shim, pool, ino); }
 
   int port_ = 0;
   std::string dir_;
