@@ -17,7 +17,8 @@ absl::StatusOr<trust::Identity> CallerResolver::Resolve(const ::grpc::ServerCont
     }
   }
   if (!tls) return tenants_.Local();
-  // gRPC verified the chain against tls.ca before the call reached us; only the names remain.
+  // The handshake verified the certificate against tls.ca (ClientCertificateVerifier) before
+  // the call reached us; only the names remain.
   std::vector<std::string> names;
   auto add = [&](const char* property) {
     for (const ::grpc::string_ref& v : auth->FindPropertyValues(property)) names.emplace_back(v.data(), v.size());
@@ -50,6 +51,21 @@ absl::StatusOr<trust::Identity> CallerResolver::Resolve(const ::grpc::ServerCont
   }
   *out = std::move(*id);
   return ::grpc::Status::OK;
+}
+
+bool ClientCertificateVerifier::Verify(::grpc::experimental::TlsCustomVerificationCheckRequest* request,
+                                       std::function<void(::grpc::Status)> /*callback*/, ::grpc::Status* sync_status) {
+  const ::grpc::string_ref leaf = request->peer_cert();
+  const ::grpc::string_ref chain = request->peer_cert_full_chain();
+  absl::Status s = tls_->VerifyClientCertificate(absl::string_view(leaf.data(), leaf.size()),
+                                                 absl::string_view(chain.data(), chain.size()));
+  if (s.ok()) {
+    *sync_status = ::grpc::Status::OK;
+  } else {
+    if (audit_ != nullptr) audit_->Refused("grpc", trust::Audit::Refusal::kTls, s.message());
+    *sync_status = ::grpc::Status(::grpc::StatusCode::UNAUTHENTICATED, std::string(s.message()));
+  }
+  return true;  // answered synchronously
 }
 
 }  // namespace tmem::grpc_service

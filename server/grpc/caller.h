@@ -10,12 +10,14 @@
 #define TMEM_SERVER_GRPC_CALLER_H_
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/security/tls_certificate_verifier.h>
 
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "server/trust/audit.h"
 #include "server/trust/tenants.h"
+#include "server/trust/tls_context.h"
 
 namespace tmem::grpc_service {
 
@@ -39,6 +41,28 @@ class CallerResolver {
   trust::TenantTable tenants_;
   std::string tenant_from_ = "cn";
   trust::Audit* audit_ = nullptr;
+};
+
+// The client certificate check of tmemd's gRPC TLS handshakes. gRPC takes the certificate in
+// without judging it (GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_BUT_DONT_VERIFY: the peer must still
+// prove it holds the key) and hands it here before the handshake completes; this verifies it
+// against tls.ca by the NBD listener's rules (TlsContext::VerifyClientCertificate, so SIGHUP
+// reloads the CA for both), and a refusal ends the handshake and is logged and counted like every
+// other (tmem_auth_refused_total{listener="grpc",reason="tls"}).
+//
+// Thread-safety: Verify runs on gRPC's threads, concurrently; it reads only thread-safe objects.
+class ClientCertificateVerifier final : public ::grpc::experimental::ExternalCertificateVerifier {
+ public:
+  // Borrows both, which must outlive the gRPC server; `audit` may be null.
+  ClientCertificateVerifier(const trust::TlsContext* tls, trust::Audit* audit) : tls_(tls), audit_(audit) {}
+
+  bool Verify(::grpc::experimental::TlsCustomVerificationCheckRequest* request,
+              std::function<void(::grpc::Status)> callback, ::grpc::Status* sync_status) override;
+  void Cancel(::grpc::experimental::TlsCustomVerificationCheckRequest*) override {}
+
+ private:
+  const trust::TlsContext* const tls_;
+  trust::Audit* const audit_;
 };
 
 }  // namespace tmem::grpc_service

@@ -138,16 +138,21 @@ absl::StatusOr<int> CheckListeners(const Config& c) {
   return insecure;
 }
 
-// gRPC's TLS credentials: the server certificate and the CA are watched (a changed file is
-// loaded within `refresh_s`; a bad one is refused and the old kept), and every client must show a
-// certificate that chains to the CA.
-std::shared_ptr<::grpc::ServerCredentials> GrpcTlsCredentials(const trust::TlsOptions& t, unsigned refresh_s) {
+// gRPC's TLS credentials: the server certificate is watched by gRPC (a changed file is loaded
+// within `refresh_s`; a bad one is refused and the old kept); every client must show a
+// certificate, which `verifier` checks against tls.ca (the CA that `tls` holds and SIGHUP reloads).
+std::shared_ptr<::grpc::ServerCredentials> GrpcTlsCredentials(const trust::TlsOptions& t, unsigned refresh_s,
+                                                              const trust::TlsContext* tls, trust::Audit* audit) {
   auto provider =
       std::make_shared<::grpc::experimental::FileWatcherCertificateProvider>(t.key, t.cert, t.ca, refresh_s);
   ::grpc::experimental::TlsServerCredentialsOptions options(provider);
-  options.watch_root_certs();
+  options.watch_root_certs();  // the CA names the server sends in its certificate request
   options.watch_identity_key_cert_pairs();
-  options.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  // Taken in unjudged, so that every refusal reaches the verifier (and is counted); a missing
+  // certificate is the verifier's refusal too.
+  options.set_cert_request_type(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_BUT_DONT_VERIFY);
+  options.set_certificate_verifier(
+      ::grpc::experimental::ExternalCertificateVerifier::Create<grpc_service::ClientCertificateVerifier>(tls, audit));
   return ::grpc::experimental::TlsServerCredentials(options);
 }
 
@@ -339,7 +344,8 @@ int Run(const Config& c) {
   ::grpc::ServerBuilder builder;
   std::vector<int> ports(grpc_listeners.size(), 0);
   std::shared_ptr<::grpc::ServerCredentials> tls_creds;
-  if (c.tls.x509()) tls_creds = GrpcTlsCredentials(c.tls, static_cast<unsigned>(c.tls.reload_interval_s));
+  if (c.tls.x509())
+    tls_creds = GrpcTlsCredentials(c.tls, static_cast<unsigned>(c.tls.reload_interval_s), tls.get(), &audit);
   for (size_t i = 0; i < grpc_listeners.size(); ++i) {
     const bool tls = tls_creds != nullptr && i < c.listen.size();
     builder.AddListeningPort(grpc_listeners[i], tls ? tls_creds : ::grpc::InsecureServerCredentials(), &ports[i]);
@@ -396,7 +402,8 @@ int Run(const Config& c) {
     if (sig != SIGHUP && !tls->FilesChanged()) continue;
     if (absl::Status s = tls->Reload(); s.ok()) {
       TMEM_LOG(Info) << "TLS credentials reloaded (" << (sig == SIGHUP ? "SIGHUP" : "a file changed")
-                     << "); gRPC loads the changed files itself within " << c.tls.reload_interval_s << " s";
+                     << "): NBD's and the CA for gRPC clients; gRPC loads its server certificate itself within "
+                     << c.tls.reload_interval_s << " s";
     } else {
       TMEM_LOG(Error) << "TLS reload refused, the credentials in use stay: " << s.message();
     }

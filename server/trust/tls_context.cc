@@ -59,33 +59,51 @@ std::string GnutlsError(int rc) { return gnutls_strerror(rc); }
 
 constexpr size_t kReadAheadBytes = 64 << 10;
 
-// The subject CN and the DNS and URI SANs of a DER certificate, in `tenant_from`'s order.
+// The subject CN and the DNS and URI SANs of a certificate, in `tenant_from`'s order.
+std::vector<std::string> CertificateNames(gnutls_x509_crt_t crt, const std::string& tenant_from) {
+  std::vector<std::string> names;
+  if (tenant_from != "san") {
+    char buf[256];
+    size_t size = sizeof(buf);
+    if (gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, buf, &size) == 0) {
+      names.emplace_back(buf, size);
+    }
+  }
+  if (tenant_from != "cn") {
+    for (unsigned i = 0;; ++i) {
+      char buf[512];
+      size_t size = sizeof(buf);
+      const int type = gnutls_x509_crt_get_subject_alt_name(crt, i, buf, &size, nullptr);
+      if (type == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE) break;
+      if (type == GNUTLS_SAN_DNSNAME || type == GNUTLS_SAN_URI) names.emplace_back(buf, size);
+      if (type < 0 && type != GNUTLS_E_SHORT_MEMORY_BUFFER) break;
+    }
+  }
+  return names;
+}
+
 std::vector<std::string> CertificateNames(const gnutls_datum_t& der, const std::string& tenant_from) {
   std::vector<std::string> names;
   gnutls_x509_crt_t crt;
   if (gnutls_x509_crt_init(&crt) != 0) return names;
-  if (gnutls_x509_crt_import(crt, &der, GNUTLS_X509_FMT_DER) == 0) {
-    if (tenant_from != "san") {
-      char buf[256];
-      size_t size = sizeof(buf);
-      if (gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, buf, &size) == 0) {
-        names.emplace_back(buf, size);
-      }
-    }
-    if (tenant_from != "cn") {
-      for (unsigned i = 0;; ++i) {
-        char buf[512];
-        size_t size = sizeof(buf);
-        const int type = gnutls_x509_crt_get_subject_alt_name(crt, i, buf, &size, nullptr);
-        if (type == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE) break;
-        if (type == GNUTLS_SAN_DNSNAME || type == GNUTLS_SAN_URI) names.emplace_back(buf, size);
-        if (type < 0 && type != GNUTLS_E_SHORT_MEMORY_BUFFER) break;
-      }
-    }
-  }
+  if (gnutls_x509_crt_import(crt, &der, GNUTLS_X509_FMT_DER) == 0) names = CertificateNames(crt, tenant_from);
   gnutls_x509_crt_deinit(crt);
   return names;
 }
+
+// Why a client certificate with verification status `status` (not 0) is refused, naming it.
+absl::Status VerificationFailure(unsigned status, const std::vector<std::string>& names) {
+  gnutls_datum_t why{};
+  std::string reason = "does not verify";
+  if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &why, 0) == 0) {
+    reason.assign(reinterpret_cast<const char*>(why.data), why.size);
+    gnutls_free(why.data);
+  }
+  return absl::UnauthenticatedError(
+      absl::StrCat("client certificate", names.empty() ? "" : " '" + names[0] + "'", ": ", reason));
+}
+
+constexpr char kNoCertificate[] = "the client showed no certificate (tls.client_auth is require)";
 
 }  // namespace
 
@@ -190,27 +208,63 @@ absl::StatusOr<std::unique_ptr<TlsSession>> TlsContext::Accept(int fd) const {
   const gnutls_datum_t* certs = gnutls_certificate_get_peers(s, &list_size);
   if (certs == nullptr || list_size == 0) {
     if (options_.client_auth == "require") {
-      return absl::UnauthenticatedError("the client showed no certificate (tls.client_auth is require)");
+      return absl::UnauthenticatedError(kNoCertificate);
     }
     return t;
   }
   unsigned status = 0;
   rc = gnutls_certificate_verify_peers3(s, nullptr, &status);
   if (rc < 0) return absl::UnauthenticatedError(absl::StrCat("client certificate: ", GnutlsError(rc)));
-  if (status != 0) {
-    gnutls_datum_t why{};
-    std::string reason = "does not verify";
-    if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &why, 0) == 0) {
-      reason.assign(reinterpret_cast<const char*>(why.data), why.size);
-      gnutls_free(why.data);
-    }
-    const std::vector<std::string> names = CertificateNames(certs[0], "any");
-    return absl::UnauthenticatedError(
-        absl::StrCat("client certificate", names.empty() ? "" : " '" + names[0] + "'", ": ", reason));
-  }
+  if (status != 0) return VerificationFailure(status, CertificateNames(certs[0], "any"));
   t->has_certificate_ = true;
   t->names_ = CertificateNames(certs[0], options_.tenant_from);
   return t;
+}
+
+absl::Status TlsContext::VerifyClientCertificate(absl::string_view leaf_pem, absl::string_view chain_pem) const {
+  std::shared_ptr<Credentials> c = Current();
+  if (c->x509 == nullptr) return absl::FailedPreconditionError("no tls.ca to verify client certificates with");
+  if (leaf_pem.empty()) return absl::UnauthenticatedError(kNoCertificate);
+  // The leaf first, then the chain's certificates other than the leaf (a server-side chain may
+  // or may not repeat it).
+  std::vector<gnutls_x509_crt_t> certs;
+  auto import = [&](absl::string_view pem) -> int {
+    gnutls_datum_t d{reinterpret_cast<unsigned char*>(const_cast<char*>(pem.data())),
+                     static_cast<unsigned>(pem.size())};
+    gnutls_x509_crt_t* list = nullptr;
+    unsigned n = 0;
+    const int rc = gnutls_x509_crt_list_import2(&list, &n, &d, GNUTLS_X509_FMT_PEM, 0);
+    if (rc < 0) return rc;
+    for (unsigned i = 0; i < n; ++i) {
+      bool repeat = !certs.empty() && gnutls_x509_crt_equals(certs[0], list[i]) != 0;
+      if (repeat) {
+        gnutls_x509_crt_deinit(list[i]);
+      } else {
+        certs.push_back(list[i]);
+      }
+    }
+    gnutls_free(list);
+    return 0;
+  };
+  int rc = import(leaf_pem);
+  if (rc >= 0 && certs.size() == 1 && !chain_pem.empty()) rc = import(chain_pem);
+  absl::Status result;
+  if (rc < 0 || certs.empty()) {
+    result = absl::UnauthenticatedError(absl::StrCat("client certificate: ", rc < 0 ? GnutlsError(rc) : "empty"));
+  } else {
+    gnutls_x509_trust_list_t trust = nullptr;
+    gnutls_certificate_get_trust_list(c->x509, &trust);
+    unsigned status = 0;
+    rc = gnutls_x509_trust_list_verify_crt(trust, certs.data(), static_cast<unsigned>(certs.size()), 0, &status,
+                                           nullptr);
+    if (rc < 0) {
+      result = absl::UnauthenticatedError(absl::StrCat("client certificate: ", GnutlsError(rc)));
+    } else if (status != 0) {
+      result = VerificationFailure(status, CertificateNames(certs[0], "any"));
+    }
+  }
+  for (gnutls_x509_crt_t crt : certs) gnutls_x509_crt_deinit(crt);
+  return result;
 }
 
 ssize_t TlsSession::Pull(void* self, void* data, size_t len) {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "common/mutex.h"
 #include "server/trust/tls_options.h"
 
@@ -85,6 +86,11 @@ class TlsContext {
   // (wrong CA, expired, not yet valid), or no certificate when client_auth is "require" and the
   // peer did not use PSK.
   absl::StatusOr<std::unique_ptr<TlsSession>> Accept(int fd) const;
+
+  // Verifies a client certificate that another TLS stack took in (gRPC's): `leaf_pem` and any
+  // intermediates of `chain_pem` against the current CA, by the same rules and in the same words
+  // as Accept. UNAUTHENTICATED saying why (no certificate, another CA, expired, not yet valid).
+  absl::Status VerifyClientCertificate(absl::string_view leaf_pem, absl::string_view chain_pem) const;
 
   const TlsOptions& options() const { return options_; }
 

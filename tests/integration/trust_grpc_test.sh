@@ -18,13 +18,14 @@ cp "$C/ca.crt" "$C/ca.key" "$T/expired/" && rm -f "$T/expired/server.crt"
 
 P=$(port)
 PL=$(port)
+MP=$(port)
 cat > "$T/tmemd.yaml" <<YAML
 device:
   path: $T/c.img
   size: 64M
 listen: ["127.0.0.1:$P"]
 plaintext_listen: ["127.0.0.1:$PL"]
-metrics_listen: ""
+metrics_listen: "127.0.0.1:$MP"
 tls:
   cert: $C/server.crt
   key: $C/server.key
@@ -64,6 +65,16 @@ out=$(as "$C" carol info 2>&1) && bad "carol (no tenant) was served" || {
     || bad "carol: $out"
 }
 A info | grep -q "instance" && ok "alice's certificate is served" || bad "alice info"
+# Each refused handshake is counted and logged with the certificate and the reason (a client may
+# try more than once within its deadline: at least one count per client).
+curl -sf "http://127.0.0.1:$MP/metrics" -o "$T/m.txt" || bad "no /metrics"
+n=$(awk '/^tmem_auth_refused_total\{listener="grpc",reason="tls"\}/ {print $2}' "$T/m.txt")
+[ "${n:-0}" -ge 3 ] && ok "refused gRPC handshakes counted ($n)" || bad "grpc tls refusals: $(grep auth_refused "$T/m.txt")"
+grep -q "refused grpc peer (tls): the client showed no certificate" "$T/tmemd.log" \
+  && grep -q "refused grpc peer (tls): client certificate 'mallory': .*issuer" "$T/tmemd.log" \
+  && grep -q "refused grpc peer (tls): client certificate 'alice': .*expired" "$T/tmemd.log" \
+  && ok "each refused handshake is logged with its certificate and reason" \
+  || bad "refusal log: $(grep 'refused grpc' "$T/tmemd.log")"
 
 # --- isolation: bob against alice's real pool ids and UUID ---
 UUID=00112233445566778899aabbccddeeff
@@ -127,6 +138,18 @@ out=$(as "$C" dave create-pool 2>&1)
 "$CTL_BIN" --server="127.0.0.1:$PL" pools | grep -qE "^$PA " && ok "plaintext loopback listener: the local tenant (admin)" \
   || bad "plaintext listener"
 grep -q "refused grpc peer (unknown_tenant)" "$T/tmemd.log" && ok "the refused certificate is logged" || bad "no refusal logged"
+
+# --- SIGHUP reloads the CA that gRPC clients are verified against ---
+cat "$C/ca.crt" "$T/other/ca.crt" > "$T/both-ca.crt"
+cp "$C/ca.crt" "$T/ca.orig" && cp "$T/both-ca.crt" "$C/ca.crt" && kill -HUP $D
+until_ok grep -q "TLS credentials reloaded (SIGHUP)" "$T/tmemd.log" || bad "no reload logged"
+out=$(as "$T/other" mallory --tls-ca="$T/ca.orig" info 2>&1)
+echo "$out" | grep -q "names no configured tenant" \
+  && ok "after SIGHUP a certificate of the added CA passes the handshake (mallory: no tenant)" || bad "mallory: $out"
+cp "$T/ca.orig" "$C/ca.crt" && kill -HUP $D
+until_ok test "$(grep -c 'TLS credentials reloaded (SIGHUP)' "$T/tmemd.log")" -ge 2 || bad "no second reload"
+as "$T/other" mallory --tls-ca="$T/ca.orig" info >/dev/null 2>&1 \
+  && bad "the removed CA still admits mallory" || ok "after SIGHUP the removed CA is refused again"
 
 # --- safe defaults ---
 Q=$(port)
