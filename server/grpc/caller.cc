@@ -53,6 +53,41 @@ absl::StatusOr<trust::Identity> CallerResolver::Resolve(const ::grpc::ServerCont
   return ::grpc::Status::OK;
 }
 
+::grpc::Status CallerResolver::AuthorizeCall(const ::grpc::ServerContext& ctx, bool admin, const char* method,
+                                             trust::Identity* out, TenantSlots::Slot* slot) const {
+  if (::grpc::Status s = Authorize(ctx, admin, method, out); !s.ok()) return s;
+  return calls_.Acquire(out->tenant, slot);
+}
+
+::grpc::Status TenantSlots::Acquire(const std::string& tenant, Slot* slot) {
+  {
+    MutexLock lock(&mu_);
+    int& open = open_[tenant];
+    if (open >= max_) {
+      if (open == 0) open_.erase(tenant);
+      return ::grpc::Status(
+          ::grpc::StatusCode::RESOURCE_EXHAUSTED,
+          absl::StrCat("tenant '", tenant, "' has ", open, " ", what_, " (at most ", max_, ", ", setting_, ")"));
+    }
+    ++open;
+  }
+  slot->slots_ = this;
+  slot->tenant_ = tenant;
+  return ::grpc::Status::OK;
+}
+
+void TenantSlots::Release(const std::string& tenant) {
+  MutexLock lock(&mu_);
+  auto it = open_.find(tenant);
+  if (it != open_.end() && --it->second == 0) open_.erase(it);
+}
+
+int TenantSlots::in_flight(const std::string& tenant) const {
+  MutexLock lock(&mu_);
+  auto it = open_.find(tenant);
+  return it == open_.end() ? 0 : it->second;
+}
+
 bool ClientCertificateVerifier::Verify(::grpc::experimental::TlsCustomVerificationCheckRequest* request,
                                        std::function<void(::grpc::Status)> /*callback*/, ::grpc::Status* sync_status) {
   const ::grpc::string_ref leaf = request->peer_cert();

@@ -12,35 +12,89 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/tls_certificate_verifier.h>
 
+#include <map>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "common/mutex.h"
 #include "server/trust/audit.h"
 #include "server/trust/tenants.h"
 #include "server/trust/tls_context.h"
 
 namespace tmem::grpc_service {
 
+// How many calls (or streams) each tenant has in flight, bounded: one tenant's flood of calls
+// takes at most its bound of gRPC's handler threads, never all of them.
+// Thread-safety: thread-safe.
+class TenantSlots {
+ public:
+  // `setting`: the setting that sets `max`, named in the refusal.
+  TenantSlots(int max, const char* what, const char* setting) : max_(max), what_(what), setting_(setting) {}
+
+  // Held while the call runs; releases its slot when destroyed.
+  class Slot {
+   public:
+    Slot() = default;
+    Slot(Slot&& o) noexcept : slots_(o.slots_), tenant_(std::move(o.tenant_)) { o.slots_ = nullptr; }
+    Slot& operator=(Slot&&) = delete;
+    ~Slot() {
+      if (slots_ != nullptr) slots_->Release(tenant_);
+    }
+
+   private:
+    friend class TenantSlots;
+    TenantSlots* slots_ = nullptr;
+    std::string tenant_;
+  };
+
+  // A slot for `tenant` in `slot` (which holds none yet), or RESOURCE_EXHAUSTED naming the
+  // bound and its setting.
+  ::grpc::Status Acquire(const std::string& tenant, Slot* slot);
+  int in_flight(const std::string& tenant) const;
+
+ private:
+  void Release(const std::string& tenant);
+
+  const int max_;
+  const char* const what_;
+  const char* const setting_;
+  mutable Mutex mu_;
+  std::map<std::string, int, std::less<>> open_ ABSL_GUARDED_BY(mu_);
+};
+
 class CallerResolver {
  public:
   // Every caller is the local tenant of a default TenantTable (tests, and tmemd without TLS).
   CallerResolver() = default;
-  // Borrows `audit` (may be null), which must outlive the resolver.
-  CallerResolver(trust::TenantTable tenants, std::string tenant_from, trust::Audit* audit)
-      : tenants_(std::move(tenants)), tenant_from_(std::move(tenant_from)), audit_(audit) {}
+  // Borrows `audit` (may be null), which must outlive the resolver. At most
+  // `max_calls_per_tenant` unary calls of one tenant run at once.
+  CallerResolver(trust::TenantTable tenants, std::string tenant_from, trust::Audit* audit,
+                 int max_calls_per_tenant = kDefaultMaxCallsPerTenant)
+      : tenants_(std::move(tenants)),
+        tenant_from_(std::move(tenant_from)),
+        audit_(audit),
+        calls_(max_calls_per_tenant, "unary calls in flight", "grpc.max_calls_per_tenant") {}
+
+  static constexpr int kDefaultMaxCallsPerTenant = 256;
 
   absl::StatusOr<trust::Identity> Resolve(const ::grpc::ServerContext& ctx) const;
   // Resolve, then the role: `admin` needs the admin role, otherwise pages or admin.
   // UNAUTHENTICATED or PERMISSION_DENIED (counted and logged) as a gRPC status.
   ::grpc::Status Authorize(const ::grpc::ServerContext& ctx, bool admin, const char* method,
                            trust::Identity* out) const;
+  // Authorize, and a slot among the tenant's unary calls in flight (RESOURCE_EXHAUSTED when
+  // it has them all), held by `slot` until the call ends.
+  ::grpc::Status AuthorizeCall(const ::grpc::ServerContext& ctx, bool admin, const char* method, trust::Identity* out,
+                               TenantSlots::Slot* slot) const;
   trust::Audit* audit() const { return audit_; }
   const trust::TenantTable& tenants() const { return tenants_; }
+  const TenantSlots& calls() const { return calls_; }
 
  private:
   trust::TenantTable tenants_;
   std::string tenant_from_ = "cn";
   trust::Audit* audit_ = nullptr;
+  mutable TenantSlots calls_{kDefaultMaxCallsPerTenant, "unary calls in flight", "grpc.max_calls_per_tenant"};
 };
 
 // The client certificate check of tmemd's gRPC TLS handshakes. gRPC takes the certificate in
@@ -67,12 +121,14 @@ class ClientCertificateVerifier final : public ::grpc::experimental::ExternalCer
 
 }  // namespace tmem::grpc_service
 
-// For the services' handlers (with `ctx` and a `callers_` resolver in scope): declares `caller`,
-// or returns the refusal. `admin`: the call needs the admin role, else pages or admin.
-#define TMEM_AUTHORIZE(admin, method)                                                        \
-  ::tmem::trust::Identity caller;                                                            \
-  if (::grpc::Status auth = callers_->Authorize(*ctx, admin, method, &caller); !auth.ok()) { \
-    return auth;                                                                             \
+// For the unary handlers (with `ctx` and a `callers_` resolver in scope): declares `caller` and
+// holds one of its tenant's call slots for the rest of the handler, or returns the refusal.
+// `admin`: the call needs the admin role, else pages or admin.
+#define TMEM_AUTHORIZE(admin, method)                                                                          \
+  ::tmem::trust::Identity caller;                                                                              \
+  ::tmem::grpc_service::TenantSlots::Slot caller_slot;                                                         \
+  if (::grpc::Status auth = callers_->AuthorizeCall(*ctx, admin, method, &caller, &caller_slot); !auth.ok()) { \
+    return auth;                                                                                               \
   }
 
 #endif  // TMEM_SERVER_GRPC_CALLER_H_

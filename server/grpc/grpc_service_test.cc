@@ -296,6 +296,43 @@ TEST_F(GrpcServiceTest, ATenantsSessionStreamsAreBoundedAndAClosedOneFreesItsPla
   s2->Finish();
 }
 
+TEST(TenantSlotsTest, ATenantGetsAtMostItsBoundAndAReleasedSlotIsFreeAgain) {
+  TenantSlots slots(2, "unary calls in flight", "grpc.max_calls_per_tenant");
+  auto a1 = std::make_unique<TenantSlots::Slot>();
+  TenantSlots::Slot a2, a3, b1;
+  ASSERT_TRUE(slots.Acquire("alice", a1.get()).ok());
+  ASSERT_TRUE(slots.Acquire("alice", &a2).ok());
+  ::grpc::Status full = slots.Acquire("alice", &a3);
+  EXPECT_EQ(full.error_code(), ::grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(full.error_message(), "tenant 'alice' has 2 unary calls in flight (at most 2, grpc.max_calls_per_tenant)");
+  EXPECT_TRUE(slots.Acquire("bob", &b1).ok()) << "another tenant is not held back by alice's calls";
+  a1.reset();
+  EXPECT_EQ(slots.in_flight("alice"), 1);
+  EXPECT_TRUE(slots.Acquire("alice", &a3).ok()) << "a finished call frees its slot";
+  EXPECT_EQ(slots.in_flight("alice"), 2);
+}
+
+TEST(TenantSlotsTest, UnaryCallsOfATenantPastItsBoundAreResourceExhaustedUntilOneEnds) {
+  EngineHarness harness;
+  pool::PoolEngine& engine = harness.Open();
+  const CallerResolver callers(trust::TenantTable(), "cn", nullptr, /*max_calls_per_tenant=*/1);
+  PagePoolService pages(&engine, nullptr, &callers);
+  ::grpc::ServerContext held_ctx, ctx;
+  trust::Identity who;
+  auto held = std::make_unique<TenantSlots::Slot>();  // a call of the same (local) tenant in flight
+  ASSERT_TRUE(callers.AuthorizeCall(held_ctx, false, "GetPages", &who, held.get()).ok());
+  tmem::v1::CreatePoolRequest req;
+  req.set_page_bytes(4096);
+  tmem::v1::CreatePoolResponse resp;
+  ::grpc::Status st = pages.CreatePool(&ctx, &req, &resp);
+  EXPECT_EQ(st.error_code(), ::grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+  EXPECT_NE(st.error_message().find("grpc.max_calls_per_tenant"), std::string::npos) << st.error_message();
+  held.reset();
+  st = pages.CreatePool(&ctx, &req, &resp);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(callers.calls().in_flight(who.tenant), 0) << "the finished call gave its slot back";
+}
+
 TEST_F(GrpcServiceTest, SessionStreamAnswersEveryOpAndSurvivesBadOnes) {
   uint32_t p = Shared(6);
   ::grpc::ClientContext ctx;

@@ -263,24 +263,8 @@ Status PagePoolService::Session(
   // The stream's connection proved its tenant once; every op runs as it.
   trust::Identity caller;
   if (Status auth = callers_->Authorize(*ctx, /*admin=*/false, "Session", &caller); !auth.ok()) return auth;
-  {
-    MutexLock lock(&sessions_mu_);
-    int& open = sessions_[caller.tenant];
-    if (open >= max_sessions_per_tenant_) {
-      return Status(::grpc::StatusCode::RESOURCE_EXHAUSTED,
-                    absl::StrCat("tenant '", caller.tenant, "' has ", open, " Session streams open (at most ",
-                                 max_sessions_per_tenant_, ", grpc.max_sessions_per_tenant)"));
-    }
-    ++open;
-  }
-  struct Close {
-    PagePoolService* s;
-    const std::string& tenant;
-    ~Close() {
-      MutexLock lock(&s->sessions_mu_);
-      if (--s->sessions_[tenant] == 0) s->sessions_.erase(tenant);
-    }
-  } close{this, caller.tenant};
+  TenantSlots::Slot session_slot;
+  if (Status full = sessions_.Acquire(caller.tenant, &session_slot); !full.ok()) return full;
   bool any = false;
   uint64_t last_op = 0;
   while (true) {

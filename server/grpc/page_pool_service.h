@@ -8,7 +8,7 @@
 // PERMISSION_DENIED.
 //
 // Thread-safety: gRPC calls the handlers from many threads; the engine is thread-safe and the
-// service's own state (open Session streams per tenant) is under sessions_mu_.
+// service's own state (open Session streams per tenant) is a thread-safe TenantSlots.
 #ifndef TMEM_SERVER_GRPC_PAGE_POOL_SERVICE_H_
 #define TMEM_SERVER_GRPC_PAGE_POOL_SERVICE_H_
 
@@ -40,7 +40,7 @@ class PagePoolService final : public tmem::v1::PagePool::Service {
       : engine_(engine),
         latency_(latency),
         callers_(callers != nullptr ? callers : &local_),
-        max_sessions_per_tenant_(max_sessions_per_tenant) {}
+        sessions_(max_sessions_per_tenant, "Session streams open", "grpc.max_sessions_per_tenant") {}
 
   ::grpc::Status CreatePool(::grpc::ServerContext*, const tmem::v1::CreatePoolRequest*,
                             tmem::v1::CreatePoolResponse*) override;
@@ -78,9 +78,7 @@ class PagePoolService final : public tmem::v1::PagePool::Service {
   LatencyObserver* const latency_;
   const CallerResolver local_;
   const CallerResolver* const callers_;
-  const int max_sessions_per_tenant_;
-  Mutex sessions_mu_;
-  std::map<std::string, int> sessions_ ABSL_GUARDED_BY(sessions_mu_);  // open Session streams per tenant
+  TenantSlots sessions_;  // open Session streams per tenant
 };
 
 }  // namespace tmem::grpc_service

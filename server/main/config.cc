@@ -79,6 +79,9 @@ Table<Config>* BuildConfigSettings() {
            &Config::grpc_max_streams_per_connection, 1, 65536, "Calls in flight at once on one gRPC connection.")
       .Int("grpc.max_sessions_per_tenant", "grpc-max-sessions-per-tenant", &Config::grpc_max_sessions_per_tenant, 1,
            65536, "Session streams one tenant may hold open at once (more are RESOURCE_EXHAUSTED).")
+      .Int("grpc.max_calls_per_tenant", "grpc-max-calls-per-tenant", &Config::grpc_max_calls_per_tenant, 1, 65536,
+           "Unary calls of one tenant running at once (more are RESOURCE_EXHAUSTED), so that one tenant cannot "
+           "take every handler thread.")
       .Int("grpc.idle_timeout_ms", "grpc-idle-timeout-ms", &Config::grpc_idle_timeout_ms, 1000, int64_t{1} << 40,
            "A gRPC connection without calls for this long is closed.")
       .Int("grpc.keepalive_ms", "grpc-keepalive-ms", &Config::grpc_keepalive_ms, 1000, int64_t{1} << 40,

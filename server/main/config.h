@@ -33,6 +33,7 @@ struct Config {
   int rpc_threads = 16;
   int grpc_max_streams_per_connection = 256;  // HTTP/2 streams (calls) at once on one connection
   int grpc_max_sessions_per_tenant = 64;      // Session streams open at once per tenant
+  int grpc_max_calls_per_tenant = 256;        // unary calls running at once per tenant
   int64_t grpc_idle_timeout_ms = 300000;      // a connection without calls this long is closed
   int64_t grpc_keepalive_ms = 60000;          // idle connections are pinged this often
   uint64_t index_cache_entries = 1 << 20;

@@ -336,7 +336,7 @@ int Run(const Config& c) {
     }
     metrics = std::move(*m);
   }
-  const grpc_service::CallerResolver callers(*tenants, c.tls.tenant_from, &audit);
+  const grpc_service::CallerResolver callers(*tenants, c.tls.tenant_from, &audit, c.grpc_max_calls_per_tenant);
   grpc_service::PagePoolService pages(e, metrics ? metrics->latency() : nullptr, &callers,
                                       c.grpc_max_sessions_per_tenant);
   grpc_service::AdminService admin(e, nbd_ptr, &callers);
