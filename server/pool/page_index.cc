@@ -235,6 +235,16 @@ absl::StatusOr<uint64_t> PageIndex::CountPages() {
   return n;
 }
 
+absl::Status PageIndex::ForEachPage(const std::function<void(std::string_view key, std::string_view value)>& fn) {
+  rocksdb::ReadOptions r;
+  r.fill_cache = false;  // one pass at start: keep the block cache for the lookups that follow
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(r, pages_cf_));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    fn(std::string_view(it->key().data(), it->key().size()), std::string_view(it->value().data(), it->value().size()));
+  }
+  return FromRocks(it->status(), "iterate");
+}
+
 absl::StatusOr<std::optional<std::string>> PageIndex::GetMeta(std::string_view key) {
   std::string value;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), meta_cf_, S(key), &value);

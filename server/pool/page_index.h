@@ -75,6 +75,8 @@ class PageIndex {
   absl::Status CompactPages();
   // Exact count by iteration (tests, tools; O(entries)).
   absl::StatusOr<uint64_t> CountPages();
+  // Calls `fn` with every page entry, in key order (at start; O(entries)).
+  absl::Status ForEachPage(const std::function<void(std::string_view key, std::string_view value)>& fn);
 
   // Metadata ("default" column family, WAL + fsync).
   absl::StatusOr<std::optional<std::string>> GetMeta(std::string_view key);

@@ -85,6 +85,7 @@ absl::Status PoolEngine::Start(const EngineOptions& options) {
   state.clean_instance = 0;
   TMEM_RETURN_IF_ERROR(index_->WriteMeta({{kStateKey, EncodeEngineState(state)}}, {}));
   TMEM_RETURN_IF_ERROR(LoadPools());
+  if (kept_pages_) TMEM_RETURN_IF_ERROR(CountKeptPages());
   registry_loaded_.store(true, std::memory_order_release);
   TMEM_LOG(Info) << "page pools ready: instance " << instance_id() << ", " << ListPools().size() << " pools, "
                  << (kept_pages_ ? "pages kept from the previous run" : "starting with no pages");
@@ -120,6 +121,32 @@ absl::Status PoolEngine::LoadPools() {
     TMEM_RETURN_IF_ERROR(index_->WriteMeta(upgraded, {}));
     TMEM_LOG(Info) << "upgraded " << upgraded.size() << " pool records to version " << int{kPoolRecordVersion}
                    << " (owners: shared pools their tenant, private pools '" << options_.v1_private_owner << "')";
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PoolEngine::CountKeptPages() {
+  struct Owner {
+    OwnerUsage* usage;
+    uint32_t page_bytes;
+  };
+  std::map<PoolId, Owner> owners;
+  {
+    ReaderLock lock(&registry_mu_);
+    for (const auto& [id, pool] : pools_) owners[id] = {pool->usage.get(), pool->info.page_bytes};
+  }
+  // OwnerUsage takes a segment's bytes in ascending segment order: gathered first, then added.
+  std::map<OwnerUsage*, std::map<uint64_t, uint64_t>> bytes;  // owner -> segment seq -> bytes
+  const uint64_t reclaimed = log_->reclaimed_seq();
+  TMEM_RETURN_IF_ERROR(index_->ForEachPage([&](std::string_view key, std::string_view value) {
+    std::optional<IndexValue> v = DecodeIndexValue(value);
+    std::optional<PoolId> pool = PoolOfPageKey(key);
+    if (!v.has_value() || !pool.has_value() || v->loc.seq <= reclaimed) return;
+    auto it = owners.find(*pool);
+    if (it != owners.end()) bytes[it->second.usage][v->loc.seq] += it->second.page_bytes;
+  }));
+  for (const auto& [usage, segments] : bytes) {
+    for (const auto& [seq, n] : segments) usage->Add(seq, n);
   }
   return absl::OkStatus();
 }

@@ -190,6 +190,8 @@ class PoolEngine {
   PoolEngine() = default;
   absl::Status Start(const EngineOptions& options);
   absl::Status LoadPools();
+  // Pages kept from the previous run count against their owners' log shares from the start.
+  absl::Status CountKeptPages();
   absl::StatusOr<std::shared_ptr<Pool>> FindPool(PoolId id) const;
   static absl::Status CheckObjectKey(std::string_view object);
   absl::StatusOr<std::shared_ptr<Pool>> CheckHandle(PoolId id, std::string_view object) const;

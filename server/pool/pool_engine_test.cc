@@ -164,6 +164,39 @@ TEST(PoolEngineTest, ATenantWritingTenTimesItsShareLeavesAnothersWorkingSetCache
   EXPECT_LT(without, 0.5) << "without a share the flood should evict a's pages (else this test proves nothing)";
 }
 
+TEST(PoolEngineTest, PagesKeptAcrossACleanRestartStillCountAgainstTheirOwnersShare) {
+  EngineHarness h;  // 32 segments of 128 KiB
+  EngineOptions o = h.Options();
+  o.quota_of = [](std::string_view owner) {
+    return EngineOptions::OwnerQuota{.log_share_percent = owner == "b" ? 30u : 100u};
+  };
+  const uint64_t share_pages = uint64_t{32} * (128 << 10) / 4096 * 30 / 100;
+  double before = 0;
+  {
+    auto opened = PoolEngine::Open(o);
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    PoolEngine& e = **opened;
+    PoolId b = *e.CreateSharedPool(U(1), 4096, "b");
+    for (uint64_t i = 0; i < share_pages * 2; ++i) Put(e, b, "b-file", i, 1);  // fills the share
+    MapVisitor m;
+    e.VisitStats(m);
+    before = m.values["tenant_log_bytes,tenant=b"];
+    ASSERT_GT(before, 0.0);
+    ASSERT_TRUE(e.Close().ok());
+  }
+  auto opened = PoolEngine::Open(o);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  PoolEngine& e = **opened;
+  MapVisitor m;
+  e.VisitStats(m);
+  EXPECT_EQ(m.values["tenant_log_bytes,tenant=b"], before) << "the kept pages are counted at start";
+  PoolId b = *e.CreateSharedPool(U(1), 4096, "b");
+  const uint64_t dropped_before = e.GetPoolStats(b)->puts_dropped;
+  for (uint64_t i = 0; i < share_pages; ++i) Put(e, b, "b-new", i, 2);
+  EXPECT_GE(e.GetPoolStats(b)->puts_dropped - dropped_before, share_pages * 9 / 10)
+      << "a tenant that held its share before the restart holds it after: new puts are dropped";
+}
+
 TEST(PoolEngineTest, PoolRecordsOfAnOlderDeviceAreUpgradedWithTheirOwners) {
   EngineHarness h;
   PoolEngine& e = h.Open();
