@@ -189,6 +189,7 @@ absl::StatusOr<std::unique_ptr<TlsSession>> TlsContext::Accept(int fd) const {
   gnutls_transport_set_vec_push_function(s, PushVec);
   t->in_.fd = fd;
   t->in_.buf.reset(new uint8_t[kReadAheadBytes]);
+  t->in_.session = s;
   // Pulls get the read-ahead buffer, pushes the socket.
   gnutls_transport_set_ptr2(s, &t->in_, reinterpret_cast<gnutls_transport_ptr_t>(static_cast<intptr_t>(fd)));
   gnutls_transport_set_pull_function(s, &TlsSession::Pull);
@@ -270,6 +271,10 @@ absl::Status TlsContext::VerifyClientCertificate(absl::string_view leaf_pem, abs
 ssize_t TlsSession::Pull(void* self, void* data, size_t len) {
   auto* in = static_cast<ReadAhead*>(self);
   if (in->start == in->end) {
+    if (in->no_wait) {
+      gnutls_transport_set_errno(static_cast<gnutls_session_t>(in->session), EAGAIN);
+      return -1;
+    }
     ssize_t n;
     do {
       n = ::recv(in->fd, in->buf.get(), kReadAheadBytes, 0);
@@ -305,13 +310,28 @@ TlsSession::~TlsSession() {
 
 ssize_t TlsSession::Recv(void* buf, size_t len) {
   auto s = static_cast<gnutls_session_t>(session_);
-  while (true) {
-    ssize_t n = gnutls_record_recv(s, buf, len);
-    if (n >= 0) return n;
+  auto* out = static_cast<uint8_t*>(buf);
+  size_t got = 0;
+  while (got < len) {
+    if (got > 0) {
+      // Only what is here already: records GnuTLS holds decrypted, or bytes in the read-ahead
+      // buffer (a record there in part is kept by GnuTLS until the next call).
+      if (gnutls_record_check_pending(s) == 0 && in_.start == in_.end) break;
+      in_.no_wait = true;
+    }
+    ssize_t n = gnutls_record_recv(s, out + got, len - got);
+    in_.no_wait = false;
+    if (n > 0) {
+      got += static_cast<size_t>(n);
+      continue;
+    }
+    if (got > 0) break;  // an error or the end waits for the next call
+    if (n == 0) return 0;
     if (n == GNUTLS_E_INTERRUPTED) continue;
     if (n == GNUTLS_E_PREMATURE_TERMINATION) return 0;
     return -1;
   }
+  return static_cast<ssize_t>(got);
 }
 
 bool TlsSession::SendAll(const iovec* iov, int count) {

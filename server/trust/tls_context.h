@@ -34,7 +34,9 @@ class TlsSession {
   TlsSession(const TlsSession&) = delete;
   TlsSession& operator=(const TlsSession&) = delete;
 
-  // Like recv(2): bytes read (> 0), 0 at the end of the stream, -1 on an error.
+  // Like recv(2): bytes read (> 0), 0 at the end of the stream, -1 on an error. Waits for one
+  // record, then takes every further record already received, without waiting (as recv(2)
+  // returns every byte already there): a client's requests sent back to back arrive in one call.
   ssize_t Recv(void* buf, size_t len);
   // Sends every byte of the iovecs as few records; false on an error.
   bool SendAll(const iovec* iov, int count);
@@ -55,6 +57,8 @@ class TlsSession {
     int fd = -1;
     std::unique_ptr<uint8_t[]> buf;
     size_t start = 0, end = 0;
+    void* session = nullptr;  // gnutls_session_t, for the errno of a pull
+    bool no_wait = false;     // an empty buffer is EAGAIN rather than a wait on the socket
   };
   static ssize_t Pull(void* self, void* data, size_t len);
   static int PullTimeout(void* self, unsigned ms);
