@@ -1,5 +1,6 @@
 #include "server/grpc/caller.h"
 
+#include <cassert>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -60,14 +61,16 @@ absl::StatusOr<trust::Identity> CallerResolver::Resolve(const ::grpc::ServerCont
 }
 
 ::grpc::Status TenantSlots::Acquire(const std::string& tenant, Slot* slot) {
+  assert(slot->slots_ == nullptr);  // a slot holds one place
   {
     MutexLock lock(&mu_);
     int& open = open_[tenant];
-    if (open >= max_) {
-      if (open == 0) open_.erase(tenant);
+    const int held = open;
+    if (held >= max_) {
+      if (held == 0) open_.erase(tenant);
       return ::grpc::Status(
           ::grpc::StatusCode::RESOURCE_EXHAUSTED,
-          absl::StrCat("tenant '", tenant, "' has ", open, " ", what_, " (at most ", max_, ", ", setting_, ")"));
+          absl::StrCat("tenant '", tenant, "' has ", held, " ", what_, " (at most ", max_, ", ", setting_, ")"));
     }
     ++open;
   }

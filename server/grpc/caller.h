@@ -53,7 +53,7 @@ class TenantSlots {
   int in_flight(const std::string& tenant) const;
 
  private:
-  void Release(const std::string& tenant);
+  void Release(const std::string& tenant) ABSL_LOCKS_EXCLUDED(mu_);
 
   const int max_;
   const char* const what_;

@@ -85,7 +85,12 @@ absl::Status PoolEngine::Start(const EngineOptions& options) {
   state.clean_instance = 0;
   TMEM_RETURN_IF_ERROR(index_->WriteMeta({{kStateKey, EncodeEngineState(state)}}, {}));
   TMEM_RETURN_IF_ERROR(LoadPools());
-  if (kept_pages_) TMEM_RETURN_IF_ERROR(CountKeptPages());
+  if (kept_pages_) {
+    if (absl::Status s = CountKeptPages(); !s.ok()) {
+      TMEM_LOG(Warning) << "counting the kept pages of each tenant failed (" << s.message()
+                        << "); log shares count from zero";
+    }
+  }
   registry_loaded_.store(true, std::memory_order_release);
   TMEM_LOG(Info) << "page pools ready: instance " << instance_id() << ", " << ListPools().size() << " pools, "
                  << (kept_pages_ ? "pages kept from the previous run" : "starting with no pages");

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -103,7 +104,7 @@ absl::Status VerificationFailure(unsigned status, const std::vector<std::string>
       absl::StrCat("client certificate", names.empty() ? "" : " '" + names[0] + "'", ": ", reason));
 }
 
-constexpr char kNoCertificate[] = "the client showed no certificate (tls.client_auth is require)";
+constexpr char kNoCertificate[] = "the client showed no certificate";
 
 }  // namespace
 
@@ -189,7 +190,6 @@ absl::StatusOr<std::unique_ptr<TlsSession>> TlsContext::Accept(int fd) const {
   gnutls_transport_set_vec_push_function(s, PushVec);
   t->in_.fd = fd;
   t->in_.buf.reset(new uint8_t[kReadAheadBytes]);
-  t->in_.session = s;
   // Pulls get the read-ahead buffer, pushes the socket.
   gnutls_transport_set_ptr2(s, &t->in_, reinterpret_cast<gnutls_transport_ptr_t>(static_cast<intptr_t>(fd)));
   gnutls_transport_set_pull_function(s, &TlsSession::Pull);
@@ -209,12 +209,16 @@ absl::StatusOr<std::unique_ptr<TlsSession>> TlsContext::Accept(int fd) const {
   const gnutls_datum_t* certs = gnutls_certificate_get_peers(s, &list_size);
   if (certs == nullptr || list_size == 0) {
     if (options_.client_auth == "require") {
-      return absl::UnauthenticatedError(kNoCertificate);
+      return absl::UnauthenticatedError(absl::StrCat(kNoCertificate, " (tls.client_auth is require)"));
     }
     return t;
   }
+  // The chain, the validity times and the purpose: a certificate for servers only (extended key
+  // usage without clientAuth) does not make a client.
   unsigned status = 0;
-  rc = gnutls_certificate_verify_peers3(s, nullptr, &status);
+  gnutls_typed_vdata_st purpose{GNUTLS_DT_KEY_PURPOSE_OID,
+                                reinterpret_cast<unsigned char*>(const_cast<char*>(GNUTLS_KP_TLS_WWW_CLIENT)), 0};
+  rc = gnutls_certificate_verify_peers(s, &purpose, 1, &status);
   if (rc < 0) return absl::UnauthenticatedError(absl::StrCat("client certificate: ", GnutlsError(rc)));
   if (status != 0) return VerificationFailure(status, CertificateNames(certs[0], "any"));
   t->has_certificate_ = true;
@@ -256,8 +260,10 @@ absl::Status TlsContext::VerifyClientCertificate(absl::string_view leaf_pem, abs
     gnutls_x509_trust_list_t trust = nullptr;
     gnutls_certificate_get_trust_list(c->x509, &trust);
     unsigned status = 0;
-    rc = gnutls_x509_trust_list_verify_crt(trust, certs.data(), static_cast<unsigned>(certs.size()), 0, &status,
-                                           nullptr);
+    gnutls_typed_vdata_st purpose{GNUTLS_DT_KEY_PURPOSE_OID,
+                                  reinterpret_cast<unsigned char*>(const_cast<char*>(GNUTLS_KP_TLS_WWW_CLIENT)), 0};
+    rc = gnutls_x509_trust_list_verify_crt2(trust, certs.data(), static_cast<unsigned>(certs.size()), &purpose, 1, 0,
+                                            &status, nullptr);
     if (rc < 0) {
       result = absl::UnauthenticatedError(absl::StrCat("client certificate: ", GnutlsError(rc)));
     } else if (status != 0) {
@@ -272,7 +278,8 @@ ssize_t TlsSession::Pull(void* self, void* data, size_t len) {
   auto* in = static_cast<ReadAhead*>(self);
   if (in->start == in->end) {
     if (in->no_wait) {
-      gnutls_transport_set_errno(static_cast<gnutls_session_t>(in->session), EAGAIN);
+      // The thread's own errno: GnuTLS's per-session errno is shared with the sending thread.
+      errno = EAGAIN;
       return -1;
     }
     ssize_t n;
@@ -313,19 +320,28 @@ ssize_t TlsSession::Recv(void* buf, size_t len) {
   auto* out = static_cast<uint8_t*>(buf);
   size_t got = 0;
   while (got < len) {
-    if (got > 0) {
-      // Only what is here already: records GnuTLS holds decrypted, or bytes in the read-ahead
-      // buffer (a record there in part is kept by GnuTLS until the next call).
-      if (gnutls_record_check_pending(s) == 0 && in_.start == in_.end) break;
-      in_.no_wait = true;
+    ssize_t n;
+    if (pending_error_ != 0) {
+      n = std::exchange(pending_error_, 0);
+    } else {
+      if (got > 0) {
+        // Only what is here already: records GnuTLS holds decrypted, or bytes in the read-ahead
+        // buffer (a record there in part is kept by GnuTLS until the next call).
+        if (gnutls_record_check_pending(s) == 0 && in_.start == in_.end) break;
+        in_.no_wait = true;
+      }
+      n = gnutls_record_recv(s, out + got, len - got);
+      in_.no_wait = false;
     }
-    ssize_t n = gnutls_record_recv(s, out + got, len - got);
-    in_.no_wait = false;
     if (n > 0) {
       got += static_cast<size_t>(n);
       continue;
     }
-    if (got > 0) break;  // an error or the end waits for the next call
+    if (got > 0) {
+      // What was read goes up first; the end (GnuTLS repeats it) or the error comes next time.
+      if (n < 0 && n != GNUTLS_E_AGAIN && n != GNUTLS_E_INTERRUPTED) pending_error_ = static_cast<int>(n);
+      break;
+    }
     if (n == 0) return 0;
     if (n == GNUTLS_E_INTERRUPTED) continue;
     if (n == GNUTLS_E_PREMATURE_TERMINATION) return 0;

@@ -57,8 +57,7 @@ class TlsSession {
     int fd = -1;
     std::unique_ptr<uint8_t[]> buf;
     size_t start = 0, end = 0;
-    void* session = nullptr;  // gnutls_session_t, for the errno of a pull
-    bool no_wait = false;     // an empty buffer is EAGAIN rather than a wait on the socket
+    bool no_wait = false;  // an empty buffer is EAGAIN rather than a wait on the socket
   };
   static ssize_t Pull(void* self, void* data, size_t len);
   static int PullTimeout(void* self, unsigned ms);
@@ -66,6 +65,9 @@ class TlsSession {
   void* session_ = nullptr;  // gnutls_session_t
   ReadAhead in_;             // used only by the receiving thread
   std::shared_ptr<Credentials> creds_;
+  // A GnuTLS error met after some bytes were read: returned by the next Recv (GnuTLS reports
+  // some, such as a renegotiation request, only once).
+  int pending_error_ = 0;
   std::string psk_identity_;
   bool has_certificate_ = false;
   std::vector<std::string> names_;

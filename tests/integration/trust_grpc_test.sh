@@ -65,11 +65,14 @@ out=$(as "$C" carol info 2>&1) && bad "carol (no tenant) was served" || {
     || bad "carol: $out"
 }
 A info | grep -q "instance" && ok "alice's certificate is served" || bad "alice info"
+as "$C" server info >/dev/null 2>&1 && bad "tmemd's own (server-only) certificate was served as a client" \
+  || { grep -qi "refused grpc peer (tls): client certificate .*purpose" "$T/tmemd.log" \
+    && ok "a certificate for servers only (no clientAuth): refused for its purpose" || bad "purpose: $(grep refused "$T/tmemd.log")"; }
 # Each refused handshake is counted and logged with the certificate and the reason (a client may
 # try more than once within its deadline: at least one count per client).
 curl -sf "http://127.0.0.1:$MP/metrics" -o "$T/m.txt" || bad "no /metrics"
 n=$(awk '/^tmem_auth_refused_total\{listener="grpc",reason="tls"\}/ {print $2}' "$T/m.txt")
-[ "${n:-0}" -ge 3 ] && ok "refused gRPC handshakes counted ($n)" || bad "grpc tls refusals: $(grep auth_refused "$T/m.txt")"
+[ "${n:-0}" -ge 4 ] && ok "refused gRPC handshakes counted ($n)" || bad "grpc tls refusals: $(grep auth_refused "$T/m.txt")"
 grep -q "refused grpc peer (tls): the client showed no certificate" "$T/tmemd.log" \
   && grep -q "refused grpc peer (tls): client certificate 'mallory': .*issuer" "$T/tmemd.log" \
   && grep -q "refused grpc peer (tls): client certificate 'alice': .*expired" "$T/tmemd.log" \
@@ -149,8 +152,11 @@ echo "$out" | grep -q "names no configured tenant" \
 reloads() { test "$(grep -c 'TLS credentials reloaded (SIGHUP)' "$T/tmemd.log")" -ge "$1"; }
 cp "$T/ca.orig" "$C/ca.crt" && kill -HUP $D
 until_ok reloads 2 || bad "no second reload: $(grep -E 'TLS|SIGHUP|reload' "$T/tmemd.log" | tail -5)"
-as "$T/other" mallory --tls-ca="$T/ca.orig" info >/dev/null 2>&1 \
-  && bad "the removed CA still admits mallory" || ok "after SIGHUP the removed CA is refused again"
+before=$(grep -c "refused grpc peer (tls): client certificate 'mallory'" "$T/tmemd.log")
+out=$(as "$T/other" mallory --tls-ca="$T/ca.orig" info 2>&1)
+after=$(grep -c "refused grpc peer (tls): client certificate 'mallory'" "$T/tmemd.log")
+! echo "$out" | grep -q "names no configured tenant" && [ "$after" -gt "$before" ] \
+  && ok "after SIGHUP the removed CA is refused again (at the handshake)" || bad "mallory after the CA was removed: $out"
 
 # --- safe defaults ---
 Q=$(port)

@@ -24,6 +24,7 @@ xdir() {  # xdir NAME CERTDIR TENANT|-
   if [ "$3" != "-" ]; then cp "$2/$3.crt" "$T/x-$1/client-cert.pem"; cp "$2/$3.key" "$T/x-$1/client-key.pem"; fi
 }
 xdir alice "$C" alice; xdir bob "$C" bob; xdir carol "$C" carol; xdir anon "$C" -; xdir foreign "$T/other" alice
+xdir server "$C" server  # tmemd's own certificate (extended key usage serverAuth only)
 mkdir -p "$T/x-wrongca" && cp "$T/other/ca.crt" "$T/x-wrongca/ca-cert.pem"
 grep -v '^alice:' "$C/keys.psk" > /dev/null
 echo "alice:$(openssl rand -hex 32)" > "$T/wrong.psk"
@@ -89,6 +90,9 @@ nbdinfo "$(X open anon)" > "$T/i3" 2>&1 && grep -q "is_read_only: true" "$T/i3" 
 nbdinfo "$(X secret anon)" >/dev/null 2>&1 && bad "an anonymous peer opened secret" || ok "TLS without a certificate: not on secret's list"
 nbdinfo "$(X secret foreign)" >/dev/null 2>&1 && bad "a certificate of another CA was served" \
   || ok "a client certificate from another CA: refused"
+nbdinfo "$(X open server)" >/dev/null 2>&1 && bad "a server-only certificate was served as a client" \
+  || { grep -qi "refused nbd peer (tls): client certificate .*purpose" "$T/tmemd.log" \
+    && ok "a certificate for servers only (no clientAuth): refused for its purpose" || bad "purpose: $(grep refused "$T/tmemd.log" | tail -2)"; }
 nbdinfo "$(X open wrongca)" >/dev/null 2>&1 && bad "connected to a server of another CA while verifying it" \
   || ok "tls-verify-peer (default): a client that trusts another CA refuses the server"
 out=$(nbdsh -c "h.set_tls(nbd.TLS_REQUIRE); h.set_tls_certificates(\"$T/x-wrongca\"); h.set_tls_verify_peer(False); h.set_export_name(\"open\"); h.connect_tcp(\"127.0.0.1\", \"$NP\"); print(\"size\", h.get_size())" 2>&1)
