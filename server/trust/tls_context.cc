@@ -106,6 +106,11 @@ absl::Status VerificationFailure(unsigned status, const std::vector<std::string>
 
 constexpr char kNoCertificate[] = "the client showed no certificate";
 
+// The purpose a client certificate must allow (its extended key usage, when it has one).
+gnutls_typed_vdata_st ClientPurpose() {
+  return {GNUTLS_DT_KEY_PURPOSE_OID, reinterpret_cast<unsigned char*>(const_cast<char*>(GNUTLS_KP_TLS_WWW_CLIENT)), 0};
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<Credentials>> TlsContext::Load(const TlsOptions& o) {
@@ -216,8 +221,7 @@ absl::StatusOr<std::unique_ptr<TlsSession>> TlsContext::Accept(int fd) const {
   // The chain, the validity times and the purpose: a certificate for servers only (extended key
   // usage without clientAuth) does not make a client.
   unsigned status = 0;
-  gnutls_typed_vdata_st purpose{GNUTLS_DT_KEY_PURPOSE_OID,
-                                reinterpret_cast<unsigned char*>(const_cast<char*>(GNUTLS_KP_TLS_WWW_CLIENT)), 0};
+  gnutls_typed_vdata_st purpose = ClientPurpose();
   rc = gnutls_certificate_verify_peers(s, &purpose, 1, &status);
   if (rc < 0) return absl::UnauthenticatedError(absl::StrCat("client certificate: ", GnutlsError(rc)));
   if (status != 0) return VerificationFailure(status, CertificateNames(certs[0], "any"));
@@ -260,8 +264,7 @@ absl::Status TlsContext::VerifyClientCertificate(absl::string_view leaf_pem, abs
     gnutls_x509_trust_list_t trust = nullptr;
     gnutls_certificate_get_trust_list(c->x509, &trust);
     unsigned status = 0;
-    gnutls_typed_vdata_st purpose{GNUTLS_DT_KEY_PURPOSE_OID,
-                                  reinterpret_cast<unsigned char*>(const_cast<char*>(GNUTLS_KP_TLS_WWW_CLIENT)), 0};
+    gnutls_typed_vdata_st purpose = ClientPurpose();
     rc = gnutls_x509_trust_list_verify_crt2(trust, certs.data(), static_cast<unsigned>(certs.size()), &purpose, 1, 0,
                                             &status, nullptr);
     if (rc < 0) {
