@@ -61,34 +61,27 @@ absl::StatusOr<trust::Identity> CallerResolver::Resolve(const ::grpc::ServerCont
 }
 
 ::grpc::Status TenantSlots::Acquire(const std::string& tenant, Slot* slot) {
-  assert(slot->slots_ == nullptr);  // a slot holds one place
+  assert(slot->count_ == nullptr);  // a slot holds one place
+  std::atomic<int>* count;
   {
     MutexLock lock(&mu_);
-    int& open = open_[tenant];
-    const int held = open;
-    if (held >= max_) {
-      if (held == 0) open_.erase(tenant);
-      return ::grpc::Status(
-          ::grpc::StatusCode::RESOURCE_EXHAUSTED,
-          absl::StrCat("tenant '", tenant, "' has ", held, " ", what_, " (at most ", max_, ", ", setting_, ")"));
-    }
-    ++open;
+    count = &open_[tenant];
   }
-  slot->slots_ = this;
-  slot->tenant_ = tenant;
+  const int held = count->fetch_add(1, std::memory_order_acq_rel);
+  if (held >= max_) {
+    count->fetch_sub(1, std::memory_order_release);
+    return ::grpc::Status(
+        ::grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("tenant '", tenant, "' has ", held, " ", what_, " (at most ", max_, ", ", setting_, ")"));
+  }
+  slot->count_ = count;
   return ::grpc::Status::OK;
-}
-
-void TenantSlots::Release(const std::string& tenant) {
-  MutexLock lock(&mu_);
-  auto it = open_.find(tenant);
-  if (it != open_.end() && --it->second == 0) open_.erase(it);
 }
 
 int TenantSlots::in_flight(const std::string& tenant) const {
   MutexLock lock(&mu_);
   auto it = open_.find(tenant);
-  return it == open_.end() ? 0 : it->second;
+  return it == open_.end() ? 0 : it->second.load(std::memory_order_acquire);
 }
 
 bool ClientCertificateVerifier::Verify(::grpc::experimental::TlsCustomVerificationCheckRequest* request,

@@ -12,8 +12,10 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/tls_certificate_verifier.h>
 
+#include <atomic>
 #include <map>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "common/mutex.h"
@@ -24,27 +26,28 @@
 namespace tmem::grpc_service {
 
 // How many calls (or streams) each tenant has in flight, bounded: one tenant's flood of calls
-// takes at most its bound of gRPC's handler threads, never all of them.
+// takes at most its bound of gRPC's handler threads, never all of them. A tenant's count is kept
+// for the life of the process (callers are configured tenants, a bounded set), so a slot holds
+// the count itself: releasing it takes no lock.
 // Thread-safety: thread-safe.
 class TenantSlots {
  public:
   // `setting`: the setting that sets `max`, named in the refusal.
   TenantSlots(int max, const char* what, const char* setting) : max_(max), what_(what), setting_(setting) {}
 
-  // Held while the call runs; releases its slot when destroyed.
+  // Held while the call runs; gives its place back when destroyed.
   class Slot {
    public:
     Slot() = default;
-    Slot(Slot&& o) noexcept : slots_(o.slots_), tenant_(std::move(o.tenant_)) { o.slots_ = nullptr; }
+    Slot(Slot&& o) noexcept : count_(std::exchange(o.count_, nullptr)) {}
     Slot& operator=(Slot&&) = delete;
     ~Slot() {
-      if (slots_ != nullptr) slots_->Release(tenant_);
+      if (count_ != nullptr) count_->fetch_sub(1, std::memory_order_release);
     }
 
    private:
     friend class TenantSlots;
-    TenantSlots* slots_ = nullptr;
-    std::string tenant_;
+    std::atomic<int>* count_ = nullptr;
   };
 
   // A slot for `tenant` in `slot` (which holds none yet), or RESOURCE_EXHAUSTED naming the
@@ -53,19 +56,18 @@ class TenantSlots {
   int in_flight(const std::string& tenant) const;
 
  private:
-  void Release(const std::string& tenant) ABSL_LOCKS_EXCLUDED(mu_);
-
   const int max_;
   const char* const what_;
   const char* const setting_;
   mutable Mutex mu_;
-  std::map<std::string, int, std::less<>> open_ ABSL_GUARDED_BY(mu_);
+  // std::map: a tenant's count stays where it is while others are added.
+  std::map<std::string, std::atomic<int>, std::less<>> open_ ABSL_GUARDED_BY(mu_);
 };
 
 class CallerResolver {
  public:
   // Every caller is the local tenant of a default TenantTable (tests, and tmemd without TLS).
-  CallerResolver() = default;
+  CallerResolver() : CallerResolver(trust::TenantTable(), "cn", nullptr) {}
   // Borrows `audit` (may be null), which must outlive the resolver. At most
   // `max_calls_per_tenant` unary calls of one tenant run at once.
   CallerResolver(trust::TenantTable tenants, std::string tenant_from, trust::Audit* audit,
@@ -92,9 +94,9 @@ class CallerResolver {
 
  private:
   trust::TenantTable tenants_;
-  std::string tenant_from_ = "cn";
-  trust::Audit* audit_ = nullptr;
-  mutable TenantSlots calls_{kDefaultMaxCallsPerTenant, "unary calls in flight", "grpc.max_calls_per_tenant"};
+  std::string tenant_from_;
+  trust::Audit* audit_;
+  mutable TenantSlots calls_;
 };
 
 // The client certificate check of tmemd's gRPC TLS handshakes. gRPC takes the certificate in
