@@ -129,6 +129,8 @@ void RunCall(uint8_t method, const std::string& b) {
   auto& p = *R().pages;
   auto& a = *R().admin;
   using namespace tmem::v1;
+  using Pages = tmem::grpc_service::PagePoolService;
+  using Admin = tmem::grpc_service::AdminService;
   auto run = [&](auto req_type, auto resp_type, auto method_ptr, auto& service) {
     using Req = decltype(req_type);
     using Resp = decltype(resp_type);
@@ -137,49 +139,47 @@ void RunCall(uint8_t method, const std::string& b) {
   };
   switch (method % 13) {
     case 0:
-      return run(CreatePoolRequest{}, CreatePoolResponse{}, &tmem::grpc_service::PagePoolService::CreatePool, p);
+      return run(CreatePoolRequest{}, CreatePoolResponse{}, &Pages::CreatePool, p);
     case 1:
-      return run(CreateSharedPoolRequest{}, CreatePoolResponse{},
-                 &tmem::grpc_service::PagePoolService::CreateSharedPool, p);
+      return run(CreateSharedPoolRequest{}, CreatePoolResponse{}, &Pages::CreateSharedPool, p);
     case 2:
-      return run(DestroyPoolRequest{}, DestroyPoolResponse{}, &tmem::grpc_service::PagePoolService::DestroyPool, p);
+      return run(DestroyPoolRequest{}, DestroyPoolResponse{}, &Pages::DestroyPool, p);
     case 3:
-      return run(PutPagesRequest{}, PutPagesResponse{}, &tmem::grpc_service::PagePoolService::PutPages, p);
+      return run(PutPagesRequest{}, PutPagesResponse{}, &Pages::PutPages, p);
     case 4:
-      return run(GetPagesRequest{}, GetPagesResponse{}, &tmem::grpc_service::PagePoolService::GetPages, p);
+      return run(GetPagesRequest{}, GetPagesResponse{}, &Pages::GetPages, p);
     case 5:
-      return run(FlushPagesRequest{}, FlushPagesResponse{}, &tmem::grpc_service::PagePoolService::FlushPages, p);
+      return run(FlushPagesRequest{}, FlushPagesResponse{}, &Pages::FlushPages, p);
     case 6:
-      return run(FlushObjectRequest{}, FlushObjectResponse{}, &tmem::grpc_service::PagePoolService::FlushObject, p);
+      return run(FlushObjectRequest{}, FlushObjectResponse{}, &Pages::FlushObject, p);
     case 7:
-      return run(FlushPoolRequest{}, FlushPoolResponse{}, &tmem::grpc_service::PagePoolService::FlushPool, p);
+      return run(FlushPoolRequest{}, FlushPoolResponse{}, &Pages::FlushPool, p);
     case 8:
       return Session(b);
     case 9:
-      return run(ServerInfoRequest{}, ServerInfoResponse{}, &tmem::grpc_service::AdminService::ServerInfo, a);
+      return run(ServerInfoRequest{}, ServerInfoResponse{}, &Admin::ServerInfo, a);
     case 10:
-      return run(ListPoolsRequest{}, ListPoolsResponse{}, &tmem::grpc_service::AdminService::ListPools, a);
+      return run(ListPoolsRequest{}, ListPoolsResponse{}, &Admin::ListPools, a);
     case 11:
-      return run(PoolStatsRequest{}, PoolStatsResponse{}, &tmem::grpc_service::AdminService::PoolStats, a);
+      return run(PoolStatsRequest{}, PoolStatsResponse{}, &Admin::PoolStats, a);
     default:
-      return run(ExportControlRequest{}, ExportControlResponse{}, &tmem::grpc_service::AdminService::ExportControl, a);
+      return run(ExportControlRequest{}, ExportControlResponse{}, &Admin::ExportControl, a);
   }
 }
 
-std::string Call(uint8_t method, const std::string& bytes) {
-  std::string out(1, static_cast<char>(method));
+// `bytes` after their length (u16 LE): the framing of calls and of Session ops.
+std::string LengthPrefixed(const std::string& bytes) {
+  std::string out;
   out.push_back(static_cast<char>(bytes.size() & 0xFF));
   out.push_back(static_cast<char>(bytes.size() >> 8));
   return out + bytes;
 }
 
-std::string Framed(const google::protobuf::Message& m) {
-  const std::string b = m.SerializeAsString();
-  std::string out;
-  out.push_back(static_cast<char>(b.size() & 0xFF));
-  out.push_back(static_cast<char>(b.size() >> 8));
-  return out + b;
+std::string Call(uint8_t method, const std::string& bytes) {
+  return std::string(1, static_cast<char>(method)) + LengthPrefixed(bytes);
 }
+
+std::string Framed(const google::protobuf::Message& m) { return LengthPrefixed(m.SerializeAsString()); }
 
 }  // namespace
 
