@@ -118,6 +118,10 @@ int CmdInfo(Client& c, const Flags&) {
       "used        %lu bytes\nfree        %lu segments\nwarm start  %s\n",
       c.server().c_str(), r.version().c_str(), r.instance_id(), r.capacity_bytes(), r.segment_count(),
       r.segment_bytes(), r.used_bytes(), r.free_segments(), r.kept_pages_from_previous_run() ? "yes" : "no");
+  for (const auto& h : r.health()) {
+    std::printf("health      %s %s%s%s\n", h.service().empty() ? "(server)" : h.service().c_str(),
+                h.serving() ? "SERVING" : "NOT_SERVING", h.reason().empty() ? "" : ": ", h.reason().c_str());
+  }
   return 0;
 }
 

@@ -33,6 +33,14 @@ void Fill(const pool::PoolInfo& info, tmem::v1::PoolInfo* out) {
   resp->set_free_segments(free);
   resp->set_used_bytes((g.segment_count - free) * g.segment_bytes);
   resp->set_kept_pages_from_previous_run(engine_->kept_pages_from_previous_run());
+  if (health_ != nullptr) {
+    for (const HealthService::Entry& h : health_->Snapshot()) {
+      tmem::v1::ServiceHealth* out = resp->add_health();
+      out->set_service(h.service);
+      out->set_serving(h.serving);
+      out->set_reason(h.reason);
+    }
+  }
   return ::grpc::Status::OK;
 }
 

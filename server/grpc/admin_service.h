@@ -12,6 +12,7 @@
 #include "common/version.h"
 #include "proto/tmem.grpc.pb.h"
 #include "server/grpc/caller.h"
+#include "server/grpc/health_service.h"
 #include "server/nbd/nbd_server.h"
 #include "server/pool/pool_engine.h"
 
@@ -19,11 +20,11 @@ namespace tmem::grpc_service {
 
 class AdminService final : public tmem::v1::Admin::Service {
  public:
-  // Borrows `engine`, which must outlive the service.
-  // Borrows `engine`, `nbd` and `callers` (null: every caller the local tenant).
+  // Borrows `engine`, `nbd`, `callers` (null: every caller the local tenant) and `health` (null:
+  // ServerInfo names no service health), which must outlive the service.
   explicit AdminService(pool::PoolEngine* engine, const nbd::NbdServer* nbd = nullptr,
-                        const CallerResolver* callers = nullptr)
-      : engine_(engine), nbd_(nbd), callers_(callers != nullptr ? callers : &local_) {}
+                        const CallerResolver* callers = nullptr, const HealthService* health = nullptr)
+      : engine_(engine), nbd_(nbd), callers_(callers != nullptr ? callers : &local_), health_(health) {}
 
   ::grpc::Status ServerInfo(::grpc::ServerContext*, const tmem::v1::ServerInfoRequest*,
                             tmem::v1::ServerInfoResponse*) override;
@@ -41,6 +42,7 @@ class AdminService final : public tmem::v1::Admin::Service {
   const nbd::NbdServer* const nbd_;  // may be null (no exports)
   const CallerResolver local_;
   const CallerResolver* const callers_;
+  const HealthService* const health_;
 };
 
 }  // namespace tmem::grpc_service

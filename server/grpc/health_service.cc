@@ -4,19 +4,37 @@ namespace tmem::grpc_service {
 
 using grpc::health::v1::HealthCheckResponse;
 
-void HealthService::SetServing(const std::string& service, bool serving) {
+void HealthService::SetServing(const std::string& service, bool serving, const std::string& reason) {
   MutexLock lock(&mu_);
   if (shut_down_) return;  // a stop has begun: nothing turns SERVING again
-  statuses_[service] = serving ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING;
+  const Status now = serving ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING;
+  reasons_[service] = serving ? std::string() : reason;
+  auto [it, added] = statuses_.emplace(service, now);
+  if (!added && it->second == now) return;  // no change: Watch calls need not wake
+  it->second = now;
   ++version_;
   changed_.SignalAll();
+}
+
+std::vector<HealthService::Entry> HealthService::Snapshot() const {
+  MutexLock lock(&mu_);
+  std::vector<Entry> out;
+  for (const auto& [name, status] : statuses_) {
+    auto r = reasons_.find(name);
+    out.push_back(Entry{name, status == HealthCheckResponse::SERVING, r == reasons_.end() ? "" : r->second});
+  }
+  return out;
 }
 
 void HealthService::Shutdown() {
   MutexLock lock(&mu_);
   shut_down_ = true;
-  for (auto& [name, status] : statuses_) status = HealthCheckResponse::NOT_SERVING;
+  for (auto& [name, status] : statuses_) {
+    status = HealthCheckResponse::NOT_SERVING;
+    reasons_[name] = "the server is stopping";
+  }
   statuses_[""] = HealthCheckResponse::NOT_SERVING;
+  reasons_[""] = "the server is stopping";
   ++version_;
   changed_.SignalAll();
 }

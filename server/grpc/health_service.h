@@ -9,6 +9,7 @@
 #include <chrono>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "common/mutex.h"
@@ -25,7 +26,15 @@ class HealthService final : public grpc::health::v1::Health::Service {
   explicit HealthService(int max_watchers = 4) : max_watchers_(max_watchers) {}
 
   // Sets the status of `service` ("" is the whole server); a name never set is unknown.
-  void SetServing(const std::string& service, bool serving) ABSL_LOCKS_EXCLUDED(mu_);
+  // `reason`: why it does not serve (for tmemctl info; empty while serving).
+  void SetServing(const std::string& service, bool serving, const std::string& reason = "") ABSL_LOCKS_EXCLUDED(mu_);
+  // Every service's status and reason, by name ("" first).
+  struct Entry {
+    std::string service;
+    bool serving = false;
+    std::string reason;
+  };
+  std::vector<Entry> Snapshot() const ABSL_LOCKS_EXCLUDED(mu_);
   // Every known service and the server NOT_SERVING from now on, for good (a stop has begun);
   // Watch calls see it and end.
   void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
@@ -43,9 +52,10 @@ class HealthService final : public grpc::health::v1::Health::Service {
   Status StatusOfLocked(const std::string& service) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const int max_watchers_;
-  Mutex mu_;
+  mutable Mutex mu_;
   CondVar changed_;
   std::map<std::string, Status> statuses_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> reasons_ ABSL_GUARDED_BY(mu_);
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;  // bumped by every change, for Watch
   int watchers_ ABSL_GUARDED_BY(mu_) = 0;

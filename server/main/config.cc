@@ -73,6 +73,22 @@ Table<Config>* BuildConfigSettings() {
       .String("log_level", "log-level", &Config::log_level, "debug, info, warning or error.", "", CheckLevel)
       .Int("shutdown_timeout_ms", "shutdown-timeout-ms", &Config::shutdown_timeout_ms, 1, 3'600'000,
            "Time calls in flight get on SIGTERM before the clean stop.")
+      .Int("stop_timeout_ms", "stop-timeout-ms", &Config::stop_timeout_ms, 1, 3'600'000,
+           "The whole stop on SIGTERM (calls in flight, then writing buffered pages and the index) must end "
+           "within this; past it (a hung device) tmemd exits 1 without a clean stop, and the next start drops "
+           "every page. Keep it above shutdown_timeout_ms and below the supervisor's grace period.")
+      .Int("pool.put_wait_ms", "put-wait-ms", &Config::pool_put_wait_ms, 0, 60'000,
+           "How long a put waits for room in the page log (no lock held) before the page is dropped and "
+           "counted in tmem_puts_dropped_no_room_total.")
+      .Int("health.check_interval_ms", "health-check-interval-ms", &Config::health_check_interval_ms, 10, 60'000,
+           "How often each service's health is decided (grpc.health.v1, tmemctl info, tmem_service_serving).")
+      .Int("health.io_deadline_ms", "health-io-deadline-ms", &Config::health_io_deadline_ms, 1, 3'600'000,
+           "A device I/O in flight this long is hung: its service turns NOT_SERVING until it completes.")
+      .Int("health.io_error_threshold", "health-io-error-threshold", &Config::health_io_error_threshold, 1,
+           1'000'000, "This many device I/O errors within health.window_ms turn the service NOT_SERVING.")
+      .Int("health.window_ms", "health-window-ms", &Config::health_window_ms, 100, 3'600'000,
+           "Errors and dropped puts count over this window; a service serves again once a whole window "
+           "passed without them.")
       .Int("rpc_threads", "rpc-threads", &Config::rpc_threads, 1, 1024,
            "gRPC handler threads kept alive between bursts of calls.")
       .Int("grpc.max_streams_per_connection", "grpc-max-streams-per-connection",

@@ -30,6 +30,13 @@ struct Config {
   std::string metrics_listen = "127.0.0.1:9464";  // "" = off
   std::string log_level = "info";
   int64_t shutdown_timeout_ms = 10000;
+  int64_t stop_timeout_ms = 30000;  // the whole stop; past it tmemd exits without a clean stop
+  int64_t pool_put_wait_ms = 500;   // a put waits this long for room in the log, then is dropped
+  // Health (server/grpc/health_monitor.h).
+  int64_t health_check_interval_ms = 1000;
+  int64_t health_io_deadline_ms = 5000;
+  uint64_t health_io_error_threshold = 8;
+  int64_t health_window_ms = 10000;
   int rpc_threads = 16;
   int grpc_max_streams_per_connection = 256;  // HTTP/2 streams (calls) at once on one connection
   int grpc_max_sessions_per_tenant = 64;      // Session streams open at once per tenant

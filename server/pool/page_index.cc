@@ -4,11 +4,13 @@
 #include <rocksdb/compaction_filter.h>
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/logging.h"
 #include "common/status_macros.h"
 
 namespace tmem::pool {
@@ -66,6 +68,80 @@ class StaleFilterFactory final : public rocksdb::CompactionFilterFactory {
 
 }  // namespace
 
+// Records every background error and keeps RocksDB's own recovery out of the way, so that one
+// loop (ResumerLoop) owns recovery and its backoff.
+class PageIndex::ErrorListener final : public rocksdb::EventListener {
+ public:
+  explicit ErrorListener(PageIndex* index) : index_(index) {}
+  void OnBackgroundError(rocksdb::BackgroundErrorReason reason, rocksdb::Status* error) override {
+    if (error == nullptr || error->ok()) return;
+    static constexpr const char* kReasons[] = {"flush", "compaction", "write", "memtable", "manifest write",
+                                               "flush (no WAL)", "manifest write (no WAL)"};
+    const auto r = static_cast<size_t>(reason);
+    index_->RecordError(absl::StrCat(r < std::size(kReasons) ? kReasons[r] : "background work", ": ",
+                                     error->ToString()));
+  }
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason, rocksdb::Status, bool* auto_recovery) override {
+    if (auto_recovery != nullptr) *auto_recovery = false;
+  }
+
+ private:
+  PageIndex* const index_;
+};
+
+void PageIndex::RecordError(const std::string& what) {
+  MutexLock lock(&error_mu_);
+  errors_seen_.fetch_add(1, std::memory_order_relaxed);
+  if (error_.empty()) {
+    TMEM_LOG(Error) << "page index (RocksDB) stopped writes: " << what;
+  }
+  error_ = what;
+  has_error_.store(true, std::memory_order_release);
+  error_cv_.SignalAll();
+}
+
+absl::Status PageIndex::background_error() const {
+  if (!has_background_error()) return absl::OkStatus();
+  MutexLock lock(&error_mu_);
+  if (error_.empty()) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrCat("page index (RocksDB) background error: ", error_));
+}
+
+absl::Status PageIndex::ResumeNow() {
+  resumes_.fetch_add(1, std::memory_order_relaxed);
+  const rocksdb::Status s = db_->Resume();
+  if (!s.ok()) return FromRocks(s, "resume");
+  MutexLock lock(&error_mu_);
+  if (!error_.empty()) {
+    TMEM_LOG(Info) << "page index (RocksDB) resumed after: " << error_;
+  }
+  error_.clear();
+  has_error_.store(false, std::memory_order_release);
+  return absl::OkStatus();
+}
+
+void PageIndex::ResumerLoop() {
+  int64_t backoff_ms = options_.resume_backoff_min_ms;
+  MutexLock lock(&error_mu_);
+  while (!closing_) {
+    if (error_.empty()) {
+      backoff_ms = options_.resume_backoff_min_ms;
+      error_cv_.Wait(&error_mu_);
+      continue;
+    }
+    // Wait out the backoff (an end of the error or closing ends it early), then try.
+    error_cv_.WaitFor(&error_mu_, std::chrono::milliseconds(backoff_ms));
+    if (closing_ || error_.empty()) continue;
+    error_mu_.Unlock();
+    const absl::Status s = ResumeNow();
+    error_mu_.Lock();
+    if (!s.ok()) {
+      TMEM_LOG_RATE_LIMITED(Warning) << "page index resume failed, next try in " << backoff_ms * 2 << " ms: " << s;
+      backoff_ms = std::min(backoff_ms * 2, options_.resume_backoff_max_ms);
+    }
+  }
+}
+
 absl::StatusOr<std::unique_ptr<PageIndex>> PageIndex::Open(const PageIndexOptions& options) {
   if (options.dir.empty()) return absl::InvalidArgumentError("metadata directory is empty");
   std::unique_ptr<PageIndex> index(new PageIndex());
@@ -85,6 +161,7 @@ absl::StatusOr<std::unique_ptr<PageIndex>> PageIndex::Open(const PageIndexOption
   // which the index never uses; each handle's writes are ordered by the engine's stripe locks,
   // and a write is visible once Put returns.
   db_options.unordered_write = true;
+  db_options.listeners.push_back(std::make_shared<ErrorListener>(index.get()));
 
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = index->cache_;
@@ -124,10 +201,17 @@ absl::StatusOr<std::unique_ptr<PageIndex>> PageIndex::Open(const PageIndexOption
   index->db_.reset(db);
   index->meta_cf_ = handles[0];
   index->pages_cf_ = handles[1];
+  index->resumer_ = std::thread([p = index.get()] { p->ResumerLoop(); });
   return index;
 }
 
 PageIndex::~PageIndex() {
+  {
+    MutexLock lock(&error_mu_);
+    closing_ = true;
+    error_cv_.SignalAll();
+  }
+  if (resumer_.joinable()) resumer_.join();
   if (db_ == nullptr) return;
   // Handles before the DB, as RocksDB requires.
   db_->DestroyColumnFamilyHandle(pages_cf_);
@@ -286,6 +370,11 @@ void PageIndex::VisitStats(StatsVisitor& v) const {
   v.Gauge("index_sst_bytes", "Bytes of page index SST files.", prop("rocksdb.total-sst-files-size"), none);
   v.Gauge("index_block_cache_bytes", "Bytes in the page index block cache.", static_cast<double>(cache_->GetUsage()),
           none);
+  v.Gauge("index_background_error", "1 while a RocksDB background error stops the page index's writes",
+          has_background_error() ? 1 : 0, none);
+  v.Counter("index_background_errors", "RocksDB background errors met by the page index", background_errors_seen(),
+            none);
+  v.Counter("index_resumes", "DB::Resume() attempts after background errors", resumes(), none);
 }
 
 }  // namespace tmem::pool

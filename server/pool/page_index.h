@@ -8,21 +8,31 @@
 // A compaction filter on "pages" drops the entries the owner calls stale (reclaimed segments,
 // destroyed pools), so the index shrinks back towards the live pages without a scan.
 //
-// Thread-safety: all methods are thread-safe (RocksDB's own guarantees).
+// Background errors (a flush or compaction that met ENOSPC or EIO) stop RocksDB's writes until
+// DB::Resume(): a listener records the error, and a resumer thread retries Resume() with backoff
+// (resume_backoff_min_ms doubling to resume_backoff_max_ms) until it succeeds; meanwhile
+// background_error() says why writes fail (the engine drops puts and turns not serving).
+//
+// Thread-safety: all methods are thread-safe (RocksDB's own guarantees; error_mu_ is a leaf,
+// never held across a RocksDB call).
 #ifndef TMEM_SERVER_POOL_PAGE_INDEX_H_
 #define TMEM_SERVER_POOL_PAGE_INDEX_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/mutex.h"
 #include "common/stats.h"
 
 namespace rocksdb {
@@ -41,6 +51,8 @@ struct PageIndexOptions {
   // Called from RocksDB compaction threads with a page key and its raw value; true drops the
   // entry. Must stay callable until the PageIndex is destroyed.
   std::function<bool(std::string_view key, std::string_view value)> is_stale;
+  int64_t resume_backoff_min_ms = 100;
+  int64_t resume_backoff_max_ms = 10'000;
 };
 
 class PageIndex {
@@ -88,14 +100,34 @@ class PageIndex {
 
   void VisitStats(StatsVisitor& visitor) const;
 
+  // The background error that stops writes now (OK: none). Cheap: one atomic load when none.
+  absl::Status background_error() const ABSL_LOCKS_EXCLUDED(error_mu_);
+  bool has_background_error() const { return has_error_.load(std::memory_order_acquire); }
+  // One Resume() now (the resumer does it on its own); OK when the error cleared.
+  absl::Status ResumeNow() ABSL_LOCKS_EXCLUDED(error_mu_);
+  uint64_t background_errors_seen() const { return errors_seen_.load(std::memory_order_relaxed); }
+  uint64_t resumes() const { return resumes_.load(std::memory_order_relaxed); }
+
  private:
+  class ErrorListener;
   PageIndex() = default;
+  void RecordError(const std::string& what) ABSL_LOCKS_EXCLUDED(error_mu_);
+  void ResumerLoop() ABSL_LOCKS_EXCLUDED(error_mu_);
 
   PageIndexOptions options_;
   std::shared_ptr<rocksdb::Cache> cache_;
   std::unique_ptr<rocksdb::DB> db_;
   rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;   // owned by db_
   rocksdb::ColumnFamilyHandle* pages_cf_ = nullptr;  // owned by db_
+
+  mutable Mutex error_mu_;
+  CondVar error_cv_;  // an error was recorded, or the index is closing
+  std::string error_ ABSL_GUARDED_BY(error_mu_);  // empty: none
+  bool closing_ ABSL_GUARDED_BY(error_mu_) = false;
+  std::atomic<bool> has_error_{false};  // !error_.empty(), for the put path (release/acquire)
+  std::atomic<uint64_t> errors_seen_{0};
+  std::atomic<uint64_t> resumes_{0};
+  std::thread resumer_;  // started in Open, joined in the destructor before the DB closes
 };
 
 }  // namespace tmem::pool

@@ -51,6 +51,8 @@ absl::Status PoolEngine::Start(const EngineOptions& options) {
   io.dir = options.metadata_dir;
   io.block_cache_bytes = options.index_block_cache_bytes;
   io.write_buffer_bytes = options.index_write_buffer_bytes;
+  io.resume_backoff_min_ms = options.index_resume_backoff_min_ms;
+  io.resume_backoff_max_ms = options.index_resume_backoff_max_ms;
   io.is_stale = [this](std::string_view k, std::string_view v) { return IsStale(k, v); };
   TMEM_ASSIGN_OR_RETURN(index_, PageIndex::Open(io));
   cache_ = std::make_unique<LocationCache>(options.index_cache_entries);
@@ -368,12 +370,13 @@ absl::StatusOr<std::shared_ptr<PoolEngine::Pool>> PoolEngine::CheckHandle(PoolId
 Mutex& PoolEngine::StripeFor(std::string_view key) { return stripes_[StripeOfKey(key, options_.lock_stripes)]; }
 
 absl::StatusOr<IndexValue> PoolEngine::AppendPage(PoolId id, std::string_view object, uint64_t index,
-                                                  std::span<const uint8_t> page) {
+                                                  std::span<const uint8_t> page, uint64_t* no_room_generation) {
   const uint32_t crc = crc32c::Value(page.data(), page.size());
   uint8_t slot_key[log::kSlotKeyBytes];
   EncodeSlotKey(id, object, index, slot_key);
   TMEM_ASSIGN_OR_RETURN(log::Location loc,
-                        log_->Append(slot_key, page.data(), static_cast<uint32_t>(page.size()), crc));
+                        log_->Append(slot_key, page.data(), static_cast<uint32_t>(page.size()), crc,
+                                     {.may_wait = false, .progress_generation = no_room_generation}));
   return IndexValue{loc, crc};
 }
 
@@ -388,51 +391,68 @@ absl::Status PoolEngine::CheckPuts(const Pool& pool, std::span<const PagePut> pa
   return absl::OkStatus();
 }
 
-uint64_t PoolEngine::PutLocked(Pool& pool, std::span<const PagePut> pages, std::span<const std::string> keys,
-                               absl::Status* error) {
+size_t PoolEngine::PutLocked(Pool& pool, std::span<const PagePut> pages, std::span<const std::string> keys, bool drop,
+                             uint64_t* dropped, uint64_t* no_room_generation, absl::Status* error) {
   // Inline storage: a single put allocates nothing here.
   const uint64_t gen = pool.cache_gen.load(std::memory_order_acquire);
   absl::InlinedVector<LocationCache::Ticket, 1> tickets;
-  for (const std::string& key : keys) tickets.push_back(cache_->Begin(key, gen));
   absl::InlinedVector<std::pair<std::string, std::optional<std::string>>, 1> ops;
   absl::InlinedVector<std::optional<IndexValue>, 1> values;
-  uint64_t dropped = 0;
-  for (size_t i = 0; i < pages.size(); ++i) {
-    // Past its owner's share of the log, a put is dropped (the older version goes too).
-    absl::StatusOr<IndexValue> value = pool.usage->Admit(log_->reclaimed_seq(), pages[i].page.size())
-                                           ? AppendPage(pool.info.id, pages[i].object, pages[i].index, pages[i].page)
-                                           : absl::StatusOr<IndexValue>(absl::ResourceExhaustedError(absl::StrCat(
-                                                 "tenant '", pool.info.tenant, "' holds its share of the page log")));
+  // While the index cannot take writes, a put would only fill the log with pages no index
+  // entry names: drop at once.
+  if (!drop && index_->has_background_error()) {
+    if (error->ok()) *error = index_->background_error();
+    counters_.puts_dropped_index_error.fetch_add(pages.size(), std::memory_order_relaxed);
+    drop = true;
+  }
+  size_t handled = 0;
+  for (; handled < pages.size(); ++handled) {
+    const PagePut& p = pages[handled];
+    absl::StatusOr<IndexValue> value = absl::ResourceExhaustedError("dropped");
+    if (drop) {
+      value = absl::UnavailableError("no room in the page log within pool.put_wait_ms");
+    } else if (!pool.usage->Admit(log_->reclaimed_seq(), p.page.size())) {
+      // Past its owner's share of the log, a put is dropped (the older version goes too).
+      value = absl::ResourceExhaustedError(absl::StrCat("tenant '", pool.info.tenant, "' holds its share of the page log"));
+    } else {
+      value = AppendPage(pool.info.id, p.object, p.index, p.page, no_room_generation);
+      // No room now: stop here; the caller waits without the stripes and comes back for the rest.
+      if (absl::IsResourceExhausted(value.status())) break;
+    }
+    tickets.push_back(cache_->Begin(keys[handled], gen));
     if (value.ok()) {
-      pool.usage->Add(value->loc.seq, pages[i].page.size());
-      ops.emplace_back(keys[i], EncodeIndexValue(*value));
+      pool.usage->Add(value->loc.seq, p.page.size());
+      ops.emplace_back(keys[handled], EncodeIndexValue(*value));
       values.push_back(*value);
     } else {
-      ops.emplace_back(keys[i], std::nullopt);  // never leave an older version behind
+      ops.emplace_back(keys[handled], std::nullopt);  // never leave an older version behind
       values.push_back(std::nullopt);
-      ++dropped;
+      ++*dropped;
       if (error->ok()) *error = value.status();
     }
   }
+  if (ops.empty()) return handled;
   // One entry: a plain RocksDB put (no batch to build); more: one batch.
   absl::Status wst = ops.size() == 1 && ops[0].second.has_value() ? index_->PutPage(ops[0].first, *ops[0].second)
                                                                   : index_->WritePages(ops);
   // In batch order, so that of two puts to one handle the later is cached.
   for (size_t k = 0; k < ops.size(); ++k) {
     if (wst.ok() && values[k].has_value()) {
-      cache_->Set(keys[k], *values[k], tickets[k]);
+      cache_->Set(ops[k].first, *values[k], tickets[k]);
     } else {
-      cache_->Erase(keys[k]);
+      cache_->Erase(ops[k].first);
     }
   }
   if (!wst.ok()) {
     // The batch did not land: make sure no older version of these handles survives either.
-    for (auto& op : ops) op.second.reset();
+    for (size_t k = 0; k < ops.size(); ++k) {
+      if (values[k].has_value()) ++*dropped;
+      ops[k].second.reset();
+    }
     if (absl::Status del = index_->WritePages(ops); !del.ok()) wst = del;
-    dropped = pages.size();
     *error = wst;
   }
-  return dropped;
+  return handled;
 }
 
 void PoolEngine::CountPuts(Pool& pool, uint64_t puts, uint64_t dropped, const absl::Status& error) {
@@ -443,19 +463,48 @@ void PoolEngine::CountPuts(Pool& pool, uint64_t puts, uint64_t dropped, const ab
   }
 }
 
+void PoolEngine::PutPages(Pool& pool, std::span<const PagePut> pages) {
+  uint64_t dropped = 0;
+  absl::Status error;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.put_wait_ms);
+  bool out_of_time = false;
+  // In chunks, so that a thread never holds more than kStripesHeld stripes; in order, so that of
+  // two puts to one handle the later (in a later chunk, or later in this one) wins.
+  size_t first = 0;
+  while (first < pages.size()) {
+    const std::span<const PagePut> chunk = pages.subspan(first, std::min(kStripesHeld, pages.size() - first));
+    uint64_t no_room_generation = 0;
+    size_t handled;
+    if (chunk.size() == 1) {
+      const std::string key = EncodePageKey(pool.info.id, chunk[0].object, chunk[0].index);
+      MutexLock stripe(&StripeFor(key));
+      handled = PutLocked(pool, chunk, std::span<const std::string>(&key, 1), out_of_time, &dropped,
+                          &no_room_generation, &error);
+    } else {
+      std::vector<std::string> keys;
+      keys.reserve(chunk.size());
+      for (const PagePut& p : chunk) keys.push_back(EncodePageKey(pool.info.id, p.object, p.index));
+      const StripeSetLock held(stripes_.get(), options_.lock_stripes, keys.size(), [&](size_t k) { return keys[k]; });
+      handled = PutLocked(pool, chunk, keys, out_of_time, &dropped, &no_room_generation, &error);
+    }
+    first += handled;
+    if (handled < chunk.size() && !log_->WaitForProgress(no_room_generation, deadline)) {
+      // No room within the bound: the rest is dropped (older versions removed), never waited for.
+      if (!out_of_time) {
+        counters_.puts_dropped_no_room.fetch_add(pages.size() - first, std::memory_order_relaxed);
+      }
+      out_of_time = true;
+    }
+  }
+  CountPuts(pool, pages.size(), dropped, error);
+}
+
 absl::Status PoolEngine::Put(PoolId id, std::string_view object, uint64_t index, std::span<const uint8_t> page) {
   TMEM_ENGINE_OPEN_OR_RETURN();
   TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, CheckHandle(id, object));
   const PagePut one{object, index, page};
   TMEM_RETURN_IF_ERROR(CheckPuts(*pool, std::span<const PagePut>(&one, 1)));
-  const std::string key = EncodePageKey(id, object, index);
-  absl::Status error;
-  uint64_t dropped;
-  {
-    MutexLock stripe(&StripeFor(key));
-    dropped = PutLocked(*pool, std::span<const PagePut>(&one, 1), std::span<const std::string>(&key, 1), &error);
-  }
-  CountPuts(*pool, 1, dropped, error);
+  PutPages(*pool, std::span<const PagePut>(&one, 1));
   return absl::OkStatus();
 }
 
@@ -464,19 +513,7 @@ absl::Status PoolEngine::PutMany(PoolId id, std::span<const PagePut> pages) {
   if (pages.empty()) return absl::OkStatus();
   TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, FindPool(id));
   TMEM_RETURN_IF_ERROR(CheckPuts(*pool, pages));
-  // In chunks, so that a thread never holds more than kStripesHeld stripes: of two puts to one
-  // handle in different chunks, the later chunk (and so the later put) still wins.
-  uint64_t dropped = 0;
-  absl::Status error;
-  for (size_t first = 0; first < pages.size(); first += kStripesHeld) {
-    const std::span<const PagePut> chunk = pages.subspan(first, std::min(kStripesHeld, pages.size() - first));
-    std::vector<std::string> keys;
-    keys.reserve(chunk.size());
-    for (const PagePut& p : chunk) keys.push_back(EncodePageKey(id, p.object, p.index));
-    const StripeSetLock held(stripes_.get(), options_.lock_stripes, keys.size(), [&](size_t k) { return keys[k]; });
-    dropped += PutLocked(*pool, chunk, keys, &error);
-  }
-  CountPuts(*pool, pages.size(), dropped, error);
+  PutPages(*pool, pages);
   return absl::OkStatus();
 }
 
@@ -552,6 +589,10 @@ void PoolEngine::VisitStats(StatsVisitor& v) const {
   v.Counter("page_read_errors", "Gets that missed because the device returned an error.",
             counters_.read_errors.load(std::memory_order_relaxed), none);
   v.Counter("pools_destroyed", "Pools destroyed.", counters_.pools_destroyed.load(std::memory_order_relaxed), none);
+  v.Counter("puts_dropped_no_room", "Puts dropped after waiting pool.put_wait_ms for room in the page log.",
+            counters_.puts_dropped_no_room.load(std::memory_order_relaxed), none);
+  v.Counter("puts_dropped_index_error", "Puts dropped because the page index had a background error.",
+            counters_.puts_dropped_index_error.load(std::memory_order_relaxed), none);
   v.Gauge("instance_id", "Instance id of this run (increases at every start).", static_cast<double>(instance_id()),
           none);
   std::vector<std::pair<std::string, std::shared_ptr<Pool>>> pools;

@@ -52,11 +52,19 @@ struct EngineOptions {
   // Enough for the index blocks of a few million pages: a lookup that misses it reads an SST file.
   size_t index_block_cache_bytes = 64 << 20;
   size_t index_write_buffer_bytes = 8 << 20;
+  // After a RocksDB background error, DB::Resume() is retried from the first backoff doubling up
+  // to the last (page_index.h).
+  int64_t index_resume_backoff_min_ms = 100;
+  int64_t index_resume_backoff_max_ms = 10'000;
   // Page index entries kept in RAM in front of RocksDB (location_cache.h); about 100 bytes
   // each. 0 turns the cache off.
   size_t index_cache_entries = 1 << 20;
   uint32_t max_pools = 1 << 16;
   uint32_t lock_stripes = 1024;
+  // How long a put waits for room in the log (a free write buffer, a reclaimed segment, the
+  // sequence lease) before its page is dropped and counted (puts_dropped_no_room). The wait
+  // holds no lock another operation needs (the handle's stripe is released while it waits).
+  int64_t put_wait_ms = 500;
   // Quotas per owner (tenant): pools at once, and the share of the log its pages may hold
   // (owner_usage.h: puts past it are dropped). Null: only max_pools applies.
   struct OwnerQuota {
@@ -150,6 +158,10 @@ class PoolEngine {
 
   void VisitStats(StatsVisitor& visitor) const;
 
+  // OK, or why the page index takes no writes now (a RocksDB background error; it resumes by
+  // itself once the cause is gone).
+  absl::Status page_index_error() const { return index_->background_error(); }
+
   // For tests, tools and benchmarks.
   log::SegmentLog& segment_log() { return *log_; }
   PageIndex& page_index() { return *index_; }
@@ -168,6 +180,11 @@ class PoolEngine {
     std::atomic<uint64_t> pages_evicted_compaction{0};  // stale entries dropped by compaction
     std::atomic<uint64_t> read_errors{0};
     std::atomic<uint64_t> pools_destroyed{0};
+    // Puts dropped after waiting put_wait_ms for room in the log (hung or failing device,
+    // stalled flushers, a lease that cannot be renewed).
+    std::atomic<uint64_t> puts_dropped_no_room{0};
+    // Puts dropped without trying because the index had a background error.
+    std::atomic<uint64_t> puts_dropped_index_error{0};
   };
   const EngineCounters& counters() const { return counters_; }
   // Per-pool counters; nullptr for an unknown pool. For single-threaded tests only: the pointer
@@ -198,17 +215,24 @@ class PoolEngine {
   // InvalidArgument for a bad object key or page size among `pages`.
   absl::Status CheckPuts(const Pool& pool, std::span<const PagePut> pages) const;
   // The append step of Put and PutMany, with the stripes of `keys` (the pages' index keys) held:
-  // appends each page, writes their index entries in one batch, then caches them in order (or
-  // removes them, so that no older version survives a failed put). Returns how many were
-  // dropped; the first error goes to *error.
-  uint64_t PutLocked(Pool& pool, std::span<const PagePut> pages, std::span<const std::string> keys,
-                     absl::Status* error);
+  // appends the pages in order, writes their index entries in one batch, then caches them in
+  // order (or removes them, so that no older version survives a failed put). Stops at the first
+  // page the log has no room for now (without waiting) and returns how many pages it handled
+  // (stored or dropped; *no_room_generation is then set for SegmentLog::WaitForProgress). With
+  // `drop`, every page is dropped (its older version removed) without trying. Dropped pages are
+  // added to *dropped; the first error goes to *error.
+  size_t PutLocked(Pool& pool, std::span<const PagePut> pages, std::span<const std::string> keys, bool drop,
+                   uint64_t* dropped, uint64_t* no_room_generation, absl::Status* error);
+  // Put and PutMany after their checks: chunks of at most kStripesHeld pages under their
+  // stripes; waits for room (no stripe held) up to put_wait_ms, then drops what is left.
+  void PutPages(Pool& pool, std::span<const PagePut> pages);
   static void CountPuts(Pool& pool, uint64_t puts, uint64_t dropped, const absl::Status& error);
   Mutex& StripeFor(std::string_view key);
   // Copies a checked page into the log and returns its index value. The caller holds the
   // handle's stripe and writes the value to the index and the cache.
+  // ResourceExhausted (with *no_room_generation set) when the log has no room now.
   absl::StatusOr<IndexValue> AppendPage(PoolId id, std::string_view object, uint64_t index,
-                                        std::span<const uint8_t> page);
+                                        std::span<const uint8_t> page, uint64_t* no_room_generation);
   absl::StatusOr<PoolId> CreatePoolLocked(PoolKind kind, const Uuid& uuid, uint32_t page_bytes, std::string_view owner)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(admin_mu_);
   static absl::Status CheckOwner(std::string_view owner);

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <atomic>
+#include <chrono>
 #include <map>
 #include <thread>
 
@@ -1002,6 +1004,83 @@ TEST(PoolEngineTest, StatsVisitorReportsEveryCounter) {
   EXPECT_EQ(v.values["log_free_segments"], 31);
   EXPECT_EQ(v.values["pools"], 1);
   EXPECT_EQ(v.values["instance_id"], static_cast<double>(e.instance_id()));
+}
+
+// --- Nothing wedges on a hung device ------------------------------------------------------
+
+TEST(PoolEngineTest, WithTheDeviceHungPutsAreDroppedWithinTheBoundAndPagesInRamStillHit) {
+  EngineHarness h;
+  h.set_customize([](EngineOptions& o) { o.put_wait_ms = 200; });
+  PoolEngine& e = h.Open();
+  const PoolId p = *e.CreatePool(4096);
+  Put(e, p, kObj, 0, 1);  // in the open write buffer
+  h.device().StallWrites([](uint64_t, size_t) { return true; });
+  // More than every write buffer holds: the flushers hang in their writes, then puts find no room.
+  int64_t slowest_ms = 0;
+  for (uint64_t i = 1; i < 300 && e.counters().puts_dropped_no_room.load() < 5; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    Put(e, p, kObj, i, 1);
+    slowest_ms = std::max<int64_t>(
+        slowest_ms,
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count());
+  }
+  const uint64_t dropped = e.counters().puts_dropped_no_room.load();
+  EXPECT_GT(dropped, 0u);
+  EXPECT_GT(h.device().stalled_write_count(), 0);
+  // Each put returned within its bound (200 ms), with slack for a loaded machine.
+  EXPECT_LT(slowest_ms, 200 + 800);
+  // The first page's segment is still being written (hung): it is served from RAM.
+  std::vector<uint8_t> out;
+  EXPECT_EQ(Get(e, p, kObj, 0, &out), GetOutcome::kHit);
+  EXPECT_EQ(VersionOf(out, p, kObj, 0), 1);
+  // A dropped put left no older version behind: the last page put was dropped, and misses.
+  Put(e, p, kObj, 299, 2);
+  EXPECT_EQ(Get(e, p, kObj, 299, &out), GetOutcome::kMiss);
+  h.device().ReleaseStalledWrites();
+  // Once the device answers again, puts are stored.
+  ASSERT_TRUE(e.segment_log().FlushAll().ok());
+  Put(e, p, kObj, 500, 3);
+  EXPECT_EQ(Get(e, p, kObj, 500, &out), GetOutcome::kHit);
+  EXPECT_EQ(VersionOf(out, p, kObj, 500), 3);
+  EXPECT_EQ(e.counters().puts_dropped_no_room.load(), dropped + 1);
+  MapVisitor v;
+  e.VisitStats(v);
+  EXPECT_EQ(v.values["puts_dropped_no_room"], static_cast<double>(dropped + 1));
+}
+
+TEST(PoolEngineTest, APutWaitingForRoomHoldsNoLockAGetOfTheSameHandleNeeds) {
+  EngineHarness h;
+  h.set_customize([](EngineOptions& o) { o.put_wait_ms = 60'000; });
+  PoolEngine& e = h.Open();
+  const PoolId p = *e.CreatePool(4096);
+  Put(e, p, kObj, 0, 1);
+  h.device().StallWrites([](uint64_t, size_t) { return true; });
+  // One batch larger than every write buffer, with handle 0 last: it waits for room part-way.
+  std::vector<std::vector<uint8_t>> pages;
+  std::vector<PoolEngine::PagePut> puts;
+  for (uint64_t i = 1; i <= 300; ++i) pages.push_back(MakePage(4096, p, kObj, i, 1));
+  pages.push_back(MakePage(4096, p, kObj, 0, 2));
+  for (size_t k = 0; k < pages.size(); ++k) puts.push_back({kObj, k + 1 == pages.size() ? 0 : k + 1, pages[k]});
+  std::atomic<bool> put_done{false};
+  const uint64_t waits_before = e.segment_log().counters().append_waits.load();
+  std::thread putter([&] {
+    EXPECT_TRUE(e.PutMany(p, puts).ok());
+    put_done = true;
+  });
+  while (e.segment_log().counters().append_waits.load() == waits_before) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  // The batch waits (without its stripes): a get of handle 0 is answered now, with version 1.
+  std::vector<uint8_t> out;
+  EXPECT_EQ(Get(e, p, kObj, 0, &out), GetOutcome::kHit);
+  EXPECT_EQ(VersionOf(out, p, kObj, 0), 1);
+  EXPECT_FALSE(put_done.load());
+  h.device().ReleaseStalledWrites();
+  putter.join();
+  // The batch went on where it stopped; its last put (handle 0, version 2) is the one kept.
+  EXPECT_EQ(Get(e, p, kObj, 0, &out), GetOutcome::kHit);
+  EXPECT_EQ(VersionOf(out, p, kObj, 0), 2);
+  EXPECT_EQ(e.counters().puts_dropped_no_room.load(), 0u);
 }
 
 }  // namespace

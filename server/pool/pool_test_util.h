@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -78,6 +79,7 @@ class EngineHarness {
     o.index_write_buffer_bytes = 1 << 20;
     o.log.flush_deadline_ns = 2'000'000;
     o.index_cache_entries = index_cache_entries_;
+    if (customize_) customize_(o);
     return o;
   }
   PoolEngine& Open() {
@@ -104,6 +106,8 @@ class EngineHarness {
   PoolEngine& engine() { return *engine_; }
   // Size of the engine's RAM index cache from the next Open (0 = off).
   void set_index_cache_entries(size_t n) { index_cache_entries_ = n; }
+  // Changes the options of every later Open.
+  void set_customize(std::function<void(EngineOptions&)> f) { customize_ = std::move(f); }
   io::MemoryDevice& memory() { return mem_; }
   io::FaultInjectionDevice& device() { return dev_; }
   const std::string& dir() const { return dir_; }
@@ -113,6 +117,7 @@ class EngineHarness {
   io::FaultInjectionDevice dev_;
   std::string dir_;
   size_t index_cache_entries_ = EngineOptions().index_cache_entries;
+  std::function<void(EngineOptions&)> customize_;
   std::unique_ptr<PoolEngine> engine_;
 };
 
