@@ -30,6 +30,7 @@ HealthProbe HungIoProbe(const io::MonitoredDevice* device, std::string what, con
 HealthProbe IoErrorProbe(const io::MonitoredDevice* device, std::string what, const HealthLimits& limits,
                          Clock* clock) {
   auto window = std::make_shared<CounterWindow>(clock, limits.window_ms);
+  window->Observe(device->errors());  // errors from now on count
   const uint64_t threshold = limits.io_error_threshold;
   const int64_t window_ms = limits.window_ms;
   return [device, what = std::move(what), window, threshold, window_ms]() -> std::string {
@@ -43,6 +44,7 @@ HealthProbe IoErrorProbe(const io::MonitoredDevice* device, std::string what, co
 HealthProbe CounterIncreaseProbe(std::function<uint64_t()> counter, std::string what, const HealthLimits& limits,
                                  Clock* clock) {
   auto window = std::make_shared<CounterWindow>(clock, limits.window_ms);
+  window->Observe(counter());
   const int64_t window_ms = limits.window_ms;
   return [counter = std::move(counter), what = std::move(what), window, window_ms]() -> std::string {
     const uint64_t n = window->Observe(counter());
