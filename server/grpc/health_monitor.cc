@@ -93,22 +93,29 @@ void HealthMonitor::CheckLocked() {
   std::string first_reason;
   for (Service& s : services_) {
     std::string reason;
+    int failing = -1;  // the first probe that reports a problem
     // Every probe runs each round, so that windowed probes see every sample.
-    for (const HealthProbe& p : s.probes) {
-      std::string r = p();
-      if (!r.empty() && reason.empty()) reason = std::move(r);
+    for (size_t i = 0; i < s.probes.size(); ++i) {
+      std::string r = s.probes[i]();
+      if (!r.empty() && reason.empty()) {
+        reason = std::move(r);
+        failing = static_cast<int>(i);
+      }
     }
     const bool serving = reason.empty();
-    if (serving != s.serving || reason != s.reason) {
-      if (!serving && s.serving) {
-        ++s.turned_not_serving;
+    // Logged when the service turns, and when another probe becomes the reason (not for every
+    // new count in the same reason).
+    if (serving != s.serving || failing != s.failing_probe) {
+      if (!serving) {
+        if (s.serving) ++s.turned_not_serving;
         TMEM_LOG(Error) << s.name << " NOT_SERVING: " << reason;
-      } else if (serving) {
+      } else {
         TMEM_LOG(Info) << s.name << " SERVING again";
       }
-      s.serving = serving;
-      s.reason = reason;
     }
+    s.serving = serving;
+    s.reason = reason;
+    s.failing_probe = failing;
     health_->SetServing(s.name, serving, reason);
     if (!serving && all) {
       all = false;

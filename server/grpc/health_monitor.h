@@ -105,6 +105,7 @@ class HealthMonitor {
     std::vector<HealthProbe> probes;
     bool serving = true;
     std::string reason;
+    int failing_probe = -1;
     uint64_t turned_not_serving = 0;
   };
   void CheckLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
