@@ -535,6 +535,45 @@ struct OverAFailingStore {
   }
 };
 
+// A full cache over a store whose writes hang (no error ever comes back): a write waits for room
+// no longer than full_write_timeout_ms plus a round, then fails with a clear error; nothing
+// acknowledged is lost, and once the store answers again writes go on.
+TEST(BlockCacheTest, AFullCacheOverAHungStoreFailsWritesWithinTheBound) {
+  OverAFailingStore f;
+  ASSERT_NE(f.cache, nullptr);
+  f.failing = false;
+  f.rig.back_dev.StallWrites([](uint64_t, size_t) { return true; });
+  auto& cache = f.cache;
+  constexpr uint64_t kSize = OverAFailingStore::kSize;
+  std::vector<uint8_t> model(kSize, 0);
+  std::mt19937_64 rng(12);
+  absl::Status st;
+  double slowest = 0;
+  int written = 0;
+  for (; written < 5000; ++written) {
+    const uint64_t off = (rng() % (kSize / kLineBytes)) * kLineBytes;
+    auto data = Random(rng, kLineBytes);
+    const auto t0 = std::chrono::steady_clock::now();
+    st = cache->Pwrite(data.data(), kLineBytes, off, false);
+    slowest = std::max(slowest, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    if (!st.ok()) break;
+    std::memcpy(model.data() + off, data.data(), kLineBytes);
+  }
+  ASSERT_FALSE(st.ok()) << "5000 writes into a full cache over a hung store all succeeded";
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
+  EXPECT_NE(st.message().find("made no progress"), std::string::npos) << st;
+  // full_write_timeout_ms (300) plus one wait round (1 s), with slack for a loaded machine.
+  EXPECT_LT(slowest, 5.0) << "the failing write waited too long";
+  EXPECT_GT(f.rig.back_dev.stalled_write_count(), 0);
+  std::vector<uint8_t> got(kSize);
+  ASSERT_OK(cache->Pread(got.data(), kSize, 0));
+  EXPECT_EQ(got, model) << "an acknowledged write was lost";
+  f.rig.back_dev.ReleaseStalledWrites();
+  ASSERT_OK(cache->Drain());
+  auto data = Random(rng, kLineBytes);
+  EXPECT_OK(cache->Pwrite(data.data(), kLineBytes, 0, false));
+}
+
 // A full cache over a store that keeps failing: a write waits for room, then fails with a clear
 // error instead of hanging; nothing acknowledged is lost, and once the store heals writes go on.
 TEST(BlockCacheTest, AFullCacheOverAFailingStoreFailsWritesInsteadOfHanging) {

@@ -27,12 +27,13 @@ uint8_t SectorsTouched(uint32_t begin, uint32_t end) {
 
 template <typename TryFn>
 absl::StatusOr<backend::BufferedOutcome> WritePath::AppendOrWait(bool may_wait, TryFn attempt) {
+  RoomWait wait;
   while (true) {
     TMEM_ASSIGN_OR_RETURN(Attempt a, attempt());
     if (a.finished) return backend::BufferedOutcome::kDone;
     if (!a.no_room) continue;  // progress: the next segment's share
     if (!may_wait) return backend::BufferedOutcome::kWouldWait;
-    TMEM_RETURN_IF_ERROR(WaitForRoom(a.generation));
+    TMEM_RETURN_IF_ERROR(WaitForRoom(a.generation, &wait));
   }
 }
 
@@ -102,21 +103,34 @@ void WritePath::Publish(LineIndex::Stripe& s, uint64_t first, size_t n, const lo
   c_.NoteForegroundIo();
 }
 
-absl::Status WritePath::WaitForRoom(uint64_t generation) {
+absl::Status WritePath::WaitForRoom(uint64_t generation, RoomWait* wait) {
+  const int64_t now = c_.clock->NowNanos();
+  const uint64_t migrated = c_.migrated_seq.load(std::memory_order_acquire);
+  if (wait->since_ns == 0 || migrated != wait->migrated_seq) {
+    *wait = RoomWait{now, migrated};  // first wait, or migration moved: the store works
+  }
   if (c_.log->WaitForProgress(generation, std::chrono::steady_clock::now() + std::chrono::seconds(1))) {
     return absl::OkStatus();
   }
-  // Still no room: keep waiting while migration works (a slow store), not while it keeps failing.
+  // Still no room: keep waiting while migration works (a slow store), not while it keeps failing
+  // or makes no progress at all (a hung store).
   const int64_t since = c_.migration_failing_since_ns.load(std::memory_order_relaxed);
   const int64_t failing_ms = since == 0 ? 0 : (c_.clock->NowNanos() - since) / 1'000'000;
+  const int64_t stuck_ms = (c_.clock->NowNanos() - wait->since_ns) / 1'000'000;
+  std::string why;
   if (since != 0 && failing_ms >= c_.options.full_write_timeout_ms) {
-    c_.counters.full_write_failures.fetch_add(1, std::memory_order_relaxed);
-    const std::string why = absl::StrCat("the cache is full and writing back to ", c_.backing->Describe(),
-                                         " has failed for ", failing_ms, " ms; nothing was written");
-    TMEM_LOG_RATE_LIMITED(Error) << c_.Describe() << ": a write failed: " << why;
-    return absl::UnavailableError(why);
+    why = absl::StrCat("the cache is full and writing back to ", c_.backing->Describe(), " has failed for ",
+                       failing_ms, " ms; nothing was written");
+  } else if (stuck_ms >= c_.options.full_write_timeout_ms &&
+             c_.migrated_seq.load(std::memory_order_acquire) == wait->migrated_seq) {
+    why = absl::StrCat("the cache is full and writing back to ", c_.backing->Describe(), " made no progress for ",
+                       stuck_ms, " ms; nothing was written");
+  } else {
+    return absl::OkStatus();
   }
-  return absl::OkStatus();
+  c_.counters.full_write_failures.fetch_add(1, std::memory_order_relaxed);
+  TMEM_LOG_RATE_LIMITED(Error) << c_.Describe() << ": a write failed: " << why;
+  return absl::UnavailableError(why);
 }
 
 absl::StatusOr<backend::BufferedOutcome> WritePath::WriteRange(const uint8_t* in, uint32_t len, uint64_t offset,

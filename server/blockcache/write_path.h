@@ -56,10 +56,16 @@ class WritePath {
   // Publishes lines just appended to one segment: RAM tier, index, then the unpin.
   void Publish(LineIndex::Stripe& s, uint64_t first, size_t n, const log::Location* locs, const uint32_t* crcs,
                uint8_t mask, const uint8_t* data) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.write_mu);
+  // One write's wait for room: since when, and where migration stood then.
+  struct RoomWait {
+    int64_t since_ns = 0;  // 0: not waiting yet
+    uint64_t migrated_seq = 0;
+  };
   // After an append found the log full: waits, with no lock held, for the log to make progress
   // (up to a second; the caller retries). Unavailable once write-back has failed for
-  // full_write_timeout_ms.
-  absl::Status WaitForRoom(uint64_t generation);
+  // full_write_timeout_ms, or once this write waited that long while migration moved nothing
+  // (a store that hangs instead of failing).
+  absl::Status WaitForRoom(uint64_t generation, RoomWait* wait);
 
   CacheShared& c_;
   ReadPath& reader_;
