@@ -19,9 +19,12 @@ absl::Status ZeroByWriting(BlockBackend& backend, uint64_t offset, uint64_t len,
 }
 
 absl::StatusOr<std::unique_ptr<BlockBackend>> OpenBackend(const std::string& spec, bool read_only,
-                                                          uint64_t create_size_bytes) {
+                                                          uint64_t create_size_bytes, const NbdBackendOptions& remote) {
   if (spec.rfind("nbd://", 0) == 0 || spec.rfind("nbd+unix://", 0) == 0 || spec.rfind("nbds://", 0) == 0) {
-    return OpenNbdBackend({.uri = spec, .read_only = read_only});
+    NbdBackendOptions o = remote;
+    o.uri = spec;
+    o.read_only = read_only;
+    return OpenNbdBackend(o);
   }
   std::string path = spec.rfind("file:", 0) == 0 ? spec.substr(5) : spec;
   if (path.find("://") != std::string::npos) {

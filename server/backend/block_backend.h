@@ -21,6 +21,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/stats.h"
 
 namespace tmem::backend {
 
@@ -74,6 +75,8 @@ class BlockBackend {
   // Makes the range read as zeros; `may_trim` allows deallocating it.
   virtual absl::Status Zero(uint64_t offset, uint64_t len, bool may_trim, bool fua) = 0;
   virtual std::string Describe() const = 0;
+  // The backend's own metrics, if any (a remote store's fence, a cache's everything).
+  virtual void VisitStats(StatsVisitor& visitor, const StatLabels& labels) const {}
 };
 
 // Zero's fallback for backends that cannot zero natively: writes zeros through Pwrite, 1 MiB
@@ -101,17 +104,26 @@ struct NbdBackendOptions {
   int64_t reconnect_delay_ms = 200;
   int64_t connect_timeout_ms = 5000;   // a server that accepts but does not answer
   int64_t request_timeout_ms = 30000;  // a request with no reply: the connection is dropped
+  // A write-type request that got no reply holds later ones back until its connection closed
+  // cleanly after NBD_CMD_DISC, or this long when the connection died (nbd_backend.cc: the fence).
+  int64_t fence_timeout_ms = 60000;
+  // How long one write-type request waits behind the fence before it fails with Unavailable.
+  int64_t fence_wait_ms = 1000;
 };
 
 // A remote NBD server through libnbd. A handle whose connection dies (or whose request gets no
 // reply within `request_timeout_ms`) is reconnected, up to `reconnect_attempts` times
-// `reconnect_delay_ms` apart and each bounded by `connect_timeout_ms`, and the request is tried
-// once more; then it fails with EIO.
+// `reconnect_delay_ms` apart and each bounded by `connect_timeout_ms`. A read or flush is then
+// tried once more; a write, trim or zero is not (it may still land): it fails with Unavailable
+// (EIO), and later write-type requests are held back until it can no longer land (the fence).
+// Several connections are used only where the server offers multi-conn.
 absl::StatusOr<std::unique_ptr<BlockBackend>> OpenNbdBackend(const NbdBackendOptions& options);
 
 // "file:PATH", a plain path, or an nbd:// / nbd+unix:// URI.
+// `remote`: options for an nbd:// backend (its uri and read_only are set from the others).
 absl::StatusOr<std::unique_ptr<BlockBackend>> OpenBackend(const std::string& spec, bool read_only,
-                                                          uint64_t create_size_bytes);
+                                                          uint64_t create_size_bytes,
+                                                          const NbdBackendOptions& remote = {});
 
 }  // namespace tmem::backend
 

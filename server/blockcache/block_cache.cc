@@ -36,6 +36,16 @@ absl::StatusOr<std::unique_ptr<BlockCache>> BlockCache::Open(const BlockCacheOpt
                                                    kLineBytes));
   }
   TMEM_RETURN_IF_ERROR(ValidateCacheOptions(o));
+  // Write-back records lines as migrated only after the store confirmed them durable (a FLUSH):
+  // a store that cannot FLUSH could lose lines the cache has already let go. Refused before the
+  // cache device is looked at, so nothing on it changes.
+  const backend::BackendCaps backing_caps = o.backing->caps();
+  if (!backing_caps.flush) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the backing store ", o.backing->Describe(),
+        " cannot FLUSH, so write-back could not know when a migrated line is durable there; a cached export "
+        "needs a store that offers FLUSH (serve it without a cache, or enable flush on the remote server)"));
+  }
   io::BlockDevice* dev = o.cache_device;
   const std::string what = dev->Describe();
 
@@ -262,6 +272,7 @@ void BlockCache::VisitStats(StatsVisitor& v, const StatLabels& labels) const {
   // The cache device's own log: its I/O errors, CRC failures and free segments, labelled with
   // the export (the page store's log has no export label).
   shared_->log->VisitStats(v, labels);
+  shared_->backing->VisitStats(v, labels);
   v.Gauge("blockcache_dirty_bytes", "Bytes of cache lines not yet written back to the backing store.",
           static_cast<double>(s.dirty_lines * kLineBytes), labels);
   v.Gauge("blockcache_cached_bytes", "Bytes of cache lines the index holds.",

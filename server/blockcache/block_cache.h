@@ -134,7 +134,7 @@ class BlockCache final : public backend::BlockBackend {
   absl::Status SetTunables(const Tunables& t);
 
   BlockCacheStatus status() const;
-  void VisitStats(StatsVisitor& visitor, const StatLabels& labels) const;
+  void VisitStats(StatsVisitor& visitor, const StatLabels& labels) const override;
 
  private:
   explicit BlockCache(const BlockCacheOptions& options);

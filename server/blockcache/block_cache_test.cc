@@ -32,9 +32,9 @@ constexpr uint64_t kCacheBytes = log::kDataOffset + kCacheSegments * kSeg;
 // A backing store on a BlockDevice, so that it can lose unsynced writes in a power cut too.
 class DeviceBackend final : public backend::BlockBackend {
  public:
-  explicit DeviceBackend(io::BlockDevice* dev) : dev_(dev) {}
+  explicit DeviceBackend(io::BlockDevice* dev, backend::BackendCaps caps = {}) : dev_(dev), caps_(caps) {}
   uint64_t size() const override { return dev_->size_bytes(); }
-  backend::BackendCaps caps() const override { return {}; }
+  backend::BackendCaps caps() const override { return caps_; }
   // Through an aligned bounce buffer: the device wants aligned memory, callers' buffers are not.
   absl::Status Pread(void* buf, uint32_t len, uint64_t offset) override {
     io::AlignedBuffer b(len, 4096);
@@ -58,6 +58,7 @@ class DeviceBackend final : public backend::BlockBackend {
 
  private:
   io::BlockDevice* dev_;
+  const backend::BackendCaps caps_;
 };
 
 BlockCacheOptions Options(io::BlockDevice* cache, backend::BlockBackend* backing) {
@@ -534,6 +535,25 @@ struct OverAFailingStore {
     cache = OpenOrDie(o);
   }
 };
+
+// Write-back needs to know when the store holds a line durably: a store without FLUSH is refused,
+// and the cache device is left exactly as it was.
+TEST(BlockCacheTest, ABackingStoreThatCannotFlushIsRefusedAndTheCacheDeviceIsUntouched) {
+  io::MemoryDevice cache_mem(kCacheBytes, 512), back_mem(1 << 20, 512);
+  DeviceBackend no_flush(&back_mem, {.flush = false});
+  io::AlignedBuffer before(kCacheBytes, 4096);
+  ASSERT_OK(cache_mem.Read(0, before.data(), kCacheBytes));
+  auto c = BlockCache::Open(Options(&cache_mem, &no_flush));
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(c.status().message().find("cannot FLUSH"), std::string::npos) << c.status();
+  io::AlignedBuffer after(kCacheBytes, 4096);
+  ASSERT_OK(cache_mem.Read(0, after.data(), kCacheBytes));
+  EXPECT_EQ(std::memcmp(before.data(), after.data(), kCacheBytes), 0);
+  // The same store with FLUSH is taken.
+  DeviceBackend with_flush(&back_mem);
+  EXPECT_TRUE(BlockCache::Open(Options(&cache_mem, &with_flush)).ok());
+}
 
 // A full cache over a store whose writes hang (no error ever comes back): a write waits for room
 // no longer than full_write_timeout_ms plus a round, then fails with a clear error; nothing

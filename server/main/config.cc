@@ -159,6 +159,12 @@ Table<Config::ExportConfig>* BuildExportSettings() {
             "Tenants that may open the export: NAME (read-write), NAME:ro, * or *:ro (any peer, also a TLS peer "
             "without a certificate). Admins and local peers open every export; an empty list admits only them.",
             "node-1, node-2:ro")
+      .Int("backend_request_timeout_ms", "", &X::backend_request_timeout_ms, 100, 3'600'000,
+           "nbd:// backends: a request with no reply this long ends its connection. A read or flush is tried "
+           "again on a new one; a write, trim or zero is not (it may still land) and fails with EIO.")
+      .Int("backend_fence_timeout_ms", "", &X::backend_fence_timeout_ms, 0, 86'400'000,
+           "nbd:// backends: after a write got no reply, later writes wait until its connection closed cleanly "
+           "after NBD_CMD_DISC (the server then finished it); a connection that died instead holds them this long.")
       .StringFn(
           "cache.device", "",
           "A writeback cache in front of the backend (docs/blockcache.md): a file or block device; a missing file "
@@ -259,21 +265,36 @@ absl::Status Check(const Config& c) {
   return absl::OkStatus();
 }
 
+// The keys and list items one config file may hold (a real one has a few hundred). YAML aliases
+// let a small file name one mapping many times over, and a mapping of aliases of a mapping of
+// aliases... doubles what a walk visits at every level: 1 KB of text was 2^39 keys, a hang.
+constexpr size_t kMaxConfigNodes = 1 << 16;
+
 // YAML → (dotted key, text) for a map, calling `set` for each scalar or list; `exports` and
-// `tenants` (lists of maps) go to `on_list`.
-absl::Status Walk(const YAML::Node& map, const std::string& prefix,
+// `tenants` (lists of maps) go to `on_list`. Each key and list item visited takes one of
+// `budget`; none left is InvalidArgument.
+absl::Status Walk(const YAML::Node& map, const std::string& prefix, size_t& budget,
                   const std::function<absl::Status(const std::string&, const std::string&)>& set,
                   const std::function<absl::Status(const std::string&, const YAML::Node&)>& on_list) {
   if (!map.IsMap())
     return absl::InvalidArgumentError(absl::StrCat(
         "config ", prefix.empty() ? "(top level)" : prefix.substr(0, prefix.size() - 1), ": want a mapping of keys"));
+  const auto spend = [&budget](size_t n) {
+    if (n > budget) {
+      return absl::InvalidArgumentError(absl::StrCat("config: more than ", kMaxConfigNodes,
+                                                     " keys and list items (counting each use of a YAML alias)"));
+    }
+    budget -= n;
+    return absl::OkStatus();
+  };
   for (const auto& kv : map) {
+    TMEM_RETURN_IF_ERROR(spend(1 + (kv.second.IsSequence() ? kv.second.size() : 0)));
     const std::string key = prefix + kv.first.as<std::string>();
     const YAML::Node& v = kv.second;
     if ((key == "exports" || key == "tenants") && on_list) {
       TMEM_RETURN_IF_ERROR(on_list(key, v));
     } else if (v.IsMap()) {
-      TMEM_RETURN_IF_ERROR(Walk(v, key + ".", set, nullptr));
+      TMEM_RETURN_IF_ERROR(Walk(v, key + ".", budget, set, nullptr));
     } else if (v.IsSequence()) {
       std::vector<std::string> items;
       for (const auto& item : v) {
@@ -382,9 +403,11 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
     return absl::InvalidArgumentError(absl::StrCat("config file ", path, ": ", e.what()));
   }
   if (root.IsNull()) return c;
+  size_t budget = kMaxConfigNodes;
   try {
     // Each entry of a list of maps (exports, tenants) through its own table.
-    auto read_list = [](const std::string& name, const YAML::Node& v, const auto& table, auto& out) -> absl::Status {
+    auto read_list = [&budget](const std::string& name, const YAML::Node& v, const auto& table,
+                               auto& out) -> absl::Status {
       if (!v.IsSequence()) return absl::InvalidArgumentError(absl::StrCat("config ", name, ": want a list of maps"));
       out.clear();
       for (size_t i = 0; i < v.size(); ++i) {
@@ -392,7 +415,7 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
         typename std::decay_t<decltype(out)>::value_type x;
         if (!v[i].IsMap()) return absl::InvalidArgumentError(absl::StrCat("config ", name, "[", i, "]: want a map"));
         TMEM_RETURN_IF_ERROR(Walk(
-            v[i], "",
+            v[i], "", budget,
             [&](const std::string& key, const std::string& text) { return SetKey(table, x, where, key, text); },
             nullptr));
         out.push_back(std::move(x));
@@ -404,7 +427,7 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config c) {
       return read_list(key, v, ExportSettings(), c.exports);
     };
     TMEM_RETURN_IF_ERROR(Walk(
-        root, "",
+        root, "", budget,
         [&](const std::string& key, const std::string& text) { return SetKey(ConfigSettings(), c, "", key, text); },
         on_list));
   } catch (const YAML::Exception& e) {

@@ -63,6 +63,8 @@ struct Config {
     std::string description;
     std::string tls = "optional";    // require: TLS-only export (before STARTTLS only ABORT and STARTTLS)
     std::vector<std::string> allow;  // tenants that may open it: "NAME", "NAME:ro", "*", "*:ro"
+    int64_t backend_request_timeout_ms = 30000;  // nbd:// backends: a request with no reply
+    int64_t backend_fence_timeout_ms = 60000;    // nbd:// backends: a dead connection's write in doubt
     // A writeback cache in front of the backend (docs/blockcache.md). Empty device = no cache.
     struct Cache {
       std::string device;                     // file or block device; a file that does not exist is created

@@ -267,7 +267,9 @@ int Run(const Config& c, const DaemonHooks& hooks) {
   if (!c.exports.empty()) {
     std::vector<std::unique_ptr<nbd::Export>> exports;
     for (const Config::ExportConfig& x : c.exports) {
-      auto opened = backend::OpenBackend(x.backend, x.read_only, x.size_bytes);
+      auto opened = backend::OpenBackend(x.backend, x.read_only, x.size_bytes,
+                                         {.request_timeout_ms = x.backend_request_timeout_ms,
+                                          .fence_timeout_ms = x.backend_fence_timeout_ms});
       if (!opened.ok()) {
         TMEM_LOG(Error) << "export " << x.name << ": " << opened.status().message();
         return 1;
@@ -353,12 +355,15 @@ int Run(const Config& c, const DaemonHooks& hooks) {
 
   std::unique_ptr<metrics::Metrics> metrics;
   if (!c.metrics_listen.empty()) {
-    auto m = metrics::Metrics::Start(c.metrics_listen, [e, nbd_ptr, caches, &audit, &monitor](StatsVisitor& v) {
+    auto m = metrics::Metrics::Start(c.metrics_listen, [e, nbd_ptr, &audit, &monitor](StatsVisitor& v) {
       e->VisitStats(v);
       monitor.VisitStats(v);
       audit.VisitStats(v);
       if (nbd_ptr != nullptr) nbd_ptr->VisitStats(v);
-      for (const auto& [name, cache] : caches) cache->VisitStats(v, {{"export", name}});
+      // Every export's backend: a cache (with its store's), a remote store's fence.
+      if (nbd_ptr != nullptr) {
+        for (const auto& x : nbd_ptr->exports()) x->backend->VisitStats(v, {{"export", x->name}});
+      }
     });
     if (!m.ok()) {
       TMEM_LOG(Error) << m.status().message();
