@@ -2,6 +2,8 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 #include <map>
 #include <memory>
 #include <string>
@@ -294,6 +296,33 @@ TEST_F(GrpcServiceTest, ATenantsSessionStreamsAreBoundedAndAClosedOneFreesItsPla
   s4->Finish();
   s2->WritesDone();
   s2->Finish();
+}
+
+TEST_F(GrpcServiceTest, AStopCancelsOpenSessionStreamsAtOnceAndRefusesNewOnes) {
+  const uint32_t pool = Shared(10);
+  auto open = [&](::grpc::ClientContext& ctx) {
+    auto stream = pool_stub_->Session(&ctx);
+    tmem::v1::SessionRequest r;
+    r.set_op_id(1);
+    r.mutable_flush_pool()->set_pool_id(pool);
+    stream->Write(r);
+    return stream;
+  };
+  ::grpc::ClientContext c1;
+  auto s1 = open(c1);
+  tmem::v1::SessionResponse resp;
+  ASSERT_TRUE(s1->Read(&resp)) << "the stream serves";
+  // The stream is idle, its handler waiting for the next op: the stop ends it without waiting.
+  const auto t0 = std::chrono::steady_clock::now();
+  pages_->CancelSessions();
+  EXPECT_FALSE(s1->Read(&resp));
+  EXPECT_EQ(s1->Finish().error_code(), ::grpc::StatusCode::CANCELLED);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  ::grpc::ClientContext c2;
+  auto s2 = open(c2);
+  EXPECT_FALSE(s2->Read(&resp));
+  ::grpc::Status st = s2->Finish();
+  EXPECT_EQ(st.error_code(), ::grpc::StatusCode::UNAVAILABLE) << st.error_message();
 }
 
 TEST(TenantSlotsTest, ATenantGetsAtMostItsBoundAndAReleasedSlotIsFreeAgain) {

@@ -248,6 +248,12 @@ Status PagePoolService::DoFlushPool(const trust::Identity& caller, const tmem::v
   return ToGrpc(engine_->FlushPool(req.pool_id()));
 }
 
+void PagePoolService::CancelSessions() {
+  MutexLock lock(&open_mu_);
+  cancelled_ = true;
+  for (ServerContext* ctx : open_) ctx->TryCancel();
+}
+
 Status PagePoolService::Session(
     ServerContext* ctx, ::grpc::ServerReaderWriter<tmem::v1::SessionResponse, tmem::v1::SessionRequest>* stream) {
   // Each operation's request and reply live on an arena that is reset after the reply is
@@ -265,6 +271,19 @@ Status PagePoolService::Session(
   if (Status auth = callers_->Authorize(*ctx, /*admin=*/false, "Session", &caller); !auth.ok()) return auth;
   TenantSlots::Slot session_slot;
   if (Status full = sessions_.Acquire(caller.tenant, &session_slot); !full.ok()) return full;
+  {
+    MutexLock lock(&open_mu_);
+    if (cancelled_) return Status(::grpc::StatusCode::UNAVAILABLE, "the server is stopping");
+    open_.insert(ctx);
+  }
+  struct Unregister {
+    PagePoolService* self;
+    ServerContext* ctx;
+    ~Unregister() {
+      MutexLock lock(&self->open_mu_);
+      self->open_.erase(ctx);
+    }
+  } unregister{this, ctx};
   bool any = false;
   uint64_t last_op = 0;
   while (true) {

@@ -13,6 +13,7 @@
 #define TMEM_SERVER_GRPC_PAGE_POOL_SERVICE_H_
 
 #include <map>
+#include <set>
 #include <string>
 
 #include "common/mutex.h"
@@ -63,6 +64,11 @@ class PagePoolService final : public tmem::v1::PagePool::Service {
   ::grpc::Status Session(::grpc::ServerContext*,
                          ::grpc::ServerReaderWriter<tmem::v1::SessionResponse, tmem::v1::SessionRequest>*) override;
 
+  // A stop begins: every open Session stream is cancelled (its op in progress finishes; the
+  // client sees the stream end and reconnects to the next instance), and new ones are refused
+  // with UNAVAILABLE. Unary calls in flight are gRPC's Shutdown deadline's.
+  void CancelSessions() ABSL_LOCKS_EXCLUDED(open_mu_);
+
  private:
   // The pool if `caller` may reach it (its own, or any for an admin); NOT_FOUND otherwise.
   ::grpc::Status Reach(const trust::Identity& caller, uint32_t pool_id, pool::PoolInfo* info) const;
@@ -79,6 +85,10 @@ class PagePoolService final : public tmem::v1::PagePool::Service {
   const CallerResolver local_;
   const CallerResolver* const callers_;
   TenantSlots sessions_;  // open Session streams per tenant
+  // Open Session streams, for CancelSessions. A leaf lock.
+  Mutex open_mu_;
+  std::set<::grpc::ServerContext*> open_ ABSL_GUARDED_BY(open_mu_);
+  bool cancelled_ ABSL_GUARDED_BY(open_mu_) = false;
 };
 
 }  // namespace tmem::grpc_service

@@ -457,6 +457,9 @@ int Run(const Config& c, const DaemonHooks& hooks) {
   }).detach();
   health.Shutdown();
   monitor.Stop();
+  // Session streams never end by themselves: cancelled now, so that the stop does not wait out
+  // shutdown_timeout_ms for them (their clients reconnect to the next instance).
+  pages.CancelSessions();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(c.shutdown_timeout_ms));
   server->Wait();
   if (nbd_server != nullptr) nbd_server->Stop();
