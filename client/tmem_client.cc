@@ -392,18 +392,31 @@ absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {
   std::vector<Part> parts = Split(*pool, pages.size(), [&](size_t i) { return pages[i].object; });
   struct Sent {
     size_t server;
-    size_t pages;
+    const std::vector<size_t>* items;  // the part's: pages [at, end) of it were sent here
+    size_t at, end;
     std::shared_ptr<SessionStream> stream;
     std::shared_ptr<SessionStream::Op> op;
   };
   std::vector<Sent> sent;
   uint64_t dropped = 0;
+  // A put that did not arrive leaves the handle's older version on its server: each such handle
+  // gets a flush queued there, delivered before anything else reaches that server, so that no
+  // get returns the older page (put-put-get).
+  const auto forget = [&](size_t server, const std::vector<size_t>& items, size_t at, size_t end) {
+    dropped += end - at;
+    Server& s = *servers_[server];
+    MutexLock lock(&s.mu);
+    for (size_t k = at; k < end; ++k) {
+      const PagePut& p = pages[items[k]];
+      DeferFlush(s, {DeferredFlush::Kind::kPage, ref, std::string(p.object), p.index});
+    }
+  };
   for (const Part& part : parts) {
     Server& s = *servers_[part.server];
     absl::StatusOr<uint32_t> id = Prepare(s, *pool);
     std::shared_ptr<SessionStream> stream = id.ok() ? StreamFor(s, part.stream) : nullptr;
     if (stream == nullptr) {
-      dropped += part.items.size();
+      forget(part.server, part.items, 0, part.items.size());
       continue;
     }
     for (size_t at = 0; at < part.items.size(); at += options_.max_batch_pages) {
@@ -418,14 +431,14 @@ absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {
         w->mutable_handle()->set_index(p.index);
         w->set_data(p.page.data(), p.page.size());
       }
-      sent.push_back({part.server, end - at, stream, stream->Submit(std::move(req))});
+      sent.push_back({part.server, &part.items, at, end, stream, stream->Submit(std::move(req))});
     }
   }
   for (Sent& x : sent) {
     absl::StatusOr<tmem::v1::SessionResponse> reply = x.stream->Wait(*x.op, deadline);
     NoteReply(*servers_[x.server], ref, reply);
     if (!reply.ok() || reply->code() != 0) {
-      dropped += x.pages;
+      forget(x.server, *x.items, x.at, x.end);
       TMEM_LOG_RATE_LIMITED(Warning) << "puts to " << servers_[x.server]->address << " dropped: "
                                      << (reply.ok() ? reply->message() : std::string(reply.status().message()));
     }
@@ -496,6 +509,23 @@ absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<co
   }
   if (unreachable > 0) counters_.gets_unreachable.fetch_add(unreachable, std::memory_order_relaxed);
   return hits;
+}
+
+void TmemClient::DeferFlush(Server& s, DeferredFlush flush) {
+  s.mu.AssertHeld();
+  // Bounded: past kMaxDeferredFlushes (a server down while puts and flushes keep coming), this
+  // pool's queued flushes become one flush of the whole pool (more misses, the same guarantee).
+  if (s.deferred.size() >= kMaxDeferredFlushes) {
+    const PoolRef pool = flush.pool;
+    std::erase_if(s.deferred, [pool](const DeferredFlush& f) { return f.pool == pool; });
+    flush = DeferredFlush{DeferredFlush::Kind::kPool, pool, "", 0};
+  }
+  if (!s.deferred.empty() && s.deferred.back().kind == DeferredFlush::Kind::kPool &&
+      s.deferred.back().pool == flush.pool) {
+    return;  // the pool's flush at the end covers it
+  }
+  s.deferred.push_back(std::move(flush));
+  counters_.flushes_deferred.fetch_add(1, std::memory_order_relaxed);
 }
 
 absl::Status TmemClient::Invalidate(DeferredFlush flush) {

@@ -129,6 +129,9 @@ class TmemClient {
   // The one path of the three flushes: queues `flush` on the servers it concerns and delivers
   // what it can (the rest is replayed before those servers' next calls).
   absl::Status Invalidate(DeferredFlush flush);
+  // Queues `flush` for `server` (its mu held), bounded by kMaxDeferredFlushes per server.
+  void DeferFlush(Server& server, DeferredFlush flush);
+  static constexpr size_t kMaxDeferredFlushes = 4096;
   size_t ServerForKey(std::string_view hash_key, std::string_view object) const;
   struct Part;
   std::vector<Part> Split(const Pool& pool, size_t count, const std::function<std::string_view(size_t)>& object) const;

@@ -325,6 +325,29 @@ TEST_F(ShardingTest, ReconnectsToADownServerBackOff) {
   ASSERT_TRUE(Reachable(*pool, 0));
 }
 
+// put-put-get across a server's absence: a put that cannot reach its server (stopped cleanly, so
+// it comes back with the older version) must not let that older version be read afterwards.
+TEST_F(ShardingTest, APutThatCannotArriveLeavesNoOlderVersionToBeRead) {
+  std::array<uint8_t, 16> uuid{};
+  uuid[0] = 43;
+  auto pool = client_->CreateSharedPool(uuid, 4096, "node-a");
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  const std::string object = ObjectOn(*pool, 1, "d");
+  ASSERT_TRUE(client_->Put(*pool, object, 0, PageFor(object, 0, 1)).ok());
+  ASSERT_EQ(Hit(*pool, object, 0, 1), 1);
+  kill(procs_[1].pid, SIGTERM);
+  ASSERT_EQ(WaitExit(procs_[1]), 0) << ReadLog(procs_[1]);
+  procs_[1].pid = -1;
+  const uint64_t dropped = client_->counters().puts_dropped.load();
+  ASSERT_TRUE(client_->Put(*pool, object, 0, PageFor(object, 0, 2)).ok());
+  EXPECT_EQ(client_->counters().puts_dropped.load(), dropped + 1);
+  procs_[1] = StartServer(1);
+  ASSERT_TRUE(WaitOpen(1)) << ReadLog(procs_[1]);
+  ASSERT_TRUE(Reachable(*pool, 1)) << "the client did not reconnect to the restarted server";
+  EXPECT_EQ(Hit(*pool, object, 0, 1), 0) << "version 1 was read after version 2 was put";
+  EXPECT_GE(client_->counters().flushes_replayed.load(), 1u);
+}
+
 TEST_F(ShardingTest, DestroyPoolRemovesItFromEveryServer) {
   auto pool = client_->CreatePool(4096);
   ASSERT_TRUE(pool.ok());
