@@ -77,6 +77,8 @@ class BlockBackend {
   virtual std::string Describe() const = 0;
   // The backend's own metrics, if any (a remote store's fence, a cache's everything).
   virtual void VisitStats(StatsVisitor& visitor, const StatLabels& labels) const {}
+  // Why the backend cannot serve now ("" while it can), for the export's health.
+  virtual std::string HealthProblem() const { return ""; }
 };
 
 // Zero's fallback for backends that cannot zero natively: writes zeros through Pwrite, 1 MiB

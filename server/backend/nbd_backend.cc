@@ -300,6 +300,11 @@ class NbdBackend final : public BlockBackend {
   }
 
  public:
+  std::string HealthProblem() const override {
+    if (!fenced_.load(std::memory_order_acquire)) return "";
+    return absl::StrCat("writes to ", options_.uri,
+                        " are held back: an earlier write got no reply and may still land (backend fence)");
+  }
   void VisitStats(StatsVisitor& v, const StatLabels& labels) const override {
     v.Counter("backend_fences", "Write-type requests to a remote store that got no reply, holding later writes back",
               fences_.load(std::memory_order_relaxed), labels);

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -349,6 +350,14 @@ int Run(const Config& c, const DaemonHooks& hooks) {
   for (size_t i = 0; i < caches.size(); ++i) {
     monitor.AddService(absl::StrCat("nbd:", caches[i].first),
                        grpc_service::CachedExportProbes(caches[i].first, caches[i].second, cache_devices[i], limits));
+  }
+  if (nbd_ptr != nullptr) {
+    for (const auto& x : nbd_ptr->exports()) {
+      const bool cached = std::any_of(caches.begin(), caches.end(), [&](const auto& c) { return c.first == x->name; });
+      if (cached) continue;
+      const backend::BlockBackend* b = x->backend.get();
+      monitor.AddService(absl::StrCat("nbd:", x->name), {[b] { return b->HealthProblem(); }});
+    }
   }
   monitor.CheckNow();
   monitor.Start();

@@ -52,6 +52,8 @@ device:
   size: 64M
 listen: 127.0.0.1:$GP
 metrics_listen: ""
+health:
+  check_interval_ms: 100
 nbd:
   listen: 127.0.0.1:$NP
 exports:
@@ -72,8 +74,12 @@ wait_nbd "nbd://127.0.0.1:$NP/plain" $D "$T/tmemd.log" || fail "tmemd: $(cat "$T
 
 # --- a plain export: B is held by the store past the timeout, then C is written ---
 touch "$T/plain.arm"
-$PY - "nbd://127.0.0.1:$NP/plain" > "$T/plain.out" 2>&1 <<'PY'
-import nbd, sys, time
+$PY - "nbd://127.0.0.1:$NP/plain" "$CTL" "127.0.0.1:$GP" > "$T/plain.out" 2>&1 <<'PY'
+import nbd, subprocess, sys, time
+def health():
+    r = subprocess.run([sys.argv[2], "--server=" + sys.argv[3], "health", "--service=nbd:plain"],
+                       capture_output=True, text=True)
+    return r.stdout.strip()
 h = nbd.NBD()
 h.connect_uri(sys.argv[1])
 t0 = time.time()
@@ -83,6 +89,8 @@ try:
 except nbd.Error as e:
     print("B failed errno", e.errno)
 print("B answered in %.1f s" % (time.time() - t0))
+time.sleep(0.5)
+print("health while held back:", health())
 # C is retried until the store takes it (writes are held back while B may still land).
 t0 = time.time()
 while True:
@@ -95,12 +103,16 @@ while True:
             raise
         time.sleep(0.2)
 print("C acknowledged after %.1f s" % (time.time() - t0))
+time.sleep(0.5)
+print("health after:", health())
 PY
 cat "$T/plain.out"
 b_s=$(awk '/B answered in/ {print $4}' "$T/plain.out")
 grep -q "B failed errno" "$T/plain.out" && ok "a write that got no reply in time answers EIO" || bad "B: $(cat "$T/plain.out")"
 [ -n "$b_s" ] && awk -v s="$b_s" 'BEGIN {exit !(s < 4.0)}' \
   && ok "the EIO came in ${b_s} s, before the held write landed (${DELAY} s)" || bad "B answered in ${b_s:-?} s"
+grep -q "health while held back: NOT_SERVING" "$T/plain.out" && grep -q "health after: SERVING" "$T/plain.out" \
+  && ok "the plain export is NOT_SERVING while writes are held back, SERVING after" || bad "health: $(grep health "$T/plain.out")"
 sleep 1
 [ "$(head -c 1 "$T/plain.img")" = C ] && ok "plain export: the store holds the newer write C" \
   || bad "plain export: the store holds '$(head -c 1 "$T/plain.img")'"
