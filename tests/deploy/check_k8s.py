@@ -102,12 +102,15 @@ def main():
     # loopback listener through tmemctl.
     plain = cfg.get("plaintext_listen", [])
     check(all(a.startswith("127.") or a.startswith("[::1]") for a in plain), f"plaintext_listen off loopback: {plain}")
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    # Readiness follows the page service; liveness (and startup) only the process (tmem.v1.Admin).
+    want = {"startupProbe": "tmem.v1.Admin", "readinessProbe": "tmem.v1.PagePool", "livenessProbe": "tmem.v1.Admin"}
+    for probe, service in want.items():
         p = c.get(probe, {})
         cmd = p.get("exec", {}).get("command", [])
-        check(cmd[:1] == ["tmemctl"] and cmd[-1:] == ["health"] and
+        check(cmd[:1] == ["tmemctl"] and "health" in cmd and
               any(a == f"--server={x}" for a in cmd for x in plain),
               f"tmemd {probe} does not ask grpc.health.v1 on a plaintext_listen address {plain}: {p}")
+        check(cmd[-1:] == [f"--service={service}"], f"tmemd {probe} should ask for {service}: {cmd}")
     # TLS: every file of the tls section is on the Secret's mount, and the Secret is the one the
     # cert-manager component (or deploy/README.md's command) makes.
     tls = cfg.get("tls", {})
