@@ -1,8 +1,12 @@
 #include "server/pool/page_index.h"
 
+#include <cstdarg>
+#include <cstdio>
+
 #include <rocksdb/cache.h>
 #include <rocksdb/compaction_filter.h>
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/listener.h>
 #include <rocksdb/options.h>
@@ -67,6 +71,25 @@ class StaleFilterFactory final : public rocksdb::CompactionFilterFactory {
 };
 
 }  // namespace
+
+// RocksDB's messages go to tmemd's log (warnings and worse), not to a LOG file in the metadata
+// directory: on a full filesystem that file's writer fails, and the next message then trips an
+// assertion in RocksDB (Debian's build keeps them) — a full disk must cost puts, not the process.
+class RocksLogger final : public rocksdb::Logger {
+ public:
+  RocksLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL) {}
+  void Logv(const char* format, va_list ap) override { Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap); }
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    if (level < GetInfoLogLevel()) return;
+    char buf[1024];
+    std::vsnprintf(buf, sizeof(buf), format, ap);
+    if (level >= rocksdb::InfoLogLevel::ERROR_LEVEL) {
+      TMEM_LOG_RATE_LIMITED(Error) << "rocksdb: " << buf;
+    } else {
+      TMEM_LOG_RATE_LIMITED(Warning) << "rocksdb: " << buf;
+    }
+  }
+};
 
 // Records every background error and keeps RocksDB's own recovery out of the way, so that one
 // loop (ResumerLoop) owns recovery and its backoff.
@@ -162,6 +185,7 @@ absl::StatusOr<std::unique_ptr<PageIndex>> PageIndex::Open(const PageIndexOption
   // and a write is visible once Put returns.
   db_options.unordered_write = true;
   db_options.listeners.push_back(std::make_shared<ErrorListener>(index.get()));
+  db_options.info_log = std::make_shared<RocksLogger>();
 
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = index->cache_;

@@ -450,7 +450,12 @@ size_t PoolEngine::PutLocked(Pool& pool, std::span<const PagePut> pages, std::sp
       ops[k].second.reset();
     }
     if (absl::Status del = index_->WritePages(ops); !del.ok()) wst = del;
-    *error = wst;
+    // Deletes the index refused (a background error) are kept until they can be applied; gets
+    // miss until then.
+    if (!wst.ok()) {
+      for (const auto& op : ops) RememberFailedDelete(op.first);
+      *error = wst;
+    }
   }
   return handled;
 }
@@ -515,6 +520,39 @@ absl::Status PoolEngine::PutMany(PoolId id, std::span<const PagePut> pages) {
   TMEM_RETURN_IF_ERROR(CheckPuts(*pool, pages));
   PutPages(*pool, pages);
   return absl::OkStatus();
+}
+
+void PoolEngine::RememberFailedDelete(const std::string& key) {
+  MutexLock lock(&failed_mu_);
+  if (failed_keys_.size() < kMaxFailedDeletes) {
+    failed_keys_.push_back(key);
+  } else if (std::optional<PoolId> pool = PoolOfPageKey(key); pool.has_value()) {
+    failed_pools_.insert(*pool);
+  }
+  failed_deletes_.store(true, std::memory_order_release);
+}
+
+bool PoolEngine::IndexServesGets() {
+  if (index_->has_background_error()) return false;
+  if (!failed_deletes_.load(std::memory_order_acquire)) return true;
+  MutexLock lock(&failed_mu_);
+  if (failed_keys_.empty() && failed_pools_.empty()) return true;
+  std::vector<std::pair<std::string, std::optional<std::string>>> ops;
+  ops.reserve(failed_keys_.size());
+  for (std::string& k : failed_keys_) ops.emplace_back(std::move(k), std::nullopt);
+  failed_keys_.clear();
+  if (absl::Status st = index_->WritePages(ops); !st.ok()) {
+    for (auto& op : ops) failed_keys_.push_back(std::move(op.first));
+    return false;
+  }
+  // (The RAM index cache holds none of these keys: the put that failed erased its entry.)
+  for (auto it = failed_pools_.begin(); it != failed_pools_.end();) {
+    if (!index_->DeletePageRange(PoolRangeBegin(*it), PoolRangeEnd(*it)).ok()) return false;
+    it = failed_pools_.erase(it);
+  }
+  TMEM_LOG(Info) << "the page index takes writes again: the deletes it refused are applied, gets are served";
+  failed_deletes_.store(false, std::memory_order_release);
+  return true;
 }
 
 void PoolEngine::DeleteIfUnchanged(const std::string& key, const std::string& value) {

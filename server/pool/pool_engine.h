@@ -26,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -248,6 +249,13 @@ class PoolEngine {
                                                                      bool exclusive);
   // Deletes `key` if it still maps to `value` (a stale or corrupt entry met by a get).
   void DeleteIfUnchanged(const std::string& key, const std::string& value);
+  // While the index takes no writes, a dropped put cannot remove its handle's older version, an
+  // exclusive get cannot remove its page: so gets miss while the index has a background error,
+  // and the deletes that failed meanwhile are kept (up to kMaxFailedDeletes keys, then whole
+  // pools) and applied before gets are served again. False: gets must miss now.
+  bool IndexServesGets() ABSL_LOCKS_EXCLUDED(failed_mu_);
+  void RememberFailedDelete(const std::string& key) ABSL_LOCKS_EXCLUDED(failed_mu_);
+  static constexpr size_t kMaxFailedDeletes = 1 << 16;
   bool IsStale(std::string_view key, std::string_view value) const;
 
   EngineOptions options_;
@@ -283,6 +291,12 @@ class PoolEngine {
 
   // Mutable: IsStale() (const, called by RocksDB) counts what it drops.
   mutable EngineCounters counters_;
+
+  // Deletes the index refused (IndexServesGets). Taken under stripes; only RocksDB below it.
+  Mutex failed_mu_;
+  std::vector<std::string> failed_keys_ ABSL_GUARDED_BY(failed_mu_);
+  std::set<PoolId> failed_pools_ ABSL_GUARDED_BY(failed_mu_);  // past kMaxFailedDeletes keys
+  std::atomic<bool> failed_deletes_{false};                       // either is non-empty
 };
 
 // For the engine's own .cc files: every public operation starts with it (ops_mu_ shared for the

@@ -23,14 +23,15 @@ absl::StatusOr<GetOutcome> PoolEngine::Get(PoolId id, std::string_view object, u
     return absl::InvalidArgumentError(
         absl::StrCat("buffer of ", out.size(), " bytes for pool ", id, " of ", pool->info.page_bytes, "-byte pages"));
   }
-  const std::string key = EncodePageKey(id, object, index);
-  const bool exclusive = pool->info.kind == PoolKind::kPrivate;
-  TMEM_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> raws, LookupMany(*pool, {key}, exclusive));
-  const std::optional<std::string>& raw = raws[0];
   auto miss = [&]() -> GetOutcome {
     pool->counters.gets_miss.fetch_add(1, std::memory_order_relaxed);
     return GetOutcome::kMiss;
   };
+  if (!IndexServesGets()) return miss();
+  const std::string key = EncodePageKey(id, object, index);
+  const bool exclusive = pool->info.kind == PoolKind::kPrivate;
+  TMEM_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> raws, LookupMany(*pool, {key}, exclusive));
+  const std::optional<std::string>& raw = raws[0];
   if (!raw.has_value()) return miss();
   std::optional<IndexValue> value = DecodeIndexValue(*raw);
   if (!value.has_value()) {
@@ -74,6 +75,10 @@ absl::StatusOr<std::vector<GetOutcome>> PoolEngine::GetMany(PoolId id, std::span
       return absl::InvalidArgumentError(absl::StrCat("get ", i, ": buffer of ", gets[i].out.size(), " bytes for pool ",
                                                      id, " of ", pool->info.page_bytes, "-byte pages"));
     }
+  }
+  if (!IndexServesGets()) {
+    pool->counters.gets_miss.fetch_add(gets.size(), std::memory_order_relaxed);
+    return outcomes;
   }
   std::vector<std::string> keys;
   keys.reserve(gets.size());
