@@ -80,10 +80,13 @@ absl::StatusOr<LogGeometry> ReadLogGeometry(io::BlockDevice* device) {
                                             " has an impossible geometry (segment bytes ", sb.segment_bytes, ", count ",
                                             sb.segment_count, ")"));
   }
-  if (sb.data_offset + sb.segment_count * sb.segment_bytes > device->size_bytes()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(device->Describe(), " has ", device->size_bytes(), " bytes but its superblock describes ",
-                     sb.data_offset + sb.segment_count * sb.segment_bytes, " (was the device truncated?)"));
+  // Divided, not multiplied: segment_count comes from the device, and segment_count *
+  // segment_bytes can wrap to a size that fits (2^47 + 8 segments of 128 KiB "are" 1 MiB).
+  const uint64_t data_bytes = device->size_bytes() > kDataOffset ? device->size_bytes() - kDataOffset : 0;
+  if (sb.segment_count > data_bytes / sb.segment_bytes) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        device->Describe(), " has ", device->size_bytes(), " bytes but its superblock describes ", sb.segment_count,
+        " segments of ", sb.segment_bytes, " bytes after the first ", kDataOffset, " (was the device truncated?)"));
   }
   LogGeometry g;
   std::memcpy(g.device_uuid, sb.device_uuid, 16);

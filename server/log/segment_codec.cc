@@ -16,7 +16,8 @@ uint32_t EncodeSegment(uint8_t* segment, const uint8_t (&device_uuid)[16], uint6
                        std::span<const SlotEntryDisk> entries, uint32_t data_end) {
   const uint32_t used = SegmentUsedBytes(data_end, entries.size());
   const size_t table_bytes = entries.size() * sizeof(SlotEntryDisk);
-  std::memcpy(segment + data_end, entries.data(), table_bytes);
+  // An empty span's data() may be null, which memcpy must not get even for 0 bytes.
+  if (table_bytes != 0) std::memcpy(segment + data_end, entries.data(), table_bytes);
   std::memset(segment + data_end + table_bytes, 0, used - data_end - table_bytes);
   SegmentHeaderDisk h{};
   h.magic = kSegmentMagic;
@@ -51,7 +52,7 @@ std::optional<std::vector<SlotEntryDisk>> DecodeSegment(const uint8_t* segment, 
                      h.table_crc == crc32c::Value(segment + h.table_offset, table_bytes);
   if (!valid) return std::nullopt;
   std::vector<SlotEntryDisk> entries(h.entry_count);
-  std::memcpy(entries.data(), segment + h.table_offset, table_bytes);
+  if (table_bytes != 0) std::memcpy(entries.data(), segment + h.table_offset, table_bytes);  // data() may be null
   for (const SlotEntryDisk& e : entries) {
     if (e.offset < kSegmentHeaderBytes || uint64_t{e.offset} + e.length > h.table_offset) return std::nullopt;
   }

@@ -45,7 +45,10 @@ absl::StatusOr<uint64_t> NewestSegmentIn(io::BlockDevice* device, const LogGeome
   const uint64_t count = std::min(upto - std::min(upto, after), g.segment_count);
   uint64_t newest = after;
   io::AlignedBuffer block;
-  for (uint64_t seq = after + 1; seq <= after + count; ++seq) {
+  // Counted by i, not by seq: the range comes from a checkpoint, and when it ends at 2^64 - 1,
+  // `seq <= after + count` would hold for every seq (it wraps to 0) and never end.
+  for (uint64_t i = 1; i <= count; ++i) {
+    const uint64_t seq = after + i;  // <= upto: count <= upto - after
     const uint64_t pos = (seq - 1) % g.segment_count;
     TMEM_RETURN_IF_ERROR(ReadBlock(device, kDataOffset + pos * g.segment_bytes, &block));
     const uint64_t found = HeaderSeqAt(block.data(), g, pos);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <yaml-cpp/yaml.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -242,6 +243,29 @@ TEST(ConfigTest, BadInputNamesTheCulprit) {
             std::string::npos);
   EXPECT_NE(Parse({"--device=/d", "--rpc-threads=99999999999"}).status().message().find("is outside 1..1024"),
             std::string::npos);
+}
+
+TEST(ConfigTest, AFileOfAliasesOfAliasesIsRefusedInsteadOfWalkedForever) {
+  // 40 levels of a mapping that names the previous one twice: 1 KB of YAML, 2^39 keys to walk
+  // (config_fuzzer found LoadConfigFile hanging on such a file).
+  std::string text = "l0: &l0 {}\n";
+  for (int i = 1; i < 40; ++i) absl::StrAppend(&text, "l", i, ": &l", i, " {a: *l", i - 1, ", b: *l", i - 1, "}\n");
+  const auto start = std::chrono::steady_clock::now();
+  auto c = LoadConfigFile(WriteFile("aliases.yaml", text));
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << c.status();
+  EXPECT_NE(c.status().message().find("alias"), std::string::npos) << c.status();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  // One list named by alias many times: each use counts.
+  std::string list = "listen: &x [";
+  for (int i = 0; i < 1000; ++i) absl::StrAppend(&list, i == 0 ? "" : ", ", "\"127.0.0.1:", i, "\"");
+  list += "]\n";
+  for (int i = 0; i < 100; ++i) list += "plaintext_listen: *x\n";
+  c = LoadConfigFile(WriteFile("lists.yaml", list));
+  EXPECT_NE(c.status().message().find("alias"), std::string::npos) << c.status();
+  // Aliases used a few times are fine.
+  auto fine = LoadConfigFile(WriteFile("fine.yaml", "device: {path: &p /dev/x}\nmetadata_dir: *p\n"));
+  ASSERT_TRUE(fine.ok()) << fine.status();
+  EXPECT_EQ(fine->metadata_dir, "/dev/x");
 }
 
 std::string ReadRunfile(const std::string& path) {

@@ -52,8 +52,11 @@ std::string PoolRangeEnd(PoolId pool) {
 }
 
 std::optional<PoolId> PoolOfPageKey(std::string_view key) {
+  // A whole key only: its object length must say where the page index is, or it is not one
+  // EncodePageKey wrote (a damaged index; the compaction filter drops it as stale).
   if (key.size() < 4 + 1 + 8) return std::nullopt;
   const auto* p = reinterpret_cast<const uint8_t*>(key.data());
+  if (p[4] > kMaxObjectKeyBytes || key.size() != size_t{4} + 1 + p[4] + 8) return std::nullopt;
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
 }
 

@@ -36,8 +36,19 @@ std::optional<PoolInfo> DecodePoolRecord(std::string_view s, std::string_view v1
   if (s.size() != 27 + tenant_len) return std::nullopt;
   p.tenant = std::string(s.substr(27));
   if (p.kind != PoolKind::kPrivate && p.kind != PoolKind::kShared) return std::nullopt;
-  if (v == 1 && p.kind == PoolKind::kPrivate) p.tenant = std::string(v1_private_owner);
-  if (p.tenant.empty() && v != 1) return std::nullopt;  // every version 2 pool has an owner
+  // Version 1 named only shared pools' tenants: a pool it left without one (every private pool,
+  // a shared pool of the empty namespace) gets the configured owner, so that the version 2
+  // record the engine writes for it at start has an owner and is read at the next start.
+  if (v == 1 && (p.kind == PoolKind::kPrivate || p.tenant.empty())) p.tenant = std::string(v1_private_owner);
+  // Only a pool the engine creates (PoolEngine::CreatePoolLocked): a page size that is a power
+  // of two from kMinPageBytes to kMaxPageBytes, an owner of 1 to kMaxTenantBytes without NUL
+  // (the registry's shared pool key puts a NUL after it).
+  if (p.page_bytes < kMinPageBytes || p.page_bytes > kMaxPageBytes || (p.page_bytes & (p.page_bytes - 1)) != 0) {
+    return std::nullopt;
+  }
+  if (p.tenant.empty() || p.tenant.size() > kMaxTenantBytes || p.tenant.find('\0') != std::string::npos) {
+    return std::nullopt;
+  }
   return p;
 }
 

@@ -12,7 +12,8 @@
 //   10 uuid 16 bytes | 26 owner length u8 | 27 owner bytes
 // Version 1 had the same layout, but the name was a shared pool's UUID namespace only (private
 // pools had none). Decoding a version 1 record gives its shared pools that name as owner and its
-// private pools `v1_private_owner`; the engine then writes the record again as version 2.
+// private pools (and a shared pool with an empty name) `v1_private_owner`; the engine then
+// writes the record again as version 2.
 #ifndef TMEM_SERVER_POOL_POOL_FORMAT_H_
 #define TMEM_SERVER_POOL_POOL_FORMAT_H_
 
@@ -39,8 +40,10 @@ static_assert(sizeof(EngineStateRecord) == 24);
 
 std::string PoolMetaKey(PoolId id);
 std::string EncodePoolRecord(const PoolInfo& p);
-// nullopt for a record of an unknown version, a bad kind or a wrong length. *version (if given)
-// is the record's version.
+// nullopt for a record of an unknown version, a bad kind or a wrong length, and for a pool the
+// engine never creates (a page size that is not a power of two from kMinPageBytes to
+// kMaxPageBytes; an owner that is empty, longer than kMaxTenantBytes or holds a NUL).
+// *version (if given) is the record's version.
 std::optional<PoolInfo> DecodePoolRecord(std::string_view s, std::string_view v1_private_owner = kDefaultOwner,
                                          uint8_t* version = nullptr);
 std::string EncodeEngineState(const EngineStateRecord& st);

@@ -55,6 +55,43 @@ TEST(PoolFormatTest, AVersionOneRecordGetsAnOwnerAndAVersionTwoRecordNeedsOne) {
   EXPECT_FALSE(DecodePoolRecord(EncodePoolRecord(p)).has_value()) << "a version 2 record without an owner";
 }
 
+TEST(PoolFormatTest, ARecordOfAPoolTheEngineNeverCreatesIsRefused) {
+  PoolInfo p;
+  p.id = 3;
+  p.kind = PoolKind::kShared;
+  p.tenant = "node-a";
+  for (uint32_t bad : {0u, 511u, 1000u, 4097u, 128u << 10}) {
+    p.page_bytes = bad;
+    EXPECT_FALSE(DecodePoolRecord(EncodePoolRecord(p)).has_value()) << "page size " << bad;
+  }
+  for (uint32_t good : {512u, 4096u, 64u << 10}) {
+    p.page_bytes = good;
+    EXPECT_TRUE(DecodePoolRecord(EncodePoolRecord(p)).has_value()) << "page size " << good;
+  }
+  p.page_bytes = 4096;
+  p.tenant = std::string(kMaxTenantBytes + 1, 'a');
+  EXPECT_FALSE(DecodePoolRecord(EncodePoolRecord(p)).has_value()) << "an owner longer than the engine takes";
+  p.tenant = std::string("a\0b", 3);
+  EXPECT_FALSE(DecodePoolRecord(EncodePoolRecord(p)).has_value()) << "an owner with a NUL";
+}
+
+TEST(PoolFormatTest, AVersionOneSharedPoolWithoutANameIsReadAgainAfterItsUpgrade) {
+  // Version 1 let a shared pool's name be empty; decoded as is, the version 2 record the engine
+  // writes at start had no owner, and the next start refused it (DataLoss).
+  PoolInfo p;
+  p.id = 9;
+  p.kind = PoolKind::kShared;
+  p.tenant = "";
+  std::string v1 = EncodePoolRecord(p);
+  v1[0] = 1;
+  auto back = DecodePoolRecord(v1, "legacy");
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->tenant, "legacy");
+  auto upgraded = DecodePoolRecord(EncodePoolRecord(*back), "someone else");
+  ASSERT_TRUE(upgraded.has_value());
+  EXPECT_EQ(upgraded->tenant, "legacy");
+}
+
 TEST(PoolFormatTest, PoolKeysSortByIdAndTheStateRecordHasItsSize) {
   EXPECT_LT(PoolMetaKey(1), PoolMetaKey(2));
   EXPECT_LT(PoolMetaKey(255), PoolMetaKey(256));  // big-endian
