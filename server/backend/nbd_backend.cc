@@ -101,8 +101,8 @@ class NbdBackend final : public BlockBackend {
         }
         free_.erase(it);
       }
-      absl::Status s = RunOn(i, "flush", kRead,
-                             [&](nbd_handle* h) { return Await(h, nbd_aio_flush(h, NBD_NULL_COMPLETION, 0)); });
+      absl::Status s =
+          RunOn(i, "flush", kRead, [&](nbd_handle* h) { return Await(h, nbd_aio_flush(h, NBD_NULL_COMPLETION, 0)); });
       MutexLock lock(&mu_);
       free_.push_back(i);
       free_cv_.SignalAll();
@@ -113,16 +113,18 @@ class NbdBackend final : public BlockBackend {
   absl::Status Trim(uint64_t offset, uint64_t len, bool fua) override {
     if (!caps_.trim) return absl::OkStatus();
     const uint32_t flags = fua && caps_.fua ? LIBNBD_CMD_FLAG_FUA : 0;
-    absl::Status st = Run(
-        "trim", kWrite, [&](nbd_handle* h) { return Await(h, nbd_aio_trim(h, len, offset, NBD_NULL_COMPLETION, flags)); });
+    absl::Status st = Run("trim", kWrite, [&](nbd_handle* h) {
+      return Await(h, nbd_aio_trim(h, len, offset, NBD_NULL_COMPLETION, flags));
+    });
     if (st.ok() && fua && !caps_.fua) return Flush();
     return st;
   }
   absl::Status Zero(uint64_t offset, uint64_t len, bool may_trim, bool fua) override {
     if (!caps_.zero) return ZeroByWriting(*this, offset, len, fua);
     uint32_t flags = (fua && caps_.fua ? LIBNBD_CMD_FLAG_FUA : 0) | (may_trim ? 0 : LIBNBD_CMD_FLAG_NO_HOLE);
-    absl::Status st = Run(
-        "zero", kWrite, [&](nbd_handle* h) { return Await(h, nbd_aio_zero(h, len, offset, NBD_NULL_COMPLETION, flags)); });
+    absl::Status st = Run("zero", kWrite, [&](nbd_handle* h) {
+      return Await(h, nbd_aio_zero(h, len, offset, NBD_NULL_COMPLETION, flags));
+    });
     if (st.ok() && fua && !caps_.fua) return Flush();
     return st;
   }
@@ -239,8 +241,8 @@ class NbdBackend final : public BlockBackend {
       }
       if (draining_.empty()) break;
       if (now >= wait_until) {
-        return absl::UnavailableError(absl::StrCat(what, " on ", options_.uri,
-                                                   ": held back: an earlier request in doubt may still land"));
+        return absl::UnavailableError(
+            absl::StrCat(what, " on ", options_.uri, ": held back: an earlier request in doubt may still land"));
       }
       fence_mu_.Unlock();
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -270,9 +272,8 @@ class NbdBackend final : public BlockBackend {
       absl::Status s =
           h != nullptr ? LastError(absl::StrCat(what, " on ", options_.uri)) : absl::UnavailableError("no connection");
       const bool timed_out = std::exchange(t_request_timed_out, false);
-      const bool connection_lost = h == nullptr || timed_out || nbd_aio_is_dead(h) == 1 ||
-                                   nbd_aio_is_closed(h) == 1 || err == ENOTCONN || err == ESHUTDOWN ||
-                                   err == ECONNRESET || err == EPIPE;
+      const bool connection_lost = h == nullptr || timed_out || nbd_aio_is_dead(h) == 1 || nbd_aio_is_closed(h) == 1 ||
+                                   err == ENOTCONN || err == ESHUTDOWN || err == ECONNRESET || err == EPIPE;
       if (!connection_lost) return s;  // a plain I/O error from the remote server
       TMEM_LOG_RATE_LIMITED(Warning) << "connection " << i << " to " << options_.uri << " is gone (" << s
                                      << "); reconnecting";

@@ -119,8 +119,8 @@ absl::Status WritePath::WaitForRoom(uint64_t generation, RoomWait* wait) {
   const int64_t stuck_ms = (c_.clock->NowNanos() - wait->since_ns) / 1'000'000;
   std::string why;
   if (since != 0 && failing_ms >= c_.options.full_write_timeout_ms) {
-    why = absl::StrCat("the cache is full and writing back to ", c_.backing->Describe(), " has failed for ",
-                       failing_ms, " ms; nothing was written");
+    why = absl::StrCat("the cache is full and writing back to ", c_.backing->Describe(), " has failed for ", failing_ms,
+                       " ms; nothing was written");
   } else if (stuck_ms >= c_.options.full_write_timeout_ms &&
              c_.migrated_seq.load(std::memory_order_acquire) == wait->migrated_seq) {
     why = absl::StrCat("the cache is full and writing back to ", c_.backing->Describe(), " made no progress for ",

@@ -16,8 +16,7 @@ uint64_t CounterWindow::Observe(uint64_t cumulative) {
   return cumulative - samples_.front().second;
 }
 
-HealthProbe HungIoProbe(const io::MonitoredDevice* device, std::string what, const HealthLimits& limits,
-                        Clock* clock) {
+HealthProbe HungIoProbe(const io::MonitoredDevice* device, std::string what, const HealthLimits& limits, Clock* clock) {
   const int64_t deadline_ns = limits.io_deadline_ms * 1'000'000;
   return [device, what = std::move(what), deadline_ns]() -> std::string {
     const int64_t age = device->OldestInFlightNanos();
@@ -55,13 +54,14 @@ HealthProbe CounterIncreaseProbe(std::function<uint64_t()> counter, std::string 
 
 std::vector<HealthProbe> PagePoolProbes(const pool::PoolEngine* engine, const io::MonitoredDevice* device,
                                         const HealthLimits& limits, Clock* clock) {
-  return {HungIoProbe(device, "page device", limits, clock), IoErrorProbe(device, "page device", limits, clock),
-          CounterIncreaseProbe([engine] { return engine->counters().puts_dropped_no_room.load(std::memory_order_relaxed); },
-                               "puts dropped: no room in the page log within pool.put_wait_ms", limits, clock),
-          [engine]() -> std::string {
-            absl::Status s = engine->page_index_error();
-            return s.ok() ? std::string() : std::string(s.message());
-          }};
+  return {
+      HungIoProbe(device, "page device", limits, clock), IoErrorProbe(device, "page device", limits, clock),
+      CounterIncreaseProbe([engine] { return engine->counters().puts_dropped_no_room.load(std::memory_order_relaxed); },
+                           "puts dropped: no room in the page log within pool.put_wait_ms", limits, clock),
+      [engine]() -> std::string {
+        absl::Status s = engine->page_index_error();
+        return s.ok() ? std::string() : std::string(s.message());
+      }};
 }
 
 std::vector<HealthProbe> CachedExportProbes(const std::string& name, blockcache::BlockCache* cache,

@@ -28,18 +28,18 @@
 #include "common/clock.h"
 #include "common/mutex.h"
 #include "common/stats.h"
-#include "server/grpc/health_service.h"
 #include "server/blockcache/block_cache.h"
+#include "server/grpc/health_service.h"
 #include "server/io/monitored_device.h"
 #include "server/pool/pool_engine.h"
 
 namespace tmem::grpc_service {
 
 struct HealthLimits {
-  int64_t interval_ms = 1000;      // health.check_interval_ms
-  int64_t io_deadline_ms = 5000;   // health.io_deadline_ms: an I/O in flight this long is hung
+  int64_t interval_ms = 1000;       // health.check_interval_ms
+  int64_t io_deadline_ms = 5000;    // health.io_deadline_ms: an I/O in flight this long is hung
   uint64_t io_error_threshold = 8;  // health.io_error_threshold: this many errors in a window
-  int64_t window_ms = 10000;       // health.window_ms
+  int64_t window_ms = 10000;        // health.window_ms
 };
 
 // "" when the service can serve, else the reason it cannot.

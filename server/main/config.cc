@@ -84,8 +84,8 @@ Table<Config>* BuildConfigSettings() {
            "How often each service's health is decided (grpc.health.v1, tmemctl info, tmem_service_serving).")
       .Int("health.io_deadline_ms", "health-io-deadline-ms", &Config::health_io_deadline_ms, 1, 3'600'000,
            "A device I/O in flight this long is hung: its service turns NOT_SERVING until it completes.")
-      .Int("health.io_error_threshold", "health-io-error-threshold", &Config::health_io_error_threshold, 1,
-           1'000'000, "This many device I/O errors within health.window_ms turn the service NOT_SERVING.")
+      .Int("health.io_error_threshold", "health-io-error-threshold", &Config::health_io_error_threshold, 1, 1'000'000,
+           "This many device I/O errors within health.window_ms turn the service NOT_SERVING.")
       .Int("health.window_ms", "health-window-ms", &Config::health_window_ms, 100, 3'600'000,
            "Errors and dropped puts count over this window; a service serves again once a whole window "
            "passed without them.")

@@ -61,8 +61,8 @@ struct Config {
     uint64_t size_bytes = 0;  // a file backend that does not exist is created this large
     bool read_only = false;
     std::string description;
-    std::string tls = "optional";    // require: TLS-only export (before STARTTLS only ABORT and STARTTLS)
-    std::vector<std::string> allow;  // tenants that may open it: "NAME", "NAME:ro", "*", "*:ro"
+    std::string tls = "optional";                // require: TLS-only export (before STARTTLS only ABORT and STARTTLS)
+    std::vector<std::string> allow;              // tenants that may open it: "NAME", "NAME:ro", "*", "*:ro"
     int64_t backend_request_timeout_ms = 30000;  // nbd:// backends: a request with no reply
     int64_t backend_fence_timeout_ms = 60000;    // nbd:// backends: a dead connection's write in doubt
     // A writeback cache in front of the backend (docs/blockcache.md). Empty device = no cache.

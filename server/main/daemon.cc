@@ -4,6 +4,8 @@
 // buffered page and index entry is written and the stop is marked clean (exit 0).
 //
 // Exit status: 0 clean stop, 1 failed to start or to stop cleanly, 2 bad command line or config.
+#include "server/main/daemon.h"
+
 #include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/tls_certificate_provider.h>
@@ -40,7 +42,6 @@
 #include "server/io/monitored_device.h"
 #include "server/log/segment_log.h"
 #include "server/main/config.h"
-#include "server/main/daemon.h"
 #include "server/metrics/metrics.h"
 #include "server/nbd/nbd_server.h"
 #include "server/pool/pool_engine.h"
@@ -268,9 +269,9 @@ int Run(const Config& c, const DaemonHooks& hooks) {
   if (!c.exports.empty()) {
     std::vector<std::unique_ptr<nbd::Export>> exports;
     for (const Config::ExportConfig& x : c.exports) {
-      auto opened = backend::OpenBackend(x.backend, x.read_only, x.size_bytes,
-                                         {.request_timeout_ms = x.backend_request_timeout_ms,
-                                          .fence_timeout_ms = x.backend_fence_timeout_ms});
+      auto opened = backend::OpenBackend(
+          x.backend, x.read_only, x.size_bytes,
+          {.request_timeout_ms = x.backend_request_timeout_ms, .fence_timeout_ms = x.backend_fence_timeout_ms});
       if (!opened.ok()) {
         TMEM_LOG(Error) << "export " << x.name << ": " << opened.status().message();
         return 1;

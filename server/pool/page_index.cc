@@ -1,8 +1,5 @@
 #include "server/pool/page_index.h"
 
-#include <cstdarg>
-#include <cstdio>
-
 #include <rocksdb/cache.h>
 #include <rocksdb/compaction_filter.h>
 #include <rocksdb/db.h>
@@ -12,6 +9,9 @@
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
+
+#include <cstdarg>
+#include <cstdio>
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
@@ -98,11 +98,11 @@ class PageIndex::ErrorListener final : public rocksdb::EventListener {
   explicit ErrorListener(PageIndex* index) : index_(index) {}
   void OnBackgroundError(rocksdb::BackgroundErrorReason reason, rocksdb::Status* error) override {
     if (error == nullptr || error->ok()) return;
-    static constexpr const char* kReasons[] = {"flush", "compaction", "write", "memtable", "manifest write",
-                                               "flush (no WAL)", "manifest write (no WAL)"};
+    static constexpr const char* kReasons[] = {
+        "flush", "compaction", "write", "memtable", "manifest write", "flush (no WAL)", "manifest write (no WAL)"};
     const auto r = static_cast<size_t>(reason);
-    index_->RecordError(absl::StrCat(r < std::size(kReasons) ? kReasons[r] : "background work", ": ",
-                                     error->ToString()));
+    index_->RecordError(
+        absl::StrCat(r < std::size(kReasons) ? kReasons[r] : "background work", ": ", error->ToString()));
   }
   void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason, rocksdb::Status, bool* auto_recovery) override {
     if (auto_recovery != nullptr) *auto_recovery = false;

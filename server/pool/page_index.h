@@ -121,7 +121,7 @@ class PageIndex {
   rocksdb::ColumnFamilyHandle* pages_cf_ = nullptr;  // owned by db_
 
   mutable Mutex error_mu_;
-  CondVar error_cv_;  // an error was recorded, or the index is closing
+  CondVar error_cv_;                              // an error was recorded, or the index is closing
   std::string error_ ABSL_GUARDED_BY(error_mu_);  // empty: none
   bool closing_ ABSL_GUARDED_BY(error_mu_) = false;
   std::atomic<bool> has_error_{false};  // !error_.empty(), for the put path (release/acquire)

@@ -413,7 +413,8 @@ size_t PoolEngine::PutLocked(Pool& pool, std::span<const PagePut> pages, std::sp
       value = absl::UnavailableError("no room in the page log within pool.put_wait_ms");
     } else if (!pool.usage->Admit(log_->reclaimed_seq(), p.page.size())) {
       // Past its owner's share of the log, a put is dropped (the older version goes too).
-      value = absl::ResourceExhaustedError(absl::StrCat("tenant '", pool.info.tenant, "' holds its share of the page log"));
+      value =
+          absl::ResourceExhaustedError(absl::StrCat("tenant '", pool.info.tenant, "' holds its share of the page log"));
     } else {
       value = AppendPage(pool.info.id, p.object, p.index, p.page, no_room_generation);
       // No room now: stop here; the caller waits without the stripes and comes back for the rest.

@@ -296,7 +296,7 @@ class PoolEngine {
   Mutex failed_mu_;
   std::vector<std::string> failed_keys_ ABSL_GUARDED_BY(failed_mu_);
   std::set<PoolId> failed_pools_ ABSL_GUARDED_BY(failed_mu_);  // past kMaxFailedDeletes keys
-  std::atomic<bool> failed_deletes_{false};                       // either is non-empty
+  std::atomic<bool> failed_deletes_{false};                    // either is non-empty
 };
 
 // For the engine's own .cc files: every public operation starts with it (ops_mu_ shared for the
