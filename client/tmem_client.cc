@@ -79,7 +79,6 @@ struct TmemClient::Server {
   // No stream is opened before this; the wait doubles while the server stays unreachable.
   std::chrono::steady_clock::time_point next_connect ABSL_GUARDED_BY(mu);
   int64_t backoff_ms ABSL_GUARDED_BY(mu) = 0;
-  std::atomic<uint64_t> next_stream{0};  // streams are taken in turn by calls
 };
 
 namespace {
@@ -352,9 +351,11 @@ absl::StatusOr<bool> TmemClient::Get(PoolRef ref, std::string_view object, uint6
   return hits[0];
 }
 
-// The parts of one batch: the pages bound for one server. A part travels on one stream (taken
-// in turn), its chunks in order, so the server runs a batch's operations in the caller's order;
-// separate calls are ordered by their callers, who wait for each call to return.
+// The parts of one batch: the pages bound for one server and one of its streams. A handle's
+// operations always travel on the same stream (chosen by its object key), in order, so the
+// server runs them in the caller's order — also a put whose reply came too late (the caller
+// counted it dropped) before the next put of that handle; separate calls are ordered by their
+// callers, who wait for each call to return.
 struct TmemClient::Part {
   size_t server = 0;
   size_t stream = 0;
@@ -364,16 +365,17 @@ struct TmemClient::Part {
 std::vector<TmemClient::Part> TmemClient::Split(const Pool& pool, size_t count,
                                                 const std::function<std::string_view(size_t)>& object) const {
   const size_t streams = static_cast<size_t>(options_.streams_per_server);
-  std::vector<size_t> where(servers_.size(), SIZE_MAX);
+  std::vector<size_t> where(servers_.size() * streams, SIZE_MAX);
   std::vector<Part> parts;
   for (size_t i = 0; i < count; ++i) {
     const size_t server = servers_.size() == 1 ? 0 : ServerForKey(pool.hash_key, object(i));
-    if (where[server] == SIZE_MAX) {
-      where[server] = parts.size();
-      const size_t stream = servers_[server]->next_stream.fetch_add(1, std::memory_order_relaxed) % streams;
+    const size_t stream = streams == 1 ? 0 : std::hash<std::string_view>()(object(i)) % streams;
+    size_t& at = where[server * streams + stream];
+    if (at == SIZE_MAX) {
+      at = parts.size();
       parts.push_back({server, stream, {}});
     }
-    parts[where[server]].items.push_back(i);
+    parts[at].items.push_back(i);
   }
   return parts;
 }
@@ -410,6 +412,7 @@ absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {
       const PagePut& p = pages[items[k]];
       DeferFlush(s, {DeferredFlush::Kind::kPage, ref, std::string(p.object), p.index});
     }
+    counters_.flushes_deferred.fetch_add(end - at, std::memory_order_relaxed);
   };
   for (const Part& part : parts) {
     Server& s = *servers_[part.server];
@@ -525,7 +528,6 @@ void TmemClient::DeferFlush(Server& s, DeferredFlush flush) {
     return;  // the pool's flush at the end covers it
   }
   s.deferred.push_back(std::move(flush));
-  counters_.flushes_deferred.fetch_add(1, std::memory_order_relaxed);
 }
 
 absl::Status TmemClient::Invalidate(DeferredFlush flush) {
@@ -542,7 +544,7 @@ absl::Status TmemClient::Invalidate(DeferredFlush flush) {
     {
       // Queue it, then let Prepare deliver it with anything queued before it.
       MutexLock lock(&s->mu);
-      s->deferred.push_back(flush);
+      DeferFlush(*s, flush);
     }
     if (!Prepare(*s, *pool).ok()) counters_.flushes_deferred.fetch_add(1, std::memory_order_relaxed);
   }

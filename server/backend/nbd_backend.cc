@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <memory>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -82,9 +83,16 @@ class NbdBackend final : public BlockBackend {
   }
   absl::Status Pwrite(const void* buf, uint32_t len, uint64_t offset, bool fua) override {
     const uint32_t flags = fua && caps_.fua ? LIBNBD_CMD_FLAG_FUA : 0;
-    absl::Status s = Run("pwrite", kWrite, [&](nbd_handle* h) {
-      return Await(h, nbd_aio_pwrite(h, buf, len, offset, NBD_NULL_COMPLETION, flags));
-    });
+    // libnbd reads the payload until the command completes, which for a request cut off by its
+    // timeout is after this call returned: the fence keeps this copy alive as long as the handle.
+    auto payload = std::make_shared<std::vector<uint8_t>>(static_cast<const uint8_t*>(buf),
+                                                          static_cast<const uint8_t*>(buf) + len);
+    absl::Status s = Run(
+        "pwrite", kWrite,
+        [&](nbd_handle* h) {
+          return Await(h, nbd_aio_pwrite(h, payload->data(), len, offset, NBD_NULL_COMPLETION, flags));
+        },
+        payload);
     if (s.ok() && fua && !caps_.fua) return Flush();
     return s;
   }
@@ -182,8 +190,10 @@ class NbdBackend final : public BlockBackend {
 
   // Runs `op` on a free handle; a dead connection is replaced and the request tried once more
   // (a write-type request only when it cannot have reached the server: see RunOn).
+  // `payload`: what a write-type request sends, kept alive with its handle if the request is
+  // cut off (libnbd may still be sending it).
   template <typename Op>
-  absl::Status Run(const char* what, Kind kind, Op op) {
+  absl::Status Run(const char* what, Kind kind, Op op, std::shared_ptr<const void> payload = nullptr) {
     size_t i;
     {
       MutexLock lock(&mu_);
@@ -191,7 +201,7 @@ class NbdBackend final : public BlockBackend {
       i = free_.back();
       free_.pop_back();
     }
-    absl::Status s = RunOn(i, what, kind, op);
+    absl::Status s = RunOn(i, what, kind, op, std::move(payload));
     MutexLock lock(&mu_);
     free_.push_back(i);
     free_cv_.SignalAll();
@@ -209,13 +219,29 @@ class NbdBackend final : public BlockBackend {
   struct Draining {
     nbd_handle* h;
     std::chrono::steady_clock::time_point since;
+    std::shared_ptr<const void> payload;  // freed after nbd_close(h)
   };
 
   absl::Status AwaitFence(const char* what) ABSL_LOCKS_EXCLUDED(fence_mu_) {
     if (!fenced_.load(std::memory_order_acquire)) return absl::OkStatus();
     MutexLock lock(&fence_mu_);
     const auto wait_until = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.fence_wait_ms);
-    while (!draining_.empty()) {
+    while (!DrainLocked()) {
+      if (std::chrono::steady_clock::now() >= wait_until) {
+        return absl::UnavailableError(
+            absl::StrCat(what, " on ", options_.uri, ": held back: an earlier request in doubt may still land"));
+      }
+      fence_mu_.Unlock();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      fence_mu_.Lock();
+    }
+    return absl::OkStatus();
+  }
+
+  // One look at the connections behind the fence, without blocking: closes those that settled;
+  // true (and the fence lifted) once none is left.
+  bool DrainLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(fence_mu_) {
+    {
       const auto now = std::chrono::steady_clock::now();
       for (auto it = draining_.begin(); it != draining_.end();) {
         nbd_handle* h = it->h;
@@ -239,31 +265,24 @@ class NbdBackend final : public BlockBackend {
         if (nbd_aio_is_dead(h) != 1) nbd_poll(h, 0);  // let the DISC go out and the close come in
         ++it;
       }
-      if (draining_.empty()) break;
-      if (now >= wait_until) {
-        return absl::UnavailableError(
-            absl::StrCat(what, " on ", options_.uri, ": held back: an earlier request in doubt may still land"));
-      }
-      fence_mu_.Unlock();
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      fence_mu_.Lock();
     }
+    if (!draining_.empty()) return false;
     fenced_.store(false, std::memory_order_release);
-    return absl::OkStatus();
+    return true;
   }
 
   // Puts `h`, whose write-type request got no reply, behind the fence (it owns `h` from now).
-  void Fence(nbd_handle* h) ABSL_LOCKS_EXCLUDED(fence_mu_) {
+  void Fence(nbd_handle* h, std::shared_ptr<const void> payload) ABSL_LOCKS_EXCLUDED(fence_mu_) {
     MutexLock lock(&fence_mu_);
     if (nbd_aio_is_dead(h) != 1 && nbd_aio_is_closed(h) != 1) nbd_aio_disconnect(h, 0);
-    draining_.push_back(Draining{h, std::chrono::steady_clock::now()});
+    draining_.push_back(Draining{h, std::chrono::steady_clock::now(), std::move(payload)});
     fences_.fetch_add(1, std::memory_order_relaxed);
     fenced_.store(true, std::memory_order_release);
   }
 
   // The caller has borrowed handle `i`: no other thread uses or replaces it meanwhile.
   template <typename Op>
-  absl::Status RunOn(size_t i, const char* what, Kind kind, Op op) {
+  absl::Status RunOn(size_t i, const char* what, Kind kind, Op op, std::shared_ptr<const void> payload = nullptr) {
     for (int attempt = 0; attempt < 2; ++attempt) {
       if (kind == kWrite) TMEM_RETURN_IF_ERROR(AwaitFence(what));
       nbd_handle* h = all_[i];
@@ -282,7 +301,7 @@ class NbdBackend final : public BlockBackend {
       const bool in_doubt = kind == kWrite && h != nullptr;
       if (in_doubt) {
         all_[i] = nullptr;
-        Fence(h);
+        Fence(h, payload);
       }
       absl::StatusOr<nbd_handle*> fresh = Connect();
       if (!fresh.ok()) {
@@ -303,6 +322,13 @@ class NbdBackend final : public BlockBackend {
  public:
   std::string HealthProblem() const override {
     if (!fenced_.load(std::memory_order_acquire)) return "";
+    // No write may come to lift the fence (a client that stopped writing after its EIO): look
+    // at the connections behind it here too, without waiting for a writer that holds the lock.
+    if (fence_mu_.TryLock()) {
+      const bool lifted = DrainLocked();
+      fence_mu_.Unlock();
+      if (lifted) return "";
+    }
     return absl::StrCat("writes to ", options_.uri,
                         " are held back: an earlier write got no reply and may still land (backend fence)");
   }
@@ -323,11 +349,12 @@ class NbdBackend final : public BlockBackend {
   CondVar free_cv_;
   std::vector<size_t> free_ ABSL_GUARDED_BY(mu_);
   // The fence (AwaitFence). Lock order: a borrowed handle, then fence_mu_ (a leaf besides libnbd).
-  Mutex fence_mu_;
-  std::vector<Draining> draining_ ABSL_GUARDED_BY(fence_mu_);
-  std::atomic<bool> fenced_{false};  // !draining_.empty(), for the fast path
+  // Mutable: the health probe (const) may lift the fence.
+  mutable Mutex fence_mu_;
+  mutable std::vector<Draining> draining_ ABSL_GUARDED_BY(fence_mu_);
+  mutable std::atomic<bool> fenced_{false};  // !draining_.empty(), for the fast path
   std::atomic<uint64_t> fences_{0};
-  std::atomic<uint64_t> fence_expired_{0};
+  mutable std::atomic<uint64_t> fence_expired_{0};
 };
 
 }  // namespace

@@ -64,6 +64,7 @@ struct CacheCounters {
   std::atomic<uint64_t> read_hits{0}, read_misses{0}, read_promotions{0}, write_lines{0};
   std::atomic<uint64_t> flushes{0}, syncs{0}, migrated_lines{0}, migrated_bytes{0}, migration_errors{0};
   std::atomic<uint64_t> copied_forward_lines{0}, ram_mismatches{0}, full_write_failures{0};
+  std::atomic<uint64_t> written_back_bytes{0};  // as each write-back write succeeds (before its commit)
   std::atomic<uint64_t> recovered_segments{0}, recovered_lines{0}, recovery_torn_pages{0};
   LatencyHistogram flush_latency;
 };

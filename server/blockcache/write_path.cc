@@ -103,11 +103,17 @@ void WritePath::Publish(LineIndex::Stripe& s, uint64_t first, size_t n, const lo
   c_.NoteForegroundIo();
 }
 
+uint64_t WritePath::MigrationProgress() const {
+  return c_.migrated_seq.load(std::memory_order_acquire) +
+         c_.counters.written_back_bytes.load(std::memory_order_relaxed) +
+         c_.counters.copied_forward_lines.load(std::memory_order_relaxed);
+}
+
 absl::Status WritePath::WaitForRoom(uint64_t generation, RoomWait* wait) {
   const int64_t now = c_.clock->NowNanos();
-  const uint64_t migrated = c_.migrated_seq.load(std::memory_order_acquire);
-  if (wait->since_ns == 0 || migrated != wait->migrated_seq) {
-    *wait = RoomWait{now, migrated};  // first wait, or migration moved: the store works
+  const uint64_t progress = MigrationProgress();
+  if (wait->since_ns == 0 || progress != wait->progress) {
+    *wait = RoomWait{now, progress};  // first wait, or write-back moved: the store works
   }
   if (c_.log->WaitForProgress(generation, std::chrono::steady_clock::now() + std::chrono::seconds(1))) {
     return absl::OkStatus();
@@ -121,8 +127,7 @@ absl::Status WritePath::WaitForRoom(uint64_t generation, RoomWait* wait) {
   if (since != 0 && failing_ms >= c_.options.full_write_timeout_ms) {
     why = absl::StrCat("the cache is full and writing back to ", c_.backing->Describe(), " has failed for ", failing_ms,
                        " ms; nothing was written");
-  } else if (stuck_ms >= c_.options.full_write_timeout_ms &&
-             c_.migrated_seq.load(std::memory_order_acquire) == wait->migrated_seq) {
+  } else if (stuck_ms >= c_.options.full_write_timeout_ms && MigrationProgress() == wait->progress) {
     why = absl::StrCat("the cache is full and writing back to ", c_.backing->Describe(), " made no progress for ",
                        stuck_ms, " ms; nothing was written");
   } else {

@@ -58,9 +58,12 @@ class WritePath {
                uint8_t mask, const uint8_t* data) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.write_mu);
   // One write's wait for room: since when, and where migration stood then.
   struct RoomWait {
-    int64_t since_ns = 0;  // 0: not waiting yet
-    uint64_t migrated_seq = 0;
+    int64_t since_ns = 0;   // 0: not waiting yet
+    uint64_t progress = 0;  // MigrationProgress() then
   };
+  // Moves whenever write-back gets anything done: a write to the store, a line copied forward,
+  // a committed batch.
+  uint64_t MigrationProgress() const;
   // After an append found the log full: waits, with no lock held, for the log to make progress
   // (up to a second; the caller retries). Unavailable once write-back has failed for
   // full_write_timeout_ms, or once this write waited that long while migration moved nothing

@@ -83,6 +83,16 @@ class GrpcServiceTest : public ::testing::Test {
     EXPECT_EQ(resp.instance_id(), engine_->instance_id());
     return resp.results(0).hit() ? resp.results(0).data() : "";
   }
+  // Opens a Session stream on `ctx` and sends one op (a flush of `pool`), which it answers.
+  std::unique_ptr<::grpc::ClientReaderWriter<tmem::v1::SessionRequest, tmem::v1::SessionResponse>> OpenSession(
+      ::grpc::ClientContext& ctx, uint32_t pool) {
+    auto stream = pool_stub_->Session(&ctx);
+    tmem::v1::SessionRequest r;
+    r.set_op_id(1);
+    r.mutable_flush_pool()->set_pool_id(pool);
+    stream->Write(r);
+    return stream;
+  }
 
   EngineHarness harness_;
   pool::PoolEngine* engine_ = nullptr;
@@ -268,14 +278,7 @@ TEST_F(GrpcServiceTest, BadRequestsGetClearStatusesAndChangeNothing) {
 
 TEST_F(GrpcServiceTest, ATenantsSessionStreamsAreBoundedAndAClosedOneFreesItsPlace) {
   const uint32_t pool = Shared(9);
-  auto open = [&](::grpc::ClientContext& ctx) {
-    auto stream = pool_stub_->Session(&ctx);
-    tmem::v1::SessionRequest r;
-    r.set_op_id(1);
-    r.mutable_flush_pool()->set_pool_id(pool);
-    stream->Write(r);
-    return stream;
-  };
+  auto open = [&](::grpc::ClientContext& ctx) { return OpenSession(ctx, pool); };
   ::grpc::ClientContext c1, c2, c3;
   auto s1 = open(c1), s2 = open(c2);
   tmem::v1::SessionResponse resp;
@@ -299,14 +302,7 @@ TEST_F(GrpcServiceTest, ATenantsSessionStreamsAreBoundedAndAClosedOneFreesItsPla
 
 TEST_F(GrpcServiceTest, AStopCancelsOpenSessionStreamsAtOnceAndRefusesNewOnes) {
   const uint32_t pool = Shared(10);
-  auto open = [&](::grpc::ClientContext& ctx) {
-    auto stream = pool_stub_->Session(&ctx);
-    tmem::v1::SessionRequest r;
-    r.set_op_id(1);
-    r.mutable_flush_pool()->set_pool_id(pool);
-    stream->Write(r);
-    return stream;
-  };
+  auto open = [&](::grpc::ClientContext& ctx) { return OpenSession(ctx, pool); };
   ::grpc::ClientContext c1;
   auto s1 = open(c1);
   tmem::v1::SessionResponse resp;

@@ -13,6 +13,7 @@
 #include "common/stats_testing.h"
 #include "proto/tmem.grpc.pb.h"
 #include "server/grpc/admin_service.h"
+#include "server/grpc/health_testing.h"
 #include "server/pool/pool_test_util.h"
 
 namespace tmem::grpc_service {
@@ -112,16 +113,7 @@ class PageServiceHealthTest : public ::testing::Test {
     health_.Shutdown();
     server_->Shutdown();
   }
-  std::string Check(const std::string& service) {
-    ::grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    HealthCheckRequest req;
-    req.set_service(service);
-    HealthCheckResponse resp;
-    ::grpc::Status s = stub_->Check(&ctx, req, &resp);
-    if (!s.ok()) return "error " + s.error_message();
-    return HealthCheckResponse::ServingStatus_Name(resp.status());
-  }
+  std::string Check(const std::string& service) { return testing::CheckHealth(*stub_, service); }
   // Asks until the answer is `want` (true) or 20 s passed (false); *took_ms: how long.
   bool Await(const std::string& service, const std::string& want, int64_t* took_ms = nullptr) {
     const auto t0 = std::chrono::steady_clock::now();

@@ -9,6 +9,8 @@
 #include <string>
 #include <thread>
 
+#include "server/grpc/health_testing.h"
+
 namespace tmem::grpc_service {
 namespace {
 
@@ -33,17 +35,7 @@ class HealthServiceTest : public ::testing::Test {
     server_->Shutdown();
   }
   // The status Check answers, or the gRPC error code's name.
-  std::string Check(const std::string& service) {
-    ::grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    HealthCheckRequest req;
-    req.set_service(service);
-    HealthCheckResponse resp;
-    ::grpc::Status s = stub_->Check(&ctx, req, &resp);
-    if (s.error_code() == ::grpc::StatusCode::NOT_FOUND) return "NOT_FOUND";
-    if (!s.ok()) return "error " + s.error_message();
-    return HealthCheckResponse::ServingStatus_Name(resp.status());
-  }
+  std::string Check(const std::string& service) { return testing::CheckHealth(*stub_, service); }
 
   HealthService health_{/*max_watchers=*/2};
   std::unique_ptr<::grpc::Server> server_;

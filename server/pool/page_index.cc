@@ -115,6 +115,7 @@ class PageIndex::ErrorListener final : public rocksdb::EventListener {
 void PageIndex::RecordError(const std::string& what) {
   MutexLock lock(&error_mu_);
   errors_seen_.fetch_add(1, std::memory_order_relaxed);
+  ++error_generation_;
   if (error_.empty()) {
     TMEM_LOG(Error) << "page index (RocksDB) stopped writes: " << what;
   }
@@ -131,10 +132,17 @@ absl::Status PageIndex::background_error() const {
 }
 
 absl::Status PageIndex::ResumeNow() {
+  uint64_t generation;
+  {
+    MutexLock lock(&error_mu_);
+    generation = error_generation_;
+  }
   resumes_.fetch_add(1, std::memory_order_relaxed);
   const rocksdb::Status s = db_->Resume();
   if (!s.ok()) return FromRocks(s, "resume");
   MutexLock lock(&error_mu_);
+  // An error recorded while Resume ran (work it restarted met the full disk again) stays.
+  if (error_generation_ != generation) return absl::UnavailableError("a new background error came during the resume");
   if (!error_.empty()) {
     TMEM_LOG(Info) << "page index (RocksDB) resumed after: " << error_;
   }

@@ -121,8 +121,9 @@ class PageIndex {
   rocksdb::ColumnFamilyHandle* pages_cf_ = nullptr;  // owned by db_
 
   mutable Mutex error_mu_;
-  CondVar error_cv_;                              // an error was recorded, or the index is closing
-  std::string error_ ABSL_GUARDED_BY(error_mu_);  // empty: none
+  CondVar error_cv_;                                          // an error was recorded, or the index is closing
+  std::string error_ ABSL_GUARDED_BY(error_mu_);              // empty: none
+  uint64_t error_generation_ ABSL_GUARDED_BY(error_mu_) = 0;  // errors recorded so far
   bool closing_ ABSL_GUARDED_BY(error_mu_) = false;
   std::atomic<bool> has_error_{false};  // !error_.empty(), for the put path (release/acquire)
   std::atomic<uint64_t> errors_seen_{0};

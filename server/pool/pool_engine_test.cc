@@ -1014,6 +1014,7 @@ TEST(PoolEngineTest, WithTheDeviceHungPutsAreDroppedWithinTheBoundAndPagesInRamS
   PoolEngine& e = h.Open();
   const PoolId p = *e.CreatePool(4096);
   Put(e, p, kObj, 0, 1);  // in the open write buffer
+  Put(e, p, kObj, 1000, 1);
   h.device().StallWrites([](uint64_t, size_t) { return true; });
   // More than every write buffer holds: the flushers hang in their writes, then puts find no room.
   int64_t slowest_ms = 0;
@@ -1033,9 +1034,12 @@ TEST(PoolEngineTest, WithTheDeviceHungPutsAreDroppedWithinTheBoundAndPagesInRamS
   std::vector<uint8_t> out;
   EXPECT_EQ(Get(e, p, kObj, 0, &out), GetOutcome::kHit);
   EXPECT_EQ(VersionOf(out, p, kObj, 0), 1);
-  // A dropped put left no older version behind: the last page put was dropped, and misses.
-  Put(e, p, kObj, 299, 2);
-  EXPECT_EQ(Get(e, p, kObj, 299, &out), GetOutcome::kMiss);
+  // A dropped put leaves no older version behind: handle 1000 holds version 1 (in RAM); its
+  // put of version 2 finds no room and is dropped; a get then misses, never returns version 1.
+  const uint64_t before = e.counters().puts_dropped_no_room.load();
+  Put(e, p, kObj, 1000, 2);
+  ASSERT_EQ(e.counters().puts_dropped_no_room.load(), before + 1) << "the put was not dropped";
+  EXPECT_EQ(Get(e, p, kObj, 1000, &out), GetOutcome::kMiss);
   h.device().ReleaseStalledWrites();
   // Once the device answers again, puts are stored.
   ASSERT_TRUE(e.segment_log().FlushAll().ok());
@@ -1050,7 +1054,11 @@ TEST(PoolEngineTest, WithTheDeviceHungPutsAreDroppedWithinTheBoundAndPagesInRamS
 
 TEST(PoolEngineTest, APutWaitingForRoomHoldsNoLockAGetOfTheSameHandleNeeds) {
   EngineHarness h;
-  h.set_customize([](EngineOptions& o) { o.put_wait_ms = 60'000; });
+  // One stripe for every handle: a put that waited holding any stripe would block every get.
+  h.set_customize([](EngineOptions& o) {
+    o.put_wait_ms = 60'000;
+    o.lock_stripes = 1;
+  });
   PoolEngine& e = h.Open();
   const PoolId p = *e.CreatePool(4096);
   Put(e, p, kObj, 0, 1);
