@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/stats.h"
+#include "server/io/io_watch.h"
 
 namespace tmem::backend {
 
@@ -79,6 +80,11 @@ class BlockBackend {
   virtual void VisitStats(StatsVisitor& visitor, const StatLabels& labels) const {}
   // Why the backend cannot serve now ("" while it can), for the export's health.
   virtual std::string HealthProblem() const { return ""; }
+  // A stop has begun: calls waiting for room (a full cache) give up with an error now instead
+  // of holding the stop. Calls that do not wait are unaffected.
+  virtual void CancelWaits() {}
+  // Its I/O, watched for health (hung or failing operations), or null when it keeps no watch.
+  virtual const io::IoWatch* io_watch() const { return nullptr; }
 };
 
 // Zero's fallback for backends that cannot zero natively: writes zeros through Pwrite, 1 MiB

@@ -27,7 +27,42 @@ class FileBackend final : public BlockBackend {
     return {.flush = true, .fua = true, .trim = true, .zero = true, .multi_conn = true, .read_only = read_only_};
   }
 
+  const io::IoWatch* io_watch() const override { return &watch_; }
+
+  // Each operation is watched (io_watch): its duration while in flight, and its failure.
   absl::Status Pread(void* buf, uint32_t len, uint64_t offset) override {
+    io::IoScope scope(&watch_);
+    absl::Status s = DoPread(buf, len, offset);
+    scope.Done(s.ok());
+    return s;
+  }
+  absl::Status Pwrite(const void* buf, uint32_t len, uint64_t offset, bool fua) override {
+    io::IoScope scope(&watch_);
+    absl::Status s = DoPwrite(buf, len, offset, fua);
+    scope.Done(s.ok());
+    return s;
+  }
+  absl::Status Flush() override {
+    io::IoScope scope(&watch_);
+    absl::Status s = DoFlush();
+    scope.Done(s.ok());
+    return s;
+  }
+  absl::Status Trim(uint64_t offset, uint64_t len, bool fua) override {
+    io::IoScope scope(&watch_);
+    absl::Status s = DoTrim(offset, len, fua);
+    scope.Done(s.ok());
+    return s;
+  }
+  absl::Status Zero(uint64_t offset, uint64_t len, bool may_trim, bool fua) override {
+    io::IoScope scope(&watch_);
+    absl::Status s = DoZero(offset, len, may_trim, fua);
+    scope.Done(s.ok());
+    return s;
+  }
+
+ private:
+  absl::Status DoPread(void* buf, uint32_t len, uint64_t offset) {
     auto* p = static_cast<uint8_t*>(buf);
     while (len > 0) {
       ssize_t n = ::pread(fd_, p, len, static_cast<off_t>(offset));
@@ -44,7 +79,7 @@ class FileBackend final : public BlockBackend {
     return absl::OkStatus();
   }
 
-  absl::Status Pwrite(const void* buf, uint32_t len, uint64_t offset, bool fua) override {
+  absl::Status DoPwrite(const void* buf, uint32_t len, uint64_t offset, bool fua) {
     const auto* p = static_cast<const uint8_t*>(buf);
     while (len > 0) {
       iovec iov{const_cast<uint8_t*>(p), len};
@@ -58,12 +93,12 @@ class FileBackend final : public BlockBackend {
     return absl::OkStatus();
   }
 
-  absl::Status Flush() override {
+  absl::Status DoFlush() {
     if (::fdatasync(fd_) != 0) return io::ErrnoStatus(errno, absl::StrCat("fdatasync ", path_));
     return absl::OkStatus();
   }
 
-  absl::Status Trim(uint64_t offset, uint64_t len, bool fua) override {
+  absl::Status DoTrim(uint64_t offset, uint64_t len, bool fua) {
     int rc;
     if (block_device_) {
       uint64_t range[2] = {offset, len};
@@ -79,7 +114,7 @@ class FileBackend final : public BlockBackend {
     return fua ? Flush() : absl::OkStatus();
   }
 
-  absl::Status Zero(uint64_t offset, uint64_t len, bool may_trim, bool fua) override {
+  absl::Status DoZero(uint64_t offset, uint64_t len, bool may_trim, bool fua) {
     if (!block_device_) {
       if (may_trim && ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
                                   static_cast<off_t>(len)) == 0) {
@@ -96,9 +131,11 @@ class FileBackend final : public BlockBackend {
     return ZeroByWriting(*this, offset, len, fua);
   }
 
+ public:
   std::string Describe() const override { return absl::StrCat("file:", path_); }
 
  private:
+  io::IoWatch watch_;
   const int fd_;
   const uint64_t size_;
   const bool block_device_;

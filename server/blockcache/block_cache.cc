@@ -267,6 +267,8 @@ BlockCacheStatus BlockCache::status() const {
   return s;
 }
 
+void BlockCache::CancelWaits() { shared_->cancel_waits.store(true, std::memory_order_release); }
+
 void BlockCache::VisitStats(StatsVisitor& v, const StatLabels& labels) const {
   const BlockCacheStatus s = status();
   // The cache device's own log: its I/O errors, CRC failures and free segments, labelled with

@@ -118,6 +118,8 @@ class BlockCache final : public backend::BlockBackend {
   // From the RAM tier only: kWouldWait when a line is not cached or its version not in RAM.
   absl::StatusOr<backend::BufferedOutcome> PreadBuffered(void* buf, uint32_t len, uint64_t offset) override;
   absl::Status Flush() override;
+  // Writers waiting for room answer Unavailable (EIO) within a second (BlockBackend::CancelWaits).
+  void CancelWaits() override;
   absl::Status Trim(uint64_t offset, uint64_t len, bool fua) override;
   absl::Status Zero(uint64_t offset, uint64_t len, bool may_trim, bool fua) override;
   std::string Describe() const override;

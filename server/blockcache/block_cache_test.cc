@@ -524,9 +524,9 @@ struct OverAFailingStore {
   io::MemoryDevice& back_mem = rig.back_mem;
   std::atomic<bool> failing{true};
   std::unique_ptr<BlockCache> cache;
-  OverAFailingStore() {
+  explicit OverAFailingStore(int64_t full_write_timeout_ms = 300) {
     BlockCacheOptions o = rig.o;
-    o.full_write_timeout_ms = 300;
+    o.full_write_timeout_ms = full_write_timeout_ms;
     o.copy_forward = false;
     o.log.flush_deadline_ns = 5'000'000'000;  // segments fill whole even on a slow (sanitized) run
     rig.back_dev.SetFailurePredicate([this](FaultInjectionDevice::Op op, uint64_t, size_t) {
@@ -592,6 +592,43 @@ TEST(BlockCacheTest, AFullCacheOverAHungStoreFailsWritesWithinTheBound) {
   ASSERT_OK(cache->Drain());
   auto data = Random(rng, kLineBytes);
   EXPECT_OK(cache->Pwrite(data.data(), kLineBytes, 0, false));
+}
+
+// A stop must not wait for a write that waits for room: CancelWaits makes it give up at once
+// (within a wait round), with an error, and loses nothing acknowledged.
+TEST(BlockCacheTest, CancelWaitsEndsAWriteWaitingForRoomInAFullCache) {
+  OverAFailingStore f(/*full_write_timeout_ms=*/600'000);
+  ASSERT_NE(f.cache, nullptr);
+  f.failing = false;
+  f.rig.back_dev.StallWrites([](uint64_t, size_t) { return true; });
+  auto& cache = f.cache;
+  std::mt19937_64 rng(13);
+  std::atomic<bool> failed{false};
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    for (int i = 0; i < 5000; ++i) {
+      const uint64_t off = (rng() % (OverAFailingStore::kSize / kLineBytes)) * kLineBytes;
+      auto data = Random(rng, kLineBytes);
+      if (!cache->Pwrite(data.data(), kLineBytes, off, false).ok()) {
+        failed = true;
+        return;
+      }
+      ++written;
+    }
+  });
+  // Until the writer is stuck waiting for room (no write completes for a while).
+  int last = -1;
+  while (written.load() != last && !failed.load()) {
+    last = written.load();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_FALSE(failed.load()) << "the write failed before CancelWaits (full_write_timeout_ms too short?)";
+  const auto t0 = std::chrono::steady_clock::now();
+  cache->CancelWaits();
+  writer.join();
+  EXPECT_TRUE(failed.load());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  f.rig.back_dev.ReleaseStalledWrites();
 }
 
 // A full cache over a store that keeps failing: a write waits for room, then fails with a clear

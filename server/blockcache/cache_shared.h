@@ -104,6 +104,8 @@ struct CacheShared {
   // First migration failure since the last success (0: none); written by the migrator, read by
   // writers waiting for room; relaxed.
   std::atomic<int64_t> migration_failing_since_ns{0};
+  // Set by CancelWaits (a stop): writers waiting for room give up with an error (release/acquire).
+  std::atomic<bool> cancel_waits{false};
 };
 
 // `s`, its message prefixed with `what` (for I/O errors of the backing store or the device).

@@ -110,6 +110,9 @@ uint64_t WritePath::MigrationProgress() const {
 }
 
 absl::Status WritePath::WaitForRoom(uint64_t generation, RoomWait* wait) {
+  if (c_.cancel_waits.load(std::memory_order_acquire)) {
+    return absl::UnavailableError("the cache is full and the server is stopping; nothing was written");
+  }
   const int64_t now = c_.clock->NowNanos();
   const uint64_t progress = MigrationProgress();
   if (wait->since_ns == 0 || progress != wait->progress) {

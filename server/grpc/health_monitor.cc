@@ -16,24 +16,23 @@ uint64_t CounterWindow::Observe(uint64_t cumulative) {
   return cumulative - samples_.front().second;
 }
 
-HealthProbe HungIoProbe(const io::MonitoredDevice* device, std::string what, const HealthLimits& limits, Clock* clock) {
+HealthProbe HungIoProbe(const io::IoWatch* io, std::string what, const HealthLimits& limits, Clock* clock) {
   const int64_t deadline_ns = limits.io_deadline_ms * 1'000'000;
-  return [device, what = std::move(what), deadline_ns]() -> std::string {
-    const int64_t age = device->OldestInFlightNanos();
+  return [io, what = std::move(what), deadline_ns]() -> std::string {
+    const int64_t age = io->OldestInFlightNanos();
     if (age < deadline_ns) return "";
     return absl::StrCat(what, " I/O hung: an operation has been in flight for ", age / 1'000'000,
                         " ms (health.io_deadline_ms ", deadline_ns / 1'000'000, ")");
   };
 }
 
-HealthProbe IoErrorProbe(const io::MonitoredDevice* device, std::string what, const HealthLimits& limits,
-                         Clock* clock) {
+HealthProbe IoErrorProbe(const io::IoWatch* io, std::string what, const HealthLimits& limits, Clock* clock) {
   auto window = std::make_shared<CounterWindow>(clock, limits.window_ms);
-  window->Observe(device->errors());  // errors from now on count
+  window->Observe(io->errors());  // errors from now on count
   const uint64_t threshold = limits.io_error_threshold;
   const int64_t window_ms = limits.window_ms;
-  return [device, what = std::move(what), window, threshold, window_ms]() -> std::string {
-    const uint64_t n = window->Observe(device->errors());
+  return [io, what = std::move(what), window, threshold, window_ms]() -> std::string {
+    const uint64_t n = window->Observe(io->errors());
     if (n < threshold) return "";
     return absl::StrCat(what, " I/O errors: ", n, " in the last ", window_ms, " ms (health.io_error_threshold ",
                         threshold, ")");
@@ -55,7 +54,8 @@ HealthProbe CounterIncreaseProbe(std::function<uint64_t()> counter, std::string 
 std::vector<HealthProbe> PagePoolProbes(const pool::PoolEngine* engine, const io::MonitoredDevice* device,
                                         const HealthLimits& limits, Clock* clock) {
   return {
-      HungIoProbe(device, "page device", limits, clock), IoErrorProbe(device, "page device", limits, clock),
+      HungIoProbe(&device->watch(), "page device", limits, clock),
+      IoErrorProbe(&device->watch(), "page device", limits, clock),
       CounterIncreaseProbe([engine] { return engine->counters().puts_dropped_no_room.load(std::memory_order_relaxed); },
                            "puts dropped: no room in the page log within pool.put_wait_ms", limits, clock),
       [engine]() -> std::string {
@@ -68,13 +68,25 @@ std::vector<HealthProbe> CachedExportProbes(const std::string& name, blockcache:
                                             const io::MonitoredDevice* cache_device, const HealthLimits& limits,
                                             Clock* clock) {
   const std::string what = absl::StrCat("cache device of export ", name);
-  return {HungIoProbe(cache_device, what, limits, clock), IoErrorProbe(cache_device, what, limits, clock),
+  return {HungIoProbe(&cache_device->watch(), what, limits, clock),
+          IoErrorProbe(&cache_device->watch(), what, limits, clock),
           CounterIncreaseProbe([cache] { return cache->status().full_write_failures; },
                                "writes failed: the cache is full and write-back to the store fails", limits, clock),
           [cache]() -> std::string {
             const blockcache::BlockCacheStatus s = cache->status();
             return s.failed ? s.failure : std::string();
           }};
+}
+
+std::vector<HealthProbe> PlainExportProbes(const std::string& name, const backend::BlockBackend* backend,
+                                           const HealthLimits& limits, Clock* clock) {
+  std::vector<HealthProbe> probes = {[backend] { return backend->HealthProblem(); }};
+  if (const io::IoWatch* io = backend->io_watch(); io != nullptr) {
+    const std::string what = absl::StrCat("backing store of export ", name);
+    probes.push_back(HungIoProbe(io, what, limits, clock));
+    probes.push_back(IoErrorProbe(io, what, limits, clock));
+  }
+  return probes;
 }
 
 void HealthMonitor::AddService(const std::string& name, std::vector<HealthProbe> probes) {

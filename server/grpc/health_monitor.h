@@ -28,8 +28,10 @@
 #include "common/clock.h"
 #include "common/mutex.h"
 #include "common/stats.h"
+#include "server/backend/block_backend.h"
 #include "server/blockcache/block_cache.h"
 #include "server/grpc/health_service.h"
+#include "server/io/io_watch.h"
 #include "server/io/monitored_device.h"
 #include "server/pool/pool_engine.h"
 
@@ -58,11 +60,12 @@ class CounterWindow {
   std::deque<std::pair<int64_t, uint64_t>> samples_;  // (time, value), oldest first
 };
 
-// Probes for a device: an operation in flight past the deadline; errors over the threshold in
-// the window. `what` names the device in the reason ("page device", "cache device of export x").
-HealthProbe HungIoProbe(const io::MonitoredDevice* device, std::string what, const HealthLimits& limits,
+// Probes for a device's or backend's I/O: an operation in flight past the deadline; errors over
+// the threshold in the window. `what` names it in the reason ("page device", "cache device of
+// export x").
+HealthProbe HungIoProbe(const io::IoWatch* io, std::string what, const HealthLimits& limits,
                         Clock* clock = Clock::Real());
-HealthProbe IoErrorProbe(const io::MonitoredDevice* device, std::string what, const HealthLimits& limits,
+HealthProbe IoErrorProbe(const io::IoWatch* io, std::string what, const HealthLimits& limits,
                          Clock* clock = Clock::Real());
 // Any increase of `counter` within the window is a problem, described by `what` (e.g. "puts
 // dropped: no room in the log within pool.put_wait_ms") followed by the count.
@@ -78,6 +81,11 @@ std::vector<HealthProbe> PagePoolProbes(const pool::PoolEngine* engine, const io
 std::vector<HealthProbe> CachedExportProbes(const std::string& name, blockcache::BlockCache* cache,
                                             const io::MonitoredDevice* cache_device, const HealthLimits& limits,
                                             Clock* clock = Clock::Real());
+
+// A plain export's: its backend's own problem (a remote store's fence), and, where the backend
+// watches its I/O (a file or block device), that I/O hung or failing.
+std::vector<HealthProbe> PlainExportProbes(const std::string& name, const backend::BlockBackend* backend,
+                                           const HealthLimits& limits, Clock* clock = Clock::Real());
 
 class HealthMonitor {
  public:

@@ -47,13 +47,13 @@ TEST(HealthProbeTest, HungIoIsReportedOnlyPastTheDeadline) {
   ManualClock clock;
   io::MonitoredDevice dev(&fault, &clock);
   const HealthLimits limits{.io_deadline_ms = 100};
-  HealthProbe probe = HungIoProbe(&dev, "page device", limits, &clock);
+  HealthProbe probe = HungIoProbe(&dev.watch(), "page device", limits, &clock);
   EXPECT_EQ(probe(), "");
   fault.StallWrites([](uint64_t, size_t) { return true; });
   io::AlignedBuffer buf(4096, 512);
   std::thread writer([&] { EXPECT_TRUE(dev.Write(0, buf.data(), 4096).ok()); });
   while (fault.stalled_write_count() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  EXPECT_EQ(dev.InFlight(), 1);
+  EXPECT_EQ(dev.watch().InFlight(), 1);
   clock.AdvanceMillis(99);
   EXPECT_EQ(probe(), "");
   clock.AdvanceMillis(2);
@@ -61,7 +61,7 @@ TEST(HealthProbeTest, HungIoIsReportedOnlyPastTheDeadline) {
   fault.ReleaseStalledWrites();
   writer.join();
   EXPECT_EQ(probe(), "");
-  EXPECT_EQ(dev.InFlight(), 0);
+  EXPECT_EQ(dev.watch().InFlight(), 0);
 }
 
 TEST(HealthProbeTest, ErrorsCountAgainstTheThresholdWithinTheWindow) {
@@ -70,7 +70,7 @@ TEST(HealthProbeTest, ErrorsCountAgainstTheThresholdWithinTheWindow) {
   ManualClock clock;
   io::MonitoredDevice dev(&fault, &clock);
   const HealthLimits limits{.io_error_threshold = 3, .window_ms = 1000};
-  HealthProbe probe = IoErrorProbe(&dev, "page device", limits, &clock);
+  HealthProbe probe = IoErrorProbe(&dev.watch(), "page device", limits, &clock);
   io::AlignedBuffer buf(4096, 512);
   fault.FailNext(io::FaultInjectionDevice::Op::kRead, 2);
   EXPECT_FALSE(dev.Read(0, buf.data(), 4096).ok());

@@ -306,13 +306,17 @@ void NbdServer::Stop() {
     for (auto& [id, c] : connections_) ::shutdown(c.fd, SHUT_RD);
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.shutdown_timeout_ms);
+  bool cut = false;
   while (true) {
     {
       MutexLock lock(&mu_);
       if (connections_.empty()) break;
-      if (std::chrono::steady_clock::now() > deadline) {
-        // Stuck writing to a client that does not read: cut it off.
+      if (!cut && std::chrono::steady_clock::now() > deadline) {
+        cut = true;
+        // Stuck writing to a client that does not read: cut it off. Stuck waiting for room in a
+        // full cache: that write gives up with EIO (it was never acknowledged).
         for (auto& [id, c] : connections_) ::shutdown(c.fd, SHUT_RDWR);
+        for (const auto& e : exports_) e->backend->CancelWaits();
       }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
