@@ -8,7 +8,12 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-1000000}
 DIR=${TMEM_FUZZ_DIR:-/var/tmp/tmem-fuzz}
 scripts/setup.sh
-bazel build --config=fuzz //server/nbd:nbd_fuzzer 2>&1 | grep -E 'ERROR|error:' && exit 1 || true
+# Bazel's own status decides (with pipefail, a grep after it used to let a failed build through).
+if ! build_log=$(bazel build --config=fuzz //server/nbd:nbd_fuzzer 2>&1); then
+  grep -E 'ERROR|error:' <<<"$build_log" || tail -20 <<<"$build_log"
+  echo "building the fuzzer failed"
+  exit 1
+fi
 FUZZER=bazel-out/k8-fastbuildfuzz/bin/server/nbd/nbd_fuzzer
 mkdir -p "$DIR/corpus" "$DIR/crashes"
 # Seeds: mode byte (0 raw, 1 after GO, 2 after GO with structured replies) + what follows.
