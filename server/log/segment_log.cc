@@ -46,6 +46,15 @@ SegmentLog::SegmentLog(io::BlockDevice* device, const LogGeometry& geometry, con
     : device_(device), geometry_(geometry), options_(options) {}
 
 absl::Status SegmentLog::Start(const CheckpointDisk& previous) {
+  // Sequence numbers come from the device: a checkpoint (CRC and all) whose numbers are out of
+  // order or so large that this run's would wrap is damaged or foreign, and refused, not run on.
+  constexpr uint64_t kMaxSeq = uint64_t{1} << 62;
+  if (previous.seq_lease > kMaxSeq || previous.head_seq > previous.seq_lease || previous.instance > kMaxSeq) {
+    return absl::DataLossError(absl::StrCat(
+        device_->Describe(), ": the checkpoint's sequence numbers are impossible (head ", previous.head_seq,
+        ", reclaimed ", previous.reclaimed_seq, ", lease ", previous.seq_lease, ", instance ", previous.instance,
+        "): the device is damaged or not this format; start with --format to format it (destroys its contents)"));
+  }
   previous_clean_ = previous.clean == 1;
   instance_ = previous.instance + 1;
   uint64_t head, reclaimed;

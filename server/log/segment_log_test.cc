@@ -127,6 +127,27 @@ TEST_F(SegmentLogTest, OpenRefusesCorruptSuperblock) {
   EXPECT_EQ(dev_.write_count(), writes);
 }
 
+// A checkpoint with a valid CRC but impossible sequence numbers (a lease near 2^64, where this
+// run's numbers would wrap) is refused without a write, not run on.
+TEST_F(SegmentLogTest, OpenRefusesACheckpointWhoseSequenceNumbersWouldWrap) {
+  auto geometry = ReadLogGeometry(&dev_);
+  ASSERT_TRUE(geometry.ok()) << geometry.status();
+  auto cp = ReadBestCheckpoint(&dev_, *geometry);
+  ASSERT_TRUE(cp.ok()) << cp.status();
+  CheckpointDisk bad = *cp;
+  bad.generation += 1;
+  bad.clean = 0;
+  bad.head_seq = UINT64_MAX - 10;
+  bad.seq_lease = UINT64_MAX - 1;
+  ASSERT_TRUE(WriteCheckpointBlock(&dev_, bad).ok());
+  const uint64_t writes = dev_.write_count();
+  auto log = SegmentLog::Open(&dev_, {});
+  ASSERT_FALSE(log.ok());
+  EXPECT_EQ(log.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(log.status().message().find("sequence numbers are impossible"), std::string::npos) << log.status();
+  EXPECT_EQ(dev_.write_count(), writes);
+}
+
 TEST_F(SegmentLogTest, OpenRefusesOtherFormatVersion) {
   io::AlignedBuffer b(4096, 512);
   ASSERT_TRUE(mem_.Read(0, b.data(), 4096).ok());

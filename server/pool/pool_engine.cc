@@ -115,6 +115,14 @@ absl::Status PoolEngine::LoadPools() {
           value.empty() ? 0 : static_cast<uint8_t>(value[0]), "; this tmemd reads versions 1 and ", kPoolRecordVersion,
           "): a newer tmemd wrote it, or the metadata directory is damaged; remove it to start with no pools"));
     }
+    // The record must be the one its key names (ids are never 0, and UINT32_MAX would leave no id
+    // after it): anything else is a damaged directory, refused rather than half believed.
+    if (info->id == 0 || info->id == UINT32_MAX || key != PoolMetaKey(info->id)) {
+      return absl::DataLossError(absl::StrCat("pool record for pool ", info->id, " is stored under another key (",
+                                              key.size(),
+                                              " bytes): the metadata directory is damaged; remove it to "
+                                              "start with no pools"));
+    }
     if (version != kPoolRecordVersion) upgraded.push_back({key, EncodePoolRecord(*info)});
     auto pool = std::make_shared<Pool>();
     pool->info = *info;

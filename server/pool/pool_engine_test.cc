@@ -199,6 +199,22 @@ TEST(PoolEngineTest, PagesKeptAcrossACleanRestartStillCountAgainstTheirOwnersSha
       << "a tenant that held its share before the restart holds it after: new puts are dropped";
 }
 
+// A pool record stored under another pool's key (a damaged directory) is refused at start, not
+// half believed: ids would collide, and an id of UINT32_MAX would leave none after it.
+TEST(PoolEngineTest, APoolRecordUnderAnotherPoolsKeyIsRefusedAtStart) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  const PoolId id = *e.CreatePool(4096);
+  PoolInfo info = *e.GetPoolInfo(id);
+  info.id = UINT32_MAX;
+  ASSERT_TRUE(e.page_index().WriteMeta({{PoolMetaKey(id + 1), EncodePoolRecord(info)}}, {}).ok());
+  ASSERT_TRUE(e.Close().ok());
+  auto reopened = PoolEngine::Open(h.Options());
+  ASSERT_FALSE(reopened.ok());
+  EXPECT_EQ(reopened.status().code(), absl::StatusCode::kDataLoss) << reopened.status();
+  EXPECT_NE(reopened.status().message().find("stored under another key"), std::string::npos) << reopened.status();
+}
+
 TEST(PoolEngineTest, PoolRecordsOfAnOlderDeviceAreUpgradedWithTheirOwners) {
   EngineHarness h;
   PoolEngine& e = h.Open();
