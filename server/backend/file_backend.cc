@@ -30,35 +30,27 @@ class FileBackend final : public BlockBackend {
   const io::IoWatch* io_watch() const override { return &watch_; }
 
   // Each operation is watched (io_watch): its duration while in flight, and its failure.
-  absl::Status Pread(void* buf, uint32_t len, uint64_t offset) override {
+  template <typename Fn>
+  absl::Status Watched(Fn fn) {
     io::IoScope scope(&watch_);
-    absl::Status s = DoPread(buf, len, offset);
+    absl::Status s = fn();
     scope.Done(s.ok());
     return s;
+  }
+  absl::Status Pread(void* buf, uint32_t len, uint64_t offset) override {
+    return Watched([&] { return DoPread(buf, len, offset); });
   }
   absl::Status Pwrite(const void* buf, uint32_t len, uint64_t offset, bool fua) override {
-    io::IoScope scope(&watch_);
-    absl::Status s = DoPwrite(buf, len, offset, fua);
-    scope.Done(s.ok());
-    return s;
+    return Watched([&] { return DoPwrite(buf, len, offset, fua); });
   }
   absl::Status Flush() override {
-    io::IoScope scope(&watch_);
-    absl::Status s = DoFlush();
-    scope.Done(s.ok());
-    return s;
+    return Watched([&] { return DoFlush(); });
   }
   absl::Status Trim(uint64_t offset, uint64_t len, bool fua) override {
-    io::IoScope scope(&watch_);
-    absl::Status s = DoTrim(offset, len, fua);
-    scope.Done(s.ok());
-    return s;
+    return Watched([&] { return DoTrim(offset, len, fua); });
   }
   absl::Status Zero(uint64_t offset, uint64_t len, bool may_trim, bool fua) override {
-    io::IoScope scope(&watch_);
-    absl::Status s = DoZero(offset, len, may_trim, fua);
-    scope.Done(s.ok());
-    return s;
+    return Watched([&] { return DoZero(offset, len, may_trim, fua); });
   }
 
  private:

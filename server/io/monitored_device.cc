@@ -1,12 +1,20 @@
 #include "server/io/monitored_device.h"
 
 namespace tmem::io {
+namespace {
 
-absl::Status MonitoredDevice::Read(uint64_t offset, void* buf, size_t len) {
-  IoScope scope(&watch_);
-  absl::Status s = base_->Read(offset, buf, len);
+template <typename Fn>
+absl::Status Watched(IoWatch* watch, Fn fn) {
+  IoScope scope(watch);
+  absl::Status s = fn();
   scope.Done(s.ok());
   return s;
+}
+
+}  // namespace
+
+absl::Status MonitoredDevice::Read(uint64_t offset, void* buf, size_t len) {
+  return Watched(&watch_, [&] { return base_->Read(offset, buf, len); });
 }
 
 void MonitoredDevice::ReadMany(std::span<ReadOp> ops) {
@@ -18,17 +26,11 @@ void MonitoredDevice::ReadMany(std::span<ReadOp> ops) {
 }
 
 absl::Status MonitoredDevice::Write(uint64_t offset, const void* buf, size_t len) {
-  IoScope scope(&watch_);
-  absl::Status s = base_->Write(offset, buf, len);
-  scope.Done(s.ok());
-  return s;
+  return Watched(&watch_, [&] { return base_->Write(offset, buf, len); });
 }
 
 absl::Status MonitoredDevice::Sync() {
-  IoScope scope(&watch_);
-  absl::Status s = base_->Sync();
-  scope.Done(s.ok());
-  return s;
+  return Watched(&watch_, [&] { return base_->Sync(); });
 }
 
 }  // namespace tmem::io
