@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/arena.h"
 #include "server/grpc/status_convert.h"
+#include "server/pool/request_checks.h"
 
 namespace tmem::grpc_service {
 namespace {
@@ -22,18 +23,10 @@ constexpr size_t kSessionArenaMaxBlockBytes = 1 << 20;
 
 Status Invalid(const std::string& message) { return Status(::grpc::StatusCode::INVALID_ARGUMENT, message); }
 
-Status CheckBatch(const char* field, int size) {
-  if (size == 0) return Invalid(absl::StrCat(field, " is empty; send 1 to ", kMaxBatch));
-  if (size > kMaxBatch) return Invalid(absl::StrCat(field, " has ", size, " entries; at most ", kMaxBatch));
-  return Status::OK;
-}
+Status CheckBatch(const char* field, int size) { return ToGrpc(pool::CheckBatchSize(field, static_cast<size_t>(size))); }
 
 Status CheckObject(const std::string& where, const std::string& object) {
-  if (object.empty() || object.size() > pool::kMaxObjectKeyBytes) {
-    return Invalid(
-        absl::StrCat(where, ": ", object.size(), " bytes; an object key has 1 to ", pool::kMaxObjectKeyBytes));
-  }
-  return Status::OK;
+  return ToGrpc(pool::CheckObjectKeySize(where, object.size()));
 }
 
 Status CheckHandles(const google::protobuf::RepeatedPtrField<tmem::v1::Handle>& handles) {
@@ -68,8 +61,7 @@ uint32_t PageBytes(uint32_t requested) { return requested == 0 ? pool::kDefaultP
 }  // namespace
 
 Status PagePoolService::Reach(const trust::Identity& caller, uint32_t pool_id, pool::PoolInfo* info) const {
-  absl::StatusOr<pool::PoolInfo> got =
-      caller.admin ? engine_->GetPoolInfo(pool_id) : engine_->OwnedPool(pool_id, caller.tenant);
+  absl::StatusOr<pool::PoolInfo> got = pool::ReachPool(*engine_, pool_id, caller.tenant, caller.admin);
   if (!got.ok()) return ToGrpc(got.status());
   *info = std::move(*got);
   return Status::OK;
@@ -142,9 +134,8 @@ Status PagePoolService::DoPutPages(const trust::Identity& caller, const tmem::v1
   for (int i = 0; i < req.pages_size(); ++i) {
     const tmem::v1::PagePut& p = req.pages(i);
     if (Status s = CheckObject(absl::StrCat("pages[", i, "].handle.object"), p.handle().object()); !s.ok()) return s;
-    if (p.data().size() != info.page_bytes) {
-      return Invalid(absl::StrCat("pages[", i, "].data: ", p.data().size(), " bytes; pool ", info.id, " has ",
-                                  info.page_bytes, "-byte pages"));
+    if (Status s = ToGrpc(pool::CheckPageSize(absl::StrCat("pages[", i, "].data"), p.data().size(), info)); !s.ok()) {
+      return s;
     }
   }
   std::vector<pool::PoolEngine::PagePut> puts;

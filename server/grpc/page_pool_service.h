@@ -21,11 +21,12 @@
 #include "proto/tmem.grpc.pb.h"
 #include "server/grpc/caller.h"
 #include "server/pool/pool_engine.h"
+#include "server/pool/request_checks.h"
 
 namespace tmem::grpc_service {
 
 // Request limits, checked at the edge.
-inline constexpr int kMaxBatch = 256;
+inline constexpr int kMaxBatch = static_cast<int>(pool::kMaxBatch);
 // Largest message a client may send: a full batch of the largest pages, plus framing.
 inline constexpr int kMaxMessageBytes = kMaxBatch * (64 << 10) + (1 << 20);
 

@@ -5,10 +5,10 @@
 namespace tmem::trust {
 namespace {
 
-constexpr const char* kListenerNames[] = {"grpc", "nbd"};
+constexpr const char* kListenerNames[] = {"grpc", "nbd", "wire"};
 constexpr const char* kRefusalNames[] = {"tls", "unknown_tenant", "tls_required", "permission"};
 
-int ListenerIndex(absl::string_view listener) { return listener == "nbd" ? 1 : 0; }
+int ListenerIndex(absl::string_view listener) { return listener == "nbd" ? 1 : listener == "wire" ? 2 : 0; }
 
 }  // namespace
 

@@ -25,7 +25,7 @@ class Audit {
     kPermission,     // an authenticated tenant asked for what its roles or allow lists deny
     kCount
   };
-  // `listener`: "grpc" or "nbd". `detail`: the certificate or identity that failed, and why.
+  // `listener`: "grpc", "nbd" or "wire". `detail`: the certificate or identity that failed, and why.
   void Refused(absl::string_view listener, Refusal why, absl::string_view detail);
   // An Admin or pool mutation by `who` ("ExportControl DRAIN export=disk0").
   void Mutation(const Identity& who, absl::string_view what);
@@ -37,7 +37,7 @@ class Audit {
   void VisitStats(StatsVisitor& v) const;
 
  private:
-  static constexpr int kListeners = 2;  // grpc, nbd
+  static constexpr int kListeners = 3;  // grpc, nbd, wire
   std::atomic<uint64_t> refused_[kListeners][static_cast<int>(Refusal::kCount)] = {};
   std::atomic<uint64_t> mutations_{0};
   std::atomic<uint64_t> insecure_listeners_{0};

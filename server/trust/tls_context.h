@@ -26,6 +26,7 @@
 namespace tmem::trust {
 
 struct Credentials;  // tls_context.cc
+class TlsContext;
 
 // One server-side TLS session over a connected socket.
 class TlsSession {
@@ -40,6 +41,19 @@ class TlsSession {
   ssize_t Recv(void* buf, size_t len);
   // Sends every byte of the iovecs as few records; false on an error.
   bool SendAll(const iovec* iov, int count);
+
+  // Memory mode (TlsContext::AcceptInMemory), for event loops that never block on a socket: the
+  // owner feeds the ciphertext it received and sends what the session appends to its output
+  // buffer. The owner reads and writes the socket; the session never touches one.
+  void Feed(const uint8_t* data, size_t len);
+  // Steps the handshake with what was fed: true once done and the peer checked (as Accept
+  // checks it), false while it needs more input; UNAUTHENTICATED when it failed.
+  absl::StatusOr<bool> Handshake(const TlsContext& context);
+  // Plaintext bytes decrypted from what was fed (> 0), 0 when no whole record is here yet, -1 at
+  // the peer's close or on an error.
+  ssize_t Decrypt(void* buf, size_t len);
+  // Encrypts every byte of the iovecs into the output buffer; false on an error.
+  bool Encrypt(const iovec* iov, int count);
 
   // Who the peer proved itself to be.
   bool psk() const { return !psk_identity_.empty(); }
@@ -61,10 +75,18 @@ class TlsSession {
   };
   static ssize_t Pull(void* self, void* data, size_t len);
   static int PullTimeout(void* self, unsigned ms);
+  static ssize_t MemoryPull(void* self, void* data, size_t len);
+  static int MemoryPullTimeout(void* self, unsigned ms);
+  static ssize_t MemoryPush(void* self, const iovec* iov, int count);
 
   void* session_ = nullptr;  // gnutls_session_t
   ReadAhead in_;             // used only by the receiving thread
   std::shared_ptr<Credentials> creds_;
+  // Memory mode: ciphertext fed and not yet taken by GnuTLS, and the owner's output buffer.
+  bool memory_ = false;
+  std::vector<uint8_t> mem_in_;
+  size_t mem_in_pos_ = 0;
+  std::vector<uint8_t>* mem_out_ = nullptr;
   // A GnuTLS error met after some bytes were read: returned by the next Recv (GnuTLS reports
   // some, such as a renegotiation request, only once).
   int pending_error_ = 0;
@@ -92,6 +114,10 @@ class TlsContext {
   // (wrong CA, expired, not yet valid), or no certificate when client_auth is "require" and the
   // peer did not use PSK.
   absl::StatusOr<std::unique_ptr<TlsSession>> Accept(int fd) const;
+  // The server side of a handshake in memory mode (TlsSession::Feed/Handshake): nothing blocks;
+  // the ciphertext to send is appended to `out`, which must outlive the session. The caller
+  // bounds the handshake's time.
+  absl::StatusOr<std::unique_ptr<TlsSession>> AcceptInMemory(std::vector<uint8_t>* out) const;
 
   // Verifies a client certificate that another TLS stack took in (gRPC's): `leaf_pem` and any
   // intermediates of `chain_pem` against the current CA, by the same rules and in the same words
@@ -102,7 +128,13 @@ class TlsContext {
 
  private:
   explicit TlsContext(const TlsOptions& o) : options_(o) {}
+  friend class TlsSession;
   static absl::StatusOr<std::shared_ptr<Credentials>> Load(const TlsOptions& o);
+  // A server session with the current credentials, without a transport.
+  absl::StatusOr<std::unique_ptr<TlsSession>> NewSession(bool nonblocking) const;
+  // After a handshake: the peer's PSK identity or certificate, checked (chain, times, purpose;
+  // client_auth "require" wants one); its names recorded in `t`.
+  absl::Status CheckPeer(TlsSession& t) const;
   std::shared_ptr<Credentials> Current() const;
 
   const TlsOptions options_;

@@ -1,0 +1,373 @@
+#include "server/wire/request_loop.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "server/pool/request_checks.h"
+
+namespace tmem::wire {
+namespace {
+
+constexpr uint32_t kOk = 0;
+
+const char* VerbName(uint8_t verb) {
+  switch (static_cast<Verb>(verb)) {
+    case Verb::kHello:
+      return "HELLO";
+    case Verb::kPut:
+      return "PUT";
+    case Verb::kGet:
+      return "GET";
+    case Verb::kFlushPages:
+      return "FLUSH_PAGES";
+    case Verb::kFlushObject:
+      return "FLUSH_OBJECT";
+    case Verb::kFlushPool:
+      return "FLUSH_POOL";
+  }
+  return "?";
+}
+
+// The body a well-formed request of verb `h.verb` and `h.count` entries has; nullopt for an
+// unknown verb.
+std::optional<uint64_t> ExpectedBody(const RequestHeader& h) {
+  switch (static_cast<Verb>(h.verb)) {
+    case Verb::kHello:
+      return sizeof(Hello);
+    case Verb::kPut:
+      return uint64_t{h.count} * (sizeof(Entry) + uint64_t{h.page_bytes});
+    case Verb::kGet:
+    case Verb::kFlushPages:
+    case Verb::kFlushObject:
+      return uint64_t{h.count} * sizeof(Entry);
+    case Verb::kFlushPool:
+      return 0;
+  }
+  return std::nullopt;
+}
+
+std::string_view ObjectOf(const Entry& e) {
+  return {reinterpret_cast<const char*>(e.object), e.object_bytes};
+}
+
+}  // namespace
+
+RequestLoop::RequestLoop(pool::PoolEngine* engine, std::optional<trust::Identity> peer, trust::Audit* audit,
+                         WireCounters* counters, const LoopLimits& limits)
+    : engine_(engine), peer_(std::move(peer)), audit_(audit), counters_(counters), limits_(limits) {}
+
+std::span<uint8_t> RequestLoop::InputSpace(size_t min_bytes) {
+  // Taken bytes are dropped once they are most of the buffer (a copy of the unread tail only).
+  if (in_pos_ > 0 && (in_pos_ == in_.size() || in_pos_ >= in_.size() / 2)) {
+    in_.erase(in_.begin(), in_.begin() + static_cast<ptrdiff_t>(in_pos_));
+    in_pos_ = 0;
+  }
+  const size_t used = in_.size();
+  if (in_.capacity() - used < min_bytes) in_.reserve(used + std::max(min_bytes, used));
+  // resize() would zero the space; it is written by the caller before Received commits it.
+  in_.resize(in_.capacity());
+  filled_ = used;
+  return {in_.data() + used, in_.size() - used};
+}
+
+void RequestLoop::Received(size_t n) {
+  in_.resize(filled_ + n);
+  counters_->bytes_in.fetch_add(n, std::memory_order_relaxed);
+}
+
+void RequestLoop::Sent(size_t n) {
+  out_pos_ += n;
+  counters_->bytes_out.fetch_add(n, std::memory_order_relaxed);
+  if (out_pos_ == out_.size()) {
+    out_.clear();
+    out_pos_ = 0;
+  } else if (out_pos_ > (1u << 20) && out_pos_ >= out_.size() / 2) {
+    out_.erase(out_.begin(), out_.begin() + static_cast<ptrdiff_t>(out_pos_));
+    out_pos_ = 0;
+  }
+}
+
+bool RequestLoop::Run() {
+  while (!closing_ && wants_input()) {
+    const size_t avail = in_.size() - in_pos_;
+    if (avail < sizeof(RequestHeader)) break;
+    RequestHeader h;
+    std::memcpy(&h, in_.data() + in_pos_, sizeof(h));
+    if (h.magic != kRequestMagic) {
+      counters_->requests[0].fetch_add(1, std::memory_order_relaxed);
+      ReplyStatus(0, 0,
+                  absl::InvalidArgumentError(absl::StrCat("bad magic 0x", absl::Hex(h.magic), " (want 0x",
+                                                          absl::Hex(kRequestMagic), "): not a tmem wire request")),
+                  /*closing=*/true);
+      break;
+    }
+    if (h.body_bytes > kMaxBodyBytes) {
+      counters_->requests[0].fetch_add(1, std::memory_order_relaxed);
+      ReplyStatus(h.verb, h.request_id,
+                  absl::InvalidArgumentError(absl::StrCat("body of ", h.body_bytes, " bytes; at most ", kMaxBodyBytes)),
+                  /*closing=*/true);
+      break;
+    }
+    if (avail < sizeof(RequestHeader) + h.body_bytes) break;  // the rest is on its way
+    const uint8_t* body = in_.data() + in_pos_ + sizeof(RequestHeader);
+    in_pos_ += sizeof(RequestHeader) + h.body_bytes;
+    Handle(h, body);
+  }
+  return !closing_;
+}
+
+void RequestLoop::Handle(const RequestHeader& h, const uint8_t* body) {
+  counters_->requests[h.verb <= kMaxVerb ? h.verb : 0].fetch_add(1, std::memory_order_relaxed);
+  if (h.verb == static_cast<uint8_t>(Verb::kHello)) {
+    HandleHello(h, body);
+    return;
+  }
+  if (!hello_done_) {
+    ReplyStatus(h.verb, h.request_id, absl::FailedPreconditionError("the first request must be HELLO"),
+                /*closing=*/true);
+    return;
+  }
+  const std::optional<uint64_t> expected = ExpectedBody(h);
+  if (!expected.has_value()) {
+    ReplyStatus(h.verb, h.request_id,
+                absl::InvalidArgumentError(absl::StrCat("unknown verb ", h.verb, " (version 1 has 1 to ", kMaxVerb, ")")));
+    return;
+  }
+  if (h.flags != 0 || h.reserved != 0) {
+    ReplyStatus(h.verb, h.request_id, absl::InvalidArgumentError("flags and reserved must be 0"));
+    return;
+  }
+  if (h.verb != static_cast<uint8_t>(Verb::kPut) && h.page_bytes != 0) {
+    ReplyStatus(h.verb, h.request_id,
+                absl::InvalidArgumentError(absl::StrCat("page_bytes is ", h.page_bytes, "; 0 for ", VerbName(h.verb))));
+    return;
+  }
+  if (*expected != h.body_bytes) {
+    ReplyStatus(h.verb, h.request_id,
+                absl::InvalidArgumentError(absl::StrCat("body_bytes is ", h.body_bytes, "; ", VerbName(h.verb), " with count ",
+                                                        h.count, h.verb == static_cast<uint8_t>(Verb::kPut)
+                                                                     ? absl::StrCat(" and page_bytes ", h.page_bytes)
+                                                                     : std::string(),
+                                                        " has ", *expected)));
+    return;
+  }
+  absl::Status s;
+  size_t get_reply = SIZE_MAX;
+  switch (static_cast<Verb>(h.verb)) {
+    case Verb::kPut:
+      s = DoPut(h, body);
+      break;
+    case Verb::kGet:
+      s = DoGet(h, body, &get_reply);
+      break;
+    case Verb::kFlushPages:
+      s = DoFlushPages(h, body);
+      break;
+    case Verb::kFlushObject:
+      s = DoFlushObject(h, body);
+      break;
+    case Verb::kFlushPool:
+      s = DoFlushPool(h);
+      break;
+    case Verb::kHello:
+      break;
+  }
+  if (get_reply != SIZE_MAX) return;  // DoGet wrote its reply
+  ReplyStatus(h.verb, h.request_id, s);
+}
+
+void RequestLoop::HandleHello(const RequestHeader& h, const uint8_t* body) {
+  if (hello_done_) {
+    ReplyStatus(h.verb, h.request_id, absl::FailedPreconditionError("HELLO was already sent on this connection"));
+    return;
+  }
+  if (h.body_bytes != sizeof(Hello) || h.count != 0 || h.pool_id != 0 || h.page_bytes != 0) {
+    ReplyStatus(h.verb, h.request_id,
+                absl::InvalidArgumentError(absl::StrCat("HELLO: body_bytes ", h.body_bytes, " (want ", sizeof(Hello),
+                                                        "), count, pool_id and page_bytes 0")),
+                /*closing=*/true);
+    return;
+  }
+  Hello hello;
+  std::memcpy(&hello, body, sizeof(hello));
+  if (hello.min_version > kVersion || hello.max_version < kVersion || hello.min_version > hello.max_version) {
+    ReplyStatus(h.verb, h.request_id,
+                absl::FailedPreconditionError(absl::StrCat("the client speaks versions ", hello.min_version, " to ",
+                                                           hello.max_version, "; this server speaks ", kVersion)),
+                /*closing=*/true);
+    return;
+  }
+  // Who the connection proved itself to be decides here, once.
+  if (!peer_.has_value() || peer_->tenant.empty()) {
+    const std::string why = "the client's certificate names no configured tenant";
+    if (audit_ != nullptr) audit_->Refused("wire", trust::Audit::Refusal::kUnknownTenant, why);
+    counters_->connections_refused.fetch_add(1, std::memory_order_relaxed);
+    ReplyStatus(h.verb, h.request_id, absl::UnauthenticatedError(why), /*closing=*/true);
+    return;
+  }
+  if (!peer_->pages && !peer_->admin) {
+    const std::string why = absl::StrCat("tenant '", peer_->tenant, "' has neither the pages nor the admin role");
+    if (audit_ != nullptr) audit_->Refused("wire", trust::Audit::Refusal::kPermission, why);
+    counters_->connections_refused.fetch_add(1, std::memory_order_relaxed);
+    ReplyStatus(h.verb, h.request_id, absl::PermissionDeniedError(why), /*closing=*/true);
+    return;
+  }
+  hello_done_ = true;
+  const size_t at = AppendHeader(h.verb, h.request_id, kOk, 0, 0);
+  HelloReply r{};
+  r.version = kVersion;
+  r.max_batch = kMaxBatch;
+  r.max_in_flight = limits_.max_in_flight;
+  r.max_page_bytes = kMaxPageBytes;
+  r.max_body_bytes = kMaxBodyBytes;
+  r.tenant_bytes = static_cast<uint32_t>(peer_->tenant.size());
+  const auto* rp = reinterpret_cast<const uint8_t*>(&r);
+  out_.insert(out_.end(), rp, rp + sizeof(r));
+  out_.insert(out_.end(), peer_->tenant.begin(), peer_->tenant.end());
+  FinishReply(at);
+}
+
+absl::StatusOr<pool::PoolInfo> RequestLoop::Reach(uint32_t pool_id) {
+  return pool::ReachPool(*engine_, pool_id, peer_->tenant, peer_->admin);
+}
+
+absl::Status RequestLoop::CheckEntries(const uint8_t* body, size_t count, size_t stride, bool index_zero) {
+  TMEM_RETURN_IF_ERROR(pool::CheckBatchSize("entries", count));
+  for (size_t i = 0; i < count; ++i) {
+    Entry e;
+    std::memcpy(&e, body + i * stride, sizeof(e));
+    TMEM_RETURN_IF_ERROR(pool::CheckObjectKeySize(absl::StrCat("entries[", i, "].object"), e.object_bytes));
+    for (uint8_t b : e.reserved) {
+      if (b != 0) return absl::InvalidArgumentError(absl::StrCat("entries[", i, "]: reserved bytes must be 0"));
+    }
+    if (index_zero && e.index != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("entries[", i, "].index: ", e.index, "; 0 for FLUSH_OBJECT"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RequestLoop::DoPut(const RequestHeader& h, const uint8_t* body) {
+  const size_t stride = sizeof(Entry) + h.page_bytes;
+  TMEM_RETURN_IF_ERROR(CheckEntries(body, h.count, stride, false));
+  absl::StatusOr<pool::PoolInfo> info = Reach(h.pool_id);
+  if (!info.ok()) return info.status();
+  TMEM_RETURN_IF_ERROR(pool::CheckPageSize("page_bytes", h.page_bytes, *info));
+  // The pages stay where the socket's bytes landed: the engine copies each once, into the log.
+  puts_.clear();
+  for (size_t i = 0; i < h.count; ++i) {
+    const auto* e = reinterpret_cast<const Entry*>(body + i * stride);  // may be unaligned: read by memcpy
+    uint64_t index;
+    std::memcpy(&index, &e->index, sizeof(index));
+    puts_.push_back({std::string_view(reinterpret_cast<const char*>(body + i * stride + offsetof(Entry, object)),
+                                      body[i * stride + offsetof(Entry, object_bytes)]),
+                     index, std::span<const uint8_t>(body + i * stride + sizeof(Entry), h.page_bytes)});
+  }
+  TMEM_RETURN_IF_ERROR(engine_->PutMany(h.pool_id, puts_));
+  counters_->pages_put.fetch_add(h.count, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::Status RequestLoop::DoGet(const RequestHeader& h, const uint8_t* body, size_t* reply_at) {
+  TMEM_RETURN_IF_ERROR(CheckEntries(body, h.count, sizeof(Entry), false));
+  absl::StatusOr<pool::PoolInfo> info = Reach(h.pool_id);
+  if (!info.ok()) return info.status();
+  const size_t page = info->page_bytes;
+  gets_.clear();
+  for (size_t i = 0; i < h.count; ++i) {
+    const uint8_t* e = body + i * sizeof(Entry);
+    gets_.push_back({std::string_view(reinterpret_cast<const char*>(e + offsetof(Entry, object)),
+                                      e[offsetof(Entry, object_bytes)]),
+                     Load<uint64_t>(e), {}});
+  }
+  // Pages are read into scratch only for handles the index has: misses cost no page of memory.
+  if (scratch_.size() < h.count * page) scratch_.resize(h.count * page);
+  auto buffer_for = [&](size_t i) { return std::span<uint8_t>(scratch_.data() + i * page, page); };
+  absl::StatusOr<std::vector<pool::GetOutcome>> got = engine_->GetMany(h.pool_id, gets_, buffer_for);
+  if (!got.ok()) return got.status();
+  const size_t at = AppendHeader(h.verb, h.request_id, kOk, h.count, 0);
+  const size_t results = out_.size();
+  out_.resize(results + GetResultBytes(h.count), 0);
+  size_t hits = 0;
+  for (size_t i = 0; i < h.count; ++i) {
+    if ((*got)[i] != pool::GetOutcome::kHit) continue;
+    out_[results + i] = 1;
+    ++hits;
+  }
+  out_.reserve(out_.size() + hits * page);
+  for (size_t i = 0; i < h.count; ++i) {
+    if ((*got)[i] == pool::GetOutcome::kHit) {
+      out_.insert(out_.end(), scratch_.data() + i * page, scratch_.data() + (i + 1) * page);
+    }
+  }
+  FinishReply(at);
+  counters_->pages_got.fetch_add(hits, std::memory_order_relaxed);
+  *reply_at = at;
+  return absl::OkStatus();
+}
+
+absl::Status RequestLoop::DoFlushPages(const RequestHeader& h, const uint8_t* body) {
+  TMEM_RETURN_IF_ERROR(CheckEntries(body, h.count, sizeof(Entry), false));
+  absl::StatusOr<pool::PoolInfo> info = Reach(h.pool_id);
+  if (!info.ok()) return info.status();
+  for (size_t i = 0; i < h.count; ++i) {
+    Entry e;
+    std::memcpy(&e, body + i * sizeof(Entry), sizeof(e));
+    TMEM_RETURN_IF_ERROR(engine_->FlushPage(h.pool_id, ObjectOf(e), e.index));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RequestLoop::DoFlushObject(const RequestHeader& h, const uint8_t* body) {
+  TMEM_RETURN_IF_ERROR(CheckEntries(body, h.count, sizeof(Entry), true));
+  absl::StatusOr<pool::PoolInfo> info = Reach(h.pool_id);
+  if (!info.ok()) return info.status();
+  for (size_t i = 0; i < h.count; ++i) {
+    Entry e;
+    std::memcpy(&e, body + i * sizeof(Entry), sizeof(e));
+    TMEM_RETURN_IF_ERROR(engine_->FlushObject(h.pool_id, ObjectOf(e)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RequestLoop::DoFlushPool(const RequestHeader& h) {
+  if (h.count != 0) return absl::InvalidArgumentError(absl::StrCat("count is ", h.count, "; 0 for FLUSH_POOL"));
+  absl::StatusOr<pool::PoolInfo> info = Reach(h.pool_id);
+  if (!info.ok()) return info.status();
+  return engine_->FlushPool(h.pool_id);
+}
+
+size_t RequestLoop::AppendHeader(uint8_t verb, uint64_t request_id, uint32_t status, uint16_t count, uint8_t flags) {
+  const size_t at = out_.size();
+  ReplyHeader r{};
+  r.magic = kReplyMagic;
+  r.verb = verb;
+  r.flags = flags;
+  r.count = count;
+  r.status = status;
+  r.request_id = request_id;
+  r.instance_id = engine_->instance_id();
+  const auto* p = reinterpret_cast<const uint8_t*>(&r);
+  out_.insert(out_.end(), p, p + sizeof(r));
+  return at;
+}
+
+void RequestLoop::FinishReply(size_t at) {
+  const auto body = static_cast<uint32_t>(out_.size() - at - sizeof(ReplyHeader));
+  std::memcpy(out_.data() + at + offsetof(ReplyHeader, body_bytes), &body, sizeof(body));
+}
+
+void RequestLoop::ReplyStatus(uint8_t verb, uint64_t request_id, const absl::Status& s, bool closing) {
+  if (!s.ok()) counters_->errors.fetch_add(1, std::memory_order_relaxed);
+  const size_t at =
+      AppendHeader(verb, request_id, static_cast<uint32_t>(s.code()), 0, closing ? kReplyClosing : 0);
+  const absl::string_view msg = s.message().substr(0, kMaxMessageBytes);
+  out_.insert(out_.end(), msg.begin(), msg.end());
+  FinishReply(at);
+  if (closing) closing_ = true;
+}
+
+}  // namespace tmem::wire

@@ -1,0 +1,124 @@
+// RequestLoop: one wire connection's requests, without its socket. The event loop (wire_server)
+// receives plaintext bytes into InputSpace(), calls Run(), and sends out(); the fuzzer drives it
+// the same way. Each request is parsed, checked (pool/request_checks.h, the gRPC edge's checks),
+// run on the engine and answered on the calling thread, in order.
+//
+// Bad input: a request whose header can be read but is wrong (unknown verb, lengths that do not
+// match the verb and count, a bad entry, another tenant's or an unknown pool) is answered with
+// its code and the connection goes on; a header that cannot be trusted (bad magic, a body past
+// kMaxBodyBytes) or a failed handshake is answered with kReplyClosing and the loop closes
+// (Run returns false once its reply is queued).
+//
+// Memory: the input holds at most one whole request beyond what was answered; Run stops taking
+// requests while more than `max_pending_reply_bytes` of replies wait to be sent (wants_input()
+// turns false), so a client that never reads its replies holds a bounded amount.
+//
+// Thread-safety: none; one loop thread owns a RequestLoop. The engine is thread-safe.
+#ifndef TMEM_SERVER_WIRE_REQUEST_LOOP_H_
+#define TMEM_SERVER_WIRE_REQUEST_LOOP_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "server/pool/pool_engine.h"
+#include "server/trust/audit.h"
+#include "server/trust/tenants.h"
+#include "server/wire/wire_format.h"
+
+namespace tmem::wire {
+
+// Counters of one event loop (summed over loops for /metrics). Written by the loop's thread
+// only; read by the metrics thread (relaxed: monotonic counts).
+struct WireCounters {
+  std::atomic<uint64_t> requests[kMaxVerb + 1] = {};  // by verb (0: unreadable header)
+  std::atomic<uint64_t> errors = {};                  // replies with a status other than OK
+  std::atomic<uint64_t> pages_put = {};
+  std::atomic<uint64_t> pages_got = {};  // hits sent
+  std::atomic<uint64_t> bytes_in = {};
+  std::atomic<uint64_t> bytes_out = {};
+  std::atomic<uint64_t> connections_accepted = {};
+  std::atomic<uint64_t> connections_refused = {};  // handshake failed, unknown tenant, no room
+  std::atomic<uint64_t> connections_timed_out = {};
+  std::atomic<int64_t> connections_open = {};
+};
+
+struct LoopLimits {
+  uint32_t max_in_flight = 64;                   // announced in the hello reply
+  size_t max_pending_reply_bytes = 8u << 20;     // replies waiting to be sent before reading stops
+};
+
+class RequestLoop {
+ public:
+  // Borrows every pointer; they outlive the loop. `peer`: who the connection proved itself to
+  // be (nullopt: a TLS peer whose certificate names no tenant; its hello is refused).
+  // `audit` may be null.
+  RequestLoop(pool::PoolEngine* engine, std::optional<trust::Identity> peer, trust::Audit* audit,
+              WireCounters* counters, const LoopLimits& limits);
+  RequestLoop(const RequestLoop&) = delete;
+  RequestLoop& operator=(const RequestLoop&) = delete;
+
+  // Room for at least `min_bytes` more input; Received(n) commits what was written there.
+  std::span<uint8_t> InputSpace(size_t min_bytes = 64 << 10);
+  void Received(size_t n);
+
+  // Answers every whole request received (while wants_input()). False when the connection must
+  // close once out() is sent.
+  bool Run();
+
+  // Replies not yet sent; the owner sends a prefix and calls Sent with its length.
+  std::span<const uint8_t> out() const { return {out_.data() + out_pos_, out_.size() - out_pos_}; }
+  void Sent(size_t n);
+  bool wants_input() const { return !closing_ && out_.size() - out_pos_ <= limits_.max_pending_reply_bytes; }
+  bool closing() const { return closing_; }
+  // Whether a request was answered or part of one waits (idle timeouts count from the last).
+  bool idle() const { return in_.size() == in_pos_; }
+  bool hello_done() const { return hello_done_; }
+
+ private:
+  // One request whose body is whole in the input.
+  void Handle(const RequestHeader& h, const uint8_t* body);
+  void HandleHello(const RequestHeader& h, const uint8_t* body);
+  // Each verb's work; OK or the status to answer.
+  absl::Status DoPut(const RequestHeader& h, const uint8_t* body);
+  absl::Status DoGet(const RequestHeader& h, const uint8_t* body, size_t* reply_at);
+  absl::Status DoFlushPages(const RequestHeader& h, const uint8_t* body);
+  absl::Status DoFlushObject(const RequestHeader& h, const uint8_t* body);
+  absl::Status DoFlushPool(const RequestHeader& h);
+  // The entries' object keys, checked; InvalidArgument naming the first bad one.
+  absl::Status CheckEntries(const uint8_t* body, size_t count, size_t stride, bool index_zero);
+  absl::StatusOr<pool::PoolInfo> Reach(uint32_t pool_id);
+
+  // Appends a reply header (body follows from the caller) and returns its offset.
+  size_t AppendHeader(uint8_t verb, uint64_t request_id, uint32_t status, uint16_t count, uint8_t flags);
+  void FinishReply(size_t at);  // sets body_bytes from what follows the header at `at`
+  void ReplyStatus(uint8_t verb, uint64_t request_id, const absl::Status& s, bool closing = false);
+
+  pool::PoolEngine* const engine_;
+  const std::optional<trust::Identity> peer_;
+  trust::Audit* const audit_;
+  WireCounters* const counters_;
+  const LoopLimits limits_;
+
+  std::vector<uint8_t> in_;
+  size_t in_pos_ = 0;  // the first byte not yet taken
+  size_t filled_ = 0;  // bytes of in_ received (InputSpace .. Received)
+  std::vector<uint8_t> out_;
+  size_t out_pos_ = 0;  // the first byte not yet sent
+  bool hello_done_ = false;
+  bool closing_ = false;
+  // Hits' pages between the engine's reads and the reply (grown to the largest batch seen).
+  std::vector<uint8_t> scratch_;
+  std::vector<pool::PoolEngine::PagePut> puts_;
+  std::vector<pool::PoolEngine::PageGet> gets_;
+};
+
+}  // namespace tmem::wire
+
+#endif  // TMEM_SERVER_WIRE_REQUEST_LOOP_H_

@@ -1,0 +1,112 @@
+// libFuzzer over the page wire protocol's request loop (scripts/fuzz_wire.sh): arbitrary bytes
+// from an authenticated tenant, in arbitrary chunks, against an engine on a memory device that
+// holds pools of two tenants. Invariants checked on every input: every reply is well-formed
+// (magic, a status in range, a body that fits), the loop closes only after a closing reply, and
+// the other tenant's page is intact afterwards.
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/fuzz_support.h"
+#include "server/pool/pool_test_util.h"
+#include "server/wire/request_loop.h"
+#include "server/wire/wire_codec.h"
+
+namespace {
+
+using namespace tmem;  // NOLINT
+
+struct World {
+  pool::testing::EngineHarness harness{16, 128 << 10};
+  pool::PoolEngine* engine = nullptr;
+  pool::PoolId mine = 0, theirs = 0;
+  std::vector<uint8_t> their_page;
+  World() {
+    engine = &harness.Open();
+    mine = *engine->CreatePool(4096, "alpha");
+    theirs = *engine->CreateSharedPool(pool::Uuid{7}, 4096, "beta");
+    their_page = pool::testing::MakePage(4096, theirs, "secret", 0, 1);
+    (void)engine->Put(theirs, "secret", 0, their_page);
+  }
+};
+
+World& TheWorld() {
+  static World* w = new World();
+  return *w;
+}
+
+std::vector<std::string> Seeds() {
+  using namespace tmem::wire;  // NOLINT
+  std::vector<uint8_t> b;
+  AppendHello(b, 1);
+  size_t at = BeginRequest(b, Verb::kPut, 2, 1, 1, 4096);
+  AppendEntry(b, "obj", 3);
+  b.insert(b.end(), 4096, 0x5a);
+  FinishRequest(b, at);
+  at = BeginRequest(b, Verb::kGet, 3, 1, 2);
+  AppendEntry(b, "obj", 3);
+  AppendEntry(b, "obj", 4);
+  FinishRequest(b, at);
+  at = BeginRequest(b, Verb::kFlushObject, 4, 2, 1);
+  AppendEntry(b, "secret", 0);
+  FinishRequest(b, at);
+  FinishRequest(b, BeginRequest(b, Verb::kFlushPool, 5, 1, 0));
+  return {std::string(b.begin(), b.end())};
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  tmem::fuzz::WriteSeedsIfAsked(Seeds());
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace tmem::wire;  // NOLINT
+  World& w = TheWorld();
+  trust::Identity alpha;
+  alpha.tenant = "alpha";
+  alpha.pages = true;
+  WireCounters counters;
+  LoopLimits limits;
+  limits.max_pending_reply_bytes = 256 << 10;
+  RequestLoop loop(w.engine, alpha, nullptr, &counters, limits);
+  // The first byte chooses the chunk size, so that requests split across reads are tried.
+  const size_t chunk = size == 0 ? 1 : 1 + data[0] % 64 * 97;
+  size_t at = size == 0 ? 0 : 1;
+  bool open = true;
+  std::vector<uint8_t> replies;
+  while (open && at < size) {
+    const size_t n = std::min(chunk, size - at);
+    std::span<uint8_t> space = loop.InputSpace(n);
+    std::memcpy(space.data(), data + at, n);
+    loop.Received(n);
+    at += n;
+    open = loop.Run();
+    // The client reads its replies only now and then: backpressure is exercised too.
+    if (!loop.wants_input() || !open || at >= size) {
+      replies.insert(replies.end(), loop.out().begin(), loop.out().end());
+      loop.Sent(loop.out().size());
+      if (open) open = loop.Run();
+    }
+  }
+  replies.insert(replies.end(), loop.out().begin(), loop.out().end());
+  size_t pos = 0;
+  Reply r;
+  bool closed_reply = false;
+  while (TakeReply(std::span<const uint8_t>(replies).subspan(pos), &r)) {
+    TMEM_FUZZ_CHECK(r.header.magic == kReplyMagic);
+    TMEM_FUZZ_CHECK(r.header.status <= 16);
+    TMEM_FUZZ_CHECK(!closed_reply);  // nothing after a closing reply
+    closed_reply = (r.header.flags & kReplyClosing) != 0;
+    pos += r.bytes;
+  }
+  TMEM_FUZZ_CHECK(pos == replies.size());
+  TMEM_FUZZ_CHECK(closed_reply == loop.closing());
+  std::vector<uint8_t> page(4096);
+  auto got = w.engine->Get(w.theirs, "secret", 0, page);
+  TMEM_FUZZ_CHECK(got.ok() && *got == pool::GetOutcome::kHit && page == w.their_page);
+  return 0;
+}

@@ -1,0 +1,472 @@
+#include "server/wire/wire_server.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <list>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/logging.h"
+
+namespace tmem::wire {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// How often a loop looks for connections past their deadlines.
+constexpr auto kTimerTick = std::chrono::milliseconds(100);
+constexpr size_t kRecvBytes = 256 << 10;
+
+}  // namespace
+
+// What an epoll event points at.
+struct Pollable {
+  enum class Kind { kListener, kWake, kConnection } kind;
+  int index = 0;  // the listener's
+};
+
+struct Connection : Pollable {
+  int fd = -1;
+  bool tls = false;
+  std::unique_ptr<trust::TlsSession> session;  // TLS connections, from accept
+  bool handshake_done = false;                 // TLS handshake (plaintext: true)
+  std::vector<uint8_t> cipher_out;             // TLS: records to send
+  size_t cipher_pos = 0;
+  std::unique_ptr<RequestLoop> requests;  // once the peer is known
+  Clock::time_point accepted, last_active;
+  uint32_t events = 0;  // the epoll interest now
+  bool eof = false;     // the peer closed its side
+  bool dead = false;    // to be closed at the end of the turn
+  std::list<Connection>::iterator self;
+};
+
+struct WireServer::Loop {
+  int epoll_fd = -1;
+  int wake_fd = -1;
+  Pollable wake{Pollable::Kind::kWake};
+  std::vector<Pollable> listeners;
+  std::list<Connection> connections;
+  WireCounters counters;
+  std::vector<uint8_t> cipher_in;  // TLS: one recv's records
+  Clock::time_point next_tick;
+};
+
+WireServer::WireServer(const WireServerOptions& options) : options_(options) {}
+
+WireServer::~WireServer() { Stop(); }
+
+absl::StatusOr<std::unique_ptr<WireServer>> WireServer::Start(const WireServerOptions& options) {
+  if (options.engine == nullptr || options.tenants == nullptr) {
+    return absl::InvalidArgumentError("the wire server needs an engine and a tenant table");
+  }
+  for (const auto& l : options.listeners) {
+    if (l.tls && options.tls == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("wire listener ", l.address, " wants TLS but none is configured"));
+    }
+  }
+  std::unique_ptr<WireServer> s(new WireServer(options));
+  TMEM_RETURN_IF_ERROR(s->Listen());
+  int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
+  if (threads <= 0) threads = 1;
+  for (int i = 0; i < threads; ++i) {
+    auto loop = std::make_unique<Loop>();
+    loop->epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
+    loop->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (loop->epoll_fd < 0 || loop->wake_fd < 0) {
+      return absl::InternalError(absl::StrCat("wire loop: ", std::strerror(errno)));
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = &loop->wake;
+    ::epoll_ctl(loop->epoll_fd, EPOLL_CTL_ADD, loop->wake_fd, &ev);
+    loop->listeners.resize(s->listen_fds_.size());
+    for (size_t k = 0; k < s->listen_fds_.size(); ++k) {
+      loop->listeners[k].kind = Pollable::Kind::kListener;
+      loop->listeners[k].index = static_cast<int>(k);
+      epoll_event lev{};
+      lev.events = EPOLLIN | EPOLLEXCLUSIVE;
+      lev.data.ptr = &loop->listeners[k];
+      ::epoll_ctl(loop->epoll_fd, EPOLL_CTL_ADD, s->listen_fds_[k], &lev);
+    }
+    s->loops_.push_back(std::move(loop));
+  }
+  for (auto& loop : s->loops_) s->threads_.emplace_back([p = s.get(), l = loop.get()] { p->RunLoop(*l); });
+  return s;
+}
+
+absl::Status WireServer::Listen() {
+  for (const auto& l : options_.listeners) {
+    const auto colon = l.address.rfind(':');
+    if (colon == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("wire listen address '", l.address, "' has no port"));
+    }
+    std::string host = l.address.substr(0, colon);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    const std::string port = l.address.substr(colon + 1);
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    addrinfo* res = nullptr;
+    if (int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res); rc != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("wire listen address '", l.address, "': ", gai_strerror(rc)));
+    }
+    int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int one = 1;
+    if (fd >= 0) ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (fd < 0 || ::bind(fd, res->ai_addr, res->ai_addrlen) != 0 || ::listen(fd, 1024) != 0) {
+      const int err = errno;
+      ::freeaddrinfo(res);
+      if (fd >= 0) ::close(fd);
+      return absl::UnavailableError(absl::StrCat("cannot listen for the wire protocol on ", l.address, ": ",
+                                                 std::strerror(err)));
+    }
+    ::freeaddrinfo(res);
+    sockaddr_storage ss{};
+    socklen_t sl = sizeof(ss);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &sl);
+    ports_.push_back(ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
+                                              : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port));
+    listen_fds_.push_back(fd);
+    listen_tls_.push_back(l.tls);
+  }
+  return absl::OkStatus();
+}
+
+void WireServer::Stop() {
+  if (stopping_.exchange(true, std::memory_order_acq_rel)) {
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+    return;
+  }
+  for (auto& loop : loops_) {
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(loop->wake_fd, &one, sizeof(one));
+  }
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+  for (int fd : listen_fds_) ::close(fd);
+  listen_fds_.clear();
+  for (auto& loop : loops_) {
+    ::close(loop->epoll_fd);
+    ::close(loop->wake_fd);
+  }
+}
+
+int64_t WireServer::connections_open() const { return open_.load(std::memory_order_relaxed); }
+
+namespace {
+
+// Sends what waits, without blocking. False on a socket error.
+bool SendSome(int fd, const uint8_t* data, size_t len, size_t* sent) {
+  *sent = 0;
+  while (*sent < len) {
+    const ssize_t n = ::send(fd, data + *sent, len - *sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      *sent += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+void WireServer::RunLoop(Loop& L) {
+  const LoopLimits& limits = options_.limits;
+  L.cipher_in.resize(kRecvBytes);
+  std::vector<Connection*> touched;
+
+  auto close_conn = [&](Connection& c) {
+    if (c.fd >= 0) {
+      ::epoll_ctl(L.epoll_fd, EPOLL_CTL_DEL, c.fd, nullptr);
+      ::close(c.fd);
+      c.fd = -1;
+      open_.fetch_sub(1, std::memory_order_relaxed);
+      L.counters.connections_open.fetch_sub(1, std::memory_order_relaxed);
+    }
+    c.dead = true;
+  };
+
+  // The peer is known: the request loop starts.
+  auto start_requests = [&](Connection& c) {
+    std::optional<trust::Identity> who;
+    if (!c.tls) {
+      who = options_.tenants->Local();
+    } else if (c.session->psk()) {
+      who = options_.tenants->ByPsk(c.session->psk_identity());
+    } else if (c.session->has_certificate()) {
+      who = options_.tenants->ByCertificate(c.session->certificate_names());
+    } else {
+      who = std::nullopt;  // no certificate (client_auth optional): its HELLO is refused
+    }
+    c.requests = std::make_unique<RequestLoop>(options_.engine, std::move(who), options_.audit, &L.counters, limits);
+  };
+
+  // Reads what the socket has (while the requests want input) and runs what is whole.
+  auto read_conn = [&](Connection& c) {
+    while (!c.dead && !c.eof) {
+      const bool tls_backlog = c.tls && c.cipher_out.size() - c.cipher_pos > limits.max_pending_reply_bytes;
+      if (c.requests != nullptr && (!c.requests->wants_input() || tls_backlog)) break;
+      ssize_t n;
+      if (!c.tls) {
+        std::span<uint8_t> space = c.requests->InputSpace();
+        n = ::recv(c.fd, space.data(), space.size(), MSG_DONTWAIT);
+        if (n > 0) {
+          c.requests->Received(static_cast<size_t>(n));
+          c.last_active = Clock::now();
+          c.requests->Run();
+          if (static_cast<size_t>(n) < space.size()) break;  // drained
+          continue;
+        }
+      } else {
+        n = ::recv(c.fd, L.cipher_in.data(), L.cipher_in.size(), MSG_DONTWAIT);
+        if (n > 0) {
+          c.last_active = Clock::now();
+          c.session->Feed(L.cipher_in.data(), static_cast<size_t>(n));
+          if (!c.handshake_done) {
+            absl::StatusOr<bool> done = c.session->Handshake(*options_.tls);
+            if (!done.ok()) {
+              if (options_.audit != nullptr) {
+                options_.audit->Refused("wire", trust::Audit::Refusal::kTls, done.status().message());
+              }
+              L.counters.connections_refused.fetch_add(1, std::memory_order_relaxed);
+              c.eof = true;  // send the alert GnuTLS queued, then close
+              c.dead = c.cipher_out.empty();
+              return;
+            }
+            if (!*done) continue;
+            c.handshake_done = true;
+            start_requests(c);
+          }
+          while (true) {
+            std::span<uint8_t> space = c.requests->InputSpace();
+            const ssize_t got = c.session->Decrypt(space.data(), space.size());
+            if (got > 0) {
+              c.requests->Received(static_cast<size_t>(got));
+              continue;
+            }
+            if (got < 0) c.eof = true;
+            break;
+          }
+          c.requests->Run();
+          if (static_cast<size_t>(n) < L.cipher_in.size()) break;
+          continue;
+        }
+      }
+      if (n == 0) {
+        c.eof = true;
+        break;
+      }
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) close_conn(c);
+      break;
+    }
+  };
+
+  // Sends what is ready with one send, and sets the connection's interest.
+  auto flush_conn = [&](Connection& c) {
+    if (c.dead) return;
+    if (c.requests != nullptr && c.tls) {
+      std::span<const uint8_t> out = c.requests->out();
+      if (!out.empty() && c.cipher_out.size() - c.cipher_pos <= limits.max_pending_reply_bytes) {
+        iovec iov{const_cast<uint8_t*>(out.data()), out.size()};
+        if (!c.session->Encrypt(&iov, 1)) {
+          close_conn(c);
+          return;
+        }
+        c.requests->Sent(out.size());
+      }
+    }
+    const uint8_t* data;
+    size_t len;
+    if (c.tls) {
+      data = c.cipher_out.data() + c.cipher_pos;
+      len = c.cipher_out.size() - c.cipher_pos;
+    } else {
+      std::span<const uint8_t> out = c.requests->out();
+      data = out.data();
+      len = out.size();
+    }
+    if (len > 0) {
+      size_t sent = 0;
+      if (!SendSome(c.fd, data, len, &sent)) {
+        close_conn(c);
+        return;
+      }
+      if (sent > 0) c.last_active = Clock::now();
+      if (c.tls) {
+        c.cipher_pos += sent;
+        if (c.cipher_pos == c.cipher_out.size()) {
+          c.cipher_out.clear();
+          c.cipher_pos = 0;
+        }
+      } else {
+        c.requests->Sent(sent);
+      }
+      len -= sent;
+      // A TLS connection's plaintext replies left behind by the bound go out on the next turn.
+      if (c.tls && len == 0 && c.requests != nullptr && !c.requests->out().empty()) len = 1;
+    }
+    const bool closing = c.eof || (c.requests != nullptr && c.requests->closing());
+    if (closing && len == 0) {
+      close_conn(c);
+      return;
+    }
+    uint32_t want = 0;
+    if (len > 0) want |= EPOLLOUT;
+    const bool tls_backlog = c.tls && c.cipher_out.size() - c.cipher_pos > limits.max_pending_reply_bytes;
+    if (!closing && (c.requests == nullptr || (c.requests->wants_input() && !tls_backlog))) want |= EPOLLIN;
+    if (want != c.events) {
+      epoll_event ev{};
+      ev.events = want | EPOLLRDHUP;
+      ev.data.ptr = &c;
+      ::epoll_ctl(L.epoll_fd, EPOLL_CTL_MOD, c.fd, &ev);
+      c.events = want;
+    }
+  };
+
+  auto accept_on = [&](int index) {
+    const int lfd = listen_fds_[static_cast<size_t>(index)];
+    while (true) {
+      const int fd = ::accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) return;  // EAGAIN: another loop took it, or none is left
+      L.counters.connections_accepted.fetch_add(1, std::memory_order_relaxed);
+      if (open_.fetch_add(1, std::memory_order_relaxed) >= options_.max_connections) {
+        open_.fetch_sub(1, std::memory_order_relaxed);
+        L.counters.connections_refused.fetch_add(1, std::memory_order_relaxed);
+        ::close(fd);
+        continue;
+      }
+      L.counters.connections_open.fetch_add(1, std::memory_order_relaxed);
+      int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      L.connections.emplace_back();
+      Connection& c = L.connections.back();
+      c.self = std::prev(L.connections.end());
+      c.kind = Pollable::Kind::kConnection;
+      c.fd = fd;
+      c.tls = listen_tls_[static_cast<size_t>(index)];
+      c.accepted = c.last_active = Clock::now();
+      if (c.tls) {
+        absl::StatusOr<std::unique_ptr<trust::TlsSession>> s = options_.tls->AcceptInMemory(&c.cipher_out);
+        if (!s.ok()) {
+          TMEM_LOG(Warning) << "wire: TLS session: " << s.status().message();
+          close_conn(c);
+          L.connections.erase(c.self);
+          continue;
+        }
+        c.session = std::move(*s);
+      } else {
+        c.handshake_done = true;
+        start_requests(c);
+      }
+      c.events = EPOLLIN;
+      epoll_event ev{};
+      ev.events = EPOLLIN | EPOLLRDHUP;
+      ev.data.ptr = &c;
+      ::epoll_ctl(L.epoll_fd, EPOLL_CTL_ADD, fd, &ev);
+    }
+  };
+
+  auto check_deadlines = [&](Clock::time_point now) {
+    const auto handshake = std::chrono::milliseconds(options_.handshake_timeout_ms);
+    const auto idle = std::chrono::milliseconds(options_.idle_timeout_ms);
+    for (Connection& c : L.connections) {
+      if (c.dead) continue;
+      const bool hello = c.requests != nullptr && c.requests->hello_done();
+      const bool quiet = c.requests == nullptr || (c.requests->idle() && c.requests->out().empty());
+      if ((!hello && now - c.accepted > handshake) || (hello && quiet && now - c.last_active > idle)) {
+        L.counters.connections_timed_out.fetch_add(1, std::memory_order_relaxed);
+        close_conn(c);
+      }
+    }
+  };
+
+  epoll_event events[128];
+  L.next_tick = Clock::now() + kTimerTick;
+  while (!stopping_.load(std::memory_order_acquire)) {
+    const int n = ::epoll_wait(L.epoll_fd, events, 128, static_cast<int>(kTimerTick.count()));
+    touched.clear();
+    for (int i = 0; i < n; ++i) {
+      auto* p = static_cast<Pollable*>(events[i].data.ptr);
+      if (p->kind == Pollable::Kind::kWake) continue;
+      if (p->kind == Pollable::Kind::kListener) {
+        accept_on(p->index);
+        continue;
+      }
+      auto* c = static_cast<Connection*>(p);
+      if (c->dead) continue;
+      if (events[i].events & (EPOLLERR)) {
+        close_conn(*c);
+      } else if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) {
+        read_conn(*c);
+      }
+      touched.push_back(c);
+    }
+    for (Connection* c : touched) flush_conn(*c);
+    const auto now = Clock::now();
+    if (now >= L.next_tick) {
+      L.next_tick = now + kTimerTick;
+      check_deadlines(now);
+    }
+    for (auto it = L.connections.begin(); it != L.connections.end();) {
+      if (it->dead) {
+        close_conn(*it);
+        it = L.connections.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  // Stopping: what is ready goes out if the socket takes it now; then every connection closes.
+  for (Connection& c : L.connections) {
+    if (!c.dead) flush_conn(c);
+    close_conn(c);
+  }
+  L.connections.clear();
+}
+
+void WireServer::VisitStats(StatsVisitor& v) const {
+  static constexpr const char* kVerbs[] = {"invalid", "hello", "put", "get", "flush_pages", "flush_object", "flush_pool"};
+  auto sum = [&](auto field) {
+    uint64_t total = 0;
+    for (const auto& l : loops_) total += static_cast<uint64_t>((l->counters.*field).load(std::memory_order_relaxed));
+    return total;
+  };
+  for (int verb = 0; verb <= kMaxVerb; ++verb) {
+    uint64_t total = 0;
+    for (const auto& l : loops_) total += l->counters.requests[verb].load(std::memory_order_relaxed);
+    v.Counter("wire_requests", "Page wire protocol requests, by verb", total, {{"verb", kVerbs[verb]}});
+  }
+  v.Counter("wire_errors", "Page wire protocol replies with a status other than OK", sum(&WireCounters::errors), {});
+  v.Counter("wire_pages_put", "Pages put over the page wire protocol", sum(&WireCounters::pages_put), {});
+  v.Counter("wire_pages_got", "Page hits sent over the page wire protocol", sum(&WireCounters::pages_got), {});
+  v.Counter("wire_received_bytes", "Bytes of requests received over the page wire protocol (after TLS)",
+            sum(&WireCounters::bytes_in), {});
+  v.Counter("wire_sent_bytes", "Bytes of replies sent over the page wire protocol (before TLS)",
+            sum(&WireCounters::bytes_out), {});
+  v.Counter("wire_connections_accepted", "Page wire protocol connections accepted",
+            sum(&WireCounters::connections_accepted), {});
+  v.Counter("wire_connections_refused",
+            "Page wire protocol connections refused: TLS handshake failed, no tenant, or max_connections reached",
+            sum(&WireCounters::connections_refused), {});
+  v.Counter("wire_connections_timed_out", "Page wire protocol connections closed for a handshake or idle timeout",
+            sum(&WireCounters::connections_timed_out), {});
+  v.Gauge("wire_connections", "Page wire protocol connections open", static_cast<double>(connections_open()), {});
+}
+
+}  // namespace tmem::wire
