@@ -33,6 +33,8 @@ void Fill(const pool::PoolInfo& info, tmem::v1::PoolInfo* out) {
   resp->set_free_segments(free);
   resp->set_used_bytes((g.segment_count - free) * g.segment_bytes);
   resp->set_kept_pages_from_previous_run(engine_->kept_pages_from_previous_run());
+  resp->set_wire_tls_port(wire_tls_port_);
+  resp->set_wire_plaintext_port(wire_plaintext_port_);
   if (health_ != nullptr) {
     for (const HealthService::Entry& h : health_->Snapshot()) {
       tmem::v1::ServiceHealth* out = resp->add_health();

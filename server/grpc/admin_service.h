@@ -26,6 +26,13 @@ class AdminService final : public tmem::v1::Admin::Service {
                         const CallerResolver* callers = nullptr, const HealthService* health = nullptr)
       : engine_(engine), nbd_(nbd), callers_(callers != nullptr ? callers : &local_), health_(health) {}
 
+  // The page wire protocol's ports, told to clients by ServerInfo (0: none). Before the gRPC
+  // server starts.
+  void set_wire_ports(uint32_t tls, uint32_t plaintext) {
+    wire_tls_port_ = tls;
+    wire_plaintext_port_ = plaintext;
+  }
+
   ::grpc::Status ServerInfo(::grpc::ServerContext*, const tmem::v1::ServerInfoRequest*,
                             tmem::v1::ServerInfoResponse*) override;
   ::grpc::Status ListPools(::grpc::ServerContext*, const tmem::v1::ListPoolsRequest*,
@@ -43,6 +50,8 @@ class AdminService final : public tmem::v1::Admin::Service {
   const CallerResolver local_;
   const CallerResolver* const callers_;
   const HealthService* const health_;
+  uint32_t wire_tls_port_ = 0;  // set before serving, then const
+  uint32_t wire_plaintext_port_ = 0;
 };
 
 }  // namespace tmem::grpc_service

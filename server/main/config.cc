@@ -116,6 +116,29 @@ Table<Config>* BuildConfigSettings() {
               "tenants lists it.")
       .Int("index_cache_entries", "index-cache-entries", &Config::index_cache_entries, 0, int64_t{1} << 32,
            "Page index entries kept in RAM (about 100 bytes each; 0 turns the cache off).")
+      .List("wire.listen", "wire-listen", &Config::wire_listen,
+            "Page wire protocol listeners (docs/wire.md): TLS from the first byte when tls.cert is set; plaintext "
+            "only on loopback otherwise (unless insecure_plaintext). None when empty. Port 0 takes a free port; "
+            "clients learn the ports from ServerInfo either way.",
+            "0.0.0.0:7072")
+      .List("wire.plaintext_listen", "wire-plaintext-listen", &Config::wire_plaintext_listen,
+            "Plaintext page wire protocol listeners beside the TLS ones (loopback only, unless insecure_plaintext); "
+            "their peers are the local tenant.",
+            "127.0.0.1:7073")
+      .Int("wire.threads", "wire-threads", &Config::wire_threads, 0, 1024,
+           "Page wire protocol event loops (each owns its connections; 0: one per core).")
+      .Int("wire.max_connections", "wire-max-connections", &Config::wire_max_connections, 1, 1 << 20,
+           "More page wire protocol connections are accepted and closed at once.")
+      .Int("wire.handshake_timeout_ms", "wire-handshake-timeout-ms", &Config::wire_handshake_timeout_ms, 100,
+           3'600'000, "A wire connection that has not finished its TLS handshake and HELLO within this is closed.")
+      .Int("wire.idle_timeout_ms", "wire-idle-timeout-ms", &Config::wire_idle_timeout_ms, 1000, int64_t{1} << 40,
+           "A wire connection with nothing in flight for this long is closed.")
+      .Size("wire.max_pending_reply_bytes", "wire-max-pending-reply-bytes", &Config::wire_max_pending_reply_bytes,
+            64 << 10, uint64_t{1} << 32,
+            "Replies waiting to be sent on one wire connection before tmemd stops reading its requests (a client "
+            "that does not read its replies holds at most this plus one request).")
+      .Int("wire.max_in_flight", "wire-max-in-flight", &Config::wire_max_in_flight, 1, 65536,
+           "Requests a wire client is told to keep unanswered at most (announced in the HELLO reply).")
       .List("nbd.listen", "nbd-listen", &Config::nbd_listen, "NBD TCP listeners (none when empty).")
       .String("nbd.unix_socket", "nbd-unix-socket", &Config::nbd_unix_socket, "An NBD unix socket (none when empty).")
       .Int("nbd.max_connections", "nbd-max-connections", &Config::nbd_max_connections, 1, 65536,

@@ -54,6 +54,16 @@ struct Config {
   std::string local_tenant = "local";         // the tenant of plaintext peers
   std::vector<trust::TenantConfig> tenants;   // tenants: [...]
 
+  // The page wire protocol (docs/wire.md).
+  std::vector<std::string> wire_listen = {"127.0.0.1:0"};  // TLS when tls.cert is set; [] = none; port 0: any
+  std::vector<std::string> wire_plaintext_listen;            // loopback only, unless insecure_plaintext
+  int wire_threads = 0;                                       // event loops; 0 = one per core
+  int wire_max_connections = 1024;
+  int64_t wire_handshake_timeout_ms = 10000;
+  int64_t wire_idle_timeout_ms = 300000;
+  uint64_t wire_max_pending_reply_bytes = 8ull << 20;  // per connection
+  int wire_max_in_flight = 64;                         // announced to clients
+
   // NBD block exports.
   struct ExportConfig {
     std::string name;

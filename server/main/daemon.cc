@@ -44,6 +44,7 @@
 #include "server/main/config.h"
 #include "server/metrics/metrics.h"
 #include "server/nbd/nbd_server.h"
+#include "server/wire/wire_server.h"
 #include "server/pool/pool_engine.h"
 #include "server/trust/audit.h"
 #include "server/trust/tenants.h"
@@ -136,6 +137,10 @@ absl::StatusOr<int> CheckListeners(const Config& c) {
     for (const std::string& a : c.listen) TMEM_RETURN_IF_ERROR(plaintext("gRPC listener", a));
   }
   for (const std::string& a : c.plaintext_listen) TMEM_RETURN_IF_ERROR(plaintext("gRPC plaintext_listen", a));
+  if (!c.tls.x509()) {
+    for (const std::string& a : c.wire_listen) TMEM_RETURN_IF_ERROR(plaintext("wire listener", a));
+  }
+  for (const std::string& a : c.wire_plaintext_listen) TMEM_RETURN_IF_ERROR(plaintext("wire.plaintext_listen", a));
   if (!c.exports.empty() && !c.tls.any()) {
     for (const std::string& a : c.nbd_listen) {
       if (!a.empty()) TMEM_RETURN_IF_ERROR(plaintext("NBD listener", a));
@@ -341,6 +346,37 @@ int Run(const Config& c, const DaemonHooks& hooks) {
   }
   nbd::NbdServer* nbd_ptr = nbd_server.get();
 
+  // The page wire protocol (docs/wire.md): TLS on wire.listen when tls.cert is set, plaintext on
+  // wire.plaintext_listen (and on wire.listen without TLS).
+  std::unique_ptr<wire::WireServer> wire_server;
+  uint32_t wire_tls_port = 0, wire_plaintext_port = 0;
+  if (!c.wire_listen.empty() || !c.wire_plaintext_listen.empty()) {
+    wire::WireServerOptions wo;
+    for (const std::string& a : c.wire_listen) wo.listeners.push_back({a, c.tls.x509()});
+    for (const std::string& a : c.wire_plaintext_listen) wo.listeners.push_back({a, false});
+    wo.threads = c.wire_threads;
+    wo.max_connections = c.wire_max_connections;
+    wo.handshake_timeout_ms = c.wire_handshake_timeout_ms;
+    wo.idle_timeout_ms = c.wire_idle_timeout_ms;
+    wo.limits.max_pending_reply_bytes = c.wire_max_pending_reply_bytes;
+    wo.limits.max_in_flight = static_cast<uint32_t>(c.wire_max_in_flight);
+    wo.engine = e;
+    wo.tenants = &*tenants;
+    wo.tls = tls.get();
+    wo.audit = &audit;
+    auto started = wire::WireServer::Start(wo);
+    if (!started.ok()) {
+      TMEM_LOG(Error) << started.status().message();
+      return 1;
+    }
+    wire_server = std::move(*started);
+    for (size_t i = 0; i < wo.listeners.size(); ++i) {
+      uint32_t& port = wo.listeners[i].tls ? wire_tls_port : wire_plaintext_port;
+      if (port == 0) port = static_cast<uint32_t>(wire_server->ports()[i]);
+    }
+  }
+  wire::WireServer* wire_ptr = wire_server.get();
+
   // Health: each service serves while its probes find nothing wrong (health_monitor.h).
   grpc_service::HealthService health;
   const grpc_service::HealthLimits limits{.interval_ms = c.health_check_interval_ms,
@@ -366,11 +402,12 @@ int Run(const Config& c, const DaemonHooks& hooks) {
 
   std::unique_ptr<metrics::Metrics> metrics;
   if (!c.metrics_listen.empty()) {
-    auto m = metrics::Metrics::Start(c.metrics_listen, [e, nbd_ptr, &audit, &monitor](StatsVisitor& v) {
+    auto m = metrics::Metrics::Start(c.metrics_listen, [e, nbd_ptr, wire_ptr, &audit, &monitor](StatsVisitor& v) {
       e->VisitStats(v);
       monitor.VisitStats(v);
       audit.VisitStats(v);
       if (nbd_ptr != nullptr) nbd_ptr->VisitStats(v);
+      if (wire_ptr != nullptr) wire_ptr->VisitStats(v);
       // Every export's backend: a cache (with its store's), a remote store's fence.
       if (nbd_ptr != nullptr) {
         for (const auto& x : nbd_ptr->exports()) x->backend->VisitStats(v, {{"export", x->name}});
@@ -386,6 +423,7 @@ int Run(const Config& c, const DaemonHooks& hooks) {
   grpc_service::PagePoolService pages(e, metrics ? metrics->latency() : nullptr, &callers,
                                       c.grpc_max_sessions_per_tenant);
   grpc_service::AdminService admin(e, nbd_ptr, &callers, &health);
+  if (wire_server != nullptr) admin.set_wire_ports(wire_tls_port, wire_plaintext_port);
   ::grpc::ServerBuilder builder;
   std::vector<int> ports(grpc_listeners.size(), 0);
   std::shared_ptr<::grpc::ServerCredentials> tls_creds;
@@ -430,6 +468,12 @@ int Run(const Config& c, const DaemonHooks& hooks) {
       << (metrics
               ? absl::StrCat(c.metrics_listen.substr(0, c.metrics_listen.rfind(':')), ":", metrics->port(), "/metrics")
               : std::string("(off)"))
+      << (wire_ptr != nullptr ? absl::StrCat(", page wire protocol on port ", wire_tls_port != 0 ? wire_tls_port : wire_plaintext_port,
+                                             wire_tls_port != 0 ? " (TLS)" : " (plaintext)",
+                                             wire_tls_port != 0 && wire_plaintext_port != 0
+                                                 ? absl::StrCat(" and ", wire_plaintext_port, " (plaintext)")
+                                                 : std::string())
+                              : std::string())
       << (nbd_ptr != nullptr
               ? absl::StrCat(", NBD on ",
                              absl::StrJoin(nbd_ptr->tcp_ports(), ",",
@@ -476,7 +520,8 @@ int Run(const Config& c, const DaemonHooks& hooks) {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t).count();
   };
   // gRPC calls and NBD requests in flight get the same shutdown_timeout_ms, side by side.
-  std::thread nbd_stop([&nbd_server] {
+  std::thread nbd_stop([&nbd_server, &wire_server] {
+    if (wire_server != nullptr) wire_server->Stop();
     if (nbd_server != nullptr) nbd_server->Stop();
   });
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(c.shutdown_timeout_ms));
