@@ -30,7 +30,7 @@ std::shared_ptr<SessionStream::Op> SessionStream::Submit(tmem::v1::SessionReques
   auto op = std::make_shared<Op>();
   MutexLock lock(&mu_);
   if (broken_) {
-    Complete(*op, absl::UnavailableError("session stream is broken"), nullptr);
+    op->Complete(absl::UnavailableError("session stream is broken"), nullptr);
     return op;
   }
   const uint64_t id = next_op_id_++;
@@ -43,18 +43,7 @@ std::shared_ptr<SessionStream::Op> SessionStream::Submit(tmem::v1::SessionReques
 }
 
 absl::StatusOr<tmem::v1::SessionResponse> SessionStream::Wait(Op& op, std::chrono::steady_clock::time_point deadline) {
-  {
-    MutexLock lock(&op.mu);
-    while (!op.done) {
-      const auto now = std::chrono::steady_clock::now();
-      if (now >= deadline) break;
-      op.cv.WaitFor(&op.mu, deadline - now);
-    }
-    if (op.done) {
-      if (!op.status.ok()) return op.status;
-      return std::move(op.response);
-    }
-  }
+  if (op.WaitUntil(deadline)) return op.Take();
   // Timed out. Forget the op (a late reply is dropped), and break the stream if nothing at all
   // came back for as long: the server is hung or the connection is dead without a reset.
   bool stalled = false;
@@ -87,15 +76,6 @@ uint64_t SessionStream::replies() const {
   return replies_;
 }
 
-void SessionStream::Complete(Op& op, absl::Status status, tmem::v1::SessionResponse* response) {
-  MutexLock lock(&op.mu);
-  if (op.done) return;
-  op.status = std::move(status);
-  if (response != nullptr) op.response = std::move(*response);
-  op.done = true;
-  op.cv.SignalAll();
-}
-
 void SessionStream::Break(const absl::Status& why) {
   std::map<uint64_t, std::shared_ptr<Op>> failed;
   {
@@ -105,7 +85,7 @@ void SessionStream::Break(const absl::Status& why) {
     queue_.clear();
     queued_cv_.SignalAll();
   }
-  for (auto& [id, op] : failed) Complete(*op, why, nullptr);
+  for (auto& [id, op] : failed) op->Complete(why, nullptr);
 }
 
 void SessionStream::WriterLoop() {
@@ -154,7 +134,7 @@ void SessionStream::ReaderLoop() {
         in_flight_.erase(it);
       }
     }
-    if (op != nullptr) Complete(*op, absl::OkStatus(), &response);
+    if (op != nullptr) op->Complete(absl::OkStatus(), &response);
   }
   // The writer may still be inside Write: cancel so that it returns, then collect the status.
   ctx_.TryCancel();

@@ -12,6 +12,7 @@
 //
 // Thread-safety: every method is thread-safe.
 // Lock order: SessionStream::mu_ -> Op::mu (never the other way).
+// The Op and the contract of each method: page_stream.h.
 #ifndef TMEM_CLIENT_SESSION_STREAM_H_
 #define TMEM_CLIENT_SESSION_STREAM_H_
 
@@ -26,28 +27,13 @@
 
 #include "absl/status/statusor.h"
 #include "common/mutex.h"
+#include "client/page_stream.h"
 #include "proto/tmem_clients.h"
 
 namespace tmem::client {
 
-class SessionStream {
+class SessionStream final : public PageStream {
  public:
-  // One submitted operation; Wait on it.
-  class Op {
-   public:
-    Op() = default;
-    Op(const Op&) = delete;
-    Op& operator=(const Op&) = delete;
-
-   private:
-    friend class SessionStream;
-    Mutex mu;
-    CondVar cv;
-    bool done ABSL_GUARDED_BY(mu) = false;
-    absl::Status status ABSL_GUARDED_BY(mu);
-    tmem::v1::SessionResponse response ABSL_GUARDED_BY(mu);
-  };
-
   // Starts the stream on `rpc`; the connection is made by the first write, so this never blocks.
   explicit SessionStream(std::shared_ptr<tmem::v1::PagePoolClient> rpc);
   // Cancels the stream; operations still in flight fail with UNAVAILABLE.
@@ -56,25 +42,24 @@ class SessionStream {
   SessionStream& operator=(const SessionStream&) = delete;
 
   // Queues `request` (its op_id is assigned here) for sending.
-  std::shared_ptr<Op> Submit(tmem::v1::SessionRequest request);
+  std::shared_ptr<Op> Submit(tmem::v1::SessionRequest request) override;
   // Waits until `deadline` for the reply of `op`. The reply's own code is not interpreted here:
   // a reply that says INVALID_ARGUMENT is returned as a reply. Errors: UNAVAILABLE (stream
   // broken), DEADLINE_EXCEEDED (no reply in time).
-  absl::StatusOr<tmem::v1::SessionResponse> Wait(Op& op, std::chrono::steady_clock::time_point deadline);
+  absl::StatusOr<tmem::v1::SessionResponse> Wait(Op& op, std::chrono::steady_clock::time_point deadline) override;
 
   // Breaks the stream (as a failure would).
-  void Cancel();
+  void Cancel() override;
   // True once the stream failed or was cancelled: the owner should open a new one.
-  bool broken() const;
+  bool broken() const override;
   // Replies received over the stream's life (tests, diagnostics).
-  uint64_t replies() const;
+  uint64_t replies() const override;
 
  private:
   void WriterLoop();
   void ReaderLoop();
   // Marks the stream broken and fails every operation in flight or queued.
   void Break(const absl::Status& why);
-  static void Complete(Op& op, absl::Status status, tmem::v1::SessionResponse* response);
 
   std::shared_ptr<tmem::v1::PagePoolClient> rpc_;
   ::grpc::ClientContext ctx_;

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/session_stream.h"
+#include "client/wire_stream.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "proto/tmem_clients.h"
@@ -75,7 +76,11 @@ struct TmemClient::Server {
   uint64_t instance ABSL_GUARDED_BY(mu) = 0;
   std::map<PoolRef, uint32_t> pool_ids ABSL_GUARDED_BY(mu);
   std::vector<DeferredFlush> deferred ABSL_GUARDED_BY(mu);
-  std::vector<std::shared_ptr<SessionStream>> streams ABSL_GUARDED_BY(mu);  // streams_per_server
+  std::vector<std::shared_ptr<PageStream>> streams ABSL_GUARDED_BY(mu);  // streams_per_server
+  // The page wire protocol's port for this client: -1 not known yet (asked through ServerInfo
+  // before the next stream opens), 0 none. Forgotten when a stream breaks: a restarted server may
+  // listen elsewhere.
+  int wire_port ABSL_GUARDED_BY(mu) = -1;
   // No stream is opened before this; the wait doubles while the server stays unreachable.
   std::chrono::steady_clock::time_point next_connect ABSL_GUARDED_BY(mu);
   int64_t backoff_ms ABSL_GUARDED_BY(mu) = 0;
@@ -134,6 +139,14 @@ absl::StatusOr<std::unique_ptr<TmemClient>> TmemClient::Create(const ClientOptio
   if (!channels.ok()) return channels.status();
   std::unique_ptr<TmemClient> c(new TmemClient(options));
   c->channels_ = *channels;
+  if (options.transport != "auto" && options.transport != "wire" && options.transport != "grpc") {
+    return absl::InvalidArgumentError(absl::StrCat("transport '", options.transport, "': want auto, wire or grpc"));
+  }
+  if (options.tls.enabled() && options.transport != "grpc") {
+    auto creds = WireTlsCredentials::Load(options.tls.ca, options.tls.cert, options.tls.key);
+    if (!creds.ok()) return creds.status();
+    c->wire_tls_ = *creds;
+  }
   for (const std::string& address : options.servers) {
     auto s = std::make_unique<Server>();
     s->address = address;
@@ -309,9 +322,25 @@ absl::StatusOr<uint32_t> TmemClient::CreateOn(Server& s, const Pool& pool) {
   return resp.pool_id();
 }
 
-std::shared_ptr<SessionStream> TmemClient::StreamFor(Server& s, size_t k) {
+int TmemClient::WirePortOf(Server& s) {
+  if (s.wire_port >= 0) return s.wire_port;
+  tmem::v1::ServerInfoRequest req;
+  tmem::v1::ServerInfoResponse resp;
+  ::grpc::ClientContext ctx;
+  SetDeadline(&ctx, options_.call_timeout_ms);
+  ::grpc::Status st = tmem::v1::Admin::NewStub(channels_.Make(s.address))->ServerInfo(&ctx, req, &resp);
+  if (st.ok()) {
+    s.wire_port = static_cast<int>(options_.tls.enabled() ? resp.wire_tls_port() : resp.wire_plaintext_port());
+  } else if (st.error_code() != ::grpc::StatusCode::UNAVAILABLE &&
+             st.error_code() != ::grpc::StatusCode::DEADLINE_EXCEEDED) {
+    s.wire_port = 0;  // it answers, but offers nothing this client can use
+  }
+  return s.wire_port;
+}
+
+std::shared_ptr<PageStream> TmemClient::StreamFor(Server& s, size_t k) {
   MutexLock lock(&s.mu);
-  std::shared_ptr<SessionStream>& stream = s.streams[k];
+  std::shared_ptr<PageStream>& stream = s.streams[k];
   if (stream != nullptr && !stream->broken()) return stream;
   const auto now = std::chrono::steady_clock::now();
   if (stream != nullptr) {
@@ -320,8 +349,27 @@ std::shared_ptr<SessionStream> TmemClient::StreamFor(Server& s, size_t k) {
     s.next_connect = now + std::chrono::milliseconds(s.backoff_ms);
     s.backoff_ms = std::min(s.backoff_ms * 2, options_.reconnect_max_ms);
     NoteFailure(channels_, s, ::grpc::Status(::grpc::StatusCode::UNAVAILABLE, "stream broke"));
+    s.wire_port = -1;
   }
-  stream = std::make_shared<SessionStream>(s.rpc);
+  const int wire_port = options_.transport == "grpc" ? 0 : WirePortOf(s);
+  if (wire_port > 0) {
+    WireStreamOptions wo;
+    const auto colon = s.address.rfind(':');
+    wo.host = s.address.substr(0, colon);
+    if (wo.host.size() >= 2 && wo.host.front() == '[' && wo.host.back() == ']') {
+      wo.host = wo.host.substr(1, wo.host.size() - 2);
+    }
+    wo.port = wire_port;
+    wo.tls = wire_tls_;
+    wo.server_name = options_.tls.server_name;
+    wo.connect_timeout_ms = options_.call_timeout_ms;
+    stream = std::make_shared<WireStream>(std::move(wo));
+    counters_.wire_streams_opened.fetch_add(1, std::memory_order_relaxed);
+  } else if (options_.transport == "wire" && wire_port == 0) {
+    return nullptr;  // the server offers no wire port: unreachable for this client
+  } else {
+    stream = std::make_shared<SessionStream>(s.rpc);
+  }
   counters_.streams_opened.fetch_add(1, std::memory_order_relaxed);
   return stream;
 }
@@ -396,8 +444,8 @@ absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {
     size_t server;
     const std::vector<size_t>* items;  // the part's: pages [at, end) of it were sent here
     size_t at, end;
-    std::shared_ptr<SessionStream> stream;
-    std::shared_ptr<SessionStream::Op> op;
+    std::shared_ptr<PageStream> stream;
+    std::shared_ptr<PageStream::Op> op;
   };
   std::vector<Sent> sent;
   uint64_t dropped = 0;
@@ -417,7 +465,7 @@ absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {
   for (const Part& part : parts) {
     Server& s = *servers_[part.server];
     absl::StatusOr<uint32_t> id = Prepare(s, *pool);
-    std::shared_ptr<SessionStream> stream = id.ok() ? StreamFor(s, part.stream) : nullptr;
+    std::shared_ptr<PageStream> stream = id.ok() ? StreamFor(s, part.stream) : nullptr;
     if (stream == nullptr) {
       forget(part.server, part.items, 0, part.items.size());
       continue;
@@ -466,15 +514,15 @@ absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<co
   struct Sent {
     size_t server;
     std::vector<size_t> items;
-    std::shared_ptr<SessionStream> stream;
-    std::shared_ptr<SessionStream::Op> op;
+    std::shared_ptr<PageStream> stream;
+    std::shared_ptr<PageStream::Op> op;
   };
   std::vector<Sent> sent;
   uint64_t unreachable = 0;
   for (const Part& part : parts) {
     Server& s = *servers_[part.server];
     absl::StatusOr<uint32_t> id = Prepare(s, *pool);
-    std::shared_ptr<SessionStream> stream = id.ok() ? StreamFor(s, part.stream) : nullptr;
+    std::shared_ptr<PageStream> stream = id.ok() ? StreamFor(s, part.stream) : nullptr;
     if (stream == nullptr) {
       unreachable += part.items.size();
       continue;

@@ -45,7 +45,8 @@ class SessionResponse;
 
 namespace tmem::client {
 
-class SessionStream;
+class PageStream;
+class WireTlsCredentials;
 
 struct DeferredFlush;  // tmem_client.cc
 
@@ -57,6 +58,10 @@ struct ClientOptions {
   int64_t reconnect_max_ms = 2000;
   int max_batch_pages = 256;  // pages per operation on the wire (the server's limit)
   TlsClientOptions tls;       // empty: plaintext (tmemd allows it on loopback only)
+  // How pages travel: "auto" (the page wire protocol where the server offers it, found through
+  // ServerInfo; gRPC Session streams otherwise), "wire" (the same, but a server that offers no
+  // wire port is unreachable), "grpc" (Session streams only).
+  std::string transport = "auto";
 };
 
 using PoolRef = uint32_t;  // the client's name for a pool (the same on every server or not)
@@ -114,7 +119,8 @@ class TmemClient {
     std::atomic<uint64_t> flushes_deferred{0};  // flushes recorded for replay
     std::atomic<uint64_t> flushes_replayed{0};
     std::atomic<uint64_t> restarts_seen{0};   // instance id changes
-    std::atomic<uint64_t> streams_opened{0};  // Session streams opened (first ones and reconnects)
+    std::atomic<uint64_t> streams_opened{0};  // streams opened (first ones and reconnects), either transport
+    std::atomic<uint64_t> wire_streams_opened{0};  // of which page wire protocol connections
   };
   const Counters& counters() const { return counters_; }
 
@@ -136,7 +142,10 @@ class TmemClient {
   struct Part;
   std::vector<Part> Split(const Pool& pool, size_t count, const std::function<std::string_view(size_t)>& object) const;
   // A healthy stream `k` of `server`, opened if needed and the backoff allows; nullptr if not.
-  std::shared_ptr<SessionStream> StreamFor(Server& server, size_t k);
+  std::shared_ptr<PageStream> StreamFor(Server& server, size_t k);
+  // The server's page wire protocol port for this client (0: none), asked through ServerInfo once
+  // per connection; -1 when the server did not answer. The caller holds server.mu.
+  int WirePortOf(Server& server);
   // Records what a reply (or its absence) says about `server`.
   void NoteReply(Server& server, PoolRef pool, const absl::StatusOr<tmem::v1::SessionResponse>& reply);
   // Makes `server` ready for calls on `pool`: replays deferred flushes, creates the pool there if
@@ -147,6 +156,7 @@ class TmemClient {
 
   const ClientOptions options_;
   ChannelFactory channels_;                       // set in Create, then const
+  std::shared_ptr<WireTlsCredentials> wire_tls_;  // set in Create (TLS only), then const
   std::vector<std::unique_ptr<Server>> servers_;  // fixed after Create
 
   mutable Mutex mu_;

@@ -269,6 +269,10 @@ int CmdBench(const Invocation& inv, const Flags& f) {
   o.seconds = static_cast<double>(*seconds);
   o.page_bytes = static_cast<uint32_t>(*page);
   o.singles = static_cast<int>(*singles);
+  o.transport = f.Has("transport") ? f.Get("transport") : "auto";
+  if (o.transport != "auto" && o.transport != "wire" && o.transport != "grpc") {
+    return Usage("bench: --transport wants auto, wire or grpc");
+  }
   if (o.pages < static_cast<uint64_t>(o.threads)) return Usage("bench: --pages must be at least --threads");
   return RunBench(o);
 }
@@ -332,9 +336,10 @@ const std::map<std::string, Command>& Commands() {
         CmdGet}},
       {"bench",
        {"tmemctl bench [--threads=8] [--batch=32] [--pages=100000] [--seconds=5] [--page-size=4096] "
-        "[--singles=2000]: puts pages into a new shared pool, gets random ones back, times single gets "
-        "(--server may list several servers, comma-separated: the pool is sharded over them)",
-        {"threads", "batch", "pages", "seconds", "page-size", "singles"},
+        "[--singles=2000] [--transport=auto|wire|grpc]: puts pages into a new shared pool, gets random ones back, "
+        "times single gets (--server may list several servers, comma-separated: the pool is sharded over them; "
+        "pages travel on the page wire protocol where the servers offer it, unless --transport=grpc)",
+        {"threads", "batch", "pages", "seconds", "page-size", "singles", "transport"},
         {},
         nullptr,
         CmdBench}},

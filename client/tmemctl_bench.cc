@@ -56,6 +56,7 @@ int RunBench(const BenchOptions& o) {
   co.call_timeout_ms = o.timeout_ms;
   co.tls = o.tls;
   co.streams_per_server = std::clamp(o.threads, 1, 64);
+  co.transport = o.transport;
   auto c = client::TmemClient::Create(co);
   if (!c.ok()) {
     std::fprintf(stderr, "tmemctl: %s\n", std::string(c.status().message()).c_str());
@@ -159,6 +160,10 @@ int RunBench(const BenchOptions& o) {
   for (auto& v : lat) all.insert(all.end(), v.begin(), v.end());
   const double p50 = Quantile(all, 0.5), p99 = Quantile(all, 0.99), p999 = Quantile(all, 0.999);
   std::printf("single get  p50 %.0f us  p99 %.0f us  p99.9 %.0f us\n", p50, p99, p999);
+  const uint64_t wire = tc.counters().wire_streams_opened.load(), opened = tc.counters().streams_opened.load();
+  std::printf("transport   %s (%lu page wire protocol connections, %lu gRPC Session streams)\n",
+              wire == opened ? "wire" : wire == 0 ? "grpc" : "mixed", static_cast<unsigned long>(wire),
+              static_cast<unsigned long>(opened - wire));
   if (absl::Status s = tc.DestroyPool(*pool); !s.ok()) {
     std::fprintf(stderr, "tmemctl: bench: could not destroy its pool: %s\n", std::string(s.message()).c_str());
   }

@@ -20,6 +20,7 @@ struct BenchOptions {
   int singles = 2000;  // single-page gets per thread for the latency figures
   int64_t timeout_ms = 5000;
   client::TlsClientOptions tls;
+  std::string transport = "auto";  // ClientOptions::transport
 };
 
 // Puts `pages` pages into a fresh shared pool (batched, from all threads), reads random ones

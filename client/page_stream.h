@@ -1,0 +1,83 @@
+// PageStream: one ordered pipe of page operations to one server, shared by many callers — a
+// tmem.v1 Session stream on gRPC (session_stream.h) or a page wire protocol connection
+// (wire_stream.h). Both speak tmem.v1.SessionRequest/SessionResponse to the client, so the
+// client's rules (sharding, flush replay, restarts, backoff) are written once.
+//
+// Callers Submit operations and later Wait for their replies; many are in flight at once, and
+// the server runs them in order. When the stream breaks every operation in flight and every later
+// one fails with UNAVAILABLE; the owner replaces a broken stream. A Wait that times out fails with
+// DEADLINE_EXCEEDED, and the stream is broken when nothing at all came back for that long.
+//
+// Thread-safety: every method is thread-safe.
+#ifndef TMEM_CLIENT_PAGE_STREAM_H_
+#define TMEM_CLIENT_PAGE_STREAM_H_
+
+#include <chrono>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "common/mutex.h"
+#include "proto/tmem.pb.h"
+
+namespace tmem::client {
+
+class PageStream {
+ public:
+  // One submitted operation; Wait on it.
+  class Op {
+   public:
+    Op() = default;
+    Op(const Op&) = delete;
+    Op& operator=(const Op&) = delete;
+
+    // Ends the op (once; later calls are ignored).
+    void Complete(absl::Status status, tmem::v1::SessionResponse* response) {
+      MutexLock lock(&mu);
+      if (done) return;
+      this->status = std::move(status);
+      if (response != nullptr) this->response = std::move(*response);
+      done = true;
+      cv.SignalAll();
+    }
+    // Waits until `deadline`; true once done.
+    bool WaitUntil(std::chrono::steady_clock::time_point deadline) {
+      MutexLock lock(&mu);
+      while (!done) {
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= deadline) break;
+        cv.WaitFor(&mu, deadline - now);
+      }
+      return done;
+    }
+    absl::StatusOr<tmem::v1::SessionResponse> Take() {
+      MutexLock lock(&mu);
+      if (!status.ok()) return status;
+      return std::move(response);
+    }
+
+   private:
+    Mutex mu;
+    CondVar cv;
+    bool done ABSL_GUARDED_BY(mu) = false;
+    absl::Status status ABSL_GUARDED_BY(mu);
+    tmem::v1::SessionResponse response ABSL_GUARDED_BY(mu);
+  };
+
+  virtual ~PageStream() = default;
+
+  // Queues `request` (its op_id is assigned here) for sending.
+  virtual std::shared_ptr<Op> Submit(tmem::v1::SessionRequest request) = 0;
+  // Waits until `deadline` for the reply of `op`. A reply's own code is not interpreted here.
+  // Errors: UNAVAILABLE (stream broken), DEADLINE_EXCEEDED (no reply in time).
+  virtual absl::StatusOr<tmem::v1::SessionResponse> Wait(Op& op, std::chrono::steady_clock::time_point deadline) = 0;
+  // Breaks the stream (as a failure would).
+  virtual void Cancel() = 0;
+  // True once the stream failed or was cancelled: the owner should open a new one.
+  virtual bool broken() const = 0;
+  // Replies received over the stream's life (tests, diagnostics).
+  virtual uint64_t replies() const = 0;
+};
+
+}  // namespace tmem::client
+
+#endif  // TMEM_CLIENT_PAGE_STREAM_H_

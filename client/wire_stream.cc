@@ -1,0 +1,463 @@
+#include "client/wire_stream.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "server/wire/wire_codec.h"
+
+namespace tmem::client {
+namespace {
+
+namespace w = ::tmem::wire;
+
+bool IsAddress(const std::string& host) {
+  in6_addr a6;
+  in_addr a4;
+  return ::inet_pton(AF_INET, host.c_str(), &a4) == 1 || ::inet_pton(AF_INET6, host.c_str(), &a6) == 1;
+}
+
+// Appends the wire request of `req` (id `id`) to `out`; InvalidArgument (nothing appended) for
+// what the wire cannot carry, in the server's words.
+absl::Status Encode(const tmem::v1::SessionRequest& req, uint64_t id, std::vector<uint8_t>& out) {
+  auto check_object = [](const std::string& o, size_t i) -> absl::Status {
+    if (o.empty() || o.size() > w::kMaxObjectBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("entries[", i, "].object: ", o.size(), " bytes; an object key has 1 to ", w::kMaxObjectBytes));
+    }
+    return absl::OkStatus();
+  };
+  auto handles = [&](w::Verb verb, uint32_t pool,
+                     const google::protobuf::RepeatedPtrField<tmem::v1::Handle>& hs) -> absl::Status {
+    for (int i = 0; i < hs.size(); ++i) {
+      if (absl::Status s = check_object(hs[i].object(), static_cast<size_t>(i)); !s.ok()) return s;
+    }
+    const size_t at = w::BeginRequest(out, verb, id, pool, static_cast<uint16_t>(hs.size()));
+    for (const auto& h : hs) w::AppendEntry(out, h.object(), h.index());
+    w::FinishRequest(out, at);
+    return absl::OkStatus();
+  };
+  switch (req.op_case()) {
+    case tmem::v1::SessionRequest::kPutPages: {
+      const auto& p = req.put_pages();
+      const size_t page = p.pages_size() > 0 ? p.pages(0).data().size() : 0;
+      for (int i = 0; i < p.pages_size(); ++i) {
+        if (absl::Status s = check_object(p.pages(i).handle().object(), static_cast<size_t>(i)); !s.ok()) return s;
+        if (p.pages(i).data().size() != page) {
+          return absl::InvalidArgumentError(absl::StrCat("pages[", i, "].data: ", p.pages(i).data().size(),
+                                                         " bytes; the batch's pages are ", page));
+        }
+      }
+      const size_t at =
+          w::BeginRequest(out, w::Verb::kPut, id, p.pool_id(), static_cast<uint16_t>(p.pages_size()),
+                          static_cast<uint32_t>(page));
+      out.reserve(out.size() + p.pages_size() * (sizeof(w::Entry) + page));
+      for (const auto& pp : p.pages()) {
+        w::AppendEntry(out, pp.handle().object(), pp.handle().index());
+        out.insert(out.end(), pp.data().begin(), pp.data().end());
+      }
+      w::FinishRequest(out, at);
+      return absl::OkStatus();
+    }
+    case tmem::v1::SessionRequest::kGetPages:
+      return handles(w::Verb::kGet, req.get_pages().pool_id(), req.get_pages().handles());
+    case tmem::v1::SessionRequest::kFlushPages:
+      return handles(w::Verb::kFlushPages, req.flush_pages().pool_id(), req.flush_pages().handles());
+    case tmem::v1::SessionRequest::kFlushObject: {
+      if (absl::Status s = check_object(req.flush_object().object(), 0); !s.ok()) return s;
+      const size_t at = w::BeginRequest(out, w::Verb::kFlushObject, id, req.flush_object().pool_id(), 1);
+      w::AppendEntry(out, req.flush_object().object(), 0);
+      w::FinishRequest(out, at);
+      return absl::OkStatus();
+    }
+    case tmem::v1::SessionRequest::kFlushPool:
+      w::FinishRequest(out, w::BeginRequest(out, w::Verb::kFlushPool, id, req.flush_pool().pool_id(), 0));
+      return absl::OkStatus();
+    case tmem::v1::SessionRequest::OP_NOT_SET:
+      break;
+  }
+  return absl::InvalidArgumentError("the operation carries nothing");
+}
+
+// The reply `r` as the Session stream's response.
+tmem::v1::SessionResponse Decode(const w::Reply& r) {
+  tmem::v1::SessionResponse resp;
+  resp.set_op_id(r.header.request_id);
+  resp.set_code(static_cast<int32_t>(r.header.status));
+  resp.set_instance_id(r.header.instance_id);
+  if (r.header.status != 0) {
+    resp.set_message(std::string(r.body.begin(), r.body.end()));
+    return resp;
+  }
+  if (r.header.verb == static_cast<uint8_t>(w::Verb::kGet)) {
+    const size_t count = r.header.count;
+    const size_t head = w::GetResultBytes(count);
+    if (r.body.size() < head) {
+      resp.set_code(static_cast<int32_t>(absl::StatusCode::kInternal));
+      resp.set_message("a GET reply shorter than its results");
+      return resp;
+    }
+    size_t hits = 0;
+    for (size_t i = 0; i < count; ++i) hits += r.body[i] != 0;
+    const size_t page = hits == 0 ? 0 : (r.body.size() - head) / hits;
+    if (hits > 0 && page * hits != r.body.size() - head) {
+      resp.set_code(static_cast<int32_t>(absl::StatusCode::kInternal));
+      resp.set_message("a GET reply whose pages do not add up");
+      return resp;
+    }
+    tmem::v1::GetPagesResponse* g = resp.mutable_get_pages();
+    g->set_instance_id(r.header.instance_id);
+    size_t at = head;
+    for (size_t i = 0; i < count; ++i) {
+      tmem::v1::PageResult* res = g->add_results();
+      if (r.body[i] == 0) continue;
+      res->set_hit(true);
+      res->set_data(reinterpret_cast<const char*>(r.body.data() + at), page);
+      at += page;
+    }
+  }
+  return resp;
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<WireTlsCredentials>> WireTlsCredentials::Load(const std::string& ca,
+                                                                             const std::string& cert,
+                                                                             const std::string& key) {
+  std::shared_ptr<WireTlsCredentials> c(new WireTlsCredentials());
+  gnutls_certificate_credentials_t x509;
+  if (gnutls_certificate_allocate_credentials(&x509) < 0) return absl::InternalError("gnutls credentials");
+  c->creds_ = x509;
+  int rc = gnutls_certificate_set_x509_trust_file(x509, ca.c_str(), GNUTLS_X509_FMT_PEM);
+  if (rc <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CA ", ca, ": ", rc == 0 ? "holds no certificate" : gnutls_strerror(rc)));
+  }
+  if (!cert.empty()) {
+    rc = gnutls_certificate_set_x509_key_file(x509, cert.c_str(), key.c_str(), GNUTLS_X509_FMT_PEM);
+    if (rc < 0) return absl::InvalidArgumentError(absl::StrCat("certificate ", cert, " with key ", key, ": ", gnutls_strerror(rc)));
+  }
+  return c;
+}
+
+WireTlsCredentials::~WireTlsCredentials() {
+  if (creds_ != nullptr) gnutls_certificate_free_credentials(static_cast<gnutls_certificate_credentials_t>(creds_));
+}
+
+WireStream::WireStream(WireStreamOptions options) : options_(std::move(options)) {
+  {
+    MutexLock lock(&mu_);
+    last_progress_ = std::chrono::steady_clock::now();
+  }
+  writer_ = std::thread([this] { WriterLoop(); });
+}
+
+WireStream::~WireStream() {
+  Cancel();
+  writer_.join();  // the writer starts the reader and joins it before it returns
+  if (session_ != nullptr) gnutls_deinit(static_cast<gnutls_session_t>(session_));
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::shared_ptr<PageStream::Op> WireStream::Submit(tmem::v1::SessionRequest request) {
+  auto op = std::make_shared<Op>();
+  MutexLock lock(&mu_);
+  if (broken_) {
+    op->Complete(absl::UnavailableError("wire connection is broken"), nullptr);
+    return op;
+  }
+  const uint64_t id = next_id_++;
+  request.set_op_id(id);
+  if (in_flight_.empty()) last_progress_ = std::chrono::steady_clock::now();
+  in_flight_[id] = InFlight{op};
+  queue_.emplace_back(id, std::move(request));
+  cv_.SignalAll();
+  return op;
+}
+
+absl::StatusOr<tmem::v1::SessionResponse> WireStream::Wait(Op& op, std::chrono::steady_clock::time_point deadline) {
+  if (op.WaitUntil(deadline)) return op.Take();
+  bool stalled = false;
+  {
+    MutexLock lock(&mu_);
+    for (auto it = in_flight_.begin(); it != in_flight_.end(); ++it) {
+      if (it->second.op.get() == &op) {
+        in_flight_.erase(it);
+        break;
+      }
+    }
+    stalled = !broken_ && std::chrono::steady_clock::now() - last_progress_ >= std::chrono::milliseconds(100);
+  }
+  if (stalled) Cancel();
+  return absl::DeadlineExceededError("no reply on the wire connection in time");
+}
+
+void WireStream::Cancel() { Break(absl::UnavailableError("wire connection cancelled")); }
+
+bool WireStream::broken() const {
+  MutexLock lock(&mu_);
+  return broken_;
+}
+
+uint64_t WireStream::replies() const {
+  MutexLock lock(&mu_);
+  return replies_;
+}
+
+std::string WireStream::tenant() const {
+  MutexLock lock(&mu_);
+  return tenant_;
+}
+
+void WireStream::Break(const absl::Status& why) {
+  std::map<uint64_t, InFlight> failed;
+  {
+    MutexLock lock(&mu_);
+    if (!broken_) {
+      broken_ = true;
+      // Wakes the reader and a writer inside send; the descriptor stays open until the destructor.
+      if (connected_) ::shutdown(fd_, SHUT_RDWR);
+    }
+    failed.swap(in_flight_);
+    queue_.clear();
+    cv_.SignalAll();
+  }
+  for (auto& [id, f] : failed) f.op->Complete(why, nullptr);
+}
+
+bool WireStream::Connect() {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  const std::string port = std::to_string(options_.port);
+  if (::getaddrinfo(options_.host.c_str(), port.c_str(), &hints, &res) != 0 || res == nullptr) {
+    Break(absl::UnavailableError(absl::StrCat("cannot resolve ", options_.host)));
+    return false;
+  }
+  const int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  bool ok = fd >= 0;
+  if (ok && ::connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
+    ok = errno == EINPROGRESS;
+    if (ok) {
+      pollfd p{fd, POLLOUT, 0};
+      ok = ::poll(&p, 1, static_cast<int>(options_.connect_timeout_ms)) == 1;
+      int err = 0;
+      socklen_t len = sizeof(err);
+      if (ok) ok = ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
+    }
+  }
+  ::freeaddrinfo(res);
+  if (!ok) {
+    if (fd >= 0) ::close(fd);
+    Break(absl::UnavailableError(absl::StrCat("cannot connect to ", options_.host, ":", options_.port)));
+    return false;
+  }
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  {
+    MutexLock lock(&mu_);
+    fd_ = fd;
+    if (broken_) return false;
+    connected_ = true;
+  }
+  if (options_.tls != nullptr) {
+    gnutls_session_t s;
+    if (gnutls_init(&s, GNUTLS_CLIENT) < 0) {
+      Break(absl::InternalError("gnutls_init"));
+      return false;
+    }
+    session_ = s;
+    gnutls_priority_set_direct(s, "NORMAL", nullptr);
+    gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE,
+                           static_cast<gnutls_certificate_credentials_t>(options_.tls->gnutls_credentials()));
+    const std::string name = options_.server_name.empty() ? options_.host : options_.server_name;
+    if (!IsAddress(name)) gnutls_server_name_set(s, GNUTLS_NAME_DNS, name.data(), name.size());
+    gnutls_session_set_verify_cert(s, name.c_str(), 0);
+    gnutls_transport_set_int(s, fd);
+    gnutls_handshake_set_timeout(s, static_cast<unsigned>(options_.connect_timeout_ms));
+    int rc;
+    do {
+      rc = gnutls_handshake(s);
+    } while (rc < 0 && gnutls_error_is_fatal(rc) == 0);
+    if (rc < 0) {
+      Break(absl::UnavailableError(absl::StrCat("TLS handshake with ", options_.host, ":", options_.port, ": ",
+                                                gnutls_strerror(rc))));
+      return false;
+    }
+  }
+  std::vector<uint8_t> hello;
+  w::AppendHello(hello, 0);
+  if (!SendAll(hello.data(), hello.size())) {
+    Break(absl::UnavailableError("wire connection: HELLO not sent"));
+    return false;
+  }
+  return true;
+}
+
+bool WireStream::SendAll(const uint8_t* data, size_t len) {
+  while (len > 0) {
+    ssize_t n;
+    if (session_ != nullptr) {
+      n = gnutls_record_send(static_cast<gnutls_session_t>(session_), data, len);
+      if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) continue;
+    } else {
+      n = ::send(fd_, data, len, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+    }
+    if (n <= 0) return false;
+    data += n;
+    len -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+void WireStream::WriterLoop() {
+  if (Connect()) {
+    reader_ = std::thread([this] { ReaderLoop(); });
+    std::vector<std::pair<uint64_t, tmem::v1::SessionRequest>> batch;
+    std::vector<uint8_t> out;
+    while (true) {
+      {
+        MutexLock lock(&mu_);
+        while (queue_.empty() && !broken_) cv_.Wait(&mu_);
+        if (broken_) break;
+        while (!queue_.empty()) {
+          batch.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+      }
+      // Everything queued leaves in one send.
+      out.clear();
+      for (auto& [id, req] : batch) {
+        if (absl::Status s = Encode(req, id, out); !s.ok()) {
+          std::shared_ptr<Op> op;
+          {
+            MutexLock lock(&mu_);
+            auto it = in_flight_.find(id);
+            if (it != in_flight_.end()) {
+              op = std::move(it->second.op);
+              in_flight_.erase(it);
+            }
+          }
+          tmem::v1::SessionResponse resp;
+          resp.set_op_id(id);
+          resp.set_code(static_cast<int32_t>(s.code()));
+          resp.set_message(std::string(s.message()));
+          if (op != nullptr) op->Complete(absl::OkStatus(), &resp);
+        }
+      }
+      batch.clear();
+      if (!out.empty() && !SendAll(out.data(), out.size())) {
+        Break(absl::UnavailableError("wire connection: send failed"));
+        break;
+      }
+    }
+  }
+  if (reader_.joinable()) reader_.join();
+}
+
+void WireStream::ReaderLoop() {
+  std::vector<uint8_t> buf(512 << 10);
+  size_t start = 0, end = 0;
+  auto fill = [&]() -> bool {
+    if (start > 0) {
+      std::memmove(buf.data(), buf.data() + start, end - start);
+      end -= start;
+      start = 0;
+    }
+    if (end == buf.size()) buf.resize(buf.size() * 2);
+    ssize_t n;
+    while (true) {
+      if (session_ != nullptr) {
+        n = gnutls_record_recv(static_cast<gnutls_session_t>(session_), buf.data() + end, buf.size() - end);
+        if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) continue;
+      } else {
+        n = ::recv(fd_, buf.data() + end, buf.size() - end, 0);
+        if (n < 0 && errno == EINTR) continue;
+      }
+      break;
+    }
+    if (n <= 0) return false;
+    end += static_cast<size_t>(n);
+    return true;
+  };
+  absl::Status why = absl::UnavailableError("wire connection closed");
+  while (true) {
+    w::Reply r;
+    if (!w::TakeReply(std::span<const uint8_t>(buf.data() + start, end - start), &r)) {
+      if (end - start >= sizeof(w::ReplyHeader)) {
+        w::ReplyHeader h;
+        std::memcpy(&h, buf.data() + start, sizeof(h));
+        if (h.magic != w::kReplyMagic) {
+          why = absl::UnavailableError("wire connection: not a tmem wire reply");
+          break;
+        }
+        if (sizeof(h) + h.body_bytes > buf.size()) buf.resize(sizeof(h) + h.body_bytes);
+      }
+      if (!fill()) break;
+      continue;
+    }
+    start += r.bytes;
+    if (r.header.magic != w::kReplyMagic) {
+      why = absl::UnavailableError("wire connection: not a tmem wire reply");
+      break;
+    }
+    if (r.header.request_id == 0 && r.header.verb == static_cast<uint8_t>(w::Verb::kHello)) {
+      if (r.header.status != 0) {
+        // The server refused this client: its words, with UNAVAILABLE so that callers treat the
+        // server as unreachable (misses and dropped puts).
+        why = absl::UnavailableError(absl::StrCat("wire HELLO refused (code ", r.header.status,
+                                                  "): ", std::string(r.body.begin(), r.body.end())));
+        break;
+      }
+      MutexLock lock(&mu_);
+      if (r.body.size() >= sizeof(w::HelloReply)) {
+        w::HelloReply h;
+        std::memcpy(&h, r.body.data(), sizeof(h));
+        if (sizeof(h) + h.tenant_bytes <= r.body.size()) {
+          tenant_.assign(reinterpret_cast<const char*>(r.body.data() + sizeof(h)), h.tenant_bytes);
+        }
+      }
+      last_progress_ = std::chrono::steady_clock::now();
+      continue;
+    }
+    std::shared_ptr<Op> op;
+    {
+      MutexLock lock(&mu_);
+      ++replies_;
+      last_progress_ = std::chrono::steady_clock::now();
+      auto it = in_flight_.find(r.header.request_id);
+      if (it != in_flight_.end()) {
+        op = std::move(it->second.op);
+        in_flight_.erase(it);
+      }
+    }
+    if (op != nullptr) {
+      tmem::v1::SessionResponse resp = Decode(r);
+      op->Complete(absl::OkStatus(), &resp);
+    }
+    if (r.header.flags & w::kReplyClosing) {
+      why = absl::UnavailableError(absl::StrCat("the server closed the wire connection: ",
+                                                std::string(r.body.begin(), r.body.end())));
+      break;
+    }
+  }
+  Break(why);
+}
+
+}  // namespace tmem::client

@@ -1,0 +1,101 @@
+// WireStream: a PageStream over one page wire protocol connection (docs/wire.md).
+//
+// A writer thread connects (TCP, then TLS with the client's certificate when configured), sends
+// HELLO and then every queued operation, coalescing whatever is queued into one send; a reader
+// thread matches replies to operations by request id. The constructor never blocks: a server
+// that cannot be reached breaks the stream (UNAVAILABLE), as does a refused HELLO (the reply's
+// status and words are kept in the failure).
+//
+// Thread-safety: every method is thread-safe.
+// Lock order: WireStream::mu_ -> Op's lock (never the other way).
+#ifndef TMEM_CLIENT_WIRE_STREAM_H_
+#define TMEM_CLIENT_WIRE_STREAM_H_
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "client/page_stream.h"
+#include "common/mutex.h"
+
+namespace tmem::client {
+
+// The client's TLS credentials for wire connections, read once (GnuTLS).
+class WireTlsCredentials {
+ public:
+  // `ca`, `cert`, `key`: PEM files (cert and key may be empty: no client certificate).
+  // InvalidArgument naming a file that does not load.
+  static absl::StatusOr<std::shared_ptr<WireTlsCredentials>> Load(const std::string& ca, const std::string& cert,
+                                                                   const std::string& key);
+  ~WireTlsCredentials();
+  void* gnutls_credentials() const { return creds_; }
+
+ private:
+  WireTlsCredentials() = default;
+  void* creds_ = nullptr;  // gnutls_certificate_credentials_t
+};
+
+struct WireStreamOptions {
+  std::string host;  // a name or an address
+  int port = 0;
+  std::shared_ptr<WireTlsCredentials> tls;  // null: plaintext
+  std::string server_name;                  // verified in the server's certificate ("": host)
+  int64_t connect_timeout_ms = 1000;
+};
+
+class WireStream final : public PageStream {
+ public:
+  explicit WireStream(WireStreamOptions options);
+  ~WireStream() override;
+  WireStream(const WireStream&) = delete;
+  WireStream& operator=(const WireStream&) = delete;
+
+  std::shared_ptr<Op> Submit(tmem::v1::SessionRequest request) override;
+  absl::StatusOr<tmem::v1::SessionResponse> Wait(Op& op, std::chrono::steady_clock::time_point deadline) override;
+  void Cancel() override;
+  bool broken() const override;
+  uint64_t replies() const override;
+  // The tenant the server says this connection is (after its HELLO reply; "" before).
+  std::string tenant() const;
+
+ private:
+  void WriterLoop();
+  void ReaderLoop();
+  // Connects, handshakes and sends HELLO; false (stream broken) on failure.
+  bool Connect();
+  void Break(const absl::Status& why);
+  bool SendAll(const uint8_t* data, size_t len);
+  // Reads exactly `len` bytes; false at the end or on an error.
+  bool ReadAll(uint8_t* data, size_t len);
+
+  const WireStreamOptions options_;
+  int fd_ = -1;             // set by Connect before the reader starts; closed by the destructor
+  void* session_ = nullptr;  // gnutls_session_t (TLS), same lifetime as fd_
+
+  mutable Mutex mu_;
+  CondVar cv_;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool connected_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;  // 0 is HELLO's
+  std::deque<std::pair<uint64_t, tmem::v1::SessionRequest>> queue_ ABSL_GUARDED_BY(mu_);
+  // By request id; with the page size each get's reply carries.
+  struct InFlight {
+    std::shared_ptr<Op> op;
+  };
+  std::map<uint64_t, InFlight> in_flight_ ABSL_GUARDED_BY(mu_);
+  uint64_t replies_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string tenant_ ABSL_GUARDED_BY(mu_);
+  std::chrono::steady_clock::time_point last_progress_ ABSL_GUARDED_BY(mu_);
+
+  std::thread writer_;
+  std::thread reader_;
+};
+
+}  // namespace tmem::client
+
+#endif  // TMEM_CLIENT_WIRE_STREAM_H_
