@@ -27,7 +27,9 @@ std::vector<uint8_t> PageFor(const std::string& object, uint64_t index, int vers
   return p;
 }
 
-class ShardingTest : public ::testing::Test {
+// Run over each transport: the page wire protocol (transport "wire": a server without a wire port
+// would be unreachable, so the wire is what is tested) and gRPC Session streams.
+class ShardingTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     for (int i = 0; i < 3; ++i) {
@@ -45,6 +47,7 @@ class ShardingTest : public ::testing::Test {
     client::ClientOptions o;
     for (int p : ports_) o.servers.push_back("127.0.0.1:" + std::to_string(p));
     o.call_timeout_ms = call_timeout_ms;
+    o.transport = GetParam();
     auto c = client::TmemClient::Create(o);
     ASSERT_TRUE(c.ok()) << c.status();
     client_ = std::move(*c);
@@ -105,7 +108,7 @@ class ShardingTest : public ::testing::Test {
   std::unique_ptr<client::TmemClient> client_;
 };
 
-TEST_F(ShardingTest, ADeadServerCostsMissesAndARestartedOneNeverServesStalePages) {
+TEST_P(ShardingTest, ADeadServerCostsMissesAndARestartedOneNeverServesStalePages) {
   std::array<uint8_t, 16> uuid{};
   uuid[0] = 7;
   auto pool = client_->CreateSharedPool(uuid, 4096);
@@ -186,7 +189,7 @@ TEST_F(ShardingTest, ADeadServerCostsMissesAndARestartedOneNeverServesStalePages
 // makes while that pool's server is down must still reach the pages the earlier client put there
 // once the server is back — it must not be dropped because this client had not reached the pool
 // on that server yet.
-TEST_F(ShardingTest, AFlushDeferredByANewClientReachesPagesAnEarlierClientPut) {
+TEST_P(ShardingTest, AFlushDeferredByANewClientReachesPagesAnEarlierClientPut) {
   std::array<uint8_t, 16> uuid{};
   uuid[0] = 42;
   auto earlier = client_->CreateSharedPool(uuid, 4096, "node-a");
@@ -224,7 +227,7 @@ TEST_F(ShardingTest, AFlushDeferredByANewClientReachesPagesAnEarlierClientPut) {
 
 // Many threads share one client: their batches are split by server and stream, larger ones
 // also at the wire limit, and all travel pipelined on a few long-lived Session streams.
-TEST_F(ShardingTest, BatchesFromManyThreadsArePipelinedOnAFewStreams) {
+TEST_P(ShardingTest, BatchesFromManyThreadsArePipelinedOnAFewStreams) {
   // Its own client, with a timeout that leaves room for slow (sanitizer) builds: this test is
   // about batching, not about timeouts.
   ASSERT_NO_FATAL_FAILURE(NewClient(20000));
@@ -258,6 +261,8 @@ TEST_F(ShardingTest, BatchesFromManyThreadsArePipelinedOnAFewStreams) {
   EXPECT_EQ(wrong.load(), 0);
   EXPECT_EQ(hits.load(), kThreads * kPages) << "a private pool hits once per put";
   EXPECT_EQ(client_->counters().streams_opened.load(), 3u * 2) << "streams are opened once and shared";
+  EXPECT_EQ(client_->counters().wire_streams_opened.load(), GetParam() == "wire" ? 3u * 2 : 0u)
+      << "pages travel on the transport asked for";
   EXPECT_EQ(client_->counters().puts_dropped.load(), 0u);
 
   // Bad batches are refused whole, before anything is sent.
@@ -273,7 +278,7 @@ TEST_F(ShardingTest, BatchesFromManyThreadsArePipelinedOnAFewStreams) {
 
 // A server that stops answering without closing its connections (SIGSTOP) costs each call at
 // most the call timeout; once it resumes it is used again.
-TEST_F(ShardingTest, AHungServerCostsBoundedMissesAndIsUsedAgainWhenItResumes) {
+TEST_P(ShardingTest, AHungServerCostsBoundedMissesAndIsUsedAgainWhenItResumes) {
   auto pool = client_->CreatePool(4096);
   ASSERT_TRUE(pool.ok());
   const std::string on0 = ObjectOn(*pool, 0, "h");
@@ -295,7 +300,7 @@ TEST_F(ShardingTest, AHungServerCostsBoundedMissesAndIsUsedAgainWhenItResumes) {
 
 // While a server is down, calls fail fast and streams are re-opened no more often than the
 // doubling backoff allows.
-TEST_F(ShardingTest, ReconnectsToADownServerBackOff) {
+TEST_P(ShardingTest, ReconnectsToADownServerBackOff) {
   auto pool = client_->CreatePool(4096);
   ASSERT_TRUE(pool.ok());
   std::vector<std::string> on0;
@@ -327,7 +332,7 @@ TEST_F(ShardingTest, ReconnectsToADownServerBackOff) {
 
 // put-put-get across a server's absence: a put that cannot reach its server (stopped cleanly, so
 // it comes back with the older version) must not let that older version be read afterwards.
-TEST_F(ShardingTest, APutThatCannotArriveLeavesNoOlderVersionToBeRead) {
+TEST_P(ShardingTest, APutThatCannotArriveLeavesNoOlderVersionToBeRead) {
   std::array<uint8_t, 16> uuid{};
   uuid[0] = 43;
   auto pool = client_->CreateSharedPool(uuid, 4096, "node-a");
@@ -348,7 +353,7 @@ TEST_F(ShardingTest, APutThatCannotArriveLeavesNoOlderVersionToBeRead) {
   EXPECT_GE(client_->counters().flushes_replayed.load(), 1u);
 }
 
-TEST_F(ShardingTest, DestroyPoolRemovesItFromEveryServer) {
+TEST_P(ShardingTest, DestroyPoolRemovesItFromEveryServer) {
   auto pool = client_->CreatePool(4096);
   ASSERT_TRUE(pool.ok());
   for (int o = 0; o < 30; ++o) {
@@ -367,6 +372,9 @@ TEST_F(ShardingTest, DestroyPoolRemovesItFromEveryServer) {
   for (int o = 0; o < 30; ++o) hits += Hit(*again, "x" + std::to_string(o), 0, 1);
   EXPECT_EQ(hits, 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Transports, ShardingTest, ::testing::Values("wire", "grpc"),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 }  // namespace
 }  // namespace tmem
