@@ -24,6 +24,14 @@ namespace {
 
 namespace w = ::tmem::wire;
 
+// GnuTLS's sends with MSG_NOSIGNAL: a server that went away is an error, never SIGPIPE.
+ssize_t PushNoSignal(gnutls_transport_ptr_t ptr, const giovec_t* iov, int count) {
+  msghdr msg{};
+  msg.msg_iov = const_cast<iovec*>(reinterpret_cast<const iovec*>(iov));
+  msg.msg_iovlen = static_cast<size_t>(count);
+  return ::sendmsg(static_cast<int>(reinterpret_cast<intptr_t>(ptr)), &msg, MSG_NOSIGNAL);
+}
+
 bool IsAddress(const std::string& host) {
   in6_addr a6;
   in_addr a4;
@@ -289,6 +297,7 @@ bool WireStream::Connect() {
     if (!IsAddress(name)) gnutls_server_name_set(s, GNUTLS_NAME_DNS, name.data(), name.size());
     gnutls_session_set_verify_cert(s, name.c_str(), 0);
     gnutls_transport_set_int(s, fd);
+    gnutls_transport_set_vec_push_function(s, PushNoSignal);
     gnutls_handshake_set_timeout(s, static_cast<unsigned>(options_.connect_timeout_ms));
     int rc;
     do {

@@ -60,21 +60,18 @@ RequestLoop::RequestLoop(pool::PoolEngine* engine, std::optional<trust::Identity
     : engine_(engine), peer_(std::move(peer)), audit_(audit), counters_(counters), limits_(limits) {}
 
 std::span<uint8_t> RequestLoop::InputSpace(size_t min_bytes) {
-  // Taken bytes are dropped once they are most of the buffer (a copy of the unread tail only).
-  if (in_pos_ > 0 && (in_pos_ == in_.size() || in_pos_ >= in_.size() / 2)) {
-    in_.erase(in_.begin(), in_.begin() + static_cast<ptrdiff_t>(in_pos_));
+  // Taken bytes are dropped once they are most of what was received (a copy of the unread tail).
+  if (in_pos_ > 0 && (in_pos_ == in_end_ || in_pos_ >= in_end_ / 2)) {
+    std::memmove(in_.data(), in_.data() + in_pos_, in_end_ - in_pos_);
+    in_end_ -= in_pos_;
     in_pos_ = 0;
   }
-  const size_t used = in_.size();
-  if (in_.capacity() - used < min_bytes) in_.reserve(used + std::max(min_bytes, used));
-  // resize() would zero the space; it is written by the caller before Received commits it.
-  in_.resize(in_.capacity());
-  filled_ = used;
-  return {in_.data() + used, in_.size() - used};
+  if (in_.size() - in_end_ < min_bytes) in_.resize(in_end_ + std::max(min_bytes, in_end_));
+  return {in_.data() + in_end_, in_.size() - in_end_};
 }
 
 void RequestLoop::Received(size_t n) {
-  in_.resize(filled_ + n);
+  in_end_ += n;
   counters_->bytes_in.fetch_add(n, std::memory_order_relaxed);
 }
 
@@ -92,7 +89,7 @@ void RequestLoop::Sent(size_t n) {
 
 bool RequestLoop::Run() {
   while (!closing_ && wants_input()) {
-    const size_t avail = in_.size() - in_pos_;
+    const size_t avail = in_end_ - in_pos_;
     if (avail < sizeof(RequestHeader)) break;
     RequestHeader h;
     std::memcpy(&h, in_.data() + in_pos_, sizeof(h));

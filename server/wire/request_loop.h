@@ -78,7 +78,7 @@ class RequestLoop {
   bool wants_input() const { return !closing_ && out_.size() - out_pos_ <= limits_.max_pending_reply_bytes; }
   bool closing() const { return closing_; }
   // Whether a request was answered or part of one waits (idle timeouts count from the last).
-  bool idle() const { return in_.size() == in_pos_; }
+  bool idle() const { return in_end_ == in_pos_; }
   bool hello_done() const { return hello_done_; }
 
  private:
@@ -106,9 +106,9 @@ class RequestLoop {
   WireCounters* const counters_;
   const LoopLimits limits_;
 
-  std::vector<uint8_t> in_;
-  size_t in_pos_ = 0;  // the first byte not yet taken
-  size_t filled_ = 0;  // bytes of in_ received (InputSpace .. Received)
+  std::vector<uint8_t> in_;  // a buffer: bytes [in_pos_, in_end_) are received and not yet taken
+  size_t in_pos_ = 0;
+  size_t in_end_ = 0;
   std::vector<uint8_t> out_;
   size_t out_pos_ = 0;  // the first byte not yet sent
   bool hello_done_ = false;
