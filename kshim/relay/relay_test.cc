@@ -67,6 +67,7 @@ class RunningRelay {
     o.call_timeout_ms = 300;
     o.reconnect_max_ms = 200;
     o.tls = tls;
+    o.transport = "wire";  // tmem-shimd's pages travel on the page wire protocol
     auto c = client::TmemClient::Create(o);
     EXPECT_TRUE(c.ok()) << c.status();
     client_ = std::move(*c);
@@ -88,6 +89,7 @@ class RunningRelay {
     EXPECT_TRUE(status_.ok()) << status_;
   }
   const RelayCounters& counters() const { return relay_->counters(); }
+  const client::TmemClient& client() const { return *client_; }
 
  private:
   std::unique_ptr<client::TmemClient> client_;
@@ -152,6 +154,8 @@ TEST_F(RelayTest, EvictedPagesComeBackAndInvalidatedOnesNever) {
   }
   EXPECT_EQ(hits, 200) << "every page put comes back";
   EXPECT_GT(relay.counters().batches.load(), 0u);
+  EXPECT_GT(relay.client().counters().wire_streams_opened.load(), 0u) << "pages travel on the page wire protocol";
+  EXPECT_EQ(relay.client().counters().wire_streams_opened.load(), relay.client().counters().streams_opened.load());
   EXPECT_LT(relay.counters().batches.load(), relay.counters().puts.load() + relay.counters().gets.load())
       << "runs of puts and gets travel as batches";
 

@@ -38,6 +38,8 @@ Relays the tmem_shim kernel module's cleancache requests to tmemd.
   --device=PATH           the shim's device (default /dev/tmem_shim)
   --tenant=NAME           namespace of this node's pools in tmemd (default: with TLS the tenant
                           of the client certificate, else the host name)
+  --transport=auto        how pages travel: auto (the page wire protocol where tmemd offers it, else
+                          gRPC), wire (wire only), grpc (gRPC Session streams only)
   --tls-ca=PEM            speak TLS to tmemd, verifying its certificate against this CA
   --tls-cert=PEM          this node's client certificate (its CN or SAN names the node's tenant)
   --tls-key=PEM           its private key
@@ -84,7 +86,8 @@ int main(int argc, char** argv) {
   auto flags =
       Flags::Parse(argc, argv, 1,
                    {"servers", "device", "tenant", "metrics-listen", "module-stats", "call-timeout-ms", "retry-ms",
-                    "prefetch-pages", "prefetch-cache-pages", "tls-ca", "tls-cert", "tls-key", "tls-server-name"},
+                    "prefetch-pages", "prefetch-cache-pages", "tls-ca", "tls-cert", "tls-key", "tls-server-name",
+                    "transport"},
                    {});
   if (!flags.ok()) {
     std::cerr << "tmem-shimd: " << flags.status().message() << "\n" << kUsage;
@@ -121,6 +124,7 @@ int main(int argc, char** argv) {
   copt.tls.cert = flags->Get("tls-cert");
   copt.tls.key = flags->Get("tls-key");
   copt.tls.server_name = flags->Get("tls-server-name");
+  if (flags->Has("transport")) copt.transport = flags->Get("transport");
   auto tmem_client = client::TmemClient::Create(copt);
   if (!tmem_client.ok()) {
     std::cerr << "tmem-shimd: " << tmem_client.status().message() << "\n";
