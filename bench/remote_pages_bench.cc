@@ -1,13 +1,16 @@
 // tmemd vs memcached for remote pages: the same client concurrency, 4 KiB values, batching and
-// pipelining on both sides. tmemd is driven through libtmemclient (batches pipelined on Session
-// streams, one stream per client thread), memcached through libmemcached (one connection per
-// thread, buffered no-reply sets, multi-gets). Prints "key value" lines; bench/run_remote_pages_bench.sh starts the
+// pipelining on both sides. tmemd is driven through libtmemclient over the page wire protocol
+// (batches pipelined, one connection per client thread), and again over gRPC Session streams as
+// a second row; memcached through libmemcached (one connection per thread, buffered no-reply
+// sets, multi-gets). With --tmemd-pid and --memcached-pid, each server's CPU per page (user +
+// system, from /proc) is printed for the put and get phases. Prints "key value" lines; bench/run_remote_pages_bench.sh starts the
 // servers, runs fio and prints ratios.
 //   remote_pages_bench --tmemd=HOST:PORT --memcached=HOST:PORT [--sink=HOST:PORT] [--threads=8]
 //                      [--pages=200000] [--batch=32] [--seconds=10]
-// --sink: a grpc_sink (bench/grpc_sink.cc), which takes the same puts over the same transport and
-// stores nothing; its rate is the transport's ceiling for tmemd's puts.
+// --sink: a grpc_sink (bench/grpc_sink.cc), which takes the same puts over gRPC and stores
+// nothing; its rate is gRPC's ceiling for puts (the reason pages moved to the wire protocol).
 #include <libmemcached/memcached.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -34,6 +37,8 @@ struct Flags {
   std::string tls_tmemd;
   tmem::client::TlsClientOptions tls;
   int threads = 8, batch = 32;
+  int tmemd_pid = 0, memcached_pid = 0;  // for CPU per page (0: not measured)
+  bool grpc_row = true;                   // the same phases over gRPC Session streams
   uint64_t pages = 200000;
   double seconds = 10;
 };
@@ -84,10 +89,28 @@ double Parallel(int threads, Fn fn) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-double P99(std::vector<double> v) {
+double Quantile(std::vector<double> v, double q) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(v.size() * 0.99))];
+  return v[std::min(v.size() - 1, static_cast<size_t>(v.size() * q))];
+}
+double P99(std::vector<double> v) { return Quantile(std::move(v), 0.99); }
+
+// CPU seconds (user + system) the process has used; 0 without a pid.
+double CpuSeconds(int pid) {
+  if (pid <= 0) return 0;
+  FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+  if (f == nullptr) return 0;
+  char buf[4096];
+  const size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+  std::fclose(f);
+  buf[n] = 0;
+  const char* p = std::strrchr(buf, ')');  // the name may hold spaces
+  if (p == nullptr) return 0;
+  unsigned long utime = 0, stime = 0;
+  // Fields after the name: state (3) ... utime (14), stime (15).
+  if (std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2) return 0;
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 }  // namespace
@@ -122,22 +145,30 @@ int main(int argc, char** argv) {
       f.pages = std::stoull(v);
     else if (auto v = val("seconds"))
       f.seconds = std::stod(v);
+    else if (auto v = val("tmemd-pid"))
+      f.tmemd_pid = std::stoi(v);
+    else if (auto v = val("memcached-pid"))
+      f.memcached_pid = std::stoi(v);
+    else if (a == "--no-grpc-row")
+      f.grpc_row = false;
     else
       Die("unknown flag " + a);
   }
   std::printf("threads %d\nbatch %d\npages %lu\n", f.threads, f.batch, f.pages);
 
   // A shared pool on tmemd (and on the sink), reached through libtmemclient.
-  auto connect = [&](const std::string& address, const tmem::client::TlsClientOptions& tls = {}) {
+  auto connect = [&](const std::string& address, const tmem::client::TlsClientOptions& tls = {},
+                     const std::string& transport = "wire", char uuid_byte = 'B') {
     tmem::client::ClientOptions co;
     co.servers = {address};
     co.tls = tls;
+    co.transport = transport;
     co.streams_per_server = f.threads;
     co.call_timeout_ms = 10000;
     auto c = tmem::client::TmemClient::Create(co);
     if (!c.ok()) Die(std::string(c.status().message()));
     std::array<uint8_t, 16> uuid;
-    uuid.fill('B');
+    uuid.fill(uuid_byte);
     auto p = (*c)->CreateSharedPool(uuid, 4096);
     if (!p.ok()) Die(address + ": " + std::string(p.status().message()));
     return std::make_pair(std::move(*c), *p);
@@ -172,8 +203,17 @@ int main(int argc, char** argv) {
         if (!c.PutPages(pool, batch).ok()) Die("put");
       }
     });
+    if (c.counters().puts_dropped.load() > 0) Die("the client dropped puts (a server unreachable on its transport?)");
   };
   auto tmem_puts = [&] { return puts_to(**client, pool); };
+  // The same tmemd over gRPC Session streams: its own pool, the same pages.
+  std::unique_ptr<tmem::client::TmemClient> grpc_client;
+  tmem::client::PoolRef grpc_pool = 0;
+  if (f.grpc_row) {
+    auto c = connect(f.tmemd, {}, "grpc", 'G');
+    grpc_client = std::move(c.first);
+    grpc_pool = c.second;
+  }
   // Over TLS: the same tmemd, its own pool (the certificate's tenant), the same pages.
   std::unique_ptr<tmem::client::TmemClient> tls_client;
   tmem::client::PoolRef tls_pool = 0;
@@ -200,13 +240,25 @@ int main(int argc, char** argv) {
   const uint64_t total = per_thread * f.threads;
   const double tmem_first_s = tmem_puts(), mc_first_s = mc_puts();
   if (tls_client) puts_to(*tls_client, tls_pool);
-  const double tmem_put_s = tmem_puts(), mc_put_s = mc_puts();
+  if (grpc_client) puts_to(*grpc_client, grpc_pool);
+  // The second pass, each server's CPU measured around its own phase.
+  double cpu0 = CpuSeconds(f.tmemd_pid);
+  const double tmem_put_s = tmem_puts();
+  const double tmem_put_cpu = CpuSeconds(f.tmemd_pid) - cpu0;
+  cpu0 = CpuSeconds(f.memcached_pid);
+  const double mc_put_s = mc_puts();
+  const double mc_put_cpu = CpuSeconds(f.memcached_pid) - cpu0;
+  if (grpc_client) std::printf("grpc_put_pages_per_s %.0f\n", total / puts_to(*grpc_client, grpc_pool));
   if (tls_client) std::printf("tls_put_pages_per_s %.0f\n", total / puts_to(*tls_client, tls_pool));
   std::printf("tmemd_put_first_pass_pages_per_s %.0f\nmemcached_put_first_pass_pages_per_s %.0f\n",
               total / tmem_first_s, total / mc_first_s);
   std::printf("tmemd_put_pages_per_s %.0f\nmemcached_put_pages_per_s %.0f\n", total / tmem_put_s, total / mc_put_s);
+  if (f.tmemd_pid > 0 && f.memcached_pid > 0) {
+    std::printf("tmemd_put_cpu_us_per_page %.2f\nmemcached_put_cpu_us_per_page %.2f\n", tmem_put_cpu * 1e6 / total,
+                mc_put_cpu * 1e6 / total);
+  }
   if (!f.sink.empty()) {
-    auto [sink, sink_pool] = connect(f.sink);
+    auto [sink, sink_pool] = connect(f.sink, {}, "grpc");  // the sink speaks gRPC only
     puts_to(*sink, sink_pool);
     const double sink_s = puts_to(*sink, sink_pool);
     const uint64_t dropped = sink->counters().puts_dropped.load();
@@ -258,8 +310,12 @@ int main(int argc, char** argv) {
       }
     });
   };
+  double cpu1 = CpuSeconds(f.tmemd_pid);
   auto [tmem_hits, tmem_miss] = gets_from(**client, pool);
+  const double tmem_get_cpu = CpuSeconds(f.tmemd_pid) - cpu1;
   if (tls_client) std::printf("tls_get_hits_per_s %.0f\n", std::get<0>(gets_from(*tls_client, tls_pool)));
+  if (grpc_client) std::printf("grpc_get_hits_per_s %.0f\n", std::get<0>(gets_from(*grpc_client, grpc_pool)));
+  cpu1 = CpuSeconds(f.memcached_pid);
   auto [mc_hits, mc_miss] = timed([&](int t, std::atomic<bool>& stop, uint64_t& h, uint64_t& mi) {
     memcached_st* m = Memcached(f.memcached, false);
     std::mt19937_64 rng(t);
@@ -287,6 +343,11 @@ int main(int argc, char** argv) {
   });
   std::printf("tmemd_get_hits_per_s %.0f\ntmemd_get_misses %lu\n", tmem_hits, tmem_miss);
   std::printf("memcached_get_hits_per_s %.0f\nmemcached_get_misses %lu\n", mc_hits, mc_miss);
+  if (f.tmemd_pid > 0 && f.memcached_pid > 0) {
+    const double mc_get_cpu = CpuSeconds(f.memcached_pid) - cpu1;
+    std::printf("tmemd_get_cpu_us_per_page %.2f\nmemcached_get_cpu_us_per_page %.2f\n",
+                tmem_get_cpu * 1e6 / (tmem_hits * f.seconds), mc_get_cpu * 1e6 / (mc_hits * f.seconds));
+  }
 
   // --- latency of single gets ---
   std::vector<std::vector<double>> tl(f.threads), ml(f.threads);
@@ -313,6 +374,13 @@ int main(int argc, char** argv) {
     for (auto& v : tls_l) all.insert(all.end(), v.begin(), v.end());
     std::printf("tls_single_get_p99_us %.0f\n", P99(all));
   }
+  if (grpc_client) {
+    std::vector<std::vector<double>> g_l(f.threads);
+    singles_from(*grpc_client, grpc_pool, g_l);
+    std::vector<double> all;
+    for (auto& v : g_l) all.insert(all.end(), v.begin(), v.end());
+    std::printf("grpc_single_get_p50_us %.0f\ngrpc_single_get_p99_us %.0f\n", Quantile(all, 0.5), P99(all));
+  }
   Parallel(f.threads, [&](int t) {
     memcached_st* m = Memcached(f.memcached, false);
     std::mt19937_64 rng(100 + t);
@@ -332,5 +400,7 @@ int main(int argc, char** argv) {
   for (auto& v : tl) all_t.insert(all_t.end(), v.begin(), v.end());
   for (auto& v : ml) all_m.insert(all_m.end(), v.begin(), v.end());
   std::printf("tmemd_single_get_p99_us %.0f\nmemcached_single_get_p99_us %.0f\n", P99(all_t), P99(all_m));
+  std::printf("tmemd_single_get_p50_us %.0f\nmemcached_single_get_p50_us %.0f\n", Quantile(all_t, 0.5),
+              Quantile(all_m, 0.5));
   return 0;
 }

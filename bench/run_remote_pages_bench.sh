@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # tmemd vs memcached for remote 4 KiB pages, in one run on loopback, plus fio 4 KiB random reads
-# on tmemd's device (every block written first) at the same depth, and the same tmemd phases over
-# mutual TLS (the TLS column: TLS / plaintext, same process, same run).
+# on tmemd's device (every block written first) at the same depth. tmemd's pages travel on the
+# page wire protocol; the same phases run again over mutual TLS (the TLS column: TLS / plaintext,
+# same process, same run) and over gRPC Session streams (the second row), and each server's CPU
+# per page is read from /proc.
 #   bench/run_remote_pages_bench.sh [--quick]
 # Environment: TMEM_BENCH_DIR (default /var/tmp/tmem-bench), TMEM_BENCH_BATCH (pages per batch on
 # both sides, default 32).
@@ -30,6 +32,7 @@ MC=$!
 cat > "$DIR/remote_tmemd.yaml" <<YAML
 listen: ["127.0.0.1:$LP"]
 plaintext_listen: ["127.0.0.1:$TP"]
+wire: {listen: ["127.0.0.1:0"], plaintext_listen: ["127.0.0.1:0"]}
 tls: {cert: $DIR/tls/server.crt, key: $DIR/tls/server.key, ca: $DIR/tls/ca.crt}
 tenants: [{name: bench}]
 YAML
@@ -43,7 +46,8 @@ for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('12
 echo "== tmemd and memcached, $THREADS client threads, batches of $BATCH, $PAGES pages of 4 KiB"
 bazel-bin/bench/remote_pages_bench --tmemd="127.0.0.1:$TP" --memcached="127.0.0.1:$MP" --sink="127.0.0.1:$SP" --threads=$THREADS \
   --batch=$BATCH --pages=$PAGES --seconds=$SECS --tls-tmemd="127.0.0.1:$LP" --tls-ca="$DIR/tls/ca.crt" \
-  --tls-cert="$DIR/tls/bench.crt" --tls-key="$DIR/tls/bench.key" | tee "$DIR/remote.txt"
+  --tls-cert="$DIR/tls/bench.crt" --tls-key="$DIR/tls/bench.key" --tmemd-pid=$TD --memcached-pid=$MC \
+  | tee "$DIR/remote.txt"
 kill -TERM $TD; wait $TD || true; kill $MC $SK; wait $MC $SK 2>/dev/null || true; trap - EXIT
 # The peer for reads is the device itself, at the same depth as the clients (threads x batch
 # pages in flight). fio reads the whole file, so every block is first written: a hole or an
@@ -73,26 +77,47 @@ peer = min(f("memcached_get_hits_per_s"), fio)
 get = f("tmemd_get_hits_per_s") / peer
 print()
 print(f"{'measure':46} {'value':>8}  {'target':7} ok   detail")
-print(f"{'puts tmemd / memcached (second pass)':46} {put:8.3f}  {'>= 1.0':7} {'yes' if put >= 1 else 'NO '}  "
-      f"{f('tmemd_put_pages_per_s'):.0f} vs {f('memcached_put_pages_per_s'):.0f} pages/s")
+def row(name, value, target, detail):
+    ok = "" if target is None else ("yes" if value >= target else "NO ")
+    t = "" if target is None else f">= {target}"
+    print(f"{name:46} {value:8.3f}  {t:7} {ok:3}  {detail}")
+row("puts tmemd / memcached (second pass)", put, 1.0,
+    f"{f('tmemd_put_pages_per_s'):.0f} vs {f('memcached_put_pages_per_s'):.0f} pages/s (page wire protocol)")
 seq = json.load(open(f"{d}/remote_fio_seq.json"))["jobs"][0]["write"]["bw_bytes"] / 4096
-sink = f("sink_put_pages_per_s")
 first = f('tmemd_put_first_pass_pages_per_s') / f('memcached_put_first_pass_pages_per_s')
-print(f"{'  first pass (memcached touching new memory)':46} {first:8.3f}  {'':7}      "
-      f"{f('tmemd_put_first_pass_pages_per_s'):.0f} vs {f('memcached_put_first_pass_pages_per_s'):.0f} pages/s")
-print(f"{'  ceilings: transport without storage (sink)':46} {sink / f('memcached_put_pages_per_s'):8.3f}  {'':7}      "
-      f"{sink:.0f} pages/s (of memcached's rate); tmemd reaches {f('tmemd_put_pages_per_s') / sink:.3f} of it")
-print(f"{'            device segment writes (fio)':46} {seq / f('memcached_put_pages_per_s'):8.3f}  {'':7}      "
-      f"{seq:.0f} pages/s (of memcached's rate); tmemd reaches {f('tmemd_put_pages_per_s') / seq:.3f} of it")
-print(f"{'get hits tmemd / min(memcached, fio)':46} {get:8.3f}  {'>= 0.8':7} {'yes' if get >= 0.8 else 'NO '}  "
-      f"{f('tmemd_get_hits_per_s'):.0f}/s vs memcached {f('memcached_get_hits_per_s'):.0f}/s, fio {fio:.0f} IOPS")
-print(f"{'p99 single get, microseconds':46} {'':8}  {'':7}      tmemd {f('tmemd_single_get_p99_us'):.0f}, "
-      f"memcached {f('memcached_single_get_p99_us'):.0f}, device read (fio) {lat:.0f}")
+row("  first pass (memcached touching new memory)", first, None,
+    f"{f('tmemd_put_first_pass_pages_per_s'):.0f} vs {f('memcached_put_first_pass_pages_per_s'):.0f} pages/s")
+if "sink_put_pages_per_s" in e:
+    sink = f("sink_put_pages_per_s")
+    row("  gRPC's own ceiling (sink) / memcached", sink / f("memcached_put_pages_per_s"), None,
+        f"{sink:.0f} pages/s through gRPC storing nothing")
+row("  device segment writes (fio) / memcached", seq / f("memcached_put_pages_per_s"), None,
+    f"{seq:.0f} pages/s; tmemd reaches {f('tmemd_put_pages_per_s') / seq:.3f} of the device's rate")
+row("get hits tmemd / fio at the same depth", f("tmemd_get_hits_per_s") / fio, 0.9,
+    f"{f('tmemd_get_hits_per_s'):.0f}/s vs fio {fio:.0f} IOPS (pages on the device; no DRAM tier yet)")
+row("get hits tmemd / memcached", f("tmemd_get_hits_per_s") / f("memcached_get_hits_per_s"), None,
+    f"memcached {f('memcached_get_hits_per_s'):.0f}/s")
+print(f"{'single get p50 / p99, microseconds':46} {'':8}  {'':7}      tmemd {f('tmemd_single_get_p50_us'):.0f} / "
+      f"{f('tmemd_single_get_p99_us'):.0f}, memcached {f('memcached_single_get_p50_us'):.0f} / "
+      f"{f('memcached_single_get_p99_us'):.0f}, device read p99 (fio) {lat:.0f}")
+row("  p99: (memcached + device) / tmemd", (f("memcached_single_get_p99_us") + lat) / f("tmemd_single_get_p99_us"),
+    1.0, "tmemd's device hits within memcached's latency plus the device's own")
+if "tmemd_put_cpu_us_per_page" in e:
+    print(f"{'server CPU per page, microseconds':46} {'':8}  {'':7}      puts: tmemd "
+          f"{f('tmemd_put_cpu_us_per_page'):.2f}, memcached {f('memcached_put_cpu_us_per_page'):.2f}; gets: tmemd "
+          f"{f('tmemd_get_cpu_us_per_page'):.2f}, memcached {f('memcached_get_cpu_us_per_page'):.2f}")
 tput = f("tls_put_pages_per_s") / f("tmemd_put_pages_per_s")
 tget = f("tls_get_hits_per_s") / f("tmemd_get_hits_per_s")
-print(f"{'TLS: puts over mutual TLS / plaintext':46} {tput:8.3f}  {'>= 0.8':7} {'yes' if tput >= 0.8 else 'NO '}  "
-      f"{f('tls_put_pages_per_s'):.0f} vs {f('tmemd_put_pages_per_s'):.0f} pages/s")
-print(f"{'TLS: get hits over mutual TLS / plaintext':46} {tget:8.3f}  {'>= 0.8':7} {'yes' if tget >= 0.8 else 'NO '}  "
-      f"{f('tls_get_hits_per_s'):.0f} vs {f('tmemd_get_hits_per_s'):.0f} hits/s; p99 single get "
-      f"{f('tls_single_get_p99_us'):.0f} vs {f('tmemd_single_get_p99_us'):.0f} us")
+row("TLS: puts over mutual TLS / plaintext", tput, 0.8,
+    f"{f('tls_put_pages_per_s'):.0f} vs {f('tmemd_put_pages_per_s'):.0f} pages/s")
+row("TLS: get hits over mutual TLS / plaintext", tget, 0.8,
+    f"{f('tls_get_hits_per_s'):.0f} vs {f('tmemd_get_hits_per_s'):.0f} hits/s; p99 single get "
+    f"{f('tls_single_get_p99_us'):.0f} vs {f('tmemd_single_get_p99_us'):.0f} us")
+if "grpc_put_pages_per_s" in e:
+    row("wire / gRPC Session streams: puts", f("tmemd_put_pages_per_s") / f("grpc_put_pages_per_s"), None,
+        f"gRPC {f('grpc_put_pages_per_s'):.0f} pages/s "
+        f"({f('grpc_put_pages_per_s') / f('memcached_put_pages_per_s'):.3f} of memcached)")
+    row("wire / gRPC Session streams: get hits", f("tmemd_get_hits_per_s") / f("grpc_get_hits_per_s"), None,
+        f"gRPC {f('grpc_get_hits_per_s'):.0f} hits/s; single get p50 / p99 "
+        f"{f('grpc_single_get_p50_us'):.0f} / {f('grpc_single_get_p99_us'):.0f} us")
 PY
