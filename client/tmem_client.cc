@@ -331,10 +331,10 @@ int TmemClient::WirePortOf(Server& s) {
   ::grpc::Status st = tmem::v1::Admin::NewStub(channels_.Make(s.address))->ServerInfo(&ctx, req, &resp);
   if (st.ok()) {
     s.wire_port = static_cast<int>(options_.tls.enabled() ? resp.wire_tls_port() : resp.wire_plaintext_port());
-  } else if (st.error_code() != ::grpc::StatusCode::UNAVAILABLE &&
-             st.error_code() != ::grpc::StatusCode::DEADLINE_EXCEEDED) {
-    s.wire_port = 0;  // it answers, but offers nothing this client can use
+  } else if (st.error_code() == ::grpc::StatusCode::UNIMPLEMENTED) {
+    s.wire_port = 0;  // a server from before the wire protocol
   }
+  // Any other failure (unreachable, a call limit) is asked again at the next stream.
   return s.wire_port;
 }
 
@@ -351,7 +351,9 @@ std::shared_ptr<PageStream> TmemClient::StreamFor(Server& s, size_t k) {
     NoteFailure(channels_, s, ::grpc::Status(::grpc::StatusCode::UNAVAILABLE, "stream broke"));
     s.wire_port = -1;
   }
-  const int wire_port = options_.transport == "grpc" ? 0 : WirePortOf(s);
+  // A unix: or dns: target has no host to reach a wire port on.
+  const bool has_host = s.address.find("://") == std::string::npos && s.address.rfind("unix:", 0) != 0;
+  const int wire_port = options_.transport == "grpc" || !has_host ? 0 : WirePortOf(s);
   if (wire_port > 0) {
     WireStreamOptions wo;
     const auto colon = s.address.rfind(':');
@@ -365,8 +367,8 @@ std::shared_ptr<PageStream> TmemClient::StreamFor(Server& s, size_t k) {
     wo.connect_timeout_ms = options_.call_timeout_ms;
     stream = std::make_shared<WireStream>(std::move(wo));
     counters_.wire_streams_opened.fetch_add(1, std::memory_order_relaxed);
-  } else if (options_.transport == "wire" && wire_port == 0) {
-    return nullptr;  // the server offers no wire port: unreachable for this client
+  } else if (options_.transport == "wire") {
+    return nullptr;  // no wire port offered (or not known yet): unreachable for this client
   } else {
     stream = std::make_shared<SessionStream>(s.rpc);
   }

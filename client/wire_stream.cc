@@ -48,8 +48,18 @@ absl::Status Encode(const tmem::v1::SessionRequest& req, uint64_t id, std::vecto
     }
     return absl::OkStatus();
   };
+  // What the server would refuse by closing the connection (every caller's operations on it
+  // would fail) is refused here for this operation alone, in the server's words.
+  auto check_batch = [](size_t n) -> absl::Status {
+    if (n == 0) return absl::InvalidArgumentError(absl::StrCat("entries is empty; send 1 to ", w::kMaxBatch));
+    if (n > w::kMaxBatch) {
+      return absl::InvalidArgumentError(absl::StrCat("entries has ", n, " entries; at most ", w::kMaxBatch));
+    }
+    return absl::OkStatus();
+  };
   auto handles = [&](w::Verb verb, uint32_t pool,
                      const google::protobuf::RepeatedPtrField<tmem::v1::Handle>& hs) -> absl::Status {
+    if (absl::Status s = check_batch(static_cast<size_t>(hs.size())); !s.ok()) return s;
     for (int i = 0; i < hs.size(); ++i) {
       if (absl::Status s = check_object(hs[i].object(), static_cast<size_t>(i)); !s.ok()) return s;
     }
@@ -61,7 +71,12 @@ absl::Status Encode(const tmem::v1::SessionRequest& req, uint64_t id, std::vecto
   switch (req.op_case()) {
     case tmem::v1::SessionRequest::kPutPages: {
       const auto& p = req.put_pages();
-      const size_t page = p.pages_size() > 0 ? p.pages(0).data().size() : 0;
+      if (absl::Status s = check_batch(static_cast<size_t>(p.pages_size())); !s.ok()) return s;
+      const size_t page = p.pages(0).data().size();
+      if (page > w::kMaxPageBytes) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("pages[0].data: ", page, " bytes; pages have at most ", w::kMaxPageBytes));
+      }
       for (int i = 0; i < p.pages_size(); ++i) {
         if (absl::Status s = check_object(p.pages(i).handle().object(), static_cast<size_t>(i)); !s.ok()) return s;
         if (p.pages(i).data().size() != page) {

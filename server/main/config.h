@@ -59,6 +59,7 @@ struct Config {
   std::vector<std::string> wire_plaintext_listen;            // loopback only, unless insecure_plaintext
   int wire_threads = 0;                                       // event loops; 0 = one per core
   int wire_max_connections = 1024;
+  int wire_max_connections_per_tenant = 256;
   int64_t wire_handshake_timeout_ms = 10000;
   int64_t wire_idle_timeout_ms = 300000;
   uint64_t wire_max_pending_reply_bytes = 8ull << 20;  // per connection

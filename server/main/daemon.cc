@@ -356,6 +356,7 @@ int Run(const Config& c, const DaemonHooks& hooks) {
     for (const std::string& a : c.wire_plaintext_listen) wo.listeners.push_back({a, false});
     wo.threads = c.wire_threads;
     wo.max_connections = c.wire_max_connections;
+    wo.max_connections_per_tenant = c.wire_max_connections_per_tenant;
     wo.handshake_timeout_ms = c.wire_handshake_timeout_ms;
     wo.idle_timeout_ms = c.wire_idle_timeout_ms;
     wo.limits.max_pending_reply_bytes = c.wire_max_pending_reply_bytes;

@@ -454,8 +454,14 @@ void TlsSession::Feed(const uint8_t* data, size_t len) {
 
 absl::StatusOr<bool> TlsSession::Handshake(const TlsContext& context) {
   auto s = static_cast<gnutls_session_t>(session_);
-  const int rc = gnutls_handshake(s);
-  if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) return false;
+  int rc = 0;
+  for (int tries = 0; tries < 64; ++tries) {
+    rc = gnutls_handshake(s);
+    if (rc == GNUTLS_E_AGAIN) return false;  // it needs more input than was fed
+    // A warning alert or an interruption: what was fed may still hold the rest of the flight.
+    if (rc < 0 && gnutls_error_is_fatal(rc) == 0) continue;
+    break;
+  }
   if (rc < 0 && gnutls_error_is_fatal(rc) == 0) return false;
   if (rc < 0) return absl::UnauthenticatedError(absl::StrCat("TLS handshake failed: ", GnutlsError(rc)));
   TMEM_RETURN_IF_ERROR(context.CheckPeer(*this));

@@ -55,9 +55,34 @@ std::string_view ObjectOf(const Entry& e) {
 
 }  // namespace
 
+bool TenantConnections::Acquire(const std::string& tenant) {
+  MutexLock lock(&mu_);
+  int& n = open_[tenant];
+  if (n >= max_) return false;
+  ++n;
+  return true;
+}
+
+void TenantConnections::Release(const std::string& tenant) {
+  MutexLock lock(&mu_);
+  auto it = open_.find(tenant);
+  if (it != open_.end() && --it->second == 0) open_.erase(it);
+}
+
 RequestLoop::RequestLoop(pool::PoolEngine* engine, std::optional<trust::Identity> peer, trust::Audit* audit,
-                         WireCounters* counters, const LoopLimits& limits)
-    : engine_(engine), peer_(std::move(peer)), audit_(audit), counters_(counters), limits_(limits) {}
+                         WireCounters* counters, const LoopLimits& limits, TenantConnections* tenants,
+                         std::vector<uint8_t>* scratch)
+    : engine_(engine),
+      peer_(std::move(peer)),
+      audit_(audit),
+      counters_(counters),
+      limits_(limits),
+      tenants_(tenants),
+      scratch_(scratch != nullptr ? *scratch : own_scratch_) {}
+
+RequestLoop::~RequestLoop() {
+  if (tenant_slot_) tenants_->Release(peer_->tenant);
+}
 
 std::span<uint8_t> RequestLoop::InputSpace(size_t min_bytes) {
   // Taken bytes are dropped once they are most of what was received (a copy of the unread tail).
@@ -66,13 +91,23 @@ std::span<uint8_t> RequestLoop::InputSpace(size_t min_bytes) {
     in_end_ -= in_pos_;
     in_pos_ = 0;
   }
-  if (in_.size() - in_end_ < min_bytes) in_.resize(in_end_ + std::max(min_bytes, in_end_));
+  // Room for what the request at in_pos_ still needs (its header checked: at most one request's
+  // worth past the bound), else for `min_bytes`.
+  const size_t want = std::max(min_bytes, need_ > in_end_ - in_pos_ ? need_ - (in_end_ - in_pos_) : 0);
+  if (in_.size() - in_end_ < want) in_.resize(in_end_ + want);
   return {in_.data() + in_end_, in_.size() - in_end_};
 }
 
 void RequestLoop::Received(size_t n) {
-  in_end_ += n;
   counters_->bytes_in.fetch_add(n, std::memory_order_relaxed);
+  // The body of a refused request is dropped as it arrives, never buffered.
+  const size_t dropped = static_cast<size_t>(std::min<uint64_t>(skip_, n));
+  if (dropped > 0) {
+    std::memmove(in_.data() + in_end_, in_.data() + in_end_ + dropped, n - dropped);
+    skip_ -= dropped;
+    n -= dropped;
+  }
+  in_end_ += n;
 }
 
 void RequestLoop::Sent(size_t n) {
@@ -81,6 +116,8 @@ void RequestLoop::Sent(size_t n) {
   if (out_pos_ == out_.size()) {
     out_.clear();
     out_pos_ = 0;
+    // A burst's buffer is not kept by a connection that went quiet.
+    if (out_.capacity() > 2 * limits_.max_pending_reply_bytes) std::vector<uint8_t>().swap(out_);
   } else if (out_pos_ > (1u << 20) && out_pos_ >= out_.size() / 2) {
     out_.erase(out_.begin(), out_.begin() + static_cast<ptrdiff_t>(out_pos_));
     out_pos_ = 0;
@@ -88,32 +125,77 @@ void RequestLoop::Sent(size_t n) {
 }
 
 bool RequestLoop::Run() {
-  while (!closing_ && wants_input()) {
+  while (!closing_ && wants_input() && skip_ == 0) {
     const size_t avail = in_end_ - in_pos_;
     if (avail < sizeof(RequestHeader)) break;
     RequestHeader h;
     std::memcpy(&h, in_.data() + in_pos_, sizeof(h));
-    if (h.magic != kRequestMagic) {
-      counters_->requests[0].fetch_add(1, std::memory_order_relaxed);
-      ReplyStatus(0, 0,
-                  absl::InvalidArgumentError(absl::StrCat("bad magic 0x", absl::Hex(h.magic), " (want 0x",
-                                                          absl::Hex(kRequestMagic), "): not a tmem wire request")),
-                  /*closing=*/true);
-      break;
+    if (need_ == 0) {
+      // The header is in: judge it before waiting for (and buffering) its body.
+      bool close = false;
+      absl::Status s = CheckHeader(h, &close);
+      if (!s.ok()) {
+        counters_->requests[h.magic == kRequestMagic && h.verb <= kMaxVerb ? h.verb : 0].fetch_add(
+            1, std::memory_order_relaxed);
+        ReplyStatus(h.magic == kRequestMagic ? h.verb : 0, h.magic == kRequestMagic ? h.request_id : 0, s, close);
+        if (close) break;
+        // Skip the body: what is here now, and the rest as it arrives.
+        in_pos_ += sizeof(RequestHeader);
+        const uint64_t here = std::min<uint64_t>(h.body_bytes, in_end_ - in_pos_);
+        in_pos_ += here;
+        skip_ = h.body_bytes - here;
+        continue;
+      }
+      need_ = sizeof(RequestHeader) + h.body_bytes;
     }
-    if (h.body_bytes > kMaxBodyBytes) {
-      counters_->requests[0].fetch_add(1, std::memory_order_relaxed);
-      ReplyStatus(h.verb, h.request_id,
-                  absl::InvalidArgumentError(absl::StrCat("body of ", h.body_bytes, " bytes; at most ", kMaxBodyBytes)),
-                  /*closing=*/true);
-      break;
-    }
-    if (avail < sizeof(RequestHeader) + h.body_bytes) break;  // the rest is on its way
+    if (avail < need_) break;  // the rest is on its way
     const uint8_t* body = in_.data() + in_pos_ + sizeof(RequestHeader);
-    in_pos_ += sizeof(RequestHeader) + h.body_bytes;
+    in_pos_ += need_;
+    need_ = 0;
     Handle(h, body);
   }
   return !closing_;
+}
+
+absl::Status RequestLoop::CheckHeader(const RequestHeader& h, bool* close) const {
+  *close = true;
+  if (h.magic != kRequestMagic) {
+    return absl::InvalidArgumentError(absl::StrCat("bad magic 0x", absl::Hex(h.magic), " (want 0x",
+                                                   absl::Hex(kRequestMagic), "): not a tmem wire request"));
+  }
+  if (h.body_bytes > kMaxBodyBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("body of ", h.body_bytes, " bytes; at most ", kMaxBodyBytes));
+  }
+  if (!hello_done_) {
+    // Before HELLO nothing but HELLO's 16 bytes is read: an unauthenticated peer holds no buffer.
+    if (h.verb != static_cast<uint8_t>(Verb::kHello)) {
+      return absl::FailedPreconditionError("the first request must be HELLO");
+    }
+    if (h.body_bytes != sizeof(Hello) || h.count != 0 || h.pool_id != 0 || h.page_bytes != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("HELLO: body_bytes ", h.body_bytes, " (want ", sizeof(Hello),
+                                                     "), count, pool_id and page_bytes 0"));
+    }
+    return absl::OkStatus();
+  }
+  *close = false;
+  if (h.verb == static_cast<uint8_t>(Verb::kHello)) {
+    return absl::FailedPreconditionError("HELLO was already sent on this connection");
+  }
+  const std::optional<uint64_t> expected = ExpectedBody(h);
+  if (!expected.has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown verb ", h.verb, " (version 1 has 1 to ", kMaxVerb, ")"));
+  }
+  if (h.flags != 0 || h.reserved != 0) return absl::InvalidArgumentError("flags and reserved must be 0");
+  if (h.verb != static_cast<uint8_t>(Verb::kPut) && h.page_bytes != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("page_bytes is ", h.page_bytes, "; 0 for ", VerbName(h.verb)));
+  }
+  if (*expected != h.body_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "body_bytes is ", h.body_bytes, "; ", VerbName(h.verb), " with count ", h.count,
+        h.verb == static_cast<uint8_t>(Verb::kPut) ? absl::StrCat(" and page_bytes ", h.page_bytes) : std::string(),
+        " has ", *expected));
+  }
+  return absl::OkStatus();
 }
 
 void RequestLoop::Handle(const RequestHeader& h, const uint8_t* body) {
@@ -122,35 +204,7 @@ void RequestLoop::Handle(const RequestHeader& h, const uint8_t* body) {
     HandleHello(h, body);
     return;
   }
-  if (!hello_done_) {
-    ReplyStatus(h.verb, h.request_id, absl::FailedPreconditionError("the first request must be HELLO"),
-                /*closing=*/true);
-    return;
-  }
-  const std::optional<uint64_t> expected = ExpectedBody(h);
-  if (!expected.has_value()) {
-    ReplyStatus(h.verb, h.request_id,
-                absl::InvalidArgumentError(absl::StrCat("unknown verb ", h.verb, " (version 1 has 1 to ", kMaxVerb, ")")));
-    return;
-  }
-  if (h.flags != 0 || h.reserved != 0) {
-    ReplyStatus(h.verb, h.request_id, absl::InvalidArgumentError("flags and reserved must be 0"));
-    return;
-  }
-  if (h.verb != static_cast<uint8_t>(Verb::kPut) && h.page_bytes != 0) {
-    ReplyStatus(h.verb, h.request_id,
-                absl::InvalidArgumentError(absl::StrCat("page_bytes is ", h.page_bytes, "; 0 for ", VerbName(h.verb))));
-    return;
-  }
-  if (*expected != h.body_bytes) {
-    ReplyStatus(h.verb, h.request_id,
-                absl::InvalidArgumentError(absl::StrCat("body_bytes is ", h.body_bytes, "; ", VerbName(h.verb), " with count ",
-                                                        h.count, h.verb == static_cast<uint8_t>(Verb::kPut)
-                                                                     ? absl::StrCat(" and page_bytes ", h.page_bytes)
-                                                                     : std::string(),
-                                                        " has ", *expected)));
-    return;
-  }
+  // CheckHeader passed: HELLO was done, the verb is known and the body is what it implies.
   absl::Status s;
   size_t get_reply = SIZE_MAX;
   switch (static_cast<Verb>(h.verb)) {
@@ -177,17 +231,6 @@ void RequestLoop::Handle(const RequestHeader& h, const uint8_t* body) {
 }
 
 void RequestLoop::HandleHello(const RequestHeader& h, const uint8_t* body) {
-  if (hello_done_) {
-    ReplyStatus(h.verb, h.request_id, absl::FailedPreconditionError("HELLO was already sent on this connection"));
-    return;
-  }
-  if (h.body_bytes != sizeof(Hello) || h.count != 0 || h.pool_id != 0 || h.page_bytes != 0) {
-    ReplyStatus(h.verb, h.request_id,
-                absl::InvalidArgumentError(absl::StrCat("HELLO: body_bytes ", h.body_bytes, " (want ", sizeof(Hello),
-                                                        "), count, pool_id and page_bytes 0")),
-                /*closing=*/true);
-    return;
-  }
   Hello hello;
   std::memcpy(&hello, body, sizeof(hello));
   if (hello.min_version > kVersion || hello.max_version < kVersion || hello.min_version > hello.max_version) {
@@ -212,6 +255,15 @@ void RequestLoop::HandleHello(const RequestHeader& h, const uint8_t* body) {
     ReplyStatus(h.verb, h.request_id, absl::PermissionDeniedError(why), /*closing=*/true);
     return;
   }
+  if (tenants_ != nullptr && !tenants_->Acquire(peer_->tenant)) {
+    counters_->connections_refused.fetch_add(1, std::memory_order_relaxed);
+    ReplyStatus(h.verb, h.request_id,
+                absl::ResourceExhaustedError(absl::StrCat("tenant '", peer_->tenant, "' has ", tenants_->max(),
+                                                          " wire connections open (wire.max_connections_per_tenant)")),
+                /*closing=*/true);
+    return;
+  }
+  tenant_slot_ = tenants_ != nullptr;
   hello_done_ = true;
   const size_t at = AppendHeader(h.verb, h.request_id, kOk, 0, 0);
   HelloReply r{};
@@ -256,9 +308,7 @@ absl::Status RequestLoop::DoPut(const RequestHeader& h, const uint8_t* body) {
   // The pages stay where the socket's bytes landed: the engine copies each once, into the log.
   puts_.clear();
   for (size_t i = 0; i < h.count; ++i) {
-    const auto* e = reinterpret_cast<const Entry*>(body + i * stride);  // may be unaligned: read by memcpy
-    uint64_t index;
-    std::memcpy(&index, &e->index, sizeof(index));
+    const uint64_t index = Load<uint64_t>(body + i * stride + offsetof(Entry, index));  // may be unaligned
     puts_.push_back({std::string_view(reinterpret_cast<const char*>(body + i * stride + offsetof(Entry, object)),
                                       body[i * stride + offsetof(Entry, object_bytes)]),
                      index, std::span<const uint8_t>(body + i * stride + sizeof(Entry), h.page_bytes)});

@@ -18,6 +18,7 @@
 #define TMEM_SERVER_WIRE_REQUEST_LOOP_H_
 
 #include <atomic>
+#include <map>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -27,6 +28,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "common/mutex.h"
 #include "server/pool/pool_engine.h"
 #include "server/trust/audit.h"
 #include "server/trust/tenants.h"
@@ -54,13 +56,31 @@ struct LoopLimits {
   size_t max_pending_reply_bytes = 8u << 20;     // replies waiting to be sent before reading stops
 };
 
+// Connections per tenant, bounded (taken at HELLO, given back when the loop ends): one tenant
+// cannot take every connection slot from the others. Thread-safety: thread-safe.
+class TenantConnections {
+ public:
+  explicit TenantConnections(int max_per_tenant) : max_(max_per_tenant) {}
+  bool Acquire(const std::string& tenant);
+  void Release(const std::string& tenant);
+  int max() const { return max_; }
+
+ private:
+  const int max_;
+  Mutex mu_;
+  std::map<std::string, int, std::less<>> open_ ABSL_GUARDED_BY(mu_);
+};
+
 class RequestLoop {
  public:
   // Borrows every pointer; they outlive the loop. `peer`: who the connection proved itself to
   // be (nullopt: a TLS peer whose certificate names no tenant; its hello is refused).
-  // `audit` may be null.
+  // `audit` and `tenants` (no bound) may be null. `scratch`: where GET reads pages before they
+  // are copied into the reply, shared by the loops of one thread (null: the loop's own).
   RequestLoop(pool::PoolEngine* engine, std::optional<trust::Identity> peer, trust::Audit* audit,
-              WireCounters* counters, const LoopLimits& limits);
+              WireCounters* counters, const LoopLimits& limits, TenantConnections* tenants = nullptr,
+              std::vector<uint8_t>* scratch = nullptr);
+  ~RequestLoop();
   RequestLoop(const RequestLoop&) = delete;
   RequestLoop& operator=(const RequestLoop&) = delete;
 
@@ -77,11 +97,14 @@ class RequestLoop {
   void Sent(size_t n);
   bool wants_input() const { return !closing_ && out_.size() - out_pos_ <= limits_.max_pending_reply_bytes; }
   bool closing() const { return closing_; }
-  // Whether a request was answered or part of one waits (idle timeouts count from the last).
-  bool idle() const { return in_end_ == in_pos_; }
+  // Whether no part of a request waits in the input.
+  bool idle() const { return in_end_ == in_pos_ && skip_ == 0; }
   bool hello_done() const { return hello_done_; }
 
  private:
+  // A header's checks that need no body: OK, or the answer (with whether to close). Runs as
+  // soon as the header is in, so that no body is waited for (or buffered) in vain.
+  absl::Status CheckHeader(const RequestHeader& h, bool* close) const;
   // One request whose body is whole in the input.
   void Handle(const RequestHeader& h, const uint8_t* body);
   void HandleHello(const RequestHeader& h, const uint8_t* body);
@@ -109,12 +132,17 @@ class RequestLoop {
   std::vector<uint8_t> in_;  // a buffer: bytes [in_pos_, in_end_) are received and not yet taken
   size_t in_pos_ = 0;
   size_t in_end_ = 0;
+  size_t need_ = 0;  // bytes the request at in_pos_ has in all (0: its header is not in yet)
+  uint64_t skip_ = 0;  // body bytes of a refused request still to be dropped as they arrive
   std::vector<uint8_t> out_;
   size_t out_pos_ = 0;  // the first byte not yet sent
   bool hello_done_ = false;
   bool closing_ = false;
+  TenantConnections* const tenants_;
+  bool tenant_slot_ = false;  // holds one of tenants_ for peer_->tenant
   // Hits' pages between the engine's reads and the reply (grown to the largest batch seen).
-  std::vector<uint8_t> scratch_;
+  std::vector<uint8_t> own_scratch_;
+  std::vector<uint8_t>& scratch_;
   std::vector<pool::PoolEngine::PagePut> puts_;
   std::vector<pool::PoolEngine::PageGet> gets_;
 };

@@ -8,6 +8,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -57,6 +59,7 @@ struct WireServer::Loop {
   std::list<Connection> connections;
   WireCounters counters;
   std::vector<uint8_t> cipher_in;  // TLS: one recv's records
+  std::vector<uint8_t> scratch;    // GET pages on their way into replies, shared by the loop's connections
   Clock::time_point next_tick;
 };
 
@@ -75,6 +78,11 @@ absl::StatusOr<std::unique_ptr<WireServer>> WireServer::Start(const WireServerOp
   }
   std::unique_ptr<WireServer> s(new WireServer(options));
   TMEM_RETURN_IF_ERROR(s->Listen());
+  s->tenant_connections_ = std::make_unique<TenantConnections>(options.max_connections_per_tenant);
+  {
+    MutexLock lock(&s->spare_mu_);
+    s->spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
   int threads = options.threads > 0 ? options.threads : static_cast<int>(std::thread::hardware_concurrency());
   if (threads <= 0) threads = 1;
   for (int i = 0; i < threads; ++i) {
@@ -161,6 +169,9 @@ void WireServer::Stop() {
     ::close(loop->epoll_fd);
     ::close(loop->wake_fd);
   }
+  MutexLock lock(&spare_mu_);
+  if (spare_fd_ >= 0) ::close(spare_fd_);
+  spare_fd_ = -1;
 }
 
 int64_t WireServer::connections_open() const { return open_.load(std::memory_order_relaxed); }
@@ -213,7 +224,8 @@ void WireServer::RunLoop(Loop& L) {
     } else {
       who = std::nullopt;  // no certificate (client_auth optional): its HELLO is refused
     }
-    c.requests = std::make_unique<RequestLoop>(options_.engine, std::move(who), options_.audit, &L.counters, limits);
+    c.requests = std::make_unique<RequestLoop>(options_.engine, std::move(who), options_.audit, &L.counters, limits,
+                                               tenant_connections_.get(), &L.scratch);
   };
 
   // Reads what the socket has (while the requests want input) and runs what is whole.
@@ -277,8 +289,8 @@ void WireServer::RunLoop(Loop& L) {
     }
   };
 
-  // Sends what is ready with one send, and sets the connection's interest.
-  auto flush_conn = [&](Connection& c) {
+  // One send of what is ready (TLS: the replies encrypted first, within the bound).
+  auto flush_once = [&](Connection& c) {
     if (c.dead) return;
     if (c.requests != nullptr && c.tls) {
       std::span<const uint8_t> out = c.requests->out();
@@ -321,6 +333,13 @@ void WireServer::RunLoop(Loop& L) {
       // A TLS connection's plaintext replies left behind by the bound go out on the next turn.
       if (c.tls && len == 0 && c.requests != nullptr && !c.requests->out().empty()) len = 1;
     }
+  };
+
+  // The epoll interest the connection's state asks for; closes it once a closing is sent.
+  auto set_interest = [&](Connection& c) {
+    if (c.dead) return;
+    size_t len = c.tls ? c.cipher_out.size() - c.cipher_pos : c.requests->out().size();
+    if (c.tls && len == 0 && c.requests != nullptr && !c.requests->out().empty()) len = 1;
     const bool closing = c.eof || (c.requests != nullptr && c.requests->closing());
     if (closing && len == 0) {
       close_conn(c);
@@ -332,17 +351,45 @@ void WireServer::RunLoop(Loop& L) {
     if (!closing && (c.requests == nullptr || (c.requests->wants_input() && !tls_backlog))) want |= EPOLLIN;
     if (want != c.events) {
       epoll_event ev{};
-      ev.events = want | EPOLLRDHUP;
+      // RDHUP only with IN: level-triggered, a half-closed peer would wake the loop forever.
+      ev.events = want | ((want & EPOLLIN) != 0 ? EPOLLRDHUP : 0);
       ev.data.ptr = &c;
       ::epoll_ctl(L.epoll_fd, EPOLL_CTL_MOD, c.fd, &ev);
       c.events = want;
     }
   };
 
+  // Sends what is ready with one send, and sets the connection's interest. Requests already in
+  // the input that waited for replies to drain run now: no event would bring them back.
+  auto flush_conn = [&](Connection& c) {
+    if (c.dead) return;
+    while (true) {
+      flush_once(c);
+      if (c.dead || c.requests == nullptr || c.requests->idle() || !c.requests->wants_input()) break;
+      // Every request answered adds a reply: no new output means what waits is a partial request.
+      const size_t before = c.requests->out().size();
+      c.requests->Run();
+      if (c.requests->out().size() == before) break;
+    }
+    set_interest(c);
+  };
   auto accept_on = [&](int index) {
     const int lfd = listen_fds_[static_cast<size_t>(index)];
     while (true) {
       const int fd = ::accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+        // Out of descriptors: the connection would stay pending and wake every loop forever.
+        // Accept it on the spare descriptor's place and close it at once.
+        L.counters.connections_refused.fetch_add(1, std::memory_order_relaxed);
+        MutexLock lock(&spare_mu_);
+        if (spare_fd_ >= 0) {
+          ::close(spare_fd_);
+          const int victim = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+          if (victim >= 0) ::close(victim);
+          spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        }
+        continue;
+      }
       if (fd < 0) return;  // EAGAIN: another loop took it, or none is left
       L.counters.connections_accepted.fetch_add(1, std::memory_order_relaxed);
       if (open_.fetch_add(1, std::memory_order_relaxed) >= options_.max_connections) {
@@ -387,9 +434,10 @@ void WireServer::RunLoop(Loop& L) {
     const auto idle = std::chrono::milliseconds(options_.idle_timeout_ms);
     for (Connection& c : L.connections) {
       if (c.dead) continue;
+      // Idle counts from the last byte in or out, whatever waits: a peer that stops halfway
+      // through a request, or stops reading its replies, is idle too.
       const bool hello = c.requests != nullptr && c.requests->hello_done();
-      const bool quiet = c.requests == nullptr || (c.requests->idle() && c.requests->out().empty());
-      if ((!hello && now - c.accepted > handshake) || (hello && quiet && now - c.last_active > idle)) {
+      if ((!hello && now - c.accepted > handshake) || (hello && now - c.last_active > idle)) {
         L.counters.connections_timed_out.fetch_add(1, std::memory_order_relaxed);
         close_conn(c);
       }

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/mutex.h"
 #include "common/stats.h"
 #include "server/pool/pool_engine.h"
 #include "server/trust/audit.h"
@@ -43,6 +44,7 @@ struct WireServerOptions {
   std::vector<Listener> listeners;
   int threads = 0;  // event loops; 0 = one per core
   int max_connections = 1024;
+  int max_connections_per_tenant = 256;  // taken at HELLO
   int64_t handshake_timeout_ms = 10000;
   int64_t idle_timeout_ms = 300000;
   LoopLimits limits;
@@ -86,6 +88,11 @@ class WireServer {
   std::vector<std::thread> threads_;
   std::atomic<bool> stopping_{false};   // set by Stop; read by the loops (acquire)
   std::atomic<int> open_{0};            // connections open over every loop (max_connections)
+  std::unique_ptr<TenantConnections> tenant_connections_;
+  // Kept open to be closed when accept fails for want of descriptors (EMFILE): the pending
+  // connection is then accepted and closed at once instead of waking every loop forever.
+  Mutex spare_mu_;  // the loops' accepts of the spare's turn
+  int spare_fd_ ABSL_GUARDED_BY(spare_mu_) = -1;
 };
 
 }  // namespace tmem::wire
