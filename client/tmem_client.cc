@@ -351,6 +351,7 @@ std::shared_ptr<PageStream> TmemClient::StreamFor(Server& s, size_t k) {
     NoteFailure(channels_, s, ::grpc::Status(::grpc::StatusCode::UNAVAILABLE, "stream broke"));
     s.wire_port = -1;
   }
+  counters_.stream_attempts.fetch_add(1, std::memory_order_relaxed);
   // A unix: or dns: target has no host to reach a wire port on.
   const bool has_host = s.address.find("://") == std::string::npos && s.address.rfind("unix:", 0) != 0;
   const int wire_port = options_.transport == "grpc" || !has_host ? 0 : WirePortOf(s);

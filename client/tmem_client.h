@@ -121,6 +121,9 @@ class TmemClient {
     std::atomic<uint64_t> restarts_seen{0};   // instance id changes
     std::atomic<uint64_t> streams_opened{0};  // streams opened (first ones and reconnects), either transport
     std::atomic<uint64_t> wire_streams_opened{0};  // of which page wire protocol connections
+    // Attempts to open a stream (after the backoff allowed one), opened or not: with the wire
+    // protocol, asking a down server for its wire port is an attempt that opens nothing.
+    std::atomic<uint64_t> stream_attempts{0};
   };
   const Counters& counters() const { return counters_; }
 

@@ -311,7 +311,7 @@ TEST_P(ShardingTest, ReconnectsToADownServerBackOff) {
   kill(procs_[0].pid, SIGKILL);
   WaitExit(procs_[0]);
   procs_[0].pid = -1;
-  const uint64_t opened = client_->counters().streams_opened.load();
+  const uint64_t opened = client_->counters().stream_attempts.load();
   const auto t0 = std::chrono::steady_clock::now();
   int calls = 0;
   while (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(1500)) {
@@ -320,7 +320,7 @@ TEST_P(ShardingTest, ReconnectsToADownServerBackOff) {
       ++calls;
     }
   }
-  const uint64_t reopened = client_->counters().streams_opened.load() - opened;
+  const uint64_t reopened = client_->counters().stream_attempts.load() - opened;
   EXPECT_GT(calls, 200) << "calls to a down server must fail fast";
   // Two streams, each re-opened after 50, 100, 200, 400, 800 ms at most (plus the first).
   EXPECT_LE(reopened, 2u * 6) << "reconnects did not back off";
