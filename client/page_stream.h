@@ -14,6 +14,8 @@
 
 #include <chrono>
 #include <memory>
+#include <span>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/mutex.h"
@@ -39,6 +41,31 @@ class PageStream {
       done = true;
       cv.SignalAll();
     }
+    // A get's destination buffers (one per handle, in order), given to SubmitGet: a stream that
+    // can write hits straight into them does so (their results then carry hit with empty data).
+    // Never written once Abandon() returned true.
+    void set_outputs(std::vector<std::span<uint8_t>> outs) { outputs_ = std::move(outs); }
+    const std::vector<std::span<uint8_t>>& outputs() const { return outputs_; }
+    // Runs `deliver` (which writes into outputs()) and completes the op with `response`, unless the
+    // waiter gave up first. Returns whether it ran.
+    template <typename Fn>
+    bool Deliver(Fn deliver, tmem::v1::SessionResponse* response) {
+      MutexLock lock(&mu);
+      if (done || abandoned_) return false;
+      deliver();
+      status = absl::OkStatus();
+      this->response = std::move(*response);
+      done = true;
+      cv.SignalAll();
+      return true;
+    }
+    // The waiter gives up: false if the op completed meanwhile (its result may be taken).
+    bool Abandon() {
+      MutexLock lock(&mu);
+      if (done) return false;
+      abandoned_ = true;
+      return true;
+    }
     // Waits until `deadline`; true once done.
     bool WaitUntil(std::chrono::steady_clock::time_point deadline) {
       MutexLock lock(&mu);
@@ -61,12 +88,21 @@ class PageStream {
     bool done ABSL_GUARDED_BY(mu) = false;
     absl::Status status ABSL_GUARDED_BY(mu);
     tmem::v1::SessionResponse response ABSL_GUARDED_BY(mu);
+    bool abandoned_ ABSL_GUARDED_BY(mu) = false;
+    std::vector<std::span<uint8_t>> outputs_;  // set before Submit, then const
   };
 
   virtual ~PageStream() = default;
 
   // Queues `request` (its op_id is assigned here) for sending.
   virtual std::shared_ptr<Op> Submit(tmem::v1::SessionRequest request) = 0;
+  // A get_pages request whose hits may be written straight into `outputs` (one buffer of the
+  // page size per handle): a hit delivered so has empty data in its result. The buffers must
+  // stay valid until Wait returns.
+  virtual std::shared_ptr<Op> SubmitGet(tmem::v1::SessionRequest request, std::vector<std::span<uint8_t>> outputs) {
+    (void)outputs;
+    return Submit(std::move(request));
+  }
   // Waits until `deadline` for the reply of `op`. A reply's own code is not interpreted here.
   // Errors: UNAVAILABLE (stream broken), DEADLINE_EXCEEDED (no reply in time).
   virtual absl::StatusOr<tmem::v1::SessionResponse> Wait(Op& op, std::chrono::steady_clock::time_point deadline) = 0;

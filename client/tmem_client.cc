@@ -536,12 +536,15 @@ absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<co
       get->set_pool_id(*id);
       const size_t end = std::min(part.items.size(), at + options_.max_batch_pages);
       std::vector<size_t> items(part.items.begin() + at, part.items.begin() + end);
+      std::vector<std::span<uint8_t>> outs;
+      outs.reserve(items.size());
       for (size_t i : items) {
         tmem::v1::Handle* h = get->add_handles();
         h->set_object(gets[i].object.data(), gets[i].object.size());
         h->set_index(gets[i].index);
+        outs.push_back(gets[i].out);
       }
-      sent.push_back({part.server, std::move(items), stream, stream->Submit(std::move(req))});
+      sent.push_back({part.server, std::move(items), stream, stream->SubmitGet(std::move(req), std::move(outs))});
     }
   }
   for (Sent& x : sent) {
@@ -556,7 +559,12 @@ absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<co
     for (size_t k = 0; k < x.items.size(); ++k) {
       const tmem::v1::PageResult& res = r.results(static_cast<int>(k));
       const PageGet& g = gets[x.items[k]];
-      if (!res.hit() || res.data().size() != g.out.size()) continue;
+      if (!res.hit()) continue;
+      if (res.data().empty()) {
+        hits[x.items[k]] = true;  // delivered straight into g.out (PageStream::SubmitGet)
+        continue;
+      }
+      if (res.data().size() != g.out.size()) continue;
       std::memcpy(g.out.data(), res.data().data(), g.out.size());
       hits[x.items[k]] = true;
     }

@@ -155,6 +155,38 @@ tmem::v1::SessionResponse Decode(const w::Reply& r) {
   return resp;
 }
 
+// A GET reply's hits written straight into the op's buffers: the results say hit, with no data.
+void DeliverGet(const w::Reply& r, PageStream::Op& op) {
+  const auto& outs = op.outputs();
+  const size_t count = r.header.count;
+  const size_t head = w::GetResultBytes(count);
+  size_t hits = 0;
+  for (size_t i = 0; i < count && i < r.body.size(); ++i) hits += r.body[i] != 0;
+  const size_t page = count == 0 || outs.empty() ? 0 : outs[0].size();
+  tmem::v1::SessionResponse resp;
+  resp.set_op_id(r.header.request_id);
+  resp.set_instance_id(r.header.instance_id);
+  if (r.body.size() < head || r.body.size() - head != hits * page) {
+    resp.set_code(static_cast<int32_t>(absl::StatusCode::kInternal));
+    resp.set_message("a GET reply whose pages do not match the request's buffers");
+    op.Complete(absl::OkStatus(), &resp);
+    return;
+  }
+  tmem::v1::GetPagesResponse* g = resp.mutable_get_pages();
+  g->set_instance_id(r.header.instance_id);
+  for (size_t i = 0; i < count; ++i) g->add_results()->set_hit(r.body[i] != 0);
+  op.Deliver(
+      [&] {
+        size_t at = head;
+        for (size_t i = 0; i < count; ++i) {
+          if (r.body[i] == 0) continue;
+          std::memcpy(outs[i].data(), r.body.data() + at, page);
+          at += page;
+        }
+      },
+      &resp);
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<WireTlsCredentials>> WireTlsCredentials::Load(const std::string& ca,
@@ -196,23 +228,57 @@ WireStream::~WireStream() {
 }
 
 std::shared_ptr<PageStream::Op> WireStream::Submit(tmem::v1::SessionRequest request) {
+  return SubmitOp(std::make_shared<Op>(), std::move(request));
+}
+
+std::shared_ptr<PageStream::Op> WireStream::SubmitGet(tmem::v1::SessionRequest request,
+                                                      std::vector<std::span<uint8_t>> outputs) {
   auto op = std::make_shared<Op>();
-  MutexLock lock(&mu_);
-  if (broken_) {
-    op->Complete(absl::UnavailableError("wire connection is broken"), nullptr);
+  op->set_outputs(std::move(outputs));
+  return SubmitOp(std::move(op), std::move(request));
+}
+
+std::shared_ptr<PageStream::Op> WireStream::SubmitOp(std::shared_ptr<Op> op, tmem::v1::SessionRequest request) {
+  MutexLock send(&send_mu_);
+  uint64_t id;
+  {
+    MutexLock lock(&mu_);
+    if (broken_) {
+      op->Complete(absl::UnavailableError("wire connection is broken"), nullptr);
+      return op;
+    }
+    id = next_id_++;
+    request.set_op_id(id);
+    if (in_flight_.empty()) last_progress_ = std::chrono::steady_clock::now();
+    in_flight_[id] = InFlight{op};
+    if (!ready_) {
+      // The writer thread connects first, then sends what waits, in order.
+      queue_.emplace_back(id, std::move(request));
+      cv_.SignalAll();
+      return op;
+    }
+  }
+  send_buf_.clear();
+  if (absl::Status s = Encode(request, id, send_buf_); !s.ok()) {
+    {
+      MutexLock lock(&mu_);
+      in_flight_.erase(id);
+    }
+    tmem::v1::SessionResponse resp;
+    resp.set_op_id(id);
+    resp.set_code(static_cast<int32_t>(s.code()));
+    resp.set_message(std::string(s.message()));
+    op->Complete(absl::OkStatus(), &resp);
     return op;
   }
-  const uint64_t id = next_id_++;
-  request.set_op_id(id);
-  if (in_flight_.empty()) last_progress_ = std::chrono::steady_clock::now();
-  in_flight_[id] = InFlight{op};
-  queue_.emplace_back(id, std::move(request));
-  cv_.SignalAll();
+  if (!SendAll(send_buf_.data(), send_buf_.size())) Break(absl::UnavailableError("wire connection: send failed"));
   return op;
 }
 
 absl::StatusOr<tmem::v1::SessionResponse> WireStream::Wait(Op& op, std::chrono::steady_clock::time_point deadline) {
   if (op.WaitUntil(deadline)) return op.Take();
+  // Given up: from now on the reader writes nothing into the op's buffers (unless it finished).
+  if (!op.Abandon()) return op.Take();
   bool stalled = false;
   {
     MutexLock lock(&mu_);
@@ -353,44 +419,43 @@ bool WireStream::SendAll(const uint8_t* data, size_t len) {
 void WireStream::WriterLoop() {
   if (Connect()) {
     reader_ = std::thread([this] { ReaderLoop(); });
-    std::vector<std::pair<uint64_t, tmem::v1::SessionRequest>> batch;
-    std::vector<uint8_t> out;
-    while (true) {
-      {
-        MutexLock lock(&mu_);
-        while (queue_.empty() && !broken_) cv_.Wait(&mu_);
-        if (broken_) break;
-        while (!queue_.empty()) {
-          batch.push_back(std::move(queue_.front()));
-          queue_.pop_front();
-        }
-      }
-      // Everything queued leaves in one send.
-      out.clear();
-      for (auto& [id, req] : batch) {
-        if (absl::Status s = Encode(req, id, out); !s.ok()) {
-          std::shared_ptr<Op> op;
-          {
-            MutexLock lock(&mu_);
-            auto it = in_flight_.find(id);
-            if (it != in_flight_.end()) {
-              op = std::move(it->second.op);
-              in_flight_.erase(it);
-            }
+    // What was submitted while connecting leaves first, in order; from then on submitters send
+    // their requests themselves (SubmitOp), so nothing waits for this thread.
+    MutexLock send(&send_mu_);
+    std::deque<std::pair<uint64_t, tmem::v1::SessionRequest>> batch;
+    {
+      MutexLock lock(&mu_);
+      batch.swap(queue_);
+    }
+    send_buf_.clear();
+    for (auto& [id, req] : batch) {
+      if (absl::Status s = Encode(req, id, send_buf_); !s.ok()) {
+        std::shared_ptr<Op> op;
+        {
+          MutexLock lock(&mu_);
+          auto it = in_flight_.find(id);
+          if (it != in_flight_.end()) {
+            op = std::move(it->second.op);
+            in_flight_.erase(it);
           }
-          tmem::v1::SessionResponse resp;
-          resp.set_op_id(id);
-          resp.set_code(static_cast<int32_t>(s.code()));
-          resp.set_message(std::string(s.message()));
-          if (op != nullptr) op->Complete(absl::OkStatus(), &resp);
         }
-      }
-      batch.clear();
-      if (!out.empty() && !SendAll(out.data(), out.size())) {
-        Break(absl::UnavailableError("wire connection: send failed"));
-        break;
+        tmem::v1::SessionResponse resp;
+        resp.set_op_id(id);
+        resp.set_code(static_cast<int32_t>(s.code()));
+        resp.set_message(std::string(s.message()));
+        if (op != nullptr) op->Complete(absl::OkStatus(), &resp);
       }
     }
+    if (!send_buf_.empty() && !SendAll(send_buf_.data(), send_buf_.size())) {
+      Break(absl::UnavailableError("wire connection: send failed"));
+    } else {
+      MutexLock lock(&mu_);
+      ready_ = true;
+    }
+  }
+  {
+    MutexLock lock(&mu_);
+    while (!broken_) cv_.Wait(&mu_);
   }
   if (reader_.joinable()) reader_.join();
 }
@@ -472,8 +537,13 @@ void WireStream::ReaderLoop() {
       }
     }
     if (op != nullptr) {
-      tmem::v1::SessionResponse resp = Decode(r);
-      op->Complete(absl::OkStatus(), &resp);
+      const auto& outs = op->outputs();
+      if (r.header.status == 0 && r.header.verb == static_cast<uint8_t>(w::Verb::kGet) && outs.size() == r.header.count) {
+        DeliverGet(r, *op);
+      } else {
+        tmem::v1::SessionResponse resp = Decode(r);
+        op->Complete(absl::OkStatus(), &resp);
+      }
     }
     if (r.header.flags & w::kReplyClosing) {
       why = absl::UnavailableError(absl::StrCat("the server closed the wire connection: ",

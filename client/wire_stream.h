@@ -1,13 +1,14 @@
 // WireStream: a PageStream over one page wire protocol connection (docs/wire.md).
 //
 // A writer thread connects (TCP, then TLS with the client's certificate when configured), sends
-// HELLO and then every queued operation, coalescing whatever is queued into one send; a reader
-// thread matches replies to operations by request id. The constructor never blocks: a server
+// HELLO and then every operation queued meanwhile with one send; from then on each submitting
+// thread encodes and sends its own request (no handoff); a reader thread matches replies to
+// operations by request id, writing a get's hits straight into the caller's buffers. The constructor never blocks: a server
 // that cannot be reached breaks the stream (UNAVAILABLE), as does a refused HELLO (the reply's
 // status and words are kept in the failure).
 //
 // Thread-safety: every method is thread-safe.
-// Lock order: WireStream::mu_ -> Op's lock (never the other way).
+// Lock order: send_mu_ -> mu_ -> Op's lock (never the other way).
 #ifndef TMEM_CLIENT_WIRE_STREAM_H_
 #define TMEM_CLIENT_WIRE_STREAM_H_
 
@@ -16,7 +17,9 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
+#include <vector>
 #include <thread>
 
 #include "absl/status/statusor.h"
@@ -56,6 +59,7 @@ class WireStream final : public PageStream {
   WireStream& operator=(const WireStream&) = delete;
 
   std::shared_ptr<Op> Submit(tmem::v1::SessionRequest request) override;
+  std::shared_ptr<Op> SubmitGet(tmem::v1::SessionRequest request, std::vector<std::span<uint8_t>> outputs) override;
   absl::StatusOr<tmem::v1::SessionResponse> Wait(Op& op, std::chrono::steady_clock::time_point deadline) override;
   void Cancel() override;
   bool broken() const override;
@@ -64,6 +68,9 @@ class WireStream final : public PageStream {
   std::string tenant() const;
 
  private:
+  // Once connected, the submitting thread encodes and sends its request itself (under send_mu_,
+  // in id order); before, the writer thread sends what was queued.
+  std::shared_ptr<Op> SubmitOp(std::shared_ptr<Op> op, tmem::v1::SessionRequest request);
   void WriterLoop();
   void ReaderLoop();
   // Connects, handshakes and sends HELLO; false (stream broken) on failure.
@@ -77,10 +84,14 @@ class WireStream final : public PageStream {
   int fd_ = -1;             // set by Connect before the reader starts; closed by the destructor
   void* session_ = nullptr;  // gnutls_session_t (TLS), same lifetime as fd_
 
+  // Held while a request is encoded and sent, so that requests leave in the order of their ids.
+  Mutex send_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  std::vector<uint8_t> send_buf_ ABSL_GUARDED_BY(send_mu_);
   mutable Mutex mu_;
   CondVar cv_;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
-  bool connected_ ABSL_GUARDED_BY(mu_) = false;
+  bool connected_ ABSL_GUARDED_BY(mu_) = false;  // the socket exists (Break shuts it down)
+  bool ready_ ABSL_GUARDED_BY(mu_) = false;      // HELLO and the queue sent: submitters send themselves
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;  // 0 is HELLO's
   std::deque<std::pair<uint64_t, tmem::v1::SessionRequest>> queue_ ABSL_GUARDED_BY(mu_);
   // By request id; with the page size each get's reply carries.
