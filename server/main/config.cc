@@ -116,6 +116,10 @@ Table<Config>* BuildConfigSettings() {
               "tenants lists it.")
       .Int("index_cache_entries", "index-cache-entries", &Config::index_cache_entries, 0, int64_t{1} << 32,
            "Page index entries kept in RAM (about 100 bytes each; 0 turns the cache off).")
+      .Size("ram_cache", "ram-cache", &Config::ram_cache_bytes, 0, uint64_t{1} << 40,
+            "The DRAM tier: hot pages kept in memory beside the log and served without a device read "
+            "(write-through: every put is also written to the log; tmem_ram_tier_*). 0 turns it off; it needs "
+            "index_cache_entries. Count it in the memory tmemd may use.")
       .List("wire.listen", "wire-listen", &Config::wire_listen,
             "Page wire protocol listeners (docs/wire.md): TLS from the first byte when tls.cert is set; plaintext "
             "only on loopback otherwise (unless insecure_plaintext). None when empty. Port 0 takes a free port; "

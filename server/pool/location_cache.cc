@@ -1,5 +1,7 @@
 #include "server/pool/location_cache.h"
 
+#include <cstring>
+
 #include "absl/hash/hash.h"
 #include "absl/strings/string_view.h"
 
@@ -21,8 +23,9 @@ absl::string_view Absl(std::string_view s) { return absl::string_view(s.data(), 
 
 }  // namespace
 
-LocationCache::LocationCache(size_t max_entries)
+LocationCache::LocationCache(size_t max_entries, size_t ram_bytes)
     : per_shard_((max_entries + kShards - 1) / kShards),
+      page_bytes_per_shard_(max_entries == 0 ? 0 : ram_bytes / kShards),
       shards_(std::make_unique<Shard[]>(kShards)),
       object_epochs_(std::make_unique<std::atomic<uint64_t>[]>(kObjectEpochs)) {
   for (size_t i = 0; i < kObjectEpochs; ++i) object_epochs_[i].store(0, std::memory_order_relaxed);
@@ -42,7 +45,9 @@ LocationCache::Ticket LocationCache::Begin(std::string_view key, uint64_t pool_g
   return {EpochOf(PrefixOf(key)).load(std::memory_order_acquire), pool_gen};
 }
 
-std::optional<IndexValue> LocationCache::Find(std::string_view key, uint64_t pool_gen) {
+std::optional<IndexValue> LocationCache::Find(std::string_view key, uint64_t pool_gen,
+                                              const std::function<std::span<uint8_t>()>* out_for, bool* from_ram,
+                                              uint64_t reclaimed_seq) {
   if (!enabled() || key.size() <= kIndexBytes) return std::nullopt;
   const std::string_view prefix = PrefixOf(key);
   const uint64_t index = IndexOf(key);
@@ -54,7 +59,19 @@ std::optional<IndexValue> LocationCache::Find(std::string_view key, uint64_t poo
     if (page != obj->second.end()) {
       if (page->second.pool_gen == pool_gen) {
         hits_.fetch_add(1, std::memory_order_relaxed);
-        return page->second.value;
+        Slot& slot = page->second;
+        if (slot.page != nullptr && slot.value.loc.seq <= reclaimed_seq) {
+          DropPageLocked(s, slot);  // its log copy is gone: so is this one (the get will miss)
+        } else if (out_for != nullptr && slot.page != nullptr) {
+          std::span<uint8_t> out = (*out_for)();
+          if (out.size() == slot.page_len) {
+            std::memcpy(out.data(), slot.page.get(), slot.page_len);
+            slot.referenced = true;
+            *from_ram = true;
+            ram_hits_.fetch_add(1, std::memory_order_relaxed);
+          }
+        }
+        return slot.value;
       }
       EraseLocked(s, prefix, index);  // made before a FlushPool: dead
     }
@@ -63,7 +80,8 @@ std::optional<IndexValue> LocationCache::Find(std::string_view key, uint64_t poo
   return std::nullopt;
 }
 
-void LocationCache::Set(std::string_view key, const IndexValue& value, const Ticket& ticket) {
+void LocationCache::Set(std::string_view key, const IndexValue& value, const Ticket& ticket,
+                        std::span<const uint8_t> page) {
   if (!enabled() || key.size() <= kIndexBytes) return;
   const std::string_view prefix = PrefixOf(key);
   const uint64_t index = IndexOf(key);
@@ -78,12 +96,81 @@ void LocationCache::Set(std::string_view key, const IndexValue& value, const Tic
   }
   auto obj = s.objects.find(Absl(prefix));
   if (obj == s.objects.end()) obj = s.objects.emplace(std::string(prefix), Pages()).first;
-  auto [page, inserted] = obj->second.insert_or_assign(index, Slot{value, ticket.pool_gen});
-  (void)page;
+  auto [it, inserted] = obj->second.try_emplace(index);
+  Slot& slot = it->second;
+  DropPageLocked(s, slot);  // an older version's bytes never outlive its entry
+  slot.value = value;
+  slot.pool_gen = ticket.pool_gen;
+  if (!page.empty()) AttachLocked(s, prefix, index, slot, page);
   if (!inserted) return;
   ++s.entries;
   s.fifo.emplace_back(std::string(prefix), index);
   EvictLocked(s);
+}
+
+void LocationCache::AttachPage(std::string_view key, const IndexValue& value, uint64_t pool_gen,
+                               std::span<const uint8_t> page) {
+  if (!enabled() || page_bytes_per_shard_ == 0 || key.size() <= kIndexBytes) return;
+  const std::string_view prefix = PrefixOf(key);
+  const uint64_t index = IndexOf(key);
+  Shard& s = ShardOf(key);
+  MutexLock lock(&s.mu);
+  auto obj = s.objects.find(Absl(prefix));
+  if (obj == s.objects.end()) return;
+  auto it = obj->second.find(index);
+  if (it == obj->second.end()) return;
+  Slot& slot = it->second;
+  // Only the bytes of the very location the entry names, under the pool's current generation.
+  if (slot.pool_gen != pool_gen || slot.page != nullptr || slot.value.loc.seq != value.loc.seq ||
+      slot.value.loc.offset != value.loc.offset || slot.value.crc != value.crc) {
+    return;
+  }
+  AttachLocked(s, prefix, index, slot, page);
+}
+
+void LocationCache::AttachLocked(Shard& s, std::string_view prefix, uint64_t index, Slot& slot,
+                                 std::span<const uint8_t> page) {
+  if (page_bytes_per_shard_ == 0 || page.size() > page_bytes_per_shard_) return;
+  slot.page.reset(new uint8_t[page.size()]);
+  std::memcpy(slot.page.get(), page.data(), page.size());
+  slot.page_len = static_cast<uint32_t>(page.size());
+  slot.referenced = false;
+  s.page_bytes += page.size();
+  s.clock.emplace_back(std::string(prefix), index);
+  ram_admitted_.fetch_add(1, std::memory_order_relaxed);
+  // CLOCK: the hand drops pages not got since it last passed; a page got goes round again.
+  size_t turns = 0;
+  while (s.page_bytes > page_bytes_per_shard_ && !s.clock.empty()) {
+    auto [p, i] = std::move(s.clock.front());
+    s.clock.pop_front();
+    auto obj = s.objects.find(Absl(p));
+    if (obj == s.objects.end()) continue;
+    auto it = obj->second.find(i);
+    if (it == obj->second.end() || it->second.page == nullptr) continue;
+    if (it->second.referenced && ++turns <= 2 * s.clock.size() + 1) {
+      it->second.referenced = false;
+      s.clock.emplace_back(std::move(p), i);
+      continue;
+    }
+    DropPageLocked(s, it->second);
+    ram_evicted_.fetch_add(1, std::memory_order_relaxed);
+  }
+  // Records of pages dropped by flushes or overwrites pile up: rebuild from what holds a page.
+  if (s.clock.size() > 2 * (page_bytes_per_shard_ / 512) + 16) {
+    s.clock.clear();
+    for (const auto& [p, pages] : s.objects) {
+      for (const auto& [i, sl] : pages) {
+        if (sl.page != nullptr) s.clock.emplace_back(p, i);
+      }
+    }
+  }
+}
+
+void LocationCache::DropPageLocked(Shard& s, Slot& slot) {
+  if (slot.page == nullptr) return;
+  s.page_bytes -= slot.page_len;
+  slot.page.reset();
+  slot.page_len = 0;
 }
 
 void LocationCache::Erase(std::string_view key) {
@@ -104,13 +191,18 @@ void LocationCache::EraseObject(std::string_view object_prefix) {
     auto obj = s.objects.find(Absl(object_prefix));
     if (obj == s.objects.end()) continue;
     s.entries -= obj->second.size();
+    for (auto& [index, slot] : obj->second) DropPageLocked(s, slot);
     s.objects.erase(obj);
   }
 }
 
 bool LocationCache::EraseLocked(Shard& s, std::string_view prefix, uint64_t index) {
   auto obj = s.objects.find(Absl(prefix));
-  if (obj == s.objects.end() || obj->second.erase(index) == 0) return false;
+  if (obj == s.objects.end()) return false;
+  auto it = obj->second.find(index);
+  if (it == obj->second.end()) return false;
+  DropPageLocked(s, it->second);
+  obj->second.erase(it);
   --s.entries;
   if (obj->second.empty()) s.objects.erase(obj);
   return true;
@@ -130,6 +222,15 @@ void LocationCache::EvictLocked(Shard& s) {
       for (const auto& [index, slot] : pages) s.fifo.emplace_back(prefix, index);
     }
   }
+}
+
+size_t LocationCache::ram_bytes() const {
+  size_t n = 0;
+  for (size_t i = 0; i < kShards; ++i) {
+    MutexLock lock(&shards_[i].mu);
+    n += shards_[i].page_bytes;
+  }
+  return n;
 }
 
 size_t LocationCache::entries() const {
@@ -155,6 +256,16 @@ void LocationCache::VisitStats(StatsVisitor& v) const {
             refused_.load(std::memory_order_relaxed), none);
   v.Counter("index_cache_evictions", "Entries dropped from the RAM index cache to stay within its capacity.",
             evicted_.load(std::memory_order_relaxed), none);
+  v.Gauge("ram_tier_bytes", "Page bytes held in the DRAM tier (pages also in the log).",
+          static_cast<double>(ram_bytes()), none);
+  v.Gauge("ram_tier_capacity_bytes", "Most page bytes the DRAM tier holds (ram_cache).",
+          static_cast<double>(page_bytes_per_shard_ * kShards), none);
+  v.Counter("ram_tier_hits", "Gets served from the DRAM tier without a device read.",
+            ram_hits_.load(std::memory_order_relaxed), none);
+  v.Counter("ram_tier_admissions", "Pages copied into the DRAM tier (by puts and by device reads of shared pools).",
+            ram_admitted_.load(std::memory_order_relaxed), none);
+  v.Counter("ram_tier_evictions", "Pages dropped from the DRAM tier to stay within ram_cache (their log copy stays).",
+            ram_evicted_.load(std::memory_order_relaxed), none);
 }
 
 }  // namespace tmem::pool

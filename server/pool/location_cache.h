@@ -1,9 +1,18 @@
-// LocationCache: page index entries in RAM, in front of RocksDB.
+// LocationCache: page index entries in RAM, in front of RocksDB, and the DRAM tier.
 //
 // A get that finds its handle here skips the RocksDB lookup, which was a third of the server's
 // CPU per get hit (docs/benchmarks.md). Entries are the index values of pages recently put or
 // read. Bounded: at most `max_entries`, spread over kShards shards by page key, each dropping
 // its oldest insertions first. 0 entries turns the cache off (every call is then a no-op).
+//
+// The DRAM tier: an entry may also hold its page's bytes (the bytes of exactly the log location
+// it names), up to `ram_bytes` in all, so that a hot page is served from memory without a device
+// read. Pages come with puts (Set with a page) and with device reads of shared pools
+// (AttachPage); when a shard holds more than its share of bytes, pages leave by CLOCK (a page
+// got since the hand last passed gets a second chance) while their index entries stay. Because
+// the bytes live and die with the entry, every coherence rule below covers both tiers. The rule
+// for the log is write-through: every put is also appended to the log, so dropping a page from
+// RAM loses nothing and needs no write (docs/design-notes.md says why).
 //
 // Coherence: the cache never holds an entry the index no longer holds, once the operation
 // that removed it from the index has returned. The engine keeps these rules:
@@ -27,6 +36,8 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
+#include <span>
 #include <memory>
 #include <optional>
 #include <string>
@@ -45,7 +56,7 @@ class LocationCache {
   static constexpr size_t kShards = 64;
   static constexpr size_t kObjectEpochs = 4096;
 
-  explicit LocationCache(size_t max_entries);
+  explicit LocationCache(size_t max_entries, size_t ram_bytes = 0);
   LocationCache(const LocationCache&) = delete;
   LocationCache& operator=(const LocationCache&) = delete;
 
@@ -58,22 +69,37 @@ class LocationCache {
   };
   // `key` is an encoded page key (EncodePageKey); `pool_gen` the pool's current generation.
   Ticket Begin(std::string_view key, uint64_t pool_gen);
-  // The entry for `key`, if cached under generation `pool_gen`.
-  std::optional<IndexValue> Find(std::string_view key, uint64_t pool_gen);
+  // The entry for `key`, if cached under generation `pool_gen`. With `out_for`, a page held in
+  // RAM is copied into out_for()'s buffer (called only then, under the shard lock) and
+  // *from_ram is set — only while its log location is live (its segment's sequence above
+  // `reclaimed_seq`): the DRAM tier holds a subset of the log, so eviction from the log (FIFO
+  // reclaim, tenants' log shares) evicts from RAM too.
+  std::optional<IndexValue> Find(std::string_view key, uint64_t pool_gen,
+                                 const std::function<std::span<uint8_t>()>* out_for = nullptr,
+                                 bool* from_ram = nullptr, uint64_t reclaimed_seq = 0);
   // Caches `value` for `key` unless an EraseObject of its object came after `ticket` was taken;
-  // then the key is erased instead (the index may or may not still hold the value).
-  void Set(std::string_view key, const IndexValue& value, const Ticket& ticket);
+  // then the key is erased instead (the index may or may not still hold the value). With `page`
+  // (the bytes `value` names), the DRAM tier keeps a copy.
+  void Set(std::string_view key, const IndexValue& value, const Ticket& ticket,
+           std::span<const uint8_t> page = {});
+  // Keeps `page` in RAM for `key` if the entry still names `value` under `pool_gen` (a device
+  // read of a shared pool's page: the next get of it is served from memory).
+  void AttachPage(std::string_view key, const IndexValue& value, uint64_t pool_gen, std::span<const uint8_t> page);
   void Erase(std::string_view key);
   // Every page of one object: `object_prefix` is ObjectRangeBegin(pool, object).
   void EraseObject(std::string_view object_prefix);
 
   size_t entries() const;
+  size_t ram_bytes() const;  // page bytes held
   void VisitStats(StatsVisitor& visitor) const;
 
  private:
   struct Slot {
     IndexValue value;
     uint64_t pool_gen = 0;
+    std::unique_ptr<uint8_t[]> page;  // the DRAM tier's copy, if any
+    uint32_t page_len = 0;
+    bool referenced = false;  // got since the CLOCK hand passed
   };
   using Pages = absl::flat_hash_map<uint64_t, Slot>;
   struct Shard {
@@ -83,6 +109,10 @@ class LocationCache {
     absl::flat_hash_map<std::string, Pages> objects ABSL_GUARDED_BY(mu);
     // Insertion order, oldest first; may name entries erased since (skipped when met).
     std::deque<std::pair<std::string, uint64_t>> fifo ABSL_GUARDED_BY(mu);
+    // The DRAM tier: bytes held, and the CLOCK of entries that got a page (may name entries
+    // erased or stripped since).
+    size_t page_bytes ABSL_GUARDED_BY(mu) = 0;
+    std::deque<std::pair<std::string, uint64_t>> clock ABSL_GUARDED_BY(mu);
   };
 
   Shard& ShardOf(std::string_view key);
@@ -90,11 +120,17 @@ class LocationCache {
   // Removes one entry; true if it was there.
   static bool EraseLocked(Shard& s, std::string_view prefix, uint64_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   void EvictLocked(Shard& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  // Gives `slot` a copy of `page`, then keeps the shard within its share of page bytes.
+  void AttachLocked(Shard& s, std::string_view prefix, uint64_t index, Slot& slot, std::span<const uint8_t> page)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  static void DropPageLocked(Shard& s, Slot& slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
 
   const size_t per_shard_;
+  const size_t page_bytes_per_shard_;  // 0: no DRAM tier
   std::unique_ptr<Shard[]> shards_;
   std::unique_ptr<std::atomic<uint64_t>[]> object_epochs_;
   mutable std::atomic<uint64_t> hits_{0}, misses_{0}, refused_{0}, evicted_{0};
+  mutable std::atomic<uint64_t> ram_hits_{0}, ram_admitted_{0}, ram_evicted_{0};
 };
 
 }  // namespace tmem::pool

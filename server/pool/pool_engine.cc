@@ -55,7 +55,7 @@ absl::Status PoolEngine::Start(const EngineOptions& options) {
   io.resume_backoff_max_ms = options.index_resume_backoff_max_ms;
   io.is_stale = [this](std::string_view k, std::string_view v) { return IsStale(k, v); };
   TMEM_ASSIGN_OR_RETURN(index_, PageIndex::Open(io));
-  cache_ = std::make_unique<LocationCache>(options.index_cache_entries);
+  cache_ = std::make_unique<LocationCache>(options.index_cache_entries, options.ram_cache_bytes);
 
   const auto& uuid = log_->geometry().device_uuid;
   TMEM_ASSIGN_OR_RETURN(std::optional<std::string> state_bytes, index_->GetMeta(kStateKey));

@@ -60,6 +60,10 @@ struct EngineOptions {
   // Page index entries kept in RAM in front of RocksDB (location_cache.h); about 100 bytes
   // each. 0 turns the cache off.
   size_t index_cache_entries = 1 << 20;
+  // The DRAM tier (location_cache.h): page bytes kept in RAM beside their index entries, so that
+  // hot pages are served without a device read. Write-through: every put still goes to the log.
+  // 0 turns it off; it needs index_cache_entries.
+  size_t ram_cache_bytes = 256 << 20;
   uint32_t max_pools = 1 << 16;
   uint32_t lock_stripes = 1024;
   // How long a put waits for room in the log (a free write buffer, a reclaimed segment, the
@@ -245,8 +249,12 @@ class PoolEngine {
   // (one MultiGet; what it finds is cached). Private pools: every entry found is removed
   // (exclusive gets; a key named twice is found once). Holds the keys' stripes around the
   // index reads and writes, at most kStripesHeld at a time.
+  // With `out_for`, a page the DRAM tier holds is copied into out_for(i) at once and
+  // (*from_ram)[i] set: no device read is needed for it.
   absl::StatusOr<std::vector<std::optional<std::string>>> LookupMany(Pool& pool, const std::vector<std::string>& keys,
-                                                                     bool exclusive);
+                                                                     bool exclusive,
+                                                                     const std::function<std::span<uint8_t>(size_t)>& out_for = nullptr,
+                                                                     std::vector<bool>* from_ram = nullptr);
   // Deletes `key` if it still maps to `value` (a stale or corrupt entry met by a get).
   void DeleteIfUnchanged(const std::string& key, const std::string& value);
   // While the index takes no writes, a dropped put cannot remove its handle's older version, an

@@ -30,17 +30,26 @@ absl::StatusOr<GetOutcome> PoolEngine::Get(PoolId id, std::string_view object, u
   if (!IndexServesGets()) return miss();
   const std::string key = EncodePageKey(id, object, index);
   const bool exclusive = pool->info.kind == PoolKind::kPrivate;
-  TMEM_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> raws, LookupMany(*pool, {key}, exclusive));
+  std::vector<bool> from_ram;
+  TMEM_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> raws,
+                        LookupMany(*pool, {key}, exclusive, [&](size_t) { return out; }, &from_ram));
   const std::optional<std::string>& raw = raws[0];
   if (!raw.has_value()) return miss();
+  if (from_ram[0]) {
+    pool->counters.gets_hit.fetch_add(1, std::memory_order_relaxed);
+    return GetOutcome::kHit;
+  }
   std::optional<IndexValue> value = DecodeIndexValue(*raw);
   if (!value.has_value()) {
     if (!exclusive) DeleteIfUnchanged(key, *raw);
     return miss();
   }
+  const uint64_t gen = pool->cache_gen.load(std::memory_order_acquire);
   absl::StatusOr<log::SegmentLog::ReadOutcome> r =
       log_->Read(value->loc, pool->info.page_bytes, value->crc, out.data());
-  return SettleRead(*pool, key, *raw, exclusive, r, out);
+  const GetOutcome outcome = SettleRead(*pool, key, *raw, exclusive, r, out);
+  if (outcome == GetOutcome::kHit && !exclusive) cache_->AttachPage(key, *value, gen, out);
+  return outcome;
 }
 
 GetOutcome PoolEngine::SettleRead(Pool& pool, const std::string& key, const std::string& raw, bool exclusive,
@@ -84,8 +93,17 @@ absl::StatusOr<std::vector<GetOutcome>> PoolEngine::GetMany(PoolId id, std::span
   keys.reserve(gets.size());
   for (const PageGet& g : gets) keys.push_back(EncodePageKey(id, g.object, g.index));
   const bool exclusive = pool->info.kind == PoolKind::kPrivate;
-  TMEM_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> raws, LookupMany(*pool, keys, exclusive));
-  // Every entry that decodes becomes one read of the batch.
+  const uint64_t gen = pool->cache_gen.load(std::memory_order_acquire);
+  // The buffer a get's page goes to: the caller's, or buffer_for's (only for pages found).
+  std::vector<std::span<uint8_t>> outs(gets.size());
+  auto out_for = [&](size_t i) {
+    if (outs[i].empty()) outs[i] = gets[i].out.empty() ? buffer_for(i) : gets[i].out;
+    return outs[i];
+  };
+  std::vector<bool> from_ram;
+  TMEM_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> raws,
+                        LookupMany(*pool, keys, exclusive, out_for, &from_ram));
+  // Every entry that decodes becomes one read of the batch, but for pages the DRAM tier gave.
   std::vector<log::SegmentLog::PageRead> reads;
   std::vector<size_t> read_get;
   reads.reserve(gets.size());
@@ -94,41 +112,57 @@ absl::StatusOr<std::vector<GetOutcome>> PoolEngine::GetMany(PoolId id, std::span
       pool->counters.gets_miss.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
+    if (from_ram[i]) {
+      outcomes[i] = GetOutcome::kHit;
+      pool->counters.gets_hit.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
     std::optional<IndexValue> value = DecodeIndexValue(*raws[i]);
     if (!value.has_value()) {
       if (!exclusive) DeleteIfUnchanged(keys[i], *raws[i]);
       pool->counters.gets_miss.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    std::span<uint8_t> out = gets[i].out;
-    if (out.empty()) {
-      out = buffer_for(i);
-      if (out.size() != pool->info.page_bytes) return absl::InternalError("GetMany: buffer_for gave a wrong size");
-    }
+    std::span<uint8_t> out = out_for(i);
+    if (out.size() != pool->info.page_bytes) return absl::InternalError("GetMany: buffer_for gave a wrong size");
     reads.push_back({.loc = value->loc, .len = pool->info.page_bytes, .expected_crc = value->crc, .out = out.data()});
     read_get.push_back(i);
   }
   log_->ReadMany(std::span<log::SegmentLog::PageRead>(reads));
   for (size_t k = 0; k < reads.size(); ++k) {
     const size_t i = read_get[k];
-    outcomes[i] = SettleRead(*pool, keys[i], *raws[i], exclusive, reads[k].outcome,
-                             std::span<uint8_t>(static_cast<uint8_t*>(reads[k].out), pool->info.page_bytes));
+    const std::span<uint8_t> page(static_cast<uint8_t*>(reads[k].out), pool->info.page_bytes);
+    outcomes[i] = SettleRead(*pool, keys[i], *raws[i], exclusive, reads[k].outcome, page);
+    // A shared pool's page read from the device: the next get of it is served from RAM.
+    if (outcomes[i] == GetOutcome::kHit && !exclusive) {
+      cache_->AttachPage(keys[i], IndexValue{reads[k].loc, reads[k].expected_crc}, gen, page);
+    }
   }
   return outcomes;
 }
 
-absl::StatusOr<std::vector<std::optional<std::string>>> PoolEngine::LookupMany(Pool& pool,
-                                                                               const std::vector<std::string>& keys,
-                                                                               bool exclusive) {
+absl::StatusOr<std::vector<std::optional<std::string>>> PoolEngine::LookupMany(
+    Pool& pool, const std::vector<std::string>& keys, bool exclusive,
+    const std::function<std::span<uint8_t>(size_t)>& out_for, std::vector<bool>* from_ram) {
   const uint64_t gen = pool.cache_gen.load(std::memory_order_acquire);
   std::vector<std::optional<std::string>> raws(keys.size());
+  if (from_ram != nullptr) from_ram->assign(keys.size(), false);
+  // Asks the cache for key i; with out_for, a page the DRAM tier holds is copied out too.
+  auto find = [&](size_t i) -> std::optional<IndexValue> {
+    if (!out_for || from_ram == nullptr) return cache_->Find(keys[i], gen);
+    bool ram = false;
+    const std::function<std::span<uint8_t>()> out = [&] { return out_for(i); };
+    std::optional<IndexValue> v = cache_->Find(keys[i], gen, &out, &ram, log_->reclaimed_seq());
+    (*from_ram)[i] = ram;
+    return v;
+  };
   // Shared pools: what the cache holds needs no lock (a get racing a put or flush may see either
   // side; the index would answer the same).
   std::vector<size_t> todo;
   todo.reserve(keys.size());
   for (size_t i = 0; i < keys.size(); ++i) {
     if (!exclusive) {
-      if (std::optional<IndexValue> v = cache_->Find(keys[i], gen)) {
+      if (std::optional<IndexValue> v = find(i)) {
         raws[i] = EncodeIndexValue(*v);
         continue;
       }
@@ -152,7 +186,7 @@ absl::StatusOr<std::vector<std::optional<std::string>>> PoolEngine::LookupMany(P
       const size_t i = todo[t];
       if (exclusive && taken.count(keys[i]) > 0) continue;  // already found earlier in this batch
       if (exclusive) {
-        if (std::optional<IndexValue> v = cache_->Find(keys[i], gen)) {
+        if (std::optional<IndexValue> v = find(i)) {
           raws[i] = EncodeIndexValue(*v);
           continue;
         }

@@ -89,7 +89,8 @@ size_t PoolEngine::PutLocked(Pool& pool, std::span<const PagePut> pages, std::sp
   // In batch order, so that of two puts to one handle the later is cached.
   for (size_t k = 0; k < ops.size(); ++k) {
     if (wst.ok() && values[k].has_value()) {
-      cache_->Set(ops[k].first, *values[k], tickets[k]);
+      // With the page: the DRAM tier keeps the bytes the log now holds (write-through).
+      cache_->Set(ops[k].first, *values[k], tickets[k], pages[k].page);
     } else {
       cache_->Erase(ops[k].first);
     }

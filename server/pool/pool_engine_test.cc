@@ -311,6 +311,8 @@ TEST(PoolEngineTest, PutManyStoresEveryPageAndTheLaterOfTwoPutsToAHandleWins) {
 // handle or buffer rejects the call before anything is taken.
 TEST(PoolEngineTest, GetManyAnswersEachHandleAsGetsInARowWould) {
   EngineHarness h;
+  // The device path itself: without the DRAM tier, whose copy would (rightly) serve the page.
+  h.set_customize([](EngineOptions& o) { o.ram_cache_bytes = 0; });
   PoolEngine& e = h.Open();
   PoolId p = *e.CreatePool(4096);
   for (uint64_t i = 0; i < 40; ++i) Put(e, p, kObj, i, 100 + i);
@@ -431,6 +433,8 @@ TEST(PoolEngineTest, AfterAMissGetsMissUntilTheNextPut) {
 
 TEST(PoolEngineTest, CorruptPageOnDeviceIsAMissAndACountNeverTheBadBytes) {
   EngineHarness h;
+  // The device path itself: without the DRAM tier, whose copy would (rightly) serve the page.
+  h.set_customize([](EngineOptions& o) { o.ram_cache_bytes = 0; });
   PoolEngine& e = h.Open();
   PoolId p = *e.CreateSharedPool(U(6), 4096);
   Put(e, p, kObj, 7, 1);
@@ -460,7 +464,8 @@ TEST(PoolEngineTest, CorruptByteInTheDeviceFileIsAMissAndACount) {
   auto dev = io::FileDevice::Open({.path = path, .create_size_bytes = 32 << 20});
   ASSERT_TRUE(dev.ok()) << dev.status();
   ASSERT_TRUE(log::FormatLog(dev->get(), {}).ok());
-  auto engine = PoolEngine::Open({.device = dev->get(), .metadata_dir = dir + "/meta"});
+  // The device path itself: without the DRAM tier, whose copy would (rightly) serve the page.
+  auto engine = PoolEngine::Open({.device = dev->get(), .metadata_dir = dir + "/meta", .ram_cache_bytes = 0});
   ASSERT_TRUE(engine.ok()) << engine.status();
   PoolEngine& e = **engine;
   PoolId p = *e.CreateSharedPool(U(23), 4096);
@@ -493,6 +498,8 @@ TEST(PoolEngineTest, CorruptByteInTheDeviceFileIsAMissAndACount) {
 
 TEST(PoolEngineTest, DeviceReadErrorIsAMissThatStaysAMiss) {
   EngineHarness h;
+  // The device path itself: without the DRAM tier, whose copy would (rightly) serve the page.
+  h.set_customize([](EngineOptions& o) { o.ram_cache_bytes = 0; });
   PoolEngine& e = h.Open();
   PoolId p = *e.CreateSharedPool(U(7), 4096);
   Put(e, p, kObj, 1, 1);

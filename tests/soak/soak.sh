@@ -64,6 +64,8 @@ device: {path: $T/pages.img, size: 256M}
 metadata_dir: $T/index
 listen: ["127.0.0.1:$GP"]
 metrics_listen: ""
+# The DRAM tier small enough to fill during the warm-up, so that the RSS bound still means a leak.
+ram_cache: 16M
 nbd: {listen: ["127.0.0.1:$NP"]}
 exports:
   - {name: plain, backend: $T/plain.img}
