@@ -38,6 +38,11 @@ struct Flags {
   tmem::client::TlsClientOptions tls;
   int threads = 8, batch = 32;
   int tmemd_pid = 0, memcached_pid = 0;  // for CPU per page (0: not measured)
+  // A tmemd with the DRAM tier on (the main one runs without it): get hits and single-get
+  // latency over a hot set that fits in its RAM.
+  std::string ram_tmemd;
+  int ram_tmemd_pid = 0;
+  uint64_t hot_pages = 32768;
   bool grpc_row = true;                   // the same phases over gRPC Session streams
   uint64_t pages = 200000;
   double seconds = 10;
@@ -149,6 +154,12 @@ int main(int argc, char** argv) {
       f.tmemd_pid = std::stoi(v);
     else if (auto v = val("memcached-pid"))
       f.memcached_pid = std::stoi(v);
+    else if (auto v = val("ram-tmemd"))
+      f.ram_tmemd = v;
+    else if (auto v = val("ram-tmemd-pid"))
+      f.ram_tmemd_pid = std::stoi(v);
+    else if (auto v = val("hot-pages"))
+      f.hot_pages = std::stoull(v);
     else if (a == "--no-grpc-row")
       f.grpc_row = false;
     else
@@ -402,5 +413,76 @@ int main(int argc, char** argv) {
   std::printf("tmemd_single_get_p99_us %.0f\nmemcached_single_get_p99_us %.0f\n", P99(all_t), P99(all_m));
   std::printf("tmemd_single_get_p50_us %.0f\nmemcached_single_get_p50_us %.0f\n", Quantile(all_t, 0.5),
               Quantile(all_m, 0.5));
+
+  // --- the DRAM tier: the hot set put (so it is in RAM), then batched gets and single gets ---
+  if (!f.ram_tmemd.empty()) {
+    const uint64_t hot = std::min<uint64_t>(f.hot_pages, total);
+    const uint64_t hot_per_thread = hot / f.threads;
+    auto [ram, ram_pool] = connect(f.ram_tmemd, {}, "wire", 'R');
+    Parallel(f.threads, [&](int t) {
+      std::vector<std::string> keys, values;
+      std::vector<tmem::client::TmemClient::PagePut> batch;
+      for (uint64_t i = t * hot_per_thread; i < (t + 1) * hot_per_thread;) {
+        keys.clear();
+        values.clear();
+        batch.clear();
+        for (int b = 0; b < f.batch && i < (t + 1) * hot_per_thread; ++b, ++i) {
+          keys.push_back(Key(i / 1024));
+          values.push_back(Value(i));
+        }
+        for (size_t b = 0; b < keys.size(); ++b) {
+          batch.push_back({keys[b], i - keys.size() + b,
+                           std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(values[b].data()), 4096)});
+        }
+        if (!ram->PutPages(ram_pool, batch).ok()) Die("put (DRAM tier)");
+      }
+    });
+    const uint64_t hot_total = hot_per_thread * f.threads;
+    const double c0 = CpuSeconds(f.ram_tmemd_pid);
+    auto [ram_hits, ram_miss] = timed([&](int t, std::atomic<bool>& stop, uint64_t& h, uint64_t& mi) {
+      std::mt19937_64 rng(t);
+      std::vector<std::string> keys(f.batch);
+      std::vector<uint64_t> ids(f.batch);
+      std::vector<std::vector<uint8_t>> outs(f.batch, std::vector<uint8_t>(4096));
+      std::vector<tmem::client::TmemClient::PageGet> batch(f.batch);
+      while (!stop) {
+        for (int b = 0; b < f.batch; ++b) {
+          ids[b] = rng() % hot_total;
+          keys[b] = Key(ids[b] / 1024);
+          batch[b] = {keys[b], ids[b], outs[b]};
+        }
+        auto got = ram->GetPages(ram_pool, batch);
+        if (!got.ok()) Die("tmemd get (DRAM tier)");
+        for (int b = 0; b < f.batch; ++b) {
+          if (!(*got)[b]) {
+            ++mi;
+          } else if (!IsValue(reinterpret_cast<const char*>(outs[b].data()), 4096, ids[b])) {
+            Die("tmemd returned a wrong page (DRAM tier)");
+          } else {
+            ++h;
+          }
+        }
+      }
+    });
+    const double ram_cpu = CpuSeconds(f.ram_tmemd_pid) - c0;
+    std::printf("ram_hot_pages %lu\nram_get_hits_per_s %.0f\nram_get_misses %lu\n", hot_total, ram_hits, ram_miss);
+    if (f.ram_tmemd_pid > 0) std::printf("ram_get_cpu_us_per_page %.2f\n", ram_cpu * 1e6 / (ram_hits * f.seconds));
+    std::vector<std::vector<double>> rl(f.threads);
+    Parallel(f.threads, [&](int t) {
+      std::mt19937_64 rng(200 + t);
+      std::vector<uint8_t> out(4096);
+      for (int n = 0; n < singles; ++n) {
+        const uint64_t i = rng() % hot_total;
+        const std::string k = Key(i / 1024);
+        auto t0 = Clock::now();
+        auto got = ram->Get(ram_pool, k, i, out);
+        rl[t].push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+        if (!got.ok()) Die("tmemd single get (DRAM tier)");
+      }
+    });
+    std::vector<double> all;
+    for (auto& v : rl) all.insert(all.end(), v.begin(), v.end());
+    std::printf("ram_single_get_p50_us %.0f\nram_single_get_p99_us %.0f\n", Quantile(all, 0.5), P99(all));
+  }
   return 0;
 }

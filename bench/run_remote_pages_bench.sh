@@ -16,8 +16,8 @@ scripts/setup.sh
 bazel build //server/main:tmemd //bench:remote_pages_bench //bench:grpc_sink 2>&1 | grep -E 'ERROR|error:' && exit 1 || true
 mkdir -p "$DIR"
 source tests/testing/testlib.sh   # port, wait_port, fail
-TP=$(port); MP=$(port); SP=$(port); LP=$(port)
-rm -rf "$DIR/remote.img" "$DIR/remote.img.index"
+TP=$(port); MP=$(port); SP=$(port); LP=$(port); RP=$(port)
+rm -rf "$DIR/remote.img" "$DIR/remote.img.index" "$DIR/remote_ram.img" "$DIR/remote_ram.img.index"
 [ -s "$DIR/tls/bench.crt" ] || scripts/make-certs.sh "$DIR/tls" bench 2>/dev/null
 # The device's ceiling for puts: every put ends in a sequential write of its segment (1 MiB,
 # two in flight, as tmemd's two flushers write them), so the device's rate for those writes
@@ -33,6 +33,7 @@ cat > "$DIR/remote_tmemd.yaml" <<YAML
 listen: ["127.0.0.1:$LP"]
 plaintext_listen: ["127.0.0.1:$TP"]
 wire: {listen: ["127.0.0.1:0"], plaintext_listen: ["127.0.0.1:0"]}
+ram_cache: 0   # device hits; the DRAM tier is measured on its own tmemd below
 tls: {cert: $DIR/tls/server.crt, key: $DIR/tls/server.key, ca: $DIR/tls/ca.crt}
 tenants: [{name: bench}]
 YAML
@@ -41,14 +42,20 @@ bazel-bin/server/main/tmemd --config="$DIR/remote_tmemd.yaml" --device="$DIR/rem
 TD=$!
 bazel-bin/bench/grpc_sink --listen="127.0.0.1:$SP" &
 SK=$!
-trap 'kill $MC $TD $SK 2>/dev/null || true' EXIT
-for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('127.0.0.1',$TP),1)" 2>/dev/null && break; sleep 0.1; done
+# A second tmemd with the DRAM tier (512 MiB) for the hot set's hits.
+bazel-bin/server/main/tmemd --device="$DIR/remote_ram.img" --device-size=1G --listen="127.0.0.1:$RP" \
+  --metrics-listen= --ram-cache=512M 2> "$DIR/remote_ram_tmemd.log" &
+RT=$!
+trap 'kill $MC $TD $SK $RT 2>/dev/null || true' EXIT
+for p in $TP $RP; do wait_port $p || { echo "a tmemd did not come up"; exit 1; }; done
 echo "== tmemd and memcached, $THREADS client threads, batches of $BATCH, $PAGES pages of 4 KiB"
 bazel-bin/bench/remote_pages_bench --tmemd="127.0.0.1:$TP" --memcached="127.0.0.1:$MP" --sink="127.0.0.1:$SP" --threads=$THREADS \
   --batch=$BATCH --pages=$PAGES --seconds=$SECS --tls-tmemd="127.0.0.1:$LP" --tls-ca="$DIR/tls/ca.crt" \
   --tls-cert="$DIR/tls/bench.crt" --tls-key="$DIR/tls/bench.key" --tmemd-pid=$TD --memcached-pid=$MC \
+  --ram-tmemd="127.0.0.1:$RP" --ram-tmemd-pid=$RT --hot-pages=32768 \
   | tee "$DIR/remote.txt"
-kill -TERM $TD; wait $TD || true; kill $MC $SK; wait $MC $SK 2>/dev/null || true; trap - EXIT
+kill -TERM $TD $RT; wait $TD $RT || true; kill $MC $SK; wait $MC $SK 2>/dev/null || true; trap - EXIT
+rm -rf "$DIR/remote_ram.img" "$DIR/remote_ram.img.index"
 # The peer for reads is the device itself, at the same depth as the clients (threads x batch
 # pages in flight). fio reads the whole file, so every block is first written: a hole or an
 # unwritten extent of a sparse file reads as zeros without touching the disk (541k "IOPS" on a
@@ -102,10 +109,22 @@ print(f"{'single get p50 / p99, microseconds':46} {'':8}  {'':7}      tmemd {f('
       f"{f('memcached_single_get_p99_us'):.0f}, device read p99 (fio) {lat:.0f}")
 row("  p99: (memcached + device) / tmemd", (f("memcached_single_get_p99_us") + lat) / f("tmemd_single_get_p99_us"),
     1.0, "tmemd's device hits within memcached's latency plus the device's own")
+if "ram_get_hits_per_s" in e:
+    row("DRAM tier: get hits / memcached", f("ram_get_hits_per_s") / f("memcached_get_hits_per_s"), 1.0,
+        f"{f('ram_get_hits_per_s'):.0f}/s over {f('ram_hot_pages'):.0f} hot pages ({f('ram_get_misses'):.0f} misses) "
+        f"vs memcached {f('memcached_get_hits_per_s'):.0f}/s")
+    row("DRAM tier: single get p50, 1.2 x memcached / tmemd", 1.2 * f("memcached_single_get_p50_us") /
+        f("ram_single_get_p50_us"), 1.0, f"tmemd {f('ram_single_get_p50_us'):.0f} us, memcached "
+        f"{f('memcached_single_get_p50_us'):.0f} us")
+    row("DRAM tier: single get p99, 1.2 x memcached / tmemd", 1.2 * f("memcached_single_get_p99_us") /
+        f("ram_single_get_p99_us"), 1.0, f"tmemd {f('ram_single_get_p99_us'):.0f} us, memcached "
+        f"{f('memcached_single_get_p99_us'):.0f} us")
 if "tmemd_put_cpu_us_per_page" in e:
     print(f"{'server CPU per page, microseconds':46} {'':8}  {'':7}      puts: tmemd "
           f"{f('tmemd_put_cpu_us_per_page'):.2f}, memcached {f('memcached_put_cpu_us_per_page'):.2f}; gets: tmemd "
-          f"{f('tmemd_get_cpu_us_per_page'):.2f}, memcached {f('memcached_get_cpu_us_per_page'):.2f}")
+          f"{f('tmemd_get_cpu_us_per_page'):.2f} (device), "
+          f"{f('ram_get_cpu_us_per_page') if 'ram_get_cpu_us_per_page' in e else float('nan'):.2f} (DRAM tier), "
+          f"memcached {f('memcached_get_cpu_us_per_page'):.2f}")
 tput = f("tls_put_pages_per_s") / f("tmemd_put_pages_per_s")
 tget = f("tls_get_hits_per_s") / f("tmemd_get_hits_per_s")
 row("TLS: puts over mutual TLS / plaintext", tput, 0.8,
