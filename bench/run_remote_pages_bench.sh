@@ -101,7 +101,7 @@ if "sink_put_pages_per_s" in e:
 row("  device segment writes (fio) / memcached", seq / f("memcached_put_pages_per_s"), None,
     f"{seq:.0f} pages/s; tmemd reaches {f('tmemd_put_pages_per_s') / seq:.3f} of the device's rate")
 row("get hits tmemd / fio at the same depth", f("tmemd_get_hits_per_s") / fio, 0.9,
-    f"{f('tmemd_get_hits_per_s'):.0f}/s vs fio {fio:.0f} IOPS (pages on the device; no DRAM tier yet)")
+    f"{f('tmemd_get_hits_per_s'):.0f}/s vs fio {fio:.0f} IOPS (pages on the device: this tmemd runs without the DRAM tier)")
 row("get hits tmemd / memcached", f("tmemd_get_hits_per_s") / f("memcached_get_hits_per_s"), None,
     f"memcached {f('memcached_get_hits_per_s'):.0f}/s")
 print(f"{'single get p50 / p99, microseconds':46} {'':8}  {'':7}      tmemd {f('tmemd_single_get_p50_us'):.0f} / "
