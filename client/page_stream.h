@@ -15,6 +15,7 @@
 #include <chrono>
 #include <memory>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -96,6 +97,27 @@ class PageStream {
 
   // Queues `request` (its op_id is assigned here) for sending.
   virtual std::shared_ptr<Op> Submit(tmem::v1::SessionRequest request) = 0;
+  // One page of a put, viewed where the caller holds it.
+  struct PutView {
+    std::string_view object;
+    uint64_t index = 0;
+    std::span<const uint8_t> page;
+  };
+  // A put_pages request for `pool_id`, made from the caller's pages: a stream that can send them
+  // from where they are does (no copy of its own); the pages need to stay valid only until this
+  // returns. The default builds the Session request.
+  virtual std::shared_ptr<Op> SubmitPut(uint32_t pool_id, std::span<const PutView> pages) {
+    tmem::v1::SessionRequest req;
+    tmem::v1::PutPagesRequest* put = req.mutable_put_pages();
+    put->set_pool_id(pool_id);
+    for (const PutView& p : pages) {
+      tmem::v1::PagePut* w = put->add_pages();
+      w->mutable_handle()->set_object(p.object.data(), p.object.size());
+      w->mutable_handle()->set_index(p.index);
+      w->set_data(p.page.data(), p.page.size());
+    }
+    return Submit(std::move(req));
+  }
   // A get_pages request whose hits may be written straight into `outputs` (one buffer of the
   // page size per handle): a hit delivered so has empty data in its result. The buffers must
   // stay valid until Wait returns.

@@ -473,19 +473,15 @@ absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {
       forget(part.server, part.items, 0, part.items.size());
       continue;
     }
+    std::vector<PageStream::PutView> views;
     for (size_t at = 0; at < part.items.size(); at += options_.max_batch_pages) {
-      tmem::v1::SessionRequest req;
-      tmem::v1::PutPagesRequest* put = req.mutable_put_pages();
-      put->set_pool_id(*id);
       const size_t end = std::min(part.items.size(), at + options_.max_batch_pages);
+      views.clear();
       for (size_t k = at; k < end; ++k) {
         const PagePut& p = pages[part.items[k]];
-        tmem::v1::PagePut* w = put->add_pages();
-        w->mutable_handle()->set_object(p.object.data(), p.object.size());
-        w->mutable_handle()->set_index(p.index);
-        w->set_data(p.page.data(), p.page.size());
+        views.push_back({p.object, p.index, p.page});
       }
-      sent.push_back({part.server, &part.items, at, end, stream, stream->Submit(std::move(req))});
+      sent.push_back({part.server, &part.items, at, end, stream, stream->SubmitPut(*id, views)});
     }
   }
   for (Sent& x : sent) {

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -395,6 +396,99 @@ bool WireStream::Connect() {
   if (!SendAll(hello.data(), hello.size())) {
     Break(absl::UnavailableError("wire connection: HELLO not sent"));
     return false;
+  }
+  return true;
+}
+
+std::shared_ptr<PageStream::Op> WireStream::SubmitPut(uint32_t pool_id, std::span<const PutView> pages) {
+  const size_t page = pages.empty() ? 0 : pages[0].page.size();
+  bool plain = !pages.empty() && pages.size() <= w::kMaxBatch && page <= w::kMaxPageBytes;
+  for (const PutView& p : pages) {
+    plain = plain && !p.object.empty() && p.object.size() <= w::kMaxObjectBytes && p.page.size() == page;
+  }
+  bool ready;
+  {
+    MutexLock lock(&mu_);
+    ready = ready_;
+  }
+  // Not connected yet (the request must wait in the queue, so it needs its own copy), or
+  // something the server would refuse (Encode answers it in the server's words).
+  if (!ready || !plain) return PageStream::SubmitPut(pool_id, pages);
+  auto op = std::make_shared<Op>();
+  MutexLock send(&send_mu_);
+  uint64_t id;
+  {
+    MutexLock lock(&mu_);
+    if (broken_) {
+      op->Complete(absl::UnavailableError("wire connection is broken"), nullptr);
+      return op;
+    }
+    id = next_id_++;
+    if (in_flight_.empty()) last_progress_ = std::chrono::steady_clock::now();
+    in_flight_[id] = InFlight{op};
+  }
+  // Header and entries in one buffer; each page sent from where it is.
+  send_buf_.clear();
+  const size_t at = w::BeginRequest(send_buf_, w::Verb::kPut, id, pool_id, static_cast<uint16_t>(pages.size()),
+                                    static_cast<uint32_t>(page));
+  for (const PutView& p : pages) w::AppendEntry(send_buf_, p.object, p.index);
+  const auto body = static_cast<uint32_t>(pages.size() * (sizeof(w::Entry) + page));
+  std::memcpy(send_buf_.data() + at + offsetof(w::RequestHeader, body_bytes), &body, sizeof(body));
+  send_iov_.clear();
+  for (size_t i = 0; i < pages.size(); ++i) {
+    uint8_t* entry = send_buf_.data() + sizeof(w::RequestHeader) + i * sizeof(w::Entry);
+    if (i == 0) {
+      send_iov_.push_back({send_buf_.data(), sizeof(w::RequestHeader) + sizeof(w::Entry)});
+    } else {
+      send_iov_.push_back({entry, sizeof(w::Entry)});
+    }
+    send_iov_.push_back({const_cast<uint8_t*>(pages[i].page.data()), page});
+  }
+  if (!SendAllV(send_iov_.data(), static_cast<int>(send_iov_.size()))) {
+    Break(absl::UnavailableError("wire connection: send failed"));
+  }
+  return op;
+}
+
+bool WireStream::SendAllV(iovec* iov, int count) {
+  if (session_ != nullptr) {
+    // Records from the pieces, corked so that small pieces do not each make a record.
+    auto s = static_cast<gnutls_session_t>(session_);
+    gnutls_record_cork(s);
+    for (int i = 0; i < count; ++i) {
+      const auto* p = static_cast<const uint8_t*>(iov[i].iov_base);
+      size_t left = iov[i].iov_len;
+      while (left > 0) {
+        const ssize_t n = gnutls_record_send(s, p, left);
+        if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) continue;
+        if (n <= 0) return false;
+        p += n;
+        left -= static_cast<size_t>(n);
+      }
+    }
+    while (true) {
+      const int rc = gnutls_record_uncork(s, GNUTLS_RECORD_WAIT);
+      if (rc >= 0) return true;
+      if (rc != GNUTLS_E_AGAIN && rc != GNUTLS_E_INTERRUPTED) return false;
+    }
+  }
+  while (count > 0) {
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(std::min(count, 1024));
+    const ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    size_t done = static_cast<size_t>(n);
+    while (count > 0 && done >= iov->iov_len) {
+      done -= iov->iov_len;
+      ++iov;
+      --count;
+    }
+    if (count > 0) {
+      iov->iov_base = static_cast<uint8_t*>(iov->iov_base) + done;
+      iov->iov_len -= done;
+    }
   }
   return true;
 }

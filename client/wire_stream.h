@@ -12,6 +12,8 @@
 #ifndef TMEM_CLIENT_WIRE_STREAM_H_
 #define TMEM_CLIENT_WIRE_STREAM_H_
 
+#include <sys/uio.h>
+
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -60,6 +62,9 @@ class WireStream final : public PageStream {
 
   std::shared_ptr<Op> Submit(tmem::v1::SessionRequest request) override;
   std::shared_ptr<Op> SubmitGet(tmem::v1::SessionRequest request, std::vector<std::span<uint8_t>> outputs) override;
+  // Once connected: the header and entries are built here and sent with the pages where the
+  // caller holds them (one sendmsg; TLS: records made from them), without a copy of its own.
+  std::shared_ptr<Op> SubmitPut(uint32_t pool_id, std::span<const PutView> pages) override;
   absl::StatusOr<tmem::v1::SessionResponse> Wait(Op& op, std::chrono::steady_clock::time_point deadline) override;
   void Cancel() override;
   bool broken() const override;
@@ -77,6 +82,8 @@ class WireStream final : public PageStream {
   bool Connect();
   void Break(const absl::Status& why);
   bool SendAll(const uint8_t* data, size_t len);
+  // Sends every byte of the iovecs (modified in place).
+  bool SendAllV(iovec* iov, int count);
   // Reads exactly `len` bytes; false at the end or on an error.
   bool ReadAll(uint8_t* data, size_t len);
 
@@ -87,6 +94,7 @@ class WireStream final : public PageStream {
   // Held while a request is encoded and sent, so that requests leave in the order of their ids.
   Mutex send_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   std::vector<uint8_t> send_buf_ ABSL_GUARDED_BY(send_mu_);
+  std::vector<iovec> send_iov_ ABSL_GUARDED_BY(send_mu_);
   mutable Mutex mu_;
   CondVar cv_;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
