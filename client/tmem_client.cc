@@ -9,6 +9,8 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "client/dns_members.h"
 #include "client/session_stream.h"
 #include "client/wire_stream.h"
 #include "common/logging.h"
@@ -119,7 +121,145 @@ absl::Status FromGrpc(const ::grpc::Status& s) {
 }  // namespace
 
 TmemClient::TmemClient(const ClientOptions& options) : options_(options) {}
-TmemClient::~TmemClient() = default;
+
+TmemClient::~TmemClient() {
+  {
+    MutexLock lock(&refresh_mu_);
+    stopping_ = true;
+    refresh_cv_.SignalAll();
+  }
+  if (refresher_.joinable()) refresher_.join();
+}
+
+TmemClient::Server* TmemClient::ServerOf(const std::string& address) {
+  for (auto& s : servers_) {
+    if (s->address == address) return s.get();
+  }
+  auto s = std::make_unique<Server>();
+  s->address = address;
+  {
+    MutexLock lock(&s->mu);
+    s->rpc = NewPagePoolClient(channels_, address);
+    s->stub_created = std::chrono::steady_clock::now();
+    s->streams.resize(options_.streams_per_server);
+    s->backoff_ms = options_.reconnect_min_ms;
+  }
+  servers_.push_back(std::move(s));
+  return servers_.back().get();
+}
+
+std::shared_ptr<const TmemClient::Members> TmemClient::CurrentMembers() const {
+  MutexLock lock(&members_mu_);
+  return members_;
+}
+
+std::vector<TmemClient::Server*> TmemClient::AllServers() const {
+  MutexLock lock(&members_mu_);
+  std::vector<Server*> all;
+  for (const auto& s : servers_) all.push_back(s.get());
+  return all;
+}
+
+std::vector<std::string> TmemClient::members() const {
+  std::vector<std::string> out;
+  for (const Server* s : CurrentMembers()->list) out.push_back(s->address);
+  return out;
+}
+
+bool TmemClient::RefreshMembers() {
+  std::vector<std::string> addresses = static_servers_;
+  for (const auto& [name, port] : dns_targets_) {
+    absl::StatusOr<std::vector<std::string>> got = ResolveMembers({name, port}, options_.dns_server);
+    if (!got.ok()) {
+      TMEM_LOG_RATE_LIMITED(Warning) << "dns:" << name << ":" << port << ": " << got.status().message()
+                                     << "; the servers stay as they were";
+      return false;
+    }
+    if (got->empty()) {
+      TMEM_LOG_RATE_LIMITED(Warning) << "dns:" << name << ":" << port
+                                     << " has no address now; the servers stay as they were";
+      return false;
+    }
+    addresses.insert(addresses.end(), got->begin(), got->end());
+  }
+  std::sort(addresses.begin() + static_cast<ptrdiff_t>(static_servers_.size()), addresses.end());
+  addresses.erase(std::unique(addresses.begin(), addresses.end()), addresses.end());
+  std::shared_ptr<const Members> old;
+  std::vector<Server*> lost_history_targets;
+  {
+    MutexLock lock(&members_mu_);
+    old = members_;
+    std::vector<std::string> now;
+    for (const Server* s : old->list) now.push_back(s->address);
+    if (now == addresses && !old->list.empty()) return false;
+    auto m = std::make_shared<Members>();
+    for (const std::string& a : addresses) m->list.push_back(ServerOf(a));
+    m->version = old->version + 1;
+    members_ = m;
+    if (old->version > 0 || !old->list.empty()) lost_history_targets = old->list;
+  }
+  if (old->version > 0) counters_.membership_changes.fetch_add(1, std::memory_order_relaxed);
+  TMEM_LOG(Info) << "servers now: " << absl::StrJoin(addresses, ",");
+  // Objects move only with a membership change. Where the last put of each is remembered, its
+  // former server is flushed of it when it is next put (NoteOwner); if that memory overflowed,
+  // every former server forgets every pool now instead (more misses, the same guarantee).
+  bool lost;
+  {
+    MutexLock lock(&owners_mu_);
+    lost = owners_lost_;
+    owners_lost_ = false;
+  }
+  if (lost) {
+    std::vector<PoolRef> refs;
+    {
+      MutexLock lock(&mu_);
+      for (const auto& [ref, pool] : pools_) refs.push_back(ref);
+    }
+    for (Server* s : lost_history_targets) {
+      MutexLock lock(&s->mu);
+      for (PoolRef ref : refs) DeferFlush(*s, {DeferredFlush::Kind::kPool, ref, "", 0});
+    }
+  }
+  return true;
+}
+
+void TmemClient::RefreshLoop() {
+  while (true) {
+    {
+      MutexLock lock(&refresh_mu_);
+      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.dns_refresh_ms);
+      while (!stopping_) {
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= until) break;
+        refresh_cv_.WaitFor(&refresh_mu_, until - now);
+      }
+      if (stopping_) return;
+    }
+    RefreshMembers();
+  }
+}
+
+void TmemClient::NoteOwner(const Pool& pool, std::string_view object, Server* server) {
+  if (dns_targets_.empty()) return;  // a static list never moves an object
+  const uint64_t key = StableHash(pool.hash_key, object, "owner");
+  Server* former = nullptr;
+  {
+    MutexLock lock(&owners_mu_);
+    auto [it, inserted] = owners_.try_emplace(key, server);
+    if (!inserted && it->second != server) {
+      former = it->second;
+      it->second = server;
+    }
+    if (inserted && owners_.size() > options_.max_tracked_objects) {
+      owners_.clear();
+      owners_lost_ = true;
+    }
+  }
+  if (former == nullptr) return;
+  MutexLock lock(&former->mu);
+  DeferFlush(*former, {DeferredFlush::Kind::kObject, pool.ref, std::string(object), 0});
+  counters_.moved_object_flushes.fetch_add(1, std::memory_order_relaxed);
+}
 
 absl::StatusOr<std::unique_ptr<TmemClient>> TmemClient::Create(const ClientOptions& options) {
   if (options.servers.empty()) return absl::InvalidArgumentError("no servers");
@@ -147,15 +287,30 @@ absl::StatusOr<std::unique_ptr<TmemClient>> TmemClient::Create(const ClientOptio
     if (!creds.ok()) return creds.status();
     c->wire_tls_ = *creds;
   }
-  for (const std::string& address : options.servers) {
-    auto s = std::make_unique<Server>();
-    s->address = address;
-    MutexLock lock(&s->mu);
-    s->rpc = NewPagePoolClient(c->channels_, address);
-    s->stub_created = std::chrono::steady_clock::now();
-    s->streams.resize(options.streams_per_server);
-    s->backoff_ms = options.reconnect_min_ms;
-    c->servers_.push_back(std::move(s));
+  for (const std::string& entry : options.servers) {
+    absl::StatusOr<std::optional<DnsTarget>> dns = ParseDnsTarget(entry);
+    if (!dns.ok()) return dns.status();
+    if (dns->has_value()) {
+      c->dns_targets_.emplace_back((*dns)->name, (*dns)->port);
+    } else {
+      c->static_servers_.push_back(entry);
+    }
+  }
+  if (!c->dns_targets_.empty() && options.dns_refresh_ms <= 0) {
+    return absl::InvalidArgumentError("dns_refresh_ms must be positive");
+  }
+  {
+    MutexLock lock(&c->members_mu_);
+    auto m = std::make_shared<Members>();
+    for (const std::string& address : c->static_servers_) m->list.push_back(c->ServerOf(address));
+    c->members_ = std::move(m);
+  }
+  if (!c->dns_targets_.empty()) {
+    c->RefreshMembers();
+    if (c->CurrentMembers()->list.empty()) {
+      return absl::UnavailableError(absl::StrCat("no servers: ", options.servers[0], " resolves to no address now"));
+    }
+    c->refresher_ = std::thread([p = c.get()] { p->RefreshLoop(); });
   }
   return c;
 }
@@ -167,14 +322,14 @@ size_t TmemClient::ServerFor(PoolRef ref, std::string_view object) const {
     auto it = pools_.find(ref);
     key = it == pools_.end() ? absl::StrCat("p", ref) : it->second->hash_key;
   }
-  return ServerForKey(key, object);
+  return ServerForKey(*CurrentMembers(), key, object);
 }
 
-size_t TmemClient::ServerForKey(std::string_view hash_key, std::string_view object) const {
+size_t TmemClient::ServerForKey(const Members& m, std::string_view hash_key, std::string_view object) {
   size_t best = 0;
   uint64_t best_score = 0;
-  for (size_t i = 0; i < servers_.size(); ++i) {
-    uint64_t score = StableHash(hash_key, object, servers_[i]->address);
+  for (size_t i = 0; i < m.list.size(); ++i) {
+    uint64_t score = StableHash(hash_key, object, m.list[i]->address);
     if (i == 0 || score > best_score) {
       best = i;
       best_score = score;
@@ -206,7 +361,7 @@ absl::StatusOr<PoolRef> TmemClient::CreateSharedPool(const std::array<uint8_t, 1
   // Create it everywhere now; a server that does not answer gets it on first use. A server that
   // rejects the request (bad page size, bad UUID) makes the whole call fail.
   bool any = false;
-  for (auto& s : servers_) {
+  for (Server* s : CurrentMembers()->list) {
     absl::StatusOr<uint32_t> id = Prepare(*s, *p);
     if (id.ok()) any = true;
     if (!id.ok() && absl::IsInvalidArgument(id.status())) return id.status();
@@ -227,7 +382,7 @@ absl::StatusOr<PoolRef> TmemClient::CreatePool(uint32_t page_bytes) {
     pool->hash_key = absl::StrCat("p", pool->ref);
     pools_[pool->ref] = std::move(pool);
   }
-  for (auto& s : servers_) {
+  for (Server* s : CurrentMembers()->list) {
     absl::StatusOr<uint32_t> id = Prepare(*s, *p);
     if (!id.ok() && absl::IsInvalidArgument(id.status())) return id.status();
   }
@@ -413,13 +568,13 @@ struct TmemClient::Part {
   std::vector<size_t> items;  // indexes into the caller's batch
 };
 
-std::vector<TmemClient::Part> TmemClient::Split(const Pool& pool, size_t count,
+std::vector<TmemClient::Part> TmemClient::Split(const Members& m, const Pool& pool, size_t count,
                                                 const std::function<std::string_view(size_t)>& object) const {
   const size_t streams = static_cast<size_t>(options_.streams_per_server);
-  std::vector<size_t> where(servers_.size() * streams, SIZE_MAX);
+  std::vector<size_t> where(m.list.size() * streams, SIZE_MAX);
   std::vector<Part> parts;
   for (size_t i = 0; i < count; ++i) {
-    const size_t server = servers_.size() == 1 ? 0 : ServerForKey(pool.hash_key, object(i));
+    const size_t server = m.list.size() == 1 ? 0 : ServerForKey(m, pool.hash_key, object(i));
     const size_t stream = streams == 1 ? 0 : std::hash<std::string_view>()(object(i)) % streams;
     size_t& at = where[server * streams + stream];
     if (at == SIZE_MAX) {
@@ -442,7 +597,12 @@ absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {
     if (pages[i].object.empty()) return absl::InvalidArgumentError(absl::StrCat("page ", i, ": empty object key"));
   }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms);
-  std::vector<Part> parts = Split(*pool, pages.size(), [&](size_t i) { return pages[i].object; });
+  const std::shared_ptr<const Members> members = CurrentMembers();
+  if (members->list.empty()) {
+    counters_.puts_dropped.fetch_add(pages.size(), std::memory_order_relaxed);
+    return absl::OkStatus();
+  }
+  std::vector<Part> parts = Split(*members, *pool, pages.size(), [&](size_t i) { return pages[i].object; });
   struct Sent {
     size_t server;
     const std::vector<size_t>* items;  // the part's: pages [at, end) of it were sent here
@@ -457,7 +617,7 @@ absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {
   // get returns the older page (put-put-get).
   const auto forget = [&](size_t server, const std::vector<size_t>& items, size_t at, size_t end) {
     dropped += end - at;
-    Server& s = *servers_[server];
+    Server& s = *members->list[server];
     MutexLock lock(&s.mu);
     for (size_t k = at; k < end; ++k) {
       const PagePut& p = pages[items[k]];
@@ -466,7 +626,10 @@ absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {
     counters_.flushes_deferred.fetch_add(end - at, std::memory_order_relaxed);
   };
   for (const Part& part : parts) {
-    Server& s = *servers_[part.server];
+    Server& s = *members->list[part.server];
+    // An object put here is no longer where it was last put (a membership change): the former
+    // server forgets it before it is asked anything else.
+    for (size_t k : part.items) NoteOwner(*pool, pages[k].object, &s);
     absl::StatusOr<uint32_t> id = Prepare(s, *pool);
     std::shared_ptr<PageStream> stream = id.ok() ? StreamFor(s, part.stream) : nullptr;
     if (stream == nullptr) {
@@ -486,10 +649,10 @@ absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {
   }
   for (Sent& x : sent) {
     absl::StatusOr<tmem::v1::SessionResponse> reply = x.stream->Wait(*x.op, deadline);
-    NoteReply(*servers_[x.server], ref, reply);
+    NoteReply(*members->list[x.server], ref, reply);
     if (!reply.ok() || reply->code() != 0) {
       forget(x.server, *x.items, x.at, x.end);
-      TMEM_LOG_RATE_LIMITED(Warning) << "puts to " << servers_[x.server]->address << " dropped: "
+      TMEM_LOG_RATE_LIMITED(Warning) << "puts to " << members->list[x.server]->address << " dropped: "
                                      << (reply.ok() ? reply->message() : std::string(reply.status().message()));
     }
   }
@@ -509,7 +672,12 @@ absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<co
   }
   std::vector<bool> hits(gets.size(), false);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.call_timeout_ms);
-  std::vector<Part> parts = Split(*pool, gets.size(), [&](size_t i) { return gets[i].object; });
+  const std::shared_ptr<const Members> members = CurrentMembers();
+  if (members->list.empty()) {
+    counters_.gets_unreachable.fetch_add(gets.size(), std::memory_order_relaxed);
+    return hits;
+  }
+  std::vector<Part> parts = Split(*members, *pool, gets.size(), [&](size_t i) { return gets[i].object; });
   struct Sent {
     size_t server;
     std::vector<size_t> items;
@@ -519,7 +687,7 @@ absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<co
   std::vector<Sent> sent;
   uint64_t unreachable = 0;
   for (const Part& part : parts) {
-    Server& s = *servers_[part.server];
+    Server& s = *members->list[part.server];
     absl::StatusOr<uint32_t> id = Prepare(s, *pool);
     std::shared_ptr<PageStream> stream = id.ok() ? StreamFor(s, part.stream) : nullptr;
     if (stream == nullptr) {
@@ -545,7 +713,7 @@ absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<co
   }
   for (Sent& x : sent) {
     absl::StatusOr<tmem::v1::SessionResponse> reply = x.stream->Wait(*x.op, deadline);
-    NoteReply(*servers_[x.server], ref, reply);
+    NoteReply(*members->list[x.server], ref, reply);
     if (!reply.ok() || reply->code() != 0) {
       unreachable += x.items.size();
       continue;
@@ -588,12 +756,29 @@ void TmemClient::DeferFlush(Server& s, DeferredFlush flush) {
 absl::Status TmemClient::Invalidate(DeferredFlush flush) {
   Pool* pool = FindPool(flush.pool);
   if (pool == nullptr) return absl::NotFoundError(absl::StrCat("pool ", flush.pool, " was not created by this client"));
-  // A page or an object lives on one server; a whole pool on all of them.
+  // A page or an object lives on one server; a whole pool on all of them. Servers that are not
+  // members now (a node that left) get it queued, delivered should they come back.
+  const std::shared_ptr<const Members> members = CurrentMembers();
   std::vector<Server*> targets;
+  std::vector<Server*> queued_only;
   if (flush.kind == DeferredFlush::Kind::kPool) {
-    for (auto& s : servers_) targets.push_back(s.get());
-  } else {
-    targets.push_back(servers_[ServerFor(flush.pool, flush.object)].get());
+    targets = members->list;
+    for (Server* s : AllServers()) {
+      if (std::find(targets.begin(), targets.end(), s) == targets.end()) queued_only.push_back(s);
+    }
+  } else if (!members->list.empty()) {
+    Server* owner = members->list[ServerForKey(*members, pool->hash_key, flush.object)];
+    targets.push_back(owner);
+    // Where the object was last put, if that is elsewhere now (dns: membership).
+    if (!dns_targets_.empty()) {
+      MutexLock lock(&owners_mu_);
+      auto it = owners_.find(StableHash(pool->hash_key, flush.object, "owner"));
+      if (it != owners_.end() && it->second != owner) queued_only.push_back(it->second);
+    }
+  }
+  for (Server* s : queued_only) {
+    MutexLock lock(&s->mu);
+    DeferFlush(*s, flush);
   }
   for (Server* s : targets) {
     {
@@ -627,7 +812,7 @@ absl::Status TmemClient::DestroyPool(PoolRef ref) {
     pools_.erase(it);
   }
   absl::Status first;
-  for (auto& s : servers_) {
+  for (Server* s : AllServers()) {
     std::shared_ptr<tmem::v1::PagePoolClient> rpc;
     uint32_t id;
     {

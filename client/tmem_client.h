@@ -33,6 +33,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -51,7 +53,16 @@ class WireTlsCredentials;
 struct DeferredFlush;  // tmem_client.cc
 
 struct ClientOptions {
-  std::vector<std::string> servers;  // host:port of every tmemd
+  // host:port of every tmemd, and/or dns:NAME:PORT entries: every A/AAAA record of NAME with
+  // PORT (a headless Service), asked again every dns_refresh_ms while the client runs, so that a
+  // node that joins or leaves moves only its own share of objects (rendezvous hashing).
+  std::vector<std::string> servers;
+  int64_t dns_refresh_ms = 5000;
+  std::string dns_server;  // "IPv4:PORT" of the name server to ask ("": the system's resolver)
+  // Objects whose last put's server is remembered (dns: membership only; 24 bytes each): when an
+  // object's server changes, the old one gets a flush of it before it is asked anything else, so
+  // that it never serves the older page should the object come back (docs/client.md).
+  size_t max_tracked_objects = 1 << 20;
   int64_t call_timeout_ms = 1000;
   int streams_per_server = 2;  // Session streams per server (1..64)
   int64_t reconnect_min_ms = 50;
@@ -110,8 +121,14 @@ class TmemClient {
   // unreachability or NotFound.
   absl::Status DestroyPool(PoolRef pool);
 
-  // Which server (index into options.servers) holds `object` of `pool`.
+  // Which server (index into members(); with a static list, into options.servers) holds
+  // `object` of `pool`.
   size_t ServerFor(PoolRef pool, std::string_view object) const;
+  // The servers objects are spread over now (host:port), in ServerFor's order.
+  std::vector<std::string> members() const;
+  // Resolves the dns: entries now (as the refresh thread does every dns_refresh_ms); true if
+  // the membership changed. For tests and tools.
+  bool RefreshMembers();
 
   struct Counters {
     std::atomic<uint64_t> puts_dropped{0};      // server unreachable or refused
@@ -120,6 +137,8 @@ class TmemClient {
     std::atomic<uint64_t> flushes_replayed{0};
     std::atomic<uint64_t> restarts_seen{0};   // instance id changes
     std::atomic<uint64_t> streams_opened{0};  // streams opened (first ones and reconnects), either transport
+    std::atomic<uint64_t> membership_changes{0};  // dns: membership changes seen
+    std::atomic<uint64_t> moved_object_flushes{0};  // flushes queued on an object's former server
     std::atomic<uint64_t> wire_streams_opened{0};  // of which page wire protocol connections
     // Attempts to open a stream (after the backoff allowed one), opened or not: with the wire
     // protocol, asking a down server for its wire port is an attempt that opens nothing.
@@ -132,7 +151,22 @@ class TmemClient {
 
  private:
   struct Pool;
+  // The servers objects are spread over, as of one membership (a snapshot each call keeps).
+  struct Members {
+    std::vector<Server*> list;
+    uint64_t version = 0;
+  };
   explicit TmemClient(const ClientOptions& options);
+  std::shared_ptr<const Members> CurrentMembers() const;
+  // The Server of `address`, made on first use (servers are never forgotten: a node that leaves
+  // and comes back finds its deferred flushes).
+  Server* ServerOf(const std::string& address) ABSL_EXCLUSIVE_LOCKS_REQUIRED(members_mu_);
+  // Every server ever known.
+  std::vector<Server*> AllServers() const;
+  void RefreshLoop();
+  // dns: membership: remembers `server` as where `object` of `pool` was last put; if another
+  // server held it, queues a flush of the object there.
+  void NoteOwner(const Pool& pool, std::string_view object, Server* server);
 
   Pool* FindPool(PoolRef ref);
   // The one path of the three flushes: queues `flush` on the servers it concerns and delivers
@@ -141,9 +175,10 @@ class TmemClient {
   // Queues `flush` for `server` (its mu held), bounded by kMaxDeferredFlushes per server.
   void DeferFlush(Server& server, DeferredFlush flush);
   static constexpr size_t kMaxDeferredFlushes = 4096;
-  size_t ServerForKey(std::string_view hash_key, std::string_view object) const;
+  static size_t ServerForKey(const Members& m, std::string_view hash_key, std::string_view object);
   struct Part;
-  std::vector<Part> Split(const Pool& pool, size_t count, const std::function<std::string_view(size_t)>& object) const;
+  std::vector<Part> Split(const Members& m, const Pool& pool, size_t count,
+                          const std::function<std::string_view(size_t)>& object) const;
   // A healthy stream `k` of `server`, opened if needed and the backoff allows; nullptr if not.
   std::shared_ptr<PageStream> StreamFor(Server& server, size_t k);
   // The server's page wire protocol port for this client (0: none), asked through ServerInfo once
@@ -160,7 +195,21 @@ class TmemClient {
   const ClientOptions options_;
   ChannelFactory channels_;                       // set in Create, then const
   std::shared_ptr<WireTlsCredentials> wire_tls_;  // set in Create (TLS only), then const
-  std::vector<std::unique_ptr<Server>> servers_;  // fixed after Create
+  // Lock order: members_mu_ -> Server::mu -> mu_ (members_mu_ is held only to read or change
+  // the lists, never across a call).
+  mutable Mutex members_mu_;
+  std::vector<std::unique_ptr<Server>> servers_ ABSL_GUARDED_BY(members_mu_);  // every server ever known
+  std::shared_ptr<const Members> members_ ABSL_GUARDED_BY(members_mu_);
+  std::vector<std::pair<std::string, int>> dns_targets_;  // (name, port), set in Create, then const
+  std::vector<std::string> static_servers_;                // set in Create, then const
+  // Where each object was last put (by a 64-bit hash of pool and object), dns: membership only.
+  Mutex owners_mu_;
+  std::unordered_map<uint64_t, Server*> owners_ ABSL_GUARDED_BY(owners_mu_);
+  bool owners_lost_ ABSL_GUARDED_BY(owners_mu_) = false;  // the table overflowed and was cleared
+  Mutex refresh_mu_;
+  CondVar refresh_cv_;
+  bool stopping_ ABSL_GUARDED_BY(refresh_mu_) = false;
+  std::thread refresher_;
 
   mutable Mutex mu_;
   std::map<PoolRef, std::unique_ptr<Pool>> pools_ ABSL_GUARDED_BY(mu_);

@@ -23,6 +23,8 @@ PACKAGES=(
   yamllint python3-yaml python3-kubernetes systemd
   # benchmark peer for remote pages
   memcached libmemcached-dev
+  # a DNS server for the membership test (libtmemclient re-resolves dns:NAME:PORT)
+  dnsmasq-base
 )
 
 # kubectl (its kustomize renders deploy/k8s): Debian's kubernetes-client, unless a kubectl is

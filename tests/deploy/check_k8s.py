@@ -96,6 +96,11 @@ def main():
     check(ports.get("metrics") == port_of(cfg["metrics_listen"]),
           f"metrics port {ports.get('metrics')} but metrics_listen is {cfg['metrics_listen']}")
     check(ports.get("nbd") == port_of(cfg["nbd"]["listen"][0]), f"nbd port {ports.get('nbd')} but nbd.listen is {cfg['nbd']}")
+    # Pages travel on the wire protocol: its port is fixed (not 0) where clients on other nodes
+    # reach it, and TLS (tls.cert set) covers it.
+    wire = cfg.get("wire", {}).get("listen", [])
+    check(wire and ports.get("wire") == port_of(wire[0]) and not wire[0].startswith("127."),
+          f"wire port {ports.get('wire')} but wire.listen is {wire}")
     check(all(a.startswith("0.0.0.0:") or a.startswith("[::]:") for a in cfg["listen"] + [cfg["metrics_listen"]]),
           "tmemd listens on loopback only: probes and clients cannot reach it")
     # Probes: kubelet's gRPC probes speak no TLS, so they ask the health service on the plaintext
@@ -144,7 +149,7 @@ def main():
         check(svc["spec"]["selector"].items() <= ds["spec"]["template"]["metadata"]["labels"].items(),
               "Service tmemd selects no tmemd pod")
         sports = {p["name"]: p for p in svc["spec"]["ports"]}
-        check(set(sports) == {"grpc", "nbd", "metrics"}, f"Service tmemd ports {set(sports)}")
+        check(set(sports) == {"grpc", "wire", "nbd", "metrics"}, f"Service tmemd ports {set(sports)}")
         for n, p in sports.items():
             check(p["port"] == ports.get(n) and p.get("targetPort") in (n, ports.get(n)),
                   f"Service tmemd port {n} ({p}) does not match the container's {ports.get(n)}")
