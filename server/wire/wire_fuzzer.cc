@@ -24,6 +24,11 @@ struct World {
   pool::PoolId mine = 0, theirs = 0;
   std::vector<uint8_t> their_page;
   World() {
+    // Bounded RAM over a million runs: a small DRAM tier and index cache (both still used).
+    harness.set_customize([](pool::EngineOptions& o) {
+      o.ram_cache_bytes = 4 << 20;
+      o.index_cache_entries = 1 << 16;
+    });
     engine = &harness.Open();
     mine = *engine->CreatePool(4096, "alpha");
     theirs = *engine->CreateSharedPool(pool::Uuid{7}, 4096, "beta");
