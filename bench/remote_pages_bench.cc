@@ -3,8 +3,8 @@
 // (batches pipelined, one connection per client thread), and again over gRPC Session streams as
 // a second row; memcached through libmemcached (one connection per thread, buffered no-reply
 // sets, multi-gets). With --tmemd-pid and --memcached-pid, each server's CPU per page (user +
-// system, from /proc) is printed for the put and get phases. Prints "key value" lines; bench/run_remote_pages_bench.sh starts the
-// servers, runs fio and prints ratios.
+// system, from /proc) is printed for the put and get phases. Prints "key value" lines; bench/run_remote_pages_bench.sh
+// starts the servers, runs fio and prints ratios.
 //   remote_pages_bench --tmemd=HOST:PORT --memcached=HOST:PORT [--sink=HOST:PORT] [--threads=8]
 //                      [--pages=200000] [--batch=32] [--seconds=10]
 // --sink: a grpc_sink (bench/grpc_sink.cc), which takes the same puts over gRPC and stores
@@ -43,7 +43,7 @@ struct Flags {
   std::string ram_tmemd;
   int ram_tmemd_pid = 0;
   uint64_t hot_pages = 32768;
-  bool grpc_row = true;                   // the same phases over gRPC Session streams
+  bool grpc_row = true;  // the same phases over gRPC Session streams
   uint64_t pages = 200000;
   double seconds = 10;
 };
@@ -194,15 +194,16 @@ int main(int argc, char** argv) {
   // slab memory for the first time, which in a VM costs a host page fault per page and made it
   // 3-4x slower than later (66k vs 270k sets/s here). The second pass overwrites every page and
   // is the steady state an operator's servers run in; the ratio is taken there.
-  auto puts_to = [&](tmem::client::TmemClient& c, tmem::client::PoolRef pool) {
+  // Each thread puts pages [t * per, (t + 1) * per).
+  auto puts_to = [&](tmem::client::TmemClient& c, tmem::client::PoolRef pool, uint64_t per) {
     return Parallel(f.threads, [&](int t) {
       std::vector<std::string> keys, values;
       std::vector<tmem::client::TmemClient::PagePut> batch;
-      for (uint64_t i = t * per_thread; i < (t + 1) * per_thread;) {
+      for (uint64_t i = t * per; i < (t + 1) * per;) {
         keys.clear();
         values.clear();
         batch.clear();
-        for (int b = 0; b < f.batch && i < (t + 1) * per_thread; ++b, ++i) {
+        for (int b = 0; b < f.batch && i < (t + 1) * per; ++b, ++i) {
           keys.push_back(Key(i / 1024));
           values.push_back(Value(i));
         }
@@ -216,7 +217,7 @@ int main(int argc, char** argv) {
     });
     if (c.counters().puts_dropped.load() > 0) Die("the client dropped puts (a server unreachable on its transport?)");
   };
-  auto tmem_puts = [&] { return puts_to(**client, pool); };
+  auto tmem_puts = [&] { return puts_to(**client, pool, per_thread); };
   // The same tmemd over gRPC Session streams: its own pool, the same pages.
   std::unique_ptr<tmem::client::TmemClient> grpc_client;
   tmem::client::PoolRef grpc_pool = 0;
@@ -250,8 +251,8 @@ int main(int argc, char** argv) {
   };
   const uint64_t total = per_thread * f.threads;
   const double tmem_first_s = tmem_puts(), mc_first_s = mc_puts();
-  if (tls_client) puts_to(*tls_client, tls_pool);
-  if (grpc_client) puts_to(*grpc_client, grpc_pool);
+  if (tls_client) puts_to(*tls_client, tls_pool, per_thread);
+  if (grpc_client) puts_to(*grpc_client, grpc_pool, per_thread);
   // The second pass, each server's CPU measured around its own phase.
   double cpu0 = CpuSeconds(f.tmemd_pid);
   const double tmem_put_s = tmem_puts();
@@ -259,8 +260,8 @@ int main(int argc, char** argv) {
   cpu0 = CpuSeconds(f.memcached_pid);
   const double mc_put_s = mc_puts();
   const double mc_put_cpu = CpuSeconds(f.memcached_pid) - cpu0;
-  if (grpc_client) std::printf("grpc_put_pages_per_s %.0f\n", total / puts_to(*grpc_client, grpc_pool));
-  if (tls_client) std::printf("tls_put_pages_per_s %.0f\n", total / puts_to(*tls_client, tls_pool));
+  if (grpc_client) std::printf("grpc_put_pages_per_s %.0f\n", total / puts_to(*grpc_client, grpc_pool, per_thread));
+  if (tls_client) std::printf("tls_put_pages_per_s %.0f\n", total / puts_to(*tls_client, tls_pool, per_thread));
   std::printf("tmemd_put_first_pass_pages_per_s %.0f\nmemcached_put_first_pass_pages_per_s %.0f\n",
               total / tmem_first_s, total / mc_first_s);
   std::printf("tmemd_put_pages_per_s %.0f\nmemcached_put_pages_per_s %.0f\n", total / tmem_put_s, total / mc_put_s);
@@ -270,8 +271,8 @@ int main(int argc, char** argv) {
   }
   if (!f.sink.empty()) {
     auto [sink, sink_pool] = connect(f.sink, {}, "grpc");  // the sink speaks gRPC only
-    puts_to(*sink, sink_pool);
-    const double sink_s = puts_to(*sink, sink_pool);
+    puts_to(*sink, sink_pool, per_thread);
+    const double sink_s = puts_to(*sink, sink_pool, per_thread);
     const uint64_t dropped = sink->counters().puts_dropped.load();
     if (dropped > 0) Die("the sink dropped " + std::to_string(dropped) + " puts");
     std::printf("sink_put_pages_per_s %.0f\n", total / sink_s);
@@ -419,24 +420,7 @@ int main(int argc, char** argv) {
     const uint64_t hot = std::min<uint64_t>(f.hot_pages, total);
     const uint64_t hot_per_thread = hot / f.threads;
     auto [ram, ram_pool] = connect(f.ram_tmemd, {}, "wire", 'R');
-    Parallel(f.threads, [&](int t) {
-      std::vector<std::string> keys, values;
-      std::vector<tmem::client::TmemClient::PagePut> batch;
-      for (uint64_t i = t * hot_per_thread; i < (t + 1) * hot_per_thread;) {
-        keys.clear();
-        values.clear();
-        batch.clear();
-        for (int b = 0; b < f.batch && i < (t + 1) * hot_per_thread; ++b, ++i) {
-          keys.push_back(Key(i / 1024));
-          values.push_back(Value(i));
-        }
-        for (size_t b = 0; b < keys.size(); ++b) {
-          batch.push_back({keys[b], i - keys.size() + b,
-                           std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(values[b].data()), 4096)});
-        }
-        if (!ram->PutPages(ram_pool, batch).ok()) Die("put (DRAM tier)");
-      }
-    });
+    puts_to(*ram, ram_pool, hot_per_thread);  // the hot set, in the DRAM tier from its puts
     const uint64_t hot_total = hot_per_thread * f.threads;
     const double c0 = CpuSeconds(f.ram_tmemd_pid);
     auto [ram_hits, ram_miss] = timed([&](int t, std::atomic<bool>& stop, uint64_t& h, uint64_t& mi) {

@@ -26,8 +26,8 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
-#include "common/mutex.h"
 #include "client/page_stream.h"
+#include "common/mutex.h"
 #include "proto/tmem_clients.h"
 
 namespace tmem::client {

@@ -135,11 +135,11 @@ class TmemClient {
     std::atomic<uint64_t> gets_unreachable{0};  // misses because a server did not answer
     std::atomic<uint64_t> flushes_deferred{0};  // flushes recorded for replay
     std::atomic<uint64_t> flushes_replayed{0};
-    std::atomic<uint64_t> restarts_seen{0};   // instance id changes
-    std::atomic<uint64_t> streams_opened{0};  // streams opened (first ones and reconnects), either transport
-    std::atomic<uint64_t> membership_changes{0};  // dns: membership changes seen
+    std::atomic<uint64_t> restarts_seen{0};         // instance id changes
+    std::atomic<uint64_t> streams_opened{0};        // streams opened (first ones and reconnects), either transport
+    std::atomic<uint64_t> membership_changes{0};    // dns: membership changes seen
     std::atomic<uint64_t> moved_object_flushes{0};  // flushes queued on an object's former server
-    std::atomic<uint64_t> wire_streams_opened{0};  // of which page wire protocol connections
+    std::atomic<uint64_t> wire_streams_opened{0};   // of which page wire protocol connections
     // Attempts to open a stream (after the backoff allowed one), opened or not: with the wire
     // protocol, asking a down server for its wire port is an attempt that opens nothing.
     std::atomic<uint64_t> stream_attempts{0};
@@ -201,7 +201,7 @@ class TmemClient {
   std::vector<std::unique_ptr<Server>> servers_ ABSL_GUARDED_BY(members_mu_);  // every server ever known
   std::shared_ptr<const Members> members_ ABSL_GUARDED_BY(members_mu_);
   std::vector<std::pair<std::string, int>> dns_targets_;  // (name, port), set in Create, then const
-  std::vector<std::string> static_servers_;                // set in Create, then const
+  std::vector<std::string> static_servers_;               // set in Create, then const
   // Where each object was last put (by a 64-bit hash of pool and object), dns: membership only.
   Mutex owners_mu_;
   std::unordered_map<uint64_t, Server*> owners_ ABSL_GUARDED_BY(owners_mu_);

@@ -162,8 +162,10 @@ int RunBench(const BenchOptions& o) {
   std::printf("single get  p50 %.0f us  p99 %.0f us  p99.9 %.0f us\n", p50, p99, p999);
   const uint64_t wire = tc.counters().wire_streams_opened.load(), opened = tc.counters().streams_opened.load();
   std::printf("transport   %s (%lu page wire protocol connections, %lu gRPC Session streams)\n",
-              wire == opened ? "wire" : wire == 0 ? "grpc" : "mixed", static_cast<unsigned long>(wire),
-              static_cast<unsigned long>(opened - wire));
+              wire == opened ? "wire"
+              : wire == 0    ? "grpc"
+                             : "mixed",
+              static_cast<unsigned long>(wire), static_cast<unsigned long>(opened - wire));
   if (absl::Status s = tc.DestroyPool(*pool); !s.ok()) {
     std::fprintf(stderr, "tmemctl: bench: could not destroy its pool: %s\n", std::string(s.message()).c_str());
   }

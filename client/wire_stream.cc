@@ -11,13 +11,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/socket_write.h"
 #include "server/wire/wire_codec.h"
 
 namespace tmem::client {
@@ -81,13 +82,12 @@ absl::Status Encode(const tmem::v1::SessionRequest& req, uint64_t id, std::vecto
       for (int i = 0; i < p.pages_size(); ++i) {
         if (absl::Status s = check_object(p.pages(i).handle().object(), static_cast<size_t>(i)); !s.ok()) return s;
         if (p.pages(i).data().size() != page) {
-          return absl::InvalidArgumentError(absl::StrCat("pages[", i, "].data: ", p.pages(i).data().size(),
-                                                         " bytes; the batch's pages are ", page));
+          return absl::InvalidArgumentError(
+              absl::StrCat("pages[", i, "].data: ", p.pages(i).data().size(), " bytes; the batch's pages are ", page));
         }
       }
-      const size_t at =
-          w::BeginRequest(out, w::Verb::kPut, id, p.pool_id(), static_cast<uint16_t>(p.pages_size()),
-                          static_cast<uint32_t>(page));
+      const size_t at = w::BeginRequest(out, w::Verb::kPut, id, p.pool_id(), static_cast<uint16_t>(p.pages_size()),
+                                        static_cast<uint32_t>(page));
       out.reserve(out.size() + p.pages_size() * (sizeof(w::Entry) + page));
       for (const auto& pp : p.pages()) {
         w::AppendEntry(out, pp.handle().object(), pp.handle().index());
@@ -188,6 +188,15 @@ void DeliverGet(const w::Reply& r, PageStream::Op& op) {
       &resp);
 }
 
+// Completes `op` with the answer the server would give to what Encode refused.
+void CompleteRefused(PageStream::Op& op, uint64_t id, const absl::Status& s) {
+  tmem::v1::SessionResponse resp;
+  resp.set_op_id(id);
+  resp.set_code(static_cast<int32_t>(s.code()));
+  resp.set_message(std::string(s.message()));
+  op.Complete(absl::OkStatus(), &resp);
+}
+
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<WireTlsCredentials>> WireTlsCredentials::Load(const std::string& ca,
@@ -204,7 +213,9 @@ absl::StatusOr<std::shared_ptr<WireTlsCredentials>> WireTlsCredentials::Load(con
   }
   if (!cert.empty()) {
     rc = gnutls_certificate_set_x509_key_file(x509, cert.c_str(), key.c_str(), GNUTLS_X509_FMT_PEM);
-    if (rc < 0) return absl::InvalidArgumentError(absl::StrCat("certificate ", cert, " with key ", key, ": ", gnutls_strerror(rc)));
+    if (rc < 0)
+      return absl::InvalidArgumentError(
+          absl::StrCat("certificate ", cert, " with key ", key, ": ", gnutls_strerror(rc)));
   }
   return c;
 }
@@ -265,11 +276,7 @@ std::shared_ptr<PageStream::Op> WireStream::SubmitOp(std::shared_ptr<Op> op, tme
       MutexLock lock(&mu_);
       in_flight_.erase(id);
     }
-    tmem::v1::SessionResponse resp;
-    resp.set_op_id(id);
-    resp.set_code(static_cast<int32_t>(s.code()));
-    resp.set_message(std::string(s.message()));
-    op->Complete(absl::OkStatus(), &resp);
+    CompleteRefused(*op, id, s);
     return op;
   }
   if (!SendAll(send_buf_.data(), send_buf_.size())) Break(absl::UnavailableError("wire connection: send failed"));
@@ -386,8 +393,8 @@ bool WireStream::Connect() {
       rc = gnutls_handshake(s);
     } while (rc < 0 && gnutls_error_is_fatal(rc) == 0);
     if (rc < 0) {
-      Break(absl::UnavailableError(absl::StrCat("TLS handshake with ", options_.host, ":", options_.port, ": ",
-                                                gnutls_strerror(rc))));
+      Break(absl::UnavailableError(
+          absl::StrCat("TLS handshake with ", options_.host, ":", options_.port, ": ", gnutls_strerror(rc))));
       return false;
     }
   }
@@ -472,25 +479,7 @@ bool WireStream::SendAllV(iovec* iov, int count) {
       if (rc != GNUTLS_E_AGAIN && rc != GNUTLS_E_INTERRUPTED) return false;
     }
   }
-  while (count > 0) {
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = static_cast<size_t>(std::min(count, 1024));
-    const ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    size_t done = static_cast<size_t>(n);
-    while (count > 0 && done >= iov->iov_len) {
-      done -= iov->iov_len;
-      ++iov;
-      --count;
-    }
-    if (count > 0) {
-      iov->iov_base = static_cast<uint8_t*>(iov->iov_base) + done;
-      iov->iov_len -= done;
-    }
-  }
-  return true;
+  return SocketWriteFullV(fd_, iov, count);
 }
 
 bool WireStream::SendAll(const uint8_t* data, size_t len) {
@@ -533,11 +522,7 @@ void WireStream::WriterLoop() {
             in_flight_.erase(it);
           }
         }
-        tmem::v1::SessionResponse resp;
-        resp.set_op_id(id);
-        resp.set_code(static_cast<int32_t>(s.code()));
-        resp.set_message(std::string(s.message()));
-        if (op != nullptr) op->Complete(absl::OkStatus(), &resp);
+        if (op != nullptr) CompleteRefused(*op, id, s);
       }
     }
     if (!send_buf_.empty() && !SendAll(send_buf_.data(), send_buf_.size())) {
@@ -632,7 +617,8 @@ void WireStream::ReaderLoop() {
     }
     if (op != nullptr) {
       const auto& outs = op->outputs();
-      if (r.header.status == 0 && r.header.verb == static_cast<uint8_t>(w::Verb::kGet) && outs.size() == r.header.count) {
+      if (r.header.status == 0 && r.header.verb == static_cast<uint8_t>(w::Verb::kGet) &&
+          outs.size() == r.header.count) {
         DeliverGet(r, *op);
       } else {
         tmem::v1::SessionResponse resp = Decode(r);
@@ -640,8 +626,8 @@ void WireStream::ReaderLoop() {
       }
     }
     if (r.header.flags & w::kReplyClosing) {
-      why = absl::UnavailableError(absl::StrCat("the server closed the wire connection: ",
-                                                std::string(r.body.begin(), r.body.end())));
+      why = absl::UnavailableError(
+          absl::StrCat("the server closed the wire connection: ", std::string(r.body.begin(), r.body.end())));
       break;
     }
   }

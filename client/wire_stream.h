@@ -3,9 +3,9 @@
 // A writer thread connects (TCP, then TLS with the client's certificate when configured), sends
 // HELLO and then every operation queued meanwhile with one send; from then on each submitting
 // thread encodes and sends its own request (no handoff); a reader thread matches replies to
-// operations by request id, writing a get's hits straight into the caller's buffers. The constructor never blocks: a server
-// that cannot be reached breaks the stream (UNAVAILABLE), as does a refused HELLO (the reply's
-// status and words are kept in the failure).
+// operations by request id, writing a get's hits straight into the caller's buffers. The constructor never blocks: a
+// server that cannot be reached breaks the stream (UNAVAILABLE), as does a refused HELLO (the reply's status and words
+// are kept in the failure).
 //
 // Thread-safety: every method is thread-safe.
 // Lock order: send_mu_ -> mu_ -> Op's lock (never the other way).
@@ -21,8 +21,8 @@
 #include <memory>
 #include <span>
 #include <string>
-#include <vector>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "client/page_stream.h"
@@ -36,7 +36,7 @@ class WireTlsCredentials {
   // `ca`, `cert`, `key`: PEM files (cert and key may be empty: no client certificate).
   // InvalidArgument naming a file that does not load.
   static absl::StatusOr<std::shared_ptr<WireTlsCredentials>> Load(const std::string& ca, const std::string& cert,
-                                                                   const std::string& key);
+                                                                  const std::string& key);
   ~WireTlsCredentials();
   void* gnutls_credentials() const { return creds_; }
 
@@ -88,7 +88,7 @@ class WireStream final : public PageStream {
   bool ReadAll(uint8_t* data, size_t len);
 
   const WireStreamOptions options_;
-  int fd_ = -1;             // set by Connect before the reader starts; closed by the destructor
+  int fd_ = -1;              // set by Connect before the reader starts; closed by the destructor
   void* session_ = nullptr;  // gnutls_session_t (TLS), same lifetime as fd_
 
   // Held while a request is encoded and sent, so that requests leave in the order of their ids.
@@ -100,7 +100,7 @@ class WireStream final : public PageStream {
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
   bool connected_ ABSL_GUARDED_BY(mu_) = false;  // the socket exists (Break shuts it down)
   bool ready_ ABSL_GUARDED_BY(mu_) = false;      // HELLO and the queue sent: submitters send themselves
-  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;  // 0 is HELLO's
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;    // 0 is HELLO's
   std::deque<std::pair<uint64_t, tmem::v1::SessionRequest>> queue_ ABSL_GUARDED_BY(mu_);
   // By request id; with the page size each get's reply carries.
   struct InFlight {

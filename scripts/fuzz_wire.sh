@@ -21,7 +21,7 @@ TMEM_FUZZ_WRITE_SEEDS="$DIR/corpus" "$FUZZER" -runs=0 "$DIR/corpus" > /dev/null 
 echo "fuzzing the page wire protocol's request loop for $RUNS runs"
 rc=0
 # Inputs up to 16 KiB reach every verb, a put of a few pages and requests split across reads.
-"$FUZZER" -runs="$RUNS" -max_len=16384 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+"$FUZZER" -runs="$RUNS" -max_len=16384 -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
   -artifact_prefix="$DIR/crashes/" "$DIR/corpus" > "$DIR/fuzz.log" 2>&1 || rc=$?
 grep -E "^#[0-9]+ +DONE|^Done|ERROR|SUMMARY|invariant" "$DIR/fuzz.log" || true
 if [ "$rc" -ne 0 ] || grep -q "ERROR: \|SUMMARY: \|invariant failed" "$DIR/fuzz.log"; then

@@ -83,12 +83,11 @@ int main(int argc, char** argv) {
       return 0;
     }
   }
-  auto flags =
-      Flags::Parse(argc, argv, 1,
-                   {"servers", "device", "tenant", "metrics-listen", "module-stats", "call-timeout-ms", "retry-ms",
-                    "prefetch-pages", "prefetch-cache-pages", "tls-ca", "tls-cert", "tls-key", "tls-server-name",
-                    "transport"},
-                   {});
+  auto flags = Flags::Parse(
+      argc, argv, 1,
+      {"servers", "device", "tenant", "metrics-listen", "module-stats", "call-timeout-ms", "retry-ms", "prefetch-pages",
+       "prefetch-cache-pages", "tls-ca", "tls-cert", "tls-key", "tls-server-name", "transport"},
+      {});
   if (!flags.ok()) {
     std::cerr << "tmem-shimd: " << flags.status().message() << "\n" << kUsage;
     return 2;

@@ -23,7 +23,9 @@ constexpr size_t kSessionArenaMaxBlockBytes = 1 << 20;
 
 Status Invalid(const std::string& message) { return Status(::grpc::StatusCode::INVALID_ARGUMENT, message); }
 
-Status CheckBatch(const char* field, int size) { return ToGrpc(pool::CheckBatchSize(field, static_cast<size_t>(size))); }
+Status CheckBatch(const char* field, int size) {
+  return ToGrpc(pool::CheckBatchSize(field, static_cast<size_t>(size)));
+}
 
 Status CheckObject(const std::string& where, const std::string& object) {
   return ToGrpc(pool::CheckObjectKeySize(where, object.size()));

@@ -136,8 +136,8 @@ Table<Config>* BuildConfigSettings() {
       .Int("wire.max_connections_per_tenant", "wire-max-connections-per-tenant",
            &Config::wire_max_connections_per_tenant, 1, 1 << 20,
            "Wire connections one tenant may hold at once (more are refused at HELLO with RESOURCE_EXHAUSTED).")
-      .Int("wire.handshake_timeout_ms", "wire-handshake-timeout-ms", &Config::wire_handshake_timeout_ms, 100,
-           3'600'000, "A wire connection that has not finished its TLS handshake and HELLO within this is closed.")
+      .Int("wire.handshake_timeout_ms", "wire-handshake-timeout-ms", &Config::wire_handshake_timeout_ms, 100, 3'600'000,
+           "A wire connection that has not finished its TLS handshake and HELLO within this is closed.")
       .Int("wire.idle_timeout_ms", "wire-idle-timeout-ms", &Config::wire_idle_timeout_ms, 1000, int64_t{1} << 40,
            "A wire connection with nothing in flight for this long is closed.")
       .Size("wire.max_pending_reply_bytes", "wire-max-pending-reply-bytes", &Config::wire_max_pending_reply_bytes,

@@ -57,8 +57,8 @@ struct Config {
 
   // The page wire protocol (docs/wire.md).
   std::vector<std::string> wire_listen = {"127.0.0.1:0"};  // TLS when tls.cert is set; [] = none; port 0: any
-  std::vector<std::string> wire_plaintext_listen;            // loopback only, unless insecure_plaintext
-  int wire_threads = 0;                                       // event loops; 0 = one per core
+  std::vector<std::string> wire_plaintext_listen;          // loopback only, unless insecure_plaintext
+  int wire_threads = 0;                                    // event loops; 0 = one per core
   int wire_max_connections = 1024;
   int wire_max_connections_per_tenant = 256;
   int64_t wire_handshake_timeout_ms = 10000;

@@ -44,12 +44,12 @@
 #include "server/main/config.h"
 #include "server/metrics/metrics.h"
 #include "server/nbd/nbd_server.h"
-#include "server/wire/wire_server.h"
 #include "server/pool/pool_engine.h"
 #include "server/trust/audit.h"
 #include "server/trust/tenants.h"
 #include "server/trust/tls_context.h"
 #include "server/trust/tls_options.h"
+#include "server/wire/wire_server.h"
 
 namespace tmem::daemon {
 namespace {
@@ -470,12 +470,13 @@ int Run(const Config& c, const DaemonHooks& hooks) {
       << (metrics
               ? absl::StrCat(c.metrics_listen.substr(0, c.metrics_listen.rfind(':')), ":", metrics->port(), "/metrics")
               : std::string("(off)"))
-      << (wire_ptr != nullptr ? absl::StrCat(", page wire protocol on port ", wire_tls_port != 0 ? wire_tls_port : wire_plaintext_port,
-                                             wire_tls_port != 0 ? " (TLS)" : " (plaintext)",
-                                             wire_tls_port != 0 && wire_plaintext_port != 0
-                                                 ? absl::StrCat(" and ", wire_plaintext_port, " (plaintext)")
-                                                 : std::string())
-                              : std::string())
+      << (wire_ptr != nullptr
+              ? absl::StrCat(", page wire protocol on port ", wire_tls_port != 0 ? wire_tls_port : wire_plaintext_port,
+                             wire_tls_port != 0 ? " (TLS)" : " (plaintext)",
+                             wire_tls_port != 0 && wire_plaintext_port != 0
+                                 ? absl::StrCat(" and ", wire_plaintext_port, " (plaintext)")
+                                 : std::string())
+              : std::string())
       << (nbd_ptr != nullptr
               ? absl::StrCat(", NBD on ",
                              absl::StrJoin(nbd_ptr->tcp_ports(), ",",

@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "common/tcp_listen.h"
 #include "server/nbd/protocol.h"
 
 namespace tmem::nbd {
@@ -103,36 +104,10 @@ absl::StatusOr<std::unique_ptr<NbdServer>> NbdServer::Start(const NbdServerOptio
 
 absl::Status NbdServer::Listen() {
   for (const std::string& address : options_.listen) {
-    const auto colon = address.rfind(':');
-    if (colon == std::string::npos)
-      return absl::InvalidArgumentError(absl::StrCat("NBD listen address '", address, "' has no port"));
-    std::string host = address.substr(0, colon);
-    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-    const std::string port = address.substr(colon + 1);
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    addrinfo* res = nullptr;
-    if (int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res); rc != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("NBD listen address '", address, "': ", gai_strerror(rc)));
-    }
-    int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (fd < 0 || ::bind(fd, res->ai_addr, res->ai_addrlen) != 0 || ::listen(fd, 128) != 0) {
-      const int err = errno;
-      freeaddrinfo(res);
-      if (fd >= 0) ::close(fd);
-      return absl::UnavailableError(absl::StrCat("cannot listen for NBD on ", address, ": ", std::strerror(err)));
-    }
-    freeaddrinfo(res);
-    sockaddr_storage ss{};
-    socklen_t sl = sizeof(ss);
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &sl);
-    ports_.push_back(ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
-                                              : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port));
-    listen_fds_.push_back(fd);
+    absl::StatusOr<TcpListener> t = ListenTcp(address, "NBD", 128, /*nonblocking=*/false);
+    if (!t.ok()) return t.status();
+    ports_.push_back(t->port);
+    listen_fds_.push_back(t->fd);
   }
   if (!options_.unix_socket.empty()) {
     sockaddr_un sa{};

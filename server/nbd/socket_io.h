@@ -14,6 +14,8 @@
 #include <cstring>
 #include <memory>
 
+#include "common/socket_write.h"
+
 namespace tmem::nbd {
 
 // A connection's byte stream. Thread-safety: one thread may receive while another sends.
@@ -26,28 +28,7 @@ class Transport {
   virtual bool SendAll(iovec* iov, int count) = 0;
 };
 
-// Writes every byte of the iovecs (modified in place) to a socket.
-inline bool SocketWriteFullV(int fd, iovec* iov, int count) {
-  while (count > 0) {
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = static_cast<size_t>(count);
-    ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    size_t done = static_cast<size_t>(n);
-    while (count > 0 && done >= iov->iov_len) {
-      done -= iov->iov_len;
-      ++iov;
-      --count;
-    }
-    if (count > 0) {
-      iov->iov_base = static_cast<uint8_t*>(iov->iov_base) + done;
-      iov->iov_len -= done;
-    }
-  }
-  return true;
-}
+using ::tmem::SocketWriteFullV;
 
 // The socket itself.
 class SocketTransport final : public Transport {

@@ -37,9 +37,9 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <span>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -75,13 +75,12 @@ class LocationCache {
   // `reclaimed_seq`): the DRAM tier holds a subset of the log, so eviction from the log (FIFO
   // reclaim, tenants' log shares) evicts from RAM too.
   std::optional<IndexValue> Find(std::string_view key, uint64_t pool_gen,
-                                 const std::function<std::span<uint8_t>()>* out_for = nullptr,
-                                 bool* from_ram = nullptr, uint64_t reclaimed_seq = 0);
+                                 const std::function<std::span<uint8_t>()>* out_for = nullptr, bool* from_ram = nullptr,
+                                 uint64_t reclaimed_seq = 0);
   // Caches `value` for `key` unless an EraseObject of its object came after `ticket` was taken;
   // then the key is erased instead (the index may or may not still hold the value). With `page`
   // (the bytes `value` names), the DRAM tier keeps a copy.
-  void Set(std::string_view key, const IndexValue& value, const Ticket& ticket,
-           std::span<const uint8_t> page = {});
+  void Set(std::string_view key, const IndexValue& value, const Ticket& ticket, std::span<const uint8_t> page = {});
   // Keeps `page` in RAM for `key` if the entry still names `value` under `pool_gen` (a device
   // read of a shared pool's page: the next get of it is served from memory).
   void AttachPage(std::string_view key, const IndexValue& value, uint64_t pool_gen, std::span<const uint8_t> page);

@@ -251,10 +251,9 @@ class PoolEngine {
   // index reads and writes, at most kStripesHeld at a time.
   // With `out_for`, a page the DRAM tier holds is copied into out_for(i) at once and
   // (*from_ram)[i] set: no device read is needed for it.
-  absl::StatusOr<std::vector<std::optional<std::string>>> LookupMany(Pool& pool, const std::vector<std::string>& keys,
-                                                                     bool exclusive,
-                                                                     const std::function<std::span<uint8_t>(size_t)>& out_for = nullptr,
-                                                                     std::vector<bool>* from_ram = nullptr);
+  absl::StatusOr<std::vector<std::optional<std::string>>> LookupMany(
+      Pool& pool, const std::vector<std::string>& keys, bool exclusive,
+      const std::function<std::span<uint8_t>(size_t)>& out_for = nullptr, std::vector<bool>* from_ram = nullptr);
   // Deletes `key` if it still maps to `value` (a stale or corrupt entry met by a get).
   void DeleteIfUnchanged(const std::string& key, const std::string& value);
   // While the index takes no writes, a dropped put cannot remove its handle's older version, an

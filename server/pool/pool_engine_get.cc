@@ -32,7 +32,8 @@ absl::StatusOr<GetOutcome> PoolEngine::Get(PoolId id, std::string_view object, u
   const bool exclusive = pool->info.kind == PoolKind::kPrivate;
   std::vector<bool> from_ram;
   TMEM_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> raws,
-                        LookupMany(*pool, {key}, exclusive, [&](size_t) { return out; }, &from_ram));
+                        LookupMany(
+                            *pool, {key}, exclusive, [&](size_t) { return out; }, &from_ram));
   const std::optional<std::string>& raw = raws[0];
   if (!raw.has_value()) return miss();
   if (from_ram[0]) {

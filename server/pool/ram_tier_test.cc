@@ -113,7 +113,7 @@ TEST(RamTierTest, AnExclusiveGetFromRamRemovesThePageFromBothTiers) {
 }
 
 TEST(RamTierTest, ADeviceReadOfASharedPagePromotesItAndTheTierStaysWithinItsBytes) {
-  EngineHarness h(64, 128 << 10);  // 8 MiB of log
+  EngineHarness h(64, 128 << 10);                                            // 8 MiB of log
   h.set_customize([](EngineOptions& o) { o.ram_cache_bytes = 64 * 4096; });  // 1 page per shard
   PoolEngine& e = h.Open();
   PoolId p = *e.CreateSharedPool(U(3), 4096);

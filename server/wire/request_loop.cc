@@ -49,9 +49,7 @@ std::optional<uint64_t> ExpectedBody(const RequestHeader& h) {
   return std::nullopt;
 }
 
-std::string_view ObjectOf(const Entry& e) {
-  return {reinterpret_cast<const char*>(e.object), e.object_bytes};
-}
+std::string_view ObjectOf(const Entry& e) { return {reinterpret_cast<const char*>(e.object), e.object_bytes}; }
 
 }  // namespace
 
@@ -326,9 +324,10 @@ absl::Status RequestLoop::DoGet(const RequestHeader& h, const uint8_t* body, siz
   gets_.clear();
   for (size_t i = 0; i < h.count; ++i) {
     const uint8_t* e = body + i * sizeof(Entry);
-    gets_.push_back({std::string_view(reinterpret_cast<const char*>(e + offsetof(Entry, object)),
-                                      e[offsetof(Entry, object_bytes)]),
-                     Load<uint64_t>(e), {}});
+    gets_.push_back(
+        {std::string_view(reinterpret_cast<const char*>(e + offsetof(Entry, object)), e[offsetof(Entry, object_bytes)]),
+         Load<uint64_t>(e),
+         {}});
   }
   // Pages are read into scratch only for handles the index has: misses cost no page of memory.
   if (scratch_.size() < h.count * page) scratch_.resize(h.count * page);
@@ -409,8 +408,7 @@ void RequestLoop::FinishReply(size_t at) {
 
 void RequestLoop::ReplyStatus(uint8_t verb, uint64_t request_id, const absl::Status& s, bool closing) {
   if (!s.ok()) counters_->errors.fetch_add(1, std::memory_order_relaxed);
-  const size_t at =
-      AppendHeader(verb, request_id, static_cast<uint32_t>(s.code()), 0, closing ? kReplyClosing : 0);
+  const size_t at = AppendHeader(verb, request_id, static_cast<uint32_t>(s.code()), 0, closing ? kReplyClosing : 0);
   const absl::string_view msg = s.message().substr(0, kMaxMessageBytes);
   out_.insert(out_.end(), msg.begin(), msg.end());
   FinishReply(at);

@@ -18,9 +18,9 @@
 #define TMEM_SERVER_WIRE_REQUEST_LOOP_H_
 
 #include <atomic>
-#include <map>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -52,8 +52,8 @@ struct WireCounters {
 };
 
 struct LoopLimits {
-  uint32_t max_in_flight = 64;                   // announced in the hello reply
-  size_t max_pending_reply_bytes = 8u << 20;     // replies waiting to be sent before reading stops
+  uint32_t max_in_flight = 64;                // announced in the hello reply
+  size_t max_pending_reply_bytes = 8u << 20;  // replies waiting to be sent before reading stops
 };
 
 // Connections per tenant, bounded (taken at HELLO, given back when the loop ends): one tenant
@@ -132,7 +132,7 @@ class RequestLoop {
   std::vector<uint8_t> in_;  // a buffer: bytes [in_pos_, in_end_) are received and not yet taken
   size_t in_pos_ = 0;
   size_t in_end_ = 0;
-  size_t need_ = 0;  // bytes the request at in_pos_ has in all (0: its header is not in yet)
+  size_t need_ = 0;    // bytes the request at in_pos_ has in all (0: its header is not in yet)
   uint64_t skip_ = 0;  // body bytes of a refused request still to be dropped as they arrive
   std::vector<uint8_t> out_;
   size_t out_pos_ = 0;  // the first byte not yet sent

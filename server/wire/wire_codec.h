@@ -23,8 +23,8 @@ inline void AppendPod(std::vector<uint8_t>& out, const T& v) {
 }
 
 // Appends a request header; its body_bytes is set by FinishRequest.
-inline size_t BeginRequest(std::vector<uint8_t>& out, Verb verb, uint64_t request_id, uint32_t pool_id,
-                           uint16_t count, uint32_t page_bytes = 0) {
+inline size_t BeginRequest(std::vector<uint8_t>& out, Verb verb, uint64_t request_id, uint32_t pool_id, uint16_t count,
+                           uint32_t page_bytes = 0) {
   const size_t at = out.size();
   RequestHeader h{};
   h.magic = kRequestMagic;

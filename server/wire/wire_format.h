@@ -77,14 +77,14 @@ static_assert(sizeof(Hello) == 16);
 
 // kHello reply body: 32 bytes, then tenant_bytes of the tenant's name.
 struct HelloReply {
-  uint16_t version;          // 0: the version this connection speaks from now on
-  uint16_t reserved0;        // 2
-  uint32_t max_batch;        // 4: entries per request at most
-  uint32_t max_in_flight;    // 8: requests a client should keep unanswered at most
-  uint32_t max_page_bytes;   // 12: the largest page size
-  uint32_t max_body_bytes;   // 16: the largest request body
-  uint32_t tenant_bytes;     // 20: the length of the tenant's name after this struct
-  uint64_t reserved1;        // 24
+  uint16_t version;         // 0: the version this connection speaks from now on
+  uint16_t reserved0;       // 2
+  uint32_t max_batch;       // 4: entries per request at most
+  uint32_t max_in_flight;   // 8: requests a client should keep unanswered at most
+  uint32_t max_page_bytes;  // 12: the largest page size
+  uint32_t max_body_bytes;  // 16: the largest request body
+  uint32_t tenant_bytes;    // 20: the length of the tenant's name after this struct
+  uint64_t reserved1;       // 24
 };
 static_assert(sizeof(HelloReply) == 32);
 

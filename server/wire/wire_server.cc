@@ -1,5 +1,6 @@
 #include "server/wire/wire_server.h"
 
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -7,8 +8,6 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <fcntl.h>
 
 #include <cerrno>
 #include <chrono>
@@ -18,6 +17,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
+#include "common/status_macros.h"
+#include "common/tcp_listen.h"
 
 namespace tmem::wire {
 namespace {
@@ -113,38 +114,9 @@ absl::StatusOr<std::unique_ptr<WireServer>> WireServer::Start(const WireServerOp
 
 absl::Status WireServer::Listen() {
   for (const auto& l : options_.listeners) {
-    const auto colon = l.address.rfind(':');
-    if (colon == std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("wire listen address '", l.address, "' has no port"));
-    }
-    std::string host = l.address.substr(0, colon);
-    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-    const std::string port = l.address.substr(colon + 1);
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    addrinfo* res = nullptr;
-    if (int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res); rc != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("wire listen address '", l.address, "': ", gai_strerror(rc)));
-    }
-    int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    int one = 1;
-    if (fd >= 0) ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (fd < 0 || ::bind(fd, res->ai_addr, res->ai_addrlen) != 0 || ::listen(fd, 1024) != 0) {
-      const int err = errno;
-      ::freeaddrinfo(res);
-      if (fd >= 0) ::close(fd);
-      return absl::UnavailableError(absl::StrCat("cannot listen for the wire protocol on ", l.address, ": ",
-                                                 std::strerror(err)));
-    }
-    ::freeaddrinfo(res);
-    sockaddr_storage ss{};
-    socklen_t sl = sizeof(ss);
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &sl);
-    ports_.push_back(ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
-                                              : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port));
-    listen_fds_.push_back(fd);
+    TMEM_ASSIGN_OR_RETURN(TcpListener t, ListenTcp(l.address, "the wire protocol", 1024, /*nonblocking=*/true));
+    ports_.push_back(t.port);
+    listen_fds_.push_back(t.fd);
     listen_tls_.push_back(l.tls);
   }
   return absl::OkStatus();
@@ -489,7 +461,8 @@ void WireServer::RunLoop(Loop& L) {
 }
 
 void WireServer::VisitStats(StatsVisitor& v) const {
-  static constexpr const char* kVerbs[] = {"invalid", "hello", "put", "get", "flush_pages", "flush_object", "flush_pool"};
+  static constexpr const char* kVerbs[] = {"invalid",     "hello",        "put",       "get",
+                                           "flush_pages", "flush_object", "flush_pool"};
   auto sum = [&](auto field) {
     uint64_t total = 0;
     for (const auto& l : loops_) total += static_cast<uint64_t>((l->counters.*field).load(std::memory_order_relaxed));

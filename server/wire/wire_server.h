@@ -86,8 +86,8 @@ class WireServer {
   std::vector<int> ports_;
   std::vector<std::unique_ptr<Loop>> loops_;
   std::vector<std::thread> threads_;
-  std::atomic<bool> stopping_{false};   // set by Stop; read by the loops (acquire)
-  std::atomic<int> open_{0};            // connections open over every loop (max_connections)
+  std::atomic<bool> stopping_{false};  // set by Stop; read by the loops (acquire)
+  std::atomic<int> open_{0};           // connections open over every loop (max_connections)
   std::unique_ptr<TenantConnections> tenant_connections_;
   // Kept open to be closed when accept fails for want of descriptors (EMFILE): the pending
   // connection is then accepted and closed at once instead of waking every loop forever.

@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <optional>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>

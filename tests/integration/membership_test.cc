@@ -50,12 +50,12 @@ class MembershipTest : public ::testing::Test {
     for (int i = 1; i <= 4; ++i) {
       metrics_.push_back(FreePort());
       const std::string ip = "127.0.0." + std::to_string(i);
-      servers_.push_back(Spawn(Runfile("server/main/tmemd"),
-                               {"--device=" + dir_ + "/d" + std::to_string(i) + ".img", "--device-size=64M",
-                                "--listen=" + ip + ":" + std::to_string(port_), "--wire-listen=" + ip + ":0",
-                                "--metrics-listen=127.0.0.1:" + std::to_string(metrics_.back()),
-                                "--shutdown-timeout-ms=2000"},
-                               "tmemd" + std::to_string(i) + ".log"));
+      servers_.push_back(
+          Spawn(Runfile("server/main/tmemd"),
+                {"--device=" + dir_ + "/d" + std::to_string(i) + ".img", "--device-size=64M",
+                 "--listen=" + ip + ":" + std::to_string(port_), "--wire-listen=" + ip + ":0",
+                 "--metrics-listen=127.0.0.1:" + std::to_string(metrics_.back()), "--shutdown-timeout-ms=2000"},
+                "tmemd" + std::to_string(i) + ".log"));
     }
     for (int i = 0; i < 4; ++i) {
       bool up = false;
