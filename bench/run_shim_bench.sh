@@ -9,6 +9,8 @@
 # (what a cleancache hit replaces for a random read) and 128 KiB sequential reads (readahead).
 # Ratios above 1 mean the shim is faster than the disk. The same random gets are also timed
 # straight through libtmemclient, so that the shim's own cost shows apart from the transport's.
+# A second peer is the same disk slowed to a network volume's latency: nbdkit's delay filter
+# (1 ms per read) over the file, read by fio's nbd engine at queue depth 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${TMEM_BENCH_DIR:-/var/tmp/tmem-bench}
@@ -32,9 +34,18 @@ fio_json() { fio --output-format=json --filename="$DIR/shim-disk.img" --size=1G 
   --time_based --runtime=$SECS "$@"; }
 RR=$(fio_json --name=rr --rw=randread --bs=4k --iodepth=1)
 SR=$(fio_json --name=sr --rw=read --bs=128k --iodepth=1)
-/usr/bin/python3 - "$SHIM" "$RR" "$SR" <<'PY'
+SOCK="$DIR/shim-slow.sock"
+rm -f "$SOCK"
+nbdkit --unix "$SOCK" --exit-with-parent --foreground --filter=delay file "$DIR/shim-disk.img" rdelay=1ms &
+NK=$!
+trap 'kill $TD $NK 2>/dev/null || true' EXIT
+for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
+SLOW=$(fio --output-format=json --name=slow --ioengine=nbd --uri="nbd+unix:///?socket=$SOCK" --rw=randread \
+  --bs=4k --iodepth=1 --size=1G --time_based --runtime=$SECS)
+kill $NK 2>/dev/null || true
+/usr/bin/python3 - "$SHIM" "$RR" "$SR" "$SLOW" <<'PY'
 import json, re, sys
-shim, rr, sr = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+shim, rr, sr, slow = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
 def field(name, key):
     m = re.search(rf"^{name} .*?\b{key}=([0-9.]+)", shim, re.M)
     return float(m.group(1))
@@ -50,4 +61,7 @@ print(f"shim get hit, random 4 KiB: mean {rand_us:.1f} us, p99 {rand_p99:.1f} us
 print(f"the same gets straight through libtmemclient: mean {client_us:.1f} us | the shim's own share (ring, relay, module logic): {rand_us - client_us:.1f} us | ratio (client/shim) {client_us / rand_us:.2f}")
 print(f"shim sequential file read through cleancache: {seq_mib:.1f} MiB/s | disk 128 KiB sequential read: {disk_seq:.1f} MiB/s | ratio (shim/disk) {seq_mib / disk_seq:.2f}")
 print(f"shim puts taken by the relay: {puts:.0f} pages/s ({puts * 4096 / 2**20:.1f} MiB/s)")
+slow_us = slow["jobs"][0]["read"]["clat_ns"]["mean"] / 1000
+print(f"against a network-latency disk (nbdkit delay filter, 1 ms per read, QD1): mean {slow_us:.1f} us | "
+      f"ratio (slow disk/shim) {slow_us / rand_us:.2f} | the shim's hits faster: {'yes' if rand_us < slow_us else 'NO'}")
 PY

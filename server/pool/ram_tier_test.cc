@@ -160,7 +160,9 @@ TEST(RamTierTest, APutRacingGetsOfTheSameHandleNeverShowsAnOlderOrTornPage) {
         }
       }
     });
-    for (int64_t v = 1; v <= 3000; ++v) {
+    // At least 3000 versions, and on until the getter has seen some hits (a loaded machine may
+    // not schedule it early).
+    for (int64_t v = 1; v <= 3000 || (hits.load() < 20 && v <= 300000); ++v) {
       Put(e, p, kObj, 0, static_cast<uint64_t>(v));
       put_done.store(v);
     }

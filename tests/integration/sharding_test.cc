@@ -9,6 +9,8 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
@@ -284,6 +286,15 @@ TEST_P(ShardingTest, AHungServerCostsBoundedMissesAndIsUsedAgainWhenItResumes) {
   const std::string on0 = ObjectOn(*pool, 0, "h");
   ASSERT_TRUE(client_->Put(*pool, on0, 1, PageFor(on0, 1, 1)).ok());
   kill(procs_[0].pid, SIGSTOP);
+  // kill() returns before every thread has stopped: on a loaded machine a request sent at once
+  // could still be answered. Wait until the process is seen stopped.
+  for (int k = 0; k < 200; ++k) {
+    std::ifstream stat("/proc/" + std::to_string(procs_[0].pid) + "/stat");
+    std::string all((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const auto paren = all.rfind(')');
+    if (paren != std::string::npos && paren + 2 < all.size() && all[paren + 2] == 'T') break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   for (int i = 0; i < 3; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
     EXPECT_EQ(Hit(*pool, on0, 1, 1), 0);
