@@ -128,6 +128,9 @@ TEST(PoolEngineTest, AnOwnersPoolQuotaIsEnforcedAndFreedByDestroy) {
 double HitRatioOfAAfterBFloods(uint32_t b_share_percent) {
   EngineHarness h;  // 32 segments of 128 KiB: about 1000 pages of 4 KiB
   EngineOptions o = h.Options();
+  // Segments written only when full: a slow run (sanitizers) must not spend the log on
+  // half-empty segments sealed by their deadline, which would evict a's pages by timing.
+  o.log.flush_deadline_ns = 10'000'000'000;
   o.quota_of = [b_share_percent](std::string_view owner) {
     return EngineOptions::OwnerQuota{.log_share_percent = owner == "b" ? b_share_percent : 100u};
   };
