@@ -41,7 +41,7 @@ NK=$!
 trap 'kill $TD $NK 2>/dev/null || true' EXIT
 for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.1; done
 SLOW=$(fio --output-format=json --name=slow --ioengine=nbd --uri="nbd+unix:///?socket=$SOCK" --rw=randread \
-  --bs=4k --iodepth=1 --size=1G --time_based --runtime=$SECS)
+  --bs=4k --iodepth=1 --size=1G --time_based --runtime=$SECS | sed -n '/^{/,$p')  # fio's nbd engine says hello first
 kill $NK 2>/dev/null || true
 /usr/bin/python3 - "$SHIM" "$RR" "$SR" "$SLOW" <<'PY'
 import json, re, sys
