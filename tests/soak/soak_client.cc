@@ -560,6 +560,7 @@ int main(int argc, char** argv) {
   tmem::client::ClientOptions co;
   co.servers = {o.server};
   co.call_timeout_ms = o.timeout_ms;
+  co.transport = "wire";  // pages on the page wire protocol (a server without it would be unreachable)
   auto client = TmemClient::Create(co);
   if (!client.ok()) Usage(client.status().ToString());
   // Pools: tmemd may be down or slow to start; the library creates them on first use then.
