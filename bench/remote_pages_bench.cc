@@ -295,8 +295,9 @@ int main(int argc, char** argv) {
     timer.join();
     return std::make_tuple(hits.load() / s, misses.load());
   };
-  auto gets_from = [&](tmem::client::TmemClient& c, tmem::client::PoolRef p) {
-    return timed([&](int t, std::atomic<bool>& stop, uint64_t& h, uint64_t& mi) {
+  // Batched gets of random pages among the first `range`, every page checked.
+  auto gets_from = [&](tmem::client::TmemClient& c, tmem::client::PoolRef p, uint64_t range) {
+    return timed([&, range](int t, std::atomic<bool>& stop, uint64_t& h, uint64_t& mi) {
       std::mt19937_64 rng(t);
       std::vector<std::string> keys(f.batch);
       std::vector<uint64_t> ids(f.batch);
@@ -304,7 +305,7 @@ int main(int argc, char** argv) {
       std::vector<tmem::client::TmemClient::PageGet> batch(f.batch);
       while (!stop) {
         for (int b = 0; b < f.batch; ++b) {
-          ids[b] = rng() % total;
+          ids[b] = rng() % range;
           keys[b] = Key(ids[b] / 1024);
           batch[b] = {keys[b], ids[b], outs[b]};
         }
@@ -323,10 +324,10 @@ int main(int argc, char** argv) {
     });
   };
   double cpu1 = CpuSeconds(f.tmemd_pid);
-  auto [tmem_hits, tmem_miss] = gets_from(**client, pool);
+  auto [tmem_hits, tmem_miss] = gets_from(**client, pool, total);
   const double tmem_get_cpu = CpuSeconds(f.tmemd_pid) - cpu1;
-  if (tls_client) std::printf("tls_get_hits_per_s %.0f\n", std::get<0>(gets_from(*tls_client, tls_pool)));
-  if (grpc_client) std::printf("grpc_get_hits_per_s %.0f\n", std::get<0>(gets_from(*grpc_client, grpc_pool)));
+  if (tls_client) std::printf("tls_get_hits_per_s %.0f\n", std::get<0>(gets_from(*tls_client, tls_pool, total)));
+  if (grpc_client) std::printf("grpc_get_hits_per_s %.0f\n", std::get<0>(gets_from(*grpc_client, grpc_pool, total)));
   cpu1 = CpuSeconds(f.memcached_pid);
   auto [mc_hits, mc_miss] = timed([&](int t, std::atomic<bool>& stop, uint64_t& h, uint64_t& mi) {
     memcached_st* m = Memcached(f.memcached, false);
@@ -423,31 +424,7 @@ int main(int argc, char** argv) {
     puts_to(*ram, ram_pool, hot_per_thread);  // the hot set, in the DRAM tier from its puts
     const uint64_t hot_total = hot_per_thread * f.threads;
     const double c0 = CpuSeconds(f.ram_tmemd_pid);
-    auto [ram_hits, ram_miss] = timed([&](int t, std::atomic<bool>& stop, uint64_t& h, uint64_t& mi) {
-      std::mt19937_64 rng(t);
-      std::vector<std::string> keys(f.batch);
-      std::vector<uint64_t> ids(f.batch);
-      std::vector<std::vector<uint8_t>> outs(f.batch, std::vector<uint8_t>(4096));
-      std::vector<tmem::client::TmemClient::PageGet> batch(f.batch);
-      while (!stop) {
-        for (int b = 0; b < f.batch; ++b) {
-          ids[b] = rng() % hot_total;
-          keys[b] = Key(ids[b] / 1024);
-          batch[b] = {keys[b], ids[b], outs[b]};
-        }
-        auto got = ram->GetPages(ram_pool, batch);
-        if (!got.ok()) Die("tmemd get (DRAM tier)");
-        for (int b = 0; b < f.batch; ++b) {
-          if (!(*got)[b]) {
-            ++mi;
-          } else if (!IsValue(reinterpret_cast<const char*>(outs[b].data()), 4096, ids[b])) {
-            Die("tmemd returned a wrong page (DRAM tier)");
-          } else {
-            ++h;
-          }
-        }
-      }
-    });
+    auto [ram_hits, ram_miss] = gets_from(*ram, ram_pool, hot_total);
     const double ram_cpu = CpuSeconds(f.ram_tmemd_pid) - c0;
     std::printf("ram_hot_pages %lu\nram_get_hits_per_s %.0f\nram_get_misses %lu\n", hot_total, ram_hits, ram_miss);
     if (f.ram_tmemd_pid > 0) std::printf("ram_get_cpu_us_per_page %.2f\n", ram_cpu * 1e6 / (ram_hits * f.seconds));

@@ -250,19 +250,26 @@ std::shared_ptr<PageStream::Op> WireStream::SubmitGet(tmem::v1::SessionRequest r
   return SubmitOp(std::move(op), std::move(request));
 }
 
+std::optional<uint64_t> WireStream::RegisterLocked(const std::shared_ptr<Op>& op) {
+  if (broken_) {
+    op->Complete(absl::UnavailableError("wire connection is broken"), nullptr);
+    return std::nullopt;
+  }
+  const uint64_t id = next_id_++;
+  if (in_flight_.empty()) last_progress_ = std::chrono::steady_clock::now();
+  in_flight_[id] = InFlight{op};
+  return id;
+}
+
 std::shared_ptr<PageStream::Op> WireStream::SubmitOp(std::shared_ptr<Op> op, tmem::v1::SessionRequest request) {
   MutexLock send(&send_mu_);
   uint64_t id;
   {
     MutexLock lock(&mu_);
-    if (broken_) {
-      op->Complete(absl::UnavailableError("wire connection is broken"), nullptr);
-      return op;
-    }
-    id = next_id_++;
+    std::optional<uint64_t> got = RegisterLocked(op);
+    if (!got.has_value()) return op;
+    id = *got;
     request.set_op_id(id);
-    if (in_flight_.empty()) last_progress_ = std::chrono::steady_clock::now();
-    in_flight_[id] = InFlight{op};
     if (!ready_) {
       // The writer thread connects first, then sends what waits, in order.
       queue_.emplace_back(id, std::move(request));
@@ -426,13 +433,9 @@ std::shared_ptr<PageStream::Op> WireStream::SubmitPut(uint32_t pool_id, std::spa
   uint64_t id;
   {
     MutexLock lock(&mu_);
-    if (broken_) {
-      op->Complete(absl::UnavailableError("wire connection is broken"), nullptr);
-      return op;
-    }
-    id = next_id_++;
-    if (in_flight_.empty()) last_progress_ = std::chrono::steady_clock::now();
-    in_flight_[id] = InFlight{op};
+    std::optional<uint64_t> got = RegisterLocked(op);
+    if (!got.has_value()) return op;
+    id = *got;
   }
   // Header and entries in one buffer; each page sent from where it is.
   send_buf_.clear();

@@ -19,6 +19,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -76,6 +77,8 @@ class WireStream final : public PageStream {
   // Once connected, the submitting thread encodes and sends its request itself (under send_mu_,
   // in id order); before, the writer thread sends what was queued.
   std::shared_ptr<Op> SubmitOp(std::shared_ptr<Op> op, tmem::v1::SessionRequest request);
+  // A request id for `op`, now in flight; nullopt (and `op` failed) once the stream is broken.
+  std::optional<uint64_t> RegisterLocked(const std::shared_ptr<Op>& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WriterLoop();
   void ReaderLoop();
   // Connects, handshakes and sends HELLO; false (stream broken) on failure.
