@@ -9,84 +9,15 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "client/dns_members.h"
 #include "client/session_stream.h"
+#include "client/tmem_client_parts.h"
 #include "client/wire_stream.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
 #include "proto/tmem_clients.h"
 
 namespace tmem::client {
-namespace {
-
-// FNV-1a then a splitmix64 finish: stable across processes and builds, so that every client
-// places an object on the same server.
-uint64_t StableHash(std::string_view a, std::string_view b, std::string_view c) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  auto mix = [&](std::string_view s) {
-    for (unsigned char ch : s) {
-      h ^= ch;
-      h *= 0x100000001b3ull;
-    }
-    h ^= 0xff;
-    h *= 0x100000001b3ull;
-  };
-  mix(a);
-  mix(b);
-  mix(c);
-  h ^= h >> 30;
-  h *= 0xbf58476d1ce4e5b9ull;
-  h ^= h >> 27;
-  h *= 0x94d049bb133111ebull;
-  return h ^ (h >> 31);
-}
-
-std::shared_ptr<tmem::v1::PagePoolClient> NewPagePoolClient(const ChannelFactory& channels,
-                                                            const std::string& address) {
-  return tmem::v1::PagePool::NewStub(channels.Make(address));
-}
-
-}  // namespace
-
-// A flush of a page, an object or a whole pool, queued per server until delivered.
-struct DeferredFlush {
-  enum class Kind { kPage, kObject, kPool } kind;
-  PoolRef pool;
-  std::string object;
-  uint64_t index = 0;
-};
-
-struct TmemClient::Pool {
-  PoolRef ref;
-  bool shared;
-  std::array<uint8_t, 16> uuid;
-  std::string tenant;
-  uint32_t page_bytes;
-  std::string hash_key;  // what rendezvous hashing sees: stable for shared pools across clients
-};
-
-struct TmemClient::Server {
-  std::string address;
-  // Held across the replay of deferred flushes and pool creation, so that nothing else reaches
-  // this server before them. Calls themselves run without it, on a copy of `rpc`.
-  Mutex mu;
-  // Replaced (at most once a second) after a call fails with UNAVAILABLE: a fresh channel
-  // connects on its first call, where a long-lived one may sit in reconnect backoff.
-  std::shared_ptr<tmem::v1::PagePoolClient> rpc ABSL_GUARDED_BY(mu);
-  std::chrono::steady_clock::time_point stub_created ABSL_GUARDED_BY(mu);
-  uint64_t instance ABSL_GUARDED_BY(mu) = 0;
-  std::map<PoolRef, uint32_t> pool_ids ABSL_GUARDED_BY(mu);
-  std::vector<DeferredFlush> deferred ABSL_GUARDED_BY(mu);
-  std::vector<std::shared_ptr<PageStream>> streams ABSL_GUARDED_BY(mu);  // streams_per_server
-  // The page wire protocol's port for this client: -1 not known yet (asked through ServerInfo
-  // before the next stream opens), 0 none. Forgotten when a stream breaks: a restarted server may
-  // listen elsewhere.
-  int wire_port ABSL_GUARDED_BY(mu) = -1;
-  // No stream is opened before this; the wait doubles while the server stays unreachable.
-  std::chrono::steady_clock::time_point next_connect ABSL_GUARDED_BY(mu);
-  int64_t backoff_ms ABSL_GUARDED_BY(mu) = 0;
-};
 
 namespace {
 // After a failed call: an unreachable server gets a fresh channel, at most once a second.
@@ -129,136 +60,6 @@ TmemClient::~TmemClient() {
     refresh_cv_.SignalAll();
   }
   if (refresher_.joinable()) refresher_.join();
-}
-
-TmemClient::Server* TmemClient::ServerOf(const std::string& address) {
-  for (auto& s : servers_) {
-    if (s->address == address) return s.get();
-  }
-  auto s = std::make_unique<Server>();
-  s->address = address;
-  {
-    MutexLock lock(&s->mu);
-    s->rpc = NewPagePoolClient(channels_, address);
-    s->stub_created = std::chrono::steady_clock::now();
-    s->streams.resize(options_.streams_per_server);
-    s->backoff_ms = options_.reconnect_min_ms;
-  }
-  servers_.push_back(std::move(s));
-  return servers_.back().get();
-}
-
-std::shared_ptr<const TmemClient::Members> TmemClient::CurrentMembers() const {
-  MutexLock lock(&members_mu_);
-  return members_;
-}
-
-std::vector<TmemClient::Server*> TmemClient::AllServers() const {
-  MutexLock lock(&members_mu_);
-  std::vector<Server*> all;
-  for (const auto& s : servers_) all.push_back(s.get());
-  return all;
-}
-
-std::vector<std::string> TmemClient::members() const {
-  std::vector<std::string> out;
-  for (const Server* s : CurrentMembers()->list) out.push_back(s->address);
-  return out;
-}
-
-bool TmemClient::RefreshMembers() {
-  std::vector<std::string> addresses = static_servers_;
-  for (const auto& [name, port] : dns_targets_) {
-    absl::StatusOr<std::vector<std::string>> got = ResolveMembers({name, port}, options_.dns_server);
-    if (!got.ok()) {
-      TMEM_LOG_RATE_LIMITED(Warning) << "dns:" << name << ":" << port << ": " << got.status().message()
-                                     << "; the servers stay as they were";
-      return false;
-    }
-    if (got->empty()) {
-      TMEM_LOG_RATE_LIMITED(Warning) << "dns:" << name << ":" << port
-                                     << " has no address now; the servers stay as they were";
-      return false;
-    }
-    addresses.insert(addresses.end(), got->begin(), got->end());
-  }
-  std::sort(addresses.begin() + static_cast<ptrdiff_t>(static_servers_.size()), addresses.end());
-  addresses.erase(std::unique(addresses.begin(), addresses.end()), addresses.end());
-  std::shared_ptr<const Members> old;
-  std::vector<Server*> lost_history_targets;
-  {
-    MutexLock lock(&members_mu_);
-    old = members_;
-    std::vector<std::string> now;
-    for (const Server* s : old->list) now.push_back(s->address);
-    if (now == addresses && !old->list.empty()) return false;
-    auto m = std::make_shared<Members>();
-    for (const std::string& a : addresses) m->list.push_back(ServerOf(a));
-    m->version = old->version + 1;
-    members_ = m;
-    if (old->version > 0 || !old->list.empty()) lost_history_targets = old->list;
-  }
-  if (old->version > 0) counters_.membership_changes.fetch_add(1, std::memory_order_relaxed);
-  TMEM_LOG(Info) << "servers now: " << absl::StrJoin(addresses, ",");
-  // Objects move only with a membership change. Where the last put of each is remembered, its
-  // former server is flushed of it when it is next put (NoteOwner); if that memory overflowed,
-  // every former server forgets every pool now instead (more misses, the same guarantee).
-  bool lost;
-  {
-    MutexLock lock(&owners_mu_);
-    lost = owners_lost_;
-    owners_lost_ = false;
-  }
-  if (lost) {
-    std::vector<PoolRef> refs;
-    {
-      MutexLock lock(&mu_);
-      for (const auto& [ref, pool] : pools_) refs.push_back(ref);
-    }
-    for (Server* s : lost_history_targets) {
-      MutexLock lock(&s->mu);
-      for (PoolRef ref : refs) DeferFlush(*s, {DeferredFlush::Kind::kPool, ref, "", 0});
-    }
-  }
-  return true;
-}
-
-void TmemClient::RefreshLoop() {
-  while (true) {
-    {
-      MutexLock lock(&refresh_mu_);
-      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.dns_refresh_ms);
-      while (!stopping_) {
-        const auto now = std::chrono::steady_clock::now();
-        if (now >= until) break;
-        refresh_cv_.WaitFor(&refresh_mu_, until - now);
-      }
-      if (stopping_) return;
-    }
-    RefreshMembers();
-  }
-}
-
-void TmemClient::NoteOwner(const Pool& pool, std::string_view object, Server* server) {
-  if (dns_targets_.empty()) return;  // a static list never moves an object
-  const uint64_t key = StableHash(pool.hash_key, object, "owner");
-  Server* former = nullptr;
-  {
-    MutexLock lock(&owners_mu_);
-    auto [it, inserted] = owners_.try_emplace(key, server);
-    if (!inserted && it->second != server) {
-      former = it->second;
-      it->second = server;
-    }
-    if (inserted && owners_.size() > options_.max_tracked_objects) {
-      owners_.clear();
-      owners_lost_ = true;
-    }
-  }
-  if (former == nullptr) return;
-  MutexLock lock(&former->mu);
-  DeferFlush(*former, {DeferredFlush::Kind::kObject, pool.ref, std::string(object), 0});
-  counters_.moved_object_flushes.fetch_add(1, std::memory_order_relaxed);
 }
 
 absl::StatusOr<std::unique_ptr<TmemClient>> TmemClient::Create(const ClientOptions& options) {
@@ -313,29 +114,6 @@ absl::StatusOr<std::unique_ptr<TmemClient>> TmemClient::Create(const ClientOptio
     c->refresher_ = std::thread([p = c.get()] { p->RefreshLoop(); });
   }
   return c;
-}
-
-size_t TmemClient::ServerFor(PoolRef ref, std::string_view object) const {
-  std::string key;
-  {
-    MutexLock lock(&mu_);
-    auto it = pools_.find(ref);
-    key = it == pools_.end() ? absl::StrCat("p", ref) : it->second->hash_key;
-  }
-  return ServerForKey(*CurrentMembers(), key, object);
-}
-
-size_t TmemClient::ServerForKey(const Members& m, std::string_view hash_key, std::string_view object) {
-  size_t best = 0;
-  uint64_t best_score = 0;
-  for (size_t i = 0; i < m.list.size(); ++i) {
-    uint64_t score = StableHash(hash_key, object, m.list[i]->address);
-    if (i == 0 || score > best_score) {
-      best = i;
-      best_score = score;
-    }
-  }
-  return best;
 }
 
 TmemClient::Pool* TmemClient::FindPool(PoolRef ref) {
@@ -478,18 +256,25 @@ absl::StatusOr<uint32_t> TmemClient::CreateOn(Server& s, const Pool& pool) {
 }
 
 int TmemClient::WirePortOf(Server& s) {
+  s.mu.AssertHeld();
   if (s.wire_port >= 0) return s.wire_port;
   tmem::v1::ServerInfoRequest req;
   tmem::v1::ServerInfoResponse resp;
   ::grpc::ClientContext ctx;
   SetDeadline(&ctx, options_.call_timeout_ms);
   ::grpc::Status st = tmem::v1::Admin::NewStub(channels_.Make(s.address))->ServerInfo(&ctx, req, &resp);
-  if (st.ok()) {
-    s.wire_port = static_cast<int>(options_.tls.enabled() ? resp.wire_tls_port() : resp.wire_plaintext_port());
-  } else if (st.error_code() == ::grpc::StatusCode::UNIMPLEMENTED) {
-    s.wire_port = 0;  // a server from before the wire protocol
+  switch (st.error_code()) {
+    case ::grpc::StatusCode::OK:
+      s.wire_port = static_cast<int>(options_.tls.enabled() ? resp.wire_tls_port() : resp.wire_plaintext_port());
+      break;
+    case ::grpc::StatusCode::UNAVAILABLE:
+    case ::grpc::StatusCode::DEADLINE_EXCEEDED:
+    case ::grpc::StatusCode::RESOURCE_EXHAUSTED:
+    case ::grpc::StatusCode::CANCELLED:
+      break;  // not reached now (down, slow, a call limit): asked again at the next stream
+    default:
+      s.wire_port = 0;  // it answered without a wire port (no Admin service: gRPC only)
   }
-  // Any other failure (unreachable, a call limit) is asked again at the next stream.
   return s.wire_port;
 }
 
@@ -555,35 +340,6 @@ absl::StatusOr<bool> TmemClient::Get(PoolRef ref, std::string_view object, uint6
   const PageGet one{object, index, out};
   TMEM_ASSIGN_OR_RETURN(std::vector<bool> hits, GetPages(ref, std::span<const PageGet>(&one, 1)));
   return hits[0];
-}
-
-// The parts of one batch: the pages bound for one server and one of its streams. A handle's
-// operations always travel on the same stream (chosen by its object key), in order, so the
-// server runs them in the caller's order — also a put whose reply came too late (the caller
-// counted it dropped) before the next put of that handle; separate calls are ordered by their
-// callers, who wait for each call to return.
-struct TmemClient::Part {
-  size_t server = 0;
-  size_t stream = 0;
-  std::vector<size_t> items;  // indexes into the caller's batch
-};
-
-std::vector<TmemClient::Part> TmemClient::Split(const Members& m, const Pool& pool, size_t count,
-                                                const std::function<std::string_view(size_t)>& object) const {
-  const size_t streams = static_cast<size_t>(options_.streams_per_server);
-  std::vector<size_t> where(m.list.size() * streams, SIZE_MAX);
-  std::vector<Part> parts;
-  for (size_t i = 0; i < count; ++i) {
-    const size_t server = m.list.size() == 1 ? 0 : ServerForKey(m, pool.hash_key, object(i));
-    const size_t stream = streams == 1 ? 0 : std::hash<std::string_view>()(object(i)) % streams;
-    size_t& at = where[server * streams + stream];
-    if (at == SIZE_MAX) {
-      at = parts.size();
-      parts.push_back({server, stream, {}});
-    }
-    parts[at].items.push_back(i);
-  }
-  return parts;
 }
 
 absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {

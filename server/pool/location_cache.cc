@@ -224,23 +224,18 @@ void LocationCache::EvictLocked(Shard& s) {
   }
 }
 
-size_t LocationCache::ram_bytes() const {
+size_t LocationCache::SumOverShards(size_t Shard::*field) const {
   size_t n = 0;
   for (size_t i = 0; i < kShards; ++i) {
     MutexLock lock(&shards_[i].mu);
-    n += shards_[i].page_bytes;
+    n += shards_[i].*field;
   }
   return n;
 }
 
-size_t LocationCache::entries() const {
-  size_t n = 0;
-  for (size_t i = 0; i < kShards; ++i) {
-    MutexLock lock(&shards_[i].mu);
-    n += shards_[i].entries;
-  }
-  return n;
-}
+size_t LocationCache::ram_bytes() const { return SumOverShards(&Shard::page_bytes); }
+
+size_t LocationCache::entries() const { return SumOverShards(&Shard::entries); }
 
 void LocationCache::VisitStats(StatsVisitor& v) const {
   const StatLabels none;

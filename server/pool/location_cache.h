@@ -115,6 +115,8 @@ class LocationCache {
   };
 
   Shard& ShardOf(std::string_view key);
+  // A counter of every shard (entries, page_bytes), each read under its shard's lock.
+  size_t SumOverShards(size_t Shard::*field) const;
   std::atomic<uint64_t>& EpochOf(std::string_view object_prefix);
   // Removes one entry; true if it was there.
   static bool EraseLocked(Shard& s, std::string_view prefix, uint64_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);

@@ -1,0 +1,106 @@
+// The parts of TmemClient shared by its .cc files (tmem_client.cc: calls, pools, flushes,
+// streams; tmem_client_members.cc: which servers, and where objects live): the per-server and
+// per-pool state, a queued flush, and the stable hash every client places objects by.
+// Internal to //client:tmem_client.
+#ifndef TMEM_CLIENT_TMEM_CLIENT_PARTS_H_
+#define TMEM_CLIENT_TMEM_CLIENT_PARTS_H_
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "client/channel.h"
+#include "client/page_stream.h"
+#include "client/tmem_client.h"
+#include "common/mutex.h"
+#include "proto/tmem_clients.h"
+
+namespace tmem::client {
+
+
+// FNV-1a then a splitmix64 finish: stable across processes and builds, so that every client
+// places an object on the same server.
+inline uint64_t StableHash(std::string_view a, std::string_view b, std::string_view c) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  auto mix = [&](std::string_view s) {
+    for (unsigned char ch : s) {
+      h ^= ch;
+      h *= 0x100000001b3ull;
+    }
+    h ^= 0xff;
+    h *= 0x100000001b3ull;
+  };
+  mix(a);
+  mix(b);
+  mix(c);
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebull;
+  return h ^ (h >> 31);
+}
+
+inline std::shared_ptr<tmem::v1::PagePoolClient> NewPagePoolClient(const ChannelFactory& channels,
+                                                            const std::string& address) {
+  return tmem::v1::PagePool::NewStub(channels.Make(address));
+}
+
+
+// A flush of a page, an object or a whole pool, queued per server until delivered.
+struct DeferredFlush {
+  enum class Kind { kPage, kObject, kPool } kind;
+  PoolRef pool;
+  std::string object;
+  uint64_t index = 0;
+};
+
+struct TmemClient::Pool {
+  PoolRef ref;
+  bool shared;
+  std::array<uint8_t, 16> uuid;
+  std::string tenant;
+  uint32_t page_bytes;
+  std::string hash_key;  // what rendezvous hashing sees: stable for shared pools across clients
+};
+
+struct TmemClient::Server {
+  std::string address;
+  // Held across the replay of deferred flushes and pool creation, so that nothing else reaches
+  // this server before them. Calls themselves run without it, on a copy of `rpc`.
+  Mutex mu;
+  // Replaced (at most once a second) after a call fails with UNAVAILABLE: a fresh channel
+  // connects on its first call, where a long-lived one may sit in reconnect backoff.
+  std::shared_ptr<tmem::v1::PagePoolClient> rpc ABSL_GUARDED_BY(mu);
+  std::chrono::steady_clock::time_point stub_created ABSL_GUARDED_BY(mu);
+  uint64_t instance ABSL_GUARDED_BY(mu) = 0;
+  std::map<PoolRef, uint32_t> pool_ids ABSL_GUARDED_BY(mu);
+  std::vector<DeferredFlush> deferred ABSL_GUARDED_BY(mu);
+  std::vector<std::shared_ptr<PageStream>> streams ABSL_GUARDED_BY(mu);  // streams_per_server
+  // The page wire protocol's port for this client: -1 not known yet (asked through ServerInfo
+  // before the next stream opens), 0 none. Forgotten when a stream breaks: a restarted server may
+  // listen elsewhere.
+  int wire_port ABSL_GUARDED_BY(mu) = -1;
+  // No stream is opened before this; the wait doubles while the server stays unreachable.
+  std::chrono::steady_clock::time_point next_connect ABSL_GUARDED_BY(mu);
+  int64_t backoff_ms ABSL_GUARDED_BY(mu) = 0;
+};
+
+// The parts of one batch: the pages bound for one server and one of its streams. A handle's
+// operations always travel on the same stream (chosen by its object key), in order, so the
+// server runs them in the caller's order — also a put whose reply came too late (the caller
+// counted it dropped) before the next put of that handle; separate calls are ordered by their
+// callers, who wait for each call to return.
+struct TmemClient::Part {
+  size_t server = 0;
+  size_t stream = 0;
+  std::vector<size_t> items;  // indexes into the caller's batch
+};
+
+}  // namespace tmem::client
+
+#endif  // TMEM_CLIENT_TMEM_CLIENT_PARTS_H_
