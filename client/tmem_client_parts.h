@@ -22,7 +22,6 @@
 
 namespace tmem::client {
 
-
 // FNV-1a then a splitmix64 finish: stable across processes and builds, so that every client
 // places an object on the same server.
 inline uint64_t StableHash(std::string_view a, std::string_view b, std::string_view c) {
@@ -46,10 +45,9 @@ inline uint64_t StableHash(std::string_view a, std::string_view b, std::string_v
 }
 
 inline std::shared_ptr<tmem::v1::PagePoolClient> NewPagePoolClient(const ChannelFactory& channels,
-                                                            const std::string& address) {
+                                                                   const std::string& address) {
   return tmem::v1::PagePool::NewStub(channels.Make(address));
 }
-
 
 // A flush of a page, an object or a whole pool, queued per server until delivered.
 struct DeferredFlush {

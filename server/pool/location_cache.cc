@@ -46,7 +46,7 @@ LocationCache::Ticket LocationCache::Begin(std::string_view key, uint64_t pool_g
 }
 
 std::optional<IndexValue> LocationCache::Find(std::string_view key, uint64_t pool_gen,
-                                              const std::function<std::span<uint8_t>()>* out_for, bool* from_ram,
+                                              const absl::FunctionRef<std::span<uint8_t>()>* out_for, bool* from_ram,
                                               uint64_t reclaimed_seq) {
   if (!enabled() || key.size() <= kIndexBytes) return std::nullopt;
   const std::string_view prefix = PrefixOf(key);

@@ -36,7 +36,6 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -45,6 +44,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "common/mutex.h"
 #include "common/stats.h"
 #include "server/pool/index_codec.h"
@@ -75,8 +75,8 @@ class LocationCache {
   // `reclaimed_seq`): the DRAM tier holds a subset of the log, so eviction from the log (FIFO
   // reclaim, tenants' log shares) evicts from RAM too.
   std::optional<IndexValue> Find(std::string_view key, uint64_t pool_gen,
-                                 const std::function<std::span<uint8_t>()>* out_for = nullptr, bool* from_ram = nullptr,
-                                 uint64_t reclaimed_seq = 0);
+                                 const absl::FunctionRef<std::span<uint8_t>()>* out_for = nullptr,
+                                 bool* from_ram = nullptr, uint64_t reclaimed_seq = 0);
   // Caches `value` for `key` unless an EraseObject of its object came after `ticket` was taken;
   // then the key is erased instead (the index may or may not still hold the value). With `page`
   // (the bytes `value` names), the DRAM tier keeps a copy.

@@ -152,7 +152,9 @@ absl::StatusOr<std::vector<std::optional<std::string>>> PoolEngine::LookupMany(
   auto find = [&](size_t i) -> std::optional<IndexValue> {
     if (!out_for || from_ram == nullptr) return cache_->Find(keys[i], gen);
     bool ram = false;
-    const std::function<std::span<uint8_t>()> out = [&] { return out_for(i); };
+    // Called only for a page held in RAM; a FunctionRef, so nothing is allocated per key.
+    const auto buffer = [&] { return out_for(i); };
+    const absl::FunctionRef<std::span<uint8_t>()> out = buffer;
     std::optional<IndexValue> v = cache_->Find(keys[i], gen, &out, &ram, log_->reclaimed_seq());
     (*from_ram)[i] = ram;
     return v;
