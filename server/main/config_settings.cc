@@ -90,6 +90,10 @@ Table<Config>* BuildConfigSettings() {
               "tenants lists it.")
       .Int("index_cache_entries", "index-cache-entries", &Config::index_cache_entries, 0, int64_t{1} << 32,
            "Page index entries kept in RAM (about 100 bytes each; 0 turns the cache off).")
+      .Int("index_write_behind", "index-write-behind", &Config::index_write_behind, 0, int64_t{1} << 24,
+           "Page index writes accepted ahead of RocksDB and applied in batches (write-behind; readers see them at "
+           "once; tmem_index_pending_writes). A put that finds this many waiting applies them itself. 0: every "
+           "index write reaches RocksDB before the put returns.")
       .Size("ram_cache", "ram-cache", &Config::ram_cache_bytes, 0, uint64_t{1} << 40,
             "The DRAM tier: hot pages kept in memory beside the log and served without a device read "
             "(write-through: every put is also written to the log; tmem_ram_tier_*). 0 turns it off; it needs "

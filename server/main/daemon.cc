@@ -259,6 +259,7 @@ int Run(const Config& c, const DaemonHooks& hooks) {
   };
   eo.metadata_dir = c.metadata_dir;
   eo.index_cache_entries = c.index_cache_entries;
+  eo.index_write_behind = c.index_write_behind;
   eo.ram_cache_bytes = c.ram_cache_bytes;
   auto engine = pool::PoolEngine::Open(eo);
   if (!engine.ok()) {

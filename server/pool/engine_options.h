@@ -29,6 +29,10 @@ struct EngineOptions {
   // Page index entries kept in RAM in front of RocksDB (location_cache.h); about 100 bytes
   // each. 0 turns the cache off.
   size_t index_cache_entries = 1 << 20;
+  // Page index writes accepted ahead of RocksDB (page_index.h, write-behind): a put costs a hash
+  // insert, and RocksDB takes them in batches. 0: every index write reaches RocksDB before the
+  // put returns.
+  size_t index_write_behind = 16384;
   // The DRAM tier (location_cache.h): page bytes kept in RAM beside their index entries, so that
   // hot pages are served without a device read. Write-through: every put still goes to the log.
   // 0 turns it off; it needs index_cache_entries.

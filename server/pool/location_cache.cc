@@ -131,7 +131,12 @@ void LocationCache::AttachPage(std::string_view key, const IndexValue& value, ui
 void LocationCache::AttachLocked(Shard& s, std::string_view prefix, uint64_t index, Slot& slot,
                                  std::span<const uint8_t> page) {
   if (page_bytes_per_shard_ == 0 || page.size() > page_bytes_per_shard_) return;
-  slot.page.reset(new uint8_t[page.size()]);
+  if (!s.spare.empty() && s.spare_len == page.size()) {
+    slot.page = std::move(s.spare.back());
+    s.spare.pop_back();
+  } else {
+    slot.page.reset(new uint8_t[page.size()]);
+  }
   std::memcpy(slot.page.get(), page.data(), page.size());
   slot.page_len = static_cast<uint32_t>(page.size());
   slot.referenced = false;
@@ -169,7 +174,15 @@ void LocationCache::AttachLocked(Shard& s, std::string_view prefix, uint64_t ind
 void LocationCache::DropPageLocked(Shard& s, Slot& slot) {
   if (slot.page == nullptr) return;
   s.page_bytes -= slot.page_len;
-  slot.page.reset();
+  if (s.spare_len != slot.page_len) {
+    s.spare.clear();
+    s.spare_len = slot.page_len;
+  }
+  if (s.spare.size() < kSparesPerShard) {
+    s.spare.push_back(std::move(slot.page));
+  } else {
+    slot.page.reset();
+  }
   slot.page_len = 0;
 }
 

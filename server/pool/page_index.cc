@@ -234,10 +234,24 @@ absl::StatusOr<std::unique_ptr<PageIndex>> PageIndex::Open(const PageIndexOption
   index->meta_cf_ = handles[0];
   index->pages_cf_ = handles[1];
   index->resumer_ = std::thread([p = index.get()] { p->ResumerLoop(); });
+  if (index->write_behind()) index->writer_ = std::thread([p = index.get()] { p->WriterLoop(); });
   return index;
 }
 
 PageIndex::~PageIndex() {
+  if (writer_.joinable()) {
+    {
+      MutexLock lock(&writer_mu_);
+      writer_stop_ = true;
+      writer_cv_.SignalAll();
+    }
+    writer_.join();
+    // What is still pending goes to RocksDB (a clean stop applied it already; after an unclean
+    // one the pages are dropped at the next start anyway).
+    if (absl::Status st = ApplyPending(); !st.ok()) {
+      TMEM_LOG(Warning) << "page index closed with " << pending_.size() << " writes not applied: " << st;
+    }
+  }
   {
     MutexLock lock(&error_mu_);
     closing_ = true;
@@ -253,10 +267,15 @@ PageIndex::~PageIndex() {
 }
 
 absl::Status PageIndex::PutPage(std::string_view key, std::string_view value) {
-  return FromRocks(db_->Put(NoWal(), pages_cf_, S(key), S(value)), "put page");
+  if (!write_behind()) return FromRocks(db_->Put(NoWal(), pages_cf_, S(key), S(value)), "put page");
+  TMEM_RETURN_IF_ERROR(MakeRoom(1));
+  pending_.Add(key, value);
+  Kick();
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::optional<std::string>> PageIndex::GetPage(std::string_view key) {
+  if (std::optional<std::optional<std::string>> p = pending_.Find(key); p.has_value()) return std::move(*p);
   std::string value;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), pages_cf_, S(key), &value);
   if (s.IsNotFound()) return std::optional<std::string>();
@@ -265,43 +284,147 @@ absl::StatusOr<std::optional<std::string>> PageIndex::GetPage(std::string_view k
 }
 
 std::vector<absl::StatusOr<std::optional<std::string>>> PageIndex::MultiGetPages(std::span<const std::string> keys) {
-  std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
-  std::vector<rocksdb::PinnableSlice> values(keys.size());
-  std::vector<rocksdb::Status> statuses(keys.size());
-  db_->MultiGet(rocksdb::ReadOptions(), pages_cf_, keys.size(), slices.data(), values.data(), statuses.data());
-  std::vector<absl::StatusOr<std::optional<std::string>>> out;
-  out.reserve(keys.size());
+  std::vector<absl::StatusOr<std::optional<std::string>>> out(keys.size(), std::optional<std::string>());
+  // Pending writes answer first; RocksDB answers the rest in one MultiGet.
+  std::vector<rocksdb::Slice> slices;
+  std::vector<size_t> asked;
+  slices.reserve(keys.size());
+  asked.reserve(keys.size());
   for (size_t i = 0; i < keys.size(); ++i) {
-    if (statuses[i].IsNotFound()) {
-      out.emplace_back(std::optional<std::string>());
-    } else if (absl::Status st = FromRocks(statuses[i], "get page"); !st.ok()) {
-      out.emplace_back(st);
+    if (std::optional<std::optional<std::string>> p = pending_.Find(keys[i]); p.has_value()) {
+      out[i] = std::move(*p);
     } else {
-      out.emplace_back(std::optional<std::string>(values[i].ToString()));
+      slices.push_back(S(keys[i]));
+      asked.push_back(i);
+    }
+  }
+  if (slices.empty()) return out;
+  std::vector<rocksdb::PinnableSlice> values(slices.size());
+  std::vector<rocksdb::Status> statuses(slices.size());
+  db_->MultiGet(rocksdb::ReadOptions(), pages_cf_, slices.size(), slices.data(), values.data(), statuses.data());
+  for (size_t k = 0; k < slices.size(); ++k) {
+    const size_t i = asked[k];
+    if (statuses[k].IsNotFound()) continue;
+    if (absl::Status st = FromRocks(statuses[k], "get page"); !st.ok()) {
+      out[i] = st;
+    } else {
+      out[i] = std::optional<std::string>(values[k].ToString());
     }
   }
   return out;
 }
 
 absl::Status PageIndex::WritePages(std::span<const std::pair<std::string, std::optional<std::string>>> ops) {
-  rocksdb::WriteBatch batch;
-  for (const auto& [key, value] : ops) {
-    rocksdb::Status s = value.has_value() ? batch.Put(pages_cf_, key, *value) : batch.Delete(pages_cf_, key);
-    TMEM_RETURN_IF_ERROR(FromRocks(s, "batch"));
+  if (!write_behind()) {
+    rocksdb::WriteBatch batch;
+    for (const auto& [key, value] : ops) {
+      rocksdb::Status s = value.has_value() ? batch.Put(pages_cf_, key, *value) : batch.Delete(pages_cf_, key);
+      TMEM_RETURN_IF_ERROR(FromRocks(s, "batch"));
+    }
+    return FromRocks(db_->Write(NoWal(), &batch), "write pages");
   }
-  return FromRocks(db_->Write(NoWal(), &batch), "write pages");
+  TMEM_RETURN_IF_ERROR(MakeRoom(ops.size()));
+  // In order: of two writes of one key in `ops`, the later stays.
+  for (const auto& [key, value] : ops) {
+    pending_.Add(key, value.has_value() ? std::optional<std::string_view>(*value) : std::nullopt);
+  }
+  Kick();
+  return absl::OkStatus();
 }
 
 absl::Status PageIndex::DeletePage(std::string_view key) {
-  return FromRocks(db_->Delete(NoWal(), pages_cf_, S(key)), "delete page");
+  if (!write_behind()) return FromRocks(db_->Delete(NoWal(), pages_cf_, S(key)), "delete page");
+  TMEM_RETURN_IF_ERROR(MakeRoom(1));
+  pending_.Add(key, std::nullopt);
+  Kick();
+  return absl::OkStatus();
+}
+
+absl::Status PageIndex::MakeRoom(size_t n) {
+  const size_t max = options_.write_behind_max;
+  if (pending_.active() + n < max) return absl::OkStatus();
+  MutexLock lock(&apply_mu_);
+  if (pending_.active() + n < max) return absl::OkStatus();  // another applier made room
+  inline_applies_.fetch_add(1, std::memory_order_relaxed);
+  absl::Status st = ApplyPendingLocked();
+  if (st.ok() || pending_.active() + n < 2 * max) return absl::OkStatus();
+  // RocksDB refuses writes and twice the bound waits: record nothing more (the caller handles a
+  // failed index write as it always did).
+  writes_refused_.fetch_add(n, std::memory_order_relaxed);
+  return st;
+}
+
+void PageIndex::Kick() {
+  if (pending_.active() < options_.write_behind_batch) return;
+  if (writer_kicked_.exchange(true, std::memory_order_acq_rel)) return;
+  MutexLock lock(&writer_mu_);
+  writer_cv_.Signal();
+}
+
+absl::Status PageIndex::ApplyPending() {
+  MutexLock lock(&apply_mu_);
+  return ApplyPendingLocked();
+}
+
+absl::Status PageIndex::ApplyPendingLocked() {
+  if (pending_.Swap() == 0) return absl::OkStatus();
+  rocksdb::WriteBatch batch;
+  rocksdb::Status built;
+  size_t n = 0;
+  pending_.ForEachApplying([&](const std::string& key, const std::optional<std::string>& value) {
+    rocksdb::Status s = value.has_value() ? batch.Put(pages_cf_, key, *value) : batch.Delete(pages_cf_, key);
+    if (built.ok()) built = s;
+    ++n;
+  });
+  absl::Status st = FromRocks(built, "batch");
+  if (st.ok()) st = FromRocks(db_->Write(NoWal(), &batch), "write pages");
+  if (!st.ok()) {
+    pending_.RestoreApplying();
+    apply_failures_.fetch_add(1, std::memory_order_relaxed);
+    return st;
+  }
+  pending_.ClearApplying();
+  batches_applied_.fetch_add(1, std::memory_order_relaxed);
+  entries_applied_.fetch_add(n, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+void PageIndex::WriterLoop() {
+  const auto interval = std::chrono::milliseconds(std::max<int64_t>(1, options_.write_behind_interval_ms));
+  MutexLock lock(&writer_mu_);
+  while (!writer_stop_) {
+    if (!writer_kicked_.load(std::memory_order_acquire)) writer_cv_.WaitFor(&writer_mu_, interval);
+    writer_kicked_.store(false, std::memory_order_release);
+    if (writer_stop_) break;
+    if (pending_.active() == 0) continue;
+    writer_mu_.Unlock();
+    const absl::Status st = ApplyPending();
+    writer_mu_.Lock();
+    if (!st.ok()) {
+      // RocksDB refuses writes (a background error the resumer is working on): the writes stay
+      // pending and readable; try again after the resumer's shortest backoff.
+      TMEM_LOG_RATE_LIMITED(Warning) << "page index write-behind: " << st;
+      writer_cv_.WaitFor(&writer_mu_, std::chrono::milliseconds(options_.resume_backoff_min_ms));
+    }
+  }
+}
+
+absl::Status PageIndex::RocksDeleteRange(std::string_view begin, std::string_view end) {
+  return FromRocks(db_->DeleteRange(NoWal(), pages_cf_, S(begin), S(end)), "delete range");
 }
 
 absl::Status PageIndex::DeletePageRange(std::string_view begin, std::string_view end) {
-  return FromRocks(db_->DeleteRange(NoWal(), pages_cf_, S(begin), S(end)), "delete range");
+  MutexLock lock(&apply_mu_);
+  // A pending put of the range must not be read while RocksDB's range goes, nor reach RocksDB
+  // after it: it becomes a pending delete first.
+  pending_.DeleteActiveIn(begin, end);
+  return RocksDeleteRange(begin, end);
 }
 
 absl::StatusOr<uint64_t> PageIndex::DeletePagesIn(std::string_view begin, std::string_view end,
                                                   uint32_t max_point_deletes) {
+  MutexLock lock(&apply_mu_);
+  const uint64_t pending = pending_.DeleteActiveIn(begin, end);
   rocksdb::ReadOptions ro;
   rocksdb::Slice upper = S(end);
   ro.iterate_upper_bound = &upper;
@@ -313,37 +436,50 @@ absl::StatusOr<uint64_t> PageIndex::DeletePagesIn(std::string_view begin, std::s
     TMEM_RETURN_IF_ERROR(FromRocks(batch.Delete(pages_cf_, it->key()), "batch"));
   }
   TMEM_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
-  if (seen == 0) return seen;
+  if (seen == 0) return pending;
   if (seen > max_point_deletes) {
-    TMEM_RETURN_IF_ERROR(DeletePageRange(begin, end));
-    return seen;
+    TMEM_RETURN_IF_ERROR(RocksDeleteRange(begin, end));
+    return seen + pending;
   }
   TMEM_RETURN_IF_ERROR(FromRocks(db_->Write(NoWal(), &batch), "delete pages"));
-  return seen;
+  return seen + pending;
 }
 
 absl::Status PageIndex::DropAllPages() {
+  MutexLock lock(&apply_mu_);
   // Page keys start with a 4-byte pool id; this range covers every possible key.
   const std::string begin;
   const std::string end(64, '\xFF');
-  TMEM_RETURN_IF_ERROR(DeletePageRange(begin, end));
-  return FlushPages();
+  pending_.DeleteActiveIn(begin, end);
+  TMEM_RETURN_IF_ERROR(ApplyPendingLocked());
+  TMEM_RETURN_IF_ERROR(RocksDeleteRange(begin, end));
+  return RocksFlush();
 }
 
-absl::Status PageIndex::FlushPages() {
+absl::Status PageIndex::RocksFlush() {
   rocksdb::FlushOptions f;
   f.wait = true;
   return FromRocks(db_->Flush(f, pages_cf_), "flush");
 }
 
+absl::Status PageIndex::FlushPages() {
+  MutexLock lock(&apply_mu_);
+  TMEM_RETURN_IF_ERROR(ApplyPendingLocked());
+  return RocksFlush();
+}
+
 absl::Status PageIndex::CompactPages() {
+  MutexLock lock(&apply_mu_);
+  TMEM_RETURN_IF_ERROR(ApplyPendingLocked());
+  TMEM_RETURN_IF_ERROR(RocksFlush());
   rocksdb::CompactRangeOptions c;
   c.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
-  TMEM_RETURN_IF_ERROR(FlushPages());
   return FromRocks(db_->CompactRange(c, pages_cf_, nullptr, nullptr), "compact");
 }
 
 absl::StatusOr<uint64_t> PageIndex::CountPages() {
+  MutexLock lock(&apply_mu_);
+  TMEM_RETURN_IF_ERROR(ApplyPendingLocked());
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), pages_cf_));
   uint64_t n = 0;
   for (it->SeekToFirst(); it->Valid(); it->Next()) ++n;
@@ -352,6 +488,8 @@ absl::StatusOr<uint64_t> PageIndex::CountPages() {
 }
 
 absl::Status PageIndex::ForEachPage(const std::function<void(std::string_view key, std::string_view value)>& fn) {
+  MutexLock lock(&apply_mu_);
+  TMEM_RETURN_IF_ERROR(ApplyPendingLocked());
   rocksdb::ReadOptions r;
   r.fill_cache = false;  // one pass at start: keep the block cache for the lookups that follow
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(r, pages_cf_));
@@ -407,6 +545,19 @@ void PageIndex::VisitStats(StatsVisitor& v) const {
   v.Counter("index_background_errors", "RocksDB background errors met by the page index", background_errors_seen(),
             none);
   v.Counter("index_resumes", "DB::Resume() attempts after background errors", resumes(), none);
+  v.Gauge("index_pending_writes", "Page index writes accepted and not yet applied to RocksDB (write-behind).",
+          static_cast<double>(pending_.size()), none);
+  v.Counter("index_write_behind_batches", "Batches of pending page index writes applied to RocksDB.",
+            batches_applied_.load(std::memory_order_relaxed), none);
+  v.Counter("index_write_behind_entries", "Pending page index writes applied to RocksDB.",
+            entries_applied_.load(std::memory_order_relaxed), none);
+  v.Counter("index_write_behind_inline", "Writes that found the pending bound reached and applied the batch themselves.",
+            inline_applies_.load(std::memory_order_relaxed), none);
+  v.Counter("index_write_behind_failures", "Batches of pending page index writes that RocksDB refused (kept, retried).",
+            apply_failures_.load(std::memory_order_relaxed), none);
+  v.Counter("index_write_behind_refused",
+            "Page index writes refused because RocksDB refused writes and twice the pending bound waited.",
+            writes_refused_.load(std::memory_order_relaxed), none);
 }
 
 }  // namespace tmem::pool

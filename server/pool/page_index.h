@@ -8,6 +8,15 @@
 // A compaction filter on "pages" drops the entries the owner calls stale (reclaimed segments,
 // destroyed pools), so the index shrinks back towards the live pages without a scan.
 //
+// Write-behind: page entry writes (puts, point deletes) land in a PendingPages set and return;
+// a writer thread applies them to RocksDB in one batch when `write_behind_batch` wait or every
+// `write_behind_interval_ms`, and a write that finds `write_behind_max` waiting applies them
+// itself (back-pressure). Reads look in the pending set first, so a write is visible once it
+// returns, exactly as before. Range deletes, drops, flushes, counts and scans are ordered
+// against pending writes under apply_mu_ (see each method). After an unclean stop pending
+// writes are lost, which is harmless: every page is dropped then; a clean stop (FlushPages, the
+// destructor) applies them first.
+//
 // Background errors (a flush or compaction that met ENOSPC or EIO) stop RocksDB's writes until
 // DB::Resume(): a listener records the error, and a resumer thread retries Resume() with backoff
 // (resume_backoff_min_ms doubling to resume_backoff_max_ms) until it succeeds; meanwhile
@@ -34,6 +43,7 @@
 #include "absl/status/statusor.h"
 #include "common/mutex.h"
 #include "common/stats.h"
+#include "server/pool/pending_pages.h"
 
 namespace rocksdb {
 class Cache;
@@ -53,6 +63,10 @@ struct PageIndexOptions {
   std::function<bool(std::string_view key, std::string_view value)> is_stale;
   int64_t resume_backoff_min_ms = 100;
   int64_t resume_backoff_max_ms = 10'000;
+  // Write-behind (above). write_behind_max 0: every page write goes to RocksDB before it returns.
+  size_t write_behind_batch = 1024;
+  size_t write_behind_max = 16384;
+  int64_t write_behind_interval_ms = 5;
 };
 
 class PageIndex {
@@ -64,7 +78,9 @@ class PageIndex {
   PageIndex(const PageIndex&) = delete;
   PageIndex& operator=(const PageIndex&) = delete;
 
-  // Pages ("pages" column family, no WAL).
+  // Pages ("pages" column family, no WAL). Puts and point deletes are written behind (above):
+  // they fail only when RocksDB refuses writes and 2 x write_behind_max are already waiting
+  // (then nothing of the call is recorded).
   absl::Status PutPage(std::string_view key, std::string_view value);
   // nullopt when absent.
   absl::StatusOr<std::optional<std::string>> GetPage(std::string_view key);
@@ -73,6 +89,8 @@ class PageIndex {
   absl::Status DeletePage(std::string_view key);
   // Applies puts (value set) and deletes (no value) in order, as one write.
   absl::Status WritePages(std::span<const std::pair<std::string, std::optional<std::string>>> ops);
+  // Range deletes turn pending puts of the range into pending deletes, then delete in RocksDB,
+  // with no pending write applied in between (apply_mu_).
   absl::Status DeletePageRange(std::string_view begin, std::string_view end);
   // Deletes every page key in [begin, end). Looks first: an empty range writes nothing, up to
   // `max_point_deletes` keys become point deletes, more become one range delete. Range
@@ -81,8 +99,11 @@ class PageIndex {
   // Returns the number of keys seen (capped at max_point_deletes + 1).
   absl::StatusOr<uint64_t> DeletePagesIn(std::string_view begin, std::string_view end, uint32_t max_point_deletes);
   absl::Status DropAllPages();
-  // Memtables of "pages" to SST files (before a clean stop).
+  // Pending writes to RocksDB, then memtables of "pages" to SST files (before a clean stop).
   absl::Status FlushPages();
+  // Pending writes to RocksDB now (the writer does it on its own).
+  absl::Status ApplyPending() ABSL_LOCKS_EXCLUDED(apply_mu_);
+  size_t pending_writes() const { return pending_.size(); }
   // Full compaction of "pages" (tests, maintenance).
   absl::Status CompactPages();
   // Exact count by iteration (tests, tools; O(entries)).
@@ -113,6 +134,16 @@ class PageIndex {
   PageIndex() = default;
   void RecordError(const std::string& what) ABSL_LOCKS_EXCLUDED(error_mu_);
   void ResumerLoop() ABSL_LOCKS_EXCLUDED(error_mu_);
+  // One batch of every pending write. On failure the writes stay pending.
+  absl::Status ApplyPendingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  // Room for `n` more pending writes: applies them inline at write_behind_max; refuses (the
+  // error) at twice that if RocksDB still refuses.
+  absl::Status MakeRoom(size_t n) ABSL_LOCKS_EXCLUDED(apply_mu_);
+  void Kick();  // wakes the writer once the batch size is reached
+  void WriterLoop() ABSL_LOCKS_EXCLUDED(writer_mu_, apply_mu_);
+  bool write_behind() const { return options_.write_behind_max > 0; }
+  absl::Status RocksDeleteRange(std::string_view begin, std::string_view end) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  absl::Status RocksFlush() ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
 
   PageIndexOptions options_;
   std::shared_ptr<rocksdb::Cache> cache_;
@@ -129,6 +160,18 @@ class PageIndex {
   std::atomic<uint64_t> errors_seen_{0};
   std::atomic<uint64_t> resumes_{0};
   std::thread resumer_;  // started in Open, joined in the destructor before the DB closes
+
+  // Write-behind. Lock order: apply_mu_ (held across the applier's RocksDB write) before a
+  // PendingPages shard; writer_mu_ is a leaf.
+  PendingPages pending_;
+  Mutex apply_mu_;
+  Mutex writer_mu_;
+  CondVar writer_cv_;
+  bool writer_stop_ ABSL_GUARDED_BY(writer_mu_) = false;
+  std::atomic<bool> writer_kicked_{false};
+  std::atomic<uint64_t> batches_applied_{0}, entries_applied_{0}, inline_applies_{0}, apply_failures_{0},
+      writes_refused_{0};
+  std::thread writer_;  // started in Open, joined in the destructor after a last apply
 };
 
 }  // namespace tmem::pool

@@ -53,6 +53,8 @@ absl::Status PoolEngine::Start(const EngineOptions& options) {
   io.write_buffer_bytes = options.index_write_buffer_bytes;
   io.resume_backoff_min_ms = options.index_resume_backoff_min_ms;
   io.resume_backoff_max_ms = options.index_resume_backoff_max_ms;
+  io.write_behind_max = options.index_write_behind;
+  io.write_behind_batch = std::max<size_t>(1, options.index_write_behind / 16);
   io.is_stale = [this](std::string_view k, std::string_view v) { return IsStale(k, v); };
   TMEM_ASSIGN_OR_RETURN(index_, PageIndex::Open(io));
   cache_ = std::make_unique<LocationCache>(options.index_cache_entries, options.ram_cache_bytes);
