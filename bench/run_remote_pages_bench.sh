@@ -16,7 +16,7 @@ scripts/setup.sh
 bazel build //server/main:tmemd //bench:remote_pages_bench //bench:grpc_sink 2>&1 | grep -E 'ERROR|error:' && exit 1 || true
 mkdir -p "$DIR"
 source tests/testing/testlib.sh   # port, wait_port, fail
-TP=$(port); MP=$(port); SP=$(port); LP=$(port); RP=$(port)
+TP=$(port); MP=$(port); SP=$(port); LP=$(port); RP=$(port); MT1=$(port); MT2=$(port)
 rm -rf "$DIR/remote.img" "$DIR/remote.img.index" "$DIR/remote_ram.img" "$DIR/remote_ram.img.index"
 [ -s "$DIR/tls/bench.crt" ] || scripts/make-certs.sh "$DIR/tls" bench 2>/dev/null
 # The device's ceiling for puts: every put ends in a sequential write of its segment (1 MiB,
@@ -38,13 +38,13 @@ tls: {cert: $DIR/tls/server.crt, key: $DIR/tls/server.key, ca: $DIR/tls/ca.crt}
 tenants: [{name: bench}]
 YAML
 bazel-bin/server/main/tmemd --config="$DIR/remote_tmemd.yaml" --device="$DIR/remote.img" --device-size=$DEVICE \
-  --metrics-listen= 2> "$DIR/remote_tmemd.log" &
+  --metrics-listen="127.0.0.1:$MT1" 2> "$DIR/remote_tmemd.log" &
 TD=$!
 bazel-bin/bench/grpc_sink --listen="127.0.0.1:$SP" &
 SK=$!
 # A second tmemd with the DRAM tier (512 MiB) for the hot set's hits.
 bazel-bin/server/main/tmemd --device="$DIR/remote_ram.img" --device-size=1G --listen="127.0.0.1:$RP" \
-  --metrics-listen= --ram-cache=512M 2> "$DIR/remote_ram_tmemd.log" &
+  --metrics-listen="127.0.0.1:$MT2" --ram-cache=512M 2> "$DIR/remote_ram_tmemd.log" &
 RT=$!
 trap 'kill $MC $TD $SK $RT 2>/dev/null || true' EXIT
 for p in $TP $RP; do wait_port $p || { echo "a tmemd did not come up"; exit 1; }; done
@@ -54,6 +54,18 @@ bazel-bin/bench/remote_pages_bench --tmemd="127.0.0.1:$TP" --memcached="127.0.0.
   --tls-cert="$DIR/tls/bench.crt" --tls-key="$DIR/tls/bench.key" --tmemd-pid=$TD --memcached-pid=$MC \
   --ram-tmemd="127.0.0.1:$RP" --ram-tmemd-pid=$RT --hot-pages=32768 \
   | tee "$DIR/remote.txt"
+# Write amplification: bytes the log wrote to the device (pages, segment headers, padding of
+# segments sealed by their deadline) over the page bytes clients put, from each tmemd's /metrics.
+python3 - "$MT1" "$MT2" >> "$DIR/remote.txt" <<'PY'
+import re, sys, urllib.request
+for name, port in (("tmemd", sys.argv[1]), ("ram", sys.argv[2])):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    total = lambda metric: sum(float(m.group(1)) for m in re.finditer(rf"^{metric}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+    puts, written = total("tmem_pool_puts_total"), total("tmem_log_written_bytes_total")
+    print(f"{name}_pages_put {puts:.0f}")
+    print(f"{name}_write_amplification {written / (puts * 4096) if puts else float('nan'):.4f}")
+PY
+tail -4 "$DIR/remote.txt"
 kill -TERM $TD $RT; wait $TD $RT || true; kill $MC $SK; wait $MC $SK 2>/dev/null || true; trap - EXIT
 rm -rf "$DIR/remote_ram.img" "$DIR/remote_ram.img.index"
 # The peer for reads is the device itself, at the same depth as the clients (threads x batch
@@ -125,6 +137,10 @@ if "tmemd_put_cpu_us_per_page" in e:
           f"{f('tmemd_get_cpu_us_per_page'):.2f} (device), "
           f"{f('ram_get_cpu_us_per_page') if 'ram_get_cpu_us_per_page' in e else float('nan'):.2f} (DRAM tier), "
           f"memcached {f('memcached_get_cpu_us_per_page'):.2f}")
+if "tmemd_write_amplification" in e:
+    print(f"{'write amplification (device bytes / put bytes)':46} {f('tmemd_write_amplification'):8.3f}  {'':7}      "
+          f"{f('tmemd_pages_put'):.0f} pages put; DRAM-tier tmemd {f('ram_write_amplification'):.3f} over "
+          f"{f('ram_pages_put'):.0f} pages (write-through: every put reaches the log)")
 tput = f("tls_put_pages_per_s") / f("tmemd_put_pages_per_s")
 tget = f("tls_get_hits_per_s") / f("tmemd_get_hits_per_s")
 row("TLS: puts over mutual TLS / plaintext", tput, 0.8,
