@@ -6,7 +6,8 @@
 # per page is read from /proc.
 #   bench/run_remote_pages_bench.sh [--quick]
 # Environment: TMEM_BENCH_DIR (default /var/tmp/tmem-bench), TMEM_BENCH_BATCH (pages per batch on
-# both sides, default 32).
+# both sides, default 32), TMEM_BENCH_CLIENT (the bench client binary, default the one built here:
+# to compare two builds of libtmemclient against the same servers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${TMEM_BENCH_DIR:-/var/tmp/tmem-bench}
@@ -49,7 +50,7 @@ RT=$!
 trap 'kill $MC $TD $SK $RT 2>/dev/null || true' EXIT
 for p in $TP $RP; do wait_port $p || { echo "a tmemd did not come up"; exit 1; }; done
 echo "== tmemd and memcached, $THREADS client threads, batches of $BATCH, $PAGES pages of 4 KiB"
-bazel-bin/bench/remote_pages_bench --tmemd="127.0.0.1:$TP" --memcached="127.0.0.1:$MP" --sink="127.0.0.1:$SP" --threads=$THREADS \
+"${TMEM_BENCH_CLIENT:-bazel-bin/bench/remote_pages_bench}" --tmemd="127.0.0.1:$TP" --memcached="127.0.0.1:$MP" --sink="127.0.0.1:$SP" --threads=$THREADS \
   --batch=$BATCH --pages=$PAGES --seconds=$SECS --tls-tmemd="127.0.0.1:$LP" --tls-ca="$DIR/tls/ca.crt" \
   --tls-cert="$DIR/tls/bench.crt" --tls-key="$DIR/tls/bench.key" --tmemd-pid=$TD --memcached-pid=$MC \
   --ram-tmemd="127.0.0.1:$RP" --ram-tmemd-pid=$RT --hot-pages=32768 \

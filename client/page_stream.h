@@ -77,6 +77,27 @@ class PageStream {
       }
       return done;
     }
+    // Like WaitUntil, but also returns (false) at the first Wake() after the call.
+    bool WaitUntilWoken(std::chrono::steady_clock::time_point deadline) {
+      MutexLock lock(&mu);
+      const uint64_t wakes_then = wakes_;
+      while (!done && wakes_ == wakes_then) {
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= deadline) break;
+        cv.WaitFor(&mu, deadline - now);
+      }
+      return done;
+    }
+    // Wakes the op's waiter without completing the op (the stream has news for it).
+    void Wake() {
+      MutexLock lock(&mu);
+      ++wakes_;
+      cv.SignalAll();
+    }
+    bool finished() {
+      MutexLock lock(&mu);
+      return done;
+    }
     absl::StatusOr<tmem::v1::SessionResponse> Take() {
       MutexLock lock(&mu);
       if (!status.ok()) return status;
@@ -90,6 +111,7 @@ class PageStream {
     absl::Status status ABSL_GUARDED_BY(mu);
     tmem::v1::SessionResponse response ABSL_GUARDED_BY(mu);
     bool abandoned_ ABSL_GUARDED_BY(mu) = false;
+    uint64_t wakes_ ABSL_GUARDED_BY(mu) = 0;
     std::vector<std::span<uint8_t>> outputs_;  // set before Submit, then const
   };
 

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -73,6 +74,11 @@ WireStream::WireStream(WireStreamOptions options) : options_(std::move(options))
     MutexLock lock(&mu_);
     last_progress_ = std::chrono::steady_clock::now();
   }
+  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  {
+    MutexLock lock(&read_mu_);
+    rbuf_.resize(512 << 10);
+  }
   writer_ = std::thread([this] { WriterLoop(); });
 }
 
@@ -81,6 +87,7 @@ WireStream::~WireStream() {
   writer_.join();  // the writer starts the reader and joins it before it returns
   if (session_ != nullptr) gnutls_deinit(static_cast<gnutls_session_t>(session_));
   if (fd_ >= 0) ::close(fd_);
+  if (wake_fd_ >= 0) ::close(wake_fd_);
 }
 
 std::shared_ptr<PageStream::Op> WireStream::Submit(tmem::v1::SessionRequest request) {
@@ -134,8 +141,43 @@ std::shared_ptr<PageStream::Op> WireStream::SubmitOp(std::shared_ptr<Op> op, tme
   return op;
 }
 
+namespace {
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
 absl::StatusOr<tmem::v1::SessionResponse> WireStream::Wait(Op& op, std::chrono::steady_clock::time_point deadline) {
-  if (op.WaitUntil(deadline)) return op.Take();
+  waiters_.fetch_add(1, std::memory_order_acq_rel);
+  while (!op.finished()) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) break;
+    if (readable_.load(std::memory_order_acquire) && read_mu_.TryLock()) {
+      // The read role: read until this op's reply came (handing out every other reply met).
+      Pump p = Pump::kProgress;
+      while (p != Pump::kBroken && !op.finished()) {
+        const auto left = deadline - std::chrono::steady_clock::now();
+        if (left <= std::chrono::steady_clock::duration::zero()) break;
+        const auto ms = std::chrono::ceil<std::chrono::milliseconds>(left).count();
+        p = PumpLocked(static_cast<int>(std::min<int64_t>(ms, 100)), /*kickable=*/false);
+      }
+      read_mu_.Unlock();
+      // Another waiter may need the role now.
+      if (waiters_.load(std::memory_order_acquire) > 1) WakeWaiters();
+      continue;
+    }
+    // Someone else reads. The idle reader gives way when kicked; a waiter reads until its own
+    // reply came, hands this op's reply out if it comes first, and wakes the others when it leaves.
+    if (idle_reading_.load(std::memory_order_acquire) && wake_fd_ >= 0) {
+      const uint64_t one = 1;
+      [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof(one));
+    }
+    op.WaitUntilWoken(std::min(deadline, now + std::chrono::milliseconds(2)));
+  }
+  last_wait_ns_.store(NowNs(), std::memory_order_release);
+  waiters_.fetch_sub(1, std::memory_order_acq_rel);
+  if (op.finished()) return op.Take();
   // Given up: from now on the reader writes nothing into the op's buffers (unless it finished).
   if (!op.Abandon()) return op.Take();
   bool stalled = false;
@@ -154,6 +196,16 @@ absl::StatusOr<tmem::v1::SessionResponse> WireStream::Wait(Op& op, std::chrono::
 }
 
 void WireStream::Cancel() { Break(absl::UnavailableError("wire connection cancelled")); }
+
+void WireStream::WakeWaiters() {
+  std::vector<std::shared_ptr<Op>> ops;
+  {
+    MutexLock lock(&mu_);
+    ops.reserve(in_flight_.size());
+    for (const auto& [id, f] : in_flight_) ops.push_back(f.op);
+  }
+  for (const auto& op : ops) op->Wake();
+}
 
 bool WireStream::broken() const {
   MutexLock lock(&mu_);
@@ -348,6 +400,8 @@ bool WireStream::SendAll(const uint8_t* data, size_t len) {
 
 void WireStream::WriterLoop() {
   if (Connect()) {
+    readable_.store(true, std::memory_order_release);
+    WakeWaiters();  // waiters may read now
     reader_ = std::thread([this] { ReaderLoop(); });
     // What was submitted while connecting leaves first, in order; from then on submitters send
     // their requests themselves (SubmitOp), so nothing waits for this thread.
@@ -387,58 +441,106 @@ void WireStream::WriterLoop() {
 }
 
 void WireStream::ReaderLoop() {
-  std::vector<uint8_t> buf(512 << 10);
-  size_t start = 0, end = 0;
-  auto fill = [&]() -> bool {
-    if (start > 0) {
-      std::memmove(buf.data(), buf.data() + start, end - start);
-      end -= start;
-      start = 0;
-    }
-    if (end == buf.size()) buf.resize(buf.size() * 2);
-    ssize_t n;
-    while (true) {
-      if (session_ != nullptr) {
-        n = gnutls_record_recv(static_cast<gnutls_session_t>(session_), buf.data() + end, buf.size() - end);
-        if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) continue;
-      } else {
-        n = ::recv(fd_, buf.data() + end, buf.size() - end, 0);
-        if (n < 0 && errno == EINTR) continue;
+  while (true) {
+    {
+      MutexLock lock(&mu_);
+      if (broken_) break;
+      // Waiters read their own replies; this thread reads only once none came for 2 ms.
+      const int64_t idle_ns = NowNs() - last_wait_ns_.load(std::memory_order_acquire);
+      if (waiters_.load(std::memory_order_acquire) > 0 || idle_ns < 2'000'000) {
+        cv_.WaitFor(&mu_, std::chrono::milliseconds(5));
+        continue;
       }
-      break;
     }
-    if (n <= 0) return false;
-    end += static_cast<size_t>(n);
-    return true;
-  };
-  absl::Status why = absl::UnavailableError("wire connection closed");
+    Pump p;
+    {
+      MutexLock read(&read_mu_);
+      idle_reading_.store(true, std::memory_order_release);
+      p = PumpLocked(50, /*kickable=*/true);
+      idle_reading_.store(false, std::memory_order_release);
+    }
+    if (p == Pump::kBroken) break;
+    if (waiters_.load(std::memory_order_acquire) > 0) WakeWaiters();
+  }
+}
+
+WireStream::Pump WireStream::PumpLocked(int timeout_ms, bool kickable) {
+  size_t handled = 0;
+  if (absl::Status why = HandleRepliesLocked(&handled); !why.ok()) {
+    Break(why);
+    return Pump::kBroken;
+  }
+  if (handled > 0) return Pump::kProgress;
+  {
+    MutexLock lock(&mu_);
+    if (broken_) return Pump::kBroken;
+  }
+  const bool tls_pending =
+      session_ != nullptr && gnutls_record_check_pending(static_cast<gnutls_session_t>(session_)) > 0;
+  if (!tls_pending) {
+    pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+    const int rc = ::poll(fds, kickable && wake_fd_ >= 0 ? 2 : 1, timeout_ms);
+    if (rc < 0 && errno != EINTR) {
+      Break(absl::UnavailableError(absl::StrCat("wire connection: poll: ", std::strerror(errno))));
+      return Pump::kBroken;
+    }
+    if (kickable && (fds[1].revents & POLLIN)) {
+      uint64_t n;
+      [[maybe_unused]] ssize_t r = ::read(wake_fd_, &n, sizeof(n));
+    }
+    if (rc <= 0 || (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0) return Pump::kQuiet;
+  }
+  if (rstart_ > 0) {
+    std::memmove(rbuf_.data(), rbuf_.data() + rstart_, rend_ - rstart_);
+    rend_ -= rstart_;
+    rstart_ = 0;
+  }
+  if (rend_ == rbuf_.size()) rbuf_.resize(rbuf_.size() * 2);
+  ssize_t n;
+  while (true) {
+    if (session_ != nullptr) {
+      n = gnutls_record_recv(static_cast<gnutls_session_t>(session_), rbuf_.data() + rend_, rbuf_.size() - rend_);
+      if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) continue;
+    } else {
+      n = ::recv(fd_, rbuf_.data() + rend_, rbuf_.size() - rend_, 0);
+      if (n < 0 && errno == EINTR) continue;
+    }
+    break;
+  }
+  if (n <= 0) {
+    Break(absl::UnavailableError("wire connection closed"));
+    return Pump::kBroken;
+  }
+  rend_ += static_cast<size_t>(n);
+  if (absl::Status why = HandleRepliesLocked(&handled); !why.ok()) {
+    Break(why);
+    return Pump::kBroken;
+  }
+  return Pump::kProgress;
+}
+
+absl::Status WireStream::HandleRepliesLocked(size_t* handled) {
   while (true) {
     w::Reply r;
-    if (!w::TakeReply(std::span<const uint8_t>(buf.data() + start, end - start), &r)) {
-      if (end - start >= sizeof(w::ReplyHeader)) {
+    if (!w::TakeReply(std::span<const uint8_t>(rbuf_.data() + rstart_, rend_ - rstart_), &r)) {
+      if (rend_ - rstart_ >= sizeof(w::ReplyHeader)) {
         w::ReplyHeader h;
-        std::memcpy(&h, buf.data() + start, sizeof(h));
-        if (h.magic != w::kReplyMagic) {
-          why = absl::UnavailableError("wire connection: not a tmem wire reply");
-          break;
-        }
-        if (sizeof(h) + h.body_bytes > buf.size()) buf.resize(sizeof(h) + h.body_bytes);
+        std::memcpy(&h, rbuf_.data() + rstart_, sizeof(h));
+        if (h.magic != w::kReplyMagic) return absl::UnavailableError("wire connection: not a tmem wire reply");
+        // Room for the whole reply (moved to the front before the next read).
+        if (sizeof(h) + h.body_bytes > rbuf_.size()) rbuf_.resize(sizeof(h) + h.body_bytes);
       }
-      if (!fill()) break;
-      continue;
+      return absl::OkStatus();
     }
-    start += r.bytes;
-    if (r.header.magic != w::kReplyMagic) {
-      why = absl::UnavailableError("wire connection: not a tmem wire reply");
-      break;
-    }
+    rstart_ += r.bytes;
+    ++*handled;
+    if (r.header.magic != w::kReplyMagic) return absl::UnavailableError("wire connection: not a tmem wire reply");
     if (r.header.request_id == 0 && r.header.verb == static_cast<uint8_t>(w::Verb::kHello)) {
       if (r.header.status != 0) {
         // The server refused this client: its words, with UNAVAILABLE so that callers treat the
         // server as unreachable (misses and dropped puts).
-        why = absl::UnavailableError(absl::StrCat("wire HELLO refused (code ", r.header.status,
-                                                  "): ", std::string(r.body.begin(), r.body.end())));
-        break;
+        return absl::UnavailableError(absl::StrCat("wire HELLO refused (code ", r.header.status,
+                                                   "): ", std::string(r.body.begin(), r.body.end())));
       }
       MutexLock lock(&mu_);
       if (r.body.size() >= sizeof(w::HelloReply)) {
@@ -473,12 +575,10 @@ void WireStream::ReaderLoop() {
       }
     }
     if (r.header.flags & w::kReplyClosing) {
-      why = absl::UnavailableError(
+      return absl::UnavailableError(
           absl::StrCat("the server closed the wire connection: ", std::string(r.body.begin(), r.body.end())));
-      break;
     }
   }
-  Break(why);
 }
 
 }  // namespace tmem::client

@@ -2,18 +2,26 @@
 //
 // A writer thread connects (TCP, then TLS with the client's certificate when configured), sends
 // HELLO and then every operation queued meanwhile with one send; from then on each submitting
-// thread encodes and sends its own request (no handoff); a reader thread matches replies to
-// operations by request id, writing a get's hits straight into the caller's buffers. The constructor never blocks: a
+// thread encodes and sends its own request (no handoff). Replies are read by the threads that
+// wait for them (leader and followers): a waiter that finds no one reading the socket takes the
+// read role and reads until its own reply came, handing out every reply it meets by request id
+// (a get's hits straight into the caller's buffers); then it passes the role on. A caller on
+// its own connection thus sends and reads its replies itself, with no thread between it and
+// the socket. A reader thread takes the role only when no one has waited for a while, so that
+// a connection the server closes is noticed while idle; a waiter pulls it out of its poll
+// through an eventfd. The constructor never blocks: a
 // server that cannot be reached breaks the stream (UNAVAILABLE), as does a refused HELLO (the reply's status and words
 // are kept in the failure).
 //
 // Thread-safety: every method is thread-safe.
-// Lock order: send_mu_ -> mu_ -> Op's lock (never the other way).
+// Lock order: send_mu_ -> mu_ -> Op's lock, and read_mu_ -> mu_ -> Op's lock (never the other
+// way; send_mu_ and read_mu_ are never held together).
 #ifndef TMEM_CLIENT_WIRE_STREAM_H_
 #define TMEM_CLIENT_WIRE_STREAM_H_
 
 #include <sys/uio.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -80,7 +88,18 @@ class WireStream final : public PageStream {
   // A request id for `op`, now in flight; nullopt (and `op` failed) once the stream is broken.
   std::optional<uint64_t> RegisterLocked(const std::shared_ptr<Op>& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WriterLoop();
+  // The idle reader (above).
   void ReaderLoop();
+  enum class Pump { kProgress, kQuiet, kBroken };
+  // With the read role: hands out the complete replies buffered; if there were none, waits up
+  // to `timeout_ms` for bytes (or for a kick on wake_fd_ when `kickable`), reads them and hands
+  // out what completed. kBroken once the stream is broken (it breaks it on the end of the
+  // connection, an error or a bad reply).
+  Pump PumpLocked(int timeout_ms, bool kickable) ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
+  // Hands out every complete reply in rbuf_; a non-OK status is why the stream must break.
+  absl::Status HandleRepliesLocked(size_t* handled) ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
+  // Wakes the waiters of every op in flight (the read role is free: one of them takes it).
+  void WakeWaiters();
   // Connects, handshakes and sends HELLO; false (stream broken) on failure.
   bool Connect();
   void Break(const absl::Status& why);
@@ -113,6 +132,19 @@ class WireStream final : public PageStream {
   uint64_t replies_ ABSL_GUARDED_BY(mu_) = 0;
   std::string tenant_ ABSL_GUARDED_BY(mu_);
   std::chrono::steady_clock::time_point last_progress_ ABSL_GUARDED_BY(mu_);
+
+  // The read role and what it owns: the bytes read and not yet handed out, [rstart_, rend_).
+  Mutex read_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  std::vector<uint8_t> rbuf_ ABSL_GUARDED_BY(read_mu_);
+  size_t rstart_ ABSL_GUARDED_BY(read_mu_) = 0;
+  size_t rend_ ABSL_GUARDED_BY(read_mu_) = 0;
+  int wake_fd_ = -1;                      // eventfd: a waiter pulls the idle reader out of its poll
+  std::atomic<int> waiters_{0};           // threads inside Wait
+  std::atomic<int64_t> last_wait_ns_{0};  // steady clock when a waiter last left Wait
+  std::atomic<bool> idle_reading_{false};
+  // Set (release) once the connection and its TLS session are up and HELLO is sent: fd_ and
+  // session_ may be read by a reader only from then on.
+  std::atomic<bool> readable_{false};
 
   std::thread writer_;
   std::thread reader_;
