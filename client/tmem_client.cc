@@ -168,6 +168,18 @@ absl::StatusOr<PoolRef> TmemClient::CreatePool(uint32_t page_bytes) {
 }
 
 absl::StatusOr<uint32_t> TmemClient::Prepare(Server& s, Pool& pool) {
+  bool flushes_waiting;
+  {
+    MutexLock lock(&s.mu);
+    flushes_waiting = !s.deferred.empty();
+  }
+  // Flushes travel on their own calls: every put sent here before them is settled first, so
+  // that none lands after a flush meant to follow it (and a failed one's flushes join the queue).
+  // A server that leaves puts unanswered that long hangs: the flushes wait for a later call
+  // (this one misses or drops, as a call to a hung server does) rather than cost a second timeout.
+  if (flushes_waiting && !SettlePuts(s, 0, nullptr, /*all=*/true)) {
+    return absl::UnavailableError(absl::StrCat(s.address, " left puts unanswered; its flushes wait"));
+  }
   MutexLock lock(&s.mu);
   // Deferred flushes first, in order: nothing may reach this server before them.
   while (!s.deferred.empty()) {
@@ -403,17 +415,94 @@ absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {
       sent.push_back({part.server, &part.items, at, end, stream, stream->SubmitPut(*id, views)});
     }
   }
-  for (Sent& x : sent) {
-    absl::StatusOr<tmem::v1::SessionResponse> reply = x.stream->Wait(*x.op, deadline);
-    NoteReply(*members->list[x.server], ref, reply);
-    if (!reply.ok() || reply->code() != 0) {
-      forget(x.server, *x.items, x.at, x.end);
-      TMEM_LOG_RATE_LIMITED(Warning) << "puts to " << members->list[x.server]->address << " dropped: "
-                                     << (reply.ok() ? reply->message() : std::string(reply.status().message()));
+  if (options_.max_unacked_put_batches <= 0) {
+    for (Sent& x : sent) {
+      absl::StatusOr<tmem::v1::SessionResponse> reply = x.stream->Wait(*x.op, deadline);
+      NoteReply(*members->list[x.server], ref, reply);
+      if (!reply.ok() || reply->code() != 0) {
+        forget(x.server, *x.items, x.at, x.end);
+        TMEM_LOG_RATE_LIMITED(Warning) << "puts to " << members->list[x.server]->address << " dropped: "
+                                       << (reply.ok() ? reply->message() : std::string(reply.status().message()));
+      }
+    }
+  } else {
+    // Sent: settled later (SettlePuts), with what that needs; the oldest are waited for once
+    // more than the window are unanswered.
+    std::vector<Server*> touched;
+    for (Sent& x : sent) {
+      UnackedPut u{x.stream, x.op, ref, {}, deadline};
+      u.handles.reserve(x.end - x.at);
+      for (size_t k = x.at; k < x.end; ++k) {
+        const PagePut& p = pages[(*x.items)[k]];
+        u.handles.emplace_back(std::string(p.object), p.index);
+      }
+      Server* s = members->list[x.server];
+      {
+        MutexLock lock(&s->unacked_mu);
+        s->unacked.push_back(std::move(u));
+      }
+      if (std::find(touched.begin(), touched.end(), s) == touched.end()) touched.push_back(s);
+    }
+    for (Server* s : touched) {
+      SettlePuts(*s, static_cast<size_t>(options_.max_unacked_put_batches), nullptr, /*all=*/false);
     }
   }
   if (dropped > 0) counters_.puts_dropped.fetch_add(dropped, std::memory_order_relaxed);
   return absl::OkStatus();
+}
+
+bool TmemClient::SettlePuts(Server& s, size_t keep, const PageStream* keep_stream, bool all) {
+  MutexLock settle(&s.settle_mu);
+  std::vector<UnackedPut> todo;
+  {
+    MutexLock lock(&s.unacked_mu);
+    if (s.unacked.empty()) return true;
+    std::deque<UnackedPut> rest;
+    for (UnackedPut& u : s.unacked) {
+      const bool must = all || (keep_stream != nullptr && u.stream.get() != keep_stream);
+      if (must || u.op->finished()) {
+        todo.push_back(std::move(u));
+      } else {
+        rest.push_back(std::move(u));
+      }
+    }
+    while (rest.size() > keep) {
+      todo.push_back(std::move(rest.front()));
+      rest.pop_front();
+    }
+    s.unacked.swap(rest);
+  }
+  bool answered = true;
+  for (UnackedPut& u : todo) answered = SettlePut(s, u) && answered;
+  return answered;
+}
+
+bool TmemClient::SettlePut(Server& s, UnackedPut& u) {
+  // A broken stream answers nothing more: its unanswered puts failed (no wait for their deadline).
+  absl::StatusOr<tmem::v1::SessionResponse> reply =
+      !u.op->finished() && u.stream->broken() && u.op->Abandon()
+          ? absl::StatusOr<tmem::v1::SessionResponse>(absl::UnavailableError("the stream broke before the reply"))
+          : u.stream->Wait(*u.op, u.deadline);
+  NoteReply(s, u.ref, reply);
+  if (reply.ok() && reply->code() == 0) return true;
+  // The put did not arrive: its handles' older versions on this server are flushed before
+  // anything else reaches it (put-put-get), as for a put that failed at once.
+  TMEM_LOG_RATE_LIMITED(Warning) << "puts to " << s.address << " dropped: "
+                                 << (reply.ok() ? reply->message() : std::string(reply.status().message()));
+  const size_t n = u.handles.size();
+  {
+    MutexLock lock(&s.mu);
+    for (auto& [object, index] : u.handles) {
+      DeferFlush(s, {DeferredFlush::Kind::kPage, u.ref, std::move(object), index});
+    }
+  }
+  counters_.flushes_deferred.fetch_add(n, std::memory_order_relaxed);
+  counters_.puts_dropped.fetch_add(n, std::memory_order_relaxed);
+  return !absl::IsDeadlineExceeded(reply.status());
+}
+
+void TmemClient::WaitForPuts() {
+  for (Server* s : AllServers()) SettlePuts(*s, 0, nullptr, /*all=*/true);
 }
 
 absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<const PageGet> gets) {
@@ -444,8 +533,25 @@ absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<co
   uint64_t unreachable = 0;
   for (const Part& part : parts) {
     Server& s = *members->list[part.server];
+    // A put this caller sent earlier on another stream (one that broke since) is settled before
+    // the get goes: had it failed, its flush must reach the server first. On the same stream the
+    // server runs them in order anyway.
+    const PageStream* current = nullptr;
+    {
+      MutexLock lock(&s.mu);
+      if (part.stream < s.streams.size() && s.streams[part.stream] != nullptr && !s.streams[part.stream]->broken()) {
+        current = s.streams[part.stream].get();
+      }
+    }
+    SettlePuts(s, SIZE_MAX, current, /*all=*/current == nullptr);
     absl::StatusOr<uint32_t> id = Prepare(s, *pool);
     std::shared_ptr<PageStream> stream = id.ok() ? StreamFor(s, part.stream) : nullptr;
+    if (stream != nullptr && stream.get() != current) {
+      // The stream changed meanwhile: settle what went on another one, then deliver its flushes.
+      SettlePuts(s, SIZE_MAX, stream.get(), /*all=*/false);
+      id = Prepare(s, *pool);
+      if (!id.ok()) stream = nullptr;
+    }
     if (stream == nullptr) {
       unreachable += part.items.size();
       continue;
@@ -569,6 +675,7 @@ absl::Status TmemClient::DestroyPool(PoolRef ref) {
   }
   absl::Status first;
   for (Server* s : AllServers()) {
+    SettlePuts(*s, 0, nullptr, /*all=*/true);  // no put of the pool lands after its destruction
     std::shared_ptr<tmem::v1::PagePoolClient> rpc;
     uint32_t id;
     {

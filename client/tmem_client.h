@@ -68,6 +68,12 @@ struct ClientOptions {
   int64_t reconnect_min_ms = 50;
   int64_t reconnect_max_ms = 2000;
   int max_batch_pages = 256;  // pages per operation on the wire (the server's limit)
+  // Put batches per server sent and not yet answered: PutPages returns once its pages are sent,
+  // as the kernel's cleancache put does not wait for its page to be stored; their replies are
+  // read later, and a put that failed is settled then (counted, its handles' older versions
+  // flushed). A put is always settled before a flush or a get could overtake it (docs/client.md).
+  // 0: PutPages waits for every reply before it returns.
+  int max_unacked_put_batches = 16;
   TlsClientOptions tls;       // empty: plaintext (tmemd allows it on loopback only)
   // How pages travel: "auto" (the page wire protocol where the server offers it, found through
   // ServerInfo; gRPC Session streams otherwise), "wire" (the same, but a server that offers no
@@ -104,6 +110,8 @@ class TmemClient {
     std::span<const uint8_t> page;
   };
   absl::Status PutPages(PoolRef pool, std::span<const PagePut> pages);
+  // Waits until every put sent so far is answered and settled (tests, tools, a clean exit).
+  void WaitForPuts();
   struct PageGet {
     std::string_view object;
     uint64_t index = 0;
@@ -184,6 +192,14 @@ class TmemClient {
   // The server's page wire protocol port for this client (0: none), asked through ServerInfo once
   // per connection; -1 when the server did not answer. The caller holds server.mu.
   int WirePortOf(Server& server);
+  struct UnackedPut;
+  // Settles `server`'s unanswered put batches: every one already answered; then, waiting for
+  // them, every one not sent on `keep_stream` (all when it is null and `all`), and the oldest
+  // while more than `keep` wait. Takes no lock of the caller's. False when a put waited for got
+  // no reply in time (the server hangs).
+  bool SettlePuts(Server& server, size_t keep, const PageStream* keep_stream, bool all);
+  // False when the put got no reply in time.
+  bool SettlePut(Server& server, UnackedPut& put);
   // Records what a reply (or its absence) says about `server`.
   void NoteReply(Server& server, PoolRef pool, const absl::StatusOr<tmem::v1::SessionResponse>& reply);
   // Makes `server` ready for calls on `pool`: replays deferred flushes, creates the pool there if

@@ -6,6 +6,7 @@
 #define TMEM_CLIENT_TMEM_CLIENT_PARTS_H_
 
 #include <array>
+#include <deque>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -66,6 +67,15 @@ struct TmemClient::Pool {
   std::string hash_key;  // what rendezvous hashing sees: stable for shared pools across clients
 };
 
+// A put batch sent and not answered yet (max_unacked_put_batches): what settling it needs.
+struct TmemClient::UnackedPut {
+  std::shared_ptr<PageStream> stream;
+  std::shared_ptr<PageStream::Op> op;
+  PoolRef ref = 0;
+  std::vector<std::pair<std::string, uint64_t>> handles;  // flushed on this server if it failed
+  std::chrono::steady_clock::time_point deadline;
+};
+
 struct TmemClient::Server {
   std::string address;
   // Held across the replay of deferred flushes and pool creation, so that nothing else reaches
@@ -86,6 +96,14 @@ struct TmemClient::Server {
   // No stream is opened before this; the wait doubles while the server stays unreachable.
   std::chrono::steady_clock::time_point next_connect ABSL_GUARDED_BY(mu);
   int64_t backoff_ms ABSL_GUARDED_BY(mu) = 0;
+  // Put batches sent here and not settled, oldest first. A leaf: never held while waiting,
+  // settling or taking another lock (but an op's own, to ask whether it finished).
+  // settle_mu is held while puts are settled (waiting for their replies, queueing flushes), so
+  // that a caller who needs a put settled finds it settled, not in another thread's hands.
+  // Order: settle_mu -> mu; unacked_mu is a leaf.
+  Mutex settle_mu ABSL_ACQUIRED_BEFORE(mu);
+  Mutex unacked_mu;
+  std::deque<UnackedPut> unacked ABSL_GUARDED_BY(unacked_mu);
 };
 
 // The parts of one batch: the pages bound for one server and one of its streams. A handle's

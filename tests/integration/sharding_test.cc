@@ -319,6 +319,7 @@ TEST_P(ShardingTest, ReconnectsToADownServerBackOff) {
     if (client_->ServerFor(*pool, "d" + std::to_string(k)) == 0) on0.push_back("d" + std::to_string(k));
   }
   for (const auto& o : on0) ASSERT_TRUE(client_->Put(*pool, o, 0, PageFor(o, 0, 1)).ok());
+  client_->WaitForPuts();  // stored before the crash (none to flush afterwards)
   kill(procs_[0].pid, SIGKILL);
   WaitExit(procs_[0]);
   procs_[0].pid = -1;
@@ -356,6 +357,7 @@ TEST_P(ShardingTest, APutThatCannotArriveLeavesNoOlderVersionToBeRead) {
   procs_[1].pid = -1;
   const uint64_t dropped = client_->counters().puts_dropped.load();
   ASSERT_TRUE(client_->Put(*pool, object, 0, PageFor(object, 0, 2)).ok());
+  client_->WaitForPuts();  // puts are answered later: settle it
   EXPECT_EQ(client_->counters().puts_dropped.load(), dropped + 1);
   procs_[1] = StartServer(1);
   ASSERT_TRUE(WaitOpen(1)) << ReadLog(procs_[1]);
