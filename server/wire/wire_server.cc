@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -12,6 +13,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <list>
 #include <utility>
 
@@ -62,6 +64,11 @@ struct WireServer::Loop {
   std::vector<uint8_t> cipher_in;  // TLS: one recv's records
   std::vector<uint8_t> scratch;    // GET pages on their way into replies, shared by the loop's connections
   Clock::time_point next_tick;
+  // Connections another loop accepted and gave to this one (fd, listener index): connections
+  // are spread over the loops at accept, the loop with the fewest open taking the next one, so
+  // that a burst of connects does not land on whichever loop woke first.
+  Mutex incoming_mu;
+  std::vector<std::pair<int, int>> incoming ABSL_GUARDED_BY(incoming_mu);
 };
 
 WireServer::WireServer(const WireServerOptions& options) : options_(options) {}
@@ -108,7 +115,13 @@ absl::StatusOr<std::unique_ptr<WireServer>> WireServer::Start(const WireServerOp
     }
     s->loops_.push_back(std::move(loop));
   }
-  for (auto& loop : s->loops_) s->threads_.emplace_back([p = s.get(), l = loop.get()] { p->RunLoop(*l); });
+  for (size_t i = 0; i < s->loops_.size(); ++i) {
+    s->threads_.emplace_back([p = s.get(), l = s->loops_[i].get(), i] {
+      const std::string name = absl::StrCat("tmem-wire-", i);
+      pthread_setname_np(pthread_self(), name.c_str());
+      p->RunLoop(*l);
+    });
+  }
   return s;
 }
 
@@ -140,6 +153,13 @@ void WireServer::Stop() {
   for (auto& loop : loops_) {
     ::close(loop->epoll_fd);
     ::close(loop->wake_fd);
+    MutexLock lock(&loop->incoming_mu);
+    for (const auto& [fd, index] : loop->incoming) {
+      ::close(fd);
+      open_.fetch_sub(1, std::memory_order_relaxed);
+      loop->counters.connections_open.fetch_sub(1, std::memory_order_relaxed);
+    }
+    loop->incoming.clear();
   }
   MutexLock lock(&spare_mu_);
   if (spare_fd_ >= 0) ::close(spare_fd_);
@@ -147,6 +167,12 @@ void WireServer::Stop() {
 }
 
 int64_t WireServer::connections_open() const { return open_.load(std::memory_order_relaxed); }
+
+std::vector<int64_t> WireServer::connections_by_loop() const {
+  std::vector<int64_t> out;
+  for (const auto& l : loops_) out.push_back(l->counters.connections_open.load(std::memory_order_relaxed));
+  return out;
+}
 
 namespace {
 
@@ -345,6 +371,7 @@ void WireServer::RunLoop(Loop& L) {
     }
     set_interest(c);
   };
+  std::function<void(int, int)> adopt;
   auto accept_on = [&](int index) {
     const int lfd = listen_fds_[static_cast<size_t>(index)];
     while (true) {
@@ -370,7 +397,30 @@ void WireServer::RunLoop(Loop& L) {
         ::close(fd);
         continue;
       }
-      L.counters.connections_open.fetch_add(1, std::memory_order_relaxed);
+      // To the loop with the fewest connections open (this one on a tie).
+      Loop* target = &L;
+      for (auto& other : loops_) {
+        if (other->counters.connections_open.load(std::memory_order_relaxed) <
+            target->counters.connections_open.load(std::memory_order_relaxed)) {
+          target = other.get();
+        }
+      }
+      target->counters.connections_open.fetch_add(1, std::memory_order_relaxed);
+      if (target != &L) {
+        {
+          MutexLock lock(&target->incoming_mu);
+          target->incoming.emplace_back(fd, index);
+        }
+        const uint64_t one = 1;
+        [[maybe_unused]] ssize_t n = ::write(target->wake_fd, &one, sizeof(one));
+        continue;
+      }
+      adopt(fd, index);
+    }
+  };
+  // A connection accepted for this loop (connections_open already counts it).
+  adopt = [&](int fd, int index) {
+    {
       int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
       L.connections.emplace_back();
@@ -386,7 +436,7 @@ void WireServer::RunLoop(Loop& L) {
           TMEM_LOG(Warning) << "wire: TLS session: " << s.status().message();
           close_conn(c);
           L.connections.erase(c.self);
-          continue;
+          return;
         }
         c.session = std::move(*s);
       } else {
@@ -423,7 +473,17 @@ void WireServer::RunLoop(Loop& L) {
     touched.clear();
     for (int i = 0; i < n; ++i) {
       auto* p = static_cast<Pollable*>(events[i].data.ptr);
-      if (p->kind == Pollable::Kind::kWake) continue;
+      if (p->kind == Pollable::Kind::kWake) {
+        uint64_t count;
+        [[maybe_unused]] ssize_t r = ::read(L.wake_fd, &count, sizeof(count));
+        std::vector<std::pair<int, int>> given;
+        {
+          MutexLock lock(&L.incoming_mu);
+          given.swap(L.incoming);
+        }
+        for (const auto& [fd, index] : given) adopt(fd, index);
+        continue;
+      }
       if (p->kind == Pollable::Kind::kListener) {
         accept_on(p->index);
         continue;

@@ -71,6 +71,9 @@ class WireServer {
   // The bound ports, in the order of options.listeners.
   const std::vector<int>& ports() const { return ports_; }
   int64_t connections_open() const;
+  // Connections open on each event loop (they are spread at accept: the loop with the fewest
+  // takes the next one).
+  std::vector<int64_t> connections_by_loop() const;
   void VisitStats(StatsVisitor& v) const;
 
   struct Loop;  // wire_server.cc

@@ -133,6 +133,22 @@ TEST_F(WireServerTest, PipelinedRequestsWaitingForRepliesToDrainAreAllAnswered) 
   }
 }
 
+TEST_F(WireServerTest, ABurstOfConnectionsIsSpreadOverTheLoops) {
+  Start([](WireServerOptions& o) { o.threads = 4; });
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 16; ++i) clients.push_back(std::make_unique<Client>(port()));
+  for (auto& c : clients) c->Hello();  // every connection accepted and served
+  const std::vector<int64_t> by_loop = server_->connections_by_loop();
+  ASSERT_EQ(by_loop.size(), 4u);
+  int64_t total = 0;
+  for (int64_t n : by_loop) {
+    total += n;
+    EXPECT_GE(n, 3) << "a loop got too few of 16 connections";
+    EXPECT_LE(n, 5) << "a loop got too many of 16 connections";
+  }
+  EXPECT_EQ(total, 16);
+}
+
 TEST_F(WireServerTest, BeforeHelloOnlyHelloIsReadAndALargeBodyIsNeverWaitedFor) {
   Start();
   Client c(port());
