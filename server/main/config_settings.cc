@@ -90,6 +90,9 @@ Table<Config>* BuildConfigSettings() {
               "tenants lists it.")
       .Int("index_cache_entries", "index-cache-entries", &Config::index_cache_entries, 0, int64_t{1} << 32,
            "Page index entries kept in RAM (about 100 bytes each; 0 turns the cache off).")
+      .Size("index_write_buffer", "index-write-buffer", &Config::index_write_buffer_bytes, 1 << 20, uint64_t{1} << 30,
+            "RocksDB memtable size of the page index (up to three are held: count 3x this in tmemd's memory). "
+            "Larger ones flush and compact less often.")
       .Int("index_write_behind", "index-write-behind", &Config::index_write_behind, 0, int64_t{1} << 24,
            "Page index writes accepted ahead of RocksDB and applied in batches (write-behind; readers see them at "
            "once; tmem_index_pending_writes). A put that finds this many waiting applies them itself. 0: every "

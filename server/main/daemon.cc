@@ -260,6 +260,7 @@ int Run(const Config& c, const DaemonHooks& hooks) {
   eo.metadata_dir = c.metadata_dir;
   eo.index_cache_entries = c.index_cache_entries;
   eo.index_write_behind = c.index_write_behind;
+  eo.index_write_buffer_bytes = c.index_write_buffer_bytes;
   eo.ram_cache_bytes = c.ram_cache_bytes;
   auto engine = pool::PoolEngine::Open(eo);
   if (!engine.ok()) {
