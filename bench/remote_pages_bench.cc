@@ -260,11 +260,15 @@ int main(int argc, char** argv) {
   if (grpc_client) puts_to(*grpc_client, grpc_pool, per_thread);
   // The second pass, each server's CPU measured around its own phase.
   double cpu0 = CpuSeconds(f.tmemd_pid);
+  double self0 = CpuSeconds(::getpid());
   const double tmem_put_s = tmem_puts();
   const double tmem_put_cpu = CpuSeconds(f.tmemd_pid) - cpu0;
+  const double tmem_client_cpu = CpuSeconds(::getpid()) - self0;
   cpu0 = CpuSeconds(f.memcached_pid);
+  self0 = CpuSeconds(::getpid());
   const double mc_put_s = mc_puts();
   const double mc_put_cpu = CpuSeconds(f.memcached_pid) - cpu0;
+  const double mc_client_cpu = CpuSeconds(::getpid()) - self0;
   if (grpc_client) std::printf("grpc_put_pages_per_s %.0f\n", total / puts_to(*grpc_client, grpc_pool, per_thread));
   if (tls_client) std::printf("tls_put_pages_per_s %.0f\n", total / puts_to(*tls_client, tls_pool, per_thread));
   std::printf("tmemd_put_first_pass_pages_per_s %.0f\nmemcached_put_first_pass_pages_per_s %.0f\n",
@@ -273,6 +277,9 @@ int main(int argc, char** argv) {
   if (f.tmemd_pid > 0 && f.memcached_pid > 0) {
     std::printf("tmemd_put_cpu_us_per_page %.2f\nmemcached_put_cpu_us_per_page %.2f\n", tmem_put_cpu * 1e6 / total,
                 mc_put_cpu * 1e6 / total);
+    // The clients' own CPU in the same phases (this process: libtmemclient vs libmemcached).
+    std::printf("tmem_client_put_cpu_us_per_page %.2f\nmemcached_client_put_cpu_us_per_page %.2f\n",
+                tmem_client_cpu * 1e6 / total, mc_client_cpu * 1e6 / total);
   }
   if (!f.sink.empty()) {
     auto [sink, sink_pool] = connect(f.sink, {}, "grpc");  // the sink speaks gRPC only

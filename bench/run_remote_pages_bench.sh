@@ -138,6 +138,10 @@ if "tmemd_put_cpu_us_per_page" in e:
           f"{f('tmemd_get_cpu_us_per_page'):.2f} (device), "
           f"{f('ram_get_cpu_us_per_page') if 'ram_get_cpu_us_per_page' in e else float('nan'):.2f} (DRAM tier), "
           f"memcached {f('memcached_get_cpu_us_per_page'):.2f}")
+if "tmem_client_put_cpu_us_per_page" in e:
+    print(f"{'client CPU per put page, microseconds':46} {'':8}  {'':7}      libtmemclient "
+          f"{f('tmem_client_put_cpu_us_per_page'):.2f}, libmemcached {f('memcached_client_put_cpu_us_per_page'):.2f} "
+          f"(the bench process, same phases)")
 if "tmemd_write_amplification" in e:
     print(f"{'write amplification (device bytes / put bytes)':46} {f('tmemd_write_amplification'):8.3f}  {'':7}      "
           f"{f('tmemd_pages_put'):.0f} pages put; DRAM-tier tmemd {f('ram_write_amplification'):.3f} over "

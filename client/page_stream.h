@@ -150,6 +150,9 @@ class PageStream {
   // Waits until `deadline` for the reply of `op`. A reply's own code is not interpreted here.
   // Errors: UNAVAILABLE (stream broken), DEADLINE_EXCEEDED (no reply in time).
   virtual absl::StatusOr<tmem::v1::SessionResponse> Wait(Op& op, std::chrono::steady_clock::time_point deadline) = 0;
+  // Waits until `op` is answered (or the stream broke, or `deadline`) without taking its result,
+  // which a later Wait still returns. True once answered.
+  virtual bool Await(Op& op, std::chrono::steady_clock::time_point deadline) { return op.WaitUntil(deadline); }
   // Breaks the stream (as a failure would).
   virtual void Cancel() = 0;
   // True once the stream failed or was cancelled: the owner should open a new one.

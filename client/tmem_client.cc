@@ -443,16 +443,41 @@ absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {
       }
       if (std::find(touched.begin(), touched.end(), s) == touched.end()) touched.push_back(s);
     }
+    // Past the window, this call waits for its own puts' replies (each caller reads its own
+    // streams, in parallel); then what is answered is settled, unless another thread is at it.
+    const size_t window = static_cast<size_t>(options_.max_unacked_put_batches);
     for (Server* s : touched) {
-      SettlePuts(*s, static_cast<size_t>(options_.max_unacked_put_batches), nullptr, /*all=*/false);
+      bool over;
+      {
+        MutexLock lock(&s->unacked_mu);
+        over = s->unacked.size() > window;
+      }
+      if (!over) continue;
+      for (Sent& x : sent) {
+        if (members->list[x.server] == s) x.stream->Await(*x.op, deadline);
+      }
     }
+    for (Server* s : touched) SettlePuts(*s, SIZE_MAX, nullptr, /*all=*/false);
   }
   if (dropped > 0) counters_.puts_dropped.fetch_add(dropped, std::memory_order_relaxed);
   return absl::OkStatus();
 }
 
 bool TmemClient::SettlePuts(Server& s, size_t keep, const PageStream* keep_stream, bool all) {
+  // Settling what is answered, after a put, is housekeeping: a thread that finds another
+  // settling goes on instead of queueing behind its wait.
+  const bool optional = keep_stream == nullptr && !all;
+  if (optional) {
+    if (!s.settle_mu.TryLock()) return true;
+    const bool answered = SettlePutsLocked(s, keep, keep_stream, all);
+    s.settle_mu.Unlock();
+    return answered;
+  }
   MutexLock settle(&s.settle_mu);
+  return SettlePutsLocked(s, keep, keep_stream, all);
+}
+
+bool TmemClient::SettlePutsLocked(Server& s, size_t keep, const PageStream* keep_stream, bool all) {
   std::vector<UnackedPut> todo;
   {
     MutexLock lock(&s.unacked_mu);

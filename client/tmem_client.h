@@ -72,8 +72,9 @@ struct ClientOptions {
   // as the kernel's cleancache put does not wait for its page to be stored; their replies are
   // read later, and a put that failed is settled then (counted, its handles' older versions
   // flushed). A put is always settled before a flush or a get could overtake it (docs/client.md).
-  // 0: PutPages waits for every reply before it returns.
-  int max_unacked_put_batches = 16;
+  // 0: PutPages waits for every reply before it returns. (64 batches of 32 pages: 8 MiB sent
+  // ahead of its replies per server.)
+  int max_unacked_put_batches = 64;
   TlsClientOptions tls;       // empty: plaintext (tmemd allows it on loopback only)
   // How pages travel: "auto" (the page wire protocol where the server offers it, found through
   // ServerInfo; gRPC Session streams otherwise), "wire" (the same, but a server that offers no
@@ -198,6 +199,7 @@ class TmemClient {
   // while more than `keep` wait. Takes no lock of the caller's. False when a put waited for got
   // no reply in time (the server hangs).
   bool SettlePuts(Server& server, size_t keep, const PageStream* keep_stream, bool all);
+  bool SettlePutsLocked(Server& server, size_t keep, const PageStream* keep_stream, bool all);
   // False when the put got no reply in time.
   bool SettlePut(Server& server, UnackedPut& put);
   // Records what a reply (or its absence) says about `server`.

@@ -148,7 +148,7 @@ int64_t NowNs() {
 }
 }  // namespace
 
-absl::StatusOr<tmem::v1::SessionResponse> WireStream::Wait(Op& op, std::chrono::steady_clock::time_point deadline) {
+bool WireStream::Await(Op& op, std::chrono::steady_clock::time_point deadline) {
   waiters_.fetch_add(1, std::memory_order_acq_rel);
   while (!op.finished()) {
     const auto now = std::chrono::steady_clock::now();
@@ -177,7 +177,11 @@ absl::StatusOr<tmem::v1::SessionResponse> WireStream::Wait(Op& op, std::chrono::
   }
   last_wait_ns_.store(NowNs(), std::memory_order_release);
   waiters_.fetch_sub(1, std::memory_order_acq_rel);
-  if (op.finished()) return op.Take();
+  return op.finished();
+}
+
+absl::StatusOr<tmem::v1::SessionResponse> WireStream::Wait(Op& op, std::chrono::steady_clock::time_point deadline) {
+  if (Await(op, deadline)) return op.Take();
   // Given up: from now on the reader writes nothing into the op's buffers (unless it finished).
   if (!op.Abandon()) return op.Take();
   bool stalled = false;

@@ -75,6 +75,8 @@ class WireStream final : public PageStream {
   // caller holds them (one sendmsg; TLS: records made from them), without a copy of its own.
   std::shared_ptr<Op> SubmitPut(uint32_t pool_id, std::span<const PutView> pages) override;
   absl::StatusOr<tmem::v1::SessionResponse> Wait(Op& op, std::chrono::steady_clock::time_point deadline) override;
+  // Reads for `op` as Wait does (taking the read role when free).
+  bool Await(Op& op, std::chrono::steady_clock::time_point deadline) override;
   void Cancel() override;
   bool broken() const override;
   uint64_t replies() const override;
