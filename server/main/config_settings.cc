@@ -51,6 +51,11 @@ Table<Config>* BuildConfigSettings() {
            "The whole stop on SIGTERM (calls in flight, then writing buffered pages and the index) must end "
            "within this; past it (a hung device) tmemd exits 1 without a clean stop, and the next start drops "
            "every page. Keep it above shutdown_timeout_ms and below the supervisor's grace period.")
+      .Int("pool.write_buffers", "pool-write-buffers", &Config::pool_write_buffers, 2, 256,
+           "RAM write buffers of the page log, one segment each: one takes appends while the others are written. "
+           "Puts wait for room (tmem_put_room_waits_total) when every one is in flight.")
+      .Int("pool.flushers", "pool-flushers", &Config::pool_flushers, 1, 64,
+           "Threads writing the page log's full buffers; each keeps one segment write in flight.")
       .Int("pool.put_wait_ms", "put-wait-ms", &Config::pool_put_wait_ms, 0, 60'000,
            "How long a put waits for room in the page log (no lock held) before the page is dropped and "
            "counted in tmem_puts_dropped_no_room_total.")

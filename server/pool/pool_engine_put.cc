@@ -145,7 +145,16 @@ void PoolEngine::PutPages(Pool& pool, std::span<const PagePut> pages) {
       handled = PutLocked(pool, chunk, keys, out_of_time, &dropped, &no_room_generation, &error);
     }
     first += handled;
-    if (handled < chunk.size() && !log_->WaitForProgress(no_room_generation, deadline)) {
+    bool room = true;
+    if (handled < chunk.size()) {
+      const auto waited_from = std::chrono::steady_clock::now();
+      room = log_->WaitForProgress(no_room_generation, deadline);
+      counters_.put_room_waits.fetch_add(1, std::memory_order_relaxed);
+      counters_.put_room_wait_us.fetch_add(
+          std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - waited_from).count(),
+          std::memory_order_relaxed);
+    }
+    if (!room) {
       // No room within the bound: the rest is dropped (older versions removed), never waited for.
       if (!out_of_time) {
         counters_.puts_dropped_no_room.fetch_add(pages.size() - first, std::memory_order_relaxed);
