@@ -455,8 +455,8 @@ void PoolEngine::VisitStats(StatsVisitor& v) const {
             counters_.puts_dropped_no_room.load(std::memory_order_relaxed), none);
   v.Counter("put_room_waits", "Times a put waited for room in the page log (every write buffer in flight).",
             counters_.put_room_waits.load(std::memory_order_relaxed), none);
-  v.Counter("put_room_wait_microseconds", "Time puts spent waiting for room in the page log.",
-            counters_.put_room_wait_us.load(std::memory_order_relaxed), none);
+  v.Gauge("put_room_wait_seconds", "Seconds puts have waited for room in the page log since the start (only grows).",
+          static_cast<double>(counters_.put_room_wait_us.load(std::memory_order_relaxed)) / 1e6, none);
   v.Counter("puts_dropped_index_error", "Puts dropped because the page index had a background error.",
             counters_.puts_dropped_index_error.load(std::memory_order_relaxed), none);
   v.Gauge("instance_id", "Instance id of this run (increases at every start).", static_cast<double>(instance_id()),
