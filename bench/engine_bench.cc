@@ -38,7 +38,7 @@ struct Flags {
   // The DRAM tier is off unless asked for: RAM per cached page is measured without it (its bytes
   // are a setting, counted apart).
   uint64_t ram_cache_mb = 0;
-  int64_t index_write_behind = -1;  // -1: the engine's default
+  int64_t index_write_behind = -1;   // -1: the engine's default
   int64_t index_cache_entries = -1;  // -1: the engine's default
   int readers = 32;
   int writers = 2;

@@ -75,7 +75,7 @@ struct ClientOptions {
   // 0: PutPages waits for every reply before it returns. (64 batches of 32 pages: 8 MiB sent
   // ahead of its replies per server.)
   int max_unacked_put_batches = 64;
-  TlsClientOptions tls;       // empty: plaintext (tmemd allows it on loopback only)
+  TlsClientOptions tls;  // empty: plaintext (tmemd allows it on loopback only)
   // How pages travel: "auto" (the page wire protocol where the server offers it, found through
   // ServerInfo; gRPC Session streams otherwise), "wire" (the same, but a server that offers no
   // wire port is unreachable), "grpc" (Session streams only).

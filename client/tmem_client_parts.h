@@ -6,9 +6,9 @@
 #define TMEM_CLIENT_TMEM_CLIENT_PARTS_H_
 
 #include <array>
-#include <deque>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>

@@ -105,7 +105,8 @@ TEST_F(WireStreamTest, ThreadsSharingOneConnectionEachGetTheirOwnReplies) {
 // second reply comes after the reading thread has its own and leaves, and its waiter must take
 // the read role then (it is woken when the role is free).
 TEST_F(WireStreamTest, AReplyThatComesAfterTheReadingWaiterLeftReachesItsWaiter) {
-  for (uint64_t i = 0; i < 256; ++i) ASSERT_TRUE(engine_->Put(pool_, "big", i, MakePage(4096, pool_, "big", i, 1)).ok());
+  for (uint64_t i = 0; i < 256; ++i)
+    ASSERT_TRUE(engine_->Put(pool_, "big", i, MakePage(4096, pool_, "big", i, 1)).ok());
   WireStream stream(Options());
   int late = 0;
   for (int round = 0; round < 40; ++round) {

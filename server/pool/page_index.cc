@@ -376,9 +376,8 @@ absl::Status PageIndex::ApplyPendingLocked() {
   // In key order: the memtable's skip list then finds each insert's place from the last one's
   // (RocksDB keeps that splice for sequential inserts) instead of searching from the top.
   std::vector<std::pair<const std::string*, const std::optional<std::string>*>> sorted;
-  pending_.ForEachApplying([&](const std::string& key, const std::optional<std::string>& value) {
-    sorted.emplace_back(&key, &value);
-  });
+  pending_.ForEachApplying(
+      [&](const std::string& key, const std::optional<std::string>& value) { sorted.emplace_back(&key, &value); });
   std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return *a.first < *b.first; });
   rocksdb::WriteBatch batch;
   rocksdb::Status built;
@@ -562,7 +561,8 @@ void PageIndex::VisitStats(StatsVisitor& v) const {
             batches_applied_.load(std::memory_order_relaxed), none);
   v.Counter("index_write_behind_entries", "Pending page index writes applied to RocksDB.",
             entries_applied_.load(std::memory_order_relaxed), none);
-  v.Counter("index_write_behind_inline", "Writes that found the pending bound reached and applied the batch themselves.",
+  v.Counter("index_write_behind_inline",
+            "Writes that found the pending bound reached and applied the batch themselves.",
             inline_applies_.load(std::memory_order_relaxed), none);
   v.Counter("index_write_behind_failures", "Batches of pending page index writes that RocksDB refused (kept, retried).",
             apply_failures_.load(std::memory_order_relaxed), none);

@@ -51,8 +51,8 @@ TEST(PageIndexWriteBehindTest, AWriteIsReadBackBeforeRocksDbHoldsIt) {
   ASSERT_TRUE(index.ok()) << index.status();
   PageIndex& x = **index;
   ASSERT_TRUE(x.PutPage(Key(1, 1), "A").ok());
-  ASSERT_TRUE(x.WritePages({{{Key(1, 2), std::string("B")}, {Key(1, 3), std::string("C")}, {Key(1, 3), std::nullopt}}})
-                  .ok());
+  ASSERT_TRUE(
+      x.WritePages({{{Key(1, 2), std::string("B")}, {Key(1, 3), std::string("C")}, {Key(1, 3), std::nullopt}}}).ok());
   EXPECT_EQ(x.pending_writes(), 3u);  // nothing reached RocksDB yet
   EXPECT_EQ(Get(x, Key(1, 1)), "A");
   EXPECT_EQ(Get(x, Key(1, 2)), "B");
@@ -77,7 +77,7 @@ TEST(PageIndexWriteBehindTest, APendingWriteHidesAnOlderOneInRocksDb) {
   ASSERT_TRUE(x.PutPage(Key(1, 2), "A").ok());
   ASSERT_TRUE(x.ApplyPending().ok());
   ASSERT_TRUE(x.PutPage(Key(1, 1), "B").ok());  // put-put: B pending, A in RocksDB
-  ASSERT_TRUE(x.DeletePage(Key(1, 2)).ok());     // delete pending, A in RocksDB
+  ASSERT_TRUE(x.DeletePage(Key(1, 2)).ok());    // delete pending, A in RocksDB
   EXPECT_EQ(Get(x, Key(1, 1)), "B");
   EXPECT_EQ(Get(x, Key(1, 2)), std::nullopt);
   auto many = x.MultiGetPages(std::vector<std::string>{Key(1, 1), Key(1, 2)});

@@ -153,8 +153,8 @@ class PoolEngine {
     // Puts dropped after waiting put_wait_ms for room in the log (hung or failing device,
     // stalled flushers, a lease that cannot be renewed).
     std::atomic<uint64_t> puts_dropped_no_room{0};
-    std::atomic<uint64_t> put_room_waits{0};      // times a put waited for room in the log
-    std::atomic<uint64_t> put_room_wait_us{0};    // and for how long in all
+    std::atomic<uint64_t> put_room_waits{0};    // times a put waited for room in the log
+    std::atomic<uint64_t> put_room_wait_us{0};  // and for how long in all
     // Puts dropped without trying because the index had a background error.
     std::atomic<uint64_t> puts_dropped_index_error{0};
   };
