@@ -168,19 +168,33 @@ absl::StatusOr<PoolRef> TmemClient::CreatePool(uint32_t page_bytes) {
 }
 
 absl::StatusOr<uint32_t> TmemClient::Prepare(Server& s, Pool& pool) {
-  bool flushes_waiting;
   {
     MutexLock lock(&s.mu);
-    flushes_waiting = !s.deferred.empty();
+    if (s.deferred.empty()) return PoolIdLocked(s, pool);  // nothing to deliver: no ordering to keep
   }
   // Flushes travel on their own calls: every put sent here before them is settled first, so
-  // that none lands after a flush meant to follow it (and a failed one's flushes join the queue).
-  // A server that leaves puts unanswered that long hangs: the flushes wait for a later call
-  // (this one misses or drops, as a call to a hung server does) rather than cost a second timeout.
-  if (flushes_waiting && !SettlePuts(s, 0, nullptr, /*all=*/true)) {
-    return absl::UnavailableError(absl::StrCat(s.address, " left puts unanswered; its flushes wait"));
+  // that none lands after a flush meant to follow it (and a failed one's flushes join the
+  // queue). settle_mu is held until the flushes are delivered and no put is unanswered when
+  // Server::mu is taken, so a flush queued meanwhile (under Server::mu) either waits for the
+  // next Prepare or came after puts this one sees and settles. A server that leaves puts
+  // unanswered that long hangs: the flushes wait for a later call (this one misses or drops,
+  // as a call to a hung server does) rather than cost a second timeout.
+  MutexLock settle(&s.settle_mu);
+  while (true) {
+    if (!SettlePutsLocked(s, 0, nullptr, /*all=*/true, kNoIndex)) {
+      return absl::UnavailableError(absl::StrCat(s.address, " left puts unanswered; its flushes wait"));
+    }
+    MutexLock lock(&s.mu);
+    {
+      MutexLock unacked(&s.unacked_mu);
+      if (!s.unacked.empty()) continue;  // puts sent meanwhile: settle them too
+    }
+    return DeliverFlushesLocked(s, pool);
   }
-  MutexLock lock(&s.mu);
+}
+
+absl::StatusOr<uint32_t> TmemClient::DeliverFlushesLocked(Server& s, Pool& pool) {
+  s.mu.AssertHeld();
   // Deferred flushes first, in order: nothing may reach this server before them.
   while (!s.deferred.empty()) {
     const DeferredFlush& f = s.deferred.front();
@@ -236,6 +250,11 @@ absl::StatusOr<uint32_t> TmemClient::Prepare(Server& s, Pool& pool) {
     s.deferred.erase(s.deferred.begin());
     counters_.flushes_replayed.fetch_add(1, std::memory_order_relaxed);
   }
+  return PoolIdLocked(s, pool);
+}
+
+absl::StatusOr<uint32_t> TmemClient::PoolIdLocked(Server& s, Pool& pool) {
+  s.mu.AssertHeld();
   auto it = s.pool_ids.find(pool.ref);
   if (it != s.pool_ids.end()) return it->second;
   return CreateOn(s, pool);
@@ -373,6 +392,7 @@ absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {
   std::vector<Part> parts = Split(*members, *pool, pages.size(), [&](size_t i) { return pages[i].object; });
   struct Sent {
     size_t server;
+    size_t stream_index;
     const std::vector<size_t>* items;  // the part's: pages [at, end) of it were sent here
     size_t at, end;
     std::shared_ptr<PageStream> stream;
@@ -412,7 +432,7 @@ absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {
         const PagePut& p = pages[part.items[k]];
         views.push_back({p.object, p.index, p.page});
       }
-      sent.push_back({part.server, &part.items, at, end, stream, stream->SubmitPut(*id, views)});
+      sent.push_back({part.server, part.stream, &part.items, at, end, stream, stream->SubmitPut(*id, views)});
     }
   }
   if (options_.max_unacked_put_batches <= 0) {
@@ -430,7 +450,7 @@ absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {
     // more than the window are unanswered.
     std::vector<Server*> touched;
     for (Sent& x : sent) {
-      UnackedPut u{x.stream, x.op, ref, {}, deadline};
+      UnackedPut u{x.stream, x.stream_index, x.op, ref, {}, deadline};
       u.handles.reserve(x.end - x.at);
       for (size_t k = x.at; k < x.end; ++k) {
         const PagePut& p = pages[(*x.items)[k]];
@@ -463,28 +483,29 @@ absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {
   return absl::OkStatus();
 }
 
-bool TmemClient::SettlePuts(Server& s, size_t keep, const PageStream* keep_stream, bool all) {
+bool TmemClient::SettlePuts(Server& s, size_t keep, const PageStream* keep_stream, bool all, size_t index) {
   // Settling what is answered, after a put, is housekeeping: a thread that finds another
   // settling goes on instead of queueing behind its wait.
-  const bool optional = keep_stream == nullptr && !all;
+  const bool optional = index == kNoIndex && !all;
   if (optional) {
     if (!s.settle_mu.TryLock()) return true;
-    const bool answered = SettlePutsLocked(s, keep, keep_stream, all);
+    const bool answered = SettlePutsLocked(s, keep, keep_stream, all, index);
     s.settle_mu.Unlock();
     return answered;
   }
   MutexLock settle(&s.settle_mu);
-  return SettlePutsLocked(s, keep, keep_stream, all);
+  return SettlePutsLocked(s, keep, keep_stream, all, index);
 }
 
-bool TmemClient::SettlePutsLocked(Server& s, size_t keep, const PageStream* keep_stream, bool all) {
+bool TmemClient::SettlePutsLocked(Server& s, size_t keep, const PageStream* keep_stream, bool all, size_t index) {
+  s.settle_mu.AssertHeld();
   std::vector<UnackedPut> todo;
   {
     MutexLock lock(&s.unacked_mu);
     if (s.unacked.empty()) return true;
     std::deque<UnackedPut> rest;
     for (UnackedPut& u : s.unacked) {
-      const bool must = all || (keep_stream != nullptr && u.stream.get() != keep_stream);
+      const bool must = all || (index != kNoIndex && u.stream_index == index && u.stream.get() != keep_stream);
       if (must || u.op->finished()) {
         todo.push_back(std::move(u));
       } else {
@@ -558,9 +579,10 @@ absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<co
   uint64_t unreachable = 0;
   for (const Part& part : parts) {
     Server& s = *members->list[part.server];
-    // A put this caller sent earlier on another stream (one that broke since) is settled before
-    // the get goes: had it failed, its flush must reach the server first. On the same stream the
-    // server runs them in order anyway.
+    // A put of these handles sent earlier on this stream index but another stream object (one
+    // that broke since) is settled before the get goes: had it failed, its flush must reach the
+    // server first. On the same stream the server runs them in order anyway, and other stream
+    // indexes carry other handles.
     const PageStream* current = nullptr;
     {
       MutexLock lock(&s.mu);
@@ -568,12 +590,12 @@ absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<co
         current = s.streams[part.stream].get();
       }
     }
-    SettlePuts(s, SIZE_MAX, current, /*all=*/current == nullptr);
+    SettlePuts(s, SIZE_MAX, current, /*all=*/false, part.stream);
     absl::StatusOr<uint32_t> id = Prepare(s, *pool);
     std::shared_ptr<PageStream> stream = id.ok() ? StreamFor(s, part.stream) : nullptr;
     if (stream != nullptr && stream.get() != current) {
       // The stream changed meanwhile: settle what went on another one, then deliver its flushes.
-      SettlePuts(s, SIZE_MAX, stream.get(), /*all=*/false);
+      SettlePuts(s, SIZE_MAX, stream.get(), /*all=*/false, part.stream);
       id = Prepare(s, *pool);
       if (!id.ok()) stream = nullptr;
     }

@@ -195,11 +195,14 @@ class TmemClient {
   int WirePortOf(Server& server);
   struct UnackedPut;
   // Settles `server`'s unanswered put batches: every one already answered; then, waiting for
-  // them, every one not sent on `keep_stream` (all when it is null and `all`), and the oldest
+  // them, every one when `all`, or those sent on stream `index` by another stream object than
+  // `keep_stream` (a stream that broke since; all of that index when it is null), and the oldest
   // while more than `keep` wait. Takes no lock of the caller's. False when a put waited for got
   // no reply in time (the server hangs).
-  bool SettlePuts(Server& server, size_t keep, const PageStream* keep_stream, bool all);
-  bool SettlePutsLocked(Server& server, size_t keep, const PageStream* keep_stream, bool all);
+  static constexpr size_t kNoIndex = SIZE_MAX;
+  bool SettlePuts(Server& server, size_t keep, const PageStream* keep_stream, bool all, size_t index = kNoIndex);
+  // The caller holds server.settle_mu.
+  bool SettlePutsLocked(Server& server, size_t keep, const PageStream* keep_stream, bool all, size_t index);
   // False when the put got no reply in time.
   bool SettlePut(Server& server, UnackedPut& put);
   // Records what a reply (or its absence) says about `server`.
@@ -207,6 +210,9 @@ class TmemClient {
   // Makes `server` ready for calls on `pool`: replays deferred flushes, creates the pool there if
   // needed. Returns the server's pool id, or an error if it cannot be reached.
   absl::StatusOr<uint32_t> Prepare(Server& server, Pool& pool);
+  // Prepare's steps, the caller holding server.mu (and, to deliver, server.settle_mu).
+  absl::StatusOr<uint32_t> DeliverFlushesLocked(Server& server, Pool& pool);
+  absl::StatusOr<uint32_t> PoolIdLocked(Server& server, Pool& pool);
   // Creates (or, for a shared pool, joins) `pool` on `server`; the caller holds server.mu.
   absl::StatusOr<uint32_t> CreateOn(Server& server, const Pool& pool);
 

@@ -70,6 +70,7 @@ struct TmemClient::Pool {
 // A put batch sent and not answered yet (max_unacked_put_batches): what settling it needs.
 struct TmemClient::UnackedPut {
   std::shared_ptr<PageStream> stream;
+  size_t stream_index = 0;  // which of the server's streams (a handle always travels on one)
   std::shared_ptr<PageStream::Op> op;
   PoolRef ref = 0;
   std::vector<std::pair<std::string, uint64_t>> handles;  // flushed on this server if it failed
