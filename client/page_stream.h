@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -77,10 +78,16 @@ class PageStream {
       }
       return done;
     }
-    // Like WaitUntil, but also returns (false) at the first Wake() after the call.
-    bool WaitUntilWoken(std::chrono::steady_clock::time_point deadline) {
+    // Wake() calls so far: pass it to WaitUntilWoken to count a wake that comes before the wait.
+    uint64_t wakes() {
       MutexLock lock(&mu);
-      const uint64_t wakes_then = wakes_;
+      return wakes_;
+    }
+    // Like WaitUntil, but also returns (false) once Wake() was called more than `wakes_then`
+    // times (by default: at the first Wake() after the call).
+    bool WaitUntilWoken(std::chrono::steady_clock::time_point deadline, std::optional<uint64_t> since = std::nullopt) {
+      MutexLock lock(&mu);
+      const uint64_t wakes_then = since.value_or(wakes_);
       while (!done && wakes_ == wakes_then) {
         const auto now = std::chrono::steady_clock::now();
         if (now >= deadline) break;

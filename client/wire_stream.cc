@@ -153,6 +153,8 @@ bool WireStream::Await(Op& op, std::chrono::steady_clock::time_point deadline) {
   while (!op.finished()) {
     const auto now = std::chrono::steady_clock::now();
     if (now >= deadline) break;
+    // Wakes from here on count: a reader that leaves between our TryLock and our sleep wakes us.
+    const uint64_t seen = op.wakes();
     if (readable_.load(std::memory_order_acquire) && read_mu_.TryLock()) {
       // The read role: read until this op's reply came (handing out every other reply met).
       Pump p = Pump::kProgress;
@@ -173,7 +175,7 @@ bool WireStream::Await(Op& op, std::chrono::steady_clock::time_point deadline) {
       const uint64_t one = 1;
       [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof(one));
     }
-    op.WaitUntilWoken(std::min(deadline, now + std::chrono::milliseconds(2)));
+    op.WaitUntilWoken(std::min(deadline, now + std::chrono::milliseconds(2)), seen);
   }
   last_wait_ns_.store(NowNs(), std::memory_order_release);
   waiters_.fetch_sub(1, std::memory_order_acq_rel);

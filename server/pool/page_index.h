@@ -87,7 +87,8 @@ class PageIndex {
   // GetPage for many keys in one RocksDB MultiGet; results[i] answers keys[i].
   std::vector<absl::StatusOr<std::optional<std::string>>> MultiGetPages(std::span<const std::string> keys);
   absl::Status DeletePage(std::string_view key);
-  // Applies puts (value set) and deletes (no value) in order, as one write.
+  // Applies puts (value set) and deletes (no value) in order: as one RocksDB write when written
+  // through; written behind, each is visible once recorded (no caller needs the batch atomic).
   absl::Status WritePages(std::span<const std::pair<std::string, std::optional<std::string>>> ops);
   // Range deletes turn pending puts of the range into pending deletes, then delete in RocksDB,
   // with no pending write applied in between (apply_mu_).
