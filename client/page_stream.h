@@ -71,12 +71,7 @@ class PageStream {
     // Waits until `deadline`; true once done.
     bool WaitUntil(std::chrono::steady_clock::time_point deadline) {
       MutexLock lock(&mu);
-      while (!done) {
-        const auto now = std::chrono::steady_clock::now();
-        if (now >= deadline) break;
-        cv.WaitFor(&mu, deadline - now);
-      }
-      return done;
+      return WaitLocked(deadline, /*on_wake=*/false, 0);
     }
     // Wake() calls so far: pass it to WaitUntilWoken to count a wake that comes before the wait.
     uint64_t wakes() {
@@ -87,13 +82,7 @@ class PageStream {
     // times (by default: at the first Wake() after the call).
     bool WaitUntilWoken(std::chrono::steady_clock::time_point deadline, std::optional<uint64_t> since = std::nullopt) {
       MutexLock lock(&mu);
-      const uint64_t wakes_then = since.value_or(wakes_);
-      while (!done && wakes_ == wakes_then) {
-        const auto now = std::chrono::steady_clock::now();
-        if (now >= deadline) break;
-        cv.WaitFor(&mu, deadline - now);
-      }
-      return done;
+      return WaitLocked(deadline, /*on_wake=*/true, since.value_or(wakes_));
     }
     // Wakes the op's waiter without completing the op (the stream has news for it).
     void Wake() {
@@ -112,6 +101,16 @@ class PageStream {
     }
 
    private:
+    // Until done, `deadline`, or (on_wake) more than `wakes_then` wakes; true once done.
+    bool WaitLocked(std::chrono::steady_clock::time_point deadline, bool on_wake, uint64_t wakes_then)
+        ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+      while (!done && !(on_wake && wakes_ != wakes_then)) {
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= deadline) break;
+        cv.WaitFor(&mu, deadline - now);
+      }
+      return done;
+    }
     Mutex mu;
     CondVar cv;
     bool done ABSL_GUARDED_BY(mu) = false;
