@@ -181,7 +181,7 @@ absl::StatusOr<uint32_t> TmemClient::Prepare(Server& s, Pool& pool) {
   // as a call to a hung server does) rather than cost a second timeout.
   MutexLock settle(&s.settle_mu);
   while (true) {
-    if (!SettlePutsLocked(s, 0, nullptr, /*all=*/true, kNoIndex)) {
+    if (!SettlePutsLocked(s, nullptr, /*all=*/true, kNoIndex)) {
       return absl::UnavailableError(absl::StrCat(s.address, " left puts unanswered; its flushes wait"));
     }
     MutexLock lock(&s.mu);
@@ -446,8 +446,7 @@ absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {
       }
     }
   } else {
-    // Sent: settled later (SettlePuts), with what that needs; the oldest are waited for once
-    // more than the window are unanswered.
+    // Sent: settled later (SettlePuts), with what that needs.
     std::vector<Server*> touched;
     for (Sent& x : sent) {
       UnackedPut u{x.stream, x.stream_index, x.op, ref, {}, deadline};
@@ -477,27 +476,27 @@ absl::Status TmemClient::PutPages(PoolRef ref, std::span<const PagePut> pages) {
         if (members->list[x.server] == s) x.stream->Await(*x.op, deadline);
       }
     }
-    for (Server* s : touched) SettlePuts(*s, SIZE_MAX, nullptr, /*all=*/false);
+    for (Server* s : touched) SettlePuts(*s, nullptr, /*all=*/false);
   }
   if (dropped > 0) counters_.puts_dropped.fetch_add(dropped, std::memory_order_relaxed);
   return absl::OkStatus();
 }
 
-bool TmemClient::SettlePuts(Server& s, size_t keep, const PageStream* keep_stream, bool all, size_t index) {
+bool TmemClient::SettlePuts(Server& s, const PageStream* keep_stream, bool all, size_t index) {
   // Settling what is answered, after a put, is housekeeping: a thread that finds another
   // settling goes on instead of queueing behind its wait.
   const bool optional = index == kNoIndex && !all;
   if (optional) {
     if (!s.settle_mu.TryLock()) return true;
-    const bool answered = SettlePutsLocked(s, keep, keep_stream, all, index);
+    const bool answered = SettlePutsLocked(s, keep_stream, all, index);
     s.settle_mu.Unlock();
     return answered;
   }
   MutexLock settle(&s.settle_mu);
-  return SettlePutsLocked(s, keep, keep_stream, all, index);
+  return SettlePutsLocked(s, keep_stream, all, index);
 }
 
-bool TmemClient::SettlePutsLocked(Server& s, size_t keep, const PageStream* keep_stream, bool all, size_t index) {
+bool TmemClient::SettlePutsLocked(Server& s, const PageStream* keep_stream, bool all, size_t index) {
   s.settle_mu.AssertHeld();
   std::vector<UnackedPut> todo;
   {
@@ -511,10 +510,6 @@ bool TmemClient::SettlePutsLocked(Server& s, size_t keep, const PageStream* keep
       } else {
         rest.push_back(std::move(u));
       }
-    }
-    while (rest.size() > keep) {
-      todo.push_back(std::move(rest.front()));
-      rest.pop_front();
     }
     s.unacked.swap(rest);
   }
@@ -548,7 +543,7 @@ bool TmemClient::SettlePut(Server& s, UnackedPut& u) {
 }
 
 void TmemClient::WaitForPuts() {
-  for (Server* s : AllServers()) SettlePuts(*s, 0, nullptr, /*all=*/true);
+  for (Server* s : AllServers()) SettlePuts(*s, nullptr, /*all=*/true);
 }
 
 absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<const PageGet> gets) {
@@ -590,12 +585,12 @@ absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<co
         current = s.streams[part.stream].get();
       }
     }
-    SettlePuts(s, SIZE_MAX, current, /*all=*/false, part.stream);
+    SettlePuts(s, current, /*all=*/false, part.stream);
     absl::StatusOr<uint32_t> id = Prepare(s, *pool);
     std::shared_ptr<PageStream> stream = id.ok() ? StreamFor(s, part.stream) : nullptr;
     if (stream != nullptr && stream.get() != current) {
       // The stream changed meanwhile: settle what went on another one, then deliver its flushes.
-      SettlePuts(s, SIZE_MAX, stream.get(), /*all=*/false, part.stream);
+      SettlePuts(s, stream.get(), /*all=*/false, part.stream);
       id = Prepare(s, *pool);
       if (!id.ok()) stream = nullptr;
     }
@@ -722,7 +717,7 @@ absl::Status TmemClient::DestroyPool(PoolRef ref) {
   }
   absl::Status first;
   for (Server* s : AllServers()) {
-    SettlePuts(*s, 0, nullptr, /*all=*/true);  // no put of the pool lands after its destruction
+    SettlePuts(*s, nullptr, /*all=*/true);  // no put of the pool lands after its destruction
     std::shared_ptr<tmem::v1::PagePoolClient> rpc;
     uint32_t id;
     {

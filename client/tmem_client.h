@@ -196,13 +196,12 @@ class TmemClient {
   struct UnackedPut;
   // Settles `server`'s unanswered put batches: every one already answered; then, waiting for
   // them, every one when `all`, or those sent on stream `index` by another stream object than
-  // `keep_stream` (a stream that broke since; all of that index when it is null), and the oldest
-  // while more than `keep` wait. Takes no lock of the caller's. False when a put waited for got
-  // no reply in time (the server hangs).
+  // `keep_stream` (a stream that broke since; all of that index when it is null). Takes no lock
+  // of the caller's. False when a put waited for got no reply in time (the server hangs).
   static constexpr size_t kNoIndex = SIZE_MAX;
-  bool SettlePuts(Server& server, size_t keep, const PageStream* keep_stream, bool all, size_t index = kNoIndex);
+  bool SettlePuts(Server& server, const PageStream* keep_stream, bool all, size_t index = kNoIndex);
   // The caller holds server.settle_mu.
-  bool SettlePutsLocked(Server& server, size_t keep, const PageStream* keep_stream, bool all, size_t index);
+  bool SettlePutsLocked(Server& server, const PageStream* keep_stream, bool all, size_t index);
   // False when the put got no reply in time.
   bool SettlePut(Server& server, UnackedPut& put);
   // Records what a reply (or its absence) says about `server`.
