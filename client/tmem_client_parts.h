@@ -1,9 +1,13 @@
-// The parts of TmemClient shared by its .cc files (tmem_client.cc: calls, pools, flushes,
-// streams; tmem_client_members.cc: which servers, and where objects live): the per-server and
-// per-pool state, a queued flush, and the stable hash every client places objects by.
+// The parts of TmemClient shared by its .cc files (tmem_client.cc: calls, pools, streams;
+// tmem_client_flushes.cc: flush delivery and the settling of unanswered puts;
+// tmem_client_members.cc: which servers, and where objects live): the per-server and per-pool
+// state, a queued flush, the stable hash every client places objects by, and the small helpers
+// of gRPC calls.
 // Internal to //client:tmem_client.
 #ifndef TMEM_CLIENT_TMEM_CLIENT_PARTS_H_
 #define TMEM_CLIENT_TMEM_CLIENT_PARTS_H_
+
+#include <grpcpp/grpcpp.h>
 
 #include <array>
 #include <chrono>
@@ -15,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "client/channel.h"
 #include "client/page_stream.h"
 #include "client/tmem_client.h"
@@ -117,6 +122,33 @@ struct TmemClient::Part {
   size_t stream = 0;
   std::vector<size_t> items;  // indexes into the caller's batch
 };
+
+// Shared by the calls of tmem_client.cc and the flush delivery of tmem_client_flushes.cc.
+// After a failed call: an unreachable server gets a fresh channel, at most once a second.
+inline void NoteFailure(const ChannelFactory& channels, TmemClient::Server& s, const ::grpc::Status& st)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+  if (st.error_code() != ::grpc::StatusCode::UNAVAILABLE) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - s.stub_created < std::chrono::seconds(1)) return;
+  s.rpc = NewPagePoolClient(channels, s.address);
+  s.stub_created = now;
+}
+
+// After a reply: a new instance id means the server restarted.
+inline void NoteInstance(TmemClient::Server& s, uint64_t instance, std::atomic<uint64_t>& restarts)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+  if (s.instance != 0 && instance != s.instance) restarts.fetch_add(1, std::memory_order_relaxed);
+  s.instance = instance;
+}
+
+inline void SetDeadline(::grpc::ClientContext* ctx, int64_t timeout_ms) {
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
+}
+
+inline absl::Status FromGrpc(const ::grpc::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
 
 }  // namespace tmem::client
 
