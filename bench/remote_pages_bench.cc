@@ -43,7 +43,8 @@ struct Flags {
   std::string ram_tmemd;
   int ram_tmemd_pid = 0;
   uint64_t hot_pages = 32768;
-  bool grpc_row = true;  // the same phases over gRPC Session streams
+  bool grpc_row = true;    // the same phases over gRPC Session streams
+  bool puts_only = false;  // stop after the put phases (to profile them)
   uint64_t pages = 200000;
   double seconds = 10;
 };
@@ -162,6 +163,8 @@ int main(int argc, char** argv) {
       f.hot_pages = std::stoull(v);
     else if (a == "--no-grpc-row")
       f.grpc_row = false;
+    else if (a == "--puts-only")
+      f.puts_only = true;
     else
       Die("unknown flag " + a);
   }
@@ -289,6 +292,7 @@ int main(int argc, char** argv) {
     if (dropped > 0) Die("the sink dropped " + std::to_string(dropped) + " puts");
     std::printf("sink_put_pages_per_s %.0f\n", total / sink_s);
   }
+  if (f.puts_only) return 0;
 
   // --- get hits, batched (tmemd: GetPages; memcached: mget) for a fixed time ---
   auto timed = [&](auto body) {

@@ -31,7 +31,7 @@ struct Config {
   std::string log_level = "info";
   int64_t shutdown_timeout_ms = 10000;
   int64_t stop_timeout_ms = 30000;  // the whole stop; past it tmemd exits without a clean stop
-  int64_t pool_write_buffers = 4;   // the page log's RAM write buffers (one segment each)
+  int64_t pool_write_buffers = 16;  // the page log's RAM write buffers (one segment each)
   int64_t pool_flushers = 2;        // threads writing them, one segment write in flight each
   int64_t pool_put_wait_ms = 500;   // a put waits this long for room in the log, then is dropped
   // Health (server/grpc/health_monitor.h).

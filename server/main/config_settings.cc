@@ -53,7 +53,8 @@ Table<Config>* BuildConfigSettings() {
            "every page. Keep it above shutdown_timeout_ms and below the supervisor's grace period.")
       .Int("pool.write_buffers", "pool-write-buffers", &Config::pool_write_buffers, 2, 256,
            "RAM write buffers of the page log, one segment each: one takes appends while the others are written. "
-           "Puts wait for room (tmem_put_room_waits_total) when every one is in flight.")
+           "Puts wait for room (tmem_put_room_waits_total) when every one is in flight, so the buffers together "
+           "carry the puts through a slow device write (16 x 1 MiB: 4096 pages, 25 ms of puts at 160k pages/s).")
       .Int("pool.flushers", "pool-flushers", &Config::pool_flushers, 1, 64,
            "Threads writing the page log's full buffers; each keeps one segment write in flight.")
       .Int("pool.put_wait_ms", "put-wait-ms", &Config::pool_put_wait_ms, 0, 60'000,

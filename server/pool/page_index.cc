@@ -1,18 +1,24 @@
 #include "server/pool/page_index.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <rocksdb/cache.h>
 #include <rocksdb/compaction_filter.h>
 #include <rocksdb/db.h>
 #include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/listener.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
@@ -21,7 +27,119 @@
 namespace tmem::pool {
 namespace {
 
-constexpr char kPagesCf[] = "pages";
+// The page store's directory under the metadata directory (its own RocksDB instance). Before it
+// existed, pages lived in a column family of this name in the metadata store.
+constexpr char kPagesDir[] = "pages";
+constexpr char kOldPagesCf[] = "pages";
+
+// The page store's files: written, never synced while tmemd runs. A sync buys the page store
+// nothing (after an unclean stop every page is dropped and the store is created anew), and here
+// it costs every page put: a sync makes the device write back all it holds, the page log's
+// segments included, and each segment write waits behind it (300 ms stalls measured on a virtual
+// disk, the log's write buffers full meanwhile). PageIndex::CloseClean makes the files durable
+// once, after the store is closed.
+// Each skipped sync is counted in `*skipped` (tmem_index_syncs_skipped_total).
+class UnsyncedFile final : public rocksdb::FSWritableFileOwnerWrapper {
+ public:
+  UnsyncedFile(std::unique_ptr<rocksdb::FSWritableFile> f, std::atomic<uint64_t>* skipped)
+      : FSWritableFileOwnerWrapper(std::move(f)), skipped_(skipped) {}
+  rocksdb::IOStatus Sync(const rocksdb::IOOptions&, rocksdb::IODebugContext*) override { return Skip(); }
+  rocksdb::IOStatus Fsync(const rocksdb::IOOptions&, rocksdb::IODebugContext*) override { return Skip(); }
+  rocksdb::IOStatus RangeSync(uint64_t, uint64_t, const rocksdb::IOOptions&, rocksdb::IODebugContext*) override {
+    return Skip();
+  }
+
+ private:
+  rocksdb::IOStatus Skip() {
+    skipped_->fetch_add(1, std::memory_order_relaxed);
+    return rocksdb::IOStatus::OK();
+  }
+  std::atomic<uint64_t>* const skipped_;
+};
+
+class UnsyncedDirectory final : public rocksdb::FSDirectoryWrapper {
+ public:
+  UnsyncedDirectory(std::unique_ptr<rocksdb::FSDirectory> d, std::atomic<uint64_t>* skipped)
+      : FSDirectoryWrapper(std::move(d)), skipped_(skipped) {}
+  rocksdb::IOStatus Fsync(const rocksdb::IOOptions&, rocksdb::IODebugContext*) override { return Skip(); }
+  rocksdb::IOStatus FsyncWithDirOptions(const rocksdb::IOOptions&, rocksdb::IODebugContext*,
+                                        const rocksdb::DirFsyncOptions&) override {
+    return Skip();
+  }
+
+ private:
+  rocksdb::IOStatus Skip() {
+    skipped_->fetch_add(1, std::memory_order_relaxed);
+    return rocksdb::IOStatus::OK();
+  }
+  std::atomic<uint64_t>* const skipped_;
+};
+
+class UnsyncedFileSystem final : public rocksdb::FileSystemWrapper {
+ public:
+  explicit UnsyncedFileSystem(std::atomic<uint64_t>* skipped)
+      : FileSystemWrapper(rocksdb::FileSystem::Default()), skipped_(skipped) {}
+  const char* Name() const override { return "tmem.UnsyncedFileSystem"; }
+  rocksdb::IOStatus NewWritableFile(const std::string& f, const rocksdb::FileOptions& o,
+                                    std::unique_ptr<rocksdb::FSWritableFile>* r,
+                                    rocksdb::IODebugContext* dbg) override {
+    return Wrap(target()->NewWritableFile(f, o, r, dbg), r);
+  }
+  rocksdb::IOStatus ReopenWritableFile(const std::string& f, const rocksdb::FileOptions& o,
+                                       std::unique_ptr<rocksdb::FSWritableFile>* r,
+                                       rocksdb::IODebugContext* dbg) override {
+    return Wrap(target()->ReopenWritableFile(f, o, r, dbg), r);
+  }
+  rocksdb::IOStatus ReuseWritableFile(const std::string& f, const std::string& old, const rocksdb::FileOptions& o,
+                                      std::unique_ptr<rocksdb::FSWritableFile>* r,
+                                      rocksdb::IODebugContext* dbg) override {
+    return Wrap(target()->ReuseWritableFile(f, old, o, r, dbg), r);
+  }
+  rocksdb::IOStatus NewDirectory(const std::string& name, const rocksdb::IOOptions& o,
+                                 std::unique_ptr<rocksdb::FSDirectory>* r, rocksdb::IODebugContext* dbg) override {
+    rocksdb::IOStatus s = target()->NewDirectory(name, o, r, dbg);
+    if (s.ok()) *r = std::make_unique<UnsyncedDirectory>(std::move(*r), skipped_);
+    return s;
+  }
+
+ private:
+  rocksdb::IOStatus Wrap(rocksdb::IOStatus s, std::unique_ptr<rocksdb::FSWritableFile>* r) {
+    if (s.ok()) *r = std::make_unique<UnsyncedFile>(std::move(*r), skipped_);
+    return s;
+  }
+  std::atomic<uint64_t>* const skipped_;
+};
+
+absl::Status ErrnoStatus(std::string_view what, const std::string& path) {
+  return absl::InternalError(absl::StrCat(std::string(what), " ", path, ": ", std::strerror(errno)));
+}
+
+absl::Status FsyncPath(const std::string& path, int flags) {
+  const int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open", path);
+  const int rc = ::fsync(fd);
+  const int saved = errno;
+  ::close(fd);
+  errno = saved;
+  return rc == 0 ? absl::OkStatus() : ErrnoStatus("fsync", path);
+}
+
+// fsync of every file in `dir` (not recursive), then of `dir` itself.
+absl::Status FsyncDirectory(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return ErrnoStatus("open directory", dir);
+  absl::Status st;
+  while (struct dirent* e = ::readdir(d)) {
+    if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN) continue;
+    const std::string path = absl::StrCat(dir, "/", e->d_name);
+    if (e->d_type == DT_UNKNOWN && std::strcmp(e->d_name, ".") == 0) continue;
+    if (e->d_type == DT_UNKNOWN && std::strcmp(e->d_name, "..") == 0) continue;
+    if (absl::Status f = FsyncPath(path, O_RDONLY); !f.ok() && st.ok()) st = f;
+  }
+  ::closedir(d);
+  TMEM_RETURN_IF_ERROR(st);
+  return FsyncPath(dir, O_RDONLY | O_DIRECTORY);
+}
 
 absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   if (s.ok()) return absl::OkStatus();
@@ -139,8 +257,12 @@ absl::Status PageIndex::ResumeNow() {
     generation = error_generation_;
   }
   resumes_.fetch_add(1, std::memory_order_relaxed);
-  const rocksdb::Status s = db_->Resume();
-  if (!s.ok()) return FromRocks(s, "resume");
+  {
+    MutexLock lock(&apply_mu_);  // not while DropAllPages replaces the page store
+    rocksdb::Status s = db_->Resume();
+    if (s.ok() && pages_db_ != nullptr) s = pages_db_->Resume();
+    if (!s.ok()) return FromRocks(s, "resume");
+  }
   MutexLock lock(&error_mu_);
   // An error recorded while Resume ran (work it restarted met the full disk again) stays.
   if (error_generation_ != generation) return absl::UnavailableError("a new background error came during the resume");
@@ -180,28 +302,68 @@ absl::StatusOr<std::unique_ptr<PageIndex>> PageIndex::Open(const PageIndexOption
   index->options_ = options;
   if (!index->options_.is_stale) index->options_.is_stale = [](std::string_view, std::string_view) { return false; };
   index->cache_ = rocksdb::NewLRUCache(options.block_cache_bytes);
+  index->listener_ = std::make_shared<ErrorListener>(index.get());
+  TMEM_RETURN_IF_ERROR(index->OpenMetaStore());
+  TMEM_RETURN_IF_ERROR(index->OpenPageStore());
+  index->resumer_ = std::thread([p = index.get()] { p->ResumerLoop(); });
+  if (index->write_behind()) index->writer_ = std::thread([p = index.get()] { p->WriterLoop(); });
+  return index;
+}
 
+absl::Status PageIndex::OpenMetaStore() {
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = true;
-  db_options.create_missing_column_families = true;
-  db_options.max_background_jobs = 2;
   db_options.keep_log_file_num = 4;
   db_options.max_log_file_size = 8 << 20;
-  // The memory of every memtable together is bounded by the write buffer budget.
-  db_options.db_write_buffer_size = options.write_buffer_bytes * 3;
-  // Writers do not wait for each other's memtable inserts. This gives up snapshot immutability,
-  // which the index never uses; each handle's writes are ordered by the engine's stripe locks,
-  // and a write is visible once Put returns.
-  db_options.unordered_write = true;
-  if (options.write_behind_max > 0) {
-    db_options.unordered_write = false;
-    db_options.allow_concurrent_memtable_write = false;
-  }
-  db_options.listeners.push_back(std::make_shared<ErrorListener>(index.get()));
+  db_options.listeners.push_back(listener_);
   db_options.info_log = std::make_shared<RocksLogger>();
+  rocksdb::ColumnFamilyOptions meta;
+  meta.write_buffer_size = 1 << 20;
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {{rocksdb::kDefaultColumnFamilyName, meta}};
+  // A store from before the page store had its own directory holds the pages in a column family:
+  // it is opened to be dropped (its pages are misses from now on, as after an unclean stop).
+  std::vector<std::string> existing;
+  const bool old_pages = rocksdb::DB::ListColumnFamilies(db_options, options_.dir, &existing).ok() &&
+                         std::find(existing.begin(), existing.end(), kOldPagesCf) != existing.end();
+  if (old_pages) cfs.push_back({kOldPagesCf, rocksdb::ColumnFamilyOptions()});
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  TMEM_RETURN_IF_ERROR(
+      FromRocks(rocksdb::DB::Open(db_options, options_.dir, cfs, &handles, &db), absl::StrCat("open ", options_.dir)));
+  db_.reset(db);
+  meta_cf_ = handles[0];
+  if (old_pages) {
+    rocksdb::Status s = db_->DropColumnFamily(handles[1]);
+    db_->DestroyColumnFamilyHandle(handles[1]);
+    TMEM_RETURN_IF_ERROR(FromRocks(s, "drop the old page column family"));
+    TMEM_LOG(Warning) << "the page index moved to " << options_.dir << "/" << kPagesDir
+                      << "; the pages indexed in the metadata store were dropped";
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PageIndex::OpenPageStore() {
+  if (pages_env_ == nullptr)
+    pages_env_ = rocksdb::NewCompositeEnv(std::make_shared<UnsyncedFileSystem>(&syncs_skipped_));
+  rocksdb::Options o;
+  o.env = pages_env_.get();
+  o.create_if_missing = true;
+  o.max_background_jobs = 2;
+  o.keep_log_file_num = 4;
+  o.max_log_file_size = 8 << 20;
+  // The memory of every memtable together is bounded by the write buffer budget.
+  o.db_write_buffer_size = options_.write_buffer_bytes * 3;
+  // Written through: writers do not wait for each other's memtable inserts. This gives up
+  // snapshot immutability, which the index never uses; each handle's writes are ordered by the
+  // engine's stripe locks, and a write is visible once Put returns. Written behind, one writer
+  // applies sorted batches, and concurrent inserts would only cost.
+  o.unordered_write = !write_behind();
+  o.allow_concurrent_memtable_write = !write_behind();
+  o.listeners.push_back(listener_);
+  o.info_log = std::make_shared<RocksLogger>();
 
   rocksdb::BlockBasedTableOptions table;
-  table.block_cache = index->cache_;
+  table.block_cache = cache_;
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   // Index and filter blocks live in the block cache, so that the index's RAM stays bounded by
   // the cache size however many pages are cached.
@@ -211,46 +373,53 @@ absl::StatusOr<std::unique_ptr<PageIndex>> PageIndex::Open(const PageIndexOption
   table.partition_filters = true;
   table.metadata_block_size = 4096;
   table.block_size = 4096;
-
-  rocksdb::ColumnFamilyOptions pages;
-  pages.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
-  pages.write_buffer_size = options.write_buffer_bytes;
-  pages.max_write_buffer_number = 3;
-  pages.compression = rocksdb::kNoCompression;
-  pages.compaction_filter_factory = std::make_shared<StaleFilterFactory>(&index->options_.is_stale);
-  pages.level_compaction_dynamic_level_bytes = true;
+  o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  o.write_buffer_size = options_.write_buffer_bytes;
+  o.max_write_buffer_number = 3;
+  o.compression = rocksdb::kNoCompression;
+  o.compaction_filter_factory = std::make_shared<StaleFilterFactory>(&options_.is_stale);
+  o.level_compaction_dynamic_level_bytes = true;
   // A Bloom filter per memtable: a lookup skips every memtable that lacks the key instead of
   // searching its skip list (a get checks the active and up to two immutable memtables).
-  pages.memtable_whole_key_filtering = true;
-  pages.memtable_prefix_bloom_size_ratio = 0.05;
+  o.memtable_whole_key_filtering = true;
+  o.memtable_prefix_bloom_size_ratio = 0.05;
 
-  rocksdb::ColumnFamilyOptions meta;
-  meta.write_buffer_size = 1 << 20;
-
-  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
-      {rocksdb::kDefaultColumnFamilyName, meta},
-      {kPagesCf, pages},
-  };
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  const std::string dir = absl::StrCat(options_.dir, "/", kPagesDir);
   rocksdb::DB* db = nullptr;
-  TMEM_RETURN_IF_ERROR(
-      FromRocks(rocksdb::DB::Open(db_options, options.dir, cfs, &handles, &db), absl::StrCat("open ", options.dir)));
-  index->db_.reset(db);
-  index->meta_cf_ = handles[0];
-  index->pages_cf_ = handles[1];
-  index->resumer_ = std::thread([p = index.get()] { p->ResumerLoop(); });
-  if (index->write_behind()) index->writer_ = std::thread([p = index.get()] { p->WriterLoop(); });
-  return index;
+  rocksdb::Status s = rocksdb::DB::Open(o, dir, &db);
+  if (!s.ok() && !s.IsBusy() && s.ToString().find("lock") == std::string::npos) {
+    // Files the store never synced, cut short by a power loss: the store is created anew (its
+    // pages would be dropped at this start anyway, as after every unclean stop).
+    TMEM_LOG(Warning) << "the page store in " << dir << " does not open (" << s.ToString() << "); it is created empty";
+    TMEM_RETURN_IF_ERROR(FromRocks(rocksdb::DestroyDB(dir, o), absl::StrCat("remove ", dir)));
+    s = rocksdb::DB::Open(o, dir, &db);
+  }
+  TMEM_RETURN_IF_ERROR(FromRocks(s, absl::StrCat("open ", dir)));
+  pages_db_.reset(db);
+  pages_cf_ = pages_db_->DefaultColumnFamily();
+  return absl::OkStatus();
+}
+
+void PageIndex::StopWriter() {
+  if (!writer_.joinable()) return;
+  {
+    MutexLock lock(&writer_mu_);
+    writer_stop_ = true;
+    writer_cv_.SignalAll();
+  }
+  writer_.join();
+}
+
+void PageIndex::ClosePageStore() {
+  if (pages_db_ == nullptr) return;
+  pages_db_->Close();
+  pages_db_.reset();
+  pages_cf_ = nullptr;
 }
 
 PageIndex::~PageIndex() {
-  if (writer_.joinable()) {
-    {
-      MutexLock lock(&writer_mu_);
-      writer_stop_ = true;
-      writer_cv_.SignalAll();
-    }
-    writer_.join();
+  StopWriter();
+  if (pages_db_ != nullptr && write_behind()) {
     // What is still pending goes to RocksDB (a clean stop applied it already; after an unclean
     // one the pages are dropped at the next start anyway).
     if (absl::Status st = ApplyPending(); !st.ok()) {
@@ -263,16 +432,30 @@ PageIndex::~PageIndex() {
     error_cv_.SignalAll();
   }
   if (resumer_.joinable()) resumer_.join();
+  ClosePageStore();
   if (db_ == nullptr) return;
   // Handles before the DB, as RocksDB requires.
-  db_->DestroyColumnFamilyHandle(pages_cf_);
   db_->DestroyColumnFamilyHandle(meta_cf_);
   db_->Close();
   db_.reset();
 }
 
+absl::Status PageIndex::CloseClean() {
+  StopWriter();
+  {
+    MutexLock lock(&apply_mu_);
+    TMEM_RETURN_IF_ERROR(ApplyPendingLocked());
+    TMEM_RETURN_IF_ERROR(RocksFlush());
+    // Closed before the sync: no background work writes a file after it.
+    ClosePageStore();
+  }
+  const std::string dir = absl::StrCat(options_.dir, "/", kPagesDir);
+  TMEM_RETURN_IF_ERROR(FsyncDirectory(dir));
+  return FsyncPath(options_.dir, O_RDONLY | O_DIRECTORY);  // the page store's directory entry
+}
+
 absl::Status PageIndex::PutPage(std::string_view key, std::string_view value) {
-  if (!write_behind()) return FromRocks(db_->Put(NoWal(), pages_cf_, S(key), S(value)), "put page");
+  if (!write_behind()) return FromRocks(pages_db_->Put(NoWal(), pages_cf_, S(key), S(value)), "put page");
   TMEM_RETURN_IF_ERROR(MakeRoom(1));
   pending_.Add(key, value);
   Kick();
@@ -282,7 +465,7 @@ absl::Status PageIndex::PutPage(std::string_view key, std::string_view value) {
 absl::StatusOr<std::optional<std::string>> PageIndex::GetPage(std::string_view key) {
   if (std::optional<std::optional<std::string>> p = pending_.Find(key); p.has_value()) return std::move(*p);
   std::string value;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), pages_cf_, S(key), &value);
+  rocksdb::Status s = pages_db_->Get(rocksdb::ReadOptions(), pages_cf_, S(key), &value);
   if (s.IsNotFound()) return std::optional<std::string>();
   TMEM_RETURN_IF_ERROR(FromRocks(s, "get page"));
   return std::optional<std::string>(std::move(value));
@@ -306,7 +489,7 @@ std::vector<absl::StatusOr<std::optional<std::string>>> PageIndex::MultiGetPages
   if (slices.empty()) return out;
   std::vector<rocksdb::PinnableSlice> values(slices.size());
   std::vector<rocksdb::Status> statuses(slices.size());
-  db_->MultiGet(rocksdb::ReadOptions(), pages_cf_, slices.size(), slices.data(), values.data(), statuses.data());
+  pages_db_->MultiGet(rocksdb::ReadOptions(), pages_cf_, slices.size(), slices.data(), values.data(), statuses.data());
   for (size_t k = 0; k < slices.size(); ++k) {
     const size_t i = asked[k];
     if (statuses[k].IsNotFound()) continue;
@@ -326,7 +509,7 @@ absl::Status PageIndex::WritePages(std::span<const std::pair<std::string, std::o
       rocksdb::Status s = value.has_value() ? batch.Put(pages_cf_, key, *value) : batch.Delete(pages_cf_, key);
       TMEM_RETURN_IF_ERROR(FromRocks(s, "batch"));
     }
-    return FromRocks(db_->Write(NoWal(), &batch), "write pages");
+    return FromRocks(pages_db_->Write(NoWal(), &batch), "write pages");
   }
   TMEM_RETURN_IF_ERROR(MakeRoom(ops.size()));
   // In order: of two writes of one key in `ops`, the later stays.
@@ -338,7 +521,7 @@ absl::Status PageIndex::WritePages(std::span<const std::pair<std::string, std::o
 }
 
 absl::Status PageIndex::DeletePage(std::string_view key) {
-  if (!write_behind()) return FromRocks(db_->Delete(NoWal(), pages_cf_, S(key)), "delete page");
+  if (!write_behind()) return FromRocks(pages_db_->Delete(NoWal(), pages_cf_, S(key)), "delete page");
   TMEM_RETURN_IF_ERROR(MakeRoom(1));
   pending_.Add(key, std::nullopt);
   Kick();
@@ -387,7 +570,7 @@ absl::Status PageIndex::ApplyPendingLocked() {
     if (built.ok()) built = s;
   }
   absl::Status st = FromRocks(built, "batch");
-  if (st.ok()) st = FromRocks(db_->Write(NoWal(), &batch), "write pages");
+  if (st.ok()) st = FromRocks(pages_db_->Write(NoWal(), &batch), "write pages");
   if (!st.ok()) {
     pending_.RestoreApplying();
     apply_failures_.fetch_add(1, std::memory_order_relaxed);
@@ -420,7 +603,7 @@ void PageIndex::WriterLoop() {
 }
 
 absl::Status PageIndex::RocksDeleteRange(std::string_view begin, std::string_view end) {
-  return FromRocks(db_->DeleteRange(NoWal(), pages_cf_, S(begin), S(end)), "delete range");
+  return FromRocks(pages_db_->DeleteRange(NoWal(), pages_cf_, S(begin), S(end)), "delete range");
 }
 
 absl::Status PageIndex::DeletePageRange(std::string_view begin, std::string_view end) {
@@ -438,7 +621,7 @@ absl::StatusOr<uint64_t> PageIndex::DeletePagesIn(std::string_view begin, std::s
   rocksdb::ReadOptions ro;
   rocksdb::Slice upper = S(end);
   ro.iterate_upper_bound = &upper;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, pages_cf_));
+  std::unique_ptr<rocksdb::Iterator> it(pages_db_->NewIterator(ro, pages_cf_));
   rocksdb::WriteBatch batch;
   uint64_t seen = 0;
   for (it->Seek(S(begin)); it->Valid(); it->Next()) {
@@ -451,25 +634,28 @@ absl::StatusOr<uint64_t> PageIndex::DeletePagesIn(std::string_view begin, std::s
     TMEM_RETURN_IF_ERROR(RocksDeleteRange(begin, end));
     return seen + pending;
   }
-  TMEM_RETURN_IF_ERROR(FromRocks(db_->Write(NoWal(), &batch), "delete pages"));
+  TMEM_RETURN_IF_ERROR(FromRocks(pages_db_->Write(NoWal(), &batch), "delete pages"));
   return seen + pending;
 }
 
 absl::Status PageIndex::DropAllPages() {
   MutexLock lock(&apply_mu_);
-  // Page keys start with a 4-byte pool id; this range covers every possible key.
-  const std::string begin;
-  const std::string end(64, '\xFF');
-  pending_.DeleteActiveIn(begin, end);
-  TMEM_RETURN_IF_ERROR(ApplyPendingLocked());
-  TMEM_RETURN_IF_ERROR(RocksDeleteRange(begin, end));
-  return RocksFlush();
+  // Every pending write goes, then the whole store: a store left by an unclean stop may hold
+  // files cut short (it never syncs), which a range delete would leave for compaction to trip on.
+  pending_.Swap();
+  pending_.ClearApplying();
+  rocksdb::Options o;
+  o.env = pages_env_.get();
+  ClosePageStore();
+  const std::string dir = absl::StrCat(options_.dir, "/", kPagesDir);
+  TMEM_RETURN_IF_ERROR(FromRocks(rocksdb::DestroyDB(dir, o), absl::StrCat("remove ", dir)));
+  return OpenPageStore();
 }
 
 absl::Status PageIndex::RocksFlush() {
   rocksdb::FlushOptions f;
   f.wait = true;
-  return FromRocks(db_->Flush(f, pages_cf_), "flush");
+  return FromRocks(pages_db_->Flush(f, pages_cf_), "flush");
 }
 
 absl::Status PageIndex::FlushPages() {
@@ -484,13 +670,13 @@ absl::Status PageIndex::CompactPages() {
   TMEM_RETURN_IF_ERROR(RocksFlush());
   rocksdb::CompactRangeOptions c;
   c.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
-  return FromRocks(db_->CompactRange(c, pages_cf_, nullptr, nullptr), "compact");
+  return FromRocks(pages_db_->CompactRange(c, pages_cf_, nullptr, nullptr), "compact");
 }
 
 absl::StatusOr<uint64_t> PageIndex::CountPages() {
   MutexLock lock(&apply_mu_);
   TMEM_RETURN_IF_ERROR(ApplyPendingLocked());
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), pages_cf_));
+  std::unique_ptr<rocksdb::Iterator> it(pages_db_->NewIterator(rocksdb::ReadOptions(), pages_cf_));
   uint64_t n = 0;
   for (it->SeekToFirst(); it->Valid(); it->Next()) ++n;
   TMEM_RETURN_IF_ERROR(FromRocks(it->status(), "iterate"));
@@ -502,7 +688,7 @@ absl::Status PageIndex::ForEachPage(const std::function<void(std::string_view ke
   TMEM_RETURN_IF_ERROR(ApplyPendingLocked());
   rocksdb::ReadOptions r;
   r.fill_cache = false;  // one pass at start: keep the block cache for the lookups that follow
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(r, pages_cf_));
+  std::unique_ptr<rocksdb::Iterator> it(pages_db_->NewIterator(r, pages_cf_));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     fn(std::string_view(it->key().data(), it->key().size()), std::string_view(it->value().data(), it->value().size()));
   }
@@ -541,7 +727,7 @@ void PageIndex::VisitStats(StatsVisitor& v) const {
   const StatLabels none;
   auto prop = [&](const char* p) -> double {
     uint64_t value = 0;
-    db_->GetIntProperty(pages_cf_, p, &value);
+    if (pages_db_ != nullptr) pages_db_->GetIntProperty(pages_cf_, p, &value);
     return static_cast<double>(value);
   };
   v.Gauge("index_estimated_entries", "Estimated page index entries in RocksDB.", prop("rocksdb.estimate-num-keys"),
@@ -554,6 +740,10 @@ void PageIndex::VisitStats(StatsVisitor& v) const {
           has_background_error() ? 1 : 0, none);
   v.Counter("index_background_errors", "RocksDB background errors met by the page index", background_errors_seen(),
             none);
+  v.Counter(
+      "index_syncs_skipped",
+      "Syncs of page store files RocksDB asked for and tmemd skipped (the store is synced once, at a clean stop).",
+      syncs_skipped(), none);
   v.Counter("index_resumes", "DB::Resume() attempts after background errors", resumes(), none);
   v.Gauge("index_pending_writes", "Page index writes accepted and not yet applied to RocksDB (write-behind).",
           static_cast<double>(pending_.size()), none);

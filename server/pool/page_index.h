@@ -1,10 +1,15 @@
-// PageIndex: the RocksDB store under the page pool engine.
+// PageIndex: the RocksDB stores under the page pool engine.
 //
-// Column families:
-//   "default" — engine metadata (state record, pool records, shared-pool UUID map), written
-//               with the WAL and fsync: pool definitions survive any crash.
-//   "pages"   — the page index (index_codec.h), written without the WAL: after an unclean stop
-//               every page is dropped anyway, and a clean stop flushes the memtables first.
+// Two stores in the metadata directory:
+//   metadata (the directory itself) — engine state record, pool records, shared-pool UUID map,
+//               written with the WAL and fsync: pool definitions survive any crash.
+//   pages (its "pages" subdirectory) — the page index (index_codec.h), written without the WAL
+//               and never synced while tmemd runs: after an unclean stop every page is dropped
+//               and the store is created anew (DropAllPages), so a sync would buy nothing, and
+//               each one makes the device write back what it holds, the page log's segments
+//               with it, stalling them. CloseClean (a clean stop) closes the store and fsyncs
+//               its files once. A store that does not open (files cut short by a power loss)
+//               is created anew.
 // A compaction filter on "pages" drops the entries the owner calls stale (reclaimed segments,
 // destroyed pools), so the index shrinks back towards the live pages without a scan.
 //
@@ -49,6 +54,8 @@ namespace rocksdb {
 class Cache;
 class ColumnFamilyHandle;
 class DB;
+class Env;
+class EventListener;
 class Statistics;
 }  // namespace rocksdb
 
@@ -99,9 +106,14 @@ class PageIndex {
   // (the kernel's flush_inode for each evicted inode) name objects with no cached pages.
   // Returns the number of keys seen (capped at max_point_deletes + 1).
   absl::StatusOr<uint64_t> DeletePagesIn(std::string_view begin, std::string_view end, uint32_t max_point_deletes);
-  absl::Status DropAllPages();
-  // Pending writes to RocksDB, then memtables of "pages" to SST files (before a clean stop).
+  // Drops every page: the page store is removed and created empty. Only before the index serves
+  // any page call (the engine calls it at start after an unclean stop).
+  absl::Status DropAllPages() ABSL_LOCKS_EXCLUDED(apply_mu_);
+  // Pending writes to RocksDB, then memtables of "pages" to SST files.
   absl::Status FlushPages();
+  // A clean stop: FlushPages, close the page store, fsync its files and its directory. No page
+  // method may be called afterwards; the metadata methods still work.
+  absl::Status CloseClean() ABSL_LOCKS_EXCLUDED(apply_mu_);
   // Pending writes to RocksDB now (the writer does it on its own).
   absl::Status ApplyPending() ABSL_LOCKS_EXCLUDED(apply_mu_);
   size_t pending_writes() const { return pending_.size(); }
@@ -129,10 +141,16 @@ class PageIndex {
   absl::Status ResumeNow() ABSL_LOCKS_EXCLUDED(error_mu_);
   uint64_t background_errors_seen() const { return errors_seen_.load(std::memory_order_relaxed); }
   uint64_t resumes() const { return resumes_.load(std::memory_order_relaxed); }
+  // Syncs of page store files skipped (see above).
+  uint64_t syncs_skipped() const { return syncs_skipped_.load(std::memory_order_relaxed); }
 
  private:
   class ErrorListener;
   PageIndex() = default;
+  absl::Status OpenMetaStore();
+  absl::Status OpenPageStore();
+  void ClosePageStore();
+  void StopWriter() ABSL_LOCKS_EXCLUDED(writer_mu_);
   void RecordError(const std::string& what) ABSL_LOCKS_EXCLUDED(error_mu_);
   void ResumerLoop() ABSL_LOCKS_EXCLUDED(error_mu_);
   // One batch of every pending write. On failure the writes stay pending.
@@ -148,9 +166,12 @@ class PageIndex {
 
   PageIndexOptions options_;
   std::shared_ptr<rocksdb::Cache> cache_;
-  std::unique_ptr<rocksdb::DB> db_;
-  rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;   // owned by db_
-  rocksdb::ColumnFamilyHandle* pages_cf_ = nullptr;  // owned by db_
+  std::shared_ptr<rocksdb::EventListener> listener_;  // background errors of both stores
+  std::unique_ptr<rocksdb::DB> db_;                   // the metadata store
+  rocksdb::ColumnFamilyHandle* meta_cf_ = nullptr;    // owned by db_
+  std::unique_ptr<rocksdb::Env> pages_env_;           // files without syncs; outlives pages_db_
+  std::unique_ptr<rocksdb::DB> pages_db_;             // the page store (replaced only by DropAllPages)
+  rocksdb::ColumnFamilyHandle* pages_cf_ = nullptr;   // pages_db_'s default column family
 
   mutable Mutex error_mu_;
   CondVar error_cv_;                                          // an error was recorded, or the index is closing
@@ -160,7 +181,8 @@ class PageIndex {
   std::atomic<bool> has_error_{false};  // !error_.empty(), for the put path (release/acquire)
   std::atomic<uint64_t> errors_seen_{0};
   std::atomic<uint64_t> resumes_{0};
-  std::thread resumer_;  // started in Open, joined in the destructor before the DB closes
+  std::atomic<uint64_t> syncs_skipped_{0};  // the page store is closed in the destructor body, before this goes
+  std::thread resumer_;                     // started in Open, joined in the destructor before the DB closes
 
   // Write-behind. Lock order: apply_mu_ (held across the applier's RocksDB write) before a
   // PendingPages shard; writer_mu_ is a leaf.

@@ -1,11 +1,17 @@
 // The page index's write-behind: writes are read back before RocksDB holds them, later writes
 // win across batches, range deletes cover pending puts and are ordered against later ones, a
-// clean close keeps what was pending, and the pending set stays within its bound.
+// clean close keeps what was pending, and the pending set stays within its bound. The page store:
+// it skips syncs while running and keeps its pages across a clean close, a store that does not
+// open is created empty, a metadata store of the older layout gives its pages up and keeps its
+// metadata, and dropping every page empties the store and leaves the metadata.
 #include "server/pool/page_index.h"
 
 #include <gtest/gtest.h>
+#include <rocksdb/db.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
 #include <thread>
@@ -222,6 +228,97 @@ TEST(PageIndexWriteBehindTest, ConcurrentWritesBatchesAndReadsNeverGoBack) {
   }
   ASSERT_TRUE(x.ApplyPending().ok());
   EXPECT_EQ(*x.CountPages(), uint64_t{kWriters * kKeys});
+}
+
+TEST(PageStoreTest, TheRunningStoreSkipsSyncsAndACleanCloseKeepsItsPages) {
+  const std::string dir = testing::FreshDir("pidx");
+  {
+    auto index = PageIndex::Open(Options(dir));
+    ASSERT_TRUE(index.ok()) << index.status();
+    for (int i = 0; i < 100; ++i) ASSERT_TRUE((*index)->PutPage(Key(1, i), std::to_string(i)).ok());
+    ASSERT_TRUE((*index)->FlushPages().ok());  // an SST file written, which RocksDB syncs
+    EXPECT_GT((*index)->syncs_skipped(), 0u);
+    EXPECT_EQ(Stats(**index)["index_syncs_skipped"], double((*index)->syncs_skipped()));
+    ASSERT_TRUE((*index)->PutPage(Key(1, 100), "after the flush").ok());
+    ASSERT_TRUE((*index)->CloseClean().ok());
+    ASSERT_TRUE((*index)->WriteMeta({{"state", "clean"}}, {}).ok());  // metadata works after it
+  }
+  auto index = PageIndex::Open(Options(dir));
+  ASSERT_TRUE(index.ok()) << index.status();
+  EXPECT_EQ(*(*index)->CountPages(), 101u);
+  EXPECT_EQ(Get(**index, Key(1, 7)), "7");
+  EXPECT_EQ(Get(**index, Key(1, 100)), "after the flush");
+  EXPECT_EQ((*(*index)->GetMeta("state")).value_or(""), "clean");
+}
+
+TEST(PageStoreTest, AStoreThatDoesNotOpenIsCreatedEmptyAndTheMetadataStays) {
+  const std::string dir = testing::FreshDir("pidx");
+  {
+    auto index = PageIndex::Open(Options(dir));
+    ASSERT_TRUE(index.ok());
+    ASSERT_TRUE((*index)->WriteMeta({{"pool", "P"}}, {}).ok());
+    ASSERT_TRUE((*index)->PutPage(Key(1, 1), "lost").ok());
+    ASSERT_TRUE((*index)->CloseClean().ok());
+  }
+  // What a power loss may leave of files never synced: CURRENT names a manifest that is not there.
+  std::ofstream(dir + "/pages/CURRENT", std::ios::trunc) << "MANIFEST-999999\n";
+  auto index = PageIndex::Open(Options(dir));
+  ASSERT_TRUE(index.ok()) << index.status();
+  EXPECT_EQ(Get(**index, Key(1, 1)), std::nullopt);
+  EXPECT_EQ(*(*index)->CountPages(), 0u);
+  EXPECT_EQ((*(*index)->GetMeta("pool")).value_or(""), "P");
+  ASSERT_TRUE((*index)->PutPage(Key(1, 2), "new").ok());
+  EXPECT_EQ(Get(**index, Key(1, 2)), "new");
+}
+
+TEST(PageStoreTest, AnOlderMetadataStoreGivesUpItsPagesAndKeepsItsMetadata) {
+  const std::string dir = testing::FreshDir("pidx");
+  {
+    // The layout before the page store had its own directory: pages in a column family.
+    rocksdb::DBOptions o;
+    o.create_if_missing = true;
+    o.create_missing_column_families = true;
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {{rocksdb::kDefaultColumnFamilyName, {}}, {"pages", {}}};
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(o, dir, cfs, &handles, &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[0], "pool", "P").ok());
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[1], Key(1, 1), "old").ok());
+    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+  }
+  {
+    auto index = PageIndex::Open(Options(dir));
+    ASSERT_TRUE(index.ok()) << index.status();
+    EXPECT_EQ((*(*index)->GetMeta("pool")).value_or(""), "P");
+    EXPECT_EQ(Get(**index, Key(1, 1)), std::nullopt);
+    ASSERT_TRUE((*index)->PutPage(Key(1, 2), "new").ok());
+    ASSERT_TRUE((*index)->CloseClean().ok());
+  }
+  std::vector<std::string> families;
+  ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir, &families).ok());
+  EXPECT_EQ(families, std::vector<std::string>{rocksdb::kDefaultColumnFamilyName});
+  auto index = PageIndex::Open(Options(dir));
+  ASSERT_TRUE(index.ok()) << index.status();
+  EXPECT_EQ(Get(**index, Key(1, 2)), "new");
+}
+
+TEST(PageStoreTest, DroppingEveryPageEmptiesTheStoreAndKeepsTheMetadata) {
+  auto index = PageIndex::Open(Options(testing::FreshDir("pidx")));
+  ASSERT_TRUE(index.ok());
+  PageIndex& x = **index;
+  ASSERT_TRUE(x.WriteMeta({{"pool", "P"}}, {}).ok());
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(x.PutPage(Key(1, i), "v").ok());
+  ASSERT_TRUE(x.FlushPages().ok());
+  ASSERT_TRUE(x.PutPage(Key(2, 1), "pending").ok());
+  ASSERT_TRUE(x.DropAllPages().ok());
+  EXPECT_EQ(x.pending_writes(), 0u);
+  EXPECT_EQ(*x.CountPages(), 0u);
+  EXPECT_EQ(Get(x, Key(1, 1)), std::nullopt);
+  EXPECT_EQ(Get(x, Key(2, 1)), std::nullopt);
+  EXPECT_EQ((*x.GetMeta("pool")).value_or(""), "P");
+  ASSERT_TRUE(x.PutPage(Key(3, 1), "after").ok());
+  EXPECT_EQ(Get(x, Key(3, 1)), "after");
 }
 
 }  // namespace

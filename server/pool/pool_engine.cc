@@ -180,7 +180,8 @@ absl::Status PoolEngine::Close() {
   if (closed_) return absl::FailedPreconditionError("the engine is already closed");
   closed_ = true;
   TMEM_RETURN_IF_ERROR(log_->FlushAll());
-  TMEM_RETURN_IF_ERROR(index_->FlushPages());
+  // The page store is durable (closed and synced) before the state record calls the stop clean.
+  TMEM_RETURN_IF_ERROR(index_->CloseClean());
   EngineStateRecord state{};
   std::memcpy(state.device_uuid, log_->geometry().device_uuid, 16);
   state.clean_instance = log_->instance();
