@@ -60,12 +60,16 @@ std::optional<PoolId> PoolOfPageKey(std::string_view key) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
 }
 
+void EncodeIndexValueTo(const IndexValue& v, char (&out)[kIndexValueBytes]) {
+  std::memcpy(&out[0], &v.loc.seq, 8);
+  std::memcpy(&out[8], &v.loc.offset, 4);
+  std::memcpy(&out[12], &v.crc, 4);
+}
+
 std::string EncodeIndexValue(const IndexValue& v) {
-  std::string s(16, '\0');
-  std::memcpy(&s[0], &v.loc.seq, 8);
-  std::memcpy(&s[8], &v.loc.offset, 4);
-  std::memcpy(&s[12], &v.crc, 4);
-  return s;
+  char out[kIndexValueBytes];
+  EncodeIndexValueTo(v, out);
+  return std::string(out, kIndexValueBytes);
 }
 
 std::optional<IndexValue> DecodeIndexValue(std::string_view bytes) {

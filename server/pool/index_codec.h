@@ -35,7 +35,10 @@ std::string PoolRangeEnd(PoolId pool);
 // The pool id of an encoded page key; nullopt for a malformed key.
 std::optional<PoolId> PoolOfPageKey(std::string_view key);
 
+inline constexpr size_t kIndexValueBytes = 16;
 std::string EncodeIndexValue(const IndexValue& v);
+// The same bytes into `out` (no allocation).
+void EncodeIndexValueTo(const IndexValue& v, char (&out)[kIndexValueBytes]);
 std::optional<IndexValue> DecodeIndexValue(std::string_view bytes);
 
 void EncodeSlotKey(PoolId pool, std::string_view object, uint64_t index, uint8_t (&out)[log::kSlotKeyBytes]);

@@ -503,19 +503,27 @@ std::vector<absl::StatusOr<std::optional<std::string>>> PageIndex::MultiGetPages
 }
 
 absl::Status PageIndex::WritePages(std::span<const std::pair<std::string, std::optional<std::string>>> ops) {
+  std::vector<PageWrite> writes;
+  writes.reserve(ops.size());
+  for (const auto& [key, value] : ops) {
+    writes.push_back({key, value.has_value() ? std::optional<std::string_view>(*value) : std::nullopt});
+  }
+  return WritePages(std::span<const PageWrite>(writes));
+}
+
+absl::Status PageIndex::WritePages(std::span<const PageWrite> ops) {
   if (!write_behind()) {
     rocksdb::WriteBatch batch;
-    for (const auto& [key, value] : ops) {
-      rocksdb::Status s = value.has_value() ? batch.Put(pages_cf_, key, *value) : batch.Delete(pages_cf_, key);
+    for (const PageWrite& w : ops) {
+      rocksdb::Status s =
+          w.value.has_value() ? batch.Put(pages_cf_, S(w.key), S(*w.value)) : batch.Delete(pages_cf_, S(w.key));
       TMEM_RETURN_IF_ERROR(FromRocks(s, "batch"));
     }
     return FromRocks(pages_db_->Write(NoWal(), &batch), "write pages");
   }
   TMEM_RETURN_IF_ERROR(MakeRoom(ops.size()));
   // In order: of two writes of one key in `ops`, the later stays.
-  for (const auto& [key, value] : ops) {
-    pending_.Add(key, value.has_value() ? std::optional<std::string_view>(*value) : std::nullopt);
-  }
+  for (const PageWrite& w : ops) pending_.Add(w.key, w.value);
   Kick();
   return absl::OkStatus();
 }
@@ -558,15 +566,15 @@ absl::Status PageIndex::ApplyPendingLocked() {
   if (pending_.Swap() == 0) return absl::OkStatus();
   // In key order: the memtable's skip list then finds each insert's place from the last one's
   // (RocksDB keeps that splice for sequential inserts) instead of searching from the top.
-  std::vector<std::pair<const std::string*, const std::optional<std::string>*>> sorted;
+  std::vector<std::pair<std::string_view, std::optional<std::string_view>>> sorted;
   pending_.ForEachApplying(
-      [&](const std::string& key, const std::optional<std::string>& value) { sorted.emplace_back(&key, &value); });
-  std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return *a.first < *b.first; });
+      [&](std::string_view key, std::optional<std::string_view> value) { sorted.emplace_back(key, value); });
+  std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   rocksdb::WriteBatch batch;
   rocksdb::Status built;
   const size_t n = sorted.size();
   for (const auto& [key, value] : sorted) {
-    rocksdb::Status s = value->has_value() ? batch.Put(pages_cf_, *key, **value) : batch.Delete(pages_cf_, *key);
+    rocksdb::Status s = value.has_value() ? batch.Put(pages_cf_, S(key), S(*value)) : batch.Delete(pages_cf_, S(key));
     if (built.ok()) built = s;
   }
   absl::Status st = FromRocks(built, "batch");

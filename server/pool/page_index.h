@@ -97,6 +97,12 @@ class PageIndex {
   // Applies puts (value set) and deletes (no value) in order: as one RocksDB write when written
   // through; written behind, each is visible once recorded (no caller needs the batch atomic).
   absl::Status WritePages(std::span<const std::pair<std::string, std::optional<std::string>>> ops);
+  // The same without owning the bytes (the put path builds these without allocating).
+  struct PageWrite {
+    std::string_view key;
+    std::optional<std::string_view> value;  // nullopt: a delete
+  };
+  absl::Status WritePages(std::span<const PageWrite> ops);
   // Range deletes turn pending puts of the range into pending deletes, then delete in RocksDB,
   // with no pending write applied in between (apply_mu_).
   absl::Status DeletePageRange(std::string_view begin, std::string_view end);

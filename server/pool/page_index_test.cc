@@ -57,8 +57,9 @@ TEST(PageIndexWriteBehindTest, AWriteIsReadBackBeforeRocksDbHoldsIt) {
   ASSERT_TRUE(index.ok()) << index.status();
   PageIndex& x = **index;
   ASSERT_TRUE(x.PutPage(Key(1, 1), "A").ok());
-  ASSERT_TRUE(
-      x.WritePages({{{Key(1, 2), std::string("B")}, {Key(1, 3), std::string("C")}, {Key(1, 3), std::nullopt}}}).ok());
+  ASSERT_TRUE(x.WritePages(std::vector<std::pair<std::string, std::optional<std::string>>>{
+                               {Key(1, 2), std::string("B")}, {Key(1, 3), std::string("C")}, {Key(1, 3), std::nullopt}})
+                  .ok());
   EXPECT_EQ(x.pending_writes(), 3u);  // nothing reached RocksDB yet
   EXPECT_EQ(Get(x, Key(1, 1)), "A");
   EXPECT_EQ(Get(x, Key(1, 2)), "B");

@@ -52,20 +52,54 @@ class PendingPages {
   size_t size() const;
 
   // The applier's steps (one applier at a time).
-  // Moves every shard's active entries to its applying set; returns how many moved.
+  // Moves every shard's active entries to its applying set; returns how many moved. The new
+  // active sets start with room for as many entries as they gave up (no regrowth per batch).
   size_t Swap();
-  void ForEachApplying(absl::FunctionRef<void(const std::string& key, const std::optional<std::string>& value)> fn);
+  // `value` is nullopt for a delete. The views stay valid until ClearApplying or RestoreApplying.
+  void ForEachApplying(absl::FunctionRef<void(std::string_view key, std::optional<std::string_view> value)> fn);
   void ClearApplying();
   void RestoreApplying();
 
  private:
-  using Entries = absl::flat_hash_map<std::string, std::optional<std::string>>;
+  // Bytes kept inline up to kInline (every page key, at most 37 bytes, and every index value, 16
+  // bytes, fit), on the heap beyond: an entry costs no allocation of its own.
+  class Bytes {
+   public:
+    static constexpr size_t kInline = 40;
+    explicit Bytes(std::string_view s);
+    Bytes(const Bytes& o) : Bytes(o.view()) {}
+    Bytes& operator=(const Bytes& o);
+    Bytes(Bytes&&) noexcept = default;
+    Bytes& operator=(Bytes&&) noexcept = default;
+    std::string_view view() const { return {heap_ ? heap_.get() : inline_, size_}; }
+
+   private:
+    uint32_t size_ = 0;
+    char inline_[kInline];
+    std::unique_ptr<char[]> heap_;
+  };
+  struct BytesHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const;
+    size_t operator()(const Bytes& b) const { return (*this)(b.view()); }
+  };
+  struct BytesEq {
+    using is_transparent = void;
+    static std::string_view V(std::string_view s) { return s; }
+    static std::string_view V(const Bytes& b) { return b.view(); }
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      return V(a) == V(b);
+    }
+  };
+  using Entries = absl::flat_hash_map<Bytes, std::optional<Bytes>, BytesHash, BytesEq>;
   struct Shard {
     mutable Mutex mu;
     Entries active ABSL_GUARDED_BY(mu);
     Entries applying ABSL_GUARDED_BY(mu);
   };
   Shard& ShardOf(std::string_view key) const;
+  static std::optional<std::string> Copy(const std::optional<Bytes>& v);
 
   std::unique_ptr<Shard[]> shards_;
   std::atomic<size_t> active_{0};

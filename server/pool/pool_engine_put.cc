@@ -43,11 +43,20 @@ absl::Status PoolEngine::CheckPuts(const Pool& pool, std::span<const PagePut> pa
 
 size_t PoolEngine::PutLocked(Pool& pool, std::span<const PagePut> pages, std::span<const std::string> keys, bool drop,
                              uint64_t* dropped, uint64_t* no_room_generation, absl::Status* error) {
-  // Inline storage: a single put allocates nothing here.
+  // Inline storage: a single put allocates nothing here; a batch allocates each array once (the
+  // index writes point into `encoded`, which never grows past its reserve).
   const uint64_t gen = pool.cache_gen.load(std::memory_order_acquire);
+  struct Encoded {
+    char bytes[kIndexValueBytes];
+  };
   absl::InlinedVector<LocationCache::Ticket, 1> tickets;
-  absl::InlinedVector<std::pair<std::string, std::optional<std::string>>, 1> ops;
+  absl::InlinedVector<PageIndex::PageWrite, 1> ops;
+  absl::InlinedVector<Encoded, 1> encoded;
   absl::InlinedVector<std::optional<IndexValue>, 1> values;
+  tickets.reserve(pages.size());
+  ops.reserve(pages.size());
+  encoded.reserve(pages.size());
+  values.reserve(pages.size());
   // While the index cannot take writes, a put would only fill the log with pages no index
   // entry names: drop at once.
   if (!drop && index_->has_background_error()) {
@@ -73,10 +82,11 @@ size_t PoolEngine::PutLocked(Pool& pool, std::span<const PagePut> pages, std::sp
     tickets.push_back(cache_->Begin(keys[handled], gen));
     if (value.ok()) {
       pool.usage->Add(value->loc.seq, p.page.size());
-      ops.emplace_back(keys[handled], EncodeIndexValue(*value));
+      EncodeIndexValueTo(*value, encoded.emplace_back().bytes);
+      ops.push_back({keys[handled], std::string_view(encoded.back().bytes, kIndexValueBytes)});
       values.push_back(*value);
     } else {
-      ops.emplace_back(keys[handled], std::nullopt);  // never leave an older version behind
+      ops.push_back({keys[handled], std::nullopt});  // never leave an older version behind
       values.push_back(std::nullopt);
       ++*dropped;
       if (error->ok()) *error = value.status();
@@ -84,28 +94,32 @@ size_t PoolEngine::PutLocked(Pool& pool, std::span<const PagePut> pages, std::sp
   }
   if (ops.empty()) return handled;
   // One entry: a plain RocksDB put (no batch to build); more: one batch.
-  absl::Status wst = ops.size() == 1 && ops[0].second.has_value() ? index_->PutPage(ops[0].first, *ops[0].second)
-                                                                  : index_->WritePages(ops);
+  absl::Status wst = ops.size() == 1 && ops[0].value.has_value()
+                         ? index_->PutPage(ops[0].key, *ops[0].value)
+                         : index_->WritePages(std::span<const PageIndex::PageWrite>(ops.data(), ops.size()));
   // In batch order, so that of two puts to one handle the later is cached.
   for (size_t k = 0; k < ops.size(); ++k) {
     if (wst.ok() && values[k].has_value()) {
       // With the page: the DRAM tier keeps the bytes the log now holds (write-through).
-      cache_->Set(ops[k].first, *values[k], tickets[k], pages[k].page);
+      cache_->Set(keys[k], *values[k], tickets[k], pages[k].page);
     } else {
-      cache_->Erase(ops[k].first);
+      cache_->Erase(keys[k]);
     }
   }
   if (!wst.ok()) {
     // The batch did not land: make sure no older version of these handles survives either.
     for (size_t k = 0; k < ops.size(); ++k) {
       if (values[k].has_value()) ++*dropped;
-      ops[k].second.reset();
+      ops[k].value.reset();
     }
-    if (absl::Status del = index_->WritePages(ops); !del.ok()) wst = del;
+    if (absl::Status del = index_->WritePages(std::span<const PageIndex::PageWrite>(ops.data(), ops.size()));
+        !del.ok()) {
+      wst = del;
+    }
     // Deletes the index refused (a background error) are kept until they can be applied; gets
     // miss until then.
     if (!wst.ok()) {
-      for (const auto& op : ops) RememberFailedDelete(op.first);
+      for (const auto& op : ops) RememberFailedDelete(std::string(op.key));
       *error = wst;
     }
   }
