@@ -45,6 +45,9 @@ struct Flags {
   uint64_t hot_pages = 32768;
   bool grpc_row = true;    // the same phases over gRPC Session streams
   bool puts_only = false;  // stop after the put phases (to profile them)
+  // A perf control FIFO (perf record --control=fifo:PATH -D -1): "enable" is written to it just
+  // before tmemd's second put pass and "disable" after it, so that a profile covers that pass.
+  std::string perf_ctl;
   uint64_t pages = 200000;
   double seconds = 10;
 };
@@ -165,6 +168,8 @@ int main(int argc, char** argv) {
       f.grpc_row = false;
     else if (a == "--puts-only")
       f.puts_only = true;
+    else if (auto v = val("perf-ctl"))
+      f.perf_ctl = v;
     else
       Die("unknown flag " + a);
   }
@@ -262,10 +267,19 @@ int main(int argc, char** argv) {
   if (tls_client) puts_to(*tls_client, tls_pool, per_thread);
   if (grpc_client) puts_to(*grpc_client, grpc_pool, per_thread);
   // The second pass, each server's CPU measured around its own phase.
+  auto perf_ctl = [&](const char* command) {
+    if (f.perf_ctl.empty()) return;
+    std::FILE* ctl = std::fopen(f.perf_ctl.c_str(), "w");
+    if (ctl == nullptr) Die("cannot open " + f.perf_ctl);
+    std::fprintf(ctl, "%s\n", command);
+    std::fclose(ctl);
+  };
+  perf_ctl("enable");
   double cpu0 = CpuSeconds(f.tmemd_pid);
   double self0 = CpuSeconds(::getpid());
   const double tmem_put_s = tmem_puts();
   const double tmem_put_cpu = CpuSeconds(f.tmemd_pid) - cpu0;
+  perf_ctl("disable");
   const double tmem_client_cpu = CpuSeconds(::getpid()) - self0;
   cpu0 = CpuSeconds(f.memcached_pid);
   self0 = CpuSeconds(::getpid());

@@ -33,6 +33,10 @@ struct EngineOptions {
   // insert, and RocksDB takes them in batches. 0: every index write reaches RocksDB before the
   // put returns.
   size_t index_write_behind = 16384;
+  // Write-back (location_cache.h): a put's index entry stays only in the RAM cache (dirty) and
+  // reaches the page index when the cache drops it or at a clean stop, so that a page put again
+  // while cached costs no RocksDB write at all. Needs index_cache_entries and index_write_behind.
+  bool index_write_back = true;
   // The DRAM tier (location_cache.h): page bytes kept in RAM beside their index entries, so that
   // hot pages are served without a device read. Write-through: every put still goes to the log.
   // 0 turns it off; it needs index_cache_entries.

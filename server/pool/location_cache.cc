@@ -80,9 +80,9 @@ std::optional<IndexValue> LocationCache::Find(std::string_view key, uint64_t poo
   return std::nullopt;
 }
 
-void LocationCache::Set(std::string_view key, const IndexValue& value, const Ticket& ticket,
-                        std::span<const uint8_t> page) {
-  if (!enabled() || key.size() <= kIndexBytes) return;
+bool LocationCache::Set(std::string_view key, const IndexValue& value, const Ticket& ticket,
+                        std::span<const uint8_t> page, bool dirty) {
+  if (!enabled() || key.size() <= kIndexBytes) return false;
   const std::string_view prefix = PrefixOf(key);
   const uint64_t index = IndexOf(key);
   Shard& s = ShardOf(key);
@@ -92,20 +92,108 @@ void LocationCache::Set(std::string_view key, const IndexValue& value, const Tic
     // one the flush removed from the index.
     EraseLocked(s, prefix, index);
     refused_.fetch_add(1, std::memory_order_relaxed);
-    return;
+    return false;
   }
   auto obj = s.objects.find(Absl(prefix));
   if (obj == s.objects.end()) obj = s.objects.emplace(std::string(prefix), Pages()).first;
   auto [it, inserted] = obj->second.try_emplace(index);
   Slot& slot = it->second;
+  if (!dirty && slot.dirty && slot.pool_gen == ticket.pool_gen) return true;  // newer than the index's
   DropPageLocked(s, slot);  // an older version's bytes never outlive its entry
   slot.value = value;
   slot.pool_gen = ticket.pool_gen;
+  if (dirty && !slot.dirty) {
+    ++s.dirty;
+    dirty_.fetch_add(1, std::memory_order_relaxed);
+  } else if (!dirty && slot.dirty) {
+    MarkCleanLocked(s, slot);  // a dead dirty entry (older pool generation) replaced by a fill
+  }
+  slot.dirty = dirty;
   if (!page.empty()) AttachLocked(s, prefix, index, slot, page);
-  if (!inserted) return;
+  if (!inserted) return true;
   ++s.entries;
   s.fifo.emplace_back(std::string(prefix), index);
   EvictLocked(s);
+  return true;
+}
+
+std::optional<IndexValue> LocationCache::Peek(std::string_view key) {
+  if (!enabled() || key.size() <= kIndexBytes) return std::nullopt;
+  Shard& s = ShardOf(key);
+  MutexLock lock(&s.mu);
+  auto obj = s.objects.find(Absl(PrefixOf(key)));
+  if (obj == s.objects.end()) return std::nullopt;
+  auto it = obj->second.find(IndexOf(key));
+  if (it == obj->second.end()) return std::nullopt;
+  return it->second.value;
+}
+
+void LocationCache::MarkCleanLocked(Shard& s, Slot& slot) {
+  if (!slot.dirty) return;
+  slot.dirty = false;
+  --s.dirty;
+  dirty_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void LocationCache::SetOverLocked(Shard& s, bool over) {
+  if (s.over == over) return;
+  s.over = over;
+  if (over) {
+    over_bound_.fetch_add(1, std::memory_order_acq_rel);
+  } else {
+    over_bound_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+}
+
+size_t LocationCache::Clean(bool all, absl::FunctionRef<bool(std::string_view key, uint64_t pool_gen)> live,
+                            absl::FunctionRef<void(std::string_view key, std::string_view value)> write) {
+  if (!enabled()) return 0;
+  size_t written = 0;
+  std::string key;
+  char value[kIndexValueBytes];
+  // Writes (or, dead, drops) one dirty slot; false when the slot was dropped.
+  auto clean = [&](Shard& s, std::string_view prefix, uint64_t index, Slot& slot)
+                   ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) -> bool {
+    key.assign(prefix);
+    for (int b = 7; b >= 0; --b) key.push_back(static_cast<char>(index >> (8 * b)));
+    if (!live(key, slot.pool_gen)) return false;
+    EncodeIndexValueTo(slot.value, value);
+    write(key, std::string_view(value, kIndexValueBytes));
+    MarkCleanLocked(s, slot);
+    ++written;
+    return true;
+  };
+  for (size_t i = 0; i < kShards; ++i) {
+    Shard& s = shards_[i];
+    MutexLock lock(&s.mu);
+    if (all) {
+      if (s.dirty == 0) continue;
+      std::vector<std::pair<std::string, uint64_t>> dead;
+      for (auto& [prefix, pages] : s.objects) {
+        for (auto& [index, slot] : pages) {
+          if (slot.dirty && !clean(s, prefix, index, slot)) dead.emplace_back(prefix, index);
+        }
+      }
+      for (const auto& [prefix, index] : dead) EraseLocked(s, prefix, index);
+      continue;
+    }
+    if (!s.over) continue;
+    // Oldest first, down to a sixteenth below the bound, so that the next clean is some way off.
+    const size_t target = per_shard_ - per_shard_ / 16;
+    while (s.entries > target && !s.fifo.empty()) {
+      auto [prefix, index] = std::move(s.fifo.front());
+      s.fifo.pop_front();
+      auto obj = s.objects.find(Absl(prefix));
+      if (obj == s.objects.end()) continue;
+      auto it = obj->second.find(index);
+      if (it == obj->second.end()) continue;
+      if (it->second.dirty) clean(s, prefix, index, it->second);
+      if (EraseLocked(s, prefix, index)) evicted_.fetch_add(1, std::memory_order_relaxed);
+    }
+    SetOverLocked(s, s.entries > per_shard_);
+  }
+  cleaned_.fetch_add(written, std::memory_order_relaxed);
+  return written;
 }
 
 void LocationCache::AttachPage(std::string_view key, const IndexValue& value, uint64_t pool_gen,
@@ -204,8 +292,12 @@ void LocationCache::EraseObject(std::string_view object_prefix) {
     auto obj = s.objects.find(Absl(object_prefix));
     if (obj == s.objects.end()) continue;
     s.entries -= obj->second.size();
-    for (auto& [index, slot] : obj->second) DropPageLocked(s, slot);
+    for (auto& [index, slot] : obj->second) {
+      DropPageLocked(s, slot);
+      MarkCleanLocked(s, slot);  // a dirty entry of a flushed object is never written
+    }
     s.objects.erase(obj);
+    if (s.entries <= per_shard_) SetOverLocked(s, false);
   }
 }
 
@@ -215,17 +307,29 @@ bool LocationCache::EraseLocked(Shard& s, std::string_view prefix, uint64_t inde
   auto it = obj->second.find(index);
   if (it == obj->second.end()) return false;
   DropPageLocked(s, it->second);
+  MarkCleanLocked(s, it->second);
   obj->second.erase(it);
   --s.entries;
   if (obj->second.empty()) s.objects.erase(obj);
+  if (s.over && s.entries <= per_shard_) SetOverLocked(s, false);
   return true;
 }
 
 void LocationCache::EvictLocked(Shard& s) {
   while (s.entries > per_shard_ && !s.fifo.empty()) {
-    auto [prefix, index] = std::move(s.fifo.front());
+    const auto& [prefix, index] = s.fifo.front();
+    auto obj = s.objects.find(Absl(prefix));
+    if (obj != s.objects.end()) {
+      auto it = obj->second.find(index);
+      // A dirty entry is not dropped: the shard stays over its bound until Clean writes it.
+      if (it != obj->second.end() && it->second.dirty) {
+        SetOverLocked(s, true);
+        break;
+      }
+    }
+    auto [p, i] = std::move(s.fifo.front());
     s.fifo.pop_front();
-    if (EraseLocked(s, prefix, index)) evicted_.fetch_add(1, std::memory_order_relaxed);
+    if (EraseLocked(s, p, i)) evicted_.fetch_add(1, std::memory_order_relaxed);
   }
   // Records of entries erased by flushes pile up in the fifo: rebuild it from what is cached
   // when it grows past twice the capacity (the order among survivors is then lost).
@@ -262,6 +366,12 @@ void LocationCache::VisitStats(StatsVisitor& v) const {
             misses_.load(std::memory_order_relaxed), {{"result", "miss"}});
   v.Counter("index_cache_fills_refused", "Cache fills refused because an object flush raced with them.",
             refused_.load(std::memory_order_relaxed), none);
+  v.Gauge("index_cache_dirty_entries",
+          "Page index entries held only in RAM (write-back): newer than RocksDB, written when evicted or at a clean "
+          "stop.",
+          static_cast<double>(dirty_entries()), none);
+  v.Counter("index_cache_cleaned", "Dirty page index entries written from the RAM cache to the page index.",
+            cleaned_.load(std::memory_order_relaxed), none);
   v.Counter("index_cache_evictions", "Entries dropped from the RAM index cache to stay within its capacity.",
             evicted_.load(std::memory_order_relaxed), none);
   v.Gauge("ram_tier_bytes", "Page bytes held in the DRAM tier (pages also in the log).",

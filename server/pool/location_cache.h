@@ -28,8 +28,25 @@
 //    the ticket's pool generation, which Find compares with the current one. A Set that passed
 //    the check before EraseObject moved the epoch is undone by EraseObject's shard pass.
 //
-// Thread-safety: every method is thread-safe. Lock order: a shard's mutex is a leaf (taken
-// under the engine's stripe locks, never the other way round).
+// Write-back (the engine's index_write_back): a put may leave its entry here *dirty* — newer
+// than anything the page index (its pending set or RocksDB) holds for the key, and not written
+// there yet. Rules:
+//  - a dirty entry is never dropped to make room; FIFO eviction stops at one, the shard goes
+//    over its bound, and needs_clean() says so. Clean() (the engine calls it under the page
+//    index's apply lock) writes the oldest dirty entries to the index through its `write`
+//    callback, under the shard lock, before it drops them, so that a reader who misses here
+//    finds them there;
+//  - a fill (Set without dirty, after an index read) never replaces a dirty entry: the index
+//    holds an older version;
+//  - whoever writes a key's index entry directly (a delete, a put whose dirty Set was refused)
+//    first removes the key's dirty entry here (Erase, or the refusal itself), under the key's
+//    stripe lock, so that no dirty entry is older than an index write;
+//  - an entry of a pool generation that is no longer current (FlushPool, DestroyPool) is dead:
+//    Clean drops it without writing (`live` says which are), Find drops it when met.
+//
+// Thread-safety: every method is thread-safe. Lock order: a shard's mutex is taken under the
+// engine's stripe locks and under the page index's apply lock, never the other way round; Clean
+// calls `write` (the index's pending set, whose shard locks are leaves) under it.
 #ifndef TMEM_SERVER_POOL_LOCATION_CACHE_H_
 #define TMEM_SERVER_POOL_LOCATION_CACHE_H_
 
@@ -79,9 +96,24 @@ class LocationCache {
                                  const absl::FunctionRef<std::span<uint8_t>()>* out_for = nullptr,
                                  bool* from_ram = nullptr, uint64_t reclaimed_seq = 0);
   // Caches `value` for `key` unless an EraseObject of its object came after `ticket` was taken;
-  // then the key is erased instead (the index may or may not still hold the value). With `page`
-  // (the bytes `value` names), the DRAM tier keeps a copy.
-  void Set(std::string_view key, const IndexValue& value, const Ticket& ticket, std::span<const uint8_t> page = {});
+  // then the key is erased instead (the index may or may not still hold the value) and Set
+  // returns false. With `page` (the bytes `value` names), the DRAM tier keeps a copy. With
+  // `dirty`, the entry is the newest version and the index does not hold it yet (write-back,
+  // above); without, an existing dirty entry is left as it is (a fill never replaces one).
+  bool Set(std::string_view key, const IndexValue& value, const Ticket& ticket, std::span<const uint8_t> page = {},
+           bool dirty = false);
+  // The entry for `key` whatever its pool generation (nullopt: none).
+  std::optional<IndexValue> Peek(std::string_view key);
+  // True while a shard holds more entries than its share because dirty entries block eviction.
+  bool needs_clean() const { return over_bound_.load(std::memory_order_acquire) > 0; }
+  // Writes dirty entries to the index: `write(key, encoded value)` is called under the entry's
+  // shard lock, then the entry is clean. With `all`, every dirty entry (a clean stop); else the
+  // oldest ones of each shard over its bound, and those shards are brought a sixteenth below it.
+  // Entries `live` calls dead (a pool generation no longer current) are dropped unwritten.
+  // Returns the entries written.
+  size_t Clean(bool all, absl::FunctionRef<bool(std::string_view key, uint64_t pool_gen)> live,
+               absl::FunctionRef<void(std::string_view key, std::string_view value)> write);
+  size_t dirty_entries() const { return dirty_.load(std::memory_order_relaxed); }
   // Keeps `page` in RAM for `key` if the entry still names `value` under `pool_gen` (a device
   // read of a shared pool's page: the next get of it is served from memory).
   void AttachPage(std::string_view key, const IndexValue& value, uint64_t pool_gen, std::span<const uint8_t> page);
@@ -100,11 +132,14 @@ class LocationCache {
     std::unique_ptr<uint8_t[]> page;  // the DRAM tier's copy, if any
     uint32_t page_len = 0;
     bool referenced = false;  // got since the CLOCK hand passed
+    bool dirty = false;       // newer than the index; not written there yet
   };
   using Pages = absl::flat_hash_map<uint64_t, Slot>;
   struct Shard {
     mutable Mutex mu;
     size_t entries ABSL_GUARDED_BY(mu) = 0;
+    size_t dirty ABSL_GUARDED_BY(mu) = 0;
+    bool over ABSL_GUARDED_BY(mu) = false;  // counted in over_bound_
     // object prefix -> page index -> slot
     absl::flat_hash_map<std::string, Pages> objects ABSL_GUARDED_BY(mu);
     // Insertion order, oldest first; may name entries erased since (skipped when met).
@@ -126,7 +161,9 @@ class LocationCache {
   size_t SumOverShards(size_t Shard::*field) const;
   std::atomic<uint64_t>& EpochOf(std::string_view object_prefix);
   // Removes one entry; true if it was there.
-  static bool EraseLocked(Shard& s, std::string_view prefix, uint64_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  bool EraseLocked(Shard& s, std::string_view prefix, uint64_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  void MarkCleanLocked(Shard& s, Slot& slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  void SetOverLocked(Shard& s, bool over) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   void EvictLocked(Shard& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   // Gives `slot` a copy of `page`, then keeps the shard within its share of page bytes.
   void AttachLocked(Shard& s, std::string_view prefix, uint64_t index, Slot& slot, std::span<const uint8_t> page)
@@ -137,7 +174,9 @@ class LocationCache {
   const size_t page_bytes_per_shard_;  // 0: no DRAM tier
   std::unique_ptr<Shard[]> shards_;
   std::unique_ptr<std::atomic<uint64_t>[]> object_epochs_;
-  mutable std::atomic<uint64_t> hits_{0}, misses_{0}, refused_{0}, evicted_{0};
+  mutable std::atomic<uint64_t> hits_{0}, misses_{0}, refused_{0}, evicted_{0}, cleaned_{0};
+  std::atomic<size_t> dirty_{0};       // dirty entries in all shards
+  std::atomic<size_t> over_bound_{0};  // shards with `over` set
   mutable std::atomic<uint64_t> ram_hits_{0}, ram_admitted_{0}, ram_evicted_{0};
 };
 

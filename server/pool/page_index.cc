@@ -614,17 +614,26 @@ absl::Status PageIndex::RocksDeleteRange(std::string_view begin, std::string_vie
   return FromRocks(pages_db_->DeleteRange(NoWal(), pages_cf_, S(begin), S(end)), "delete range");
 }
 
-absl::Status PageIndex::DeletePageRange(std::string_view begin, std::string_view end) {
+absl::Status PageIndex::DeletePageRange(std::string_view begin, std::string_view end, absl::FunctionRef<void()> then) {
   MutexLock lock(&apply_mu_);
   // A pending put of the range must not be read while RocksDB's range goes, nor reach RocksDB
   // after it: it becomes a pending delete first.
   pending_.DeleteActiveIn(begin, end);
-  return RocksDeleteRange(begin, end);
+  absl::Status st = RocksDeleteRange(begin, end);
+  then();
+  return st;
 }
 
 absl::StatusOr<uint64_t> PageIndex::DeletePagesIn(std::string_view begin, std::string_view end,
-                                                  uint32_t max_point_deletes) {
+                                                  uint32_t max_point_deletes, absl::FunctionRef<void()> then) {
   MutexLock lock(&apply_mu_);
+  absl::StatusOr<uint64_t> seen = DeletePagesInLocked(begin, end, max_point_deletes);
+  then();
+  return seen;
+}
+
+absl::StatusOr<uint64_t> PageIndex::DeletePagesInLocked(std::string_view begin, std::string_view end,
+                                                        uint32_t max_point_deletes) {
   const uint64_t pending = pending_.DeleteActiveIn(begin, end);
   rocksdb::ReadOptions ro;
   rocksdb::Slice upper = S(end);
@@ -644,6 +653,15 @@ absl::StatusOr<uint64_t> PageIndex::DeletePagesIn(std::string_view begin, std::s
   }
   TMEM_RETURN_IF_ERROR(FromRocks(pages_db_->Write(NoWal(), &batch), "delete pages"));
   return seen + pending;
+}
+
+void PageIndex::WriteBack(
+    absl::FunctionRef<void(absl::FunctionRef<void(std::string_view key, std::string_view value)> write)> fn) {
+  {
+    MutexLock lock(&apply_mu_);
+    fn([this](std::string_view key, std::string_view value) { pending_.Add(key, value); });
+  }
+  Kick();
 }
 
 absl::Status PageIndex::DropAllPages() {

@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/mutex.h"
@@ -105,13 +106,28 @@ class PageIndex {
   absl::Status WritePages(std::span<const PageWrite> ops);
   // Range deletes turn pending puts of the range into pending deletes, then delete in RocksDB,
   // with no pending write applied in between (apply_mu_).
-  absl::Status DeletePageRange(std::string_view begin, std::string_view end);
+  // `then` runs under the same lock after the delete (also when it failed): the engine moves a
+  // pool's cache generation there, so that no write-back (WriteBack) comes between the two.
+  absl::Status DeletePageRange(
+      std::string_view begin, std::string_view end, absl::FunctionRef<void()> then = [] {})
+      ABSL_LOCKS_EXCLUDED(apply_mu_);
   // Deletes every page key in [begin, end). Looks first: an empty range writes nothing, up to
   // `max_point_deletes` keys become point deletes, more become one range delete. Range
   // tombstones slow every later read until compaction removes them, and most invalidations
   // (the kernel's flush_inode for each evicted inode) name objects with no cached pages.
   // Returns the number of keys seen (capped at max_point_deletes + 1).
-  absl::StatusOr<uint64_t> DeletePagesIn(std::string_view begin, std::string_view end, uint32_t max_point_deletes);
+  // `then` as for DeletePageRange (the engine erases the object from its RAM cache there).
+  absl::StatusOr<uint64_t> DeletePagesIn(
+      std::string_view begin, std::string_view end, uint32_t max_point_deletes, absl::FunctionRef<void()> then = [] {})
+      ABSL_LOCKS_EXCLUDED(apply_mu_);
+  // Write-back of entries held elsewhere (the engine's RAM cache): `fn` runs under the apply
+  // lock and hands each entry to `write`, which records it as a pending put (no bound checked:
+  // call ReserveWrites first). Range deletes never run while `fn` does.
+  void WriteBack(
+      absl::FunctionRef<void(absl::FunctionRef<void(std::string_view key, std::string_view value)> write)> fn)
+      ABSL_LOCKS_EXCLUDED(apply_mu_);
+  // Room for `n` more pending writes (applies inline at the bound, as a put does).
+  absl::Status ReserveWrites(size_t n) ABSL_LOCKS_EXCLUDED(apply_mu_) { return MakeRoom(n); }
   // Drops every page: the page store is removed and created empty. Only before the index serves
   // any page call (the engine calls it at start after an unclean stop).
   absl::Status DropAllPages() ABSL_LOCKS_EXCLUDED(apply_mu_);
@@ -169,6 +185,8 @@ class PageIndex {
   bool write_behind() const { return options_.write_behind_max > 0; }
   absl::Status RocksDeleteRange(std::string_view begin, std::string_view end) ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
   absl::Status RocksFlush() ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
+  absl::StatusOr<uint64_t> DeletePagesInLocked(std::string_view begin, std::string_view end, uint32_t max_point_deletes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_);
 
   PageIndexOptions options_;
   std::shared_ptr<rocksdb::Cache> cache_;

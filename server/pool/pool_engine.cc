@@ -58,6 +58,7 @@ absl::Status PoolEngine::Start(const EngineOptions& options) {
   io.is_stale = [this](std::string_view k, std::string_view v) { return IsStale(k, v); };
   TMEM_ASSIGN_OR_RETURN(index_, PageIndex::Open(io));
   cache_ = std::make_unique<LocationCache>(options.index_cache_entries, options.ram_cache_bytes);
+  write_back_ = options.index_write_back && cache_->enabled() && options.index_write_behind > 0;
 
   const auto& uuid = log_->geometry().device_uuid;
   TMEM_ASSIGN_OR_RETURN(std::optional<std::string> state_bytes, index_->GetMeta(kStateKey));
@@ -180,6 +181,7 @@ absl::Status PoolEngine::Close() {
   if (closed_) return absl::FailedPreconditionError("the engine is already closed");
   closed_ = true;
   TMEM_RETURN_IF_ERROR(log_->FlushAll());
+  CleanIndexCache(/*all=*/true);  // every entry held only in RAM to the index first
   // The page store is durable (closed and synced) before the state record calls the stop clean.
   TMEM_RETURN_IF_ERROR(index_->CloseClean());
   EngineStateRecord state{};
@@ -286,8 +288,10 @@ absl::Status PoolEngine::DestroyPool(PoolId id) {
   }
   // Entries a racing put adds after this range delete belong to no pool; the compaction
   // filter drops them.
-  absl::Status st = index_->DeletePageRange(PoolRangeBegin(id), PoolRangeEnd(id));
-  pool->cache_gen.fetch_add(1, std::memory_order_acq_rel);
+  // The generation moves under the index's lock, with the range delete: no write-back of the
+  // pool's cached entries comes between the two.
+  absl::Status st = index_->DeletePageRange(PoolRangeBegin(id), PoolRangeEnd(id),
+                                            [&] { pool->cache_gen.fetch_add(1, std::memory_order_acq_rel); });
   TMEM_RETURN_IF_ERROR(st);
   counters_.pools_destroyed.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
@@ -382,9 +386,14 @@ Mutex& PoolEngine::StripeFor(std::string_view key) { return stripes_[StripeOfKey
 
 void PoolEngine::DeleteIfUnchanged(const std::string& key, const std::string& value) {
   MutexLock stripe(&StripeFor(key));
-  absl::StatusOr<std::optional<std::string>> now = index_->GetPage(key);
+  // A newer entry held in the cache (dirty, not in the index yet) stays, and so does the index's.
+  // The cache holding this very entry: the index holds it too or (written back) an older one,
+  // which must not come back either.
+  std::optional<IndexValue> cached = cache_->Peek(key);
+  if (cached.has_value() && EncodeIndexValue(*cached) != value) return;
   cache_->Erase(key);
-  if (now.ok() && now->has_value() && **now == value) {
+  absl::StatusOr<std::optional<std::string>> now = index_->GetPage(key);
+  if (cached.has_value() || (now.ok() && now->has_value() && **now == value)) {
     absl::Status st = index_->DeletePage(key);
     if (!st.ok()) {
       TMEM_LOG_RATE_LIMITED(Warning) << "could not delete a stale index entry: " << st;
@@ -398,8 +407,12 @@ absl::Status PoolEngine::FlushPage(PoolId id, std::string_view object, uint64_t 
   const std::string key = EncodePageKey(id, object, index);
   {
     MutexLock stripe(&StripeFor(key));
-    TMEM_RETURN_IF_ERROR(index_->DeletePage(key));
+    // The cache first: a dirty entry written back after the index delete would bring the page back.
     cache_->Erase(key);
+    if (absl::Status st = index_->DeletePage(key); !st.ok()) {
+      RememberFailedDelete(key);  // gets miss until it is applied (the cache held the newest)
+      return st;
+    }
   }
   pool->counters.flush_page.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
@@ -409,9 +422,12 @@ absl::Status PoolEngine::FlushObject(PoolId id, std::string_view object) {
   TMEM_ENGINE_OPEN_OR_RETURN();
   TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, CheckHandle(id, object));
   const std::string begin = ObjectRangeBegin(id, object);
-  absl::Status st = index_->DeletePagesIn(begin, ObjectRangeEnd(id, object), kMaxPointDeletes).status();
-  // After the index (also when it failed part way): fills that read it before are refused.
-  cache_->EraseObject(begin);
+  // The cache after the index (also when it failed part way): fills that read it before are
+  // refused. Under the index's lock with the delete: no write-back of the object's dirty
+  // entries comes between the two (they are dropped unwritten).
+  absl::Status st =
+      index_->DeletePagesIn(begin, ObjectRangeEnd(id, object), kMaxPointDeletes, [&] { cache_->EraseObject(begin); })
+          .status();
   TMEM_RETURN_IF_ERROR(st);
   pool->counters.flush_object.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
@@ -420,11 +436,36 @@ absl::Status PoolEngine::FlushObject(PoolId id, std::string_view object) {
 absl::Status PoolEngine::FlushPool(PoolId id) {
   TMEM_ENGINE_OPEN_OR_RETURN();
   TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, FindPool(id));
-  absl::Status st = index_->DeletePageRange(PoolRangeBegin(id), PoolRangeEnd(id));
-  pool->cache_gen.fetch_add(1, std::memory_order_acq_rel);  // every cached entry of the pool dies
+  // Every cached entry of the pool dies with the generation, moved under the index's lock with
+  // the range delete: no write-back of the pool's entries comes between the two.
+  absl::Status st = index_->DeletePageRange(PoolRangeBegin(id), PoolRangeEnd(id),
+                                            [&] { pool->cache_gen.fetch_add(1, std::memory_order_acq_rel); });
   TMEM_RETURN_IF_ERROR(st);
   pool->counters.flush_pool.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
+}
+
+void PoolEngine::CleanIndexCache(bool all) {
+  if (!write_back_) return;
+  if (!all && !cache_->needs_clean()) return;
+  // Room first (the writer may apply inline at the bound), then the write-back under the index's
+  // lock. Bounded by what the cache holds beyond its bound (all: by what it holds).
+  (void)index_->ReserveWrites(all ? cache_->dirty_entries() : options_.index_cache_entries / 16);
+  index_->WriteBack([&](absl::FunctionRef<void(std::string_view, std::string_view)> write) {
+    // Pool generations now: FlushPool and DestroyPool move them under this same lock.
+    absl::flat_hash_map<PoolId, uint64_t> gens;
+    {
+      ReaderLock lock(&registry_mu_);
+      for (const auto& [id, pool] : pools_) gens[id] = pool->cache_gen.load(std::memory_order_acquire);
+    }
+    auto live = [&](std::string_view key, uint64_t gen) {
+      std::optional<PoolId> id = PoolOfPageKey(key);
+      if (!id.has_value()) return false;
+      auto it = gens.find(*id);
+      return it != gens.end() && it->second == gen;
+    };
+    cache_->Clean(all, live, write);
+  });
 }
 
 bool PoolEngine::IsStale(std::string_view key, std::string_view value) const {

@@ -135,6 +135,8 @@ class PoolEngine {
   // For tests, tools and benchmarks.
   log::SegmentLog& segment_log() { return *log_; }
   PageIndex& page_index() { return *index_; }
+  // Every index entry held only in the RAM cache (write-back) to the page index now.
+  void WriteBackIndexCache() { CleanIndexCache(/*all=*/true); }
 
   struct PoolCounters {
     std::atomic<uint64_t> puts{0};
@@ -231,9 +233,14 @@ class PoolEngine {
   void RememberFailedDelete(const std::string& key) ABSL_LOCKS_EXCLUDED(failed_mu_);
   static constexpr size_t kMaxFailedDeletes = 1 << 16;
   bool IsStale(std::string_view key, std::string_view value) const;
+  // Write-back: the RAM cache's dirty entries to the page index (the oldest of full shards, or
+  // with `all` every one), those of pools flushed or destroyed since dropped.
+  void CleanIndexCache(bool all);
+  bool write_back() const { return write_back_; }
 
   EngineOptions options_;
   bool kept_pages_ = false;  // set in Start, then const
+  bool write_back_ = false;  // set in Start, then const
 
   // Declaration order = destruction in reverse: the index (whose compaction filter calls
   // IsStale, which reads log_ and the registry) goes before the log.

@@ -188,11 +188,11 @@ absl::StatusOr<std::vector<std::optional<std::string>>> PoolEngine::LookupMany(
     for (size_t t = first; t < end; ++t) {
       const size_t i = todo[t];
       if (exclusive && taken.count(keys[i]) > 0) continue;  // already found earlier in this batch
-      if (exclusive) {
-        if (std::optional<IndexValue> v = find(i)) {
-          raws[i] = EncodeIndexValue(*v);
-          continue;
-        }
+      // Asked again under the stripe: a put since the first look may hold its entry in the
+      // cache only (write-back), newer than what the index would answer.
+      if (std::optional<IndexValue> v = find(i)) {
+        raws[i] = EncodeIndexValue(*v);
+        continue;
       }
       tickets.push_back(cache_->Begin(keys[i], gen));
       lookup.push_back(keys[i]);
@@ -225,13 +225,17 @@ absl::StatusOr<std::vector<std::optional<std::string>>> PoolEngine::LookupMany(
           raws[i].reset();  // named twice in this chunk: the first one hit
         }
       }
+      // From the cache first, then the index: a dirty entry written back after the index delete
+      // would bring the page back.
+      for (const auto& d : deletes) cache_->Erase(d.first);
       if (!deletes.empty()) st = index_->WritePages(deletes);
-      if (st.ok()) {
-        for (const auto& d : deletes) cache_->Erase(d.first);
+      if (!st.ok()) {
+        for (const auto& d : deletes) RememberFailedDelete(d.first);  // gets miss until applied
       }
     }
     TMEM_RETURN_IF_ERROR(st);
   }
+  CleanIndexCache(/*all=*/false);  // fills may fill a shard whose oldest entries are dirty
   return raws;
 }
 

@@ -93,6 +93,28 @@ size_t PoolEngine::PutLocked(Pool& pool, std::span<const PagePut> pages, std::sp
     }
   }
   if (ops.empty()) return handled;
+  if (write_back_) {
+    // Each entry stays in the cache only (dirty) and reaches the index when the cache drops it.
+    for (size_t k = 0; k < ops.size(); ++k) {
+      if (values[k].has_value()) {
+        if (cache_->Set(keys[k], *values[k], tickets[k], pages[k].page, /*dirty=*/true)) continue;
+        // Refused (an object flush came since the ticket; the cache holds nothing of the key
+        // now): the entry goes to the index itself, as without write-back.
+        absl::Status st = index_->PutPage(keys[k], *ops[k].value);
+        if (st.ok()) continue;
+        ++*dropped;
+        if (error->ok()) *error = st;
+      } else {
+        cache_->Erase(keys[k]);
+      }
+      // Dropped: no older version may survive (the cache's went first).
+      if (absl::Status st = index_->DeletePage(keys[k]); !st.ok()) {
+        RememberFailedDelete(keys[k]);
+        if (error->ok()) *error = st;
+      }
+    }
+    return handled;
+  }
   // One entry: a plain RocksDB put (no batch to build); more: one batch.
   absl::Status wst = ops.size() == 1 && ops[0].value.has_value()
                          ? index_->PutPage(ops[0].key, *ops[0].value)
@@ -159,6 +181,7 @@ void PoolEngine::PutPages(Pool& pool, std::span<const PagePut> pages) {
       handled = PutLocked(pool, chunk, keys, out_of_time, &dropped, &no_room_generation, &error);
     }
     first += handled;
+    CleanIndexCache(/*all=*/false);  // no stripe held here; returns at once unless a shard is full
     bool room = true;
     if (handled < chunk.size()) {
       const auto waited_from = std::chrono::steady_clock::now();

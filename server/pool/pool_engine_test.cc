@@ -443,6 +443,7 @@ TEST(PoolEngineTest, CorruptPageOnDeviceIsAMissAndACountNeverTheBadBytes) {
   Put(e, p, kObj, 7, 1);
   ASSERT_TRUE(e.segment_log().FlushAll().ok());
   // Find the page through the index and flip one byte of it on the device.
+  e.WriteBackIndexCache();
   auto raw = e.page_index().GetPage(EncodePageKey(p, kObj, 7));
   ASSERT_TRUE(raw.ok() && raw->has_value());
   IndexValue v = *DecodeIndexValue(**raw);
@@ -475,6 +476,7 @@ TEST(PoolEngineTest, CorruptByteInTheDeviceFileIsAMissAndACount) {
   Put(e, p, kObj, 1, 5);
   Put(e, p, kObj, 2, 5);
   ASSERT_TRUE(e.segment_log().FlushAll().ok());
+  e.WriteBackIndexCache();
   IndexValue v = *DecodeIndexValue(**e.page_index().GetPage(EncodePageKey(p, kObj, 1)));
   const uint64_t seg = (v.loc.seq - 1) % e.segment_log().geometry().segment_count;
   const off_t at =
@@ -715,8 +717,113 @@ TEST(PoolEngineTest, CompactionDropsEntriesOfDestroyedPools) {
   ASSERT_TRUE(e.page_index()
                   .PutPage(EncodePageKey(p, "o", 999), EncodeIndexValue({{e.segment_log().head_seq(), 4096}, 0}))
                   .ok());
+  e.WriteBackIndexCache();  // the kept pool's entries reach RocksDB; the destroyed pool's are dropped
   ASSERT_TRUE(e.page_index().CompactPages().ok());
   EXPECT_EQ(*e.page_index().CountPages(), 20u);
+}
+
+// --- Write-back: index entries held only in RAM -------------------------------------------
+
+std::map<std::string, double> EngineStats(const PoolEngine& e) {
+  MapVisitor v;
+  e.VisitStats(v);
+  return v.values;
+}
+
+TEST(PoolEngineTest, APagePutAgainWhileCachedCostsNoIndexWriteAndACleanStopKeepsIt) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(40), 4096);
+  for (uint64_t v = 1; v <= 2; ++v) {
+    for (uint64_t i = 0; i < 100; ++i) Put(e, p, "f", i, v * 1000 + i);
+  }
+  ASSERT_TRUE(e.page_index().ApplyPending().ok());
+  EXPECT_EQ(*e.page_index().CountPages(), 0u) << "no put reached RocksDB";
+  EXPECT_EQ(EngineStats(e)["index_write_behind_entries"], 0);
+  EXPECT_EQ(EngineStats(e)["index_cache_dirty_entries"], 100);
+  std::vector<uint8_t> out;
+  for (uint64_t i = 0; i < 100; ++i) {
+    ASSERT_EQ(Get(e, p, "f", i, &out), GetOutcome::kHit);
+    ASSERT_EQ(VersionOf(out, p, "f", i), static_cast<int64_t>(2000 + i));
+  }
+  PoolEngine& e2 = h.ReopenClean();  // the clean stop writes the 100 entries back
+  ASSERT_TRUE(e2.kept_pages_from_previous_run());
+  EXPECT_EQ(*e2.page_index().CountPages(), 100u);
+  for (uint64_t i = 0; i < 100; ++i) {
+    ASSERT_EQ(Get(e2, p, "f", i, &out), GetOutcome::kHit) << i;
+    ASSERT_EQ(VersionOf(out, p, "f", i), static_cast<int64_t>(2000 + i));
+  }
+}
+
+TEST(PoolEngineTest, EntriesTheCacheDropsAreWrittenBackAndTheNewestVersionStillHits) {
+  EngineHarness h;
+  h.set_index_cache_entries(128);  // two entries a shard
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(41), 512);
+  std::map<uint64_t, int64_t> latest;
+  for (uint64_t n = 0; n < 3000; ++n) {
+    const uint64_t i = (n * 7919) % 1000;
+    Put(e, p, "w", i, n, 512);
+    latest[i] = static_cast<int64_t>(n);
+  }
+  const auto stats = EngineStats(e);
+  EXPECT_GT(stats.at("index_cache_cleaned"), 1000) << "entries went to the index as the cache dropped them";
+  EXPECT_LE(stats.at("index_cache_entries"), 128 + 64) << "dirty entries held the cache past its bound";
+  std::vector<uint8_t> out;
+  for (const auto& [i, v] : latest) {
+    ASSERT_EQ(Get(e, p, "w", i, &out, 512), GetOutcome::kHit) << i;
+    ASSERT_EQ(VersionOf(out, p, "w", i), v) << "handle " << i;
+  }
+}
+
+TEST(PoolEngineTest, FlushedEntriesHeldOnlyInRamNeverReachTheIndex) {
+  EngineHarness h;
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(42), 4096);
+  PoolId q = *e.CreateSharedPool(U(43), 4096);
+  for (uint64_t i = 0; i < 10; ++i) {
+    Put(e, p, "gone", i, 1);
+    Put(e, p, "kept", i, 1);
+    Put(e, q, "gone", i, 1);
+  }
+  ASSERT_TRUE(e.FlushObject(p, "gone").ok());
+  ASSERT_TRUE(e.FlushPool(q).ok());
+  ASSERT_TRUE(e.FlushPage(p, "kept", 0).ok());
+  e.WriteBackIndexCache();
+  ASSERT_TRUE(e.page_index().ApplyPending().ok());
+  EXPECT_EQ(*e.page_index().CountPages(), 9u) << "only p/kept 1..9 were written back";
+  PoolEngine& e2 = h.ReopenClean();
+  std::vector<uint8_t> out;
+  for (uint64_t i = 0; i < 10; ++i) {
+    EXPECT_EQ(Get(e2, p, "gone", i, &out), GetOutcome::kMiss) << i;
+    EXPECT_EQ(Get(e2, q, "gone", i, &out), GetOutcome::kMiss) << i;
+    EXPECT_EQ(Get(e2, p, "kept", i, &out), i == 0 ? GetOutcome::kMiss : GetOutcome::kHit) << i;
+  }
+}
+
+TEST(PoolEngineTest, ACorruptNewestVersionNeverBringsBackAnOlderOne) {
+  EngineHarness h;
+  h.set_customize([](EngineOptions& o) { o.ram_cache_bytes = 0; });
+  PoolEngine& e = h.Open();
+  PoolId p = *e.CreateSharedPool(U(44), 4096);
+  Put(e, p, kObj, 3, 1);
+  e.WriteBackIndexCache();  // version 1 in the index
+  ASSERT_TRUE(e.page_index().ApplyPending().ok());
+  const IndexValue v1 = *DecodeIndexValue(**e.page_index().GetPage(EncodePageKey(p, kObj, 3)));
+  Put(e, p, kObj, 3, 2);  // version 2 only in the cache: the next page of the same segment
+  ASSERT_EQ(e.segment_log().head_seq(), v1.loc.seq);
+  ASSERT_TRUE(e.segment_log().FlushAll().ok());
+  EXPECT_EQ(EngineStats(e)["index_cache_dirty_entries"], 1);
+  // Flip a byte of version 2 on the device.
+  const uint64_t seg = (v1.loc.seq - 1) % e.segment_log().geometry().segment_count;
+  const uint64_t at = log::kDataOffset + seg * e.segment_log().geometry().segment_bytes + v1.loc.offset + 4096 + 1024;
+  io::AlignedBuffer b(512, 512);
+  ASSERT_TRUE(h.memory().Read(at, b.data(), 512).ok());
+  b.data()[7] ^= 0x10;
+  ASSERT_TRUE(h.memory().Write(at, b.data(), 512).ok());
+  std::vector<uint8_t> out;
+  EXPECT_EQ(Get(e, p, kObj, 3, &out), GetOutcome::kMiss);
+  EXPECT_EQ(Get(e, p, kObj, 3, &out), GetOutcome::kMiss) << "version 1 came back";
 }
 
 // --- Bad input -----------------------------------------------------------------------------
@@ -880,12 +987,12 @@ TEST(PoolEngineTest, RacingPutsNeverLetAGetReturnAVersionOlderThanACompletedPut)
 // Object and pool flushes race puts and gets (single and batched) of a shared pool. With
 // logical timestamps: a get that began after a flush ended must not return a version whose put
 // ended before that flush began. Run with and without the RAM index cache.
-void FlushesRacingPutsAndGets(size_t index_cache_entries) {
+void FlushesRacingPutsAndGets(size_t index_cache_entries, int kHandles = 8) {
   EngineHarness h;
   h.set_index_cache_entries(index_cache_entries);
   PoolEngine& e = h.Open();
   PoolId p = *e.CreateSharedPool(U(21), 4096);
-  constexpr int kHandles = 8, kRounds = 400;
+  const int kRounds = 3200 / kHandles;
   std::atomic<uint64_t> clock{1}, next_version{1};
   std::atomic<bool> stop{false};
   struct Span {
@@ -976,6 +1083,8 @@ void FlushesRacingPutsAndGets(size_t index_cache_entries) {
 TEST(PoolEngineTest, FlushesRacingPutsAndGetsNeverLeaveAFlushedPageVisible) {
   FlushesRacingPutsAndGets(/*index_cache_entries=*/1 << 20);
   FlushesRacingPutsAndGets(/*index_cache_entries=*/0);
+  // So small that write-back writes entries to the index all the time, racing the flushes.
+  FlushesRacingPutsAndGets(/*index_cache_entries=*/64, /*handles=*/200);
 }
 
 TEST(PoolEngineTest, ConcurrentGetsOnAPrivatePoolHitAtMostOnce) {
