@@ -47,6 +47,7 @@ struct Config {
   int64_t grpc_keepalive_ms = 60000;          // idle connections are pinged this often
   uint64_t index_cache_entries = 1 << 20;
   uint64_t index_write_behind = 16384;
+  bool index_write_back = true;
   uint64_t index_write_buffer_bytes = 8 << 20;
   uint64_t ram_cache_bytes = 256ull << 20;  // the DRAM tier
   bool format = false;  // --format only: format a device that is foreign, corrupt or of another geometry

@@ -103,6 +103,11 @@ Table<Config>* BuildConfigSettings() {
            "Page index writes accepted ahead of RocksDB and applied in batches (write-behind; readers see them at "
            "once; tmem_index_pending_writes). A put that finds this many waiting applies them itself. 0: every "
            "index write reaches RocksDB before the put returns.")
+      .Bool("index_write_back", "index-write-back", &Config::index_write_back,
+            "A put's index entry stays only in the RAM index cache (dirty; tmem_index_cache_dirty_entries) and "
+            "reaches RocksDB when the cache drops it or at a clean stop: a page put again while cached costs no "
+            "RocksDB write. Needs index_cache_entries and index_write_behind; false: every put's entry is written "
+            "behind to RocksDB.")
       .Size("ram_cache", "ram-cache", &Config::ram_cache_bytes, 0, uint64_t{1} << 40,
             "The DRAM tier: hot pages kept in memory beside the log and served without a device read "
             "(write-through: every put is also written to the log; tmem_ram_tier_*). 0 turns it off; it needs "

@@ -260,6 +260,7 @@ int Run(const Config& c, const DaemonHooks& hooks) {
   eo.metadata_dir = c.metadata_dir;
   eo.index_cache_entries = c.index_cache_entries;
   eo.index_write_behind = c.index_write_behind;
+  eo.index_write_back = c.index_write_back;
   eo.index_write_buffer_bytes = c.index_write_buffer_bytes;
   eo.log.write_buffer_count = static_cast<uint32_t>(c.pool_write_buffers);
   eo.log.flusher_threads = static_cast<uint32_t>(c.pool_flushers);
