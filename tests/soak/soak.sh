@@ -26,7 +26,9 @@
 #   (README "Soak" says why).
 # Prints ops (pages and NBD), restarts survived, RSS, every violation; exits 1 on any violation
 # or RSS over the bound, 2 if it could not run. SOAK_NO_BUILD=1 skips `bazel build`; TMEMD,
-# TMEMCTL and SOAK_CLIENT name other binaries; SOAK_KEEP=1 keeps the temp dir (it is always
+# TMEMCTL and SOAK_CLIENT name other binaries; SOAK_TMEMD_ARGS adds tmemd flags (e.g.
+# --index-cache-entries=4096, so that the RAM index cache writes entries back all the time);
+# SOAK_KEEP=1 keeps the temp dir (it is always
 # kept on failure); an older page returned after a dropped put is a violation (put-put-get; the
 # library flushes dropped handles), SOAK_STRICT_PUTS=0 only counts it (soak_client.cc).
 set -uo pipefail
@@ -87,7 +89,7 @@ log() { echo "[$((SECONDS - T0))s] $*"; }
 D=
 INSTANCE=0
 start_tmemd() {
-  "$BIN/tmemd" --config="$T/tmemd.yaml" 2>> "$T/tmemd.log" &
+  "$BIN/tmemd" --config="$T/tmemd.yaml" ${SOAK_TMEMD_ARGS:-} 2>> "$T/tmemd.log" &
   D=$!
   local deadline=$((SECONDS + 120)) out
   until out=$($CTL info 2>/dev/null) && nbdinfo "nbd://127.0.0.1:$NP/cached" >/dev/null 2>&1 \
