@@ -145,7 +145,7 @@ void LocationCache::SetOverLocked(Shard& s, bool over) {
   }
 }
 
-size_t LocationCache::Clean(bool all, absl::FunctionRef<bool(std::string_view key, uint64_t pool_gen)> live,
+size_t LocationCache::Clean(bool all, size_t max, absl::FunctionRef<bool(std::string_view key, uint64_t pool_gen)> live,
                             absl::FunctionRef<void(std::string_view key, std::string_view value)> write) {
   if (!enabled()) return 0;
   size_t written = 0;
@@ -168,6 +168,7 @@ size_t LocationCache::Clean(bool all, absl::FunctionRef<bool(std::string_view ke
     MutexLock lock(&s.mu);
     if (all) {
       if (s.dirty == 0) continue;
+      if (written >= max) break;
       std::vector<std::pair<std::string, uint64_t>> dead;
       for (auto& [prefix, pages] : s.objects) {
         for (auto& [index, slot] : pages) {

@@ -54,7 +54,8 @@ absl::Status PoolEngine::Start(const EngineOptions& options) {
   io.resume_backoff_min_ms = options.index_resume_backoff_min_ms;
   io.resume_backoff_max_ms = options.index_resume_backoff_max_ms;
   io.write_behind_max = options.index_write_behind;
-  io.write_behind_batch = std::max<size_t>(1, options.index_write_behind / 16);
+  io.write_behind_batch = std::max<size_t>(1, options.index_write_behind / 2);
+  io.write_behind_interval_ms = 100;
   io.is_stale = [this](std::string_view k, std::string_view v) { return IsStale(k, v); };
   TMEM_ASSIGN_OR_RETURN(index_, PageIndex::Open(io));
   cache_ = std::make_unique<LocationCache>(options.index_cache_entries, options.ram_cache_bytes);
@@ -448,24 +449,29 @@ absl::Status PoolEngine::FlushPool(PoolId id) {
 void PoolEngine::CleanIndexCache(bool all) {
   if (!write_back_) return;
   if (!all && !cache_->needs_clean()) return;
-  // Room first (the writer may apply inline at the bound), then the write-back under the index's
-  // lock. Bounded by what the cache holds beyond its bound (all: by what it holds).
-  (void)index_->ReserveWrites(all ? cache_->dirty_entries() : options_.index_cache_entries / 16);
-  index_->WriteBack([&](absl::FunctionRef<void(std::string_view, std::string_view)> write) {
-    // Pool generations now: FlushPool and DestroyPool move them under this same lock.
-    absl::flat_hash_map<PoolId, uint64_t> gens;
-    {
-      ReaderLock lock(&registry_mu_);
-      for (const auto& [id, pool] : pools_) gens[id] = pool->cache_gen.load(std::memory_order_acquire);
-    }
-    auto live = [&](std::string_view key, uint64_t gen) {
-      std::optional<PoolId> id = PoolOfPageKey(key);
-      if (!id.has_value()) return false;
-      auto it = gens.find(*id);
-      return it != gens.end() && it->second == gen;
-    };
-    cache_->Clean(all, live, write);
-  });
+  // The write-back under the index's lock. It may take the pending set past its bound by what
+  // one pass writes (a sixteenth of the cache); the writer applies it in the background, and a
+  // pass that finds the set past its bound applies it first (back-pressure). A clean stop writes
+  // every entry, a bounded part at a time.
+  const size_t chunk = std::max<size_t>(1, options_.index_write_behind);
+  do {
+    (void)index_->ReserveWrites(0);
+    index_->WriteBack([&](absl::FunctionRef<void(std::string_view, std::string_view)> write) {
+      // Pool generations now: FlushPool and DestroyPool move them under this same lock.
+      absl::flat_hash_map<PoolId, uint64_t> gens;
+      {
+        ReaderLock lock(&registry_mu_);
+        for (const auto& [id, pool] : pools_) gens[id] = pool->cache_gen.load(std::memory_order_acquire);
+      }
+      auto live = [&](std::string_view key, uint64_t gen) {
+        std::optional<PoolId> id = PoolOfPageKey(key);
+        if (!id.has_value()) return false;
+        auto it = gens.find(*id);
+        return it != gens.end() && it->second == gen;
+      };
+      cache_->Clean(all, chunk, live, write);
+    });
+  } while (all && cache_->dirty_entries() > 0);
 }
 
 bool PoolEngine::IsStale(std::string_view key, std::string_view value) const {
