@@ -46,8 +46,10 @@ struct Flags {
   bool grpc_row = true;    // the same phases over gRPC Session streams
   bool puts_only = false;  // stop after the put phases (to profile them)
   // A perf control FIFO (perf record --control=fifo:PATH -D -1): "enable" is written to it just
-  // before tmemd's second put pass and "disable" after it, so that a profile covers that pass.
+  // before the phase `perf_phase` names (puts: tmemd's second put pass; ram-gets: the DRAM tier's
+  // batched get hits) and "disable" after it, so that a profile covers that phase alone.
   std::string perf_ctl;
+  std::string perf_phase = "puts";
   uint64_t pages = 200000;
   double seconds = 10;
 };
@@ -170,6 +172,8 @@ int main(int argc, char** argv) {
       f.puts_only = true;
     else if (auto v = val("perf-ctl"))
       f.perf_ctl = v;
+    else if (auto v = val("perf-phase"))
+      f.perf_phase = v;
     else
       Die("unknown flag " + a);
   }
@@ -267,8 +271,8 @@ int main(int argc, char** argv) {
   if (tls_client) puts_to(*tls_client, tls_pool, per_thread);
   if (grpc_client) puts_to(*grpc_client, grpc_pool, per_thread);
   // The second pass, each server's CPU measured around its own phase.
-  auto perf_ctl = [&](const char* command) {
-    if (f.perf_ctl.empty()) return;
+  auto perf_ctl = [&](const char* command, const char* phase = "puts") {
+    if (f.perf_ctl.empty() || f.perf_phase != phase) return;
     std::FILE* ctl = std::fopen(f.perf_ctl.c_str(), "w");
     if (ctl == nullptr) Die("cannot open " + f.perf_ctl);
     std::fprintf(ctl, "%s\n", command);
@@ -359,6 +363,7 @@ int main(int argc, char** argv) {
   if (tls_client) std::printf("tls_get_hits_per_s %.0f\n", std::get<0>(gets_from(*tls_client, tls_pool, total)));
   if (grpc_client) std::printf("grpc_get_hits_per_s %.0f\n", std::get<0>(gets_from(*grpc_client, grpc_pool, total)));
   cpu1 = CpuSeconds(f.memcached_pid);
+  const double mc_self0 = CpuSeconds(::getpid());
   auto [mc_hits, mc_miss] = timed([&](int t, std::atomic<bool>& stop, uint64_t& h, uint64_t& mi) {
     memcached_st* m = Memcached(f.memcached, false);
     std::mt19937_64 rng(t);
@@ -384,6 +389,7 @@ int main(int argc, char** argv) {
     }
     memcached_free(m);
   });
+  const double mc_client_get_cpu = CpuSeconds(::getpid()) - mc_self0;
   std::printf("tmemd_get_hits_per_s %.0f\ntmemd_get_misses %lu\n", tmem_hits, tmem_miss);
   std::printf("memcached_get_hits_per_s %.0f\nmemcached_get_misses %lu\n", mc_hits, mc_miss);
   if (f.tmemd_pid > 0 && f.memcached_pid > 0) {
@@ -454,8 +460,15 @@ int main(int argc, char** argv) {
     puts_to(*ram, ram_pool, hot_per_thread);  // the hot set, in the DRAM tier from its puts
     const uint64_t hot_total = hot_per_thread * f.threads;
     const double c0 = CpuSeconds(f.ram_tmemd_pid);
+    const double self0 = CpuSeconds(::getpid());
+    perf_ctl("enable", "ram-gets");
     auto [ram_hits, ram_miss] = gets_from(*ram, ram_pool, hot_total);
+    perf_ctl("disable", "ram-gets");
     const double ram_cpu = CpuSeconds(f.ram_tmemd_pid) - c0;
+    const double ram_client_cpu = CpuSeconds(::getpid()) - self0;
+    // The clients' own CPU per hit (this process: libtmemclient from the DRAM tier vs libmemcached).
+    std::printf("ram_client_get_cpu_us_per_page %.2f\nmemcached_client_get_cpu_us_per_page %.2f\n",
+                ram_client_cpu * 1e6 / (ram_hits * f.seconds), mc_client_get_cpu * 1e6 / (mc_hits * f.seconds));
     std::printf("ram_hot_pages %lu\nram_get_hits_per_s %.0f\nram_get_misses %lu\n", hot_total, ram_hits, ram_miss);
     if (f.ram_tmemd_pid > 0) std::printf("ram_get_cpu_us_per_page %.2f\n", ram_cpu * 1e6 / (ram_hits * f.seconds));
     std::vector<std::vector<double>> rl(f.threads);

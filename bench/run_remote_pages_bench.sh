@@ -142,6 +142,10 @@ if "tmem_client_put_cpu_us_per_page" in e:
     print(f"{'client CPU per put page, microseconds':46} {'':8}  {'':7}      libtmemclient "
           f"{f('tmem_client_put_cpu_us_per_page'):.2f}, libmemcached {f('memcached_client_put_cpu_us_per_page'):.2f} "
           f"(the bench process, same phases)")
+if "ram_client_get_cpu_us_per_page" in e:
+    print(f"{'client CPU per get hit, microseconds':46} {'':8}  {'':7}      libtmemclient "
+          f"{f('ram_client_get_cpu_us_per_page'):.2f} (DRAM tier), libmemcached "
+          f"{f('memcached_client_get_cpu_us_per_page'):.2f} (the bench process, same phases)")
 if "tmemd_write_amplification" in e:
     print(f"{'write amplification (device bytes / put bytes)':46} {f('tmemd_write_amplification'):8.3f}  {'':7}      "
           f"{f('tmemd_pages_put'):.0f} pages put; DRAM-tier tmemd {f('ram_write_amplification'):.3f} over "
