@@ -40,6 +40,7 @@ struct Flags {
   uint64_t ram_cache_mb = 0;
   int64_t index_write_behind = -1;   // -1: the engine's default
   int64_t index_cache_entries = -1;  // -1: the engine's default
+  int index_write_back = -1;         // -1: the engine's default; 0 or 1
   int readers = 32;
   int writers = 2;
   double seconds = 15;
@@ -92,6 +93,7 @@ std::unique_ptr<tmem::io::FileDevice> MakeDevice(const Flags& f, const std::stri
 uint64_t g_ram_cache_mb = 0;
 int64_t g_index_write_behind = -1;
 int64_t g_index_cache_entries = -1;
+int g_index_write_back = -1;
 
 std::unique_ptr<tmem::pool::PoolEngine> OpenEngine(tmem::io::BlockDevice* dev, const std::string& meta) {
   std::filesystem::remove_all(meta);
@@ -99,6 +101,7 @@ std::unique_ptr<tmem::pool::PoolEngine> OpenEngine(tmem::io::BlockDevice* dev, c
   o.ram_cache_bytes = g_ram_cache_mb << 20;
   if (g_index_write_behind >= 0) o.index_write_behind = static_cast<size_t>(g_index_write_behind);
   if (g_index_cache_entries >= 0) o.index_cache_entries = static_cast<size_t>(g_index_cache_entries);
+  if (g_index_write_back >= 0) o.index_write_back = g_index_write_back != 0;
   o.device = dev;
   o.metadata_dir = meta;
   auto e = tmem::pool::PoolEngine::Open(o);
@@ -178,6 +181,8 @@ int main(int argc, char** argv) {
       f.index_cache_entries = std::stoll(v);
     else if (auto v = val("index_write_behind"))
       f.index_write_behind = std::stoll(v);
+    else if (auto v = val("index_write_back"))
+      f.index_write_back = std::stoi(v);
     else if (auto v = val("put_batch"))
       f.put_batch = std::max(1, std::stoi(v));
     else {
@@ -191,6 +196,7 @@ int main(int argc, char** argv) {
   g_ram_cache_mb = f.ram_cache_mb;
   g_index_write_behind = f.index_write_behind;
   g_index_cache_entries = f.index_cache_entries;
+  g_index_write_back = f.index_write_back;
   std::printf("put_order %s\n", f.random_order ? "random" : "sequential");
   std::printf("put_batch %d\n", f.put_batch);
   std::printf("crc32c_hardware %d\n", tmem::crc32c::HardwareAccelerated() ? 1 : 0);
@@ -198,6 +204,7 @@ int main(int argc, char** argv) {
   std::printf("ram_cache_mb %lu\n", f.ram_cache_mb);
   std::printf("index_write_behind %ld\n", f.index_write_behind);
   std::printf("index_cache_entries %ld\n", f.index_cache_entries);
+  std::printf("index_write_back %d\n", f.index_write_back);
 
   // --- fill + RSS ---
   uint64_t rss_first = 0, rss_first_anon = 0, rss_end = 0, rss_end_anon = 0;
