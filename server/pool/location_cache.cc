@@ -47,7 +47,7 @@ LocationCache::Ticket LocationCache::Begin(std::string_view key, uint64_t pool_g
 
 std::optional<IndexValue> LocationCache::Find(std::string_view key, uint64_t pool_gen,
                                               const absl::FunctionRef<std::span<uint8_t>()>* out_for, bool* from_ram,
-                                              uint64_t reclaimed_seq) {
+                                              uint64_t reclaimed_seq, bool count) {
   if (!enabled() || key.size() <= kIndexBytes) return std::nullopt;
   const std::string_view prefix = PrefixOf(key);
   const uint64_t index = IndexOf(key);
@@ -58,7 +58,7 @@ std::optional<IndexValue> LocationCache::Find(std::string_view key, uint64_t poo
     auto page = obj->second.find(index);
     if (page != obj->second.end()) {
       if (page->second.pool_gen == pool_gen) {
-        hits_.fetch_add(1, std::memory_order_relaxed);
+        if (count) hits_.fetch_add(1, std::memory_order_relaxed);
         Slot& slot = page->second;
         if (slot.page != nullptr && slot.value.loc.seq <= reclaimed_seq) {
           DropPageLocked(s, slot);  // its log copy is gone: so is this one (the get will miss)
@@ -73,10 +73,12 @@ std::optional<IndexValue> LocationCache::Find(std::string_view key, uint64_t poo
         }
         return slot.value;
       }
-      EraseLocked(s, prefix, index);  // made before a FlushPool: dead
+      // Made before a FlushPool: dead. One of a newer generation than the caller's (a put after
+      // a FlushPool that came after the caller read the generation) is a miss, and stays.
+      if (page->second.pool_gen < pool_gen) EraseLocked(s, prefix, index);
     }
   }
-  misses_.fetch_add(1, std::memory_order_relaxed);
+  if (count) misses_.fetch_add(1, std::memory_order_relaxed);
   return std::nullopt;
 }
 
@@ -98,7 +100,11 @@ bool LocationCache::Set(std::string_view key, const IndexValue& value, const Tic
   if (obj == s.objects.end()) obj = s.objects.emplace(std::string(prefix), Pages()).first;
   auto [it, inserted] = obj->second.try_emplace(index);
   Slot& slot = it->second;
-  if (!dirty && slot.dirty && slot.pool_gen == ticket.pool_gen) return true;  // newer than the index's
+  // A fill never replaces an entry of a newer generation, nor a dirty one of its own (newer than
+  // the index it read).
+  if (!dirty && !inserted && (slot.pool_gen > ticket.pool_gen || (slot.dirty && slot.pool_gen == ticket.pool_gen))) {
+    return true;
+  }
   DropPageLocked(s, slot);  // an older version's bytes never outlive its entry
   slot.value = value;
   slot.pool_gen = ticket.pool_gen;

@@ -92,9 +92,10 @@ class LocationCache {
   // *from_ram is set — only while its log location is live (its segment's sequence above
   // `reclaimed_seq`): the DRAM tier holds a subset of the log, so eviction from the log (FIFO
   // reclaim, tenants' log shares) evicts from RAM too.
+  // `count`: counted in the lookup metrics (a second look at the same key is not).
   std::optional<IndexValue> Find(std::string_view key, uint64_t pool_gen,
                                  const absl::FunctionRef<std::span<uint8_t>()>* out_for = nullptr,
-                                 bool* from_ram = nullptr, uint64_t reclaimed_seq = 0);
+                                 bool* from_ram = nullptr, uint64_t reclaimed_seq = 0, bool count = true);
   // Caches `value` for `key` unless an EraseObject of its object came after `ticket` was taken;
   // then the key is erased instead (the index may or may not still hold the value) and Set
   // returns false. With `page` (the bytes `value` names), the DRAM tier keeps a copy. With

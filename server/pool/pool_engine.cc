@@ -398,6 +398,7 @@ void PoolEngine::DeleteIfUnchanged(const std::string& key, const std::string& va
     absl::Status st = index_->DeletePage(key);
     if (!st.ok()) {
       TMEM_LOG_RATE_LIMITED(Warning) << "could not delete a stale index entry: " << st;
+      RememberFailedDelete(key);  // an older version must not come back: gets miss until applied
     }
   }
 }
@@ -429,6 +430,9 @@ absl::Status PoolEngine::FlushObject(PoolId id, std::string_view object) {
   absl::Status st =
       index_->DeletePagesIn(begin, ObjectRangeEnd(id, object), kMaxPointDeletes, [&] { cache_->EraseObject(begin); })
           .status();
+  // Failed part way, the object's cached entries are gone while the index may keep older
+  // versions of them: the whole pool is dropped before gets are served again.
+  if (!st.ok()) RememberFailedPool(id);
   TMEM_RETURN_IF_ERROR(st);
   pool->counters.flush_object.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
@@ -441,6 +445,7 @@ absl::Status PoolEngine::FlushPool(PoolId id) {
   // the range delete: no write-back of the pool's entries comes between the two.
   absl::Status st = index_->DeletePageRange(PoolRangeBegin(id), PoolRangeEnd(id),
                                             [&] { pool->cache_gen.fetch_add(1, std::memory_order_acq_rel); });
+  if (!st.ok()) RememberFailedPool(id);  // the range delete is applied before gets are served again
   TMEM_RETURN_IF_ERROR(st);
   pool->counters.flush_pool.fetch_add(1, std::memory_order_relaxed);
   return absl::OkStatus();
@@ -463,11 +468,13 @@ void PoolEngine::CleanIndexCache(bool all) {
         ReaderLock lock(&registry_mu_);
         for (const auto& [id, pool] : pools_) gens[id] = pool->cache_gen.load(std::memory_order_acquire);
       }
+      // A pool the snapshot lacks was created since (ids are never reused) or is being destroyed:
+      // its entries are written either way; the compaction filter drops those of pools gone.
       auto live = [&](std::string_view key, uint64_t gen) {
         std::optional<PoolId> id = PoolOfPageKey(key);
         if (!id.has_value()) return false;
         auto it = gens.find(*id);
-        return it != gens.end() && it->second == gen;
+        return it == gens.end() || it->second == gen;
       };
       cache_->Clean(all, chunk, live, write);
     });

@@ -135,8 +135,12 @@ class PoolEngine {
   // For tests, tools and benchmarks.
   log::SegmentLog& segment_log() { return *log_; }
   PageIndex& page_index() { return *index_; }
-  // Every index entry held only in the RAM cache (write-back) to the page index now.
-  void WriteBackIndexCache() { CleanIndexCache(/*all=*/true); }
+  // Every index entry held only in the RAM cache (write-back) to the page index now (nothing once
+  // closed).
+  void WriteBackIndexCache() {
+    ReaderLock lock(&ops_mu_);
+    if (!closed_) CleanIndexCache(/*all=*/true);
+  }
 
   struct PoolCounters {
     std::atomic<uint64_t> puts{0};
@@ -231,6 +235,9 @@ class PoolEngine {
   // pools) and applied before gets are served again. False: gets must miss now.
   bool IndexServesGets() ABSL_LOCKS_EXCLUDED(failed_mu_);
   void RememberFailedDelete(const std::string& key) ABSL_LOCKS_EXCLUDED(failed_mu_);
+  // A range delete of pool `id` that failed: every page of the pool is dropped before gets are
+  // served again (the cache dropped its newest entries; the index may keep older ones).
+  void RememberFailedPool(PoolId id) ABSL_LOCKS_EXCLUDED(failed_mu_);
   static constexpr size_t kMaxFailedDeletes = 1 << 16;
   bool IsStale(std::string_view key, std::string_view value) const;
   // Write-back: the RAM cache's dirty entries to the page index (the oldest of full shards, or

@@ -149,13 +149,13 @@ absl::StatusOr<std::vector<std::optional<std::string>>> PoolEngine::LookupMany(
   std::vector<std::optional<std::string>> raws(keys.size());
   if (from_ram != nullptr) from_ram->assign(keys.size(), false);
   // Asks the cache for key i; with out_for, a page the DRAM tier holds is copied out too.
-  auto find = [&](size_t i) -> std::optional<IndexValue> {
-    if (!out_for || from_ram == nullptr) return cache_->Find(keys[i], gen);
+  auto find = [&](size_t i, bool count) -> std::optional<IndexValue> {
+    if (!out_for || from_ram == nullptr) return cache_->Find(keys[i], gen, nullptr, nullptr, 0, count);
     bool ram = false;
     // Called only for a page held in RAM; a FunctionRef, so nothing is allocated per key.
     const auto buffer = [&] { return out_for(i); };
     const absl::FunctionRef<std::span<uint8_t>()> out = buffer;
-    std::optional<IndexValue> v = cache_->Find(keys[i], gen, &out, &ram, log_->reclaimed_seq());
+    std::optional<IndexValue> v = cache_->Find(keys[i], gen, &out, &ram, log_->reclaimed_seq(), count);
     (*from_ram)[i] = ram;
     return v;
   };
@@ -165,7 +165,7 @@ absl::StatusOr<std::vector<std::optional<std::string>>> PoolEngine::LookupMany(
   todo.reserve(keys.size());
   for (size_t i = 0; i < keys.size(); ++i) {
     if (!exclusive) {
-      if (std::optional<IndexValue> v = find(i)) {
+      if (std::optional<IndexValue> v = find(i, /*count=*/true)) {
         raws[i] = EncodeIndexValue(*v);
         continue;
       }
@@ -190,7 +190,7 @@ absl::StatusOr<std::vector<std::optional<std::string>>> PoolEngine::LookupMany(
       if (exclusive && taken.count(keys[i]) > 0) continue;  // already found earlier in this batch
       // Asked again under the stripe: a put since the first look may hold its entry in the
       // cache only (write-back), newer than what the index would answer.
-      if (std::optional<IndexValue> v = find(i)) {
+      if (std::optional<IndexValue> v = find(i, /*count=*/exclusive)) {
         raws[i] = EncodeIndexValue(*v);
         continue;
       }

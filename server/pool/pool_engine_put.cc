@@ -230,6 +230,12 @@ void PoolEngine::RememberFailedDelete(const std::string& key) {
   failed_deletes_.store(true, std::memory_order_release);
 }
 
+void PoolEngine::RememberFailedPool(PoolId id) {
+  MutexLock lock(&failed_mu_);
+  failed_pools_.insert(id);
+  failed_deletes_.store(true, std::memory_order_release);
+}
+
 bool PoolEngine::IndexServesGets() {
   if (index_->has_background_error()) return false;
   if (!failed_deletes_.load(std::memory_order_acquire)) return true;
@@ -243,7 +249,8 @@ bool PoolEngine::IndexServesGets() {
     for (auto& op : ops) failed_keys_.push_back(std::move(op.first));
     return false;
   }
-  // (The RAM index cache holds none of these keys: the put that failed erased its entry.)
+  // (The RAM index cache held none of these keys when they were remembered: whoever failed erased
+  // its entry. A newer put since then may be lost by this delete: a miss, never an older page.)
   for (auto it = failed_pools_.begin(); it != failed_pools_.end();) {
     if (!index_->DeletePageRange(PoolRangeBegin(*it), PoolRangeEnd(*it)).ok()) return false;
     it = failed_pools_.erase(it);
