@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+#include <string>
+#include <vector>
+
 #include "server/pool/index_codec.h"
 
 namespace tmem::pool {
@@ -96,6 +100,69 @@ TEST(LocationCacheTest, ZeroEntriesTurnsItOff) {
   c.Set(k, V(1), c.Begin(k, 0));
   EXPECT_FALSE(c.Find(k, 0).has_value());
   EXPECT_EQ(c.entries(), 0u);
+}
+
+// --- Write-back: dirty entries ---------------------------------------------------------------
+
+TEST(LocationCacheTest, ADirtyEntryIsNeverDroppedUnwrittenAndCleanWritesTheOldestFirst) {
+  LocationCache c(64);  // one entry a shard
+  std::vector<std::string> keys;
+  for (uint64_t i = 0; i < 200; ++i) {
+    keys.push_back(EncodePageKey(1, "obj", i));
+    ASSERT_TRUE(c.Set(keys.back(), V(i + 1), c.Begin(keys.back(), 0), {}, /*dirty=*/true));
+  }
+  EXPECT_EQ(c.entries(), 200u) << "no dirty entry was dropped to make room";
+  EXPECT_EQ(c.dirty_entries(), 200u);
+  EXPECT_TRUE(c.needs_clean());
+  std::map<std::string, std::string> written;
+  const size_t n = c.Clean(
+      /*all=*/false, 0, [](std::string_view, uint64_t) { return true; },
+      [&](std::string_view k, std::string_view v) { written[std::string(k)] = std::string(v); });
+  EXPECT_EQ(n, written.size());
+  EXPECT_FALSE(c.needs_clean());
+  EXPECT_LE(c.entries(), 64u);
+  // Whatever left the cache was written first, with its value.
+  for (uint64_t i = 0; i < 200; ++i) {
+    if (c.Find(keys[i], 0).has_value()) continue;
+    ASSERT_EQ(written.count(keys[i]), 1u) << i;
+    EXPECT_EQ(written[keys[i]], EncodeIndexValue(V(i + 1)));
+  }
+  // A clean stop writes every entry still dirty, and drops those of dead generations.
+  const std::string dead = EncodePageKey(2, "x", 0);
+  c.Set(dead, V(500), c.Begin(dead, 0), {}, true);
+  written.clear();
+  c.Clean(
+      /*all=*/true, 1000, [&](std::string_view k, uint64_t) { return k != dead; },
+      [&](std::string_view k, std::string_view v) { written[std::string(k)] = std::string(v); });
+  EXPECT_EQ(c.dirty_entries(), 0u);
+  EXPECT_EQ(written.count(dead), 0u);
+  EXPECT_FALSE(c.Find(dead, 0).has_value());
+}
+
+TEST(LocationCacheTest, AFillNeverReplacesADirtyEntry) {
+  LocationCache c(1000);
+  const std::string k = EncodePageKey(1, "obj", 1);
+  ASSERT_TRUE(c.Set(k, V(2), c.Begin(k, 0), {}, /*dirty=*/true));
+  c.Set(k, V(1), c.Begin(k, 0));  // a fill of what the index held before
+  EXPECT_EQ(c.Find(k, 0)->loc.seq, 2u);
+  EXPECT_EQ(c.dirty_entries(), 1u);
+}
+
+// A get that read the pool's generation before a FlushPool must neither erase nor replace an
+// entry a later put made under the new generation (the only copy of the newest version).
+TEST(LocationCacheTest, AnOlderGenerationNeverErasesOrReplacesANewerEntry) {
+  LocationCache c(1000);
+  const std::string k = EncodePageKey(1, "obj", 1);
+  ASSERT_TRUE(c.Set(k, V(5), c.Begin(k, /*pool_gen=*/1), {}, /*dirty=*/true));
+  EXPECT_FALSE(c.Find(k, /*pool_gen=*/0).has_value());  // a miss for the stale reader ...
+  c.Set(k, V(3), c.Begin(k, 0));                        // ... whose fill is refused
+  ASSERT_TRUE(c.Find(k, 1).has_value()) << "the newer entry was erased";
+  EXPECT_EQ(c.Find(k, 1)->loc.seq, 5u);
+  EXPECT_EQ(c.dirty_entries(), 1u);
+  // An entry of an older generation than the reader's is dead.
+  EXPECT_FALSE(c.Find(k, 2).has_value());
+  EXPECT_EQ(c.entries(), 0u);
+  EXPECT_EQ(c.dirty_entries(), 0u);
 }
 
 }  // namespace
