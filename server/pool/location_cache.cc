@@ -151,7 +151,8 @@ void LocationCache::SetOverLocked(Shard& s, bool over) {
   }
 }
 
-size_t LocationCache::Clean(bool all, size_t max, absl::FunctionRef<bool(std::string_view key, uint64_t pool_gen)> live,
+size_t LocationCache::Clean(bool all, size_t max,
+                            absl::FunctionRef<bool(std::string_view key, const IndexValue& value, uint64_t pool_gen)> live,
                             absl::FunctionRef<void(std::string_view key, std::string_view value)> write) {
   if (!enabled()) return 0;
   size_t written = 0;
@@ -162,7 +163,7 @@ size_t LocationCache::Clean(bool all, size_t max, absl::FunctionRef<bool(std::st
                    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) -> bool {
     key.assign(prefix);
     for (int b = 7; b >= 0; --b) key.push_back(static_cast<char>(index >> (8 * b)));
-    if (!live(key, slot.pool_gen)) return false;
+    if (!live(key, slot.value, slot.pool_gen)) return false;
     EncodeIndexValueTo(slot.value, value);
     write(key, std::string_view(value, kIndexValueBytes));
     MarkCleanLocked(s, slot);

@@ -110,10 +110,12 @@ class LocationCache {
   // Writes dirty entries to the index: `write(key, encoded value)` is called under the entry's
   // shard lock, then the entry is clean. With `all`, every dirty entry (a clean stop); else the
   // oldest ones of each shard over its bound, and those shards are brought a sixteenth below it.
-  // Entries `live` calls dead (a pool generation no longer current) are dropped unwritten.
+  // Entries `live` calls dead (a pool generation no longer current, a log location reclaimed)
+  // are dropped unwritten.
   // With `all`, stops after about `max` entries (call again while dirty_entries() > 0).
   // Returns the entries written.
-  size_t Clean(bool all, size_t max, absl::FunctionRef<bool(std::string_view key, uint64_t pool_gen)> live,
+  size_t Clean(bool all, size_t max,
+               absl::FunctionRef<bool(std::string_view key, const IndexValue& value, uint64_t pool_gen)> live,
                absl::FunctionRef<void(std::string_view key, std::string_view value)> write);
   size_t dirty_entries() const { return dirty_.load(std::memory_order_relaxed); }
   // Keeps `page` in RAM for `key` if the entry still names `value` under `pool_gen` (a device

@@ -116,7 +116,7 @@ TEST(LocationCacheTest, ADirtyEntryIsNeverDroppedUnwrittenAndCleanWritesTheOldes
   EXPECT_TRUE(c.needs_clean());
   std::map<std::string, std::string> written;
   const size_t n = c.Clean(
-      /*all=*/false, 0, [](std::string_view, uint64_t) { return true; },
+      /*all=*/false, 0, [](std::string_view, const IndexValue&, uint64_t) { return true; },
       [&](std::string_view k, std::string_view v) { written[std::string(k)] = std::string(v); });
   EXPECT_EQ(n, written.size());
   EXPECT_FALSE(c.needs_clean());
@@ -132,7 +132,7 @@ TEST(LocationCacheTest, ADirtyEntryIsNeverDroppedUnwrittenAndCleanWritesTheOldes
   c.Set(dead, V(500), c.Begin(dead, 0), {}, true);
   written.clear();
   c.Clean(
-      /*all=*/true, 1000, [&](std::string_view k, uint64_t) { return k != dead; },
+      /*all=*/true, 1000, [&](std::string_view k, const IndexValue&, uint64_t) { return k != dead; },
       [&](std::string_view k, std::string_view v) { written[std::string(k)] = std::string(v); });
   EXPECT_EQ(c.dirty_entries(), 0u);
   EXPECT_EQ(written.count(dead), 0u);

@@ -470,7 +470,11 @@ void PoolEngine::CleanIndexCache(bool all) {
       }
       // A pool the snapshot lacks was created since (ids are never reused) or is being destroyed:
       // its entries are written either way; the compaction filter drops those of pools gone.
-      auto live = [&](std::string_view key, uint64_t gen) {
+      // An entry whose log segment was reclaimed names a page that is gone: not written (any older
+      // version the index holds lies in an older segment, reclaimed too).
+      const uint64_t reclaimed = log_->reclaimed_seq();
+      auto live = [&](std::string_view key, const IndexValue& value, uint64_t gen) {
+        if (value.loc.seq <= reclaimed) return false;
         std::optional<PoolId> id = PoolOfPageKey(key);
         if (!id.has_value()) return false;
         auto it = gens.find(*id);
