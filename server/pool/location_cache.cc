@@ -151,9 +151,10 @@ void LocationCache::SetOverLocked(Shard& s, bool over) {
   }
 }
 
-size_t LocationCache::Clean(bool all, size_t max,
-                            absl::FunctionRef<bool(std::string_view key, const IndexValue& value, uint64_t pool_gen)> live,
-                            absl::FunctionRef<void(std::string_view key, std::string_view value)> write) {
+size_t LocationCache::Clean(
+    bool all, size_t max,
+    absl::FunctionRef<bool(std::string_view key, const IndexValue& value, uint64_t pool_gen)> live,
+    absl::FunctionRef<void(std::string_view key, std::string_view value)> write) {
   if (!enabled()) return 0;
   size_t written = 0;
   std::string key;
