@@ -39,21 +39,22 @@ constexpr char kOldPagesCf[] = "pages";
 // disk, the log's write buffers full meanwhile). PageIndex::CloseClean makes the files durable
 // once, after the store is closed.
 // Each skipped sync is counted in `*skipped` (tmem_index_syncs_skipped_total).
+rocksdb::IOStatus SkipSync(std::atomic<uint64_t>* skipped) {
+  skipped->fetch_add(1, std::memory_order_relaxed);
+  return rocksdb::IOStatus::OK();
+}
+
 class UnsyncedFile final : public rocksdb::FSWritableFileOwnerWrapper {
  public:
   UnsyncedFile(std::unique_ptr<rocksdb::FSWritableFile> f, std::atomic<uint64_t>* skipped)
       : FSWritableFileOwnerWrapper(std::move(f)), skipped_(skipped) {}
-  rocksdb::IOStatus Sync(const rocksdb::IOOptions&, rocksdb::IODebugContext*) override { return Skip(); }
-  rocksdb::IOStatus Fsync(const rocksdb::IOOptions&, rocksdb::IODebugContext*) override { return Skip(); }
+  rocksdb::IOStatus Sync(const rocksdb::IOOptions&, rocksdb::IODebugContext*) override { return SkipSync(skipped_); }
+  rocksdb::IOStatus Fsync(const rocksdb::IOOptions&, rocksdb::IODebugContext*) override { return SkipSync(skipped_); }
   rocksdb::IOStatus RangeSync(uint64_t, uint64_t, const rocksdb::IOOptions&, rocksdb::IODebugContext*) override {
-    return Skip();
+    return SkipSync(skipped_);
   }
 
  private:
-  rocksdb::IOStatus Skip() {
-    skipped_->fetch_add(1, std::memory_order_relaxed);
-    return rocksdb::IOStatus::OK();
-  }
   std::atomic<uint64_t>* const skipped_;
 };
 
@@ -61,17 +62,13 @@ class UnsyncedDirectory final : public rocksdb::FSDirectoryWrapper {
  public:
   UnsyncedDirectory(std::unique_ptr<rocksdb::FSDirectory> d, std::atomic<uint64_t>* skipped)
       : FSDirectoryWrapper(std::move(d)), skipped_(skipped) {}
-  rocksdb::IOStatus Fsync(const rocksdb::IOOptions&, rocksdb::IODebugContext*) override { return Skip(); }
+  rocksdb::IOStatus Fsync(const rocksdb::IOOptions&, rocksdb::IODebugContext*) override { return SkipSync(skipped_); }
   rocksdb::IOStatus FsyncWithDirOptions(const rocksdb::IOOptions&, rocksdb::IODebugContext*,
                                         const rocksdb::DirFsyncOptions&) override {
-    return Skip();
+    return SkipSync(skipped_);
   }
 
  private:
-  rocksdb::IOStatus Skip() {
-    skipped_->fetch_add(1, std::memory_order_relaxed);
-    return rocksdb::IOStatus::OK();
-  }
   std::atomic<uint64_t>* const skipped_;
 };
 
