@@ -164,7 +164,10 @@ size_t LocationCache::Clean(
                    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) -> bool {
     key.assign(prefix);
     for (int b = 7; b >= 0; --b) key.push_back(static_cast<char>(index >> (8 * b)));
-    if (!live(key, slot.value, slot.pool_gen)) return false;
+    if (!live(key, slot.value, slot.pool_gen)) {
+      dropped_dead_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
     EncodeIndexValueTo(slot.value, value);
     write(key, std::string_view(value, kIndexValueBytes));
     MarkCleanLocked(s, slot);
@@ -381,6 +384,10 @@ void LocationCache::VisitStats(StatsVisitor& v) const {
           static_cast<double>(dirty_entries()), none);
   v.Counter("index_cache_cleaned", "Dirty page index entries written from the RAM cache to the page index.",
             cleaned_.load(std::memory_order_relaxed), none);
+  v.Counter("index_cache_dropped_unwritten",
+            "Dirty page index entries a write-back dropped without writing them (their page's log segment was "
+            "reclaimed, or their pool flushed or destroyed).",
+            dropped_dead_.load(std::memory_order_relaxed), none);
   v.Counter("index_cache_evictions", "Entries dropped from the RAM index cache to stay within its capacity.",
             evicted_.load(std::memory_order_relaxed), none);
   v.Gauge("ram_tier_bytes", "Page bytes held in the DRAM tier (pages also in the log).",

@@ -178,7 +178,7 @@ class LocationCache {
   const size_t page_bytes_per_shard_;  // 0: no DRAM tier
   std::unique_ptr<Shard[]> shards_;
   std::unique_ptr<std::atomic<uint64_t>[]> object_epochs_;
-  mutable std::atomic<uint64_t> hits_{0}, misses_{0}, refused_{0}, evicted_{0}, cleaned_{0};
+  mutable std::atomic<uint64_t> hits_{0}, misses_{0}, refused_{0}, evicted_{0}, cleaned_{0}, dropped_dead_{0};
   std::atomic<size_t> dirty_{0};       // dirty entries in all shards
   std::atomic<size_t> over_bound_{0};  // shards with `over` set
   mutable std::atomic<uint64_t> ram_hits_{0}, ram_admitted_{0}, ram_evicted_{0};

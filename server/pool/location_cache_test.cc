@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "common/stats_testing.h"
 #include "server/pool/index_codec.h"
 
 namespace tmem::pool {
@@ -137,6 +138,9 @@ TEST(LocationCacheTest, ADirtyEntryIsNeverDroppedUnwrittenAndCleanWritesTheOldes
   EXPECT_EQ(c.dirty_entries(), 0u);
   EXPECT_EQ(written.count(dead), 0u);
   EXPECT_FALSE(c.Find(dead, 0).has_value());
+  MapVisitor v;
+  c.VisitStats(v);
+  EXPECT_EQ(v.values["index_cache_dropped_unwritten"], 1);
 }
 
 TEST(LocationCacheTest, AFillNeverReplacesADirtyEntry) {
