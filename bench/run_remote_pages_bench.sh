@@ -65,8 +65,11 @@ for name, port in (("tmemd", sys.argv[1]), ("ram", sys.argv[2])):
     puts, written = total("tmem_pool_puts_total"), total("tmem_log_written_bytes_total")
     print(f"{name}_pages_put {puts:.0f}")
     print(f"{name}_write_amplification {written / (puts * 4096) if puts else float('nan'):.4f}")
+    # Write-back: dirty index entries written to RocksDB, and dropped unwritten (reclaimed, flushed).
+    print(f"{name}_index_entries_written_back {total('tmem_index_cache_cleaned_total'):.0f}")
+    print(f"{name}_index_entries_dropped_unwritten {total('tmem_index_cache_dropped_unwritten_total'):.0f}")
 PY
-tail -4 "$DIR/remote.txt"
+tail -8 "$DIR/remote.txt"
 kill -TERM $TD $RT; wait $TD $RT || true; kill $MC $SK; wait $MC $SK 2>/dev/null || true; trap - EXIT
 rm -rf "$DIR/remote_ram.img" "$DIR/remote_ram.img.index"
 # The peer for reads is the device itself, at the same depth as the clients (threads x batch
