@@ -1,28 +1,21 @@
 #include "server/pool/page_index.h"
 
-#include <dirent.h>
-#include <fcntl.h>
 #include <rocksdb/cache.h>
 #include <rocksdb/compaction_filter.h>
 #include <rocksdb/db.h>
 #include <rocksdb/env.h>
-#include <rocksdb/file_system.h>
 #include <rocksdb/filter_policy.h>
-#include <rocksdb/listener.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstdarg>
-#include <cstdio>
-#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "common/logging.h"
 #include "common/status_macros.h"
+#include "server/pool/page_index_internal.h"
+#include "server/pool/unsynced_files.h"
 
 namespace tmem::pool {
 namespace {
@@ -31,126 +24,6 @@ namespace {
 // existed, pages lived in a column family of this name in the metadata store.
 constexpr char kPagesDir[] = "pages";
 constexpr char kOldPagesCf[] = "pages";
-
-// The page store's files: written, never synced while tmemd runs. A sync buys the page store
-// nothing (after an unclean stop every page is dropped and the store is created anew), and here
-// it costs every page put: a sync makes the device write back all it holds, the page log's
-// segments included, and each segment write waits behind it (300 ms stalls measured on a virtual
-// disk, the log's write buffers full meanwhile). PageIndex::CloseClean makes the files durable
-// once, after the store is closed.
-// Each skipped sync is counted in `*skipped` (tmem_index_syncs_skipped_total).
-rocksdb::IOStatus SkipSync(std::atomic<uint64_t>* skipped) {
-  skipped->fetch_add(1, std::memory_order_relaxed);
-  return rocksdb::IOStatus::OK();
-}
-
-class UnsyncedFile final : public rocksdb::FSWritableFileOwnerWrapper {
- public:
-  UnsyncedFile(std::unique_ptr<rocksdb::FSWritableFile> f, std::atomic<uint64_t>* skipped)
-      : FSWritableFileOwnerWrapper(std::move(f)), skipped_(skipped) {}
-  rocksdb::IOStatus Sync(const rocksdb::IOOptions&, rocksdb::IODebugContext*) override { return SkipSync(skipped_); }
-  rocksdb::IOStatus Fsync(const rocksdb::IOOptions&, rocksdb::IODebugContext*) override { return SkipSync(skipped_); }
-  rocksdb::IOStatus RangeSync(uint64_t, uint64_t, const rocksdb::IOOptions&, rocksdb::IODebugContext*) override {
-    return SkipSync(skipped_);
-  }
-
- private:
-  std::atomic<uint64_t>* const skipped_;
-};
-
-class UnsyncedDirectory final : public rocksdb::FSDirectoryWrapper {
- public:
-  UnsyncedDirectory(std::unique_ptr<rocksdb::FSDirectory> d, std::atomic<uint64_t>* skipped)
-      : FSDirectoryWrapper(std::move(d)), skipped_(skipped) {}
-  rocksdb::IOStatus Fsync(const rocksdb::IOOptions&, rocksdb::IODebugContext*) override { return SkipSync(skipped_); }
-  rocksdb::IOStatus FsyncWithDirOptions(const rocksdb::IOOptions&, rocksdb::IODebugContext*,
-                                        const rocksdb::DirFsyncOptions&) override {
-    return SkipSync(skipped_);
-  }
-
- private:
-  std::atomic<uint64_t>* const skipped_;
-};
-
-class UnsyncedFileSystem final : public rocksdb::FileSystemWrapper {
- public:
-  explicit UnsyncedFileSystem(std::atomic<uint64_t>* skipped)
-      : FileSystemWrapper(rocksdb::FileSystem::Default()), skipped_(skipped) {}
-  const char* Name() const override { return "tmem.UnsyncedFileSystem"; }
-  rocksdb::IOStatus NewWritableFile(const std::string& f, const rocksdb::FileOptions& o,
-                                    std::unique_ptr<rocksdb::FSWritableFile>* r,
-                                    rocksdb::IODebugContext* dbg) override {
-    return Wrap(target()->NewWritableFile(f, o, r, dbg), r);
-  }
-  rocksdb::IOStatus ReopenWritableFile(const std::string& f, const rocksdb::FileOptions& o,
-                                       std::unique_ptr<rocksdb::FSWritableFile>* r,
-                                       rocksdb::IODebugContext* dbg) override {
-    return Wrap(target()->ReopenWritableFile(f, o, r, dbg), r);
-  }
-  rocksdb::IOStatus ReuseWritableFile(const std::string& f, const std::string& old, const rocksdb::FileOptions& o,
-                                      std::unique_ptr<rocksdb::FSWritableFile>* r,
-                                      rocksdb::IODebugContext* dbg) override {
-    return Wrap(target()->ReuseWritableFile(f, old, o, r, dbg), r);
-  }
-  rocksdb::IOStatus NewDirectory(const std::string& name, const rocksdb::IOOptions& o,
-                                 std::unique_ptr<rocksdb::FSDirectory>* r, rocksdb::IODebugContext* dbg) override {
-    rocksdb::IOStatus s = target()->NewDirectory(name, o, r, dbg);
-    if (s.ok()) *r = std::make_unique<UnsyncedDirectory>(std::move(*r), skipped_);
-    return s;
-  }
-
- private:
-  rocksdb::IOStatus Wrap(rocksdb::IOStatus s, std::unique_ptr<rocksdb::FSWritableFile>* r) {
-    if (s.ok()) *r = std::make_unique<UnsyncedFile>(std::move(*r), skipped_);
-    return s;
-  }
-  std::atomic<uint64_t>* const skipped_;
-};
-
-absl::Status ErrnoStatus(std::string_view what, const std::string& path) {
-  return absl::InternalError(absl::StrCat(std::string(what), " ", path, ": ", std::strerror(errno)));
-}
-
-absl::Status FsyncPath(const std::string& path, int flags) {
-  const int fd = ::open(path.c_str(), flags | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus("open", path);
-  const int rc = ::fsync(fd);
-  const int saved = errno;
-  ::close(fd);
-  errno = saved;
-  return rc == 0 ? absl::OkStatus() : ErrnoStatus("fsync", path);
-}
-
-// fsync of every file in `dir` (not recursive), then of `dir` itself.
-absl::Status FsyncDirectory(const std::string& dir) {
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) return ErrnoStatus("open directory", dir);
-  absl::Status st;
-  while (struct dirent* e = ::readdir(d)) {
-    if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN) continue;
-    const std::string path = absl::StrCat(dir, "/", e->d_name);
-    if (e->d_type == DT_UNKNOWN && std::strcmp(e->d_name, ".") == 0) continue;
-    if (e->d_type == DT_UNKNOWN && std::strcmp(e->d_name, "..") == 0) continue;
-    if (absl::Status f = FsyncPath(path, O_RDONLY); !f.ok() && st.ok()) st = f;
-  }
-  ::closedir(d);
-  TMEM_RETURN_IF_ERROR(st);
-  return FsyncPath(dir, O_RDONLY | O_DIRECTORY);
-}
-
-absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
-  if (s.ok()) return absl::OkStatus();
-  std::string msg = absl::StrCat("rocksdb ", std::string(what), ": ", s.ToString());
-  if (s.IsNotFound()) return absl::NotFoundError(msg);
-  if (s.IsCorruption()) return absl::DataLossError(msg);
-  if (s.IsInvalidArgument()) return absl::InvalidArgumentError(msg);
-  if (s.IsBusy() || s.IsTryAgain() || s.IsTimedOut()) return absl::UnavailableError(msg);
-  if (s.IsIOError() && s.ToString().find("lock") != std::string::npos) {
-    return absl::FailedPreconditionError(absl::StrCat(msg, " (is another tmemd using this metadata directory?)"));
-  }
-  if (s.IsNoSpace()) return absl::ResourceExhaustedError(msg);
-  return absl::InternalError(msg);
-}
 
 rocksdb::Slice S(std::string_view v) { return rocksdb::Slice(v.data(), v.size()); }
 
@@ -188,118 +61,13 @@ class StaleFilterFactory final : public rocksdb::CompactionFilterFactory {
 
 }  // namespace
 
-// RocksDB's messages go to tmemd's log (warnings and worse), not to a LOG file in the metadata
-// directory: on a full filesystem that file's writer fails, and the next message then trips an
-// assertion in RocksDB (Debian's build keeps them) — a full disk must cost puts, not the process.
-class RocksLogger final : public rocksdb::Logger {
- public:
-  RocksLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL) {}
-  void Logv(const char* format, va_list ap) override { Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap); }
-  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
-    if (level < GetInfoLogLevel()) return;
-    char buf[1024];
-    std::vsnprintf(buf, sizeof(buf), format, ap);
-    if (level >= rocksdb::InfoLogLevel::ERROR_LEVEL) {
-      TMEM_LOG_RATE_LIMITED(Error) << "rocksdb: " << buf;
-    } else {
-      TMEM_LOG_RATE_LIMITED(Warning) << "rocksdb: " << buf;
-    }
-  }
-};
-
-// Records every background error and keeps RocksDB's own recovery out of the way, so that one
-// loop (ResumerLoop) owns recovery and its backoff.
-class PageIndex::ErrorListener final : public rocksdb::EventListener {
- public:
-  explicit ErrorListener(PageIndex* index) : index_(index) {}
-  void OnBackgroundError(rocksdb::BackgroundErrorReason reason, rocksdb::Status* error) override {
-    if (error == nullptr || error->ok()) return;
-    static constexpr const char* kReasons[] = {
-        "flush", "compaction", "write", "memtable", "manifest write", "flush (no WAL)", "manifest write (no WAL)"};
-    const auto r = static_cast<size_t>(reason);
-    index_->RecordError(
-        absl::StrCat(r < std::size(kReasons) ? kReasons[r] : "background work", ": ", error->ToString()));
-  }
-  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason, rocksdb::Status, bool* auto_recovery) override {
-    if (auto_recovery != nullptr) *auto_recovery = false;
-  }
-
- private:
-  PageIndex* const index_;
-};
-
-void PageIndex::RecordError(const std::string& what) {
-  MutexLock lock(&error_mu_);
-  errors_seen_.fetch_add(1, std::memory_order_relaxed);
-  ++error_generation_;
-  if (error_.empty()) {
-    TMEM_LOG(Error) << "page index (RocksDB) stopped writes: " << what;
-  }
-  error_ = what;
-  has_error_.store(true, std::memory_order_release);
-  error_cv_.SignalAll();
-}
-
-absl::Status PageIndex::background_error() const {
-  if (!has_background_error()) return absl::OkStatus();
-  MutexLock lock(&error_mu_);
-  if (error_.empty()) return absl::OkStatus();
-  return absl::UnavailableError(absl::StrCat("page index (RocksDB) background error: ", error_));
-}
-
-absl::Status PageIndex::ResumeNow() {
-  uint64_t generation;
-  {
-    MutexLock lock(&error_mu_);
-    generation = error_generation_;
-  }
-  resumes_.fetch_add(1, std::memory_order_relaxed);
-  {
-    MutexLock lock(&apply_mu_);  // not while DropAllPages replaces the page store
-    rocksdb::Status s = db_->Resume();
-    if (s.ok() && pages_db_ != nullptr) s = pages_db_->Resume();
-    if (!s.ok()) return FromRocks(s, "resume");
-  }
-  MutexLock lock(&error_mu_);
-  // An error recorded while Resume ran (work it restarted met the full disk again) stays.
-  if (error_generation_ != generation) return absl::UnavailableError("a new background error came during the resume");
-  if (!error_.empty()) {
-    TMEM_LOG(Info) << "page index (RocksDB) resumed after: " << error_;
-  }
-  error_.clear();
-  has_error_.store(false, std::memory_order_release);
-  return absl::OkStatus();
-}
-
-void PageIndex::ResumerLoop() {
-  int64_t backoff_ms = options_.resume_backoff_min_ms;
-  MutexLock lock(&error_mu_);
-  while (!closing_) {
-    if (error_.empty()) {
-      backoff_ms = options_.resume_backoff_min_ms;
-      error_cv_.Wait(&error_mu_);
-      continue;
-    }
-    // Wait out the backoff (an end of the error or closing ends it early), then try.
-    error_cv_.WaitFor(&error_mu_, std::chrono::milliseconds(backoff_ms));
-    if (closing_ || error_.empty()) continue;
-    error_mu_.Unlock();
-    const absl::Status s = ResumeNow();
-    error_mu_.Lock();
-    if (!s.ok()) {
-      TMEM_LOG_RATE_LIMITED(Warning) << "page index resume failed, next try in " << backoff_ms * 2 << " ms: " << s;
-      backoff_ms = std::min(backoff_ms * 2, options_.resume_backoff_max_ms);
-    }
-  }
-}
-
 absl::StatusOr<std::unique_ptr<PageIndex>> PageIndex::Open(const PageIndexOptions& options) {
   if (options.dir.empty()) return absl::InvalidArgumentError("metadata directory is empty");
   std::unique_ptr<PageIndex> index(new PageIndex());
   index->options_ = options;
   if (!index->options_.is_stale) index->options_.is_stale = [](std::string_view, std::string_view) { return false; };
   index->cache_ = rocksdb::NewLRUCache(options.block_cache_bytes);
-  index->listener_ = std::make_shared<ErrorListener>(index.get());
+  index->listener_ = NewErrorListener(index.get());
   TMEM_RETURN_IF_ERROR(index->OpenMetaStore());
   TMEM_RETURN_IF_ERROR(index->OpenPageStore());
   index->resumer_ = std::thread([p = index.get()] { p->ResumerLoop(); });
@@ -313,7 +81,7 @@ absl::Status PageIndex::OpenMetaStore() {
   db_options.keep_log_file_num = 4;
   db_options.max_log_file_size = 8 << 20;
   db_options.listeners.push_back(listener_);
-  db_options.info_log = std::make_shared<RocksLogger>();
+  db_options.info_log = NewRocksLogger();
   rocksdb::ColumnFamilyOptions meta;
   meta.write_buffer_size = 1 << 20;
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {{rocksdb::kDefaultColumnFamilyName, meta}};
@@ -340,8 +108,7 @@ absl::Status PageIndex::OpenMetaStore() {
 }
 
 absl::Status PageIndex::OpenPageStore() {
-  if (pages_env_ == nullptr)
-    pages_env_ = rocksdb::NewCompositeEnv(std::make_shared<UnsyncedFileSystem>(&syncs_skipped_));
+  if (pages_env_ == nullptr) pages_env_ = NewUnsyncedEnv(&syncs_skipped_);
   rocksdb::Options o;
   o.env = pages_env_.get();
   o.create_if_missing = true;
@@ -357,7 +124,7 @@ absl::Status PageIndex::OpenPageStore() {
   o.unordered_write = !write_behind();
   o.allow_concurrent_memtable_write = !write_behind();
   o.listeners.push_back(listener_);
-  o.info_log = std::make_shared<RocksLogger>();
+  o.info_log = NewRocksLogger();
 
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = cache_;
@@ -447,8 +214,8 @@ absl::Status PageIndex::CloseClean() {
     ClosePageStore();
   }
   const std::string dir = absl::StrCat(options_.dir, "/", kPagesDir);
-  TMEM_RETURN_IF_ERROR(FsyncDirectory(dir));
-  return FsyncPath(options_.dir, O_RDONLY | O_DIRECTORY);  // the page store's directory entry
+  TMEM_RETURN_IF_ERROR(FsyncFilesAndDirectory(dir));
+  return FsyncDirectory(options_.dir);  // the page store's directory entry
 }
 
 absl::Status PageIndex::PutPage(std::string_view key, std::string_view value) {

@@ -168,6 +168,7 @@ class PageIndex {
 
  private:
   class ErrorListener;
+  static std::shared_ptr<rocksdb::EventListener> NewErrorListener(PageIndex* index);
   PageIndex() = default;
   absl::Status OpenMetaStore();
   absl::Status OpenPageStore();
