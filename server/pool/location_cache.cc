@@ -123,15 +123,20 @@ bool LocationCache::Set(std::string_view key, const IndexValue& value, const Tic
   return true;
 }
 
+LocationCache::Slot* LocationCache::SlotLocked(Shard& s, std::string_view prefix, uint64_t index) {
+  auto obj = s.objects.find(Absl(prefix));
+  if (obj == s.objects.end()) return nullptr;
+  auto it = obj->second.find(index);
+  return it == obj->second.end() ? nullptr : &it->second;
+}
+
 std::optional<IndexValue> LocationCache::Peek(std::string_view key) {
   if (!enabled() || key.size() <= kIndexBytes) return std::nullopt;
   Shard& s = ShardOf(key);
   MutexLock lock(&s.mu);
-  auto obj = s.objects.find(Absl(PrefixOf(key)));
-  if (obj == s.objects.end()) return std::nullopt;
-  auto it = obj->second.find(IndexOf(key));
-  if (it == obj->second.end()) return std::nullopt;
-  return it->second.value;
+  const Slot* slot = SlotLocked(s, PrefixOf(key), IndexOf(key));
+  if (slot == nullptr) return std::nullopt;
+  return slot->value;
 }
 
 void LocationCache::MarkCleanLocked(Shard& s, Slot& slot) {
@@ -195,11 +200,9 @@ size_t LocationCache::Clean(
     while (s.entries > target && !s.fifo.empty()) {
       auto [prefix, index] = std::move(s.fifo.front());
       s.fifo.pop_front();
-      auto obj = s.objects.find(Absl(prefix));
-      if (obj == s.objects.end()) continue;
-      auto it = obj->second.find(index);
-      if (it == obj->second.end()) continue;
-      if (it->second.dirty) clean(s, prefix, index, it->second);
+      Slot* slot = SlotLocked(s, prefix, index);
+      if (slot == nullptr) continue;
+      if (slot->dirty) clean(s, prefix, index, *slot);
       if (EraseLocked(s, prefix, index)) evicted_.fetch_add(1, std::memory_order_relaxed);
     }
     SetOverLocked(s, s.entries > per_shard_);
@@ -215,11 +218,9 @@ void LocationCache::AttachPage(std::string_view key, const IndexValue& value, ui
   const uint64_t index = IndexOf(key);
   Shard& s = ShardOf(key);
   MutexLock lock(&s.mu);
-  auto obj = s.objects.find(Absl(prefix));
-  if (obj == s.objects.end()) return;
-  auto it = obj->second.find(index);
-  if (it == obj->second.end()) return;
-  Slot& slot = it->second;
+  Slot* found = SlotLocked(s, prefix, index);
+  if (found == nullptr) return;
+  Slot& slot = *found;
   // Only the bytes of the very location the entry names, under the pool's current generation.
   if (slot.pool_gen != pool_gen || slot.page != nullptr || slot.value.loc.seq != value.loc.seq ||
       slot.value.loc.offset != value.loc.offset || slot.value.crc != value.crc) {
@@ -248,16 +249,14 @@ void LocationCache::AttachLocked(Shard& s, std::string_view prefix, uint64_t ind
   while (s.page_bytes > page_bytes_per_shard_ && !s.clock.empty()) {
     auto [p, i] = std::move(s.clock.front());
     s.clock.pop_front();
-    auto obj = s.objects.find(Absl(p));
-    if (obj == s.objects.end()) continue;
-    auto it = obj->second.find(i);
-    if (it == obj->second.end() || it->second.page == nullptr) continue;
-    if (it->second.referenced && ++turns <= 2 * s.clock.size() + 1) {
-      it->second.referenced = false;
+    Slot* held = SlotLocked(s, p, i);
+    if (held == nullptr || held->page == nullptr) continue;
+    if (held->referenced && ++turns <= 2 * s.clock.size() + 1) {
+      held->referenced = false;
       s.clock.emplace_back(std::move(p), i);
       continue;
     }
-    DropPageLocked(s, it->second);
+    DropPageLocked(s, *held);
     ram_evicted_.fetch_add(1, std::memory_order_relaxed);
   }
   // Records of pages dropped by flushes or overwrites pile up: rebuild from what holds a page.
@@ -330,14 +329,10 @@ bool LocationCache::EraseLocked(Shard& s, std::string_view prefix, uint64_t inde
 void LocationCache::EvictLocked(Shard& s) {
   while (s.entries > per_shard_ && !s.fifo.empty()) {
     const auto& [prefix, index] = s.fifo.front();
-    auto obj = s.objects.find(Absl(prefix));
-    if (obj != s.objects.end()) {
-      auto it = obj->second.find(index);
-      // A dirty entry is not dropped: the shard stays over its bound until Clean writes it.
-      if (it != obj->second.end() && it->second.dirty) {
-        SetOverLocked(s, true);
-        break;
-      }
+    // A dirty entry is not dropped: the shard stays over its bound until Clean writes it.
+    if (const Slot* slot = SlotLocked(s, prefix, index); slot != nullptr && slot->dirty) {
+      SetOverLocked(s, true);
+      break;
     }
     auto [p, i] = std::move(s.fifo.front());
     s.fifo.pop_front();

@@ -164,6 +164,8 @@ class LocationCache {
   // A counter of every shard (entries, page_bytes), each read under its shard's lock.
   size_t SumOverShards(size_t Shard::*field) const;
   std::atomic<uint64_t>& EpochOf(std::string_view object_prefix);
+  // The entry of (prefix, index), or null.
+  static Slot* SlotLocked(Shard& s, std::string_view prefix, uint64_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   // Removes one entry; true if it was there.
   bool EraseLocked(Shard& s, std::string_view prefix, uint64_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   void MarkCleanLocked(Shard& s, Slot& slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
