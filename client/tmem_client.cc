@@ -374,7 +374,28 @@ absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<co
     counters_.gets_unreachable.fetch_add(gets.size(), std::memory_order_relaxed);
     return hits;
   }
-  std::vector<Part> parts = Split(*members, *pool, gets.size(), [&](size_t i) { return gets[i].object; });
+  // A server with no put unanswered gets its whole share on the calling thread's own stream:
+  // one request instead of one per stream, and no connection shared with other callers. No
+  // earlier put of these handles can be overtaken there (every put sent before this call is
+  // answered, so tmemd has applied it; a put that failed has its flush queued, delivered by
+  // Prepare before the get). Otherwise a handle's get follows its puts on their stream.
+  std::vector<char> own_stream(members->list.size(), 0);
+  for (size_t k = 0; k < members->list.size(); ++k) {
+    Server& s = *members->list[k];
+    bool idle;
+    {
+      MutexLock lock(&s.unacked_mu);
+      idle = s.unacked.empty();
+    }
+    if (!idle) {
+      SettlePuts(s, nullptr, /*all=*/false);  // those answered already
+      MutexLock lock(&s.unacked_mu);
+      idle = s.unacked.empty();
+    }
+    own_stream[k] = idle ? 1 : 0;
+  }
+  std::vector<Part> parts =
+      Split(*members, *pool, gets.size(), [&](size_t i) { return gets[i].object; }, &own_stream);
   struct Sent {
     size_t server;
     std::vector<size_t> items;
@@ -388,18 +409,21 @@ absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<co
     // A put of these handles sent earlier on this stream index but another stream object (one
     // that broke since) is settled before the get goes: had it failed, its flush must reach the
     // server first. On the same stream the server runs them in order anyway, and other stream
-    // indexes carry other handles.
+    // indexes carry other handles. (On the thread's own stream no put was unanswered.)
+    const bool own = own_stream[part.server] != 0;
     const PageStream* current = nullptr;
-    {
-      MutexLock lock(&s.mu);
-      if (part.stream < s.streams.size() && s.streams[part.stream] != nullptr && !s.streams[part.stream]->broken()) {
-        current = s.streams[part.stream].get();
+    if (!own) {
+      {
+        MutexLock lock(&s.mu);
+        if (part.stream < s.streams.size() && s.streams[part.stream] != nullptr && !s.streams[part.stream]->broken()) {
+          current = s.streams[part.stream].get();
+        }
       }
+      SettlePuts(s, current, /*all=*/false, part.stream);
     }
-    SettlePuts(s, current, /*all=*/false, part.stream);
     absl::StatusOr<uint32_t> id = Prepare(s, *pool);
     std::shared_ptr<PageStream> stream = id.ok() ? StreamFor(s, part.stream) : nullptr;
-    if (stream != nullptr && stream.get() != current) {
+    if (!own && stream != nullptr && stream.get() != current) {
       // The stream changed meanwhile: settle what went on another one, then deliver its flushes.
       SettlePuts(s, stream.get(), /*all=*/false, part.stream);
       id = Prepare(s, *pool);
@@ -424,6 +448,7 @@ absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<co
         outs.push_back(gets[i].out);
       }
       sent.push_back({part.server, std::move(items), stream, stream->SubmitGet(std::move(req), std::move(outs))});
+      counters_.get_requests.fetch_add(1, std::memory_order_relaxed);
     }
   }
   for (Sent& x : sent) {

@@ -152,6 +152,7 @@ class TmemClient {
     // Attempts to open a stream (after the backoff allowed one), opened or not: with the wire
     // protocol, asking a down server for its wire port is an attempt that opens nothing.
     std::atomic<uint64_t> stream_attempts{0};
+    std::atomic<uint64_t> get_requests{0};  // get operations sent (a batch's parts)
   };
   const Counters& counters() const { return counters_; }
 
@@ -186,8 +187,15 @@ class TmemClient {
   static constexpr size_t kMaxDeferredFlushes = 4096;
   static size_t ServerForKey(const Members& m, std::string_view hash_key, std::string_view object);
   struct Part;
+  // Splits a batch by server and stream: a handle's stream is chosen by its object key, except
+  // on servers where `own_stream[server]` holds: their whole share travels on the calling
+  // thread's own stream (ThreadStream).
   std::vector<Part> Split(const Members& m, const Pool& pool, size_t count,
-                          const std::function<std::string_view(size_t)>& object) const;
+                          const std::function<std::string_view(size_t)>& object,
+                          const std::vector<char>* own_stream = nullptr) const;
+  // The calling thread's own stream index (threads numbered in the order they first ask, so
+  // that up to streams_per_server threads each have a stream of their own).
+  size_t ThreadStream() const;
   // A healthy stream `k` of `server`, opened if needed and the backoff allows; nullptr if not.
   std::shared_ptr<PageStream> StreamFor(Server& server, size_t k);
   // The server's page wire protocol port for this client (0: none), asked through ServerInfo once

@@ -2,6 +2,7 @@
 // entries asked again while the client runs), rendezvous placement over them, and where each
 // object was last put, so that a moved object's former server forgets it (docs/client.md).
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
@@ -166,14 +167,24 @@ size_t TmemClient::ServerForKey(const Members& m, std::string_view hash_key, std
   return best;
 }
 
+size_t TmemClient::ThreadStream() const {
+  static std::atomic<size_t> next_thread{0};
+  thread_local const size_t thread_number = next_thread.fetch_add(1, std::memory_order_relaxed);
+  return thread_number % static_cast<size_t>(options_.streams_per_server);
+}
+
 std::vector<TmemClient::Part> TmemClient::Split(const Members& m, const Pool& pool, size_t count,
-                                                const std::function<std::string_view(size_t)>& object) const {
+                                                const std::function<std::string_view(size_t)>& object,
+                                                const std::vector<char>* own_stream) const {
   const size_t streams = static_cast<size_t>(options_.streams_per_server);
+  const size_t mine = own_stream != nullptr && streams > 1 ? ThreadStream() : 0;
   std::vector<size_t> where(m.list.size() * streams, SIZE_MAX);
   std::vector<Part> parts;
   for (size_t i = 0; i < count; ++i) {
     const size_t server = m.list.size() == 1 ? 0 : ServerForKey(m, pool.hash_key, object(i));
-    const size_t stream = streams == 1 ? 0 : std::hash<std::string_view>()(object(i)) % streams;
+    const size_t stream = streams == 1                                 ? 0
+                          : own_stream != nullptr && (*own_stream)[server] ? mine
+                                                                           : std::hash<std::string_view>()(object(i)) % streams;
     size_t& at = where[server * streams + stream];
     if (at == SIZE_MAX) {
       at = parts.size();

@@ -278,6 +278,62 @@ TEST_P(ShardingTest, BatchesFromManyThreadsArePipelinedOnAFewStreams) {
   EXPECT_EQ(client_->PutPages(*pool + 100, {}).code(), absl::StatusCode::kNotFound);
 }
 
+// Gets of a server with no put unanswered leave as one request, on the caller's own stream; a get
+// that follows an unanswered put of its handle still travels behind it and sees the new page.
+TEST_P(ShardingTest, GetsTakeTheCallersStreamOnlyWhenNoPutCanBeOvertaken) {
+  client::ClientOptions o;
+  o.servers = {"127.0.0.1:" + std::to_string(ports_[0])};
+  o.call_timeout_ms = 20000;
+  o.transport = GetParam();
+  o.streams_per_server = 8;
+  auto c = client::TmemClient::Create(o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  client_ = std::move(*c);
+  auto pool = client_->CreatePool(4096);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+
+  // 32 pages over 32 objects (spread over the 8 streams by their keys), all answered: one request.
+  std::vector<std::vector<uint8_t>> pages, outs(32, std::vector<uint8_t>(4096));
+  std::vector<client::TmemClient::PagePut> puts;
+  std::vector<client::TmemClient::PageGet> gets;
+  for (int i = 0; i < 32; ++i) pages.push_back(PageFor("spread" + std::to_string(i), 0, 1));
+  std::vector<std::string> objects;
+  for (int i = 0; i < 32; ++i) objects.push_back("spread" + std::to_string(i));
+  for (int i = 0; i < 32; ++i) puts.push_back({objects[i], 0, pages[i]});
+  for (int i = 0; i < 32; ++i) gets.push_back({objects[i], 0, outs[i]});
+  ASSERT_TRUE(client_->PutPages(*pool, puts).ok());
+  client_->WaitForPuts();
+  const uint64_t before = client_->counters().get_requests.load();
+  auto got = client_->GetPages(*pool, gets);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(client_->counters().get_requests.load() - before, 1u) << "the batch left as one request";
+  for (int i = 0; i < 32; ++i) {
+    EXPECT_TRUE((*got)[i]) << i;
+    EXPECT_EQ(outs[i], pages[i]) << i;
+  }
+
+  // A put of 256 pages (one request, which tmemd takes a while to store) left unanswered, then at
+  // once a get of its last page: it must not overtake the put on another connection. Every round
+  // puts a new version, so an overtaking get finds the older one (or none).
+  std::vector<std::vector<uint8_t>> big(256);
+  std::vector<client::TmemClient::PagePut> batch(256);
+  std::vector<uint8_t> out(4096);
+  int stale = 0;
+  for (int round = 1; round <= 60; ++round) {
+    const std::string object = "ordered" + std::to_string(round % 7);
+    for (uint64_t i = 0; i < 256; ++i) {
+      big[i] = PageFor(object, i, round);
+      batch[i] = {object, i, big[i]};
+    }
+    ASSERT_TRUE(client_->PutPages(*pool, batch).ok());
+    auto hit = client_->Get(*pool, object, 255, out);
+    ASSERT_TRUE(hit.ok()) << hit.status();
+    if (!*hit || out != big[255]) ++stale;
+  }
+  EXPECT_EQ(stale, 0) << "gets overtook the puts before them";
+  EXPECT_EQ(client_->counters().puts_dropped.load(), 0u);
+}
+
 // A server that stops answering without closing its connections (SIGSTOP) costs each call at
 // most the call timeout; once it resumes it is used again.
 TEST_P(ShardingTest, AHungServerCostsBoundedMissesAndIsUsedAgainWhenItResumes) {
