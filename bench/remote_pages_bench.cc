@@ -46,8 +46,9 @@ struct Flags {
   bool grpc_row = true;    // the same phases over gRPC Session streams
   bool puts_only = false;  // stop after the put phases (to profile them)
   // A perf control FIFO (perf record --control=fifo:PATH -D -1): "enable" is written to it just
-  // before the phase `perf_phase` names (puts: tmemd's second put pass; ram-gets: the DRAM tier's
-  // batched get hits) and "disable" after it, so that a profile covers that phase alone.
+  // before the phase `perf_phase` names (puts: tmemd's second put pass; gets: its batched gets of
+  // pages on the device; ram-gets: the DRAM tier's batched get hits) and "disable" after it, so
+  // that a profile covers that phase alone.
   std::string perf_ctl;
   std::string perf_phase = "puts";
   uint64_t pages = 200000;
@@ -358,7 +359,9 @@ int main(int argc, char** argv) {
     });
   };
   double cpu1 = CpuSeconds(f.tmemd_pid);
+  perf_ctl("enable", "gets");
   auto [tmem_hits, tmem_miss] = gets_from(**client, pool, total);
+  perf_ctl("disable", "gets");
   const double tmem_get_cpu = CpuSeconds(f.tmemd_pid) - cpu1;
   if (tls_client) std::printf("tls_get_hits_per_s %.0f\n", std::get<0>(gets_from(*tls_client, tls_pool, total)));
   if (grpc_client) std::printf("grpc_get_hits_per_s %.0f\n", std::get<0>(gets_from(*grpc_client, grpc_pool, total)));

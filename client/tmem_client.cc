@@ -394,8 +394,8 @@ absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<co
     }
     own_stream[k] = idle ? 1 : 0;
   }
-  std::vector<Part> parts =
-      Split(*members, *pool, gets.size(), [&](size_t i) { return gets[i].object; }, &own_stream);
+  std::vector<Part> parts = Split(
+      *members, *pool, gets.size(), [&](size_t i) { return gets[i].object; }, &own_stream);
   struct Sent {
     size_t server;
     std::vector<size_t> items;

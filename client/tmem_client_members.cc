@@ -182,9 +182,10 @@ std::vector<TmemClient::Part> TmemClient::Split(const Members& m, const Pool& po
   std::vector<Part> parts;
   for (size_t i = 0; i < count; ++i) {
     const size_t server = m.list.size() == 1 ? 0 : ServerForKey(m, pool.hash_key, object(i));
-    const size_t stream = streams == 1                                 ? 0
-                          : own_stream != nullptr && (*own_stream)[server] ? mine
-                                                                           : std::hash<std::string_view>()(object(i)) % streams;
+    const size_t stream = streams == 1 ? 0
+                          : own_stream != nullptr && (*own_stream)[server]
+                              ? mine
+                              : std::hash<std::string_view>()(object(i)) % streams;
     size_t& at = where[server * streams + stream];
     if (at == SIZE_MAX) {
       at = parts.size();

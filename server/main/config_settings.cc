@@ -95,7 +95,7 @@ Table<Config>* BuildConfigSettings() {
               "The tenant of plaintext (loopback and unix socket) peers; it has the pages and admin roles unless "
               "tenants lists it.")
       .Int("index_cache_entries", "index-cache-entries", &Config::index_cache_entries, 0, int64_t{1} << 32,
-           "Page index entries kept in RAM (about 100 bytes each; 0 turns the cache off).")
+           "Page index entries kept in RAM (about 80 bytes each; 0 turns the cache off).")
       .Size("index_write_buffer", "index-write-buffer", &Config::index_write_buffer_bytes, 1 << 20, uint64_t{1} << 30,
             "RocksDB memtable size of the page index (up to three are held: count 3x this in tmemd's memory). "
             "Larger ones flush and compact less often.")

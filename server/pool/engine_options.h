@@ -26,7 +26,7 @@ struct EngineOptions {
   // to the last (page_index.h).
   int64_t index_resume_backoff_min_ms = 100;
   int64_t index_resume_backoff_max_ms = 10'000;
-  // Page index entries kept in RAM in front of RocksDB (location_cache.h); about 100 bytes
+  // Page index entries kept in RAM in front of RocksDB (location_cache.h); about 80 bytes
   // each. 0 turns the cache off.
   size_t index_cache_entries = 1 << 20;
   // Page index writes accepted ahead of RocksDB (page_index.h, write-behind): a put costs a hash

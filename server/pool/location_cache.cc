@@ -1,5 +1,6 @@
 #include "server/pool/location_cache.h"
 
+#include <bit>
 #include <cstring>
 
 #include "absl/hash/hash.h"
@@ -53,30 +54,25 @@ std::optional<IndexValue> LocationCache::Find(std::string_view key, uint64_t poo
   const uint64_t index = IndexOf(key);
   Shard& s = ShardOf(key);
   MutexLock lock(&s.mu);
-  auto obj = s.objects.find(Absl(prefix));
-  if (obj != s.objects.end()) {
-    auto page = obj->second.find(index);
-    if (page != obj->second.end()) {
-      if (page->second.pool_gen == pool_gen) {
-        if (count) hits_.fetch_add(1, std::memory_order_relaxed);
-        Slot& slot = page->second;
-        if (slot.page != nullptr && slot.value.loc.seq <= reclaimed_seq) {
-          DropPageLocked(s, slot);  // its log copy is gone: so is this one (the get will miss)
-        } else if (out_for != nullptr && slot.page != nullptr) {
-          std::span<uint8_t> out = (*out_for)();
-          if (out.size() == slot.page_len) {
-            std::memcpy(out.data(), slot.page.get(), slot.page_len);
-            slot.referenced = true;
-            *from_ram = true;
-            ram_hits_.fetch_add(1, std::memory_order_relaxed);
-          }
+  if (Slot* slot = SlotLocked(s, prefix, index); slot != nullptr) {
+    if (slot->pool_gen == pool_gen) {
+      if (count) hits_.fetch_add(1, std::memory_order_relaxed);
+      if (slot->page != nullptr && slot->seq <= reclaimed_seq) {
+        DropPageLocked(s, *slot);  // its log copy is gone: so is this one (the get will miss)
+      } else if (out_for != nullptr && slot->page != nullptr) {
+        std::span<uint8_t> out = (*out_for)();
+        if (out.size() == slot->page_len()) {
+          std::memcpy(out.data(), slot->page.get(), out.size());
+          slot->referenced = 1;
+          *from_ram = true;
+          ram_hits_.fetch_add(1, std::memory_order_relaxed);
         }
-        return slot.value;
       }
-      // Made before a FlushPool: dead. One of a newer generation than the caller's (a put after
-      // a FlushPool that came after the caller read the generation) is a miss, and stays.
-      if (page->second.pool_gen < pool_gen) EraseLocked(s, prefix, index);
+      return slot->value();
     }
+    // Made before a FlushPool: dead. One of a newer generation than the caller's (a put after
+    // a FlushPool that came after the caller read the generation) is a miss, and stays.
+    if (slot->pool_gen < pool_gen) EraseLocked(s, prefix, index);
   }
   if (count) misses_.fetch_add(1, std::memory_order_relaxed);
   return std::nullopt;
@@ -97,8 +93,9 @@ bool LocationCache::Set(std::string_view key, const IndexValue& value, const Tic
     return false;
   }
   auto obj = s.objects.find(Absl(prefix));
-  if (obj == s.objects.end()) obj = s.objects.emplace(std::string(prefix), Pages()).first;
-  auto [it, inserted] = obj->second.try_emplace(index);
+  if (obj == s.objects.end()) obj = s.objects.emplace(std::string(prefix), Object()).first;
+  ObjectNode* node = &*obj;
+  auto [it, inserted] = node->second.pages.try_emplace(index);
   Slot& slot = it->second;
   // A fill never replaces an entry of a newer generation, nor a dirty one of its own (newer than
   // the index it read).
@@ -106,7 +103,7 @@ bool LocationCache::Set(std::string_view key, const IndexValue& value, const Tic
     return true;
   }
   DropPageLocked(s, slot);  // an older version's bytes never outlive its entry
-  slot.value = value;
+  slot.set_value(value);
   slot.pool_gen = ticket.pool_gen;
   if (dirty && !slot.dirty) {
     ++s.dirty;
@@ -114,20 +111,53 @@ bool LocationCache::Set(std::string_view key, const IndexValue& value, const Tic
   } else if (!dirty && slot.dirty) {
     MarkCleanLocked(s, slot);  // a dead dirty entry (older pool generation) replaced by a fill
   }
-  slot.dirty = dirty;
-  if (!page.empty()) AttachLocked(s, prefix, index, slot, page);
+  slot.dirty = dirty ? 1 : 0;
+  if (!page.empty()) AttachLocked(s, node, index, slot, page);
   if (!inserted) return true;
   ++s.entries;
-  s.fifo.emplace_back(std::string(prefix), index);
+  PushRecordLocked(s, s.fifo, node, index);
   EvictLocked(s);
   return true;
 }
 
 LocationCache::Slot* LocationCache::SlotLocked(Shard& s, std::string_view prefix, uint64_t index) {
   auto obj = s.objects.find(Absl(prefix));
-  if (obj == s.objects.end()) return nullptr;
-  auto it = obj->second.find(index);
-  return it == obj->second.end() ? nullptr : &it->second;
+  return obj == s.objects.end() ? nullptr : SlotIn(&*obj, index);
+}
+
+LocationCache::Slot* LocationCache::SlotIn(ObjectNode* object, uint64_t index) {
+  auto it = object->second.pages.find(index);
+  return it == object->second.pages.end() ? nullptr : &it->second;
+}
+
+void LocationCache::PushRecordLocked(Shard& s, std::deque<Record>& queue, ObjectNode* object, uint64_t index) {
+  ++object->second.records;
+  queue.push_back({object, index});
+}
+
+LocationCache::Record LocationCache::PopRecordLocked(Shard& s, std::deque<Record>& queue) {
+  const Record r = queue.front();
+  queue.pop_front();
+  --r.object->second.records;
+  return r;
+}
+
+void LocationCache::DropObjectIfUnusedLocked(Shard& s, ObjectNode* object) {
+  if (object->second.records != 0 || !object->second.pages.empty()) return;
+  s.objects.erase(s.objects.find(object->first));
+}
+
+void LocationCache::RebuildLocked(Shard& s, std::deque<Record>& queue, bool (*keep)(const Slot&)) {
+  for (const Record& r : queue) --r.object->second.records;
+  queue.clear();
+  for (auto it = s.objects.begin(); it != s.objects.end();) {
+    ObjectNode* node = &*it;
+    ++it;  // before node may be freed
+    for (const auto& [index, slot] : node->second.pages) {
+      if (keep(slot)) PushRecordLocked(s, queue, node, index);
+    }
+    DropObjectIfUnusedLocked(s, node);
+  }
 }
 
 std::optional<IndexValue> LocationCache::Peek(std::string_view key) {
@@ -136,12 +166,12 @@ std::optional<IndexValue> LocationCache::Peek(std::string_view key) {
   MutexLock lock(&s.mu);
   const Slot* slot = SlotLocked(s, PrefixOf(key), IndexOf(key));
   if (slot == nullptr) return std::nullopt;
-  return slot->value;
+  return slot->value();
 }
 
 void LocationCache::MarkCleanLocked(Shard& s, Slot& slot) {
   if (!slot.dirty) return;
-  slot.dirty = false;
+  slot.dirty = 0;
   --s.dirty;
   dirty_.fetch_sub(1, std::memory_order_relaxed);
 }
@@ -169,11 +199,12 @@ size_t LocationCache::Clean(
                    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) -> bool {
     key.assign(prefix);
     for (int b = 7; b >= 0; --b) key.push_back(static_cast<char>(index >> (8 * b)));
-    if (!live(key, slot.value, slot.pool_gen)) {
+    const IndexValue v = slot.value();
+    if (!live(key, v, slot.pool_gen)) {
       dropped_dead_.fetch_add(1, std::memory_order_relaxed);
       return false;
     }
-    EncodeIndexValueTo(slot.value, value);
+    EncodeIndexValueTo(v, value);
     write(key, std::string_view(value, kIndexValueBytes));
     MarkCleanLocked(s, slot);
     ++written;
@@ -185,25 +216,28 @@ size_t LocationCache::Clean(
     if (all) {
       if (s.dirty == 0) continue;
       if (written >= max) break;
-      std::vector<std::pair<std::string, uint64_t>> dead;
-      for (auto& [prefix, pages] : s.objects) {
-        for (auto& [index, slot] : pages) {
-          if (slot.dirty && !clean(s, prefix, index, slot)) dead.emplace_back(prefix, index);
+      std::vector<Record> dead;
+      for (auto& node : s.objects) {
+        for (auto& [index, slot] : node.second.pages) {
+          if (slot.dirty && !clean(s, node.first, index, slot)) dead.push_back({&node, index});
         }
       }
-      for (const auto& [prefix, index] : dead) EraseLocked(s, prefix, index);
+      // An object is freed only once its last page is erased: the records after it are of
+      // other pages (or objects).
+      for (const Record& r : dead) EraseLocked(s, r.object, r.index);
       continue;
     }
     if (!s.over) continue;
     // Oldest first, down to a sixteenth below the bound, so that the next clean is some way off.
     const size_t target = per_shard_ - per_shard_ / 16;
     while (s.entries > target && !s.fifo.empty()) {
-      auto [prefix, index] = std::move(s.fifo.front());
-      s.fifo.pop_front();
-      Slot* slot = SlotLocked(s, prefix, index);
-      if (slot == nullptr) continue;
-      if (slot->dirty) clean(s, prefix, index, *slot);
-      if (EraseLocked(s, prefix, index)) evicted_.fetch_add(1, std::memory_order_relaxed);
+      const Record r = PopRecordLocked(s, s.fifo);
+      if (Slot* slot = SlotIn(r.object, r.index); slot != nullptr) {
+        if (slot->dirty) clean(s, r.object->first, r.index, *slot);
+        if (EraseLocked(s, r.object, r.index)) evicted_.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        DropObjectIfUnusedLocked(s, r.object);
+      }
     }
     SetOverLocked(s, s.entries > per_shard_);
   }
@@ -218,20 +252,23 @@ void LocationCache::AttachPage(std::string_view key, const IndexValue& value, ui
   const uint64_t index = IndexOf(key);
   Shard& s = ShardOf(key);
   MutexLock lock(&s.mu);
-  Slot* found = SlotLocked(s, prefix, index);
+  auto obj = s.objects.find(Absl(prefix));
+  if (obj == s.objects.end()) return;
+  Slot* found = SlotIn(&*obj, index);
   if (found == nullptr) return;
   Slot& slot = *found;
   // Only the bytes of the very location the entry names, under the pool's current generation.
-  if (slot.pool_gen != pool_gen || slot.page != nullptr || slot.value.loc.seq != value.loc.seq ||
-      slot.value.loc.offset != value.loc.offset || slot.value.crc != value.crc) {
+  if (slot.pool_gen != pool_gen || slot.page != nullptr || slot.seq != value.loc.seq ||
+      slot.offset != value.loc.offset || slot.crc != value.crc) {
     return;
   }
-  AttachLocked(s, prefix, index, slot, page);
+  AttachLocked(s, &*obj, index, slot, page);
 }
 
-void LocationCache::AttachLocked(Shard& s, std::string_view prefix, uint64_t index, Slot& slot,
+void LocationCache::AttachLocked(Shard& s, ObjectNode* object, uint64_t index, Slot& slot,
                                  std::span<const uint8_t> page) {
   if (page_bytes_per_shard_ == 0 || page.size() > page_bytes_per_shard_) return;
+  if (page.empty() || (page.size() & (page.size() - 1)) != 0) return;  // not a power of two
   if (!s.spare.empty() && s.spare_len == page.size()) {
     slot.page = std::move(s.spare.back());
     s.spare.pop_back();
@@ -239,21 +276,23 @@ void LocationCache::AttachLocked(Shard& s, std::string_view prefix, uint64_t ind
     slot.page.reset(new uint8_t[page.size()]);
   }
   std::memcpy(slot.page.get(), page.data(), page.size());
-  slot.page_len = static_cast<uint32_t>(page.size());
-  slot.referenced = false;
+  slot.page_shift = static_cast<uint64_t>(std::countr_zero(page.size()));
+  slot.referenced = 0;
   s.page_bytes += page.size();
-  s.clock.emplace_back(std::string(prefix), index);
+  PushRecordLocked(s, s.clock, object, index);
   ram_admitted_.fetch_add(1, std::memory_order_relaxed);
   // CLOCK: the hand drops pages not got since it last passed; a page got goes round again.
   size_t turns = 0;
   while (s.page_bytes > page_bytes_per_shard_ && !s.clock.empty()) {
-    auto [p, i] = std::move(s.clock.front());
-    s.clock.pop_front();
-    Slot* held = SlotLocked(s, p, i);
-    if (held == nullptr || held->page == nullptr) continue;
+    const Record r = PopRecordLocked(s, s.clock);
+    Slot* held = SlotIn(r.object, r.index);
+    if (held == nullptr || held->page == nullptr) {
+      DropObjectIfUnusedLocked(s, r.object);
+      continue;
+    }
     if (held->referenced && ++turns <= 2 * s.clock.size() + 1) {
-      held->referenced = false;
-      s.clock.emplace_back(std::move(p), i);
+      held->referenced = 0;
+      PushRecordLocked(s, s.clock, r.object, r.index);
       continue;
     }
     DropPageLocked(s, *held);
@@ -261,28 +300,24 @@ void LocationCache::AttachLocked(Shard& s, std::string_view prefix, uint64_t ind
   }
   // Records of pages dropped by flushes or overwrites pile up: rebuild from what holds a page.
   if (s.clock.size() > 2 * (page_bytes_per_shard_ / 512) + 16) {
-    s.clock.clear();
-    for (const auto& [p, pages] : s.objects) {
-      for (const auto& [i, sl] : pages) {
-        if (sl.page != nullptr) s.clock.emplace_back(p, i);
-      }
-    }
+    RebuildLocked(s, s.clock, [](const Slot& held) { return held.page != nullptr; });
   }
 }
 
 void LocationCache::DropPageLocked(Shard& s, Slot& slot) {
   if (slot.page == nullptr) return;
-  s.page_bytes -= slot.page_len;
-  if (s.spare_len != slot.page_len) {
+  const size_t len = slot.page_len();
+  s.page_bytes -= len;
+  if (s.spare_len != len) {
     s.spare.clear();
-    s.spare_len = slot.page_len;
+    s.spare_len = len;
   }
   if (s.spare.size() < kSparesPerShard) {
     s.spare.push_back(std::move(slot.page));
   } else {
     slot.page.reset();
   }
-  slot.page_len = 0;
+  slot.page_shift = 0;
 }
 
 void LocationCache::Erase(std::string_view key) {
@@ -302,49 +337,54 @@ void LocationCache::EraseObject(std::string_view object_prefix) {
     MutexLock lock(&s.mu);
     auto obj = s.objects.find(Absl(object_prefix));
     if (obj == s.objects.end()) continue;
-    s.entries -= obj->second.size();
-    for (auto& [index, slot] : obj->second) {
+    Pages& pages = obj->second.pages;
+    s.entries -= pages.size();
+    for (auto& [index, slot] : pages) {
       DropPageLocked(s, slot);
       MarkCleanLocked(s, slot);  // a dirty entry of a flushed object is never written
     }
-    s.objects.erase(obj);
+    Pages().swap(pages);
+    DropObjectIfUnusedLocked(s, &*obj);  // else freed with its last record
     if (s.entries <= per_shard_) SetOverLocked(s, false);
   }
 }
 
 bool LocationCache::EraseLocked(Shard& s, std::string_view prefix, uint64_t index) {
   auto obj = s.objects.find(Absl(prefix));
-  if (obj == s.objects.end()) return false;
-  auto it = obj->second.find(index);
-  if (it == obj->second.end()) return false;
+  return obj != s.objects.end() && EraseLocked(s, &*obj, index);
+}
+
+bool LocationCache::EraseLocked(Shard& s, ObjectNode* object, uint64_t index) {
+  Pages& pages = object->second.pages;
+  auto it = pages.find(index);
+  if (it == pages.end()) {
+    DropObjectIfUnusedLocked(s, object);
+    return false;
+  }
   DropPageLocked(s, it->second);
   MarkCleanLocked(s, it->second);
-  obj->second.erase(it);
+  pages.erase(it);
   --s.entries;
-  if (obj->second.empty()) s.objects.erase(obj);
+  DropObjectIfUnusedLocked(s, object);
   if (s.over && s.entries <= per_shard_) SetOverLocked(s, false);
   return true;
 }
 
 void LocationCache::EvictLocked(Shard& s) {
   while (s.entries > per_shard_ && !s.fifo.empty()) {
-    const auto& [prefix, index] = s.fifo.front();
+    const Record& front = s.fifo.front();
     // A dirty entry is not dropped: the shard stays over its bound until Clean writes it.
-    if (const Slot* slot = SlotLocked(s, prefix, index); slot != nullptr && slot->dirty) {
+    if (const Slot* slot = SlotIn(front.object, front.index); slot != nullptr && slot->dirty) {
       SetOverLocked(s, true);
       break;
     }
-    auto [p, i] = std::move(s.fifo.front());
-    s.fifo.pop_front();
-    if (EraseLocked(s, p, i)) evicted_.fetch_add(1, std::memory_order_relaxed);
+    const Record r = PopRecordLocked(s, s.fifo);
+    if (EraseLocked(s, r.object, r.index)) evicted_.fetch_add(1, std::memory_order_relaxed);
   }
   // Records of entries erased by flushes pile up in the fifo: rebuild it from what is cached
   // when it grows past twice the capacity (the order among survivors is then lost).
   if (s.fifo.size() > 2 * per_shard_ + 16) {
-    s.fifo.clear();
-    for (const auto& [prefix, pages] : s.objects) {
-      for (const auto& [index, slot] : pages) s.fifo.emplace_back(prefix, index);
-    }
+    RebuildLocked(s, s.fifo, [](const Slot&) { return true; });
   }
 }
 

@@ -62,6 +62,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/functional/function_ref.h"
 #include "common/mutex.h"
 #include "common/stats.h"
@@ -130,33 +131,60 @@ class LocationCache {
   void VisitStats(StatsVisitor& visitor) const;
 
  private:
+  // 32 bytes: the index value's fields, the pool generation with three small fields in its top
+  // bits, and the DRAM tier's copy.
   struct Slot {
-    IndexValue value;
-    uint64_t pool_gen = 0;
+    uint64_t seq = 0;
+    uint32_t offset = 0;
+    uint32_t crc = 0;
+    uint64_t pool_gen : 56 = 0;       // generations count FlushPools: 2^56 is never reached
+    uint64_t page_shift : 6 = 0;      // the page copy holds 1 << page_shift bytes (pages are powers of two)
+    uint64_t referenced : 1 = 0;      // got since the CLOCK hand passed
+    uint64_t dirty : 1 = 0;           // newer than the index; not written there yet
     std::unique_ptr<uint8_t[]> page;  // the DRAM tier's copy, if any
-    uint32_t page_len = 0;
-    bool referenced = false;  // got since the CLOCK hand passed
-    bool dirty = false;       // newer than the index; not written there yet
+
+    IndexValue value() const { return IndexValue{{seq, offset}, crc}; }
+    void set_value(const IndexValue& v) {
+      seq = v.loc.seq;
+      offset = v.loc.offset;
+      crc = v.crc;
+    }
+    size_t page_len() const { return page == nullptr ? 0 : size_t{1} << page_shift; }
   };
+  static_assert(sizeof(Slot) == 32);
   using Pages = absl::flat_hash_map<uint64_t, Slot>;
+  struct Object {
+    Pages pages;
+    // FIFO and CLOCK records naming this object: an object without pages stays until the last
+    // is gone, so that a record never names a freed object.
+    uint32_t records = 0;
+  };
+  // Node-based: an object's address is stable, so records hold it (16 bytes a record instead
+  // of a copy of the object's key).
+  using Objects = absl::node_hash_map<std::string, Object>;
+  using ObjectNode = Objects::value_type;
+  struct Record {
+    ObjectNode* object;
+    uint64_t index;
+  };
   struct Shard {
     mutable Mutex mu;
     size_t entries ABSL_GUARDED_BY(mu) = 0;
     size_t dirty ABSL_GUARDED_BY(mu) = 0;
     bool over ABSL_GUARDED_BY(mu) = false;  // counted in over_bound_
     // object prefix -> page index -> slot
-    absl::flat_hash_map<std::string, Pages> objects ABSL_GUARDED_BY(mu);
+    Objects objects ABSL_GUARDED_BY(mu);
     // Insertion order, oldest first; may name entries erased since (skipped when met).
-    std::deque<std::pair<std::string, uint64_t>> fifo ABSL_GUARDED_BY(mu);
+    std::deque<Record> fifo ABSL_GUARDED_BY(mu);
     // The DRAM tier: bytes held, and the CLOCK of entries that got a page (may name entries
     // erased or stripped since).
     size_t page_bytes ABSL_GUARDED_BY(mu) = 0;
-    std::deque<std::pair<std::string, uint64_t>> clock ABSL_GUARDED_BY(mu);
+    std::deque<Record> clock ABSL_GUARDED_BY(mu);
     // Buffers of pages dropped, of `spare_len` bytes each, kept for the next pages of that size:
     // a full tier takes in a page as it drops one, so a put reuses a buffer instead of
     // allocating (the allocator's page faults were a tenth of the put path's CPU).
     std::vector<std::unique_ptr<uint8_t[]>> spare ABSL_GUARDED_BY(mu);
-    uint32_t spare_len ABSL_GUARDED_BY(mu) = 0;
+    size_t spare_len ABSL_GUARDED_BY(mu) = 0;
   };
   static constexpr size_t kSparesPerShard = 8;
 
@@ -166,13 +194,26 @@ class LocationCache {
   std::atomic<uint64_t>& EpochOf(std::string_view object_prefix);
   // The entry of (prefix, index), or null.
   static Slot* SlotLocked(Shard& s, std::string_view prefix, uint64_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  static Slot* SlotIn(ObjectNode* object, uint64_t index);
+  // Appends a record of (object, index) to `queue` (the shard's fifo or clock).
+  static void PushRecordLocked(Shard& s, std::deque<Record>& queue, ObjectNode* object, uint64_t index)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  // Takes the oldest record of `queue`; the caller ends with DropObjectIfUnusedLocked.
+  static Record PopRecordLocked(Shard& s, std::deque<Record>& queue) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  // Frees `object` once it has no page and no record.
+  static void DropObjectIfUnusedLocked(Shard& s, ObjectNode* object) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  // Records of entries erased since pile up: `queue` is rebuilt from the entries `keep` accepts.
+  static void RebuildLocked(Shard& s, std::deque<Record>& queue, bool (*keep)(const Slot&))
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   // Removes one entry; true if it was there.
   bool EraseLocked(Shard& s, std::string_view prefix, uint64_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+  bool EraseLocked(Shard& s, ObjectNode* object, uint64_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   void MarkCleanLocked(Shard& s, Slot& slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   void SetOverLocked(Shard& s, bool over) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   void EvictLocked(Shard& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
-  // Gives `slot` a copy of `page`, then keeps the shard within its share of page bytes.
-  void AttachLocked(Shard& s, std::string_view prefix, uint64_t index, Slot& slot, std::span<const uint8_t> page)
+  // Gives `slot` (of `object`) a copy of `page`, then keeps the shard within its share of page
+  // bytes. A page whose size is not a power of two is not kept.
+  void AttachLocked(Shard& s, ObjectNode* object, uint64_t index, Slot& slot, std::span<const uint8_t> page)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
   static void DropPageLocked(Shard& s, Slot& slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
 
