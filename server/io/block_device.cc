@@ -1,12 +1,18 @@
 #include "server/io/block_device.h"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <deque>
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 #include <new>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/mutex.h"
 
 namespace tmem::io {
 
@@ -25,6 +31,83 @@ absl::Status CheckIo(const BlockDevice& dev, uint64_t offset, const void* buf, s
 
 void BlockDevice::ReadMany(std::span<ReadOp> ops) {
   for (ReadOp& op : ops) op.status = Read(op.offset, op.buf, op.len);
+}
+
+namespace {
+
+// The default ReadQueue: one thread of its own runs the batches in order through ReadMany.
+class ThreadReadQueue final : public ReadQueue {
+ public:
+  ThreadReadQueue(BlockDevice* device, int event_fd) : device_(device), event_fd_(event_fd) {
+    worker_ = std::thread([this] { Work(); });
+  }
+  ~ThreadReadQueue() override {
+    {
+      MutexLock lock(&mu_);
+      stop_ = true;
+      cv_.SignalAll();
+    }
+    worker_.join();  // after the batches queued before
+    ::close(event_fd_);
+  }
+  void Submit(std::span<BlockDevice::ReadOp> ops, uint64_t tag) override {
+    MutexLock lock(&mu_);
+    todo_.emplace_back(ops, tag);
+    ++in_flight_;
+    cv_.SignalAll();
+  }
+  void Reap(std::vector<uint64_t>* done) override {
+    uint64_t n;
+    [[maybe_unused]] ssize_t r = ::read(event_fd_, &n, sizeof(n));
+    MutexLock lock(&mu_);
+    in_flight_ -= done_.size();
+    done->insert(done->end(), done_.begin(), done_.end());
+    done_.clear();
+  }
+  int event_fd() const override { return event_fd_; }
+  size_t in_flight() const override {
+    MutexLock lock(&mu_);
+    return in_flight_;
+  }
+
+ private:
+  void Work() {
+    while (true) {
+      std::pair<std::span<BlockDevice::ReadOp>, uint64_t> batch;
+      {
+        MutexLock lock(&mu_);
+        while (todo_.empty() && !stop_) cv_.Wait(&mu_);
+        if (todo_.empty()) return;
+        batch = todo_.front();
+        todo_.pop_front();
+      }
+      device_->ReadMany(batch.first);
+      {
+        MutexLock lock(&mu_);
+        done_.push_back(batch.second);
+      }
+      const uint64_t one = 1;
+      [[maybe_unused]] ssize_t w = ::write(event_fd_, &one, sizeof(one));
+    }
+  }
+
+  BlockDevice* const device_;
+  const int event_fd_;
+  std::thread worker_;
+  mutable Mutex mu_;
+  CondVar cv_;
+  std::deque<std::pair<std::span<BlockDevice::ReadOp>, uint64_t>> todo_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> done_ ABSL_GUARDED_BY(mu_);
+  size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+std::unique_ptr<ReadQueue> BlockDevice::NewReadQueue() {
+  const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) return nullptr;
+  return std::make_unique<ThreadReadQueue>(this, fd);
 }
 
 absl::Status ErrnoStatus(int err, const std::string& what) {

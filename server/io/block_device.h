@@ -8,8 +8,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -45,6 +47,11 @@ class BlockDevice {
   // does not stop the others. The default issues them one by one through Read.
   virtual void ReadMany(std::span<ReadOp> ops);
 
+  // Reads that finish later, for an event loop (below). The default runs each batch through
+  // ReadMany on a thread of the queue's own; FileDevice uses an io_uring. Null when the system
+  // gives no eventfd (callers then read with ReadMany).
+  virtual std::unique_ptr<class ReadQueue> NewReadQueue();
+
   // Writes exactly `len` bytes at `offset`. The data is durable only after a later Sync().
   virtual absl::Status Write(uint64_t offset, const void* buf, size_t len) = 0;
 
@@ -53,6 +60,25 @@ class BlockDevice {
 
   // For logs and error messages, e.g. "file:/var/lib/tmem/cache.img".
   virtual std::string Describe() const = 0;
+};
+
+// Asynchronous batches of reads for one event loop: Submit starts a batch and returns at once;
+// event_fd() turns readable once a finished batch can be reaped. The destructor waits for every
+// batch in flight (their buffers are written until then).
+//
+// Thread-safety: one thread submits and reaps; the queue's own completions may come from others.
+class ReadQueue {
+ public:
+  virtual ~ReadQueue() = default;
+  // Starts every read of `ops` (ReadMany's rules: each op's status says how it went). `ops` and
+  // their buffers must stay valid and untouched until Reap returns `tag`.
+  virtual void Submit(std::span<BlockDevice::ReadOp> ops, uint64_t tag) = 0;
+  // Appends the tags of the batches whose reads have all finished, without blocking.
+  virtual void Reap(std::vector<uint64_t>* done) = 0;
+  // Readable (an eventfd) while a finished batch waits to be reaped.
+  virtual int event_fd() const = 0;
+  // Batches submitted and not reaped yet.
+  virtual size_t in_flight() const = 0;
 };
 
 // Checks alignment and range once, for every implementation.

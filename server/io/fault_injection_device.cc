@@ -26,6 +26,15 @@ bool FaultInjectionDevice::ShouldFailLocked(Op op, uint64_t offset, size_t len) 
 
 absl::Status FaultInjectionDevice::Read(uint64_t offset, void* buf, size_t len) {
   TMEM_RETURN_IF_ERROR(CheckIo(*this, offset, buf, len));
+  {
+    MutexLock stall(&stall_mu_);
+    if (stall_reads_) {
+      ++stalled_reads_;
+      stall_cv_.SignalAll();
+      while (stall_reads_) stall_cv_.Wait(&stall_mu_);
+      --stalled_reads_;
+    }
+  }
   MutexLock lock(&mu_);
   if (ShouldFailLocked(Op::kRead, offset, len)) {
     return ErrnoStatus(EIO, absl::StrCat("injected read fault at ", offset));
@@ -122,6 +131,22 @@ void FaultInjectionDevice::ReleaseStalledWrites() {
   MutexLock lock(&stall_mu_);
   stall_pred_ = nullptr;
   stall_cv_.SignalAll();
+}
+
+void FaultInjectionDevice::StallReads() {
+  MutexLock lock(&stall_mu_);
+  stall_reads_ = true;
+}
+
+void FaultInjectionDevice::ReleaseStalledReads() {
+  MutexLock lock(&stall_mu_);
+  stall_reads_ = false;
+  stall_cv_.SignalAll();
+}
+
+int FaultInjectionDevice::stalled_read_count() const {
+  MutexLock lock(&stall_mu_);
+  return stalled_reads_;
 }
 
 int FaultInjectionDevice::stalled_write_count() const {

@@ -53,6 +53,11 @@ class FaultInjectionDevice final : public BlockDevice {
   void ReleaseStalledWrites();
   // Writes currently blocked by StallWrites.
   int stalled_write_count() const;
+  // The same for reads: every read blocks until ReleaseStalledReads() (a slow or hung device
+  // under the readers).
+  void StallReads();
+  void ReleaseStalledReads();
+  int stalled_read_count() const;
 
   uint64_t unsynced_write_count() const;
   uint64_t write_count() const;
@@ -82,6 +87,8 @@ class FaultInjectionDevice final : public BlockDevice {
   CondVar stall_cv_;
   std::function<bool(uint64_t, size_t)> stall_pred_ ABSL_GUARDED_BY(stall_mu_);
   int stalled_ ABSL_GUARDED_BY(stall_mu_) = 0;
+  bool stall_reads_ ABSL_GUARDED_BY(stall_mu_) = false;
+  int stalled_reads_ ABSL_GUARDED_BY(stall_mu_) = 0;
 };
 
 }  // namespace tmem::io

@@ -4,13 +4,18 @@
 #include <liburing.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
+#include <deque>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "common/logging.h"
 #include "common/mutex.h"
 #include "common/status_macros.h"
 
@@ -293,6 +298,151 @@ void FileDevice::ReadMany(std::span<ReadOp> ops) {
   for (size_t i = 0; i < ops.size(); ++i) {
     if (!done[i]) finish_sync(i, 0);
   }
+}
+
+// The loop's reads on an io_uring: each op is one SQE; a batch is done when its last op
+// completed. At most kQueueDepth ops are in the kernel at once (the rest wait here, in order),
+// so completions never overflow the ring. Short or interrupted reads are finished with pread.
+class FileDevice::UringReadQueue final : public ReadQueue {
+ public:
+  UringReadQueue(FileDevice* device, int event_fd) : device_(device), event_fd_(event_fd) {}
+  static std::unique_ptr<ReadQueue> Create(FileDevice* device) {
+    const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0) return nullptr;
+    auto q = std::make_unique<UringReadQueue>(device, fd);
+    if (io_uring_queue_init(kQueueDepth, &q->ring_, 0) < 0) return nullptr;  // closes fd
+    q->ring_ok_ = true;
+    if (io_uring_register_eventfd(&q->ring_, fd) < 0) return nullptr;
+    return q;
+  }
+  ~UringReadQueue() override {
+    if (ring_ok_) {
+      // The buffers are written until the reads complete: wait for every one.
+      while (in_kernel_ > 0) {
+        io_uring_cqe* cqe = nullptr;
+        if (io_uring_wait_cqe(&ring_, &cqe) < 0) break;
+        Complete(cqe);
+        io_uring_cqe_seen(&ring_, cqe);
+      }
+      io_uring_queue_exit(&ring_);
+    }
+    ::close(event_fd_);
+  }
+
+  void Submit(std::span<ReadOp> ops, uint64_t tag) override {
+    Batch& b = batches_[tag];
+    b.ops = ops;
+    b.left = ops.size();
+    for (size_t i = 0; i < ops.size(); ++i) {
+      ops[i].status = CheckIo(*device_, ops[i].offset, ops[i].buf, ops[i].len);
+      if (!ops[i].status.ok()) {
+        --b.left;
+        continue;
+      }
+      waiting_.push_back({tag, i});
+    }
+    if (b.left == 0) Finished(tag);
+    Feed();
+  }
+
+  void Reap(std::vector<uint64_t>* done) override {
+    uint64_t n;
+    [[maybe_unused]] ssize_t r = ::read(event_fd_, &n, sizeof(n));
+    io_uring_cqe* cqe = nullptr;
+    unsigned head, seen = 0;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      Complete(cqe);
+      ++seen;
+    }
+    io_uring_cq_advance(&ring_, seen);
+    Feed();
+    done->insert(done->end(), ready_.begin(), ready_.end());
+    ready_.clear();
+  }
+  int event_fd() const override { return event_fd_; }
+  size_t in_flight() const override { return batches_.size(); }
+
+ private:
+  struct Batch {
+    std::span<ReadOp> ops;
+    size_t left = 0;
+  };
+  struct Pending {
+    uint64_t tag;
+    size_t op;
+  };
+
+  // Moves waiting ops into the kernel, up to the depth.
+  void Feed() {
+    unsigned queued = 0;
+    while (!waiting_.empty() && in_kernel_ < kQueueDepth) {
+      io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+      if (sqe == nullptr) break;
+      const Pending p = waiting_.front();
+      waiting_.pop_front();
+      ReadOp& op = batches_[p.tag].ops[p.op];
+      io_uring_prep_read(sqe, device_->fd_, op.buf, static_cast<unsigned>(op.len), op.offset);
+      const uint64_t id = next_id_++;
+      inflight_ops_[id] = p;
+      io_uring_sqe_set_data64(sqe, id);
+      ++in_kernel_;
+      ++queued;
+    }
+    if (queued == 0 && io_uring_sq_ready(&ring_) == 0) return;
+    const int rc = io_uring_submit(&ring_);
+    if (rc < 0) {
+      // Left in the submission queue: the next Submit or Reap tries again.
+      TMEM_LOG_RATE_LIMITED(Warning) << "io_uring_submit: " << std::strerror(-rc) << "; retried on the next turn";
+    }
+  }
+
+  void Complete(io_uring_cqe* cqe) {
+    --in_kernel_;
+    auto it = inflight_ops_.find(io_uring_cqe_get_data64(cqe));
+    if (it == inflight_ops_.end()) return;
+    const Pending p = it->second;
+    inflight_ops_.erase(it);
+    auto b = batches_.find(p.tag);
+    if (b == batches_.end()) return;
+    ReadOp& op = b->second.ops[p.op];
+    const int res = cqe->res;
+    if (res == static_cast<int>(op.len)) {
+      // whole
+    } else if (res > 0 || res == -EINTR || res == -EAGAIN) {
+      const size_t already = res > 0 ? static_cast<size_t>(res) : 0;
+      op.status = device_->PreadAll(op.offset + already, static_cast<uint8_t*>(op.buf) + already, op.len - already);
+    } else if (res == 0) {
+      op.status = absl::OutOfRangeError(absl::StrCat("short read of ", device_->path_, " at ", op.offset));
+    } else {
+      op.status = ErrnoStatus(-res, absl::StrCat("io_uring read ", device_->path_, " at ", op.offset));
+    }
+    if (--b->second.left == 0) Finished(p.tag);
+  }
+
+  void Finished(uint64_t tag) {
+    batches_.erase(tag);
+    ready_.push_back(tag);
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t w = ::write(event_fd_, &one, sizeof(one));  // Reap hands it out
+  }
+
+  FileDevice* const device_;
+  const int event_fd_;
+  io_uring ring_{};
+  bool ring_ok_ = false;
+  unsigned in_kernel_ = 0;
+  uint64_t next_id_ = 1;
+  absl::flat_hash_map<uint64_t, Batch> batches_;  // by tag, until finished
+  absl::flat_hash_map<uint64_t, Pending> inflight_ops_;
+  std::deque<Pending> waiting_;
+  std::vector<uint64_t> ready_;
+};
+
+std::unique_ptr<ReadQueue> FileDevice::NewReadQueue() {
+  if (batch_uring_ok_.load(std::memory_order_relaxed)) {
+    if (std::unique_ptr<ReadQueue> q = UringReadQueue::Create(this)) return q;
+  }
+  return BlockDevice::NewReadQueue();
 }
 
 absl::Status FileDevice::Write(uint64_t offset, const void* buf, size_t len) {

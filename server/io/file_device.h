@@ -48,16 +48,21 @@ class FileDevice final : public BlockDevice {
   // flight, one system call per submission round); falls back to pread when the kernel or a
   // seccomp policy refuses io_uring.
   void ReadMany(std::span<ReadOp> ops) override;
+  // An io_uring of its own (kQueueDepth reads in flight; more wait in the queue), its
+  // completions signalled on an eventfd; the thread-backed default when io_uring is refused.
+  std::unique_ptr<ReadQueue> NewReadQueue() override;
   absl::Status Write(uint64_t offset, const void* buf, size_t len) override;
   absl::Status Sync() override;
 
   static constexpr unsigned kBatchDepth = 64;
+  static constexpr unsigned kQueueDepth = 256;
   std::string Describe() const override;
 
   IoEngine engine() const { return engine_; }
 
  private:
   class RingPool;
+  class UringReadQueue;
   FileDevice(int fd, uint64_t size, const FileDeviceOptions& options);
 
   absl::Status PreadAll(uint64_t offset, void* buf, size_t len);

@@ -27,6 +27,8 @@ class MonitoredDevice final : public BlockDevice {
   uint32_t alignment() const override { return base_->alignment(); }
   absl::Status Read(uint64_t offset, void* buf, size_t len) override;
   void ReadMany(std::span<ReadOp> ops) override;
+  // The base's queue, each batch watched from Submit to Reap.
+  std::unique_ptr<ReadQueue> NewReadQueue() override;
   absl::Status Write(uint64_t offset, const void* buf, size_t len) override;
   absl::Status Sync() override;
   std::string Describe() const override { return base_->Describe(); }
