@@ -329,10 +329,24 @@ absl::StatusOr<SegmentLog::ReadOutcome> SegmentLog::Read(Location loc, uint32_t 
   return r.outcome;
 }
 
+namespace {
+enum : uint8_t { kDone, kPending, kFromBuffer };
+}  // namespace
+
 void SegmentLog::ReadMany(std::span<PageRead> reads) {
-  // Inline storage: a single page read (Read) allocates nothing.
-  enum : uint8_t { kDone, kPending, kFromBuffer };
-  absl::InlinedVector<uint8_t, 8> state(reads.size(), kDone);
+  // One batch per thread, reused: a read allocates nothing once the thread has read as much.
+  thread_local ReadBatch batch;
+  StartReads(reads, &batch);
+  if (!batch.ops_.empty()) device_->ReadMany(batch.ops());
+  FinishReads(&batch);
+}
+
+void SegmentLog::StartReads(std::span<PageRead> reads, ReadBatch* batch) {
+  batch->reads_ = reads;
+  std::vector<uint8_t>& state = batch->state_;
+  state.assign(reads.size(), kDone);
+  batch->ops_.clear();
+  batch->op_page_.clear();
   bool look_in_buffers = false;
   // flushed_seq_ first: FinishWriteLocked stores failed_count_ before it advances flushed_seq_,
   // so a read that sees a segment as flushed also sees that segment's failure.
@@ -371,48 +385,49 @@ void SegmentLog::ReadMany(std::span<PageRead> reads) {
     }
   }
   // Everything still pending is on the device: a buffer leaves RAM only after its segment write
-  // completed, so a page that is in no buffer is there. One batch, into one scratch buffer.
+  // completed, so a page that is in no buffer is there. One batch, into the batch's scratch.
   const uint32_t a = device_->alignment();
-  absl::InlinedVector<io::BlockDevice::ReadOp, 4> ops;
-  absl::InlinedVector<size_t, 4> op_page;
   uint64_t scratch_bytes = 0;
   for (size_t i = 0; i < reads.size(); ++i) {
     if (state[i] != kPending) continue;
     const uint64_t abs = SegmentOffset(reads[i].loc.seq) + reads[i].loc.offset;
     const uint64_t start = io::AlignDown(abs, a);
     const uint64_t end = io::AlignUp(abs + reads[i].len, a);
-    ops.push_back({.offset = start, .buf = nullptr, .len = end - start});
-    op_page.push_back(i);
+    batch->ops_.push_back({.offset = start, .buf = nullptr, .len = end - start});
+    batch->op_page_.push_back(i);
     scratch_bytes += end - start;
   }
-  if (!ops.empty()) {
-    thread_local io::AlignedBuffer scratch;
-    if (scratch.size() < scratch_bytes) scratch = io::AlignedBuffer(scratch_bytes, kBlockBytes);
-    uint64_t at = 0;
-    for (io::BlockDevice::ReadOp& op : ops) {
-      op.buf = scratch.data() + at;
-      at += op.len;
+  if (batch->ops_.empty()) return;
+  if (batch->scratch_.size() < scratch_bytes) batch->scratch_ = io::AlignedBuffer(scratch_bytes, kBlockBytes);
+  uint64_t at = 0;
+  for (io::BlockDevice::ReadOp& op : batch->ops_) {
+    op.buf = batch->scratch_.data() + at;
+    at += op.len;
+  }
+}
+
+void SegmentLog::FinishReads(ReadBatch* batch) {
+  std::span<PageRead> reads = batch->reads_;
+  std::vector<uint8_t>& state = batch->state_;
+  for (size_t k = 0; k < batch->ops_.size(); ++k) {
+    const io::BlockDevice::ReadOp& op = batch->ops_[k];
+    PageRead& r = reads[batch->op_page_[k]];
+    if (!op.status.ok()) {
+      counters_.read_errors.fetch_add(1, std::memory_order_relaxed);
+      r.outcome = op.status;
+      state[batch->op_page_[k]] = kDone;
+      continue;
     }
-    device_->ReadMany(std::span<io::BlockDevice::ReadOp>(ops));
-    for (size_t k = 0; k < ops.size(); ++k) {
-      PageRead& r = reads[op_page[k]];
-      if (!ops[k].status.ok()) {
-        counters_.read_errors.fetch_add(1, std::memory_order_relaxed);
-        r.outcome = ops[k].status;
-        state[op_page[k]] = kDone;
-        continue;
-      }
-      // The segment may have been reclaimed and rewritten while we read; reclaim moves the
-      // watermark before any rewrite starts, so checking after the read is enough.
-      if (!IsLive(r.loc.seq)) {
-        r.outcome = ReadOutcome::kGone;
-        state[op_page[k]] = kDone;
-        continue;
-      }
-      const uint64_t abs = SegmentOffset(r.loc.seq) + r.loc.offset;
-      std::memcpy(r.out, static_cast<uint8_t*>(ops[k].buf) + (abs - ops[k].offset), r.len);
-      counters_.device_reads.fetch_add(1, std::memory_order_relaxed);
+    // The segment may have been reclaimed and rewritten while we read; reclaim moves the
+    // watermark before any rewrite starts, so checking after the read is enough.
+    if (!IsLive(r.loc.seq)) {
+      r.outcome = ReadOutcome::kGone;
+      state[batch->op_page_[k]] = kDone;
+      continue;
     }
+    const uint64_t abs = SegmentOffset(r.loc.seq) + r.loc.offset;
+    std::memcpy(r.out, static_cast<uint8_t*>(op.buf) + (abs - op.offset), r.len);
+    counters_.device_reads.fetch_add(1, std::memory_order_relaxed);
   }
   for (size_t i = 0; i < reads.size(); ++i) {
     if (state[i] == kDone) continue;

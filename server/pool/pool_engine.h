@@ -117,6 +117,38 @@ class PoolEngine {
   using BufferFor = std::function<std::span<uint8_t>(size_t get)>;
   absl::StatusOr<std::vector<GetOutcome>> GetMany(PoolId pool, std::span<const PageGet> gets,
                                                   const BufferFor& buffer_for = nullptr);
+  // GetMany in two halves, for an event loop that waits for the device elsewhere (a ReadQueue
+  // from NewReadQueue): StartGets checks and looks every handle up (pages the DRAM tier holds
+  // are copied at once) and leaves the device reads in batch->device_reads(); once they are
+  // done (or at once when there are none), FinishGets settles every page into
+  // batch->outcomes(). `gets`, their buffers and buffer_for's must stay valid in between. Each
+  // get is linearized at its lookup: a put or flush of the handle after StartGets does not
+  // change what this get returns. A batch may be reused for the next gets.
+ private:
+  struct Pool;
+
+ public:
+  class GetBatch {
+   public:
+    std::span<io::BlockDevice::ReadOp> device_reads() { return log_batch_.ops(); }
+    const std::vector<GetOutcome>& outcomes() const { return outcomes_; }
+
+   private:
+    friend class PoolEngine;
+    std::shared_ptr<Pool> pool_;
+    std::vector<std::string> keys_;
+    std::vector<std::optional<std::string>> raws_;
+    std::vector<GetOutcome> outcomes_;
+    std::vector<log::SegmentLog::PageRead> reads_;
+    std::vector<size_t> read_get_;
+    uint64_t gen_ = 0;
+    bool exclusive_ = false;
+    log::SegmentLog::ReadBatch log_batch_;
+  };
+  absl::Status StartGets(PoolId pool, std::span<const PageGet> gets, const BufferFor& buffer_for, GetBatch* batch);
+  void FinishGets(GetBatch* batch);
+  // A queue for StartGets' device reads (null: none; use GetMany).
+  std::unique_ptr<io::ReadQueue> NewReadQueue() { return log_->NewReadQueue(); }
   absl::Status FlushPage(PoolId pool, std::string_view object, uint64_t index);
   absl::Status FlushObject(PoolId pool, std::string_view object);
   absl::Status FlushPool(PoolId pool);

@@ -75,9 +75,26 @@ GetOutcome PoolEngine::SettleRead(Pool& pool, const std::string& key, const std:
 
 absl::StatusOr<std::vector<GetOutcome>> PoolEngine::GetMany(PoolId id, std::span<const PageGet> gets,
                                                             const BufferFor& buffer_for) {
+  GetBatch batch;
+  TMEM_RETURN_IF_ERROR(StartGets(id, gets, buffer_for, &batch));
+  if (!batch.device_reads().empty()) log_->ReadDevice(batch.device_reads());
+  FinishGets(&batch);
+  return std::move(batch.outcomes_);
+}
+
+absl::Status PoolEngine::StartGets(PoolId id, std::span<const PageGet> gets, const BufferFor& buffer_for,
+                                   GetBatch* batch) {
+  batch->pool_.reset();
+  batch->outcomes_.assign(gets.size(), GetOutcome::kMiss);
+  batch->reads_.clear();
+  batch->read_get_.clear();
+  batch->keys_.clear();
+  batch->raws_.clear();
   TMEM_ENGINE_OPEN_OR_RETURN();
-  std::vector<GetOutcome> outcomes(gets.size(), GetOutcome::kMiss);
-  if (gets.empty()) return outcomes;
+  if (gets.empty()) {
+    log_->StartReads({}, &batch->log_batch_);
+    return absl::OkStatus();
+  }
   TMEM_ASSIGN_OR_RETURN(std::shared_ptr<Pool> pool, FindPool(id));
   for (size_t i = 0; i < gets.size(); ++i) {
     TMEM_RETURN_IF_ERROR(CheckHandle(id, gets[i].object).status());
@@ -88,13 +105,15 @@ absl::StatusOr<std::vector<GetOutcome>> PoolEngine::GetMany(PoolId id, std::span
   }
   if (!IndexServesGets()) {
     pool->counters.gets_miss.fetch_add(gets.size(), std::memory_order_relaxed);
-    return outcomes;
+    log_->StartReads({}, &batch->log_batch_);
+    return absl::OkStatus();
   }
-  std::vector<std::string> keys;
+  std::vector<std::string>& keys = batch->keys_;
   keys.reserve(gets.size());
   for (const PageGet& g : gets) keys.push_back(EncodePageKey(id, g.object, g.index));
   const bool exclusive = pool->info.kind == PoolKind::kPrivate;
-  const uint64_t gen = pool->cache_gen.load(std::memory_order_acquire);
+  batch->exclusive_ = exclusive;
+  batch->gen_ = pool->cache_gen.load(std::memory_order_acquire);
   // The buffer a get's page goes to: the caller's, or buffer_for's (only for pages found).
   std::vector<std::span<uint8_t>> outs(gets.size());
   auto out_for = [&](size_t i) {
@@ -102,19 +121,17 @@ absl::StatusOr<std::vector<GetOutcome>> PoolEngine::GetMany(PoolId id, std::span
     return outs[i];
   };
   std::vector<bool> from_ram;
-  TMEM_ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> raws,
-                        LookupMany(*pool, keys, exclusive, out_for, &from_ram));
+  TMEM_ASSIGN_OR_RETURN(batch->raws_, LookupMany(*pool, keys, exclusive, out_for, &from_ram));
+  const std::vector<std::optional<std::string>>& raws = batch->raws_;
   // Every entry that decodes becomes one read of the batch, but for pages the DRAM tier gave.
-  std::vector<log::SegmentLog::PageRead> reads;
-  std::vector<size_t> read_get;
-  reads.reserve(gets.size());
+  batch->reads_.reserve(gets.size());
   for (size_t i = 0; i < gets.size(); ++i) {
     if (!raws[i].has_value()) {
       pool->counters.gets_miss.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
     if (from_ram[i]) {
-      outcomes[i] = GetOutcome::kHit;
+      batch->outcomes_[i] = GetOutcome::kHit;
       pool->counters.gets_hit.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
@@ -125,21 +142,31 @@ absl::StatusOr<std::vector<GetOutcome>> PoolEngine::GetMany(PoolId id, std::span
       continue;
     }
     std::span<uint8_t> out = out_for(i);
-    if (out.size() != pool->info.page_bytes) return absl::InternalError("GetMany: buffer_for gave a wrong size");
-    reads.push_back({.loc = value->loc, .len = pool->info.page_bytes, .expected_crc = value->crc, .out = out.data()});
-    read_get.push_back(i);
+    if (out.size() != pool->info.page_bytes) return absl::InternalError("StartGets: buffer_for gave a wrong size");
+    batch->reads_.push_back(
+        {.loc = value->loc, .len = pool->info.page_bytes, .expected_crc = value->crc, .out = out.data()});
+    batch->read_get_.push_back(i);
   }
-  log_->ReadMany(std::span<log::SegmentLog::PageRead>(reads));
-  for (size_t k = 0; k < reads.size(); ++k) {
-    const size_t i = read_get[k];
-    const std::span<uint8_t> page(static_cast<uint8_t*>(reads[k].out), pool->info.page_bytes);
-    outcomes[i] = SettleRead(*pool, keys[i], *raws[i], exclusive, reads[k].outcome, page);
+  batch->pool_ = std::move(pool);
+  log_->StartReads(std::span<log::SegmentLog::PageRead>(batch->reads_), &batch->log_batch_);
+  return absl::OkStatus();
+}
+
+void PoolEngine::FinishGets(GetBatch* batch) {
+  log_->FinishReads(&batch->log_batch_);
+  if (batch->pool_ == nullptr) return;
+  Pool& pool = *batch->pool_;
+  for (size_t k = 0; k < batch->reads_.size(); ++k) {
+    const log::SegmentLog::PageRead& read = batch->reads_[k];
+    const size_t i = batch->read_get_[k];
+    const std::span<uint8_t> page(static_cast<uint8_t*>(read.out), pool.info.page_bytes);
+    batch->outcomes_[i] = SettleRead(pool, batch->keys_[i], *batch->raws_[i], batch->exclusive_, read.outcome, page);
     // A shared pool's page read from the device: the next get of it is served from RAM.
-    if (outcomes[i] == GetOutcome::kHit && !exclusive) {
-      cache_->AttachPage(keys[i], IndexValue{reads[k].loc, reads[k].expected_crc}, gen, page);
+    if (batch->outcomes_[i] == GetOutcome::kHit && !batch->exclusive_) {
+      cache_->AttachPage(batch->keys_[i], IndexValue{read.loc, read.expected_crc}, batch->gen_, page);
     }
   }
-  return outcomes;
+  batch->pool_.reset();
 }
 
 absl::StatusOr<std::vector<std::optional<std::string>>> PoolEngine::LookupMany(
