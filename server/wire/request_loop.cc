@@ -69,17 +69,20 @@ void TenantConnections::Release(const std::string& tenant) {
 
 RequestLoop::RequestLoop(pool::PoolEngine* engine, std::optional<trust::Identity> peer, trust::Audit* audit,
                          WireCounters* counters, const LoopLimits& limits, TenantConnections* tenants,
-                         std::vector<uint8_t>* scratch)
+                         std::vector<uint8_t>* scratch, DeviceReads* reads, void* context)
     : engine_(engine),
       peer_(std::move(peer)),
       audit_(audit),
       counters_(counters),
       limits_(limits),
       tenants_(tenants),
-      scratch_(scratch != nullptr ? *scratch : own_scratch_) {}
+      scratch_(scratch != nullptr ? *scratch : own_scratch_),
+      reads_(reads),
+      context_(context) {}
 
 RequestLoop::~RequestLoop() {
   if (tenant_slot_) tenants_->Release(peer_->tenant);
+  if (pending_gets_ > 0) reads_->Orphan(this);
 }
 
 std::span<uint8_t> RequestLoop::InputSpace(size_t min_bytes) {
@@ -204,13 +207,13 @@ void RequestLoop::Handle(const RequestHeader& h, const uint8_t* body) {
   }
   // CheckHeader passed: HELLO was done, the verb is known and the body is what it implies.
   absl::Status s;
-  size_t get_reply = SIZE_MAX;
+  bool answered = false;
   switch (static_cast<Verb>(h.verb)) {
     case Verb::kPut:
       s = DoPut(h, body);
       break;
     case Verb::kGet:
-      s = DoGet(h, body, &get_reply);
+      s = DoGet(h, body, &answered);
       break;
     case Verb::kFlushPages:
       s = DoFlushPages(h, body);
@@ -224,7 +227,7 @@ void RequestLoop::Handle(const RequestHeader& h, const uint8_t* body) {
     case Verb::kHello:
       break;
   }
-  if (get_reply != SIZE_MAX) return;  // DoGet wrote its reply
+  if (answered) return;  // DoGet wrote its reply (or will)
   ReplyStatus(h.verb, h.request_id, s);
 }
 
@@ -316,7 +319,7 @@ absl::Status RequestLoop::DoPut(const RequestHeader& h, const uint8_t* body) {
   return absl::OkStatus();
 }
 
-absl::Status RequestLoop::DoGet(const RequestHeader& h, const uint8_t* body, size_t* reply_at) {
+absl::Status RequestLoop::DoGet(const RequestHeader& h, const uint8_t* body, bool* answered) {
   TMEM_RETURN_IF_ERROR(CheckEntries(body, h.count, sizeof(Entry), false));
   absl::StatusOr<pool::PoolInfo> info = Reach(h.pool_id);
   if (!info.ok()) return info.status();
@@ -329,30 +332,69 @@ absl::Status RequestLoop::DoGet(const RequestHeader& h, const uint8_t* body, siz
          Load<uint64_t>(e),
          {}});
   }
+  if (reads_ != nullptr) {
+    // The pages go into the get's own buffer, which lives until its reply is built: with device
+    // reads to wait for, the get waits in DeviceReads and the loop goes on.
+    std::unique_ptr<PendingGet> p = reads_->Take();
+    if (p->pages.size() < h.count * page) p->pages.resize(h.count * page);
+    uint8_t* pages = p->pages.data();
+    auto buffer_for = [pages, page](size_t i) { return std::span<uint8_t>(pages + i * page, page); };
+    if (absl::Status st = engine_->StartGets(h.pool_id, gets_, buffer_for, &p->batch); !st.ok()) {
+      reads_->Give(std::move(p));
+      return st;
+    }
+    p->verb = h.verb;
+    p->request_id = h.request_id;
+    p->count = h.count;
+    p->page_bytes = static_cast<uint32_t>(page);
+    *answered = true;  // here, or by Complete
+    if (p->batch.device_reads().empty()) {
+      engine_->FinishGets(&p->batch);
+      AppendGetReply(h.verb, h.request_id, p->batch.outcomes(), pages, page);
+      reads_->Give(std::move(p));
+      return absl::OkStatus();
+    }
+    ++pending_gets_;
+    pending_bytes_ += h.count * page;
+    reads_->Submit(this, std::move(p));
+    return absl::OkStatus();
+  }
   // Pages are read into scratch only for handles the index has: misses cost no page of memory.
   if (scratch_.size() < h.count * page) scratch_.resize(h.count * page);
   auto buffer_for = [&](size_t i) { return std::span<uint8_t>(scratch_.data() + i * page, page); };
   absl::StatusOr<std::vector<pool::GetOutcome>> got = engine_->GetMany(h.pool_id, gets_, buffer_for);
   if (!got.ok()) return got.status();
-  const size_t at = AppendHeader(h.verb, h.request_id, kOk, h.count, 0);
+  *answered = true;
+  AppendGetReply(h.verb, h.request_id, *got, scratch_.data(), page);
+  return absl::OkStatus();
+}
+
+void RequestLoop::Complete(std::unique_ptr<PendingGet> get) {
+  --pending_gets_;
+  pending_bytes_ -= size_t{get->count} * get->page_bytes;
+  engine_->FinishGets(&get->batch);
+  AppendGetReply(get->verb, get->request_id, get->batch.outcomes(), get->pages.data(), get->page_bytes);
+  reads_->Give(std::move(get));
+}
+
+void RequestLoop::AppendGetReply(uint8_t verb, uint64_t request_id, const std::vector<pool::GetOutcome>& outcomes,
+                                 const uint8_t* pages, size_t page) {
+  const auto count = static_cast<uint16_t>(outcomes.size());
+  const size_t at = AppendHeader(verb, request_id, kOk, count, 0);
   const size_t results = out_.size();
-  out_.resize(results + GetResultBytes(h.count), 0);
+  out_.resize(results + GetResultBytes(count), 0);
   size_t hits = 0;
-  for (size_t i = 0; i < h.count; ++i) {
-    if ((*got)[i] != pool::GetOutcome::kHit) continue;
+  for (size_t i = 0; i < count; ++i) {
+    if (outcomes[i] != pool::GetOutcome::kHit) continue;
     out_[results + i] = 1;
     ++hits;
   }
   out_.reserve(out_.size() + hits * page);
-  for (size_t i = 0; i < h.count; ++i) {
-    if ((*got)[i] == pool::GetOutcome::kHit) {
-      out_.insert(out_.end(), scratch_.data() + i * page, scratch_.data() + (i + 1) * page);
-    }
+  for (size_t i = 0; i < count; ++i) {
+    if (outcomes[i] == pool::GetOutcome::kHit) out_.insert(out_.end(), pages + i * page, pages + (i + 1) * page);
   }
   FinishReply(at);
   counters_->pages_got.fetch_add(hits, std::memory_order_relaxed);
-  *reply_at = at;
-  return absl::OkStatus();
 }
 
 absl::Status RequestLoop::DoFlushPages(const RequestHeader& h, const uint8_t* body) {

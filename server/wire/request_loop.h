@@ -1,7 +1,11 @@
 // RequestLoop: one wire connection's requests, without its socket. The event loop (wire_server)
 // receives plaintext bytes into InputSpace(), calls Run(), and sends out(); the fuzzer drives it
 // the same way. Each request is parsed, checked (pool/request_checks.h, the gRPC edge's checks),
-// run on the engine and answered on the calling thread, in order.
+// run on the engine and answered on the calling thread, in order — but for a GET whose pages are
+// not all in RAM when the loop has DeviceReads: it waits for its device reads there, and its reply
+// comes when they are done (Complete), after the replies of requests behind it. Replies carry
+// their request's id; the protocol lets them come in any order. Each get is answered as of its
+// lookup, before any later request of the connection ran.
 //
 // Bad input: a request whose header can be read but is wrong (unknown verb, lengths that do not
 // match the verb and count, a bad entry, another tenant's or an unknown pool) is answered with
@@ -10,8 +14,9 @@
 // (Run returns false once its reply is queued).
 //
 // Memory: the input holds at most one whole request beyond what was answered; Run stops taking
-// requests while more than `max_pending_reply_bytes` of replies wait to be sent (wants_input()
-// turns false), so a client that never reads its replies holds a bounded amount.
+// requests while more than `max_pending_reply_bytes` of replies wait to be sent, pages of gets
+// waiting for the device included (wants_input() turns false), so a client that never reads
+// its replies holds a bounded amount.
 //
 // Thread-safety: none; one loop thread owns a RequestLoop. The engine is thread-safe.
 #ifndef TMEM_SERVER_WIRE_REQUEST_LOOP_H_
@@ -32,6 +37,7 @@
 #include "server/pool/pool_engine.h"
 #include "server/trust/audit.h"
 #include "server/trust/tenants.h"
+#include "server/wire/device_reads.h"
 #include "server/wire/wire_format.h"
 
 namespace tmem::wire {
@@ -77,9 +83,11 @@ class RequestLoop {
   // be (nullopt: a TLS peer whose certificate names no tenant; its hello is refused).
   // `audit` and `tenants` (no bound) may be null. `scratch`: where GET reads pages before they
   // are copied into the reply, shared by the loops of one thread (null: the loop's own).
+  // `reads`: where gets wait for the device (null: they read in place); `context` is the
+  // owner's, given back by context().
   RequestLoop(pool::PoolEngine* engine, std::optional<trust::Identity> peer, trust::Audit* audit,
               WireCounters* counters, const LoopLimits& limits, TenantConnections* tenants = nullptr,
-              std::vector<uint8_t>* scratch = nullptr);
+              std::vector<uint8_t>* scratch = nullptr, DeviceReads* reads = nullptr, void* context = nullptr);
   ~RequestLoop();
   RequestLoop(const RequestLoop&) = delete;
   RequestLoop& operator=(const RequestLoop&) = delete;
@@ -95,7 +103,14 @@ class RequestLoop {
   // Replies not yet sent; the owner sends a prefix and calls Sent with its length.
   std::span<const uint8_t> out() const { return {out_.data() + out_pos_, out_.size() - out_pos_}; }
   void Sent(size_t n);
-  bool wants_input() const { return !closing_ && out_.size() - out_pos_ <= limits_.max_pending_reply_bytes; }
+  bool wants_input() const {
+    return !closing_ && out_.size() - out_pos_ + pending_bytes_ <= limits_.max_pending_reply_bytes;
+  }
+  // A get whose device reads are done (DeviceReads::Reap): settles it and queues its reply.
+  void Complete(std::unique_ptr<PendingGet> get);
+  // Gets waiting for the device.
+  size_t pending_gets() const { return pending_gets_; }
+  void* context() const { return context_; }
   bool closing() const { return closing_; }
   // Whether no part of a request waits in the input.
   bool idle() const { return in_end_ == in_pos_ && skip_ == 0; }
@@ -110,7 +125,11 @@ class RequestLoop {
   void HandleHello(const RequestHeader& h, const uint8_t* body);
   // Each verb's work; OK or the status to answer.
   absl::Status DoPut(const RequestHeader& h, const uint8_t* body);
-  absl::Status DoGet(const RequestHeader& h, const uint8_t* body, size_t* reply_at);
+  // OK with *answered: the reply is queued (or will be, by Complete).
+  absl::Status DoGet(const RequestHeader& h, const uint8_t* body, bool* answered);
+  // The reply of a GET: outcomes[i] answers entry i, hits' pages at pages + i * page.
+  void AppendGetReply(uint8_t verb, uint64_t request_id, const std::vector<pool::GetOutcome>& outcomes,
+                      const uint8_t* pages, size_t page);
   absl::Status DoFlushPages(const RequestHeader& h, const uint8_t* body);
   absl::Status DoFlushObject(const RequestHeader& h, const uint8_t* body);
   absl::Status DoFlushPool(const RequestHeader& h);
@@ -145,6 +164,10 @@ class RequestLoop {
   std::vector<uint8_t>& scratch_;
   std::vector<pool::PoolEngine::PagePut> puts_;
   std::vector<pool::PoolEngine::PageGet> gets_;
+  DeviceReads* const reads_;
+  void* const context_;
+  size_t pending_gets_ = 0;
+  size_t pending_bytes_ = 0;  // pages of the gets waiting for the device
 };
 
 }  // namespace tmem::wire

@@ -2,7 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <poll.h>
+#include <unistd.h>
+
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -29,8 +33,9 @@ trust::Identity Tenant(const std::string& name, bool admin = false) {
 // One connection's request loop, fed whole byte strings; replies are read back in order.
 class Conn {
  public:
-  Conn(pool::PoolEngine* engine, std::optional<trust::Identity> who, LoopLimits limits = {})
-      : loop_(engine, std::move(who), nullptr, &counters_, limits) {}
+  Conn(pool::PoolEngine* engine, std::optional<trust::Identity> who, LoopLimits limits = {},
+       DeviceReads* reads = nullptr)
+      : loop_(engine, std::move(who), nullptr, &counters_, limits, nullptr, nullptr, reads) {}
 
   bool Send(const std::vector<uint8_t>& bytes) {
     std::span<uint8_t> space = loop_.InputSpace(bytes.size());
@@ -345,6 +350,143 @@ TEST_F(RequestLoopTest, AClientThatNeverReadsItsRepliesStopsBeingRead) {
   while (c.loop().Run(), !c.loop().out().empty()) answered += c.Replies().size();
   EXPECT_EQ(answered, 200u);
   EXPECT_TRUE(c.loop().idle());
+}
+
+// --- Gets waiting for the device -----------------------------------------------------------
+
+class DeviceReadsTest : public RequestLoopTest {
+ protected:
+  void SetUp() override {
+    // No DRAM tier: every page put is read back from the device once its segment is written.
+    harness_.set_customize([](pool::EngineOptions& o) { o.ram_cache_bytes = 0; });
+    engine_ = &harness_.Open();
+    reads_ = DeviceReads::Create(engine_);
+    ASSERT_NE(reads_, nullptr);
+    auto id = engine_->CreateSharedPool(pool::Uuid{9}, 4096, "alpha");
+    ASSERT_TRUE(id.ok()) << id.status();
+    pool_ = *id;
+  }
+  void TearDown() override {
+    harness_.device().ReleaseStalledReads();
+    reads_.reset();
+  }
+  // Reaps until `n` gets came back (or 5 s), handing each to its loop.
+  size_t ReapInto(size_t n) {
+    size_t got = 0;
+    for (int i = 0; i < 500 && got < n; ++i) {
+      pollfd p{reads_->event_fd(), POLLIN, 0};
+      ::poll(&p, 1, 10);
+      std::vector<std::pair<void*, std::unique_ptr<PendingGet>>> done;
+      reads_->Reap(&done);
+      for (auto& [owner, get] : done) static_cast<RequestLoop*>(owner)->Complete(std::move(get));
+      got += done.size();
+    }
+    return got;
+  }
+  std::unique_ptr<DeviceReads> reads_;
+  uint32_t pool_ = 0;
+};
+
+// A get whose pages are on a device that does not answer waits alone: its connection's later
+// requests and another connection's requests are answered meanwhile, and it is answered with
+// the page it looked up once the device answers.
+TEST_F(DeviceReadsTest, AGetWaitingForTheDeviceHoldsUpNoOtherRequest) {
+  Conn a(engine_, Tenant("alpha"), {}, reads_.get());
+  Conn b(engine_, Tenant("alpha"), {}, reads_.get());
+  a.Hello();
+  b.Hello();
+  ASSERT_TRUE(a.Send(Put(1, pool_, "obj", 1, MakePage(4096, pool_, "obj", 1, 1))));
+  ASSERT_EQ(a.One().header.status, 0u);
+  ASSERT_TRUE(engine_->segment_log().FlushAll().ok());  // the page is on the device only
+  harness_.device().StallReads();
+  ASSERT_TRUE(a.Send(OneEntry(Verb::kGet, 2, pool_, "obj", 1)));
+  EXPECT_TRUE(a.Replies().empty()) << "the get waits for the device";
+  EXPECT_EQ(a.loop().pending_gets(), 1u);
+  // The same connection's next request, and another connection's put and get, go on.
+  ASSERT_TRUE(a.Send(OneEntry(Verb::kFlushPages, 3, pool_, "other", 0)));
+  Reply flushed = a.One();
+  EXPECT_EQ(flushed.header.request_id, 3u);
+  EXPECT_EQ(flushed.header.status, 0u);
+  ASSERT_TRUE(b.Send(Put(4, pool_, "obj", 2, MakePage(4096, pool_, "obj", 2, 1))));
+  ASSERT_TRUE(b.Send(OneEntry(Verb::kGet, 5, pool_, "obj", 2)));  // still in a write buffer
+  std::vector<Reply> rb = b.Replies();
+  ASSERT_EQ(rb.size(), 2u);
+  EXPECT_EQ(rb[1].header.request_id, 5u);
+  EXPECT_EQ(rb[1].body[0], 1) << "a page in RAM needs no device read";
+  // A put of the waiting handle after the get's lookup does not change what the get returns.
+  ASSERT_TRUE(b.Send(Put(6, pool_, "obj", 1, MakePage(4096, pool_, "obj", 1, 2))));
+  ASSERT_EQ(b.One().header.status, 0u);
+  EXPECT_EQ(reads_->in_flight(), 1u);
+  for (int i = 0; i < 500 && harness_.device().stalled_read_count() == 0; ++i) ::usleep(2000);
+  EXPECT_EQ(harness_.device().stalled_read_count(), 1) << "the read reached the device and waits there";
+  harness_.device().ReleaseStalledReads();
+  ASSERT_EQ(ReapInto(1), 1u);
+  Reply got = a.One();
+  EXPECT_EQ(got.header.request_id, 2u);
+  ASSERT_EQ(got.header.status, 0u) << Conn::Message(got);
+  ASSERT_EQ(got.body.size(), GetResultBytes(1) + 4096);
+  EXPECT_EQ(got.body[0], 1);
+  std::vector<uint8_t> page(got.body.begin() + GetResultBytes(1), got.body.end());
+  EXPECT_EQ(VersionOf(page, pool_, "obj", 1), 1);
+  EXPECT_EQ(a.loop().pending_gets(), 0u);
+  // The next get sees the later put.
+  ASSERT_TRUE(a.Send(OneEntry(Verb::kGet, 7, pool_, "obj", 1)));
+  ReapInto(1);
+  Reply again = a.One();
+  ASSERT_EQ(again.body.size(), GetResultBytes(1) + 4096);
+  EXPECT_EQ(VersionOf(std::vector<uint8_t>(again.body.begin() + GetResultBytes(1), again.body.end()), pool_, "obj", 1),
+            2);
+}
+
+// A connection that goes away while its get waits for the device: the read finishes into the
+// get's own buffer, which outlives the connection, and nothing comes back for it.
+TEST_F(DeviceReadsTest, AConnectionClosedWhileItsGetWaitsLeavesNothingBehind) {
+  {
+    Conn a(engine_, Tenant("alpha"), {}, reads_.get());
+    a.Hello();
+    ASSERT_TRUE(a.Send(Put(1, pool_, "obj", 1, MakePage(4096, pool_, "obj", 1, 1))));
+    ASSERT_EQ(a.One().header.status, 0u);
+    ASSERT_TRUE(engine_->segment_log().FlushAll().ok());
+    harness_.device().StallReads();
+    ASSERT_TRUE(a.Send(OneEntry(Verb::kGet, 2, pool_, "obj", 1)));
+    EXPECT_EQ(a.loop().pending_gets(), 1u);
+  }
+  EXPECT_EQ(reads_->in_flight(), 1u);
+  harness_.device().ReleaseStalledReads();
+  EXPECT_EQ(ReapInto(1), 0u) << "an orphan's get is settled, not handed out";
+  EXPECT_EQ(reads_->in_flight(), 0u);
+}
+
+// While gets wait for the device, their pages count against the bound on replies waiting: a
+// client that keeps asking stops being read.
+TEST_F(DeviceReadsTest, GetsWaitingForTheDeviceCountAgainstTheReplyBound) {
+  LoopLimits limits;
+  limits.max_pending_reply_bytes = 3 * 4096;
+  Conn a(engine_, Tenant("alpha"), limits, reads_.get());
+  a.Hello();
+  for (uint64_t i = 0; i < 8; ++i) {
+    ASSERT_TRUE(a.Send(Put(1 + i, pool_, "obj", i, MakePage(4096, pool_, "obj", i, 1))));
+  }
+  a.Replies();
+  ASSERT_TRUE(engine_->segment_log().FlushAll().ok());
+  harness_.device().StallReads();
+  std::vector<uint8_t> many;
+  for (uint64_t i = 0; i < 8; ++i) {
+    std::vector<uint8_t> one = OneEntry(Verb::kGet, 100 + i, pool_, "obj", i);
+    many.insert(many.end(), one.begin(), one.end());
+  }
+  ASSERT_TRUE(a.Send(many));
+  EXPECT_EQ(a.loop().pending_gets(), 4u) << "taken until the bound was passed";
+  EXPECT_FALSE(a.loop().wants_input());
+  harness_.device().ReleaseStalledReads();
+  ASSERT_EQ(ReapInto(4), 4u);
+  EXPECT_EQ(a.Replies().size(), 4u);
+  EXPECT_TRUE(a.loop().wants_input());
+  a.loop().Run();  // the rest, waiting in the input
+  ASSERT_EQ(ReapInto(4), 4u);
+  std::vector<Reply> rest = a.Replies();
+  ASSERT_EQ(rest.size(), 4u);
+  for (const Reply& r : rest) EXPECT_EQ(r.body[0], 1) << r.header.request_id;
 }
 
 }  // namespace

@@ -35,7 +35,7 @@ constexpr size_t kRecvBytes = 256 << 10;
 
 // What an epoll event points at.
 struct Pollable {
-  enum class Kind { kListener, kWake, kConnection } kind;
+  enum class Kind { kListener, kWake, kConnection, kReads } kind;
   int index = 0;  // the listener's
 };
 
@@ -63,6 +63,10 @@ struct WireServer::Loop {
   WireCounters counters;
   std::vector<uint8_t> cipher_in;  // TLS: one recv's records
   std::vector<uint8_t> scratch;    // GET pages on their way into replies, shared by the loop's connections
+  // Gets waiting for device reads, in flight together while the loop goes on (made by the
+  // loop's thread; null when the device offers no queue: gets then read in place).
+  std::unique_ptr<DeviceReads> reads;
+  Pollable reads_ready{Pollable::Kind::kReads};
   Clock::time_point next_tick;
   // Connections another loop accepted and gave to this one (fd, listener index): connections
   // are spread over the loops at accept, the loop with the fewest open taking the next one, so
@@ -223,7 +227,7 @@ void WireServer::RunLoop(Loop& L) {
       who = std::nullopt;  // no certificate (client_auth optional): its HELLO is refused
     }
     c.requests = std::make_unique<RequestLoop>(options_.engine, std::move(who), options_.audit, &L.counters, limits,
-                                               tenant_connections_.get(), &L.scratch);
+                                               tenant_connections_.get(), &L.scratch, L.reads.get(), &c);
   };
 
   // Reads what the socket has (while the requests want input) and runs what is whole.
@@ -339,7 +343,8 @@ void WireServer::RunLoop(Loop& L) {
     size_t len = c.tls ? c.cipher_out.size() - c.cipher_pos : c.requests->out().size();
     if (c.tls && len == 0 && c.requests != nullptr && !c.requests->out().empty()) len = 1;
     const bool closing = c.eof || (c.requests != nullptr && c.requests->closing());
-    if (closing && len == 0) {
+    // A get still waiting for the device answers first (a peer that closed only its side waits).
+    if (closing && len == 0 && (c.requests == nullptr || c.requests->pending_gets() == 0)) {
       close_conn(c);
       return;
     }
@@ -466,6 +471,15 @@ void WireServer::RunLoop(Loop& L) {
     }
   };
 
+  L.reads = DeviceReads::Create(options_.engine);
+  if (L.reads != nullptr) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = &L.reads_ready;
+    ::epoll_ctl(L.epoll_fd, EPOLL_CTL_ADD, L.reads->event_fd(), &ev);
+  }
+  std::vector<std::pair<void*, std::unique_ptr<PendingGet>>> reaped;
+
   epoll_event events[128];
   L.next_tick = Clock::now() + kTimerTick;
   while (!stopping_.load(std::memory_order_acquire)) {
@@ -486,6 +500,17 @@ void WireServer::RunLoop(Loop& L) {
       }
       if (p->kind == Pollable::Kind::kListener) {
         accept_on(p->index);
+        continue;
+      }
+      if (p->kind == Pollable::Kind::kReads) {
+        // Gets whose device reads are done: their replies join the others of this turn.
+        reaped.clear();
+        L.reads->Reap(&reaped);
+        for (auto& [owner, get] : reaped) {
+          auto* requests = static_cast<RequestLoop*>(owner);
+          requests->Complete(std::move(get));
+          touched.push_back(static_cast<Connection*>(requests->context()));
+        }
         continue;
       }
       auto* c = static_cast<Connection*>(p);
@@ -518,6 +543,8 @@ void WireServer::RunLoop(Loop& L) {
     close_conn(c);
   }
   L.connections.clear();
+  if (L.reads != nullptr) ::epoll_ctl(L.epoll_fd, EPOLL_CTL_DEL, L.reads->event_fd(), nullptr);
+  L.reads.reset();  // waits for the device reads still in flight (their gets are settled)
 }
 
 void WireServer::VisitStats(StatsVisitor& v) const {
