@@ -373,7 +373,8 @@ void RequestLoop::Complete(std::unique_ptr<PendingGet> get) {
   --pending_gets_;
   pending_bytes_ -= size_t{get->count} * get->page_bytes;
   engine_->FinishGets(&get->batch);
-  AppendGetReply(get->verb, get->request_id, get->batch.outcomes(), get->pages.data(), get->page_bytes);
+  // After a closing reply nothing more is sent.
+  if (!closing_) AppendGetReply(get->verb, get->request_id, get->batch.outcomes(), get->pages.data(), get->page_bytes);
   reads_->Give(std::move(get));
 }
 

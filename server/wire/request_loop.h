@@ -106,7 +106,8 @@ class RequestLoop {
   bool wants_input() const {
     return !closing_ && out_.size() - out_pos_ + pending_bytes_ <= limits_.max_pending_reply_bytes;
   }
-  // A get whose device reads are done (DeviceReads::Reap): settles it and queues its reply.
+  // A get whose device reads are done (DeviceReads::Reap): settles it and queues its reply
+  // (none once a closing reply was queued).
   void Complete(std::unique_ptr<PendingGet> get);
   // Gets waiting for the device.
   size_t pending_gets() const { return pending_gets_; }

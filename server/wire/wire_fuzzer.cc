@@ -3,6 +3,8 @@
 // holds pools of two tenants. Invariants checked on every input: every reply is well-formed
 // (magic, a status in range, a body that fits), nothing follows a closing reply, the loop closes
 // exactly when it sent one, and the other tenant's pool saw no put or flush.
+#include <poll.h>
+
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -23,6 +25,7 @@ struct World {
   pool::PoolEngine* engine = nullptr;
   pool::PoolId mine = 0, theirs = 0;
   std::vector<uint8_t> their_page;
+  std::unique_ptr<wire::DeviceReads> reads;  // gets that wait for the device (half the inputs)
   World() {
     // Bounded RAM over a million runs: a small DRAM tier and index cache (both still used).
     harness.set_customize([](pool::EngineOptions& o) {
@@ -30,6 +33,7 @@ struct World {
       o.index_cache_entries = 1 << 16;
     });
     engine = &harness.Open();
+    reads = wire::DeviceReads::Create(engine);
     mine = *engine->CreatePool(4096, "alpha");
     theirs = *engine->CreateSharedPool(pool::Uuid{7}, 4096, "beta");
     their_page = pool::testing::MakePage(4096, theirs, "secret", 0, 1);
@@ -65,7 +69,11 @@ std::vector<std::string> TmemFuzzSeeds() {
   // The same requests read whole, and a request before HELLO.
   std::string whole = all;
   whole[0] = 63;
-  return {all, whole, "\x01" + all.substr(1 + sizeof(RequestHeader) + sizeof(Hello))};
+  // The same with gets waiting for the device, reaped at once or later.
+  std::string waiting = all, reaped = all;
+  waiting[0] = static_cast<char>(0x85);
+  reaped[0] = static_cast<char>(0xC5);
+  return {all, whole, "\x01" + all.substr(1 + sizeof(RequestHeader) + sizeof(Hello)), waiting, reaped};
 }
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
@@ -82,9 +90,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   WireCounters counters;
   LoopLimits limits;
   limits.max_pending_reply_bytes = 256 << 10;
-  RequestLoop loop(w.engine, alpha, nullptr, &counters, limits);
-  // The first byte chooses the chunk size, so that requests split across reads are tried.
+  // The first byte chooses the chunk size, so that requests split across reads are tried, and
+  // whether gets wait for their device reads (DeviceReads, reaped as a loop would) or read in place.
+  DeviceReads* reads = size > 0 && (data[0] & 0x80) != 0 ? w.reads.get() : nullptr;
+  RequestLoop loop(w.engine, alpha, nullptr, &counters, limits, nullptr, nullptr, reads);
   const size_t chunk = size == 0 ? 1 : 1 + data[0] % 64 * 97;
+  std::vector<std::pair<void*, std::unique_ptr<PendingGet>>> done;
+  auto reap_all = [&] {
+    while (reads != nullptr && reads->in_flight() > 0) {
+      pollfd p{reads->event_fd(), POLLIN, 0};
+      ::poll(&p, 1, 100);
+      done.clear();
+      reads->Reap(&done);
+      for (auto& [owner, get] : done) {
+        TMEM_FUZZ_CHECK(owner == &loop);
+        loop.Complete(std::move(get));
+      }
+    }
+  };
   size_t at = size == 0 ? 0 : 1;
   bool open = true;
   std::vector<uint8_t> replies;
@@ -95,13 +118,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     loop.Received(n);
     at += n;
     open = loop.Run();
+    if ((data[0] & 0x40) != 0) reap_all();  // else the gets' reads finish while more arrives
     // The client reads its replies only now and then: backpressure is exercised too.
     if (!loop.wants_input() || !open || at >= size) {
+      reap_all();
       replies.insert(replies.end(), loop.out().begin(), loop.out().end());
       loop.Sent(loop.out().size());
       if (open) open = loop.Run();
     }
   }
+  reap_all();
+  TMEM_FUZZ_CHECK(loop.pending_gets() == 0);
   replies.insert(replies.end(), loop.out().begin(), loop.out().end());
   size_t pos = 0;
   Reply r;

@@ -343,8 +343,9 @@ void WireServer::RunLoop(Loop& L) {
     size_t len = c.tls ? c.cipher_out.size() - c.cipher_pos : c.requests->out().size();
     if (c.tls && len == 0 && c.requests != nullptr && !c.requests->out().empty()) len = 1;
     const bool closing = c.eof || (c.requests != nullptr && c.requests->closing());
-    // A get still waiting for the device answers first (a peer that closed only its side waits).
-    if (closing && len == 0 && (c.requests == nullptr || c.requests->pending_gets() == 0)) {
+    // A peer that closed only its side still gets the replies of its gets waiting for the device.
+    const bool waiting = c.requests != nullptr && !c.requests->closing() && c.requests->pending_gets() > 0;
+    if (closing && len == 0 && !waiting) {
       close_conn(c);
       return;
     }
