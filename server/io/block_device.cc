@@ -4,11 +4,11 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <deque>
-#include <thread>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <new>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"

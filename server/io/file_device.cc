@@ -3,8 +3,8 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <linux/fs.h>
-#include <sys/ioctl.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 

@@ -1,7 +1,6 @@
 #include "server/wire/request_loop.h"
 
 #include <gtest/gtest.h>
-
 #include <poll.h>
 #include <unistd.h>
 
