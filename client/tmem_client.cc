@@ -379,20 +379,19 @@ absl::StatusOr<std::vector<bool>> TmemClient::GetPages(PoolRef ref, std::span<co
   // earlier put of these handles can be overtaken there (every put sent before this call is
   // answered, so tmemd has applied it; a put that failed has its flush queued, delivered by
   // Prepare before the get). Otherwise a handle's get follows its puts on their stream.
+  // Decided under settle_mu: a settler takes puts out of `unacked` before it has waited for
+  // them and queued the flushes of failed ones, so an empty list means nothing only while no
+  // settler is at work. A settler busy elsewhere: the object's stream, as for a put in flight.
   std::vector<char> own_stream(members->list.size(), 0);
   for (size_t k = 0; k < members->list.size(); ++k) {
     Server& s = *members->list[k];
-    bool idle;
+    if (!s.settle_mu.TryLock()) continue;
+    SettlePutsLocked(s, nullptr, /*all=*/false, kNoIndex);  // those answered already
     {
       MutexLock lock(&s.unacked_mu);
-      idle = s.unacked.empty();
+      own_stream[k] = s.unacked.empty() ? 1 : 0;
     }
-    if (!idle) {
-      SettlePuts(s, nullptr, /*all=*/false);  // those answered already
-      MutexLock lock(&s.unacked_mu);
-      idle = s.unacked.empty();
-    }
-    own_stream[k] = idle ? 1 : 0;
+    s.settle_mu.Unlock();
   }
   std::vector<Part> parts = Split(
       *members, *pool, gets.size(), [&](size_t i) { return gets[i].object; }, &own_stream);

@@ -317,14 +317,42 @@ class FileDevice::UringReadQueue final : public ReadQueue {
   }
   ~UringReadQueue() override {
     if (ring_ok_) {
-      // The buffers are written until the reads complete: wait for every one.
-      while (in_kernel_ > 0) {
+      // Every read submitted is done before this returns (the callers settle their batches
+      // next): those in the kernel are waited for, those still waiting are run.
+      reaping_ = true;
+      while (in_kernel_ > 0 || !waiting_.empty()) {
+        Feed();
+        if (in_kernel_ == 0) break;
+        const int rc = io_uring_submit_and_wait(&ring_, 1);
+        if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) break;
         io_uring_cqe* cqe = nullptr;
-        if (io_uring_wait_cqe(&ring_, &cqe) < 0) break;
-        Complete(cqe);
-        io_uring_cqe_seen(&ring_, cqe);
+        unsigned head, seen = 0;
+        io_uring_for_each_cqe(&ring_, head, cqe) {
+          Complete(cqe);
+          ++seen;
+        }
+        io_uring_cq_advance(&ring_, seen);
       }
-      io_uring_queue_exit(&ring_);
+      // What the ring could not take is read here.
+      while (!waiting_.empty()) {
+        const Pending p = waiting_.front();
+        waiting_.pop_front();
+        auto b = batches_.find(p.tag);
+        if (b == batches_.end()) continue;
+        ReadOp& op = b->second.ops[p.op];
+        op.status = device_->PreadAll(op.offset, op.buf, op.len);
+        if (--b->second.left == 0) Finished(p.tag);
+      }
+      if (in_kernel_ == 0) {
+        io_uring_queue_exit(&ring_);
+      } else {
+        // The ring failed with reads in the kernel: they count as failed (their pages miss),
+        // and the ring is left to the kernel rather than torn down under them.
+        for (const auto& [id, p] : inflight_ops_) {
+          auto b = batches_.find(p.tag);
+          if (b != batches_.end()) b->second.ops[p.op].status = absl::InternalError("io_uring failed at shutdown");
+        }
+      }
     }
     ::close(event_fd_);
   }
@@ -348,6 +376,7 @@ class FileDevice::UringReadQueue final : public ReadQueue {
   void Reap(std::vector<uint64_t>* done) override {
     uint64_t n;
     [[maybe_unused]] ssize_t r = ::read(event_fd_, &n, sizeof(n));
+    reaping_ = true;  // batches finished now are handed out below: no wakeup for them
     io_uring_cqe* cqe = nullptr;
     unsigned head, seen = 0;
     io_uring_for_each_cqe(&ring_, head, cqe) {
@@ -355,12 +384,13 @@ class FileDevice::UringReadQueue final : public ReadQueue {
       ++seen;
     }
     io_uring_cq_advance(&ring_, seen);
+    reaping_ = false;
     Feed();
     done->insert(done->end(), ready_.begin(), ready_.end());
     ready_.clear();
   }
   int event_fd() const override { return event_fd_; }
-  size_t in_flight() const override { return batches_.size(); }
+  size_t in_flight() const override { return batches_.size() + ready_.size(); }
 
  private:
   struct Batch {
@@ -422,6 +452,7 @@ class FileDevice::UringReadQueue final : public ReadQueue {
   void Finished(uint64_t tag) {
     batches_.erase(tag);
     ready_.push_back(tag);
+    if (reaping_) return;
     const uint64_t one = 1;
     [[maybe_unused]] ssize_t w = ::write(event_fd_, &one, sizeof(one));  // Reap hands it out
   }
@@ -431,6 +462,7 @@ class FileDevice::UringReadQueue final : public ReadQueue {
   io_uring ring_{};
   bool ring_ok_ = false;
   unsigned in_kernel_ = 0;
+  bool reaping_ = false;
   uint64_t next_id_ = 1;
   absl::flat_hash_map<uint64_t, Batch> batches_;  // by tag, until finished
   absl::flat_hash_map<uint64_t, Pending> inflight_ops_;

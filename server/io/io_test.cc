@@ -146,6 +146,31 @@ TEST_P(FileDeviceTest, ReadQueueGivesEveryBatchBackByTag) {
   ExpectQueueReadsEveryBatch(**dev, 64);
 }
 
+// A queue destroyed with reads submitted and not reaped — more than the ring takes at once —
+// finishes every one of them first: the callers settle those batches next.
+TEST_P(FileDeviceTest, ADestroyedReadQueueFinishesEveryReadFirst) {
+  std::string path = TestPath(std::string("dev_queue_end_") + IoEngineName(GetParam()));
+  ::unlink(path.c_str());
+  constexpr size_t kBlocks = 64, kReads = FileDevice::kQueueDepth * 2 + 10;
+  auto dev = FileDevice::Open({.path = path, .create_size_bytes = kBlocks * 4096, .engine = GetParam()});
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  ASSERT_NO_FATAL_FAILURE(FillBlocks(**dev, kBlocks));
+  AlignedBuffer r(kReads * 4096);
+  std::vector<BlockDevice::ReadOp> ops;
+  for (size_t i = 0; i < kReads; ++i) {
+    ops.push_back({.offset = (i % kBlocks) * 4096, .buf = r.data() + i * 4096, .len = 4096});
+  }
+  {
+    std::unique_ptr<ReadQueue> q = (*dev)->NewReadQueue();
+    ASSERT_NE(q, nullptr);
+    q->Submit(ops, 1);
+  }
+  for (size_t i = 0; i < kReads; ++i) {
+    ASSERT_TRUE(ops[i].status.ok()) << i << ": " << ops[i].status;
+    ASSERT_EQ(r.data()[i * 4096 + 4095], static_cast<uint8_t>((i % kBlocks) % 251 + 1)) << i;
+  }
+}
+
 TEST(MemoryDeviceTest, ReadQueueGivesEveryBatchBackByTag) {
   MemoryDevice dev(64 * 4096);
   ASSERT_NO_FATAL_FAILURE(FillBlocks(dev, 64));

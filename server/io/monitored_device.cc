@@ -32,6 +32,10 @@ namespace {
 class WatchedReadQueue final : public ReadQueue {
  public:
   WatchedReadQueue(std::unique_ptr<ReadQueue> base, IoWatch* watch) : base_(std::move(base)), watch_(watch) {}
+  ~WatchedReadQueue() override {
+    base_.reset();  // waits for every read
+    for (const auto& [tag, w] : batches_) watch_->End(w.slot, true, 0);
+  }
   void Submit(std::span<BlockDevice::ReadOp> ops, uint64_t tag) override {
     batches_[tag] = {ops, watch_->Begin()};
     base_->Submit(ops, tag);
@@ -56,7 +60,7 @@ class WatchedReadQueue final : public ReadQueue {
     std::span<BlockDevice::ReadOp> ops;
     int slot;
   };
-  const std::unique_ptr<ReadQueue> base_;
+  std::unique_ptr<ReadQueue> base_;
   IoWatch* const watch_;
   absl::flat_hash_map<uint64_t, Watched> batches_;
 };

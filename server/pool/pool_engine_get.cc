@@ -153,6 +153,14 @@ absl::Status PoolEngine::StartGets(PoolId id, std::span<const PageGet> gets, con
 }
 
 void PoolEngine::FinishGets(GetBatch* batch) {
+  ReaderLock ops_lock(&ops_mu_);
+  if (closed_) {
+    // Closed since StartGets (an embedder that closed the engine before its loops): every read
+    // is a miss, and the index and the cache are not touched.
+    for (size_t i : batch->read_get_) batch->outcomes_[i] = GetOutcome::kMiss;
+    batch->pool_.reset();
+    return;
+  }
   log_->FinishReads(&batch->log_batch_);
   if (batch->pool_ == nullptr) return;
   Pool& pool = *batch->pool_;

@@ -51,6 +51,40 @@ Uuid U(uint8_t b) {
 
 // --- Pools ---------------------------------------------------------------------------------
 
+// StartGets and FinishGets around device reads done elsewhere give what GetMany gives; a batch
+// finished after the engine closed misses, touching neither index nor cache.
+TEST(PoolEngineTest, GetsFinishedApartFromTheirLookupAnswerAsGetManyDoes) {
+  EngineHarness h;
+  h.set_customize([](EngineOptions& o) { o.ram_cache_bytes = 0; });
+  PoolEngine& e = h.Open();
+  auto id = e.CreateSharedPool(Uuid{3}, 4096, "alpha");
+  ASSERT_TRUE(id.ok());
+  for (uint64_t i = 0; i < 4; ++i) ASSERT_TRUE(e.Put(*id, "obj", i, MakePage(4096, *id, "obj", i, 1)).ok());
+  ASSERT_TRUE(e.segment_log().FlushAll().ok());
+  std::vector<std::vector<uint8_t>> outs(5, std::vector<uint8_t>(4096));
+  std::vector<PoolEngine::PageGet> gets;
+  for (uint64_t i = 0; i < 5; ++i) gets.push_back({"obj", i, outs[i]});  // index 4: never put
+  auto finish_apart = [&](PoolEngine& engine, PoolEngine::GetBatch& batch, bool close_first) {
+    EXPECT_TRUE(engine.StartGets(*id, gets, nullptr, &batch).ok());
+    EXPECT_EQ(batch.device_reads().size(), 4u);
+    std::unique_ptr<io::ReadQueue> q = engine.NewReadQueue();
+    EXPECT_NE(q, nullptr);
+    q->Submit(batch.device_reads(), 1);
+    q.reset();  // waits for the reads
+    if (close_first) EXPECT_TRUE(engine.Close().ok());
+    engine.FinishGets(&batch);
+  };
+  PoolEngine::GetBatch batch;
+  finish_apart(e, batch, false);
+  for (uint64_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(batch.outcomes()[i], GetOutcome::kHit) << i;
+    EXPECT_EQ(VersionOf(outs[i], *id, "obj", i), 1) << i;
+  }
+  EXPECT_EQ(batch.outcomes()[4], GetOutcome::kMiss);
+  finish_apart(e, batch, true);  // the same batch reused, finished after Close
+  for (uint64_t i = 0; i < 5; ++i) EXPECT_EQ(batch.outcomes()[i], GetOutcome::kMiss) << i;
+}
+
 TEST(PoolEngineTest, CreatePoolReturnsANewPrivatePoolEachTime) {
   EngineHarness h;
   PoolEngine& e = h.Open();

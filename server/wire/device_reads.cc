@@ -1,5 +1,7 @@
 #include "server/wire/device_reads.h"
 
+#include "server/wire/wire_format.h"
+
 namespace tmem::wire {
 
 std::unique_ptr<DeviceReads> DeviceReads::Create(pool::PoolEngine* engine) {
@@ -21,7 +23,9 @@ std::unique_ptr<PendingGet> DeviceReads::Take() {
 }
 
 void DeviceReads::Give(std::unique_ptr<PendingGet> get) {
-  if (spares_.size() < kSpares) spares_.push_back(std::move(get));
+  // Kept for the next get, unless its buffer grew past a batch of 4 KiB pages (a batch of large
+  // pages is not worth keeping memory for).
+  if (spares_.size() < kSpares && get->pages.capacity() <= kMaxBatch * 4096) spares_.push_back(std::move(get));
 }
 
 void DeviceReads::Submit(void* owner, std::unique_ptr<PendingGet> get) {
