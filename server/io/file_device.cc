@@ -325,13 +325,7 @@ class FileDevice::UringReadQueue final : public ReadQueue {
         if (in_kernel_ == 0) break;
         const int rc = io_uring_submit_and_wait(&ring_, 1);
         if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) break;
-        io_uring_cqe* cqe = nullptr;
-        unsigned head, seen = 0;
-        io_uring_for_each_cqe(&ring_, head, cqe) {
-          Complete(cqe);
-          ++seen;
-        }
-        io_uring_cq_advance(&ring_, seen);
+        CompleteAll();
       }
       // What the ring could not take is read here.
       while (!waiting_.empty()) {
@@ -377,13 +371,7 @@ class FileDevice::UringReadQueue final : public ReadQueue {
     uint64_t n;
     [[maybe_unused]] ssize_t r = ::read(event_fd_, &n, sizeof(n));
     reaping_ = true;  // batches finished now are handed out below: no wakeup for them
-    io_uring_cqe* cqe = nullptr;
-    unsigned head, seen = 0;
-    io_uring_for_each_cqe(&ring_, head, cqe) {
-      Complete(cqe);
-      ++seen;
-    }
-    io_uring_cq_advance(&ring_, seen);
+    CompleteAll();
     reaping_ = false;
     Feed();
     done->insert(done->end(), ready_.begin(), ready_.end());
@@ -424,6 +412,17 @@ class FileDevice::UringReadQueue final : public ReadQueue {
       // Left in the submission queue: the next Submit or Reap tries again.
       TMEM_LOG_RATE_LIMITED(Warning) << "io_uring_submit: " << std::strerror(-rc) << "; retried on the next turn";
     }
+  }
+
+  // Every completion the ring holds.
+  void CompleteAll() {
+    io_uring_cqe* cqe = nullptr;
+    unsigned head, seen = 0;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      Complete(cqe);
+      ++seen;
+    }
+    io_uring_cq_advance(&ring_, seen);
   }
 
   void Complete(io_uring_cqe* cqe) {
