@@ -82,7 +82,10 @@ RequestLoop::RequestLoop(pool::PoolEngine* engine, std::optional<trust::Identity
 
 RequestLoop::~RequestLoop() {
   if (tenant_slot_) tenants_->Release(peer_->tenant);
-  if (pending_gets_ > 0) reads_->Orphan(this);
+  if (pending_gets_ > 0) {
+    reads_->Orphan(this);
+    counters_->gets_waiting.fetch_sub(static_cast<int64_t>(pending_gets_), std::memory_order_relaxed);
+  }
 }
 
 std::span<uint8_t> RequestLoop::InputSpace(size_t min_bytes) {
@@ -356,6 +359,8 @@ absl::Status RequestLoop::DoGet(const RequestHeader& h, const uint8_t* body, boo
     }
     ++pending_gets_;
     pending_bytes_ += h.count * page;
+    counters_->gets_waiting.fetch_add(1, std::memory_order_relaxed);
+    counters_->gets_waited.fetch_add(1, std::memory_order_relaxed);
     reads_->Submit(this, std::move(p));
     return absl::OkStatus();
   }
@@ -372,6 +377,7 @@ absl::Status RequestLoop::DoGet(const RequestHeader& h, const uint8_t* body, boo
 void RequestLoop::Complete(std::unique_ptr<PendingGet> get) {
   --pending_gets_;
   pending_bytes_ -= size_t{get->count} * get->page_bytes;
+  counters_->gets_waiting.fetch_sub(1, std::memory_order_relaxed);
   engine_->FinishGets(&get->batch);
   // After a closing reply nothing more is sent.
   if (!closing_) AppendGetReply(get->verb, get->request_id, get->batch.outcomes(), get->pages.data(), get->page_bytes);

@@ -55,6 +55,8 @@ struct WireCounters {
   std::atomic<uint64_t> connections_refused = {};  // handshake failed, unknown tenant, no room
   std::atomic<uint64_t> connections_timed_out = {};
   std::atomic<int64_t> connections_open = {};
+  std::atomic<int64_t> gets_waiting = {};  // gets waiting for their device reads now
+  std::atomic<uint64_t> gets_waited = {};  // gets that waited for device reads
 };
 
 struct LoopLimits {

@@ -401,6 +401,8 @@ TEST_F(DeviceReadsTest, AGetWaitingForTheDeviceHoldsUpNoOtherRequest) {
   ASSERT_TRUE(a.Send(OneEntry(Verb::kGet, 2, pool_, "obj", 1)));
   EXPECT_TRUE(a.Replies().empty()) << "the get waits for the device";
   EXPECT_EQ(a.loop().pending_gets(), 1u);
+  EXPECT_EQ(a.counters().gets_waiting.load(), 1);
+  EXPECT_EQ(a.counters().gets_waited.load(), 1u);
   // The same connection's next request, and another connection's put and get, go on.
   ASSERT_TRUE(a.Send(OneEntry(Verb::kFlushPages, 3, pool_, "other", 0)));
   Reply flushed = a.One();
@@ -428,6 +430,7 @@ TEST_F(DeviceReadsTest, AGetWaitingForTheDeviceHoldsUpNoOtherRequest) {
   std::vector<uint8_t> page(got.body.begin() + GetResultBytes(1), got.body.end());
   EXPECT_EQ(VersionOf(page, pool_, "obj", 1), 1);
   EXPECT_EQ(a.loop().pending_gets(), 0u);
+  EXPECT_EQ(a.counters().gets_waiting.load(), 0);
   // The next get sees the later put.
   ASSERT_TRUE(a.Send(OneEntry(Verb::kGet, 7, pool_, "obj", 1)));
   ReapInto(1);

@@ -576,6 +576,10 @@ void WireServer::VisitStats(StatsVisitor& v) const {
   v.Counter("wire_connections_timed_out", "Page wire protocol connections closed for a handshake or idle timeout",
             sum(&WireCounters::connections_timed_out), {});
   v.Gauge("wire_connections", "Page wire protocol connections open", static_cast<double>(connections_open()), {});
+  v.Gauge("wire_gets_waiting_device", "Page wire protocol GETs waiting for their device reads (off the event loops)",
+          static_cast<double>(sum(&WireCounters::gets_waiting)), {});
+  v.Counter("wire_gets_waited_device", "Page wire protocol GETs that waited for device reads off the event loops",
+            sum(&WireCounters::gets_waited), {});
 }
 
 }  // namespace tmem::wire
