@@ -47,8 +47,8 @@ struct Flags {
   bool puts_only = false;  // stop after the put phases (to profile them)
   // A perf control FIFO (perf record --control=fifo:PATH -D -1): "enable" is written to it just
   // before the phase `perf_phase` names (puts: tmemd's second put pass; gets: its batched gets of
-  // pages on the device; ram-gets: the DRAM tier's batched get hits) and "disable" after it, so
-  // that a profile covers that phase alone.
+  // pages on the device; singles: its single gets of them; ram-gets: the DRAM tier's batched get
+  // hits) and "disable" after it, so that a profile covers that phase alone.
   std::string perf_ctl;
   std::string perf_phase = "puts";
   uint64_t pages = 200000;
@@ -418,7 +418,9 @@ int main(int argc, char** argv) {
       }
     });
   };
+  perf_ctl("enable", "singles");
   singles_from(**client, pool, tl);
+  perf_ctl("disable", "singles");
   if (tls_client) {
     std::vector<std::vector<double>> tls_l(f.threads);
     singles_from(*tls_client, tls_pool, tls_l);

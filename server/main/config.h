@@ -45,7 +45,7 @@ struct Config {
   int grpc_max_calls_per_tenant = 256;        // unary calls running at once per tenant
   int64_t grpc_idle_timeout_ms = 300000;      // a connection without calls this long is closed
   int64_t grpc_keepalive_ms = 60000;          // idle connections are pinged this often
-  uint64_t index_cache_entries = 1 << 20;
+  uint64_t index_cache_entries = 1 << 21;
   uint64_t index_write_behind = 16384;
   bool index_write_back = true;
   uint64_t index_write_buffer_bytes = 8 << 20;

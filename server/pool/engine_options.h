@@ -28,7 +28,7 @@ struct EngineOptions {
   int64_t index_resume_backoff_max_ms = 10'000;
   // Page index entries kept in RAM in front of RocksDB (location_cache.h); about 80 bytes
   // each. 0 turns the cache off.
-  size_t index_cache_entries = 1 << 20;
+  size_t index_cache_entries = 1 << 21;
   // Page index writes accepted ahead of RocksDB (page_index.h, write-behind): a put costs a hash
   // insert, and RocksDB takes them in batches. 0: every index write reaches RocksDB before the
   // put returns.
