@@ -156,11 +156,9 @@ class SegmentLog {
   // goes to the device in one batch (BlockDevice::ReadMany), so a batch of N pages costs one
   // wait for the device instead of N.
   void ReadMany(std::span<PageRead> reads);
-  // ReadMany in two halves, for a caller that waits for the device reads elsewhere (an event
-  // loop's ReadQueue): StartReads settles what needs no device read (bad locations, reclaimed
-  // segments, pages still in a write buffer) and leaves the device reads in batch->ops(); once
-  // they are done (or at once when there are none), FinishReads settles every page. `reads`
-  // and `batch` must stay put in between; a batch may be reused for the next reads.
+  // ReadMany in two halves around device reads done elsewhere: StartReads settles what needs no
+  // device read (bad locations, reclaimed segments, pages in a write buffer) and leaves the rest
+  // in batch->ops(); once they are done, FinishReads settles every page. Batches are reusable.
   class ReadBatch {
    public:
     std::span<io::BlockDevice::ReadOp> ops() { return {ops_.data(), ops_.size()}; }
@@ -175,9 +173,8 @@ class SegmentLog {
   };
   void StartReads(std::span<PageRead> reads, ReadBatch* batch);
   void FinishReads(ReadBatch* batch);
-  // StartReads' device reads, done here and now.
+  // StartReads' device reads: here and now, or on a queue of the device's (null: none).
   void ReadDevice(std::span<io::BlockDevice::ReadOp> ops) { device_->ReadMany(ops); }
-  // A queue for StartReads' device reads (the device's own; null: none, use ReadDevice).
   std::unique_ptr<io::ReadQueue> NewReadQueue() { return device_->NewReadQueue(); }
 
   // Segments with a sequence number above `seq` are never reclaimed: an append that would need

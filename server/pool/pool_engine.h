@@ -38,6 +38,7 @@
 #include "common/stats.h"
 #include "server/io/block_device.h"
 #include "server/log/segment_log.h"
+#include "server/pool/engine_counters.h"
 #include "server/pool/engine_options.h"
 #include "server/pool/index_codec.h"
 #include "server/pool/location_cache.h"
@@ -117,13 +118,10 @@ class PoolEngine {
   using BufferFor = std::function<std::span<uint8_t>(size_t get)>;
   absl::StatusOr<std::vector<GetOutcome>> GetMany(PoolId pool, std::span<const PageGet> gets,
                                                   const BufferFor& buffer_for = nullptr);
-  // GetMany in two halves, for an event loop that waits for the device elsewhere (a ReadQueue
-  // from NewReadQueue): StartGets checks and looks every handle up (pages the DRAM tier holds
-  // are copied at once) and leaves the device reads in batch->device_reads(); once they are
-  // done (or at once when there are none), FinishGets settles every page into
-  // batch->outcomes(). `gets`, their buffers and buffer_for's must stay valid in between. Each
-  // get is linearized at its lookup: a put or flush of the handle after StartGets does not
-  // change what this get returns. A batch may be reused for the next gets.
+  // GetMany in two halves around device reads done elsewhere (a ReadQueue from NewReadQueue):
+  // StartGets checks and looks every handle up (DRAM-tier pages copied at once) and leaves the
+  // reads in batch->device_reads(); once done, FinishGets settles batch->outcomes(). `gets` and
+  // the buffers stay valid in between. A get is linearized at its lookup. Batches are reusable.
  private:
   struct Pool;
 
@@ -174,28 +172,8 @@ class PoolEngine {
     if (!closed_) CleanIndexCache(/*all=*/true);
   }
 
-  struct PoolCounters {
-    std::atomic<uint64_t> puts{0};
-    std::atomic<uint64_t> puts_dropped{0};
-    std::atomic<uint64_t> gets_hit{0};
-    std::atomic<uint64_t> gets_miss{0};
-    std::atomic<uint64_t> flush_page{0};
-    std::atomic<uint64_t> flush_object{0};
-    std::atomic<uint64_t> flush_pool{0};
-  };
-  struct EngineCounters {
-    std::atomic<uint64_t> pages_evicted{0};             // stale entries met by gets
-    std::atomic<uint64_t> pages_evicted_compaction{0};  // stale entries dropped by compaction
-    std::atomic<uint64_t> read_errors{0};
-    std::atomic<uint64_t> pools_destroyed{0};
-    // Puts dropped after waiting put_wait_ms for room in the log (hung or failing device,
-    // stalled flushers, a lease that cannot be renewed).
-    std::atomic<uint64_t> puts_dropped_no_room{0};
-    std::atomic<uint64_t> put_room_waits{0};    // times a put waited for room in the log
-    std::atomic<uint64_t> put_room_wait_us{0};  // and for how long in all
-    // Puts dropped without trying because the index had a background error.
-    std::atomic<uint64_t> puts_dropped_index_error{0};
-  };
+  using PoolCounters = pool::PoolCounters;
+  using EngineCounters = pool::EngineCounters;
   const EngineCounters& counters() const { return counters_; }
   // Per-pool counters; nullptr for an unknown pool. For single-threaded tests only: the pointer
   // dangles once the pool is destroyed. Everything else uses GetPoolStats.
