@@ -236,7 +236,7 @@ void FileDevice::ReadMany(std::span<ReadOp> ops) {
     ops[i].status = CheckIo(*this, ops[i].offset, ops[i].buf, ops[i].len);
     if (!ops[i].status.ok()) done[i] = 1;
   }
-  // A read the ring returned short (or with EAGAIN/EINTR) is finished with pread.
+  // A read left undone by a failed ring is finished with pread.
   auto finish_sync = [&](size_t i, size_t already) {
     ReadOp& op = ops[i];
     op.status = PreadAll(op.offset + already, static_cast<uint8_t*>(op.buf) + already, op.len - already);
@@ -271,19 +271,9 @@ void FileDevice::ReadMany(std::span<ReadOp> ops) {
     unsigned seen = 0;
     io_uring_for_each_cqe(ring, head, cqe) {
       const size_t i = static_cast<size_t>(io_uring_cqe_get_data64(cqe));
-      const int res = cqe->res;
       ++seen;
-      if (res == static_cast<int>(ops[i].len)) {
-        done[i] = 1;
-      } else if (res > 0 || res == -EINTR || res == -EAGAIN) {
-        finish_sync(i, res > 0 ? static_cast<size_t>(res) : 0);
-      } else if (res == 0) {
-        ops[i].status = absl::OutOfRangeError(absl::StrCat("short read of ", path_, " at ", ops[i].offset));
-        done[i] = 1;
-      } else {
-        ops[i].status = ErrnoStatus(-res, absl::StrCat("io_uring read ", path_, " at ", ops[i].offset));
-        done[i] = 1;
-      }
+      SettleRingRead(ops[i], cqe->res);
+      done[i] = 1;
     }
     io_uring_cq_advance(ring, seen);
     inflight -= seen;
@@ -433,18 +423,7 @@ class FileDevice::UringReadQueue final : public ReadQueue {
     inflight_ops_.erase(it);
     auto b = batches_.find(p.tag);
     if (b == batches_.end()) return;
-    ReadOp& op = b->second.ops[p.op];
-    const int res = cqe->res;
-    if (res == static_cast<int>(op.len)) {
-      // whole
-    } else if (res > 0 || res == -EINTR || res == -EAGAIN) {
-      const size_t already = res > 0 ? static_cast<size_t>(res) : 0;
-      op.status = device_->PreadAll(op.offset + already, static_cast<uint8_t*>(op.buf) + already, op.len - already);
-    } else if (res == 0) {
-      op.status = absl::OutOfRangeError(absl::StrCat("short read of ", device_->path_, " at ", op.offset));
-    } else {
-      op.status = ErrnoStatus(-res, absl::StrCat("io_uring read ", device_->path_, " at ", op.offset));
-    }
+    device_->SettleRingRead(b->second.ops[p.op], cqe->res);
     if (--b->second.left == 0) Finished(p.tag);
   }
 
@@ -468,6 +447,18 @@ class FileDevice::UringReadQueue final : public ReadQueue {
   std::deque<Pending> waiting_;
   std::vector<uint64_t> ready_;
 };
+
+void FileDevice::SettleRingRead(ReadOp& op, int res) {
+  if (res == static_cast<int>(op.len)) return;  // whole
+  if (res > 0 || res == -EINTR || res == -EAGAIN) {
+    const size_t already = res > 0 ? static_cast<size_t>(res) : 0;
+    op.status = PreadAll(op.offset + already, static_cast<uint8_t*>(op.buf) + already, op.len - already);
+  } else if (res == 0) {
+    op.status = absl::OutOfRangeError(absl::StrCat("short read of ", path_, " at ", op.offset));
+  } else {
+    op.status = ErrnoStatus(-res, absl::StrCat("io_uring read ", path_, " at ", op.offset));
+  }
+}
 
 std::unique_ptr<ReadQueue> FileDevice::NewReadQueue() {
   if (batch_uring_ok_.load(std::memory_order_relaxed)) {

@@ -66,6 +66,9 @@ class FileDevice final : public BlockDevice {
   FileDevice(int fd, uint64_t size, const FileDeviceOptions& options);
 
   absl::Status PreadAll(uint64_t offset, void* buf, size_t len);
+  // A read's outcome from its completion's result: whole, finished with pread (short, EAGAIN,
+  // EINTR), past the end (0) or an error.
+  void SettleRingRead(ReadOp& op, int res);
   absl::Status PwriteAll(uint64_t offset, const void* buf, size_t len);
   absl::Status UringIo(bool write, uint64_t offset, void* buf, size_t len);
 
