@@ -48,7 +48,7 @@ struct Flags {
   // A perf control FIFO (perf record --control=fifo:PATH -D -1): "enable" is written to it just
   // before the phase `perf_phase` names (puts: tmemd's second put pass; gets: its batched gets of
   // pages on the device; singles: its single gets of them; ram-gets: the DRAM tier's batched get
-  // hits) and "disable" after it, so that a profile covers that phase alone.
+  // hits; tls-puts: the second put pass over TLS) and "disable" after it, so that a profile covers that phase alone.
   std::string perf_ctl;
   std::string perf_phase = "puts";
   uint64_t pages = 200000;
@@ -292,7 +292,18 @@ int main(int argc, char** argv) {
   const double mc_put_cpu = CpuSeconds(f.memcached_pid) - cpu0;
   const double mc_client_cpu = CpuSeconds(::getpid()) - self0;
   if (grpc_client) std::printf("grpc_put_pages_per_s %.0f\n", total / puts_to(*grpc_client, grpc_pool, per_thread));
-  if (tls_client) std::printf("tls_put_pages_per_s %.0f\n", total / puts_to(*tls_client, tls_pool, per_thread));
+  if (tls_client) {
+    perf_ctl("enable", "tls-puts");
+    cpu0 = CpuSeconds(f.tmemd_pid);
+    self0 = CpuSeconds(::getpid());
+    std::printf("tls_put_pages_per_s %.0f\n", total / puts_to(*tls_client, tls_pool, per_thread));
+    const double server_cpu = CpuSeconds(f.tmemd_pid) - cpu0, client_cpu = CpuSeconds(::getpid()) - self0;
+    perf_ctl("disable", "tls-puts");
+    if (f.tmemd_pid > 0) {
+      std::printf("tls_put_cpu_us_per_page %.2f\ntls_client_put_cpu_us_per_page %.2f\n", server_cpu * 1e6 / total,
+                  client_cpu * 1e6 / total);
+    }
+  }
   std::printf("tmemd_put_first_pass_pages_per_s %.0f\nmemcached_put_first_pass_pages_per_s %.0f\n",
               total / tmem_first_s, total / mc_first_s);
   std::printf("tmemd_put_pages_per_s %.0f\nmemcached_put_pages_per_s %.0f\n", total / tmem_put_s, total / mc_put_s);

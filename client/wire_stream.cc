@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/wire_ops.h"
 #include "common/socket_write.h"
+#include "common/tls_priority.h"
 #include "server/wire/wire_codec.h"
 
 namespace tmem::client {
@@ -28,12 +29,40 @@ namespace {
 
 namespace w = ::tmem::wire;
 
+// While a thread's corked request is turned into records, the records gather here and leave in
+// one send when the request is whole, not in one send each (a 32-page put is eight records). Set
+// only by the sending thread around its own session's uncork: a record GnuTLS pushes from the
+// reading thread (an alert, a key update) still leaves at once.
+thread_local std::vector<uint8_t>* t_gather = nullptr;
+constexpr size_t kGatherBytes = 512 << 10;  // a larger request leaves in parts of about this size
+
+bool SendGathered(int fd, std::vector<uint8_t>* gathered) {
+  iovec iov{gathered->data(), gathered->size()};
+  const bool ok = gathered->empty() || SocketWriteFullV(fd, &iov, 1);
+  gathered->clear();
+  return ok;
+}
+
 // GnuTLS's sends with MSG_NOSIGNAL: a server that went away is an error, never SIGPIPE.
 ssize_t PushNoSignal(gnutls_transport_ptr_t ptr, const giovec_t* iov, int count) {
+  const int fd = static_cast<int>(reinterpret_cast<intptr_t>(ptr));
+  if (t_gather != nullptr) {
+    size_t total = 0;
+    for (int i = 0; i < count; ++i) {
+      const auto* b = static_cast<const uint8_t*>(iov[i].iov_base);
+      t_gather->insert(t_gather->end(), b, b + iov[i].iov_len);
+      total += iov[i].iov_len;
+    }
+    if (t_gather->size() >= kGatherBytes && !SendGathered(fd, t_gather)) {
+      errno = EPIPE;
+      return -1;
+    }
+    return static_cast<ssize_t>(total);
+  }
   msghdr msg{};
   msg.msg_iov = const_cast<iovec*>(reinterpret_cast<const iovec*>(iov));
   msg.msg_iovlen = static_cast<size_t>(count);
-  return ::sendmsg(static_cast<int>(reinterpret_cast<intptr_t>(ptr)), &msg, MSG_NOSIGNAL);
+  return ::sendmsg(fd, &msg, MSG_NOSIGNAL);
 }
 
 bool IsAddress(const std::string& host) {
@@ -288,7 +317,7 @@ bool WireStream::Connect() {
       return false;
     }
     session_ = s;
-    gnutls_priority_set_direct(s, "NORMAL", nullptr);
+    gnutls_priority_set_direct(s, kTlsPriority, nullptr);
     gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE,
                            static_cast<gnutls_certificate_credentials_t>(options_.tls->gnutls_credentials()));
     const std::string name = options_.server_name.empty() ? options_.host : options_.server_name;
@@ -364,8 +393,14 @@ std::shared_ptr<PageStream::Op> WireStream::SubmitPut(uint32_t pool_id, std::spa
 
 bool WireStream::SendAllV(iovec* iov, int count) {
   if (session_ != nullptr) {
-    // Records from the pieces, corked so that small pieces do not each make a record.
+    // Records from the pieces, corked so that small pieces do not each make a record, gathered so
+    // that they leave in one send.
     auto s = static_cast<gnutls_session_t>(session_);
+    struct GatherScope {
+      explicit GatherScope(std::vector<uint8_t>* b) { t_gather = b; }
+      ~GatherScope() { t_gather = nullptr; }
+    } gather(&gathered_);
+    gathered_.clear();
     gnutls_record_cork(s);
     for (int i = 0; i < count; ++i) {
       const auto* p = static_cast<const uint8_t*>(iov[i].iov_base);
@@ -380,7 +415,7 @@ bool WireStream::SendAllV(iovec* iov, int count) {
     }
     while (true) {
       const int rc = gnutls_record_uncork(s, GNUTLS_RECORD_WAIT);
-      if (rc >= 0) return true;
+      if (rc >= 0) return SendGathered(fd_, &gathered_);
       if (rc != GNUTLS_E_AGAIN && rc != GNUTLS_E_INTERRUPTED) return false;
     }
   }

@@ -119,6 +119,7 @@ class WireStream final : public PageStream {
   Mutex send_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   std::vector<uint8_t> send_buf_ ABSL_GUARDED_BY(send_mu_);
   std::vector<iovec> send_iov_ ABSL_GUARDED_BY(send_mu_);
+  std::vector<uint8_t> gathered_ ABSL_GUARDED_BY(send_mu_);  // TLS: one request's records
   mutable Mutex mu_;
   CondVar cv_;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;

@@ -12,6 +12,8 @@ PACKAGES=(
   libnbd-dev liburing-dev libabsl-dev libyaml-cpp-dev libgnutls28-dev
   # certificates for TLS (scripts/make-certs.sh)
   openssl
+  # a GnuTLS client with its own defaults, to check the cipher a TLS listener picks
+  gnutls-bin
   # sanitizer runtimes for the asan/tsan configs; clang for --config=clang (thread-safety
   # analysis) and the fuzzers; clang-format and git for the format test (scripts/format.sh)
   libclang-rt-14-dev clang clang-format-14 git

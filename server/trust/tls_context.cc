@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/tls_priority.h"
 
 namespace tmem::trust {
 
@@ -183,7 +184,7 @@ absl::StatusOr<std::unique_ptr<TlsSession>> TlsContext::NewSession(bool nonblock
   int rc = gnutls_init(&s, GNUTLS_SERVER | (nonblocking ? GNUTLS_NONBLOCK : 0));
   if (rc < 0) return absl::InternalError(GnutlsError(rc));
   t->session_ = s;
-  const char* priority = t->creds_->psk != nullptr ? "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK" : "NORMAL";
+  const char* priority = t->creds_->psk != nullptr ? kTlsServerPskPriority : kTlsServerPriority;
   rc = gnutls_priority_set_direct(s, priority, nullptr);
   if (rc < 0) return absl::InternalError(GnutlsError(rc));
   if (t->creds_->x509 != nullptr) {

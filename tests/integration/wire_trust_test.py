@@ -171,6 +171,13 @@ r = other.call(w.handles(w.GET, 3, shared, [("o", 1)]))
 check(r.status == w.OK and r.hits(4096)[0] == bytes([1]) * 4096, "another client is served meanwhile")
 greedy.close()
 
+# libtmemclient over TLS with requests larger than it gathers records for at once (256 pages,
+# 1 MiB): every page put comes back as put (tmemctl bench fails on a wrong page).
+out = ctl("alice", "bench", "--transport=wire", "--threads=2", "--batch=256", "--pages=4096", "--seconds=1",
+          "--singles=20")
+check("(0 of 4096 dropped)" in out and "(0 misses)" in out and "page wire protocol" in out,
+      f"large batches over TLS put and get every page: {out}")
+
 refused_tls = metric('tmem_auth_refused_total{listener="wire",reason="tls"}') or 0
 check(refused_tls >= 3, f"refused wire handshakes are counted ({refused_tls:.0f})")
 check((metric('tmem_auth_refused_total{listener="wire",reason="unknown_tenant"}') or 0) >= 1,

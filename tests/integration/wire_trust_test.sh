@@ -42,6 +42,13 @@ line=$(grep -o "page wire protocol on port [0-9]* (TLS) and [0-9]* (plaintext)" 
   || fail "tmemd does not say where the wire protocol listens: $(cat "$T/tmemd.log")"
 WP=$(echo "$line" | awk '{print $6}'); WPL=$(echo "$line" | awk '{print $9}')
 ok "wire listeners: TLS on $WP, plaintext on $WPL"
+# A client that prefers AES-256-GCM (GnuTLS's NORMAL order) gets AES-128-GCM: the server's order
+# wins, and it puts the suite that costs pages least first. The NBD server opens the same sessions.
+need gnutls-cli gnutls-bin
+desc=$(timeout 20 gnutls-cli --priority=NORMAL --x509cafile="$C/ca.crt" --x509certfile="$C/alice.crt" \
+  --x509keyfile="$C/alice.key" --port="$WP" 127.0.0.1 < /dev/null 2>&1 | grep "Description:")
+[[ "$desc" == *"(AES-128-GCM)"* ]] && ok "the wire listener picks AES-128-GCM for a client preferring AES-256-GCM" \
+  || bad "cipher picked: ${desc:-no handshake}"
 export R T C P PL MP WP WPL D HANDSHAKE_S CTL="$R/client/tmemctl"
 $PY "$R/tests/integration/wire_trust_test.py" || bad "wire trust checks (above)"
 finish "$T/tmemd.log"
