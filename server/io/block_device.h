@@ -79,6 +79,11 @@ class ReadQueue {
   virtual int event_fd() const = 0;
   // Batches submitted and not reaped yet.
   virtual size_t in_flight() const = 0;
+  // While plugged, Submit only queues its reads; Unplug starts everything queued at once (one
+  // system call, and one notice to the device for what the block layer dispatches together).
+  // A queue that starts reads one by one anyway ignores both.
+  virtual void Plug() {}
+  virtual void Unplug() {}
 };
 
 // Checks alignment and range once, for every implementation.

@@ -300,7 +300,12 @@ class FileDevice::UringReadQueue final : public ReadQueue {
     const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (fd < 0) return nullptr;
     auto q = std::make_unique<UringReadQueue>(device, fd);
-    if (io_uring_queue_init(kQueueDepth, &q->ring_, 0) < 0) return nullptr;  // closes fd
+    // The queue's one thread submits and reaps: completions wait for it to reap them (no
+    // interrupt of whatever it runs meanwhile; the eventfd still says when there are some).
+    // Kernels before 6.1 take the ring without these flags.
+    q->deferred_ =
+        io_uring_queue_init(kQueueDepth, &q->ring_, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN) == 0;
+    if (!q->deferred_ && io_uring_queue_init(kQueueDepth, &q->ring_, 0) < 0) return nullptr;  // closes fd
     q->ring_ok_ = true;
     if (io_uring_register_eventfd(&q->ring_, fd) < 0) return nullptr;
     return q;
@@ -354,16 +359,22 @@ class FileDevice::UringReadQueue final : public ReadQueue {
       waiting_.push_back({tag, i});
     }
     if (b.left == 0) Finished(tag);
+    if (!plugged_) Feed();
+  }
+  void Plug() override { plugged_ = true; }
+  void Unplug() override {
+    plugged_ = false;
     Feed();
   }
 
   void Reap(std::vector<uint64_t>* done) override {
     uint64_t n;
     [[maybe_unused]] ssize_t r = ::read(event_fd_, &n, sizeof(n));
-    reaping_ = true;  // batches finished now are handed out below: no wakeup for them
+    reaping_ = true;                             // batches finished now are handed out below: no wakeup for them
+    if (deferred_) io_uring_get_events(&ring_);  // the completions the kernel holds for us
     CompleteAll();
     reaping_ = false;
-    Feed();
+    if (!plugged_) Feed();
     done->insert(done->end(), ready_.begin(), ready_.end());
     ready_.clear();
   }
@@ -439,6 +450,8 @@ class FileDevice::UringReadQueue final : public ReadQueue {
   const int event_fd_;
   io_uring ring_{};
   bool ring_ok_ = false;
+  bool deferred_ = false;  // IORING_SETUP_DEFER_TASKRUN: completions are posted when reaped
+  bool plugged_ = false;   // Submit queues only (Plug/Unplug)
   unsigned in_kernel_ = 0;
   bool reaping_ = false;
   uint64_t next_id_ = 1;

@@ -171,6 +171,41 @@ TEST_P(FileDeviceTest, ADestroyedReadQueueFinishesEveryReadFirst) {
   }
 }
 
+// A plugged queue starts nothing: reads submitted meanwhile all start at Unplug, in one go.
+TEST_P(FileDeviceTest, APluggedReadQueueStartsItsReadsAtUnplug) {
+  if (GetParam() != IoEngine::kUring) GTEST_SKIP() << "the io_uring queue";
+  std::string path = TestPath("dev_queue_plug");
+  ::unlink(path.c_str());
+  auto dev = FileDevice::Open({.path = path, .create_size_bytes = 16 * 4096, .engine = GetParam()});
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  ASSERT_NO_FATAL_FAILURE(FillBlocks(**dev, 16));
+  std::unique_ptr<ReadQueue> q = (*dev)->NewReadQueue();
+  ASSERT_NE(q, nullptr);
+  AlignedBuffer r(3 * 4096);
+  std::vector<BlockDevice::ReadOp> a = {{.offset = 0, .buf = r.data(), .len = 4096}};
+  std::vector<BlockDevice::ReadOp> b = {{.offset = 4096 * 5, .buf = r.data() + 4096, .len = 4096},
+                                        {.offset = 4096 * 9, .buf = r.data() + 8192, .len = 4096}};
+  q->Plug();
+  q->Submit(a, 1);
+  q->Submit(b, 2);
+  pollfd p{q->event_fd(), POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 200), 0) << "a plugged queue's reads finished";
+  std::vector<uint64_t> done;
+  q->Reap(&done);
+  EXPECT_TRUE(done.empty());
+  q->Unplug();
+  for (int i = 0; i < 500 && done.size() < 2; ++i) {
+    ::poll(&p, 1, 10);
+    q->Reap(&done);
+  }
+  std::sort(done.begin(), done.end());
+  EXPECT_EQ(done, (std::vector<uint64_t>{1, 2}));
+  for (const auto* ops : {&a, &b}) {
+    for (const auto& op : *ops) EXPECT_TRUE(op.status.ok()) << op.status;
+  }
+  EXPECT_EQ(r.data()[4096 * 2 + 4095], static_cast<uint8_t>(9 % 251 + 1));
+}
+
 TEST(MemoryDeviceTest, ReadQueueGivesEveryBatchBackByTag) {
   MemoryDevice dev(64 * 4096);
   ASSERT_NO_FATAL_FAILURE(FillBlocks(dev, 64));

@@ -54,6 +54,8 @@ class WatchedReadQueue final : public ReadQueue {
   }
   int event_fd() const override { return base_->event_fd(); }
   size_t in_flight() const override { return base_->in_flight(); }
+  void Plug() override { base_->Plug(); }
+  void Unplug() override { base_->Unplug(); }
 
  private:
   struct Watched {

@@ -55,6 +55,9 @@ class DeviceReads {
   // `owner` is gone: its gets in flight are settled when done, and dropped.
   void Orphan(void* owner);
   size_t in_flight() const { return in_flight_.size(); }
+  // Between Plug and Unplug, submitted gets wait; Unplug starts them together (io::ReadQueue).
+  void Plug() { queue_->Plug(); }
+  void Unplug() { queue_->Unplug(); }
 
  private:
   DeviceReads(pool::PoolEngine* engine, std::unique_ptr<io::ReadQueue> queue)

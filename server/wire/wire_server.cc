@@ -486,6 +486,8 @@ void WireServer::RunLoop(Loop& L) {
   while (!stopping_.load(std::memory_order_acquire)) {
     const int n = ::epoll_wait(L.epoll_fd, events, 128, static_cast<int>(kTimerTick.count()));
     touched.clear();
+    // The device reads of every get this turn start together, after the turn's requests are read.
+    if (L.reads != nullptr) L.reads->Plug();
     for (int i = 0; i < n; ++i) {
       auto* p = static_cast<Pollable*>(events[i].data.ptr);
       if (p->kind == Pollable::Kind::kWake) {
@@ -523,6 +525,7 @@ void WireServer::RunLoop(Loop& L) {
       }
       touched.push_back(c);
     }
+    if (L.reads != nullptr) L.reads->Unplug();
     for (Connection* c : touched) flush_conn(*c);
     const auto now = Clock::now();
     if (now >= L.next_tick) {
