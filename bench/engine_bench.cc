@@ -237,6 +237,12 @@ int main(int argc, char** argv) {
     std::printf("rss_anon_bytes_per_page_at_%lu %.1f\n", first, rss_first_anon * 1024.0 / first);
     std::printf("rss_bytes_per_page_at_%lu %.1f\n", f.fill_pages, rss_end * 1024.0 / f.fill_pages);
     std::printf("rss_anon_bytes_per_page_at_%lu %.1f\n", f.fill_pages, rss_end_anon * 1024.0 / f.fill_pages);
+    if (f.fill_pages > first) {
+      // What each page past the first sample added: the per-page cost without the fixed share
+      // (write buffers, memtables and caches filled by then).
+      std::printf("rss_bytes_per_added_page_%lu_to_%lu %.1f\n", first, f.fill_pages,
+                  (double(rss_end) - double(rss_first)) * 1024.0 / double(f.fill_pages - first));
+    }
     std::printf("write_amplification %.4f\n", double(lc.bytes_written.load()) / double(lc.appended_bytes.load()));
     std::printf("segments_reclaimed_during_fill %lu\n", lc.segments_reclaimed.load());
 
