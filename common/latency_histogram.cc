@@ -11,6 +11,14 @@ void LatencyHistogram::Record(double seconds) {
   sum_ns_.fetch_add(static_cast<uint64_t>(seconds * 1e9), std::memory_order_relaxed);
 }
 
+void LatencyHistogram::Add(const LatencyHistogram& other) {
+  for (size_t i = 0; i <= kBounds.size(); ++i) {
+    buckets_[i].fetch_add(other.buckets_[i].load(std::memory_order_relaxed), std::memory_order_relaxed);
+  }
+  count_.fetch_add(other.count_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  sum_ns_.fetch_add(other.sum_ns_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+}
+
 std::vector<uint64_t> LatencyHistogram::Cumulative() const {
   std::vector<uint64_t> out;
   out.reserve(kBounds.size());

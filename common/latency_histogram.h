@@ -30,6 +30,8 @@ class LatencyHistogram {
 
   void Record(double seconds);
   void RecordNanos(int64_t ns) { Record(static_cast<double>(ns) / 1e9); }
+  // Adds another histogram's counts (to report several as one, e.g. one per event loop).
+  void Add(const LatencyHistogram& other);
 
   // Cumulative counts per bound (Prometheus style).
   std::vector<uint64_t> Cumulative() const;

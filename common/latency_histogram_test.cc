@@ -48,5 +48,22 @@ TEST(LatencyHistogramTest, EachDurationLandsInTheFirstBucketThatHoldsItAndTheRes
   for (size_t i = 1; i < cap.counts.size(); ++i) EXPECT_LE(cap.counts[i - 1], cap.counts[i]);
 }
 
+// One histogram per event loop, reported as one: the sum of their buckets, counts and sums.
+TEST(LatencyHistogramTest, AddedHistogramsReportAsOne) {
+  LatencyHistogram a, b, all;
+  a.Record(5e-6);
+  a.Record(100.0);
+  b.Record(1.5e-3);
+  all.Add(a);
+  all.Add(b);
+  HistogramCapture cap;
+  all.Visit(cap, "x_seconds", "help", {});
+  EXPECT_EQ(cap.counts[0], 1u);
+  EXPECT_EQ(cap.counts[7], 2u);
+  EXPECT_EQ(cap.count, 3u);
+  EXPECT_NEAR(cap.sum, 100.0 + 1.5e-3 + 5e-6, 1e-9);
+  EXPECT_EQ(a.count(), 2u) << "the added histograms are unchanged";
+}
+
 }  // namespace
 }  // namespace tmem

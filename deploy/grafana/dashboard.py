@@ -130,6 +130,14 @@ def dashboard():
             [(f"histogram_quantile(0.99, sum by (instance, export, command, le) "
               f"(rate(tmem_nbd_request_duration_seconds_bucket{{{EXPORT}}}{RATE})))", "{{export}} {{command}}")],
             unit="s")
+    L.panel("timeseries", "Page wire protocol latency p99",
+            [(f"histogram_quantile(0.99, sum by (instance, verb, le) "
+              f"(rate(tmem_wire_request_duration_seconds_bucket{{{NODE}}}{RATE})))", "{{instance}} {{verb}}"),
+             (f"histogram_quantile(0.99, sum by (instance, le) "
+              f"(rate(tmem_wire_get_device_wait_seconds_bucket{{{NODE}}}{RATE})))", "{{instance}} get: device wait")],
+            unit="s",
+            description="A request's time in tmemd, from read whole to reply queued; a GET's device wait is "
+                        "part of it. Above the device wait: a busy event loop.")
 
     L.row("Device")
     L.panel("timeseries", "Device usage",

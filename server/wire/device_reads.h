@@ -30,6 +30,8 @@ struct PendingGet {
   uint64_t request_id = 0;
   uint16_t count = 0;
   uint32_t page_bytes = 0;
+  int64_t started_ns = 0;    // the request whole (steady clock)
+  int64_t submitted_ns = 0;  // its device reads submitted
   pool::PoolEngine::GetBatch batch;
   std::vector<uint8_t> pages;  // count * page_bytes: the pages read, until the reply is built
 };

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "common/latency_histogram.h"
 #include "common/mutex.h"
 #include "server/pool/pool_engine.h"
 #include "server/trust/audit.h"
@@ -57,6 +58,11 @@ struct WireCounters {
   std::atomic<int64_t> connections_open = {};
   std::atomic<int64_t> gets_waiting = {};  // gets waiting for their device reads now
   std::atomic<uint64_t> gets_waited = {};  // gets that waited for device reads
+  // A request's time in tmemd, by verb: from the request whole in the loop's buffer to its reply
+  // queued (a get that waits for the device included). Sending is not counted.
+  LatencyHistogram durations[kMaxVerb + 1];
+  // A waiting get's device reads: from their submission to the loop reaping them.
+  LatencyHistogram device_waits;
 };
 
 struct LoopLimits {
@@ -170,6 +176,8 @@ class RequestLoop {
   DeviceReads* const reads_;
   void* const context_;
   size_t pending_gets_ = 0;
+  int64_t started_ns_ = 0;    // when the request being handled was whole
+  bool handed_off_ = false;   // the request being handled waits for the device (Complete answers)
   size_t pending_bytes_ = 0;  // pages of the gets waiting for the device
 };
 

@@ -420,8 +420,17 @@ TEST_F(DeviceReadsTest, AGetWaitingForTheDeviceHoldsUpNoOtherRequest) {
   EXPECT_EQ(reads_->in_flight(), 1u);
   for (int i = 0; i < 500 && harness_.device().stalled_read_count() == 0; ++i) ::usleep(2000);
   EXPECT_EQ(harness_.device().stalled_read_count(), 1) << "the read reached the device and waits there";
+  const size_t get = static_cast<size_t>(Verb::kGet);
+  EXPECT_EQ(a.counters().durations[get].count(), 0u) << "a waiting get's time is not over";
+  EXPECT_EQ(a.counters().durations[static_cast<size_t>(Verb::kFlushPages)].count(), 1u);
+  ::usleep(30000);  // the device holds the read 30 ms more
   harness_.device().ReleaseStalledReads();
   ASSERT_EQ(ReapInto(1), 1u);
+  // The get's time in tmemd and its device wait both hold the stall.
+  EXPECT_EQ(a.counters().device_waits.count(), 1u);
+  EXPECT_GE(a.counters().device_waits.sum_seconds(), 0.03);
+  EXPECT_EQ(a.counters().durations[get].count(), 1u);
+  EXPECT_GE(a.counters().durations[get].sum_seconds(), 0.03);
   Reply got = a.One();
   EXPECT_EQ(got.header.request_id, 2u);
   ASSERT_EQ(got.header.status, 0u) << Conn::Message(got);

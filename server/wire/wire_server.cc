@@ -583,6 +583,19 @@ void WireServer::VisitStats(StatsVisitor& v) const {
           static_cast<double>(sum(&WireCounters::gets_waiting)), {});
   v.Counter("wire_gets_waited_device", "Page wire protocol GETs that waited for device reads off the event loops",
             sum(&WireCounters::gets_waited), {});
+  for (int verb = 1; verb <= kMaxVerb; ++verb) {
+    LatencyHistogram all;
+    for (const auto& l : loops_) all.Add(l->counters.durations[verb]);
+    all.Visit(v, "wire_request_duration_seconds",
+              "Page wire protocol requests' time in tmemd, by verb: from the request read whole to its reply "
+              "queued, a GET's wait for the device included",
+              {{"verb", kVerbs[verb]}});
+  }
+  LatencyHistogram waits;
+  for (const auto& l : loops_) waits.Add(l->counters.device_waits);
+  waits.Visit(v, "wire_get_device_wait_seconds",
+              "Page wire protocol GETs' wait for their device reads, from submission to the event loop reaping them",
+              {});
 }
 
 }  // namespace tmem::wire
