@@ -48,7 +48,8 @@ struct Flags {
   // A perf control FIFO (perf record --control=fifo:PATH -D -1): "enable" is written to it just
   // before the phase `perf_phase` names (puts: tmemd's second put pass; gets: its batched gets of
   // pages on the device; singles: its single gets of them; ram-gets: the DRAM tier's batched get
-  // hits; tls-puts: the second put pass over TLS) and "disable" after it, so that a profile covers that phase alone.
+  // hits; tls-puts, tls-gets: the second put pass and the batched gets over TLS) and "disable" after it, so that a
+  // profile covers that phase alone.
   std::string perf_ctl;
   std::string perf_phase = "puts";
   uint64_t pages = 200000;
@@ -370,11 +371,25 @@ int main(int argc, char** argv) {
     });
   };
   double cpu1 = CpuSeconds(f.tmemd_pid);
+  const double self1 = CpuSeconds(::getpid());
   perf_ctl("enable", "gets");
   auto [tmem_hits, tmem_miss] = gets_from(**client, pool, total);
   perf_ctl("disable", "gets");
   const double tmem_get_cpu = CpuSeconds(f.tmemd_pid) - cpu1;
-  if (tls_client) std::printf("tls_get_hits_per_s %.0f\n", std::get<0>(gets_from(*tls_client, tls_pool, total)));
+  std::printf("tmem_client_get_cpu_us_per_page %.2f\n",
+              (CpuSeconds(::getpid()) - self1) * 1e6 / (tmem_hits * f.seconds));
+  if (tls_client) {
+    perf_ctl("enable", "tls-gets");
+    const double server0 = CpuSeconds(f.tmemd_pid), client0 = CpuSeconds(::getpid());
+    const double tls_hits = std::get<0>(gets_from(*tls_client, tls_pool, total));
+    const double server_cpu = CpuSeconds(f.tmemd_pid) - server0, client_cpu = CpuSeconds(::getpid()) - client0;
+    perf_ctl("disable", "tls-gets");
+    std::printf("tls_get_hits_per_s %.0f\n", tls_hits);
+    if (f.tmemd_pid > 0) {
+      std::printf("tls_get_cpu_us_per_page %.2f\ntls_client_get_cpu_us_per_page %.2f\n",
+                  server_cpu * 1e6 / (tls_hits * f.seconds), client_cpu * 1e6 / (tls_hits * f.seconds));
+    }
+  }
   if (grpc_client) std::printf("grpc_get_hits_per_s %.0f\n", std::get<0>(gets_from(*grpc_client, grpc_pool, total)));
   cpu1 = CpuSeconds(f.memcached_pid);
   const double mc_self0 = CpuSeconds(::getpid());

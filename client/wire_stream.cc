@@ -323,7 +323,13 @@ bool WireStream::Connect() {
     const std::string name = options_.server_name.empty() ? options_.host : options_.server_name;
     if (!IsAddress(name)) gnutls_server_name_set(s, GNUTLS_NAME_DNS, name.data(), name.size());
     gnutls_session_set_verify_cert(s, name.c_str(), 0);
-    gnutls_transport_set_int(s, fd);
+    // Reads through the read-ahead buffer (this), sends straight to the socket (its number).
+    ahead_.fd = fd;
+    ahead_.start = ahead_.end = 0;
+    if (ahead_.buf == nullptr) ahead_.buf = std::make_unique<uint8_t[]>(kReadAheadBytes);
+    gnutls_transport_set_ptr2(s, this, reinterpret_cast<gnutls_transport_ptr_t>(static_cast<intptr_t>(fd)));
+    gnutls_transport_set_pull_function(s, PullAhead);
+    gnutls_transport_set_pull_timeout_function(s, PullAheadTimeout);
     gnutls_transport_set_vec_push_function(s, PushNoSignal);
     gnutls_handshake_set_timeout(s, static_cast<unsigned>(options_.connect_timeout_ms));
     int rc;
@@ -389,6 +395,31 @@ std::shared_ptr<PageStream::Op> WireStream::SubmitPut(uint32_t pool_id, std::spa
     Break(absl::UnavailableError("wire connection: send failed"));
   }
   return op;
+}
+
+ssize_t WireStream::PullAhead(void* self, void* data, size_t len) {
+  ReadAhead& a = static_cast<WireStream*>(self)->ahead_;
+  if (a.start == a.end) {
+    ssize_t n;
+    do {
+      n = ::recv(a.fd, a.buf.get(), kReadAheadBytes, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) return n;  // 0: the end; -1 with errno for GnuTLS
+    a.start = 0;
+    a.end = static_cast<size_t>(n);
+  }
+  const size_t k = std::min(len, a.end - a.start);
+  std::memcpy(data, a.buf.get() + a.start, k);
+  a.start += k;
+  return static_cast<ssize_t>(k);
+}
+
+int WireStream::PullAheadTimeout(void* self, unsigned ms) {
+  ReadAhead& a = static_cast<WireStream*>(self)->ahead_;
+  if (a.start < a.end) return 1;
+  pollfd p{a.fd, POLLIN, 0};
+  const int timeout = ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : static_cast<int>(ms);
+  return ::poll(&p, 1, timeout);
 }
 
 bool WireStream::SendAllV(iovec* iov, int count) {
@@ -517,7 +548,8 @@ WireStream::Pump WireStream::PumpLocked(int timeout_ms, bool kickable) {
     if (broken_) return Pump::kBroken;
   }
   const bool tls_pending =
-      session_ != nullptr && gnutls_record_check_pending(static_cast<gnutls_session_t>(session_)) > 0;
+      session_ != nullptr &&
+      (gnutls_record_check_pending(static_cast<gnutls_session_t>(session_)) > 0 || ahead_.start < ahead_.end);
   if (!tls_pending) {
     pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
     const int rc = ::poll(fds, kickable && wake_fd_ >= 0 ? 2 : 1, timeout_ms);
