@@ -487,7 +487,9 @@ int main(int argc, char** argv) {
   if (!f.ram_tmemd.empty()) {
     const uint64_t hot = std::min<uint64_t>(f.hot_pages, total);
     const uint64_t hot_per_thread = hot / f.threads;
-    auto [ram, ram_pool] = connect(f.ram_tmemd, {}, "wire", 'R');
+    auto connected = connect(f.ram_tmemd, {}, "wire", 'R');
+    auto& ram = connected.first;  // not a structured binding: the lambdas below capture it
+    const auto ram_pool = connected.second;
     puts_to(*ram, ram_pool, hot_per_thread);  // the hot set, in the DRAM tier from its puts
     const uint64_t hot_total = hot_per_thread * f.threads;
     const double c0 = CpuSeconds(f.ram_tmemd_pid);

@@ -107,7 +107,7 @@ class WireStream final : public PageStream {
   void Break(const absl::Status& why);
   bool SendAll(const uint8_t* data, size_t len);
   // Sends every byte of the iovecs (modified in place).
-  bool SendAllV(iovec* iov, int count);
+  bool SendAllV(iovec* iov, int count) ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_);
   // Reads exactly `len` bytes; false at the end or on an error.
   bool ReadAll(uint8_t* data, size_t len);
 
