@@ -1,9 +1,7 @@
 #include "client/wire_stream.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gnutls/gnutls.h>
-#include <gnutls/x509.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -20,8 +18,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/wire_ops.h"
-#include "common/socket_write.h"
-#include "common/tls_priority.h"
 #include "server/wire/wire_codec.h"
 
 namespace tmem::client {
@@ -29,74 +25,7 @@ namespace {
 
 namespace w = ::tmem::wire;
 
-// While a thread's corked request is turned into records, the records gather here and leave in
-// one send when the request is whole, not in one send each (a 32-page put is eight records). Set
-// only by the sending thread around its own session's uncork: a record GnuTLS pushes from the
-// reading thread (an alert, a key update) still leaves at once.
-thread_local std::vector<uint8_t>* t_gather = nullptr;
-constexpr size_t kGatherBytes = 512 << 10;  // a larger request leaves in parts of about this size
-
-bool SendGathered(int fd, std::vector<uint8_t>* gathered) {
-  iovec iov{gathered->data(), gathered->size()};
-  const bool ok = gathered->empty() || SocketWriteFullV(fd, &iov, 1);
-  gathered->clear();
-  return ok;
-}
-
-// GnuTLS's sends with MSG_NOSIGNAL: a server that went away is an error, never SIGPIPE.
-ssize_t PushNoSignal(gnutls_transport_ptr_t ptr, const giovec_t* iov, int count) {
-  const int fd = static_cast<int>(reinterpret_cast<intptr_t>(ptr));
-  if (t_gather != nullptr) {
-    size_t total = 0;
-    for (int i = 0; i < count; ++i) {
-      const auto* b = static_cast<const uint8_t*>(iov[i].iov_base);
-      t_gather->insert(t_gather->end(), b, b + iov[i].iov_len);
-      total += iov[i].iov_len;
-    }
-    if (t_gather->size() >= kGatherBytes && !SendGathered(fd, t_gather)) {
-      errno = EPIPE;
-      return -1;
-    }
-    return static_cast<ssize_t>(total);
-  }
-  msghdr msg{};
-  msg.msg_iov = const_cast<iovec*>(reinterpret_cast<const iovec*>(iov));
-  msg.msg_iovlen = static_cast<size_t>(count);
-  return ::sendmsg(fd, &msg, MSG_NOSIGNAL);
-}
-
-bool IsAddress(const std::string& host) {
-  in6_addr a6;
-  in_addr a4;
-  return ::inet_pton(AF_INET, host.c_str(), &a4) == 1 || ::inet_pton(AF_INET6, host.c_str(), &a6) == 1;
-}
-
 }  // namespace
-
-absl::StatusOr<std::shared_ptr<WireTlsCredentials>> WireTlsCredentials::Load(const std::string& ca,
-                                                                             const std::string& cert,
-                                                                             const std::string& key) {
-  std::shared_ptr<WireTlsCredentials> c(new WireTlsCredentials());
-  gnutls_certificate_credentials_t x509;
-  if (gnutls_certificate_allocate_credentials(&x509) < 0) return absl::InternalError("gnutls credentials");
-  c->creds_ = x509;
-  int rc = gnutls_certificate_set_x509_trust_file(x509, ca.c_str(), GNUTLS_X509_FMT_PEM);
-  if (rc <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("CA ", ca, ": ", rc == 0 ? "holds no certificate" : gnutls_strerror(rc)));
-  }
-  if (!cert.empty()) {
-    rc = gnutls_certificate_set_x509_key_file(x509, cert.c_str(), key.c_str(), GNUTLS_X509_FMT_PEM);
-    if (rc < 0)
-      return absl::InvalidArgumentError(
-          absl::StrCat("certificate ", cert, " with key ", key, ": ", gnutls_strerror(rc)));
-  }
-  return c;
-}
-
-WireTlsCredentials::~WireTlsCredentials() {
-  if (creds_ != nullptr) gnutls_certificate_free_credentials(static_cast<gnutls_certificate_credentials_t>(creds_));
-}
 
 WireStream::WireStream(WireStreamOptions options) : options_(std::move(options)) {
   {
@@ -310,38 +239,7 @@ bool WireStream::Connect() {
     if (broken_) return false;
     connected_ = true;
   }
-  if (options_.tls != nullptr) {
-    gnutls_session_t s;
-    if (gnutls_init(&s, GNUTLS_CLIENT) < 0) {
-      Break(absl::InternalError("gnutls_init"));
-      return false;
-    }
-    session_ = s;
-    gnutls_priority_set_direct(s, kTlsPriority, nullptr);
-    gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE,
-                           static_cast<gnutls_certificate_credentials_t>(options_.tls->gnutls_credentials()));
-    const std::string name = options_.server_name.empty() ? options_.host : options_.server_name;
-    if (!IsAddress(name)) gnutls_server_name_set(s, GNUTLS_NAME_DNS, name.data(), name.size());
-    gnutls_session_set_verify_cert(s, name.c_str(), 0);
-    // Reads through the read-ahead buffer (this), sends straight to the socket (its number).
-    ahead_.fd = fd;
-    ahead_.start = ahead_.end = 0;
-    if (ahead_.buf == nullptr) ahead_.buf = std::make_unique<uint8_t[]>(kReadAheadBytes);
-    gnutls_transport_set_ptr2(s, this, reinterpret_cast<gnutls_transport_ptr_t>(static_cast<intptr_t>(fd)));
-    gnutls_transport_set_pull_function(s, PullAhead);
-    gnutls_transport_set_pull_timeout_function(s, PullAheadTimeout);
-    gnutls_transport_set_vec_push_function(s, PushNoSignal);
-    gnutls_handshake_set_timeout(s, static_cast<unsigned>(options_.connect_timeout_ms));
-    int rc;
-    do {
-      rc = gnutls_handshake(s);
-    } while (rc < 0 && gnutls_error_is_fatal(rc) == 0);
-    if (rc < 0) {
-      Break(absl::UnavailableError(
-          absl::StrCat("TLS handshake with ", options_.host, ":", options_.port, ": ", gnutls_strerror(rc))));
-      return false;
-    }
-  }
+  if (options_.tls != nullptr && !StartTls(fd)) return false;
   std::vector<uint8_t> hello;
   w::AppendHello(hello, 0);
   if (!SendAll(hello.data(), hello.size())) {
@@ -395,62 +293,6 @@ std::shared_ptr<PageStream::Op> WireStream::SubmitPut(uint32_t pool_id, std::spa
     Break(absl::UnavailableError("wire connection: send failed"));
   }
   return op;
-}
-
-ssize_t WireStream::PullAhead(void* self, void* data, size_t len) {
-  ReadAhead& a = static_cast<WireStream*>(self)->ahead_;
-  if (a.start == a.end) {
-    ssize_t n;
-    do {
-      n = ::recv(a.fd, a.buf.get(), kReadAheadBytes, 0);
-    } while (n < 0 && errno == EINTR);
-    if (n <= 0) return n;  // 0: the end; -1 with errno for GnuTLS
-    a.start = 0;
-    a.end = static_cast<size_t>(n);
-  }
-  const size_t k = std::min(len, a.end - a.start);
-  std::memcpy(data, a.buf.get() + a.start, k);
-  a.start += k;
-  return static_cast<ssize_t>(k);
-}
-
-int WireStream::PullAheadTimeout(void* self, unsigned ms) {
-  ReadAhead& a = static_cast<WireStream*>(self)->ahead_;
-  if (a.start < a.end) return 1;
-  pollfd p{a.fd, POLLIN, 0};
-  const int timeout = ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : static_cast<int>(ms);
-  return ::poll(&p, 1, timeout);
-}
-
-bool WireStream::SendAllV(iovec* iov, int count) {
-  if (session_ != nullptr) {
-    // Records from the pieces, corked so that small pieces do not each make a record, gathered so
-    // that they leave in one send.
-    auto s = static_cast<gnutls_session_t>(session_);
-    struct GatherScope {
-      explicit GatherScope(std::vector<uint8_t>* b) { t_gather = b; }
-      ~GatherScope() { t_gather = nullptr; }
-    } gather(&gathered_);
-    gathered_.clear();
-    gnutls_record_cork(s);
-    for (int i = 0; i < count; ++i) {
-      const auto* p = static_cast<const uint8_t*>(iov[i].iov_base);
-      size_t left = iov[i].iov_len;
-      while (left > 0) {
-        const ssize_t n = gnutls_record_send(s, p, left);
-        if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) continue;
-        if (n <= 0) return false;
-        p += n;
-        left -= static_cast<size_t>(n);
-      }
-    }
-    while (true) {
-      const int rc = gnutls_record_uncork(s, GNUTLS_RECORD_WAIT);
-      if (rc >= 0) return SendGathered(fd_, &gathered_);
-      if (rc != GNUTLS_E_AGAIN && rc != GNUTLS_E_INTERRUPTED) return false;
-    }
-  }
-  return SocketWriteFullV(fd_, iov, count);
 }
 
 bool WireStream::SendAll(const uint8_t* data, size_t len) {

@@ -104,6 +104,9 @@ class WireStream final : public PageStream {
   void WakeWaiters();
   // Connects, handshakes and sends HELLO; false (stream broken) on failure.
   bool Connect();
+  // The TLS session over the connected socket, handshake done (wire_stream_tls.cc); false after
+  // Break.
+  bool StartTls(int fd);
   void Break(const absl::Status& why);
   bool SendAll(const uint8_t* data, size_t len);
   // Sends every byte of the iovecs (modified in place).
