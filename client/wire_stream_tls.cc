@@ -22,8 +22,9 @@ namespace {
 
 // While a thread's corked request is turned into records, the records gather here and leave in
 // one send when the request is whole, not in one send each (a 32-page put is eight records). Set
-// only by the sending thread around its own session's uncork: a record GnuTLS pushes from the
-// reading thread (an alert, a key update) still leaves at once.
+// only by the sending thread around its own session's uncork. The reading thread's GnuTLS calls
+// push nothing in GnuTLS 3.7 (a key update asked for is answered on the next send); a record
+// pushed from there would leave at once, ahead of records gathered, and break the sequence.
 thread_local std::vector<uint8_t>* t_gather = nullptr;
 constexpr size_t kGatherBytes = 512 << 10;  // a larger request leaves in parts of about this size
 

@@ -66,7 +66,9 @@ class BlockDevice {
 // event_fd() turns readable once a finished batch can be reaped. The destructor waits for every
 // batch in flight (their buffers are written until then).
 //
-// Thread-safety: one thread submits and reaps; the queue's own completions may come from others.
+// Thread-safety: the thread that creates a queue submits, reaps and destroys it (the io_uring
+// queue is single-issuer: from another thread its submissions fail); the queue's own
+// completions may come from others.
 class ReadQueue {
  public:
   virtual ~ReadQueue() = default;
@@ -84,6 +86,8 @@ class ReadQueue {
   // A queue that starts reads one by one anyway ignores both.
   virtual void Plug() {}
   virtual void Unplug() {}
+  // Whether Plug holds reads back (the io_uring queue does).
+  virtual bool plugs() const { return false; }
 };
 
 // Checks alignment and range once, for every implementation.

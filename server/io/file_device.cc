@@ -362,6 +362,7 @@ class FileDevice::UringReadQueue final : public ReadQueue {
     if (!plugged_) Feed();
   }
   void Plug() override { plugged_ = true; }
+  bool plugs() const override { return true; }
   void Unplug() override {
     plugged_ = false;
     Feed();
@@ -370,8 +371,11 @@ class FileDevice::UringReadQueue final : public ReadQueue {
   void Reap(std::vector<uint64_t>* done) override {
     uint64_t n;
     [[maybe_unused]] ssize_t r = ::read(event_fd_, &n, sizeof(n));
-    reaping_ = true;                             // batches finished now are handed out below: no wakeup for them
-    if (deferred_) io_uring_get_events(&ring_);  // the completions the kernel holds for us
+    reaping_ = true;  // batches finished now are handed out below: no wakeup for them
+    // The completions the kernel holds for us. One call may post only some of them (recent kernels
+    // run a bounded batch of deferred work per call); posting the rest signals the eventfd again,
+    // so they are reaped on the loop's next turn.
+    if (deferred_) io_uring_get_events(&ring_);
     CompleteAll();
     reaping_ = false;
     if (!plugged_) Feed();

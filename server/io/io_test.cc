@@ -180,6 +180,7 @@ TEST(FileDeviceReadQueueTest, APluggedReadQueueStartsItsReadsAtUnplug) {
   ASSERT_NO_FATAL_FAILURE(FillBlocks(**dev, 16));
   std::unique_ptr<ReadQueue> q = (*dev)->NewReadQueue();
   ASSERT_NE(q, nullptr);
+  if (!q->plugs()) GTEST_SKIP() << "io_uring refused here: the thread queue starts reads one by one";
   AlignedBuffer r(3 * 4096);
   std::vector<BlockDevice::ReadOp> a = {{.offset = 0, .buf = r.data(), .len = 4096}};
   std::vector<BlockDevice::ReadOp> b = {{.offset = 4096 * 5, .buf = r.data() + 4096, .len = 4096},

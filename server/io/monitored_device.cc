@@ -56,6 +56,7 @@ class WatchedReadQueue final : public ReadQueue {
   size_t in_flight() const override { return base_->in_flight(); }
   void Plug() override { base_->Plug(); }
   void Unplug() override { base_->Unplug(); }
+  bool plugs() const override { return base_->plugs(); }
 
  private:
   struct Watched {

@@ -61,7 +61,8 @@ struct WireCounters {
   // A request's time in tmemd, by verb: from the request whole in the loop's buffer to its reply
   // queued (a get that waits for the device included). Sending is not counted.
   LatencyHistogram durations[kMaxVerb + 1];
-  // A waiting get's device reads: from their submission to the loop reaping them.
+  // A waiting get's device reads: from its lookup (the reads queued; they enter the kernel at
+  // the end of the loop's turn) to the loop reaping them.
   LatencyHistogram device_waits;
 };
 

@@ -594,7 +594,8 @@ void WireServer::VisitStats(StatsVisitor& v) const {
   LatencyHistogram waits;
   for (const auto& l : loops_) waits.Add(l->counters.device_waits);
   waits.Visit(v, "wire_get_device_wait_seconds",
-              "Page wire protocol GETs' wait for their device reads, from submission to the event loop reaping them",
+              "Page wire protocol GETs' wait for their device reads, from the lookup (the end of the event loop's "
+              "turn starts them) to the loop reaping them",
               {});
 }
 
