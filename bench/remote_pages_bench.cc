@@ -48,8 +48,8 @@ struct Flags {
   // A perf control FIFO (perf record --control=fifo:PATH -D -1): "enable" is written to it just
   // before the phase `perf_phase` names (puts: tmemd's second put pass; gets: its batched gets of
   // pages on the device; singles: its single gets of them; ram-gets: the DRAM tier's batched get
-  // hits; tls-puts, tls-gets: the second put pass and the batched gets over TLS) and "disable" after it, so that a
-  // profile covers that phase alone.
+  // hits; tls-puts, tls-gets: the second put pass and the batched gets over TLS) and "disable"
+  // after it, so that a profile covers that phase alone.
   std::string perf_ctl;
   std::string perf_phase = "puts";
   uint64_t pages = 200000;

@@ -391,7 +391,7 @@ WireStream::Pump WireStream::PumpLocked(int timeout_ms, bool kickable) {
   }
   const bool tls_pending =
       session_ != nullptr &&
-      (gnutls_record_check_pending(static_cast<gnutls_session_t>(session_)) > 0 || ahead_.start < ahead_.end);
+      (gnutls_record_check_pending(static_cast<gnutls_session_t>(session_)) > 0 || ahead_.buffered());
   if (!tls_pending) {
     pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
     const int rc = ::poll(fds, kickable && wake_fd_ >= 0 ? 2 : 1, timeout_ms);

@@ -36,6 +36,7 @@
 #include "absl/status/statusor.h"
 #include "client/page_stream.h"
 #include "common/mutex.h"
+#include "common/tls_read_ahead.h"
 
 namespace tmem::client {
 
@@ -145,17 +146,10 @@ class WireStream final : public PageStream {
   size_t rstart_ ABSL_GUARDED_BY(read_mu_) = 0;
   size_t rend_ ABSL_GUARDED_BY(read_mu_) = 0;
   // TLS: ciphertext received ahead of GnuTLS (its pull function), so that one recv brings a
-  // reply's many records where GnuTLS alone reads each record's header and body apart. Used by
-  // the thread in the handshake, then only under read_mu_ (GnuTLS reads only there).
-  struct ReadAhead {
-    int fd = -1;
-    std::unique_ptr<uint8_t[]> buf;
-    size_t start = 0, end = 0;
-  };
+  // reply's many records. Used by the thread in the handshake, then only under read_mu_ (GnuTLS
+  // reads only there).
   static constexpr size_t kReadAheadBytes = 256 << 10;
-  static ssize_t PullAhead(void* self, void* data, size_t len);
-  static int PullAheadTimeout(void* self, unsigned ms);
-  ReadAhead ahead_;
+  TlsReadAhead ahead_;
   int wake_fd_ = -1;                      // eventfd: a waiter pulls the idle reader out of its poll
   std::atomic<int> waiters_{0};           // threads inside Wait
   std::atomic<int64_t> last_wait_ns_{0};  // steady clock when a waiter last left Wait

@@ -103,13 +103,11 @@ bool WireStream::StartTls(int fd) {
   const std::string name = options_.server_name.empty() ? options_.host : options_.server_name;
   if (!IsAddress(name)) gnutls_server_name_set(s, GNUTLS_NAME_DNS, name.data(), name.size());
   gnutls_session_set_verify_cert(s, name.c_str(), 0);
-  // Reads through the read-ahead buffer (this), sends straight to the socket (its number).
-  ahead_.fd = fd;
-  ahead_.start = ahead_.end = 0;
-  if (ahead_.buf == nullptr) ahead_.buf = std::make_unique<uint8_t[]>(kReadAheadBytes);
-  gnutls_transport_set_ptr2(s, this, reinterpret_cast<gnutls_transport_ptr_t>(static_cast<intptr_t>(fd)));
-  gnutls_transport_set_pull_function(s, PullAhead);
-  gnutls_transport_set_pull_timeout_function(s, PullAheadTimeout);
+  // Reads through the read-ahead buffer, sends straight to the socket (its number).
+  ahead_.Reset(fd, kReadAheadBytes);
+  gnutls_transport_set_ptr2(s, &ahead_, reinterpret_cast<gnutls_transport_ptr_t>(static_cast<intptr_t>(fd)));
+  gnutls_transport_set_pull_function(s, &TlsReadAhead::Pull);
+  gnutls_transport_set_pull_timeout_function(s, &TlsReadAhead::PullTimeout);
   gnutls_transport_set_vec_push_function(s, PushNoSignal);
   gnutls_handshake_set_timeout(s, static_cast<unsigned>(options_.connect_timeout_ms));
   int rc;
@@ -122,31 +120,6 @@ bool WireStream::StartTls(int fd) {
     return false;
   }
   return true;
-}
-
-ssize_t WireStream::PullAhead(void* self, void* data, size_t len) {
-  ReadAhead& a = static_cast<WireStream*>(self)->ahead_;
-  if (a.start == a.end) {
-    ssize_t n;
-    do {
-      n = ::recv(a.fd, a.buf.get(), kReadAheadBytes, 0);
-    } while (n < 0 && errno == EINTR);
-    if (n <= 0) return n;  // 0: the end; -1 with errno for GnuTLS
-    a.start = 0;
-    a.end = static_cast<size_t>(n);
-  }
-  const size_t k = std::min(len, a.end - a.start);
-  std::memcpy(data, a.buf.get() + a.start, k);
-  a.start += k;
-  return static_cast<ssize_t>(k);
-}
-
-int WireStream::PullAheadTimeout(void* self, unsigned ms) {
-  ReadAhead& a = static_cast<WireStream*>(self)->ahead_;
-  if (a.start < a.end) return 1;
-  pollfd p{a.fd, POLLIN, 0};
-  const int timeout = ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : static_cast<int>(ms);
-  return ::poll(&p, 1, timeout);
 }
 
 bool WireStream::SendAllV(iovec* iov, int count) {

@@ -203,12 +203,11 @@ absl::StatusOr<std::unique_ptr<TlsSession>> TlsContext::Accept(int fd) const {
   std::unique_ptr<TlsSession> t = std::move(*made);
   auto s = static_cast<gnutls_session_t>(t->session_);
   gnutls_transport_set_vec_push_function(s, PushVec);
-  t->in_.fd = fd;
-  t->in_.buf.reset(new uint8_t[kReadAheadBytes]);
+  t->in_.Reset(fd, kReadAheadBytes);
   // Pulls get the read-ahead buffer, pushes the socket.
   gnutls_transport_set_ptr2(s, &t->in_, reinterpret_cast<gnutls_transport_ptr_t>(static_cast<intptr_t>(fd)));
-  gnutls_transport_set_pull_function(s, &TlsSession::Pull);
-  gnutls_transport_set_pull_timeout_function(s, &TlsSession::PullTimeout);
+  gnutls_transport_set_pull_function(s, &TlsReadAhead::Pull);
+  gnutls_transport_set_pull_timeout_function(s, &TlsReadAhead::PullTimeout);
   gnutls_handshake_set_timeout(s, static_cast<unsigned>(options_.handshake_timeout_ms));
   int rc;
   do {
@@ -308,42 +307,12 @@ absl::Status TlsContext::VerifyClientCertificate(absl::string_view leaf_pem, abs
   return result;
 }
 
-ssize_t TlsSession::Pull(void* self, void* data, size_t len) {
-  auto* in = static_cast<ReadAhead*>(self);
-  if (in->start == in->end) {
-    if (in->no_wait) {
-      // The thread's own errno: GnuTLS's per-session errno is shared with the sending thread.
-      errno = EAGAIN;
-      return -1;
-    }
-    ssize_t n;
-    do {
-      n = ::recv(in->fd, in->buf.get(), kReadAheadBytes, 0);
-    } while (n < 0 && errno == EINTR);
-    if (n <= 0) return n;  // 0: end of stream; -1 with errno (EAGAIN after SO_RCVTIMEO)
-    in->start = 0;
-    in->end = static_cast<size_t>(n);
-  }
-  const size_t k = std::min(len, in->end - in->start);
-  std::memcpy(data, in->buf.get() + in->start, k);
-  in->start += k;
-  return static_cast<ssize_t>(k);
-}
-
-int TlsSession::PullTimeout(void* self, unsigned ms) {
-  auto* in = static_cast<ReadAhead*>(self);
-  if (in->start != in->end) return 1;
-  pollfd p{in->fd, POLLIN, 0};
-  const int rc = ::poll(&p, 1, ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : static_cast<int>(ms));
-  return rc;  // > 0 ready, 0 timed out, < 0 error
-}
-
 TlsSession::~TlsSession() {
   if (session_ != nullptr) {
     auto s = static_cast<gnutls_session_t>(session_);
     // The close_notify alert: at most a second's wait for a peer that does not read.
     timeval tv{1, 0};
-    if (in_.fd >= 0) ::setsockopt(in_.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (in_.fd() >= 0) ::setsockopt(in_.fd(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     // A memory session's close_notify would go into a buffer nobody sends: skipped.
     if (!memory_) gnutls_bye(s, GNUTLS_SHUT_WR);
     gnutls_deinit(s);
@@ -362,11 +331,11 @@ ssize_t TlsSession::Recv(void* buf, size_t len) {
       if (got > 0) {
         // Only what is here already: records GnuTLS holds decrypted, or bytes in the read-ahead
         // buffer (a record there in part is kept by GnuTLS until the next call).
-        if (gnutls_record_check_pending(s) == 0 && in_.start == in_.end) break;
-        in_.no_wait = true;
+        if (gnutls_record_check_pending(s) == 0 && !in_.buffered()) break;
+        in_.set_no_wait(true);
       }
       n = gnutls_record_recv(s, out + got, len - got);
-      in_.no_wait = false;
+      in_.set_no_wait(false);
     }
     if (n > 0) {
       got += static_cast<size_t>(n);

@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/mutex.h"
+#include "common/tls_read_ahead.h"
 #include "server/trust/tls_options.h"
 
 namespace tmem::trust {
@@ -65,22 +66,12 @@ class TlsSession {
  private:
   friend class TlsContext;
   TlsSession() = default;
-  // Reads from the socket go through this buffer (GnuTLS's pull function): one recv brings in
-  // many small records, where GnuTLS alone reads each record's header and body apart.
-  struct ReadAhead {
-    int fd = -1;
-    std::unique_ptr<uint8_t[]> buf;
-    size_t start = 0, end = 0;
-    bool no_wait = false;  // an empty buffer is EAGAIN rather than a wait on the socket
-  };
-  static ssize_t Pull(void* self, void* data, size_t len);
-  static int PullTimeout(void* self, unsigned ms);
   static ssize_t MemoryPull(void* self, void* data, size_t len);
   static int MemoryPullTimeout(void* self, unsigned ms);
   static ssize_t MemoryPush(void* self, const iovec* iov, int count);
 
   void* session_ = nullptr;  // gnutls_session_t
-  ReadAhead in_;             // used only by the receiving thread
+  TlsReadAhead in_;          // reads from the socket; used only by the receiving thread
   std::shared_ptr<Credentials> creds_;
   // Memory mode: ciphertext fed and not yet taken by GnuTLS, and the owner's output buffer.
   bool memory_ = false;

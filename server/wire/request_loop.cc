@@ -1,21 +1,16 @@
 #include "server/wire/request_loop.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/status_macros.h"
 #include "server/pool/request_checks.h"
 
 namespace tmem::wire {
 namespace {
-
-int64_t SteadyNanos() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 constexpr uint32_t kOk = 0;
 
@@ -211,11 +206,11 @@ absl::Status RequestLoop::CheckHeader(const RequestHeader& h, bool* close) const
 void RequestLoop::Handle(const RequestHeader& h, const uint8_t* body) {
   const uint8_t verb = h.verb <= kMaxVerb ? h.verb : 0;
   counters_->requests[verb].fetch_add(1, std::memory_order_relaxed);
-  started_ns_ = SteadyNanos();
+  started_ns_ = Clock::Real()->NowNanos();
   handed_off_ = false;
   if (h.verb == static_cast<uint8_t>(Verb::kHello)) {
     HandleHello(h, body);
-    counters_->durations[verb].RecordNanos(SteadyNanos() - started_ns_);
+    counters_->durations[verb].RecordNanos(Clock::Real()->NowNanos() - started_ns_);
     return;
   }
   // CheckHeader passed: HELLO was done, the verb is known and the body is what it implies.
@@ -241,7 +236,7 @@ void RequestLoop::Handle(const RequestHeader& h, const uint8_t* body) {
       break;
   }
   if (!answered) ReplyStatus(h.verb, h.request_id, s);  // else DoGet wrote its reply, or Complete will
-  if (!handed_off_) counters_->durations[verb].RecordNanos(SteadyNanos() - started_ns_);
+  if (!handed_off_) counters_->durations[verb].RecordNanos(Clock::Real()->NowNanos() - started_ns_);
 }
 
 void RequestLoop::HandleHello(const RequestHeader& h, const uint8_t* body) {
@@ -372,7 +367,7 @@ absl::Status RequestLoop::DoGet(const RequestHeader& h, const uint8_t* body, boo
     counters_->gets_waiting.fetch_add(1, std::memory_order_relaxed);
     counters_->gets_waited.fetch_add(1, std::memory_order_relaxed);
     p->started_ns = started_ns_;
-    p->submitted_ns = SteadyNanos();
+    p->submitted_ns = Clock::Real()->NowNanos();
     handed_off_ = true;
     reads_->Submit(this, std::move(p));
     return absl::OkStatus();
@@ -391,11 +386,11 @@ void RequestLoop::Complete(std::unique_ptr<PendingGet> get) {
   --pending_gets_;
   pending_bytes_ -= size_t{get->count} * get->page_bytes;
   counters_->gets_waiting.fetch_sub(1, std::memory_order_relaxed);
-  counters_->device_waits.RecordNanos(SteadyNanos() - get->submitted_ns);
+  counters_->device_waits.RecordNanos(Clock::Real()->NowNanos() - get->submitted_ns);
   engine_->FinishGets(&get->batch);
   // After a closing reply nothing more is sent.
   if (!closing_) AppendGetReply(get->verb, get->request_id, get->batch.outcomes(), get->pages.data(), get->page_bytes);
-  counters_->durations[get->verb <= kMaxVerb ? get->verb : 0].RecordNanos(SteadyNanos() - get->started_ns);
+  counters_->durations[get->verb <= kMaxVerb ? get->verb : 0].RecordNanos(Clock::Real()->NowNanos() - get->started_ns);
   reads_->Give(std::move(get));
 }
 
