@@ -82,11 +82,7 @@ class PoolEngine {
   size_t PoolsOwnedBy(std::string_view owner) const;
 
   // A copy of one pool's counters (safe against a concurrent DestroyPool). NotFound if unknown.
-  struct PoolStats {
-    PoolInfo info;
-    uint64_t puts = 0, puts_dropped = 0, gets_hit = 0, gets_miss = 0;
-    uint64_t flush_page = 0, flush_object = 0, flush_pool = 0;
-  };
+  using PoolStats = pool::PoolStats;
   absl::StatusOr<PoolStats> GetPoolStats(PoolId pool) const;
 
   // Handle operations. Errors: NotFound (unknown or destroyed pool), InvalidArgument (page not
@@ -96,11 +92,7 @@ class PoolEngine {
   // Puts many pages of one pool with one index write per kStripesHeld pages. Every page is checked first: a bad one
   // rejects the whole call (InvalidArgument) and stores nothing. Of two puts to one handle in a
   // batch, the later wins. Same outcome as Put for each page otherwise.
-  struct PagePut {
-    std::string_view object;
-    uint64_t index = 0;
-    std::span<const uint8_t> page;
-  };
+  using PagePut = pool::PagePut;
   absl::Status PutMany(PoolId pool, std::span<const PagePut> pages);
   // On kHit `out` (exactly the pool's page size) holds the page.
   absl::StatusOr<GetOutcome> Get(PoolId pool, std::string_view object, uint64_t index, std::span<uint8_t> out);
@@ -108,11 +100,7 @@ class PoolEngine {
   // device reads (SegmentLog::ReadMany) for the lot. outcomes[i] answers gets[i], as if the
   // gets ran one after another; a handle named twice in a private pool hits at most once.
   // A bad handle or buffer rejects the whole call (InvalidArgument) before anything is read.
-  struct PageGet {
-    std::string_view object;
-    uint64_t index = 0;
-    std::span<uint8_t> out;
-  };
+  using PageGet = pool::PageGet;
   // With `buffer_for`, a get whose `out` is empty gets its buffer from buffer_for(i) only once its
   // page was found in the index, so that misses cost no page of memory (the gRPC reply's).
   using BufferFor = std::function<std::span<uint8_t>(size_t get)>;

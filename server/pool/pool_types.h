@@ -1,10 +1,12 @@
-// Value types of the page pool engine: pool ids, kinds, handles and limits.
+// Value types of the page pool engine: pool ids, kinds, handles, limits and the pages of batches.
 #ifndef TMEM_SERVER_POOL_POOL_TYPES_H_
 #define TMEM_SERVER_POOL_POOL_TYPES_H_
 
 #include <array>
 #include <cstdint>
+#include <span>
 #include <string>
+#include <string_view>
 
 namespace tmem::pool {
 
@@ -31,6 +33,25 @@ struct PoolInfo {
   // The owner: the tenant that created the pool (DESIGN.md "Ownership"). Only its owner (and
   // admins) reach it; a shared pool's UUID is unique within its owner.
   std::string tenant = "local";
+};
+
+// A copy of one pool's counters (PoolEngine::GetPoolStats).
+struct PoolStats {
+  PoolInfo info;
+  uint64_t puts = 0, puts_dropped = 0, gets_hit = 0, gets_miss = 0;
+  uint64_t flush_page = 0, flush_object = 0, flush_pool = 0;
+};
+
+// One page of PoolEngine::PutMany, and one handle of GetMany (`out`: the page's buffer).
+struct PagePut {
+  std::string_view object;
+  uint64_t index = 0;
+  std::span<const uint8_t> page;
+};
+struct PageGet {
+  std::string_view object;
+  uint64_t index = 0;
+  std::span<uint8_t> out;
 };
 
 // The owner of pools made without naming one, and of private pools from devices of pool

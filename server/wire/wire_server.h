@@ -74,7 +74,7 @@ class WireServer {
   // Connections open on each event loop (they are spread at accept: the loop with the fewest
   // takes the next one).
   std::vector<int64_t> connections_by_loop() const;
-  void VisitStats(StatsVisitor& v) const;
+  void VisitStats(StatsVisitor& v) const;  // wire_server_stats.cc
 
   struct Loop;  // wire_server.cc
 
@@ -82,6 +82,8 @@ class WireServer {
   explicit WireServer(const WireServerOptions& options);
   absl::Status Listen();
   void RunLoop(Loop& loop);
+  // Each loop's counters.
+  std::vector<const WireCounters*> loop_counters() const;
 
   const WireServerOptions options_;
   std::vector<int> listen_fds_;
