@@ -1,0 +1,252 @@
+#include "common/tls_records.h"
+
+#include <gnutls/crypto.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string_view>
+
+namespace tmem {
+namespace {
+
+constexpr uint8_t kApplicationData = 23;
+constexpr uint8_t kAlert = 21;
+constexpr uint8_t kHandshake = 22;
+constexpr uint8_t kNewSessionTicket = 4;
+constexpr uint8_t kKeyUpdate = 24;
+
+// HKDF-Expand-Label (RFC 8446 7.1) with an empty context.
+bool ExpandLabel(gnutls_mac_algorithm_t hash, const uint8_t* secret, size_t secret_bytes, std::string_view label,
+                 uint8_t* out, size_t out_bytes) {
+  uint8_t info[2 + 1 + 6 + 32 + 1];
+  const std::string_view prefix = "tls13 ";
+  if (label.size() > 32) return false;
+  size_t n = 0;
+  info[n++] = static_cast<uint8_t>(out_bytes >> 8);
+  info[n++] = static_cast<uint8_t>(out_bytes);
+  info[n++] = static_cast<uint8_t>(prefix.size() + label.size());
+  std::memcpy(info + n, prefix.data(), prefix.size());
+  n += prefix.size();
+  std::memcpy(info + n, label.data(), label.size());
+  n += label.size();
+  info[n++] = 0;  // context
+  gnutls_datum_t key{const_cast<uint8_t*>(secret), static_cast<unsigned>(secret_bytes)};
+  gnutls_datum_t data{info, static_cast<unsigned>(n)};
+  return gnutls_hkdf_expand(hash, &key, &data, out, out_bytes) == 0;
+}
+
+}  // namespace
+
+int TlsRecords::KeepSecrets(Secrets* secrets, gnutls_record_encryption_level_t level, const void* read,
+                            const void* write, size_t size) {
+  if (level != GNUTLS_ENCRYPTION_LEVEL_APPLICATION || size > secrets->read.size()) return 0;
+  secrets->size = size;
+  if (read != nullptr) {
+    std::memcpy(secrets->read.data(), read, size);
+    secrets->have_read = true;
+  }
+  if (write != nullptr) {
+    std::memcpy(secrets->write.data(), write, size);
+    secrets->have_write = true;
+  }
+  return 0;
+}
+
+std::unique_ptr<TlsRecords> TlsRecords::Take(gnutls_session_t session, const Secrets& secrets,
+                                             uint64_t records_per_key) {
+  if (gnutls_protocol_get_version(session) != GNUTLS_TLS1_3) return nullptr;
+  if (!secrets.have_read || !secrets.have_write) return nullptr;
+  if (gnutls_record_check_pending(session) > 0) return nullptr;
+  std::unique_ptr<TlsRecords> r(new TlsRecords());
+  r->cipher_ = gnutls_cipher_get(session);
+  switch (r->cipher_) {
+    case GNUTLS_CIPHER_AES_128_GCM:
+    case GNUTLS_CIPHER_AES_256_GCM:
+    case GNUTLS_CIPHER_CHACHA20_POLY1305:
+      break;
+    default:
+      return nullptr;
+  }
+  r->key_bytes_ = gnutls_cipher_get_key_size(r->cipher_);
+  // The digest and MAC algorithms of GnuTLS share their numbers.
+  r->hash_ = static_cast<gnutls_mac_algorithm_t>(gnutls_prf_hash_get(session));
+  r->secret_bytes_ = secrets.size;
+  if (r->secret_bytes_ != gnutls_hmac_get_len(r->hash_)) return nullptr;
+  r->records_per_key_ = records_per_key;
+  for (const bool read : {true, false}) {
+    Direction& d = read ? r->read_ : r->write_;
+    std::memcpy(d.secret.data(), read ? secrets.read.data() : secrets.write.data(), r->secret_bytes_);
+    if (!r->Install(d)) return nullptr;
+    // GnuTLS's own state: the same key and IV, and where its sequence stands.
+    gnutls_datum_t mac, iv, key;
+    uint8_t seq[8];
+    if (gnutls_record_get_state(session, read ? 1 : 0, &mac, &iv, &key, seq) < 0) return nullptr;
+    uint8_t mine[32];
+    if (key.size != r->key_bytes_ || iv.size != d.iv.size() ||
+        !ExpandLabel(r->hash_, d.secret.data(), r->secret_bytes_, "key", mine, r->key_bytes_) ||
+        std::memcmp(mine, key.data, key.size) != 0 || std::memcmp(d.iv.data(), iv.data, iv.size) != 0) {
+      return nullptr;
+    }
+    d.seq = 0;
+    for (uint8_t b : seq) d.seq = d.seq << 8 | b;
+  }
+  return r;
+}
+
+TlsRecords::~TlsRecords() {
+  for (Direction* d : {&read_, &write_}) {
+    if (d->aead != nullptr) gnutls_aead_cipher_deinit(d->aead);
+    gnutls_memset(d->secret.data(), 0, d->secret.size());
+  }
+}
+
+bool TlsRecords::Install(Direction& d) {
+  uint8_t key[32];
+  if (key_bytes_ > sizeof(key) ||
+      !ExpandLabel(hash_, d.secret.data(), secret_bytes_, "key", key, key_bytes_) ||
+      !ExpandLabel(hash_, d.secret.data(), secret_bytes_, "iv", d.iv.data(), d.iv.size())) {
+    return false;
+  }
+  if (d.aead != nullptr) gnutls_aead_cipher_deinit(d.aead);
+  d.aead = nullptr;
+  gnutls_datum_t k{key, static_cast<unsigned>(key_bytes_)};
+  const int rc = gnutls_aead_cipher_init(&d.aead, cipher_, &k);
+  gnutls_memset(key, 0, sizeof(key));
+  d.seq = 0;
+  return rc == 0;
+}
+
+bool TlsRecords::Update(Direction& d) {
+  uint8_t next[64];
+  if (!ExpandLabel(hash_, d.secret.data(), secret_bytes_, "traffic upd", next, secret_bytes_)) return false;
+  std::memcpy(d.secret.data(), next, secret_bytes_);
+  gnutls_memset(next, 0, sizeof(next));
+  ++d.updates;
+  return Install(d);
+}
+
+void TlsRecords::Nonce(const Direction& d, uint8_t* nonce) const {
+  std::memcpy(nonce, d.iv.data(), d.iv.size());
+  for (int i = 0; i < 8; ++i) nonce[4 + i] ^= static_cast<uint8_t>(d.seq >> (56 - 8 * i));
+}
+
+bool TlsRecords::SealOne(std::vector<uint8_t>* out, size_t at, size_t inner) {
+  uint8_t* h = out->data() + at;
+  const size_t len = inner + kTagBytes;
+  h[0] = kApplicationData;
+  h[1] = 3;
+  h[2] = 3;
+  h[3] = static_cast<uint8_t>(len >> 8);
+  h[4] = static_cast<uint8_t>(len);
+  uint8_t nonce[12];
+  Nonce(write_, nonce);
+  giovec_t aad{h, kHeaderBytes};
+  giovec_t body{h + kHeaderBytes, inner};
+  size_t tag = kTagBytes;
+  if (gnutls_aead_cipher_encryptv2(write_.aead, nonce, sizeof(nonce), &aad, 1, &body, 1, h + kHeaderBytes + inner,
+                                   &tag) < 0) {
+    return false;
+  }
+  ++write_.seq;
+  return true;
+}
+
+bool TlsRecords::SendKeyUpdate(std::vector<uint8_t>* out) {
+  const size_t at = out->size();
+  const uint8_t message[] = {kKeyUpdate, 0, 0, 1, 0 /* update_not_requested */, kHandshake};
+  out->resize(at + kHeaderBytes + sizeof(message) + kTagBytes);
+  std::memcpy(out->data() + at + kHeaderBytes, message, sizeof(message));
+  return SealOne(out, at, sizeof(message)) && Update(write_);
+}
+
+bool TlsRecords::Seal(const iovec* iov, int count, std::vector<uint8_t>* out) {
+  if (update_asked_.exchange(false, std::memory_order_acq_rel) || write_.seq >= records_per_key_) {
+    if (!SendKeyUpdate(out)) return false;
+  }
+  size_t total = 0;
+  for (int i = 0; i < count; ++i) total += iov[i].iov_len;
+  const size_t records = (total + kMaxPlaintext - 1) / kMaxPlaintext;
+  size_t at = out->size();
+  out->resize(at + total + records * (kHeaderBytes + 1 + kTagBytes));
+  int i = 0;
+  size_t off = 0;  // into iov[i]
+  while (total > 0) {
+    if (write_.seq >= records_per_key_) {
+      // Rare: a key update in the middle of the records (resized for it).
+      out->resize(out->size() + kHeaderBytes + 6 + kTagBytes);
+      std::vector<uint8_t> update;
+      if (!SendKeyUpdate(&update)) return false;
+      std::memmove(out->data() + at + update.size(), out->data() + at, out->size() - at - update.size());
+      std::memcpy(out->data() + at, update.data(), update.size());
+      at += update.size();
+    }
+    const size_t n = std::min(total, kMaxPlaintext);
+    uint8_t* p = out->data() + at + kHeaderBytes;
+    for (size_t left = n; left > 0;) {
+      const size_t k = std::min(left, iov[i].iov_len - off);
+      std::memcpy(p, static_cast<const uint8_t*>(iov[i].iov_base) + off, k);
+      p += k;
+      left -= k;
+      off += k;
+      if (off == iov[i].iov_len) {
+        ++i;
+        off = 0;
+      }
+    }
+    *p = kApplicationData;
+    if (!SealOne(out, at, n + 1)) return false;
+    at += kHeaderBytes + n + 1 + kTagBytes;
+    total -= n;
+  }
+  return true;
+}
+
+ssize_t TlsRecords::WholeRecord(std::span<const uint8_t> in) {
+  if (in.size() < kHeaderBytes) return 0;
+  const size_t len = size_t{in[3]} << 8 | in[4];
+  if (in[0] != kApplicationData || in[1] != 3 || in[2] != 3 || len < kTagBytes + 1 ||
+      kHeaderBytes + len > kMaxRecordBytes) {
+    return kError;
+  }
+  return in.size() < kHeaderBytes + len ? 0 : static_cast<ssize_t>(kHeaderBytes + len);
+}
+
+ssize_t TlsRecords::Open(std::span<const uint8_t> record, uint8_t* out) {
+  uint8_t nonce[12];
+  Nonce(read_, nonce);
+  size_t len = OpenRoom(record.size());
+  if (gnutls_aead_cipher_decrypt(read_.aead, nonce, sizeof(nonce), record.data(), kHeaderBytes, kTagBytes,
+                                 record.data() + kHeaderBytes, record.size() - kHeaderBytes, out, &len) < 0) {
+    return kError;  // does not authenticate
+  }
+  ++read_.seq;
+  // The inner plaintext: content, its type, zeros of padding.
+  while (len > 0 && out[len - 1] == 0) --len;
+  if (len == 0) return kError;
+  const uint8_t type = out[--len];
+  if (type == kApplicationData) return static_cast<ssize_t>(len);
+  if (type == kAlert) return len == 2 && out[1] == 0 ? kClosed : kError;
+  if (type == kHandshake) return HandshakeMessages(out, len);
+  return kError;
+}
+
+ssize_t TlsRecords::HandshakeMessages(const uint8_t* p, size_t len) {
+  while (len > 0) {
+    if (len < 4) return kError;
+    const size_t body = size_t{p[1]} << 16 | size_t{p[2]} << 8 | p[3];
+    if (len < 4 + body) return kError;  // a message split over records: not sent after a handshake
+    if (p[0] == kKeyUpdate) {
+      if (body != 1 || p[4] > 1) return kError;
+      if (p[4] == 1) update_asked_.store(true, std::memory_order_release);
+      if (!Update(read_)) return kError;
+      // The key changed: anything after this message in the record is not allowed (8446 5.1).
+      return len == 5 ? 0 : kError;
+    }
+    if (p[0] != kNewSessionTicket) return kError;
+    p += 4 + body;
+    len -= 4 + body;
+  }
+  return 0;
+}
+
+}  // namespace tmem
