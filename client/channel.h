@@ -18,6 +18,9 @@ struct TlsClientOptions {
   std::string cert;         // PEM: this client's certificate (its CN or SAN names the tenant)
   std::string key;          // PEM: its private key
   std::string server_name;  // the name to verify in the servers' certificates ("": the address's host)
+  // Wire streams: TLS 1.3 records sealed and opened by common/tls_records after the handshake
+  // (false: GnuTLS's record layer, which copies each record twice more).
+  bool own_records = true;
   bool enabled() const { return !ca.empty(); }
 };
 

@@ -211,6 +211,7 @@ std::shared_ptr<PageStream> TmemClient::StreamFor(Server& s, size_t k) {
     wo.port = wire_port;
     wo.tls = wire_tls_;
     wo.server_name = options_.tls.server_name;
+    wo.own_tls_records = options_.tls.own_records;
     wo.connect_timeout_ms = options_.call_timeout_ms;
     stream = std::make_shared<WireStream>(std::move(wo));
     counters_.wire_streams_opened.fetch_add(1, std::memory_order_relaxed);

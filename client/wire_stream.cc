@@ -296,6 +296,11 @@ std::shared_ptr<PageStream::Op> WireStream::SubmitPut(uint32_t pool_id, std::spa
 }
 
 bool WireStream::SendAll(const uint8_t* data, size_t len) {
+  if (records_ != nullptr) {
+    iovec iov{const_cast<uint8_t*>(data), len};
+    std::vector<uint8_t> sealed;
+    return SealAndSend(&iov, 1, &sealed);
+  }
   while (len > 0) {
     ssize_t n;
     if (session_ != nullptr) {
@@ -390,8 +395,10 @@ WireStream::Pump WireStream::PumpLocked(int timeout_ms, bool kickable) {
     if (broken_) return Pump::kBroken;
   }
   const bool tls_pending =
-      session_ != nullptr &&
-      (gnutls_record_check_pending(static_cast<gnutls_session_t>(session_)) > 0 || ahead_.buffered());
+      records_ != nullptr
+          ? TlsRecords::WholeRecord(ahead_.unread()) != 0
+          : session_ != nullptr &&
+                (gnutls_record_check_pending(static_cast<gnutls_session_t>(session_)) > 0 || ahead_.buffered());
   if (!tls_pending) {
     pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
     const int rc = ::poll(fds, kickable && wake_fd_ >= 0 ? 2 : 1, timeout_ms);
@@ -413,7 +420,9 @@ WireStream::Pump WireStream::PumpLocked(int timeout_ms, bool kickable) {
   if (rend_ == rbuf_.size()) rbuf_.resize(rbuf_.size() * 2);
   ssize_t n;
   while (true) {
-    if (session_ != nullptr) {
+    if (records_ != nullptr) {
+      n = OpenRecordsLocked();
+    } else if (session_ != nullptr) {
       n = gnutls_record_recv(static_cast<gnutls_session_t>(session_), rbuf_.data() + rend_, rbuf_.size() - rend_);
       if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) continue;
     } else {

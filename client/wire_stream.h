@@ -37,6 +37,7 @@
 #include "client/page_stream.h"
 #include "common/mutex.h"
 #include "common/tls_read_ahead.h"
+#include "common/tls_records.h"
 
 namespace tmem::client {
 
@@ -60,6 +61,7 @@ struct WireStreamOptions {
   int port = 0;
   std::shared_ptr<WireTlsCredentials> tls;  // null: plaintext
   std::string server_name;                  // verified in the server's certificate ("": host)
+  bool own_tls_records = true;              // TLS 1.3 records by common/tls_records, not GnuTLS
   int64_t connect_timeout_ms = 1000;
 };
 
@@ -112,12 +114,21 @@ class WireStream final : public PageStream {
   bool SendAll(const uint8_t* data, size_t len);
   // Sends every byte of the iovecs (modified in place).
   bool SendAllV(iovec* iov, int count) ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_);
+  // TLS with TlsRecords (wire_stream_tls.cc): every byte of the iovecs sealed into `sealed` and
+  // sent; the whole records received opened into rbuf_ past rend_ (the bytes written, for the
+  // caller to add to rend_; 0 at the end of the stream or on an error).
+  bool SealAndSend(const iovec* iov, int count, std::vector<uint8_t>* sealed);
+  ssize_t OpenRecordsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
   // Reads exactly `len` bytes; false at the end or on an error.
   bool ReadAll(uint8_t* data, size_t len);
 
   const WireStreamOptions options_;
   int fd_ = -1;              // set by Connect before the reader starts; closed by the destructor
   void* session_ = nullptr;  // gnutls_session_t (TLS), same lifetime as fd_
+  // TLS 1.3 after the handshake: the records (sealed under send_mu_, opened under read_mu_), and
+  // the application secrets of the handshake they came from.
+  std::unique_ptr<TlsRecords> records_;
+  TlsRecords::Secrets secrets_;
 
   // Held while a request is encoded and sent, so that requests leave in the order of their ids.
   Mutex send_mu_ ABSL_ACQUIRED_BEFORE(mu_);

@@ -57,6 +57,13 @@ ssize_t PushNoSignal(gnutls_transport_ptr_t ptr, const giovec_t* iov, int count)
   return ::sendmsg(fd, &msg, MSG_NOSIGNAL);
 }
 
+// The handshake's application secrets, for TlsRecords: the session pointer is the stream's Secrets.
+int KeepSecrets(gnutls_session_t s, gnutls_record_encryption_level_t level, const void* read, const void* write,
+                size_t size) {
+  return TlsRecords::KeepSecrets(static_cast<TlsRecords::Secrets*>(gnutls_session_get_ptr(s)), level, read, write,
+                                 size);
+}
+
 bool IsAddress(const std::string& host) {
   in6_addr a6;
   in_addr a4;
@@ -110,6 +117,8 @@ bool WireStream::StartTls(int fd) {
   gnutls_transport_set_pull_timeout_function(s, &TlsReadAhead::PullTimeout);
   gnutls_transport_set_vec_push_function(s, PushNoSignal);
   gnutls_handshake_set_timeout(s, static_cast<unsigned>(options_.connect_timeout_ms));
+  gnutls_session_set_ptr(s, &secrets_);
+  gnutls_handshake_set_secret_function(s, KeepSecrets);
   int rc;
   do {
     rc = gnutls_handshake(s);
@@ -119,10 +128,53 @@ bool WireStream::StartTls(int fd) {
         absl::StrCat("TLS handshake with ", options_.host, ":", options_.port, ": ", gnutls_strerror(rc))));
     return false;
   }
+  // TLS 1.3: the records from here on. GnuTLS read exactly the handshake's records, so what the
+  // read-ahead holds past them is the server's first records.
+  if (options_.own_tls_records) records_ = TlsRecords::Take(s, secrets_);
+  gnutls_memset(&secrets_, 0, sizeof(secrets_));
   return true;
 }
 
+bool WireStream::SealAndSend(const iovec* iov, int count, std::vector<uint8_t>* sealed) {
+  // A large request is sealed and sent in parts of about kGatherBytes.
+  sealed->clear();
+  int first = 0;
+  size_t bytes = 0;
+  for (int i = 0; i < count; ++i) {
+    bytes += iov[i].iov_len;
+    if (bytes < kGatherBytes && i + 1 < count) continue;
+    if (!records_->Seal(iov + first, i + 1 - first, sealed) || !SendGathered(fd_, sealed)) return false;
+    first = i + 1;
+    bytes = 0;
+  }
+  return true;
+}
+
+ssize_t WireStream::OpenRecordsLocked() {
+  size_t produced = 0;
+  while (true) {
+    const std::span<const uint8_t> in = ahead_.unread();
+    const ssize_t whole = TlsRecords::WholeRecord(in);
+    if (whole < 0) return 0;
+    if (whole == 0) {
+      if (produced > 0) return static_cast<ssize_t>(produced);
+      const ssize_t n = ahead_.Fill();
+      if (n < 0 && errno == EAGAIN) continue;  // SO_RCVTIMEO: the caller polled first
+      if (n <= 0) return 0;
+      continue;
+    }
+    const size_t room = TlsRecords::OpenRoom(static_cast<size_t>(whole));
+    const size_t at = rend_ + produced;  // the caller adds what this returns to rend_
+    if (rbuf_.size() - at < room) rbuf_.resize(at + room);
+    const ssize_t n = records_->Open(in.first(static_cast<size_t>(whole)), rbuf_.data() + at);
+    ahead_.Take(static_cast<size_t>(whole));
+    if (n < 0) return 0;  // close_notify, or a record that does not open
+    produced += static_cast<size_t>(n);
+  }
+}
+
 bool WireStream::SendAllV(iovec* iov, int count) {
+  if (records_ != nullptr) return SealAndSend(iov, count, &gathered_);
   if (session_ != nullptr) {
     // Records from the pieces, corked so that small pieces do not each make a record, gathered so
     // that they leave in one send.

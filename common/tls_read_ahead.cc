@@ -42,6 +42,20 @@ ssize_t TlsReadAhead::Pull(void* self, void* data, size_t len) {
   return static_cast<ssize_t>(k);
 }
 
+ssize_t TlsReadAhead::Fill() {
+  if (start_ > 0) {
+    std::memmove(buf_.get(), buf_.get() + start_, end_ - start_);
+    end_ -= start_;
+    start_ = 0;
+  }
+  ssize_t n;
+  do {
+    n = ::recv(fd_, buf_.get() + end_, size_ - end_, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n > 0) end_ += static_cast<size_t>(n);
+  return n;
+}
+
 int TlsReadAhead::PullTimeout(void* self, unsigned ms) {
   auto* in = static_cast<TlsReadAhead*>(self);
   if (in->buffered()) return 1;

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 
 namespace tmem {
 
@@ -23,6 +24,13 @@ class TlsReadAhead {
   bool buffered() const { return start_ < end_; }
   // While set, an empty buffer is EAGAIN rather than a wait on the socket.
   void set_no_wait(bool no_wait) { no_wait_ = no_wait; }
+
+  // Direct use (TlsRecords): the bytes received and not taken yet; taking `n` of them; and a recv
+  // into the room left (the bytes not taken moved to the front first): > 0 bytes, 0 at the end
+  // of the stream, -1 with errno.
+  std::span<const uint8_t> unread() const { return {buf_.get() + start_, end_ - start_}; }
+  void Take(size_t n) { start_ += n; }
+  ssize_t Fill();
 
   // GnuTLS's pull and pull-timeout functions; their transport pointer is the TlsReadAhead.
   static ssize_t Pull(void* self, void* data, size_t len);

@@ -32,9 +32,9 @@ struct Credentials {
 
 namespace {
 
-// Sessions carry their Credentials (for the PSK lookup) as the session pointer.
+// Sessions carry their TlsSession (for the PSK lookup and the secrets) as the session pointer.
 int PskLookup(gnutls_session_t session, const char* username, gnutls_datum_t* key) {
-  const auto* creds = static_cast<const Credentials*>(gnutls_session_get_ptr(session));
+  const Credentials* creds = &static_cast<const TlsSession*>(gnutls_session_get_ptr(session))->credentials();
   auto it = creds->psk_keys.find(absl::string_view(username));
   if (it == creds->psk_keys.end()) return -1;
   key->data = static_cast<unsigned char*>(gnutls_malloc(it->second.size()));
@@ -193,7 +193,8 @@ absl::StatusOr<std::unique_ptr<TlsSession>> TlsContext::NewSession(bool nonblock
     gnutls_certificate_server_set_request(s, GNUTLS_CERT_REQUEST);
   }
   if (t->creds_->psk != nullptr) gnutls_credentials_set(s, GNUTLS_CRD_PSK, t->creds_->psk);
-  gnutls_session_set_ptr(s, t->creds_.get());
+  gnutls_session_set_ptr(s, t.get());
+  gnutls_handshake_set_secret_function(s, &TlsSession::KeepSecrets);
   return t;
 }
 
@@ -414,7 +415,20 @@ ssize_t TlsSession::MemoryPush(void* self, const iovec* iov, int count) {
   return static_cast<ssize_t>(total);
 }
 
+int TlsSession::KeepSecrets(gnutls_session_t session, gnutls_record_encryption_level_t level, const void* read,
+                            const void* write, size_t size) {
+  auto* t = static_cast<TlsSession*>(gnutls_session_get_ptr(session));
+  return TlsRecords::KeepSecrets(&t->secrets_, level, read, write, size);
+}
+
 void TlsSession::Feed(const uint8_t* data, size_t len) {
+  if (records_ != nullptr) {
+    // What the last Feed lent and no Decrypt read (a caller that stopped early) is kept first.
+    if (lent_len_ > 0) mem_in_.insert(mem_in_.end(), lent_, lent_ + lent_len_);
+    lent_ = data;
+    lent_len_ = len;
+    return;
+  }
   if (mem_in_pos_ > 0 && mem_in_pos_ == mem_in_.size()) {
     mem_in_.clear();
     mem_in_pos_ = 0;
@@ -435,10 +449,102 @@ absl::StatusOr<bool> TlsSession::Handshake(const TlsContext& context) {
   if (rc < 0 && gnutls_error_is_fatal(rc) == 0) return false;
   if (rc < 0) return absl::UnauthenticatedError(absl::StrCat("TLS handshake failed: ", GnutlsError(rc)));
   TMEM_RETURN_IF_ERROR(context.CheckPeer(*this));
+  // The records from here on (TLS 1.3); what was fed past the handshake stays in mem_in_.
+  if (context.options().records == "tmem") records_ = TlsRecords::Take(s, secrets_);
+  gnutls_memset(&secrets_, 0, sizeof(secrets_));
   return true;
 }
 
+ssize_t TlsSession::OpenRecords(uint8_t* buf, size_t len) {
+  if (pending_error_ != 0) return -1;
+  size_t produced = 0;
+  if (staged_pos_ < staged_.size()) {
+    const size_t k = std::min(len, staged_.size() - staged_pos_);
+    std::memcpy(buf, staged_.data() + staged_pos_, k);
+    staged_pos_ += k;
+    produced = k;
+    if (staged_pos_ < staged_.size()) return static_cast<ssize_t>(produced);
+  }
+  while (true) {
+    std::span<const uint8_t> record;
+    bool from_kept = mem_in_pos_ < mem_in_.size();
+    if (from_kept) {
+      // Bytes kept from earlier Feeds come first: a record not whole yet is completed from what
+      // was lent.
+      ssize_t whole;
+      while ((whole = TlsRecords::WholeRecord({mem_in_.data() + mem_in_pos_, mem_in_.size() - mem_in_pos_})) == 0 &&
+             lent_len_ > 0) {
+        const size_t have = mem_in_.size() - mem_in_pos_;
+        const size_t need = have < TlsRecords::kHeaderBytes
+                                ? TlsRecords::kHeaderBytes - have
+                                : TlsRecords::kHeaderBytes +
+                                      (size_t{mem_in_[mem_in_pos_ + 3]} << 8 | mem_in_[mem_in_pos_ + 4]) - have;
+        const size_t k = std::min(need, lent_len_);
+        mem_in_.insert(mem_in_.end(), lent_, lent_ + k);
+        lent_ += k;
+        lent_len_ -= k;
+      }
+      if (whole < 0) {
+        pending_error_ = GNUTLS_E_UNEXPECTED_PACKET;
+        lent_len_ = 0;
+        return produced > 0 ? static_cast<ssize_t>(produced) : -1;
+      }
+      if (whole == 0) return static_cast<ssize_t>(produced);  // every lent byte is kept now
+      record = {mem_in_.data() + mem_in_pos_, static_cast<size_t>(whole)};
+    } else {
+      const ssize_t whole = TlsRecords::WholeRecord({lent_, lent_len_});
+      if (whole < 0) {
+        pending_error_ = GNUTLS_E_UNEXPECTED_PACKET;
+        lent_len_ = 0;
+        return produced > 0 ? static_cast<ssize_t>(produced) : -1;
+      }
+      if (whole == 0) {
+        // The start of a record: kept until the next Feed brings the rest.
+        mem_in_.assign(lent_, lent_ + lent_len_);
+        mem_in_pos_ = 0;
+        lent_len_ = 0;
+        return static_cast<ssize_t>(produced);
+      }
+      record = {lent_, static_cast<size_t>(whole)};
+    }
+    const size_t room = TlsRecords::OpenRoom(record.size());
+    ssize_t n;
+    if (len - produced >= room) {
+      n = records_->Open(record, buf + produced);
+    } else if (produced > 0) {
+      return static_cast<ssize_t>(produced);  // the next call opens it
+    } else {
+      // Less room than the record may hold (callers give more): opened aside, handed out in parts.
+      staged_.resize(room);
+      n = records_->Open(record, staged_.data());
+      staged_.resize(n > 0 ? static_cast<size_t>(n) : 0);
+      staged_pos_ = std::min(len, staged_.size());
+      std::memcpy(buf, staged_.data(), staged_pos_);
+      if (n >= 0) n = static_cast<ssize_t>(staged_pos_);
+    }
+    if (from_kept) {
+      mem_in_pos_ += record.size();
+      if (mem_in_pos_ == mem_in_.size()) {
+        mem_in_.clear();
+        mem_in_pos_ = 0;
+      }
+    } else {
+      lent_ += record.size();
+      lent_len_ -= record.size();
+    }
+    if (n < 0) {
+      // close_notify or a record that does not open: reported after what came before it.
+      pending_error_ = n == TlsRecords::kClosed ? GNUTLS_E_SESSION_EOF : GNUTLS_E_DECRYPTION_FAILED;
+      lent_len_ = 0;
+      return produced > 0 ? static_cast<ssize_t>(produced) : -1;
+    }
+    produced += static_cast<size_t>(n);
+    if (staged_pos_ < staged_.size()) return static_cast<ssize_t>(produced);
+  }
+}
+
 ssize_t TlsSession::Decrypt(void* buf, size_t len) {
+  if (records_ != nullptr) return OpenRecords(static_cast<uint8_t*>(buf), len);
   auto s = static_cast<gnutls_session_t>(session_);
   while (true) {
     const ssize_t n = gnutls_record_recv(s, buf, len);
@@ -452,6 +558,7 @@ ssize_t TlsSession::Decrypt(void* buf, size_t len) {
 }
 
 bool TlsSession::Encrypt(const iovec* iov, int count) {
+  if (records_ != nullptr) return records_->Seal(iov, count, mem_out_);
   auto s = static_cast<gnutls_session_t>(session_);
   for (int i = 0; i < count; ++i) {
     const auto* p = static_cast<const uint8_t*>(iov[i].iov_base);

@@ -22,6 +22,7 @@
 #include "absl/strings/string_view.h"
 #include "common/mutex.h"
 #include "common/tls_read_ahead.h"
+#include "common/tls_records.h"
 #include "server/trust/tls_options.h"
 
 namespace tmem::trust {
@@ -46,6 +47,9 @@ class TlsSession {
   // Memory mode (TlsContext::AcceptInMemory), for event loops that never block on a socket: the
   // owner feeds the ciphertext it received and sends what the session appends to its output
   // buffer. The owner reads and writes the socket; the session never touches one.
+  // Once the handshake is done, a TLS 1.3 session's records are sealed and opened by TlsRecords
+  // (common/tls_records.h) instead of GnuTLS: Feed then borrows `data` (no copy) until Decrypt
+  // returns 0 or -1, and keeps only the bytes of a record not whole yet.
   void Feed(const uint8_t* data, size_t len);
   // Steps the handshake with what was fed: true once done and the peer checked (as Accept
   // checks it), false while it needs more input; UNAUTHENTICATED when it failed.
@@ -55,6 +59,9 @@ class TlsSession {
   ssize_t Decrypt(void* buf, size_t len);
   // Encrypts every byte of the iovecs into the output buffer; false on an error.
   bool Encrypt(const iovec* iov, int count);
+  // Whether TlsRecords has the records (memory mode, TLS 1.3, after the handshake).
+  bool own_records() const { return records_ != nullptr; }
+  const TlsRecords* records() const { return records_.get(); }
 
   // Who the peer proved itself to be.
   bool psk() const { return !psk_identity_.empty(); }
@@ -62,6 +69,7 @@ class TlsSession {
   bool has_certificate() const { return has_certificate_; }
   // The verified client certificate's names by `tenant_from`: subject CN and/or DNS/URI SANs.
   const std::vector<std::string>& certificate_names() const { return names_; }
+  const Credentials& credentials() const { return *creds_; }
 
  private:
   friend class TlsContext;
@@ -69,6 +77,10 @@ class TlsSession {
   static ssize_t MemoryPull(void* self, void* data, size_t len);
   static int MemoryPullTimeout(void* self, unsigned ms);
   static ssize_t MemoryPush(void* self, const iovec* iov, int count);
+  static int KeepSecrets(gnutls_session_t session, gnutls_record_encryption_level_t level, const void* read,
+                         const void* write, size_t size);
+  // Decrypt with TlsRecords.
+  ssize_t OpenRecords(uint8_t* buf, size_t len);
 
   void* session_ = nullptr;  // gnutls_session_t
   TlsReadAhead in_;          // reads from the socket; used only by the receiving thread
@@ -78,6 +90,15 @@ class TlsSession {
   std::vector<uint8_t> mem_in_;
   size_t mem_in_pos_ = 0;
   std::vector<uint8_t>* mem_out_ = nullptr;
+  // Memory mode after the handshake (TLS 1.3): the records, the application secrets they came
+  // from, what Feed lent and Decrypt has not read yet, and plaintext of a record opened for a
+  // Decrypt with less room than the record held.
+  TlsRecords::Secrets secrets_;
+  std::unique_ptr<TlsRecords> records_;
+  const uint8_t* lent_ = nullptr;
+  size_t lent_len_ = 0;
+  std::vector<uint8_t> staged_;
+  size_t staged_pos_ = 0;
   // A GnuTLS error met after some bytes were read: returned by the next Recv (GnuTLS reports
   // some, such as a renegotiation request, only once).
   int pending_error_ = 0;
