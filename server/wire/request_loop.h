@@ -58,6 +58,10 @@ struct WireCounters {
   std::atomic<int64_t> connections_open = {};
   std::atomic<int64_t> gets_waiting = {};  // gets waiting for their device reads now
   std::atomic<uint64_t> gets_waited = {};  // gets that waited for device reads
+  // TLS sessions by who has their records (common/tls_records, or GnuTLS), and the key updates
+  // of closed ones.
+  std::atomic<uint64_t> tls_own_records = {}, tls_gnutls_records = {};
+  std::atomic<uint64_t> tls_key_updates_received = {}, tls_key_updates_sent = {};
   // A request's time in tmemd, by verb: from the request whole in the loop's buffer to its reply
   // queued (a get that waits for the device included). Sending is not counted.
   LatencyHistogram durations[kMaxVerb + 1];

@@ -217,12 +217,21 @@ void WireServer::RunLoop(Loop& L) {
       open_.fetch_sub(1, std::memory_order_relaxed);
       L.counters.connections_open.fetch_sub(1, std::memory_order_relaxed);
     }
+    if (!c.dead && c.session != nullptr && c.session->records() != nullptr) {
+      L.counters.tls_key_updates_received.fetch_add(c.session->records()->key_updates_received(),
+                                                    std::memory_order_relaxed);
+      L.counters.tls_key_updates_sent.fetch_add(c.session->records()->key_updates_sent(), std::memory_order_relaxed);
+    }
     c.dead = true;
   };
 
   // The peer is known: the request loop starts.
   auto start_requests = [&](Connection& c) {
     std::optional<trust::Identity> who;
+    if (c.tls) {
+      (c.session->own_records() ? L.counters.tls_own_records : L.counters.tls_gnutls_records)
+          .fetch_add(1, std::memory_order_relaxed);
+    }
     if (!c.tls) {
       who = options_.tenants->Local();
     } else if (c.session->psk()) {

@@ -32,6 +32,14 @@ void WireServer::VisitStats(StatsVisitor& v) const {
             sum(&WireCounters::connections_refused), {});
   v.Counter("wire_connections_timed_out", "Page wire protocol connections closed for a handshake or idle timeout",
             sum(&WireCounters::connections_timed_out), {});
+  v.Counter("wire_tls_sessions", "Page wire protocol TLS sessions by who seals and opens their records (tls.records)",
+            sum(&WireCounters::tls_own_records), {{"records", "tmem"}});
+  v.Counter("wire_tls_sessions", "Page wire protocol TLS sessions by who seals and opens their records (tls.records)",
+            sum(&WireCounters::tls_gnutls_records), {{"records", "gnutls"}});
+  v.Counter("wire_tls_key_updates", "TLS 1.3 key updates of closed page wire protocol sessions, by direction",
+            sum(&WireCounters::tls_key_updates_received), {{"direction", "received"}});
+  v.Counter("wire_tls_key_updates", "TLS 1.3 key updates of closed page wire protocol sessions, by direction",
+            sum(&WireCounters::tls_key_updates_sent), {{"direction", "sent"}});
   v.Gauge("wire_connections", "Page wire protocol connections open", static_cast<double>(connections_open()), {});
   v.Gauge("wire_gets_waiting_device", "Page wire protocol GETs waiting for their device reads (off the event loops)",
           static_cast<double>(sum(&WireCounters::gets_waiting)), {});

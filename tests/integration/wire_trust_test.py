@@ -178,6 +178,12 @@ out = ctl("alice", "bench", "--transport=wire", "--threads=2", "--batch=256", "-
 check("(0 of 4096 dropped)" in out and "(0 misses)" in out and "page wire protocol" in out,
       f"large batches over TLS put and get every page: {out}")
 
+# Every TLS 1.3 session above (libtmemclient's on GnuTLS, Python's on OpenSSL) had its records
+# sealed and opened by tmemd's own record layer (tls.records: tmem, the default), none by GnuTLS's.
+own = metric('tmem_wire_tls_sessions_total{records="tmem"}') or 0
+gnutls = metric('tmem_wire_tls_sessions_total{records="gnutls"}') or 0
+check(own >= 5 and gnutls == 0, f"TLS 1.3 sessions use tmemd's record layer ({own:.0f}; GnuTLS's: {gnutls:.0f})")
+
 refused_tls = metric('tmem_auth_refused_total{listener="wire",reason="tls"}') or 0
 check(refused_tls >= 3, f"refused wire handshakes are counted ({refused_tls:.0f})")
 check((metric('tmem_auth_refused_total{listener="wire",reason="unknown_tenant"}') or 0) >= 1,
