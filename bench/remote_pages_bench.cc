@@ -150,6 +150,8 @@ int main(int argc, char** argv) {
       f.tls.cert = v;
     else if (auto v = val("tls-key"))
       f.tls.key = v;
+    else if (a == "--tls-gnutls-records")  // GnuTLS's record layer on the client (for comparisons)
+      f.tls.own_records = false;
     else if (auto v = val("threads"))
       f.threads = std::stoi(v);
     else if (auto v = val("batch"))

@@ -130,14 +130,16 @@ void TlsRecords::Nonce(const Direction& d, uint8_t* nonce) const {
   for (int i = 0; i < 8; ++i) nonce[4 + i] ^= static_cast<uint8_t>(d.seq >> (56 - 8 * i));
 }
 
-bool TlsRecords::SealOne(std::vector<uint8_t>* out, size_t at, size_t inner) {
-  uint8_t* h = out->data() + at;
+void TlsRecords::AppendHeader(std::vector<uint8_t>* out, size_t inner) {
   const size_t len = inner + kTagBytes;
-  h[0] = kApplicationData;
-  h[1] = 3;
-  h[2] = 3;
-  h[3] = static_cast<uint8_t>(len >> 8);
-  h[4] = static_cast<uint8_t>(len);
+  const uint8_t h[kHeaderBytes] = {kApplicationData, 3, 3, static_cast<uint8_t>(len >> 8), static_cast<uint8_t>(len)};
+  out->insert(out->end(), h, h + kHeaderBytes);
+}
+
+bool TlsRecords::SealOne(std::vector<uint8_t>* out, size_t at, size_t inner) {
+  // Room for the tag, then the inner plaintext (type byte included) encrypted where it is.
+  out->insert(out->end(), kTagBytes, 0);
+  uint8_t* h = out->data() + at;
   uint8_t nonce[12];
   Nonce(write_, nonce);
   giovec_t aad{h, kHeaderBytes};
@@ -154,38 +156,29 @@ bool TlsRecords::SealOne(std::vector<uint8_t>* out, size_t at, size_t inner) {
 bool TlsRecords::SendKeyUpdate(std::vector<uint8_t>* out) {
   const size_t at = out->size();
   const uint8_t message[] = {kKeyUpdate, 0, 0, 1, 0 /* update_not_requested */, kHandshake};
-  out->resize(at + kHeaderBytes + sizeof(message) + kTagBytes);
-  std::memcpy(out->data() + at + kHeaderBytes, message, sizeof(message));
+  AppendHeader(out, sizeof(message));
+  out->insert(out->end(), message, message + sizeof(message));
   return SealOne(out, at, sizeof(message)) && Update(write_);
 }
 
 bool TlsRecords::Seal(const iovec* iov, int count, std::vector<uint8_t>* out) {
-  if (update_asked_.exchange(false, std::memory_order_acq_rel) || write_.seq >= records_per_key_) {
-    if (!SendKeyUpdate(out)) return false;
-  }
+  if (update_asked_.exchange(false, std::memory_order_acq_rel) && !SendKeyUpdate(out)) return false;
   size_t total = 0;
   for (int i = 0; i < count; ++i) total += iov[i].iov_len;
   const size_t records = (total + kMaxPlaintext - 1) / kMaxPlaintext;
-  size_t at = out->size();
-  out->resize(at + total + records * (kHeaderBytes + 1 + kTagBytes));
+  // Appended piece by piece (vector::resize would write zeros over the room first: a pass more).
+  out->reserve(out->size() + total + records * (kHeaderBytes + 1 + kTagBytes));
   int i = 0;
   size_t off = 0;  // into iov[i]
   while (total > 0) {
-    if (write_.seq >= records_per_key_) {
-      // Rare: a key update in the middle of the records (resized for it).
-      out->resize(out->size() + kHeaderBytes + 6 + kTagBytes);
-      std::vector<uint8_t> update;
-      if (!SendKeyUpdate(&update)) return false;
-      std::memmove(out->data() + at + update.size(), out->data() + at, out->size() - at - update.size());
-      std::memcpy(out->data() + at, update.data(), update.size());
-      at += update.size();
-    }
+    if (write_.seq >= records_per_key_ && !SendKeyUpdate(out)) return false;
     const size_t n = std::min(total, kMaxPlaintext);
-    uint8_t* p = out->data() + at + kHeaderBytes;
+    const size_t at = out->size();
+    AppendHeader(out, n + 1);
     for (size_t left = n; left > 0;) {
       const size_t k = std::min(left, iov[i].iov_len - off);
-      std::memcpy(p, static_cast<const uint8_t*>(iov[i].iov_base) + off, k);
-      p += k;
+      const auto* p = static_cast<const uint8_t*>(iov[i].iov_base) + off;
+      out->insert(out->end(), p, p + k);
       left -= k;
       off += k;
       if (off == iov[i].iov_len) {
@@ -193,9 +186,8 @@ bool TlsRecords::Seal(const iovec* iov, int count, std::vector<uint8_t>* out) {
         off = 0;
       }
     }
-    *p = kApplicationData;
+    out->push_back(kApplicationData);
     if (!SealOne(out, at, n + 1)) return false;
-    at += kHeaderBytes + n + 1 + kTagBytes;
     total -= n;
   }
   return true;

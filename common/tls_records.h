@@ -98,7 +98,9 @@ class TlsRecords {
   // The next traffic secret (RFC 8446 7.2), installed.
   bool Update(Direction& d);
   void Nonce(const Direction& d, uint8_t* nonce) const;
-  // Seals one record of `inner` bytes (already at out[at + kHeaderBytes], type byte included).
+  static void AppendHeader(std::vector<uint8_t>* out, size_t inner);
+  // Seals the record at out[at] (its header, then `inner` bytes ending with the type byte, the
+  // end of `out`): appends its tag.
   bool SealOne(std::vector<uint8_t>* out, size_t at, size_t inner);
   // A KeyUpdate message of ours (not asking the peer for one), then the new write key.
   bool SendKeyUpdate(std::vector<uint8_t>* out);
