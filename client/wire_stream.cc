@@ -242,6 +242,7 @@ bool WireStream::Connect() {
   if (options_.tls != nullptr && !StartTls(fd)) return false;
   std::vector<uint8_t> hello;
   w::AppendHello(hello, 0);
+  MutexLock send(&send_mu_);  // no one else sends yet; taken for what the sending code requires
   if (!SendAll(hello.data(), hello.size())) {
     Break(absl::UnavailableError("wire connection: HELLO not sent"));
     return false;
@@ -298,8 +299,7 @@ std::shared_ptr<PageStream::Op> WireStream::SubmitPut(uint32_t pool_id, std::spa
 bool WireStream::SendAll(const uint8_t* data, size_t len) {
   if (records_ != nullptr) {
     iovec iov{const_cast<uint8_t*>(data), len};
-    std::vector<uint8_t> sealed;
-    return SealAndSend(&iov, 1, &sealed);
+    return SealAndSend(&iov, 1, &gathered_);
   }
   while (len > 0) {
     ssize_t n;

@@ -111,13 +111,13 @@ class WireStream final : public PageStream {
   // Break.
   bool StartTls(int fd);
   void Break(const absl::Status& why);
-  bool SendAll(const uint8_t* data, size_t len);
+  bool SendAll(const uint8_t* data, size_t len) ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_);
   // Sends every byte of the iovecs (modified in place).
   bool SendAllV(iovec* iov, int count) ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_);
   // TLS with TlsRecords (wire_stream_tls.cc): every byte of the iovecs sealed into `sealed` and
   // sent; the whole records received opened into rbuf_ past rend_ (the bytes written, for the
   // caller to add to rend_; 0 at the end of the stream or on an error).
-  bool SealAndSend(const iovec* iov, int count, std::vector<uint8_t>* sealed);
+  bool SealAndSend(const iovec* iov, int count, std::vector<uint8_t>* sealed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_);
   ssize_t OpenRecordsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(read_mu_);
   // Reads exactly `len` bytes; false at the end or on an error.
   bool ReadAll(uint8_t* data, size_t len);
@@ -161,9 +161,10 @@ class WireStream final : public PageStream {
   // reads only there).
   static constexpr size_t kReadAheadBytes = 256 << 10;
   TlsReadAhead ahead_;
-  int wake_fd_ = -1;                      // eventfd: a waiter pulls the idle reader out of its poll
-  std::atomic<int> waiters_{0};           // threads inside Wait
-  std::atomic<int64_t> last_wait_ns_{0};  // steady clock when a waiter last left Wait
+  bool records_failed_ ABSL_GUARDED_BY(read_mu_) = false;  // TLS records: the stream ended
+  int wake_fd_ = -1;                                       // eventfd: a waiter pulls the idle reader out of its poll
+  std::atomic<int> waiters_{0};                            // threads inside Wait
+  std::atomic<int64_t> last_wait_ns_{0};                   // steady clock when a waiter last left Wait
   std::atomic<bool> idle_reading_{false};
   // Set (release) once the connection and its TLS session are up and HELLO is sent: fd_ and
   // session_ may be read by a reader only from then on.

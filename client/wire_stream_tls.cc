@@ -117,8 +117,10 @@ bool WireStream::StartTls(int fd) {
   gnutls_transport_set_pull_timeout_function(s, &TlsReadAhead::PullTimeout);
   gnutls_transport_set_vec_push_function(s, PushNoSignal);
   gnutls_handshake_set_timeout(s, static_cast<unsigned>(options_.connect_timeout_ms));
-  gnutls_session_set_ptr(s, &secrets_);
-  gnutls_handshake_set_secret_function(s, KeepSecrets);
+  if (options_.own_tls_records) {
+    gnutls_session_set_ptr(s, &secrets_);
+    gnutls_handshake_set_secret_function(s, KeepSecrets);
+  }
   int rc;
   do {
     rc = gnutls_handshake(s);
@@ -151,11 +153,17 @@ bool WireStream::SealAndSend(const iovec* iov, int count, std::vector<uint8_t>* 
 }
 
 ssize_t WireStream::OpenRecordsLocked() {
+  if (records_failed_) return 0;
   size_t produced = 0;
+  // The end of the stream after the replies opened before it.
+  auto fail = [&] {
+    records_failed_ = true;
+    return static_cast<ssize_t>(produced);
+  };
   while (true) {
     const std::span<const uint8_t> in = ahead_.unread();
     const ssize_t whole = TlsRecords::WholeRecord(in);
-    if (whole < 0) return 0;
+    if (whole < 0) return fail();
     if (whole == 0) {
       if (produced > 0) return static_cast<ssize_t>(produced);
       const ssize_t n = ahead_.Fill();
@@ -168,7 +176,7 @@ ssize_t WireStream::OpenRecordsLocked() {
     if (rbuf_.size() - at < room) rbuf_.resize(at + room);
     const ssize_t n = records_->Open(in.first(static_cast<size_t>(whole)), rbuf_.data() + at);
     ahead_.Take(static_cast<size_t>(whole));
-    if (n < 0) return 0;  // close_notify, or a record that does not open
+    if (n < 0) return fail();  // close_notify, or a record that does not open
     produced += static_cast<size_t>(n);
   }
 }

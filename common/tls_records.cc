@@ -102,8 +102,7 @@ TlsRecords::~TlsRecords() {
 
 bool TlsRecords::Install(Direction& d) {
   uint8_t key[32];
-  if (key_bytes_ > sizeof(key) ||
-      !ExpandLabel(hash_, d.secret.data(), secret_bytes_, "key", key, key_bytes_) ||
+  if (key_bytes_ > sizeof(key) || !ExpandLabel(hash_, d.secret.data(), secret_bytes_, "key", key, key_bytes_) ||
       !ExpandLabel(hash_, d.secret.data(), secret_bytes_, "iv", d.iv.data(), d.iv.size())) {
     return false;
   }
@@ -166,8 +165,10 @@ bool TlsRecords::Seal(const iovec* iov, int count, std::vector<uint8_t>* out) {
   size_t total = 0;
   for (int i = 0; i < count; ++i) total += iov[i].iov_len;
   const size_t records = (total + kMaxPlaintext - 1) / kMaxPlaintext;
-  // Appended piece by piece (vector::resize would write zeros over the room first: a pass more).
-  out->reserve(out->size() + total + records * (kHeaderBytes + 1 + kTagBytes));
+  // Appended piece by piece (vector::resize would write zeros over the room first: a pass more),
+  // into room grown geometrically (reserving just what is needed would copy a backlog each time).
+  const size_t need = out->size() + total + records * (kHeaderBytes + 1 + kTagBytes);
+  if (need > out->capacity()) out->reserve(std::max(need, 2 * out->capacity()));
   int i = 0;
   size_t off = 0;  // into iov[i]
   while (total > 0) {
@@ -212,13 +213,14 @@ ssize_t TlsRecords::Open(std::span<const uint8_t> record, uint8_t* out) {
     return kError;  // does not authenticate
   }
   ++read_.seq;
-  // The inner plaintext: content, its type, zeros of padding.
+  // The inner plaintext: content, its type, zeros of padding (RFC 8446 5.4: at most 2^14 + 1
+  // bytes before the padding; handshake and alert records are never empty).
   while (len > 0 && out[len - 1] == 0) --len;
-  if (len == 0) return kError;
+  if (len == 0 || len > kMaxPlaintext + 1) return kError;
   const uint8_t type = out[--len];
   if (type == kApplicationData) return static_cast<ssize_t>(len);
   if (type == kAlert) return len == 2 && out[1] == 0 ? kClosed : kError;
-  if (type == kHandshake) return HandshakeMessages(out, len);
+  if (type == kHandshake && len > 0) return HandshakeMessages(out, len);
   return kError;
 }
 

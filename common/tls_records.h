@@ -54,8 +54,8 @@ class TlsRecords {
   };
   // For gnutls_handshake_set_secret_function: the owner's callback finds its Secrets and hands
   // what GnuTLS gives here. Returns 0 (GnuTLS's success).
-  static int KeepSecrets(Secrets* secrets, gnutls_record_encryption_level_t level, const void* read,
-                         const void* write, size_t size);
+  static int KeepSecrets(Secrets* secrets, gnutls_record_encryption_level_t level, const void* read, const void* write,
+                         size_t size);
 
   // Takes the records of `session` over from GnuTLS: its handshake done, nothing received and
   // not yet read in GnuTLS's buffers. Null when the session is not TLS 1.3 with one of the

@@ -31,7 +31,8 @@ int KeepSecrets(gnutls_session_t s, gnutls_record_encryption_level_t level, cons
 struct ServerCertificate {
   ServerCertificate() {
     gnutls_x509_privkey_init(&key);
-    EXPECT_EQ(gnutls_x509_privkey_generate(key, GNUTLS_PK_ECDSA, GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0), 0);
+    EXPECT_EQ(gnutls_x509_privkey_generate(key, GNUTLS_PK_ECDSA, GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0),
+              0);
     gnutls_x509_crt_init(&crt);
     gnutls_x509_crt_set_version(crt, 3);
     const uint8_t serial = 1;

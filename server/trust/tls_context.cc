@@ -194,7 +194,9 @@ absl::StatusOr<std::unique_ptr<TlsSession>> TlsContext::NewSession(bool nonblock
   }
   if (t->creds_->psk != nullptr) gnutls_credentials_set(s, GNUTLS_CRD_PSK, t->creds_->psk);
   gnutls_session_set_ptr(s, t.get());
-  gnutls_handshake_set_secret_function(s, &TlsSession::KeepSecrets);
+  // Memory-mode sessions whose records tmemd takes over keep the application secrets for key
+  // updates (TlsRecords::Take); no other session keeps them.
+  if (nonblocking && options_.records == "tmem") gnutls_handshake_set_secret_function(s, &TlsSession::KeepSecrets);
   return t;
 }
 
@@ -309,6 +311,7 @@ absl::Status TlsContext::VerifyClientCertificate(absl::string_view leaf_pem, abs
 }
 
 TlsSession::~TlsSession() {
+  gnutls_memset(&secrets_, 0, sizeof(secrets_));
   if (session_ != nullptr) {
     auto s = static_cast<gnutls_session_t>(session_);
     // The close_notify alert: at most a second's wait for a peer that does not read.
@@ -423,8 +426,9 @@ int TlsSession::KeepSecrets(gnutls_session_t session, gnutls_record_encryption_l
 
 void TlsSession::Feed(const uint8_t* data, size_t len) {
   if (records_ != nullptr) {
-    // What the last Feed lent and no Decrypt read (a caller that stopped early) is kept first.
-    if (lent_len_ > 0) mem_in_.insert(mem_in_.end(), lent_, lent_ + lent_len_);
+    // Decrypt keeps or drops every lent byte before it returns 0 or -1; a caller that fed again
+    // before that broke the contract, and the bytes lent then may be gone: the stream ends.
+    if (lent_len_ > 0) pending_error_ = GNUTLS_E_INTERNAL_ERROR;
     lent_ = data;
     lent_len_ = len;
     return;
@@ -448,15 +452,24 @@ absl::StatusOr<bool> TlsSession::Handshake(const TlsContext& context) {
   }
   if (rc < 0 && gnutls_error_is_fatal(rc) == 0) return false;
   if (rc < 0) return absl::UnauthenticatedError(absl::StrCat("TLS handshake failed: ", GnutlsError(rc)));
-  TMEM_RETURN_IF_ERROR(context.CheckPeer(*this));
   // The records from here on (TLS 1.3); what was fed past the handshake stays in mem_in_.
   if (context.options().records == "tmem") records_ = TlsRecords::Take(s, secrets_);
   gnutls_memset(&secrets_, 0, sizeof(secrets_));
+  TMEM_RETURN_IF_ERROR(context.CheckPeer(*this));
   return true;
 }
 
 ssize_t TlsSession::OpenRecords(uint8_t* buf, size_t len) {
-  if (pending_error_ != 0) return -1;
+  if (pending_error_ != 0) {
+    lent_len_ = 0;
+    return -1;
+  }
+  if (len == 0) {
+    // No room: every lent byte is kept for a call that has some.
+    mem_in_.insert(mem_in_.end(), lent_, lent_ + lent_len_);
+    lent_len_ = 0;
+    return 0;
+  }
   size_t produced = 0;
   if (staged_pos_ < staged_.size()) {
     const size_t k = std::min(len, staged_.size() - staged_pos_);
@@ -475,10 +488,10 @@ ssize_t TlsSession::OpenRecords(uint8_t* buf, size_t len) {
       while ((whole = TlsRecords::WholeRecord({mem_in_.data() + mem_in_pos_, mem_in_.size() - mem_in_pos_})) == 0 &&
              lent_len_ > 0) {
         const size_t have = mem_in_.size() - mem_in_pos_;
-        const size_t need = have < TlsRecords::kHeaderBytes
-                                ? TlsRecords::kHeaderBytes - have
-                                : TlsRecords::kHeaderBytes +
-                                      (size_t{mem_in_[mem_in_pos_ + 3]} << 8 | mem_in_[mem_in_pos_ + 4]) - have;
+        const size_t need =
+            have < TlsRecords::kHeaderBytes
+                ? TlsRecords::kHeaderBytes - have
+                : TlsRecords::kHeaderBytes + (size_t{mem_in_[mem_in_pos_ + 3]} << 8 | mem_in_[mem_in_pos_ + 4]) - have;
         const size_t k = std::min(need, lent_len_);
         mem_in_.insert(mem_in_.end(), lent_, lent_ + k);
         lent_ += k;

@@ -58,8 +58,7 @@ settings::Table<TlsOptions>* BuildTlsSettings() {
               "(straight between the socket's bytes and the requests and replies, as the kernel's TLS offload "
               "does; key updates both ways) or gnutls (GnuTLS's record layer, which copies each record twice). "
               "TLS 1.2 sessions and NBD always use GnuTLS's.",
-              "",
-              [](const std::string& v) {
+              "", [](const std::string& v) {
                 return OneOf("tls.records", v, {"tmem", "gnutls"});
               });
   return t;

@@ -30,8 +30,8 @@ testing::AssertionResult Same(const std::string& got, const std::string& want) {
   if (got == want) return testing::AssertionSuccess();
   size_t i = 0;
   while (i < got.size() && i < want.size() && got[i] == want[i]) ++i;
-  return testing::AssertionFailure() << "got " << got.size() << " bytes, want " << want.size() << ", first difference at "
-                                     << i;
+  return testing::AssertionFailure() << "got " << got.size() << " bytes, want " << want.size()
+                                     << ", first difference at " << i;
 }
 
 class MemorySessionTest : public testing::TestWithParam<const char*> {
@@ -160,8 +160,12 @@ TEST_P(MemorySessionTest, RecordsFedInAnyPiecesAreReadIntoAnyRoom) {
   EXPECT_EQ(server_->own_records(), own());
   EXPECT_EQ(server_->psk_identity(), "tenant");
   const std::string data = Pattern(3 * 16384 + 1000, 1);
-  for (const auto [piece, room] : {std::pair<size_t, size_t>{1, 70000}, {7, 100}, {5000, 64 << 10}, {1 << 20, 3},
-                                   {16389, 16385}, {1 << 20, 1 << 20}}) {
+  for (const auto [piece, room] : {std::pair<size_t, size_t>{1, 70000},
+                                   {7, 100},
+                                   {5000, 64 << 10},
+                                   {1 << 20, 3},
+                                   {16389, 16385},
+                                   {1 << 20, 1 << 20}}) {
     ClientSend(data);
     const std::vector<uint8_t> in = Read(5000);
     EXPECT_TRUE(Same(FeedAndDecrypt(in, piece, room), data)) << "pieces of " << piece << ", room " << room;
