@@ -155,15 +155,13 @@ bool WireStream::SealAndSend(const iovec* iov, int count, std::vector<uint8_t>* 
 ssize_t WireStream::OpenRecordsLocked() {
   if (records_failed_) return 0;
   size_t produced = 0;
-  // The end of the stream after the replies opened before it.
-  auto fail = [&] {
-    records_failed_ = true;
-    return static_cast<ssize_t>(produced);
-  };
   while (true) {
     const std::span<const uint8_t> in = ahead_.unread();
     const ssize_t whole = TlsRecords::WholeRecord(in);
-    if (whole < 0) return fail();
+    if (whole < 0) {
+      records_failed_ = true;  // the end of the stream, after the replies opened before it
+      return static_cast<ssize_t>(produced);
+    }
     if (whole == 0) {
       if (produced > 0) return static_cast<ssize_t>(produced);
       const ssize_t n = ahead_.Fill();
@@ -176,7 +174,10 @@ ssize_t WireStream::OpenRecordsLocked() {
     if (rbuf_.size() - at < room) rbuf_.resize(at + room);
     const ssize_t n = records_->Open(in.first(static_cast<size_t>(whole)), rbuf_.data() + at);
     ahead_.Take(static_cast<size_t>(whole));
-    if (n < 0) return fail();  // close_notify, or a record that does not open
+    if (n < 0) {
+      records_failed_ = true;  // close_notify, or a record that does not open
+      return static_cast<ssize_t>(produced);
+    }
     produced += static_cast<size_t>(n);
   }
 }
