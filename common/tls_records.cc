@@ -160,6 +160,14 @@ bool TlsRecords::SendKeyUpdate(std::vector<uint8_t>* out) {
   return SealOne(out, at, sizeof(message)) && Update(write_);
 }
 
+bool TlsRecords::SealCloseNotify(std::vector<uint8_t>* out) {
+  const size_t at = out->size();
+  const uint8_t alert[] = {1 /* warning */, 0 /* close_notify */, kAlert};
+  AppendHeader(out, sizeof(alert));
+  out->insert(out->end(), alert, alert + sizeof(alert));
+  return SealOne(out, at, sizeof(alert));
+}
+
 bool TlsRecords::Seal(const iovec* iov, int count, std::vector<uint8_t>* out) {
   if (update_asked_.exchange(false, std::memory_order_acq_rel) && !SendKeyUpdate(out)) return false;
   size_t total = 0;

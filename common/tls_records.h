@@ -71,6 +71,9 @@ class TlsRecords {
   // key update when one is due). False on a cipher error: the connection must close.
   bool Seal(const iovec* iov, int count, std::vector<uint8_t>* out);
 
+  // Appends a close_notify alert to `out`; false on a cipher error.
+  bool SealCloseNotify(std::vector<uint8_t>* out);
+
   // The bytes of the record at the front of `in`, header included, once all of it is there; 0
   // while it is not; kError when the header is not a TLS 1.3 record's.
   static ssize_t WholeRecord(std::span<const uint8_t> in);

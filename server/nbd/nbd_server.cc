@@ -18,6 +18,7 @@
 #include "common/logging.h"
 #include "common/tcp_listen.h"
 #include "server/nbd/protocol.h"
+#include "server/trust/tls_context.h"
 
 namespace tmem::nbd {
 
@@ -311,6 +312,12 @@ void NbdServer::Stop() {
 NbdServer::~NbdServer() { Stop(); }
 
 void NbdServer::VisitStats(StatsVisitor& v) const {
+  if (options_.tls != nullptr) {
+    v.Counter("nbd_tls_sessions", "NBD TLS sessions by who seals and opens their records (tls.records)",
+              options_.tls->socket_sessions_own_records(), {{"records", "tmem"}});
+    v.Counter("nbd_tls_sessions", "NBD TLS sessions by who seals and opens their records (tls.records)",
+              options_.tls->socket_sessions_gnutls_records(), {{"records", "gnutls"}});
+  }
   for (const auto& e : exports_) {
     const StatLabels ex = {{"export", e->name}};
     for (int c = 0; c < Export::kCommands; ++c) {

@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/socket_write.h"
 #include "common/status_macros.h"
 #include "common/tls_priority.h"
 
@@ -194,9 +195,9 @@ absl::StatusOr<std::unique_ptr<TlsSession>> TlsContext::NewSession(bool nonblock
   }
   if (t->creds_->psk != nullptr) gnutls_credentials_set(s, GNUTLS_CRD_PSK, t->creds_->psk);
   gnutls_session_set_ptr(s, t.get());
-  // Memory-mode sessions whose records tmemd takes over keep the application secrets for key
-  // updates (TlsRecords::Take); no other session keeps them.
-  if (nonblocking && options_.records == "tmem") gnutls_handshake_set_secret_function(s, &TlsSession::KeepSecrets);
+  // Sessions whose records tmemd takes over keep the application secrets for key updates
+  // (TlsRecords::Take, which wipes them); no other session keeps them.
+  if (options_.records == "tmem") gnutls_handshake_set_secret_function(s, &TlsSession::KeepSecrets);
   return t;
 }
 
@@ -217,7 +218,12 @@ absl::StatusOr<std::unique_ptr<TlsSession>> TlsContext::Accept(int fd) const {
     rc = gnutls_handshake(s);
   } while (rc < 0 && gnutls_error_is_fatal(rc) == 0);
   if (rc < 0) return absl::UnauthenticatedError(absl::StrCat("TLS handshake failed: ", GnutlsError(rc)));
+  // The records from here on (TLS 1.3): GnuTLS read exactly the handshake's records, so what
+  // the read-ahead holds past them is the client's first records.
+  if (options_.records == "tmem") t->records_ = TlsRecords::Take(s, t->secrets_);
+  gnutls_memset(&t->secrets_, 0, sizeof(t->secrets_));
   TMEM_RETURN_IF_ERROR(CheckPeer(*t));
+  (t->records_ != nullptr ? socket_own_ : socket_gnutls_).fetch_add(1, std::memory_order_relaxed);
   return t;
 }
 
@@ -317,13 +323,86 @@ TlsSession::~TlsSession() {
     // The close_notify alert: at most a second's wait for a peer that does not read.
     timeval tv{1, 0};
     if (in_.fd() >= 0) ::setsockopt(in_.fd(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    // A memory session's close_notify would go into a buffer nobody sends: skipped.
-    if (!memory_) gnutls_bye(s, GNUTLS_SHUT_WR);
+    // A memory session's close_notify would go into a buffer nobody sends: skipped. With the
+    // records taken over, GnuTLS's sequence numbers are stale: the alert is sealed here.
+    if (!memory_ && records_ != nullptr) {
+      std::vector<uint8_t> alert;
+      if (records_->SealCloseNotify(&alert)) {
+        iovec iov{alert.data(), alert.size()};
+        [[maybe_unused]] bool sent = SocketWriteFullV(in_.fd(), &iov, 1);
+      }
+    } else if (!memory_) {
+      gnutls_bye(s, GNUTLS_SHUT_WR);
+    }
     gnutls_deinit(s);
   }
 }
 
+ssize_t TlsSession::RecvRecords(uint8_t* out, size_t len) {
+  size_t got = 0;
+  while (got < len) {
+    if (pending_error_ != 0) {
+      if (got > 0) break;  // what was read goes up first; the end or the error comes next time
+      return std::exchange(pending_error_, 0) == GNUTLS_E_SESSION_EOF ? 0 : -1;
+    }
+    if (staged_pos_ < staged_.size()) {
+      const size_t k = std::min(len - got, staged_.size() - staged_pos_);
+      std::memcpy(out + got, staged_.data() + staged_pos_, k);
+      staged_pos_ += k;
+      got += k;
+      continue;
+    }
+    const std::span<const uint8_t> in = in_.unread();
+    const ssize_t whole = TlsRecords::WholeRecord(in);
+    if (whole < 0) {
+      pending_error_ = GNUTLS_E_UNEXPECTED_PACKET;
+      continue;
+    }
+    if (whole == 0) {
+      if (got > 0) break;  // only what is here already once something was read
+      const ssize_t n = in_.Fill();
+      if (n == 0) return 0;  // the end of the stream
+      if (n < 0) return -1;  // an error, or SO_RCVTIMEO's timeout
+      continue;
+    }
+    const std::span<const uint8_t> record = in.first(static_cast<size_t>(whole));
+    const size_t room = TlsRecords::OpenRoom(record.size());
+    ssize_t n;
+    if (len - got >= room) {
+      n = records_->Open(record, out + got);
+      if (n > 0) got += static_cast<size_t>(n);
+    } else {
+      // Less room than the record may hold (a request header): opened aside, handed out in parts.
+      staged_.resize(room);
+      n = records_->Open(record, staged_.data());
+      staged_.resize(n > 0 ? static_cast<size_t>(n) : 0);
+      staged_pos_ = 0;
+    }
+    in_.Take(record.size());
+    if (n < 0) pending_error_ = n == TlsRecords::kClosed ? GNUTLS_E_SESSION_EOF : GNUTLS_E_DECRYPTION_FAILED;
+  }
+  return static_cast<ssize_t>(got);
+}
+
+bool TlsSession::SendRecords(const iovec* iov, int count) {
+  // Sealed and sent in parts of about 256 KiB.
+  int first = 0;
+  size_t bytes = 0;
+  for (int i = 0; i < count; ++i) {
+    bytes += iov[i].iov_len;
+    if (bytes < (256 << 10) && i + 1 < count) continue;
+    sealed_.clear();
+    if (!records_->Seal(iov + first, i + 1 - first, &sealed_)) return false;
+    iovec out{sealed_.data(), sealed_.size()};
+    if (!SocketWriteFullV(in_.fd(), &out, 1)) return false;
+    first = i + 1;
+    bytes = 0;
+  }
+  return true;
+}
+
 ssize_t TlsSession::Recv(void* buf, size_t len) {
+  if (records_ != nullptr) return RecvRecords(static_cast<uint8_t*>(buf), len);
   auto s = static_cast<gnutls_session_t>(session_);
   auto* out = static_cast<uint8_t*>(buf);
   size_t got = 0;
@@ -359,6 +438,7 @@ ssize_t TlsSession::Recv(void* buf, size_t len) {
 }
 
 bool TlsSession::SendAll(const iovec* iov, int count) {
+  if (records_ != nullptr) return SendRecords(iov, count);
   auto s = static_cast<gnutls_session_t>(session_);
   size_t total = 0;
   for (int i = 0; i < count; ++i) total += iov[i].iov_len;

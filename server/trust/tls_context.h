@@ -13,6 +13,7 @@
 
 #include <sys/uio.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -79,8 +80,10 @@ class TlsSession {
   static ssize_t MemoryPush(void* self, const iovec* iov, int count);
   static int KeepSecrets(gnutls_session_t session, gnutls_record_encryption_level_t level, const void* read,
                          const void* write, size_t size);
-  // Decrypt with TlsRecords.
+  // Decrypt, Recv and SendAll with TlsRecords.
   ssize_t OpenRecords(uint8_t* buf, size_t len);
+  ssize_t RecvRecords(uint8_t* out, size_t len);
+  bool SendRecords(const iovec* iov, int count);
 
   void* session_ = nullptr;  // gnutls_session_t
   TlsReadAhead in_;          // reads from the socket; used only by the receiving thread
@@ -90,15 +93,16 @@ class TlsSession {
   std::vector<uint8_t> mem_in_;
   size_t mem_in_pos_ = 0;
   std::vector<uint8_t>* mem_out_ = nullptr;
-  // Memory mode after the handshake (TLS 1.3): the records, the application secrets they came
-  // from, what Feed lent and Decrypt has not read yet, and plaintext of a record opened for a
-  // Decrypt with less room than the record held.
+  // After the handshake (TLS 1.3): the records, the application secrets they came from; in
+  // memory mode what Feed lent and Decrypt has not read yet; plaintext of a record opened for a
+  // read with less room than the record held; the sender's sealed records (socket mode).
   TlsRecords::Secrets secrets_;
   std::unique_ptr<TlsRecords> records_;
   const uint8_t* lent_ = nullptr;
   size_t lent_len_ = 0;
-  std::vector<uint8_t> staged_;
+  std::vector<uint8_t> staged_;  // the receiving thread's (both modes)
   size_t staged_pos_ = 0;
+  std::vector<uint8_t> sealed_;  // the sending thread's (socket mode)
   // A GnuTLS error met after some bytes were read: returned by the next Recv (GnuTLS reports
   // some, such as a renegotiation request, only once).
   int pending_error_ = 0;
@@ -137,6 +141,9 @@ class TlsContext {
   absl::Status VerifyClientCertificate(absl::string_view leaf_pem, absl::string_view chain_pem) const;
 
   const TlsOptions& options() const { return options_; }
+  // Sessions over a socket (Accept) whose handshake succeeded, by who has their records.
+  uint64_t socket_sessions_own_records() const { return socket_own_.load(std::memory_order_relaxed); }
+  uint64_t socket_sessions_gnutls_records() const { return socket_gnutls_.load(std::memory_order_relaxed); }
 
  private:
   explicit TlsContext(const TlsOptions& o) : options_(o) {}
@@ -152,6 +159,7 @@ class TlsContext {
   const TlsOptions options_;
   mutable Mutex mu_;
   std::shared_ptr<Credentials> creds_ ABSL_GUARDED_BY(mu_);
+  mutable std::atomic<uint64_t> socket_own_{0}, socket_gnutls_{0};
 };
 
 }  // namespace tmem::trust

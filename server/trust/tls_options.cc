@@ -54,10 +54,10 @@ settings::Table<TlsOptions>* BuildTlsSettings() {
            "Certificate, key and CA files are checked this often; changed ones are loaded without a restart "
            "(SIGHUP loads them at once). A bad new file is refused and the old one kept.")
       .String("records", "tls-records", &T::records,
-              "Who seals and opens the page wire protocol's TLS 1.3 records once the handshake is done: tmem "
-              "(straight between the socket's bytes and the requests and replies, as the kernel's TLS offload "
-              "does; key updates both ways) or gnutls (GnuTLS's record layer, which copies each record twice). "
-              "TLS 1.2 sessions and NBD always use GnuTLS's.",
+              "Who seals and opens the TLS 1.3 records of the page wire protocol and of NBD once the handshake is "
+              "done: tmem (straight between the socket's bytes and the requests and replies, as the kernel's TLS "
+              "offload does; key updates both ways) or gnutls (GnuTLS's record layer, which copies each record "
+              "twice more). TLS 1.2 sessions always use GnuTLS's.",
               "", [](const std::string& v) {
                 return OneOf("tls.records", v, {"tmem", "gnutls"});
               });

@@ -22,7 +22,7 @@ struct TlsOptions {
   std::string psk_file;                  // NBD TLS-PSK keys, "identity:hexkey" lines (nbdkit's format)
   int64_t handshake_timeout_ms = 10000;  // a TLS handshake that takes longer is dropped
   int64_t reload_interval_s = 10;        // changed certificate files are loaded within this time
-  std::string records = "tmem";          // tmem | gnutls: who seals and opens the wire's TLS 1.3 records
+  std::string records = "tmem";          // tmem | gnutls: who seals and opens TLS 1.3 records
 
   bool x509() const { return !cert.empty(); }
   bool any() const { return x509() || !psk_file.empty(); }

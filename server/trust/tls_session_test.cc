@@ -1,7 +1,7 @@
-// A memory-mode TlsSession (the wire server's) against a GnuTLS client: after the handshake its
+// TlsSession against a GnuTLS client: a memory-mode one (the wire server's): after the handshake its
 // TLS 1.3 records are TlsRecords', fed in pieces of any size, read into buffers of any size,
 // across key updates, up to the client's close_notify; with tls.records: gnutls the same bytes
-// go through GnuTLS's record layer.
+// go through GnuTLS's record layer. And a session over a socket (NBD's) on tmem's records.
 #include <gnutls/gnutls.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -219,6 +219,109 @@ TEST_P(MemorySessionTest, ARecordChangedOnTheWayEndsTheStream) {
 }
 
 INSTANTIATE_TEST_SUITE_P(RecordLayers, MemorySessionTest, testing::Values("tmem", "gnutls"));
+
+// A session over a socket (NBD's): its receiving thread reads requests in small and large parts,
+// its sending thread seals replies of any size, across a key update, and it ends with a
+// close_notify the client reads.
+TEST(SocketSessionTest, ReadsAnyPartsAndSendsAnySizeOnTmemRecords) {
+  const std::string psk = testing::TempDir() + "/socket.psk";
+  std::FILE* f = std::fopen(psk.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs("tenant:000102030405060708090a0b0c0d0e0f\n", f);
+  std::fclose(f);
+  TlsOptions o;
+  o.psk_file = psk;
+  auto context = TlsContext::Create(o);
+  ASSERT_TRUE(context.ok()) << context.status();
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  gnutls_psk_client_credentials_t creds;
+  gnutls_psk_allocate_client_credentials(&creds);
+  const unsigned char key[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  const gnutls_datum_t k{const_cast<unsigned char*>(key), sizeof(key)};
+  gnutls_psk_set_client_credentials(creds, "tenant", &k, GNUTLS_PSK_KEY_RAW);
+  gnutls_session_t client;
+  gnutls_init(&client, GNUTLS_CLIENT);
+  gnutls_priority_set_direct(client, "NORMAL:+ECDHE-PSK:+PSK", nullptr);
+  gnutls_credentials_set(client, GNUTLS_CRD_PSK, creds);
+  gnutls_transport_set_int(client, fds[1]);
+
+  const std::string header = Pattern(28, 5), payload = Pattern(300000, 6), reply = Pattern(1 << 20, 7);
+  std::string got_reply, got_after_update;
+  int end = 1;
+  std::thread c([&] {
+    int rc;
+    do {
+      rc = gnutls_handshake(client);
+    } while (rc < 0 && gnutls_error_is_fatal(rc) == 0);
+    ASSERT_EQ(rc, 0) << gnutls_strerror(rc);
+    // A request header and its payload in one go, as an NBD client writes them.
+    const std::string request = header + payload;
+    for (size_t done = 0; done < request.size();) {
+      const ssize_t n = gnutls_record_send(client, request.data() + done, request.size() - done);
+      ASSERT_GT(n, 0);
+      done += static_cast<size_t>(n);
+    }
+    auto recv_all = [&](size_t want) {
+      std::string out(want, '\0');
+      size_t have = 0;
+      while (have < want) {
+        const ssize_t n = gnutls_record_recv(client, out.data() + have, want - have);
+        if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) continue;
+        if (n <= 0) {
+          ADD_FAILURE() << "client read: " << gnutls_strerror(static_cast<int>(n));
+          break;
+        }
+        have += static_cast<size_t>(n);
+      }
+      out.resize(have);
+      return out;
+    };
+    got_reply = recv_all(reply.size());
+    // The client updates its key and asks for the server's; the next reply comes under it.
+    ASSERT_EQ(gnutls_session_key_update(client, GNUTLS_KU_PEER), 0);
+    ASSERT_GT(gnutls_record_send(client, header.data(), header.size()), 0);
+    got_after_update = recv_all(header.size());
+    char b;
+    end = static_cast<int>(gnutls_record_recv(client, &b, 1));  // the server's close_notify: 0
+  });
+  auto server = (*context)->Accept(fds[0]);
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_TRUE((*server)->own_records());
+  // The header in two small reads, then the payload into a large buffer.
+  std::string h(28, '\0');
+  ASSERT_EQ((*server)->Recv(h.data(), 10), 10);
+  ASSERT_EQ((*server)->Recv(h.data() + 10, 18), 18);
+  EXPECT_EQ(h, header);
+  std::string body(payload.size(), '\0');
+  for (size_t have = 0; have < body.size();) {
+    const ssize_t n = (*server)->Recv(body.data() + have, body.size() - have);
+    ASSERT_GT(n, 0);
+    have += static_cast<size_t>(n);
+  }
+  EXPECT_TRUE(Same(body, payload));
+  iovec iov[] = {{const_cast<char*>(reply.data()), 16}, {const_cast<char*>(reply.data()) + 16, reply.size() - 16}};
+  ASSERT_TRUE((*server)->SendAll(iov, 2));
+  std::string h2(28, '\0');
+  for (size_t have = 0; have < h2.size();) {
+    const ssize_t n = (*server)->Recv(h2.data() + have, h2.size() - have);
+    ASSERT_GT(n, 0);
+    have += static_cast<size_t>(n);
+  }
+  EXPECT_EQ(h2, header);
+  iovec one{const_cast<char*>(header.data()), header.size()};
+  ASSERT_TRUE((*server)->SendAll(&one, 1));
+  EXPECT_EQ((*server)->records()->key_updates_received(), 1u);
+  server->reset();  // sends close_notify
+  c.join();
+  EXPECT_TRUE(Same(got_reply, reply));
+  EXPECT_EQ(got_after_update, header);
+  EXPECT_EQ(end, 0);
+  gnutls_deinit(client);
+  gnutls_psk_free_client_credentials(creds);
+  close(fds[0]);
+  close(fds[1]);
+}
 
 }  // namespace
 }  // namespace tmem::trust

@@ -218,5 +218,9 @@ wait $IDLE
 curl -sf "http://127.0.0.1:$MP/metrics" > "$T/m.txt"
 grep -qE '^tmem_auth_refused_total\{listener="nbd",reason="tls"\} [1-9]' "$T/m.txt" \
   && ok "refused TLS handshakes are counted" || bad "metric: $(grep auth_refused "$T/m.txt")"
+# libnbd's sessions (GnuTLS, TLS 1.3) had their records sealed and opened by tmemd's own layer.
+grep -qE '^tmem_nbd_tls_sessions_total\{records="tmem"\} [1-9]' "$T/m.txt" \
+  && grep -qE '^tmem_nbd_tls_sessions_total\{records="gnutls"\} 0$' "$T/m.txt" \
+  && ok "NBD's TLS 1.3 sessions use tmemd's record layer" || bad "metric: $(grep nbd_tls_sessions "$T/m.txt")"
 kill -TERM $D
 finish
