@@ -4,7 +4,8 @@
 # and the same jobs on tmemd over TLS (X.509 with a client certificate): the TLS column is
 # TLS / plaintext, same process, same rounds.
 #   bench/run_nbd_bench.sh [--quick]
-# Environment: TMEM_BENCH_DIR (default /var/tmp/tmem-bench).
+# Environment: TMEM_BENCH_DIR (default /var/tmp/tmem-bench), TMEM_BENCH_TLS_RECORDS (tls.records for the TLS
+# column: tmem, the default, or gnutls, to compare the two record layers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${TMEM_BENCH_DIR:-/var/tmp/tmem-bench}
@@ -32,7 +33,7 @@ cat > "$DIR/nbd_tmemd.yaml" <<YAML
 device: {path: $DIR/nbd-cache.img, size: 256M}
 listen: ["127.0.0.1:$GP"]
 metrics_listen: ""
-tls: {cert: $TLS/server.crt, key: $TLS/server.key, ca: $TLS/ca.crt, client_auth: optional}
+tls: {cert: $TLS/server.crt, key: $TLS/server.key, ca: $TLS/ca.crt, client_auth: optional, records: ${TMEM_BENCH_TLS_RECORDS:-tmem}}
 tenants: [{name: bench}]
 nbd: {listen: ["127.0.0.1:$TP"]}
 exports: [{name: bench, backend: $IMG, allow: ["*"]}]
