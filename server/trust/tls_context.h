@@ -7,7 +7,9 @@
 // credentials current when it starts.
 //
 // Thread-safety: TlsContext is thread-safe. A TlsSession may be used by two threads at once,
-// one receiving and one sending (GnuTLS allows exactly that); nothing else.
+// one receiving and one sending (GnuTLS allows exactly that; on tmem's records the receiver owns
+// the read-ahead, the staged plaintext and the read direction, the sender its sealed buffer and
+// the write direction); nothing else.
 #ifndef TMEM_SERVER_TRUST_TLS_CONTEXT_H_
 #define TMEM_SERVER_TRUST_TLS_CONTEXT_H_
 
