@@ -325,7 +325,7 @@ TlsSession::~TlsSession() {
     if (in_.fd() >= 0) ::setsockopt(in_.fd(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     // A memory session's close_notify would go into a buffer nobody sends: skipped. With the
     // records taken over, GnuTLS's sequence numbers are stale: the alert is sealed here.
-    if (!memory_ && records_ != nullptr) {
+    if (!memory_ && records_ != nullptr && !send_failed_) {
       std::vector<uint8_t> alert;
       if (records_->SealCloseNotify(&alert)) {
         iovec iov{alert.data(), alert.size()};
@@ -342,11 +342,13 @@ ssize_t TlsSession::RecvRecords(uint8_t* out, size_t len) {
   size_t got = 0;
   while (got < len) {
     if (pending_error_ != 0) {
-      if (got > 0) break;  // what was read goes up first; the end or the error comes next time
-      return std::exchange(pending_error_, 0) == GNUTLS_E_SESSION_EOF ? 0 : -1;
+      // What was read goes up first; the end or the error then comes on every later call
+      // (nothing after a close_notify is read).
+      if (got > 0) break;
+      return pending_error_ == GNUTLS_E_SESSION_EOF ? 0 : -1;
     }
-    if (staged_pos_ < staged_.size()) {
-      const size_t k = std::min(len - got, staged_.size() - staged_pos_);
+    if (staged_pos_ < staged_end_) {
+      const size_t k = std::min(len - got, staged_end_ - staged_pos_);
       std::memcpy(out + got, staged_.data() + staged_pos_, k);
       staged_pos_ += k;
       got += k;
@@ -373,9 +375,9 @@ ssize_t TlsSession::RecvRecords(uint8_t* out, size_t len) {
       if (n > 0) got += static_cast<size_t>(n);
     } else {
       // Less room than the record may hold (a request header): opened aside, handed out in parts.
-      staged_.resize(room);
+      if (staged_.size() < room) staged_.resize(TlsRecords::kMaxRecordBytes);
       n = records_->Open(record, staged_.data());
-      staged_.resize(n > 0 ? static_cast<size_t>(n) : 0);
+      staged_end_ = n > 0 ? static_cast<size_t>(n) : 0;
       staged_pos_ = 0;
     }
     in_.Take(record.size());
@@ -385,20 +387,34 @@ ssize_t TlsSession::RecvRecords(uint8_t* out, size_t len) {
 }
 
 bool TlsSession::SendRecords(const iovec* iov, int count) {
-  // Sealed and sent in parts of about 256 KiB.
-  int first = 0;
+  if (send_failed_) return false;  // a record may have left in part: nothing may follow it
+  // Sealed and sent in parts of at most kSendPart bytes (a large iovec cut up), so that the
+  // first bytes leave before the last are sealed and the buffer stays small.
+  constexpr size_t kSendPart = 256 << 10;
+  std::vector<iovec> part;
   size_t bytes = 0;
-  for (int i = 0; i < count; ++i) {
-    bytes += iov[i].iov_len;
-    if (bytes < (256 << 10) && i + 1 < count) continue;
+  auto flush = [&] {
     sealed_.clear();
-    if (!records_->Seal(iov + first, i + 1 - first, &sealed_)) return false;
+    bool ok = records_->Seal(part.data(), static_cast<int>(part.size()), &sealed_);
     iovec out{sealed_.data(), sealed_.size()};
-    if (!SocketWriteFullV(in_.fd(), &out, 1)) return false;
-    first = i + 1;
+    ok = ok && SocketWriteFullV(in_.fd(), &out, 1);
+    part.clear();
     bytes = 0;
+    if (!ok) send_failed_ = true;
+    return ok;
+  };
+  for (int i = 0; i < count; ++i) {
+    auto* p = static_cast<uint8_t*>(iov[i].iov_base);
+    for (size_t left = iov[i].iov_len; left > 0;) {
+      const size_t k = std::min(left, kSendPart - bytes);
+      part.push_back({p, k});
+      p += k;
+      left -= k;
+      bytes += k;
+      if (bytes == kSendPart && !flush()) return false;
+    }
   }
-  return true;
+  return part.empty() || flush();
 }
 
 ssize_t TlsSession::Recv(void* buf, size_t len) {
@@ -551,12 +567,12 @@ ssize_t TlsSession::OpenRecords(uint8_t* buf, size_t len) {
     return 0;
   }
   size_t produced = 0;
-  if (staged_pos_ < staged_.size()) {
-    const size_t k = std::min(len, staged_.size() - staged_pos_);
+  if (staged_pos_ < staged_end_) {
+    const size_t k = std::min(len, staged_end_ - staged_pos_);
     std::memcpy(buf, staged_.data() + staged_pos_, k);
     staged_pos_ += k;
     produced = k;
-    if (staged_pos_ < staged_.size()) return static_cast<ssize_t>(produced);
+    if (staged_pos_ < staged_end_) return static_cast<ssize_t>(produced);
   }
   while (true) {
     std::span<const uint8_t> record;
@@ -608,10 +624,10 @@ ssize_t TlsSession::OpenRecords(uint8_t* buf, size_t len) {
       return static_cast<ssize_t>(produced);  // the next call opens it
     } else {
       // Less room than the record may hold (callers give more): opened aside, handed out in parts.
-      staged_.resize(room);
+      if (staged_.size() < room) staged_.resize(TlsRecords::kMaxRecordBytes);
       n = records_->Open(record, staged_.data());
-      staged_.resize(n > 0 ? static_cast<size_t>(n) : 0);
-      staged_pos_ = std::min(len, staged_.size());
+      staged_end_ = n > 0 ? static_cast<size_t>(n) : 0;
+      staged_pos_ = std::min(len, staged_end_);
       std::memcpy(buf, staged_.data(), staged_pos_);
       if (n >= 0) n = static_cast<ssize_t>(staged_pos_);
     }
@@ -632,7 +648,7 @@ ssize_t TlsSession::OpenRecords(uint8_t* buf, size_t len) {
       return produced > 0 ? static_cast<ssize_t>(produced) : -1;
     }
     produced += static_cast<size_t>(n);
-    if (staged_pos_ < staged_.size()) return static_cast<ssize_t>(produced);
+    if (staged_pos_ < staged_end_) return static_cast<ssize_t>(produced);
   }
 }
 

@@ -62,7 +62,7 @@ class TlsSession {
   ssize_t Decrypt(void* buf, size_t len);
   // Encrypts every byte of the iovecs into the output buffer; false on an error.
   bool Encrypt(const iovec* iov, int count);
-  // Whether TlsRecords has the records (memory mode, TLS 1.3, after the handshake).
+  // Whether TlsRecords has the records (TLS 1.3 with tls.records: tmem, after the handshake).
   bool own_records() const { return records_ != nullptr; }
   const TlsRecords* records() const { return records_.get(); }
 
@@ -102,9 +102,10 @@ class TlsSession {
   std::unique_ptr<TlsRecords> records_;
   const uint8_t* lent_ = nullptr;
   size_t lent_len_ = 0;
-  std::vector<uint8_t> staged_;  // the receiving thread's (both modes)
-  size_t staged_pos_ = 0;
+  std::vector<uint8_t> staged_;  // the receiving thread's (both modes): [staged_pos_, staged_end_)
+  size_t staged_pos_ = 0, staged_end_ = 0;
   std::vector<uint8_t> sealed_;  // the sending thread's (socket mode)
+  bool send_failed_ = false;     // the sending thread's: a record may have left in part
   // A GnuTLS error met after some bytes were read: returned by the next Recv (GnuTLS reports
   // some, such as a renegotiation request, only once).
   int pending_error_ = 0;

@@ -323,5 +323,56 @@ TEST(SocketSessionTest, ReadsAnyPartsAndSendsAnySizeOnTmemRecords) {
   close(fds[1]);
 }
 
+// The end of the stream is reported after the data before it, and again on every later read
+// (a caller reading exact lengths asks again; it must not wait for bytes that never come).
+TEST(SocketSessionTest, CloseNotifyEndsEveryLaterRead) {
+  const std::string psk = testing::TempDir() + "/end.psk";
+  std::FILE* f = std::fopen(psk.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs("tenant:000102030405060708090a0b0c0d0e0f\n", f);
+  std::fclose(f);
+  TlsOptions o;
+  o.psk_file = psk;
+  auto context = TlsContext::Create(o);
+  ASSERT_TRUE(context.ok()) << context.status();
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  timeval tv{3, 0};  // a read that waits fails after 3 s instead of hanging the test
+  setsockopt(fds[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  gnutls_psk_client_credentials_t creds;
+  gnutls_psk_allocate_client_credentials(&creds);
+  const unsigned char key[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  const gnutls_datum_t k{const_cast<unsigned char*>(key), sizeof(key)};
+  gnutls_psk_set_client_credentials(creds, "tenant", &k, GNUTLS_PSK_KEY_RAW);
+  gnutls_session_t client;
+  gnutls_init(&client, GNUTLS_CLIENT);
+  gnutls_priority_set_direct(client, "NORMAL:+ECDHE-PSK:+PSK", nullptr);
+  gnutls_credentials_set(client, GNUTLS_CRD_PSK, creds);
+  gnutls_transport_set_int(client, fds[1]);
+  std::thread c([&] {
+    int rc;
+    do {
+      rc = gnutls_handshake(client);
+    } while (rc < 0 && gnutls_error_is_fatal(rc) == 0);
+    ASSERT_EQ(rc, 0) << gnutls_strerror(rc);
+    ASSERT_EQ(gnutls_record_send(client, "abc", 3), 3);
+    ASSERT_EQ(gnutls_bye(client, GNUTLS_SHUT_WR), 0);  // the TCP stream stays open
+  });
+  auto server = (*context)->Accept(fds[0]);
+  ASSERT_TRUE(server.ok()) << server.status();
+  c.join();
+  ASSERT_TRUE((*server)->own_records());
+  char buf[10];
+  EXPECT_EQ((*server)->Recv(buf, 2), 2);
+  EXPECT_EQ((*server)->Recv(buf, 10), 1);
+  EXPECT_EQ((*server)->Recv(buf, 10), 0);
+  EXPECT_EQ((*server)->Recv(buf, 10), 0);
+  server->reset();
+  gnutls_deinit(client);
+  gnutls_psk_free_client_credentials(creds);
+  close(fds[0]);
+  close(fds[1]);
+}
+
 }  // namespace
 }  // namespace tmem::trust
