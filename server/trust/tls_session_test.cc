@@ -34,40 +34,66 @@ testing::AssertionResult Same(const std::string& got, const std::string& want) {
                                      << ", first difference at " << i;
 }
 
-class MemorySessionTest : public testing::TestWithParam<const char*> {
- protected:
-  void SetUp() override {
-    const std::string psk = testing::TempDir() + "/keys.psk";
+// A TLS context with one PSK, a socket pair, and a GnuTLS client with that key on one end (the
+// server's end is fds[0]).
+struct PskSocketPair {
+  explicit PskSocketPair(const std::string& name, const std::string& records = "tmem") {
+    const std::string psk = testing::TempDir() + "/" + name + ".psk";
     std::FILE* f = std::fopen(psk.c_str(), "w");
-    ASSERT_NE(f, nullptr);
+    EXPECT_NE(f, nullptr);
     std::fputs("tenant:000102030405060708090a0b0c0d0e0f\n", f);
     std::fclose(f);
     TlsOptions o;
     o.psk_file = psk;
-    o.records = GetParam();
+    o.records = records;
     auto c = TlsContext::Create(o);
-    ASSERT_TRUE(c.ok()) << c.status();
-    context_ = std::move(*c);
-    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds_), 0);
-
-    gnutls_psk_allocate_client_credentials(&creds_);
+    EXPECT_TRUE(c.ok()) << c.status();
+    context = std::move(*c);
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+    gnutls_psk_allocate_client_credentials(&creds);
     const unsigned char key[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
     const gnutls_datum_t k{const_cast<unsigned char*>(key), sizeof(key)};
-    gnutls_psk_set_client_credentials(creds_, "tenant", &k, GNUTLS_PSK_KEY_RAW);
-    gnutls_init(&client_, GNUTLS_CLIENT);
-    gnutls_priority_set_direct(client_, "NORMAL:+ECDHE-PSK:+PSK", nullptr);
-    gnutls_credentials_set(client_, GNUTLS_CRD_PSK, creds_);
-    gnutls_transport_set_int(client_, fds_[1]);
+    gnutls_psk_set_client_credentials(creds, "tenant", &k, GNUTLS_PSK_KEY_RAW);
+    gnutls_init(&client, GNUTLS_CLIENT);
+    gnutls_priority_set_direct(client, "NORMAL:+ECDHE-PSK:+PSK", nullptr);
+    gnutls_credentials_set(client, GNUTLS_CRD_PSK, creds);
+    gnutls_transport_set_int(client, fds[1]);
+  }
+  ~PskSocketPair() {
+    gnutls_deinit(client);
+    gnutls_psk_free_client_credentials(creds);
+    close(fds[0]);
+    close(fds[1]);
+  }
+  // The client's side of the handshake (run it on a thread of its own).
+  int ClientHandshake() {
+    int rc;
+    do {
+      rc = gnutls_handshake(client);
+    } while (rc < 0 && gnutls_error_is_fatal(rc) == 0);
+    return rc;
+  }
+
+  std::unique_ptr<TlsContext> context;
+  int fds[2] = {-1, -1};
+  gnutls_psk_client_credentials_t creds = nullptr;
+  gnutls_session_t client = nullptr;
+};
+
+class MemorySessionTest : public testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    pair_ = std::make_unique<PskSocketPair>("keys", GetParam());
+    context_ = pair_->context.get();
+    fds_[0] = pair_->fds[0];
+    fds_[1] = pair_->fds[1];
+    client_ = pair_->client;
 
     auto s = context_->AcceptInMemory(&out_);
     ASSERT_TRUE(s.ok()) << s.status();
     server_ = std::move(*s);
     int rc = 0;
-    std::thread t([&] {
-      do {
-        rc = gnutls_handshake(client_);
-      } while (rc < 0 && gnutls_error_is_fatal(rc) == 0);
-    });
+    std::thread t([&] { rc = pair_->ClientHandshake(); });
     bool done = false;
     while (!done) {
       Flush();
@@ -84,10 +110,7 @@ class MemorySessionTest : public testing::TestWithParam<const char*> {
   }
   void TearDown() override {
     server_.reset();
-    if (client_ != nullptr) gnutls_deinit(client_);
-    if (creds_ != nullptr) gnutls_psk_free_client_credentials(creds_);
-    close(fds_[0]);
-    close(fds_[1]);
+    pair_.reset();
   }
 
   // The session's output to the client's socket.
@@ -148,11 +171,11 @@ class MemorySessionTest : public testing::TestWithParam<const char*> {
   }
   bool own() const { return std::string(GetParam()) == "tmem"; }
 
-  std::unique_ptr<TlsContext> context_;
+  std::unique_ptr<PskSocketPair> pair_;
+  TlsContext* context_ = nullptr;
   std::unique_ptr<TlsSession> server_;
   std::vector<uint8_t> out_;
   gnutls_session_t client_ = nullptr;
-  gnutls_psk_client_credentials_t creds_ = nullptr;
   int fds_[2] = {-1, -1};
 };
 
@@ -224,36 +247,13 @@ INSTANTIATE_TEST_SUITE_P(RecordLayers, MemorySessionTest, testing::Values("tmem"
 // its sending thread seals replies of any size, across a key update, and it ends with a
 // close_notify the client reads.
 TEST(SocketSessionTest, ReadsAnyPartsAndSendsAnySizeOnTmemRecords) {
-  const std::string psk = testing::TempDir() + "/socket.psk";
-  std::FILE* f = std::fopen(psk.c_str(), "w");
-  ASSERT_NE(f, nullptr);
-  std::fputs("tenant:000102030405060708090a0b0c0d0e0f\n", f);
-  std::fclose(f);
-  TlsOptions o;
-  o.psk_file = psk;
-  auto context = TlsContext::Create(o);
-  ASSERT_TRUE(context.ok()) << context.status();
-  int fds[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
-  gnutls_psk_client_credentials_t creds;
-  gnutls_psk_allocate_client_credentials(&creds);
-  const unsigned char key[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-  const gnutls_datum_t k{const_cast<unsigned char*>(key), sizeof(key)};
-  gnutls_psk_set_client_credentials(creds, "tenant", &k, GNUTLS_PSK_KEY_RAW);
-  gnutls_session_t client;
-  gnutls_init(&client, GNUTLS_CLIENT);
-  gnutls_priority_set_direct(client, "NORMAL:+ECDHE-PSK:+PSK", nullptr);
-  gnutls_credentials_set(client, GNUTLS_CRD_PSK, creds);
-  gnutls_transport_set_int(client, fds[1]);
-
+  PskSocketPair p("socket");
+  gnutls_session_t client = p.client;
   const std::string header = Pattern(28, 5), payload = Pattern(300000, 6), reply = Pattern(1 << 20, 7);
   std::string got_reply, got_after_update;
   int end = 1;
   std::thread c([&] {
-    int rc;
-    do {
-      rc = gnutls_handshake(client);
-    } while (rc < 0 && gnutls_error_is_fatal(rc) == 0);
+    const int rc = p.ClientHandshake();
     ASSERT_EQ(rc, 0) << gnutls_strerror(rc);
     // A request header and its payload in one go, as an NBD client writes them.
     const std::string request = header + payload;
@@ -285,7 +285,7 @@ TEST(SocketSessionTest, ReadsAnyPartsAndSendsAnySizeOnTmemRecords) {
     char b;
     end = static_cast<int>(gnutls_record_recv(client, &b, 1));  // the server's close_notify: 0
   });
-  auto server = (*context)->Accept(fds[0]);
+  auto server = p.context->Accept(p.fds[0]);
   ASSERT_TRUE(server.ok()) << server.status();
   EXPECT_TRUE((*server)->own_records());
   // The header in two small reads, then the payload into a large buffer.
@@ -317,48 +317,21 @@ TEST(SocketSessionTest, ReadsAnyPartsAndSendsAnySizeOnTmemRecords) {
   EXPECT_TRUE(Same(got_reply, reply));
   EXPECT_EQ(got_after_update, header);
   EXPECT_EQ(end, 0);
-  gnutls_deinit(client);
-  gnutls_psk_free_client_credentials(creds);
-  close(fds[0]);
-  close(fds[1]);
 }
 
 // The end of the stream is reported after the data before it, and again on every later read
 // (a caller reading exact lengths asks again; it must not wait for bytes that never come).
 TEST(SocketSessionTest, CloseNotifyEndsEveryLaterRead) {
-  const std::string psk = testing::TempDir() + "/end.psk";
-  std::FILE* f = std::fopen(psk.c_str(), "w");
-  ASSERT_NE(f, nullptr);
-  std::fputs("tenant:000102030405060708090a0b0c0d0e0f\n", f);
-  std::fclose(f);
-  TlsOptions o;
-  o.psk_file = psk;
-  auto context = TlsContext::Create(o);
-  ASSERT_TRUE(context.ok()) << context.status();
-  int fds[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  PskSocketPair p("end");
   timeval tv{3, 0};  // a read that waits fails after 3 s instead of hanging the test
-  setsockopt(fds[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  gnutls_psk_client_credentials_t creds;
-  gnutls_psk_allocate_client_credentials(&creds);
-  const unsigned char key[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-  const gnutls_datum_t k{const_cast<unsigned char*>(key), sizeof(key)};
-  gnutls_psk_set_client_credentials(creds, "tenant", &k, GNUTLS_PSK_KEY_RAW);
-  gnutls_session_t client;
-  gnutls_init(&client, GNUTLS_CLIENT);
-  gnutls_priority_set_direct(client, "NORMAL:+ECDHE-PSK:+PSK", nullptr);
-  gnutls_credentials_set(client, GNUTLS_CRD_PSK, creds);
-  gnutls_transport_set_int(client, fds[1]);
+  setsockopt(p.fds[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   std::thread c([&] {
-    int rc;
-    do {
-      rc = gnutls_handshake(client);
-    } while (rc < 0 && gnutls_error_is_fatal(rc) == 0);
+    const int rc = p.ClientHandshake();
     ASSERT_EQ(rc, 0) << gnutls_strerror(rc);
-    ASSERT_EQ(gnutls_record_send(client, "abc", 3), 3);
-    ASSERT_EQ(gnutls_bye(client, GNUTLS_SHUT_WR), 0);  // the TCP stream stays open
+    ASSERT_EQ(gnutls_record_send(p.client, "abc", 3), 3);
+    ASSERT_EQ(gnutls_bye(p.client, GNUTLS_SHUT_WR), 0);  // the TCP stream stays open
   });
-  auto server = (*context)->Accept(fds[0]);
+  auto server = p.context->Accept(p.fds[0]);
   ASSERT_TRUE(server.ok()) << server.status();
   c.join();
   ASSERT_TRUE((*server)->own_records());
@@ -367,11 +340,6 @@ TEST(SocketSessionTest, CloseNotifyEndsEveryLaterRead) {
   EXPECT_EQ((*server)->Recv(buf, 10), 1);
   EXPECT_EQ((*server)->Recv(buf, 10), 0);
   EXPECT_EQ((*server)->Recv(buf, 10), 0);
-  server->reset();
-  gnutls_deinit(client);
-  gnutls_psk_free_client_credentials(creds);
-  close(fds[0]);
-  close(fds[1]);
 }
 
 }  // namespace
