@@ -655,9 +655,12 @@ ssize_t TlsSession::OpenRecords(uint8_t* buf, size_t len) {
 ssize_t TlsSession::Decrypt(void* buf, size_t len) {
   if (records_ != nullptr) return OpenRecords(static_cast<uint8_t*>(buf), len);
   auto s = static_cast<gnutls_session_t>(session_);
-  while (true) {
+  for (int again = 0;;) {
     const ssize_t n = gnutls_record_recv(s, buf, len);
     if (n > 0) return n;
+    // GnuTLS answers a record that carried no data (a key update) with AGAIN too: while bytes
+    // fed are still unread, that is not "no whole record yet" (bounded: a record in part ends it).
+    if (n == GNUTLS_E_AGAIN && mem_in_pos_ < mem_in_.size() && ++again < 64) continue;
     if (n == GNUTLS_E_AGAIN) return 0;
     if (n == GNUTLS_E_INTERRUPTED) continue;
     // A non-fatal alert or a rehandshake request: nothing for the reader; go on.

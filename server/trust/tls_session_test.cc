@@ -207,9 +207,6 @@ TEST_P(MemorySessionTest, RepliesReachTheClientAcrossKeyUpdatesBothWays) {
   const std::string request = Pattern(20000, 3);
   ClientSend(request);
   EXPECT_TRUE(Same(FeedAndDecrypt(Read(5000), 1 << 20, 64 << 10), request));
-  // GnuTLS's record layer in memory mode does not answer a key update the client asks for (the
-  // client's next read fails): one more reason for tls.records: tmem. Only tmem's goes on.
-  if (!own()) return;
 
   // The client updates its key and asks for one of ours, then sends under its new key.
   ASSERT_EQ(gnutls_session_key_update(client_, GNUTLS_KU_PEER), 0);
@@ -218,8 +215,10 @@ TEST_P(MemorySessionTest, RepliesReachTheClientAcrossKeyUpdatesBothWays) {
   ASSERT_TRUE(server_->Encrypt(iov, 2));
   Flush();
   EXPECT_TRUE(Same(ClientRecv(reply.size()), reply));
-  EXPECT_EQ(server_->records()->key_updates_received(), 2u);
-  EXPECT_EQ(server_->records()->key_updates_sent(), 1u);
+  if (own()) {
+    EXPECT_EQ(server_->records()->key_updates_received(), 2u);
+    EXPECT_EQ(server_->records()->key_updates_sent(), 1u);
+  }
 }
 
 TEST_P(MemorySessionTest, CloseNotifyEndsTheStreamAfterWhatCameBefore) {
