@@ -226,10 +226,13 @@ ssize_t TlsRecords::Open(std::span<const uint8_t> record, uint8_t* out) {
   while (len > 0 && out[len - 1] == 0) --len;
   if (len == 0 || len > kMaxPlaintext + 1) return kError;
   const uint8_t type = out[--len];
-  if (type == kApplicationData) return static_cast<ssize_t>(len);
-  if (type == kAlert) return len == 2 && out[1] == 0 ? kClosed : kError;
-  if (type == kHandshake && len > 0) return HandshakeMessages(out, len);
-  return kError;
+  ssize_t n = kError;
+  if (type == kApplicationData) n = static_cast<ssize_t>(len);
+  if (type == kAlert) n = len == 2 && out[1] == 0 ? kClosed : kError;
+  if (type == kHandshake && len > 0) n = HandshakeMessages(out, len);
+  if (n == 0 && ++empty_in_row_ > kMaxEmptyInRow) return kError;
+  if (n > 0) empty_in_row_ = 0;
+  return n;
 }
 
 ssize_t TlsRecords::HandshakeMessages(const uint8_t* p, size_t len) {

@@ -40,6 +40,9 @@ class TlsRecords {
   static constexpr size_t kTagBytes = 16;
   static constexpr size_t kMaxPlaintext = 16384;
   static constexpr size_t kMaxRecordBytes = kHeaderBytes + kMaxPlaintext + 256;  // RFC 8446 5.2
+  // Records in a row that carry no application data (key updates, tickets, empty records) before
+  // Open calls the peer abusive: each key update costs a key derivation.
+  static constexpr int kMaxEmptyInRow = 64;
   // Records sealed under one key before Seal updates it (AES-GCM's bound is 2^24.5 records).
   static constexpr uint64_t kRecordsPerKey = uint64_t{1} << 23;
   // Open's results that are not a byte count.
@@ -80,8 +83,9 @@ class TlsRecords {
   // The most bytes Open writes for a record of `record_bytes` (its inner plaintext).
   static size_t OpenRoom(size_t record_bytes) { return record_bytes - kHeaderBytes - kTagBytes; }
   // Opens one whole record into `out` (OpenRoom(record.size()) bytes of room). Returns the
-  // application bytes now at the front of `out` (0: the record carried none, e.g. a key update),
-  // kClosed at the peer's close_notify, kError otherwise (the connection must close).
+  // application bytes now at the front of `out` (0: the record carried none, e.g. a key update;
+  // more than kMaxEmptyInRow of those in a row are kError), kClosed at the peer's close_notify,
+  // kError otherwise (the connection must close).
   ssize_t Open(std::span<const uint8_t> record, uint8_t* out);
 
   uint64_t key_updates_sent() const { return write_.updates; }
@@ -117,6 +121,7 @@ class TlsRecords {
   uint64_t records_per_key_ = kRecordsPerKey;
   Direction read_, write_;
   std::atomic<bool> update_asked_{false};  // the peer asked for a key update of ours
+  int empty_in_row_ = 0;                   // Open's: records without application data in a row
 };
 
 }  // namespace tmem

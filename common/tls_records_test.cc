@@ -228,6 +228,29 @@ TEST(TlsRecordsTest, AKeyUpdateThePeerAsksForIsFollowedAndAnswered) {
   w.join();
 }
 
+TEST(TlsRecordsTest, APeerThatOnlyUpdatesItsKeyIsCutOff) {
+  Pair p("NORMAL:-CIPHER-ALL:+AES-128-GCM");
+  auto ours = TlsRecords::Take(p.server, p.server_secrets);
+  ASSERT_NE(ours, nullptr);
+  std::vector<uint8_t> plain(TlsRecords::kMaxRecordBytes);
+  // Key updates with data between them are fine, however many.
+  for (int i = 0; i < TlsRecords::kMaxEmptyInRow + 10; ++i) {
+    ASSERT_EQ(gnutls_session_key_update(p.client, 0), 0);
+    ASSERT_EQ(ours->Open(ReadRecord(p.fd(p.server)), plain.data()), 0);
+    if (i % 8 == 0) {
+      ASSERT_TRUE(GnutlsSend(p.client, "x"));
+      ASSERT_EQ(ours->Open(ReadRecord(p.fd(p.server)), plain.data()), 1);
+    }
+  }
+  // Nothing but key updates: the one past the bound ends the records.
+  ssize_t last = 0;
+  for (int i = 0; i <= TlsRecords::kMaxEmptyInRow && last == 0; ++i) {
+    ASSERT_EQ(gnutls_session_key_update(p.client, 0), 0);
+    last = ours->Open(ReadRecord(p.fd(p.server)), plain.data());
+  }
+  EXPECT_EQ(last, TlsRecords::kError);
+}
+
 TEST(TlsRecordsTest, SealUpdatesItsKeyAfterItsShareOfRecords) {
   Pair p("NORMAL:-CIPHER-ALL:+AES-256-GCM");
   auto ours = TlsRecords::Take(p.server, p.server_secrets, /*records_per_key=*/2);
