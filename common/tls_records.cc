@@ -160,9 +160,15 @@ bool TlsRecords::SendKeyUpdate(std::vector<uint8_t>* out) {
   return SealOne(out, at, sizeof(message)) && Update(write_);
 }
 
-bool TlsRecords::SealCloseNotify(std::vector<uint8_t>* out) {
+bool TlsRecords::SealCloseNotify(std::vector<uint8_t>* out) { return SealAlert(1 /* warning */, 0, out); }
+
+bool TlsRecords::SealFailureAlert(std::vector<uint8_t>* out) {
+  return alert_ == 0 || SealAlert(2 /* fatal */, alert_, out);
+}
+
+bool TlsRecords::SealAlert(uint8_t level, uint8_t description, std::vector<uint8_t>* out) {
   const size_t at = out->size();
-  const uint8_t alert[] = {1 /* warning */, 0 /* close_notify */, kAlert};
+  const uint8_t alert[] = {level, description, kAlert};
   AppendHeader(out, sizeof(alert));
   out->insert(out->end(), alert, alert + sizeof(alert));
   return SealOne(out, at, sizeof(alert));
@@ -218,17 +224,25 @@ ssize_t TlsRecords::Open(std::span<const uint8_t> record, uint8_t* out) {
   size_t len = OpenRoom(record.size());
   if (gnutls_aead_cipher_decrypt(read_.aead, nonce, sizeof(nonce), record.data(), kHeaderBytes, kTagBytes,
                                  record.data() + kHeaderBytes, record.size() - kHeaderBytes, out, &len) < 0) {
+    alert_ = kBadRecordMac;
     return kError;  // does not authenticate
   }
   ++read_.seq;
   // The inner plaintext: content, its type, zeros of padding (RFC 8446 5.4: at most 2^14 + 1
   // bytes before the padding; handshake and alert records are never empty).
   while (len > 0 && out[len - 1] == 0) --len;
-  if (len == 0 || len > kMaxPlaintext + 1) return kError;
+  if (len == 0 || len > kMaxPlaintext + 1) {
+    alert_ = len == 0 ? kUnexpectedMessage : kRecordOverflow;
+    return kError;
+  }
   const uint8_t type = out[--len];
+  alert_ = kUnexpectedMessage;
   ssize_t n = kError;
   if (type == kApplicationData) n = static_cast<ssize_t>(len);
-  if (type == kAlert) n = len == 2 && out[1] == 0 ? kClosed : kError;
+  if (type == kAlert) {
+    n = len == 2 && out[1] == 0 ? kClosed : kError;
+    alert_ = 0;  // the peer's own alert: none is sent back
+  }
   if (type == kHandshake && len > 0) n = HandshakeMessages(out, len);
   if (n == 0 && ++empty_in_row_ > kMaxEmptyInRow) return kError;
   if (n > 0) empty_in_row_ = 0;
@@ -237,16 +251,20 @@ ssize_t TlsRecords::Open(std::span<const uint8_t> record, uint8_t* out) {
 
 ssize_t TlsRecords::HandshakeMessages(const uint8_t* p, size_t len) {
   while (len > 0) {
+    alert_ = kDecodeError;
     if (len < 4) return kError;
     const size_t body = size_t{p[1]} << 16 | size_t{p[2]} << 8 | p[3];
     if (len < 4 + body) return kError;  // a message split over records: not sent after a handshake
     if (p[0] == kKeyUpdate) {
       if (body != 1 || p[4] > 1) return kError;
       if (p[4] == 1) update_asked_.store(true, std::memory_order_release);
+      alert_ = kInternalError;
       if (!Update(read_)) return kError;
+      alert_ = kUnexpectedMessage;
       // The key changed: anything after this message in the record is not allowed (8446 5.1).
       return len == 5 ? 0 : kError;
     }
+    alert_ = kUnexpectedMessage;
     if (p[0] != kNewSessionTicket) return kError;
     p += 4 + body;
     len -= 4 + body;

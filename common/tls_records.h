@@ -76,6 +76,12 @@ class TlsRecords {
 
   // Appends a close_notify alert to `out`; false on a cipher error.
   bool SealCloseNotify(std::vector<uint8_t>* out);
+  // After Open's kError: appends the fatal alert that says why (bad_record_mac, record_overflow,
+  // unexpected_message, decode_error), or nothing when the peer's own alert ended the records;
+  // the opening thread may call it only while no other thread seals.
+  bool SealFailureAlert(std::vector<uint8_t>* out);
+  // unexpected_message: what the peer is told when WholeRecord refused a header.
+  void set_failure_alert_unexpected() { alert_ = kUnexpectedMessage; }
 
   // The bytes of the record at the front of `in`, header included, once all of it is there; 0
   // while it is not; kError when the header is not a TLS 1.3 record's.
@@ -114,6 +120,10 @@ class TlsRecords {
   // Post-handshake messages of an opened record: kError unless each is known.
   ssize_t HandshakeMessages(const uint8_t* p, size_t len);
 
+  static constexpr uint8_t kUnexpectedMessage = 10, kBadRecordMac = 20, kRecordOverflow = 22, kDecodeError = 50,
+                           kInternalError = 80;
+  bool SealAlert(uint8_t level, uint8_t description, std::vector<uint8_t>* out);
+
   gnutls_cipher_algorithm_t cipher_ = GNUTLS_CIPHER_UNKNOWN;
   gnutls_mac_algorithm_t hash_ = GNUTLS_MAC_UNKNOWN;
   size_t key_bytes_ = 0;
@@ -122,6 +132,7 @@ class TlsRecords {
   Direction read_, write_;
   std::atomic<bool> update_asked_{false};  // the peer asked for a key update of ours
   int empty_in_row_ = 0;                   // Open's: records without application data in a row
+  uint8_t alert_ = kUnexpectedMessage;     // Open's: the alert for its last kError (0: none)
 };
 
 }  // namespace tmem

@@ -138,6 +138,8 @@ ssize_t TlsSession::OpenRecords(uint8_t* buf, size_t len) {
       if (whole < 0) {
         pending_error_ = GNUTLS_E_UNEXPECTED_PACKET;
         lent_len_ = 0;
+        records_->set_failure_alert_unexpected();
+        records_->SealFailureAlert(mem_out_);  // sent before the connection closes
         return produced > 0 ? static_cast<ssize_t>(produced) : -1;
       }
       if (whole == 0) return static_cast<ssize_t>(produced);  // every lent byte is kept now
@@ -147,6 +149,8 @@ ssize_t TlsSession::OpenRecords(uint8_t* buf, size_t len) {
       if (whole < 0) {
         pending_error_ = GNUTLS_E_UNEXPECTED_PACKET;
         lent_len_ = 0;
+        records_->set_failure_alert_unexpected();
+        records_->SealFailureAlert(mem_out_);  // sent before the connection closes
         return produced > 0 ? static_cast<ssize_t>(produced) : -1;
       }
       if (whole == 0) {
@@ -187,6 +191,8 @@ ssize_t TlsSession::OpenRecords(uint8_t* buf, size_t len) {
       // close_notify or a record that does not open: reported after what came before it.
       pending_error_ = n == TlsRecords::kClosed ? GNUTLS_E_SESSION_EOF : GNUTLS_E_DECRYPTION_FAILED;
       lent_len_ = 0;
+      // The peer is told why (the loop sends what is queued before it closes the connection).
+      if (n == TlsRecords::kError) records_->SealFailureAlert(mem_out_);
       return produced > 0 ? static_cast<ssize_t>(produced) : -1;
     }
     produced += static_cast<size_t>(n);

@@ -237,6 +237,15 @@ TEST_P(MemorySessionTest, ARecordChangedOnTheWayEndsTheStream) {
   bool closed = false;
   EXPECT_TRUE(Same(FeedAndDecrypt(in, 1 << 20, 64 << 10, &closed), ""));
   EXPECT_TRUE(closed);
+  if (own()) {
+    // The client is told why: a fatal bad_record_mac alert (a read that waits fails after 3 s).
+    Flush();
+    timeval tv{3, 0};
+    setsockopt(fds_[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char b;
+    EXPECT_EQ(gnutls_record_recv(client_, &b, 1), GNUTLS_E_FATAL_ALERT_RECEIVED);
+    EXPECT_EQ(gnutls_alert_get(client_), GNUTLS_A_BAD_RECORD_MAC);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(RecordLayers, MemorySessionTest, testing::Values("tmem", "gnutls"));
