@@ -138,18 +138,7 @@ bool WireStream::StartTls(int fd) {
 }
 
 bool WireStream::SealAndSend(const iovec* iov, int count, std::vector<uint8_t>* sealed) {
-  // A large request is sealed and sent in parts of about kGatherBytes.
-  sealed->clear();
-  int first = 0;
-  size_t bytes = 0;
-  for (int i = 0; i < count; ++i) {
-    bytes += iov[i].iov_len;
-    if (bytes < kGatherBytes && i + 1 < count) continue;
-    if (!records_->Seal(iov + first, i + 1 - first, sealed) || !SendGathered(fd_, sealed)) return false;
-    first = i + 1;
-    bytes = 0;
-  }
-  return true;
+  return tmem::SealAndSend(*records_, fd_, iov, count, kGatherBytes, sealed);
 }
 
 ssize_t WireStream::OpenRecordsLocked() {

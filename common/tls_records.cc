@@ -6,6 +6,8 @@
 #include <cstring>
 #include <string_view>
 
+#include "common/socket_write.h"
+
 namespace tmem {
 namespace {
 
@@ -208,6 +210,12 @@ bool TlsRecords::Seal(const iovec* iov, int count, std::vector<uint8_t>* out) {
   return true;
 }
 
+size_t TlsRecords::MissingBytes(std::span<const uint8_t> in) {
+  if (in.size() < kHeaderBytes) return kHeaderBytes - in.size();
+  const size_t whole = kHeaderBytes + (size_t{in[3]} << 8 | in[4]);
+  return in.size() < whole ? whole - in.size() : 0;
+}
+
 ssize_t TlsRecords::WholeRecord(std::span<const uint8_t> in) {
   if (in.size() < kHeaderBytes) return 0;
   const size_t len = size_t{in[3]} << 8 | in[4];
@@ -270,6 +278,35 @@ ssize_t TlsRecords::HandshakeMessages(const uint8_t* p, size_t len) {
     len -= 4 + body;
   }
   return 0;
+}
+
+bool SealAndSend(TlsRecords& records, int fd, const iovec* iov, int count, size_t part_bytes,
+                 std::vector<uint8_t>* sealed) {
+  // A part also ends at kPieces pieces (no allocation for the list: a page each is 64 pages).
+  constexpr int kPieces = 64;
+  iovec part[kPieces];
+  int pieces = 0;
+  size_t bytes = 0;
+  auto send = [&] {
+    sealed->clear();
+    if (!records.Seal(part, pieces, sealed)) return false;
+    iovec out{sealed->data(), sealed->size()};
+    pieces = 0;
+    bytes = 0;
+    return SocketWriteFullV(fd, &out, 1);
+  };
+  for (int i = 0; i < count; ++i) {
+    auto* p = static_cast<uint8_t*>(iov[i].iov_base);
+    for (size_t left = iov[i].iov_len; left > 0;) {
+      const size_t k = std::min(left, part_bytes - bytes);
+      part[pieces++] = {p, k};
+      p += k;
+      left -= k;
+      bytes += k;
+      if ((bytes == part_bytes || pieces == kPieces) && !send()) return false;
+    }
+  }
+  return pieces == 0 || send();
 }
 
 }  // namespace tmem

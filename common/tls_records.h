@@ -86,6 +86,8 @@ class TlsRecords {
   // The bytes of the record at the front of `in`, header included, once all of it is there; 0
   // while it is not; kError when the header is not a TLS 1.3 record's.
   static ssize_t WholeRecord(std::span<const uint8_t> in);
+  // How many more bytes the record at the front of `in` needs to be whole (its header first).
+  static size_t MissingBytes(std::span<const uint8_t> in);
   // The most bytes Open writes for a record of `record_bytes` (its inner plaintext).
   static size_t OpenRoom(size_t record_bytes) { return record_bytes - kHeaderBytes - kTagBytes; }
   // Opens one whole record into `out` (OpenRoom(record.size()) bytes of room). Returns the
@@ -134,6 +136,13 @@ class TlsRecords {
   int empty_in_row_ = 0;                   // Open's: records without application data in a row
   uint8_t alert_ = kUnexpectedMessage;     // Open's: the alert for its last kError (0: none)
 };
+
+// Seals every byte of the iovecs and sends it to the blocking socket `fd` in parts of at most
+// `part_bytes` (a large iovec is cut up), so that the first bytes leave before the last are
+// sealed and `sealed` (the caller's buffer, emptied) stays small. False on an error, after which
+// nothing may be sent: a record may have left in part. Called by the one thread that seals.
+bool SealAndSend(TlsRecords& records, int fd, const iovec* iov, int count, size_t part_bytes,
+                 std::vector<uint8_t>* sealed);
 
 }  // namespace tmem
 

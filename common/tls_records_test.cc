@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/socket_write.h"
 #include "gtest/gtest.h"
 
 namespace tmem {
@@ -110,16 +111,6 @@ class Pair {
   gnutls_certificate_credentials_t client_creds_ = nullptr;
 };
 
-bool WriteAll(int fd, const std::vector<uint8_t>& bytes) {
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = write(fd, bytes.data() + done, bytes.size() - done);
-    if (n <= 0) return false;
-    done += static_cast<size_t>(n);
-  }
-  return true;
-}
-
 // Reads one whole record from `fd`.
 std::vector<uint8_t> ReadRecord(int fd) {
   std::vector<uint8_t> r(TlsRecords::kHeaderBytes);
@@ -128,10 +119,9 @@ std::vector<uint8_t> ReadRecord(int fd) {
     const ssize_t whole = TlsRecords::WholeRecord(std::span<const uint8_t>(r.data(), have));
     if (whole < 0) return {};
     if (whole > 0) return r;
-    const size_t want = have < TlsRecords::kHeaderBytes ? TlsRecords::kHeaderBytes
-                                                        : TlsRecords::kHeaderBytes + (size_t{r[3]} << 8 | r[4]);
-    r.resize(want);
-    const ssize_t n = read(fd, r.data() + have, want - have);
+    const size_t missing = TlsRecords::MissingBytes(std::span<const uint8_t>(r.data(), have));
+    r.resize(have + missing);
+    const ssize_t n = read(fd, r.data() + have, missing);
     if (n <= 0) return {};
     have += static_cast<size_t>(n);
   }
@@ -175,6 +165,17 @@ bool GnutlsSend(gnutls_session_t s, const std::string& data) {
   return true;
 }
 
+// What `sealed` carries, written to `fd` on a thread of its own and read by GnuTLS's `reader`.
+std::string GnutlsReadsSealed(int fd, std::vector<uint8_t>& sealed, gnutls_session_t reader, size_t want) {
+  std::thread w([&] {
+    iovec iov{sealed.data(), sealed.size()};
+    EXPECT_TRUE(SocketWriteFullV(fd, &iov, 1));
+  });
+  std::string got = GnutlsRecv(reader, want);
+  w.join();
+  return got;
+}
+
 class TlsRecordsCipherTest : public testing::TestWithParam<const char*> {};
 
 TEST_P(TlsRecordsCipherTest, RecordsSealedHereAreReadByGnutlsAndTheOtherWayRound) {
@@ -191,9 +192,7 @@ TEST_P(TlsRecordsCipherTest, RecordsSealedHereAreReadByGnutlsAndTheOtherWayRound
   std::vector<uint8_t> out;
   ASSERT_TRUE(ours->Seal(iov, 3, &out));
   EXPECT_EQ(out.size(), 40000 + 3 * (TlsRecords::kHeaderBytes + 1 + TlsRecords::kTagBytes));
-  std::thread w([&] { EXPECT_TRUE(WriteAll(p.fd(p.server), out)); });
-  EXPECT_EQ(GnutlsRecv(p.client, 40000), a + b + c);
-  w.join();
+  EXPECT_EQ(GnutlsReadsSealed(p.fd(p.server), out, p.client, 40000), a + b + c);
 
   const std::string back = Pattern(50000, 4);
   std::thread s([&] { EXPECT_TRUE(GnutlsSend(p.client, back)); });
@@ -223,9 +222,7 @@ TEST(TlsRecordsTest, AKeyUpdateThePeerAsksForIsFollowedAndAnswered) {
   std::vector<uint8_t> out;
   ASSERT_TRUE(ours->Seal(&iov, 1, &out));
   EXPECT_EQ(ours->key_updates_sent(), 1u);
-  std::thread w([&] { EXPECT_TRUE(WriteAll(p.fd(p.client), out)); });
-  EXPECT_EQ(GnutlsRecv(p.server, reply.size()), reply);
-  w.join();
+  EXPECT_EQ(GnutlsReadsSealed(p.fd(p.client), out, p.server, reply.size()), reply);
 }
 
 TEST(TlsRecordsTest, APeerThatOnlyUpdatesItsKeyIsCutOff) {
@@ -261,9 +258,7 @@ TEST(TlsRecordsTest, SealUpdatesItsKeyAfterItsShareOfRecords) {
   ASSERT_TRUE(ours->Seal(&iov, 1, &out));
   ASSERT_TRUE(ours->Seal(&iov, 1, &out));
   EXPECT_GE(ours->key_updates_sent(), 5u);
-  std::thread w([&] { EXPECT_TRUE(WriteAll(p.fd(p.server), out)); });
-  EXPECT_EQ(GnutlsRecv(p.client, 2 * data.size()), data + data);
-  w.join();
+  EXPECT_EQ(GnutlsReadsSealed(p.fd(p.server), out, p.client, 2 * data.size()), data + data);
 }
 
 TEST(TlsRecordsTest, AChangedByteOrACloseNotifyEndsTheRecords) {

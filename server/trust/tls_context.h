@@ -85,6 +85,8 @@ class TlsSession {
   // Decrypt, Recv and SendAll with TlsRecords.
   ssize_t OpenRecords(uint8_t* buf, size_t len);
   ssize_t RecvRecords(uint8_t* out, size_t len);
+  // Up to `len` bytes of the plaintext opened aside (staged_); the bytes given.
+  size_t TakeStaged(uint8_t* out, size_t len);
   bool SendRecords(const iovec* iov, int count);
 
   void* session_ = nullptr;  // gnutls_session_t

@@ -7,10 +7,16 @@
 #include <span>
 #include <vector>
 
-#include "common/socket_write.h"
 #include "server/trust/tls_context.h"
 
 namespace tmem::trust {
+
+size_t TlsSession::TakeStaged(uint8_t* out, size_t len) {
+  const size_t k = std::min(len, staged_end_ - staged_pos_);
+  std::memcpy(out, staged_.data() + staged_pos_, k);
+  staged_pos_ += k;
+  return k;
+}
 
 int TlsSession::KeepSecrets(gnutls_session_t session, gnutls_record_encryption_level_t level, const void* read,
                             const void* write, size_t size) {
@@ -28,10 +34,7 @@ ssize_t TlsSession::RecvRecords(uint8_t* out, size_t len) {
       return pending_error_ == GNUTLS_E_SESSION_EOF ? 0 : -1;
     }
     if (staged_pos_ < staged_end_) {
-      const size_t k = std::min(len - got, staged_end_ - staged_pos_);
-      std::memcpy(out + got, staged_.data() + staged_pos_, k);
-      staged_pos_ += k;
-      got += k;
+      got += TakeStaged(out + got, len - got);
       continue;
     }
     const std::span<const uint8_t> in = in_.unread();
@@ -68,33 +71,9 @@ ssize_t TlsSession::RecvRecords(uint8_t* out, size_t len) {
 
 bool TlsSession::SendRecords(const iovec* iov, int count) {
   if (send_failed_) return false;  // a record may have left in part: nothing may follow it
-  // Sealed and sent in parts of at most kSendPart bytes (a large iovec cut up), so that the
-  // first bytes leave before the last are sealed and the buffer stays small.
-  constexpr size_t kSendPart = 256 << 10;
-  std::vector<iovec> part;
-  size_t bytes = 0;
-  auto flush = [&] {
-    sealed_.clear();
-    bool ok = records_->Seal(part.data(), static_cast<int>(part.size()), &sealed_);
-    iovec out{sealed_.data(), sealed_.size()};
-    ok = ok && SocketWriteFullV(in_.fd(), &out, 1);
-    part.clear();
-    bytes = 0;
-    if (!ok) send_failed_ = true;
-    return ok;
-  };
-  for (int i = 0; i < count; ++i) {
-    auto* p = static_cast<uint8_t*>(iov[i].iov_base);
-    for (size_t left = iov[i].iov_len; left > 0;) {
-      const size_t k = std::min(left, kSendPart - bytes);
-      part.push_back({p, k});
-      p += k;
-      left -= k;
-      bytes += k;
-      if (bytes == kSendPart && !flush()) return false;
-    }
-  }
-  return part.empty() || flush();
+  if (SealAndSend(*records_, in_.fd(), iov, count, 256 << 10, &sealed_)) return true;
+  send_failed_ = true;
+  return false;
 }
 
 ssize_t TlsSession::OpenRecords(uint8_t* buf, size_t len) {
@@ -108,60 +87,43 @@ ssize_t TlsSession::OpenRecords(uint8_t* buf, size_t len) {
     lent_len_ = 0;
     return 0;
   }
-  size_t produced = 0;
-  if (staged_pos_ < staged_end_) {
-    const size_t k = std::min(len, staged_end_ - staged_pos_);
-    std::memcpy(buf, staged_.data() + staged_pos_, k);
-    staged_pos_ += k;
-    produced = k;
-    if (staged_pos_ < staged_end_) return static_cast<ssize_t>(produced);
-  }
+  size_t produced = TakeStaged(buf, len);
+  if (staged_pos_ < staged_end_) return static_cast<ssize_t>(produced);
   while (true) {
-    std::span<const uint8_t> record;
-    bool from_kept = mem_in_pos_ < mem_in_.size();
+    // Bytes kept from earlier Feeds come first: a record not whole yet is completed from what
+    // was lent. Then the records lent, read where they are.
+    const bool from_kept = mem_in_pos_ < mem_in_.size();
+    ssize_t whole;
     if (from_kept) {
-      // Bytes kept from earlier Feeds come first: a record not whole yet is completed from what
-      // was lent.
-      ssize_t whole;
-      while ((whole = TlsRecords::WholeRecord({mem_in_.data() + mem_in_pos_, mem_in_.size() - mem_in_pos_})) == 0 &&
+      std::span<const uint8_t> kept;
+      while ((whole = TlsRecords::WholeRecord(kept = {mem_in_.data() + mem_in_pos_, mem_in_.size() - mem_in_pos_})) ==
+                 0 &&
              lent_len_ > 0) {
-        const size_t have = mem_in_.size() - mem_in_pos_;
-        const size_t need =
-            have < TlsRecords::kHeaderBytes
-                ? TlsRecords::kHeaderBytes - have
-                : TlsRecords::kHeaderBytes + (size_t{mem_in_[mem_in_pos_ + 3]} << 8 | mem_in_[mem_in_pos_ + 4]) - have;
-        const size_t k = std::min(need, lent_len_);
+        const size_t k = std::min(TlsRecords::MissingBytes(kept), lent_len_);
         mem_in_.insert(mem_in_.end(), lent_, lent_ + k);
         lent_ += k;
         lent_len_ -= k;
       }
-      if (whole < 0) {
-        pending_error_ = GNUTLS_E_UNEXPECTED_PACKET;
-        lent_len_ = 0;
-        records_->set_failure_alert_unexpected();
-        records_->SealFailureAlert(mem_out_);  // sent before the connection closes
-        return produced > 0 ? static_cast<ssize_t>(produced) : -1;
-      }
-      if (whole == 0) return static_cast<ssize_t>(produced);  // every lent byte is kept now
-      record = {mem_in_.data() + mem_in_pos_, static_cast<size_t>(whole)};
     } else {
-      const ssize_t whole = TlsRecords::WholeRecord({lent_, lent_len_});
-      if (whole < 0) {
-        pending_error_ = GNUTLS_E_UNEXPECTED_PACKET;
-        lent_len_ = 0;
-        records_->set_failure_alert_unexpected();
-        records_->SealFailureAlert(mem_out_);  // sent before the connection closes
-        return produced > 0 ? static_cast<ssize_t>(produced) : -1;
-      }
-      if (whole == 0) {
-        // The start of a record: kept until the next Feed brings the rest.
+      whole = TlsRecords::WholeRecord({lent_, lent_len_});
+    }
+    if (whole < 0) {
+      pending_error_ = GNUTLS_E_UNEXPECTED_PACKET;
+      lent_len_ = 0;
+      records_->set_failure_alert_unexpected();
+      records_->SealFailureAlert(mem_out_);  // sent before the connection closes
+      return produced > 0 ? static_cast<ssize_t>(produced) : -1;
+    }
+    if (whole == 0) {
+      // The start of a record: kept until the next Feed brings the rest (every lent byte is).
+      if (!from_kept) {
         mem_in_.assign(lent_, lent_ + lent_len_);
         mem_in_pos_ = 0;
         lent_len_ = 0;
-        return static_cast<ssize_t>(produced);
       }
-      record = {lent_, static_cast<size_t>(whole)};
+      return static_cast<ssize_t>(produced);
     }
+    const std::span<const uint8_t> record(from_kept ? mem_in_.data() + mem_in_pos_ : lent_, static_cast<size_t>(whole));
     const size_t room = TlsRecords::OpenRoom(record.size());
     ssize_t n;
     if (len - produced >= room) {
