@@ -13,6 +13,7 @@ namespace tmem::trust {
 
 size_t TlsSession::TakeStaged(uint8_t* out, size_t len) {
   const size_t k = std::min(len, staged_end_ - staged_pos_);
+  if (k == 0) return 0;  // nothing staged (staged_ may not be allocated yet)
   std::memcpy(out, staged_.data() + staged_pos_, k);
   staged_pos_ += k;
   return k;
